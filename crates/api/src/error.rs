@@ -1,0 +1,84 @@
+//! The one error shape every endpoint answers with:
+//! `{"code": "STABLE_CODE", "message": "human text"}` and the right status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = %self.code, message = %self.message, "request failed");
+        }
+        let body = Body {
+            code: self.code.as_str(),
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest, e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StorageUnavailable, e.to_string())
+    }
+}
+
+impl From<CreateOrderError> for ApiError {
+    fn from(e: CreateOrderError) -> Self {
+        let status = match e {
+            CreateOrderError::UnknownSku(_) | CreateOrderError::AmountOverflow => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            CreateOrderError::OutOfStock { .. } => StatusCode::CONFLICT,
+            CreateOrderError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<PayOrderError> for ApiError {
+    fn from(e: PayOrderError) -> Self {
+        let status = match e {
+            PayOrderError::OrderNotFound(_) => StatusCode::NOT_FOUND,
+            PayOrderError::AmountMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PayOrderError::NotPayable { .. } | PayOrderError::PaymentIdReused { .. } => {
+                StatusCode::CONFLICT
+            }
+            PayOrderError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,266 @@
+//! Wiring: builds every component from a [`Config`] and runs them until shutdown.
+//!
+//! `Application::build` opens the databases, starts the embedded broker (when
+//! no NameServer is configured), connects the producer, subscribes the four
+//! consumer groups and binds the HTTP listener; `run_until_stopped` serves
+//! until the shutdown future completes, then stops everything in reverse:
+//! HTTP first (no new payments), then the relay, the consumers, the broker,
+//! and the databases last.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordermq_api::signature::PaymentSigner;
+use ordermq_api::{ApiState, router};
+use ordermq_domain::{System, TOPIC_ORDER_PAY_SUCCESS};
+use ordermq_messaging::{EmbeddedBroker, EmbeddedOptions, MqClient, MqError, SubscribeOptions};
+use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::relay::{self, RelayOptions};
+use crate::service::Orders;
+use crate::systems::SystemHandler;
+use crate::thirdparty::{FakeGateway, Profile};
+
+/// The producer group the design names.
+pub const PRODUCER_GROUP: &str = "order_producer_group";
+
+/// The demo catalog seeded on first start (prices in cents).
+pub const DEMO_CATALOG: &[DemoProduct] = &[
+    DemoProduct { sku: "SKU-1", name: "Mechanical keyboard", price: 8_900, stock: 10_000 },
+    DemoProduct { sku: "SKU-2", name: "Wireless mouse", price: 2_950, stock: 10_000 },
+    DemoProduct { sku: "SKU-3", name: "27-inch monitor", price: 22_900, stock: 5_000 },
+    DemoProduct { sku: "SKU-4", name: "USB-C hub", price: 3_499, stock: 20_000 },
+    DemoProduct { sku: "SKU-5", name: "Laptop stand", price: 4_500, stock: 100 },
+    DemoProduct { sku: "FLASH-1", name: "Flash-sale headphones (limited)", price: 999, stock: 10 },
+];
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot seed the demo catalog: {0}")]
+    Seed(String),
+    #[error(transparent)]
+    Messaging(#[from] MqError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn profile(latency: u64, jitter: u64, spike_p: f64, spike: u64, failure: f64) -> Profile {
+    Profile {
+        latency: Duration::from_millis(latency),
+        jitter: Duration::from_millis(jitter),
+        spike_probability: spike_p,
+        spike: Duration::from_millis(spike),
+        failure_rate: failure,
+    }
+}
+
+/// A built, not yet serving, ordermq.
+pub struct Application {
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    store: Store,
+    broker: Option<EmbeddedBroker>,
+    mq: MqClient,
+    namesrv_addr: String,
+    orders: Orders,
+    signer: PaymentSigner,
+    relay_wake: Arc<Notify>,
+    relay_options: RelayOptions,
+    sms: Arc<FakeGateway>,
+    logistics: Arc<FakeGateway>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("http_addr", &self.http_addr)
+            .field("namesrv_addr", &self.namesrv_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let database_url = config.database_url();
+        let store = Store::open(&database_url, &StoreOptions::default()).await?;
+        tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+        if config.seed_catalog {
+            let added = store
+                .seed_catalog(DEMO_CATALOG)
+                .await
+                .map_err(|e| StartError::Seed(e.to_string()))?;
+            if added > 0 {
+                tracing::info!(products = added, "seeded the demo catalog");
+            }
+        }
+
+        let (broker, namesrv_addr) = match &config.namesrv_addr {
+            Some(addr) => {
+                tracing::info!(namesrv = %addr, "using the configured RocketMQ cluster");
+                (None, addr.clone())
+            }
+            None => {
+                let broker = EmbeddedBroker::start(EmbeddedOptions {
+                    store_dir: config.data_dir.join("rocketmq"),
+                    namesrv_port: config.embedded_namesrv_port,
+                    broker_port: config.embedded_broker_port,
+                })
+                .await?;
+                let addr = broker.namesrv_addr();
+                tracing::info!(namesrv = %addr, "embedded RocketMQ NameServer + broker started");
+                (Some(broker), addr)
+            }
+        };
+
+        let mq = MqClient::connect(&namesrv_addr, PRODUCER_GROUP).await?;
+        mq.ensure_topic(TOPIC_ORDER_PAY_SUCCESS, 8).await?;
+
+        let sms = Arc::new(FakeGateway::new(
+            "sms gateway",
+            profile(
+                config.sms_latency_ms,
+                config.sms_jitter_ms,
+                config.sms_spike_probability,
+                config.sms_spike_ms,
+                config.sms_failure_rate,
+            ),
+        ));
+        let logistics = Arc::new(FakeGateway::new(
+            "logistics system",
+            profile(
+                config.logistics_latency_ms,
+                config.logistics_jitter_ms,
+                config.logistics_spike_probability,
+                config.logistics_spike_ms,
+                config.logistics_failure_rate,
+            ),
+        ));
+        for system in System::ALL {
+            let handler = SystemHandler::new(system, store.clone(), sms.clone(), logistics.clone());
+            mq.subscribe(
+                SubscribeOptions {
+                    group: system.consumer_group().into(),
+                    topic: TOPIC_ORDER_PAY_SUCCESS.into(),
+                    tags: "OrderPaid".into(),
+                    max_reconsume_times: config.max_reconsume_times,
+                },
+                Arc::new(handler),
+            )
+            .await?;
+        }
+        tracing::info!(topic = TOPIC_ORDER_PAY_SUCCESS, "consumer groups credit_group, marketing_group, push_group, warehouse_group subscribed");
+
+        let listener = TcpListener::bind(&config.http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr.clone(),
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+
+        let (secret, is_dev_secret) = config.payment_secret();
+        if is_dev_secret {
+            tracing::warn!(
+                "!!! ORDERMQ_PAYMENT_SECRET is not set: using the PUBLIC development secret {:?}. \
+                 Anyone can forge payment callbacks. Production MUST set its own secret. !!!",
+                crate::config::DEV_PAYMENT_SECRET
+            );
+        }
+        let relay_wake = Arc::new(Notify::new());
+        Ok(Self {
+            listener,
+            http_addr,
+            orders: Orders::new(store.clone(), relay_wake.clone()),
+            store,
+            broker,
+            mq,
+            namesrv_addr,
+            signer: PaymentSigner::new(secret.as_bytes()),
+            relay_wake,
+            relay_options: RelayOptions {
+                owner: format!("relay-{:08x}", fastrand::u32(..)),
+                batch_size: config.relay_batch_size,
+            },
+            sms,
+            logistics,
+        })
+    }
+
+    /// The address the HTTP API listens on (the real port when configured as 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The NameServer address in use (embedded or configured).
+    pub fn namesrv_addr(&self) -> &str {
+        &self.namesrv_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn signer(&self) -> &PaymentSigner {
+        &self.signer
+    }
+
+    /// The fake SMS gateway, to change its behaviour in fault tests.
+    pub fn sms_gateway(&self) -> Arc<FakeGateway> {
+        self.sms.clone()
+    }
+
+    /// The fake logistics system, to change its behaviour in fault tests.
+    pub fn logistics_gateway(&self) -> Arc<FakeGateway> {
+        self.logistics.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops every component in order.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(relay::run(
+            self.store.clone(),
+            self.mq.publisher(),
+            self.relay_wake.clone(),
+            self.relay_options.clone(),
+            stop.clone(),
+        ));
+        let app = router(ApiState {
+            service: Arc::new(self.orders.clone()),
+            signer: self.signer.clone(),
+        });
+        tracing::info!(
+            "ordermq serving on http://{} (dashboard at /, API under /api)",
+            self.http_addr
+        );
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
+        stop.cancel();
+        let _ = relay.await;
+        self.mq.shutdown().await;
+        if let Some(broker) = self.broker {
+            broker.shutdown().await;
+        }
+        self.store.close().await;
+        tracing::info!("ordermq stopped");
+        served.map_err(StartError::Serve)
+    }
+}

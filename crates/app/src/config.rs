@@ -1,0 +1,395 @@
+//! Layered configuration: built-in defaults, then a TOML file, then
+//! `ORDERMQ_<KEY>` environment variables, each overriding the one before.
+//!
+//! Every key is listed once in [`KEYS`] with its documentation; `ordermq
+//! config` prints them with their current values. An unknown key in the file
+//! or an unknown `ORDERMQ_*` variable is an error: a typo must not silently
+//! fall back to a default in production.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The payment secret used when none is configured. Public, so never safe.
+pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+struct Key {
+    name: &'static str,
+    kind: Kind,
+    doc: &'static str,
+}
+
+const fn key(name: &'static str, kind: Kind, doc: &'static str) -> Key {
+    Key { name, kind, doc }
+}
+
+/// Every configuration key. The env variable is `ORDERMQ_` + the upper-cased name.
+const KEYS: &[Key] = &[
+    key("http_addr", Kind::Str, "Address the HTTP API and dashboard listen on."),
+    key("data_dir", Kind::Str, "Directory for SQLite databases and the embedded broker's store."),
+    key("database_url", Kind::Str, "sqlite://PATH or postgres://USER:PASS@HOST/DB. Default: sqlite://<data_dir>/orders.db (plus one file per downstream system)."),
+    key("payment_secret", Kind::Str, "Shared secret of payment-gateway callbacks (X-Signature = hex HMAC-SHA256 of the body). Unset: a public dev secret, with a warning."),
+    key("namesrv_addr", Kind::Str, "RocketMQ NameServer list, e.g. ns1:9876;ns2:9876. Set: use that cluster. Unset: start an embedded NameServer + broker on loopback."),
+    key("embedded_namesrv_port", Kind::Int, "Port of the embedded NameServer (0 = any free port)."),
+    key("embedded_broker_port", Kind::Int, "Port of the embedded broker (0 = any free port); it also uses port-2 (fast/VIP) and port+1 (HA)."),
+    key("max_reconsume_times", Kind::Int, "Redeliveries of a failing message before RocketMQ moves it to %DLQ%<group>."),
+    key("relay_batch_size", Kind::Int, "Outbox rows the relay claims and publishes per round."),
+    key("sms_latency_ms", Kind::Int, "Fake SMS gateway: typical latency."),
+    key("sms_jitter_ms", Kind::Int, "Fake SMS gateway: uniform jitter added to the latency (0..=jitter)."),
+    key("sms_spike_probability", Kind::Float, "Fake SMS gateway: probability that a call hits a latency spike."),
+    key("sms_spike_ms", Kind::Int, "Fake SMS gateway: latency of a spike."),
+    key("sms_failure_rate", Kind::Float, "Fake SMS gateway: probability that a call fails."),
+    key("logistics_latency_ms", Kind::Int, "Fake logistics system: typical latency."),
+    key("logistics_jitter_ms", Kind::Int, "Fake logistics system: uniform jitter added to the latency."),
+    key("logistics_spike_probability", Kind::Float, "Fake logistics system: probability of a latency spike."),
+    key("logistics_spike_ms", Kind::Int, "Fake logistics system: latency of a spike."),
+    key("logistics_failure_rate", Kind::Float, "Fake logistics system: probability that a call fails."),
+    key("seed_catalog", Kind::Bool, "Seed the demo catalog on start (only products not yet present)."),
+    key("log", Kind::Str, "Log filter, e.g. info or ordermq=debug,info."),
+];
+
+/// ordermq's settings. Field names are the keys of [`KEYS`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http_addr: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub payment_secret: Option<String>,
+    pub namesrv_addr: Option<String>,
+    pub embedded_namesrv_port: u16,
+    pub embedded_broker_port: u16,
+    pub max_reconsume_times: i32,
+    pub relay_batch_size: usize,
+    pub sms_latency_ms: u64,
+    pub sms_jitter_ms: u64,
+    pub sms_spike_probability: f64,
+    pub sms_spike_ms: u64,
+    pub sms_failure_rate: f64,
+    pub logistics_latency_ms: u64,
+    pub logistics_jitter_ms: u64,
+    pub logistics_spike_probability: f64,
+    pub logistics_spike_ms: u64,
+    pub logistics_failure_rate: f64,
+    pub seed_catalog: bool,
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            payment_secret: None,
+            namesrv_addr: None,
+            embedded_namesrv_port: 19876,
+            embedded_broker_port: 20911,
+            max_reconsume_times: 16,
+            relay_batch_size: 128,
+            // The seed document: SMS ~100 ms, logistics ~500 ms, both with spikes past 1 s.
+            sms_latency_ms: 100,
+            sms_jitter_ms: 40,
+            sms_spike_probability: 0.02,
+            sms_spike_ms: 1_200,
+            sms_failure_rate: 0.0,
+            logistics_latency_ms: 500,
+            logistics_jitter_ms: 150,
+            logistics_spike_probability: 0.02,
+            logistics_spike_ms: 1_500,
+            logistics_failure_rate: 0.0,
+            seed_catalog: true,
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("unknown configuration key {0:?} (run `ordermq config` to list the keys)")]
+    UnknownKey(String),
+    #[error("{var}={value:?}: expected {expected}")]
+    BadEnvValue {
+        var: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    text.parse().map_err(|source| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                if let Some(unknown) = table.keys().find(|k| find_key(k).is_none()) {
+                    return Err(ConfigError::UnknownKey(unknown.clone()));
+                }
+                table
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(name) = var.strip_prefix("ORDERMQ_") else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            if name == "config" {
+                continue; // the config file's path, handled by the caller
+            }
+            let key = find_key(&name).ok_or_else(|| ConfigError::UnknownKey(var.clone()))?;
+            table.insert(name, env_value(key, &var, &value)?);
+        }
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.http_addr.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::Invalid(format!("http_addr {:?}: {e}", self.http_addr))
+        })?;
+        for (name, p) in [
+            ("sms_spike_probability", self.sms_spike_probability),
+            ("sms_failure_rate", self.sms_failure_rate),
+            ("logistics_spike_probability", self.logistics_spike_probability),
+            ("logistics_failure_rate", self.logistics_failure_rate),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ConfigError::Invalid(format!("{name} must be within 0..=1, got {p}")));
+            }
+        }
+        if let Some(addr) = &self.namesrv_addr {
+            if addr.split(';').any(|a| a.trim().rsplit_once(':').is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "namesrv_addr {addr:?}: expected host:port[;host:port...]"
+                )));
+            }
+        }
+        if self.relay_batch_size == 0 || self.max_reconsume_times < 0 {
+            return Err(ConfigError::Invalid(
+                "relay_batch_size must be > 0 and max_reconsume_times >= 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("orders.db").display())
+        })
+    }
+
+    /// The payment secret, and whether it is the public development one.
+    pub fn payment_secret(&self) -> (&str, bool) {
+        match &self.payment_secret {
+            Some(secret) => (secret, false),
+            None => (DEV_PAYMENT_SECRET, true),
+        }
+    }
+
+    /// Every key with its documentation and current value (secrets hidden).
+    pub fn describe(&self) -> String {
+        let current = |name: &str| -> String {
+            match name {
+                "http_addr" => self.http_addr.clone(),
+                "data_dir" => self.data_dir.display().to_string(),
+                "database_url" => ordermq_store::redact(&self.database_url()),
+                "payment_secret" => match self.payment_secret {
+                    Some(_) => "(set)".into(),
+                    None => "(unset: dev secret)".into(),
+                },
+                "namesrv_addr" => self
+                    .namesrv_addr
+                    .clone()
+                    .unwrap_or_else(|| "(unset: embedded broker)".into()),
+                "embedded_namesrv_port" => self.embedded_namesrv_port.to_string(),
+                "embedded_broker_port" => self.embedded_broker_port.to_string(),
+                "max_reconsume_times" => self.max_reconsume_times.to_string(),
+                "relay_batch_size" => self.relay_batch_size.to_string(),
+                "sms_latency_ms" => self.sms_latency_ms.to_string(),
+                "sms_jitter_ms" => self.sms_jitter_ms.to_string(),
+                "sms_spike_probability" => self.sms_spike_probability.to_string(),
+                "sms_spike_ms" => self.sms_spike_ms.to_string(),
+                "sms_failure_rate" => self.sms_failure_rate.to_string(),
+                "logistics_latency_ms" => self.logistics_latency_ms.to_string(),
+                "logistics_jitter_ms" => self.logistics_jitter_ms.to_string(),
+                "logistics_spike_probability" => self.logistics_spike_probability.to_string(),
+                "logistics_spike_ms" => self.logistics_spike_ms.to_string(),
+                "logistics_failure_rate" => self.logistics_failure_rate.to_string(),
+                "seed_catalog" => self.seed_catalog.to_string(),
+                "log" => self.log.clone(),
+                other => unreachable!("key {other} has no value"),
+            }
+        };
+        let mut out = String::new();
+        for key in KEYS {
+            let _ = writeln!(
+                out,
+                "{:<30} ORDERMQ_{:<30} = {}\n    {}",
+                key.name,
+                key.name.to_ascii_uppercase(),
+                current(key.name),
+                key.doc
+            );
+        }
+        out
+    }
+}
+
+fn find_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+fn env_value(key: &Key, var: &str, value: &str) -> Result<toml::Value, ConfigError> {
+    let bad = |expected| ConfigError::BadEnvValue {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        expected,
+    };
+    Ok(match key.kind {
+        Kind::Str => toml::Value::String(value.to_owned()),
+        Kind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?),
+        Kind::Float => toml::Value::Float(value.trim().parse().map_err(|_| bad("a number"))?),
+        Kind::Bool => toml::Value::Boolean(match value.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad("true or false")),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_process_setup() {
+        let config = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:8080");
+        assert!(config.namesrv_addr.is_none());
+        assert_eq!(config.database_url(), "sqlite://./data/orders.db");
+        assert_eq!(config.payment_secret(), (DEV_PAYMENT_SECRET, true));
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ordermq.toml");
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\nsms_latency_ms = 5\n").unwrap();
+        let config = Config::load_from(
+            Some(&file),
+            env(&[
+                ("ORDERMQ_HTTP_ADDR", "127.0.0.1:9001"),
+                ("ORDERMQ_NAMESRV_ADDR", "ns1:9876;ns2:9876"),
+                ("ORDERMQ_SMS_FAILURE_RATE", "0.3"),
+                ("ORDERMQ_SEED_CATALOG", "false"),
+                ("ORDERMQ_CONFIG", "ignored-here"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http_addr, "127.0.0.1:9001");
+        assert_eq!(config.sms_latency_ms, 5);
+        assert_eq!(config.sms_failure_rate, 0.3);
+        assert!(!config.seed_catalog);
+        assert_eq!(config.namesrv_addr.as_deref(), Some("ns1:9876;ns2:9876"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let err = Config::load_from(None, env(&[("ORDERMQ_HTTP_ADRR", "x")])).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey(ref k) if k == "ORDERMQ_HTTP_ADRR"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
+        assert!(matches!(
+            Config::load_from(Some(&file), env(&[])),
+            Err(ConfigError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            Config::load_from(None, env(&[("ORDERMQ_RELAY_BATCH_SIZE", "lots")])),
+            Err(ConfigError::BadEnvValue { .. })
+        ));
+        assert!(matches!(
+            Config::load_from(None, env(&[("ORDERMQ_HTTP_ADDR", "nowhere")])),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::load_from(None, env(&[("ORDERMQ_SMS_FAILURE_RATE", "1.5")])),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::load_from(None, env(&[("ORDERMQ_NAMESRV_ADDR", "ns1")])),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn every_key_is_a_field_and_is_described() {
+        let described = Config::default().describe();
+        for key in KEYS {
+            assert!(described.contains(key.name));
+            // Each key must deserialize as a field (deny_unknown_fields rejects others).
+            let mut table = toml::Table::new();
+            let value = match key.kind {
+                Kind::Str if key.name == "http_addr" => toml::Value::String("127.0.0.1:1".into()),
+                Kind::Str => toml::Value::String("x".into()),
+                Kind::Int => toml::Value::Integer(1),
+                Kind::Float => toml::Value::Float(0.5),
+                Kind::Bool => toml::Value::Boolean(true),
+            };
+            table.insert(key.name.into(), value);
+            Config::deserialize(toml::Value::Table(table))
+                .unwrap_or_else(|e| panic!("key {}: {e}", key.name));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! ordermq: an order system whose payment path is fast because everything
+//! that can wait goes through RocketMQ.
+//!
+//! A payment callback runs one database transaction (order UNPAID → PAID,
+//! stock reservation → deduction, an `OrderPaid` event into the outbox) and
+//! answers. The relay publishes the event to `TopicOrderPaySuccess`; the
+//! credit, marketing, push and warehouse systems consume it, each in its own
+//! consumer group, each applying its effect exactly once.
+//!
+//! # Layout
+//! - [`config`]: layered settings (defaults → file → `ORDERMQ_*`).
+//! - [`app`]: builds and runs everything ([`Application`]).
+//! - [`service`]: the order service the HTTP API calls.
+//! - [`relay`]: outbox → RocketMQ.
+//! - [`systems`]: the four consumer groups' logic.
+//! - [`thirdparty`]: fake SMS gateway and logistics system.
+
+pub mod app;
+pub mod config;
+pub mod relay;
+pub mod service;
+pub mod systems;
+pub mod thirdparty;
+
+pub use app::{Application, StartError};
+pub use config::Config;

@@ -1,0 +1,107 @@
+//! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
+//! `ordermq config` lists every configuration key and its current value.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ordermq::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "ordermq", version, about = "Order system with a fast payment path: everything that can wait goes through RocketMQ")]
+struct Cli {
+    /// TOML configuration file (default: ./ordermq.toml if it exists; env: ORDERMQ_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, the outbox relay, the four consumer groups and (unless a
+    /// NameServer is configured) an embedded RocketMQ NameServer + broker. The default.
+    Serve,
+    /// Print every configuration key, its environment variable, current value and meaning.
+    Config,
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("ORDERMQ_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let default = PathBuf::from("ordermq.toml");
+            default.exists().then_some(default)
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(config_path(&cli).as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ordermq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ordermq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(&config).await?;
+        app.run_until_stopped(shutdown_signal()).await
+    });
+    // The broker's background tasks may still hold the runtime; do not wait on them forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("ordermq failed: {e}");
+            eprintln!("ordermq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

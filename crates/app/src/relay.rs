@@ -1,0 +1,126 @@
+//! The outbox relay: moves committed events from the order database to RocketMQ.
+//!
+//! A payment answers as soon as its transaction commits; this task then
+//! claims due outbox rows (with a lease, so several instances can relay from
+//! one database), publishes them, and marks each sent only after the broker
+//! confirmed it stored the message. While the broker is down, rows stay in the
+//! outbox and are retried with capped exponential backoff; payments go on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordermq_domain::now_millis;
+use ordermq_domain::ports::Publisher;
+use ordermq_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How long a claimed row stays reserved for this relay before another may take it.
+const LEASE_MS: i64 = 30_000;
+/// How often the relay looks for due rows when nothing wakes it (rows of other
+/// instances, retries coming due).
+const IDLE_POLL: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Identifies this relay in lease columns.
+    pub owner: String,
+    pub batch_size: usize,
+}
+
+/// Capped exponential backoff: 100 ms, 200 ms, … up to [`MAX_BACKOFF`].
+pub fn backoff(consecutive_failures: u32) -> Duration {
+    let exp = consecutive_failures.saturating_sub(1).min(10);
+    (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// Runs until `shutdown` is cancelled. `wake` is notified after each payment commit.
+pub async fn run(
+    store: Store,
+    publisher: Arc<dyn Publisher>,
+    wake: Arc<Notify>,
+    options: RelayOptions,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let claimed = match store
+            .claim_outbox(&options.owner, options.batch_size, LEASE_MS, now_millis())
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "relay cannot read the outbox");
+                failures += 1;
+                pause(backoff(failures), &wake, &shutdown, false).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            pause(IDLE_POLL, &wake, &shutdown, true).await;
+            continue;
+        }
+        let results = publisher.publish(&claimed).await;
+        let now = now_millis();
+        let mut sent = Vec::with_capacity(claimed.len());
+        let mut first_error = None;
+        for (message, result) in claimed.iter().zip(results) {
+            match result {
+                Ok(()) => sent.push(message.id),
+                Err(e) => {
+                    if failures == 0 && first_error.is_none() {
+                        tracing::warn!(error = %e, "broker unavailable; events stay in the outbox and will be retried");
+                    }
+                    let retry_at = now + backoff(failures + 1).as_millis() as i64;
+                    if let Err(e) = store.retry_outbox(message.id, &e.to_string(), retry_at).await {
+                        tracing::warn!(error = %e, "cannot reschedule an outbox row; its lease will expire");
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = store.mark_sent(&sent, now).await {
+            // The broker has them; they will be sent again after the lease,
+            // and consumers' inboxes drop the duplicates.
+            tracing::warn!(error = %e, "cannot mark outbox rows sent");
+        }
+        match first_error {
+            Some(_) => {
+                failures += 1;
+                pause(backoff(failures), &wake, &shutdown, false).await;
+            }
+            None => {
+                if failures > 0 {
+                    tracing::info!("broker reachable again; outbox draining");
+                }
+                failures = 0;
+            }
+        }
+    }
+}
+
+/// Sleeps for `duration`, or until shutdown, or (if `wakeable`) until woken.
+async fn pause(duration: Duration, wake: &Notify, shutdown: &CancellationToken, wakeable: bool) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.cancelled() => {}
+        _ = wake.notified(), if wakeable => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,168 @@
+//! Fake third parties: the SMS gateway and the logistics system.
+//!
+//! They behave like the real ones as far as ordermq can tell: a typical
+//! latency, jitter, rare spikes past a second (the seed document's numbers),
+//! a configurable failure rate, and idempotency keys, so a retried request
+//! does not send a second SMS or book a second shipment.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ordermq_domain::OrderPaid;
+use ordermq_domain::ports::{BoxFuture, GatewayError, LogisticsGateway, SmsGateway};
+
+/// How a fake third party behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub spike_probability: f64,
+    pub spike: Duration,
+    pub failure_rate: f64,
+}
+
+impl Profile {
+    /// Answers at once and never fails.
+    pub const INSTANT: Profile = Profile {
+        latency: Duration::ZERO,
+        jitter: Duration::ZERO,
+        spike_probability: 0.0,
+        spike: Duration::ZERO,
+        failure_rate: 0.0,
+    };
+
+    /// One call's latency: the spike, or the typical latency plus uniform jitter.
+    pub fn sample_latency(&self) -> Duration {
+        if self.spike_probability > 0.0 && fastrand::f64() < self.spike_probability {
+            return self.spike;
+        }
+        let jitter_ms = self.jitter.as_millis() as u64;
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            fastrand::u64(0..=jitter_ms)
+        };
+        self.latency + Duration::from_millis(extra)
+    }
+}
+
+/// A fake third party with idempotency keys; `name` appears in errors.
+#[derive(Debug)]
+pub struct FakeGateway {
+    name: &'static str,
+    profile: Mutex<Profile>,
+    /// idempotency key → the reference returned the first time.
+    accepted: Mutex<HashMap<String, String>>,
+}
+
+impl FakeGateway {
+    pub fn new(name: &'static str, profile: Profile) -> Self {
+        Self {
+            name,
+            profile: Mutex::new(profile),
+            accepted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Changes the behaviour at run time (fault tests: "the carrier is down").
+    pub fn set_profile(&self, profile: Profile) {
+        *self.profile.lock().expect("profile lock") = profile;
+    }
+
+    /// Distinct requests accepted so far (a repeated idempotency key counts once).
+    pub fn accepted(&self) -> usize {
+        self.accepted.lock().expect("accepted lock").len()
+    }
+
+    async fn call(&self, idempotency_key: &str, prefix: &str) -> Result<String, GatewayError> {
+        let profile = *self.profile.lock().expect("profile lock");
+        tokio::time::sleep(profile.sample_latency()).await;
+        if profile.failure_rate > 0.0 && fastrand::f64() < profile.failure_rate {
+            return Err(GatewayError {
+                system: self.name,
+                reason: "simulated failure (HTTP 503 from the provider)".into(),
+            });
+        }
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        let next = accepted.len() + 1;
+        Ok(accepted
+            .entry(idempotency_key.to_owned())
+            .or_insert_with(|| format!("{prefix}-{next:08}"))
+            .clone())
+    }
+}
+
+impl SmsGateway for FakeGateway {
+    fn send<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _to_user: &'a str,
+        _text: &'a str,
+    ) -> BoxFuture<'a, Result<String, GatewayError>> {
+        Box::pin(self.call(idempotency_key, "SMS"))
+    }
+}
+
+impl LogisticsGateway for FakeGateway {
+    fn create_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _order: &'a OrderPaid,
+    ) -> BoxFuture<'a, Result<String, GatewayError>> {
+        Box::pin(self.call(idempotency_key, "TRK"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_keys_return_the_first_reference() {
+        let gw = FakeGateway::new("sms", Profile::INSTANT);
+        let a = SmsGateway::send(&gw, "k1", "u", "t").await.unwrap();
+        let again = SmsGateway::send(&gw, "k1", "u", "t").await.unwrap();
+        let b = SmsGateway::send(&gw, "k2", "u", "t").await.unwrap();
+        assert_eq!(a, again);
+        assert_ne!(a, b);
+        assert_eq!(gw.accepted(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_rate_one_always_fails_and_accepts_nothing() {
+        let gw = FakeGateway::new(
+            "logistics",
+            Profile {
+                failure_rate: 1.0,
+                ..Profile::INSTANT
+            },
+        );
+        for _ in 0..10 {
+            assert!(SmsGateway::send(&gw, "k", "u", "t").await.is_err());
+        }
+        assert_eq!(gw.accepted(), 0);
+    }
+
+    #[test]
+    fn latency_stays_within_jitter_or_is_a_spike() {
+        let profile = Profile {
+            latency: Duration::from_millis(100),
+            jitter: Duration::from_millis(40),
+            spike_probability: 0.1,
+            spike: Duration::from_millis(1_200),
+            failure_rate: 0.0,
+        };
+        let mut spikes = 0;
+        for _ in 0..2_000 {
+            let l = profile.sample_latency();
+            if l == profile.spike {
+                spikes += 1;
+            } else {
+                assert!(l >= Duration::from_millis(100) && l <= Duration::from_millis(140));
+            }
+        }
+        // 10 % of 2,000 is 200; allow for chance.
+        assert!((100..=300).contains(&spikes), "{spikes} spikes");
+    }
+}

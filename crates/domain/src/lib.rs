@@ -1,0 +1,37 @@
+//! The order system's vocabulary and rules, free of I/O.
+//!
+//! Everything the other crates agree on lives here: identifiers and amounts
+//! parsed once at the edge, the order state machine, the events that travel
+//! through RocketMQ, the downstream systems that consume them, and the ports
+//! (traits) that the store, messaging and third-party adapters implement.
+//!
+//! # Layout
+//! - [`order`]: products, orders, the status machine, payment notices.
+//! - [`event`]: the events published through the outbox and their wire form.
+//! - [`fanout`]: the four downstream systems and what each does with an event.
+//! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
+//! - [`view`]: read models returned by the API.
+//! - [`error`]: the one error type per operation, each with a stable code.
+
+pub mod error;
+pub mod event;
+pub mod fanout;
+pub mod order;
+pub mod ports;
+pub mod view;
+
+pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
+pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage, TOPIC_ORDER_PAY_SUCCESS};
+pub use fanout::{Effect, FanoutState, System};
+pub use order::{
+    Amount, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice, Product, Quantity,
+    Sku, UserId,
+};
+
+/// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,46 @@
+//! The only code in ordermq that knows RocketMQ.
+//!
+//! rocketmq-rust speaks in Java's vocabulary (producers, push consumers,
+//! synchronous listener callbacks on a blocking pool). This crate keeps all of
+//! that behind ordermq's own small async ports from `ordermq_domain::ports`:
+//! [`Publisher`](ordermq_domain::ports::Publisher) for the outbox relay and
+//! [`Handler`](ordermq_domain::ports::Handler) for consumer groups.
+//!
+//! Everything runs on the application's Tokio runtime (borrowed through
+//! `RuntimeContext::try_from_current`), so ordermq has one runtime, one set of
+//! worker threads, and tests can start it from `#[tokio::test]`.
+//!
+//! # Layout
+//! - [`embedded`]: an in-process NameServer + broker on loopback, for the
+//!   one-command default run and for tests.
+//! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
+
+pub mod client;
+pub mod embedded;
+
+use thiserror::Error;
+
+pub use client::{MqClient, SubscribeOptions};
+pub use embedded::{EmbeddedBroker, EmbeddedOptions};
+
+/// RocketMQ could not be started or reached.
+#[derive(Debug, Error)]
+pub enum MqError {
+    #[error("RocketMQ runtime: {0}")]
+    Runtime(String),
+    #[error("embedded NameServer: {0}")]
+    NameServer(String),
+    #[error("embedded broker: {0}")]
+    Broker(String),
+    #[error("RocketMQ client ({what}): {reason}")]
+    Client { what: &'static str, reason: String },
+}
+
+impl MqError {
+    fn client(what: &'static str, reason: impl ToString) -> Self {
+        Self::Client {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}

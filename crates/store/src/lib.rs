@@ -1,0 +1,291 @@
+//! The only code in ordermq that speaks SQL.
+//!
+//! One [`Store`] holds a connection pool for the order database and one for
+//! each downstream system (credit, marketing, push, warehouse). On SQLite
+//! each system gets its own file next to the order database, as separate
+//! services would have their own databases; on PostgreSQL all of them share
+//! one database with distinct tables.
+//!
+//! Rules every query here follows:
+//! - a status change is one guarded `UPDATE ... WHERE status = <expected>`,
+//!   never a read followed by a write;
+//! - a write transaction starts with its write, so SQLite takes the write lock
+//!   up front (waiting on `busy_timeout`) instead of failing on upgrade;
+//! - every time is epoch milliseconds and every amount is minor units, as BIGINT.
+//!
+//! # Layout
+//! - [`schema`]: the tables.
+//! - [`orders`]: catalog, order creation (reserve), payment (deduct + outbox).
+//! - [`outbox`]: claiming, acknowledging and retrying unsent events.
+//! - [`effects`]: each system's effect plus its inbox row, in one transaction.
+
+mod effects;
+mod orders;
+mod outbox;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ordermq_domain::System;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use thiserror::Error;
+
+pub use effects::Applied;
+pub use orders::DemoProduct;
+
+/// Which SQL server the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…"
+    )]
+    UnsupportedUrl(String),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create tables in {url}: {source}")]
+    Migrate { url: String, source: sqlx::Error },
+}
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections to the order database (PostgreSQL); SQLite uses a few, as it has one writer.
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing the request.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connection pools for the order database and each system's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    orders: AnyPool,
+    systems: [AnyPool; 4],
+}
+
+fn system_index(system: System) -> usize {
+    match system {
+        System::Credit => 0,
+        System::Marketing => 1,
+        System::Push => 2,
+        System::Warehouse => 3,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) every database behind `database_url` and
+    /// creates missing tables. `sqlite://data/orders.db` also opens
+    /// `data/credit.db`, `data/marketing.db`, `data/push.db` and `data/warehouse.db`.
+    pub async fn open(database_url: &str, options: &StoreOptions) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(database_url)?;
+        let store = match backend {
+            Backend::Sqlite => {
+                let orders_path = sqlite_path(database_url);
+                if let Some(dir) = orders_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let dir = orders_path.parent().unwrap_or(Path::new("."));
+                let orders = connect(backend, &orders_path.to_string_lossy(), 4, options).await?;
+                let mut systems = Vec::with_capacity(4);
+                for system in System::ALL {
+                    let path = dir.join(format!("{}.db", system.name()));
+                    systems.push(connect(backend, &path.to_string_lossy(), 3, options).await?);
+                }
+                Store {
+                    backend,
+                    orders,
+                    systems: systems.try_into().expect("four systems"),
+                }
+            }
+            Backend::Postgres => {
+                let pool = connect(backend, database_url, options.max_connections, options).await?;
+                Store {
+                    backend,
+                    orders: pool.clone(),
+                    systems: [pool.clone(), pool.clone(), pool.clone(), pool],
+                }
+            }
+        };
+        store.migrate(database_url).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn system_pool(&self, system: System) -> &AnyPool {
+        &self.systems[system_index(system)]
+    }
+
+    async fn migrate(&self, url: &str) -> Result<(), OpenError> {
+        let fail = |source| OpenError::Migrate {
+            url: redact(url),
+            source,
+        };
+        for ddl in schema::orders(self.backend) {
+            self.orders.execute(ddl.as_str()).await.map_err(fail)?;
+        }
+        for system in System::ALL {
+            for ddl in schema::system(self.backend, system) {
+                self.system_pool(system)
+                    .execute(ddl.as_str())
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every pool, waiting for in-flight queries.
+    pub async fn close(&self) {
+        self.orders.close().await;
+        for pool in &self.systems {
+            pool.close().await;
+        }
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, OpenError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(OpenError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// The file path of a `sqlite:` URL, without its query string.
+fn sqlite_path(url: &str) -> PathBuf {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or(rest);
+    PathBuf::from(path)
+}
+
+/// A URL safe to print: the password, if any, replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn connect(
+    backend: Backend,
+    target: &str,
+    max_connections: u32,
+    options: &StoreOptions,
+) -> Result<AnyPool, OpenError> {
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
+        Backend::Postgres => target.to_owned(),
+    };
+    let connect_options = AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
+        url: redact(&url),
+        source,
+    })?;
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the one writer; FULL makes every
+                    // commit durable (fsync) before a payment is acknowledged.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(connect_options)
+        .await
+        .map_err(|source| OpenError::Connect {
+            url: redact(&url),
+            source,
+        })
+}
+
+/// Placeholders `$1, $2, …, $n` starting after `offset` parameters, for `IN (…)` lists.
+fn placeholders(offset: usize, n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${}", offset + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(redact("sqlite://data/orders.db"), "sqlite://data/orders.db");
+        assert_eq!(redact("postgres://app@db/orders"), "postgres://app@db/orders");
+    }
+
+    #[test]
+    fn parses_sqlite_paths_and_rejects_unknown_schemes() {
+        assert_eq!(
+            sqlite_path("sqlite://data/orders.db?mode=rwc"),
+            PathBuf::from("data/orders.db")
+        );
+        assert_eq!(sqlite_path("sqlite:///tmp/x.db"), PathBuf::from("/tmp/x.db"));
+        assert!(matches!(
+            backend_of("mysql://x"),
+            Err(OpenError::UnsupportedUrl(_))
+        ));
+        assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
+    }
+
+    #[test]
+    fn placeholders_number_from_offset() {
+        assert_eq!(placeholders(1, 3), "$2, $3, $4");
+    }
+}

@@ -1,0 +1,554 @@
+//! Catalog, order creation and payment: the order system's own tables.
+//!
+//! Stock has two counters per product: `on_hand` (physically there) and
+//! `reserved` (held by unpaid orders). Creating an order reserves; paying
+//! turns the reservation into a deduction. A CHECK keeps
+//! `0 <= reserved <= on_hand`, so no interleaving can oversell.
+
+use std::collections::BTreeMap;
+
+use ordermq_domain::event::PaidLine;
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::view::{
+    OrderLineView, OrderView, PaymentReceipt, Stats, StatusChange, SystemStats,
+};
+use ordermq_domain::{
+    Amount, CreateOrderError, FanoutState, NewOrder, OrderEvent, OrderId, OrderPaid, OrderStatus,
+    PayOrderError, PaymentId, PaymentNotice, Product, Sku, System, UserId,
+};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::Store;
+
+/// A product of the demo catalog seeded on first start.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoProduct {
+    pub sku: &'static str,
+    pub name: &'static str,
+    pub price: i64,
+    pub stock: i64,
+}
+
+fn storage(e: sqlx::Error) -> StorageError {
+    StorageError(e.to_string())
+}
+
+fn corrupt(what: &str, value: &str) -> StorageError {
+    StorageError(format!("stored {what} {value:?} is not valid"))
+}
+
+fn get<T>(row: &AnyRow, column: &str) -> Result<T, StorageError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column).map_err(storage)
+}
+
+fn status_of(raw: &str) -> Result<OrderStatus, StorageError> {
+    OrderStatus::parse(raw).ok_or_else(|| corrupt("status", raw))
+}
+
+async fn record_history(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order_id)
+    .bind(from.map(OrderStatus::as_str))
+    .bind(to.as_str())
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Inserts the products that are not there yet; existing rows are untouched.
+    pub async fn seed_catalog(&self, products: &[DemoProduct]) -> Result<usize, StorageError> {
+        let mut inserted = 0;
+        for p in products {
+            let done = sqlx::query(
+                "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
+                 ON CONFLICT (sku) DO NOTHING",
+            )
+            .bind(p.sku)
+            .bind(p.name)
+            .bind(p.price)
+            .bind(p.stock)
+            .execute(&self.orders)
+            .await
+            .map_err(storage)?;
+            inserted += done.rows_affected() as usize;
+        }
+        Ok(inserted)
+    }
+
+    /// Sets a product's stock outright (tests and operators); reservations are cleared.
+    pub async fn upsert_product(&self, product: &DemoProduct) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
+             ON CONFLICT (sku) DO UPDATE SET name = $2, price = $3, on_hand = $4, reserved = 0",
+        )
+        .bind(product.sku)
+        .bind(product.name)
+        .bind(product.price)
+        .bind(product.stock)
+        .execute(&self.orders)
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    pub async fn products(&self) -> Result<Vec<Product>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT sku, name, price, on_hand - reserved AS available FROM products ORDER BY sku",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?;
+        rows.iter()
+            .map(|row| {
+                let sku: String = get(row, "sku")?;
+                Ok(Product {
+                    sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
+                    name: get(row, "name")?,
+                    price: Amount::parse(get(row, "price")?)
+                        .map_err(|_| corrupt("price", &sku))?,
+                    stock: get(row, "available")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stock of one SKU as `(on_hand, reserved)`.
+    pub async fn stock(&self, sku: &str) -> Result<Option<(i64, i64)>, StorageError> {
+        let row = sqlx::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.orders)
+            .await
+            .map_err(storage)?;
+        row.map(|r| Ok((get(&r, "on_hand")?, get(&r, "reserved")?)))
+            .transpose()
+    }
+
+    /// Creates an UNPAID order and reserves its stock, all or nothing.
+    pub async fn create_order(
+        &self,
+        order: &NewOrder,
+        order_id: &OrderId,
+        now: i64,
+    ) -> Result<OrderView, CreateOrderError> {
+        let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
+        let mut tx = self.orders.begin().await.map_err(fail)?;
+        let mut amount = Amount::ZERO;
+        let mut lines = Vec::with_capacity(order.lines().len());
+        // Lines are sorted by SKU, so concurrent orders lock rows in one order.
+        for line in order.lines() {
+            let quantity = i64::from(line.quantity.get());
+            let reserved = sqlx::query(
+                "UPDATE products SET reserved = reserved + $1 \
+                 WHERE sku = $2 AND on_hand - reserved >= $1",
+            )
+            .bind(quantity)
+            .bind(line.sku.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+            let row = sqlx::query("SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1")
+                .bind(line.sku.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+            let Some(row) = row else {
+                return Err(CreateOrderError::UnknownSku(line.sku.to_string()));
+            };
+            if reserved.rows_affected() == 0 {
+                return Err(CreateOrderError::OutOfStock {
+                    sku: line.sku.to_string(),
+                    available: row.try_get("available").map_err(fail)?,
+                    requested: line.quantity.get(),
+                });
+            }
+            let unit_price = Amount::parse(row.try_get("price").map_err(fail)?)
+                .map_err(|e| CreateOrderError::Storage(e.to_string()))?;
+            amount = unit_price
+                .checked_mul(line.quantity)
+                .and_then(|line_total| amount.checked_add(line_total))
+                .ok_or(CreateOrderError::AmountOverflow)?;
+            lines.push(OrderLineView {
+                sku: line.sku.clone(),
+                quantity: line.quantity.get(),
+                unit_price,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5)",
+        )
+        .bind(order_id.as_str())
+        .bind(order.user_id().as_str())
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(amount.minor_units())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        for line in &lines {
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(order_id.as_str())
+            .bind(line.sku.as_str())
+            .bind(i64::from(line.quantity))
+            .bind(line.unit_price.minor_units())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        record_history(&mut tx, order_id.as_str(), None, OrderStatus::Unpaid, now)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(OrderView {
+            order_id: order_id.clone(),
+            user_id: order.user_id().clone(),
+            status: OrderStatus::Unpaid,
+            amount,
+            payment_id: None,
+            created_at: now,
+            paid_at: None,
+            lines,
+            fanout: System::ALL
+                .into_iter()
+                .map(|s| (s, FanoutState::Pending))
+                .collect(),
+            history: vec![StatusChange {
+                from: None,
+                to: OrderStatus::Unpaid,
+                at: now,
+            }],
+        })
+    }
+
+    /// Applies a payment notice in one transaction: UNPAID → PAID, reservation →
+    /// deduction, the payment recorded and an `OrderPaid` event in the outbox.
+    ///
+    /// The same payment notified again changes nothing. A different payment for
+    /// an order that can no longer take one is recorded as owed back
+    /// (`refund_required`), never dropped.
+    pub async fn pay_order(
+        &self,
+        notice: &PaymentNotice,
+        now: i64,
+    ) -> Result<PaymentReceipt, PayOrderError> {
+        let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
+        let order_id = notice.order_id.as_str();
+        let mut tx = self.orders.begin().await.map_err(fail)?;
+        let transitioned = sqlx::query(
+            "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
+             WHERE order_id = $4 AND status = $5 AND amount = $6",
+        )
+        .bind(OrderStatus::Paid.as_str())
+        .bind(notice.payment_id.as_str())
+        .bind(now)
+        .bind(order_id)
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(notice.amount.minor_units())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?
+        .rows_affected()
+            == 1;
+
+        if !transitioned {
+            let receipt = self.explain_unapplied_payment(&mut tx, notice, now).await?;
+            tx.commit().await.map_err(fail)?;
+            return Ok(receipt);
+        }
+
+        let recorded = sqlx::query(
+            "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+             VALUES ($1, $2, $3, 'APPLIED', $4) ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(notice.payment_id.as_str())
+        .bind(order_id)
+        .bind(notice.amount.minor_units())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if recorded.rows_affected() == 0 {
+            // This payment id already paid another order; roll the transition back.
+            return Err(PayOrderError::PaymentIdReused {
+                payment_id: notice.payment_id.to_string(),
+            });
+        }
+
+        let user_id: String = sqlx::query("SELECT user_id FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?
+            .try_get("user_id")
+            .map_err(fail)?;
+        let line_rows = sqlx::query(
+            "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let mut lines = Vec::with_capacity(line_rows.len());
+        for row in &line_rows {
+            let sku: String = row.try_get("sku").map_err(fail)?;
+            let quantity: i64 = row.try_get("quantity").map_err(fail)?;
+            let deducted = sqlx::query(
+                "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1 \
+                 WHERE sku = $2 AND reserved >= $1 AND on_hand >= $1",
+            )
+            .bind(quantity)
+            .bind(sku.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+            if deducted.rows_affected() != 1 {
+                return Err(PayOrderError::Storage(format!(
+                    "reservation of {quantity} x {sku} for order {order_id} is missing"
+                )));
+            }
+            lines.push(PaidLine {
+                sku: Sku::parse(&sku).map_err(|e| PayOrderError::Storage(e.to_string()))?,
+                quantity: quantity as u32,
+                unit_price: Amount::parse(row.try_get("unit_price").map_err(fail)?)
+                    .map_err(|e| PayOrderError::Storage(e.to_string()))?,
+            });
+        }
+        record_history(
+            &mut tx,
+            order_id,
+            Some(OrderStatus::Unpaid),
+            OrderStatus::Paid,
+            now,
+        )
+        .await
+        .map_err(fail)?;
+        let event = OrderEvent::OrderPaid(OrderPaid {
+            order_id: notice.order_id.clone(),
+            user_id: UserId::parse(&user_id).map_err(|e| PayOrderError::Storage(e.to_string()))?,
+            payment_id: notice.payment_id.clone(),
+            amount: notice.amount,
+            paid_at: now,
+            lines,
+        });
+        crate::outbox::enqueue(&mut tx, &event, None, now)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(PaymentReceipt {
+            order_id: notice.order_id.clone(),
+            status: OrderStatus::Paid,
+            duplicate: false,
+            refund_required: false,
+        })
+    }
+
+    /// The guarded update matched nothing: find out why, inside the same transaction.
+    async fn explain_unapplied_payment(
+        &self,
+        tx: &mut AnyConnection,
+        notice: &PaymentNotice,
+        now: i64,
+    ) -> Result<PaymentReceipt, PayOrderError> {
+        let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
+        let row = sqlx::query("SELECT status, amount, payment_id FROM orders WHERE order_id = $1")
+            .bind(notice.order_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let Some(row) = row else {
+            return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
+        };
+        let status_raw: String = row.try_get("status").map_err(fail)?;
+        let status =
+            status_of(&status_raw).map_err(|e| PayOrderError::Storage(e.to_string()))?;
+        let expected: i64 = row.try_get("amount").map_err(fail)?;
+        let applied: Option<String> = row.try_get("payment_id").map_err(fail)?;
+        if expected != notice.amount.minor_units() {
+            return Err(PayOrderError::AmountMismatch {
+                expected,
+                notified: notice.amount.minor_units(),
+            });
+        }
+        if applied.as_deref() == Some(notice.payment_id.as_str()) {
+            return Ok(PaymentReceipt {
+                order_id: notice.order_id.clone(),
+                status,
+                duplicate: true,
+                refund_required: false,
+            });
+        }
+        // Money was taken for an order that cannot take it (paid by another
+        // payment, or no longer payable): keep the record, owed back.
+        let recorded = sqlx::query(
+            "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+             VALUES ($1, $2, $3, 'REFUND_REQUIRED', $4) ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(notice.payment_id.as_str())
+        .bind(notice.order_id.as_str())
+        .bind(notice.amount.minor_units())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if recorded.rows_affected() == 0 {
+            let owner: String = sqlx::query("SELECT order_id FROM payments WHERE payment_id = $1")
+                .bind(notice.payment_id.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(fail)?
+                .try_get("order_id")
+                .map_err(fail)?;
+            if owner != notice.order_id.as_str() {
+                return Err(PayOrderError::PaymentIdReused {
+                    payment_id: notice.payment_id.to_string(),
+                });
+            }
+        }
+        Ok(PaymentReceipt {
+            order_id: notice.order_id.clone(),
+            status,
+            duplicate: recorded.rows_affected() == 0,
+            refund_required: true,
+        })
+    }
+
+    /// An order with its lines, history and each system's progress.
+    pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
+        let Some(row) = sqlx::query(
+            "SELECT order_id, user_id, status, amount, payment_id, created_at, paid_at \
+             FROM orders WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .fetch_optional(&self.orders)
+        .await
+        .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        let lines = sqlx::query(
+            "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let sku: String = get(r, "sku")?;
+            Ok(OrderLineView {
+                sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
+                quantity: u32::try_from(get::<i64>(r, "quantity")?)
+                    .map_err(|_| corrupt("quantity", &sku))?,
+                unit_price: Amount::parse(get(r, "unit_price")?)
+                    .map_err(|_| corrupt("unit price", &sku))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let history = sqlx::query(
+            "SELECT from_status, to_status, at FROM order_history WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let from: Option<String> = get(r, "from_status")?;
+            Ok(StatusChange {
+                from: from.as_deref().map(status_of).transpose()?,
+                to: status_of(&get::<String>(r, "to_status")?)?,
+                at: get(r, "at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+
+        let user_id: String = get(&row, "user_id")?;
+        let payment_id: Option<String> = get(&row, "payment_id")?;
+        let event_id = format!("OrderPaid:{order_id}");
+        let mut fanout = BTreeMap::new();
+        for system in System::ALL {
+            fanout.insert(system, self.fanout_state(system, &event_id).await?);
+        }
+        Ok(Some(OrderView {
+            order_id: order_id.clone(),
+            user_id: UserId::parse(&user_id).map_err(|_| corrupt("user id", &user_id))?,
+            status: status_of(&get::<String>(&row, "status")?)?,
+            amount: Amount::parse(get(&row, "amount")?)
+                .map_err(|_| corrupt("amount", order_id.as_str()))?,
+            payment_id: payment_id
+                .as_deref()
+                .map(|p| PaymentId::parse(p).map_err(|_| corrupt("payment id", p)))
+                .transpose()?,
+            created_at: get(&row, "created_at")?,
+            paid_at: get(&row, "paid_at")?,
+            lines,
+            fanout,
+            history,
+        }))
+    }
+
+    /// Orders whose status is `status`, oldest first (tests, checkers, operators).
+    pub async fn order_ids_with_status(
+        &self,
+        status: OrderStatus,
+    ) -> Result<Vec<OrderId>, StorageError> {
+        sqlx::query("SELECT order_id FROM orders WHERE status = $1 ORDER BY order_id")
+            .bind(status.as_str())
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|r| {
+                let id: String = get(r, "order_id")?;
+                OrderId::parse(&id).map_err(|_| corrupt("order id", &id))
+            })
+            .collect()
+    }
+
+    /// Counters for the dashboard.
+    pub async fn stats(&self) -> Result<Stats, StorageError> {
+        let mut orders_by_status = BTreeMap::new();
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            orders_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
+        }
+        let outbox_backlog = self.outbox_backlog().await?;
+        let payments_refund_required: i64 = get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM payments WHERE outcome = 'REFUND_REQUIRED'")
+                .fetch_one(&self.orders)
+                .await
+                .map_err(storage)?,
+            "n",
+        )?;
+        let mut systems = BTreeMap::new();
+        for system in System::ALL {
+            let (applied, failed) = self.system_counts(system).await?;
+            systems.insert(system, SystemStats { applied, failed });
+        }
+        Ok(Stats {
+            orders_by_status,
+            outbox_backlog,
+            systems,
+            payments_refund_required,
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! The transactional outbox: events committed with the state change they
+//! describe, then handed to the relay.
+//!
+//! The relay *claims* due rows with a lease (owner + time), so several
+//! ordermq instances can relay from one database without sending the same
+//! row at the same time; a crashed instance's lease simply expires. A row is
+//! marked sent only after the broker confirmed it stored the message.
+
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::{OrderEvent, OutboxMessage};
+use sqlx::{AnyConnection, Row};
+
+use crate::{Backend, Store, placeholders};
+
+/// Writes `event` to the outbox inside the caller's transaction.
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    event: &OrderEvent,
+    deliver_at: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let kind = event.kind();
+    sqlx::query(
+        "INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7)",
+    )
+    .bind(kind.topic())
+    .bind(kind.tag())
+    .bind(event.order_id().as_str())
+    .bind(event.event_id())
+    .bind(event.to_json())
+    .bind(deliver_at)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn storage(e: sqlx::Error) -> StorageError {
+    StorageError(e.to_string())
+}
+
+impl Store {
+    /// Claims up to `limit` due, unsent rows for `lease_ms`, oldest first.
+    pub async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: usize,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Vec<OutboxMessage>, StorageError> {
+        let skip_locked = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
+                          ORDER BY next_attempt_at, id LIMIT $4 {skip_locked}) \
+             RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxMessage {
+                    id: r.try_get("id")?,
+                    topic: r.try_get("topic")?,
+                    tag: r.try_get("tag")?,
+                    key: r.try_get("msg_key")?,
+                    event_id: r.try_get("event_id")?,
+                    body: r.try_get("body")?,
+                    deliver_at: r.try_get("deliver_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(storage)?;
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
+    /// Marks rows as confirmed stored by the broker.
+    pub async fn mark_sent(&self, ids: &[i64], now: i64) -> Result<(), StorageError> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL \
+                 WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.orders).await.map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a row back for another attempt at `retry_at`, keeping the reason.
+    pub async fn retry_outbox(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL \
+             WHERE id = $3 AND sent_at IS NULL",
+        )
+        .bind(retry_at)
+        .bind(error)
+        .bind(id)
+        .execute(&self.orders)
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Events committed but not yet confirmed by the broker.
+    pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
+        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.orders)
+            .await
+            .map_err(storage)?
+            .try_get("n")
+            .map_err(storage)
+    }
+}

@@ -42,7 +42,11 @@ pub async fn raw_json_body(req: Request) -> Result<Bytes, ApiError> {
                 format!("request body is larger than {MAX_BODY_BYTES} bytes"),
             )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, rejection.body_text())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedJson,
+                rejection.body_text(),
+            )
         }
     })
 }
@@ -55,7 +59,11 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             ErrorCode::InvalidRequest,
             e.to_string(),
         ),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedJson, e.to_string()),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedJson,
+            e.to_string(),
+        ),
     })
 }
 

@@ -33,12 +33,42 @@ pub const PRODUCER_GROUP: &str = "order_producer_group";
 
 /// The demo catalog seeded on first start (prices in cents).
 pub const DEMO_CATALOG: &[DemoProduct] = &[
-    DemoProduct { sku: "SKU-1", name: "Mechanical keyboard", price: 8_900, stock: 10_000 },
-    DemoProduct { sku: "SKU-2", name: "Wireless mouse", price: 2_950, stock: 10_000 },
-    DemoProduct { sku: "SKU-3", name: "27-inch monitor", price: 22_900, stock: 5_000 },
-    DemoProduct { sku: "SKU-4", name: "USB-C hub", price: 3_499, stock: 20_000 },
-    DemoProduct { sku: "SKU-5", name: "Laptop stand", price: 4_500, stock: 100 },
-    DemoProduct { sku: "FLASH-1", name: "Flash-sale headphones (limited)", price: 999, stock: 10 },
+    DemoProduct {
+        sku: "SKU-1",
+        name: "Mechanical keyboard",
+        price: 8_900,
+        stock: 10_000,
+    },
+    DemoProduct {
+        sku: "SKU-2",
+        name: "Wireless mouse",
+        price: 2_950,
+        stock: 10_000,
+    },
+    DemoProduct {
+        sku: "SKU-3",
+        name: "27-inch monitor",
+        price: 22_900,
+        stock: 5_000,
+    },
+    DemoProduct {
+        sku: "SKU-4",
+        name: "USB-C hub",
+        price: 3_499,
+        stock: 20_000,
+    },
+    DemoProduct {
+        sku: "SKU-5",
+        name: "Laptop stand",
+        price: 4_500,
+        stock: 100,
+    },
+    DemoProduct {
+        sku: "FLASH-1",
+        name: "Flash-sale headphones (limited)",
+        price: 999,
+        stock: 10,
+    },
 ];
 
 #[derive(Debug, Error)]
@@ -162,7 +192,10 @@ impl Application {
             )
             .await?;
         }
-        tracing::info!(topic = TOPIC_ORDER_PAY_SUCCESS, "consumer groups credit_group, marketing_group, push_group, warehouse_group subscribed");
+        tracing::info!(
+            topic = TOPIC_ORDER_PAY_SUCCESS,
+            "consumer groups credit_group, marketing_group, push_group, warehouse_group subscribed"
+        );
 
         let listener = TcpListener::bind(&config.http_addr)
             .await

@@ -36,27 +36,111 @@ const fn key(name: &'static str, kind: Kind, doc: &'static str) -> Key {
 
 /// Every configuration key. The env variable is `ORDERMQ_` + the upper-cased name.
 const KEYS: &[Key] = &[
-    key("http_addr", Kind::Str, "Address the HTTP API and dashboard listen on."),
-    key("data_dir", Kind::Str, "Directory for SQLite databases and the embedded broker's store."),
-    key("database_url", Kind::Str, "sqlite://PATH or postgres://USER:PASS@HOST/DB. Default: sqlite://<data_dir>/orders.db (plus one file per downstream system)."),
-    key("payment_secret", Kind::Str, "Shared secret of payment-gateway callbacks (X-Signature = hex HMAC-SHA256 of the body). Unset: a public dev secret, with a warning."),
-    key("namesrv_addr", Kind::Str, "RocketMQ NameServer list, e.g. ns1:9876;ns2:9876. Set: use that cluster. Unset: start an embedded NameServer + broker on loopback."),
-    key("embedded_namesrv_port", Kind::Int, "Port of the embedded NameServer (0 = any free port)."),
-    key("embedded_broker_port", Kind::Int, "Port of the embedded broker (0 = any free port); it also uses port-2 (fast/VIP) and port+1 (HA)."),
-    key("max_reconsume_times", Kind::Int, "Redeliveries of a failing message before RocketMQ moves it to %DLQ%<group>."),
-    key("relay_batch_size", Kind::Int, "Outbox rows the relay claims and publishes per round."),
-    key("sms_latency_ms", Kind::Int, "Fake SMS gateway: typical latency."),
-    key("sms_jitter_ms", Kind::Int, "Fake SMS gateway: uniform jitter added to the latency (0..=jitter)."),
-    key("sms_spike_probability", Kind::Float, "Fake SMS gateway: probability that a call hits a latency spike."),
-    key("sms_spike_ms", Kind::Int, "Fake SMS gateway: latency of a spike."),
-    key("sms_failure_rate", Kind::Float, "Fake SMS gateway: probability that a call fails."),
-    key("logistics_latency_ms", Kind::Int, "Fake logistics system: typical latency."),
-    key("logistics_jitter_ms", Kind::Int, "Fake logistics system: uniform jitter added to the latency."),
-    key("logistics_spike_probability", Kind::Float, "Fake logistics system: probability of a latency spike."),
-    key("logistics_spike_ms", Kind::Int, "Fake logistics system: latency of a spike."),
-    key("logistics_failure_rate", Kind::Float, "Fake logistics system: probability that a call fails."),
-    key("seed_catalog", Kind::Bool, "Seed the demo catalog on start (only products not yet present)."),
-    key("log", Kind::Str, "Log filter, e.g. info or ordermq=debug,info."),
+    key(
+        "http_addr",
+        Kind::Str,
+        "Address the HTTP API and dashboard listen on.",
+    ),
+    key(
+        "data_dir",
+        Kind::Str,
+        "Directory for SQLite databases and the embedded broker's store.",
+    ),
+    key(
+        "database_url",
+        Kind::Str,
+        "sqlite://PATH or postgres://USER:PASS@HOST/DB. Default: sqlite://<data_dir>/orders.db (plus one file per downstream system).",
+    ),
+    key(
+        "payment_secret",
+        Kind::Str,
+        "Shared secret of payment-gateway callbacks (X-Signature = hex HMAC-SHA256 of the body). Unset: a public dev secret, with a warning.",
+    ),
+    key(
+        "namesrv_addr",
+        Kind::Str,
+        "RocketMQ NameServer list, e.g. ns1:9876;ns2:9876. Set: use that cluster. Unset: start an embedded NameServer + broker on loopback.",
+    ),
+    key(
+        "embedded_namesrv_port",
+        Kind::Int,
+        "Port of the embedded NameServer (0 = any free port).",
+    ),
+    key(
+        "embedded_broker_port",
+        Kind::Int,
+        "Port of the embedded broker (0 = any free port); it also uses port-2 (fast/VIP) and port+1 (HA).",
+    ),
+    key(
+        "max_reconsume_times",
+        Kind::Int,
+        "Redeliveries of a failing message before RocketMQ moves it to %DLQ%<group>.",
+    ),
+    key(
+        "relay_batch_size",
+        Kind::Int,
+        "Outbox rows the relay claims and publishes per round.",
+    ),
+    key(
+        "sms_latency_ms",
+        Kind::Int,
+        "Fake SMS gateway: typical latency.",
+    ),
+    key(
+        "sms_jitter_ms",
+        Kind::Int,
+        "Fake SMS gateway: uniform jitter added to the latency (0..=jitter).",
+    ),
+    key(
+        "sms_spike_probability",
+        Kind::Float,
+        "Fake SMS gateway: probability that a call hits a latency spike.",
+    ),
+    key(
+        "sms_spike_ms",
+        Kind::Int,
+        "Fake SMS gateway: latency of a spike.",
+    ),
+    key(
+        "sms_failure_rate",
+        Kind::Float,
+        "Fake SMS gateway: probability that a call fails.",
+    ),
+    key(
+        "logistics_latency_ms",
+        Kind::Int,
+        "Fake logistics system: typical latency.",
+    ),
+    key(
+        "logistics_jitter_ms",
+        Kind::Int,
+        "Fake logistics system: uniform jitter added to the latency.",
+    ),
+    key(
+        "logistics_spike_probability",
+        Kind::Float,
+        "Fake logistics system: probability of a latency spike.",
+    ),
+    key(
+        "logistics_spike_ms",
+        Kind::Int,
+        "Fake logistics system: latency of a spike.",
+    ),
+    key(
+        "logistics_failure_rate",
+        Kind::Float,
+        "Fake logistics system: probability that a call fails.",
+    ),
+    key(
+        "seed_catalog",
+        Kind::Bool,
+        "Seed the demo catalog on start (only products not yet present).",
+    ),
+    key(
+        "log",
+        Kind::Str,
+        "Log filter, e.g. info or ordermq=debug,info.",
+    ),
 ];
 
 /// ordermq's settings. Field names are the keys of [`KEYS`].
@@ -110,7 +194,8 @@ impl Default for Config {
             logistics_spike_ms: 1_500,
             logistics_failure_rate: 0.0,
             seed_catalog: true,
-            log: "info".into(),
+            log: "warn,ordermq=info,ordermq_store=info,ordermq_messaging=info,ordermq_api=info"
+                .into(),
         }
     }
 }
@@ -156,11 +241,10 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                let table: toml::Table =
-                    text.parse().map_err(|source| ConfigError::Parse {
-                        path: path.to_owned(),
-                        source,
-                    })?;
+                let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 if let Some(unknown) = table.keys().find(|k| find_key(k).is_none()) {
                     return Err(ConfigError::UnknownKey(unknown.clone()));
                 }
@@ -186,25 +270,30 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.http_addr.parse::<SocketAddr>().map_err(|e| {
-            ConfigError::Invalid(format!("http_addr {:?}: {e}", self.http_addr))
-        })?;
+        self.http_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::Invalid(format!("http_addr {:?}: {e}", self.http_addr)))?;
         for (name, p) in [
             ("sms_spike_probability", self.sms_spike_probability),
             ("sms_failure_rate", self.sms_failure_rate),
-            ("logistics_spike_probability", self.logistics_spike_probability),
+            (
+                "logistics_spike_probability",
+                self.logistics_spike_probability,
+            ),
             ("logistics_failure_rate", self.logistics_failure_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(ConfigError::Invalid(format!("{name} must be within 0..=1, got {p}")));
-            }
-        }
-        if let Some(addr) = &self.namesrv_addr {
-            if addr.split(';').any(|a| a.trim().rsplit_once(':').is_none()) {
                 return Err(ConfigError::Invalid(format!(
-                    "namesrv_addr {addr:?}: expected host:port[;host:port...]"
+                    "{name} must be within 0..=1, got {p}"
                 )));
             }
+        }
+        if let Some(addr) = &self.namesrv_addr
+            && addr.split(';').any(|a| a.trim().rsplit_once(':').is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "namesrv_addr {addr:?}: expected host:port[;host:port...]"
+            )));
         }
         if self.relay_batch_size == 0 || self.max_reconsume_times < 0 {
             return Err(ConfigError::Invalid(
@@ -216,9 +305,9 @@ impl Config {
 
     /// The database URL, defaulting to SQLite under the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("orders.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("orders.db").display()))
     }
 
     /// The payment secret, and whether it is the public development one.
@@ -324,7 +413,11 @@ mod tests {
     fn environment_overrides_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ordermq.toml");
-        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\nsms_latency_ms = 5\n").unwrap();
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\nsms_latency_ms = 5\n",
+        )
+        .unwrap();
         let config = Config::load_from(
             Some(&file),
             env(&[

@@ -9,7 +9,11 @@ use ordermq::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "ordermq", version, about = "Order system with a fast payment path: everything that can wait goes through RocketMQ")]
+#[command(
+    name = "ordermq",
+    version,
+    about = "Order system with a fast payment path: everything that can wait goes through RocketMQ"
+)]
 struct Cli {
     /// TOML configuration file (default: ./ordermq.toml if it exists; env: ORDERMQ_CONFIG).
     #[arg(long, global = true)]
@@ -57,11 +61,12 @@ fn main() -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ordermq: cannot start the async runtime: {e}");

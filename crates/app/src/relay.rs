@@ -76,7 +76,10 @@ pub async fn run(
                         tracing::warn!(error = %e, "broker unavailable; events stay in the outbox and will be retried");
                     }
                     let retry_at = now + backoff(failures + 1).as_millis() as i64;
-                    if let Err(e) = store.retry_outbox(message.id, &e.to_string(), retry_at).await {
+                    if let Err(e) = store
+                        .retry_outbox(message.id, &e.to_string(), retry_at)
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot reschedule an outbox row; its lease will expire");
                     }
                     first_error.get_or_insert(e);

@@ -108,7 +108,12 @@ impl SystemHandler {
         let OrderEvent::OrderPaid(paid) = &event;
         let event_id = event.event_id();
         let result = async {
-            if self.store.is_applied(self.system, &event_id).await.map_err(|e| e.to_string())? {
+            if self
+                .store
+                .is_applied(self.system, &event_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 return Ok(Applied::Already);
             }
             let effect = self.effect(&event_id, paid).await?;

@@ -100,7 +100,10 @@ pub fn points_for(paid: &OrderPaid) -> i64 {
 pub fn coupon_for(paid: &OrderPaid) -> (String, Amount) {
     let value = (paid.amount.minor_units() / 20).clamp(100, 2_000);
     let code = format!("THX-{}", paid.order_id);
-    (code, Amount::parse(value).expect("clamped to a positive value"))
+    (
+        code,
+        Amount::parse(value).expect("clamped to a positive value"),
+    )
 }
 
 /// The SMS text sent to the shopper.
@@ -154,7 +157,12 @@ mod tests {
         let groups: Vec<_> = System::ALL.iter().map(|s| s.consumer_group()).collect();
         assert_eq!(
             groups,
-            ["credit_group", "marketing_group", "push_group", "warehouse_group"]
+            [
+                "credit_group",
+                "marketing_group",
+                "push_group",
+                "warehouse_group"
+            ]
         );
         assert_eq!(System::parse("push"), Some(System::Push));
     }

@@ -23,7 +23,10 @@ pub struct PublishError(pub String);
 pub trait Publisher: Send + Sync + 'static {
     /// Sends every message of `batch` and returns one outcome per message, in
     /// order. `Ok` means the broker acknowledged it as stored (SEND_OK).
-    fn publish<'a>(&'a self, batch: &'a [OutboxMessage]) -> BoxFuture<'a, Vec<Result<(), PublishError>>>;
+    fn publish<'a>(
+        &'a self,
+        batch: &'a [OutboxMessage],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>>;
 }
 
 /// A message delivered to a consumer group.
@@ -86,13 +89,22 @@ pub struct GatewayError {
 /// request, as real providers do with a client reference.
 pub trait SmsGateway: Send + Sync + 'static {
     /// Sends the text; returns the provider's message reference.
-    fn send<'a>(&'a self, idempotency_key: &'a str, to_user: &'a str, text: &'a str) -> BoxFuture<'a, Result<String, GatewayError>>;
+    fn send<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        to_user: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<String, GatewayError>>;
 }
 
 /// The logistics company (carrier) and warehouse system.
 pub trait LogisticsGateway: Send + Sync + 'static {
     /// Books the shipment; returns the carrier's tracking number.
-    fn create_shipment<'a>(&'a self, idempotency_key: &'a str, order: &'a OrderPaid) -> BoxFuture<'a, Result<String, GatewayError>>;
+    fn create_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        order: &'a OrderPaid,
+    ) -> BoxFuture<'a, Result<String, GatewayError>>;
 }
 
 /// The storage was unreachable or failed; the operation may be retried.
@@ -103,9 +115,21 @@ pub struct StorageError(pub String);
 /// The order service as the HTTP API sees it.
 pub trait OrderService: Send + Sync + 'static {
     fn products(&self) -> BoxFuture<'_, Result<Vec<crate::Product>, StorageError>>;
-    fn create_order(&self, order: crate::NewOrder) -> BoxFuture<'_, Result<crate::view::OrderView, crate::CreateOrderError>>;
-    fn pay(&self, notice: crate::PaymentNotice) -> BoxFuture<'_, Result<crate::view::PaymentReceipt, crate::PayOrderError>>;
-    fn order(&self, id: crate::OrderId) -> BoxFuture<'_, Result<Option<crate::view::OrderView>, StorageError>>;
-    fn user_activity(&self, user: crate::UserId) -> BoxFuture<'_, Result<crate::view::UserActivity, StorageError>>;
+    fn create_order(
+        &self,
+        order: crate::NewOrder,
+    ) -> BoxFuture<'_, Result<crate::view::OrderView, crate::CreateOrderError>>;
+    fn pay(
+        &self,
+        notice: crate::PaymentNotice,
+    ) -> BoxFuture<'_, Result<crate::view::PaymentReceipt, crate::PayOrderError>>;
+    fn order(
+        &self,
+        id: crate::OrderId,
+    ) -> BoxFuture<'_, Result<Option<crate::view::OrderView>, StorageError>>;
+    fn user_activity(
+        &self,
+        user: crate::UserId,
+    ) -> BoxFuture<'_, Result<crate::view::UserActivity, StorageError>>;
     fn stats(&self) -> BoxFuture<'_, Result<crate::view::Stats, StorageError>>;
 }

@@ -236,10 +236,9 @@ impl Publisher for ProducerPublisher {
                         .await;
                     let result = match sent {
                         Ok(Some(r)) if r.send_status == SendStatus::SendOk => Ok(()),
-                        Ok(Some(r)) => Err(PublishError(format!(
-                            "broker answered {:?}",
-                            r.send_status
-                        ))),
+                        Ok(Some(r)) => {
+                            Err(PublishError(format!("broker answered {:?}", r.send_status)))
+                        }
                         Ok(None) => Err(PublishError("no send result".into())),
                         Err(e) => Err(PublishError(e.to_string())),
                     };

@@ -69,7 +69,9 @@ fn free_broker_port() -> Result<u16, MqError> {
             return Ok(port);
         }
     }
-    Err(MqError::Broker("no free port triple found on 127.0.0.1".into()))
+    Err(MqError::Broker(
+        "no free port triple found on 127.0.0.1".into(),
+    ))
 }
 
 fn free_port() -> Result<u16, MqError> {
@@ -82,7 +84,10 @@ fn free_port() -> Result<u16, MqError> {
 async fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -91,9 +96,8 @@ async fn wait_for_port(port: u16, timeout: Duration) -> bool {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, MqError> {
-    std::fs::create_dir_all(path).map_err(|e| {
-        MqError::Broker(format!("cannot create {}: {e}", path.display()))
-    })?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| MqError::Broker(format!("cannot create {}: {e}", path.display())))?;
     path.canonicalize()
         .map_err(|e| MqError::Broker(format!("cannot resolve {}: {e}", path.display())))
 }
@@ -135,22 +139,26 @@ impl EmbeddedBroker {
         let context = RuntimeContext::try_from_current("ordermq-embedded-mq")
             .map_err(|e| MqError::Runtime(e.to_string()))?;
 
-        let namesrv = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
-            .set_name_server_config(NamesrvConfig {
-                rocketmq_home: root.to_string_lossy().into_owned(),
-                kv_config_path: namesrv_dir.join("kvConfig.json").to_string_lossy().into_owned(),
-                config_store_path: namesrv_dir
-                    .join("namesrv.properties")
-                    .to_string_lossy()
-                    .into_owned(),
-                ..NamesrvConfig::default()
-            })
-            .set_server_config(ServerConfig {
-                listen_port: u32::from(namesrv_port),
-                bind_address: "127.0.0.1".to_owned(),
-                ..ServerConfig::default()
-            })
-            .build();
+        let namesrv =
+            NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
+                .set_name_server_config(NamesrvConfig {
+                    rocketmq_home: root.to_string_lossy().into_owned(),
+                    kv_config_path: namesrv_dir
+                        .join("kvConfig.json")
+                        .to_string_lossy()
+                        .into_owned(),
+                    config_store_path: namesrv_dir
+                        .join("namesrv.properties")
+                        .to_string_lossy()
+                        .into_owned(),
+                    ..NamesrvConfig::default()
+                })
+                .set_server_config(ServerConfig {
+                    listen_port: u32::from(namesrv_port),
+                    bind_address: "127.0.0.1".to_owned(),
+                    ..ServerConfig::default()
+                })
+                .build();
         let (namesrv_stop, stop_rx) = oneshot::channel::<()>();
         let namesrv_task = tokio::spawn(async move {
             if let Err(e) = namesrv
@@ -203,15 +211,18 @@ impl EmbeddedBroker {
         let validated = ValidatedBrokerConfig::try_from_parts(broker, store)
             .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))?;
         let started = async {
-            BrokerBuilder::new(context.service_context("broker"), TelemetryRuntimeGuard::noop())
-                .with_validated_config(validated)
-                .build()
-                .initialize()
-                .await
-                .map_err(|e| MqError::Broker(format!("initialize: {e}")))?
-                .start()
-                .await
-                .map_err(|e| MqError::Broker(format!("start: {e}")))
+            BrokerBuilder::new(
+                context.service_context("broker"),
+                TelemetryRuntimeGuard::noop(),
+            )
+            .with_validated_config(validated)
+            .build()
+            .initialize()
+            .await
+            .map_err(|e| MqError::Broker(format!("initialize: {e}")))?
+            .start()
+            .await
+            .map_err(|e| MqError::Broker(format!("start: {e}")))
         }
         .await;
         let running = match started {

@@ -47,12 +47,13 @@ impl Store {
     /// Whether `system` already applied `event_id` (lets a consumer skip a
     /// third-party call on redelivery).
     pub async fn is_applied(&self, system: System, event_id: &str) -> Result<bool, StorageError> {
-        let row = sqlx::query("SELECT 1 AS one FROM inbox WHERE consumer_group = $1 AND event_id = $2")
-            .bind(system.consumer_group())
-            .bind(event_id)
-            .fetch_optional(self.system_pool(system))
-            .await
-            .map_err(storage)?;
+        let row =
+            sqlx::query("SELECT 1 AS one FROM inbox WHERE consumer_group = $1 AND event_id = $2")
+                .bind(system.consumer_group())
+                .bind(event_id)
+                .fetch_optional(self.system_pool(system))
+                .await
+                .map_err(storage)?;
         Ok(row.is_some())
     }
 

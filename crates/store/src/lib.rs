@@ -45,9 +45,7 @@ pub enum Backend {
 
 #[derive(Debug, Error)]
 pub enum OpenError {
-    #[error(
-        "unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…"
-    )]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…")]
     UnsupportedUrl(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
@@ -219,10 +217,11 @@ async fn connect(
         Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
         Backend::Postgres => target.to_owned(),
     };
-    let connect_options = AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
-        url: redact(&url),
-        source,
-    })?;
+    let connect_options =
+        AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
+            url: redact(&url),
+            source,
+        })?;
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -267,7 +266,10 @@ mod tests {
             "postgres://app:***@db:5432/orders"
         );
         assert_eq!(redact("sqlite://data/orders.db"), "sqlite://data/orders.db");
-        assert_eq!(redact("postgres://app@db/orders"), "postgres://app@db/orders");
+        assert_eq!(
+            redact("postgres://app@db/orders"),
+            "postgres://app@db/orders"
+        );
     }
 
     #[test]
@@ -276,7 +278,10 @@ mod tests {
             sqlite_path("sqlite://data/orders.db?mode=rwc"),
             PathBuf::from("data/orders.db")
         );
-        assert_eq!(sqlite_path("sqlite:///tmp/x.db"), PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db"),
+            PathBuf::from("/tmp/x.db")
+        );
         assert!(matches!(
             backend_of("mysql://x"),
             Err(OpenError::UnsupportedUrl(_))

@@ -118,8 +118,7 @@ impl Store {
                 Ok(Product {
                     sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
                     name: get(row, "name")?,
-                    price: Amount::parse(get(row, "price")?)
-                        .map_err(|_| corrupt("price", &sku))?,
+                    price: Amount::parse(get(row, "price")?).map_err(|_| corrupt("price", &sku))?,
                     stock: get(row, "available")?,
                 })
             })
@@ -160,11 +159,13 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-            let row = sqlx::query("SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1")
-                .bind(line.sku.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
+            let row = sqlx::query(
+                "SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1",
+            )
+            .bind(line.sku.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
             let Some(row) = row else {
                 return Err(CreateOrderError::UnknownSku(line.sku.to_string()));
             };
@@ -375,8 +376,7 @@ impl Store {
             return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
         };
         let status_raw: String = row.try_get("status").map_err(fail)?;
-        let status =
-            status_of(&status_raw).map_err(|e| PayOrderError::Storage(e.to_string()))?;
+        let status = status_of(&status_raw).map_err(|e| PayOrderError::Storage(e.to_string()))?;
         let expected: i64 = row.try_get("amount").map_err(fail)?;
         let applied: Option<String> = row.try_get("payment_id").map_err(fail)?;
         if expected != notice.amount.minor_units() {

@@ -45,7 +45,9 @@ async fn postgres() -> Option<TestDb> {
         .execute(&mut admin)
         .await
         .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').expect("URL with a database name");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
     let url = format!("{base}/{name}");
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     Some(TestDb { store, _dir: None })
@@ -118,9 +120,19 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     assert_eq!(order.amount.minor_units(), 3 * 250 + 1000);
     assert_eq!(order.status, OrderStatus::Unpaid);
     assert_eq!(store.stock("A").await.unwrap(), Some((10, 3)));
-    let available: Vec<_> = store.products().await.unwrap().iter().map(|p| p.stock).collect();
+    let available: Vec<_> = store
+        .products()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect();
     assert_eq!(available, vec![7, 4]);
-    assert_eq!(store.outbox_backlog().await.unwrap(), 0, "creating publishes nothing yet");
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        0,
+        "creating publishes nothing yet"
+    );
 
     let receipt = store.pay_order(&notice(&id, "p1", 1750), 2).await.unwrap();
     assert_eq!(receipt.status, OrderStatus::Paid);
@@ -131,7 +143,11 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
 
     let again = store.pay_order(&notice(&id, "p1", 1750), 3).await.unwrap();
     assert!(again.duplicate && !again.refund_required);
-    assert_eq!(store.outbox_backlog().await.unwrap(), 1, "a duplicate notice publishes nothing");
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        1,
+        "a duplicate notice publishes nothing"
+    );
     assert_eq!(store.stock("A").await.unwrap(), Some((7, 0)));
 
     let view = store.order(&id).await.unwrap().unwrap();
@@ -140,7 +156,10 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     assert_eq!(view.history.len(), 2);
     assert!(view.fanout.values().all(|s| *s == FanoutState::Pending));
 }
-on_every_backend!(reserve_then_pay, reserve_then_pay_moves_stock_and_writes_one_event);
+on_every_backend!(
+    reserve_then_pay,
+    reserve_then_pay_moves_stock_and_writes_one_event
+);
 
 async fn rejected_orders_reserve_nothing(store: Store) {
     seed(&store, "A", 100, 2).await;
@@ -148,13 +167,23 @@ async fn rejected_orders_reserve_nothing(store: Store) {
         .create_order(&new_order("u1", &[("A", 1), ("ZZZ", 1)]), &order_id(1), 1)
         .await
         .unwrap_err();
-    assert!(matches!(err, CreateOrderError::UnknownSku(ref s) if s == "ZZZ"), "{err}");
+    assert!(
+        matches!(err, CreateOrderError::UnknownSku(ref s) if s == "ZZZ"),
+        "{err}"
+    );
     let err = store
         .create_order(&new_order("u1", &[("A", 3)]), &order_id(2), 1)
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CreateOrderError::OutOfStock { available: 2, requested: 3, .. }),
+        matches!(
+            err,
+            CreateOrderError::OutOfStock {
+                available: 2,
+                requested: 3,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(store.stock("A").await.unwrap(), Some((2, 0)));
@@ -165,13 +194,31 @@ on_every_backend!(rejected_orders, rejected_orders_reserve_nothing);
 async fn bad_payments_change_nothing_and_second_payment_is_owed_back(store: Store) {
     seed(&store, "A", 100, 5).await;
     let id = order_id(1);
-    store.create_order(&new_order("u1", &[("A", 2)]), &id, 1).await.unwrap();
+    store
+        .create_order(&new_order("u1", &[("A", 2)]), &id, 1)
+        .await
+        .unwrap();
 
-    let err = store.pay_order(&notice(&id, "p1", 199), 2).await.unwrap_err();
-    assert!(matches!(err, PayOrderError::AmountMismatch { expected: 200, notified: 199 }));
-    let err = store.pay_order(&notice(&order_id(9), "p1", 200), 2).await.unwrap_err();
+    let err = store
+        .pay_order(&notice(&id, "p1", 199), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        PayOrderError::AmountMismatch {
+            expected: 200,
+            notified: 199
+        }
+    ));
+    let err = store
+        .pay_order(&notice(&order_id(9), "p1", 200), 2)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PayOrderError::OrderNotFound(_)));
-    assert_eq!(store.order(&id).await.unwrap().unwrap().status, OrderStatus::Unpaid);
+    assert_eq!(
+        store.order(&id).await.unwrap().unwrap().status,
+        OrderStatus::Unpaid
+    );
     assert_eq!(store.stock("A").await.unwrap(), Some((5, 2)));
     assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 
@@ -185,23 +232,45 @@ async fn bad_payments_change_nothing_and_second_payment_is_owed_back(store: Stor
 
     // A payment id that paid one order cannot pay another.
     let other = order_id(2);
-    store.create_order(&new_order("u1", &[("A", 1)]), &other, 5).await.unwrap();
-    let err = store.pay_order(&notice(&other, "p1", 100), 6).await.unwrap_err();
-    assert!(matches!(err, PayOrderError::PaymentIdReused { .. }), "{err}");
-    assert_eq!(store.order(&other).await.unwrap().unwrap().status, OrderStatus::Unpaid);
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &other, 5)
+        .await
+        .unwrap();
+    let err = store
+        .pay_order(&notice(&other, "p1", 100), 6)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PayOrderError::PaymentIdReused { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        store.order(&other).await.unwrap().unwrap().status,
+        OrderStatus::Unpaid
+    );
 }
-on_every_backend!(bad_payments, bad_payments_change_nothing_and_second_payment_is_owed_back);
+on_every_backend!(
+    bad_payments,
+    bad_payments_change_nothing_and_second_payment_is_owed_back
+);
 
 async fn concurrent_payments_of_one_order_transition_once(store: Store) {
     seed(&store, "A", 100, 3).await;
     let id = order_id(1);
-    store.create_order(&new_order("u1", &[("A", 1)]), &id, 1).await.unwrap();
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+        .await
+        .unwrap();
     let store = Arc::new(store);
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let (store, id) = (store.clone(), id.clone());
             // Half repeat payment p0, half are distinct payments.
-            let payment = if i % 2 == 0 { "p0".to_owned() } else { format!("p{i}") };
+            let payment = if i % 2 == 0 {
+                "p0".to_owned()
+            } else {
+                format!("p{i}")
+            };
             tokio::spawn(async move { store.pay_order(&notice(&id, &payment, 100), 2).await })
         })
         .collect();
@@ -216,7 +285,10 @@ async fn concurrent_payments_of_one_order_transition_once(store: Store) {
     assert_eq!(store.stock("A").await.unwrap(), Some((2, 0)));
     assert_eq!(store.outbox_backlog().await.unwrap(), 1);
 }
-on_every_backend!(concurrent_payments, concurrent_payments_of_one_order_transition_once);
+on_every_backend!(
+    concurrent_payments,
+    concurrent_payments_of_one_order_transition_once
+);
 
 async fn last_unit_has_exactly_one_winner(store: Store) {
     seed(&store, "LAST", 100, 1).await;
@@ -248,8 +320,14 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     seed(&store, "A", 100, 5).await;
     for i in 0..3 {
         let id = order_id(i);
-        store.create_order(&new_order("u1", &[("A", 1)]), &id, 1).await.unwrap();
-        store.pay_order(&notice(&id, &format!("p{i}"), 100), 2).await.unwrap();
+        store
+            .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+            .await
+            .unwrap();
+        store
+            .pay_order(&notice(&id, &format!("p{i}"), 100), 2)
+            .await
+            .unwrap();
     }
     let claimed = store.claim_outbox("relay-a", 2, 10_000, 100).await.unwrap();
     assert_eq!(claimed.len(), 2);
@@ -257,25 +335,56 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     assert_eq!(claimed[0].topic, "TopicOrderPaySuccess");
     assert_eq!(claimed[0].key, order_id(0).to_string());
     assert_eq!(claimed[0].event_id, format!("OrderPaid:{}", order_id(0)));
-    let others = store.claim_outbox("relay-b", 10, 10_000, 101).await.unwrap();
-    assert_eq!(others.len(), 1, "leased rows are not handed to another relay");
+    let others = store
+        .claim_outbox("relay-b", 10, 10_000, 101)
+        .await
+        .unwrap();
+    assert_eq!(
+        others.len(),
+        1,
+        "leased rows are not handed to another relay"
+    );
     store.mark_sent(&[claimed[0].id], 102).await.unwrap();
-    store.retry_outbox(claimed[1].id, "broker down", 5_000).await.unwrap();
+    store
+        .retry_outbox(claimed[1].id, "broker down", 5_000)
+        .await
+        .unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
-    assert!(store.claim_outbox("relay-a", 10, 10_000, 4_999).await.unwrap().is_empty());
-    let retried = store.claim_outbox("relay-a", 10, 10_000, 5_000).await.unwrap();
+    assert!(
+        store
+            .claim_outbox("relay-a", 10, 10_000, 4_999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = store
+        .claim_outbox("relay-a", 10, 10_000, 5_000)
+        .await
+        .unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, claimed[1].id);
     // relay-b crashed holding its row: the lease expires and it is claimed again.
-    let expired = store.claim_outbox("relay-a", 10, 10_000, 10_101).await.unwrap();
-    assert_eq!(expired.iter().map(|m| m.id).collect::<Vec<_>>(), vec![others[0].id]);
+    let expired = store
+        .claim_outbox("relay-a", 10, 10_000, 10_101)
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![others[0].id]
+    );
 }
-on_every_backend!(outbox_leases, outbox_rows_are_leased_acknowledged_and_retried);
+on_every_backend!(
+    outbox_leases,
+    outbox_rows_are_leased_acknowledged_and_retried
+);
 
 async fn effects_apply_once_and_report_fanout(store: Store) {
     seed(&store, "A", 100, 5).await;
     let id = order_id(1);
-    store.create_order(&new_order("u1", &[("A", 1)]), &id, 1).await.unwrap();
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+        .await
+        .unwrap();
     store.pay_order(&notice(&id, "p1", 100), 2).await.unwrap();
     let event_id = format!("OrderPaid:{id}");
     let user = UserId::parse("u1").unwrap();
@@ -284,17 +393,50 @@ async fn effects_apply_once_and_report_fanout(store: Store) {
         order_id: id.clone(),
         points: 1,
     };
-    assert_eq!(store.apply_effect(&event_id, "m1", &points, 3).await.unwrap(), Applied::Now);
-    assert_eq!(store.apply_effect(&event_id, "m2", &points, 4).await.unwrap(), Applied::Already);
+    assert_eq!(
+        store
+            .apply_effect(&event_id, "m1", &points, 3)
+            .await
+            .unwrap(),
+        Applied::Now
+    );
+    assert_eq!(
+        store
+            .apply_effect(&event_id, "m2", &points, 4)
+            .await
+            .unwrap(),
+        Applied::Already
+    );
     assert!(store.is_applied(System::Credit, &event_id).await.unwrap());
-    assert!(!store.is_applied(System::Marketing, &event_id).await.unwrap());
+    assert!(
+        !store
+            .is_applied(System::Marketing, &event_id)
+            .await
+            .unwrap()
+    );
 
     store
-        .record_failure(System::Warehouse, &event_id, id.as_str(), 17, "carrier down", true, 5)
+        .record_failure(
+            System::Warehouse,
+            &event_id,
+            id.as_str(),
+            17,
+            "carrier down",
+            true,
+            5,
+        )
         .await
         .unwrap();
     store
-        .record_failure(System::Push, &event_id, id.as_str(), 1, "sms timeout", false, 5)
+        .record_failure(
+            System::Push,
+            &event_id,
+            id.as_str(),
+            1,
+            "sms timeout",
+            false,
+            5,
+        )
         .await
         .unwrap();
     let view = store.order(&id).await.unwrap().unwrap();
@@ -308,9 +450,16 @@ async fn effects_apply_once_and_report_fanout(store: Store) {
         order_id: id.clone(),
         tracking_no: "T1".into(),
     };
-    store.apply_effect(&event_id, "m3", &shipment, 6).await.unwrap();
+    store
+        .apply_effect(&event_id, "m3", &shipment, 6)
+        .await
+        .unwrap();
     let view = store.order(&id).await.unwrap().unwrap();
-    assert_eq!(view.fanout[&System::Warehouse], FanoutState::Done, "a replay heals a failure");
+    assert_eq!(
+        view.fanout[&System::Warehouse],
+        FanoutState::Done,
+        "a replay heals a failure"
+    );
 
     let activity = store.user_activity(&user).await.unwrap();
     assert_eq!(activity.points_total, 1);
@@ -337,7 +486,10 @@ async fn reopening_keeps_data_and_seeding_is_idempotent() {
     }];
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     assert_eq!(store.seed_catalog(&catalog).await.unwrap(), 1);
-    store.create_order(&new_order("u1", &[("A", 1)]), &order_id(1), 1).await.unwrap();
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &order_id(1), 1)
+        .await
+        .unwrap();
     store.close().await;
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     assert_eq!(store.seed_catalog(&catalog).await.unwrap(), 0);

@@ -1,0 +1,350 @@
+//! The HTTP contract, driven through the router with `oneshot` on the real
+//! order service and a SQLite store (no broker: nothing here publishes).
+//!
+//! Every rejected request must answer a 4xx with a stable code and change
+//! nothing: the tests compare the database before and after.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ordermq::app::DEMO_CATALOG;
+use ordermq::service::Orders;
+use ordermq_api::signature::PaymentSigner;
+use ordermq_api::{ApiState, router};
+use ordermq_store::{Store, StoreOptions};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Harness {
+    router: Router,
+    store: Store,
+    signer: PaymentSigner,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store.seed_catalog(DEMO_CATALOG).await.unwrap();
+    let signer = PaymentSigner::new(b"test-secret");
+    let service = Orders::new(store.clone(), Arc::new(tokio::sync::Notify::new()));
+    let router = router(ApiState {
+        service: Arc::new(service),
+        signer: signer.clone(),
+    });
+    Harness {
+        router,
+        store,
+        signer,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn post_json(&self, path: &str, body: impl Into<String>) -> (StatusCode, Value) {
+        self.send(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.into()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn notify_raw(&self, body: &str, signature: Option<&str>) -> (StatusCode, Value) {
+        let mut request =
+            Request::post("/api/payments/notify").header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header("x-signature", signature);
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    async fn notify(&self, body: &str) -> (StatusCode, Value) {
+        let signature = self.signer.sign(body.as_bytes());
+        self.notify_raw(body, Some(&signature)).await
+    }
+
+    /// Everything a rejected request must leave untouched.
+    async fn snapshot(&self) -> (Vec<ordermq_domain::Product>, ordermq_domain::view::Stats) {
+        (
+            self.store.products().await.unwrap(),
+            self.store.stats().await.unwrap(),
+        )
+    }
+
+    async fn create(&self, sku: &str, quantity: i64) -> Value {
+        let (status, body) = self
+            .post_json(
+                "/api/orders",
+                json!({"user_id": "u1", "items": [{"sku": sku, "quantity": quantity}]}).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+#[tokio::test]
+async fn creates_reads_and_pays_an_order() {
+    let h = harness().await;
+    let order = h.create("SKU-2", 3).await;
+    assert_eq!(order["status"], "UNPAID");
+    assert_eq!(order["amount"], 3 * 2950);
+    let id = order["order_id"].as_str().unwrap();
+
+    let (status, products) = h
+        .send(Request::get("/api/products").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let sku2 = products
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku"] == "SKU-2")
+        .unwrap();
+    assert_eq!(
+        sku2["stock"],
+        10_000 - 3,
+        "stock shown is on hand minus reserved"
+    );
+    assert_eq!(sku2["price"], 2950);
+    assert!(sku2["name"].is_string());
+
+    let body = json!({"order_id": id, "payment_id": "pay-1", "amount": 8850}).to_string();
+    let (status, receipt) = h.notify(&body).await;
+    assert_eq!(status, StatusCode::OK, "{receipt}");
+    assert_eq!(
+        receipt,
+        json!({"order_id": id, "status": "PAID", "duplicate": false, "refund_required": false})
+    );
+    let (status, again) = h.notify(&body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["duplicate"], true);
+
+    let (status, view) = h
+        .send(
+            Request::get(format!("/api/orders/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["status"], "PAID");
+    assert_eq!(view["lines"][0]["sku"], "SKU-2");
+    assert_eq!(view["history"].as_array().unwrap().len(), 2);
+    for system in ["credit", "marketing", "push", "warehouse"] {
+        assert_eq!(view["fanout"][system], "pending");
+    }
+    assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bad_orders_are_rejected_with_stable_codes_and_change_nothing() {
+    let h = harness().await;
+    let before = h.snapshot().await;
+    let huge = format!(
+        r#"{{"user_id":"u1","items":[],"pad":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        ("malformed", "{not json".into(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
+        ("truncated", r#"{"user_id":"u1""#.into(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
+        ("empty body", "".into(), StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
+        ("too large", huge, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        ("unknown field", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":1}],"admin":true}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("missing items", r#"{"user_id":"u1"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("no items", r#"{"user_id":"u1","items":[]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("zero quantity", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":0}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("negative quantity", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":-5}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("overflowing quantity", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":99999999999999999999999}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("fractional quantity", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":1.5}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("string quantity", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":"2"}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("duplicate sku", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":1},{"sku":"SKU-1","quantity":1}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("bad user id", r#"{"user_id":"u 1","items":[{"sku":"SKU-1","quantity":1}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST"),
+        ("unknown sku", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":1},{"sku":"NOPE","quantity":1}]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_SKU"),
+        ("out of stock", r#"{"user_id":"u1","items":[{"sku":"SKU-1","quantity":1},{"sku":"FLASH-1","quantity":11}]}"#.into(), StatusCode::CONFLICT, "OUT_OF_STOCK"),
+    ];
+    for (name, body, status, code) in cases {
+        let (got, error) = h.post_json("/api/orders", body).await;
+        assert_eq!(got, status, "{name}: {error}");
+        assert_eq!(error["code"], code, "{name}: {error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    let (status, error) = h
+        .send(
+            Request::post("/api/orders")
+                .header("content-type", "text/plain")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("UNSUPPORTED_MEDIA_TYPE")
+        )
+    );
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "rejected requests changed state"
+    );
+}
+
+#[tokio::test]
+async fn bad_payment_notices_are_rejected_and_change_nothing() {
+    let h = harness().await;
+    let order = h.create("SKU-1", 1).await;
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let before = h.snapshot().await;
+    let good = json!({"order_id": id, "payment_id": "pay-1", "amount": 8900}).to_string();
+
+    let (status, error) = h.notify_raw(&good, None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("INVALID_SIGNATURE"))
+    );
+    let (status, error) = h.notify_raw(&good, Some("deadbeef")).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("INVALID_SIGNATURE"))
+    );
+    let forged = PaymentSigner::new(b"wrong-secret").sign(good.as_bytes());
+    let (status, _) = h.notify_raw(&good, Some(&forged)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A signature over a different body does not carry over.
+    let tampered = good.replace("8900", "1");
+    let (status, _) = h
+        .notify_raw(&tampered, Some(&h.signer.sign(good.as_bytes())))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            json!({"order_id": id, "payment_id": "pay-1", "amount": 8899}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "AMOUNT_MISMATCH",
+        ),
+        (
+            json!({"order_id": id, "payment_id": "pay-1", "amount": -8900}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"order_id": "O0000000000000deadbeef", "payment_id": "pay-1", "amount": 8900})
+                .to_string(),
+            StatusCode::NOT_FOUND,
+            "ORDER_NOT_FOUND",
+        ),
+        (
+            json!({"order_id": id, "payment_id": "", "amount": 8900}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"order_id": id, "payment_id": "pay-1", "amount": 8900, "extra": 1}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            r#"{"order_id": "x", "payment_id": "p", "amount": 1e400}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+        ),
+        (
+            r#"{"order_id": "#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+        ),
+        (
+            "[1,2,3]".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, error) = h.notify(&body).await;
+        assert_eq!(got, status, "{body}: {error}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+    }
+    assert_eq!(h.snapshot().await, before, "rejected notices changed state");
+    let view = h
+        .store
+        .order(&ordermq_domain::OrderId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.status, ordermq_domain::OrderStatus::Unpaid);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_errors() {
+    let h = harness().await;
+    let (status, error) = h
+        .send(Request::get("/api/nope").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    let (status, error) = h
+        .send(Request::delete("/api/orders").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("METHOD_NOT_ALLOWED"))
+    );
+    let (status, error) = h
+        .send(
+            Request::get("/api/orders/not%20an%20id")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ORDER_NOT_FOUND"))
+    );
+    let (status, error) = h
+        .send(
+            Request::get("/api/users/u1/bananas")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    let (status, activity) = h
+        .send(Request::get("/api/users/u1").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(activity["points_total"], 0);
+    let response = h
+        .router
+        .clone()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -27,6 +27,7 @@ use crate::relay::{self, RelayOptions};
 use crate::service::Orders;
 use crate::systems::SystemHandler;
 use crate::thirdparty::{FakeGateway, Profile};
+use crate::writer::OrderWriter;
 
 /// The producer group the design names.
 pub const PRODUCER_GROUP: &str = "order_producer_group";
@@ -107,6 +108,7 @@ pub struct Application {
     mq: MqClient,
     namesrv_addr: String,
     orders: Orders,
+    writer_task: tokio::task::JoinHandle<()>,
     signer: PaymentSigner,
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
@@ -214,10 +216,12 @@ impl Application {
             );
         }
         let relay_wake = Arc::new(Notify::new());
+        let (writer, writer_task) = OrderWriter::spawn(store.clone(), config.write_batch_max);
         Ok(Self {
             listener,
             http_addr,
-            orders: Orders::new(store.clone(), relay_wake.clone()),
+            orders: Orders::new(store.clone(), writer, relay_wake.clone()),
+            writer_task,
             store,
             broker,
             mq,
@@ -286,6 +290,10 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
+        // The router (and its handle on the writer) is gone; drop ours so the
+        // writer finishes what is queued and stops.
+        drop(self.orders);
+        let _ = self.writer_task.await;
         stop.cancel();
         let _ = relay.await;
         self.mq.shutdown().await;

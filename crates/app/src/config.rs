@@ -156,6 +156,7 @@ pub struct Config {
     pub embedded_broker_port: u16,
     pub max_reconsume_times: i32,
     pub relay_batch_size: usize,
+    pub write_batch_max: usize,
     pub sms_latency_ms: u64,
     pub sms_jitter_ms: u64,
     pub sms_spike_probability: f64,
@@ -181,7 +182,8 @@ impl Default for Config {
             embedded_namesrv_port: 19876,
             embedded_broker_port: 20911,
             max_reconsume_times: 16,
-            relay_batch_size: 128,
+            relay_batch_size: 512,
+            write_batch_max: 256,
             // The seed document: SMS ~100 ms, logistics ~500 ms, both with spikes past 1 s.
             sms_latency_ms: 100,
             sms_jitter_ms: 40,
@@ -295,9 +297,9 @@ impl Config {
                 "namesrv_addr {addr:?}: expected host:port[;host:port...]"
             )));
         }
-        if self.relay_batch_size == 0 || self.max_reconsume_times < 0 {
+        if self.relay_batch_size == 0 || self.write_batch_max == 0 || self.max_reconsume_times < 0 {
             return Err(ConfigError::Invalid(
-                "relay_batch_size must be > 0 and max_reconsume_times >= 0".into(),
+                "relay_batch_size and write_batch_max must be > 0, max_reconsume_times >= 0".into(),
             ));
         }
         Ok(())
@@ -337,6 +339,7 @@ impl Config {
                 "embedded_broker_port" => self.embedded_broker_port.to_string(),
                 "max_reconsume_times" => self.max_reconsume_times.to_string(),
                 "relay_batch_size" => self.relay_batch_size.to_string(),
+                "write_batch_max" => self.write_batch_max.to_string(),
                 "sms_latency_ms" => self.sms_latency_ms.to_string(),
                 "sms_jitter_ms" => self.sms_jitter_ms.to_string(),
                 "sms_spike_probability" => self.sms_spike_probability.to_string(),

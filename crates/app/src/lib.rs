@@ -14,6 +14,7 @@
 //! - [`relay`]: outbox → RocketMQ.
 //! - [`systems`]: the four consumer groups' logic.
 //! - [`thirdparty`]: fake SMS gateway and logistics system.
+//! - [`writer`]: group commit of creates and payments.
 
 pub mod app;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod relay;
 pub mod service;
 pub mod systems;
 pub mod thirdparty;
+pub mod writer;
 
 pub use app::{Application, StartError};
 pub use config::Config;

@@ -1,6 +1,7 @@
-//! The order service behind the HTTP API: the store plus the two things the
-//! store does not do — minting order ids and waking the relay after a payment
-//! commits, so a paid event leaves within milliseconds instead of on the next poll.
+//! The order service behind the HTTP API: the store plus what the store does
+//! not do — minting order ids, routing writes through the group-commit
+//! [`OrderWriter`], and waking the relay after a payment commits, so a paid
+//! event leaves within milliseconds instead of on the next poll.
 
 use std::sync::Arc;
 
@@ -9,18 +10,25 @@ use ordermq_domain::view::{OrderView, PaymentReceipt, Stats, UserActivity};
 use ordermq_domain::{
     CreateOrderError, NewOrder, OrderId, PayOrderError, PaymentNotice, Product, UserId, now_millis,
 };
-use ordermq_store::Store;
+use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
+
+use crate::writer::OrderWriter;
 
 #[derive(Debug, Clone)]
 pub struct Orders {
     store: Store,
+    writer: OrderWriter,
     relay_wake: Arc<Notify>,
 }
 
 impl Orders {
-    pub fn new(store: Store, relay_wake: Arc<Notify>) -> Self {
-        Self { store, relay_wake }
+    pub fn new(store: Store, writer: OrderWriter, relay_wake: Arc<Notify>) -> Self {
+        Self {
+            store,
+            writer,
+            relay_wake,
+        }
     }
 }
 
@@ -32,14 +40,16 @@ impl OrderService for Orders {
     fn create_order(&self, order: NewOrder) -> BoxFuture<'_, Result<OrderView, CreateOrderError>> {
         Box::pin(async move {
             let now = now_millis();
-            let id = OrderId::generate(now, fastrand::u32(..));
-            self.store.create_order(&order, &id, now).await
+            let order_id = OrderId::generate(now, fastrand::u32(..));
+            self.writer
+                .create(WriteOp::Create { order, order_id })
+                .await
         })
     }
 
     fn pay(&self, notice: PaymentNotice) -> BoxFuture<'_, Result<PaymentReceipt, PayOrderError>> {
         Box::pin(async move {
-            let receipt = self.store.pay_order(&notice, now_millis()).await?;
+            let receipt = self.writer.pay(WriteOp::Pay(notice)).await?;
             if !receipt.duplicate && !receipt.refund_required {
                 self.relay_wake.notify_one();
             }

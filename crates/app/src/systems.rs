@@ -1,19 +1,20 @@
 //! The four downstream systems as RocketMQ consumers: credit (points),
 //! marketing (coupons), push (SMS) and warehouse (shipments).
 //!
-//! Each handler turns an `OrderPaid` delivery into its system's effect and
-//! records it with an inbox row in one transaction, so a redelivery changes
-//! nothing. Third-party calls carry the event id as an idempotency key. Any
+//! Each handler turns a batch of `OrderPaid` deliveries into its system's
+//! effects and records them, each with an inbox row, in one transaction, so a
+//! redelivery changes nothing. Third-party calls carry the event id as an idempotency key. Any
 //! failure answers "reconsume later": the broker retries with backoff and,
 //! after `max_reconsume_times`, moves the message to `%DLQ%<group>`; the last
 //! failure is recorded so the order's page shows the group as `failed`.
 
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use ordermq_domain::fanout::{coupon_for, points_for, sms_text_for};
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
-use ordermq_store::{Applied, Store};
+use ordermq_store::{EffectRecord, Store};
 
 /// The consumer logic of one downstream system.
 #[derive(Clone)]
@@ -95,72 +96,108 @@ impl SystemHandler {
         })
     }
 
-    async fn consume(&self, delivery: Delivery) -> Outcome {
-        let event = match OrderEvent::from_json(&delivery.body) {
-            Ok(event) => event,
-            Err(e) => {
-                // Unreadable now means unreadable on every retry: let it reach
-                // the DLQ, where an operator can inspect it.
-                tracing::error!(group = self.system.consumer_group(), msg_id = %delivery.msg_id, error = %e, "undecodable message");
-                return Outcome::RetryLater(format!("undecodable message: {e}"));
-            }
-        };
-        let OrderEvent::OrderPaid(paid) = &event;
-        let event_id = event.event_id();
-        let result = async {
-            if self
-                .store
-                .is_applied(self.system, &event_id)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                return Ok(Applied::Already);
-            }
-            let effect = self.effect(&event_id, paid).await?;
-            self.store
-                .apply_effect(&event_id, &delivery.msg_id, &effect, now_millis())
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        match result {
-            Ok(applied) => {
-                tracing::debug!(group = self.system.consumer_group(), %event_id, ?applied, "consumed");
-                Outcome::Consumed
-            }
-            Err(reason) => {
-                let dead = delivery.is_last_attempt();
-                tracing::warn!(
-                    group = self.system.consumer_group(),
-                    %event_id,
-                    attempt = delivery.reconsume_times + 1,
-                    dead_lettered = dead,
-                    %reason,
-                    "delivery failed; RocketMQ will retry"
-                );
-                if let Err(e) = self
-                    .store
-                    .record_failure(
-                        self.system,
-                        &event_id,
-                        paid.order_id.as_str(),
-                        i64::from(delivery.reconsume_times) + 1,
-                        &reason,
-                        dead,
-                        now_millis(),
-                    )
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot record the failure");
+    /// Applies a batch: skip what the inbox already has, call third parties
+    /// concurrently, commit every effect that succeeded in one transaction, and
+    /// ask for a redelivery if anything failed (the committed ones are skipped then).
+    async fn consume(&self, batch: Vec<Delivery>) -> Outcome {
+        let group = self.system.consumer_group();
+        let mut first_failure: Option<String> = None;
+        let mut events = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match OrderEvent::from_json(&delivery.body) {
+                Ok(OrderEvent::OrderPaid(paid)) => {
+                    let event_id = OrderEvent::OrderPaid(paid.clone()).event_id();
+                    events.push((delivery, event_id, paid));
                 }
-                Outcome::RetryLater(reason)
+                Err(e) => {
+                    // Unreadable now means unreadable on every retry: let it
+                    // reach the DLQ, where an operator can inspect it.
+                    tracing::error!(group, msg_id = %delivery.msg_id, error = %e, "undecodable message");
+                    first_failure.get_or_insert(format!("undecodable message: {e}"));
+                }
             }
+        }
+        let ids: Vec<String> = events.iter().map(|(_, id, _)| id.clone()).collect();
+        let applied = match self.store.applied_among(self.system, &ids).await {
+            Ok(applied) => applied,
+            Err(e) => return Outcome::RetryLater(e.to_string()),
+        };
+        events.retain(|(_, id, _)| !applied.contains(id));
+
+        let attempts = join_all(
+            events
+                .iter()
+                .map(|(_, event_id, paid)| self.effect(event_id, paid)),
+        )
+        .await;
+        let mut records = Vec::with_capacity(events.len());
+        for ((delivery, event_id, paid), attempt) in events.iter().zip(attempts) {
+            match attempt {
+                Ok(effect) => records.push(EffectRecord {
+                    event_id: event_id.clone(),
+                    msg_id: delivery.msg_id.clone(),
+                    effect,
+                }),
+                Err(reason) => {
+                    self.note_failure(delivery, event_id, paid.order_id.as_str(), &reason)
+                        .await;
+                    first_failure.get_or_insert(reason);
+                }
+            }
+        }
+        if let Err(e) = self.store.apply_effects(&records, now_millis()).await {
+            let reason = e.to_string();
+            for (delivery, event_id, paid) in &events {
+                self.note_failure(delivery, event_id, paid.order_id.as_str(), &reason)
+                    .await;
+            }
+            return Outcome::RetryLater(reason);
+        }
+        tracing::debug!(group, applied = records.len(), "batch consumed");
+        match first_failure {
+            Some(reason) => Outcome::RetryLater(reason),
+            None => Outcome::Consumed,
+        }
+    }
+
+    /// Logs a failed delivery and records it, so the order's page shows the
+    /// group as failed once the broker gives up (the DLQ).
+    async fn note_failure(
+        &self,
+        delivery: &Delivery,
+        event_id: &str,
+        order_id: &str,
+        reason: &str,
+    ) {
+        let dead = delivery.is_last_attempt();
+        tracing::warn!(
+            group = self.system.consumer_group(),
+            event_id,
+            attempt = delivery.reconsume_times + 1,
+            dead_lettered = dead,
+            reason,
+            "delivery failed; RocketMQ will retry"
+        );
+        if let Err(e) = self
+            .store
+            .record_failure(
+                self.system,
+                event_id,
+                order_id,
+                i64::from(delivery.reconsume_times) + 1,
+                reason,
+                dead,
+                now_millis(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the failure");
         }
     }
 }
 
 impl Handler for SystemHandler {
-    fn handle(&self, delivery: Delivery) -> BoxFuture<'_, Outcome> {
-        Box::pin(self.consume(delivery))
+    fn handle(&self, batch: Vec<Delivery>) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.consume(batch))
     }
 }

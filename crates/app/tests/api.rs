@@ -30,7 +30,8 @@ async fn harness() -> Harness {
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     store.seed_catalog(DEMO_CATALOG).await.unwrap();
     let signer = PaymentSigner::new(b"test-secret");
-    let service = Orders::new(store.clone(), Arc::new(tokio::sync::Notify::new()));
+    let (writer, _task) = ordermq::writer::OrderWriter::spawn(store.clone(), 64);
+    let service = Orders::new(store.clone(), writer, Arc::new(tokio::sync::Notify::new()));
     let router = router(ApiState {
         service: Arc::new(service),
         signer: signer.clone(),

@@ -72,9 +72,13 @@ pub enum Outcome {
     RetryLater(String),
 }
 
-/// Handles deliveries for one consumer group.
+/// Handles deliveries for one consumer group, a batch at a time (so a system
+/// can commit a whole batch with one fsync).
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, delivery: Delivery) -> BoxFuture<'_, Outcome>;
+    /// `Consumed` acknowledges the whole batch; `RetryLater` has the broker
+    /// redeliver the whole batch, so deliveries already applied must be
+    /// recognised and skipped (they are: every effect has an inbox row).
+    fn handle(&self, batch: Vec<Delivery>) -> BoxFuture<'_, Outcome>;
 }
 
 /// A third party failed or timed out.

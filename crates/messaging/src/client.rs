@@ -15,7 +15,7 @@ use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome, PublishError,
 use rocketmq_client_rust::{
     ClientResult, ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
-    MessageListenerConcurrently, SendStatus, TelemetryHandle,
+    MessageListenerConcurrently, SendResult, SendStatus, TelemetryHandle,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -117,6 +117,7 @@ impl MqClient {
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         Arc::new(ProducerPublisher {
             producer: self.producer.clone(),
+            queues: Mutex::new(HashMap::new()),
         })
     }
 
@@ -133,9 +134,11 @@ impl MqClient {
             // published before the group first connected are not skipped.
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
             .max_reconsume_times(options.max_reconsume_times)
-            .consume_message_batch_max_size(1)
-            .consume_thread_min(32)
-            .consume_thread_max(64)
+            // Up to 32 messages per listener call: one database commit for all.
+            .consume_message_batch_max_size(32)
+            .pull_batch_size(64)
+            .consume_thread_min(16)
+            .consume_thread_max(32)
             .build();
         consumer
             .subscribe(options.topic.as_str(), options.tags.as_str())
@@ -175,6 +178,7 @@ impl MqClient {
 /// order's events keep their order.
 struct ProducerPublisher {
     producer: DefaultMQProducer,
+    queues: Mutex<HashMap<String, Vec<MessageQueue>>>,
 }
 
 fn queue_for(queues: &[MessageQueue], key: &str) -> Option<MessageQueue> {
@@ -205,7 +209,49 @@ fn to_message(m: &OutboxMessage) -> Result<Message, PublishError> {
         .map_err(|e| PublishError(format!("message {}: {e}", m.event_id)))
 }
 
+/// Most messages in one batch send (the broker also caps a batch at 4 MiB).
+const MAX_BATCH: usize = 64;
+
+impl ProducerPublisher {
+    /// The topic's writable queues, cached; refreshed after a failure.
+    async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, PublishError> {
+        if let Some(queues) = self.queues.lock().expect("queue cache").get(topic) {
+            return Ok(queues.clone());
+        }
+        let mut producer = self.producer.clone();
+        let queues = producer
+            .fetch_publish_message_queues(topic)
+            .await
+            .map_err(|e| PublishError(format!("route of {topic}: {e}")))?;
+        if queues.is_empty() {
+            return Err(PublishError(format!("topic {topic} has no writable queue")));
+        }
+        self.queues
+            .lock()
+            .expect("queue cache")
+            .insert(topic.to_owned(), queues.clone());
+        Ok(queues)
+    }
+
+    fn forget_queues(&self, topic: &str) {
+        self.queues.lock().expect("queue cache").remove(topic);
+    }
+}
+
+fn send_outcome(sent: ClientResult<Option<SendResult>>) -> Result<(), PublishError> {
+    match sent {
+        Ok(Some(r)) if r.send_status == SendStatus::SendOk => Ok(()),
+        Ok(Some(r)) => Err(PublishError(format!("broker answered {:?}", r.send_status))),
+        Ok(None) => Err(PublishError("no send result".into())),
+        Err(e) => Err(PublishError(e.to_string())),
+    }
+}
+
 impl Publisher for ProducerPublisher {
+    /// Immediate messages go out as batch sends, one per (topic, queue), with
+    /// each order's messages on the queue its id hashes to — so one order's
+    /// events stay in order and a whole relay round costs a few round trips.
+    /// Delayed messages (batches cannot carry a delivery time) go one by one.
     fn publish<'a>(
         &'a self,
         batch: &'a [OutboxMessage],
@@ -213,41 +259,73 @@ impl Publisher for ProducerPublisher {
         Box::pin(async move {
             let mut results: Vec<Result<(), PublishError>> =
                 vec![Err(PublishError("not attempted".into())); batch.len()];
-            let mut sends = JoinSet::new();
+            // (topic, queue) → indexes of the messages bound there.
+            let mut groups: HashMap<(String, Option<MessageQueue>), Vec<usize>> = HashMap::new();
             for (index, outbox) in batch.iter().enumerate() {
-                let message = match to_message(outbox) {
-                    Ok(message) => message,
-                    Err(e) => {
-                        results[index] = Err(e);
-                        continue;
+                let queue = if outbox.deliver_at.is_some() {
+                    None
+                } else {
+                    match self.queues(&outbox.topic).await {
+                        Ok(queues) => queue_for(&queues, &outbox.key),
+                        Err(e) => {
+                            results[index] = Err(e);
+                            continue;
+                        }
                     }
                 };
-                let producer = self.producer.clone();
-                let key = outbox.key.clone();
-                sends.spawn(async move {
-                    let sent = producer
-                        .send_with_selector(
-                            message,
-                            |queues: &[MessageQueue], _m: &Message, key: &String| {
-                                queue_for(queues, key)
-                            },
-                            key,
-                        )
-                        .await;
-                    let result = match sent {
-                        Ok(Some(r)) if r.send_status == SendStatus::SendOk => Ok(()),
-                        Ok(Some(r)) => {
-                            Err(PublishError(format!("broker answered {:?}", r.send_status)))
+                groups
+                    .entry((outbox.topic.clone(), queue))
+                    .or_default()
+                    .push(index);
+            }
+            let mut sends = JoinSet::new();
+            for ((topic, queue), indexes) in groups {
+                for chunk in indexes.chunks(MAX_BATCH) {
+                    let mut messages = Vec::with_capacity(chunk.len());
+                    for &index in chunk {
+                        match to_message(&batch[index]) {
+                            Ok(m) => messages.push((index, m)),
+                            Err(e) => results[index] = Err(e),
                         }
-                        Ok(None) => Err(PublishError("no send result".into())),
-                        Err(e) => Err(PublishError(e.to_string())),
-                    };
-                    (index, result)
-                });
+                    }
+                    let producer = self.producer.clone();
+                    let (queue, topic) = (queue.clone(), topic.clone());
+                    sends.spawn(async move {
+                        let outcomes: Vec<(usize, Result<(), PublishError>)> = match queue {
+                            Some(queue) => {
+                                let (indexes, messages): (Vec<_>, Vec<_>) =
+                                    messages.into_iter().unzip();
+                                let outcome = send_outcome(
+                                    producer
+                                        .send_batch_to_queue(messages, queue)
+                                        .await
+                                        .map(Some),
+                                );
+                                indexes.into_iter().map(|i| (i, outcome.clone())).collect()
+                            }
+                            None => {
+                                let mut outcomes = Vec::with_capacity(messages.len());
+                                for (index, message) in messages {
+                                    outcomes
+                                        .push((index, send_outcome(producer.send(message).await)));
+                                }
+                                outcomes
+                            }
+                        };
+                        (topic, outcomes)
+                    });
+                }
             }
             while let Some(joined) = sends.join_next().await {
                 match joined {
-                    Ok((index, result)) => results[index] = result,
+                    Ok((topic, outcomes)) => {
+                        if outcomes.iter().any(|(_, r)| r.is_err()) {
+                            self.forget_queues(&topic);
+                        }
+                        for (index, outcome) in outcomes {
+                            results[index] = outcome;
+                        }
+                    }
                     Err(e) => tracing::error!(error = %e, "send task failed"),
                 }
             }
@@ -288,15 +366,16 @@ impl MessageListenerConcurrently for ListenerBridge {
         msgs: &[&MessageExt],
         _context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        for message in msgs {
-            let delivery = to_delivery(message, self.max_reconsume_times);
-            // This runs on a client blocking-lane thread, never an async worker,
-            // so blocking it on the handler is allowed and starves nothing.
-            if let Outcome::RetryLater(_) = self.runtime.block_on(self.handler.handle(delivery)) {
-                return Ok(ConsumeConcurrentlyStatus::ReconsumeLater);
-            }
-        }
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+        let batch = msgs
+            .iter()
+            .map(|m| to_delivery(m, self.max_reconsume_times))
+            .collect();
+        // This runs on a client blocking-lane thread, never an async worker,
+        // so blocking it on the handler is allowed and starves nothing.
+        Ok(match self.runtime.block_on(self.handler.handle(batch)) {
+            Outcome::Consumed => ConsumeConcurrentlyStatus::ConsumeSuccess,
+            Outcome::RetryLater(_) => ConsumeConcurrentlyStatus::ReconsumeLater,
+        })
     }
 }
 

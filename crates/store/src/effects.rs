@@ -38,6 +38,82 @@ fn system_of(effect: &Effect) -> System {
     }
 }
 
+fn order_id_of_effect(effect: &Effect) -> &str {
+    match effect {
+        Effect::Points { order_id, .. }
+        | Effect::Coupon { order_id, .. }
+        | Effect::Sms { order_id, .. }
+        | Effect::Shipment { order_id, .. } => order_id.as_str(),
+    }
+}
+
+/// One effect to record, with the event it comes from and the broker's message id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectRecord {
+    pub event_id: String,
+    pub msg_id: String,
+    pub effect: Effect,
+}
+
+async fn insert_effect(
+    conn: &mut sqlx::AnyConnection,
+    effect: &Effect,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let insert = match effect {
+        Effect::Points {
+            user_id,
+            order_id,
+            points,
+        } => sqlx::query(
+            "INSERT INTO credit_points (user_id, order_id, points, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(*points)
+        .bind(now),
+        Effect::Coupon {
+            user_id,
+            order_id,
+            coupon_code,
+            value,
+        } => sqlx::query(
+            "INSERT INTO marketing_coupons (code, user_id, order_id, value, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(coupon_code.as_str())
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(value.minor_units())
+        .bind(now),
+        Effect::Sms {
+            user_id,
+            order_id,
+            text,
+            external_ref,
+        } => sqlx::query(
+            "INSERT INTO push_sms (user_id, order_id, text, provider_ref, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(text.as_str())
+        .bind(external_ref.as_str())
+        .bind(now),
+        Effect::Shipment {
+            user_id,
+            order_id,
+            tracking_no,
+        } => sqlx::query(
+            "INSERT INTO warehouse_shipments (user_id, order_id, tracking_no, status, created_at) VALUES ($1, $2, $3, 'CREATED', $4)",
+        )
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(tracking_no.as_str())
+        .bind(now),
+    };
+    insert.execute(conn).await?;
+    Ok(())
+}
+
 fn order_id_of(row: &AnyRow) -> Result<OrderId, StorageError> {
     let raw: String = row.try_get("order_id").map_err(storage)?;
     OrderId::parse(&raw).map_err(|_| StorageError(format!("stored order id {raw:?} is not valid")))
@@ -65,91 +141,121 @@ impl Store {
         effect: &Effect,
         now: i64,
     ) -> Result<Applied, StorageError> {
-        let system = system_of(effect);
-        let group = system.consumer_group();
-        let order_id = match effect {
-            Effect::Points { order_id, .. }
-            | Effect::Coupon { order_id, .. }
-            | Effect::Sms { order_id, .. }
-            | Effect::Shipment { order_id, .. } => order_id.as_str(),
+        let applied = self
+            .apply_effects(
+                &[EffectRecord {
+                    event_id: event_id.to_owned(),
+                    msg_id: msg_id.to_owned(),
+                    effect: effect.clone(),
+                }],
+                now,
+            )
+            .await?;
+        Ok(applied[0])
+    }
+
+    /// Records many effects of **one** system, each with its inbox row, in one
+    /// transaction (one fsync for a whole consumed batch). Effects whose event
+    /// is already in the inbox are skipped. All records must belong to the same
+    /// system.
+    pub async fn apply_effects(
+        &self,
+        records: &[EffectRecord],
+        now: i64,
+    ) -> Result<Vec<Applied>, StorageError> {
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
         };
-        let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (consumer_group, event_id, order_id, msg_id, applied_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_group, event_id) DO NOTHING",
-        )
-        .bind(group)
-        .bind(event_id)
-        .bind(order_id)
-        .bind(msg_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(storage)?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(Applied::Already);
+        let system = system_of(&first.effect);
+        if records.iter().any(|r| system_of(&r.effect) != system) {
+            return Err(StorageError(
+                "a batch of effects must belong to one system".into(),
+            ));
         }
-        let insert = match effect {
-            Effect::Points {
-                user_id,
-                order_id,
-                points,
-            } => sqlx::query(
-                "INSERT INTO credit_points (user_id, order_id, points, created_at) VALUES ($1, $2, $3, $4)",
+        let group = system.consumer_group();
+        let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            let order_id = order_id_of_effect(&record.effect);
+            let fresh = sqlx::query(
+                "INSERT INTO inbox (consumer_group, event_id, order_id, msg_id, applied_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_group, event_id) DO NOTHING",
             )
-            .bind(user_id.as_str())
-            .bind(order_id.as_str())
-            .bind(*points)
-            .bind(now),
-            Effect::Coupon {
-                user_id,
-                order_id,
-                coupon_code,
-                value,
-            } => sqlx::query(
-                "INSERT INTO marketing_coupons (code, user_id, order_id, value, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(coupon_code.as_str())
-            .bind(user_id.as_str())
-            .bind(order_id.as_str())
-            .bind(value.minor_units())
-            .bind(now),
-            Effect::Sms {
-                user_id,
-                order_id,
-                text,
-                external_ref,
-            } => sqlx::query(
-                "INSERT INTO push_sms (user_id, order_id, text, provider_ref, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(user_id.as_str())
-            .bind(order_id.as_str())
-            .bind(text.as_str())
-            .bind(external_ref.as_str())
-            .bind(now),
-            Effect::Shipment {
-                user_id,
-                order_id,
-                tracking_no,
-            } => sqlx::query(
-                "INSERT INTO warehouse_shipments (user_id, order_id, tracking_no, status, created_at) VALUES ($1, $2, $3, 'CREATED', $4)",
-            )
-            .bind(user_id.as_str())
-            .bind(order_id.as_str())
-            .bind(tracking_no.as_str())
-            .bind(now),
-        };
-        insert.execute(&mut *tx).await.map_err(storage)?;
-        sqlx::query("DELETE FROM consumer_failures WHERE consumer_group = $1 AND event_id = $2")
             .bind(group)
-            .bind(event_id)
+            .bind(record.event_id.as_str())
+            .bind(order_id)
+            .bind(record.msg_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                outcomes.push(Applied::Already);
+                continue;
+            }
+            insert_effect(&mut tx, &record.effect, now)
+                .await
+                .map_err(storage)?;
+            sqlx::query(
+                "DELETE FROM consumer_failures WHERE consumer_group = $1 AND event_id = $2",
+            )
+            .bind(group)
+            .bind(record.event_id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(storage)?;
+            outcomes.push(Applied::Now);
+        }
         tx.commit().await.map_err(storage)?;
-        Ok(Applied::Now)
+        Ok(outcomes)
+    }
+
+    /// Which of `event_ids` `system` has already applied (one query for a batch).
+    pub async fn applied_among(
+        &self,
+        system: System,
+        event_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StorageError> {
+        let mut applied = std::collections::HashSet::new();
+        for chunk in event_ids.chunks(200) {
+            let sql = format!(
+                "SELECT event_id FROM inbox WHERE consumer_group = $1 AND event_id IN ({})",
+                crate::placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(system.consumer_group());
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query
+                .fetch_all(self.system_pool(system))
+                .await
+                .map_err(storage)?
+            {
+                applied.insert(row.try_get("event_id").map_err(storage)?);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// When `system` applied each order's events: order id → latest applied_at
+    /// (benchmarks measure end-to-end time with it).
+    pub async fn applied_times(
+        &self,
+        system: System,
+    ) -> Result<HashMap<String, i64>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT order_id, MAX(applied_at) AS at FROM inbox WHERE consumer_group = $1 GROUP BY order_id",
+        )
+        .bind(system.consumer_group())
+        .fetch_all(self.system_pool(system))
+        .await
+        .map_err(storage)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("order_id")?, r.try_get("at")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(storage)
     }
 
     /// Remembers that a delivery failed, and whether the broker is giving up on it

@@ -33,8 +33,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use thiserror::Error;
 
-pub use effects::Applied;
-pub use orders::DemoProduct;
+pub use effects::{Applied, EffectRecord};
+pub use orders::{DemoProduct, WriteOp, WriteResult};
 
 /// Which SQL server the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

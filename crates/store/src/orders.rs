@@ -145,96 +145,9 @@ impl Store {
     ) -> Result<OrderView, CreateOrderError> {
         let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
         let mut tx = self.orders.begin().await.map_err(fail)?;
-        let mut amount = Amount::ZERO;
-        let mut lines = Vec::with_capacity(order.lines().len());
-        // Lines are sorted by SKU, so concurrent orders lock rows in one order.
-        for line in order.lines() {
-            let quantity = i64::from(line.quantity.get());
-            let reserved = sqlx::query(
-                "UPDATE products SET reserved = reserved + $1 \
-                 WHERE sku = $2 AND on_hand - reserved >= $1",
-            )
-            .bind(quantity)
-            .bind(line.sku.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-            let row = sqlx::query(
-                "SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1",
-            )
-            .bind(line.sku.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(fail)?;
-            let Some(row) = row else {
-                return Err(CreateOrderError::UnknownSku(line.sku.to_string()));
-            };
-            if reserved.rows_affected() == 0 {
-                return Err(CreateOrderError::OutOfStock {
-                    sku: line.sku.to_string(),
-                    available: row.try_get("available").map_err(fail)?,
-                    requested: line.quantity.get(),
-                });
-            }
-            let unit_price = Amount::parse(row.try_get("price").map_err(fail)?)
-                .map_err(|e| CreateOrderError::Storage(e.to_string()))?;
-            amount = unit_price
-                .checked_mul(line.quantity)
-                .and_then(|line_total| amount.checked_add(line_total))
-                .ok_or(CreateOrderError::AmountOverflow)?;
-            lines.push(OrderLineView {
-                sku: line.sku.clone(),
-                quantity: line.quantity.get(),
-                unit_price,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at) \
-             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5)",
-        )
-        .bind(order_id.as_str())
-        .bind(order.user_id().as_str())
-        .bind(OrderStatus::Unpaid.as_str())
-        .bind(amount.minor_units())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        for line in &lines {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(order_id.as_str())
-            .bind(line.sku.as_str())
-            .bind(i64::from(line.quantity))
-            .bind(line.unit_price.minor_units())
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        record_history(&mut tx, order_id.as_str(), None, OrderStatus::Unpaid, now)
-            .await
-            .map_err(fail)?;
+        let view = create_order_in(&mut tx, order, order_id, now).await?;
         tx.commit().await.map_err(fail)?;
-        Ok(OrderView {
-            order_id: order_id.clone(),
-            user_id: order.user_id().clone(),
-            status: OrderStatus::Unpaid,
-            amount,
-            payment_id: None,
-            created_at: now,
-            paid_at: None,
-            lines,
-            fanout: System::ALL
-                .into_iter()
-                .map(|s| (s, FanoutState::Pending))
-                .collect(),
-            history: vec![StatusChange {
-                from: None,
-                to: OrderStatus::Unpaid,
-                at: now,
-            }],
-        })
+        Ok(view)
     }
 
     /// Applies a payment notice in one transaction: UNPAID → PAID, reservation →
@@ -249,185 +162,369 @@ impl Store {
         now: i64,
     ) -> Result<PaymentReceipt, PayOrderError> {
         let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
-        let order_id = notice.order_id.as_str();
         let mut tx = self.orders.begin().await.map_err(fail)?;
-        let transitioned = sqlx::query(
-            "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
-             WHERE order_id = $4 AND status = $5 AND amount = $6",
+        let receipt = pay_order_in(&mut tx, notice, now).await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(receipt)
+    }
+
+    /// Runs many creates and payments in **one** transaction (group commit): one
+    /// fsync for the whole batch instead of one per request. Each operation runs
+    /// inside its own savepoint, so a rejected one (out of stock, amount
+    /// mismatch, …) is rolled back alone and the others still commit. Results
+    /// come back in order; if the commit itself fails, every operation fails.
+    pub async fn write_batch(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
+        let storage_failure = |ops: &[WriteOp], reason: String| -> Vec<WriteResult> {
+            ops.iter().map(|op| op.failed(reason.clone())).collect()
+        };
+        let mut tx = match self.orders.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return storage_failure(ops, e.to_string()),
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
+                return storage_failure(ops, e.to_string());
+            }
+            let result = match op {
+                WriteOp::Create { order, order_id } => {
+                    WriteResult::Created(create_order_in(&mut tx, order, order_id, now).await)
+                }
+                WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut tx, notice, now).await),
+            };
+            let end = if result.is_ok() {
+                "RELEASE SAVEPOINT op"
+            } else {
+                "ROLLBACK TO SAVEPOINT op"
+            };
+            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+                return storage_failure(ops, e.to_string());
+            }
+            if !result.is_ok() {
+                if let Err(e) = sqlx::query("RELEASE SAVEPOINT op").execute(&mut *tx).await {
+                    return storage_failure(ops, e.to_string());
+                }
+            }
+            results.push(result);
+        }
+        match tx.commit().await {
+            Ok(()) => results,
+            Err(e) => storage_failure(ops, e.to_string()),
+        }
+    }
+}
+
+/// One write of the order database, for [`Store::write_batch`].
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Create { order: NewOrder, order_id: OrderId },
+    Pay(PaymentNotice),
+}
+
+/// The outcome of one [`WriteOp`].
+#[derive(Debug)]
+pub enum WriteResult {
+    Created(Result<OrderView, CreateOrderError>),
+    Paid(Result<PaymentReceipt, PayOrderError>),
+}
+
+impl WriteResult {
+    fn is_ok(&self) -> bool {
+        match self {
+            Self::Created(r) => r.is_ok(),
+            Self::Paid(r) => r.is_ok(),
+        }
+    }
+}
+
+impl WriteOp {
+    fn failed(&self, reason: String) -> WriteResult {
+        match self {
+            Self::Create { .. } => WriteResult::Created(Err(CreateOrderError::Storage(reason))),
+            Self::Pay(_) => WriteResult::Paid(Err(PayOrderError::Storage(reason))),
+        }
+    }
+}
+
+async fn create_order_in(
+    tx: &mut AnyConnection,
+    order: &NewOrder,
+    order_id: &OrderId,
+    now: i64,
+) -> Result<OrderView, CreateOrderError> {
+    let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
+    let mut amount = Amount::ZERO;
+    let mut lines = Vec::with_capacity(order.lines().len());
+    // Lines are sorted by SKU, so concurrent orders lock rows in one order.
+    for line in order.lines() {
+        let quantity = i64::from(line.quantity.get());
+        let reserved = sqlx::query(
+            "UPDATE products SET reserved = reserved + $1 \
+                 WHERE sku = $2 AND on_hand - reserved >= $1",
         )
-        .bind(OrderStatus::Paid.as_str())
-        .bind(notice.payment_id.as_str())
-        .bind(now)
-        .bind(order_id)
-        .bind(OrderStatus::Unpaid.as_str())
-        .bind(notice.amount.minor_units())
+        .bind(quantity)
+        .bind(line.sku.as_str())
         .execute(&mut *tx)
         .await
-        .map_err(fail)?
-        .rows_affected()
-            == 1;
-
-        if !transitioned {
-            let receipt = self.explain_unapplied_payment(&mut tx, notice, now).await?;
-            tx.commit().await.map_err(fail)?;
-            return Ok(receipt);
-        }
-
-        let recorded = sqlx::query(
-            "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
-             VALUES ($1, $2, $3, 'APPLIED', $4) ON CONFLICT (payment_id) DO NOTHING",
+        .map_err(fail)?;
+        let row = sqlx::query(
+            "SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1",
         )
-        .bind(notice.payment_id.as_str())
-        .bind(order_id)
-        .bind(notice.amount.minor_units())
+        .bind(line.sku.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let Some(row) = row else {
+            return Err(CreateOrderError::UnknownSku(line.sku.to_string()));
+        };
+        if reserved.rows_affected() == 0 {
+            return Err(CreateOrderError::OutOfStock {
+                sku: line.sku.to_string(),
+                available: row.try_get("available").map_err(fail)?,
+                requested: line.quantity.get(),
+            });
+        }
+        let unit_price = Amount::parse(row.try_get("price").map_err(fail)?)
+            .map_err(|e| CreateOrderError::Storage(e.to_string()))?;
+        amount = unit_price
+            .checked_mul(line.quantity)
+            .and_then(|line_total| amount.checked_add(line_total))
+            .ok_or(CreateOrderError::AmountOverflow)?;
+        lines.push(OrderLineView {
+            sku: line.sku.clone(),
+            quantity: line.quantity.get(),
+            unit_price,
+        });
+    }
+    sqlx::query(
+            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5)",
+        )
+        .bind(order_id.as_str())
+        .bind(order.user_id().as_str())
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(amount.minor_units())
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
-        if recorded.rows_affected() == 0 {
-            // This payment id already paid another order; roll the transition back.
+    for line in &lines {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(order_id.as_str())
+        .bind(line.sku.as_str())
+        .bind(i64::from(line.quantity))
+        .bind(line.unit_price.minor_units())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    }
+    record_history(&mut *tx, order_id.as_str(), None, OrderStatus::Unpaid, now)
+        .await
+        .map_err(fail)?;
+    Ok(OrderView {
+        order_id: order_id.clone(),
+        user_id: order.user_id().clone(),
+        status: OrderStatus::Unpaid,
+        amount,
+        payment_id: None,
+        created_at: now,
+        paid_at: None,
+        lines,
+        fanout: System::ALL
+            .into_iter()
+            .map(|s| (s, FanoutState::Pending))
+            .collect(),
+        history: vec![StatusChange {
+            from: None,
+            to: OrderStatus::Unpaid,
+            at: now,
+        }],
+    })
+}
+
+async fn pay_order_in(
+    tx: &mut AnyConnection,
+    notice: &PaymentNotice,
+    now: i64,
+) -> Result<PaymentReceipt, PayOrderError> {
+    let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
+    let order_id = notice.order_id.as_str();
+    let transitioned = sqlx::query(
+        "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
+             WHERE order_id = $4 AND status = $5 AND amount = $6",
+    )
+    .bind(OrderStatus::Paid.as_str())
+    .bind(notice.payment_id.as_str())
+    .bind(now)
+    .bind(order_id)
+    .bind(OrderStatus::Unpaid.as_str())
+    .bind(notice.amount.minor_units())
+    .execute(&mut *tx)
+    .await
+    .map_err(fail)?
+    .rows_affected()
+        == 1;
+
+    if !transitioned {
+        return explain_unapplied_payment(tx, notice, now).await;
+    }
+
+    let recorded = sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+             VALUES ($1, $2, $3, 'APPLIED', $4) ON CONFLICT (payment_id) DO NOTHING",
+    )
+    .bind(notice.payment_id.as_str())
+    .bind(order_id)
+    .bind(notice.amount.minor_units())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(fail)?;
+    if recorded.rows_affected() == 0 {
+        // This payment id already paid another order; roll the transition back.
+        return Err(PayOrderError::PaymentIdReused {
+            payment_id: notice.payment_id.to_string(),
+        });
+    }
+
+    let user_id: String = sqlx::query("SELECT user_id FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(fail)?
+        .try_get("user_id")
+        .map_err(fail)?;
+    let line_rows = sqlx::query(
+        "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail)?;
+    let mut lines = Vec::with_capacity(line_rows.len());
+    for row in &line_rows {
+        let sku: String = row.try_get("sku").map_err(fail)?;
+        let quantity: i64 = row.try_get("quantity").map_err(fail)?;
+        let deducted = sqlx::query(
+            "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1 \
+                 WHERE sku = $2 AND reserved >= $1 AND on_hand >= $1",
+        )
+        .bind(quantity)
+        .bind(sku.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        if deducted.rows_affected() != 1 {
+            return Err(PayOrderError::Storage(format!(
+                "reservation of {quantity} x {sku} for order {order_id} is missing"
+            )));
+        }
+        lines.push(PaidLine {
+            sku: Sku::parse(&sku).map_err(|e| PayOrderError::Storage(e.to_string()))?,
+            quantity: quantity as u32,
+            unit_price: Amount::parse(row.try_get("unit_price").map_err(fail)?)
+                .map_err(|e| PayOrderError::Storage(e.to_string()))?,
+        });
+    }
+    record_history(
+        &mut *tx,
+        order_id,
+        Some(OrderStatus::Unpaid),
+        OrderStatus::Paid,
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    let event = OrderEvent::OrderPaid(OrderPaid {
+        order_id: notice.order_id.clone(),
+        user_id: UserId::parse(&user_id).map_err(|e| PayOrderError::Storage(e.to_string()))?,
+        payment_id: notice.payment_id.clone(),
+        amount: notice.amount,
+        paid_at: now,
+        lines,
+    });
+    crate::outbox::enqueue(&mut *tx, &event, None, now)
+        .await
+        .map_err(fail)?;
+    Ok(PaymentReceipt {
+        order_id: notice.order_id.clone(),
+        status: OrderStatus::Paid,
+        duplicate: false,
+        refund_required: false,
+    })
+}
+
+/// The guarded update matched nothing: find out why, inside the same transaction.
+async fn explain_unapplied_payment(
+    tx: &mut AnyConnection,
+    notice: &PaymentNotice,
+    now: i64,
+) -> Result<PaymentReceipt, PayOrderError> {
+    let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
+    let row = sqlx::query("SELECT status, amount, payment_id FROM orders WHERE order_id = $1")
+        .bind(notice.order_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let Some(row) = row else {
+        return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
+    };
+    let status_raw: String = row.try_get("status").map_err(fail)?;
+    let status = status_of(&status_raw).map_err(|e| PayOrderError::Storage(e.to_string()))?;
+    let expected: i64 = row.try_get("amount").map_err(fail)?;
+    let applied: Option<String> = row.try_get("payment_id").map_err(fail)?;
+    if expected != notice.amount.minor_units() {
+        return Err(PayOrderError::AmountMismatch {
+            expected,
+            notified: notice.amount.minor_units(),
+        });
+    }
+    if applied.as_deref() == Some(notice.payment_id.as_str()) {
+        return Ok(PaymentReceipt {
+            order_id: notice.order_id.clone(),
+            status,
+            duplicate: true,
+            refund_required: false,
+        });
+    }
+    // Money was taken for an order that cannot take it (paid by another
+    // payment, or no longer payable): keep the record, owed back.
+    let recorded = sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+             VALUES ($1, $2, $3, 'REFUND_REQUIRED', $4) ON CONFLICT (payment_id) DO NOTHING",
+    )
+    .bind(notice.payment_id.as_str())
+    .bind(notice.order_id.as_str())
+    .bind(notice.amount.minor_units())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(fail)?;
+    if recorded.rows_affected() == 0 {
+        let owner: String = sqlx::query("SELECT order_id FROM payments WHERE payment_id = $1")
+            .bind(notice.payment_id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(fail)?
+            .try_get("order_id")
+            .map_err(fail)?;
+        if owner != notice.order_id.as_str() {
             return Err(PayOrderError::PaymentIdReused {
                 payment_id: notice.payment_id.to_string(),
             });
         }
-
-        let user_id: String = sqlx::query("SELECT user_id FROM orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(fail)?
-            .try_get("user_id")
-            .map_err(fail)?;
-        let line_rows = sqlx::query(
-            "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-        let mut lines = Vec::with_capacity(line_rows.len());
-        for row in &line_rows {
-            let sku: String = row.try_get("sku").map_err(fail)?;
-            let quantity: i64 = row.try_get("quantity").map_err(fail)?;
-            let deducted = sqlx::query(
-                "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1 \
-                 WHERE sku = $2 AND reserved >= $1 AND on_hand >= $1",
-            )
-            .bind(quantity)
-            .bind(sku.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-            if deducted.rows_affected() != 1 {
-                return Err(PayOrderError::Storage(format!(
-                    "reservation of {quantity} x {sku} for order {order_id} is missing"
-                )));
-            }
-            lines.push(PaidLine {
-                sku: Sku::parse(&sku).map_err(|e| PayOrderError::Storage(e.to_string()))?,
-                quantity: quantity as u32,
-                unit_price: Amount::parse(row.try_get("unit_price").map_err(fail)?)
-                    .map_err(|e| PayOrderError::Storage(e.to_string()))?,
-            });
-        }
-        record_history(
-            &mut tx,
-            order_id,
-            Some(OrderStatus::Unpaid),
-            OrderStatus::Paid,
-            now,
-        )
-        .await
-        .map_err(fail)?;
-        let event = OrderEvent::OrderPaid(OrderPaid {
-            order_id: notice.order_id.clone(),
-            user_id: UserId::parse(&user_id).map_err(|e| PayOrderError::Storage(e.to_string()))?,
-            payment_id: notice.payment_id.clone(),
-            amount: notice.amount,
-            paid_at: now,
-            lines,
-        });
-        crate::outbox::enqueue(&mut tx, &event, None, now)
-            .await
-            .map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
-        Ok(PaymentReceipt {
-            order_id: notice.order_id.clone(),
-            status: OrderStatus::Paid,
-            duplicate: false,
-            refund_required: false,
-        })
     }
+    Ok(PaymentReceipt {
+        order_id: notice.order_id.clone(),
+        status,
+        duplicate: recorded.rows_affected() == 0,
+        refund_required: true,
+    })
+}
 
-    /// The guarded update matched nothing: find out why, inside the same transaction.
-    async fn explain_unapplied_payment(
-        &self,
-        tx: &mut AnyConnection,
-        notice: &PaymentNotice,
-        now: i64,
-    ) -> Result<PaymentReceipt, PayOrderError> {
-        let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
-        let row = sqlx::query("SELECT status, amount, payment_id FROM orders WHERE order_id = $1")
-            .bind(notice.order_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let Some(row) = row else {
-            return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
-        };
-        let status_raw: String = row.try_get("status").map_err(fail)?;
-        let status = status_of(&status_raw).map_err(|e| PayOrderError::Storage(e.to_string()))?;
-        let expected: i64 = row.try_get("amount").map_err(fail)?;
-        let applied: Option<String> = row.try_get("payment_id").map_err(fail)?;
-        if expected != notice.amount.minor_units() {
-            return Err(PayOrderError::AmountMismatch {
-                expected,
-                notified: notice.amount.minor_units(),
-            });
-        }
-        if applied.as_deref() == Some(notice.payment_id.as_str()) {
-            return Ok(PaymentReceipt {
-                order_id: notice.order_id.clone(),
-                status,
-                duplicate: true,
-                refund_required: false,
-            });
-        }
-        // Money was taken for an order that cannot take it (paid by another
-        // payment, or no longer payable): keep the record, owed back.
-        let recorded = sqlx::query(
-            "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
-             VALUES ($1, $2, $3, 'REFUND_REQUIRED', $4) ON CONFLICT (payment_id) DO NOTHING",
-        )
-        .bind(notice.payment_id.as_str())
-        .bind(notice.order_id.as_str())
-        .bind(notice.amount.minor_units())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        if recorded.rows_affected() == 0 {
-            let owner: String = sqlx::query("SELECT order_id FROM payments WHERE payment_id = $1")
-                .bind(notice.payment_id.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(fail)?
-                .try_get("order_id")
-                .map_err(fail)?;
-            if owner != notice.order_id.as_str() {
-                return Err(PayOrderError::PaymentIdReused {
-                    payment_id: notice.payment_id.to_string(),
-                });
-            }
-        }
-        Ok(PaymentReceipt {
-            order_id: notice.order_id.clone(),
-            status,
-            duplicate: recorded.rows_affected() == 0,
-            refund_required: true,
-        })
-    }
-
+impl Store {
     /// An order with its lines, history and each system's progress.
     pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
         let Some(row) = sqlx::query(

@@ -496,3 +496,110 @@ async fn reopening_keeps_data_and_seeding_is_idempotent() {
     assert_eq!(store.stock("A").await.unwrap(), Some((3, 1)));
     assert!(dir.path().join("sub/warehouse.db").exists());
 }
+
+async fn group_commit_rolls_back_only_the_rejected_operations(store: Store) {
+    use ordermq_store::{WriteOp, WriteResult};
+    seed(&store, "A", 100, 3).await;
+    let create = |n: u32, q: i64| WriteOp::Create {
+        order: new_order("u1", &[("A", q)]),
+        order_id: order_id(n),
+    };
+    let results = store
+        .write_batch(
+            &[
+                create(1, 2),
+                create(2, 2), // only 1 left: out of stock
+                create(3, 1),
+                WriteOp::Pay(notice(&order_id(1), "p1", 999)), // wrong amount
+            ],
+            1,
+        )
+        .await;
+    assert!(matches!(results[0], WriteResult::Created(Ok(_))));
+    assert!(matches!(
+        results[1],
+        WriteResult::Created(Err(CreateOrderError::OutOfStock { .. }))
+    ));
+    assert!(matches!(results[2], WriteResult::Created(Ok(_))));
+    assert!(matches!(
+        results[3],
+        WriteResult::Paid(Err(PayOrderError::AmountMismatch { .. }))
+    ));
+    assert_eq!(store.stock("A").await.unwrap(), Some((3, 3)));
+    assert!(store.order(&order_id(2)).await.unwrap().is_none());
+
+    let results = store
+        .write_batch(
+            &[
+                WriteOp::Pay(notice(&order_id(1), "p1", 200)),
+                WriteOp::Pay(notice(&order_id(3), "p3", 100)),
+                WriteOp::Pay(notice(&order_id(1), "p1", 200)), // the same notice again, same batch
+            ],
+            2,
+        )
+        .await;
+    let receipts: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            WriteResult::Paid(Ok(receipt)) => receipt,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(!receipts[0].duplicate && !receipts[1].duplicate);
+    assert!(receipts[2].duplicate);
+    assert_eq!(store.stock("A").await.unwrap(), Some((0, 0)));
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2);
+}
+on_every_backend!(
+    group_commit,
+    group_commit_rolls_back_only_the_rejected_operations
+);
+
+async fn batched_effects_skip_what_was_applied(store: Store) {
+    use ordermq_store::EffectRecord;
+    let record = |n: u32| EffectRecord {
+        event_id: format!("OrderPaid:{}", order_id(n)),
+        msg_id: format!("m{n}"),
+        effect: Effect::Points {
+            user_id: UserId::parse("u1").unwrap(),
+            order_id: order_id(n),
+            points: 5,
+        },
+    };
+    store
+        .apply_effect(&record(2).event_id, "m2", &record(2).effect, 1)
+        .await
+        .unwrap();
+    let outcomes = store
+        .apply_effects(&[record(1), record(2), record(3)], 2)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Applied::Now, Applied::Already, Applied::Now]);
+    let applied = store
+        .applied_among(
+            System::Credit,
+            &[record(1).event_id, "OrderPaid:nope".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(store.applied_times(System::Credit).await.unwrap().len(), 3);
+    let mixed = EffectRecord {
+        effect: Effect::Shipment {
+            user_id: UserId::parse("u1").unwrap(),
+            order_id: order_id(9),
+            tracking_no: "T".into(),
+        },
+        ..record(9)
+    };
+    assert!(store.apply_effects(&[record(4), mixed], 3).await.is_err());
+    assert_eq!(
+        store
+            .effect_counts_by_order(System::Credit)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+on_every_backend!(batched_effects, batched_effects_skip_what_was_applied);

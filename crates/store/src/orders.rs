@@ -200,10 +200,10 @@ impl Store {
             if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
                 return storage_failure(ops, e.to_string());
             }
-            if !result.is_ok() {
-                if let Err(e) = sqlx::query("RELEASE SAVEPOINT op").execute(&mut *tx).await {
-                    return storage_failure(ops, e.to_string());
-                }
+            if !result.is_ok()
+                && let Err(e) = sqlx::query("RELEASE SAVEPOINT op").execute(&mut *tx).await
+            {
+                return storage_failure(ops, e.to_string());
             }
             results.push(result);
         }

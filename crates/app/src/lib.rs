@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`config`]: layered settings (defaults → file → `ORDERMQ_*`).
 //! - [`app`]: builds and runs everything ([`Application`]).
+//! - [`harness`]: a whole ordermq in-process on a temp dir (benchmarks, tests).
+//! - [`bench`]: `ordermq bench`, the benchmark scenarios and their reports.
 //! - [`service`]: the order service the HTTP API calls.
 //! - [`relay`]: outbox → RocketMQ.
 //! - [`systems`]: the four consumer groups' logic.
@@ -17,7 +19,9 @@
 //! - [`writer`]: group commit of creates and payments.
 
 pub mod app;
+pub mod bench;
 pub mod config;
+pub mod harness;
 pub mod relay;
 pub mod service;
 pub mod systems;

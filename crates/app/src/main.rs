@@ -1,5 +1,6 @@
 //! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
-//! `ordermq config` lists every configuration key and its current value.
+//! `ordermq config` lists every configuration key and its current value;
+//! `ordermq bench <scenario>` measures it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,12 @@ enum Command {
     Serve,
     /// Print every configuration key, its environment variable, current value and meaning.
     Config,
+    /// Measure ordermq on this machine (starts its own instance on a temp dir);
+    /// prints a table and writes JSON + HTML reports.
+    Bench {
+        #[command(subcommand)]
+        scenario: ordermq::bench::Scenario,
+    },
 }
 
 fn config_path(cli: &Cli) -> Option<PathBuf> {
@@ -56,6 +63,33 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(config),
+        Command::Bench { scenario } => bench(scenario),
+    }
+}
+
+fn bench(scenario: ordermq::bench::Scenario) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ordermq bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(ordermq::bench::run(scenario));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordermq bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

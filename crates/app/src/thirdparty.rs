@@ -75,7 +75,9 @@ impl FakeGateway {
         self.accepted.lock().expect("accepted lock").len()
     }
 
-    async fn call(&self, idempotency_key: &str, prefix: &str) -> Result<String, GatewayError> {
+    /// One call to the third party: waits its latency, may fail, and returns a
+    /// reference (`<prefix>-<n>`), the same one again for a repeated key.
+    pub async fn call(&self, idempotency_key: &str, prefix: &str) -> Result<String, GatewayError> {
         let profile = *self.profile.lock().expect("profile lock");
         tokio::time::sleep(profile.sample_latency()).await;
         if profile.failure_rate > 0.0 && fastrand::f64() < profile.failure_rate {

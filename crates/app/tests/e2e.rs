@@ -29,9 +29,8 @@ async fn paid_orders_get_exactly_one_of_each_effect() {
         async move {
             let sku = skus[i % skus.len()];
             let quantity = (i % 3 + 1) as i64;
-            let response = app
-                .create_order(&format!("user-{}", i % 17), &[(sku, quantity)])
-                .await;
+            let response =
+                common::create_order(app, &format!("user-{}", i % 17), &[(sku, quantity)]).await;
             assert_eq!(response.status(), 201);
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["status"], "UNPAID");
@@ -62,7 +61,7 @@ async fn paid_orders_get_exactly_one_of_each_effect() {
     let results = join_all(notices.iter().map(|(id, payment, amount)| {
         let app = &app;
         async move {
-            let response = app.notify(id, payment, *amount).await;
+            let response = app.notify(id, payment, *amount).await.unwrap();
             assert_eq!(response.status(), 200, "notify {id}");
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["status"], "PAID");
@@ -166,22 +165,22 @@ async fn paid_orders_get_exactly_one_of_each_effect() {
     );
 
     // The API shows the same: PAID with every group done.
-    let (status, order) = app.get_json(&format!("/api/orders/{}", paid[0].0)).await;
+    let (status, order) = common::get_json(&app, &format!("/api/orders/{}", paid[0].0)).await;
     assert_eq!(status, 200);
     assert_eq!(order["status"], "PAID");
     for system in ["credit", "marketing", "push", "warehouse"] {
         assert_eq!(order["fanout"][system], "done", "{system}");
     }
-    let (_, unpaid_order) = app.get_json(&format!("/api/orders/{}", unpaid[0].0)).await;
+    let (_, unpaid_order) = common::get_json(&app, &format!("/api/orders/{}", unpaid[0].0)).await;
     assert_eq!(unpaid_order["status"], "UNPAID");
     assert_eq!(unpaid_order["fanout"]["credit"], "pending");
 
     let user = order["user_id"].as_str().unwrap().to_owned();
-    let (_, points) = app.get_json(&format!("/api/users/{user}/points")).await;
+    let (_, points) = common::get_json(&app, &format!("/api/users/{user}/points")).await;
     assert!(points["total"].as_i64().unwrap() > 0);
-    let (_, stats) = app.get_json("/api/stats").await;
+    let (_, stats) = common::get_json(&app, "/api/stats").await;
     assert_eq!(stats["outbox_backlog"], 0);
     assert_eq!(stats["systems"]["warehouse"]["applied"], paid.len());
 
-    app.stop().await;
+    app.stop().await.unwrap();
 }

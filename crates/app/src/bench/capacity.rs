@@ -1,0 +1,349 @@
+//! How many durable payments per second this machine sustains.
+//!
+//! No simulated latency. Open-loop load rises step by step; a step passes when
+//! the payment call's p99 stays within the limit, nothing fails, the offered
+//! rate is achieved, and the fan-out keeps up (the slowest consumer group is
+//! less than one second of payments behind at the step's end). The highest
+//! passing step is the sustained rate. Durability is as in production:
+//! SQLite `synchronous=FULL` (an fsync per commit), broker `ASYNC_FLUSH`.
+//!
+//! Yardsticks measured in the same run: the raw fsync rate of the data
+//! directory's disk, and a plain one-row-per-commit SQLite loop.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ordermq_store::{Store, StoreOptions};
+use serde_json::json;
+
+use super::load::{self, Summary};
+use super::report::Chart;
+use super::{BENCH_PRICE, BenchResult, Output, ms, precreate_orders};
+use crate::harness::LocalApp;
+
+#[derive(Debug, Clone, Args)]
+pub struct CapacityArgs {
+    /// Offered payments/s of the first step.
+    #[arg(long, default_value_t = 250.0)]
+    pub start_rate: f64,
+    /// Stop rising here even if every step passed.
+    #[arg(long, default_value_t = 16_000.0)]
+    pub max_rate: f64,
+    /// Each step multiplies the rate by this factor.
+    #[arg(long, default_value_t = 1.5)]
+    pub growth: f64,
+    /// How long each step lasts.
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    pub step_duration: Duration,
+    /// A step fails when the payment call's p99 exceeds this (ms).
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_limit_ms: f64,
+    /// How long each yardstick loop runs.
+    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
+    pub yardstick_duration: Duration,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// Durable 4 KiB writes per second (write + fdatasync) in `dir`.
+fn fsync_rate(dir: &std::path::Path, duration: Duration) -> BenchResult<f64> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = [7u8; 4096];
+    let begun = Instant::now();
+    let mut n = 0u64;
+    while begun.elapsed() < duration {
+        file.write_all(&block).map_err(|e| e.to_string())?;
+        file.sync_data().map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(n as f64 / begun.elapsed().as_secs_f64())
+}
+
+/// One-row transactions per second on SQLite with ordermq's settings (WAL, synchronous=FULL).
+async fn sqlite_commit_rate(dir: &std::path::Path, duration: Duration) -> BenchResult<f64> {
+    let url = format!("sqlite://{}/yardstick.db", dir.display());
+    let store = Store::open(&url, &StoreOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let begun = Instant::now();
+    let mut n = 0u64;
+    while begun.elapsed() < duration {
+        store
+            .upsert_product(&ordermq_store::DemoProduct {
+                sku: "Y",
+                name: "yardstick",
+                price: n as i64,
+                stock: 1,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    store.close().await;
+    Ok(n as f64 / begun.elapsed().as_secs_f64())
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    rate: f64,
+    summary: Summary,
+    fanout_lag: i64,
+    passed: bool,
+    why: String,
+}
+
+pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
+    println!(
+        "ordermq bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
+        args.start_rate, args.growth, args.step_duration, args.p99_limit_ms
+    );
+    let app = Arc::new(
+        LocalApp::start(|c| {
+            for latency in [
+                &mut c.sms_latency_ms,
+                &mut c.sms_jitter_ms,
+                &mut c.logistics_latency_ms,
+                &mut c.logistics_jitter_ms,
+            ] {
+                *latency = 0;
+            }
+            c.sms_spike_probability = 0.0;
+            c.logistics_spike_probability = 0.0;
+        })
+        .await
+        .map_err(|e| e.to_string())?,
+    );
+    eprintln!(
+        "  measuring yardsticks ({:?} each)...",
+        args.yardstick_duration
+    );
+    let fsync_per_s = fsync_rate(app.data_dir(), args.yardstick_duration)?;
+    let sqlite_commit_per_s = sqlite_commit_rate(app.data_dir(), args.yardstick_duration).await?;
+
+    let mut steps: Vec<Step> = Vec::new();
+    let mut paid_total: i64 = 0;
+    let mut rate = args.start_rate;
+    let mut series = Vec::new();
+    let mut offset = 0.0;
+    while rate <= args.max_rate {
+        let count = (rate * args.step_duration.as_secs_f64()).round() as usize;
+        let orders =
+            Arc::new(precreate_orders(&app.store, count, &format!("{rate:.0}/s: create")).await?);
+        // Let the previous step's fan-out settle so each step starts clean.
+        super::wait_for_fanout(&app.store, paid_total, Duration::from_secs(30)).await?;
+        let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
+            let (app, orders) = (app.clone(), orders.clone());
+            async move {
+                let id = orders[i].to_string();
+                matches!(app.notify(&id, &format!("pay-{id}"), BENCH_PRICE).await, Ok(r) if r.status().is_success())
+            }
+        })
+        .await;
+        let summary = load::summarize(&samples, wall);
+        paid_total += (summary.count - summary.errors) as i64;
+        let fanout_lag = super::fanout_lag(&app.store, paid_total).await?;
+        series.extend(
+            load::throughput_series(&samples)
+                .into_iter()
+                .map(|(t, v)| (t + offset, v)),
+        );
+        offset += wall.as_secs_f64();
+        let mut why = Vec::new();
+        if summary.p99_ms > args.p99_limit_ms {
+            why.push(format!(
+                "p99 {:.1} ms > {} ms",
+                summary.p99_ms, args.p99_limit_ms
+            ));
+        }
+        if summary.errors > 0 {
+            why.push(format!("{} errors", summary.errors));
+        }
+        if summary.throughput_per_s < rate * 0.95 {
+            why.push(format!("achieved {:.0}/s", summary.throughput_per_s));
+        }
+        if fanout_lag as f64 > rate {
+            why.push(format!("fan-out {fanout_lag} behind"));
+        }
+        let passed = why.is_empty();
+        eprintln!(
+            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  {}",
+            ms(summary.p50_ms),
+            ms(summary.p99_ms),
+            summary.throughput_per_s,
+            if passed {
+                "ok".to_owned()
+            } else {
+                why.join(", ")
+            }
+        );
+        steps.push(Step {
+            rate,
+            summary,
+            fanout_lag,
+            passed,
+            why: why.join(", "),
+        });
+        if !passed {
+            break;
+        }
+        rate = (rate * args.growth).round();
+    }
+
+    let backlog_at_end = super::fanout_lag(&app.store, paid_total).await?
+        + app
+            .store
+            .outbox_backlog()
+            .await
+            .map_err(|e| e.to_string())?;
+    let drained = super::wait_for_fanout(&app.store, paid_total, Duration::from_secs(180)).await?;
+    let outbox_after = app
+        .store
+        .outbox_backlog()
+        .await
+        .map_err(|e| e.to_string())?;
+    let peak_rss_mb = super::peak_rss_mb();
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await.map_err(|e| e.to_string())?,
+        Err(_) => return Err("benchmark tasks still hold the app".into()),
+    }
+
+    let best = steps.iter().rev().find(|s| s.passed);
+    let max_sustained = best.map_or(0.0, |s| s.summary.throughput_per_s);
+    let report = json!({
+        "scenario": "capacity",
+        "machine": super::machine(),
+        "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
+        "p99_limit_ms": args.p99_limit_ms,
+        "step_duration_s": args.step_duration.as_secs_f64(),
+        "max_sustained_per_s": max_sustained,
+        "max_sustained_offered_per_s": best.map(|s| s.rate),
+        "p50_ms_at_max": best.map(|s| s.summary.p50_ms),
+        "p99_ms_at_max": best.map(|s| s.summary.p99_ms),
+        "yardsticks": {"fsync_per_s": fsync_per_s, "sqlite_commit_per_s": sqlite_commit_per_s},
+        "multiple_of_fsync": max_sustained / fsync_per_s.max(1e-9),
+        "multiple_of_sqlite_commit": max_sustained / sqlite_commit_per_s.max(1e-9),
+        "paid_total": paid_total,
+        "backlog_at_end": backlog_at_end,
+        "drained_after_s": drained.map(|d| d.as_secs_f64()),
+        "fanned_out_all": drained.is_some() && outbox_after == 0,
+        "peak_rss_mb": peak_rss_mb,
+        "steps": steps.iter().map(|s| json!({
+            "offered_per_s": s.rate, "achieved_per_s": s.summary.throughput_per_s,
+            "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
+            "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "passed": s.passed, "why_not": s.why,
+        })).collect::<Vec<_>>(),
+    });
+
+    let mut table = vec![
+        [
+            "offered/s",
+            "achieved/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "fan-out lag",
+            "result",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in &steps {
+        table.push(vec![
+            format!("{:.0}", s.rate),
+            format!("{:.0}", s.summary.throughput_per_s),
+            ms(s.summary.p50_ms),
+            ms(s.summary.p99_ms),
+            ms(s.summary.max_ms),
+            s.fanout_lag.to_string(),
+            if s.passed { "ok".into() } else { s.why.clone() },
+        ]);
+    }
+    table.push(vec![
+        "max sustained/s".into(),
+        format!("{max_sustained:.0}"),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+    ]);
+    table.push(vec![
+        "fsync/s (yardstick)".into(),
+        format!("{fsync_per_s:.0}"),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+        format!("ordermq = {:.1}x", max_sustained / fsync_per_s.max(1e-9)),
+    ]);
+    table.push(vec![
+        "SQLite 1 row/commit/s".into(),
+        format!("{sqlite_commit_per_s:.0}"),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+        format!(
+            "ordermq = {:.1}x",
+            max_sustained / sqlite_commit_per_s.max(1e-9)
+        ),
+    ]);
+    table.push(vec![
+        "backlog at end / drained".into(),
+        backlog_at_end.to_string(),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+        drained.map_or("not drained in 180 s".into(), |d| {
+            format!("drained in {:.1}s", d.as_secs_f64())
+        }),
+    ]);
+    table.push(vec![
+        "peak RSS MiB".into(),
+        peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+    ]);
+    let charts = vec![
+        Chart::Lines {
+            title: "Payment latency vs offered load".into(),
+            x_label: "offered payments/s".into(),
+            y_label: "ms (log)".into(),
+            series: vec![
+                (
+                    "p50".into(),
+                    steps.iter().map(|s| (s.rate, s.summary.p50_ms)).collect(),
+                ),
+                (
+                    "p99".into(),
+                    steps.iter().map(|s| (s.rate, s.summary.p99_ms)).collect(),
+                ),
+            ],
+            log_y: true,
+        },
+        Chart::Lines {
+            title: "Payments answered per second over the run".into(),
+            x_label: "seconds of load".into(),
+            y_label: "payments/s".into(),
+            series: vec![("answered".into(), series)],
+            log_y: false,
+        },
+    ];
+    super::write_reports(
+        "capacity",
+        &args.output,
+        "ordermq bench capacity",
+        &report,
+        &table,
+        &charts,
+    )?;
+    Ok(report)
+}

@@ -1,0 +1,253 @@
+//! `ordermq bench`: measures ordermq on this machine and writes comparable reports.
+//!
+//! Scenarios (each prints a table and writes `<out>/<scenario>.json` + `.html`):
+//! - `seed`: the design's claim, side by side in one run — the original inline
+//!   `payOrderSuccess` (serial), the same with the four downstream calls in
+//!   parallel, and ordermq (one transaction + outbox, consumers via RocketMQ),
+//!   all at the same paced load with the seed's third-party latencies.
+//! - `capacity`: no simulated latency; an open-loop load that rises until the
+//!   payment call's p99 passes the limit or the fan-out stops keeping up, with
+//!   the machine's fsync rate and a one-commit-per-row SQLite loop as yardsticks.
+//! - `broker`: raw produce and consume rates through the embedded broker.
+//!
+//! Each run starts its own ordermq in-process on a fresh temporary directory,
+//! so runs do not disturb each other or `./data`.
+
+mod broker;
+mod capacity;
+pub mod load;
+pub mod report;
+mod seed;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, now_millis};
+use ordermq_store::{DemoProduct, Store, WriteOp, WriteResult};
+
+pub use broker::BrokerArgs;
+pub use capacity::CapacityArgs;
+pub use seed::SeedArgs;
+
+/// The benchmark to run.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// The seed's "~1 s → ~120 ms": serial inline calls vs. parallel inline calls vs. ordermq,
+    /// at the same paced load (default 50 payments/s for 30 s), with the seed's latencies
+    /// (points 50 ms, coupon 60 ms, SMS ~100 ms, logistics ~500 ms, spikes past 1 s).
+    Seed(SeedArgs),
+    /// Highest sustained durable payments/s: open-loop load rising step by step until the
+    /// payment p99 passes --p99-limit-ms or the fan-out to the four groups falls behind.
+    Capacity(CapacityArgs),
+    /// Raw RocketMQ produce/consume rates and send latency through the embedded broker.
+    Broker(BrokerArgs),
+}
+
+/// Where reports go.
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// Write the JSON report here (default: bench-results/<scenario>.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the HTML report here (default: next to the JSON, .html).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+impl Output {
+    fn paths(&self, scenario: &str) -> (PathBuf, PathBuf) {
+        let json = self
+            .json
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("bench-results/{scenario}.json")));
+        let html = self
+            .html
+            .clone()
+            .unwrap_or_else(|| json.with_extension("html"));
+        (json, html)
+    }
+}
+
+pub type BenchResult<T> = Result<T, String>;
+
+/// Runs one scenario; the JSON report is also returned (tests check it).
+pub async fn run(scenario: Scenario) -> BenchResult<serde_json::Value> {
+    match scenario {
+        Scenario::Seed(args) => seed::run(args).await,
+        Scenario::Capacity(args) => capacity::run(args).await,
+        Scenario::Broker(args) => broker::run(args).await,
+    }
+}
+
+/// Parses `500ms`, `20s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 20s, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{raw:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The product every benchmark order buys: price 10.00, stock enough for any run.
+const BENCH_SKU: &str = "BENCH-1";
+const BENCH_PRICE: i64 = 1_000;
+
+/// Creates `count` one-unit orders directly in the store, in large group
+/// commits (creation is not what is measured). Returns their ids.
+async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResult<Vec<OrderId>> {
+    store
+        .upsert_product(&DemoProduct {
+            sku: BENCH_SKU,
+            name: "Benchmark item",
+            price: BENCH_PRICE,
+            stock: 1_000_000_000,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let line = OrderLine {
+        sku: Sku::parse(BENCH_SKU).map_err(|e| e.to_string())?,
+        quantity: Quantity::parse(1).map_err(|e| e.to_string())?,
+    };
+    let begun = Instant::now();
+    let mut ids = Vec::with_capacity(count);
+    let base = now_millis();
+    for chunk_start in (0..count).step_by(1_000) {
+        let ops: Vec<WriteOp> = (chunk_start..count.min(chunk_start + 1_000))
+            .map(|i| {
+                let user =
+                    UserId::parse(&format!("bench-user-{}", i % 1_000)).expect("valid user id");
+                WriteOp::Create {
+                    order: NewOrder::new(user, vec![line.clone()]).expect("one line"),
+                    order_id: OrderId::generate(base, fastrand::u32(..)),
+                }
+            })
+            .collect();
+        for (op, result) in ops.iter().zip(store.write_batch(&ops, now_millis()).await) {
+            match (op, result) {
+                (WriteOp::Create { order_id, .. }, WriteResult::Created(Ok(_))) => {
+                    ids.push(order_id.clone())
+                }
+                (_, other) => return Err(format!("creating benchmark orders failed: {other:?}")),
+            }
+        }
+        load::progress(label, ids.len(), count, ids.len() as u64, begun.elapsed());
+    }
+    eprintln!();
+    Ok(ids)
+}
+
+/// Waits until every system has applied at least `expected` events, or `timeout`.
+/// Returns how long it took, or `None` on timeout.
+async fn wait_for_fanout(
+    store: &Store,
+    expected: i64,
+    timeout: Duration,
+) -> BenchResult<Option<Duration>> {
+    let begun = Instant::now();
+    loop {
+        let lag = fanout_lag(store, expected).await?;
+        if lag == 0 {
+            return Ok(Some(begun.elapsed()));
+        }
+        if begun.elapsed() > timeout {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many of `expected` events the slowest system has not applied yet.
+async fn fanout_lag(store: &Store, expected: i64) -> BenchResult<i64> {
+    let stats = store.stats().await.map_err(|e| e.to_string())?;
+    Ok(System::ALL
+        .iter()
+        .map(|s| expected - stats.systems.get(s).map_or(0, |c| c.applied))
+        .max()
+        .unwrap_or(0)
+        .max(0))
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A short description of the machine for reports.
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "os": std::env::consts::OS,
+        "ordermq_version": env!("CARGO_PKG_VERSION"),
+        "debug_build": cfg!(debug_assertions),
+    })
+}
+
+fn write_reports(
+    scenario: &str,
+    output: &Output,
+    title: &str,
+    report: &serde_json::Value,
+    table: &[Vec<String>],
+    charts: &[report::Chart],
+) -> BenchResult<()> {
+    let (json, html) = output.paths(scenario);
+    report::write(&json, &html, title, report, table, charts)
+        .map_err(|e| format!("cannot write the report: {e}"))?;
+    report::print_table(table);
+    println!("\n  report: {}  {}", display(&json), display(&html));
+    Ok(())
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

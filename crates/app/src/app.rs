@@ -27,7 +27,7 @@ use crate::relay::{self, RelayOptions};
 use crate::service::Orders;
 use crate::systems::SystemHandler;
 use crate::thirdparty::{FakeGateway, Profile};
-use crate::writer::OrderWriter;
+use crate::writer::{EffectWriter, OrderWriter};
 
 /// The producer group the design names.
 pub const PRODUCER_GROUP: &str = "order_producer_group";
@@ -108,7 +108,8 @@ pub struct Application {
     mq: MqClient,
     namesrv_addr: String,
     orders: Orders,
-    writer_task: tokio::task::JoinHandle<()>,
+    /// The group-commit writers: orders, then one per downstream system.
+    writer_tasks: Vec<tokio::task::JoinHandle<()>>,
     signer: PaymentSigner,
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
@@ -181,14 +182,24 @@ impl Application {
                 config.logistics_failure_rate,
             ),
         ));
+        let mut writer_tasks = Vec::new();
         for system in System::ALL {
-            let handler = SystemHandler::new(system, store.clone(), sms.clone(), logistics.clone());
+            let (effects, task) = EffectWriter::spawn(store.clone());
+            writer_tasks.push(task);
+            let handler = SystemHandler::new(
+                system,
+                store.clone(),
+                effects,
+                sms.clone(),
+                logistics.clone(),
+            );
             mq.subscribe(
                 SubscribeOptions {
                     group: system.consumer_group().into(),
                     topic: TOPIC_ORDER_PAY_SUCCESS.into(),
                     tags: "OrderPaid".into(),
                     max_reconsume_times: config.max_reconsume_times,
+                    concurrency: config.consumer_concurrency,
                 },
                 Arc::new(handler),
             )
@@ -217,11 +228,12 @@ impl Application {
         }
         let relay_wake = Arc::new(Notify::new());
         let (writer, writer_task) = OrderWriter::spawn(store.clone(), config.write_batch_max);
+        writer_tasks.push(writer_task);
         Ok(Self {
             listener,
             http_addr,
             orders: Orders::new(store.clone(), writer, relay_wake.clone()),
-            writer_task,
+            writer_tasks,
             store,
             broker,
             mq,
@@ -278,6 +290,7 @@ impl Application {
             self.relay_options.clone(),
             stop.clone(),
         ));
+        let checkpointer = tokio::spawn(checkpoint_periodically(self.store.clone(), stop.clone()));
         let app = router(ApiState {
             service: Arc::new(self.orders.clone()),
             signer: self.signer.clone(),
@@ -290,18 +303,36 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
-        // The router (and its handle on the writer) is gone; drop ours so the
-        // writer finishes what is queued and stops.
-        drop(self.orders);
-        let _ = self.writer_task.await;
         stop.cancel();
         let _ = relay.await;
+        let _ = checkpointer.await;
+        // Consumers are stopped, so only our handles keep the writers alive:
+        // dropping them lets each writer finish what is queued, then stop.
+        drop(self.orders);
         self.mq.shutdown().await;
+        for task in self.writer_tasks {
+            // Bounded: a listener the client still holds keeps its writer open.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         if let Some(broker) = self.broker {
             broker.shutdown().await;
         }
         self.store.close().await;
         tracing::info!("ordermq stopped");
         served.map_err(StartError::Serve)
+    }
+}
+
+/// Runs the SQLite WAL checkpoint every second, off the commit path (see
+/// `Store::checkpoint`), until `stop`.
+async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
     }
 }

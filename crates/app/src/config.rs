@@ -155,6 +155,7 @@ pub struct Config {
     pub embedded_namesrv_port: u16,
     pub embedded_broker_port: u16,
     pub max_reconsume_times: i32,
+    pub consumer_concurrency: u32,
     pub relay_batch_size: usize,
     pub write_batch_max: usize,
     pub sms_latency_ms: u64,
@@ -182,6 +183,7 @@ impl Default for Config {
             embedded_namesrv_port: 19876,
             embedded_broker_port: 20911,
             max_reconsume_times: 16,
+            consumer_concurrency: 64,
             relay_batch_size: 512,
             write_batch_max: 256,
             // The seed document: SMS ~100 ms, logistics ~500 ms, both with spikes past 1 s.
@@ -297,9 +299,13 @@ impl Config {
                 "namesrv_addr {addr:?}: expected host:port[;host:port...]"
             )));
         }
-        if self.relay_batch_size == 0 || self.write_batch_max == 0 || self.max_reconsume_times < 0 {
+        if self.relay_batch_size == 0
+            || self.write_batch_max == 0
+            || self.consumer_concurrency == 0
+            || self.max_reconsume_times < 0
+        {
             return Err(ConfigError::Invalid(
-                "relay_batch_size and write_batch_max must be > 0, max_reconsume_times >= 0".into(),
+                "relay_batch_size, write_batch_max and consumer_concurrency must be > 0, max_reconsume_times >= 0".into(),
             ));
         }
         Ok(())
@@ -338,6 +344,7 @@ impl Config {
                 "embedded_namesrv_port" => self.embedded_namesrv_port.to_string(),
                 "embedded_broker_port" => self.embedded_broker_port.to_string(),
                 "max_reconsume_times" => self.max_reconsume_times.to_string(),
+                "consumer_concurrency" => self.consumer_concurrency.to_string(),
                 "relay_batch_size" => self.relay_batch_size.to_string(),
                 "write_batch_max" => self.write_batch_max.to_string(),
                 "sms_latency_ms" => self.sms_latency_ms.to_string(),

@@ -16,11 +16,14 @@ use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outc
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{EffectRecord, Store};
 
+use crate::writer::EffectWriter;
+
 /// The consumer logic of one downstream system.
 #[derive(Clone)]
 pub struct SystemHandler {
     system: System,
     store: Store,
+    writer: EffectWriter,
     sms: Arc<dyn SmsGateway>,
     logistics: Arc<dyn LogisticsGateway>,
 }
@@ -37,12 +40,14 @@ impl SystemHandler {
     pub fn new(
         system: System,
         store: Store,
+        writer: EffectWriter,
         sms: Arc<dyn SmsGateway>,
         logistics: Arc<dyn LogisticsGateway>,
     ) -> Self {
         Self {
             system,
             store,
+            writer,
             sms,
             logistics,
         }
@@ -145,15 +150,15 @@ impl SystemHandler {
                 }
             }
         }
-        if let Err(e) = self.store.apply_effects(&records, now_millis()).await {
-            let reason = e.to_string();
+        let applied = records.len();
+        if let Err(reason) = self.writer.apply(records).await {
             for (delivery, event_id, paid) in &events {
                 self.note_failure(delivery, event_id, paid.order_id.as_str(), &reason)
                     .await;
             }
             return Outcome::RetryLater(reason);
         }
-        tracing::debug!(group, applied = records.len(), "batch consumed");
+        tracing::debug!(group, applied, "batch consumed");
         match first_failure {
             Some(reason) => Outcome::RetryLater(reason),
             None => Outcome::Consumed,

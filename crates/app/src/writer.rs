@@ -93,3 +93,70 @@ impl OrderWriter {
         }
     }
 }
+
+type EffectReply = oneshot::Sender<Result<Vec<ordermq_store::Applied>, String>>;
+
+/// Group commit for one downstream system's effects: concurrent consumer
+/// batches (a group runs many at once while third parties answer) are merged
+/// into one transaction, so the system's disk sees one fsync per round instead
+/// of one per batch — and leaves the payments' fsyncs alone.
+#[derive(Debug, Clone)]
+pub struct EffectWriter {
+    requests: mpsc::Sender<(Vec<ordermq_store::EffectRecord>, EffectReply)>,
+}
+
+impl EffectWriter {
+    /// Starts the writer task; it stops when every handle is dropped.
+    pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
+        let (requests, mut queue) =
+            mpsc::channel::<(Vec<ordermq_store::EffectRecord>, EffectReply)>(1_024);
+        let task = tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            while let Some(first) = queue.recv().await {
+                waiting.push(first);
+                while waiting.len() < 256 {
+                    match queue.try_recv() {
+                        Ok(next) => waiting.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let records: Vec<_> = waiting
+                    .iter()
+                    .flat_map(|(r, _)| r.iter().cloned())
+                    .collect();
+                match store.apply_effects(&records, now_millis()).await {
+                    Ok(mut applied) => {
+                        for (records, reply) in waiting.drain(..) {
+                            let rest = applied.split_off(records.len());
+                            let _ = reply.send(Ok(std::mem::replace(&mut applied, rest)));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in waiting.drain(..) {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        (Self { requests }, task)
+    }
+
+    /// Records `records` (all of one system); answers after they are committed.
+    pub async fn apply(
+        &self,
+        records: Vec<ordermq_store::EffectRecord>,
+    ) -> Result<Vec<ordermq_store::Applied>, String> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((records, reply))
+            .await
+            .map_err(|_| "the effect writer has stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the effect writer has stopped".to_owned())?
+    }
+}

@@ -41,6 +41,9 @@ pub struct SubscribeOptions {
     pub tags: String,
     /// Redeliveries before the broker moves a failing message to `%DLQ%<group>`.
     pub max_reconsume_times: i32,
+    /// Listener calls in flight at once. A group whose handler waits on a slow
+    /// third party needs rate × latency of them (Little's law): 50/s at 600 ms is 30.
+    pub concurrency: u32,
 }
 
 /// A connected producer plus the consumer groups started through it.
@@ -67,7 +70,8 @@ impl MqClient {
         // logistics, database): give the lanes room for every consumer thread.
         let lanes = BlockingPoolPolicy {
             name: "ordermq-mq".into(),
-            max_concurrency: 160,
+            // Four groups of up to 64 listener calls each, plus the client's own I/O.
+            max_concurrency: 320,
             max_queue_depth: 4_096,
             queue_timeout: Duration::from_secs(60),
             task_timeout: Duration::from_secs(60),
@@ -137,8 +141,8 @@ impl MqClient {
             // Up to 32 messages per listener call: one database commit for all.
             .consume_message_batch_max_size(32)
             .pull_batch_size(64)
-            .consume_thread_min(16)
-            .consume_thread_max(32)
+            .consume_thread_min(options.concurrency.max(1))
+            .consume_thread_max(options.concurrency.max(1))
             .build();
         consumer
             .subscribe(options.topic.as_str(), options.tags.as_str())

@@ -87,6 +87,7 @@ pub async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
             topic: "BenchTopic".into(),
             tags: "*".into(),
             max_reconsume_times: 1,
+            concurrency: 16,
         },
         counter.clone(),
     )

@@ -125,7 +125,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let sqlite_commit_per_s = sqlite_commit_rate(app.data_dir(), args.yardstick_duration).await?;
 
     let mut steps: Vec<Step> = Vec::new();
-    let mut paid_total: i64 = 0;
+    let mut paid_total: i64 = super::warm_up(&app, 20).await?;
     let mut rate = args.start_rate;
     let mut series = Vec::new();
     let mut offset = 0.0;

@@ -26,6 +26,8 @@ use clap::{Args, Subcommand};
 use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, now_millis};
 use ordermq_store::{DemoProduct, Store, WriteOp, WriteResult};
 
+use crate::harness::LocalApp;
+
 pub use broker::BrokerArgs;
 pub use capacity::CapacityArgs;
 pub use seed::SeedArgs;
@@ -149,6 +151,31 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
     }
     eprintln!();
     Ok(ids)
+}
+
+/// Pays `n` orders one by one and waits for their fan-out, so consumer groups
+/// have finished rebalancing and connections are open before measuring.
+/// Returns how many payments it made.
+async fn warm_up(app: &LocalApp, n: usize) -> BenchResult<i64> {
+    let orders = precreate_orders(&app.store, n, "warm-up: create").await?;
+    for id in &orders {
+        let id = id.to_string();
+        let response = app
+            .notify(&id, &format!("pay-{id}"), BENCH_PRICE)
+            .await
+            .map_err(|e| format!("warm-up payment failed: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("warm-up payment answered {}", response.status()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if wait_for_fanout(&app.store, n as i64, Duration::from_secs(120))
+        .await?
+        .is_none()
+    {
+        return Err("warm-up payments were not fanned out within 120 s".into());
+    }
+    Ok(n as i64)
 }
 
 /// Waits until every system has applied at least `expected` events, or `timeout`.

@@ -223,6 +223,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
 
     // ordermq, with the same third-party latencies in its consumers.
     let app = Arc::new(LocalApp::start(|_| {}).await.map_err(|e| e.to_string())?);
+    let warmed = super::warm_up(&app, 20).await?;
     let orders = Arc::new(precreate_orders(&app.store, count, "ordermq: create orders").await?);
     let begun_epoch = now_millis();
     let (samples, wall) = load::run_open_loop("ordermq: pay", args.rate, count, |i| {
@@ -234,16 +235,40 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     })
     .await;
     let summary = load::summarize(&samples, wall);
-    let waited = super::wait_for_fanout(&app.store, count as i64, Duration::from_secs(180)).await?;
+    let waited =
+        super::wait_for_fanout(&app.store, warmed + count as i64, Duration::from_secs(180)).await?;
     // End to end: from the payment request to the last of the four effects.
+    let sent_at: HashMap<&str, i64> = samples
+        .iter()
+        .map(|s| {
+            (
+                orders[s.index].as_str(),
+                begun_epoch + s.start.as_millis() as i64,
+            )
+        })
+        .collect();
     let mut applied: HashMap<String, i64> = HashMap::new();
+    let mut e2e_by_system = serde_json::Map::new();
     for system in System::ALL {
-        for (order, at) in app
+        let times = app
             .store
             .applied_times(system)
             .await
-            .map_err(|e| e.to_string())?
-        {
+            .map_err(|e| e.to_string())?;
+        let mut lags: Vec<f64> = times
+            .iter()
+            .filter_map(|(order, at)| {
+                sent_at
+                    .get(order.as_str())
+                    .map(|sent| (at - sent).max(0) as f64)
+            })
+            .collect();
+        lags.sort_by(f64::total_cmp);
+        e2e_by_system.insert(
+            system.name().to_owned(),
+            json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
+        );
+        for (order, at) in times {
             let latest = applied.entry(order).or_insert(at);
             *latest = (*latest).max(at);
         }
@@ -261,6 +286,14 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let e2e_p50 = load::percentile(&e2e, 50.0);
     let e2e_p99 = load::percentile(&e2e, 99.0);
     let throughput = load::throughput_series(&samples);
+    // The ten slowest payments and when they started: tails have causes.
+    let mut by_latency: Vec<&Sample> = samples.iter().collect();
+    by_latency.sort_by(|a, b| b.latency.cmp(&a.latency));
+    let slowest: Vec<serde_json::Value> = by_latency
+        .iter()
+        .take(10)
+        .map(|s| json!({"at_s": s.start.as_secs_f64(), "ms": s.latency.as_secs_f64() * 1e3}))
+        .collect();
     results.push(("ordermq", summary, samples));
     match Arc::try_unwrap(app) {
         Ok(app) => app.stop().await.map_err(|e| e.to_string())?,
@@ -277,6 +310,8 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     modes["ordermq"]["e2e_p50_ms"] = json!(e2e_p50);
     modes["ordermq"]["e2e_p99_ms"] = json!(e2e_p99);
     modes["ordermq"]["e2e_measured"] = json!(e2e.len());
+    modes["ordermq"]["e2e_by_system"] = serde_json::Value::Object(e2e_by_system);
+    modes["ordermq"]["slowest"] = json!(slowest);
     modes["ordermq"]["fanout_complete_after_load_s"] = json!(waited.map(|d| d.as_secs_f64()));
     let report = json!({
         "scenario": "seed",

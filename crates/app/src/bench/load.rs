@@ -151,11 +151,7 @@ where
 /// Draws `[label] ####----- sent/total  done  elapsed` on one stderr line.
 pub fn progress(label: &str, sent: usize, total: usize, done: u64, elapsed: Duration) {
     let width = 30;
-    let filled = if total == 0 {
-        width
-    } else {
-        sent * width / total
-    };
+    let filled = (sent * width).checked_div(total).unwrap_or(width);
     eprint!(
         "\r  {label:<22} [{}{}] {sent:>7}/{total:<7} answered {done:>7}  {:>5.1}s ",
         "#".repeat(filled),

@@ -288,7 +288,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let throughput = load::throughput_series(&samples);
     // The ten slowest payments and when they started: tails have causes.
     let mut by_latency: Vec<&Sample> = samples.iter().collect();
-    by_latency.sort_by(|a, b| b.latency.cmp(&a.latency));
+    by_latency.sort_by_key(|s| std::cmp::Reverse(s.latency));
     let slowest: Vec<serde_json::Value> = by_latency
         .iter()
         .take(10)

@@ -232,7 +232,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "fanned_out_all": drained.is_some() && outbox_after == 0,
         "peak_rss_mb": peak_rss_mb,
         "steps": steps.iter().map(|s| json!({
-            "offered_per_s": s.rate, "achieved_per_s": s.summary.throughput_per_s,
+            "offered_per_s": s.rate, "payments": s.summary.count, "achieved_per_s": s.summary.throughput_per_s,
             "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
             "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "passed": s.passed, "why_not": s.why,
         })).collect::<Vec<_>>(),

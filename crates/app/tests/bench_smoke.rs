@@ -28,10 +28,17 @@ fn assert_same(a: &Value, b: &Value, at: &str) {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()), "{at}: {x} != {y}");
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                "{at}: {x} != {y}"
+            );
         }
         (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}");
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
             for (k, v) in x {
                 assert_same(v, &y[k], &format!("{at}.{k}"));
             }

@@ -6,9 +6,10 @@ use std::future::Future;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// One request's result: when it started (since the run began) and how long it took.
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +101,7 @@ where
     let mut last_draw = Instant::now();
     for i in 0..count {
         let due = begun + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
+        tokio::time::sleep_until(due).await;
         let future = request(i);
         let answered = done.clone();
         tasks.spawn(async move {

@@ -265,7 +265,7 @@ pub fn write(
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title>\
          <style>body{{font:14px sans-serif;margin:2rem auto;max-width:900px}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}th{{background:#f4f4f4}}\
+         td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}td:first-child,th:first-child{{text-align:left}}th{{background:#f4f4f4}}\
          pre{{background:#f8f8f8;padding:1rem;overflow:auto;font-size:12px}}</style></head><body><h1>{0}</h1>",
         esc(title)
     );

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use ordermq_api::signature::PaymentSigner;
 use ordermq_api::{ApiState, router};
 use ordermq_domain::{System, TOPIC_ORDER_PAY_SUCCESS};
@@ -310,10 +311,10 @@ impl Application {
         // dropping them lets each writer finish what is queued, then stop.
         drop(self.orders);
         self.mq.shutdown().await;
-        for task in self.writer_tasks {
-            // Bounded: a listener the client still holds keeps its writer open.
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
+        // One deadline for all writers: each finishes what is queued, but a
+        // listener the RocketMQ client still references keeps its writer's
+        // channel open, so do not wait for the channels to close.
+        let _ = tokio::time::timeout(Duration::from_secs(2), join_all(self.writer_tasks)).await;
         if let Some(broker) = self.broker {
             broker.shutdown().await;
         }

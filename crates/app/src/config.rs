@@ -198,7 +198,11 @@ impl Default for Config {
             logistics_spike_ms: 1_500,
             logistics_failure_rate: 0.0,
             seed_catalog: true,
-            log: "warn,ordermq=info,ordermq_store=info,ordermq_messaging=info,ordermq_api=info"
+            // The RocketMQ crates log first-run chatter at WARN (missing state
+            // files, dev security profile, empty retry routes): show their errors only.
+            log: "warn,rocketmq_broker=error,rocketmq_store=error,rocketmq_namesrv=error,\
+                  rocketmq_runtime=error,rocketmq_transport=error,rocketmq_client_rust=error,\
+                  ordermq=info,ordermq_store=info,ordermq_messaging=info,ordermq_api=info"
                 .into(),
         }
     }

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::relay::{self, RelayOptions};
 use crate::service::Orders;
 use crate::systems::SystemHandler;
-use crate::thirdparty::{FakeGateway, Profile};
+use crate::thirdparty::FakeGateway;
 use crate::writer::{EffectWriter, OrderWriter};
 
 /// The producer group the design names.
@@ -88,16 +88,6 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-}
-
-fn profile(latency: u64, jitter: u64, spike_p: f64, spike: u64, failure: f64) -> Profile {
-    Profile {
-        latency: Duration::from_millis(latency),
-        jitter: Duration::from_millis(jitter),
-        spike_probability: spike_p,
-        spike: Duration::from_millis(spike),
-        failure_rate: failure,
-    }
 }
 
 /// A built, not yet serving, ordermq.
@@ -163,25 +153,10 @@ impl Application {
         let mq = MqClient::connect(&namesrv_addr, PRODUCER_GROUP).await?;
         mq.ensure_topic(TOPIC_ORDER_PAY_SUCCESS, 8).await?;
 
-        let sms = Arc::new(FakeGateway::new(
-            "sms gateway",
-            profile(
-                config.sms_latency_ms,
-                config.sms_jitter_ms,
-                config.sms_spike_probability,
-                config.sms_spike_ms,
-                config.sms_failure_rate,
-            ),
-        ));
+        let sms = Arc::new(FakeGateway::new("sms gateway", config.sms_profile()));
         let logistics = Arc::new(FakeGateway::new(
             "logistics system",
-            profile(
-                config.logistics_latency_ms,
-                config.logistics_jitter_ms,
-                config.logistics_spike_probability,
-                config.logistics_spike_ms,
-                config.logistics_failure_rate,
-            ),
+            config.logistics_profile(),
         ));
         let mut writer_tasks = Vec::new();
         for system in System::ALL {

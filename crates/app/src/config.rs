@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::thirdparty::Profile;
+
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
 
@@ -328,6 +330,28 @@ impl Config {
             Some(secret) => (secret, false),
             None => (DEV_PAYMENT_SECRET, true),
         }
+    }
+
+    /// How the fake SMS gateway behaves.
+    pub fn sms_profile(&self) -> Profile {
+        Profile::from_millis(
+            self.sms_latency_ms,
+            self.sms_jitter_ms,
+            self.sms_spike_probability,
+            self.sms_spike_ms,
+            self.sms_failure_rate,
+        )
+    }
+
+    /// How the fake logistics system behaves.
+    pub fn logistics_profile(&self) -> Profile {
+        Profile::from_millis(
+            self.logistics_latency_ms,
+            self.logistics_jitter_ms,
+            self.logistics_spike_probability,
+            self.logistics_spike_ms,
+            self.logistics_failure_rate,
+        )
     }
 
     /// Every key with its documentation and current value (secrets hidden).

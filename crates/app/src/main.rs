@@ -72,15 +72,8 @@ fn bench(scenario: ordermq::bench::Scenario) -> ExitCode {
         .with_env_filter(EnvFilter::new("error"))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ordermq bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(ordermq::bench::run(scenario));
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -97,15 +90,8 @@ fn serve(config: Config) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ordermq: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let app = Application::build(&config).await?;
@@ -119,6 +105,20 @@ fn serve(config: Config) -> ExitCode {
             tracing::error!("ordermq failed: {e}");
             eprintln!("ordermq: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-threaded Tokio runtime everything runs on (RocketMQ borrows it).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("ordermq: cannot start the async runtime: {e}");
+            None
         }
     }
 }

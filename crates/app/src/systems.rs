@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use ordermq_domain::fanout::{coupon_for, points_for, sms_text_for};
+use ordermq_domain::fanout::{effect_for, sms_text_for};
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{EffectRecord, Store};
@@ -55,50 +55,20 @@ impl SystemHandler {
 
     /// The effect of `paid` in this system, calling the third party where there is one.
     async fn effect(&self, event_id: &str, paid: &OrderPaid) -> Result<Effect, String> {
-        let user_id = paid.user_id.clone();
-        let order_id = paid.order_id.clone();
-        Ok(match self.system {
-            System::Credit => Effect::Points {
-                user_id,
-                order_id,
-                points: points_for(paid),
-            },
-            System::Marketing => {
-                let (coupon_code, value) = coupon_for(paid);
-                Effect::Coupon {
-                    user_id,
-                    order_id,
-                    coupon_code,
-                    value,
-                }
-            }
-            System::Push => {
-                let text = sms_text_for(paid);
-                let external_ref = self
-                    .sms
-                    .send(event_id, paid.user_id.as_str(), &text)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Effect::Sms {
-                    user_id,
-                    order_id,
-                    text,
-                    external_ref,
-                }
-            }
-            System::Warehouse => {
-                let tracking_no = self
-                    .logistics
-                    .create_shipment(event_id, paid)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Effect::Shipment {
-                    user_id,
-                    order_id,
-                    tracking_no,
-                }
-            }
-        })
+        let external_ref = match self.system {
+            System::Credit | System::Marketing => String::new(),
+            System::Push => self
+                .sms
+                .send(event_id, paid.user_id.as_str(), &sms_text_for(paid))
+                .await
+                .map_err(|e| e.to_string())?,
+            System::Warehouse => self
+                .logistics
+                .create_shipment(event_id, paid)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        Ok(effect_for(self.system, paid, external_ref))
     }
 
     /// Applies a batch: skip what the inbox already has, call third parties

@@ -32,6 +32,24 @@ impl Profile {
         failure_rate: 0.0,
     };
 
+    /// A profile from milliseconds: typical latency, jitter, spike probability,
+    /// spike latency, failure rate.
+    pub fn from_millis(
+        latency: u64,
+        jitter: u64,
+        spike_probability: f64,
+        spike: u64,
+        failure_rate: f64,
+    ) -> Self {
+        Self {
+            latency: Duration::from_millis(latency),
+            jitter: Duration::from_millis(jitter),
+            spike_probability,
+            spike: Duration::from_millis(spike),
+            failure_rate,
+        }
+    }
+
     /// One call's latency: the spike, or the typical latency plus uniform jitter.
     pub fn sample_latency(&self) -> Duration {
         if self.spike_probability > 0.0 && fastrand::f64() < self.spike_probability {

@@ -30,6 +30,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 16] = [
+        Self::InvalidRequest,
+        Self::MalformedJson,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::UnknownSku,
+        Self::OutOfStock,
+        Self::AmountOverflow,
+        Self::OrderNotFound,
+        Self::InvalidSignature,
+        Self::AmountMismatch,
+        Self::OrderNotPayable,
+        Self::PaymentConflict,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::StorageUnavailable,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "INVALID_REQUEST",
@@ -136,27 +156,8 @@ mod tests {
 
     #[test]
     fn codes_are_unique_screaming_snake_case() {
-        use ErrorCode::*;
-        let all = [
-            InvalidRequest,
-            MalformedJson,
-            PayloadTooLarge,
-            UnsupportedMediaType,
-            UnknownSku,
-            OutOfStock,
-            AmountOverflow,
-            OrderNotFound,
-            InvalidSignature,
-            AmountMismatch,
-            OrderNotPayable,
-            PaymentConflict,
-            NotFound,
-            MethodNotAllowed,
-            StorageUnavailable,
-            Internal,
-        ];
         let mut seen = std::collections::HashSet::new();
-        for code in all {
+        for code in ErrorCode::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "duplicate code {s}");
             assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));

@@ -91,6 +91,40 @@ pub enum Effect {
     },
 }
 
+/// The effect `system` records for `paid`. `external_ref` is what the third
+/// party returned (the SMS provider's reference, the carrier's tracking
+/// number); credit and marketing call no third party and ignore it.
+pub fn effect_for(system: System, paid: &OrderPaid, external_ref: String) -> Effect {
+    let (user_id, order_id) = (paid.user_id.clone(), paid.order_id.clone());
+    match system {
+        System::Credit => Effect::Points {
+            user_id,
+            order_id,
+            points: points_for(paid),
+        },
+        System::Marketing => {
+            let (coupon_code, value) = coupon_for(paid);
+            Effect::Coupon {
+                user_id,
+                order_id,
+                coupon_code,
+                value,
+            }
+        }
+        System::Push => Effect::Sms {
+            user_id,
+            order_id,
+            text: sms_text_for(paid),
+            external_ref,
+        },
+        System::Warehouse => Effect::Shipment {
+            user_id,
+            order_id,
+            tracking_no: external_ref,
+        },
+    }
+}
+
 /// One point per whole currency unit paid (amounts are in minor units).
 pub fn points_for(paid: &OrderPaid) -> i64 {
     paid.amount.minor_units() / 100

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::load::{self, Summary};
 use super::report::Chart;
-use super::{BENCH_PRICE, BenchResult, Output, ms, precreate_orders};
+use super::{BenchResult, Output, ms, precreate_orders};
 use crate::harness::LocalApp;
 
 #[derive(Debug, Clone, Args)]
@@ -136,11 +136,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         // Let the previous step's fan-out settle so each step starts clean.
         super::wait_for_fanout(&app.store, paid_total, Duration::from_secs(30)).await?;
         let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
-            let (app, orders) = (app.clone(), orders.clone());
-            async move {
-                let id = orders[i].to_string();
-                matches!(app.notify(&id, &format!("pay-{id}"), BENCH_PRICE).await, Ok(r) if r.status().is_success())
-            }
+            super::pay_over_http(app.clone(), orders.clone(), i)
         })
         .await;
         let summary = load::summarize(&samples, wall);

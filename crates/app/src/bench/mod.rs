@@ -20,6 +20,7 @@ pub mod report;
 mod seed;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -176,6 +177,12 @@ async fn warm_up(app: &LocalApp, n: usize) -> BenchResult<i64> {
         return Err("warm-up payments were not fanned out within 120 s".into());
     }
     Ok(n as i64)
+}
+
+/// Pays order `orders[i]` through the signed HTTP callback; true on a 2xx.
+async fn pay_over_http(app: Arc<LocalApp>, orders: Arc<Vec<OrderId>>, i: usize) -> bool {
+    let id = orders[i].to_string();
+    matches!(app.notify(&id, &format!("pay-{id}"), BENCH_PRICE).await, Ok(r) if r.status().is_success())
 }
 
 /// Waits until every system has applied at least `expected` events, or `timeout`.

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use clap::Args;
 use futures_util::future::join_all;
-use ordermq_domain::fanout::{coupon_for, points_for, sms_text_for};
+use ordermq_domain::fanout::effect_for;
 use ordermq_domain::{
-    Amount, Effect, OrderId, OrderPaid, PaymentId, PaymentNotice, System, UserId, now_millis,
+    Amount, OrderId, OrderPaid, PaymentId, PaymentNotice, System, UserId, now_millis,
 };
 use ordermq_store::{Store, StoreOptions};
 use serde_json::json;
@@ -42,16 +42,6 @@ pub struct SeedArgs {
     pub output: Output,
 }
 
-fn profile(latency_ms: u64, jitter_ms: u64, spike_p: f64, spike_ms: u64) -> Profile {
-    Profile {
-        latency: Duration::from_millis(latency_ms),
-        jitter: Duration::from_millis(jitter_ms),
-        spike_probability: spike_p,
-        spike: Duration::from_millis(spike_ms),
-        failure_rate: 0.0,
-    }
-}
-
 /// The pre-MQ order service: everything inline.
 struct Legacy {
     store: Store,
@@ -66,86 +56,36 @@ impl Legacy {
         Self {
             store,
             // Internal services in the seed: points ~50 ms, coupons ~60 ms.
-            credit: FakeGateway::new("credit service", profile(50, 10, 0.0, 0)),
-            marketing: FakeGateway::new("marketing service", profile(60, 10, 0.0, 0)),
-            sms: FakeGateway::new(
-                "sms gateway",
-                profile(
-                    config.sms_latency_ms,
-                    config.sms_jitter_ms,
-                    config.sms_spike_probability,
-                    config.sms_spike_ms,
-                ),
+            credit: FakeGateway::new("credit service", Profile::from_millis(50, 10, 0.0, 0, 0.0)),
+            marketing: FakeGateway::new(
+                "marketing service",
+                Profile::from_millis(60, 10, 0.0, 0, 0.0),
             ),
-            logistics: FakeGateway::new(
-                "logistics system",
-                profile(
-                    config.logistics_latency_ms,
-                    config.logistics_jitter_ms,
-                    config.logistics_spike_probability,
-                    config.logistics_spike_ms,
-                ),
-            ),
+            sms: FakeGateway::new("sms gateway", config.sms_profile()),
+            logistics: FakeGateway::new("logistics system", config.logistics_profile()),
         }
     }
 
     /// One downstream call and its write, as the old service did it.
     async fn downstream(&self, system: System, paid: &OrderPaid) -> Result<(), String> {
         let key = format!("legacy:{}:{}", system.name(), paid.order_id);
-        let (user_id, order_id) = (paid.user_id.clone(), paid.order_id.clone());
-        let effect = match system {
-            System::Credit => {
-                self.credit
-                    .call(&key, "PTS")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Effect::Points {
-                    user_id,
-                    order_id,
-                    points: points_for(paid),
-                }
-            }
-            System::Marketing => {
-                self.marketing
-                    .call(&key, "CPN")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (coupon_code, value) = coupon_for(paid);
-                Effect::Coupon {
-                    user_id,
-                    order_id,
-                    coupon_code,
-                    value,
-                }
-            }
-            System::Push => {
-                let external_ref = self
-                    .sms
-                    .call(&key, "SMS")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Effect::Sms {
-                    user_id,
-                    order_id,
-                    text: sms_text_for(paid),
-                    external_ref,
-                }
-            }
-            System::Warehouse => {
-                let tracking_no = self
-                    .logistics
-                    .call(&key, "TRK")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Effect::Shipment {
-                    user_id,
-                    order_id,
-                    tracking_no,
-                }
-            }
+        let service = match system {
+            System::Credit => &self.credit,
+            System::Marketing => &self.marketing,
+            System::Push => &self.sms,
+            System::Warehouse => &self.logistics,
         };
+        let external_ref = service
+            .call(&key, system.name())
+            .await
+            .map_err(|e| e.to_string())?;
         self.store
-            .apply_effect(&key, "legacy", &effect, now_millis())
+            .apply_effect(
+                &key,
+                "legacy",
+                &effect_for(system, paid, external_ref),
+                now_millis(),
+            )
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -227,11 +167,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let orders = Arc::new(precreate_orders(&app.store, count, "ordermq: create orders").await?);
     let begun_epoch = now_millis();
     let (samples, wall) = load::run_open_loop("ordermq: pay", args.rate, count, |i| {
-        let (app, orders) = (app.clone(), orders.clone());
-        async move {
-            let id = orders[i].to_string();
-            matches!(app.notify(&id, &format!("pay-{id}"), BENCH_PRICE).await, Ok(r) if r.status().is_success())
-        }
+        super::pay_over_http(app.clone(), orders.clone(), i)
     })
     .await;
     let summary = load::summarize(&samples, wall);

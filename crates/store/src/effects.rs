@@ -198,15 +198,20 @@ impl Store {
             insert_effect(&mut tx, &record.effect, now)
                 .await
                 .map_err(storage)?;
-            sqlx::query(
-                "DELETE FROM consumer_failures WHERE consumer_group = $1 AND event_id = $2",
-            )
-            .bind(group)
-            .bind(record.event_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?;
             outcomes.push(Applied::Now);
+        }
+        // Applied now, so no longer failed: one statement for the whole batch
+        // (every statement is a round trip to the database's worker thread).
+        for chunk in records.chunks(200) {
+            let sql = format!(
+                "DELETE FROM consumer_failures WHERE consumer_group = $1 AND event_id IN ({})",
+                crate::placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(group);
+            for record in chunk {
+                query = query.bind(record.event_id.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(storage)?;
         }
         tx.commit().await.map_err(storage)?;
         Ok(outcomes)

@@ -5,7 +5,10 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ordermq_domain::ports::StorageError;
-use ordermq_domain::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
+use ordermq_domain::{
+    CarrierUpdateError, CreateOrderError, ErrorCode, PayOrderError, RefundError, RetryRefundError,
+    ValidationError,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -86,6 +89,45 @@ impl From<PayOrderError> for ApiError {
                 StatusCode::CONFLICT
             }
             PayOrderError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        let status = match e {
+            RefundError::OrderNotFound(_) => StatusCode::NOT_FOUND,
+            RefundError::UnknownLine(_) | RefundError::ExceedsPaid { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            RefundError::NotRefundable { .. } | RefundError::KeyReused { .. } => {
+                StatusCode::CONFLICT
+            }
+            RefundError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<RetryRefundError> for ApiError {
+    fn from(e: RetryRefundError) -> Self {
+        let status = match e {
+            RetryRefundError::NotFound(_) => StatusCode::NOT_FOUND,
+            RetryRefundError::NotRetryable { .. } => StatusCode::CONFLICT,
+            RetryRefundError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<CarrierUpdateError> for ApiError {
+    fn from(e: CarrierUpdateError) -> Self {
+        let status = match e {
+            CarrierUpdateError::OrderNotFound(_) => StatusCode::NOT_FOUND,
+            CarrierUpdateError::ShipmentNotFound(_)
+            | CarrierUpdateError::TrackingMismatch { .. } => StatusCode::CONFLICT,
+            CarrierUpdateError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.code(), e.to_string())
     }

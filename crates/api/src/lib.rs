@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`router`]: the routes and the state they share.
-//! - [`signature`]: HMAC-SHA256 signatures of payment-gateway callbacks.
+//! - [`signature`]: HMAC-SHA256 signatures of payment-gateway and carrier callbacks.
 //! - [`error`]: the `{"code","message"}` error shape.
 //! - [`extract`]: size-limited, JSON-only request bodies.
 
@@ -23,8 +23,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ordermq_domain::ports::OrderService;
 use ordermq_domain::{
-    Amount, ErrorCode, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku,
-    UserId,
+    Amount, CarrierStatus, CarrierUpdate, ErrorCode, IdempotencyKey, NewOrder, OrderId, OrderLine,
+    PaymentId, PaymentNotice, Quantity, RefundId, RefundRequest, Sku, TrackingNo, UserId,
 };
 use serde::Deserialize;
 
@@ -36,7 +36,10 @@ use crate::signature::PaymentSigner;
 #[derive(Clone)]
 pub struct ApiState {
     pub service: Arc<dyn OrderService>,
+    /// Verifies payment-gateway callbacks.
     pub signer: PaymentSigner,
+    /// Verifies carrier callbacks (a different party, a different secret).
+    pub carrier_signer: PaymentSigner,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -53,7 +56,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/products", get(list_products))
         .route("/api/orders", post(create_order))
         .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/refund", post(refund_order))
+        .route("/api/refunds/{id}/retry", post(retry_refund))
         .route("/api/payments/notify", post(payment_notify))
+        .route("/api/logistics/notify", post(logistics_notify))
         .route("/api/users/{id}", get(user_activity))
         .route("/api/users/{id}/{kind}", get(user_records))
         .route("/api/stats", get(stats))
@@ -162,16 +168,7 @@ async fn payment_notify(
     request: Request,
 ) -> Result<Response, ApiError> {
     let raw = raw_json_body(request).await?;
-    let signature = headers
-        .get(signature::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if !state.signer.verify(&raw, signature) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::InvalidSignature,
-            "missing or invalid X-Signature: expected hex(HMAC-SHA256(secret, raw body))",
-        ));
-    }
+    verify_signature(&state.signer, &headers, &raw)?;
     let body: PaymentNotifyRequest = parse_json(&raw)?;
     let notice = PaymentNotice {
         order_id: OrderId::parse(&body.order_id)?,
@@ -179,6 +176,123 @@ async fn payment_notify(
         amount: Amount::parse(body.amount)?,
     };
     let receipt = state.service.pay(notice).await?;
+    Ok(Json(receipt).into_response())
+}
+
+/// Checks `X-Signature` over the raw body with `signer`, before anything is parsed.
+fn verify_signature(
+    signer: &PaymentSigner,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Result<(), ApiError> {
+    let signature = headers
+        .get(signature::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !signer.verify(raw, signature) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidSignature,
+            "missing or invalid X-Signature: expected hex(HMAC-SHA256(secret, raw body))",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    /// Omitted: refund everything not refunded yet.
+    lines: Option<Vec<ItemRequest>>,
+    reason: Option<String>,
+}
+
+/// The header that makes a refund request safe to retry.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Refunds an order, whole (`{}`) or per line. The same `Idempotency-Key`
+/// returns the same refund (200); a new refund is 202 (the gateway is called
+/// asynchronously; follow it on `GET /api/orders/{id}`).
+async fn refund_order(
+    State(state): State<ApiState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<RefundBody>,
+) -> Result<Response, ApiError> {
+    let order_id = OrderId::parse(&raw_id).map_err(|_| order_not_found(&raw_id))?;
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::IdempotencyKeyRequired,
+                "an Idempotency-Key header is required: resending with the same key never refunds twice",
+            ));
+        }
+        Some(value) => IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?,
+    };
+    let lines = body
+        .value
+        .lines
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    Ok(OrderLine {
+                        sku: Sku::parse(&item.sku)?,
+                        quantity: Quantity::parse(item.quantity)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .transpose()?;
+    let request = RefundRequest::new(order_id, key, lines, body.value.reason)?;
+    let refund = state.service.refund(request).await?;
+    let status = if refund.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(refund)).into_response())
+}
+
+/// An operator retries a refund that FAILED after every automatic retry.
+async fn retry_refund(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let refund_id = RefundId::parse(&raw).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::RefundNotFound,
+            format!("refund {raw} not found"),
+        )
+    })?;
+    let refund = state.service.retry_refund(refund_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(refund)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CarrierNotifyRequest {
+    order_id: String,
+    tracking_no: String,
+    status: String,
+}
+
+/// A carrier's callback (picked up, in transit, delivered), signed like payments.
+async fn logistics_notify(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let raw = raw_json_body(request).await?;
+    verify_signature(&state.carrier_signer, &headers, &raw)?;
+    let body: CarrierNotifyRequest = parse_json(&raw)?;
+    let update = CarrierUpdate {
+        order_id: OrderId::parse(&body.order_id)?,
+        tracking_no: TrackingNo::parse(&body.tracking_no)?,
+        status: CarrierStatus::parse(&body.status)?,
+    };
+    let receipt = state.service.carrier_update(update).await?;
     Ok(Json(receipt).into_response())
 }
 

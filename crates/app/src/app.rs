@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use ordermq_api::signature::PaymentSigner;
 use ordermq_api::{ApiState, router};
-use ordermq_domain::{System, TOPIC_ORDER_PAY_SUCCESS};
+use ordermq_domain::{System, TOPICS};
 use ordermq_messaging::{EmbeddedBroker, EmbeddedOptions, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions};
 use thiserror::Error;
@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::lifecycle::{self, CloseHandler, RefundHandler};
 use crate::relay::{self, RelayOptions};
 use crate::service::Orders;
 use crate::systems::SystemHandler;
@@ -99,6 +100,10 @@ pub struct Application {
     mq: MqClient,
     namesrv_addr: String,
     orders: Orders,
+    writer: OrderWriter,
+    close_sweep_interval: Duration,
+    carrier_signer: PaymentSigner,
+    payments: Arc<FakeGateway>,
     /// The group-commit writers: orders, then one per downstream system.
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
     signer: PaymentSigner,
@@ -151,14 +156,22 @@ impl Application {
         };
 
         let mq = MqClient::connect(&namesrv_addr, PRODUCER_GROUP).await?;
-        mq.ensure_topic(TOPIC_ORDER_PAY_SUCCESS, 8).await?;
+        for topic in TOPICS {
+            mq.ensure_topic(topic, 8).await?;
+        }
 
         let sms = Arc::new(FakeGateway::new("sms gateway", config.sms_profile()));
         let logistics = Arc::new(FakeGateway::new(
             "logistics system",
             config.logistics_profile(),
         ));
-        let mut writer_tasks = Vec::new();
+        let payments = Arc::new(FakeGateway::new(
+            "payment gateway",
+            config.payment_gateway_profile(),
+        ));
+        let relay_wake = Arc::new(Notify::new());
+        let (writer, writer_task) = OrderWriter::spawn(store.clone(), config.write_batch_max);
+        let mut writer_tasks = vec![writer_task];
         for system in System::ALL {
             let (effects, task) = EffectWriter::spawn(store.clone());
             writer_tasks.push(task);
@@ -168,12 +181,12 @@ impl Application {
                 effects,
                 sms.clone(),
                 logistics.clone(),
+                Duration::from_millis(config.logistics_timeout_ms),
             );
             mq.subscribe(
                 SubscribeOptions {
                     group: system.consumer_group().into(),
-                    topic: TOPIC_ORDER_PAY_SUCCESS.into(),
-                    tags: "OrderPaid".into(),
+                    subscriptions: SystemHandler::subscriptions(system),
                     max_reconsume_times: config.max_reconsume_times,
                     concurrency: config.consumer_concurrency,
                 },
@@ -181,9 +194,34 @@ impl Application {
             )
             .await?;
         }
+        mq.subscribe(
+            SubscribeOptions {
+                group: lifecycle::CLOSE_GROUP.into(),
+                subscriptions: lifecycle::close_subscriptions(),
+                max_reconsume_times: config.max_reconsume_times,
+                concurrency: 8,
+            },
+            Arc::new(CloseHandler::new(writer.clone())),
+        )
+        .await?;
+        mq.subscribe(
+            SubscribeOptions {
+                group: lifecycle::REFUND_GROUP.into(),
+                subscriptions: lifecycle::refund_subscriptions(),
+                max_reconsume_times: config.max_reconsume_times,
+                concurrency: 16,
+            },
+            Arc::new(RefundHandler::new(
+                store.clone(),
+                payments.clone(),
+                config.refund_attempts,
+                Duration::from_millis(200),
+            )),
+        )
+        .await?;
         tracing::info!(
-            topic = TOPIC_ORDER_PAY_SUCCESS,
-            "consumer groups credit_group, marketing_group, push_group, warehouse_group subscribed"
+            "consumer groups credit_group, marketing_group, push_group, warehouse_group, \
+             order_close_group, payment_refund_group subscribed"
         );
 
         let listener = TcpListener::bind(&config.http_addr)
@@ -202,13 +240,26 @@ impl Application {
                 crate::config::DEV_PAYMENT_SECRET
             );
         }
-        let relay_wake = Arc::new(Notify::new());
-        let (writer, writer_task) = OrderWriter::spawn(store.clone(), config.write_batch_max);
-        writer_tasks.push(writer_task);
+        let (carrier_secret, is_dev_carrier_secret) = config.logistics_secret();
+        if is_dev_carrier_secret {
+            tracing::warn!(
+                "ORDERMQ_LOGISTICS_SECRET is not set: carrier callbacks use the PUBLIC development secret {:?}.",
+                crate::config::DEV_LOGISTICS_SECRET
+            );
+        }
         Ok(Self {
             listener,
             http_addr,
-            orders: Orders::new(store.clone(), writer, relay_wake.clone()),
+            orders: Orders::new(
+                store.clone(),
+                writer.clone(),
+                relay_wake.clone(),
+                config.close_after().as_millis() as i64,
+            ),
+            writer,
+            close_sweep_interval: config.close_sweep_interval(),
+            carrier_signer: PaymentSigner::new(carrier_secret.as_bytes()),
+            payments,
             writer_tasks,
             store,
             broker,
@@ -253,6 +304,16 @@ impl Application {
         self.logistics.clone()
     }
 
+    /// The fake payment gateway (refunds), to change its behaviour in fault tests.
+    pub fn payment_gateway(&self) -> Arc<FakeGateway> {
+        self.payments.clone()
+    }
+
+    /// Signs carrier callbacks (tests and tools).
+    pub fn carrier_signer(&self) -> &PaymentSigner {
+        &self.carrier_signer
+    }
+
     /// Serves until `shutdown` completes, then stops every component in order.
     pub async fn run_until_stopped(
         self,
@@ -267,9 +328,16 @@ impl Application {
             stop.clone(),
         ));
         let checkpointer = tokio::spawn(checkpoint_periodically(self.store.clone(), stop.clone()));
+        let sweeper = tokio::spawn(lifecycle::sweep_overdue(
+            self.store.clone(),
+            self.writer.clone(),
+            self.close_sweep_interval,
+            stop.clone(),
+        ));
         let app = router(ApiState {
             service: Arc::new(self.orders.clone()),
             signer: self.signer.clone(),
+            carrier_signer: self.carrier_signer.clone(),
         });
         tracing::info!(
             "ordermq serving on http://{} (dashboard at /, API under /api)",
@@ -282,9 +350,11 @@ impl Application {
         stop.cancel();
         let _ = relay.await;
         let _ = checkpointer.await;
+        let _ = sweeper.await;
         // Consumers are stopped, so only our handles keep the writers alive:
         // dropping them lets each writer finish what is queued, then stop.
         drop(self.orders);
+        drop(self.writer);
         self.mq.shutdown().await;
         // One deadline for all writers: each finishes what is queued, but a
         // listener the RocketMQ client still references keeps its writer's

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -17,6 +18,31 @@ use crate::thirdparty::Profile;
 
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
+/// The carriers' callback secret used when none is configured. Public, so never safe.
+pub const DEV_LOGISTICS_SECRET: &str = "ordermq-dev-carrier-secret-change-me";
+
+/// Parses a duration like `500ms`, `20s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 20s, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{raw:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -134,6 +160,41 @@ const KEYS: &[Key] = &[
         "Fake logistics system: probability that a call fails.",
     ),
     key(
+        "order_close_after",
+        Kind::Str,
+        "An unpaid order closes itself (stock released) this long after creation, e.g. 30m, 90s.",
+    ),
+    key(
+        "close_sweep_interval",
+        Kind::Str,
+        "Backstop for lost close messages: every interval, close UNPAID orders overdue by more than one interval (indexed, never a scan). 0s disables it.",
+    ),
+    key(
+        "payment_gateway_latency_ms",
+        Kind::Int,
+        "Fake payment gateway (refunds): typical latency.",
+    ),
+    key(
+        "payment_gateway_failure_rate",
+        Kind::Float,
+        "Fake payment gateway: probability that a refund call fails.",
+    ),
+    key(
+        "refund_attempts",
+        Kind::Int,
+        "Gateway refund attempts per delivery (with backoff) before RocketMQ redelivers later; after max_reconsume_times deliveries the refund is FAILED.",
+    ),
+    key(
+        "logistics_timeout_ms",
+        Kind::Int,
+        "How long the warehouse waits for the logistics system before retrying later.",
+    ),
+    key(
+        "logistics_secret",
+        Kind::Str,
+        "Shared secret of carrier callbacks (POST /api/logistics/notify, X-Signature as for payments). Unset: a public dev secret, with a warning.",
+    ),
+    key(
         "seed_catalog",
         Kind::Bool,
         "Seed the demo catalog on start (only products not yet present).",
@@ -170,6 +231,13 @@ pub struct Config {
     pub logistics_spike_probability: f64,
     pub logistics_spike_ms: u64,
     pub logistics_failure_rate: f64,
+    pub order_close_after: String,
+    pub close_sweep_interval: String,
+    pub payment_gateway_latency_ms: u64,
+    pub payment_gateway_failure_rate: f64,
+    pub refund_attempts: u32,
+    pub logistics_timeout_ms: u64,
+    pub logistics_secret: Option<String>,
     pub seed_catalog: bool,
     pub log: String,
 }
@@ -199,6 +267,13 @@ impl Default for Config {
             logistics_spike_probability: 0.02,
             logistics_spike_ms: 1_500,
             logistics_failure_rate: 0.0,
+            order_close_after: "30m".into(),
+            close_sweep_interval: "60s".into(),
+            payment_gateway_latency_ms: 200,
+            payment_gateway_failure_rate: 0.0,
+            refund_attempts: 3,
+            logistics_timeout_ms: 5_000,
+            logistics_secret: None,
             seed_catalog: true,
             // The RocketMQ crates log first-run chatter at WARN (missing state
             // files, dev security profile, empty retry routes): show their errors only.
@@ -291,6 +366,10 @@ impl Config {
                 self.logistics_spike_probability,
             ),
             ("logistics_failure_rate", self.logistics_failure_rate),
+            (
+                "payment_gateway_failure_rate",
+                self.payment_gateway_failure_rate,
+            ),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(ConfigError::Invalid(format!(
@@ -304,6 +383,15 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "namesrv_addr {addr:?}: expected host:port[;host:port...]"
             )));
+        }
+        for (name, raw) in [
+            ("order_close_after", &self.order_close_after),
+            ("close_sweep_interval", &self.close_sweep_interval),
+        ] {
+            parse_duration(raw).map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+        }
+        if self.refund_attempts == 0 {
+            return Err(ConfigError::Invalid("refund_attempts must be > 0".into()));
         }
         if self.relay_batch_size == 0
             || self.write_batch_max == 0
@@ -322,6 +410,35 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("orders.db").display()))
+    }
+
+    /// How long an unpaid order lives.
+    pub fn close_after(&self) -> Duration {
+        parse_duration(&self.order_close_after).expect("validated at load")
+    }
+
+    /// The backstop sweep's period; zero disables it.
+    pub fn close_sweep_interval(&self) -> Duration {
+        parse_duration(&self.close_sweep_interval).expect("validated at load")
+    }
+
+    /// The carriers' callback secret, and whether it is the public development one.
+    pub fn logistics_secret(&self) -> (&str, bool) {
+        match &self.logistics_secret {
+            Some(secret) => (secret, false),
+            None => (DEV_LOGISTICS_SECRET, true),
+        }
+    }
+
+    /// How the fake payment gateway behaves (refunds).
+    pub fn payment_gateway_profile(&self) -> Profile {
+        Profile::from_millis(
+            self.payment_gateway_latency_ms,
+            self.payment_gateway_latency_ms / 4,
+            0.0,
+            0,
+            self.payment_gateway_failure_rate,
+        )
     }
 
     /// The payment secret, and whether it is the public development one.
@@ -385,6 +502,16 @@ impl Config {
                 "logistics_spike_probability" => self.logistics_spike_probability.to_string(),
                 "logistics_spike_ms" => self.logistics_spike_ms.to_string(),
                 "logistics_failure_rate" => self.logistics_failure_rate.to_string(),
+                "order_close_after" => self.order_close_after.clone(),
+                "close_sweep_interval" => self.close_sweep_interval.clone(),
+                "payment_gateway_latency_ms" => self.payment_gateway_latency_ms.to_string(),
+                "payment_gateway_failure_rate" => self.payment_gateway_failure_rate.to_string(),
+                "refund_attempts" => self.refund_attempts.to_string(),
+                "logistics_timeout_ms" => self.logistics_timeout_ms.to_string(),
+                "logistics_secret" => match self.logistics_secret {
+                    Some(_) => "(set)".into(),
+                    None => "(unset: dev secret)".into(),
+                },
                 "seed_catalog" => self.seed_catalog.to_string(),
                 "log" => self.log.clone(),
                 other => unreachable!("key {other} has no value"),

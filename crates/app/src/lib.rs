@@ -13,15 +13,17 @@
 //! - [`harness`]: a whole ordermq in-process on a temp dir (benchmarks, tests).
 //! - [`bench`]: `ordermq bench`, the benchmark scenarios and their reports.
 //! - [`service`]: the order service the HTTP API calls.
+//! - [`lifecycle`]: closing unpaid orders (delayed messages) and gateway refunds.
 //! - [`relay`]: outbox → RocketMQ.
 //! - [`systems`]: the four consumer groups' logic.
-//! - [`thirdparty`]: fake SMS gateway and logistics system.
+//! - [`thirdparty`]: fake SMS gateway, logistics system and payment gateway.
 //! - [`writer`]: group commit of creates and payments.
 
 pub mod app;
 pub mod bench;
 pub mod config;
 pub mod harness;
+pub mod lifecycle;
 pub mod relay;
 pub mod service;
 pub mod systems;

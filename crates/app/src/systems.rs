@@ -1,17 +1,23 @@
 //! The four downstream systems as RocketMQ consumers: credit (points),
 //! marketing (coupons), push (SMS) and warehouse (shipments).
 //!
-//! Each handler turns a batch of `OrderPaid` deliveries into its system's
-//! effects and records them, each with an inbox row, in one transaction, so a
-//! redelivery changes nothing. Third-party calls carry the event id as an idempotency key. Any
+//! Each handler turns a batch of deliveries — `OrderPaid`, and later
+//! `OrderRefundRequested` (reverse what was done) and, for the warehouse,
+//! `ShipmentUpdated` (the carrier's progress) — into its system's effects and
+//! records them, each with an inbox row, in one transaction, so a
+//! redelivery changes nothing. A reversal or a carrier update that overtakes
+//! the order's `OrderPaid` in this group waits (retry later) until the paid
+//! effect is there: effects are never reversed before they exist. Third-party calls carry the event id as an idempotency key. Any
 //! failure answers "reconsume later": the broker retries with backoff and,
 //! after `max_reconsume_times`, moves the message to `%DLQ%<group>`; the last
 //! failure is recorded so the order's page shows the group as `failed`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
-use ordermq_domain::fanout::{effect_for, sms_text_for};
+use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{EffectRecord, Store};
@@ -26,6 +32,7 @@ pub struct SystemHandler {
     writer: EffectWriter,
     sms: Arc<dyn SmsGateway>,
     logistics: Arc<dyn LogisticsGateway>,
+    logistics_timeout: Duration,
 }
 
 impl std::fmt::Debug for SystemHandler {
@@ -43,6 +50,7 @@ impl SystemHandler {
         writer: EffectWriter,
         sms: Arc<dyn SmsGateway>,
         logistics: Arc<dyn LogisticsGateway>,
+        logistics_timeout: Duration,
     ) -> Self {
         Self {
             system,
@@ -50,7 +58,30 @@ impl SystemHandler {
             writer,
             sms,
             logistics,
+            logistics_timeout,
         }
+    }
+
+    /// The subscriptions of this system's group: `(topic, tags)`.
+    pub fn subscriptions(system: System) -> Vec<(String, String)> {
+        use ordermq_domain::EventKind;
+        let mut subscriptions = vec![
+            (
+                EventKind::OrderPaid.topic().to_owned(),
+                EventKind::OrderPaid.tag().to_owned(),
+            ),
+            (
+                EventKind::OrderRefundRequested.topic().to_owned(),
+                EventKind::OrderRefundRequested.tag().to_owned(),
+            ),
+        ];
+        if system == System::Warehouse {
+            subscriptions.push((
+                EventKind::ShipmentUpdated.topic().to_owned(),
+                EventKind::ShipmentUpdated.tag().to_owned(),
+            ));
+        }
+        subscriptions
     }
 
     /// The effect of `paid` in this system, calling the third party where there is one.
@@ -62,13 +93,76 @@ impl SystemHandler {
                 .send(event_id, paid.user_id.as_str(), &sms_text_for(paid))
                 .await
                 .map_err(|e| e.to_string())?,
-            System::Warehouse => self
-                .logistics
-                .create_shipment(event_id, paid)
+            System::Warehouse => {
+                // A carrier that hangs must not hold this consumer thread for ever.
+                match tokio::time::timeout(
+                    self.logistics_timeout,
+                    self.logistics.create_shipment(event_id, paid),
+                )
                 .await
-                .map_err(|e| e.to_string())?,
+                {
+                    Ok(booked) => booked.map_err(|e| e.to_string())?,
+                    Err(_) => {
+                        return Err(format!(
+                            "logistics system did not answer within {} ms",
+                            self.logistics_timeout.as_millis()
+                        ));
+                    }
+                }
+            }
         };
         Ok(effect_for(self.system, paid, external_ref))
+    }
+
+    /// The effect of any event this group receives. `paid_here`: the order's
+    /// `OrderPaid` effect is already recorded in this system.
+    async fn effect_of(
+        &self,
+        event_id: &str,
+        event: &OrderEvent,
+        paid_here: bool,
+    ) -> Result<Effect, String> {
+        let waiting = || {
+            Err(format!(
+                "waiting for order {}'s OrderPaid effect in {} first",
+                event.order_id(),
+                self.system.consumer_group()
+            ))
+        };
+        match event {
+            OrderEvent::OrderPaid(paid) => self.effect(event_id, paid).await,
+            OrderEvent::OrderRefundRequested(refund) => {
+                if refund.reverse_effects && !paid_here {
+                    return waiting();
+                }
+                let external_ref = if reversal_needs_gateway(self.system, refund) {
+                    self.sms
+                        .send(
+                            event_id,
+                            refund.user_id.as_str(),
+                            &ordermq_domain::fanout::refund_sms_text_for(refund),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?
+                } else {
+                    String::new()
+                };
+                Ok(reversal_for(self.system, refund, external_ref))
+            }
+            OrderEvent::ShipmentUpdated(update) if self.system == System::Warehouse => {
+                if !paid_here {
+                    return waiting();
+                }
+                Ok(Effect::ShipmentProgress {
+                    order_id: update.order_id.clone(),
+                    status: update.status,
+                })
+            }
+            other => Ok(Effect::Nothing {
+                system: self.system,
+                order_id: other.order_id().clone(),
+            }),
+        }
     }
 
     /// Applies a batch: skip what the inbox already has, call third parties
@@ -80,9 +174,9 @@ impl SystemHandler {
         let mut events = Vec::with_capacity(batch.len());
         for delivery in batch {
             match OrderEvent::from_json(&delivery.body) {
-                Ok(OrderEvent::OrderPaid(paid)) => {
-                    let event_id = OrderEvent::OrderPaid(paid.clone()).event_id();
-                    events.push((delivery, event_id, paid));
+                Ok(event) => {
+                    let event_id = event.event_id();
+                    events.push((delivery, event_id, event));
                 }
                 Err(e) => {
                     // Unreadable now means unreadable on every retry: let it
@@ -98,15 +192,29 @@ impl SystemHandler {
             Err(e) => return Outcome::RetryLater(e.to_string()),
         };
         events.retain(|(_, id, _)| !applied.contains(id));
+        // Which orders already have their paid effect here (reversals and
+        // carrier updates wait for it).
+        let paid_ids: Vec<String> = events
+            .iter()
+            .filter(|(_, _, e)| !matches!(e, OrderEvent::OrderPaid(_)))
+            .map(|(_, _, e)| OrderEvent::paid_event_id(e.order_id()))
+            .collect();
+        let paid_here: HashSet<String> = if paid_ids.is_empty() {
+            HashSet::new()
+        } else {
+            match self.store.applied_among(self.system, &paid_ids).await {
+                Ok(applied) => applied,
+                Err(e) => return Outcome::RetryLater(e.to_string()),
+            }
+        };
 
-        let attempts = join_all(
-            events
-                .iter()
-                .map(|(_, event_id, paid)| self.effect(event_id, paid)),
-        )
+        let attempts = join_all(events.iter().map(|(_, event_id, event)| {
+            let paid = paid_here.contains(&OrderEvent::paid_event_id(event.order_id()));
+            self.effect_of(event_id, event, paid)
+        }))
         .await;
         let mut records = Vec::with_capacity(events.len());
-        for ((delivery, event_id, paid), attempt) in events.iter().zip(attempts) {
+        for ((delivery, event_id, event), attempt) in events.iter().zip(attempts) {
             match attempt {
                 Ok(effect) => records.push(EffectRecord {
                     event_id: event_id.clone(),
@@ -114,7 +222,7 @@ impl SystemHandler {
                     effect,
                 }),
                 Err(reason) => {
-                    self.note_failure(delivery, event_id, paid.order_id.as_str(), &reason)
+                    self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
                         .await;
                     first_failure.get_or_insert(reason);
                 }
@@ -122,8 +230,8 @@ impl SystemHandler {
         }
         let applied = records.len();
         if let Err(reason) = self.writer.apply(records).await {
-            for (delivery, event_id, paid) in &events {
-                self.note_failure(delivery, event_id, paid.order_id.as_str(), &reason)
+            for (delivery, event_id, event) in &events {
+                self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
                     .await;
             }
             return Outcome::RetryLater(reason);

@@ -1,4 +1,5 @@
-//! Fake third parties: the SMS gateway and the logistics system.
+//! Fake third parties: the SMS gateway, the logistics system and the payment
+//! gateway's refunds.
 //!
 //! They behave like the real ones as far as ordermq can tell: a typical
 //! latency, jitter, rare spikes past a second (the seed document's numbers),
@@ -9,8 +10,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ordermq_domain::OrderPaid;
-use ordermq_domain::ports::{BoxFuture, GatewayError, LogisticsGateway, SmsGateway};
+use ordermq_domain::ports::{
+    BoxFuture, GatewayError, LogisticsGateway, PaymentGateway, SmsGateway,
+};
+use ordermq_domain::{Amount, OrderPaid};
 
 /// How a fake third party behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +134,17 @@ impl LogisticsGateway for FakeGateway {
         _order: &'a OrderPaid,
     ) -> BoxFuture<'a, Result<String, GatewayError>> {
         Box::pin(self.call(idempotency_key, "TRK"))
+    }
+}
+
+impl PaymentGateway for FakeGateway {
+    fn refund<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _payment_id: &'a str,
+        _amount: Amount,
+    ) -> BoxFuture<'a, Result<String, GatewayError>> {
+        Box::pin(self.call(idempotency_key, "RF"))
     }
 }
 

@@ -9,8 +9,9 @@
 //! fsync is shared by the whole batch. Under light load a batch is one request
 //! and nothing waits.
 
-use ordermq_domain::{CreateOrderError, PayOrderError, now_millis};
-use ordermq_store::{Store, WriteOp, WriteResult};
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::{CreateOrderError, OrderId, PayOrderError, now_millis};
+use ordermq_store::{CloseOutcome, Store, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -71,7 +72,7 @@ impl OrderWriter {
     ) -> Result<ordermq_domain::view::OrderView, CreateOrderError> {
         match self.submit(op).await {
             Some(WriteResult::Created(result)) => result,
-            Some(WriteResult::Paid(_)) => unreachable!("a create is answered with a create result"),
+            Some(_) => unreachable!("a create is answered with a create result"),
             None => Err(CreateOrderError::Storage(
                 "the order writer has stopped".into(),
             )),
@@ -84,12 +85,19 @@ impl OrderWriter {
     ) -> Result<ordermq_domain::view::PaymentReceipt, PayOrderError> {
         match self.submit(op).await {
             Some(WriteResult::Paid(result)) => result,
-            Some(WriteResult::Created(_)) => {
-                unreachable!("a payment is answered with a payment result")
-            }
+            Some(_) => unreachable!("a payment is answered with a payment result"),
             None => Err(PayOrderError::Storage(
                 "the order writer has stopped".into(),
             )),
+        }
+    }
+
+    /// Closes the order if it is still unpaid and due.
+    pub async fn close(&self, order_id: OrderId) -> Result<CloseOutcome, StorageError> {
+        match self.submit(WriteOp::Close(order_id)).await {
+            Some(WriteResult::Closed(result)) => result,
+            Some(_) => unreachable!("a close is answered with a close result"),
+            None => Err(StorageError("the order writer has stopped".into())),
         }
     }
 }

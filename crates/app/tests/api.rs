@@ -31,10 +31,16 @@ async fn harness() -> Harness {
     store.seed_catalog(DEMO_CATALOG).await.unwrap();
     let signer = PaymentSigner::new(b"test-secret");
     let (writer, _task) = ordermq::writer::OrderWriter::spawn(store.clone(), 64);
-    let service = Orders::new(store.clone(), writer, Arc::new(tokio::sync::Notify::new()));
+    let service = Orders::new(
+        store.clone(),
+        writer,
+        Arc::new(tokio::sync::Notify::new()),
+        30 * 60 * 1_000,
+    );
     let router = router(ApiState {
         service: Arc::new(service),
         signer: signer.clone(),
+        carrier_signer: PaymentSigner::new(b"carrier-secret"),
     });
     Harness {
         router,

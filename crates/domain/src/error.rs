@@ -27,11 +27,19 @@ pub enum ErrorCode {
     MethodNotAllowed,
     StorageUnavailable,
     Internal,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+    OrderNotRefundable,
+    RefundExceedsPaid,
+    RefundNotFound,
+    RefundNotRetryable,
+    ShipmentNotFound,
+    TrackingMismatch,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -48,6 +56,14 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::StorageUnavailable,
         Self::Internal,
+        Self::IdempotencyKeyRequired,
+        Self::IdempotencyKeyReused,
+        Self::OrderNotRefundable,
+        Self::RefundExceedsPaid,
+        Self::RefundNotFound,
+        Self::RefundNotRetryable,
+        Self::ShipmentNotFound,
+        Self::TrackingMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +84,14 @@ impl ErrorCode {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::StorageUnavailable => "STORAGE_UNAVAILABLE",
             Self::Internal => "INTERNAL",
+            Self::IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::OrderNotRefundable => "ORDER_NOT_REFUNDABLE",
+            Self::RefundExceedsPaid => "REFUND_EXCEEDS_PAID",
+            Self::RefundNotFound => "REFUND_NOT_FOUND",
+            Self::RefundNotRetryable => "REFUND_NOT_RETRYABLE",
+            Self::ShipmentNotFound => "SHIPMENT_NOT_FOUND",
+            Self::TrackingMismatch => "TRACKING_MISMATCH",
         }
     }
 }

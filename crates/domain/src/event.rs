@@ -6,27 +6,53 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::order::{Amount, OrderId, PaymentId, Sku, UserId};
+use crate::lifecycle::CarrierStatus;
+use crate::order::{Amount, OrderId, PaymentId, RefundId, Sku, TrackingNo, UserId};
 
 /// The topic the design names for "order paid" messages.
 pub const TOPIC_ORDER_PAY_SUCCESS: &str = "TopicOrderPaySuccess";
+/// Delayed "close this order if still unpaid" messages.
+pub const TOPIC_ORDER_TIMEOUT: &str = "TopicOrderTimeout";
+/// Refund requests (and operator retries of failed gateway refunds).
+pub const TOPIC_ORDER_REFUND: &str = "TopicOrderRefund";
+/// Carrier updates of shipments.
+pub const TOPIC_ORDER_LOGISTICS: &str = "TopicOrderLogistics";
+
+/// Every topic ordermq publishes to (created at start where the cluster allows).
+pub const TOPICS: [&str; 4] = [
+    TOPIC_ORDER_PAY_SUCCESS,
+    TOPIC_ORDER_TIMEOUT,
+    TOPIC_ORDER_REFUND,
+    TOPIC_ORDER_LOGISTICS,
+];
 
 /// The RocketMQ tag of each event kind; consumers subscribe by tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     OrderPaid,
+    OrderCloseDue,
+    OrderRefundRequested,
+    RefundRetryRequested,
+    ShipmentUpdated,
 }
 
 impl EventKind {
     pub fn tag(self) -> &'static str {
         match self {
             Self::OrderPaid => "OrderPaid",
+            Self::OrderCloseDue => "OrderCloseDue",
+            Self::OrderRefundRequested => "OrderRefundRequested",
+            Self::RefundRetryRequested => "RefundRetryRequested",
+            Self::ShipmentUpdated => "ShipmentUpdated",
         }
     }
 
     pub fn topic(self) -> &'static str {
         match self {
             Self::OrderPaid => TOPIC_ORDER_PAY_SUCCESS,
+            Self::OrderCloseDue => TOPIC_ORDER_TIMEOUT,
+            Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
+            Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
         }
     }
 }
@@ -50,30 +76,103 @@ pub struct OrderPaid {
     pub lines: Vec<PaidLine>,
 }
 
+/// "Close this order now if it is still unpaid": published with the order,
+/// delivered by the broker at `due_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCloseDue {
+    pub order_id: OrderId,
+    pub due_at: i64,
+}
+
+/// "Give this money back": a refund the shopper (or ordermq, for a payment
+/// that could not be applied) asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefundRequested {
+    pub refund_id: RefundId,
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub payment_id: PaymentId,
+    pub amount: Amount,
+    /// The units given back; empty for a payment refunded whole (never applied).
+    pub lines: Vec<PaidLine>,
+    /// The whole order is refunded: coupon revoked, shipment cancelled.
+    pub full: bool,
+    /// Downstream systems reverse what they did for the order. False for a
+    /// payment that never paid the order (it arrived after the close, or twice).
+    pub reverse_effects: bool,
+    pub requested_at: i64,
+}
+
+/// An operator asked to try a failed gateway refund again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRetryRequested {
+    pub refund_id: RefundId,
+    pub order_id: OrderId,
+    /// Distinguishes successive retries of one refund.
+    pub retry: i64,
+}
+
+/// The carrier reported progress of an order's shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentUpdated {
+    pub order_id: OrderId,
+    pub tracking_no: TrackingNo,
+    pub status: CarrierStatus,
+    pub at: i64,
+}
+
 /// Every event, tagged by kind in its JSON form (`{"type":"OrderPaid",...}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum OrderEvent {
     OrderPaid(OrderPaid),
+    OrderCloseDue(OrderCloseDue),
+    OrderRefundRequested(OrderRefundRequested),
+    RefundRetryRequested(RefundRetryRequested),
+    ShipmentUpdated(ShipmentUpdated),
 }
 
 impl OrderEvent {
     pub fn kind(&self) -> EventKind {
         match self {
             Self::OrderPaid(_) => EventKind::OrderPaid,
+            Self::OrderCloseDue(_) => EventKind::OrderCloseDue,
+            Self::OrderRefundRequested(_) => EventKind::OrderRefundRequested,
+            Self::RefundRetryRequested(_) => EventKind::RefundRetryRequested,
+            Self::ShipmentUpdated(_) => EventKind::ShipmentUpdated,
         }
     }
 
     pub fn order_id(&self) -> &OrderId {
         match self {
             Self::OrderPaid(e) => &e.order_id,
+            Self::OrderCloseDue(e) => &e.order_id,
+            Self::OrderRefundRequested(e) => &e.order_id,
+            Self::RefundRetryRequested(e) => &e.order_id,
+            Self::ShipmentUpdated(e) => &e.order_id,
         }
     }
 
-    /// Identifies this event among all events ever published: at most one
-    /// event of each kind exists per order. Consumers deduplicate on it.
+    /// Identifies this event among all events ever published; consumers
+    /// deduplicate on it. At most one `OrderPaid` and one `OrderCloseDue`
+    /// exist per order, one `OrderRefundRequested` per refund, one
+    /// `ShipmentUpdated` per (order, carrier status).
     pub fn event_id(&self) -> String {
-        format!("{}:{}", self.kind().tag(), self.order_id())
+        let tag = self.kind().tag();
+        match self {
+            Self::OrderPaid(e) => format!("{tag}:{}", e.order_id),
+            Self::OrderCloseDue(e) => format!("{tag}:{}", e.order_id),
+            Self::OrderRefundRequested(e) => format!("{tag}:{}", e.refund_id),
+            Self::RefundRetryRequested(e) => format!("{tag}:{}:{}", e.refund_id, e.retry),
+            Self::ShipmentUpdated(e) => {
+                format!("{tag}:{}:{}", e.order_id, e.status.as_str())
+            }
+        }
+    }
+
+    /// The event id of the `OrderPaid` event of `order_id`.
+    pub fn paid_event_id(order_id: &OrderId) -> String {
+        format!("{}:{order_id}", EventKind::OrderPaid.tag())
     }
 
     pub fn to_json(&self) -> String {

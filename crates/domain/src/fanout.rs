@@ -6,8 +6,9 @@
 
 use serde::Serialize;
 
-use crate::event::OrderPaid;
-use crate::order::{Amount, OrderId, UserId};
+use crate::event::{OrderPaid, OrderRefundRequested};
+use crate::lifecycle::CarrierStatus;
+use crate::order::{Amount, OrderId, RefundId, UserId};
 
 /// A downstream system: one consumer group of `TopicOrderPaySuccess`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -89,6 +90,119 @@ pub enum Effect {
         order_id: OrderId,
         tracking_no: String,
     },
+    /// A refund takes back points: `points` of them, or (`None`) all the
+    /// order earned and still has. Never more than the order earned.
+    PointsReversal {
+        user_id: UserId,
+        order_id: OrderId,
+        refund_id: RefundId,
+        points: Option<i64>,
+    },
+    /// A full refund revokes the order's coupon if it is still unused.
+    CouponRevocation {
+        order_id: OrderId,
+        refund_id: RefundId,
+    },
+    /// The shopper is told about the refund.
+    RefundSms {
+        user_id: UserId,
+        order_id: OrderId,
+        refund_id: RefundId,
+        text: String,
+        external_ref: String,
+    },
+    /// A full refund cancels the shipment if the carrier has not picked it up.
+    ShipmentCancellation {
+        order_id: OrderId,
+        refund_id: RefundId,
+    },
+    /// The carrier moved the shipment forward.
+    ShipmentProgress {
+        order_id: OrderId,
+        status: CarrierStatus,
+    },
+    /// The event asks nothing of this system; only its receipt is recorded.
+    Nothing { system: System, order_id: OrderId },
+}
+
+impl Effect {
+    /// The system that records this effect.
+    pub fn system(&self) -> System {
+        match self {
+            Self::Points { .. } | Self::PointsReversal { .. } => System::Credit,
+            Self::Coupon { .. } | Self::CouponRevocation { .. } => System::Marketing,
+            Self::Sms { .. } | Self::RefundSms { .. } => System::Push,
+            Self::Shipment { .. }
+            | Self::ShipmentCancellation { .. }
+            | Self::ShipmentProgress { .. } => System::Warehouse,
+            Self::Nothing { system, .. } => *system,
+        }
+    }
+
+    pub fn order_id(&self) -> &OrderId {
+        match self {
+            Self::Points { order_id, .. }
+            | Self::Coupon { order_id, .. }
+            | Self::Sms { order_id, .. }
+            | Self::Shipment { order_id, .. }
+            | Self::PointsReversal { order_id, .. }
+            | Self::CouponRevocation { order_id, .. }
+            | Self::RefundSms { order_id, .. }
+            | Self::ShipmentCancellation { order_id, .. }
+            | Self::ShipmentProgress { order_id, .. }
+            | Self::Nothing { order_id, .. } => order_id,
+        }
+    }
+}
+
+/// Whether `system` calls a third party for `refund` (only push does: the SMS).
+pub fn reversal_needs_gateway(system: System, refund: &OrderRefundRequested) -> bool {
+    system == System::Push && refund.reverse_effects
+}
+
+/// What `system` does when `refund` is requested. `external_ref` is the SMS
+/// provider's reference (push only).
+pub fn reversal_for(system: System, refund: &OrderRefundRequested, external_ref: String) -> Effect {
+    let order_id = refund.order_id.clone();
+    if !refund.reverse_effects {
+        return Effect::Nothing { system, order_id };
+    }
+    let refund_id = refund.refund_id.clone();
+    match system {
+        System::Credit => Effect::PointsReversal {
+            user_id: refund.user_id.clone(),
+            order_id,
+            refund_id,
+            points: (!refund.full).then(|| refund.amount.minor_units() / 100),
+        },
+        System::Marketing if refund.full => Effect::CouponRevocation {
+            order_id,
+            refund_id,
+        },
+        System::Push => Effect::RefundSms {
+            user_id: refund.user_id.clone(),
+            order_id,
+            refund_id,
+            text: refund_sms_text_for(refund),
+            external_ref,
+        },
+        System::Warehouse if refund.full => Effect::ShipmentCancellation {
+            order_id,
+            refund_id,
+        },
+        System::Marketing | System::Warehouse => Effect::Nothing { system, order_id },
+    }
+}
+
+/// The SMS text of a refund.
+pub fn refund_sms_text_for(refund: &OrderRefundRequested) -> String {
+    let amount = refund.amount.minor_units();
+    format!(
+        "Order {}: we are refunding {}.{:02} to your original payment method.",
+        refund.order_id,
+        amount / 100,
+        amount % 100
+    )
 }
 
 /// The effect `system` records for `paid`. `external_ref` is what the third

@@ -9,6 +9,7 @@
 //! - [`order`]: products, orders, the status machine, payment notices.
 //! - [`event`]: the events published through the outbox and their wire form.
 //! - [`fanout`]: the four downstream systems and what each does with an event.
+//! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
 //! - [`view`]: read models returned by the API.
 //! - [`error`]: the one error type per operation, each with a stable code.
@@ -16,16 +17,24 @@
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub mod lifecycle;
 pub mod order;
 pub mod ports;
 pub mod view;
 
 pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
-pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage, TOPIC_ORDER_PAY_SUCCESS};
+pub use event::{
+    EventKind, OrderEvent, OrderPaid, OutboxMessage, TOPIC_ORDER_LOGISTICS,
+    TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT, TOPICS,
+};
 pub use fanout::{Effect, FanoutState, System};
+pub use lifecycle::{
+    CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest, RefundStatus,
+    RetryRefundError,
+};
 pub use order::{
-    Amount, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice, Product, Quantity,
-    Sku, UserId,
+    Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,
+    Product, Quantity, RefundId, Sku, TrackingNo, UserId,
 };
 
 /// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.

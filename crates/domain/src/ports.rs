@@ -111,6 +111,19 @@ pub trait LogisticsGateway: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
 }
 
+/// The payment provider, for giving money back.
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Refunds `amount` of `payment_id`; `idempotency_key` (the refund id)
+    /// makes a repeated call return the first refund instead of paying twice.
+    /// Returns the provider's refund reference.
+    fn refund<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        payment_id: &'a str,
+        amount: crate::Amount,
+    ) -> BoxFuture<'a, Result<String, GatewayError>>;
+}
+
 /// The storage was unreachable or failed; the operation may be retried.
 #[derive(Debug, Clone, Error)]
 #[error("storage failure: {0}")]
@@ -136,4 +149,16 @@ pub trait OrderService: Send + Sync + 'static {
         user: crate::UserId,
     ) -> BoxFuture<'_, Result<crate::view::UserActivity, StorageError>>;
     fn stats(&self) -> BoxFuture<'_, Result<crate::view::Stats, StorageError>>;
+    fn refund(
+        &self,
+        request: crate::RefundRequest,
+    ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RefundError>>;
+    fn retry_refund(
+        &self,
+        refund_id: crate::RefundId,
+    ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RetryRefundError>>;
+    fn carrier_update(
+        &self,
+        update: crate::CarrierUpdate,
+    ) -> BoxFuture<'_, Result<crate::view::CarrierReceipt, crate::CarrierUpdateError>>;
 }

@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::fanout::{FanoutState, System};
-use crate::order::{Amount, OrderId, OrderStatus, PaymentId, Sku, UserId};
+use crate::lifecycle::RefundStatus;
+use crate::order::{Amount, OrderId, OrderStatus, PaymentId, RefundId, Sku, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderLineView {
     pub sku: Sku,
     pub quantity: u32,
     pub unit_price: Amount,
+    /// Units given back by refunds so far.
+    pub refunded: u32,
 }
 
 /// One transition of an order's status, with its time.
@@ -32,10 +35,63 @@ pub struct OrderView {
     pub payment_id: Option<PaymentId>,
     pub created_at: i64,
     pub paid_at: Option<i64>,
+    /// When the order closes itself if still unpaid.
+    pub close_at: Option<i64>,
     pub lines: Vec<OrderLineView>,
-    /// Per downstream system: has its effect for this order been applied?
+    /// Per downstream system: has its effect of the payment been applied?
     pub fanout: BTreeMap<System, FanoutState>,
+    /// Every status change, oldest first.
     pub history: Vec<StatusChange>,
+    /// Every consumer group's progress with each of the order's events, with times.
+    pub consumers: Vec<ConsumerProgress>,
+    pub refunds: Vec<RefundView>,
+}
+
+/// One consumer group's progress with one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerProgress {
+    pub group: String,
+    pub event_id: String,
+    pub state: FanoutState,
+    /// When the group applied it (`done`).
+    pub applied_at: Option<i64>,
+    /// Failed deliveries so far (0 when it went through first time).
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub updated_at: Option<i64>,
+}
+
+/// A refund of (part of) an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundView {
+    pub refund_id: RefundId,
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
+    pub amount: Amount,
+    pub status: RefundStatus,
+    /// The whole order (or a whole stray payment) was refunded.
+    pub full: bool,
+    pub reason: Option<String>,
+    /// Gateway attempts so far, and the last failure.
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub requested_at: i64,
+    pub completed_at: Option<i64>,
+    /// The answer was the refund an earlier request with the same key created.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// The answer to a carrier update that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarrierReceipt {
+    pub order_id: OrderId,
+    /// The order's status after the update.
+    pub status: OrderStatus,
+    /// The update moved the order or its shipment forward.
+    pub applied: bool,
+    /// The same update was received before; nothing changed.
+    pub duplicate: bool,
 }
 
 /// The answer to a payment notice that was accepted.
@@ -53,6 +109,7 @@ pub struct PaymentReceipt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PointsEntry {
     pub order_id: OrderId,
+    /// Negative for points taken back by a refund.
     pub points: i64,
     pub created_at: i64,
 }
@@ -62,6 +119,8 @@ pub struct Coupon {
     pub code: String,
     pub order_id: OrderId,
     pub value: Amount,
+    /// `ACTIVE`, or `REVOKED` after the order was refunded.
+    pub status: String,
     pub created_at: i64,
 }
 
@@ -107,4 +166,5 @@ pub struct Stats {
     pub outbox_backlog: i64,
     pub systems: BTreeMap<System, SystemStats>,
     pub payments_refund_required: i64,
+    pub refunds_by_status: BTreeMap<String, i64>,
 }

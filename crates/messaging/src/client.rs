@@ -36,9 +36,9 @@ pub const EVENT_ID_PROPERTY: &str = "ordermq_event_id";
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
     pub group: String,
-    pub topic: String,
-    /// Tag expression, e.g. `OrderPaid` or `OrderPaid || OrderRefunded`.
-    pub tags: String,
+    /// `(topic, tag expression)` pairs, e.g. `("TopicOrderPaySuccess", "OrderPaid")`;
+    /// a tag expression may list several tags: `A || B`.
+    pub subscriptions: Vec<(String, String)>,
     /// Redeliveries before the broker moves a failing message to `%DLQ%<group>`.
     pub max_reconsume_times: i32,
     /// Listener calls in flight at once. A group whose handler waits on a slow
@@ -144,10 +144,12 @@ impl MqClient {
             .consume_thread_min(options.concurrency.max(1))
             .consume_thread_max(options.concurrency.max(1))
             .build();
-        consumer
-            .subscribe(options.topic.as_str(), options.tags.as_str())
-            .await
-            .map_err(|e| MqError::client("subscribe", e))?;
+        for (topic, tags) in &options.subscriptions {
+            consumer
+                .subscribe(topic.as_str(), tags.as_str())
+                .await
+                .map_err(|e| MqError::client("subscribe", e))?;
+        }
         consumer.register_message_listener_concurrently(ListenerBridge {
             handler,
             runtime: tokio::runtime::Handle::current(),

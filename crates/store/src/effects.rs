@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 
 use ordermq_domain::ports::StorageError;
-use ordermq_domain::view::{Coupon, PointsEntry, Shipment, SmsMessage, UserActivity};
-use ordermq_domain::{Amount, Effect, FanoutState, OrderId, System, UserId};
+use ordermq_domain::view::{
+    ConsumerProgress, Coupon, PointsEntry, Shipment, SmsMessage, UserActivity,
+};
+use ordermq_domain::{Amount, CarrierStatus, Effect, FanoutState, OrderId, System, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -29,24 +31,6 @@ fn storage(e: sqlx::Error) -> StorageError {
     StorageError(e.to_string())
 }
 
-fn system_of(effect: &Effect) -> System {
-    match effect {
-        Effect::Points { .. } => System::Credit,
-        Effect::Coupon { .. } => System::Marketing,
-        Effect::Sms { .. } => System::Push,
-        Effect::Shipment { .. } => System::Warehouse,
-    }
-}
-
-fn order_id_of_effect(effect: &Effect) -> &str {
-    match effect {
-        Effect::Points { order_id, .. }
-        | Effect::Coupon { order_id, .. }
-        | Effect::Sms { order_id, .. }
-        | Effect::Shipment { order_id, .. } => order_id.as_str(),
-    }
-}
-
 /// One effect to record, with the event it comes from and the broker's message id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectRecord {
@@ -60,7 +44,7 @@ async fn insert_effect(
     effect: &Effect,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let insert = match effect {
+    let statement = match effect {
         Effect::Points {
             user_id,
             order_id,
@@ -103,14 +87,89 @@ async fn insert_effect(
             order_id,
             tracking_no,
         } => sqlx::query(
-            "INSERT INTO warehouse_shipments (user_id, order_id, tracking_no, status, created_at) VALUES ($1, $2, $3, 'CREATED', $4)",
+            "INSERT INTO warehouse_shipments (user_id, order_id, tracking_no, status, created_at, updated_at) VALUES ($1, $2, $3, 'CREATED', $4, $4)",
         )
         .bind(user_id.as_str())
         .bind(order_id.as_str())
         .bind(tracking_no.as_str())
         .bind(now),
+        // Never more than the order earned and still has: the remainder is
+        // computed in the statement itself, inside this transaction.
+        Effect::PointsReversal {
+            user_id,
+            order_id,
+            refund_id,
+            points,
+        } => sqlx::query(
+            "INSERT INTO credit_point_reversals (refund_id, user_id, order_id, points, created_at) \
+             SELECT $1, $2, $3, \
+               CASE WHEN $4 < 0 OR $4 > left_now THEN left_now ELSE $4 END, $5 \
+             FROM (SELECT COALESCE((SELECT points FROM credit_points WHERE order_id = $3), 0) \
+                        - COALESCE((SELECT SUM(points) FROM credit_point_reversals WHERE order_id = $3), 0) \
+                        AS left_now) AS remaining",
+        )
+        .bind(refund_id.as_str())
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(points.unwrap_or(-1))
+        .bind(now),
+        Effect::CouponRevocation { order_id, .. } => sqlx::query(
+            "UPDATE marketing_coupons SET status = 'REVOKED', revoked_at = $1 \
+             WHERE order_id = $2 AND status = 'ACTIVE'",
+        )
+        .bind(now)
+        .bind(order_id.as_str()),
+        Effect::RefundSms {
+            user_id,
+            order_id,
+            refund_id,
+            text,
+            external_ref,
+        } => sqlx::query(
+            "INSERT INTO push_refund_sms (refund_id, user_id, order_id, text, provider_ref, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(refund_id.as_str())
+        .bind(user_id.as_str())
+        .bind(order_id.as_str())
+        .bind(text.as_str())
+        .bind(external_ref.as_str())
+        .bind(now),
+        // Only a shipment the carrier has not picked up can be cancelled.
+        Effect::ShipmentCancellation { order_id, .. } => sqlx::query(
+            "UPDATE warehouse_shipments SET status = 'CANCELLED', updated_at = $1 \
+             WHERE order_id = $2 AND status = 'CREATED'",
+        )
+        .bind(now)
+        .bind(order_id.as_str()),
+        // Forward only: a late IN_TRANSIT never undoes DELIVERED, and a
+        // cancelled shipment stays cancelled.
+        Effect::ShipmentProgress { order_id, status } => {
+            let earlier: &[&str] = match status {
+                CarrierStatus::PickedUp => &["CREATED"],
+                CarrierStatus::InTransit => &["CREATED", "PICKED_UP"],
+                CarrierStatus::Delivered => &["CREATED", "PICKED_UP", "IN_TRANSIT"],
+            };
+            let sql = format!(
+                "UPDATE warehouse_shipments SET status = $1, updated_at = $2 \
+                 WHERE order_id = $3 AND status IN ({})",
+                earlier
+                    .iter()
+                    .map(|s| format!("'{s}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return sqlx::query(&sql)
+                .bind(status.shipment_status())
+                .bind(now)
+                .bind(order_id.as_str())
+                .execute(conn)
+                .await
+                .map(|_| ());
+        }
+        Effect::Nothing { .. } => return Ok(()),
     };
-    insert.execute(conn).await?;
+    statement.execute(conn).await?;
     Ok(())
 }
 
@@ -166,8 +225,8 @@ impl Store {
         let Some(first) = records.first() else {
             return Ok(Vec::new());
         };
-        let system = system_of(&first.effect);
-        if records.iter().any(|r| system_of(&r.effect) != system) {
+        let system = first.effect.system();
+        if records.iter().any(|r| r.effect.system() != system) {
             return Err(StorageError(
                 "a batch of effects must belong to one system".into(),
             ));
@@ -176,7 +235,7 @@ impl Store {
         let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
-            let order_id = order_id_of_effect(&record.effect);
+            let order_id = record.effect.order_id().as_str();
             let fresh = sqlx::query(
                 "INSERT INTO inbox (consumer_group, event_id, order_id, msg_id, applied_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_group, event_id) DO NOTHING",
@@ -295,28 +354,79 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn fanout_state(
+    /// Each consumer group's progress with the events of one order: applied
+    /// (with its time), failing (attempts, last error), dead-lettered, or
+    /// pending. `expected` lists events a group should see even if it has not yet.
+    pub(crate) async fn consumer_progress(
         &self,
-        system: System,
-        event_id: &str,
-    ) -> Result<FanoutState, StorageError> {
-        if self.is_applied(system, event_id).await? {
-            return Ok(FanoutState::Done);
+        order_id: &OrderId,
+        expected: &[(System, String)],
+    ) -> Result<Vec<ConsumerProgress>, StorageError> {
+        let mut progress: Vec<ConsumerProgress> = Vec::new();
+        let entry = |progress: &mut Vec<ConsumerProgress>, system: System, event_id: &str| {
+            let group = system.consumer_group();
+            match progress
+                .iter()
+                .position(|p| p.group == group && p.event_id == event_id)
+            {
+                Some(i) => i,
+                None => {
+                    progress.push(ConsumerProgress {
+                        group: group.to_owned(),
+                        event_id: event_id.to_owned(),
+                        state: FanoutState::Pending,
+                        applied_at: None,
+                        attempts: 0,
+                        last_error: None,
+                        updated_at: None,
+                    });
+                    progress.len() - 1
+                }
+            }
+        };
+        for (system, event_id) in expected {
+            entry(&mut progress, *system, event_id);
         }
-        let dead = sqlx::query(
-            "SELECT 1 AS one FROM consumer_failures \
-             WHERE consumer_group = $1 AND event_id = $2 AND dead_lettered = 1",
-        )
-        .bind(system.consumer_group())
-        .bind(event_id)
-        .fetch_optional(self.system_pool(system))
-        .await
-        .map_err(storage)?;
-        Ok(if dead.is_some() {
-            FanoutState::Failed
-        } else {
-            FanoutState::Pending
-        })
+        for system in System::ALL {
+            let pool = self.system_pool(system);
+            let failures = sqlx::query(
+                "SELECT event_id, attempts, last_error, dead_lettered, updated_at FROM consumer_failures \
+                 WHERE consumer_group = $1 AND order_id = $2",
+            )
+            .bind(system.consumer_group())
+            .bind(order_id.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(storage)?;
+            for row in &failures {
+                let event_id: String = row.try_get("event_id").map_err(storage)?;
+                let i = entry(&mut progress, system, &event_id);
+                let p = &mut progress[i];
+                p.attempts = row.try_get("attempts").map_err(storage)?;
+                p.last_error = row.try_get("last_error").map_err(storage)?;
+                p.updated_at = row.try_get("updated_at").map_err(storage)?;
+                if row.try_get::<i64, _>("dead_lettered").map_err(storage)? != 0 {
+                    p.state = FanoutState::Failed;
+                }
+            }
+            let applied = sqlx::query(
+                "SELECT event_id, applied_at FROM inbox WHERE consumer_group = $1 AND order_id = $2",
+            )
+            .bind(system.consumer_group())
+            .bind(order_id.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(storage)?;
+            for row in &applied {
+                let event_id: String = row.try_get("event_id").map_err(storage)?;
+                let i = entry(&mut progress, system, &event_id);
+                let p = &mut progress[i];
+                p.state = FanoutState::Done;
+                p.applied_at = row.try_get("applied_at").map_err(storage)?;
+                p.updated_at = p.applied_at;
+            }
+        }
+        Ok(progress)
     }
 
     /// `(applied, dead-lettered)` events of one system.
@@ -370,7 +480,11 @@ impl Store {
                 .fetch_all(self.system_pool(system))
         };
         let points = by_user(
-            "SELECT order_id, points, created_at FROM credit_points WHERE user_id = $1 ORDER BY id DESC",
+            "SELECT order_id, points, created_at FROM ( \
+               SELECT order_id, points, created_at FROM credit_points WHERE user_id = $1 \
+               UNION ALL \
+               SELECT order_id, -points AS points, created_at FROM credit_point_reversals WHERE user_id = $1 \
+             ) AS entries ORDER BY created_at DESC",
             System::Credit,
         )
         .await
@@ -385,7 +499,7 @@ impl Store {
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
         let coupons = by_user(
-            "SELECT code, order_id, value, created_at FROM marketing_coupons WHERE user_id = $1 ORDER BY created_at DESC",
+            "SELECT code, order_id, value, status, created_at FROM marketing_coupons WHERE user_id = $1 ORDER BY created_at DESC",
             System::Marketing,
         )
         .await
@@ -397,12 +511,17 @@ impl Store {
                 order_id: order_id_of(r)?,
                 value: Amount::parse(r.try_get("value").map_err(storage)?)
                     .map_err(|e| StorageError(e.to_string()))?,
+                status: r.try_get("status").map_err(storage)?,
                 created_at: r.try_get("created_at").map_err(storage)?,
             })
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
         let sms = by_user(
-            "SELECT order_id, text, provider_ref, created_at FROM push_sms WHERE user_id = $1 ORDER BY id DESC",
+            "SELECT order_id, text, provider_ref, created_at FROM ( \
+               SELECT order_id, text, provider_ref, created_at FROM push_sms WHERE user_id = $1 \
+               UNION ALL \
+               SELECT order_id, text, provider_ref, created_at FROM push_refund_sms WHERE user_id = $1 \
+             ) AS messages ORDER BY created_at DESC",
             System::Push,
         )
         .await

@@ -16,10 +16,12 @@
 //! # Layout
 //! - [`schema`]: the tables.
 //! - [`orders`]: catalog, order creation (reserve), payment (deduct + outbox).
+//! - [`lifecycle`]: closing unpaid orders, refunds, carrier updates.
 //! - [`outbox`]: claiming, acknowledging and retrying unsent events.
 //! - [`effects`]: each system's effect plus its inbox row, in one transaction.
 
 mod effects;
+mod lifecycle;
 mod orders;
 mod outbox;
 mod schema;
@@ -34,6 +36,7 @@ use sqlx::{AnyPool, Executor};
 use thiserror::Error;
 
 pub use effects::{Applied, EffectRecord};
+pub use lifecycle::{CloseOutcome, RefundTask};
 pub use orders::{DemoProduct, WriteOp, WriteResult};
 
 /// Which SQL server the store talks to.
@@ -148,18 +151,65 @@ impl Store {
             url: redact(url),
             source,
         };
-        for ddl in schema::orders(self.backend) {
-            self.orders.execute(ddl.as_str()).await.map_err(fail)?;
-        }
+        self.apply_migrations(&self.orders, "orders", schema::orders(self.backend))
+            .await
+            .map_err(fail)?;
         for system in System::ALL {
-            for ddl in schema::system(self.backend, system) {
-                self.system_pool(system)
-                    .execute(ddl.as_str())
-                    .await
-                    .map_err(fail)?;
-            }
+            self.apply_migrations(
+                self.system_pool(system),
+                system.name(),
+                schema::system(self.backend, system),
+            )
+            .await
+            .map_err(fail)?;
         }
         Ok(())
+    }
+
+    /// Applies the migrations of `component` newer than its recorded version,
+    /// each in one transaction with its version bump. On PostgreSQL an
+    /// advisory lock makes instances starting together take turns.
+    async fn apply_migrations(
+        &self,
+        pool: &AnyPool,
+        component: &str,
+        migrations: Vec<schema::Migration>,
+    ) -> Result<(), sqlx::Error> {
+        pool.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                component VARCHAR(32) PRIMARY KEY,
+                version BIGINT NOT NULL
+            )",
+        )
+        .await?;
+        let mut tx = pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(74007400)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let current: i64 = sqlx::query("SELECT version FROM schema_version WHERE component = $1")
+            .bind(component)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| sqlx::Row::try_get(&row, "version"))
+            .transpose()?
+            .unwrap_or(0);
+        for migration in migrations.into_iter().filter(|m| m.version > current) {
+            for statement in &migration.statements {
+                tx.execute(statement.as_str()).await?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_version (component, version) VALUES ($1, $2) \
+                 ON CONFLICT (component) DO UPDATE SET version = $2",
+            )
+            .bind(component)
+            .bind(migration.version)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(component, version = migration.version, "schema migrated");
+        }
+        tx.commit().await
     }
 
     /// Moves committed pages from each SQLite write-ahead log into its database

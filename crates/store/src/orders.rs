@@ -7,19 +7,20 @@
 
 use std::collections::BTreeMap;
 
-use ordermq_domain::event::PaidLine;
+use ordermq_domain::event::{OrderCloseDue, PaidLine};
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{
     OrderLineView, OrderView, PaymentReceipt, Stats, StatusChange, SystemStats,
 };
 use ordermq_domain::{
-    Amount, CreateOrderError, FanoutState, NewOrder, OrderEvent, OrderId, OrderPaid, OrderStatus,
-    PayOrderError, PaymentId, PaymentNotice, Product, Sku, System, UserId,
+    Amount, CreateOrderError, EventKind, FanoutState, NewOrder, OrderEvent, OrderId, OrderPaid,
+    OrderStatus, PayOrderError, PaymentId, PaymentNotice, Product, Sku, System, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::Store;
+use crate::lifecycle::CloseOutcome;
 
 /// A product of the demo catalog seeded on first start.
 #[derive(Debug, Clone, Copy)]
@@ -136,16 +137,18 @@ impl Store {
             .transpose()
     }
 
-    /// Creates an UNPAID order and reserves its stock, all or nothing.
+    /// Creates an UNPAID order and reserves its stock, all or nothing; its
+    /// close, `close_after_ms` later, is scheduled in the same transaction.
     pub async fn create_order(
         &self,
         order: &NewOrder,
         order_id: &OrderId,
         now: i64,
+        close_after_ms: Option<i64>,
     ) -> Result<OrderView, CreateOrderError> {
         let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
         let mut tx = self.orders.begin().await.map_err(fail)?;
-        let view = create_order_in(&mut tx, order, order_id, now).await?;
+        let view = create_order_in(&mut tx, order, order_id, now, close_after_ms).await?;
         tx.commit().await.map_err(fail)?;
         Ok(view)
     }
@@ -187,10 +190,19 @@ impl Store {
                 return storage_failure(ops, e.to_string());
             }
             let result = match op {
-                WriteOp::Create { order, order_id } => {
-                    WriteResult::Created(create_order_in(&mut tx, order, order_id, now).await)
-                }
+                WriteOp::Create {
+                    order,
+                    order_id,
+                    close_after_ms,
+                } => WriteResult::Created(
+                    create_order_in(&mut tx, order, order_id, now, *close_after_ms).await,
+                ),
                 WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut tx, notice, now).await),
+                WriteOp::Close(order_id) => WriteResult::Closed(
+                    crate::lifecycle::close_order_in(&mut tx, order_id, now)
+                        .await
+                        .map_err(storage),
+                ),
             };
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
@@ -217,8 +229,16 @@ impl Store {
 /// One write of the order database, for [`Store::write_batch`].
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    Create { order: NewOrder, order_id: OrderId },
+    /// Creates an order that closes itself `close_after_ms` after creation if
+    /// unpaid (`None`: never; tools that load data only).
+    Create {
+        order: NewOrder,
+        order_id: OrderId,
+        close_after_ms: Option<i64>,
+    },
     Pay(PaymentNotice),
+    /// Closes the order if it is still unpaid and due.
+    Close(OrderId),
 }
 
 /// The outcome of one [`WriteOp`].
@@ -226,6 +246,7 @@ pub enum WriteOp {
 pub enum WriteResult {
     Created(Result<OrderView, CreateOrderError>),
     Paid(Result<PaymentReceipt, PayOrderError>),
+    Closed(Result<CloseOutcome, StorageError>),
 }
 
 impl WriteResult {
@@ -233,6 +254,7 @@ impl WriteResult {
         match self {
             Self::Created(r) => r.is_ok(),
             Self::Paid(r) => r.is_ok(),
+            Self::Closed(r) => r.is_ok(),
         }
     }
 }
@@ -242,6 +264,7 @@ impl WriteOp {
         match self {
             Self::Create { .. } => WriteResult::Created(Err(CreateOrderError::Storage(reason))),
             Self::Pay(_) => WriteResult::Paid(Err(PayOrderError::Storage(reason))),
+            Self::Close(_) => WriteResult::Closed(Err(StorageError(reason))),
         }
     }
 }
@@ -251,6 +274,7 @@ async fn create_order_in(
     order: &NewOrder,
     order_id: &OrderId,
     now: i64,
+    close_after_ms: Option<i64>,
 ) -> Result<OrderView, CreateOrderError> {
     let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
     let mut amount = Amount::ZERO;
@@ -294,17 +318,20 @@ async fn create_order_in(
             sku: line.sku.clone(),
             quantity: line.quantity.get(),
             unit_price,
+            refunded: 0,
         });
     }
+    let close_at = close_after_ms.map(|after| now.saturating_add(after.max(0)));
     sqlx::query(
-            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at) \
-             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5)",
+            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at, close_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5, $6)",
         )
         .bind(order_id.as_str())
         .bind(order.user_id().as_str())
         .bind(OrderStatus::Unpaid.as_str())
         .bind(amount.minor_units())
         .bind(now)
+        .bind(close_at)
         .execute(&mut *tx)
         .await
         .map_err(fail)?;
@@ -323,6 +350,16 @@ async fn create_order_in(
     record_history(&mut *tx, order_id.as_str(), None, OrderStatus::Unpaid, now)
         .await
         .map_err(fail)?;
+    // The close travels with the order: the broker delivers it at `close_at`.
+    if let Some(close_at) = close_at {
+        let close = OrderEvent::OrderCloseDue(OrderCloseDue {
+            order_id: order_id.clone(),
+            due_at: close_at,
+        });
+        crate::outbox::enqueue(&mut *tx, &close, Some(close_at), now)
+            .await
+            .map_err(fail)?;
+    }
     Ok(OrderView {
         order_id: order_id.clone(),
         user_id: order.user_id().clone(),
@@ -331,6 +368,7 @@ async fn create_order_in(
         payment_id: None,
         created_at: now,
         paid_at: None,
+        close_at,
         lines,
         fanout: System::ALL
             .into_iter()
@@ -341,6 +379,8 @@ async fn create_order_in(
             to: OrderStatus::Unpaid,
             at: now,
         }],
+        consumers: Vec::new(),
+        refunds: Vec::new(),
     })
 }
 
@@ -463,11 +503,12 @@ async fn explain_unapplied_payment(
     now: i64,
 ) -> Result<PaymentReceipt, PayOrderError> {
     let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
-    let row = sqlx::query("SELECT status, amount, payment_id FROM orders WHERE order_id = $1")
-        .bind(notice.order_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(fail)?;
+    let row =
+        sqlx::query("SELECT status, amount, payment_id, user_id FROM orders WHERE order_id = $1")
+            .bind(notice.order_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
     let Some(row) = row else {
         return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
     };
@@ -502,7 +543,22 @@ async fn explain_unapplied_payment(
     .execute(&mut *tx)
     .await
     .map_err(fail)?;
-    if recorded.rows_affected() == 0 {
+    if recorded.rows_affected() == 1 {
+        // Newly recorded: give it back through the refund machinery, so the
+        // gateway's refund is retried until it succeeds and stays visible.
+        let user_id: String = row.try_get("user_id").map_err(fail)?;
+        let user_id = UserId::parse(&user_id).map_err(|e| PayOrderError::Storage(e.to_string()))?;
+        let status = crate::lifecycle::refund_stray_payment_in(tx, notice, &user_id, status, now)
+            .await
+            .map_err(fail)?;
+        return Ok(PaymentReceipt {
+            order_id: notice.order_id.clone(),
+            status,
+            duplicate: false,
+            refund_required: true,
+        });
+    }
+    {
         let owner: String = sqlx::query("SELECT order_id FROM payments WHERE payment_id = $1")
             .bind(notice.payment_id.as_str())
             .fetch_one(&mut *tx)
@@ -519,7 +575,7 @@ async fn explain_unapplied_payment(
     Ok(PaymentReceipt {
         order_id: notice.order_id.clone(),
         status,
-        duplicate: recorded.rows_affected() == 0,
+        duplicate: true,
         refund_required: true,
     })
 }
@@ -528,7 +584,7 @@ impl Store {
     /// An order with its lines, history and each system's progress.
     pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
         let Some(row) = sqlx::query(
-            "SELECT order_id, user_id, status, amount, payment_id, created_at, paid_at \
+            "SELECT order_id, user_id, status, amount, payment_id, created_at, paid_at, close_at \
              FROM orders WHERE order_id = $1",
         )
         .bind(order_id.as_str())
@@ -539,7 +595,7 @@ impl Store {
             return Ok(None);
         };
         let lines = sqlx::query(
-            "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
+            "SELECT sku, quantity, refunded, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
         )
         .bind(order_id.as_str())
         .fetch_all(&self.orders)
@@ -554,6 +610,8 @@ impl Store {
                     .map_err(|_| corrupt("quantity", &sku))?,
                 unit_price: Amount::parse(get(r, "unit_price")?)
                     .map_err(|_| corrupt("unit price", &sku))?,
+                refunded: u32::try_from(get::<i64>(r, "refunded")?)
+                    .map_err(|_| corrupt("refunded quantity", &sku))?,
             })
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
@@ -577,11 +635,46 @@ impl Store {
 
         let user_id: String = get(&row, "user_id")?;
         let payment_id: Option<String> = get(&row, "payment_id")?;
-        let event_id = format!("OrderPaid:{order_id}");
-        let mut fanout = BTreeMap::new();
-        for system in System::ALL {
-            fanout.insert(system, self.fanout_state(system, &event_id).await?);
+        let paid_at: Option<i64> = get(&row, "paid_at")?;
+        let refunds = self.refunds_of(order_id).await?;
+        // The events each group is expected to handle, so one not delivered
+        // yet shows as pending rather than missing.
+        let paid_event = OrderEvent::paid_event_id(order_id);
+        let mut expected: Vec<(System, String)> = Vec::new();
+        if paid_at.is_some() {
+            expected.extend(System::ALL.map(|s| (s, paid_event.clone())));
         }
+        for refund in &refunds {
+            let id = format!(
+                "{}:{}",
+                EventKind::OrderRefundRequested.tag(),
+                refund.refund_id
+            );
+            expected.extend(System::ALL.map(|s| (s, id.clone())));
+        }
+        for carrier in sqlx::query("SELECT status FROM carrier_events WHERE order_id = $1")
+            .bind(order_id.as_str())
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            let status: String = get(&carrier, "status")?;
+            expected.push((
+                System::Warehouse,
+                format!("{}:{order_id}:{status}", EventKind::ShipmentUpdated.tag()),
+            ));
+        }
+        let consumers = self.consumer_progress(order_id, &expected).await?;
+        let fanout = System::ALL
+            .into_iter()
+            .map(|system| {
+                let state = consumers
+                    .iter()
+                    .find(|p| p.group == system.consumer_group() && p.event_id == paid_event)
+                    .map_or(FanoutState::Pending, |p| p.state);
+                (system, state)
+            })
+            .collect::<BTreeMap<_, _>>();
         Ok(Some(OrderView {
             order_id: order_id.clone(),
             user_id: UserId::parse(&user_id).map_err(|_| corrupt("user id", &user_id))?,
@@ -593,10 +686,13 @@ impl Store {
                 .map(|p| PaymentId::parse(p).map_err(|_| corrupt("payment id", p)))
                 .transpose()?,
             created_at: get(&row, "created_at")?,
-            paid_at: get(&row, "paid_at")?,
+            paid_at,
+            close_at: get(&row, "close_at")?,
             lines,
             fanout,
             history,
+            consumers,
+            refunds,
         }))
     }
 
@@ -641,11 +737,20 @@ impl Store {
             let (applied, failed) = self.system_counts(system).await?;
             systems.insert(system, SystemStats { applied, failed });
         }
+        let mut refunds_by_status = BTreeMap::new();
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM refunds GROUP BY status")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            refunds_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
+        }
         Ok(Stats {
             orders_by_status,
             outbox_backlog,
             systems,
             payments_refund_required,
+            refunds_by_status,
         })
     }
 }

@@ -1,8 +1,13 @@
-//! Tables, created at start-up if missing (`CREATE ... IF NOT EXISTS`).
+//! Tables, as numbered migrations applied at start-up.
 //!
-//! The same statements serve SQLite and PostgreSQL; only the auto-increment
-//! column differs. Every status, amount and count is an integer or a short
-//! string, so nothing depends on a backend's own types.
+//! Each database component (the order database, each system's database)
+//! records the last migration it applied in `schema_version`; start-up applies
+//! the ones after it, each in one transaction. Version 1 is the first schema,
+//! written with `IF NOT EXISTS` so databases created before versioning adopt
+//! it unchanged. A migration is never edited once released: changes are new
+//! versions. The same statements serve SQLite and PostgreSQL; only the
+//! auto-increment column differs. Every status, amount and count is an
+//! integer or a short string, so nothing depends on a backend's own types.
 
 use ordermq_domain::System;
 
@@ -71,6 +76,46 @@ const ORDERS: &[&str] = &[
         sent_at BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (next_attempt_at, id) WHERE sent_at IS NULL",
+];
+
+/// Version 2 of the order database: unpaid orders close themselves
+/// (`close_at`, indexed for the backstop sweep), refunds, carrier events.
+const ORDERS_V2: &[&str] = &[
+    "ALTER TABLE orders ADD COLUMN close_at BIGINT",
+    // The backstop sweep reads only overdue UNPAID orders through this index.
+    "CREATE INDEX IF NOT EXISTS orders_close_due ON orders (status, close_at)",
+    "ALTER TABLE order_lines ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0",
+    // One row per refund: asked for by a shopper (idempotency key) or made by
+    // ordermq for a payment it could not apply (key `payment:<id>`).
+    "CREATE TABLE IF NOT EXISTS refunds (
+        refund_id VARCHAR(64) PRIMARY KEY,
+        order_id VARCHAR(64) NOT NULL,
+        payment_id VARCHAR(64) NOT NULL,
+        idempotency_key VARCHAR(80) NOT NULL,
+        fingerprint TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount >= 0),
+        full_refund BIGINT NOT NULL,
+        reverse_effects BIGINT NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        reason TEXT,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        retries BIGINT NOT NULL DEFAULT 0,
+        provider_ref VARCHAR(128),
+        requested_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        completed_at BIGINT,
+        UNIQUE (order_id, idempotency_key)
+    )",
+    "CREATE INDEX IF NOT EXISTS refunds_by_status ON refunds (status)",
+    // Each carrier status is applied once per order; a repeated callback finds its row.
+    "CREATE TABLE IF NOT EXISTS carrier_events (
+        order_id VARCHAR(64) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        tracking_no VARCHAR(64) NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (order_id, status)
+    )",
 ];
 
 /// Shared by every downstream system: the inbox that makes consumption
@@ -143,6 +188,36 @@ fn system_tables(system: System) -> &'static [&'static str] {
     }
 }
 
+/// Version 2 of each system's database: what refunds and carriers change.
+fn system_tables_v2(system: System) -> &'static [&'static str] {
+    match system {
+        System::Credit => &[
+            // Points taken back by refunds, at most once per refund.
+            "CREATE TABLE IF NOT EXISTS credit_point_reversals (
+                refund_id VARCHAR(64) PRIMARY KEY,
+                user_id VARCHAR(64) NOT NULL,
+                order_id VARCHAR(64) NOT NULL,
+                points BIGINT NOT NULL CHECK (points >= 0),
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE INDEX IF NOT EXISTS credit_point_reversals_by_order ON credit_point_reversals (order_id)",
+        ],
+        System::Marketing => &[
+            "ALTER TABLE marketing_coupons ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'ACTIVE'",
+            "ALTER TABLE marketing_coupons ADD COLUMN revoked_at BIGINT",
+        ],
+        System::Push => &["CREATE TABLE IF NOT EXISTS push_refund_sms (
+                refund_id VARCHAR(64) PRIMARY KEY,
+                user_id VARCHAR(64) NOT NULL,
+                order_id VARCHAR(64) NOT NULL,
+                text TEXT NOT NULL,
+                provider_ref VARCHAR(128) NOT NULL,
+                created_at BIGINT NOT NULL
+            )"],
+        System::Warehouse => &["ALTER TABLE warehouse_shipments ADD COLUMN updated_at BIGINT"],
+    }
+}
+
 fn render(backend: Backend, ddl: &str) -> String {
     let auto_id = match backend {
         Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -151,14 +226,40 @@ fn render(backend: Backend, ddl: &str) -> String {
     ddl.replace("{AUTO_ID}", auto_id)
 }
 
-pub(crate) fn orders(backend: Backend) -> Vec<String> {
-    ORDERS.iter().map(|ddl| render(backend, ddl)).collect()
+/// One numbered step of a component's schema.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub statements: Vec<String>,
 }
 
-pub(crate) fn system(backend: Backend, system: System) -> Vec<String> {
-    SYSTEM_COMMON
-        .iter()
-        .chain(system_tables(system))
-        .map(|ddl| render(backend, ddl))
-        .collect()
+fn rendered<'a>(backend: Backend, ddl: impl IntoIterator<Item = &'a &'a str>) -> Vec<String> {
+    ddl.into_iter().map(|d| render(backend, d)).collect()
+}
+
+/// The order database's migrations, oldest first.
+pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
+    vec![
+        Migration {
+            version: 1,
+            statements: rendered(backend, ORDERS),
+        },
+        Migration {
+            version: 2,
+            statements: rendered(backend, ORDERS_V2),
+        },
+    ]
+}
+
+/// One system's migrations, oldest first.
+pub(crate) fn system(backend: Backend, system: System) -> Vec<Migration> {
+    vec![
+        Migration {
+            version: 1,
+            statements: rendered(backend, SYSTEM_COMMON.iter().chain(system_tables(system))),
+        },
+        Migration {
+            version: 2,
+            statements: rendered(backend, system_tables_v2(system)),
+        },
+    ]
 }

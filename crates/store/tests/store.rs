@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use ordermq_domain::{
-    Amount, CreateOrderError, Effect, FanoutState, NewOrder, OrderId, OrderLine, OrderStatus,
-    PayOrderError, PaymentId, PaymentNotice, Quantity, Sku, System, UserId,
+    Amount, CreateOrderError, Effect, FanoutState, NewOrder, OrderEvent, OrderId, OrderLine,
+    OrderStatus, PayOrderError, PaymentId, PaymentNotice, Quantity, Sku, System, UserId,
 };
 use ordermq_store::{Applied, DemoProduct, Store, StoreOptions};
 use sqlx::Connection;
@@ -114,7 +114,7 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     seed(&store, "B", 1000, 5).await;
     let id = order_id(1);
     let order = store
-        .create_order(&new_order("u1", &[("B", 1), ("A", 3)]), &id, 1)
+        .create_order(&new_order("u1", &[("B", 1), ("A", 3)]), &id, 1, None)
         .await
         .unwrap();
     assert_eq!(order.amount.minor_units(), 3 * 250 + 1000);
@@ -164,7 +164,12 @@ on_every_backend!(
 async fn rejected_orders_reserve_nothing(store: Store) {
     seed(&store, "A", 100, 2).await;
     let err = store
-        .create_order(&new_order("u1", &[("A", 1), ("ZZZ", 1)]), &order_id(1), 1)
+        .create_order(
+            &new_order("u1", &[("A", 1), ("ZZZ", 1)]),
+            &order_id(1),
+            1,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -172,7 +177,7 @@ async fn rejected_orders_reserve_nothing(store: Store) {
         "{err}"
     );
     let err = store
-        .create_order(&new_order("u1", &[("A", 3)]), &order_id(2), 1)
+        .create_order(&new_order("u1", &[("A", 3)]), &order_id(2), 1, None)
         .await
         .unwrap_err();
     assert!(
@@ -195,7 +200,7 @@ async fn bad_payments_change_nothing_and_second_payment_is_owed_back(store: Stor
     seed(&store, "A", 100, 5).await;
     let id = order_id(1);
     store
-        .create_order(&new_order("u1", &[("A", 2)]), &id, 1)
+        .create_order(&new_order("u1", &[("A", 2)]), &id, 1, None)
         .await
         .unwrap();
 
@@ -227,13 +232,15 @@ async fn bad_payments_change_nothing_and_second_payment_is_owed_back(store: Stor
     assert!(second.refund_required, "a second payment must be owed back");
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.payments_refund_required, 1);
-    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+    assert_eq!(stats.refunds_by_status.get("REQUESTED"), Some(&1));
+    // OrderPaid, and the refund of the second payment.
+    assert_eq!(store.outbox_backlog().await.unwrap(), 2);
     assert_eq!(store.stock("A").await.unwrap(), Some((3, 0)));
 
     // A payment id that paid one order cannot pay another.
     let other = order_id(2);
     store
-        .create_order(&new_order("u1", &[("A", 1)]), &other, 5)
+        .create_order(&new_order("u1", &[("A", 1)]), &other, 5, None)
         .await
         .unwrap();
     let err = store
@@ -258,7 +265,7 @@ async fn concurrent_payments_of_one_order_transition_once(store: Store) {
     seed(&store, "A", 100, 3).await;
     let id = order_id(1);
     store
-        .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
         .await
         .unwrap();
     let store = Arc::new(store);
@@ -283,7 +290,11 @@ async fn concurrent_payments_of_one_order_transition_once(store: Store) {
     }
     assert_eq!(fresh, 1, "exactly one notice transitions the order");
     assert_eq!(store.stock("A").await.unwrap(), Some((2, 0)));
-    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+    // One OrderPaid, and one refund per distinct other payment (p1, p3, …, p15).
+    assert_eq!(store.outbox_backlog().await.unwrap(), 9);
+    let order = store.order(&id).await.unwrap().unwrap();
+    assert_eq!(order.refunds.len(), 8);
+    assert!(order.refunds.iter().all(|r| r.full && r.amount.minor_units() == 100));
 }
 on_every_backend!(
     concurrent_payments,
@@ -298,7 +309,7 @@ async fn last_unit_has_exactly_one_winner(store: Store) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .create_order(&new_order("u1", &[("LAST", 1)]), &order_id(i), 1)
+                    .create_order(&new_order("u1", &[("LAST", 1)]), &order_id(i), 1, None)
                     .await
             })
         })
@@ -321,7 +332,7 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     for i in 0..3 {
         let id = order_id(i);
         store
-            .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
             .await
             .unwrap();
         store
@@ -382,7 +393,7 @@ async fn effects_apply_once_and_report_fanout(store: Store) {
     seed(&store, "A", 100, 5).await;
     let id = order_id(1);
     store
-        .create_order(&new_order("u1", &[("A", 1)]), &id, 1)
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
         .await
         .unwrap();
     store.pay_order(&notice(&id, "p1", 100), 2).await.unwrap();
@@ -487,7 +498,7 @@ async fn reopening_keeps_data_and_seeding_is_idempotent() {
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
     assert_eq!(store.seed_catalog(&catalog).await.unwrap(), 1);
     store
-        .create_order(&new_order("u1", &[("A", 1)]), &order_id(1), 1)
+        .create_order(&new_order("u1", &[("A", 1)]), &order_id(1), 1, None)
         .await
         .unwrap();
     store.close().await;
@@ -503,6 +514,7 @@ async fn group_commit_rolls_back_only_the_rejected_operations(store: Store) {
     let create = |n: u32, q: i64| WriteOp::Create {
         order: new_order("u1", &[("A", q)]),
         order_id: order_id(n),
+        close_after_ms: None,
     };
     let results = store
         .write_batch(
@@ -603,3 +615,635 @@ async fn batched_effects_skip_what_was_applied(store: Store) {
     );
 }
 on_every_backend!(batched_effects, batched_effects_skip_what_was_applied);
+
+async fn create_due(store: &Store, n: u32, sku: &str, close_after_ms: Option<i64>) -> OrderId {
+    let id = order_id(n);
+    store
+        .create_order(&new_order("u1", &[(sku, 1)]), &id, 1_000, close_after_ms)
+        .await
+        .unwrap();
+    id
+}
+
+async fn status(store: &Store, id: &OrderId) -> OrderStatus {
+    store.order(id).await.unwrap().unwrap().status
+}
+
+async fn close_releases_stock_once_and_only_when_due(store: Store) {
+    use ordermq_store::{CloseOutcome, WriteOp, WriteResult};
+    seed(&store, "A", 100, 5).await;
+    let due = create_due(&store, 1, "A", Some(0)).await;
+    let later = create_due(&store, 2, "A", Some(3_600_000)).await;
+    assert_eq!(store.stock("A").await.unwrap(), Some((5, 2)));
+    let close = |id: &OrderId| WriteOp::Close(id.clone());
+    let results = store
+        .write_batch(&[close(&due), close(&due), close(&later)], 2_000)
+        .await;
+    let outcomes: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            WriteResult::Closed(Ok(o)) => o,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(outcomes[0], CloseOutcome::Closed);
+    assert_eq!(outcomes[1], CloseOutcome::NotUnpaid(OrderStatus::Cancelled));
+    assert!(matches!(outcomes[2], CloseOutcome::NotDue { .. }));
+    assert_eq!(
+        store.stock("A").await.unwrap(),
+        Some((5, 1)),
+        "one reservation released"
+    );
+    assert_eq!(status(&store, &due).await, OrderStatus::Cancelled);
+    assert_eq!(status(&store, &later).await, OrderStatus::Unpaid);
+    // The backstop sweep sees only the overdue unpaid order.
+    assert_eq!(
+        store
+            .overdue_unpaid(3_600_000 + 1_000, 0, 10)
+            .await
+            .unwrap(),
+        vec![later.clone()]
+    );
+    assert!(store.overdue_unpaid(2_000, 0, 10).await.unwrap().is_empty());
+    // The close is scheduled through the outbox as a delayed message.
+    let claimed = store
+        .claim_outbox("t", 10, 1_000, i64::MAX / 2)
+        .await
+        .unwrap();
+    let closes: Vec<_> = claimed
+        .iter()
+        .filter(|m| m.tag == "OrderCloseDue")
+        .collect();
+    assert_eq!(closes.len(), 2);
+    assert!(closes.iter().all(|m| m.deliver_at.is_some()));
+}
+on_every_backend!(close, close_releases_stock_once_and_only_when_due);
+
+async fn pay_and_close_race_has_exactly_one_winner(store: Store) {
+    use ordermq_store::{WriteOp, WriteResult};
+    const ORDERS: u32 = 40;
+    seed(&store, "A", 100, i64::from(ORDERS)).await;
+    let mut ids = Vec::new();
+    for n in 0..ORDERS {
+        ids.push(create_due(&store, n, "A", Some(0)).await);
+    }
+    let mut tasks = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let (a, b) = (store.clone(), store.clone());
+        let (close, pay) = (
+            WriteOp::Close(id.clone()),
+            WriteOp::Pay(notice(id, &format!("p{n}"), 100)),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (closed, paid) = tokio::join!(
+                async move { a.write_batch(&[close], 5_000).await },
+                async move { b.write_batch(&[pay], 5_000).await }
+            );
+            (closed, paid)
+        }));
+    }
+    let (mut paid_won, mut close_won) = (0, 0);
+    for (task, id) in tasks.into_iter().zip(&ids) {
+        let (closed, paid) = task.await.unwrap();
+        let Some(WriteResult::Closed(Ok(_))) = closed.first() else {
+            panic!("close failed: {closed:?}");
+        };
+        let Some(WriteResult::Paid(Ok(receipt))) = paid.first() else {
+            panic!("payment failed: {paid:?}");
+        };
+        let order = store.order(id).await.unwrap().unwrap();
+        if receipt.refund_required {
+            // The close won: the money is owed back, never lost.
+            close_won += 1;
+            assert_eq!(order.status, OrderStatus::Refunding);
+            assert_eq!(order.refunds.len(), 1);
+            assert!(order.paid_at.is_none());
+        } else {
+            paid_won += 1;
+            assert_eq!(order.status, OrderStatus::Paid);
+            assert!(order.refunds.is_empty());
+        }
+    }
+    assert_eq!(paid_won + close_won, ORDERS);
+    let (on_hand, reserved) = store.stock("A").await.unwrap().unwrap();
+    assert_eq!(
+        reserved, 0,
+        "every reservation was either deducted or released"
+    );
+    assert_eq!(
+        on_hand,
+        i64::from(ORDERS - paid_won),
+        "stock = start - paid"
+    );
+    let paid_events = store
+        .claim_outbox("t", 1_000, 1_000, i64::MAX / 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.tag == "OrderPaid")
+        .count();
+    assert_eq!(paid_events, paid_won as usize);
+    eprintln!("pay won {paid_won}, close won {close_won}");
+}
+on_every_backend!(pay_close_race, pay_and_close_race_has_exactly_one_winner);
+
+fn refund_request(
+    order: &OrderId,
+    key: &str,
+    lines: Option<&[(&str, i64)]>,
+) -> ordermq_domain::RefundRequest {
+    ordermq_domain::RefundRequest::new(
+        order.clone(),
+        ordermq_domain::IdempotencyKey::parse(key).unwrap(),
+        lines.map(|items| {
+            items
+                .iter()
+                .map(|(sku, q)| OrderLine {
+                    sku: Sku::parse(sku).unwrap(),
+                    quantity: Quantity::parse(*q).unwrap(),
+                })
+                .collect()
+        }),
+        None,
+    )
+    .unwrap()
+}
+
+fn refund_id(n: u32) -> ordermq_domain::RefundId {
+    ordermq_domain::RefundId::generate(1_700_000_000_000, n)
+}
+
+async fn refunds_never_exceed_what_was_paid(store: Store) {
+    use ordermq_domain::{RefundError, RefundStatus};
+    seed(&store, "A", 250, 10).await;
+    seed(&store, "B", 1000, 10).await;
+    let id = order_id(1);
+    store
+        .create_order(&new_order("u1", &[("A", 2), ("B", 1)]), &id, 1, None)
+        .await
+        .unwrap();
+    let unpaid = store
+        .request_refund(&refund_request(&id, "k0", None), &refund_id(0), 2)
+        .await;
+    assert!(
+        matches!(unpaid, Err(RefundError::NotRefundable { .. })),
+        "{unpaid:?}"
+    );
+    store.pay_order(&notice(&id, "p1", 1500), 3).await.unwrap();
+
+    let partial = store
+        .request_refund(
+            &refund_request(&id, "k1", Some(&[("A", 1)])),
+            &refund_id(1),
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(partial.amount.minor_units(), 250);
+    assert!(!partial.full);
+    assert_eq!(status(&store, &id).await, OrderStatus::Paid);
+    // Same key, same request: the same refund. Same key, other request: refused.
+    let again = store
+        .request_refund(
+            &refund_request(&id, "k1", Some(&[("A", 1)])),
+            &refund_id(2),
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.refund_id, partial.refund_id);
+    let reused = store
+        .request_refund(
+            &refund_request(&id, "k1", Some(&[("B", 1)])),
+            &refund_id(3),
+            5,
+        )
+        .await;
+    assert!(
+        matches!(reused, Err(RefundError::KeyReused { .. })),
+        "{reused:?}"
+    );
+    let too_many = store
+        .request_refund(
+            &refund_request(&id, "k2", Some(&[("A", 2)])),
+            &refund_id(4),
+            5,
+        )
+        .await;
+    assert!(
+        matches!(
+            too_many,
+            Err(RefundError::ExceedsPaid { refundable: 1, .. })
+        ),
+        "{too_many:?}"
+    );
+    let unknown = store
+        .request_refund(
+            &refund_request(&id, "k3", Some(&[("C", 1)])),
+            &refund_id(5),
+            5,
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(RefundError::UnknownLine(_))),
+        "{unknown:?}"
+    );
+
+    // The rest: the order is now fully refunded → REFUNDING.
+    let rest = store
+        .request_refund(&refund_request(&id, "k4", None), &refund_id(6), 6)
+        .await
+        .unwrap();
+    assert_eq!(rest.amount.minor_units(), 1250);
+    assert!(rest.full);
+    assert_eq!(status(&store, &id).await, OrderStatus::Refunding);
+    let nothing_left = store
+        .request_refund(&refund_request(&id, "k5", None), &refund_id(7), 7)
+        .await;
+    assert!(matches!(
+        nothing_left,
+        Err(RefundError::NotRefundable { .. })
+    ));
+
+    // A failed attempt is visible; REFUNDED only when every refund succeeded.
+    store
+        .refund_attempt_failed(&rest.refund_id, "gateway 503", false, 8)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .complete_refund(&rest.refund_id, "RF-1", 9)
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&store, &id).await, OrderStatus::Refunding);
+    assert!(
+        store
+            .complete_refund(&partial.refund_id, "RF-2", 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_refund(&partial.refund_id, "RF-2", 11)
+            .await
+            .unwrap(),
+        "repeat changes nothing"
+    );
+    let order = store.order(&id).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Refunded);
+    assert_eq!(order.refunds.len(), 2);
+    assert!(
+        order
+            .refunds
+            .iter()
+            .all(|r| r.status == RefundStatus::Succeeded)
+    );
+    let rest_view = order
+        .refunds
+        .iter()
+        .find(|r| r.refund_id == rest.refund_id)
+        .unwrap();
+    assert_eq!(rest_view.attempts, 2);
+    assert_eq!(rest_view.last_error.as_deref(), Some("gateway 503"));
+    assert_eq!(
+        order.history.iter().map(|h| h.to).collect::<Vec<_>>(),
+        [
+            OrderStatus::Unpaid,
+            OrderStatus::Paid,
+            OrderStatus::Refunding,
+            OrderStatus::Refunded
+        ]
+    );
+    // Operator retry only applies to FAILED refunds.
+    let retry = store.retry_refund(&rest.refund_id, 12).await;
+    assert!(matches!(
+        retry,
+        Err(ordermq_domain::RetryRefundError::NotRetryable { .. })
+    ));
+}
+on_every_backend!(refunds, refunds_never_exceed_what_was_paid);
+
+async fn failed_refund_can_be_retried_by_an_operator(store: Store) {
+    use ordermq_domain::RefundStatus;
+    seed(&store, "A", 100, 10).await;
+    let id = order_id(1);
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
+        .await
+        .unwrap();
+    store.pay_order(&notice(&id, "p1", 100), 2).await.unwrap();
+    let refund = store
+        .request_refund(&refund_request(&id, "k", None), &refund_id(1), 3)
+        .await
+        .unwrap();
+    store
+        .refund_attempt_failed(&refund.refund_id, "card closed", true, 4)
+        .await
+        .unwrap();
+    let failed = store
+        .refunds_with_status(RefundStatus::Failed)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].last_error.as_deref(), Some("card closed"));
+    let retried = store.retry_refund(&refund.refund_id, 5).await.unwrap();
+    assert_eq!(retried.refund_id, refund.refund_id);
+    assert_eq!(
+        store
+            .refund_task(refund.refund_id.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RefundStatus::Requested
+    );
+    let retry_events = store
+        .claim_outbox("t", 100, 1_000, i64::MAX / 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.tag == "RefundRetryRequested")
+        .count();
+    assert_eq!(retry_events, 1);
+}
+on_every_backend!(refund_retry, failed_refund_can_be_retried_by_an_operator);
+
+async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
+    use ordermq_domain::RefundId;
+    let user = UserId::parse("u1").unwrap();
+    let id = order_id(1);
+    let record = |event: &str, effect: Effect| ordermq_store::EffectRecord {
+        event_id: event.into(),
+        msg_id: "m".into(),
+        effect,
+    };
+    store
+        .apply_effects(
+            &[record(
+                "OrderPaid:o1",
+                Effect::Points {
+                    user_id: user.clone(),
+                    order_id: id.clone(),
+                    points: 15,
+                },
+            )],
+            1,
+        )
+        .await
+        .unwrap();
+    let reverse = |n: u32, points: Option<i64>| {
+        record(
+            &format!("OrderRefundRequested:{n}"),
+            Effect::PointsReversal {
+                user_id: user.clone(),
+                order_id: id.clone(),
+                refund_id: RefundId::generate(1, n),
+                points,
+            },
+        )
+    };
+    let outcomes = store
+        .apply_effects(
+            &[reverse(1, Some(10)), reverse(1, Some(10)), reverse(2, None)],
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Applied::Now, Applied::Already, Applied::Now]);
+    let activity = store.user_activity(&user).await.unwrap();
+    assert_eq!(
+        activity.points_total, 0,
+        "15 earned, 10 + the remaining 5 taken back"
+    );
+
+    // Coupon revoked once; shipment cancelled only before pickup.
+    let coupon = Effect::Coupon {
+        user_id: user.clone(),
+        order_id: id.clone(),
+        coupon_code: "THX".into(),
+        value: Amount::parse(100).unwrap(),
+    };
+    store
+        .apply_effects(&[record("OrderPaid:o1", coupon)], 3)
+        .await
+        .unwrap();
+    store
+        .apply_effects(
+            &[record(
+                "OrderRefundRequested:1",
+                Effect::CouponRevocation {
+                    order_id: id.clone(),
+                    refund_id: RefundId::generate(1, 1),
+                },
+            )],
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_activity(&user).await.unwrap().coupons[0].status,
+        "REVOKED"
+    );
+
+    let ship = |n: u32| Effect::Shipment {
+        user_id: user.clone(),
+        order_id: order_id(n),
+        tracking_no: format!("T{n}"),
+    };
+    store
+        .apply_effects(
+            &[
+                record("OrderPaid:a", ship(2)),
+                record("OrderPaid:b", ship(3)),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+    store
+        .apply_effects(
+            &[record(
+                "ShipmentUpdated:b:PICKED_UP",
+                Effect::ShipmentProgress {
+                    order_id: order_id(3),
+                    status: ordermq_domain::CarrierStatus::PickedUp,
+                },
+            )],
+            6,
+        )
+        .await
+        .unwrap();
+    let cancel = |n: u32| {
+        record(
+            &format!("OrderRefundRequested:c{n}"),
+            Effect::ShipmentCancellation {
+                order_id: order_id(n),
+                refund_id: RefundId::generate(1, n),
+            },
+        )
+    };
+    store
+        .apply_effects(&[cancel(2), cancel(3)], 7)
+        .await
+        .unwrap();
+    let shipments = store.user_activity(&user).await.unwrap().shipments;
+    let status_of = |n: u32| {
+        shipments
+            .iter()
+            .find(|s| s.order_id == order_id(n))
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(status_of(2), "CANCELLED");
+    assert_eq!(
+        status_of(3),
+        "PICKED_UP",
+        "already with the carrier: not cancelled"
+    );
+}
+on_every_backend!(reversals, reversals_apply_once_and_never_exceed_the_effect);
+
+async fn carrier_updates_only_move_forward(store: Store) {
+    use ordermq_domain::{CarrierStatus, CarrierUpdate, CarrierUpdateError, TrackingNo};
+    seed(&store, "A", 100, 10).await;
+    let id = order_id(1);
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
+        .await
+        .unwrap();
+    store.pay_order(&notice(&id, "p1", 100), 2).await.unwrap();
+    let update = |tracking: &str, status: CarrierStatus| CarrierUpdate {
+        order_id: id.clone(),
+        tracking_no: TrackingNo::parse(tracking).unwrap(),
+        status,
+    };
+    let early = store
+        .carrier_update(&update("TRK-1", CarrierStatus::PickedUp), 3)
+        .await;
+    assert!(
+        matches!(early, Err(CarrierUpdateError::ShipmentNotFound(_))),
+        "{early:?}"
+    );
+    store
+        .apply_effects(
+            &[ordermq_store::EffectRecord {
+                event_id: OrderEvent::paid_event_id(&id),
+                msg_id: "m".into(),
+                effect: Effect::Shipment {
+                    user_id: UserId::parse("u1").unwrap(),
+                    order_id: id.clone(),
+                    tracking_no: "TRK-1".into(),
+                },
+            }],
+            4,
+        )
+        .await
+        .unwrap();
+    let wrong = store
+        .carrier_update(&update("TRK-2", CarrierStatus::PickedUp), 5)
+        .await;
+    assert!(
+        matches!(wrong, Err(CarrierUpdateError::TrackingMismatch { .. })),
+        "{wrong:?}"
+    );
+    let picked = store
+        .carrier_update(&update("TRK-1", CarrierStatus::PickedUp), 6)
+        .await
+        .unwrap();
+    assert!(picked.applied);
+    assert_eq!(picked.status, OrderStatus::Shipped);
+    let repeat = store
+        .carrier_update(&update("TRK-1", CarrierStatus::PickedUp), 7)
+        .await
+        .unwrap();
+    assert!(repeat.duplicate && !repeat.applied);
+    let delivered = store
+        .carrier_update(&update("TRK-1", CarrierStatus::Delivered), 8)
+        .await
+        .unwrap();
+    assert_eq!(delivered.status, OrderStatus::Delivered);
+    // A late IN_TRANSIT is recorded but does not move the order back.
+    let late = store
+        .carrier_update(&update("TRK-1", CarrierStatus::InTransit), 9)
+        .await
+        .unwrap();
+    assert_eq!(late.status, OrderStatus::Delivered);
+    let order = store.order(&id).await.unwrap().unwrap();
+    assert_eq!(
+        order.history.iter().map(|h| h.to).collect::<Vec<_>>(),
+        [
+            OrderStatus::Unpaid,
+            OrderStatus::Paid,
+            OrderStatus::Shipped,
+            OrderStatus::Delivered
+        ]
+    );
+    let updates = store
+        .claim_outbox("t", 100, 1_000, i64::MAX / 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.tag == "ShipmentUpdated")
+        .count();
+    assert_eq!(updates, 3, "one event per distinct carrier status");
+}
+on_every_backend!(carrier, carrier_updates_only_move_forward);
+
+/// A database created before schema versioning (version 1 tables, no
+/// `schema_version`) is upgraded in place on open, keeping its rows; opening
+/// again applies nothing twice.
+#[tokio::test]
+async fn an_unversioned_database_is_migrated_in_place() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let old = |file: &str| format!("sqlite://{}?mode=rwc", dir.path().join(file).display());
+    let mut orders = sqlx::AnyConnection::connect(&old("orders.db"))
+        .await
+        .unwrap();
+    for ddl in [
+        "CREATE TABLE orders (order_id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, \
+           status VARCHAR(16) NOT NULL, amount BIGINT NOT NULL, payment_id VARCHAR(64), \
+           created_at BIGINT NOT NULL, paid_at BIGINT, updated_at BIGINT NOT NULL)",
+        "CREATE TABLE order_lines (order_id VARCHAR(64) NOT NULL, sku VARCHAR(64) NOT NULL, \
+           quantity BIGINT NOT NULL, unit_price BIGINT NOT NULL, PRIMARY KEY (order_id, sku))",
+        "INSERT INTO orders VALUES ('O1', 'u1', 'UNPAID', 300, NULL, 1, NULL, 1)",
+        "INSERT INTO order_lines VALUES ('O1', 'A', 3, 100)",
+    ] {
+        sqlx::query(ddl).execute(&mut orders).await.unwrap();
+    }
+    orders.close().await.unwrap();
+    let mut marketing = sqlx::AnyConnection::connect(&old("marketing.db"))
+        .await
+        .unwrap();
+    for ddl in [
+        "CREATE TABLE marketing_coupons (code VARCHAR(96) PRIMARY KEY, user_id VARCHAR(64) NOT NULL, \
+           order_id VARCHAR(64) NOT NULL UNIQUE, value BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+        "INSERT INTO marketing_coupons VALUES ('THX-O0', 'u1', 'O0', 100, 1)",
+    ] {
+        sqlx::query(ddl).execute(&mut marketing).await.unwrap();
+    }
+    marketing.close().await.unwrap();
+
+    let url = format!("sqlite://{}", dir.path().join("orders.db").display());
+    for _ in 0..2 {
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let order = store
+            .order(&OrderId::parse("O1").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(order.status, OrderStatus::Unpaid);
+        assert_eq!(order.close_at, None);
+        assert_eq!(order.lines[0].refunded, 0);
+        let coupons = store
+            .user_activity(&UserId::parse("u1").unwrap())
+            .await
+            .unwrap()
+            .coupons;
+        assert_eq!(coupons[0].status, "ACTIVE");
+        store.close().await;
+    }
+}

@@ -84,8 +84,7 @@ pub async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     mq.subscribe(
         SubscribeOptions {
             group: "bench_consumer_group".into(),
-            topic: "BenchTopic".into(),
-            tags: "*".into(),
+            subscriptions: vec![("BenchTopic".into(), "*".into())],
             max_reconsume_times: 1,
             concurrency: 16,
         },

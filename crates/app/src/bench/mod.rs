@@ -83,28 +83,7 @@ pub async fn run(scenario: Scenario) -> BenchResult<serde_json::Value> {
     }
 }
 
-/// Parses `500ms`, `20s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 20s, 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1e3,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use ms, s, m, h)")),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{raw:?} is not a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
+pub use crate::config::parse_duration;
 
 /// The product every benchmark order buys: price 10.00, stock enough for any run.
 const BENCH_SKU: &str = "BENCH-1";
@@ -137,6 +116,8 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
                 WriteOp::Create {
                     order: NewOrder::new(user, vec![line.clone()]).expect("one line"),
                     order_id: OrderId::generate(base, fastrand::u32(..)),
+                    // Loaded, not measured: no scheduled close to relay.
+                    close_after_ms: None,
                 }
             })
             .collect();

@@ -22,6 +22,10 @@ pub struct LocalApp {
     pub client: reqwest::Client,
     pub sms: std::sync::Arc<crate::thirdparty::FakeGateway>,
     pub logistics: std::sync::Arc<crate::thirdparty::FakeGateway>,
+    /// The fake payment gateway that refunds go through.
+    pub payments: std::sync::Arc<crate::thirdparty::FakeGateway>,
+    /// Signs carrier callbacks.
+    pub carrier_signer: PaymentSigner,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartError>>>,
     dir: tempfile::TempDir,
@@ -46,6 +50,21 @@ impl LocalApp {
             .prefix("ordermq-")
             .tempdir()
             .map_err(StartError::Serve)?;
+        Self::start_in(dir, adjust).await
+    }
+
+    /// Stops gracefully and starts again on the same data (databases and the
+    /// broker's store), with `adjust` applied to a fresh [`local_config`]:
+    /// what an operator's restart does.
+    pub async fn restart(mut self, adjust: impl FnOnce(&mut Config)) -> Result<Self, StartError> {
+        self.shutdown().await?;
+        Self::start_in(self.dir, adjust).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Self, StartError> {
         let mut config = local_config(dir.path());
         adjust(&mut config);
         let app = Application::build(&config).await?;
@@ -54,6 +73,7 @@ impl LocalApp {
         let store = app.store().clone();
         let signer = app.signer().clone();
         let (sms, logistics) = (app.sms_gateway(), app.logistics_gateway());
+        let (payments, carrier_signer) = (app.payment_gateway(), app.carrier_signer().clone());
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
@@ -67,6 +87,8 @@ impl LocalApp {
                 .map_err(|e| StartError::Serve(std::io::Error::other(e)))?,
             sms,
             logistics,
+            payments,
+            carrier_signer,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -100,8 +122,31 @@ impl LocalApp {
             .await
     }
 
+    /// Posts a carrier update signed with the app's carrier secret.
+    pub async fn carrier_notify(
+        &self,
+        order_id: &str,
+        tracking_no: &str,
+        status: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        let body =
+            json!({"order_id": order_id, "tracking_no": tracking_no, "status": status}).to_string();
+        let signature = self.carrier_signer.sign(body.as_bytes());
+        self.client
+            .post(self.url("/api/logistics/notify"))
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .body(body)
+            .send()
+            .await
+    }
+
     /// Stops gracefully; waits up to a minute.
     pub async fn stop(mut self) -> Result<(), StartError> {
+        self.shutdown().await
+    }
+
+    async fn shutdown(&mut self) -> Result<(), StartError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

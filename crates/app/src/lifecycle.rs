@@ -42,11 +42,16 @@ pub fn close_subscriptions() -> Vec<(String, String)> {
 }
 
 /// `(topic, tags)` of the refund group.
+///
+/// No spaces around `||`: rocketmq-rust 1.0.0's `FilterAPI` trims each tag
+/// for the tag set but hashes the *untrimmed* one for the code set the broker
+/// filters the consume queue with, so `"A || B"` silently matches neither
+/// `A` nor `B` (Java trims before hashing). `"A||B"` works on both.
 pub fn refund_subscriptions() -> Vec<(String, String)> {
     vec![(
         EventKind::OrderRefundRequested.topic().to_owned(),
         format!(
-            "{} || {}",
+            "{}||{}",
             EventKind::OrderRefundRequested.tag(),
             EventKind::RefundRetryRequested.tag()
         ),

@@ -37,7 +37,8 @@ pub const EVENT_ID_PROPERTY: &str = "ordermq_event_id";
 pub struct SubscribeOptions {
     pub group: String,
     /// `(topic, tag expression)` pairs, e.g. `("TopicOrderPaySuccess", "OrderPaid")`;
-    /// a tag expression may list several tags: `A || B`.
+    /// a tag expression may list several tags: `A||B` — without spaces, see
+    /// [`subscribe`](MqClient::subscribe).
     pub subscriptions: Vec<(String, String)>,
     /// Redeliveries before the broker moves a failing message to `%DLQ%<group>`.
     pub max_reconsume_times: i32,
@@ -145,6 +146,13 @@ impl MqClient {
             .consume_thread_max(options.concurrency.max(1))
             .build();
         for (topic, tags) in &options.subscriptions {
+            // rocketmq-rust 1.0.0 hashes each tag of `A || B` untrimmed, so
+            // the broker's tag-code filter matches nothing: refuse the form.
+            if tags.contains("|| ") || tags.contains(" ||") {
+                return Err(MqError::Config(format!(
+                    "tag expression {tags:?}: write it without spaces around '||'"
+                )));
+            }
             consumer
                 .subscribe(topic.as_str(), tags.as_str())
                 .await

@@ -34,6 +34,8 @@ pub enum MqError {
     Broker(String),
     #[error("RocketMQ client ({what}): {reason}")]
     Client { what: &'static str, reason: String },
+    #[error("RocketMQ configuration: {0}")]
+    Config(String),
 }
 
 impl MqError {

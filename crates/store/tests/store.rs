@@ -294,7 +294,12 @@ async fn concurrent_payments_of_one_order_transition_once(store: Store) {
     assert_eq!(store.outbox_backlog().await.unwrap(), 9);
     let order = store.order(&id).await.unwrap().unwrap();
     assert_eq!(order.refunds.len(), 8);
-    assert!(order.refunds.iter().all(|r| r.full && r.amount.minor_units() == 100));
+    assert!(
+        order
+            .refunds
+            .iter()
+            .all(|r| r.full && r.amount.minor_units() == 100)
+    );
 }
 on_every_backend!(
     concurrent_payments,

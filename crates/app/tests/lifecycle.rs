@@ -139,7 +139,7 @@ async fn a_payment_racing_the_close_has_exactly_one_winner() {
     let (start_on_hand, _) = app.store.stock("SKU-4").await.unwrap().unwrap();
     let orders: Vec<_> =
         join_all((0..ORDERS).map(|i| create(&app, format!("r{i}"), "SKU-4", 1))).await;
-    // Pay each order at a moment spread around its close (1.2 s .. 3.2 s after creation).
+    // Pay each order at a moment spread around its close (1.5 s .. 4.5 s after creation).
     let receipts = join_all(orders.iter().enumerate().map(|(i, (id, amount))| {
         let app = &app;
         async move {

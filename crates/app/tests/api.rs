@@ -157,7 +157,9 @@ async fn creates_reads_and_pays_an_order() {
     for system in ["credit", "marketing", "push", "warehouse"] {
         assert_eq!(view["fanout"][system], "pending");
     }
-    assert_eq!(h.store.outbox_backlog().await.unwrap(), 1);
+    assert!(view["close_at"].as_i64().unwrap() > view["created_at"].as_i64().unwrap());
+    // The order's delayed close, then its OrderPaid.
+    assert_eq!(h.store.outbox_backlog().await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -354,4 +356,213 @@ async fn unknown_routes_and_methods_answer_json_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+impl Harness {
+    async fn refund(&self, id: &str, key: Option<&str>, body: &str) -> (StatusCode, Value) {
+        let mut request = Request::post(format!("/api/orders/{id}/refund"))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    async fn carrier(&self, body: &str, signer: &PaymentSigner) -> (StatusCode, Value) {
+        self.send(
+            Request::post("/api/logistics/notify")
+                .header("content-type", "application/json")
+                .header("x-signature", signer.sign(body.as_bytes()))
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
+    let h = harness().await;
+    let order = h.create("SKU-2", 2).await;
+    let id = order["order_id"].as_str().unwrap();
+    let before = h.snapshot().await;
+    let cases: Vec<(Option<&str>, &str, StatusCode, &str)> = vec![
+        (
+            None,
+            "{}",
+            StatusCode::BAD_REQUEST,
+            "IDEMPOTENCY_KEY_REQUIRED",
+        ),
+        (
+            Some("bad key!"),
+            "{}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (Some("k"), "{", StatusCode::BAD_REQUEST, "MALFORMED_JSON"),
+        (
+            Some("k"),
+            r#"{"amount": 5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            Some("k"),
+            r#"{"lines": []}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            Some("k"),
+            r#"{"lines": [{"sku": "SKU-2", "quantity": -1}]}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        // Unpaid: nothing to give back.
+        (
+            Some("k"),
+            "{}",
+            StatusCode::CONFLICT,
+            "ORDER_NOT_REFUNDABLE",
+        ),
+    ];
+    for (key, body, status, code) in cases {
+        let (got, answer) = h.refund(id, key, body).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{key:?} {body}: {answer}"
+        );
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, answer) = h.refund("O-missing", Some("k"), "{}").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ORDER_NOT_FOUND"))
+    );
+
+    let pay = json!({"order_id": id, "payment_id": "pay-r", "amount": 5900}).to_string();
+    assert_eq!(h.notify(&pay).await.0, StatusCode::OK);
+    let paid = h.snapshot().await;
+    assert_ne!(before.1, paid.1);
+    let (status, answer) = h
+        .refund(
+            id,
+            Some("k"),
+            r#"{"lines": [{"sku": "SKU-2", "quantity": 3}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("REFUND_EXCEEDS_PAID")
+        )
+    );
+    let (status, answer) = h
+        .refund(
+            id,
+            Some("k"),
+            r#"{"lines": [{"sku": "SKU-1", "quantity": 1}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("UNKNOWN_SKU"))
+    );
+    assert_eq!(h.snapshot().await, paid, "rejected refunds change nothing");
+
+    let (status, first) = h
+        .refund(
+            id,
+            Some("k"),
+            r#"{"lines": [{"sku": "SKU-2", "quantity": 1}]}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["status"], "REQUESTED");
+    let (status, reused) = h.refund(id, Some("k"), "{}").await;
+    assert_eq!(
+        (status, reused["code"].as_str()),
+        (StatusCode::CONFLICT, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
+
+    let retry = |path: &'static str| h.send(Request::post(path).body(Body::empty()).unwrap());
+    let (status, answer) = retry("/api/refunds/R-missing/retry").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("REFUND_NOT_FOUND"))
+    );
+    let path: &'static str = Box::leak(
+        format!(
+            "/api/refunds/{}/retry",
+            first["refund_id"].as_str().unwrap()
+        )
+        .into_boxed_str(),
+    );
+    let (status, answer) = retry(path).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::CONFLICT, Some("REFUND_NOT_RETRYABLE"))
+    );
+}
+
+#[tokio::test]
+async fn carrier_callbacks_are_verified_and_validated() {
+    let h = harness().await;
+    let carrier = PaymentSigner::new(b"carrier-secret");
+    let order = h.create("SKU-1", 1).await;
+    let id = order["order_id"].as_str().unwrap();
+    let body = json!({"order_id": id, "tracking_no": "TRK-1", "status": "PICKED_UP"}).to_string();
+    let before = h.snapshot().await;
+    // Signed with the payment secret instead of the carrier's: refused.
+    let (status, answer) = h.carrier(&body, &h.signer).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("INVALID_SIGNATURE"))
+    );
+    let cases = [
+        (
+            json!({"order_id": id, "tracking_no": "TRK-1", "status": "LOST"}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"order_id": id, "tracking_no": "", "status": "DELIVERED"}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"order_id": id, "status": "DELIVERED"}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            "not json".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+        ),
+        // No shipment booked yet: the carrier must retry later.
+        (body.clone(), StatusCode::CONFLICT, "SHIPMENT_NOT_FOUND"),
+        (
+            json!({"order_id": "O-missing", "tracking_no": "TRK-1", "status": "DELIVERED"})
+                .to_string(),
+            StatusCode::NOT_FOUND,
+            "ORDER_NOT_FOUND",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = h.carrier(&body, &carrier).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "rejected callbacks change nothing"
+    );
 }

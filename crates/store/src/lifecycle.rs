@@ -666,7 +666,7 @@ impl Store {
             order_id: view.order_id.clone(),
             retry: row.try_get("retries").map_err(fail)?,
         });
-        crate::outbox::enqueue(&mut *tx, &event, None, now)
+        crate::outbox::enqueue(&mut tx, &event, None, now)
             .await
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
@@ -779,7 +779,7 @@ impl Store {
             status: update.status,
             at: now,
         });
-        crate::outbox::enqueue(&mut *tx, &event, None, now)
+        crate::outbox::enqueue(&mut tx, &event, None, now)
             .await
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;

@@ -6,7 +6,7 @@
 //! transaction: the second delivery finds the inbox row and changes nothing.
 //! A UNIQUE order id on every effect table is a second, independent guard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{
@@ -173,6 +173,127 @@ async fn insert_effect(
     Ok(())
 }
 
+/// Inbox rows per multi-row insert (3 parameters each, well under every
+/// backend's parameter limit).
+const INBOX_ROWS_PER_STATEMENT: usize = 200;
+/// Effect rows per multi-row insert.
+const EFFECT_ROWS_PER_STATEMENT: usize = 100;
+
+/// A bound value of a multi-row insert.
+enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The table, columns and values of an effect that is one new row; `None`
+/// for effects that change existing rows (reversals, carrier progress).
+fn as_new_row(effect: &Effect) -> Option<(&'static str, Vec<Value<'_>>)> {
+    use Value::{Int, Text};
+    Some(match effect {
+        Effect::Points {
+            user_id,
+            order_id,
+            points,
+        } => (
+            "credit_points (user_id, order_id, points, created_at)",
+            vec![Text(user_id.as_str()), Text(order_id.as_str()), Int(*points)],
+        ),
+        Effect::Coupon {
+            user_id,
+            order_id,
+            coupon_code,
+            value,
+        } => (
+            "marketing_coupons (code, user_id, order_id, value, created_at)",
+            vec![
+                Text(coupon_code.as_str()),
+                Text(user_id.as_str()),
+                Text(order_id.as_str()),
+                Int(value.minor_units()),
+            ],
+        ),
+        Effect::Sms {
+            user_id,
+            order_id,
+            text,
+            external_ref,
+        } => (
+            "push_sms (user_id, order_id, text, provider_ref, created_at)",
+            vec![
+                Text(user_id.as_str()),
+                Text(order_id.as_str()),
+                Text(text.as_str()),
+                Text(external_ref.as_str()),
+            ],
+        ),
+        Effect::Shipment {
+            user_id,
+            order_id,
+            tracking_no,
+        } => (
+            "warehouse_shipments (user_id, order_id, tracking_no, created_at, updated_at, status)",
+            vec![
+                Text(user_id.as_str()),
+                Text(order_id.as_str()),
+                Text(tracking_no.as_str()),
+            ],
+        ),
+        _ => return None,
+    })
+}
+
+/// Records `effects`: new rows of one table as multi-row inserts (the common
+/// case: a batch of `OrderPaid` effects), everything else one by one.
+async fn insert_effects(
+    conn: &mut sqlx::AnyConnection,
+    effects: &[&Effect],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut rows: Vec<(&'static str, Vec<Value<'_>>)> = Vec::new();
+    for effect in effects {
+        match as_new_row(effect) {
+            Some(row) => rows.push(row),
+            None => insert_effect(conn, effect, now).await?,
+        }
+    }
+    rows.sort_by_key(|(table, _)| *table);
+    for same_table in rows.chunk_by(|a, b| a.0 == b.0) {
+        for chunk in same_table.chunks(EFFECT_ROWS_PER_STATEMENT) {
+            let (table, first) = &chunk[0];
+            let width = first.len();
+            // Shipments start CREATED; every row's trailing columns are the
+            // time (and the status), shared by the whole statement.
+            let tail = if table.starts_with("warehouse_shipments") {
+                "$1, $1, 'CREATED'"
+            } else {
+                "$1"
+            };
+            let values = (0..chunk.len())
+                .map(|i| {
+                    let params = (0..width)
+                        .map(|c| format!("${}", 2 + i * width + c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("({params}, {tail})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("INSERT INTO {table} VALUES {values}");
+            let mut query = sqlx::query(&sql).bind(now);
+            for (_, row) in chunk {
+                for value in row {
+                    query = match value {
+                        Value::Text(text) => query.bind(*text),
+                        Value::Int(int) => query.bind(*int),
+                    };
+                }
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
 fn order_id_of(row: &AnyRow) -> Result<OrderId, StorageError> {
     let raw: String = row.try_get("order_id").map_err(storage)?;
     OrderId::parse(&raw).map_err(|_| StorageError(format!("stored order id {raw:?} is not valid")))
@@ -233,32 +354,45 @@ impl Store {
         }
         let group = system.consumer_group();
         let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
-        let mut outcomes = Vec::with_capacity(records.len());
-        for record in records {
-            let order_id = record.effect.order_id().as_str();
-            let fresh = sqlx::query(
+        // Statements, not rows, are what costs (each one is a round trip to
+        // the database's worker thread), so a batch takes a few multi-row
+        // statements: the inbox rows, telling which events are new...
+        let mut fresh = HashSet::new();
+        for chunk in records.chunks(INBOX_ROWS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${}, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO inbox (consumer_group, event_id, order_id, msg_id, applied_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_group, event_id) DO NOTHING",
-            )
-            .bind(group)
-            .bind(record.event_id.as_str())
-            .bind(order_id)
-            .bind(record.msg_id.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                outcomes.push(Applied::Already);
-                continue;
+                 VALUES {values} ON CONFLICT (consumer_group, event_id) DO NOTHING RETURNING event_id"
+            );
+            let mut query = sqlx::query(&sql).bind(group).bind(now);
+            for record in chunk {
+                query = query
+                    .bind(record.event_id.as_str())
+                    .bind(record.effect.order_id().as_str())
+                    .bind(record.msg_id.as_str());
             }
-            insert_effect(&mut tx, &record.effect, now)
-                .await
-                .map_err(storage)?;
-            outcomes.push(Applied::Now);
+            for row in query.fetch_all(&mut *tx).await.map_err(storage)? {
+                fresh.insert(row.try_get::<String, _>("event_id").map_err(storage)?);
+            }
         }
+        // ...then the new events' effects (the first occurrence of each: a
+        // batch may carry one event twice).
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut new_effects = Vec::with_capacity(records.len());
+        for record in records {
+            if fresh.remove(&record.event_id) {
+                outcomes.push(Applied::Now);
+                new_effects.push(&record.effect);
+            } else {
+                outcomes.push(Applied::Already);
+            }
+        }
+        insert_effects(&mut tx, &new_effects, now)
+            .await
+            .map_err(storage)?;
         // Applied now, so no longer failed: one statement for the whole batch
         // (every statement is a round trip to the database's worker thread).
         for chunk in records.chunks(200) {

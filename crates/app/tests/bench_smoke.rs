@@ -71,6 +71,7 @@ async fn seed_report_is_complete_and_consistent() {
     let report = bench::run(Scenario::Seed(SeedArgs {
         rate: 20.0,
         duration: Duration::from_secs(2),
+        target: Default::default(),
         output: output(dir.path(), "seed"),
     }))
     .await
@@ -117,6 +118,7 @@ async fn capacity_report_is_complete_and_consistent() {
         step_duration: Duration::from_secs(1),
         p99_limit_ms: 5_000.0,
         yardstick_duration: Duration::from_millis(300),
+        target: Default::default(),
         output: output(dir.path(), "capacity"),
     }))
     .await
@@ -143,6 +145,50 @@ async fn capacity_report_is_complete_and_consistent() {
             .map(|s| num(s, &["payments"]) - num(s, &["errors"]))
             .sum::<f64>();
     assert_eq!(num(&report, &["paid_total"]), paid);
+}
+
+/// `--url`: the same scenario against an ordermq that is already running,
+/// reached through its HTTP API only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_runs_against_a_running_ordermq_by_url() {
+    let running = ordermq::harness::LocalApp::start(|_| {}).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::Capacity(CapacityArgs {
+        start_rate: 50.0,
+        max_rate: 50.0,
+        growth: 2.0,
+        step_duration: Duration::from_secs(1),
+        p99_limit_ms: 5_000.0,
+        yardstick_duration: Duration::from_millis(200),
+        target: ordermq::bench::target::TargetArgs {
+            url: Some(running.url("")),
+            payment_secret: Some("local-secret".into()),
+        },
+        output: output(dir.path(), "capacity"),
+    }))
+    .await
+    .unwrap();
+    assert_written(dir.path(), "capacity", &report);
+    assert!(
+        report["target"]
+            .as_str()
+            .unwrap()
+            .contains(&running.url(""))
+    );
+    assert_eq!(report["fanned_out_all"], true, "{report}");
+    assert!(report["peak_rss_mb"].is_null(), "not this process's memory");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(num(&steps[0], &["errors"]), 0.0, "{report}");
+    // What the bench counted is what the running ordermq recorded.
+    let paid = running
+        .store
+        .order_ids_with_status(ordermq_domain::OrderStatus::Paid)
+        .await
+        .unwrap()
+        .len() as f64;
+    assert_eq!(num(&report, &["paid_total"]), paid);
+    running.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -196,7 +196,11 @@ fn as_new_row(effect: &Effect) -> Option<(&'static str, Vec<Value<'_>>)> {
             points,
         } => (
             "credit_points (user_id, order_id, points, created_at)",
-            vec![Text(user_id.as_str()), Text(order_id.as_str()), Int(*points)],
+            vec![
+                Text(user_id.as_str()),
+                Text(order_id.as_str()),
+                Int(*points),
+            ],
         ),
         Effect::Coupon {
             user_id,

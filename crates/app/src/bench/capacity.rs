@@ -20,8 +20,8 @@ use serde_json::json;
 
 use super::load::{self, Summary};
 use super::report::Chart;
-use super::{BenchResult, Output, ms, precreate_orders};
-use crate::harness::LocalApp;
+use super::target::{self, Target, TargetArgs};
+use super::{BenchResult, Output, ms};
 
 #[derive(Debug, Clone, Args)]
 pub struct CapacityArgs {
@@ -43,6 +43,8 @@ pub struct CapacityArgs {
     /// How long each yardstick loop runs.
     #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     pub yardstick_duration: Duration,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[command(flatten)]
     pub output: Output,
 }
@@ -101,8 +103,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "ordermq bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms
     );
-    let app = Arc::new(
-        LocalApp::start(|c| {
+    let target = Arc::new(
+        Target::start(&args.target, |c| {
             for latency in [
                 &mut c.sms_latency_ms,
                 &mut c.sms_jitter_ms,
@@ -114,34 +116,39 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             c.sms_spike_probability = 0.0;
             c.logistics_spike_probability = 0.0;
         })
-        .await
-        .map_err(|e| e.to_string())?,
+        .await?,
     );
+    eprintln!("  target: {}", target.describe());
     eprintln!(
-        "  measuring yardsticks ({:?} each)...",
+        "  measuring yardsticks ({:?} each, on this machine's disk)...",
         args.yardstick_duration
     );
-    let fsync_per_s = fsync_rate(app.data_dir(), args.yardstick_duration)?;
-    let sqlite_commit_per_s = sqlite_commit_rate(app.data_dir(), args.yardstick_duration).await?;
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let disk = target.local_dir().unwrap_or(scratch.path());
+    let fsync_per_s = fsync_rate(disk, args.yardstick_duration)?;
+    let sqlite_commit_per_s = sqlite_commit_rate(disk, args.yardstick_duration).await?;
 
     let mut steps: Vec<Step> = Vec::new();
-    let mut paid_total: i64 = super::warm_up(&app, 20).await?;
+    let mut paid_total: i64 = super::warm_up(&target, 20).await?;
     let mut rate = args.start_rate;
     let mut series = Vec::new();
     let mut offset = 0.0;
     while rate <= args.max_rate {
         let count = (rate * args.step_duration.as_secs_f64()).round() as usize;
-        let orders =
-            Arc::new(precreate_orders(&app.store, count, &format!("{rate:.0}/s: create")).await?);
+        let orders = Arc::new(
+            target
+                .create_orders(count, &format!("{rate:.0}/s: create"))
+                .await?,
+        );
         // Let the previous step's fan-out settle so each step starts clean.
-        super::wait_for_fanout(&app.store, paid_total, Duration::from_secs(30)).await?;
+        super::wait_for_fanout(&target, paid_total, Duration::from_secs(30)).await?;
         let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
-            super::pay_over_http(app.clone(), orders.clone(), i)
+            super::pay_over_http(target.clone(), orders.clone(), i)
         })
         .await;
         let summary = load::summarize(&samples, wall);
         paid_total += (summary.count - summary.errors) as i64;
-        let fanout_lag = super::fanout_lag(&app.store, paid_total).await?;
+        let fanout_lag = super::fanout_lag(&target, paid_total).await?;
         series.extend(
             load::throughput_series(&samples)
                 .into_iter()
@@ -189,29 +196,25 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         rate = (rate * args.growth).round();
     }
 
-    let backlog_at_end = super::fanout_lag(&app.store, paid_total).await?
-        + app
-            .store
-            .outbox_backlog()
-            .await
-            .map_err(|e| e.to_string())?;
-    let drained = super::wait_for_fanout(&app.store, paid_total, Duration::from_secs(180)).await?;
-    let outbox_after = app
-        .store
-        .outbox_backlog()
-        .await
-        .map_err(|e| e.to_string())?;
-    let peak_rss_mb = super::peak_rss_mb();
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.stop().await.map_err(|e| e.to_string())?,
-        Err(_) => return Err("benchmark tasks still hold the app".into()),
-    }
+    let backlog_at_end =
+        super::fanout_lag(&target, paid_total).await? + target.outbox_backlog().await?;
+    let drained = super::wait_for_fanout(&target, paid_total, Duration::from_secs(180)).await?;
+    let outbox_after = target.outbox_backlog().await?;
+    // Only an in-process ordermq's memory is this process's.
+    let peak_rss_mb = if target.is_local() {
+        super::peak_rss_mb()
+    } else {
+        None
+    };
+    let described = target.describe();
+    target::into_inner(target)?.stop().await?;
 
     let best = steps.iter().rev().find(|s| s.passed);
     let max_sustained = best.map_or(0.0, |s| s.summary.throughput_per_s);
     let report = json!({
         "scenario": "capacity",
         "machine": super::machine(),
+        "target": described,
         "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
         "p99_limit_ms": args.p99_limit_ms,
         "step_duration_s": args.step_duration.as_secs_f64(),

@@ -11,23 +11,25 @@
 //! - `broker`: raw produce and consume rates through the embedded broker.
 //!
 //! Each run starts its own ordermq in-process on a fresh temporary directory,
-//! so runs do not disturb each other or `./data`.
+//! so runs do not disturb each other or `./data` — or, with `--url`, drives an
+//! ordermq already running elsewhere through its HTTP API ([`target`]).
 
 mod broker;
 mod capacity;
 pub mod load;
 pub mod report;
 mod seed;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, now_millis};
+use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, UserId, now_millis};
 use ordermq_store::{DemoProduct, Store, WriteOp, WriteResult};
 
-use crate::harness::LocalApp;
+use self::target::Target;
 
 pub use broker::BrokerArgs;
 pub use capacity::CapacityArgs;
@@ -138,44 +140,44 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
 /// Pays `n` orders one by one and waits for their fan-out, so consumer groups
 /// have finished rebalancing and connections are open before measuring.
 /// Returns how many payments it made.
-async fn warm_up(app: &LocalApp, n: usize) -> BenchResult<i64> {
-    let orders = precreate_orders(&app.store, n, "warm-up: create").await?;
+async fn warm_up(target: &Target, n: usize) -> BenchResult<i64> {
+    let orders = target.create_orders(n, "warm-up: create").await?;
+    let before = paid_applied(target).await?;
     for id in &orders {
-        let id = id.to_string();
-        let response = app
-            .notify(&id, &format!("pay-{id}"), BENCH_PRICE)
-            .await
-            .map_err(|e| format!("warm-up payment failed: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("warm-up payment answered {}", response.status()));
+        if !target.pay(id).await {
+            return Err(format!("warm-up payment of {id} failed"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if wait_for_fanout(&app.store, n as i64, Duration::from_secs(120))
+    if wait_for_fanout(target, before + n as i64, Duration::from_secs(120))
         .await?
         .is_none()
     {
         return Err("warm-up payments were not fanned out within 120 s".into());
     }
-    Ok(n as i64)
+    Ok(before + n as i64)
 }
 
 /// Pays order `orders[i]` through the signed HTTP callback; true on a 2xx.
-async fn pay_over_http(app: Arc<LocalApp>, orders: Arc<Vec<OrderId>>, i: usize) -> bool {
-    let id = orders[i].to_string();
-    matches!(app.notify(&id, &format!("pay-{id}"), BENCH_PRICE).await, Ok(r) if r.status().is_success())
+async fn pay_over_http(target: Arc<Target>, orders: Arc<Vec<OrderId>>, i: usize) -> bool {
+    target.pay(&orders[i]).await
+}
+
+/// The fewest payments any system has applied so far.
+async fn paid_applied(target: &Target) -> BenchResult<i64> {
+    Ok(target.applied().await?.values().copied().min().unwrap_or(0))
 }
 
 /// Waits until every system has applied at least `expected` events, or `timeout`.
 /// Returns how long it took, or `None` on timeout.
 async fn wait_for_fanout(
-    store: &Store,
+    target: &Target,
     expected: i64,
     timeout: Duration,
 ) -> BenchResult<Option<Duration>> {
     let begun = Instant::now();
     loop {
-        let lag = fanout_lag(store, expected).await?;
+        let lag = fanout_lag(target, expected).await?;
         if lag == 0 {
             return Ok(Some(begun.elapsed()));
         }
@@ -187,14 +189,8 @@ async fn wait_for_fanout(
 }
 
 /// How many of `expected` events the slowest system has not applied yet.
-async fn fanout_lag(store: &Store, expected: i64) -> BenchResult<i64> {
-    let stats = store.stats().await.map_err(|e| e.to_string())?;
-    Ok(System::ALL
-        .iter()
-        .map(|s| expected - stats.systems.get(s).map_or(0, |c| c.applied))
-        .max()
-        .unwrap_or(0)
-        .max(0))
+async fn fanout_lag(target: &Target, expected: i64) -> BenchResult<i64> {
+    Ok((expected - paid_applied(target).await?).max(0))
 }
 
 /// This process's peak resident memory (VmHWM), in MiB.

@@ -26,8 +26,8 @@ use serde_json::json;
 
 use super::load::{self, Sample, Summary};
 use super::report::Chart;
+use super::target::{self, Target, TargetArgs};
 use super::{BENCH_PRICE, BenchResult, Output, ms, precreate_orders};
-use crate::harness::LocalApp;
 use crate::thirdparty::{FakeGateway, Profile};
 
 #[derive(Debug, Clone, Args)]
@@ -38,6 +38,8 @@ pub struct SeedArgs {
     /// How long each mode runs (e.g. 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     pub duration: Duration,
+    #[command(flatten)]
+    pub target: TargetArgs,
     #[command(flatten)]
     pub output: Output,
 }
@@ -162,17 +164,22 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     }
 
     // ordermq, with the same third-party latencies in its consumers.
-    let app = Arc::new(LocalApp::start(|_| {}).await.map_err(|e| e.to_string())?);
-    let warmed = super::warm_up(&app, 20).await?;
-    let orders = Arc::new(precreate_orders(&app.store, count, "ordermq: create orders").await?);
+    let target = Arc::new(Target::start(&args.target, |_| {}).await?);
+    eprintln!("  ordermq mode: {}", target.describe());
+    let warmed = super::warm_up(&target, 20).await?;
+    let orders = Arc::new(
+        target
+            .create_orders(count, "ordermq: create orders")
+            .await?,
+    );
     let begun_epoch = now_millis();
     let (samples, wall) = load::run_open_loop("ordermq: pay", args.rate, count, |i| {
-        super::pay_over_http(app.clone(), orders.clone(), i)
+        super::pay_over_http(target.clone(), orders.clone(), i)
     })
     .await;
     let summary = load::summarize(&samples, wall);
     let waited =
-        super::wait_for_fanout(&app.store, warmed + count as i64, Duration::from_secs(180)).await?;
+        super::wait_for_fanout(&target, warmed + count as i64, Duration::from_secs(180)).await?;
     // End to end: from the payment request to the last of the four effects.
     let sent_at: HashMap<&str, i64> = samples
         .iter()
@@ -185,12 +192,9 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         .collect();
     let mut applied: HashMap<String, i64> = HashMap::new();
     let mut e2e_by_system = serde_json::Map::new();
+    let mut times_by_system = target.applied_times(&orders).await?;
     for system in System::ALL {
-        let times = app
-            .store
-            .applied_times(system)
-            .await
-            .map_err(|e| e.to_string())?;
+        let times = times_by_system.remove(&system).unwrap_or_default();
         let mut lags: Vec<f64> = times
             .iter()
             .filter_map(|(order, at)| {
@@ -231,10 +235,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         .map(|s| json!({"at_s": s.start.as_secs_f64(), "ms": s.latency.as_secs_f64() * 1e3}))
         .collect();
     results.push(("ordermq", summary, samples));
-    match Arc::try_unwrap(app) {
-        Ok(app) => app.stop().await.map_err(|e| e.to_string())?,
-        Err(_) => return Err("benchmark tasks still hold the app".into()),
-    }
+    target::into_inner(target)?.stop().await?;
 
     let by_mode: HashMap<&str, &Summary> = results.iter().map(|(m, s, _)| (*m, s)).collect();
     let (serial, parallel, ordermq) = (by_mode["serial"], by_mode["parallel"], by_mode["ordermq"]);

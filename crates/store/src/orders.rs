@@ -184,26 +184,23 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return storage_failure(ops, e.to_string()),
         };
+        // A batch of one needs no savepoint: the transaction is its savepoint.
+        let alone = ops.len() == 1;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
+            if !alone && let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
                 return storage_failure(ops, e.to_string());
             }
-            let result = match op {
-                WriteOp::Create {
-                    order,
-                    order_id,
-                    close_after_ms,
-                } => WriteResult::Created(
-                    create_order_in(&mut tx, order, order_id, now, *close_after_ms).await,
-                ),
-                WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut tx, notice, now).await),
-                WriteOp::Close(order_id) => WriteResult::Closed(
-                    crate::lifecycle::close_order_in(&mut tx, order_id, now)
-                        .await
-                        .map_err(storage),
-                ),
-            };
+            let result = apply_op(&mut tx, op, now).await;
+            if alone {
+                if !result.is_ok() {
+                    // Rejected: nothing of it may stay.
+                    let _ = tx.rollback().await;
+                    return vec![result];
+                }
+                results.push(result);
+                continue;
+            }
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
             } else {
@@ -223,6 +220,25 @@ impl Store {
             Ok(()) => results,
             Err(e) => storage_failure(ops, e.to_string()),
         }
+    }
+}
+
+/// Runs one operation inside the caller's transaction.
+async fn apply_op(tx: &mut AnyConnection, op: &WriteOp, now: i64) -> WriteResult {
+    match op {
+        WriteOp::Create {
+            order,
+            order_id,
+            close_after_ms,
+        } => WriteResult::Created(
+            create_order_in(&mut *tx, order, order_id, now, *close_after_ms).await,
+        ),
+        WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut *tx, notice, now).await),
+        WriteOp::Close(order_id) => WriteResult::Closed(
+            crate::lifecycle::close_order_in(&mut *tx, order_id, now)
+                .await
+                .map_err(storage),
+        ),
     }
 }
 
@@ -282,33 +298,34 @@ async fn create_order_in(
     // Lines are sorted by SKU, so concurrent orders lock rows in one order.
     for line in order.lines() {
         let quantity = i64::from(line.quantity.get());
+        // One statement reserves and reads the price; only a refusal needs a
+        // second one, to tell an unknown SKU from too little stock.
         let reserved = sqlx::query(
             "UPDATE products SET reserved = reserved + $1 \
-                 WHERE sku = $2 AND on_hand - reserved >= $1",
+                 WHERE sku = $2 AND on_hand - reserved >= $1 RETURNING price",
         )
         .bind(quantity)
-        .bind(line.sku.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-        let row = sqlx::query(
-            "SELECT price, on_hand - reserved AS available FROM products WHERE sku = $1",
-        )
         .bind(line.sku.as_str())
         .fetch_optional(&mut *tx)
         .await
         .map_err(fail)?;
-        let Some(row) = row else {
-            return Err(CreateOrderError::UnknownSku(line.sku.to_string()));
-        };
-        if reserved.rows_affected() == 0 {
-            return Err(CreateOrderError::OutOfStock {
-                sku: line.sku.to_string(),
-                available: row.try_get("available").map_err(fail)?,
-                requested: line.quantity.get(),
+        let Some(reserved) = reserved else {
+            let row =
+                sqlx::query("SELECT on_hand - reserved AS available FROM products WHERE sku = $1")
+                    .bind(line.sku.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+            return Err(match row {
+                None => CreateOrderError::UnknownSku(line.sku.to_string()),
+                Some(row) => CreateOrderError::OutOfStock {
+                    sku: line.sku.to_string(),
+                    available: row.try_get("available").map_err(fail)?,
+                    requested: line.quantity.get(),
+                },
             });
-        }
-        let unit_price = Amount::parse(row.try_get("price").map_err(fail)?)
+        };
+        let unit_price = Amount::parse(reserved.try_get("price").map_err(fail)?)
             .map_err(|e| CreateOrderError::Storage(e.to_string()))?;
         amount = unit_price
             .checked_mul(line.quantity)
@@ -393,7 +410,7 @@ async fn pay_order_in(
     let order_id = notice.order_id.as_str();
     let transitioned = sqlx::query(
         "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
-             WHERE order_id = $4 AND status = $5 AND amount = $6",
+             WHERE order_id = $4 AND status = $5 AND amount = $6 RETURNING user_id",
     )
     .bind(OrderStatus::Paid.as_str())
     .bind(notice.payment_id.as_str())
@@ -401,15 +418,13 @@ async fn pay_order_in(
     .bind(order_id)
     .bind(OrderStatus::Unpaid.as_str())
     .bind(notice.amount.minor_units())
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
-    .map_err(fail)?
-    .rows_affected()
-        == 1;
-
-    if !transitioned {
+    .map_err(fail)?;
+    let Some(transitioned) = transitioned else {
         return explain_unapplied_payment(tx, notice, now).await;
-    }
+    };
+    let user_id: String = transitioned.try_get("user_id").map_err(fail)?;
 
     let recorded = sqlx::query(
         "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
@@ -429,13 +444,6 @@ async fn pay_order_in(
         });
     }
 
-    let user_id: String = sqlx::query("SELECT user_id FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(fail)?
-        .try_get("user_id")
-        .map_err(fail)?;
     let line_rows = sqlx::query(
         "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
     )

@@ -185,22 +185,61 @@ impl Store {
             Err(e) => return storage_failure(ops, e.to_string()),
         };
         // A batch of one needs no savepoint: the transaction is its savepoint.
-        let alone = ops.len() == 1;
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            if !alone && let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
+        if let [op] = ops {
+            let result = apply_op(&mut tx, op, now).await;
+            if !result.is_ok() {
+                // Rejected: nothing of it may stay.
+                let _ = tx.rollback().await;
+                return vec![result];
+            }
+            return match tx.commit().await {
+                Ok(()) => vec![result],
+                Err(e) => storage_failure(ops, e.to_string()),
+            };
+        }
+        let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
+        // Runs of consecutive payments are applied set-based first: a few
+        // statements for the whole run instead of several per payment (every
+        // statement is a round trip to the database's worker thread). What
+        // the fast path cannot decide goes through the one-by-one path below.
+        let mut start = 0;
+        while start < ops.len() {
+            let run = ops[start..]
+                .iter()
+                .take_while(|op| matches!(op, WriteOp::Pay(_)))
+                .count()
+                .min(PAYMENTS_PER_RUN);
+            if run < 2 {
+                start += 1;
+                continue;
+            }
+            let notices: Vec<&PaymentNotice> = ops[start..start + run]
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::Pay(notice) => Some(notice),
+                    _ => None,
+                })
+                .collect();
+            match pay_run_set_based(&mut tx, &notices, now).await {
+                Ok(decided) => {
+                    for (offset, outcome) in decided.into_iter().enumerate() {
+                        results[start + offset] = outcome.map(WriteResult::Paid);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "set-based payment run failed; applying one by one");
+                }
+            }
+            start += run;
+        }
+        for (index, op) in ops.iter().enumerate() {
+            if results[index].is_some() {
+                continue;
+            }
+            if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
                 return storage_failure(ops, e.to_string());
             }
             let result = apply_op(&mut tx, op, now).await;
-            if alone {
-                if !result.is_ok() {
-                    // Rejected: nothing of it may stay.
-                    let _ = tx.rollback().await;
-                    return vec![result];
-                }
-                results.push(result);
-                continue;
-            }
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
             } else {
@@ -214,13 +253,270 @@ impl Store {
             {
                 return storage_failure(ops, e.to_string());
             }
-            results.push(result);
+            results[index] = Some(result);
         }
         match tx.commit().await {
-            Ok(()) => results,
+            Ok(()) => results
+                .into_iter()
+                .map(|r| r.expect("every operation was decided"))
+                .collect(),
             Err(e) => storage_failure(ops, e.to_string()),
         }
     }
+}
+
+/// Most payments in one set-based run (bounded by the backends' parameter limits).
+const PAYMENTS_PER_RUN: usize = 200;
+
+/// `(SELECT $a AS c1, $b AS c2 UNION ALL SELECT $c, $d ...)`: a parameter
+/// table both SQLite and PostgreSQL accept in `FROM`, starting after `offset`
+/// parameters, `rows` rows of `columns`.
+fn parameter_table(offset: usize, rows: usize, columns: &[&str]) -> String {
+    let mut p = offset;
+    let selects = (0..rows)
+        .map(|row| {
+            let cells = columns
+                .iter()
+                .map(|name| {
+                    p += 1;
+                    if row == 0 {
+                        format!("${p} AS {name}")
+                    } else {
+                        format!("${p}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("SELECT {cells}")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    format!("({selects})")
+}
+
+/// Applies a run of payments with a handful of statements, inside a savepoint
+/// (an error rolls the whole run back and the caller applies it one by one).
+/// Returns, per notice, the receipt of a payment applied here, or `None` for
+/// one this path does not decide (not payable as notified, a duplicate in the
+/// run): those go through [`pay_order_in`], which explains them.
+async fn pay_run_set_based(
+    tx: &mut AnyConnection,
+    notices: &[&PaymentNotice],
+    now: i64,
+) -> Result<Vec<Option<Result<PaymentReceipt, PayOrderError>>>, sqlx::Error> {
+    sqlx::query("SAVEPOINT run").execute(&mut *tx).await?;
+    match pay_run_statements(tx, notices, now).await {
+        Ok(decided) => {
+            sqlx::query("RELEASE SAVEPOINT run")
+                .execute(&mut *tx)
+                .await?;
+            Ok(decided)
+        }
+        Err(e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT run")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("RELEASE SAVEPOINT run")
+                .execute(&mut *tx)
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+async fn pay_run_statements(
+    tx: &mut AnyConnection,
+    notices: &[&PaymentNotice],
+    now: i64,
+) -> Result<Vec<Option<Result<PaymentReceipt, PayOrderError>>>, sqlx::Error> {
+    // 1. Every guarded UNPAID → PAID at once. Where several notices name one
+    //    order, the database applies one of them; RETURNING says which.
+    let sql = format!(
+        "UPDATE orders SET status = $1, payment_id = v.pid, paid_at = $2, updated_at = $2 \
+         FROM {} AS v \
+         WHERE orders.order_id = v.oid AND orders.status = $3 AND orders.amount = v.amt \
+         RETURNING orders.order_id, orders.user_id, orders.payment_id",
+        parameter_table(3, notices.len(), &["oid", "pid", "amt"])
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(OrderStatus::Paid.as_str())
+        .bind(now)
+        .bind(OrderStatus::Unpaid.as_str());
+    for notice in notices {
+        query = query
+            .bind(notice.order_id.as_str())
+            .bind(notice.payment_id.as_str())
+            .bind(notice.amount.minor_units());
+    }
+    // order id → (user id, the payment applied)
+    let mut paid: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for row in query.fetch_all(&mut *tx).await? {
+        paid.insert(
+            row.try_get("order_id")?,
+            (row.try_get("user_id")?, row.try_get("payment_id")?),
+        );
+    }
+    // The notice each transition belongs to (the first matching one).
+    let mut winner: Vec<bool> = vec![false; notices.len()];
+    let mut claimed = std::collections::HashSet::new();
+    for (i, notice) in notices.iter().enumerate() {
+        if let Some((_, payment)) = paid.get(notice.order_id.as_str())
+            && payment == notice.payment_id.as_str()
+            && claimed.insert(notice.order_id.as_str())
+        {
+            winner[i] = true;
+        }
+    }
+    let winners: Vec<&PaymentNotice> = notices
+        .iter()
+        .zip(&winner)
+        .filter(|(_, w)| **w)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut decided: Vec<Option<Result<PaymentReceipt, PayOrderError>>> =
+        (0..notices.len()).map(|_| None).collect();
+    if winners.is_empty() {
+        return Ok(decided);
+    }
+
+    // 2. The payments, once each: a payment id that already paid another
+    //    order is refused and its transition undone.
+    let values = (0..winners.len())
+        .map(|i| {
+            format!(
+                "(${}, ${}, ${}, 'APPLIED', $1)",
+                2 + 3 * i,
+                3 + 3 * i,
+                4 + 3 * i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) VALUES {values} \
+         ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id, order_id"
+    );
+    let mut query = sqlx::query(&sql).bind(now);
+    for notice in &winners {
+        query = query
+            .bind(notice.payment_id.as_str())
+            .bind(notice.order_id.as_str())
+            .bind(notice.amount.minor_units());
+    }
+    let mut recorded = std::collections::HashSet::new();
+    for row in query.fetch_all(&mut *tx).await? {
+        let order: String = row.try_get("order_id")?;
+        recorded.insert(order);
+    }
+    let mut applied: Vec<&PaymentNotice> = Vec::with_capacity(winners.len());
+    for notice in &winners {
+        if recorded.contains(notice.order_id.as_str()) {
+            applied.push(notice);
+            continue;
+        }
+        sqlx::query(
+            "UPDATE orders SET status = $1, payment_id = NULL, paid_at = NULL WHERE order_id = $2",
+        )
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(notice.order_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let i = notices
+            .iter()
+            .position(|n| std::ptr::eq(*n, *notice))
+            .expect("a winner is one of the notices");
+        decided[i] = Some(Err(PayOrderError::PaymentIdReused {
+            payment_id: notice.payment_id.to_string(),
+        }));
+    }
+    if applied.is_empty() {
+        return Ok(decided);
+    }
+
+    // 3. Their lines, and 4. every reservation turned into a deduction, one
+    //    row per SKU (the CHECK constraints refuse anything negative).
+    let sql = format!(
+        "SELECT order_id, sku, quantity, unit_price FROM order_lines WHERE order_id IN ({}) \
+         ORDER BY order_id, sku",
+        crate::placeholders(0, applied.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for notice in &applied {
+        query = query.bind(notice.order_id.as_str());
+    }
+    let mut lines: BTreeMap<String, Vec<PaidLine>> = BTreeMap::new();
+    let mut per_sku: BTreeMap<String, i64> = BTreeMap::new();
+    for row in query.fetch_all(&mut *tx).await? {
+        let order: String = row.try_get("order_id")?;
+        let sku: String = row.try_get("sku")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        let unit_price: i64 = row.try_get("unit_price")?;
+        *per_sku.entry(sku.clone()).or_default() += quantity;
+        let bad = |e: ordermq_domain::ValidationError| sqlx::Error::Decode(e.to_string().into());
+        lines.entry(order).or_default().push(PaidLine {
+            sku: Sku::parse(&sku).map_err(bad)?,
+            quantity: u32::try_from(quantity)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            unit_price: Amount::parse(unit_price).map_err(bad)?,
+        });
+    }
+    let sql = format!(
+        "UPDATE products SET on_hand = on_hand - v.q, reserved = reserved - v.q FROM {} AS v \
+         WHERE products.sku = v.s AND products.reserved >= v.q AND products.on_hand >= v.q",
+        parameter_table(0, per_sku.len(), &["s", "q"])
+    );
+    let mut query = sqlx::query(&sql);
+    for (sku, quantity) in &per_sku {
+        query = query.bind(sku.as_str()).bind(*quantity);
+    }
+    let deducted = query.execute(&mut *tx).await?.rows_affected();
+    if deducted != per_sku.len() as u64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "reservations missing: {deducted} of {} SKUs deducted",
+            per_sku.len()
+        )));
+    }
+
+    // 5. History rows and 6. the OrderPaid events, one statement each.
+    let values = (0..applied.len())
+        .map(|i| format!("(${}, $1, $2, $3)", 4 + i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql =
+        format!("INSERT INTO order_history (order_id, from_status, to_status, at) VALUES {values}");
+    let mut query = sqlx::query(&sql)
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(OrderStatus::Paid.as_str())
+        .bind(now);
+    for notice in &applied {
+        query = query.bind(notice.order_id.as_str());
+    }
+    query.execute(&mut *tx).await?;
+    let mut events = Vec::with_capacity(applied.len());
+    for notice in &applied {
+        let (user_id, _) = &paid[notice.order_id.as_str()];
+        events.push(OrderEvent::OrderPaid(OrderPaid {
+            order_id: notice.order_id.clone(),
+            user_id: UserId::parse(user_id)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            payment_id: notice.payment_id.clone(),
+            amount: notice.amount,
+            paid_at: now,
+            lines: lines.remove(notice.order_id.as_str()).unwrap_or_default(),
+        }));
+    }
+    crate::outbox::enqueue_many(&mut *tx, &events, now).await?;
+    for (i, notice) in notices.iter().enumerate() {
+        if winner[i] && decided[i].is_none() {
+            decided[i] = Some(Ok(PaymentReceipt {
+                order_id: notice.order_id.clone(),
+                status: OrderStatus::Paid,
+                duplicate: false,
+                refund_required: false,
+            }));
+        }
+    }
+    Ok(decided)
 }
 
 /// Runs one operation inside the caller's transaction.

@@ -36,6 +36,46 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
+/// Writes many immediate events to the outbox with one statement.
+pub(crate) async fn enqueue_many(
+    conn: &mut AnyConnection,
+    events: &[OrderEvent],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(100) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = 2 + i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, NULL, $1, 0, $1)",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
+             VALUES {values}"
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for event in chunk {
+            let kind = event.kind();
+            query = query
+                .bind(kind.topic())
+                .bind(kind.tag())
+                .bind(event.order_id().as_str().to_owned())
+                .bind(event.event_id())
+                .bind(event.to_json());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 fn storage(e: sqlx::Error) -> StorageError {
     StorageError(e.to_string())
 }

@@ -1252,3 +1252,107 @@ async fn an_unversioned_database_is_migrated_in_place() {
         store.close().await;
     }
 }
+
+/// A batch of payments takes the set-based path; every tricky case in it must
+/// come out exactly as it would one by one.
+async fn a_batch_of_payments_is_decided_like_one_by_one(store: Store) {
+    use ordermq_store::{WriteOp, WriteResult};
+    seed(&store, "A", 100, 50).await;
+    seed(&store, "B", 300, 50).await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let id = order_id(n);
+        store
+            .create_order(&new_order("u1", &[("A", 1), ("B", 2)]), &id, 1, None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let pay = |id: &OrderId, payment: &str, amount: i64| WriteOp::Pay(notice(id, payment, amount));
+    let ops = vec![
+        pay(&ids[0], "p0", 700),
+        pay(&ids[1], "p1", 700),
+        pay(&ids[0], "p0", 700),     // the same notice twice in one batch
+        pay(&ids[1], "p1-bis", 700), // a second payment for an order paid in this batch
+        pay(&ids[2], "p2", 699),     // wrong amount
+        pay(&ids[3], "shared", 700), // one payment id for two orders
+        pay(&ids[4], "shared", 700),
+        pay(&order_id(99), "p99", 700), // unknown order
+        pay(&ids[5], "p5", 700),
+    ];
+    let results = store.write_batch(&ops, 10).await;
+    let receipts: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            WriteResult::Paid(r) => r,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Notices racing for one order (or one payment id) in a batch are like
+    // concurrent requests: either may win, exactly one does.
+    let fresh = |i: usize| matches!(&receipts[i], Ok(r) if !r.duplicate && !r.refund_required);
+    assert!(fresh(0) && fresh(8));
+    assert!(
+        matches!(&receipts[2], Ok(r) if r.duplicate && !r.refund_required),
+        "{:?}",
+        receipts[2]
+    );
+    let owed = |i: usize| matches!(&receipts[i], Ok(r) if r.refund_required);
+    assert!(
+        fresh(1) != fresh(3) && owed(1) != owed(3),
+        "{:?} {:?}",
+        receipts[1],
+        receipts[3]
+    );
+    assert!(matches!(
+        receipts[4],
+        Err(PayOrderError::AmountMismatch { .. })
+    ));
+    let reused = |i: usize| matches!(receipts[i], Err(PayOrderError::PaymentIdReused { .. }));
+    assert!(
+        fresh(5) != fresh(6) && reused(5) != reused(6),
+        "{:?} {:?}",
+        receipts[5],
+        receipts[6]
+    );
+    assert!(matches!(receipts[7], Err(PayOrderError::OrderNotFound(_))));
+
+    let shared_winner = if fresh(5) { 3 } else { 4 };
+    let paid = [0, 1, shared_winner, 5];
+    for (n, id) in ids.iter().enumerate() {
+        let order = store.order(id).await.unwrap().unwrap();
+        let expected = if paid.contains(&n) {
+            OrderStatus::Paid
+        } else {
+            OrderStatus::Unpaid
+        };
+        assert_eq!(order.status, expected, "order {n}");
+        assert_eq!(order.history.len(), if paid.contains(&n) { 2 } else { 1 });
+    }
+    // Stock: 4 paid orders deducted, 4 unpaid still reserved.
+    assert_eq!(store.stock("A").await.unwrap(), Some((46, 4)));
+    assert_eq!(store.stock("B").await.unwrap(), Some((42, 8)));
+    let events = store
+        .claim_outbox("t", 100, 1_000, i64::MAX / 2)
+        .await
+        .unwrap();
+    let paid_events: Vec<_> = events.iter().filter(|m| m.tag == "OrderPaid").collect();
+    assert_eq!(paid_events.len(), 4);
+    for event in &paid_events {
+        let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(body["lines"].as_array().unwrap().len(), 2, "{body}");
+        assert_eq!(body["user_id"], "u1");
+    }
+    // The second payment of order 1 is owed back.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|m| m.tag == "OrderRefundRequested")
+            .count(),
+        1
+    );
+}
+on_every_backend!(
+    payment_batches,
+    a_batch_of_payments_is_decided_like_one_by_one
+);

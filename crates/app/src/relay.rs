@@ -44,15 +44,29 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    // Rows the broker confirmed, marked sent in the same transaction as the
+    // next claim (one commit per round; at most one idle poll later). Until
+    // then their lease keeps other relays off them; after a crash they are
+    // sent again, and consumers' inboxes drop the duplicates.
+    let mut confirmed: Vec<i64> = Vec::new();
     loop {
         if shutdown.is_cancelled() {
             break;
         }
         let claimed = match store
-            .claim_outbox(&options.owner, options.batch_size, LEASE_MS, now_millis())
+            .ack_and_claim_outbox(
+                &options.owner,
+                &confirmed,
+                options.batch_size,
+                LEASE_MS,
+                now_millis(),
+            )
             .await
         {
-            Ok(rows) => rows,
+            Ok(rows) => {
+                confirmed.clear();
+                rows
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "relay cannot read the outbox");
                 failures += 1;
@@ -66,11 +80,10 @@ pub async fn run(
         }
         let results = publisher.publish(&claimed).await;
         let now = now_millis();
-        let mut sent = Vec::with_capacity(claimed.len());
         let mut first_error = None;
         for (message, result) in claimed.iter().zip(results) {
             match result {
-                Ok(()) => sent.push(message.id),
+                Ok(()) => confirmed.push(message.id),
                 Err(e) => {
                     if failures == 0 && first_error.is_none() {
                         tracing::warn!(error = %e, "broker unavailable; events stay in the outbox and will be retried");
@@ -86,11 +99,6 @@ pub async fn run(
                 }
             }
         }
-        if let Err(e) = store.mark_sent(&sent, now).await {
-            // The broker has them; they will be sent again after the lease,
-            // and consumers' inboxes drop the duplicates.
-            tracing::warn!(error = %e, "cannot mark outbox rows sent");
-        }
         match first_error {
             Some(_) => {
                 failures += 1;
@@ -103,6 +111,12 @@ pub async fn run(
                 failures = 0;
             }
         }
+    }
+    if !confirmed.is_empty()
+        && let Err(e) = store.mark_sent(&confirmed, now_millis()).await
+    {
+        // The broker has them; they will be sent again after the lease.
+        tracing::warn!(error = %e, "cannot mark outbox rows sent at shutdown");
     }
 }
 

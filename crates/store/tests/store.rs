@@ -388,6 +388,19 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
         expired.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![others[0].id]
     );
+    // The relay acknowledges a round's rows together with its next claim.
+    let after = store
+        .ack_and_claim_outbox(
+            "relay-a",
+            &[retried[0].id, others[0].id],
+            10,
+            10_000,
+            10_200,
+        )
+        .await
+        .unwrap();
+    assert!(after.is_empty());
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 }
 on_every_backend!(
     outbox_leases,

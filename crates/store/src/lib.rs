@@ -18,7 +18,9 @@
 //! - [`orders`]: catalog, order creation (reserve), payment (deduct + outbox).
 //! - [`outbox`]: claiming, acknowledging and retrying unsent events.
 //! - [`effects`]: each system's effect plus its inbox row, in one transaction.
+//! - `audit`: read-only whole-table queries for the fault suite's checker and `ordermq dlq`.
 
+mod audit;
 mod effects;
 mod orders;
 mod outbox;
@@ -33,6 +35,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use thiserror::Error;
 
+pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
 pub use effects::{Applied, EffectRecord};
 pub use orders::{DemoProduct, WriteOp, WriteResult};
 

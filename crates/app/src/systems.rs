@@ -97,7 +97,15 @@ impl SystemHandler {
             Ok(applied) => applied,
             Err(e) => return Outcome::RetryLater(e.to_string()),
         };
+        let before = events.len();
         events.retain(|(_, id, _)| !applied.contains(id));
+        if events.len() < before {
+            tracing::debug!(
+                group,
+                skipped = before - events.len(),
+                "redelivered events already applied; skipped"
+            );
+        }
 
         let attempts = join_all(
             events

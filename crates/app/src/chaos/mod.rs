@@ -254,6 +254,19 @@ impl Trial {
         }
     }
 
+    /// Starts ordermq without waiting for it (to kill it while it starts).
+    pub fn spawn_ordermq(&mut self) -> Result<(), ChaosError> {
+        self.ordermq = Some(Proc::spawn(
+            "ordermq",
+            &self.bin,
+            &["serve"],
+            &self.env(),
+            &self.log(),
+        )?);
+        self.starts += 1;
+        Ok(())
+    }
+
     /// Starts ordermq and waits until it answers `/healthz`.
     pub async fn start_ordermq(&mut self) -> Result<(), ChaosError> {
         let mut proc = Proc::spawn("ordermq", &self.bin, &["serve"], &self.env(), &self.log())?;

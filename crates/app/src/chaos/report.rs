@@ -30,6 +30,8 @@ pub struct ScenarioResult {
     pub seconds: f64,
     pub passed: bool,
     pub violations: Vec<String>,
+    /// Trial directories kept for inspection (failed trials, or `--keep`).
+    pub kept: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -52,6 +54,7 @@ impl ScenarioResult {
             seconds: 0.0,
             passed: true,
             violations: Vec::new(),
+            kept: Vec::new(),
         }
     }
 
@@ -143,6 +146,9 @@ impl Report {
             let _ = writeln!(out, "\n{} violations:", s.name);
             for v in s.violations.iter().take(20) {
                 let _ = writeln!(out, "  - {v}");
+            }
+            for k in &s.kept {
+                let _ = writeln!(out, "  (logs and databases kept in {k})");
             }
         }
         out

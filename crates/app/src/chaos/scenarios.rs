@@ -131,6 +131,18 @@ async fn crash(options: &Options) -> TrialOutcome {
     let load = Load::start(&trial.driver, LoadOptions::default());
     let mut kills = 0;
     for _ in 0..options.crashes_per_trial {
+        if fastrand::f64() < 0.2 {
+            // Killed while starting: recovering its databases and the broker's store.
+            trial.spawn_ordermq()?;
+            tokio::time::sleep(random_duration(50, 1_000)).await;
+            trial.kill_ordermq();
+            kills += 1;
+            if let Err(e) = trial.start_ordermq().await {
+                load.stop().await;
+                return Err(e);
+            }
+            continue;
+        }
         tokio::time::sleep(random_duration(200, 1_500)).await;
         trial.kill_ordermq();
         kills += 1;

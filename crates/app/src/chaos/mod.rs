@@ -383,6 +383,24 @@ pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
         std::env::var_os("CARGO_MANIFEST_DIR"),
     ) {
         let mut command = std::process::Command::new(cargo);
+        // `cargo run` describes the running package in CARGO_PKG_* and friends;
+        // build scripts that watch them would rebuild for nothing.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+                || key == "LD_LIBRARY_PATH"
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
         command
             .args([
                 "build",

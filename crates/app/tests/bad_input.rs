@@ -76,7 +76,10 @@ impl Harness {
             request = request.header("x-signature", self.signer.sign(raw.as_bytes()));
         }
         let (status, bytes) = self.send(request.body(Body::from(raw)).unwrap()).await;
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Everything a request could change, as one comparable value.
@@ -147,20 +150,40 @@ async fn every_bad_request_gets_a_stable_4xx_and_changes_nothing() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Every kind of mistake was exercised, many times.
     assert!(kinds.len() >= 22, "kinds exercised: {kinds:?}");
     assert!(kinds.values().all(|&n| n >= 20), "{kinds:?}");
-    assert_eq!(h.state().await, before, "a rejected request changed the database");
+    assert_eq!(
+        h.state().await,
+        before,
+        "a rejected request changed the database"
+    );
 }
 
 #[tokio::test]
 async fn boundary_quantities_and_amounts_are_exact() {
     let h = harness().await;
     let order = |q: Value| json!({"user_id": "u1", "items": [{"sku": "SKU-4", "quantity": q}]});
-    for q in [json!(0), json!(-1), json!(10_001), json!(i64::MAX), json!(i64::MIN), json!(u64::MAX)] {
+    for q in [
+        json!(0),
+        json!(-1),
+        json!(10_001),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(u64::MAX),
+    ] {
         let (status, body) = h.post("/api/orders", &order(q.clone()), false).await;
-        assert_eq!((status, body["code"].as_str()), (422, Some("INVALID_REQUEST")), "quantity {q}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("INVALID_REQUEST")),
+            "quantity {q}"
+        );
     }
     // The bounds themselves are accepted.
     for q in [1, 10_000] {
@@ -172,7 +195,14 @@ async fn boundary_quantities_and_amounts_are_exact() {
         .map(|i| json!({"sku": format!("X-{i}"), "quantity": 1}))
         .collect();
     let (status, body) = h
-        .post("/api/orders", &json!({"user_id": "u1", "items": too_many}), false)
+        .post(
+            "/api/orders",
+            &json!({"user_id": "u1", "items": too_many}),
+            false,
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (422, Some("INVALID_REQUEST")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("INVALID_REQUEST"))
+    );
 }

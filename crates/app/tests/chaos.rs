@@ -43,7 +43,13 @@ fn run(scenario: Scenario) -> ScenarioResult {
         result.kept
     );
     assert_eq!(
-        (result.lost, result.doubled, result.oversold, result.phantom, result.undrained),
+        (
+            result.lost,
+            result.doubled,
+            result.oversold,
+            result.phantom,
+            result.undrained
+        ),
         (0, 0, 0, 0, 0),
         "{}",
         result.name
@@ -74,7 +80,10 @@ fn flaky_third_parties_apply_exactly_once_and_the_dlq_replays_once() {
 #[test]
 fn redelivery_from_offset_zero_and_double_payments_change_nothing() {
     let result = run(Scenario::Redelivery);
-    assert_eq!(result.refunds_flagged, 10, "every second payment is owed back");
+    assert_eq!(
+        result.refunds_flagged, 10,
+        "every second payment is owed back"
+    );
 }
 
 #[test]
@@ -168,7 +177,9 @@ async fn the_checker_reports_planted_faults() {
 
     // The client was told: O0 paid, O2 paid (a lie: it is UNPAID), O3 never paid.
     let mut ledger = Ledger::default();
-    for (id, acknowledged, attempted) in [("O0", true, true), ("O2", true, true), ("O3", false, false)] {
+    for (id, acknowledged, attempted) in
+        [("O0", true, true), ("O2", true, true), ("O3", false, false)]
+    {
         ledger.orders.insert(
             id.into(),
             OrderRecord {
@@ -193,7 +204,10 @@ async fn the_checker_reports_planted_faults() {
     assert_eq!(verdict.lost, 5, "{:#?}", verdict.violations);
     assert_eq!(verdict.phantom, 1, "O3's points: {:#?}", verdict.violations);
     assert_eq!(verdict.oversold, 1, "{:#?}", verdict.violations);
-    assert_eq!((verdict.orders, verdict.paid, verdict.acknowledged), (4, 2, 2));
+    assert_eq!(
+        (verdict.orders, verdict.paid, verdict.acknowledged),
+        (4, 2, 2)
+    );
     assert!(
         verdict.violations.iter().any(|v| v.contains("on hand 6")),
         "{:#?}",

@@ -72,6 +72,33 @@ impl ScenarioArg {
     }
 }
 
+fn write_json(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(report).expect("report serializes");
+    std::fs::write(path, json + "\n")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let bin = match cli.ordermq.clone().map(Ok).unwrap_or_else(find_ordermq) {
@@ -101,18 +128,37 @@ fn main() -> ExitCode {
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     eprintln!("chaos: {} with {}", command, options.bin.display());
-    let report = runtime.block_on(async {
-        let mut scenarios = Vec::new();
+    let json = cli.json.clone();
+    let run = async {
+        let mut report = Report {
+            command,
+            scenarios: Vec::new(),
+        };
         for scenario in cli.scenario.scenarios() {
             eprintln!("chaos: {} ({} trial(s))", scenario.name(), options.trials);
-            scenarios.push(scenario.run(&options).await);
+            report.scenarios.push(scenario.run(&options).await);
+            // Written after every scenario, so a long run that is cut short keeps its figures.
+            if let Some(path) = &json {
+                let _ = write_json(&report, path);
+            }
         }
-        Report { command, scenarios }
+        report
+    };
+    // On Ctrl-C or SIGTERM the run is dropped: each trial's processes are
+    // killed and its directory removed (their Drop does it).
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run => Some(report),
+            _ = interrupted() => None,
+        }
     });
+    let Some(report) = report else {
+        eprintln!("chaos: interrupted; trial processes stopped");
+        return ExitCode::from(130);
+    };
     print!("\n{}", report.table());
     if let Some(path) = &cli.json {
-        let json = serde_json::to_string_pretty(&report).expect("report serializes");
-        if let Err(e) = std::fs::write(path, json + "\n") {
+        if let Err(e) = write_json(&report, path) {
             eprintln!("chaos: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }

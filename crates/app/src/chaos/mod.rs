@@ -414,7 +414,14 @@ pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
         if !cfg!(debug_assertions) {
             command.arg("--release");
         }
-        eprintln!("chaos: building the ordermq binary ({command:?})");
+        eprintln!(
+            "chaos: cargo build{} --bin ordermq (so the suite never runs a stale binary)",
+            if cfg!(debug_assertions) {
+                ""
+            } else {
+                " --release"
+            }
+        );
         let status = command
             .status()
             .map_err(|e| ChaosError::Setup(format!("cannot run cargo: {e}")))?;

@@ -106,7 +106,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<14} {:>6} {:>7} {:>7} {:>6} {:>6} {:>9} {:>5} {:>7} {:>8} {:>7} {:>9} {:>7}  {}",
+            "{:<14} {:>6} {:>7} {:>7} {:>6} {:>6} {:>9} {:>5} {:>7} {:>8} {:>7} {:>9} {:>7}  result",
             "scenario",
             "trials",
             "faults",
@@ -120,7 +120,6 @@ impl Report {
             "phantom",
             "undrained",
             "secs",
-            "result"
         );
         for s in &self.scenarios {
             let _ = writeln!(
@@ -181,5 +180,48 @@ impl Report {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_trial_fails_the_scenario_and_shows_in_table_and_markdown() {
+        let mut ok = ScenarioResult::new("crash", "kill -9 of ordermq");
+        ok.add(
+            Verdict {
+                orders: 10,
+                paid: 8,
+                acknowledged: 8,
+                ..Verdict::default()
+            },
+            20,
+        );
+        let mut bad = ScenarioResult::new("flaky", "failed third-party calls");
+        bad.add(
+            Verdict {
+                orders: 5,
+                lost: 2,
+                violations: vec!["order O1: PAID but no push effect".into()],
+                ..Verdict::default()
+            },
+            7,
+        );
+        assert!(ok.passed && !bad.passed);
+        let report = Report {
+            command: "chaos".into(),
+            scenarios: vec![ok, bad],
+        };
+        assert!(!report.passed());
+        let table = report.table();
+        assert!(table.contains("FAILED") && table.contains("PAID but no push effect"));
+        let markdown = report.markdown();
+        assert!(markdown.contains("| crash | 1 | 20 kill -9 of ordermq | 10 | 8 | 8 |"));
+        assert_eq!(markdown.lines().count(), 4);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["scenarios"][1]["lost"], 2);
+        assert_eq!(json["scenarios"][0]["trials"], 1);
     }
 }

@@ -124,7 +124,7 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(fastrand::u64(min_ms..=max_ms))
 }
 
-/// 1. `kill -9` at random moments under load, restart, repeat.
+/// Scenario 1: `kill -9` at random moments under load, restart, repeat.
 async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(&options.bin, false)?;
     trial.start_ordermq().await?;
@@ -165,7 +165,7 @@ async fn crash(options: &Options) -> TrialOutcome {
     Ok((verdict, kills, trial))
 }
 
-/// 2. The broker, as its own process, stopped for `options.outage` under load
+/// Scenario 2: The broker, as its own process, stopped for `options.outage` under load
 /// (payments must keep succeeding), brought back, then killed with `kill -9`
 /// and brought back again; everything must be delivered afterwards.
 async fn broker_outage(options: &Options) -> TrialOutcome {
@@ -238,7 +238,7 @@ fn dlq_json(stdout: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// 3. Flaky third parties, then one down for good: DLQ, list, replay, replay again.
+/// Scenario 3: Flaky third parties, then one down for good: DLQ, list, replay, replay again.
 async fn flaky(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(&options.bin, false)?;
     trial.set("sms_failure_rate", "0.3");
@@ -386,7 +386,7 @@ async fn flaky(options: &Options) -> TrialOutcome {
     Ok((verdict, failed_calls + doomed.len(), trial))
 }
 
-/// 4. Redelivery of everything (consumer offsets reset to zero), duplicate
+/// Scenario 4: Redelivery of everything (consumer offsets reset to zero), duplicate
 /// and reordered callbacks, and two payments for one order.
 async fn redelivery(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(&options.bin, false)?;
@@ -528,7 +528,7 @@ fn skipped_in_log(log: &std::path::Path) -> usize {
         .sum()
 }
 
-/// 5. The last unit (and the last five) with many concurrent buyers.
+/// Scenario 5: The last unit (and the last five) with many concurrent buyers.
 async fn last_unit(options: &Options) -> TrialOutcome {
     let products = [
         DemoProduct {
@@ -625,7 +625,7 @@ async fn last_unit(options: &Options) -> TrialOutcome {
     Ok((verdict, contenders, trial))
 }
 
-/// 6. Generated bad requests against the live binary: always a 4xx with a
+/// Scenario 6: Generated bad requests against the live binary: always a 4xx with a
 /// stable code, never a 5xx or a dropped connection, and no state change.
 async fn bad_input(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(&options.bin, false)?;

@@ -187,3 +187,74 @@ impl Store {
         .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ordermq_domain::{Effect, OrderId, UserId};
+
+    use super::*;
+    use crate::StoreOptions;
+
+    #[tokio::test]
+    async fn a_failure_after_the_event_was_applied_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let shipment = Effect::Shipment {
+            user_id: UserId::parse("u1").unwrap(),
+            order_id: OrderId::parse("O1").unwrap(),
+            tracking_no: "T1".into(),
+        };
+        // One delivery applies the event; a duplicate racing it fails at the
+        // carrier on its last attempt and reports the failure afterwards.
+        store
+            .apply_effect("OrderPaid:O1", "m1", &shipment, 1)
+            .await
+            .unwrap();
+        store
+            .record_failure(
+                System::Warehouse,
+                "OrderPaid:O1",
+                "O1",
+                17,
+                "carrier down",
+                true,
+                2,
+            )
+            .await
+            .unwrap();
+        assert!(store.failures(System::Warehouse).await.unwrap().is_empty());
+        assert_eq!(
+            store.system_counts(System::Warehouse).await.unwrap(),
+            (1, 0)
+        );
+
+        // A failure of an event not applied is recorded, and applying clears it.
+        store
+            .record_failure(
+                System::Warehouse,
+                "OrderPaid:O2",
+                "O2",
+                1,
+                "carrier down",
+                false,
+                3,
+            )
+            .await
+            .unwrap();
+        let failures = store.failures(System::Warehouse).await.unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            (
+                failures[0].order_id.as_str(),
+                failures[0].last_error.as_str(),
+                failures[0].dead_lettered
+            ),
+            ("O2", "carrier down", false)
+        );
+        let audit = store.audit_system(System::Warehouse).await.unwrap();
+        assert_eq!(audit.effects.get("O1"), Some(&1));
+        assert_eq!(audit.inbox.get("O1"), Some(&1));
+        store.close().await;
+    }
+}

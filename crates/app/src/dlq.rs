@@ -296,6 +296,44 @@ mod tests {
     }
 
     #[test]
+    fn list_and_replay_render_the_reason_state_and_a_summary() {
+        let entries = vec![DlqEntry {
+            group: "warehouse_group".into(),
+            msg_id: "m1".into(),
+            event_id: "OrderPaid:O1".into(),
+            order_id: "O1".into(),
+            attempts: 2,
+            dead_lettered_at: 5,
+            reason: "logistics system failed: simulated failure".into(),
+            state: "pending",
+        }];
+        let table = render_list(&entries);
+        assert!(table.contains("OrderPaid:O1"));
+        assert!(table.contains("pending  logistics system failed: simulated failure"));
+        assert!(table.ends_with("1 dead-lettered message(s)\n"));
+        let outcomes = vec![
+            ReplayOutcome {
+                group: "warehouse_group".into(),
+                event_id: "OrderPaid:O1".into(),
+                order_id: "O1".into(),
+                result: "applied",
+                reason: String::new(),
+            },
+            ReplayOutcome {
+                group: "warehouse_group".into(),
+                event_id: "OrderPaid:O2".into(),
+                order_id: "O2".into(),
+                result: "already_applied",
+                reason: String::new(),
+            },
+        ];
+        assert!(
+            render_replay(&outcomes)
+                .ends_with("replayed 2: 1 applied, 1 already applied, 0 failed\n")
+        );
+    }
+
+    #[test]
     fn the_tool_finds_the_embedded_nameserver_when_no_cluster_is_set() {
         let config = Config {
             embedded_namesrv_port: 4321,

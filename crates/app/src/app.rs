@@ -147,6 +147,7 @@ impl Application {
                     store_dir: config.data_dir.join("rocketmq"),
                     namesrv_port: config.embedded_namesrv_port,
                     broker_port: config.embedded_broker_port,
+                    delay_levels: config.retry_delay_levels.clone(),
                 })
                 .await?;
                 let addr = broker.namesrv_addr();

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::thirdparty::Profile;
@@ -100,9 +100,24 @@ const KEYS: &[Key] = &[
         "Port of the embedded broker (0 = any free port); it also uses port-2 (fast/VIP) and port+1 (HA).",
     ),
     key(
+        "retry_delay_levels",
+        Kind::Str,
+        "Embedded broker only: RocketMQ messageDelayLevel, e.g. \"1s 5s 10s 30s 1m 2m\"; the n-th redelivery of a failed message waits level 3+n. Unset: RocketMQ's default (10 s, 30 s, 1 m, 2 m, ...).",
+    ),
+    key(
         "max_reconsume_times",
         Kind::Int,
         "Redeliveries of a failing message before RocketMQ moves it to %DLQ%<group>.",
+    ),
+    key(
+        "consumer_concurrency",
+        Kind::Int,
+        "Deliveries each consumer group handles at once (needs rate x third-party latency).",
+    ),
+    key(
+        "write_batch_max",
+        Kind::Int,
+        "Most creates/payments sharing one commit (group commit).",
     ),
     key(
         "relay_batch_size",
@@ -207,7 +222,7 @@ const KEYS: &[Key] = &[
 ];
 
 /// ordermq's settings. Field names are the keys of [`KEYS`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http_addr: String,
@@ -217,6 +232,7 @@ pub struct Config {
     pub namesrv_addr: Option<String>,
     pub embedded_namesrv_port: u16,
     pub embedded_broker_port: u16,
+    pub retry_delay_levels: Option<String>,
     pub max_reconsume_times: i32,
     pub consumer_concurrency: u32,
     pub relay_batch_size: usize,
@@ -252,6 +268,7 @@ impl Default for Config {
             namesrv_addr: None,
             embedded_namesrv_port: 19876,
             embedded_broker_port: 20911,
+            retry_delay_levels: None,
             max_reconsume_times: 16,
             consumer_concurrency: 64,
             relay_batch_size: 512,
@@ -393,6 +410,14 @@ impl Config {
         if self.refund_attempts == 0 {
             return Err(ConfigError::Invalid("refund_attempts must be > 0".into()));
         }
+        if let Some(levels) = &self.retry_delay_levels
+            && (levels.split_whitespace().next().is_none()
+                || !levels.split_whitespace().all(valid_delay))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "retry_delay_levels {levels:?}: expected delays like \"1s 5s 10s 30s 1m 2h\""
+            )));
+        }
         if self.relay_batch_size == 0
             || self.write_batch_max == 0
             || self.consumer_concurrency == 0
@@ -488,6 +513,10 @@ impl Config {
                     .unwrap_or_else(|| "(unset: embedded broker)".into()),
                 "embedded_namesrv_port" => self.embedded_namesrv_port.to_string(),
                 "embedded_broker_port" => self.embedded_broker_port.to_string(),
+                "retry_delay_levels" => self
+                    .retry_delay_levels
+                    .clone()
+                    .unwrap_or_else(|| "(unset: RocketMQ default)".into()),
                 "max_reconsume_times" => self.max_reconsume_times.to_string(),
                 "consumer_concurrency" => self.consumer_concurrency.to_string(),
                 "relay_batch_size" => self.relay_batch_size.to_string(),
@@ -530,6 +559,18 @@ impl Config {
         }
         out
     }
+}
+
+/// One RocketMQ delay: a positive number followed by `s`, `m`, `h` or `d`.
+fn valid_delay(delay: &str) -> bool {
+    let Some(unit) = delay.chars().last() else {
+        return false;
+    };
+    let number = &delay[..delay.len() - unit.len_utf8()];
+    matches!(unit, 's' | 'm' | 'h' | 'd')
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && number.parse::<u32>().is_ok_and(|n| n > 0)
 }
 
 fn find_key(name: &str) -> Option<&'static Key> {
@@ -629,6 +670,41 @@ mod tests {
             Config::load_from(None, env(&[("ORDERMQ_NAMESRV_ADDR", "ns1")])),
             Err(ConfigError::Invalid(_))
         ));
+        for bad in ["", "1x", "s", "0s", "1s two"] {
+            assert!(
+                matches!(
+                    Config::load_from(None, env(&[("ORDERMQ_RETRY_DELAY_LEVELS", bad)])),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let fast =
+            Config::load_from(None, env(&[("ORDERMQ_RETRY_DELAY_LEVELS", "1s 1s 2s 1m")])).unwrap();
+        assert_eq!(fast.retry_delay_levels.as_deref(), Some("1s 1s 2s 1m"));
+    }
+
+    #[test]
+    fn every_documented_key_is_settable_from_the_environment() {
+        // The README documents these; they were once missing from KEYS, so
+        // their variables were refused as unknown.
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("ORDERMQ_CONSUMER_CONCURRENCY", "8"),
+                ("ORDERMQ_WRITE_BATCH_MAX", "32"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.consumer_concurrency, 8);
+        assert_eq!(config.write_batch_max, 32);
+        // And every field of Config is a key: describe() names them all.
+        let described = Config::default().describe();
+        let fields = serde_json::to_value(Config::default()).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            assert!(find_key(field).is_some(), "field {field} is not in KEYS");
+            assert!(described.contains(field.as_str()));
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`app`]: builds and runs everything ([`Application`]).
 //! - [`harness`]: a whole ordermq in-process on a temp dir (benchmarks, tests).
 //! - [`bench`]: `ordermq bench`, the benchmark scenarios and their reports.
+//! - [`chaos`]: the fault-injection suite (`cargo run --release --bin chaos`).
+//! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages.
 //! - [`service`]: the order service the HTTP API calls.
 //! - [`lifecycle`]: closing unpaid orders (delayed messages) and gateway refunds.
 //! - [`relay`]: outbox → RocketMQ.
@@ -21,7 +23,9 @@
 
 pub mod app;
 pub mod bench;
+pub mod chaos;
 pub mod config;
+pub mod dlq;
 pub mod harness;
 pub mod lifecycle;
 pub mod relay;

@@ -1,6 +1,8 @@
 //! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
 //! `ordermq config` lists every configuration key and its current value;
-//! `ordermq bench <scenario>` measures it.
+//! `ordermq bench <scenario>` measures it; `ordermq broker` runs only the
+//! embedded RocketMQ NameServer + broker; `ordermq dlq list|replay` inspects
+//! and replays dead-lettered messages.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,38 @@ enum Command {
         #[command(subcommand)]
         scenario: ordermq::bench::Scenario,
     },
+    /// Run only a RocketMQ NameServer + broker (the embedded one) on the embedded
+    /// ports, storing under <data_dir>/rocketmq, until Ctrl-C/SIGTERM. An ordermq
+    /// started with ORDERMQ_NAMESRV_ADDR=127.0.0.1:<namesrv port> uses it; the
+    /// fault suite runs it this way to stop and kill the broker on its own.
+    Broker,
+    /// Dead-lettered messages (%DLQ%<group>): list them with the recorded reason,
+    /// or replay them through their group's handler (idempotent).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Every message in the DLQ of one group (or all four), its reason and state.
+    List {
+        /// credit_group, marketing_group, push_group or warehouse_group (default: all).
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply every not-yet-applied dead-lettered message through its group's
+    /// handler; already applied ones are skipped. Exits 1 if any still fails.
+    Replay {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn config_path(cli: &Cli) -> Option<PathBuf> {
@@ -64,7 +98,111 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(config),
         Command::Bench { scenario } => bench(scenario),
+        Command::Broker => broker(config),
+        Command::Dlq { action } => dlq(config, action),
     }
+}
+
+fn broker(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        let broker = ordermq_messaging::EmbeddedBroker::start(ordermq_messaging::EmbeddedOptions {
+            store_dir: config.data_dir.join("rocketmq"),
+            namesrv_port: config.embedded_namesrv_port,
+            broker_port: config.embedded_broker_port,
+            delay_levels: config.retry_delay_levels.clone(),
+        })
+        .await?;
+        tracing::info!(
+            namesrv = %broker.namesrv_addr(),
+            broker = %broker.broker_addr(),
+            "RocketMQ NameServer + broker running; set ORDERMQ_NAMESRV_ADDR={} for ordermq",
+            broker.namesrv_addr()
+        );
+        shutdown_signal().await;
+        tracing::info!("stopping the broker");
+        broker.shutdown().await;
+        Ok::<(), ordermq_messaging::MqError>(())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordermq broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dlq(config: Config, action: DlqAction) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("error"))
+        .with_writer(std::io::stderr)
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let (group, json) = match &action {
+        DlqAction::List { group, json } | DlqAction::Replay { group, json } => {
+            (group.clone(), *json)
+        }
+    };
+    let systems = match ordermq::dlq::systems(group.as_deref()) {
+        Ok(systems) => systems,
+        Err(e) => {
+            eprintln!("ordermq dlq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        match action {
+            DlqAction::List { .. } => match ordermq::dlq::list(&config, &systems).await {
+                Ok(entries) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&entries).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", ordermq::dlq::render_list(&entries));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ordermq dlq list: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            DlqAction::Replay { .. } => match ordermq::dlq::replay(&config, &systems).await {
+                Ok(outcomes) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&outcomes).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", ordermq::dlq::render_replay(&outcomes));
+                    }
+                    if outcomes.iter().any(|o| o.result == "failed") {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ordermq dlq replay: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 fn bench(scenario: ordermq::bench::Scenario) -> ExitCode {

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
-use ordermq_store::{EffectRecord, Store};
+use ordermq_store::{Applied, EffectRecord, Store};
 
 use crate::writer::EffectWriter;
 
@@ -189,13 +189,16 @@ impl SystemHandler {
         // Push and warehouse skip what they already applied before calling
         // their third party again. Credit and marketing call nobody: the
         // inbox insert alone drops a redelivery, one statement fewer per batch.
+        let mut skipped = 0;
         if matches!(self.system, System::Push | System::Warehouse) {
             let ids: Vec<String> = events.iter().map(|(_, id, _)| id.clone()).collect();
             let applied = match self.store.applied_among(self.system, &ids).await {
                 Ok(applied) => applied,
                 Err(e) => return Outcome::RetryLater(e.to_string()),
             };
+            let before = events.len();
             events.retain(|(_, id, _)| !applied.contains(id));
+            skipped = before - events.len();
         }
         // Which orders already have their paid effect here (reversals and
         // carrier updates wait for it).
@@ -233,14 +236,26 @@ impl SystemHandler {
                 }
             }
         }
-        let applied = records.len();
-        if let Err(reason) = self.writer.apply(records).await {
-            for (delivery, event_id, event) in &events {
-                self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
-                    .await;
+        let outcomes = match self.writer.apply(records).await {
+            Ok(outcomes) => outcomes,
+            Err(reason) => {
+                for (delivery, event_id, event) in &events {
+                    self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
+                        .await;
+                }
+                return Outcome::RetryLater(reason);
             }
-            return Outcome::RetryLater(reason);
+        };
+        skipped += outcomes.iter().filter(|o| **o == Applied::Already).count();
+        if skipped > 0 {
+            // Operators (and the fault suite) count these: redeliveries are normal.
+            tracing::debug!(
+                group,
+                skipped,
+                "redelivered events already applied; skipped"
+            );
         }
+        let applied = outcomes.iter().filter(|o| **o == Applied::Now).count();
         tracing::debug!(group, applied, "batch consumed");
         match first_failure {
             Some(reason) => Outcome::RetryLater(reason),

@@ -49,10 +49,10 @@ pub struct SubscribeOptions {
 
 /// A connected producer plus the consumer groups started through it.
 pub struct MqClient {
-    runtime: Arc<ClientRuntime>,
+    pub(crate) runtime: Arc<ClientRuntime>,
     producer: DefaultMQProducer,
     consumers: Mutex<Vec<DefaultMQPushConsumer>>,
-    namesrv_addr: String,
+    pub(crate) namesrv_addr: String,
 }
 
 impl std::fmt::Debug for MqClient {

@@ -34,6 +34,10 @@ pub struct EmbeddedOptions {
     /// Broker port; 0 picks a free one. The broker also binds `port - 2`
     /// (its "fast" port) and `port + 1` (HA).
     pub broker_port: u16,
+    /// RocketMQ's `messageDelayLevel`: 18 delays such as `1s 5s 10s 30s 1m …`.
+    /// The n-th redelivery of a failed message waits level `3 + n`. `None`
+    /// keeps RocketMQ's default (10 s, 30 s, 1 m, 2 m, …).
+    pub delay_levels: Option<String>,
 }
 
 /// A running embedded NameServer + broker. Call [`EmbeddedBroker::shutdown`] to stop it.
@@ -211,6 +215,13 @@ impl EmbeddedBroker {
             // slots cost ten wheel steps a second instead of one.
             timer_precision_ms: 100,
             ..MessageStoreConfig::default()
+        };
+        let store = match options.delay_levels {
+            Some(levels) => MessageStoreConfig {
+                message_delay_level: levels,
+                ..store
+            },
+            None => store,
         };
         let validated = ValidatedBrokerConfig::try_from_parts(broker, store)
             .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))?;

@@ -14,13 +14,16 @@
 //! - [`embedded`]: an in-process NameServer + broker on loopback, for the
 //!   one-command default run and for tests.
 //! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
+//! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
 
 pub mod client;
+pub mod dlq;
 pub mod embedded;
 
 use thiserror::Error;
 
 pub use client::{MqClient, SubscribeOptions};
+pub use dlq::{DeadLetter, dlq_topic};
 pub use embedded::{EmbeddedBroker, EmbeddedOptions};
 
 /// RocketMQ could not be started or reached.

@@ -452,6 +452,12 @@ impl Store {
 
     /// Remembers that a delivery failed, and whether the broker is giving up on it
     /// (the message goes to the group's dead-letter queue).
+    ///
+    /// Nothing is recorded if the group has applied the event already: a
+    /// redelivered duplicate failing after another delivery applied it must not
+    /// leave a failure behind (it would count as dead-lettered in the stats and
+    /// `ordermq dlq list` forever). A failure recorded just before the event
+    /// is applied stays as history; every reader lets the inbox row outrank it.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_failure(
         &self,
@@ -465,7 +471,8 @@ impl Store {
     ) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO consumer_failures (consumer_group, event_id, order_id, attempts, last_error, dead_lettered, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 \
+             WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE consumer_group = $1 AND event_id = $2) \
              ON CONFLICT (consumer_group, event_id) DO UPDATE SET \
                attempts = $4, last_error = $5, dead_lettered = $6, updated_at = $7",
         )

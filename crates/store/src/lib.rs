@@ -19,7 +19,9 @@
 //! - [`lifecycle`]: closing unpaid orders, refunds, carrier updates.
 //! - [`outbox`]: claiming, acknowledging and retrying unsent events.
 //! - [`effects`]: each system's effect plus its inbox row, in one transaction.
+//! - `audit`: read-only whole-table queries for the fault suite's checker and `ordermq dlq`.
 
+mod audit;
 mod effects;
 mod lifecycle;
 mod orders;
@@ -35,6 +37,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use thiserror::Error;
 
+pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
 pub use effects::{Applied, EffectRecord};
 pub use lifecycle::{CloseOutcome, RefundTask};
 pub use orders::{DemoProduct, WriteOp, WriteResult};

@@ -65,6 +65,7 @@ pub async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
         store_dir: dir.path().join("rocketmq"),
         namesrv_port: 0,
         broker_port: 0,
+        delay_levels: None,
     })
     .await
     .map_err(|e| e.to_string())?;

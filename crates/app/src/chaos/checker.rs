@@ -1,0 +1,336 @@
+//! The invariant checker: reads every database directly, after healing and
+//! draining, and compares it with the ledger of what clients were told.
+//!
+//! It trusts nothing ordermq says about itself (no API call): orders,
+//! payments, stock, the outbox and each downstream system's effect and inbox
+//! tables are read through `ordermq_store`'s audit queries. The rules:
+//!
+//! - an acknowledged payment ends PAID (else **lost**);
+//! - a PAID order has exactly one points entry, coupon, SMS and shipment
+//!   (none: **lost**; more than one: **doubled**) and one applied payment;
+//! - an order never paid, or UNPAID, has no effect at all (**phantom**), and
+//!   a payment whose answer was lost is all-or-nothing (the two rules above);
+//! - stock: `on_hand = start − Σ paid quantities`, `reserved = Σ unpaid
+//!   quantities`, never negative, never more sold than there was (**oversold**);
+//! - the outbox is empty and no delivery is left failing (**undrained**).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ordermq_domain::System;
+use ordermq_store::Store;
+use serde::Serialize;
+
+use super::driver::Ledger;
+
+/// What a trial's databases say against its ledger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    /// Orders in the database.
+    pub orders: usize,
+    /// PAID orders in the database.
+    pub paid: usize,
+    /// Payments acknowledged (200, not refund_required) by the notify endpoint.
+    pub acknowledged: usize,
+    /// Requests whose answer was lost (crash, timeout).
+    pub answers_lost: usize,
+    /// Acknowledged payments not PAID, plus PAID orders missing an effect.
+    pub lost: usize,
+    /// Effects applied more than once (extra rows), plus stock deducted twice.
+    pub doubled: usize,
+    /// Units sold beyond the stock, plus negative stock.
+    pub oversold: usize,
+    /// Effects or payments for orders that were never paid.
+    pub phantom: usize,
+    /// Outbox rows unsent and deliveries still failing after the drain.
+    pub undrained: usize,
+    /// Second payments recorded as owed back.
+    pub refunds_flagged: usize,
+    /// Every broken rule, in words (at most 50 kept).
+    pub violations: Vec<String>,
+}
+
+impl Verdict {
+    pub fn holds(&self) -> bool {
+        self.lost == 0
+            && self.doubled == 0
+            && self.oversold == 0
+            && self.phantom == 0
+            && self.undrained == 0
+            && self.violations.is_empty()
+    }
+
+    fn violation(&mut self, text: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(text);
+        }
+    }
+
+    /// Adds another trial's counts to this one.
+    pub fn absorb(&mut self, other: Verdict) {
+        self.orders += other.orders;
+        self.paid += other.paid;
+        self.acknowledged += other.acknowledged;
+        self.answers_lost += other.answers_lost;
+        self.lost += other.lost;
+        self.doubled += other.doubled;
+        self.oversold += other.oversold;
+        self.phantom += other.phantom;
+        self.undrained += other.undrained;
+        self.refunds_flagged += other.refunds_flagged;
+        for v in other.violations {
+            self.violation(v);
+        }
+    }
+}
+
+/// What the checker needs besides the databases.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Stock of each product when the trial started (products not listed are not checked).
+    pub start_stock: HashMap<String, i64>,
+    /// Events a group is allowed to have left unapplied (dead-lettered on purpose):
+    /// `(system, order id)`.
+    pub dead_letter_allowed: BTreeSet<(System, String)>,
+}
+
+/// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
+pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Verdict {
+    let mut v = Verdict {
+        acknowledged: ledger.acknowledged(),
+        answers_lost: ledger.answers_lost(),
+        ..Verdict::default()
+    };
+    for error in &ledger.server_errors {
+        v.violation(format!("a request got a server error: {error}"));
+    }
+    let (orders, payments, stock, outbox) = match (
+        store.audit_orders().await,
+        store.audit_payments().await,
+        store.audit_stock().await,
+        store.outbox_backlog().await,
+    ) {
+        (Ok(o), Ok(p), Ok(s), Ok(b)) => (o, p, s, b),
+        (o, p, s, b) => {
+            v.violation(format!(
+                "cannot read the order database: {:?} {:?} {:?} {:?}",
+                o.err(),
+                p.err(),
+                s.err(),
+                b.err()
+            ));
+            return v;
+        }
+    };
+    let mut systems = BTreeMap::new();
+    for system in System::ALL {
+        match store.audit_system(system).await {
+            Ok(audit) => {
+                systems.insert(system, audit);
+            }
+            Err(e) => {
+                v.violation(format!("cannot read the {} database: {e}", system.name()));
+                return v;
+            }
+        }
+    }
+    v.orders = orders.len();
+    let by_id: HashMap<&str, &ordermq_store::AuditOrder> =
+        orders.iter().map(|o| (o.order_id.as_str(), o)).collect();
+
+    // Acknowledged payments are PAID; orders never paid are not.
+    for (id, record) in &ledger.orders {
+        let status = by_id.get(id.as_str()).map(|o| o.status.as_str());
+        if record.acknowledged && status != Some("PAID") {
+            v.lost += 1;
+            v.violation(format!(
+                "order {id}: payment acknowledged but the order is {status:?}"
+            ));
+        }
+        if !record.pay_attempted && status == Some("PAID") {
+            v.phantom += 1;
+            v.violation(format!("order {id}: never paid but PAID"));
+        }
+        if status.is_none() {
+            v.lost += 1;
+            v.violation(format!("order {id}: created (201) but not in the database"));
+        }
+    }
+
+    // Payments: one APPLIED per PAID order, matching its payment id; none for
+    // others; second payments owed back.
+    let mut applied_by_order: HashMap<&str, Vec<&str>> = HashMap::new();
+    for p in &payments {
+        match p.outcome.as_str() {
+            "APPLIED" => applied_by_order
+                .entry(p.order_id.as_str())
+                .or_default()
+                .push(p.payment_id.as_str()),
+            "REFUND_REQUIRED" => v.refunds_flagged += 1,
+            other => v.violation(format!("payment {}: unknown outcome {other}", p.payment_id)),
+        }
+    }
+    for (id, record) in &ledger.orders {
+        // A payment acknowledged as the applied one must be the one recorded,
+        // and one acknowledged as refund_required must be owed back.
+        for (payment_id, acked_as_applied) in &record.payments {
+            let row = payments.iter().find(|p| &p.payment_id == payment_id);
+            match (acked_as_applied, row) {
+                (Some(true), Some(p)) if p.outcome == "APPLIED" && &p.order_id == id => {}
+                (Some(false), Some(p)) if p.outcome == "REFUND_REQUIRED" => {}
+                (None, _) => {} // answer lost or rejected: either way is fine
+                (ack, row) => {
+                    v.lost += 1;
+                    v.violation(format!(
+                        "order {id}: payment {payment_id} answered {ack:?} but recorded as {:?}",
+                        row.map(|p| (&p.order_id, &p.outcome))
+                    ));
+                }
+            }
+        }
+    }
+
+    for order in &orders {
+        let id = order.order_id.as_str();
+        let paid = order.status == "PAID";
+        let applied = applied_by_order.get(id).map(Vec::len).unwrap_or(0);
+        if paid {
+            v.paid += 1;
+            let matches = applied_by_order
+                .get(id)
+                .is_some_and(|ids| ids.len() == 1 && Some(ids[0]) == order.payment_id.as_deref());
+            if !matches {
+                v.violation(format!(
+                    "order {id}: PAID with payment {:?} but applied payments {:?}",
+                    order.payment_id,
+                    applied_by_order.get(id)
+                ));
+            }
+        } else if applied > 0 {
+            v.phantom += 1;
+            v.violation(format!(
+                "order {id}: {} but has an applied payment",
+                order.status
+            ));
+        }
+        for (system, audit) in &systems {
+            let effects = audit.effects.get(id).copied().unwrap_or(0);
+            let inbox = audit.inbox.get(id).copied().unwrap_or(0);
+            let allowed_missing = expect
+                .dead_letter_allowed
+                .contains(&(*system, id.to_owned()));
+            if paid {
+                if effects == 0 && !allowed_missing {
+                    v.lost += 1;
+                    v.violation(format!("order {id}: PAID but no {} effect", system.name()));
+                }
+                if effects > 1 {
+                    v.doubled += (effects - 1) as usize;
+                    v.violation(format!("order {id}: {effects} {} effects", system.name()));
+                }
+                if effects != inbox && !(allowed_missing && effects == 0) {
+                    v.violation(format!(
+                        "order {id}: {} has {effects} effect rows but {inbox} inbox rows",
+                        system.name()
+                    ));
+                }
+            } else if effects > 0 || inbox > 0 {
+                v.phantom += 1;
+                v.violation(format!(
+                    "order {id}: {} but {} applied {effects} effect(s)",
+                    order.status,
+                    system.name()
+                ));
+            }
+        }
+    }
+    // Effects for orders that do not exist at all.
+    for (system, audit) in &systems {
+        for id in audit.effects.keys() {
+            if !by_id.contains_key(id.as_str()) {
+                v.phantom += 1;
+                v.violation(format!("{} effect for unknown order {id}", system.name()));
+            }
+        }
+    }
+
+    // Stock.
+    let mut paid_qty: HashMap<&str, i64> = HashMap::new();
+    let mut reserved_qty: HashMap<&str, i64> = HashMap::new();
+    for order in &orders {
+        let target = match order.status.as_str() {
+            "PAID" => &mut paid_qty,
+            "UNPAID" => &mut reserved_qty,
+            _ => continue,
+        };
+        for (sku, q) in &order.lines {
+            *target.entry(sku.as_str()).or_default() += q;
+        }
+    }
+    for s in &stock {
+        if s.on_hand < 0 || s.reserved < 0 {
+            v.oversold += s.on_hand.min(s.reserved).unsigned_abs() as usize;
+            v.violation(format!(
+                "{}: negative stock (on hand {}, reserved {})",
+                s.sku, s.on_hand, s.reserved
+            ));
+        }
+        let Some(&start) = expect.start_stock.get(&s.sku) else {
+            continue;
+        };
+        let sold = paid_qty.get(s.sku.as_str()).copied().unwrap_or(0);
+        let reserved = reserved_qty.get(s.sku.as_str()).copied().unwrap_or(0);
+        if sold > start {
+            v.oversold += (sold - start) as usize;
+            v.violation(format!("{}: sold {sold} of {start}", s.sku));
+        }
+        if s.on_hand != start - sold {
+            if s.on_hand < start - sold {
+                v.doubled += (start - sold - s.on_hand) as usize;
+            }
+            v.violation(format!(
+                "{}: on hand {} but start {start} − paid {sold} = {}",
+                s.sku,
+                s.on_hand,
+                start - sold
+            ));
+        }
+        if s.reserved != reserved {
+            v.violation(format!(
+                "{}: reserved {} but unpaid orders hold {reserved}",
+                s.sku, s.reserved
+            ));
+        }
+    }
+
+    // Backlogs.
+    if outbox > 0 {
+        v.undrained += outbox as usize;
+        v.violation(format!(
+            "{outbox} outbox row(s) never confirmed by the broker"
+        ));
+    }
+    for (system, audit) in &systems {
+        for f in &audit.failures {
+            // A failure recorded by a duplicate delivery racing the one that
+            // applied the event is stale, not a backlog.
+            if audit.inbox.get(&f.order_id).copied().unwrap_or(0) > 0 {
+                continue;
+            }
+            let allowed = f.dead_lettered
+                && expect
+                    .dead_letter_allowed
+                    .contains(&(*system, f.order_id.clone()));
+            if !allowed {
+                v.undrained += 1;
+                v.violation(format!(
+                    "{}: {} still failing after {} attempts: {}",
+                    system.consumer_group(),
+                    f.event_id,
+                    f.attempts,
+                    f.last_error
+                ));
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,328 @@
+//! Load against a live ordermq, and the ledger of what it answered.
+//!
+//! The checker can only call a payment "lost" if it knows which payments
+//! were acknowledged, so every request's outcome is written down here: a 200
+//! from the notify endpoint is a promise (the order must end PAID with all
+//! its effects); a request whose answer never came (connection reset by a
+//! crash, a timeout) may or may not have been applied and must be
+//! all-or-nothing; a 4xx must have changed nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ordermq_api::signature::{PaymentSigner, SIGNATURE_HEADER};
+use serde_json::{Value, json};
+
+/// What happened to one order, as seen by the client.
+#[derive(Debug, Clone, Default)]
+pub struct OrderRecord {
+    pub amount: i64,
+    /// `(sku, quantity)`.
+    pub lines: Vec<(String, i64)>,
+    /// A payment notice was sent at least once.
+    pub pay_attempted: bool,
+    /// A notify answered 200 (not `refund_required`) for this order.
+    pub acknowledged: bool,
+    /// A notify got no answer (crash, timeout).
+    pub answer_lost: bool,
+    /// Payment ids notified for this order, and whether each was acknowledged
+    /// as the applied one (`Some(false)` = 200 with `refund_required`).
+    pub payments: BTreeMap<String, Option<bool>>,
+}
+
+/// Everything the load saw, shared by its workers.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub orders: BTreeMap<String, OrderRecord>,
+    /// Creates whose answer was lost: the order may exist without us knowing its id.
+    pub creates_lost: u64,
+    /// Requests refused with a 4xx, by code.
+    pub rejected: BTreeMap<String, u64>,
+    /// 5xx answers (never expected from a healthy or restarting ordermq).
+    pub server_errors: Vec<String>,
+}
+
+impl Ledger {
+    pub fn acknowledged(&self) -> usize {
+        self.orders.values().filter(|o| o.acknowledged).count()
+    }
+
+    pub fn answers_lost(&self) -> usize {
+        self.orders.values().filter(|o| o.answer_lost).count() + self.creates_lost as usize
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A status and its JSON body.
+    Got(u16, Value),
+    /// Sent, but no answer came: connection reset or timed out. It may have been applied.
+    Lost(String),
+    /// Never reached the server (connection refused: ordermq is down).
+    Refused(String),
+}
+
+/// A client of one ordermq (its port never changes across restarts).
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub signer: PaymentSigner,
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Driver {
+    pub fn new(http_port: u16, secret: &str) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("HTTP client"),
+            base: format!("http://127.0.0.1:{http_port}"),
+            signer: PaymentSigner::new(secret.as_bytes()),
+            ledger: Arc::new(Mutex::new(Ledger::default())),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn answer(response: reqwest::Result<reqwest::Response>) -> Answer {
+        match response {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                match r.bytes().await {
+                    Ok(bytes) => Answer::Got(
+                        status,
+                        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    ),
+                    Err(e) => Answer::Lost(e.to_string()),
+                }
+            }
+            Err(e) if e.is_connect() => Answer::Refused(e.to_string()),
+            Err(e) => Answer::Lost(e.to_string()),
+        }
+    }
+
+    fn note_rejection(&self, status: u16, body: &Value, what: &str) {
+        let mut ledger = self.ledger.lock().expect("ledger");
+        if status >= 500 {
+            ledger
+                .server_errors
+                .push(format!("{what}: {status} {body}"));
+        } else {
+            let code = body["code"].as_str().unwrap_or("?").to_owned();
+            *ledger.rejected.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Creates an order; on 201 it is written into the ledger.
+    pub async fn create(&self, user: &str, items: &[(&str, i64)]) -> Answer {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+            .collect();
+        let answer = Self::answer(
+            self.client
+                .post(self.url("/api/orders"))
+                .json(&json!({"user_id": user, "items": items}))
+                .send()
+                .await,
+        )
+        .await;
+        match &answer {
+            Answer::Got(201, body) => {
+                let record = OrderRecord {
+                    amount: body["amount"].as_i64().unwrap_or(-1),
+                    lines: body["lines"]
+                        .as_array()
+                        .map(|lines| {
+                            lines
+                                .iter()
+                                .map(|l| {
+                                    (
+                                        l["sku"].as_str().unwrap_or("?").to_owned(),
+                                        l["quantity"].as_i64().unwrap_or(0),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ..OrderRecord::default()
+                };
+                let id = body["order_id"].as_str().unwrap_or("?").to_owned();
+                self.ledger
+                    .lock()
+                    .expect("ledger")
+                    .orders
+                    .insert(id, record);
+            }
+            Answer::Got(status, body) => self.note_rejection(*status, body, "create"),
+            Answer::Lost(_) => self.ledger.lock().expect("ledger").creates_lost += 1,
+            Answer::Refused(_) => {}
+        }
+        answer
+    }
+
+    /// Sends a signed payment notice and records its outcome.
+    pub async fn pay(&self, order_id: &str, payment_id: &str, amount: i64) -> Answer {
+        let body =
+            json!({"order_id": order_id, "payment_id": payment_id, "amount": amount}).to_string();
+        let signature = self.signer.sign(body.as_bytes());
+        {
+            let mut ledger = self.ledger.lock().expect("ledger");
+            let record = ledger.orders.entry(order_id.to_owned()).or_default();
+            record.pay_attempted = true;
+            record.payments.entry(payment_id.to_owned()).or_insert(None);
+        }
+        let answer = Self::answer(
+            self.client
+                .post(self.url("/api/payments/notify"))
+                .header("content-type", "application/json")
+                .header(SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await,
+        )
+        .await;
+        match &answer {
+            Answer::Got(200, receipt) => {
+                let refund = receipt["refund_required"].as_bool().unwrap_or(false);
+                let mut ledger = self.ledger.lock().expect("ledger");
+                let record = ledger.orders.entry(order_id.to_owned()).or_default();
+                record.payments.insert(payment_id.to_owned(), Some(!refund));
+                if !refund {
+                    record.acknowledged = true;
+                }
+            }
+            Answer::Got(status, body) => self.note_rejection(*status, body, "pay"),
+            Answer::Refused(_) => {}
+            Answer::Lost(_) => {
+                let mut ledger = self.ledger.lock().expect("ledger");
+                ledger
+                    .orders
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .answer_lost = true;
+            }
+        }
+        answer
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get(&self, path: &str) -> Answer {
+        Self::answer(self.client.get(self.url(path)).send().await).await
+    }
+}
+
+/// Settings of the background load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub workers: usize,
+    /// SKUs to order from (each line 1..=3 units of one of them).
+    pub skus: Vec<String>,
+    /// Probability that a created order is paid.
+    pub pay_probability: f64,
+    /// Probability that a payment notice is sent again (a gateway retry).
+    pub duplicate_probability: f64,
+    /// Pause between a worker's orders.
+    pub think: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            skus: vec![
+                "SKU-1".into(),
+                "SKU-2".into(),
+                "SKU-3".into(),
+                "SKU-4".into(),
+            ],
+            pay_probability: 0.8,
+            duplicate_probability: 0.1,
+            think: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Background load: workers creating and paying orders until stopped.
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Payments acknowledged so far (for "payments keep succeeding" checks).
+    pub acknowledged: Arc<AtomicU64>,
+}
+
+impl Load {
+    pub fn start(driver: &Driver, options: LoadOptions) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let tasks = (0..options.workers)
+            .map(|w| {
+                let (driver, options) = (driver.clone(), options.clone());
+                let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+                tokio::spawn(async move {
+                    let user = format!("chaos-u{w}");
+                    while !stop.load(Ordering::Relaxed) {
+                        let sku = &options.skus[fastrand::usize(..options.skus.len())];
+                        let quantity = fastrand::i64(1..=3);
+                        let created = driver.create(&user, &[(sku.as_str(), quantity)]).await;
+                        let Answer::Got(201, body) = created else {
+                            // Down or restarting: back off a little.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        if fastrand::f64() < options.pay_probability {
+                            let order_id = body["order_id"].as_str().unwrap_or("?").to_owned();
+                            let amount = body["amount"].as_i64().unwrap_or(0);
+                            let payment_id = format!("pay-{order_id}");
+                            // A gateway retries a notice whose answer it did not get.
+                            for attempt in 0..3 {
+                                match driver.pay(&order_id, &payment_id, amount).await {
+                                    Answer::Got(200, _) => {
+                                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                                        if fastrand::f64() < options.duplicate_probability {
+                                            driver.pay(&order_id, &payment_id, amount).await;
+                                        }
+                                        break;
+                                    }
+                                    Answer::Got(_, _) => break,
+                                    Answer::Lost(_) | Answer::Refused(_) => {
+                                        if stop.load(Ordering::Relaxed) && attempt > 0 {
+                                            break;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(
+                                            200 * (attempt + 1),
+                                        ))
+                                        .await;
+                                    }
+                                }
+                            }
+                        }
+                        tokio::time::sleep(options.think).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            acknowledged,
+        }
+    }
+
+    /// Stops the workers and waits for their last requests.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

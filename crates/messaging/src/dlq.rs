@@ -1,0 +1,179 @@
+//! Reading a consumer group's dead-letter queue, `%DLQ%<group>`.
+//!
+//! RocketMQ moves a message there once a group has failed it
+//! `max_reconsume_times` times, and never delivers it again by itself: an
+//! operator has to look at it (`ordermq dlq list`) and, once the cause is
+//! fixed, replay it (`ordermq dlq replay`). This module only *reads*: a lite
+//! pull consumer assigned every queue of the DLQ topic, rewound to the first
+//! offset, polled until it has seen every message up to the queues' current
+//! end. It commits no offset, so reading twice shows the same messages — a
+//! DLQ is a record, replays are made idempotent by the consumers' inboxes.
+
+use std::time::{Duration, Instant};
+
+use ordermq_domain::ports::Delivery;
+use rocketmq_client_rust::DefaultLitePullConsumerBuilder;
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_ext::MessageExt;
+
+use crate::MqError;
+use crate::client::{EVENT_ID_PROPERTY, MqClient};
+
+/// The dead-letter topic of `group`, as RocketMQ names it.
+pub fn dlq_topic(group: &str) -> String {
+    format!("%DLQ%{group}")
+}
+
+/// One message of a dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message id the group saw (the producer's unique key), stable across retries.
+    pub msg_id: String,
+    /// The DLQ topic it was read from.
+    pub topic: String,
+    /// ordermq's event id (`OrderPaid:<order>`), when the message carries one.
+    pub event_id: Option<String>,
+    /// The message key (the order id for ordermq's events).
+    pub key: String,
+    pub tag: String,
+    pub body: Vec<u8>,
+    /// How many times the group had been redelivered the message when it gave up.
+    pub reconsume_times: i32,
+    /// When the broker stored it in the DLQ (epoch ms).
+    pub stored_at: i64,
+    /// Position in the DLQ: `(queue id, offset)`.
+    pub position: (i32, i64),
+}
+
+impl DeadLetter {
+    /// The message as a fresh delivery to its group's handler (a replay).
+    pub fn to_delivery(&self) -> Delivery {
+        Delivery {
+            msg_id: self.msg_id.clone(),
+            topic: self.topic.clone(),
+            tag: self.tag.clone(),
+            key: self.key.clone(),
+            body: self.body.clone(),
+            reconsume_times: 0,
+            max_reconsume_times: 0,
+        }
+    }
+}
+
+fn dead_letter(m: &MessageExt) -> DeadLetter {
+    let msg_id = m
+        .get_user_property("UNIQ_KEY")
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| m.msg_id().to_string());
+    DeadLetter {
+        msg_id,
+        topic: m.topic().to_string(),
+        event_id: m
+            .get_user_property(EVENT_ID_PROPERTY)
+            .map(|v| v.to_string()),
+        key: m
+            .keys()
+            .and_then(|keys| keys.into_iter().next())
+            .unwrap_or_default(),
+        tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+        body: m.body().map(|b| b.to_vec()).unwrap_or_default(),
+        reconsume_times: m.reconsume_times(),
+        stored_at: m.store_timestamp(),
+        position: (m.queue_id(), m.queue_offset()),
+    }
+}
+
+impl MqClient {
+    /// Every message currently in `%DLQ%<group>`, oldest first. A group that
+    /// never dead-lettered anything has no DLQ topic yet: that is an empty list.
+    /// Gives up with an error if the broker does not hand over every message
+    /// within `timeout`.
+    pub async fn dead_letters(
+        &self,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Vec<DeadLetter>, MqError> {
+        let topic = dlq_topic(group);
+        let consumer = DefaultLitePullConsumerBuilder::new(self.runtime.clone())
+            .consumer_group(format!("ordermq_dlq_reader_{group}"))
+            .name_server_addr(self.namesrv_addr.as_str())
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .auto_commit(false)
+            .pull_batch_size(64)
+            .build()
+            .map_err(|e| MqError::client("DLQ reader", e))?;
+        consumer
+            .start()
+            .await
+            .map_err(|e| MqError::client("DLQ reader start", e))?;
+        let result = async {
+            let queues = match consumer.fetch_message_queues(&topic).await {
+                Ok(queues) => queues,
+                // No route: nothing was ever dead-lettered for this group.
+                Err(e) => {
+                    tracing::debug!(topic, error = %e, "no DLQ topic route; treating as empty");
+                    return Ok(Vec::new());
+                }
+            };
+            let mut expected = 0i64;
+            for queue in &queues {
+                let max = consumer
+                    .max_offset(queue)
+                    .await
+                    .map_err(|e| MqError::client("DLQ max offset", e))?;
+                let min = consumer
+                    .min_offset(queue)
+                    .await
+                    .map_err(|e| MqError::client("DLQ min offset", e))?;
+                expected += (max - min).max(0);
+            }
+            if expected == 0 {
+                return Ok(Vec::new());
+            }
+            consumer
+                .assign(queues.clone())
+                .await
+                .map_err(|e| MqError::client("DLQ assign", e))?;
+            for queue in &queues {
+                consumer
+                    .seek_to_begin(queue)
+                    .await
+                    .map_err(|e| MqError::client("DLQ seek", e))?;
+            }
+            let deadline = Instant::now() + timeout;
+            let mut letters: Vec<DeadLetter> = Vec::new();
+            while (letters.len() as i64) < expected {
+                if Instant::now() >= deadline {
+                    return Err(MqError::client(
+                        "DLQ read",
+                        format!(
+                            "{topic}: read {} of {expected} messages within {timeout:?}",
+                            letters.len()
+                        ),
+                    ));
+                }
+                for m in consumer.poll_with_timeout(500).await {
+                    let letter = dead_letter(&m);
+                    if !letters.iter().any(|l| l.position == letter.position) {
+                        letters.push(letter);
+                    }
+                }
+            }
+            letters.sort_by_key(|l| (l.stored_at, l.position));
+            Ok(letters)
+        }
+        .await;
+        consumer.shutdown().await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlq_topic_follows_rocketmq_naming() {
+        assert_eq!(dlq_topic("credit_group"), "%DLQ%credit_group");
+    }
+}

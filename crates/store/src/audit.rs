@@ -1,0 +1,262 @@
+//! Read-only queries for auditors: the fault suite's invariant checker and
+//! the `ordermq dlq` operator tool.
+//!
+//! They read whole tables at once and are meant for a quiet database (after a
+//! run, or while an operator looks at a handful of failures), never for the
+//! request path. Nothing here writes.
+
+use std::collections::HashMap;
+
+use ordermq_domain::System;
+use ordermq_domain::ports::StorageError;
+use sqlx::Row;
+
+use crate::Store;
+
+fn storage(e: sqlx::Error) -> StorageError {
+    StorageError(e.to_string())
+}
+
+/// An order as the checker sees it: status, the payment applied, its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOrder {
+    pub order_id: String,
+    pub status: String,
+    pub payment_id: Option<String>,
+    pub amount: i64,
+    /// `(sku, quantity)`.
+    pub lines: Vec<(String, i64)>,
+}
+
+/// A row of `payments`: every distinct payment the gateway notified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPayment {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: i64,
+    /// `APPLIED` or `REFUND_REQUIRED`.
+    pub outcome: String,
+}
+
+/// A product's stock counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditStock {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+}
+
+/// The last recorded failure of one event in one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    pub event_id: String,
+    pub order_id: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub dead_lettered: bool,
+    pub updated_at: i64,
+}
+
+/// What one system recorded for each order: effect rows and inbox rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemAudit {
+    /// order id → effect rows (points entries, coupons, SMS, shipments).
+    pub effects: HashMap<String, i64>,
+    /// order id → inbox rows of this system's group for the order's
+    /// `OrderPaid` (later events — refunds, carrier updates — have their own).
+    pub inbox: HashMap<String, i64>,
+    /// Events whose delivery failed and were not applied since.
+    pub failures: Vec<FailureRecord>,
+}
+
+impl Store {
+    /// Every order with its lines.
+    pub async fn audit_orders(&self) -> Result<Vec<AuditOrder>, StorageError> {
+        let mut lines: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for row in
+            sqlx::query("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, sku")
+                .fetch_all(&self.orders)
+                .await
+                .map_err(storage)?
+        {
+            lines
+                .entry(row.try_get("order_id").map_err(storage)?)
+                .or_default()
+                .push((
+                    row.try_get("sku").map_err(storage)?,
+                    row.try_get("quantity").map_err(storage)?,
+                ));
+        }
+        sqlx::query("SELECT order_id, status, payment_id, amount FROM orders ORDER BY order_id")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| {
+                let order_id: String = row.try_get("order_id").map_err(storage)?;
+                Ok(AuditOrder {
+                    lines: lines.remove(&order_id).unwrap_or_default(),
+                    order_id,
+                    status: row.try_get("status").map_err(storage)?,
+                    payment_id: row.try_get("payment_id").map_err(storage)?,
+                    amount: row.try_get("amount").map_err(storage)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every payment notified, applied or owed back.
+    pub async fn audit_payments(&self) -> Result<Vec<AuditPayment>, StorageError> {
+        sqlx::query(
+            "SELECT payment_id, order_id, amount, outcome FROM payments ORDER BY order_id, payment_id",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|row| {
+            Ok(AuditPayment {
+                payment_id: row.try_get("payment_id").map_err(storage)?,
+                order_id: row.try_get("order_id").map_err(storage)?,
+                amount: row.try_get("amount").map_err(storage)?,
+                outcome: row.try_get("outcome").map_err(storage)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Every product's `on_hand` and `reserved`.
+    pub async fn audit_stock(&self) -> Result<Vec<AuditStock>, StorageError> {
+        sqlx::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|row| {
+                Ok(AuditStock {
+                    sku: row.try_get("sku").map_err(storage)?,
+                    on_hand: row.try_get("on_hand").map_err(storage)?,
+                    reserved: row.try_get("reserved").map_err(storage)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Effect rows, inbox rows and open failures of one system.
+    pub async fn audit_system(&self, system: System) -> Result<SystemAudit, StorageError> {
+        let effects = self.effect_counts_by_order(system).await?;
+        let pool = self.system_pool(system);
+        let inbox = sqlx::query(
+            "SELECT order_id, COUNT(*) AS n FROM inbox \
+             WHERE consumer_group = $1 AND event_id LIKE 'OrderPaid:%' GROUP BY order_id",
+        )
+        .bind(system.consumer_group())
+        .fetch_all(pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| Ok((r.try_get("order_id")?, r.try_get("n")?)))
+        .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+        .map_err(storage)?;
+        Ok(SystemAudit {
+            effects,
+            inbox,
+            failures: self.failures(system).await?,
+        })
+    }
+
+    /// The recorded failures of one system's group, oldest first.
+    pub async fn failures(&self, system: System) -> Result<Vec<FailureRecord>, StorageError> {
+        sqlx::query(
+            "SELECT event_id, order_id, attempts, last_error, dead_lettered, updated_at \
+             FROM consumer_failures WHERE consumer_group = $1 ORDER BY updated_at, event_id",
+        )
+        .bind(system.consumer_group())
+        .fetch_all(self.system_pool(system))
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            Ok(FailureRecord {
+                event_id: r.try_get("event_id").map_err(storage)?,
+                order_id: r.try_get("order_id").map_err(storage)?,
+                attempts: r.try_get("attempts").map_err(storage)?,
+                last_error: r.try_get("last_error").map_err(storage)?,
+                dead_lettered: r.try_get::<i64, _>("dead_lettered").map_err(storage)? != 0,
+                updated_at: r.try_get("updated_at").map_err(storage)?,
+            })
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ordermq_domain::{Effect, OrderId, UserId};
+
+    use super::*;
+    use crate::StoreOptions;
+
+    #[tokio::test]
+    async fn a_failure_after_the_event_was_applied_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let shipment = Effect::Shipment {
+            user_id: UserId::parse("u1").unwrap(),
+            order_id: OrderId::parse("O1").unwrap(),
+            tracking_no: "T1".into(),
+        };
+        // One delivery applies the event; a duplicate racing it fails at the
+        // carrier on its last attempt and reports the failure afterwards.
+        store
+            .apply_effect("OrderPaid:O1", "m1", &shipment, 1)
+            .await
+            .unwrap();
+        store
+            .record_failure(
+                System::Warehouse,
+                "OrderPaid:O1",
+                "O1",
+                17,
+                "carrier down",
+                true,
+                2,
+            )
+            .await
+            .unwrap();
+        assert!(store.failures(System::Warehouse).await.unwrap().is_empty());
+        assert_eq!(
+            store.system_counts(System::Warehouse).await.unwrap(),
+            (1, 0)
+        );
+
+        // A failure of an event not applied is recorded, and applying clears it.
+        store
+            .record_failure(
+                System::Warehouse,
+                "OrderPaid:O2",
+                "O2",
+                1,
+                "carrier down",
+                false,
+                3,
+            )
+            .await
+            .unwrap();
+        let failures = store.failures(System::Warehouse).await.unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            (
+                failures[0].order_id.as_str(),
+                failures[0].last_error.as_str(),
+                failures[0].dead_lettered
+            ),
+            ("O2", "carrier down", false)
+        );
+        let audit = store.audit_system(System::Warehouse).await.unwrap();
+        assert_eq!(audit.effects.get("O1"), Some(&1));
+        assert_eq!(audit.inbox.get("O1"), Some(&1));
+        store.close().await;
+    }
+}

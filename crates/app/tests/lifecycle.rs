@@ -426,3 +426,80 @@ async fn carrier_callbacks_move_the_order_and_the_shipment_forward() {
     assert_eq!(updates, 2);
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_it() {
+    let app = LocalApp::start(|c| {
+        common::fast_third_parties(c);
+        c.payment_gateway_latency_ms = 5;
+        c.payment_gateway_failure_rate = 1.0;
+        c.refund_attempts = 2;
+        // Give up after one redelivery, retried after a second.
+        c.max_reconsume_times = 1;
+        c.retry_delay_levels = Some("1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s".into());
+    })
+    .await
+    .unwrap();
+    let (id, amount) = create(&app, "unlucky".into(), "SKU-3", 1).await;
+    assert_eq!(
+        app.notify(&id, "pay-u", amount).await.unwrap().status(),
+        200
+    );
+    let response = app
+        .client
+        .post(app.url(&format!("/api/orders/{id}/refund")))
+        .header("idempotency-key", "k")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let refund: Value = response.json().await.unwrap();
+    let refund_id = refund["refund_id"].as_str().unwrap().to_owned();
+
+    let failed = wait_for_order(&app, &id, Duration::from_secs(60), |o| {
+        o["refunds"][0]["status"] == "FAILED"
+    })
+    .await;
+    assert_eq!(
+        failed["status"], "REFUNDING",
+        "money still owed, and visibly so"
+    );
+    assert!(
+        failed["refunds"][0]["attempts"].as_i64().unwrap() >= 4,
+        "{failed:#}"
+    );
+    assert!(
+        failed["refunds"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("payment gateway")
+    );
+    let (_, stats) = common::get_json(&app, "/api/stats").await;
+    assert_eq!(stats["refunds_by_status"]["FAILED"], 1);
+
+    // The gateway is back; the operator retries.
+    app.payments
+        .set_profile(ordermq::thirdparty::Profile::INSTANT);
+    let retried = app
+        .client
+        .post(app.url(&format!("/api/refunds/{refund_id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 202);
+    let done = wait_for_order(&app, &id, Duration::from_secs(30), |o| {
+        o["status"] == "REFUNDED"
+    })
+    .await;
+    assert_eq!(done["refunds"][0]["status"], "SUCCEEDED");
+    // Retrying a refund that succeeded is refused and changes nothing.
+    let again = app
+        .client
+        .post(app.url(&format!("/api/refunds/{refund_id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    app.stop().await.unwrap();
+}

@@ -675,11 +675,19 @@ async fn bad_input(options: &Options) -> TrialOutcome {
     let seed = fastrand::u64(..);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut notes = Vec::new();
+    // One connection per bad request: the server rightly closes a connection
+    // after refusing an oversized body unread, and a pooled client could
+    // otherwise send the next case on that closing connection (a transport
+    // error that says nothing about ordermq).
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ChaosError::Setup(e.to_string()))?;
     for _ in 0..options.bad_requests {
         let request = bad_request(&mut rng, &ctx);
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("method");
-        let mut builder = driver
-            .client
+        let mut builder = fresh
             .request(method, driver.url(&request.path))
             .body(request.body.clone());
         if let Some(ct) = &request.content_type {

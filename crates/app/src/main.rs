@@ -140,8 +140,14 @@ fn broker(config: Config) -> ExitCode {
 }
 
 fn dlq(config: Config, action: DlqAction) -> ExitCode {
+    // The tool reports its own errors; the RocketMQ client's connection
+    // chatter only shows when ORDERMQ_LOG asks for it.
+    let filter = match std::env::var_os("ORDERMQ_LOG") {
+        Some(_) => EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("error")),
+        None => EnvFilter::new("error,rocketmq_transport=off,rocketmq_client_rust=off"),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new("error"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let Some(runtime) = runtime() else {

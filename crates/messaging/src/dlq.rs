@@ -94,6 +94,10 @@ impl MqClient {
         timeout: Duration,
     ) -> Result<Vec<DeadLetter>, MqError> {
         let topic = dlq_topic(group);
+        // rocketmq-client-rust answers "Argument is invalid" both for a topic
+        // without a route and for a NameServer it cannot reach: tell them
+        // apart first, or an unreachable cluster would read as an empty DLQ.
+        self.probe_nameserver().await?;
         let consumer = DefaultLitePullConsumerBuilder::new(self.runtime.clone())
             .consumer_group(format!("ordermq_dlq_reader_{group}"))
             .name_server_addr(self.namesrv_addr.as_str())
@@ -165,6 +169,26 @@ impl MqClient {
         .await;
         consumer.shutdown().await;
         result
+    }
+}
+
+impl MqClient {
+    /// Fails unless at least one configured NameServer accepts a connection.
+    async fn probe_nameserver(&self) -> Result<(), MqError> {
+        let mut errors = Vec::new();
+        for addr in self.namesrv_addr.split(';').map(str::trim) {
+            match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+                Err(_) => errors.push(format!("{addr}: no answer within 3 s")),
+            }
+        }
+        Err(MqError::client(
+            "NameServer",
+            format!("cannot connect ({})", errors.join("; ")),
+        ))
     }
 }
 

@@ -488,12 +488,15 @@ pub fn bad_request(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> BadRequest {
             expect: Some((404, E::NotFound)),
         },
         _ => BadRequest {
-            kind: "unknown order or bad user id",
+            kind: "unknown order, bad user id or record kind",
             method: "GET",
-            path: if rng.bool() {
-                format!("/api/orders/{}", random_id(rng))
-            } else {
-                format!("/api/users/{}", ["x".repeat(65), "a%20b".into(), "%C3%BC".into()][rng.usize(0..3)])
+            path: match rng.u8(0..3) {
+                0 => format!("/api/orders/{}", random_id(rng)),
+                1 => format!(
+                    "/api/users/{}",
+                    ["x".repeat(65), "a%20b".into(), "%C3%BC".into()][rng.usize(0..3)]
+                ),
+                _ => format!("/api/users/u1/x-{}", random_id(rng)),
             },
             content_type: None,
             signature: None,

@@ -2,7 +2,7 @@
 //! `{"code": "STABLE_CODE", "message": "human text"}` and the right status.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::{
@@ -43,7 +43,20 @@ impl IntoResponse for ApiError {
             code: self.code.as_str(),
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        ) {
+            // These are answered without reading the request body, so the
+            // server cannot take another request on this connection. Say so:
+            // without it a keep-alive client reuses the connection and its
+            // next request fails ("connection closed before message completed").
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

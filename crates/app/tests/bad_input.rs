@@ -215,3 +215,72 @@ async fn boundary_quantities_and_amounts_are_exact() {
         (422, Some("INVALID_REQUEST"))
     );
 }
+
+/// Found by the live `bad-input` fault scenario: a request right after an
+/// oversized one, on the same keep-alive connection, sometimes got no answer
+/// (the server closed the connection it had not read to the end, the client
+/// reused it). Refusals that leave the body unread now say `Connection: close`.
+#[tokio::test]
+async fn refusals_without_reading_the_body_close_the_connection() {
+    let h = harness().await;
+    for (content_type, size, status) in [
+        (Some("application/json"), 200_000, 413),
+        (Some("text/plain"), 10, 415),
+        (None, 10, 415),
+    ] {
+        let mut request = Request::post("/api/orders");
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = h
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(vec![b'x'; size])).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(
+            response
+                .headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap()),
+            Some("close"),
+            "{status}"
+        );
+    }
+
+    // Over a real keep-alive connection: every request after an oversized one is answered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = h.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/api/orders");
+    let mut unanswered = Vec::new();
+    for i in 0..100 {
+        let huge = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(vec![b'a'; 64 * 1024 + 50_000])
+            .send()
+            .await;
+        if let Ok(r) = huge {
+            assert_eq!(r.status().as_u16(), 413);
+        }
+        match client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"user_id":"u1","items":[]}"#)
+            .send()
+            .await
+        {
+            Ok(r) => assert_eq!(r.status().as_u16(), 422),
+            Err(e) => unanswered.push(format!("request {i}: {e}")),
+        }
+    }
+    server.abort();
+    assert!(unanswered.is_empty(), "{unanswered:#?}");
+}

@@ -101,9 +101,7 @@ impl Scenario {
                     if !holds || options.keep {
                         let dir = trial.keep();
                         options.say(format!("  kept {}", dir.display()));
-                        result
-                            .violations
-                            .push(format!("trial directory kept: {}", dir.display()));
+                        result.kept.push(dir.display().to_string());
                     }
                     result.add(verdict, faults);
                 }

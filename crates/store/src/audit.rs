@@ -11,11 +11,7 @@ use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
-use crate::Store;
-
-fn storage(e: sqlx::Error) -> StorageError {
-    StorageError(e.to_string())
-}
+use crate::{Store, storage};
 
 /// An order as the checker sees it: status, the payment applied, its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]

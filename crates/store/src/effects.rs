@@ -16,7 +16,7 @@ use ordermq_domain::{Amount, CarrierStatus, Effect, FanoutState, OrderId, System
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::Store;
+use crate::{Store, storage};
 
 /// Whether a delivery changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,6 @@ pub enum Applied {
     Now,
     /// The inbox already had this event: a redelivery, nothing changed.
     Already,
-}
-
-fn storage(e: sqlx::Error) -> StorageError {
-    StorageError(e.to_string())
 }
 
 /// One effect to record, with the event it comes from and the broker's message id.

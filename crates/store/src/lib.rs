@@ -318,6 +318,22 @@ async fn connect(
         })
 }
 
+/// A database error as the ports report it.
+fn storage(e: sqlx::Error) -> ordermq_domain::ports::StorageError {
+    ordermq_domain::ports::StorageError(e.to_string())
+}
+
+/// A stored value that does not parse back into its domain type.
+fn corrupt(what: &str, value: &str) -> ordermq_domain::ports::StorageError {
+    ordermq_domain::ports::StorageError(format!("stored {what} {value:?} is not valid"))
+}
+
+fn status_of(
+    raw: &str,
+) -> Result<ordermq_domain::OrderStatus, ordermq_domain::ports::StorageError> {
+    ordermq_domain::OrderStatus::parse(raw).ok_or_else(|| corrupt("status", raw))
+}
+
 /// Placeholders `$1, $2, …, $n` starting after `offset` parameters, for `IN (…)` lists.
 fn placeholders(offset: usize, n: usize) -> String {
     (1..=n)

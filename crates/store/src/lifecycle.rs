@@ -18,19 +18,7 @@ use ordermq_domain::{
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::Store;
-
-fn storage(e: sqlx::Error) -> StorageError {
-    StorageError(e.to_string())
-}
-
-fn corrupt(what: &str, value: &str) -> StorageError {
-    StorageError(format!("stored {what} {value:?} is not valid"))
-}
-
-fn status_of(raw: &str) -> Result<OrderStatus, StorageError> {
-    OrderStatus::parse(raw).ok_or_else(|| corrupt("status", raw))
-}
+use crate::{Store, corrupt, status_of, storage};
 
 /// What a due close did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +38,7 @@ pub enum CloseOutcome {
 /// sub-second precision; clocks of two hosts may differ a little).
 const CLOSE_EARLY_TOLERANCE_MS: i64 = 1_000;
 
+/// A status change that has a `from`: every transition after creation.
 async fn record_history(
     conn: &mut AnyConnection,
     order_id: &str,
@@ -57,16 +46,7 @@ async fn record_history(
     to: OrderStatus,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(order_id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::orders::record_history(conn, order_id, Some(from), to, at).await
 }
 
 /// Closes `order_id` if it is still UNPAID and due: one guarded update, the
@@ -512,16 +492,7 @@ impl Store {
 
     /// Every refund of an order, oldest first.
     pub async fn refunds_of(&self, order_id: &OrderId) -> Result<Vec<RefundView>, StorageError> {
-        sqlx::query(&format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY requested_at, refund_id"
-        ))
-        .bind(order_id.as_str())
-        .fetch_all(&self.orders)
-        .await
-        .map_err(storage)?
-        .iter()
-        .map(refund_view)
-        .collect()
+        self.refunds_where("order_id", order_id.as_str()).await
     }
 
     /// Refunds in `status`, oldest first (operators, checkers).
@@ -529,10 +500,19 @@ impl Store {
         &self,
         status: RefundStatus,
     ) -> Result<Vec<RefundView>, StorageError> {
+        self.refunds_where("status", status.as_str()).await
+    }
+
+    /// Refunds whose `column` (a fixed column name, never input) equals `value`.
+    async fn refunds_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Vec<RefundView>, StorageError> {
         sqlx::query(&format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = $1 ORDER BY requested_at, refund_id"
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE {column} = $1 ORDER BY requested_at, refund_id"
         ))
-        .bind(status.as_str())
+        .bind(value)
         .fetch_all(&self.orders)
         .await
         .map_err(storage)?

@@ -19,8 +19,8 @@ use ordermq_domain::{
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::Store;
 use crate::lifecycle::CloseOutcome;
+use crate::{Store, corrupt, status_of, storage};
 
 /// A product of the demo catalog seeded on first start.
 #[derive(Debug, Clone, Copy)]
@@ -31,14 +31,6 @@ pub struct DemoProduct {
     pub stock: i64,
 }
 
-fn storage(e: sqlx::Error) -> StorageError {
-    StorageError(e.to_string())
-}
-
-fn corrupt(what: &str, value: &str) -> StorageError {
-    StorageError(format!("stored {what} {value:?} is not valid"))
-}
-
 fn get<T>(row: &AnyRow, column: &str) -> Result<T, StorageError>
 where
     T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
@@ -46,11 +38,7 @@ where
     row.try_get(column).map_err(storage)
 }
 
-fn status_of(raw: &str) -> Result<OrderStatus, StorageError> {
-    OrderStatus::parse(raw).ok_or_else(|| corrupt("status", raw))
-}
-
-async fn record_history(
+pub(crate) async fn record_history(
     conn: &mut AnyConnection,
     order_id: &str,
     from: Option<OrderStatus>,

@@ -10,7 +10,7 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::{OrderEvent, OutboxMessage};
 use sqlx::{AnyConnection, Row};
 
-use crate::{Backend, Store, placeholders};
+use crate::{Backend, Store, placeholders, storage};
 
 /// Writes `event` to the outbox inside the caller's transaction.
 pub(crate) async fn enqueue(
@@ -90,10 +90,6 @@ pub(crate) async fn enqueue_many(
         query.execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-fn storage(e: sqlx::Error) -> StorageError {
-    StorageError(e.to_string())
 }
 
 impl Store {

@@ -124,7 +124,7 @@ fn broker(config: Config) -> ExitCode {
             "RocketMQ NameServer + broker running; set ORDERMQ_NAMESRV_ADDR={} for ordermq",
             broker.namesrv_addr()
         );
-        shutdown_signal().await;
+        ordermq::app::shutdown_signal().await;
         tracing::info!("stopping the broker");
         broker.shutdown().await;
         Ok::<(), ordermq_messaging::MqError>(())
@@ -239,7 +239,7 @@ fn serve(config: Config) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let app = Application::build(&config).await?;
-        app.run_until_stopped(shutdown_signal()).await
+        app.run_until_stopped(ordermq::app::shutdown_signal()).await
     });
     // The broker's background tasks may still hold the runtime; do not wait on them forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -264,27 +264,5 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             eprintln!("ordermq: cannot start the async runtime: {e}");
             None
         }
-    }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
     }
 }

@@ -77,28 +77,6 @@ fn write_json(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
     std::fs::write(path, json + "\n")
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let bin = match cli.ordermq.clone().map(Ok).unwrap_or_else(find_ordermq) {
@@ -149,7 +127,7 @@ fn main() -> ExitCode {
     let report = runtime.block_on(async {
         tokio::select! {
             report = run => Some(report),
-            _ = interrupted() => None,
+            _ = ordermq::app::shutdown_signal() => None,
         }
     });
     let Some(report) = report else {

@@ -323,6 +323,7 @@ impl Application {
         let stop = CancellationToken::new();
         let relay = tokio::spawn(relay::run(
             self.store.clone(),
+            self.writer.clone(),
             self.mq.publisher(),
             self.relay_wake.clone(),
             self.relay_options.clone(),
@@ -373,10 +374,14 @@ impl Application {
 /// Runs the SQLite WAL checkpoint every second, off the commit path (see
 /// `Store::checkpoint`), until `stop`.
 async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
+    let every = std::env::var("XCKPT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(every)) => {}
         }
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "WAL checkpoint failed; will retry");

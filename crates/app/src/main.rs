@@ -212,8 +212,14 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
 }
 
 fn bench(scenario: ordermq::bench::Scenario) -> ExitCode {
+    // Errors only, so the progress lines stay readable; ORDERMQ_LOG (same
+    // syntax as RUST_LOG) shows more, e.g. `warn` for slow-commit warnings.
+    let filter = std::env::var("ORDERMQ_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("error"));
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new("error"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let Some(runtime) = runtime() else {

@@ -12,6 +12,8 @@ use std::time::Duration;
 use ordermq_domain::now_millis;
 use ordermq_domain::ports::Publisher;
 use ordermq_store::Store;
+
+use crate::writer::OrderWriter;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +40,7 @@ pub fn backoff(consecutive_failures: u32) -> Duration {
 /// Runs until `shutdown` is cancelled. `wake` is notified after each payment commit.
 pub async fn run(
     store: Store,
+    writer: OrderWriter,
     publisher: Arc<dyn Publisher>,
     wake: Arc<Notify>,
     options: RelayOptions,
@@ -45,7 +48,8 @@ pub async fn run(
 ) {
     let mut failures: u32 = 0;
     // Rows the broker confirmed, marked sent in the same transaction as the
-    // next claim (one commit per round; at most one idle poll later). Until
+    // next claim, which itself rides in the order writer's next batch: under
+    // load the relay adds no commit of its own (at most one idle poll later). Until
     // then their lease keeps other relays off them; after a crash they are
     // sent again, and consumers' inboxes drop the duplicates.
     let mut confirmed: Vec<i64> = Vec::new();
@@ -53,13 +57,12 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
-        let claimed = match store
-            .ack_and_claim_outbox(
+        let claimed = match writer
+            .relay_outbox(
                 &options.owner,
-                &confirmed,
+                confirmed.clone(),
                 options.batch_size,
                 LEASE_MS,
-                now_millis(),
             )
             .await
         {

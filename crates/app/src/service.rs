@@ -86,7 +86,11 @@ impl OrderService for Orders {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StorageError>> {
-        Box::pin(self.store.stats())
+        Box::pin(async move {
+            let mut stats = self.store.stats().await?;
+            stats.group_commit = self.writer.group_commit();
+            Ok(stats)
+        })
     }
 
     fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {

@@ -9,11 +9,18 @@
 //! fsync is shared by the whole batch. Under light load a batch is one request
 //! and nothing waits.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ordermq_domain::ports::StorageError;
+use ordermq_domain::view::GroupCommitStats;
 use ordermq_domain::{CreateOrderError, OrderId, PayOrderError, now_millis};
 use ordermq_store::{CloseOutcome, Store, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// A batch slower than this is logged: every payment in it waited that long.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
 
 struct Request {
     op: WriteOp,
@@ -25,6 +32,14 @@ struct Request {
 #[derive(Debug, Clone)]
 pub struct OrderWriter {
     requests: mpsc::Sender<Request>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    operations: AtomicU64,
+    busy_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Request {
@@ -39,6 +54,8 @@ impl OrderWriter {
     /// Starts the writer task; batches hold at most `max_batch` operations.
     pub fn spawn(store: Store, max_batch: usize) -> (Self, JoinHandle<()>) {
         let (requests, mut queue) = mpsc::channel::<Request>(max_batch * 8);
+        let counters = Arc::new(Counters::default());
+        let counting = counters.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while let Some(first) = queue.recv().await {
@@ -50,14 +67,39 @@ impl OrderWriter {
                     }
                 }
                 let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
+                let begun = std::time::Instant::now();
                 let results = store.write_batch(&ops, now_millis()).await;
+                let took = begun.elapsed();
+                counting.commits.fetch_add(1, Ordering::Relaxed);
+                counting
+                    .operations
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                counting
+                    .busy_us
+                    .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                if took > SLOW_BATCH {
+                    tracing::warn!(
+                        operations = ops.len(),
+                        took_ms = took.as_millis() as u64,
+                        "slow order-database batch"
+                    );
+                }
                 for (request, result) in batch.drain(..).zip(results) {
                     // The caller may have gone (client disconnected); the write stands.
                     let _ = request.reply.send(result);
                 }
             }
         });
-        (Self { requests }, task)
+        (Self { requests, counters }, task)
+    }
+
+    /// Commits, operations and busy time since the writer started.
+    pub fn group_commit(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            operations: self.counters.operations.load(Ordering::Relaxed),
+            busy_ms: self.counters.busy_us.load(Ordering::Relaxed) / 1_000,
+        }
     }
 
     async fn submit(&self, op: WriteOp) -> Option<WriteResult> {
@@ -89,6 +131,28 @@ impl OrderWriter {
             None => Err(PayOrderError::Storage(
                 "the order writer has stopped".into(),
             )),
+        }
+    }
+
+    /// The relay's round (see [`WriteOp::RelayOutbox`]): marks `acked` rows
+    /// sent and claims the next due rows, in the next batch's transaction.
+    pub async fn relay_outbox(
+        &self,
+        owner: &str,
+        acked: Vec<i64>,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ordermq_domain::OutboxMessage>, StorageError> {
+        let op = WriteOp::RelayOutbox {
+            owner: owner.to_owned(),
+            acked,
+            limit,
+            lease_ms,
+        };
+        match self.submit(op).await {
+            Some(WriteResult::Relayed(result)) => result,
+            Some(_) => unreachable!("a relay round is answered with a relay result"),
+            None => Err(StorageError("the order writer has stopped".into())),
         }
     }
 

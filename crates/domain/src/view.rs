@@ -167,4 +167,19 @@ pub struct Stats {
     pub systems: BTreeMap<System, SystemStats>,
     pub payments_refund_required: i64,
     pub refunds_by_status: BTreeMap<String, i64>,
+    /// This instance's order-database writer since it started.
+    pub group_commit: GroupCommitStats,
+}
+
+/// How the order database's group commit is doing: `operations / commits`
+/// writes share each commit (and its fsync); `busy_ms` over wall time is how
+/// close the one writer is to saturation. Counted since this instance started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupCommitStats {
+    /// Transactions committed (or attempted) by the writer.
+    pub commits: u64,
+    /// Creates, payments, closes and relay rounds they carried.
+    pub operations: u64,
+    /// Milliseconds the writer spent running them.
+    pub busy_ms: u64,
 }

@@ -353,6 +353,7 @@ impl Store {
             ));
         }
         let group = system.consumer_group();
+        let _gate = self.write_gate(crate::Db::System(system)).await;
         let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
         // Statements, not rows, are what costs (each one is a round trip to
         // the database's worker thread), so a batch takes a few multi-row
@@ -465,6 +466,7 @@ impl Store {
         dead_lettered: bool,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _gate = self.write_gate(crate::Db::System(system)).await;
         sqlx::query(
             "INSERT INTO consumer_failures (consumer_group, event_id, order_id, attempts, last_error, dead_lettered, updated_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7 \

@@ -269,6 +269,7 @@ impl Store {
         now: i64,
     ) -> Result<RefundView, RefundError> {
         let fail = |e: sqlx::Error| RefundError::Storage(e.to_string());
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(fail)?;
         // A write first, so SQLite takes its write lock before anything is read.
         sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
@@ -531,6 +532,7 @@ impl Store {
         give_up: bool,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         sqlx::query(
             "UPDATE refunds SET attempts = attempts + 1, last_error = $1, updated_at = $2, \
                status = CASE WHEN $3 = 1 THEN 'FAILED' ELSE status END \
@@ -555,6 +557,7 @@ impl Store {
         provider_ref: &str,
         now: i64,
     ) -> Result<bool, StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(storage)?;
         let done = sqlx::query(
             "UPDATE refunds SET status = 'SUCCEEDED', attempts = attempts + 1, provider_ref = $1, \
@@ -614,6 +617,7 @@ impl Store {
         now: i64,
     ) -> Result<RefundView, RetryRefundError> {
         let fail = |e: sqlx::Error| RetryRefundError::Storage(e.to_string());
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(fail)?;
         let reopened = sqlx::query(
             "UPDATE refunds SET status = 'REQUESTED', retries = retries + 1, updated_at = $1 \
@@ -700,6 +704,7 @@ impl Store {
                 });
             }
         }
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(fail)?;
         let fresh = sqlx::query(
             "INSERT INTO carrier_events (order_id, status, tracking_no, received_at) \

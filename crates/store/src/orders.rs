@@ -14,13 +14,14 @@ use ordermq_domain::view::{
 };
 use ordermq_domain::{
     Amount, CreateOrderError, EventKind, FanoutState, NewOrder, OrderEvent, OrderId, OrderPaid,
-    OrderStatus, PayOrderError, PaymentId, PaymentNotice, Product, Sku, System, UserId,
+    OrderStatus, OutboxMessage, PayOrderError, PaymentId, PaymentNotice, Product, Sku, System,
+    UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::lifecycle::CloseOutcome;
-use crate::{Store, corrupt, status_of, storage};
+use crate::{Backend, Store, corrupt, status_of, storage};
 
 /// A product of the demo catalog seeded on first start.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +61,7 @@ pub(crate) async fn record_history(
 impl Store {
     /// Inserts the products that are not there yet; existing rows are untouched.
     pub async fn seed_catalog(&self, products: &[DemoProduct]) -> Result<usize, StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut inserted = 0;
         for p in products {
             let done = sqlx::query(
@@ -80,6 +82,7 @@ impl Store {
 
     /// Sets a product's stock outright (tests and operators); reservations are cleared.
     pub async fn upsert_product(&self, product: &DemoProduct) -> Result<(), StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         sqlx::query(
             "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
              ON CONFLICT (sku) DO UPDATE SET name = $2, price = $3, on_hand = $4, reserved = 0",
@@ -135,6 +138,7 @@ impl Store {
         close_after_ms: Option<i64>,
     ) -> Result<OrderView, CreateOrderError> {
         let fail = |e: sqlx::Error| CreateOrderError::Storage(e.to_string());
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(fail)?;
         let view = create_order_in(&mut tx, order, order_id, now, close_after_ms).await?;
         tx.commit().await.map_err(fail)?;
@@ -153,6 +157,7 @@ impl Store {
         now: i64,
     ) -> Result<PaymentReceipt, PayOrderError> {
         let fail = |e: sqlx::Error| PayOrderError::Storage(e.to_string());
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(fail)?;
         let receipt = pay_order_in(&mut tx, notice, now).await?;
         tx.commit().await.map_err(fail)?;
@@ -168,13 +173,14 @@ impl Store {
         let storage_failure = |ops: &[WriteOp], reason: String| -> Vec<WriteResult> {
             ops.iter().map(|op| op.failed(reason.clone())).collect()
         };
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = match self.orders.begin().await {
             Ok(tx) => tx,
             Err(e) => return storage_failure(ops, e.to_string()),
         };
         // A batch of one needs no savepoint: the transaction is its savepoint.
         if let [op] = ops {
-            let result = apply_op(&mut tx, op, now).await;
+            let result = apply_op(&mut tx, self.backend, op, now).await;
             if !result.is_ok() {
                 // Rejected: nothing of it may stay.
                 let _ = tx.rollback().await;
@@ -220,14 +226,19 @@ impl Store {
             }
             start += run;
         }
-        for (index, op) in ops.iter().enumerate() {
+        // The relay's claims last, so they see the events written before them.
+        let relay_last = (0..ops.len())
+            .filter(|&i| !matches!(ops[i], WriteOp::RelayOutbox { .. }))
+            .chain((0..ops.len()).filter(|&i| matches!(ops[i], WriteOp::RelayOutbox { .. })));
+        for index in relay_last {
+            let op = &ops[index];
             if results[index].is_some() {
                 continue;
             }
             if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *tx).await {
                 return storage_failure(ops, e.to_string());
             }
-            let result = apply_op(&mut tx, op, now).await;
+            let result = apply_op(&mut tx, self.backend, op, now).await;
             let end = if result.is_ok() {
                 "RELEASE SAVEPOINT op"
             } else {
@@ -243,7 +254,18 @@ impl Store {
             }
             results[index] = Some(result);
         }
-        match tx.commit().await {
+        let committing = std::time::Instant::now();
+        let committed = tx.commit().await;
+        let took = committing.elapsed();
+        if took > std::time::Duration::from_millis(100) {
+            // The disk's flush, almost always: worth knowing when payments slow down.
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                operations = ops.len(),
+                "slow commit"
+            );
+        }
+        match committed {
             Ok(()) => results
                 .into_iter()
                 .map(|r| r.expect("every operation was decided"))
@@ -508,7 +530,7 @@ async fn pay_run_statements(
 }
 
 /// Runs one operation inside the caller's transaction.
-async fn apply_op(tx: &mut AnyConnection, op: &WriteOp, now: i64) -> WriteResult {
+async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i64) -> WriteResult {
     match op {
         WriteOp::Create {
             order,
@@ -522,6 +544,18 @@ async fn apply_op(tx: &mut AnyConnection, op: &WriteOp, now: i64) -> WriteResult
             crate::lifecycle::close_order_in(&mut *tx, order_id, now)
                 .await
                 .map_err(storage),
+        ),
+        WriteOp::RelayOutbox {
+            owner,
+            acked,
+            limit,
+            lease_ms,
+        } => WriteResult::Relayed(
+            crate::outbox::ack_and_claim_in(
+                &mut *tx, backend, owner, acked, *limit, *lease_ms, now,
+            )
+            .await
+            .map_err(storage),
         ),
     }
 }
@@ -539,6 +573,17 @@ pub enum WriteOp {
     Pay(PaymentNotice),
     /// Closes the order if it is still unpaid and due.
     Close(OrderId),
+    /// The outbox relay's round: marks `acked` rows sent and claims up to
+    /// `limit` due rows for `lease_ms`. Riding in a batch, it shares the
+    /// payments' commit (and fsync) instead of taking turns with them for the
+    /// database's one write lock; it runs after the batch's other operations,
+    /// so it already claims the events they wrote.
+    RelayOutbox {
+        owner: String,
+        acked: Vec<i64>,
+        limit: usize,
+        lease_ms: i64,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -547,6 +592,7 @@ pub enum WriteResult {
     Created(Result<OrderView, CreateOrderError>),
     Paid(Result<PaymentReceipt, PayOrderError>),
     Closed(Result<CloseOutcome, StorageError>),
+    Relayed(Result<Vec<OutboxMessage>, StorageError>),
 }
 
 impl WriteResult {
@@ -555,6 +601,7 @@ impl WriteResult {
             Self::Created(r) => r.is_ok(),
             Self::Paid(r) => r.is_ok(),
             Self::Closed(r) => r.is_ok(),
+            Self::Relayed(r) => r.is_ok(),
         }
     }
 }
@@ -565,6 +612,7 @@ impl WriteOp {
             Self::Create { .. } => WriteResult::Created(Err(CreateOrderError::Storage(reason))),
             Self::Pay(_) => WriteResult::Paid(Err(PayOrderError::Storage(reason))),
             Self::Close(_) => WriteResult::Closed(Err(StorageError(reason))),
+            Self::RelayOutbox { .. } => WriteResult::Relayed(Err(StorageError(reason))),
         }
     }
 }
@@ -1043,6 +1091,8 @@ impl Store {
             systems,
             payments_refund_required,
             refunds_by_status,
+            // The writer in front of the store fills this in.
+            group_commit: Default::default(),
         })
     }
 }

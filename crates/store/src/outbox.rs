@@ -116,48 +116,18 @@ impl Store {
         lease_ms: i64,
         now: i64,
     ) -> Result<Vec<OutboxMessage>, StorageError> {
-        let skip_locked = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut tx = self.orders.begin().await.map_err(storage)?;
-        mark_sent_in(&mut tx, acked, now).await.map_err(storage)?;
-        let sql = format!(
-            "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
-                          ORDER BY next_attempt_at, id LIMIT $4 {skip_locked}) \
-             RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
+        let claimed = ack_and_claim_in(&mut tx, self.backend, owner, acked, limit, lease_ms, now)
             .await
             .map_err(storage)?;
         tx.commit().await.map_err(storage)?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                Ok(OutboxMessage {
-                    id: r.try_get("id")?,
-                    topic: r.try_get("topic")?,
-                    tag: r.try_get("tag")?,
-                    key: r.try_get("msg_key")?,
-                    event_id: r.try_get("event_id")?,
-                    body: r.try_get("body")?,
-                    deliver_at: r.try_get("deliver_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(storage)?;
-        claimed.sort_by_key(|m| m.id);
         Ok(claimed)
     }
 
     /// Marks rows as confirmed stored by the broker.
     pub async fn mark_sent(&self, ids: &[i64], now: i64) -> Result<(), StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         let mut conn = self.orders.acquire().await.map_err(storage)?;
         mark_sent_in(&mut conn, ids, now).await.map_err(storage)
     }
@@ -169,6 +139,7 @@ impl Store {
         error: &str,
         retry_at: i64,
     ) -> Result<(), StorageError> {
+        let _gate = self.write_gate(crate::Db::Orders).await;
         sqlx::query(
             "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL \
              WHERE id = $3 AND sent_at IS NULL",
@@ -191,4 +162,52 @@ impl Store {
             .try_get("n")
             .map_err(storage)
     }
+}
+
+/// Marks `acked` rows sent and claims up to `limit` due rows for `lease_ms`,
+/// inside the caller's transaction: the relay's round rides on a payment
+/// batch's commit (see `WriteOp::RelayOutbox`) or on its own.
+pub(crate) async fn ack_and_claim_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    owner: &str,
+    acked: &[i64],
+    limit: usize,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    mark_sent_in(&mut *tx, acked, now).await?;
+    let sql = format!(
+        "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
+                      ORDER BY next_attempt_at, id LIMIT $4 {skip_locked}) \
+         RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|r| {
+            Ok(OutboxMessage {
+                id: r.try_get("id")?,
+                topic: r.try_get("topic")?,
+                tag: r.try_get("tag")?,
+                key: r.try_get("msg_key")?,
+                event_id: r.try_get("event_id")?,
+                body: r.try_get("body")?,
+                deliver_at: r.try_get("deliver_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by_key(|m| m.id);
+    Ok(claimed)
 }

@@ -94,6 +94,12 @@ struct Step {
     rate: f64,
     summary: Summary,
     fanout_lag: i64,
+    slowest: serde_json::Value,
+    /// Paid → all four effects, p50 / p99 ms, and how many were measured.
+    e2e: (f64, f64, usize),
+    /// Writes per order-database commit, and the writer's busy fraction.
+    per_commit: f64,
+    writer_busy: f64,
     passed: bool,
     why: String,
 }
@@ -142,6 +148,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         );
         // Let the previous step's fan-out settle so each step starts clean.
         super::wait_for_fanout(&target, paid_total, Duration::from_secs(30)).await?;
+        let writer_before = target.group_commit().await?;
+        let begun_epoch = ordermq_domain::now_millis();
         let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
             super::pay_over_http(target.clone(), orders.clone(), i)
         })
@@ -149,6 +157,12 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         let summary = load::summarize(&samples, wall);
         paid_total += (summary.count - summary.errors) as i64;
         let fanout_lag = super::fanout_lag(&target, paid_total).await?;
+        let writer_after = target.group_commit().await?;
+        let [commits, operations, busy_ms] =
+            [0, 1, 2].map(|i| writer_after[i].saturating_sub(writer_before[i]) as f64);
+        // End to end once the step's events are all applied (or 30 s passed).
+        super::wait_for_fanout(&target, paid_total, Duration::from_secs(30)).await?;
+        let e2e = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
         series.extend(
             load::throughput_series(&samples)
                 .into_iter()
@@ -173,10 +187,13 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         }
         let passed = why.is_empty();
         eprintln!(
-            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  {}",
+            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  {}",
             ms(summary.p50_ms),
             ms(summary.p99_ms),
             summary.throughput_per_s,
+            ms(load::percentile(&e2e.all, 99.0)),
+            operations / commits.max(1.0),
+            100.0 * busy_ms / (wall.as_secs_f64() * 1e3),
             if passed {
                 "ok".to_owned()
             } else {
@@ -187,6 +204,14 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             rate,
             summary,
             fanout_lag,
+            slowest: load::slowest(&samples, 10),
+            e2e: (
+                load::percentile(&e2e.all, 50.0),
+                load::percentile(&e2e.all, 99.0),
+                e2e.all.len(),
+            ),
+            per_commit: operations / commits.max(1.0),
+            writer_busy: busy_ms / (wall.as_secs_f64() * 1e3),
             passed,
             why: why.join(", "),
         });
@@ -222,6 +247,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "max_sustained_offered_per_s": best.map(|s| s.rate),
         "p50_ms_at_max": best.map(|s| s.summary.p50_ms),
         "p99_ms_at_max": best.map(|s| s.summary.p99_ms),
+        "e2e_p99_ms_at_max": best.map(|s| s.e2e.1),
         "yardsticks": {"fsync_per_s": fsync_per_s, "sqlite_commit_per_s": sqlite_commit_per_s},
         "multiple_of_fsync": max_sustained / fsync_per_s.max(1e-9),
         "multiple_of_sqlite_commit": max_sustained / sqlite_commit_per_s.max(1e-9),
@@ -233,7 +259,9 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "steps": steps.iter().map(|s| json!({
             "offered_per_s": s.rate, "payments": s.summary.count, "achieved_per_s": s.summary.throughput_per_s,
             "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
-            "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "passed": s.passed, "why_not": s.why,
+            "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "slowest": s.slowest,
+            "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2,
+            "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy, "passed": s.passed, "why_not": s.why,
         })).collect::<Vec<_>>(),
     });
 
@@ -245,6 +273,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             "p99 ms",
             "max ms",
             "fan-out lag",
+            "e2e p99 ms",
             "result",
         ]
         .map(String::from)
@@ -258,12 +287,14 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             ms(s.summary.p99_ms),
             ms(s.summary.max_ms),
             s.fanout_lag.to_string(),
+            ms(s.e2e.1),
             if s.passed { "ok".into() } else { s.why.clone() },
         ]);
     }
     table.push(vec![
         "max sustained/s".into(),
         format!("{max_sustained:.0}"),
+        "".into(),
         "".into(),
         "".into(),
         "".into(),
@@ -277,11 +308,13 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "".into(),
         "".into(),
         "".into(),
+        "".into(),
         format!("ordermq = {:.1}x", max_sustained / fsync_per_s.max(1e-9)),
     ]);
     table.push(vec![
         "SQLite 1 row/commit/s".into(),
         format!("{sqlite_commit_per_s:.0}"),
+        "".into(),
         "".into(),
         "".into(),
         "".into(),
@@ -298,6 +331,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "".into(),
         "".into(),
         "".into(),
+        "".into(),
         drained.map_or("not drained in 180 s".into(), |d| {
             format!("drained in {:.1}s", d.as_secs_f64())
         }),
@@ -305,6 +339,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     table.push(vec![
         "peak RSS MiB".into(),
         peak_rss_mb.map_or("?".into(), |m| format!("{m:.0}")),
+        "".into(),
         "".into(),
         "".into(),
         "".into(),

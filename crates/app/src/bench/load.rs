@@ -81,6 +81,18 @@ pub fn throughput_series(samples: &[Sample]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The `n` slowest samples and when they started (seconds into the run):
+/// tails have causes, and their timing is the first clue.
+pub fn slowest(samples: &[Sample], n: usize) -> serde_json::Value {
+    let mut by_latency: Vec<&Sample> = samples.iter().collect();
+    by_latency.sort_by_key(|s| std::cmp::Reverse(s.latency));
+    by_latency
+        .iter()
+        .take(n)
+        .map(|s| serde_json::json!({"at_s": s.start.as_secs_f64(), "ms": s.latency.as_secs_f64() * 1e3}))
+        .collect()
+}
+
 /// Fires `count` requests at `rate` per second, calling `request(i)` for the
 /// i-th; returns every sample and the wall time until the last one finished.
 /// A progress line is drawn on stderr under `label`.

@@ -21,12 +21,13 @@ pub mod report;
 mod seed;
 pub mod target;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, UserId, now_millis};
+use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, now_millis};
 use ordermq_store::{DemoProduct, Store, WriteOp, WriteResult};
 
 use self::target::Target;
@@ -186,6 +187,61 @@ async fn wait_for_fanout(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// End-to-end times of paid orders: from the payment request's scheduled
+/// start to the last of the four effects committed (ms, sorted), and each
+/// system's p50/p99. Orders not yet applied everywhere are left out (count
+/// them with `all.len()`).
+struct EndToEnd {
+    all: Vec<f64>,
+    by_system: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn end_to_end(
+    target: &Target,
+    orders: &[OrderId],
+    samples: &[load::Sample],
+    begun_epoch: i64,
+) -> BenchResult<EndToEnd> {
+    let sent_at: HashMap<&str, i64> = samples
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| {
+            (
+                orders[s.index].as_str(),
+                begun_epoch + s.start.as_millis() as i64,
+            )
+        })
+        .collect();
+    let mut latest: HashMap<String, (i64, usize)> = HashMap::new();
+    let mut by_system = serde_json::Map::new();
+    let mut times_by_system = target.applied_times(orders).await?;
+    for system in System::ALL {
+        let times = times_by_system.remove(&system).unwrap_or_default();
+        let mut lags: Vec<f64> = Vec::new();
+        for (order, at) in times {
+            let Some(sent) = sent_at.get(order.as_str()) else {
+                continue;
+            };
+            lags.push((at - sent).max(0) as f64);
+            let entry = latest.entry(order).or_insert((at, 0));
+            entry.0 = entry.0.max(at);
+            entry.1 += 1;
+        }
+        lags.sort_by(f64::total_cmp);
+        by_system.insert(
+            system.name().to_owned(),
+            serde_json::json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
+        );
+    }
+    let mut all: Vec<f64> = latest
+        .iter()
+        .filter(|(_, (_, systems))| *systems == System::ALL.len())
+        .map(|(order, (at, _))| (at - sent_at[order.as_str()]).max(0) as f64)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    Ok(EndToEnd { all, by_system })
 }
 
 /// How many of `expected` events the slowest system has not applied yet.

@@ -27,7 +27,7 @@ use serde_json::json;
 use super::load::{self, Sample, Summary};
 use super::report::Chart;
 use super::target::{self, Target, TargetArgs};
-use super::{BENCH_PRICE, BenchResult, Output, ms, precreate_orders};
+use super::{BENCH_PRICE, BenchResult, EndToEnd, Output, ms, precreate_orders};
 use crate::thirdparty::{FakeGateway, Profile};
 
 #[derive(Debug, Clone, Args)]
@@ -180,60 +180,14 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let summary = load::summarize(&samples, wall);
     let waited =
         super::wait_for_fanout(&target, warmed + count as i64, Duration::from_secs(180)).await?;
-    // End to end: from the payment request to the last of the four effects.
-    let sent_at: HashMap<&str, i64> = samples
-        .iter()
-        .map(|s| {
-            (
-                orders[s.index].as_str(),
-                begun_epoch + s.start.as_millis() as i64,
-            )
-        })
-        .collect();
-    let mut applied: HashMap<String, i64> = HashMap::new();
-    let mut e2e_by_system = serde_json::Map::new();
-    let mut times_by_system = target.applied_times(&orders).await?;
-    for system in System::ALL {
-        let times = times_by_system.remove(&system).unwrap_or_default();
-        let mut lags: Vec<f64> = times
-            .iter()
-            .filter_map(|(order, at)| {
-                sent_at
-                    .get(order.as_str())
-                    .map(|sent| (at - sent).max(0) as f64)
-            })
-            .collect();
-        lags.sort_by(f64::total_cmp);
-        e2e_by_system.insert(
-            system.name().to_owned(),
-            json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
-        );
-        for (order, at) in times {
-            let latest = applied.entry(order).or_insert(at);
-            *latest = (*latest).max(at);
-        }
-    }
-    let mut e2e: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| {
-            let sent = begun_epoch + s.start.as_millis() as i64;
-            applied
-                .get(orders[s.index].as_str())
-                .map(|at| (at - sent).max(0) as f64)
-        })
-        .collect();
-    e2e.sort_by(f64::total_cmp);
+    let EndToEnd {
+        all: e2e,
+        by_system: e2e_by_system,
+    } = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
     let e2e_p50 = load::percentile(&e2e, 50.0);
     let e2e_p99 = load::percentile(&e2e, 99.0);
     let throughput = load::throughput_series(&samples);
-    // The ten slowest payments and when they started: tails have causes.
-    let mut by_latency: Vec<&Sample> = samples.iter().collect();
-    by_latency.sort_by_key(|s| std::cmp::Reverse(s.latency));
-    let slowest: Vec<serde_json::Value> = by_latency
-        .iter()
-        .take(10)
-        .map(|s| json!({"at_s": s.start.as_secs_f64(), "ms": s.latency.as_secs_f64() * 1e3}))
-        .collect();
+    let slowest = load::slowest(&samples, 10);
     results.push(("ordermq", summary, samples));
     target::into_inner(target)?.stop().await?;
 

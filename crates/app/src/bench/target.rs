@@ -181,6 +181,29 @@ impl Target {
         }
     }
 
+    /// The order writer's counters (`group_commit` of `/api/stats`): commits,
+    /// operations, busy ms since that ordermq started.
+    pub async fn group_commit(&self) -> BenchResult<[u64; 3]> {
+        let stats: Value = match self {
+            Self::Local(app) => app
+                .client
+                .get(app.url("/api/stats"))
+                .send()
+                .await
+                .map_err(http)?
+                .json()
+                .await
+                .map_err(http)?,
+            Self::Remote(r) => r.stats().await?,
+        };
+        let counter = |name: &str| stats["group_commit"][name].as_u64().unwrap_or(0);
+        Ok([
+            counter("commits"),
+            counter("operations"),
+            counter("busy_ms"),
+        ])
+    }
+
     /// Events committed but not yet handed to the broker.
     pub async fn outbox_backlog(&self) -> BenchResult<i64> {
         match self {

@@ -23,6 +23,9 @@ const LEASE_MS: i64 = 30_000;
 /// instances, retries coming due).
 const IDLE_POLL: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait for a payment commit to ride along with, after a round that
+/// published something (its acknowledgements go with the next round).
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -81,6 +84,7 @@ pub async fn run(
             pause(IDLE_POLL, &wake, &shutdown, true).await;
             continue;
         }
+        let backlog = claimed.len() >= options.batch_size;
         let results = publisher.publish(&claimed).await;
         let now = now_millis();
         let mut first_error = None;
@@ -112,6 +116,14 @@ pub async fn run(
                     tracing::info!("broker reachable again; outbox draining");
                 }
                 failures = 0;
+                // Unless draining a backlog, the next round waits for the next
+                // payment commit: submitted then, it joins the writer's next
+                // batch together with the payments queued meanwhile, and
+                // shares their commit. Going again at once would make it a
+                // batch (and an fsync) of its own, every other commit.
+                if !backlog {
+                    pause(ACK_DELAY, &wake, &shutdown, true).await;
+                }
             }
         }
     }

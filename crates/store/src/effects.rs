@@ -354,6 +354,16 @@ impl Store {
         }
         let group = system.consumer_group();
         let _gate = self.write_gate(crate::Db::System(system)).await;
+        if let Some(lanes) = &self.lanes
+            && crate::sqlite_lane::handles(records)
+        {
+            // SQLite, new effects only (the hot path): one job on the lane.
+            let records = records.to_vec();
+            return lanes.systems[crate::system_index(system)]
+                .run(move |conn| crate::sqlite_lane::apply_effects(conn, group, &records, now))
+                .await?
+                .map_err(|e| StorageError(e.to_string()));
+        }
         let mut tx = self.system_pool(system).begin().await.map_err(storage)?;
         // Statements, not rows, are what costs (each one is a round trip to
         // the database's worker thread), so a batch takes a few multi-row

@@ -27,6 +27,7 @@ mod lifecycle;
 mod orders;
 mod outbox;
 mod schema;
+mod sqlite_lane;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -61,6 +62,8 @@ pub enum OpenError {
     },
     #[error("cannot open database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
+    #[error("cannot open the write lane of {path}: {reason}")]
+    Lane { path: PathBuf, reason: String },
     #[error("cannot create tables in {url}: {source}")]
     Migrate { url: String, source: sqlx::Error },
 }
@@ -92,6 +95,16 @@ pub struct Store {
     /// One gate per database (orders, then the systems in [`System::ALL`]
     /// order); see [`Store::write_gate`].
     gates: Arc<[tokio::sync::Mutex<()>; 5]>,
+    /// SQLite only: the hot write paths' dedicated threads (see `sqlite_lane`).
+    lanes: Option<Arc<Lanes>>,
+}
+
+/// One lane per SQLite file: the order database, then the systems in
+/// [`System::ALL`] order.
+#[derive(Debug)]
+struct Lanes {
+    orders: sqlite_lane::Lane,
+    systems: [sqlite_lane::Lane; 4],
 }
 
 /// Which database a write goes to (for its gate).
@@ -138,6 +151,7 @@ impl Store {
                     orders,
                     systems: systems.try_into().expect("four systems"),
                     gates: Arc::default(),
+                    lanes: None,
                 }
             }
             Backend::Postgres => {
@@ -147,10 +161,34 @@ impl Store {
                     orders: pool.clone(),
                     systems: [pool.clone(), pool.clone(), pool.clone(), pool],
                     gates: Arc::default(),
+                    lanes: None,
                 }
             }
         };
         store.migrate(database_url).await?;
+        let mut store = store;
+        if backend == Backend::Sqlite {
+            // After the migrations: the lanes' statements need the tables.
+            let orders_path = sqlite_path(database_url);
+            let dir = orders_path.parent().unwrap_or(Path::new("."));
+            let lane = |path: &Path, name: &str| {
+                sqlite_lane::Lane::open(path, name).map_err(|e| OpenError::Lane {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            };
+            let mut systems = Vec::with_capacity(4);
+            for system in System::ALL {
+                systems.push(lane(
+                    &dir.join(format!("{}.db", system.name())),
+                    system.name(),
+                )?);
+            }
+            store.lanes = Some(Arc::new(Lanes {
+                orders: lane(&orders_path, "orders")?,
+                systems: systems.try_into().expect("four systems"),
+            }));
+        }
         Ok(store)
     }
 

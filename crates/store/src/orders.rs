@@ -169,7 +169,99 @@ impl Store {
     /// inside its own savepoint, so a rejected one (out of stock, amount
     /// mismatch, …) is rolled back alone and the others still commit. Results
     /// come back in order; if the commit itself fails, every operation fails.
+    ///
+    /// On SQLite, the payments that apply and the relay's rounds run first, on
+    /// the order database's lane (see `sqlite_lane`) in one transaction; the
+    /// rest (creates, closes, payments that need explaining) follow through
+    /// the general path in a second one.
     pub async fn write_batch(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
+        let Some(lanes) = &self.lanes else {
+            return self.write_batch_general(ops, now).await;
+        };
+        let fast: Vec<usize> = (0..ops.len())
+            .filter(|&i| matches!(ops[i], WriteOp::Pay(_) | WriteOp::RelayOutbox { .. }))
+            .collect();
+        if fast.is_empty() {
+            return self.write_batch_general(ops, now).await;
+        }
+        let payments: Vec<PaymentNotice> = fast
+            .iter()
+            .filter_map(|&i| match &ops[i] {
+                WriteOp::Pay(notice) => Some(notice.clone()),
+                _ => None,
+            })
+            .collect();
+        let rounds: Vec<crate::sqlite_lane::RelayRound> = fast
+            .iter()
+            .filter_map(|&i| match &ops[i] {
+                WriteOp::RelayOutbox {
+                    owner,
+                    acked,
+                    limit,
+                    lease_ms,
+                } => Some(crate::sqlite_lane::RelayRound {
+                    owner: owner.clone(),
+                    acked: acked.clone(),
+                    limit: *limit,
+                    lease_ms: *lease_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        let outcome = {
+            let _gate = self.write_gate(crate::Db::Orders).await;
+            lanes
+                .orders
+                .run(move |conn| {
+                    crate::sqlite_lane::pay_batch(conn, &payments, &rounds, now)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+        };
+        let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
+        match outcome {
+            Ok(Ok(batch)) => {
+                let mut paid = batch.payments.into_iter();
+                let mut claimed = batch.relay.into_iter();
+                for &i in &fast {
+                    results[i] = match &ops[i] {
+                        WriteOp::Pay(_) => match paid.next() {
+                            Some(crate::sqlite_lane::FastPay::Paid(r)) => {
+                                Some(WriteResult::Paid(r))
+                            }
+                            _ => None,
+                        },
+                        _ => claimed.next().map(|r| {
+                            WriteResult::Relayed(r.map_err(|e| StorageError(e.to_string())))
+                        }),
+                    };
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "fast write path failed; retrying on the general path")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fast write path unavailable; using the general path")
+            }
+        }
+        let rest: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
+        if !rest.is_empty() {
+            let rest_ops: Vec<WriteOp> = rest.iter().map(|&i| ops[i].clone()).collect();
+            for (i, result) in rest
+                .into_iter()
+                .zip(self.write_batch_general(&rest_ops, now).await)
+            {
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every operation was decided"))
+            .collect()
+    }
+
+    /// [`Store::write_batch`] through sqlx, for every backend and operation.
+    async fn write_batch_general(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
         let storage_failure = |ops: &[WriteOp], reason: String| -> Vec<WriteResult> {
             ops.iter().map(|op| op.failed(reason.clone())).collect()
         };

@@ -224,7 +224,13 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let backlog_at_end =
         super::fanout_lag(&target, paid_total).await? + target.outbox_backlog().await?;
     let drained = super::wait_for_fanout(&target, paid_total, Duration::from_secs(180)).await?;
-    let outbox_after = target.outbox_backlog().await?;
+    // The relay marks rows sent in its next round (up to ~20 ms later).
+    let mut outbox_after = target.outbox_backlog().await?;
+    let acked_by = Instant::now() + Duration::from_secs(10);
+    while outbox_after > 0 && Instant::now() < acked_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outbox_after = target.outbox_backlog().await?;
+    }
     // Only an in-process ordermq's memory is this process's.
     let peak_rss_mb = if target.is_local() {
         super::peak_rss_mb()

@@ -24,6 +24,7 @@ pub mod target;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -94,6 +95,9 @@ const BENCH_PRICE: i64 = 1_000;
 
 /// Creates `count` one-unit orders directly in the store, in large group
 /// commits (creation is not what is measured). Returns their ids.
+/// Suffix of the next pre-created order id (unique within this process).
+static NEXT_BENCH_ORDER: AtomicU32 = AtomicU32::new(0);
+
 async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResult<Vec<OrderId>> {
     store
         .upsert_product(&DemoProduct {
@@ -118,7 +122,13 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
                     UserId::parse(&format!("bench-user-{}", i % 1_000)).expect("valid user id");
                 WriteOp::Create {
                     order: NewOrder::new(user, vec![line.clone()]).expect("one line"),
-                    order_id: OrderId::generate(base, fastrand::u32(..)),
+                    // A counter, not randomness: thousands of ids share one
+                    // millisecond here, and 32 random bits collide (birthday)
+                    // about once per 10,000 orders.
+                    order_id: OrderId::generate(
+                        base,
+                        NEXT_BENCH_ORDER.fetch_add(1, Ordering::Relaxed),
+                    ),
                     // Loaded, not measured: no scheduled close to relay.
                     close_after_ms: None,
                 }

@@ -4,7 +4,7 @@
 //! statement (and every returned row) as a message, so each statement costs
 //! two thread hand-offs. On a busy two-core machine a hand-off waits for the
 //! scheduler: `ordermq bench capacity` measured a group-commit batch of two
-//! payments at ~3 ms (fifteen statements) with the disk's fsync at 0.15 ms,
+//! writes at ~3 ms (a dozen statements) with the disk's fsync at 0.15 ms,
 //! and the order writer busy 96 % of the time at 600 payments/s.
 //!
 //! Here a *lane* — one thread owning one rusqlite connection with cached

@@ -135,6 +135,9 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let sqlite_commit_per_s = sqlite_commit_rate(disk, args.yardstick_duration).await?;
 
     let mut steps: Vec<Step> = Vec::new();
+    // When the last step's load stopped: what was left, and how long it took to apply.
+    let mut backlog_at_end = 0;
+    let mut drained = None;
     let mut paid_total: i64 = super::warm_up(&target, 20).await?;
     // Two seconds at the first step's rate, not reported: the broker creates
     // its queue files and the consumers settle on first traffic, a one-time
@@ -167,11 +170,12 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         let summary = load::summarize(&samples, wall);
         paid_total += (summary.count - summary.errors) as i64;
         let fanout_lag = super::fanout_lag(&target, paid_total).await?;
+        backlog_at_end = fanout_lag + target.outbox_backlog().await?;
         let writer_after = target.group_commit().await?;
         let [commits, operations, busy_ms] =
             [0, 1, 2].map(|i| writer_after[i].saturating_sub(writer_before[i]) as f64);
-        // End to end once the step's events are all applied (or 30 s passed).
-        super::wait_for_fanout(&target, paid_total, Duration::from_secs(30)).await?;
+        // End to end once the step's events are all applied (or 180 s passed).
+        drained = super::wait_for_fanout(&target, paid_total, Duration::from_secs(180)).await?;
         let e2e = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
         series.extend(
             load::throughput_series(&samples)
@@ -231,9 +235,6 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         rate = (rate * args.growth).round();
     }
 
-    let backlog_at_end =
-        super::fanout_lag(&target, paid_total).await? + target.outbox_backlog().await?;
-    let drained = super::wait_for_fanout(&target, paid_total, Duration::from_secs(180)).await?;
     // The relay marks rows sent in its next round (up to ~20 ms later).
     let mut outbox_after = target.outbox_backlog().await?;
     let acked_by = Instant::now() + Duration::from_secs(10);

@@ -374,14 +374,10 @@ impl Application {
 /// Runs the SQLite WAL checkpoint every second, off the commit path (see
 /// `Store::checkpoint`), until `stop`.
 async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
-    let every = std::env::var("XCKPT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(every)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "WAL checkpoint failed; will retry");

@@ -7,7 +7,8 @@
 //! savepoint ([`Store::write_batch`]). Every caller is answered only after that
 //! commit, so an acknowledged payment is as durable as before; the cost of the
 //! fsync is shared by the whole batch. Under light load a batch is one request
-//! and nothing waits.
+//! and nothing waits. The outbox relay's rounds are operations here too, so
+//! under load they share the payments' commit instead of adding their own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,6 +19,8 @@
 //! - [`lifecycle`]: closing unpaid orders, refunds, carrier updates.
 //! - [`outbox`]: claiming, acknowledging and retrying unsent events.
 //! - [`effects`]: each system's effect plus its inbox row, in one transaction.
+//! - `sqlite_lane`: on SQLite, the hot paths of the above on one dedicated
+//!   thread per file (rusqlite, one hand-off per batch instead of per statement).
 //! - `audit`: read-only whole-table queries for the fault suite's checker and `ordermq dlq`.
 
 mod audit;

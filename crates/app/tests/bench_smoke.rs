@@ -138,8 +138,10 @@ async fn capacity_report_is_complete_and_consistent() {
         );
         assert_eq!(num(best, &["p99_ms"]), num(&report, &["p99_ms_at_max"]));
     }
-    // 20 warm-up payments + every step's successful payments.
-    let paid: f64 = 20.0
+    // 20 paced warm-up payments and two seconds at the first rate, then
+    // every step's successful payments.
+    assert_eq!(num(&report, &["warm_up_payments"]), 20.0 + 2.0 * 50.0);
+    let paid: f64 = num(&report, &["warm_up_payments"])
         + steps
             .iter()
             .map(|s| num(s, &["payments"]) - num(s, &["errors"]))

@@ -149,6 +149,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     })
     .await;
     paid_total += warm_samples.iter().filter(|s| s.ok).count() as i64;
+    let warm_up_payments = paid_total;
     let mut rate = args.start_rate;
     let mut series = Vec::new();
     let mut offset = 0.0;
@@ -269,6 +270,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "multiple_of_fsync": max_sustained / fsync_per_s.max(1e-9),
         "multiple_of_sqlite_commit": max_sustained / sqlite_commit_per_s.max(1e-9),
         "paid_total": paid_total,
+        "warm_up_payments": warm_up_payments,
         "backlog_at_end": backlog_at_end,
         "drained_after_s": drained.map(|d| d.as_secs_f64()),
         "fanned_out_all": drained.is_some() && outbox_after == 0,

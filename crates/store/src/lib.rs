@@ -346,6 +346,16 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Every SQLite connection's settings, the pools' and the lanes' alike.
+/// WAL lets readers run beside the one writer; FULL makes every commit
+/// durable (fsync) before a payment is acknowledged. wal_autocheckpoint = 0:
+/// a checkpoint copies the WAL into the database and fsyncs it, ~100 ms that
+/// would land inside some unlucky commit; [`Store::checkpoint`] runs it off
+/// the commit path instead.
+const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+     PRAGMA wal_autocheckpoint = 0;";
+
 async fn connect(
     backend: Backend,
     target: &str,
@@ -367,18 +377,7 @@ async fn connect(
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    // WAL lets readers run beside the one writer; FULL makes every
-                    // commit durable (fsync) before a payment is acknowledged.
-                    // wal_autocheckpoint = 0: a checkpoint copies the WAL into
-                    // the database and fsyncs it, ~100 ms that would land inside
-                    // some unlucky commit; [`Store::checkpoint`] runs it off the
-                    // commit path instead.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                         PRAGMA wal_autocheckpoint = 0;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_SETTINGS).await?;
                 }
                 Ok(())
             })

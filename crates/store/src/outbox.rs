@@ -107,7 +107,8 @@ impl Store {
 
     /// Marks `acked` rows sent (the broker stored them) and claims the next
     /// rows, in **one** transaction: the relay's round costs one commit (one
-    /// fsync) instead of two.
+    /// fsync) instead of two. The same path as the relay's
+    /// [`WriteOp::RelayOutbox`](crate::WriteOp::RelayOutbox), as a batch of one.
     pub async fn ack_and_claim_outbox(
         &self,
         owner: &str,
@@ -116,13 +117,18 @@ impl Store {
         lease_ms: i64,
         now: i64,
     ) -> Result<Vec<OutboxMessage>, StorageError> {
-        let _gate = self.write_gate(crate::Db::Orders).await;
-        let mut tx = self.orders.begin().await.map_err(storage)?;
-        let claimed = ack_and_claim_in(&mut tx, self.backend, owner, acked, limit, lease_ms, now)
-            .await
-            .map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
-        Ok(claimed)
+        let round = crate::WriteOp::RelayOutbox {
+            owner: owner.to_owned(),
+            acked: acked.to_vec(),
+            limit,
+            lease_ms,
+        };
+        match self.write_batch(&[round], now).await.pop() {
+            Some(crate::WriteResult::Relayed(claimed)) => claimed,
+            _ => Err(StorageError(
+                "a relay round is answered with a relay result".into(),
+            )),
+        }
     }
 
     /// Marks rows as confirmed stored by the broker.

@@ -66,12 +66,7 @@ impl Lane {
     /// durability settings and starts the lane's thread.
     pub(crate) fn open(path: &Path, name: &str) -> LaneResult<Self> {
         let conn = Connection::open(path)?;
-        // The same settings as the pool's connections (see `connect`).
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-             PRAGMA wal_autocheckpoint = 0;",
-        )?;
+        conn.execute_batch(crate::SQLITE_SETTINGS)?;
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()

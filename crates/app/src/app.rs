@@ -158,7 +158,7 @@ impl Application {
 
         let mq = MqClient::connect(&namesrv_addr, PRODUCER_GROUP).await?;
         for topic in TOPICS {
-            mq.ensure_topic(topic, 8).await?;
+            mq.ensure_topic(topic, config.topic_queues).await?;
         }
 
         let sms = Arc::new(FakeGateway::new("sms gateway", config.sms_profile()));
@@ -271,6 +271,7 @@ impl Application {
             relay_options: RelayOptions {
                 owner: format!("relay-{:08x}", fastrand::u32(..)),
                 batch_size: config.relay_batch_size,
+                linger: Duration::from_millis(config.relay_linger_ms),
             },
             sms,
             logistics,

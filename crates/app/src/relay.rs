@@ -32,6 +32,10 @@ pub struct RelayOptions {
     /// Identifies this relay in lease columns.
     pub owner: String,
     pub batch_size: usize,
+    /// After a round that published, how long events gather before the next
+    /// round (unless a full batch is waiting): larger sends, and larger pulls
+    /// for every consumer group, for at most this much more fan-out delay.
+    pub linger: Duration,
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, … up to [`MAX_BACKOFF`].
@@ -116,12 +120,18 @@ pub async fn run(
                     tracing::info!("broker reachable again; outbox draining");
                 }
                 failures = 0;
-                // Unless draining a backlog, the next round waits for the next
-                // payment commit: submitted then, it joins the writer's next
-                // batch together with the payments queued meanwhile, and
-                // shares their commit. Going again at once would make it a
-                // batch (and an fsync) of its own, every other commit.
+                // Unless draining a backlog, the next round lets events
+                // gather for the linger, then waits for the next payment
+                // commit: submitted then, it joins the writer's next batch
+                // together with the payments queued meanwhile, and shares
+                // their commit. Going again at once would make it a batch (and
+                // an fsync) of its own, every other commit, and spread each
+                // round's few events over every queue: many tiny sends, and
+                // as many tiny pulls in each consumer group.
                 if !backlog {
+                    if !options.linger.is_zero() {
+                        pause(options.linger, &wake, &shutdown, false).await;
+                    }
                     pause(ACK_DELAY, &wake, &shutdown, true).await;
                 }
             }

@@ -16,7 +16,15 @@ const PAID_EVERY: usize = 5; // every 5th order stays unpaid
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paid_orders_get_exactly_one_of_each_effect() {
-    let app = common::spawn_app().await;
+    // The batching knobs off their defaults, so their path is covered too:
+    // the relay lingers between rounds, and the topics have 4 queues.
+    let app = ordermq::harness::LocalApp::start(|c| {
+        common::fast_third_parties(c);
+        c.relay_linger_ms = 5;
+        c.topic_queues = 4;
+    })
+    .await
+    .expect("ordermq starts");
     let skus = ["SKU-1", "SKU-2", "SKU-4"];
     let mut start_stock = HashMap::new();
     for sku in skus {

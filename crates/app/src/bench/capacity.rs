@@ -100,6 +100,9 @@ struct Step {
     /// Writes per order-database commit, and the writer's busy fraction.
     per_commit: f64,
     writer_busy: f64,
+    /// CPU time of the whole process (load generator included) per payment,
+    /// from the step's first payment until its fan-out was applied.
+    cpu_us_per_payment: Option<f64>,
     passed: bool,
     why: String,
 }
@@ -164,6 +167,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         super::wait_for_fanout(&target, paid_total, Duration::from_secs(30)).await?;
         let writer_before = target.group_commit().await?;
         let begun_epoch = ordermq_domain::now_millis();
+        let cpu_before = super::process_cpu().filter(|_| target.is_local());
         let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
             super::pay_over_http(target.clone(), orders.clone(), i)
         })
@@ -177,6 +181,9 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             [0, 1, 2].map(|i| writer_after[i].saturating_sub(writer_before[i]) as f64);
         // End to end once the step's events are all applied (or 180 s passed).
         drained = super::wait_for_fanout(&target, paid_total, Duration::from_secs(180)).await?;
+        let cpu_us_per_payment = cpu_before.zip(super::process_cpu()).map(|(before, after)| {
+            (after - before).as_secs_f64() * 1e6 / (summary.count - summary.errors).max(1) as f64
+        });
         let e2e = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
         series.extend(
             load::throughput_series(&samples)
@@ -202,13 +209,14 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         }
         let passed = why.is_empty();
         eprintln!(
-            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  {}",
+            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",
             ms(summary.p50_ms),
             ms(summary.p99_ms),
             summary.throughput_per_s,
             ms(load::percentile(&e2e.all, 99.0)),
             operations / commits.max(1.0),
             100.0 * busy_ms / (wall.as_secs_f64() * 1e3),
+            cpu_us_per_payment.map_or("?".into(), |us| format!("{us:.0}")),
             if passed {
                 "ok".to_owned()
             } else {
@@ -227,6 +235,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             ),
             per_commit: operations / commits.max(1.0),
             writer_busy: busy_ms / (wall.as_secs_f64() * 1e3),
+            cpu_us_per_payment,
             passed,
             why: why.join(", "),
         });
@@ -280,7 +289,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
             "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "slowest": s.slowest,
             "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2,
-            "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy, "passed": s.passed, "why_not": s.why,
+            "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy,
+            "cpu_us_per_payment": s.cpu_us_per_payment, "passed": s.passed, "why_not": s.why,
         })).collect::<Vec<_>>(),
     });
 

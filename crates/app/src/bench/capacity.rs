@@ -245,7 +245,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         rate = (rate * args.growth).round();
     }
 
-    // The relay marks rows sent in its next round (up to ~20 ms later).
+    // The relay marks rows sent in its next round (up to its linger + 20 ms later).
     let mut outbox_after = target.outbox_backlog().await?;
     let acked_by = Instant::now() + Duration::from_secs(10);
     while outbox_after > 0 && Instant::now() < acked_by {

@@ -171,7 +171,11 @@ impl Application {
             config.payment_gateway_profile(),
         ));
         let relay_wake = Arc::new(Notify::new());
-        let (writer, writer_task) = OrderWriter::spawn(store.clone(), config.write_batch_max);
+        let (writer, writer_task) = OrderWriter::spawn_lingering(
+            store.clone(),
+            config.write_batch_max,
+            Duration::from_millis(config.write_linger_ms),
+        );
         let mut writer_tasks = vec![writer_task];
         for system in System::ALL {
             let (effects, task) = EffectWriter::spawn(store.clone());

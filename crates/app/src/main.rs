@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 use ordermq::{Application, Config};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ordermq",

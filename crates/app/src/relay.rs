@@ -91,26 +91,23 @@ pub async fn run(
         let backlog = claimed.len() >= options.batch_size;
         let results = publisher.publish(&claimed).await;
         let now = now_millis();
-        let mut first_error = None;
+        let mut failed = Vec::new();
         for (message, result) in claimed.iter().zip(results) {
             match result {
                 Ok(()) => confirmed.push(message.id),
                 Err(e) => {
-                    if failures == 0 && first_error.is_none() {
+                    if failures == 0 && failed.is_empty() {
                         tracing::warn!(error = %e, "broker unavailable; events stay in the outbox and will be retried");
                     }
-                    let retry_at = now + backoff(failures + 1).as_millis() as i64;
-                    if let Err(e) = store
-                        .retry_outbox(message.id, &e.to_string(), retry_at)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "cannot reschedule an outbox row; its lease will expire");
-                    }
-                    first_error.get_or_insert(e);
+                    failed.push((message.id, e.to_string()));
                 }
             }
         }
-        match first_error {
+        let retry_at = now + backoff(failures + 1).as_millis() as i64;
+        if let Err(e) = store.retry_outbox(&failed, retry_at).await {
+            tracing::warn!(error = %e, "cannot reschedule outbox rows; their lease will expire");
+        }
+        match failed.first() {
             Some(_) => {
                 failures += 1;
                 pause(backoff(failures), &wake, &shutdown, false).await;

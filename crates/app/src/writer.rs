@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::GroupCommitStats;
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// A batch slower than this is logged: every payment in it waited that long.
-const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+const SLOW_BATCH: Duration = Duration::from_millis(100);
 
 struct Request {
     op: WriteOp,
@@ -54,11 +55,23 @@ impl std::fmt::Debug for Request {
 impl OrderWriter {
     /// Starts the writer task; batches hold at most `max_batch` operations.
     pub fn spawn(store: Store, max_batch: usize) -> (Self, JoinHandle<()>) {
+        Self::spawn_lingering(store, max_batch, Duration::ZERO)
+    }
+
+    /// As [`spawn`](Self::spawn); while requests are queuing (the last batch
+    /// carried more than one), a batch also waits up to `linger` for more
+    /// before it commits. An idle writer never waits.
+    pub fn spawn_lingering(
+        store: Store,
+        max_batch: usize,
+        linger: Duration,
+    ) -> (Self, JoinHandle<()>) {
         let (requests, mut queue) = mpsc::channel::<Request>(max_batch * 8);
         let counters = Arc::new(Counters::default());
         let counting = counters.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
+            let mut last_batch = 0;
             while let Some(first) = queue.recv().await {
                 batch.push(first);
                 while batch.len() < max_batch {
@@ -67,6 +80,16 @@ impl OrderWriter {
                         Err(_) => break,
                     }
                 }
+                if !linger.is_zero() && last_batch > 1 {
+                    let deadline = tokio::time::Instant::now() + linger;
+                    while batch.len() < max_batch {
+                        match tokio::time::timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(next)) => batch.push(next),
+                            _ => break,
+                        }
+                    }
+                }
+                last_batch = batch.len();
                 let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
                 let begun = std::time::Instant::now();
                 let results = store.write_batch(&ops, now_millis()).await;

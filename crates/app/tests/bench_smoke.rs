@@ -118,12 +118,20 @@ async fn capacity_report_is_complete_and_consistent() {
         step_duration: Duration::from_secs(1),
         p99_limit_ms: 5_000.0,
         yardstick_duration: Duration::from_millis(300),
-        target: Default::default(),
+        target: ordermq::bench::target::TargetArgs {
+            settings: vec!["write_linger_ms=0".into(), "topic_queues=2".into()],
+            ..Default::default()
+        },
         output: output(dir.path(), "capacity"),
     }))
     .await
     .unwrap();
     assert_written(dir.path(), "capacity", &report);
+    assert_eq!(
+        report["settings"],
+        serde_json::json!(["write_linger_ms=0", "topic_queues=2"]),
+        "the report says how its ordermq was tuned"
+    );
     let steps = report["steps"].as_array().unwrap();
     assert!(!steps.is_empty() && steps.len() <= 2);
     assert!(num(&report, &["yardsticks", "fsync_per_s"]) > 0.0);
@@ -165,6 +173,7 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
         target: ordermq::bench::target::TargetArgs {
             url: Some(running.url("")),
             payment_secret: Some("local-secret".into()),
+            settings: Vec::new(),
         },
         output: output(dir.path(), "capacity"),
     }))

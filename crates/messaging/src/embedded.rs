@@ -106,6 +106,34 @@ fn absolute(path: &Path) -> Result<PathBuf, MqError> {
         .map_err(|e| MqError::Broker(format!("cannot resolve {}: {e}", path.display())))
 }
 
+/// The broker refuses every message once the file system holding its store
+/// is more than this full (RocketMQ's `diskSpaceWarningLevelRatio`, 90 %,
+/// counted as `1 − available / total`, so space reserved for root counts as used).
+pub const BROKER_DISK_FULL_PERCENT: f64 = 90.0;
+
+/// How full the file system holding `path` is, in percent, the way the
+/// broker counts it; `None` if it cannot be read.
+pub fn disk_used_percent(path: &Path) -> Option<f64> {
+    let total = fs2::total_space(path).ok()?;
+    let available = fs2::available_space(path).ok()?;
+    (total > 0 && available <= total).then(|| 100.0 * (1.0 - available as f64 / total as f64))
+}
+
+/// A broker that refuses messages looks like an outage from the outside
+/// (`broker.operation.failed`, events piling up in the outbox): say why before it happens.
+fn warn_if_disk_nearly_full(store_dir: &Path) {
+    if let Some(used) = disk_used_percent(store_dir)
+        && used >= BROKER_DISK_FULL_PERCENT - 5.0
+    {
+        tracing::warn!(
+            dir = %store_dir.display(),
+            used_percent = format_args!("{used:.1}"),
+            "the disk holding the embedded broker's store is nearly full: above {BROKER_DISK_FULL_PERCENT} % \
+             the broker refuses every message (events then wait in the outbox, payments go on); free space or move data_dir"
+        );
+    }
+}
+
 impl EmbeddedBroker {
     /// Starts the NameServer, waits for it, then starts the broker registered
     /// with it. Returns once the broker reports ready (store writable,
@@ -118,6 +146,7 @@ impl EmbeddedBroker {
             std::fs::create_dir_all(dir)
                 .map_err(|e| MqError::Broker(format!("cannot create {}: {e}", dir.display())))?;
         }
+        warn_if_disk_nearly_full(&store_dir);
         let namesrv_port = match options.namesrv_port {
             0 => free_port()?,
             port => port,

@@ -138,25 +138,33 @@ impl Store {
         mark_sent_in(&mut conn, ids, now).await.map_err(storage)
     }
 
-    /// Gives a row back for another attempt at `retry_at`, keeping the reason.
+    /// Gives rows back for another attempt at `retry_at`, each keeping the
+    /// reason its send failed. One transaction for all: a relay round the
+    /// broker refused (down, or its disk full) costs one commit, not one per
+    /// row beside the payments' own.
     pub async fn retry_outbox(
         &self,
-        id: i64,
-        error: &str,
+        failed: &[(i64, String)],
         retry_at: i64,
     ) -> Result<(), StorageError> {
+        if failed.is_empty() {
+            return Ok(());
+        }
         let _gate = self.write_gate(crate::Db::Orders).await;
-        sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL \
-             WHERE id = $3 AND sent_at IS NULL",
-        )
-        .bind(retry_at)
-        .bind(error)
-        .bind(id)
-        .execute(&self.orders)
-        .await
-        .map_err(storage)?;
-        Ok(())
+        let mut tx = self.orders.begin().await.map_err(storage)?;
+        for (id, error) in failed {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL \
+                 WHERE id = $3 AND sent_at IS NULL",
+            )
+            .bind(retry_at)
+            .bind(error.as_str())
+            .bind(*id)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)
     }
 
     /// Events committed but not yet confirmed by the broker.

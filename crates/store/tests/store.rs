@@ -362,7 +362,7 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     );
     store.mark_sent(&[claimed[0].id], 102).await.unwrap();
     store
-        .retry_outbox(claimed[1].id, "broker down", 5_000)
+        .retry_outbox(&[(claimed[1].id, "broker down".to_owned())], 5_000)
         .await
         .unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
@@ -401,6 +401,47 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
         .unwrap();
     assert!(after.is_empty());
     assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+
+    // A round the broker refused goes back whole, in one transaction.
+    for i in 3..5 {
+        let id = order_id(i);
+        store
+            .create_order(&new_order("u1", &[("A", 1)]), &id, 20_000, None)
+            .await
+            .unwrap();
+        store
+            .pay_order(&notice(&id, &format!("p{i}"), 100), 20_000)
+            .await
+            .unwrap();
+    }
+    let refused = store
+        .claim_outbox("relay-a", 10, 10_000, 20_000)
+        .await
+        .unwrap();
+    assert_eq!(refused.len(), 2);
+    let failed: Vec<(i64, String)> = refused
+        .iter()
+        .map(|m| (m.id, "disk full".to_owned()))
+        .collect();
+    store.retry_outbox(&failed, 25_000).await.unwrap();
+    store.retry_outbox(&[], 25_000).await.unwrap();
+    assert!(
+        store
+            .claim_outbox("relay-b", 10, 10_000, 24_999)
+            .await
+            .unwrap()
+            .is_empty(),
+        "both rows wait for their retry time"
+    );
+    let again = store
+        .claim_outbox("relay-b", 10, 10_000, 25_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.id).collect::<Vec<_>>(),
+        refused.iter().map(|m| m.id).collect::<Vec<_>>(),
+        "and then go to any relay, the lease released"
+    );
 }
 on_every_backend!(
     outbox_leases,

@@ -94,6 +94,7 @@ pub async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     .await
     .map_err(|e| e.to_string())?;
 
+    super::warn_if_disk_nearly_full();
     // Batched production, as the relay does it.
     let begun = Instant::now();
     let mut batch_latencies = Vec::new();

@@ -128,6 +128,10 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         .await?,
     );
     eprintln!("  target: {}", target.describe());
+    if !args.target.settings.is_empty() {
+        eprintln!("  settings: {}", args.target.settings.join(" "));
+    }
+    super::warn_if_disk_nearly_full();
     eprintln!(
         "  measuring yardsticks ({:?} each, on this machine's disk)...",
         args.yardstick_duration
@@ -266,6 +270,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let report = json!({
         "scenario": "capacity",
         "machine": super::machine(),
+        "settings": args.target.settings,
         "target": described,
         "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
         "p99_limit_ms": args.p99_limit_ms,

@@ -280,6 +280,25 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// How full the disk under the bench's temporary directories is, as the
+/// embedded broker counts it.
+fn disk_used_percent() -> Option<f64> {
+    ordermq_messaging::embedded::disk_used_percent(&std::env::temp_dir())
+}
+
+/// Says so up front when the broker is about to refuse messages for lack of
+/// disk: a run would then measure an outage, not ordermq.
+fn warn_if_disk_nearly_full() {
+    let full = ordermq_messaging::embedded::BROKER_DISK_FULL_PERCENT;
+    if let Some(used) = disk_used_percent().filter(|used| *used >= full - 5.0) {
+        eprintln!(
+            "  warning: the disk under {} is {used:.1} % full; above {full} % the broker refuses \
+             every message and the fan-out stops (the figures would show that, not ordermq)",
+            std::env::temp_dir().display()
+        );
+    }
+}
+
 /// A short description of the machine for reports.
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -296,6 +315,7 @@ fn machine() -> serde_json::Value {
         "os": std::env::consts::OS,
         "ordermq_version": env!("CARGO_PKG_VERSION"),
         "debug_build": cfg!(debug_assertions),
+        "disk_used_percent": disk_used_percent(),
     })
 }
 

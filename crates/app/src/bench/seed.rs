@@ -166,6 +166,10 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     // ordermq, with the same third-party latencies in its consumers.
     let target = Arc::new(Target::start(&args.target, |_| {}).await?);
     eprintln!("  ordermq mode: {}", target.describe());
+    if !args.target.settings.is_empty() {
+        eprintln!("  settings: {}", args.target.settings.join(" "));
+    }
+    super::warn_if_disk_nearly_full();
     let warmed = super::warm_up(&target, 20).await?;
     let orders = Arc::new(
         target
@@ -207,6 +211,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let report = json!({
         "scenario": "seed",
         "machine": super::machine(),
+        "settings": args.target.settings,
         "rate_per_s": args.rate,
         "duration_s": args.duration.as_secs_f64(),
         "payments_per_mode": count,

@@ -32,6 +32,46 @@ pub struct TargetArgs {
     /// else the development secret).
     #[arg(long)]
     pub payment_secret: Option<String>,
+    /// Runs the in-process ordermq with this setting, e.g. `--set topic_queues=2`:
+    /// any key of `ordermq config` except where it runs (addresses, ports,
+    /// data_dir, database_url, secrets). Repeatable. The bench does not read
+    /// ordermq.toml or ORDERMQ_* variables: runs stay comparable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+/// Keys that place the in-process ordermq; the bench owns them.
+const PLACEMENT_KEYS: &[&str] = &[
+    "http_addr",
+    "data_dir",
+    "database_url",
+    "namesrv_addr",
+    "embedded_namesrv_port",
+    "embedded_broker_port",
+    "payment_secret",
+    "logistics_secret",
+];
+
+/// Parses `--set KEY=VALUE` options into a configuration (defaults plus
+/// them), with the same parsing and validation as `ordermq run`.
+pub fn parse_settings(settings: &[String]) -> BenchResult<crate::Config> {
+    let mut pairs = Vec::with_capacity(settings.len());
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set {setting:?}: expected KEY=VALUE"))?;
+        let key = key.trim().to_ascii_lowercase();
+        if PLACEMENT_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "--set {key}: the bench decides where its ordermq runs; use --url to measure another"
+            ));
+        }
+        pairs.push((
+            format!("ORDERMQ_{}", key.to_ascii_uppercase()),
+            value.trim().to_owned(),
+        ));
+    }
+    crate::Config::load_from(None, pairs).map_err(|e| format!("--set: {e}"))
 }
 
 /// A running ordermq under test.
@@ -64,10 +104,28 @@ impl Target {
         adjust: impl FnOnce(&mut crate::Config),
     ) -> BenchResult<Self> {
         let Some(url) = &args.url else {
+            let tuned = parse_settings(&args.settings)?;
             return Ok(Self::Local(
-                LocalApp::start(adjust).await.map_err(|e| e.to_string())?,
+                LocalApp::start(|config| {
+                    *config = crate::Config {
+                        http_addr: config.http_addr.clone(),
+                        data_dir: config.data_dir.clone(),
+                        embedded_namesrv_port: config.embedded_namesrv_port,
+                        embedded_broker_port: config.embedded_broker_port,
+                        payment_secret: config.payment_secret.clone(),
+                        ..tuned
+                    };
+                    adjust(config);
+                })
+                .await
+                .map_err(|e| e.to_string())?,
             ));
         };
+        if !args.settings.is_empty() {
+            return Err(
+                "--set tunes the in-process ordermq; with --url, configure that ordermq".into(),
+            );
+        }
         let base = url.trim_end_matches('/').to_owned();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
@@ -349,5 +407,43 @@ impl Remote {
             }
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(settings: &[&str]) -> BenchResult<crate::Config> {
+        parse_settings(&settings.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn settings_tune_the_in_process_ordermq() {
+        let tuned = set(&["topic_queues=2", "RELAY_LINGER_MS = 25"]).unwrap();
+        assert_eq!(tuned.topic_queues, 2);
+        assert_eq!(tuned.relay_linger_ms, 25);
+        assert_eq!(
+            tuned.write_batch_max,
+            crate::Config::default().write_batch_max
+        );
+    }
+
+    #[test]
+    fn settings_that_place_it_or_do_not_parse_are_refused() {
+        for (bad, why) in [
+            ("database_url=postgres://x", "decides where"),
+            ("data_dir=/tmp/x", "decides where"),
+            ("topic_queues", "KEY=VALUE"),
+            ("no_such_key=1", "no_such_key"),
+            ("topic_queues=0", "topic_queues"),
+            ("topic_queues=many", "topic_queues"),
+        ] {
+            let error = set(&[bad]).unwrap_err();
+            assert!(
+                error.to_lowercase().contains(&why.to_lowercase()),
+                "{bad}: {error} should mention {why}"
+            );
+        }
     }
 }

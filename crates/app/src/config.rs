@@ -122,7 +122,7 @@ const KEYS: &[Key] = &[
     key(
         "write_linger_ms",
         Kind::Int,
-        "Group commit under load: when payments are queuing (the last commit carried several), wait up to this long for more before committing. Fewer, larger commits (less CPU per payment) for up to this much payment latency. 0 = commit what is queued.",
+        "Group commit under load: when payments are queuing (the last commit carried 4 or more), wait up to this long for more before committing. Fewer, larger commits (less CPU per payment) for up to this much payment latency. 0 = commit what is queued.",
     ),
     key(
         "relay_batch_size",

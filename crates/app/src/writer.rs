@@ -24,6 +24,12 @@ use tokio::task::JoinHandle;
 /// A batch slower than this is logged: every payment in it waited that long.
 const SLOW_BATCH: Duration = Duration::from_millis(100);
 
+/// The batch size from which the writer counts as loaded and lingers (like
+/// PostgreSQL's `commit_siblings`): with it at 2, the linger doubled payment
+/// p50 at 500-1,300/s (2.3 → 5.4 ms) where commits are cheap anyway; at
+/// 5,000/s batches hold 14 without the linger and ~36 with it.
+const LINGER_FROM: usize = 4;
+
 struct Request {
     op: WriteOp,
     reply: oneshot::Sender<WriteResult>,
@@ -59,8 +65,8 @@ impl OrderWriter {
     }
 
     /// As [`spawn`](Self::spawn); while requests are queuing (the last batch
-    /// carried more than one), a batch also waits up to `linger` for more
-    /// before it commits. An idle writer never waits.
+    /// carried at least [`LINGER_FROM`]), a batch also waits up to `linger`
+    /// for more before it commits. A lightly loaded writer never waits.
     pub fn spawn_lingering(
         store: Store,
         max_batch: usize,
@@ -80,7 +86,7 @@ impl OrderWriter {
                         Err(_) => break,
                     }
                 }
-                if !linger.is_zero() && last_batch > 1 {
+                if !linger.is_zero() && last_batch >= LINGER_FROM {
                     let deadline = tokio::time::Instant::now() + linger;
                     while batch.len() < max_batch {
                         match tokio::time::timeout_at(deadline, queue.recv()).await {

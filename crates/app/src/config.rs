@@ -290,11 +290,15 @@ impl Default for Config {
             max_reconsume_times: 16,
             consumer_concurrency: 64,
             relay_batch_size: 512,
-            // Larger batches on the wire for a little fan-out delay: side by
-            // side at 1,000 payments/s (docs/benchmarks.md) 10 ms and 4 queues
-            // took 1,060-1,100 µs of CPU per payment against 1,870-1,890 with
-            // no linger and 8 queues, and payment p99 6-7 ms against 10-15.
-            relay_linger_ms: 10,
+            // Larger batches on the wire for a little fan-out delay. Side by
+            // side at 1,000 payments/s (docs/benchmarks.md): 10 ms and 4
+            // queues took 1,060-1,100 µs of CPU per payment against
+            // 1,870-1,890 with no linger and 8 queues; later, 25 ms took
+            // 1,090-1,120 against 10 ms's 1,370-1,400 on a slower machine
+            // (and 750-780 against 840-860 at 1,900/s), for end-to-end p99
+            // 60 ms instead of 50. 50 ms saved ~6 % more but pushed e2e p99
+            // past 100 ms at 1,900/s.
+            relay_linger_ms: 25,
             topic_queues: 4,
             write_batch_max: 256,
             // Side by side at 5,000/s (docs/benchmarks.md): 307-335 µs of CPU

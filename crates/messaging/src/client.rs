@@ -123,6 +123,7 @@ impl MqClient {
         Arc::new(ProducerPublisher {
             producer: self.producer.clone(),
             queues: Mutex::new(HashMap::new()),
+            lookup: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -193,6 +194,10 @@ impl MqClient {
 struct ProducerPublisher {
     producer: DefaultMQProducer,
     queues: Mutex<HashMap<String, Vec<MessageQueue>>>,
+    /// One route lookup at a time: after a failure forgets a topic's queues,
+    /// concurrent sends wait for one lookup instead of each asking the
+    /// NameServer (5,000 sends at once made 3,900 lookups the client refused).
+    lookup: tokio::sync::Mutex<()>,
 }
 
 fn queue_for(queues: &[MessageQueue], key: &str) -> Option<MessageQueue> {
@@ -229,8 +234,13 @@ const MAX_BATCH: usize = 64;
 impl ProducerPublisher {
     /// The topic's writable queues, cached; refreshed after a failure.
     async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, PublishError> {
-        if let Some(queues) = self.queues.lock().expect("queue cache").get(topic) {
-            return Ok(queues.clone());
+        if let Some(queues) = self.cached_queues(topic) {
+            return Ok(queues);
+        }
+        let _lookup = self.lookup.lock().await;
+        // Whoever held the lock before may have looked it up already.
+        if let Some(queues) = self.cached_queues(topic) {
+            return Ok(queues);
         }
         let mut producer = self.producer.clone();
         let queues = producer
@@ -245,6 +255,10 @@ impl ProducerPublisher {
             .expect("queue cache")
             .insert(topic.to_owned(), queues.clone());
         Ok(queues)
+    }
+
+    fn cached_queues(&self, topic: &str) -> Option<Vec<MessageQueue>> {
+        self.queues.lock().expect("queue cache").get(topic).cloned()
     }
 
     fn forget_queues(&self, topic: &str) {

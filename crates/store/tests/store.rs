@@ -332,6 +332,89 @@ async fn last_unit_has_exactly_one_winner(store: Store) {
 }
 on_every_backend!(last_unit, last_unit_has_exactly_one_winner);
 
+/// A relay round riding in a batch of payments claims their events (it runs
+/// after them) next to older due rows; a rejected payment's event exists
+/// nowhere; the claimed rows are leased to the round's relay.
+async fn a_batch_hands_its_payments_events_to_its_relay_round(store: Store) {
+    use ordermq_store::{WriteOp, WriteResult};
+    seed(&store, "A", 100, 5).await;
+    for i in 0..3 {
+        store
+            .create_order(&new_order("u1", &[("A", 1)]), &order_id(i), 1, None)
+            .await
+            .unwrap();
+    }
+    // Paid before the batch: due, unclaimed.
+    store
+        .pay_order(&notice(&order_id(0), "p0", 100), 2)
+        .await
+        .unwrap();
+    let results = store
+        .write_batch(
+            &[
+                WriteOp::Pay(notice(&order_id(1), "p1", 100)),
+                WriteOp::Pay(notice(&order_id(2), "p2", 999)),
+                WriteOp::RelayOutbox {
+                    owner: "relay-a".into(),
+                    acked: Vec::new(),
+                    limit: 10,
+                    lease_ms: 10_000,
+                },
+            ],
+            3,
+        )
+        .await;
+    assert!(matches!(results[0], WriteResult::Paid(Ok(_))));
+    assert!(matches!(
+        results[1],
+        WriteResult::Paid(Err(PayOrderError::AmountMismatch { .. }))
+    ));
+    let WriteResult::Relayed(Ok(claimed)) = &results[2] else {
+        panic!("relay round: {:?}", results[2]);
+    };
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|m| m.event_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![
+            format!("OrderPaid:{}", order_id(0)),
+            format!("OrderPaid:{}", order_id(1))
+        ],
+        "the older row and the batch's own event, in outbox order"
+    );
+    assert!(claimed[0].id < claimed[1].id);
+    assert_eq!(claimed[1].topic, "TopicOrderPaySuccess");
+    assert_eq!(claimed[1].key, order_id(1).to_string());
+    let event = OrderEvent::from_json(claimed[1].body.as_bytes()).unwrap();
+    assert_eq!(event.event_id(), claimed[1].event_id);
+    // Both are reserved for relay-a until the lease ends, then anyone's.
+    assert!(
+        store
+            .claim_outbox("relay-b", 10, 10_000, 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store
+        .claim_outbox("relay-b", 10, 10_000, 10_003)
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.iter().map(|m| m.id).collect::<Vec<_>>(),
+        claimed.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    store
+        .mark_sent(&expired.iter().map(|m| m.id).collect::<Vec<_>>(), 10_004)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+}
+on_every_backend!(
+    batch_relay,
+    a_batch_hands_its_payments_events_to_its_relay_round
+);
+
 async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     seed(&store, "A", 100, 5).await;
     for i in 0..3 {
@@ -654,7 +737,14 @@ async fn batched_effects_skip_what_was_applied(store: Store) {
         .await
         .unwrap();
     assert_eq!(applied.len(), 1);
-    assert_eq!(store.applied_times(System::Credit).await.unwrap().len(), 3);
+    assert_eq!(
+        store.applied_times(System::Credit, 0).await.unwrap().len(),
+        3
+    );
+    // Only what was applied from `since` on: record 2 went in at 1, the others at 2.
+    let since_2 = store.applied_times(System::Credit, 2).await.unwrap();
+    assert_eq!(since_2.len(), 2);
+    assert_eq!(since_2.get(record(2).effect.order_id().as_str()), None);
     let mixed = EffectRecord {
         effect: Effect::Shipment {
             user_id: UserId::parse("u1").unwrap(),

@@ -3,8 +3,11 @@
 //! No simulated latency. Open-loop load rises step by step; a step passes when
 //! the payment call's p99 stays within the limit, nothing fails, the offered
 //! rate is achieved, and the fan-out keeps up (the slowest consumer group is
-//! less than one second of payments behind at the step's end). The highest
-//! passing step is the sustained rate. Durability is as in production:
+//! less than one second of payments behind at the step's end). After the
+//! first failure the search narrows: a few more steps between the best pass
+//! and the lowest failure, so the result is not just wherever a ×1.5 ramp
+//! happened to land. The highest passing step is the sustained rate.
+//! Durability is as in production:
 //! SQLite `synchronous=FULL` (an fsync per commit), broker `ASYNC_FLUSH`.
 //!
 //! Yardsticks measured in the same run: the raw fsync rate of the data
@@ -37,6 +40,11 @@ pub struct CapacityArgs {
     /// How long each step lasts.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub step_duration: Duration,
+    /// After the first failing step, up to this many more steps, each at the
+    /// geometric midpoint between the best passing and the lowest failing
+    /// rate (stops early once they are within 5 %). 0: stop at the first failure.
+    #[arg(long, default_value_t = 3)]
+    pub refine: u32,
     /// A step fails when the payment call's p99 exceeds this (ms).
     #[arg(long, default_value_t = 50.0)]
     pub p99_limit_ms: f64,
@@ -47,6 +55,57 @@ pub struct CapacityArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub output: Output,
+}
+
+/// Which rate to offer next: rise by `growth` until a step fails, then
+/// bisect (geometric midpoint) between the best pass and the lowest failure.
+#[derive(Debug, Clone)]
+struct RateSearch {
+    growth: f64,
+    max_rate: f64,
+    refine_left: u32,
+    best_pass: Option<f64>,
+    lowest_fail: Option<f64>,
+}
+
+/// Refinement stops once the best pass and the lowest failure are this close.
+const RESOLUTION: f64 = 1.05;
+
+impl RateSearch {
+    fn new(args: &CapacityArgs) -> Self {
+        Self {
+            growth: args.growth,
+            max_rate: args.max_rate,
+            refine_left: args.refine,
+            best_pass: None,
+            lowest_fail: None,
+        }
+    }
+
+    /// True once a step has failed: later steps refine.
+    fn refining(&self) -> bool {
+        self.lowest_fail.is_some()
+    }
+
+    /// Records a step's outcome and returns the next rate, if any.
+    fn next(&mut self, rate: f64, passed: bool) -> Option<f64> {
+        if passed {
+            self.best_pass = Some(self.best_pass.map_or(rate, |b| b.max(rate)));
+        } else {
+            self.lowest_fail = Some(self.lowest_fail.map_or(rate, |f| f.min(rate)));
+        }
+        let Some(fail) = self.lowest_fail else {
+            let next = (rate * self.growth).round();
+            return (next <= self.max_rate && next > rate).then_some(next);
+        };
+        // Nothing passed: there is no range to narrow.
+        let pass = self.best_pass?;
+        if self.refine_left == 0 || fail <= pass * RESOLUTION {
+            return None;
+        }
+        self.refine_left -= 1;
+        Some((pass * fail).sqrt().round())
+    }
 }
 
 /// Durable 4 KiB writes per second (write + fdatasync) in `dir`.
@@ -92,6 +151,8 @@ async fn sqlite_commit_rate(dir: &std::path::Path, duration: Duration) -> BenchR
 #[derive(Debug, Clone)]
 struct Step {
     rate: f64,
+    /// Run while narrowing after the first failure.
+    refining: bool,
     summary: Summary,
     fanout_lag: i64,
     slowest: serde_json::Value,
@@ -107,10 +168,16 @@ struct Step {
     why: String,
 }
 
+impl Step {
+    fn phase(&self) -> &'static str {
+        if self.refining { "refine" } else { "ramp" }
+    }
+}
+
 pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     println!(
-        "ordermq bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
-        args.start_rate, args.growth, args.step_duration, args.p99_limit_ms
+        "ordermq bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
+        args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine
     );
     let target = Arc::new(
         Target::start(&args.target, |c| {
@@ -157,10 +224,12 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     .await;
     paid_total += warm_samples.iter().filter(|s| s.ok).count() as i64;
     let warm_up_payments = paid_total;
-    let mut rate = args.start_rate;
+    let mut search = RateSearch::new(&args);
+    let mut next_rate = (args.start_rate <= args.max_rate).then_some(args.start_rate);
     let mut series = Vec::new();
     let mut offset = 0.0;
-    while rate <= args.max_rate {
+    while let Some(rate) = next_rate {
+        let refining = search.refining();
         let count = (rate * args.step_duration.as_secs_f64()).round() as usize;
         let orders = Arc::new(
             target
@@ -213,7 +282,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         }
         let passed = why.is_empty();
         eprintln!(
-            "  {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",
+            "{} {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",
+            if refining { "refine" } else { "  ramp" },
             ms(summary.p50_ms),
             ms(summary.p99_ms),
             summary.throughput_per_s,
@@ -229,6 +299,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         );
         steps.push(Step {
             rate,
+            refining,
             summary,
             fanout_lag,
             slowest: load::slowest(&samples, 10),
@@ -243,10 +314,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             passed,
             why: why.join(", "),
         });
-        if !passed {
-            break;
-        }
-        rate = (rate * args.growth).round();
+        next_rate = search.next(rate, passed);
     }
 
     // The relay marks rows sent in its next round (up to its linger + 20 ms later).
@@ -265,8 +333,27 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let described = target.describe();
     target::into_inner(target)?.stop().await?;
 
-    let best = steps.iter().rev().find(|s| s.passed);
+    // The highest passing rate; refining steps need not run in rising order.
+    let best = steps
+        .iter()
+        .filter(|s| s.passed)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate));
     let max_sustained = best.map_or(0.0, |s| s.summary.throughput_per_s);
+    let step_reports: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| {
+            let mut step = json!({
+            "offered_per_s": s.rate, "payments": s.summary.count, "achieved_per_s": s.summary.throughput_per_s,
+            "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
+            "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "slowest": s.slowest,
+            "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2,
+            "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy,
+            "cpu_us_per_payment": s.cpu_us_per_payment, "passed": s.passed, "why_not": s.why,
+        });
+            step["phase"] = s.phase().into();
+            step
+        })
+        .collect();
     let report = json!({
         "scenario": "capacity",
         "machine": super::machine(),
@@ -275,6 +362,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
         "p99_limit_ms": args.p99_limit_ms,
         "step_duration_s": args.step_duration.as_secs_f64(),
+        "refine_steps": args.refine,
         "max_sustained_per_s": max_sustained,
         "max_sustained_offered_per_s": best.map(|s| s.rate),
         "p50_ms_at_max": best.map(|s| s.summary.p50_ms),
@@ -289,14 +377,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "drained_after_s": drained.map(|d| d.as_secs_f64()),
         "fanned_out_all": drained.is_some() && outbox_after == 0,
         "peak_rss_mb": peak_rss_mb,
-        "steps": steps.iter().map(|s| json!({
-            "offered_per_s": s.rate, "payments": s.summary.count, "achieved_per_s": s.summary.throughput_per_s,
-            "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
-            "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "slowest": s.slowest,
-            "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2,
-            "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy,
-            "cpu_us_per_payment": s.cpu_us_per_payment, "passed": s.passed, "why_not": s.why,
-        })).collect::<Vec<_>>(),
+        "steps": step_reports,
     });
 
     let mut table = vec![
@@ -315,7 +396,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     ];
     for s in &steps {
         table.push(vec![
-            format!("{:.0}", s.rate),
+            format!("{:.0}{}", s.rate, if s.refining { " (refine)" } else { "" }),
             format!("{:.0}", s.summary.throughput_per_s),
             ms(s.summary.p50_ms),
             ms(s.summary.p99_ms),
@@ -380,6 +461,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "".into(),
         "".into(),
     ]);
+    let mut by_rate: Vec<&Step> = steps.iter().collect();
+    by_rate.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     let charts = vec![
         Chart::Lines {
             title: "Payment latency vs offered load".into(),
@@ -388,11 +471,11 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             series: vec![
                 (
                     "p50".into(),
-                    steps.iter().map(|s| (s.rate, s.summary.p50_ms)).collect(),
+                    by_rate.iter().map(|s| (s.rate, s.summary.p50_ms)).collect(),
                 ),
                 (
                     "p99".into(),
-                    steps.iter().map(|s| (s.rate, s.summary.p99_ms)).collect(),
+                    by_rate.iter().map(|s| (s.rate, s.summary.p99_ms)).collect(),
                 ),
             ],
             log_y: true,
@@ -414,4 +497,62 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         &charts,
     )?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(refine: u32) -> RateSearch {
+        RateSearch {
+            growth: 1.5,
+            max_rate: 16_000.0,
+            refine_left: refine,
+            best_pass: None,
+            lowest_fail: None,
+        }
+    }
+
+    #[test]
+    fn rises_until_a_failure_then_bisects_between_pass_and_fail() {
+        let mut s = search(3);
+        assert_eq!(s.next(250.0, true), Some(375.0));
+        assert!(!s.refining());
+        assert_eq!(s.next(4_280.0, true), Some(6_420.0));
+        // 6,420 fails: the geometric midpoint of 4,280 and 6,420.
+        assert_eq!(s.next(6_420.0, false), Some(5_242.0));
+        assert!(s.refining());
+        assert_eq!(s.next(5_242.0, true), Some(5_801.0));
+        assert_eq!(s.next(5_801.0, false), Some(5_514.0));
+        // Three refining steps were allowed.
+        assert_eq!(s.next(5_514.0, true), None);
+        assert_eq!(s.best_pass, Some(5_514.0));
+    }
+
+    #[test]
+    fn stops_when_nothing_passed_when_close_enough_or_at_the_cap() {
+        let mut s = search(3);
+        assert_eq!(s.next(250.0, false), None, "no passing rate to narrow from");
+
+        let mut s = search(10);
+        s.next(1_000.0, true);
+        let mut rate = s.next(1_500.0, false);
+        let mut steps = 0;
+        while let Some(r) = rate {
+            steps += 1;
+            rate = s.next(r, true);
+        }
+        assert!(steps < 10, "stops within 5 %, not after all ten");
+        assert!(s.lowest_fail.unwrap() <= s.best_pass.unwrap() * RESOLUTION);
+
+        let mut s = search(0);
+        s.next(1_000.0, true);
+        assert_eq!(s.next(1_500.0, false), None, "--refine 0");
+
+        let mut s = RateSearch {
+            max_rate: 500.0,
+            ..search(3)
+        };
+        assert_eq!(s.next(400.0, true), None, "600 would pass --max-rate");
+    }
 }

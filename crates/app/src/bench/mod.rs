@@ -6,7 +6,8 @@
 //!   parallel, and ordermq (one transaction + outbox, consumers via RocketMQ),
 //!   all at the same paced load with the seed's third-party latencies.
 //! - `capacity`: no simulated latency; an open-loop load that rises until the
-//!   payment call's p99 passes the limit or the fan-out stops keeping up, with
+//!   payment call's p99 passes the limit or the fan-out stops keeping up (then
+//!   narrows between the last pass and the first failure), with
 //!   the machine's fsync rate and a one-commit-per-row SQLite loop as yardsticks.
 //! - `broker`: raw produce and consume rates through the embedded broker.
 //!
@@ -45,7 +46,8 @@ pub enum Scenario {
     /// (points 50 ms, coupon 60 ms, SMS ~100 ms, logistics ~500 ms, spikes past 1 s).
     Seed(SeedArgs),
     /// Highest sustained durable payments/s: open-loop load rising step by step until the
-    /// payment p99 passes --p99-limit-ms or the fan-out to the four groups falls behind.
+    /// payment p99 passes --p99-limit-ms or the fan-out to the four groups falls behind,
+    /// then a few steps narrowing in between (--refine).
     Capacity(CapacityArgs),
     /// Raw RocketMQ produce/consume rates and send latency through the embedded broker.
     Broker(BrokerArgs),
@@ -226,7 +228,8 @@ async fn end_to_end(
         .collect();
     let mut latest: HashMap<String, (i64, usize)> = HashMap::new();
     let mut by_system = serde_json::Map::new();
-    let mut times_by_system = target.applied_times(orders).await?;
+    // Effects of this run's orders were applied after its first request.
+    let mut times_by_system = target.applied_times(orders, begun_epoch).await?;
     for system in System::ALL {
         let times = times_by_system.remove(&system).unwrap_or_default();
         let mut lags: Vec<f64> = Vec::new();

@@ -270,10 +270,14 @@ impl Target {
         }
     }
 
-    /// When each system applied each order's `OrderPaid` (epoch ms), for `orders`.
+    /// When each system applied each order's `OrderPaid` (epoch ms): for
+    /// `orders` (a remote ordermq is asked order by order); locally, every
+    /// order whose effect was applied from `since` (epoch ms) on, which the
+    /// caller narrows to `orders`.
     pub async fn applied_times(
         &self,
         orders: &[OrderId],
+        since: i64,
     ) -> BenchResult<HashMap<System, HashMap<String, i64>>> {
         match self {
             Self::Local(app) => {
@@ -281,7 +285,7 @@ impl Target {
                 for system in System::ALL {
                     let times = app
                         .store
-                        .applied_times(system)
+                        .applied_times(system, since)
                         .await
                         .map_err(|e| e.to_string())?;
                     all.insert(system, times);

@@ -38,13 +38,25 @@ use std::time::Duration;
 
 use ordermq_domain::System;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 use thiserror::Error;
 
 pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
 pub use effects::{Applied, EffectRecord};
 pub use lifecycle::{CloseOutcome, RefundTask};
 pub use orders::{DemoProduct, WriteOp, WriteResult};
+
+/// What one SQLite file's checkpoint did (see [`Store::checkpoint`]).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// `orders`, or the consumer group of the system whose file it is.
+    pub database: &'static str,
+    /// Frames in the write-ahead log (pages written since it was last reset).
+    pub wal_frames: i64,
+    /// Frames copied into the database file so far.
+    pub copied_frames: i64,
+    pub took: Duration,
+}
 
 /// Which SQL server the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +89,20 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long to wait for a connection before failing the request.
     pub acquire_timeout: Duration,
+    /// SQLite: runs first on each downstream system's lane thread (the app
+    /// lowers their priority there: they are fan-out work, the order
+    /// database's lane is the payment path).
+    pub on_system_lane_start: Option<ThreadStart>,
+}
+
+/// Code run first on a thread the store starts (see [`StoreOptions`]).
+#[derive(Clone)]
+pub struct ThreadStart(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ThreadStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadStart")
+    }
 }
 
 impl Default for StoreOptions {
@@ -84,6 +110,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            on_system_lane_start: None,
         }
     }
 }
@@ -173,8 +200,8 @@ impl Store {
             // After the migrations: the lanes' statements need the tables.
             let orders_path = sqlite_path(database_url);
             let dir = orders_path.parent().unwrap_or(Path::new("."));
-            let lane = |path: &Path, name: &str| {
-                sqlite_lane::Lane::open(path, name).map_err(|e| OpenError::Lane {
+            let lane = |path: &Path, name: &str, on_start: Option<ThreadStart>| {
+                sqlite_lane::Lane::open(path, name, on_start).map_err(|e| OpenError::Lane {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
                 })
@@ -184,10 +211,11 @@ impl Store {
                 systems.push(lane(
                     &dir.join(format!("{}.db", system.name())),
                     system.name(),
+                    options.on_system_lane_start.clone(),
                 )?);
             }
             store.lanes = Some(Arc::new(Lanes {
-                orders: lane(&orders_path, "orders")?,
+                orders: lane(&orders_path, "orders", None)?,
                 systems: systems.try_into().expect("four systems"),
             }));
         }
@@ -290,15 +318,30 @@ impl Store {
 
     /// Moves committed pages from each SQLite write-ahead log into its database
     /// file without blocking writers (`PASSIVE`). Call it periodically (the app
-    /// does, every second); a no-op on PostgreSQL.
-    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+    /// does, every second); a no-op on PostgreSQL. Returns what each file's
+    /// checkpoint did, so a slow one can be told apart from a slow commit.
+    pub async fn checkpoint(&self) -> Result<Vec<Checkpoint>, sqlx::Error> {
         if self.backend != Backend::Sqlite {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        for pool in std::iter::once(&self.orders).chain(&self.systems) {
-            pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
+        let names = std::iter::once("orders").chain(System::ALL.map(|s| s.consumer_group()));
+        let mut done = Vec::with_capacity(5);
+        for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
+            let begun = std::time::Instant::now();
+            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(pool)
+                .await?;
+            // (busy, frames in the log, frames checkpointed)
+            let frames: i64 = row.try_get(1)?;
+            let copied: i64 = row.try_get(2)?;
+            done.push(Checkpoint {
+                database,
+                wal_frames: frames,
+                copied_frames: copied,
+                took: begun.elapsed(),
+            });
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Closes every pool, waiting for in-flight queries.

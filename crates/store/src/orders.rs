@@ -175,6 +175,8 @@ impl Store {
     /// rest (creates, closes, payments that need explaining) follow through
     /// the general path in a second one.
     pub async fn write_batch(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
+        /// A fast-path batch slower than this is logged with where its time went.
+        const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
         let Some(lanes) = &self.lanes else {
             return self.write_batch_general(ops, now).await;
         };
@@ -208,16 +210,42 @@ impl Store {
                 _ => None,
             })
             .collect();
+        let asked = std::time::Instant::now();
         let outcome = {
             let _gate = self.write_gate(crate::Db::Orders).await;
+            let gated = asked.elapsed();
+            let sent = std::time::Instant::now();
             lanes
                 .orders
                 .run(move |conn| {
+                    let queued = sent.elapsed();
                     crate::sqlite_lane::pay_batch(conn, &payments, &rounds, now)
+                        .map(|batch| (batch, queued))
                         .map_err(|e| e.to_string())
                 })
                 .await
+                .map(|done| done.map(|(batch, queued)| (batch, gated, queued)))
         };
+        let outcome = outcome.map(|done| {
+            done.map(|(batch, gated, queued)| {
+                let took = asked.elapsed();
+                if took > SLOW_COMMIT {
+                    // Which part was slow tells disk (commit) from CPU
+                    // (statements, or a lane thread waiting to be scheduled)
+                    // from other writers (the gate).
+                    tracing::warn!(
+                        took_ms = took.as_millis() as u64,
+                        gate_ms = gated.as_millis() as u64,
+                        lane_queue_ms = queued.as_millis() as u64,
+                        statements_ms = batch.timing.statements.as_millis() as u64,
+                        commit_ms = batch.timing.commit.as_millis() as u64,
+                        payments = batch.payments.len(),
+                        "slow order-database commit"
+                    );
+                }
+                batch
+            })
+        });
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
         match outcome {
             Ok(Ok(batch)) => {

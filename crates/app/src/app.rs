@@ -17,12 +17,13 @@ use ordermq_api::signature::PaymentSigner;
 use ordermq_api::{ApiState, router};
 use ordermq_domain::{System, TOPICS};
 use ordermq_messaging::{EmbeddedBroker, EmbeddedOptions, MqClient, MqError, SubscribeOptions};
-use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions};
+use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions, ThreadStart};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::background::{Background, lower_current_thread_priority};
 use crate::config::Config;
 use crate::lifecycle::{self, CloseHandler, RefundHandler};
 use crate::relay::{self, RelayOptions};
@@ -89,6 +90,12 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the fan-out runtime: {0}")]
+    Background(String),
+}
+
+fn background_failed(e: tokio::task::JoinError) -> StartError {
+    StartError::Background(e.to_string())
 }
 
 /// A built, not yet serving, ordermq.
@@ -111,6 +118,8 @@ pub struct Application {
     relay_options: RelayOptions,
     sms: Arc<FakeGateway>,
     logistics: Arc<FakeGateway>,
+    /// Dropped last: the tasks above that run on it are stopped first.
+    background: Background,
 }
 
 impl std::fmt::Debug for Application {
@@ -124,8 +133,26 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        // The broker, the RocketMQ clients, the relay, the consumer groups
+        // and the downstream systems' lanes run below the payment path.
+        let nice = config.fanout_nice;
+        let background = Background::start(
+            "ordermq-fanout",
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            nice,
+        )
+        .map_err(|e| StartError::Background(e.to_string()))?;
         let database_url = config.database_url();
-        let store = Store::open(&database_url, &StoreOptions::default()).await?;
+        let store = Store::open(
+            &database_url,
+            &StoreOptions {
+                on_system_lane_start: Some(ThreadStart(Arc::new(move || {
+                    lower_current_thread_priority(nice)
+                }))),
+                ..StoreOptions::default()
+            },
+        )
+        .await?;
         tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
         if config.seed_catalog {
             let added = store
@@ -143,23 +170,32 @@ impl Application {
                 (None, addr.clone())
             }
             None => {
-                let broker = EmbeddedBroker::start(EmbeddedOptions {
-                    store_dir: config.data_dir.join("rocketmq"),
-                    namesrv_port: config.embedded_namesrv_port,
-                    broker_port: config.embedded_broker_port,
-                    delay_levels: config.retry_delay_levels.clone(),
-                })
-                .await?;
+                let broker = background
+                    .run(EmbeddedBroker::start(EmbeddedOptions {
+                        store_dir: config.data_dir.join("rocketmq"),
+                        namesrv_port: config.embedded_namesrv_port,
+                        broker_port: config.embedded_broker_port,
+                        delay_levels: config.retry_delay_levels.clone(),
+                    }))
+                    .await
+                    .map_err(background_failed)??;
                 let addr = broker.namesrv_addr();
                 tracing::info!(namesrv = %addr, "embedded RocketMQ NameServer + broker started");
                 (Some(broker), addr)
             }
         };
 
-        let mq = MqClient::connect(&namesrv_addr, PRODUCER_GROUP).await?;
-        for topic in TOPICS {
-            mq.ensure_topic(topic, config.topic_queues).await?;
-        }
+        let (addr, topic_queues) = (namesrv_addr.clone(), config.topic_queues);
+        let mq = background
+            .run(async move {
+                let mq = MqClient::connect(&addr, PRODUCER_GROUP).await?;
+                for topic in TOPICS {
+                    mq.ensure_topic(topic, topic_queues).await?;
+                }
+                Ok::<_, MqError>(mq)
+            })
+            .await
+            .map_err(background_failed)??;
 
         let sms = Arc::new(FakeGateway::new("sms gateway", config.sms_profile()));
         let logistics = Arc::new(FakeGateway::new(
@@ -176,54 +212,79 @@ impl Application {
             config.write_batch_max,
             Duration::from_millis(config.write_linger_ms),
         );
-        let mut writer_tasks = vec![writer_task];
-        for system in System::ALL {
-            let (effects, task) = EffectWriter::spawn(store.clone());
-            writer_tasks.push(task);
-            let handler = SystemHandler::new(
-                system,
+        // The consumer groups and their effect writers start on the fan-out
+        // runtime: what they spawn, and RocketMQ's listener threads, run there.
+        let subscribed = {
+            let (store, writer, sms, logistics, payments) = (
                 store.clone(),
-                effects,
+                writer.clone(),
                 sms.clone(),
                 logistics.clone(),
-                Duration::from_millis(config.logistics_timeout_ms),
-            );
-            mq.subscribe(
-                SubscribeOptions {
-                    group: system.consumer_group().into(),
-                    subscriptions: SystemHandler::subscriptions(system),
-                    max_reconsume_times: config.max_reconsume_times,
-                    concurrency: config.consumer_concurrency,
-                },
-                Arc::new(handler),
-            )
-            .await?;
-        }
-        mq.subscribe(
-            SubscribeOptions {
-                group: lifecycle::CLOSE_GROUP.into(),
-                subscriptions: lifecycle::close_subscriptions(),
-                max_reconsume_times: config.max_reconsume_times,
-                concurrency: 8,
-            },
-            Arc::new(CloseHandler::new(writer.clone())),
-        )
-        .await?;
-        mq.subscribe(
-            SubscribeOptions {
-                group: lifecycle::REFUND_GROUP.into(),
-                subscriptions: lifecycle::refund_subscriptions(),
-                max_reconsume_times: config.max_reconsume_times,
-                concurrency: 16,
-            },
-            Arc::new(RefundHandler::new(
-                store.clone(),
                 payments.clone(),
+            );
+            let effect_linger = Duration::from_millis(config.effect_linger_ms);
+            let logistics_timeout = Duration::from_millis(config.logistics_timeout_ms);
+            let (max_reconsume_times, concurrency, refund_attempts) = (
+                config.max_reconsume_times,
+                config.consumer_concurrency,
                 config.refund_attempts,
-                Duration::from_millis(200),
-            )),
-        )
-        .await?;
+            );
+            background.run(async move {
+                let mut effect_tasks = Vec::with_capacity(System::ALL.len());
+                for system in System::ALL {
+                    let (effects, task) =
+                        EffectWriter::spawn_lingering(store.clone(), effect_linger);
+                    effect_tasks.push(task);
+                    let handler = SystemHandler::new(
+                        system,
+                        store.clone(),
+                        effects,
+                        sms.clone(),
+                        logistics.clone(),
+                        logistics_timeout,
+                    );
+                    mq.subscribe(
+                        SubscribeOptions {
+                            group: system.consumer_group().into(),
+                            subscriptions: SystemHandler::subscriptions(system),
+                            max_reconsume_times,
+                            concurrency,
+                        },
+                        Arc::new(handler),
+                    )
+                    .await?;
+                }
+                mq.subscribe(
+                    SubscribeOptions {
+                        group: lifecycle::CLOSE_GROUP.into(),
+                        subscriptions: lifecycle::close_subscriptions(),
+                        max_reconsume_times,
+                        concurrency: 8,
+                    },
+                    Arc::new(CloseHandler::new(writer)),
+                )
+                .await?;
+                mq.subscribe(
+                    SubscribeOptions {
+                        group: lifecycle::REFUND_GROUP.into(),
+                        subscriptions: lifecycle::refund_subscriptions(),
+                        max_reconsume_times,
+                        concurrency: 16,
+                    },
+                    Arc::new(RefundHandler::new(
+                        store,
+                        payments,
+                        refund_attempts,
+                        Duration::from_millis(200),
+                    )),
+                )
+                .await?;
+                Ok::<_, MqError>((mq, effect_tasks))
+            })
+        };
+        let (mq, effect_tasks) = subscribed.await.map_err(background_failed)??;
+        let mut writer_tasks = vec![writer_task];
+        writer_tasks.extend(effect_tasks);
         tracing::info!(
             "consumer groups credit_group, marketing_group, push_group, warehouse_group, \
              order_close_group, payment_refund_group subscribed"
@@ -279,6 +340,7 @@ impl Application {
             },
             sms,
             logistics,
+            background,
         })
     }
 
@@ -326,7 +388,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let stop = CancellationToken::new();
-        let relay = tokio::spawn(relay::run(
+        let relay = self.background.handle().spawn(relay::run(
             self.store.clone(),
             self.writer.clone(),
             self.mq.publisher(),
@@ -362,19 +424,22 @@ impl Application {
         // dropping them lets each writer finish what is queued, then stop.
         drop(self.orders);
         drop(self.writer);
-        self.mq.shutdown().await;
+        let _ = self.background.run(self.mq.shutdown()).await;
         // One deadline for all writers: each finishes what is queued, but a
         // listener the RocketMQ client still references keeps its writer's
         // channel open, so do not wait for the channels to close.
         let _ = tokio::time::timeout(Duration::from_secs(2), join_all(self.writer_tasks)).await;
         if let Some(broker) = self.broker {
-            broker.shutdown().await;
+            let _ = self.background.run(broker.shutdown()).await;
         }
         self.store.close().await;
         tracing::info!("ordermq stopped");
         served.map_err(StartError::Serve)
     }
 }
+
+/// A checkpoint slower than this is logged: it competes with commits for the disk.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(50);
 
 /// Runs the SQLite WAL checkpoint every second, off the commit path (see
 /// `Store::checkpoint`), until `stop`.
@@ -384,8 +449,19 @@ async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if let Err(e) = store.checkpoint().await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        match store.checkpoint().await {
+            Ok(done) => {
+                for c in done.iter().filter(|c| c.took > SLOW_CHECKPOINT) {
+                    tracing::warn!(
+                        database = c.database,
+                        took_ms = c.took.as_millis() as u64,
+                        wal_frames = c.wal_frames,
+                        copied_frames = c.copied_frames,
+                        "slow WAL checkpoint"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
         }
     }
 }

@@ -125,6 +125,16 @@ const KEYS: &[Key] = &[
         "Group commit under load: when payments are queuing (the last commit carried 4 or more), wait up to this long for more before committing. Fewer, larger commits (less CPU per payment) for up to this much payment latency. 0 = commit what is queued.",
     ),
     key(
+        "effect_linger_ms",
+        Kind::Int,
+        "Group commit in each downstream system under load: when its consumer batches are queuing (the last commit carried 2 or more), wait up to this long for more before committing. Fewer commits (less CPU and disk per event) for up to this much fan-out delay. 0 = commit what is queued.",
+    ),
+    key(
+        "fanout_nice",
+        Kind::Int,
+        "How much lower the fan-out's threads run than the payment path (nice value added to the broker, relay, consumers and downstream systems' threads, 0-19): a waking payment runs ahead of them. 0 = same priority.",
+    ),
+    key(
         "relay_batch_size",
         Kind::Int,
         "Outbox rows the relay claims and publishes per round.",
@@ -255,6 +265,8 @@ pub struct Config {
     pub topic_queues: i32,
     pub write_batch_max: usize,
     pub write_linger_ms: u64,
+    pub effect_linger_ms: u64,
+    pub fanout_nice: i32,
     pub sms_latency_ms: u64,
     pub sms_jitter_ms: u64,
     pub sms_spike_probability: f64,
@@ -304,6 +316,8 @@ impl Default for Config {
             // Side by side at 5,000/s (docs/benchmarks.md): 307-335 µs of CPU
             // per payment with 2 ms against 371-396 without, payment p99 lower.
             write_linger_ms: 2,
+            effect_linger_ms: 5,
+            fanout_nice: 10,
             // The seed document: SMS ~100 ms, logistics ~500 ms, both with spikes past 1 s.
             sms_latency_ms: 100,
             sms_jitter_ms: 40,
@@ -459,6 +473,12 @@ impl Config {
                 "relay_batch_size, topic_queues, write_batch_max and consumer_concurrency must be > 0, max_reconsume_times >= 0".into(),
             ));
         }
+        if !(0..=19).contains(&self.fanout_nice) {
+            return Err(ConfigError::Invalid(format!(
+                "fanout_nice must be within 0..=19 (how much lower the fan-out runs), got {}",
+                self.fanout_nice
+            )));
+        }
         Ok(())
     }
 
@@ -556,6 +576,8 @@ impl Config {
                 "topic_queues" => self.topic_queues.to_string(),
                 "write_batch_max" => self.write_batch_max.to_string(),
                 "write_linger_ms" => self.write_linger_ms.to_string(),
+                "effect_linger_ms" => self.effect_linger_ms.to_string(),
+                "fanout_nice" => self.fanout_nice.to_string(),
                 "sms_latency_ms" => self.sms_latency_ms.to_string(),
                 "sms_jitter_ms" => self.sms_jitter_ms.to_string(),
                 "sms_spike_probability" => self.sms_spike_probability.to_string(),

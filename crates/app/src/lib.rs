@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`config`]: layered settings (defaults → file → `ORDERMQ_*`).
 //! - [`app`]: builds and runs everything ([`Application`]).
+//! - [`background`]: the fan-out's own runtime, below the payment path's priority.
 //! - [`harness`]: a whole ordermq in-process on a temp dir (benchmarks, tests).
 //! - [`bench`]: `ordermq bench`, the benchmark scenarios and their reports.
 //! - [`chaos`]: the fault-injection suite (`cargo run --release --bin chaos`).
@@ -22,6 +23,7 @@
 //! - [`writer`]: group commit of creates and payments.
 
 pub mod app;
+pub mod background;
 pub mod bench;
 pub mod chaos;
 pub mod config;

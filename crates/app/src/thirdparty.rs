@@ -73,8 +73,21 @@ impl Profile {
 pub struct FakeGateway {
     name: &'static str,
     profile: Mutex<Profile>,
-    /// idempotency key → the reference returned the first time.
-    accepted: Mutex<HashMap<String, String>>,
+    accepted: Mutex<Accepted>,
+}
+
+/// How many idempotency keys a fake remembers. Real providers keep them for
+/// a window (a day, say); an unbounded map grew the benchmark's process by
+/// ~40 MiB per 170,000 payments, memory that belongs to the provider.
+const IDEMPOTENCY_WINDOW: usize = 50_000;
+
+/// The requests a fake accepted: idempotency key → the reference returned
+/// the first time, for the last [`IDEMPOTENCY_WINDOW`] keys.
+#[derive(Debug, Default)]
+struct Accepted {
+    references: HashMap<String, String>,
+    oldest_first: std::collections::VecDeque<String>,
+    total: usize,
 }
 
 impl FakeGateway {
@@ -82,7 +95,7 @@ impl FakeGateway {
         Self {
             name,
             profile: Mutex::new(profile),
-            accepted: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(Accepted::default()),
         }
     }
 
@@ -91,16 +104,22 @@ impl FakeGateway {
         *self.profile.lock().expect("profile lock") = profile;
     }
 
-    /// Distinct requests accepted so far (a repeated idempotency key counts once).
+    /// Distinct requests accepted so far (a key repeated within the
+    /// idempotency window counts once).
     pub fn accepted(&self) -> usize {
-        self.accepted.lock().expect("accepted lock").len()
+        self.accepted.lock().expect("accepted lock").total
     }
 
     /// One call to the third party: waits its latency, may fail, and returns a
     /// reference (`<prefix>-<n>`), the same one again for a repeated key.
     pub async fn call(&self, idempotency_key: &str, prefix: &str) -> Result<String, GatewayError> {
         let profile = *self.profile.lock().expect("profile lock");
-        tokio::time::sleep(profile.sample_latency()).await;
+        let latency = profile.sample_latency();
+        // A zero sleep still goes through the timer wheel (a wake-up up to
+        // a millisecond later); a third party without latency answers at once.
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         if profile.failure_rate > 0.0 && fastrand::f64() < profile.failure_rate {
             return Err(GatewayError {
                 system: self.name,
@@ -108,11 +127,21 @@ impl FakeGateway {
             });
         }
         let mut accepted = self.accepted.lock().expect("accepted lock");
-        let next = accepted.len() + 1;
-        Ok(accepted
-            .entry(idempotency_key.to_owned())
-            .or_insert_with(|| format!("{prefix}-{next:08}"))
-            .clone())
+        if let Some(reference) = accepted.references.get(idempotency_key) {
+            return Ok(reference.clone());
+        }
+        accepted.total += 1;
+        let reference = format!("{prefix}-{:08}", accepted.total);
+        accepted
+            .references
+            .insert(idempotency_key.to_owned(), reference.clone());
+        accepted.oldest_first.push_back(idempotency_key.to_owned());
+        if accepted.oldest_first.len() > IDEMPOTENCY_WINDOW
+            && let Some(oldest) = accepted.oldest_first.pop_front()
+        {
+            accepted.references.remove(&oldest);
+        }
+        Ok(reference)
     }
 }
 
@@ -161,6 +190,31 @@ mod tests {
         assert_eq!(a, again);
         assert_ne!(a, b);
         assert_eq!(gw.accepted(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_remembered_for_a_window_of_the_latest() {
+        let gw = FakeGateway::new("sms", Profile::INSTANT);
+        let first = SmsGateway::send(&gw, "k0", "u", "t").await.unwrap();
+        for i in 1..=IDEMPOTENCY_WINDOW {
+            SmsGateway::send(&gw, &format!("k{i}"), "u", "t")
+                .await
+                .unwrap();
+        }
+        let newest = format!("k{IDEMPOTENCY_WINDOW}");
+        let before = SmsGateway::send(&gw, &newest, "u", "t").await.unwrap();
+        assert_eq!(
+            gw.accepted(),
+            IDEMPOTENCY_WINDOW + 1,
+            "a repeat is no new request"
+        );
+        assert_eq!(
+            SmsGateway::send(&gw, &newest, "u", "t").await.unwrap(),
+            before
+        );
+        // k0 left the window: the provider no longer knows it.
+        assert_ne!(SmsGateway::send(&gw, "k0", "u", "t").await.unwrap(), first);
+        assert_eq!(gw.accepted(), IDEMPOTENCY_WINDOW + 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -207,21 +207,48 @@ pub struct EffectWriter {
     requests: mpsc::Sender<(Vec<ordermq_store::EffectRecord>, EffectReply)>,
 }
 
+/// Most consumer batches merged into one effect commit.
+const EFFECT_BATCH_MAX: usize = 256;
+
+/// The effect commit size from which the writer counts as loaded and
+/// lingers. A relay round reaches a group as one batch per queue, arriving
+/// within a few milliseconds of each other: without a linger the first was
+/// committed alone and the rest together, two commits per round.
+const EFFECT_LINGER_FROM: usize = 2;
+
 impl EffectWriter {
     /// Starts the writer task; it stops when every handle is dropped.
     pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
+        Self::spawn_lingering(store, Duration::ZERO)
+    }
+
+    /// As [`spawn`](Self::spawn); while batches are queuing (the last commit
+    /// merged at least [`EFFECT_LINGER_FROM`]), a commit also waits up to
+    /// `linger` for more. A lightly loaded system never waits.
+    pub fn spawn_lingering(store: Store, linger: Duration) -> (Self, JoinHandle<()>) {
         let (requests, mut queue) =
             mpsc::channel::<(Vec<ordermq_store::EffectRecord>, EffectReply)>(1_024);
         let task = tokio::spawn(async move {
             let mut waiting = Vec::new();
+            let mut last_commit = 0;
             while let Some(first) = queue.recv().await {
                 waiting.push(first);
-                while waiting.len() < 256 {
+                while waiting.len() < EFFECT_BATCH_MAX {
                     match queue.try_recv() {
                         Ok(next) => waiting.push(next),
                         Err(_) => break,
                     }
                 }
+                if !linger.is_zero() && last_commit >= EFFECT_LINGER_FROM {
+                    let deadline = tokio::time::Instant::now() + linger;
+                    while waiting.len() < EFFECT_BATCH_MAX {
+                        match tokio::time::timeout_at(deadline, queue.recv()).await {
+                            Ok(Some(next)) => waiting.push(next),
+                            _ => break,
+                        }
+                    }
+                }
+                last_commit = waiting.len();
                 let records: Vec<_> = waiting
                     .iter()
                     .flat_map(|(r, _)| r.iter().cloned())

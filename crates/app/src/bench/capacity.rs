@@ -2,8 +2,10 @@
 //!
 //! No simulated latency. Open-loop load rises step by step; a step passes when
 //! the payment call's p99 stays within the limit, nothing fails, the offered
-//! rate is achieved, and the fan-out keeps up (the slowest consumer group is
-//! less than one second of payments behind at the step's end). After the
+//! rate is achieved, and the fan-out keeps up: the slowest consumer group is
+//! less than one second of payments behind at the step's end, and the
+//! end-to-end time did not grow over the step (a fan-out that is slower than
+//! the payments shows as a growing delay long before a big backlog). After the
 //! first failure the search narrows: a few more steps between the best pass
 //! and the lowest failure, so the result is not just wherever a ×1.5 ramp
 //! happened to land. The highest passing step is the sustained rate.
@@ -148,6 +150,15 @@ async fn sqlite_commit_rate(dir: &std::path::Path, duration: Duration) -> BenchR
     Ok(n as f64 / begun.elapsed().as_secs_f64())
 }
 
+/// Sending stops once this many payments are unanswered at once: such a
+/// step has failed already, and more requests would only hold memory.
+const MAX_IN_FLIGHT: usize = 2_000;
+
+/// A step fails when the end-to-end time of its last fifth's payments exceeds
+/// that of its first fifth by more than this: the fan-out is falling behind
+/// (over a 5 s step, by more than ~5 % of the payment rate).
+const MAX_E2E_DRIFT_MS: f64 = 200.0;
+
 #[derive(Debug, Clone)]
 struct Step {
     rate: f64,
@@ -158,6 +169,8 @@ struct Step {
     slowest: serde_json::Value,
     /// Paid → all four effects, p50 / p99 ms, and how many were measured.
     e2e: (f64, f64, usize),
+    /// See `EndToEnd::drift_ms`.
+    e2e_drift_ms: Option<f64>,
     /// Writes per order-database commit, and the writer's busy fraction.
     per_commit: f64,
     writer_busy: f64,
@@ -241,9 +254,17 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         let writer_before = target.group_commit().await?;
         let begun_epoch = ordermq_domain::now_millis();
         let cpu_before = super::process_cpu().filter(|_| target.is_local());
-        let (samples, wall) = load::run_open_loop(&format!("{rate:.0}/s: pay"), rate, count, |i| {
-            super::pay_over_http(target.clone(), orders.clone(), i)
-        })
+        let load::OpenLoopRun {
+            samples,
+            wall,
+            stopped_at_in_flight,
+        } = load::run_open_loop_bounded(
+            &format!("{rate:.0}/s: pay"),
+            rate,
+            count,
+            MAX_IN_FLIGHT,
+            |i| super::pay_over_http(target.clone(), orders.clone(), i),
+        )
         .await;
         let summary = load::summarize(&samples, wall);
         paid_total += (summary.count - summary.errors) as i64;
@@ -265,6 +286,12 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         );
         offset += wall.as_secs_f64();
         let mut why = Vec::new();
+        if let Some(in_flight) = stopped_at_in_flight {
+            why.push(format!(
+                "stopped after {} of {count} payments: {in_flight} unanswered at once",
+                samples.len()
+            ));
+        }
         if summary.p99_ms > args.p99_limit_ms {
             why.push(format!(
                 "p99 {:.1} ms > {} ms",
@@ -280,14 +307,18 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         if fanout_lag as f64 > rate {
             why.push(format!("fan-out {fanout_lag} behind"));
         }
+        if let Some(drift) = e2e.drift_ms.filter(|d| *d > MAX_E2E_DRIFT_MS) {
+            why.push(format!("fan-out falling behind: e2e grew {drift:.0} ms"));
+        }
         let passed = why.is_empty();
         eprintln!(
-            "{} {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",
+            "{} {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms (drift {:>+5.0})  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",
             if refining { "refine" } else { "  ramp" },
             ms(summary.p50_ms),
             ms(summary.p99_ms),
             summary.throughput_per_s,
             ms(load::percentile(&e2e.all, 99.0)),
+            e2e.drift_ms.unwrap_or(0.0),
             operations / commits.max(1.0),
             100.0 * busy_ms / (wall.as_secs_f64() * 1e3),
             cpu_us_per_payment.map_or("?".into(), |us| format!("{us:.0}")),
@@ -308,6 +339,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
                 load::percentile(&e2e.all, 99.0),
                 e2e.all.len(),
             ),
+            e2e_drift_ms: e2e.drift_ms,
             per_commit: operations / commits.max(1.0),
             writer_busy: busy_ms / (wall.as_secs_f64() * 1e3),
             cpu_us_per_payment,
@@ -346,7 +378,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             "offered_per_s": s.rate, "payments": s.summary.count, "achieved_per_s": s.summary.throughput_per_s,
             "p50_ms": s.summary.p50_ms, "p95_ms": s.summary.p95_ms, "p99_ms": s.summary.p99_ms, "max_ms": s.summary.max_ms,
             "errors": s.summary.errors, "fanout_lag_at_end": s.fanout_lag, "slowest": s.slowest,
-            "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2,
+            "e2e_p50_ms": s.e2e.0, "e2e_p99_ms": s.e2e.1, "e2e_measured": s.e2e.2, "e2e_drift_ms": s.e2e_drift_ms,
             "writes_per_commit": s.per_commit, "writer_busy_fraction": s.writer_busy,
             "cpu_us_per_payment": s.cpu_us_per_payment, "passed": s.passed, "why_not": s.why,
         });

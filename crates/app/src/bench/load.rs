@@ -106,12 +106,47 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = bool> + Send + 'static,
 {
+    let run = run_open_loop_bounded(label, rate, count, usize::MAX, request).await;
+    (run.samples, run.wall)
+}
+
+/// What [`run_open_loop_bounded`] did.
+#[derive(Debug)]
+pub struct OpenLoopRun {
+    /// One per request sent, in order of their scheduled start.
+    pub samples: Vec<Sample>,
+    pub wall: Duration,
+    /// Sending stopped early: this many requests were unanswered at once.
+    pub stopped_at_in_flight: Option<usize>,
+}
+
+/// As [`run_open_loop`], but stops sending once `max_in_flight` requests are
+/// unanswered: past that the server is not keeping up, and every further
+/// request would only hold a connection and memory (tens of thousands of
+/// them took the process past 800 MiB in an overloaded step).
+pub async fn run_open_loop_bounded<F, Fut>(
+    label: &str,
+    rate: f64,
+    count: usize,
+    max_in_flight: usize,
+    request: F,
+) -> OpenLoopRun
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
     let begun = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     let mut last_draw = Instant::now();
+    let mut stopped_at_in_flight = None;
     for i in 0..count {
+        let in_flight = i - done.load(Ordering::Relaxed) as usize;
+        if in_flight >= max_in_flight {
+            stopped_at_in_flight = Some(in_flight);
+            break;
+        }
         let due = begun + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
         let future = request(i);
@@ -155,10 +190,15 @@ where
         }
     }
     let wall = begun.elapsed();
-    progress(label, count, count, count as u64, wall);
+    let sent = samples.len();
+    progress(label, sent, count, sent as u64, wall);
     eprintln!();
     samples.sort_by_key(|s| s.start);
-    (samples, wall)
+    OpenLoopRun {
+        samples,
+        wall,
+        stopped_at_in_flight,
+    }
 }
 
 /// Draws `[label] ####----- sent/total  done  elapsed` on one stderr line.
@@ -185,6 +225,25 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_open_loop_stops_sending_when_too_many_are_unanswered() {
+        let run = run_open_loop_bounded("test", 100.0, 1_000, 50, |_| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            true
+        })
+        .await;
+        assert_eq!(run.stopped_at_in_flight, Some(50));
+        assert_eq!(run.samples.len(), 50, "no request after the bound");
+        assert!(run.samples.iter().all(|s| s.ok));
+
+        let run = run_open_loop_bounded("test", 100.0, 200, 50, |_| async { true }).await;
+        assert_eq!(
+            run.stopped_at_in_flight, None,
+            "fast answers never reach it"
+        );
+        assert_eq!(run.samples.len(), 200);
     }
 
     #[tokio::test(start_paused = true)]

@@ -147,6 +147,11 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
         load::progress(label, ids.len(), count, ids.len() as u64, begun.elapsed());
     }
     eprintln!();
+    // Copy the new rows out of the write-ahead log now. Otherwise the first
+    // periodic checkpoint of the measured step does it: thousands of pages
+    // written and fsynced while payments commit, which showed up as 40-120 ms
+    // commits half a second into a step (`slow order-database commit`).
+    store.checkpoint().await.map_err(|e| e.to_string())?;
     Ok(ids)
 }
 
@@ -208,6 +213,31 @@ async fn wait_for_fanout(
 struct EndToEnd {
     all: Vec<f64>,
     by_system: serde_json::Map<String, serde_json::Value>,
+    /// Median end-to-end time of the payments of the run's last fifth minus
+    /// that of its first fifth (ms): near zero while the fan-out keeps up,
+    /// growing with the run when it falls behind. `None` under 50 orders.
+    drift_ms: Option<f64>,
+}
+
+/// See [`EndToEnd::drift_ms`]: `(sent_at, e2e_ms)` of every complete order.
+fn drift(mut sent_and_e2e: Vec<(i64, f64)>) -> Option<f64> {
+    if sent_and_e2e.len() < 50 {
+        return None;
+    }
+    sent_and_e2e.sort_by_key(|&(sent, _)| sent);
+    let first = sent_and_e2e.first()?.0;
+    let last = sent_and_e2e.last()?.0;
+    let fifth = (last - first) / 5;
+    let median_where = |keep: &dyn Fn(i64) -> bool| {
+        let mut e2e: Vec<f64> = sent_and_e2e
+            .iter()
+            .filter(|(sent, _)| keep(*sent))
+            .map(|&(_, e)| e)
+            .collect();
+        e2e.sort_by(f64::total_cmp);
+        load::percentile(&e2e, 50.0)
+    };
+    Some(median_where(&|sent| sent >= last - fifth) - median_where(&|sent| sent <= first + fifth))
 }
 
 async fn end_to_end(
@@ -248,13 +278,21 @@ async fn end_to_end(
             serde_json::json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
         );
     }
-    let mut all: Vec<f64> = latest
+    let complete: Vec<(i64, f64)> = latest
         .iter()
         .filter(|(_, (_, systems))| *systems == System::ALL.len())
-        .map(|(order, (at, _))| (at - sent_at[order.as_str()]).max(0) as f64)
+        .map(|(order, (at, _))| {
+            let sent = sent_at[order.as_str()];
+            (sent, (at - sent).max(0) as f64)
+        })
         .collect();
+    let mut all: Vec<f64> = complete.iter().map(|&(_, e2e)| e2e).collect();
     all.sort_by(f64::total_cmp);
-    Ok(EndToEnd { all, by_system })
+    Ok(EndToEnd {
+        all,
+        by_system,
+        drift_ms: drift(complete),
+    })
 }
 
 /// How many of `expected` events the slowest system has not applied yet.
@@ -353,6 +391,19 @@ fn ms(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drift_tells_a_fanout_that_keeps_up_from_one_that_falls_behind() {
+        // One payment every 10 ms for 5 s.
+        let steady: Vec<(i64, f64)> = (0..500).map(|i| (i * 10, 40.0 + (i % 7) as f64)).collect();
+        let d = drift(steady).unwrap();
+        assert!(d.abs() < 10.0, "steady: {d}");
+        // Effects 10 % slower than payments: the delay grows 0.1 ms per ms.
+        let behind: Vec<(i64, f64)> = (0..500).map(|i| (i * 10, 40.0 + i as f64)).collect();
+        let d = drift(behind).unwrap();
+        assert!((350.0..450.0).contains(&d), "behind: {d}");
+        assert_eq!(drift((0..49).map(|i| (i, 1.0)).collect()), None);
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -187,6 +187,7 @@ pub async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let EndToEnd {
         all: e2e,
         by_system: e2e_by_system,
+        ..
     } = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
     let e2e_p50 = load::percentile(&e2e, 50.0);
     let e2e_p99 = load::percentile(&e2e, 99.0);

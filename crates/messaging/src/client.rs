@@ -140,9 +140,11 @@ impl MqClient {
             // published before the group first connected are not skipped.
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
             .max_reconsume_times(options.max_reconsume_times)
-            // Up to 32 messages per listener call: one database commit for all.
-            .consume_message_batch_max_size(32)
-            .pull_batch_size(64)
+            // Up to 64 messages per listener call: one database commit for
+            // all. Pulls of up to 256 (brokers cap them: the embedded one
+            // at 256, RocketMQ's default is 32).
+            .consume_message_batch_max_size(64)
+            .pull_batch_size(256)
             .consume_thread_min(options.concurrency.max(1))
             .consume_thread_max(options.concurrency.max(1))
             .build();

@@ -243,6 +243,12 @@ impl EmbeddedBroker {
             // slots; 1 s slots (the default) made closes ~0.8 s late. 100 ms
             // slots cost ten wheel steps a second instead of one.
             timer_precision_ms: 100,
+            // A pull returns at most 32 messages by default, so a consumer
+            // group that falls behind catches up 32 at a time, one round
+            // trip, decode and listener call each. Larger pulls let the
+            // per-pull costs shrink as the backlog grows.
+            max_transfer_count_on_message_in_memory: 256,
+            max_transfer_bytes_on_message_in_memory: 1024 * 1024,
             ..MessageStoreConfig::default()
         };
         let store = match options.delay_levels {

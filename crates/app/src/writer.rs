@@ -80,21 +80,8 @@ impl OrderWriter {
             let mut last_batch = 0;
             while let Some(first) = queue.recv().await {
                 batch.push(first);
-                while batch.len() < max_batch {
-                    match queue.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                if !linger.is_zero() && last_batch >= LINGER_FROM {
-                    let deadline = tokio::time::Instant::now() + linger;
-                    while batch.len() < max_batch {
-                        match tokio::time::timeout_at(deadline, queue.recv()).await {
-                            Ok(Some(next)) => batch.push(next),
-                            _ => break,
-                        }
-                    }
-                }
+                let lingers = last_batch >= LINGER_FROM;
+                gather(&mut queue, &mut batch, max_batch, lingers.then_some(linger)).await;
                 last_batch = batch.len();
                 let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
                 let begun = std::time::Instant::now();
@@ -207,6 +194,33 @@ pub struct EffectWriter {
     requests: mpsc::Sender<(Vec<ordermq_store::EffectRecord>, EffectReply)>,
 }
 
+/// Adds what is already queued to `batch` (which holds the request that woke
+/// the writer), up to `max`; with `linger`, also waits up to that long for
+/// more. A zero linger never waits.
+async fn gather<T>(
+    queue: &mut mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    max: usize,
+    linger: Option<Duration>,
+) {
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    let Some(linger) = linger.filter(|l| !l.is_zero()) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, queue.recv()).await {
+            Ok(Some(next)) => batch.push(next),
+            _ => break,
+        }
+    }
+}
+
 /// Most consumer batches merged into one effect commit.
 const EFFECT_BATCH_MAX: usize = 256;
 
@@ -233,21 +247,14 @@ impl EffectWriter {
             let mut last_commit = 0;
             while let Some(first) = queue.recv().await {
                 waiting.push(first);
-                while waiting.len() < EFFECT_BATCH_MAX {
-                    match queue.try_recv() {
-                        Ok(next) => waiting.push(next),
-                        Err(_) => break,
-                    }
-                }
-                if !linger.is_zero() && last_commit >= EFFECT_LINGER_FROM {
-                    let deadline = tokio::time::Instant::now() + linger;
-                    while waiting.len() < EFFECT_BATCH_MAX {
-                        match tokio::time::timeout_at(deadline, queue.recv()).await {
-                            Ok(Some(next)) => waiting.push(next),
-                            _ => break,
-                        }
-                    }
-                }
+                let lingers = last_commit >= EFFECT_LINGER_FROM;
+                gather(
+                    &mut queue,
+                    &mut waiting,
+                    EFFECT_BATCH_MAX,
+                    lingers.then_some(linger),
+                )
+                .await;
                 last_commit = waiting.len();
                 let records: Vec<_> = waiting
                     .iter()

@@ -211,41 +211,41 @@ impl Store {
             })
             .collect();
         let asked = std::time::Instant::now();
-        let outcome = {
+        let (outcome, gated) = {
             let _gate = self.write_gate(crate::Db::Orders).await;
             let gated = asked.elapsed();
             let sent = std::time::Instant::now();
-            lanes
+            let outcome = lanes
                 .orders
                 .run(move |conn| {
                     let queued = sent.elapsed();
                     crate::sqlite_lane::pay_batch(conn, &payments, &rounds, now)
-                        .map(|batch| (batch, queued))
+                        .map(|mut batch| {
+                            batch.timing.queued = queued;
+                            batch
+                        })
                         .map_err(|e| e.to_string())
                 })
-                .await
-                .map(|done| done.map(|(batch, queued)| (batch, gated, queued)))
+                .await;
+            (outcome, gated)
         };
-        let outcome = outcome.map(|done| {
-            done.map(|(batch, gated, queued)| {
-                let took = asked.elapsed();
-                if took > SLOW_COMMIT {
-                    // Which part was slow tells disk (commit) from CPU
-                    // (statements, or a lane thread waiting to be scheduled)
-                    // from other writers (the gate).
-                    tracing::warn!(
-                        took_ms = took.as_millis() as u64,
-                        gate_ms = gated.as_millis() as u64,
-                        lane_queue_ms = queued.as_millis() as u64,
-                        statements_ms = batch.timing.statements.as_millis() as u64,
-                        commit_ms = batch.timing.commit.as_millis() as u64,
-                        payments = batch.payments.len(),
-                        "slow order-database commit"
-                    );
-                }
-                batch
-            })
-        });
+        let took = asked.elapsed();
+        if let Ok(Ok(batch)) = &outcome
+            && took > SLOW_COMMIT
+        {
+            // Which part was slow tells disk (commit) from CPU (statements,
+            // or a lane thread waiting to be scheduled) from other writers
+            // (the gate).
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                gate_ms = gated.as_millis() as u64,
+                lane_queue_ms = batch.timing.queued.as_millis() as u64,
+                statements_ms = batch.timing.statements.as_millis() as u64,
+                commit_ms = batch.timing.commit.as_millis() as u64,
+                payments = batch.payments.len(),
+                "slow order-database commit"
+            );
+        }
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
         match outcome {
             Ok(Ok(batch)) => {

@@ -133,6 +133,8 @@ pub(crate) struct PayBatch {
 /// Where one lane job's time went.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BatchTiming {
+    /// Waiting in the lane's queue for its thread (set by the caller).
+    pub queued: std::time::Duration,
     pub statements: std::time::Duration,
     pub commit: std::time::Duration,
 }
@@ -185,6 +187,7 @@ pub(crate) fn pay_batch(
         payments: outcomes,
         relay: rounds,
         timing: BatchTiming {
+            queued: std::time::Duration::ZERO,
             statements,
             commit: begun.elapsed() - statements,
         },

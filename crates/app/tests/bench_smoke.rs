@@ -138,6 +138,14 @@ async fn capacity_report_is_complete_and_consistent() {
     assert!(num(&report, &["yardsticks", "fsync_per_s"]) > 0.0);
     assert!(num(&report, &["yardsticks", "sqlite_commit_per_s"]) > 0.0);
     assert!(num(&report, &["peak_rss_mb"]) > 0.0);
+    // Sampled parts of the resident memory: each at most the exact peak.
+    for part in ["peak_rss_anon_mb", "peak_rss_file_mb"] {
+        let mib = num(&report, &[part]);
+        assert!(
+            mib > 0.0 && mib <= num(&report, &["peak_rss_mb"]),
+            "{part} {mib} not within (0, peak_rss_mb]"
+        );
+    }
     assert_eq!(report["fanned_out_all"], true, "{report}");
     let best = steps
         .iter()
@@ -192,7 +200,12 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             .contains(&running.url(""))
     );
     assert_eq!(report["fanned_out_all"], true, "{report}");
-    assert!(report["peak_rss_mb"].is_null(), "not this process's memory");
+    for memory in ["peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb"] {
+        assert!(
+            report[memory].is_null(),
+            "{memory}: not this process's memory"
+        );
+    }
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1);
     assert_eq!(num(&steps[0], &["errors"]), 0.0, "{report}");

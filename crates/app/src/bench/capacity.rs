@@ -216,6 +216,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "  measuring yardsticks ({:?} each, on this machine's disk)...",
         args.yardstick_duration
     );
+    let memory = target.is_local().then(super::MemorySampler::start);
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let disk = target.local_dir().unwrap_or(scratch.path());
     let fsync_per_s = fsync_rate(disk, args.yardstick_duration)?;
@@ -362,6 +363,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     } else {
         None
     };
+    let [peak_anon_mb, peak_file_mb] = memory.map_or([None; 2], |m| m.finish().map(Some));
     let described = target.describe();
     target::into_inner(target)?.stop().await?;
 
@@ -409,6 +411,8 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "drained_after_s": drained.map(|d| d.as_secs_f64()),
         "fanned_out_all": drained.is_some() && outbox_after == 0,
         "peak_rss_mb": peak_rss_mb,
+        "peak_rss_anon_mb": peak_anon_mb,
+        "peak_rss_file_mb": peak_file_mb,
         "steps": step_reports,
     });
 
@@ -491,7 +495,11 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         "".into(),
         "".into(),
         "".into(),
-        "".into(),
+        peak_anon_mb
+            .zip(peak_file_mb)
+            .map_or(String::new(), |(anon, file)| {
+                format!("anonymous ≤{anon:.0}, file-backed ≤{file:.0}")
+            }),
     ]);
     let mut by_rate: Vec<&Step> = steps.iter().collect();
     by_rate.sort_by(|a, b| a.rate.total_cmp(&b.rate));

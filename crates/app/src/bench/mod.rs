@@ -259,25 +259,25 @@ async fn end_to_end(
     let mut latest: HashMap<String, (i64, usize)> = HashMap::new();
     let mut by_system = serde_json::Map::new();
     // Effects of this run's orders were applied after its first request.
-    let mut times_by_system = target.applied_times(orders, begun_epoch).await?;
-    for system in System::ALL {
-        let times = times_by_system.remove(&system).unwrap_or_default();
-        let mut lags: Vec<f64> = Vec::new();
-        for (order, at) in times {
-            let Some(sent) = sent_at.get(order.as_str()) else {
-                continue;
-            };
-            lags.push((at - sent).max(0) as f64);
-            let entry = latest.entry(order).or_insert((at, 0));
-            entry.0 = entry.0.max(at);
-            entry.1 += 1;
-        }
-        lags.sort_by(f64::total_cmp);
-        by_system.insert(
-            system.name().to_owned(),
-            serde_json::json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
-        );
-    }
+    target
+        .applied_times(orders, begun_epoch, |system, times| {
+            let mut lags: Vec<f64> = Vec::new();
+            for (order, at) in times {
+                let Some(sent) = sent_at.get(order.as_str()) else {
+                    continue;
+                };
+                lags.push((at - sent).max(0) as f64);
+                let entry = latest.entry(order).or_insert((at, 0));
+                entry.0 = entry.0.max(at);
+                entry.1 += 1;
+            }
+            lags.sort_by(f64::total_cmp);
+            by_system.insert(
+                system.name().to_owned(),
+                serde_json::json!({"p50_ms": load::percentile(&lags, 50.0), "p99_ms": load::percentile(&lags, 99.0)}),
+            );
+        })
+        .await?;
     let complete: Vec<(i64, f64)> = latest
         .iter()
         .filter(|(_, (_, systems))| *systems == System::ALL.len())
@@ -300,12 +300,70 @@ async fn fanout_lag(target: &Target, expected: i64) -> BenchResult<i64> {
     Ok((expected - paid_applied(target).await?).max(0))
 }
 
-/// This process's peak resident memory (VmHWM), in MiB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// The largest anonymous and file-backed resident memory (MiB) seen while it
+/// runs, sampled from `/proc/self/status` every 200 ms. VmHWM is the exact
+/// peak of their sum but does not say what it was made of: file-backed pages
+/// are mostly the embedded broker's memory-mapped commit log (page cache the
+/// kernel may drop) and the binary's code; anonymous ones are the heap.
+pub(crate) struct MemorySampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<[f64; 2]>>,
+}
+
+impl MemorySampler {
+    pub(crate) fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = [0.0_f64; 2];
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+                    for (peak, key) in peaks.iter_mut().zip(["RssAnon:", "RssFile:"]) {
+                        if let Some(mib) = status_mib(&status, key) {
+                            *peak = peak.max(mib);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            peaks
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `[anonymous, file-backed]` peaks in MiB (zero where /proc has no such line).
+    pub(crate) fn finish(mut self) -> [f64; 2] {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or([0.0; 2])
+    }
+}
+
+impl Drop for MemorySampler {
+    /// A run that ends in an error stops sampling too.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status`, in MiB.
+fn status_mib(status: &str, key: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mb() -> Option<f64> {
+    status_mib(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmHWM:",
+    )
 }
 
 /// CPU time this process has used so far (user + system, all threads), or

@@ -107,18 +107,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `config.log` as a filter. The embedded NameServer (rocketmq-namesrv 1.0)
-/// gives its own internal client the address of the machine's network
+/// Silences the embedded NameServer's refused self-connection. rocketmq-namesrv
+/// 1.0 gives its own internal client the address of the machine's network
 /// interface while ordermq binds it to loopback, so that client's connection
 /// is refused at start and every 30 s after, and the transport logs each
 /// refusal as an ERROR. The broker and the clients use 127.0.0.1 and are
-/// unaffected; with the embedded broker and the default filter the line is
-/// silenced. A `log` setting of the user's own is used as given.
+/// unaffected. Added to default filters only: a user's own filter is used as given.
+const QUIET_NAMESRV_SELF_CONNECT: &str =
+    "rocketmq_transport::clients::rocketmq_tokio_client::connect_flight=off";
+
+/// `config.log` as a filter; with the embedded broker and the default filter,
+/// also [`QUIET_NAMESRV_SELF_CONNECT`].
 fn log_filter(config: &Config) -> EnvFilter {
     let mut directives = config.log.clone();
     if config.namesrv_addr.is_none() && config.log == Config::default().log {
-        directives
-            .push_str(",rocketmq_transport::clients::rocketmq_tokio_client::connect_flight=off");
+        directives = format!("{directives},{QUIET_NAMESRV_SELF_CONNECT}");
     }
     EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }
@@ -237,7 +240,7 @@ fn bench(scenario: ordermq::bench::Scenario) -> ExitCode {
     let filter = std::env::var("ORDERMQ_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("error"));
+        .unwrap_or_else(|| EnvFilter::new(format!("error,{QUIET_NAMESRV_SELF_CONNECT}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -151,8 +151,7 @@ impl FakeGateway {
                 number
             }
         };
-        let reference = format!("{prefix}-{number:08}");
-        Ok(reference)
+        Ok(format!("{prefix}-{number:08}"))
     }
 }
 

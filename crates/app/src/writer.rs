@@ -21,7 +21,7 @@ use ordermq_store::{CloseOutcome, Store, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// A batch slower than this is logged: every payment in it waited that long.
+/// A batch slower than this is logged and counted: every payment in it waited that long.
 const SLOW_BATCH: Duration = Duration::from_millis(100);
 
 /// The batch size from which the writer counts as loaded and lingers (like
@@ -48,6 +48,8 @@ struct Counters {
     commits: AtomicU64,
     operations: AtomicU64,
     busy_us: AtomicU64,
+    slow: AtomicU64,
+    slow_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Request {
@@ -95,6 +97,10 @@ impl OrderWriter {
                     .busy_us
                     .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                 if took > SLOW_BATCH {
+                    counting.slow.fetch_add(1, Ordering::Relaxed);
+                    counting
+                        .slow_us
+                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
                     tracing::warn!(
                         operations = ops.len(),
                         took_ms = took.as_millis() as u64,
@@ -116,6 +122,8 @@ impl OrderWriter {
             commits: self.counters.commits.load(Ordering::Relaxed),
             operations: self.counters.operations.load(Ordering::Relaxed),
             busy_ms: self.counters.busy_us.load(Ordering::Relaxed) / 1_000,
+            slow_commits: self.counters.slow.load(Ordering::Relaxed),
+            slow_commit_ms: self.counters.slow_us.load(Ordering::Relaxed) / 1_000,
         }
     }
 

@@ -119,6 +119,7 @@ async fn capacity_report_is_complete_and_consistent() {
         refine: 2,
         p99_limit_ms: 5_000.0,
         yardstick_duration: Duration::from_millis(300),
+        retry_host_pauses: true,
         target: ordermq::bench::target::TargetArgs {
             settings: vec!["write_linger_ms=0".into(), "topic_queues=2".into()],
             ..Default::default()
@@ -147,6 +148,15 @@ async fn capacity_report_is_complete_and_consistent() {
         );
     }
     assert_eq!(report["fanned_out_all"], true, "{report}");
+    for step in steps {
+        // The host probe ran beside every step: an fsync takes some time.
+        assert!(num(step, &["host_pause_ms", "fsync"]) > 0.0, "{step}");
+        assert!(num(step, &["host_pause_ms", "wake_late"]) >= 0.0, "{step}");
+        assert!(num(step, &["slow_commits"]) <= num(step, &["slow_commit_ms"]) / 100.0);
+        if step["passed"] == true {
+            assert_eq!(step["repeated"], false, "only failed steps are repeated");
+        }
+    }
     let best = steps
         .iter()
         .filter(|s| s["passed"] == true)
@@ -169,6 +179,42 @@ async fn capacity_report_is_complete_and_consistent() {
     assert_eq!(num(&report, &["paid_total"]), paid);
 }
 
+/// A limit nothing can meet: every step fails, and since the host probe's own
+/// fsync always takes longer than it, each failure counts as "the host
+/// paused" and the step is repeated, twice at most, before the search gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_repeats_a_step_failed_in_a_host_pause_at_most_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::Capacity(CapacityArgs {
+        start_rate: 40.0,
+        max_rate: 80.0,
+        growth: 2.0,
+        step_duration: Duration::from_millis(500),
+        refine: 0,
+        p99_limit_ms: 0.000_1,
+        yardstick_duration: Duration::from_millis(100),
+        retry_host_pauses: true,
+        target: Default::default(),
+        output: output(dir.path(), "capacity"),
+    }))
+    .await
+    .unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    let repeated: Vec<&Value> = steps.iter().map(|s| &s["repeated"]).collect();
+    assert_eq!(repeated, [true, true, false], "{report}");
+    assert_eq!(num(&report, &["repeated_steps"]), 2.0);
+    for step in steps {
+        assert_eq!(num(step, &["offered_per_s"]), 40.0);
+        assert_eq!(step["passed"], false);
+        assert!(
+            step["why_not"].as_str().unwrap().contains("host paused"),
+            "{step}"
+        );
+    }
+    assert_eq!(num(&report, &["max_sustained_per_s"]), 0.0);
+    assert_eq!(report["fanned_out_all"], true, "{report}");
+}
+
 /// `--url`: the same scenario against an ordermq that is already running,
 /// reached through its HTTP API only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,6 +229,7 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
         refine: 2,
         p99_limit_ms: 5_000.0,
         yardstick_duration: Duration::from_millis(200),
+        retry_host_pauses: true,
         target: ordermq::bench::target::TargetArgs {
             url: Some(running.url("")),
             payment_secret: Some("local-secret".into()),
@@ -208,6 +255,10 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
     }
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1);
+    assert!(
+        steps[0]["host_pause_ms"].is_null(),
+        "not this machine's disk"
+    );
     assert_eq!(num(&steps[0], &["errors"]), 0.0, "{report}");
     // What the bench counted is what the running ordermq recorded.
     let paid = running

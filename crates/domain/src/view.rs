@@ -182,4 +182,8 @@ pub struct GroupCommitStats {
     pub operations: u64,
     /// Milliseconds the writer spent running them.
     pub busy_ms: u64,
+    /// Commits that took longer than 100 ms (each one held every write in
+    /// it that long), and their total milliseconds: a stalled disk shows here.
+    pub slow_commits: u64,
+    pub slow_commit_ms: u64,
 }

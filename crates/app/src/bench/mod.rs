@@ -351,6 +351,109 @@ impl Drop for MemorySampler {
     }
 }
 
+/// Watches the machine beside a run, so a failing step can be told apart
+/// from a machine that paused: every 50 ms a thread of its own writes 4 KiB
+/// and fdatasyncs it in the data directory (the disk ordermq commits to) and
+/// notes how late its sleep ended (the host did not run it). On a shared
+/// machine both stall now and then for hundreds of milliseconds; ordermq's
+/// commits wait the same, and a step's p99 shows it.
+pub(crate) struct HostProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    samples: Arc<std::sync::Mutex<Vec<ProbeSample>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One round of the [`HostProbe`].
+#[derive(Debug, Clone, Copy)]
+struct ProbeSample {
+    began: Instant,
+    ended: Instant,
+    fsync_ms: f64,
+    wake_late_ms: f64,
+}
+
+/// The worst the [`HostProbe`] saw in a window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HostPause {
+    /// Slowest 4 KiB write + fdatasync.
+    pub(crate) fsync_ms: f64,
+    /// Latest wake-up of the probe's 50 ms sleep.
+    pub(crate) wake_late_ms: f64,
+}
+
+impl HostPause {
+    pub(crate) fn worst_ms(&self) -> f64 {
+        self.fsync_ms.max(self.wake_late_ms)
+    }
+}
+
+const HOST_PROBE_EVERY: Duration = Duration::from_millis(50);
+
+impl HostProbe {
+    pub(crate) fn start(dir: &Path) -> BenchResult<Self> {
+        let path = dir.join("host-probe");
+        let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stopping, recording) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            use std::io::{Seek as _, Write as _};
+            let block = [0u8; 4096];
+            while !stopping.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                // Overwrite one block: the file stays 4 KiB however long the run.
+                let synced = file
+                    .seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| file.write_all(&block))
+                    .and_then(|()| file.sync_data());
+                let fsync_ms = began.elapsed().as_secs_f64() * 1e3;
+                if synced.is_err() {
+                    break;
+                }
+                let slept = Instant::now();
+                std::thread::sleep(HOST_PROBE_EVERY);
+                let late_ms =
+                    (slept.elapsed().saturating_sub(HOST_PROBE_EVERY)).as_secs_f64() * 1e3;
+                if let Ok(mut samples) = recording.lock() {
+                    samples.push(ProbeSample {
+                        began,
+                        ended: Instant::now(),
+                        fsync_ms,
+                        wake_late_ms: late_ms,
+                    });
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+        Ok(Self {
+            stop,
+            samples,
+            thread: Some(thread),
+        })
+    }
+
+    /// The worst pauses among probes that overlapped `from..to`.
+    pub(crate) fn between(&self, from: Instant, to: Instant) -> HostPause {
+        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        samples
+            .iter()
+            .filter(|s| s.began < to && s.ended > from)
+            .fold(HostPause::default(), |worst, s| HostPause {
+                fsync_ms: worst.fsync_ms.max(s.fsync_ms),
+                wake_late_ms: worst.wake_late_ms.max(s.wake_late_ms),
+            })
+    }
+}
+
+impl Drop for HostProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A `kB` line of `/proc/<pid>/status`, in MiB.
 fn status_mib(status: &str, key: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(key))?;

@@ -257,8 +257,8 @@ impl Target {
     }
 
     /// The order writer's counters (`group_commit` of `/api/stats`): commits,
-    /// operations, busy ms since that ordermq started.
-    pub async fn group_commit(&self) -> BenchResult<[u64; 3]> {
+    /// operations, busy ms, slow commits and their ms since that ordermq started.
+    pub async fn group_commit(&self) -> BenchResult<[u64; 5]> {
         let stats: Value = match self {
             Self::Local(app) => app
                 .client
@@ -276,6 +276,8 @@ impl Target {
             counter("commits"),
             counter("operations"),
             counter("busy_ms"),
+            counter("slow_commits"),
+            counter("slow_commit_ms"),
         ])
     }
 

@@ -189,7 +189,8 @@ struct Step {
     refining: bool,
     /// Failed while the host paused, and was run again.
     repeated: bool,
-    /// The worst the host probe saw during the load (local targets only).
+    /// The worst the host probe saw during the load (local targets only;
+    /// `None` if it recorded nothing).
     host: Option<super::HostPause>,
     /// Order-database commits slower than 100 ms during the step, and their ms.
     slow_commits: (u64, u64),
@@ -309,7 +310,7 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
         .await;
         let host = probe
             .as_ref()
-            .map(|p| p.between(load_begun, Instant::now()));
+            .and_then(|p| p.between(load_begun, Instant::now()));
         let summary = load::summarize(&samples, wall);
         paid_total += (summary.count - summary.errors) as i64;
         let fanout_lag = super::fanout_lag(&target, paid_total).await?;

@@ -432,15 +432,19 @@ impl HostProbe {
         })
     }
 
-    /// The worst pauses among probes that overlapped `from..to`.
-    pub(crate) fn between(&self, from: Instant, to: Instant) -> HostPause {
-        let samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
+    /// The worst pauses among probe rounds that overlapped `from..to`, or
+    /// `None` if none did (the probe could not write: unknown, not calm).
+    pub(crate) fn between(&self, from: Instant, to: Instant) -> Option<HostPause> {
+        let samples = self.samples.lock().ok()?;
         samples
             .iter()
             .filter(|s| s.began < to && s.ended > from)
-            .fold(HostPause::default(), |worst, s| HostPause {
-                fsync_ms: worst.fsync_ms.max(s.fsync_ms),
-                wake_late_ms: worst.wake_late_ms.max(s.wake_late_ms),
+            .fold(None, |worst: Option<HostPause>, s| {
+                let worst = worst.unwrap_or_default();
+                Some(HostPause {
+                    fsync_ms: worst.fsync_ms.max(s.fsync_ms),
+                    wake_late_ms: worst.wake_late_ms.max(s.wake_late_ms),
+                })
             })
     }
 }

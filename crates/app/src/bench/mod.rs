@@ -25,7 +25,7 @@ pub mod target;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -300,33 +300,21 @@ async fn fanout_lag(target: &Target, expected: i64) -> BenchResult<i64> {
     Ok((expected - paid_applied(target).await?).max(0))
 }
 
-/// The largest anonymous and file-backed resident memory (MiB) seen while it
-/// runs, sampled from `/proc/self/status` every 200 ms. VmHWM is the exact
-/// peak of their sum but does not say what it was made of: file-backed pages
-/// are mostly the embedded broker's memory-mapped commit log (page cache the
-/// kernel may drop) and the binary's code; anonymous ones are the heap.
-pub(crate) struct MemorySampler {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<[f64; 2]>>,
+/// A plain thread of the bench's own that repeats `round` (which paces
+/// itself) until stopped or until `round` returns false, then hands back its
+/// state. Plain, so that a stalled async runtime cannot delay what it samples.
+struct Watcher<T> {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<T>>,
 }
 
-impl MemorySampler {
-    pub(crate) fn start() -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+impl<T: Send + 'static> Watcher<T> {
+    fn spawn(mut state: T, mut round: impl FnMut(&mut T) -> bool + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut peaks = [0.0_f64; 2];
-            while !stopping.load(Ordering::Relaxed) {
-                if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-                    for (peak, key) in peaks.iter_mut().zip(["RssAnon:", "RssFile:"]) {
-                        if let Some(mib) = status_mib(&status, key) {
-                            *peak = peak.max(mib);
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            peaks
+            while !stopping.load(Ordering::Relaxed) && round(&mut state) {}
+            state
         });
         Self {
             stop,
@@ -334,20 +322,48 @@ impl MemorySampler {
         }
     }
 
-    /// `[anonymous, file-backed]` peaks in MiB (zero where /proc has no such line).
-    pub(crate) fn finish(mut self) -> [f64; 2] {
+    /// Stops the thread and returns its state (`None` if it panicked).
+    fn finish(mut self) -> Option<T> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .and_then(|thread| thread.join().ok())
-            .unwrap_or([0.0; 2])
+        self.thread.take()?.join().ok()
     }
 }
 
-impl Drop for MemorySampler {
-    /// A run that ends in an error stops sampling too.
+impl<T> Drop for Watcher<T> {
+    /// A run that ends early (an error) stops watching too.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The largest anonymous and file-backed resident memory (MiB) seen while it
+/// runs, sampled from `/proc/self/status` every 200 ms. VmHWM is the exact
+/// peak of their sum but does not say what it was made of: file-backed pages
+/// are mostly the embedded broker's memory-mapped commit log (page cache the
+/// kernel may drop) and the binary's code; anonymous ones are the heap.
+pub(crate) struct MemorySampler(Watcher<[f64; 2]>);
+
+impl MemorySampler {
+    pub(crate) fn start() -> Self {
+        Self(Watcher::spawn([0.0_f64; 2], |peaks| {
+            if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+                for (peak, key) in peaks.iter_mut().zip(["RssAnon:", "RssFile:"]) {
+                    if let Some(mib) = status_mib(&status, key) {
+                        *peak = peak.max(mib);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            true
+        }))
+    }
+
+    /// `[anonymous, file-backed]` peaks in MiB (zero where /proc has no such line).
+    pub(crate) fn finish(self) -> [f64; 2] {
+        self.0.finish().unwrap_or([0.0; 2])
     }
 }
 
@@ -358,9 +374,8 @@ impl Drop for MemorySampler {
 /// machine both stall now and then for hundreds of milliseconds; ordermq's
 /// commits wait the same, and a step's p99 shows it.
 pub(crate) struct HostProbe {
-    stop: Arc<std::sync::atomic::AtomicBool>,
     samples: Arc<std::sync::Mutex<Vec<ProbeSample>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _watcher: Watcher<std::fs::File>,
 }
 
 /// One round of the [`HostProbe`].
@@ -390,45 +405,44 @@ impl HostPause {
 const HOST_PROBE_EVERY: Duration = Duration::from_millis(50);
 
 impl HostProbe {
+    /// `dir` is the in-process ordermq's temporary data directory, removed
+    /// with it, probe file included.
     pub(crate) fn start(dir: &Path) -> BenchResult<Self> {
-        let path = dir.join("host-probe");
-        let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let file = std::fs::File::create(dir.join("host-probe")).map_err(|e| e.to_string())?;
         let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (stopping, recording) = (stop.clone(), samples.clone());
-        let thread = std::thread::spawn(move || {
+        let recording = samples.clone();
+        let watcher = Watcher::spawn(file, move |file| {
             use std::io::{Seek as _, Write as _};
-            let block = [0u8; 4096];
-            while !stopping.load(Ordering::Relaxed) {
-                let began = Instant::now();
-                // Overwrite one block: the file stays 4 KiB however long the run.
-                let synced = file
-                    .seek(std::io::SeekFrom::Start(0))
-                    .and_then(|_| file.write_all(&block))
-                    .and_then(|()| file.sync_data());
-                let fsync_ms = began.elapsed().as_secs_f64() * 1e3;
-                if synced.is_err() {
-                    break;
-                }
-                let slept = Instant::now();
-                std::thread::sleep(HOST_PROBE_EVERY);
-                let late_ms =
-                    (slept.elapsed().saturating_sub(HOST_PROBE_EVERY)).as_secs_f64() * 1e3;
-                if let Ok(mut samples) = recording.lock() {
-                    samples.push(ProbeSample {
-                        began,
-                        ended: Instant::now(),
-                        fsync_ms,
-                        wake_late_ms: late_ms,
-                    });
-                }
+            let began = Instant::now();
+            // Overwrite one block: the file stays 4 KiB however long the run.
+            let synced = file
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| file.write_all(&[0u8; 4096]))
+                .and_then(|()| file.sync_data());
+            let fsync_ms = began.elapsed().as_secs_f64() * 1e3;
+            if synced.is_err() {
+                return false;
             }
-            let _ = std::fs::remove_file(&path);
+            let slept = Instant::now();
+            std::thread::sleep(HOST_PROBE_EVERY);
+            let wake_late_ms = slept
+                .elapsed()
+                .saturating_sub(HOST_PROBE_EVERY)
+                .as_secs_f64()
+                * 1e3;
+            if let Ok(mut samples) = recording.lock() {
+                samples.push(ProbeSample {
+                    began,
+                    ended: Instant::now(),
+                    fsync_ms,
+                    wake_late_ms,
+                });
+            }
+            true
         });
         Ok(Self {
-            stop,
             samples,
-            thread: Some(thread),
+            _watcher: watcher,
         })
     }
 
@@ -436,25 +450,17 @@ impl HostProbe {
     /// `None` if none did (the probe could not write: unknown, not calm).
     pub(crate) fn between(&self, from: Instant, to: Instant) -> Option<HostPause> {
         let samples = self.samples.lock().ok()?;
-        samples
+        let mut overlapping = samples
             .iter()
             .filter(|s| s.began < to && s.ended > from)
-            .fold(None, |worst: Option<HostPause>, s| {
-                let worst = worst.unwrap_or_default();
-                Some(HostPause {
-                    fsync_ms: worst.fsync_ms.max(s.fsync_ms),
-                    wake_late_ms: worst.wake_late_ms.max(s.wake_late_ms),
-                })
-            })
-    }
-}
-
-impl Drop for HostProbe {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            .peekable();
+        overlapping.peek()?;
+        Some(
+            overlapping.fold(HostPause::default(), |worst, s| HostPause {
+                fsync_ms: worst.fsync_ms.max(s.fsync_ms),
+                wake_late_ms: worst.wake_late_ms.max(s.wake_late_ms),
+            }),
+        )
     }
 }
 

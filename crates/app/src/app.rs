@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use ordermq_api::signature::PaymentSigner;
 use ordermq_api::{ApiState, router};
 use ordermq_domain::{System, TOPICS};
-use ordermq_messaging::{EmbeddedBroker, EmbeddedOptions, MqClient, MqError, SubscribeOptions};
+use ordermq_messaging::{EmbeddedBroker, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions, ThreadStart};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -171,12 +171,7 @@ impl Application {
             }
             None => {
                 let broker = background
-                    .run(EmbeddedBroker::start(EmbeddedOptions {
-                        store_dir: config.data_dir.join("rocketmq"),
-                        namesrv_port: config.embedded_namesrv_port,
-                        broker_port: config.embedded_broker_port,
-                        delay_levels: config.retry_delay_levels.clone(),
-                    }))
+                    .run(EmbeddedBroker::start(config.embedded_options()))
                     .await
                     .map_err(background_failed)??;
                 let addr = broker.namesrv_addr();
@@ -186,9 +181,10 @@ impl Application {
         };
 
         let (addr, topic_queues) = (namesrv_addr.clone(), config.topic_queues);
+        let delayed = config.delayed_delivery();
         let mq = background
             .run(async move {
-                let mq = MqClient::connect(&addr, PRODUCER_GROUP).await?;
+                let mq = MqClient::connect(&addr, PRODUCER_GROUP, delayed).await?;
                 for topic in TOPICS {
                     mq.ensure_topic(topic, topic_queues).await?;
                 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ordermq_messaging::{DelayLevels, DelayedDelivery, EmbeddedOptions};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -102,7 +103,17 @@ const KEYS: &[Key] = &[
     key(
         "retry_delay_levels",
         Kind::Str,
-        "Embedded broker only: RocketMQ messageDelayLevel, e.g. \"1s 5s 10s 30s 1m 2m\"; the n-th redelivery of a failed message waits level 3+n. Unset: RocketMQ's default (10 s, 30 s, 1 m, 2 m, ...).",
+        "RocketMQ messageDelayLevel, e.g. \"1s 5s 10s 30s 1m 2m\": the embedded broker's (the n-th redelivery of a failed message waits level 3+n), and the levels delayed closes hop through (delayed_delivery = levels). With an external cluster whose messageDelayLevel is not the default, set it to the cluster's. Unset: RocketMQ's default (1s 5s 10s 30s 1m ... 2h).",
+    ),
+    key(
+        "embedded_message_index",
+        Kind::Bool,
+        "Embedded broker only: index messages by key for RocketMQ's query by key (mqadmin queryMsgByKey). Off: less CPU and memory per message; orders' events are still visible in ordermq's own API.",
+    ),
+    key(
+        "delayed_delivery",
+        Kind::Str,
+        "How unpaid orders' closes are delayed. levels: RocketMQ delay levels, on any RocketMQ 4.x/5.x; a close hops through the levels until due and fires at most one shortest level (1 s) late. timer: RocketMQ 5 timer messages (the broker must enable its timer wheel; the embedded one then holds ~37 MiB more memory).",
     ),
     key(
         "max_reconsume_times",
@@ -258,6 +269,8 @@ pub struct Config {
     pub embedded_namesrv_port: u16,
     pub embedded_broker_port: u16,
     pub retry_delay_levels: Option<String>,
+    pub delayed_delivery: String,
+    pub embedded_message_index: bool,
     pub max_reconsume_times: i32,
     pub consumer_concurrency: u32,
     pub relay_batch_size: usize,
@@ -299,6 +312,8 @@ impl Default for Config {
             embedded_namesrv_port: 19876,
             embedded_broker_port: 20911,
             retry_delay_levels: None,
+            delayed_delivery: "levels".into(),
+            embedded_message_index: false,
             max_reconsume_times: 16,
             consumer_concurrency: 64,
             relay_batch_size: 512,
@@ -455,12 +470,14 @@ impl Config {
         if self.refund_attempts == 0 {
             return Err(ConfigError::Invalid("refund_attempts must be > 0".into()));
         }
-        if let Some(levels) = &self.retry_delay_levels
-            && (levels.split_whitespace().next().is_none()
-                || !levels.split_whitespace().all(valid_delay))
-        {
+        if let Some(levels) = &self.retry_delay_levels {
+            DelayLevels::parse(levels)
+                .map_err(|e| ConfigError::Invalid(format!("retry_delay_levels {e}")))?;
+        }
+        if !matches!(self.delayed_delivery.as_str(), "levels" | "timer") {
             return Err(ConfigError::Invalid(format!(
-                "retry_delay_levels {levels:?}: expected delays like \"1s 5s 10s 30s 1m 2h\""
+                "delayed_delivery {:?}: expected levels or timer",
+                self.delayed_delivery
             )));
         }
         if self.relay_batch_size == 0
@@ -487,6 +504,31 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("orders.db").display()))
+    }
+
+    /// How delayed messages (closes) reach their due time.
+    pub fn delayed_delivery(&self) -> DelayedDelivery {
+        match self.delayed_delivery.as_str() {
+            "timer" => DelayedDelivery::Timer,
+            _ => DelayedDelivery::Levels(
+                self.retry_delay_levels
+                    .as_deref()
+                    .map(|levels| DelayLevels::parse(levels).expect("validated at load"))
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// The embedded NameServer + broker this configuration asks for.
+    pub fn embedded_options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            store_dir: self.data_dir.join("rocketmq"),
+            namesrv_port: self.embedded_namesrv_port,
+            broker_port: self.embedded_broker_port,
+            delay_levels: self.retry_delay_levels.clone(),
+            timer_wheel: self.delayed_delivery() == DelayedDelivery::Timer,
+            message_index: self.embedded_message_index,
+        }
     }
 
     /// How long an unpaid order lives.
@@ -569,6 +611,8 @@ impl Config {
                     .retry_delay_levels
                     .clone()
                     .unwrap_or_else(|| "(unset: RocketMQ default)".into()),
+                "delayed_delivery" => self.delayed_delivery.clone(),
+                "embedded_message_index" => self.embedded_message_index.to_string(),
                 "max_reconsume_times" => self.max_reconsume_times.to_string(),
                 "consumer_concurrency" => self.consumer_concurrency.to_string(),
                 "relay_batch_size" => self.relay_batch_size.to_string(),
@@ -616,18 +660,6 @@ impl Config {
         }
         out
     }
-}
-
-/// One RocketMQ delay: a positive number followed by `s`, `m`, `h` or `d`.
-fn valid_delay(delay: &str) -> bool {
-    let Some(unit) = delay.chars().last() else {
-        return false;
-    };
-    let number = &delay[..delay.len() - unit.len_utf8()];
-    matches!(unit, 's' | 'm' | 'h' | 'd')
-        && !number.is_empty()
-        && number.bytes().all(|b| b.is_ascii_digit())
-        && number.parse::<u32>().is_ok_and(|n| n > 0)
 }
 
 fn find_key(name: &str) -> Option<&'static Key> {
@@ -752,6 +784,20 @@ mod tests {
         let fast =
             Config::load_from(None, env(&[("ORDERMQ_RETRY_DELAY_LEVELS", "1s 1s 2s 1m")])).unwrap();
         assert_eq!(fast.retry_delay_levels.as_deref(), Some("1s 1s 2s 1m"));
+        assert_eq!(
+            fast.delayed_delivery(),
+            DelayedDelivery::Levels(DelayLevels::parse("1s 1s 2s 1m").unwrap())
+        );
+        assert_eq!(
+            Config::default().delayed_delivery(),
+            DelayedDelivery::Levels(DelayLevels::default())
+        );
+        let timer = Config::load_from(None, env(&[("ORDERMQ_DELAYED_DELIVERY", "timer")])).unwrap();
+        assert_eq!(timer.delayed_delivery(), DelayedDelivery::Timer);
+        assert!(matches!(
+            Config::load_from(None, env(&[("ORDERMQ_DELAYED_DELIVERY", "wheel")])),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl Tool {
     async fn open(config: &Config) -> Result<Self, DlqError> {
         let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
         let namesrv = namesrv_of(config);
-        let mq = MqClient::connect(&namesrv, "ordermq_dlq_tool")
+        let mq = MqClient::connect(&namesrv, "ordermq_dlq_tool", config.delayed_delivery())
             .await
             .map_err(|source| DlqError::Mq {
                 namesrv: namesrv.clone(),

@@ -2,12 +2,13 @@
 //! delayed close arrives, and refunding through the payment gateway.
 //!
 //! Closing: creating an order wrote an `OrderCloseDue` to the outbox in the
-//! same transaction, and the broker delivers it at the order's `close_at`
-//! (a timer message): no table scan finds expired orders. The close is one
-//! guarded `UNPAID → CANCELLED` through the group-commit writer, so it races
-//! with a payment on the status and exactly one wins. A low-frequency sweep
-//! backs this up for a close message that never arrives (see
-//! ARCHITECTURE.md): it reads only overdue unpaid orders, through an index.
+//! same transaction, and the broker delivers it at the order's `close_at` (a
+//! delayed message, see `ordermq_messaging::delay`): no table scan finds
+//! expired orders. The close is one guarded `UNPAID → CANCELLED` through the
+//! group-commit writer, so it races with a payment on the status and exactly
+//! one wins. A low-frequency sweep backs this up for a close message that
+//! never arrives (see ARCHITECTURE.md): it reads only overdue unpaid orders,
+//! through an index.
 //!
 //! Refunding: `OrderRefundRequested` (and an operator's
 //! `RefundRetryRequested`) reach `payment_refund_group`, which calls the

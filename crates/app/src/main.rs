@@ -134,13 +134,7 @@ fn broker(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
-        let broker = ordermq_messaging::EmbeddedBroker::start(ordermq_messaging::EmbeddedOptions {
-            store_dir: config.data_dir.join("rocketmq"),
-            namesrv_port: config.embedded_namesrv_port,
-            broker_port: config.embedded_broker_port,
-            delay_levels: config.retry_delay_levels.clone(),
-        })
-        .await?;
+        let broker = ordermq_messaging::EmbeddedBroker::start(config.embedded_options()).await?;
         tracing::info!(
             namesrv = %broker.namesrv_addr(),
             broker = %broker.broker_addr(),

@@ -5,13 +5,16 @@
 //! The bridge here blocks that lane thread on the async handler (never an
 //! async worker), and maps [`Outcome`] to `ConsumeSuccess` / `ReconsumeLater`
 //! so the broker's retry → `%RETRY%<group>` → `%DLQ%<group>` machinery applies.
+//! With [`DelayedDelivery::Levels`] it also holds back messages that arrive
+//! before their due time and sends them on for the rest (see [`crate::delay`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ordermq_domain::OutboxMessage;
+use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome, PublishError, Publisher};
+use ordermq_domain::{OutboxMessage, now_millis};
 use rocketmq_client_rust::{
     ClientResult, ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
@@ -25,12 +28,16 @@ use rocketmq_runtime::{BlockingPoolPolicy, RuntimeContext};
 use tokio::task::JoinSet;
 
 use crate::MqError;
+use crate::delay::DelayedDelivery;
 
 /// How long one send may take before it counts as failed (the outbox retries it).
 const SEND_TIMEOUT_MS: u32 = 3_000;
 /// The user property carrying the event id, so consumers can deduplicate
 /// without parsing the body and operators can find an event in the broker.
 pub const EVENT_ID_PROPERTY: &str = "ordermq_event_id";
+/// The user property carrying a delayed message's due time (ms since the
+/// epoch), so a message delivered early by a delay level can be sent on.
+pub const DELIVER_AT_PROPERTY: &str = "ordermq_deliver_at";
 
 /// One consumer group's subscription.
 #[derive(Debug, Clone)]
@@ -52,6 +59,10 @@ pub struct MqClient {
     pub(crate) runtime: Arc<ClientRuntime>,
     producer: DefaultMQProducer,
     consumers: Mutex<Vec<DefaultMQPushConsumer>>,
+    delayed: Arc<DelayedDelivery>,
+    /// Set when shutting down: listener calls still running give up (their
+    /// messages are redelivered) before the runtime they block on stops.
+    stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) namesrv_addr: String,
 }
 
@@ -65,8 +76,13 @@ impl std::fmt::Debug for MqClient {
 
 impl MqClient {
     /// Starts a producer of `producer_group` against the NameServer list `namesrv_addr`
-    /// (`host:port;host:port`). Must be called inside the application's Tokio runtime.
-    pub async fn connect(namesrv_addr: &str, producer_group: &str) -> Result<Self, MqError> {
+    /// (`host:port;host:port`), delaying messages that have a due time the
+    /// `delayed` way. Must be called inside the application's Tokio runtime.
+    pub async fn connect(
+        namesrv_addr: &str,
+        producer_group: &str,
+        delayed: DelayedDelivery,
+    ) -> Result<Self, MqError> {
         // Listeners block a lane thread while a handler awaits I/O (SMS,
         // logistics, database): give the lanes room for every consumer thread.
         let lanes = BlockingPoolPolicy {
@@ -101,6 +117,8 @@ impl MqClient {
             runtime,
             producer,
             consumers: Mutex::new(Vec::new()),
+            delayed: Arc::new(delayed),
+            stopping: tokio::sync::watch::Sender::new(false),
             namesrv_addr: namesrv_addr.to_owned(),
         })
     }
@@ -124,6 +142,7 @@ impl MqClient {
             producer: self.producer.clone(),
             queues: Mutex::new(HashMap::new()),
             lookup: tokio::sync::Mutex::new(()),
+            delayed: Arc::clone(&self.delayed),
         })
     }
 
@@ -165,6 +184,9 @@ impl MqClient {
             handler,
             runtime: tokio::runtime::Handle::current(),
             max_reconsume_times: options.max_reconsume_times,
+            producer: self.producer.clone(),
+            delayed: Arc::clone(&self.delayed),
+            stopping: self.stopping.subscribe(),
         });
         consumer
             .start()
@@ -177,9 +199,11 @@ impl MqClient {
         Ok(())
     }
 
-    /// Stops consumers (in-flight deliveries finish or are redelivered later),
-    /// then the producer, then the client runtime.
+    /// Stops consumers (in-flight deliveries are abandoned and redelivered
+    /// later: every handler is idempotent), then the producer, then the client
+    /// runtime.
     pub async fn shutdown(self) {
+        self.stopping.send_replace(true);
         let consumers = std::mem::take(&mut *self.consumers.lock().expect("consumer list lock"));
         for mut consumer in consumers {
             consumer.shutdown().await;
@@ -200,6 +224,7 @@ struct ProducerPublisher {
     /// concurrent sends wait for one lookup instead of each asking the
     /// NameServer (5,000 sends at once made 3,900 lookups the client refused).
     lookup: tokio::sync::Mutex<()>,
+    delayed: Arc<DelayedDelivery>,
 }
 
 fn queue_for(queues: &[MessageQueue], key: &str) -> Option<MessageQueue> {
@@ -213,21 +238,33 @@ fn queue_for(queues: &[MessageQueue], key: &str) -> Option<MessageQueue> {
     Some(queues[hash as usize % queues.len()].clone())
 }
 
-fn to_message(m: &OutboxMessage) -> Result<Message, PublishError> {
+fn to_message(
+    m: &OutboxMessage,
+    delayed: &DelayedDelivery,
+    now_ms: i64,
+) -> Result<Message, PublishError> {
+    let invalid = |e: &dyn std::fmt::Display| PublishError(format!("message {}: {e}", m.event_id));
     let mut builder = Message::builder()
         .topic(m.topic.as_str())
         .tags(m.tag.as_str())
         .key(m.key.as_str())
-        .body(m.body.clone().into_bytes());
-    builder = builder
+        .body(m.body.clone().into_bytes())
         .raw_property(EVENT_ID_PROPERTY, m.event_id.as_str())
-        .map_err(|e| PublishError(format!("message {}: {e}", m.event_id)))?;
+        .map_err(|e| invalid(&e))?;
     if let Some(at) = m.deliver_at {
-        builder = builder.deliver_time_ms(at.max(0) as u64);
+        builder = builder
+            .raw_property(DELIVER_AT_PROPERTY, at.to_string())
+            .map_err(|e| invalid(&e))?;
+        builder = match delayed {
+            DelayedDelivery::Timer => builder.deliver_time_ms(at.max(0) as u64),
+            DelayedDelivery::Levels(levels) if at > now_ms => {
+                builder.delay_level(levels.level_for(at - now_ms))
+            }
+            // Due already: deliver now.
+            DelayedDelivery::Levels(_) => builder,
+        };
     }
-    builder
-        .build()
-        .map_err(|e| PublishError(format!("message {}: {e}", m.event_id)))
+    builder.build().map_err(|e| invalid(&e))
 }
 
 /// Most messages in one batch send (the broker also caps a batch at 4 MiB).
@@ -312,8 +349,9 @@ impl Publisher for ProducerPublisher {
             for ((topic, queue), indexes) in groups {
                 for chunk in indexes.chunks(MAX_BATCH) {
                     let mut messages = Vec::with_capacity(chunk.len());
+                    let now = now_millis();
                     for &index in chunk {
-                        match to_message(&batch[index]) {
+                        match to_message(&batch[index], &self.delayed, now) {
                             Ok(m) => messages.push((index, m)),
                             Err(e) => results[index] = Err(e),
                         }
@@ -369,6 +407,10 @@ struct ListenerBridge {
     handler: Arc<dyn Handler>,
     runtime: tokio::runtime::Handle,
     max_reconsume_times: i32,
+    /// Sends on messages that a delay level delivered before their due time.
+    producer: DefaultMQProducer,
+    delayed: Arc<DelayedDelivery>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn to_delivery(m: &MessageExt, max_reconsume_times: i32) -> Delivery {
@@ -380,13 +422,93 @@ fn to_delivery(m: &MessageExt, max_reconsume_times: i32) -> Delivery {
         msg_id: uniq,
         topic: m.topic().to_string(),
         tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
-        key: m
-            .keys()
-            .and_then(|keys| keys.into_iter().next())
-            .unwrap_or_default(),
+        key: first_key(m),
         body: m.body_slice().to_vec(),
         reconsume_times: m.reconsume_times(),
         max_reconsume_times,
+    }
+}
+
+fn first_key(m: &MessageExt) -> String {
+    m.keys()
+        .and_then(|keys| keys.into_iter().next())
+        .unwrap_or_default()
+}
+
+/// When `m` is due, if it carries a due time.
+fn deliver_at(m: &MessageExt) -> Option<i64> {
+    m.get_user_property(DELIVER_AT_PROPERTY)?.parse().ok()
+}
+
+impl ListenerBridge {
+    /// Sends `early` on with the delay level that fits what remains of each
+    /// one's wait. The copies keep topic, tag, key, body, event id and due time.
+    async fn hop(&self, early: &[(&MessageExt, i64)]) -> Result<(), PublishError> {
+        let DelayedDelivery::Levels(levels) = self.delayed.as_ref() else {
+            return Ok(());
+        };
+        let sends = early.iter().map(|&(m, at)| {
+            let producer = self.producer.clone();
+            async move {
+                let mut builder = Message::builder()
+                    .topic(m.topic().as_str())
+                    .tags(m.get_tags().map(|t| t.to_string()).unwrap_or_default())
+                    .key(first_key(m))
+                    .body(m.body_slice().to_vec())
+                    .raw_property(DELIVER_AT_PROPERTY, at.to_string())
+                    .map_err(|e| PublishError(e.to_string()))?;
+                if let Some(event_id) = m.get_user_property(EVENT_ID_PROPERTY) {
+                    builder = builder
+                        .raw_property(EVENT_ID_PROPERTY, event_id.as_str())
+                        .map_err(|e| PublishError(e.to_string()))?;
+                }
+                let message = builder
+                    .delay_level(levels.level_for(at - now_millis()))
+                    .build()
+                    .map_err(|e| PublishError(e.to_string()))?;
+                send_outcome(producer.send(message).await)
+            }
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    async fn consume(&self, msgs: &[&MessageExt]) -> Outcome {
+        let now = now_millis();
+        let (early, due): (Vec<_>, Vec<_>) =
+            msgs.iter()
+                .map(|&m| (m, deliver_at(m)))
+                .partition(|(_, at)| {
+                    matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_))
+                        && at.is_some_and(|at| at > now)
+                });
+        if !early.is_empty() {
+            let early: Vec<_> = early
+                .into_iter()
+                .filter_map(|(m, at)| Some((m, at?)))
+                .collect();
+            if let Err(e) = self.hop(&early).await {
+                // Nothing was handed to the handler: the whole batch comes back.
+                tracing::warn!(error = %e, "could not send an early delayed message on; RocketMQ will redeliver it");
+                return Outcome::RetryLater(e.0);
+            }
+            tracing::trace!(messages = early.len(), "sent early delayed messages on");
+        }
+        if due.is_empty() {
+            return Outcome::Consumed;
+        }
+        let batch = due
+            .into_iter()
+            .map(|(m, _)| to_delivery(m, self.max_reconsume_times))
+            .collect();
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            outcome = self.handler.handle(batch) => outcome,
+            // A handler waiting out a backoff must not outlive the runtime
+            // its timers belong to (tokio panics then).
+            Ok(_) = stopping.wait_for(|stopping| *stopping) => {
+                Outcome::RetryLater("ordermq is shutting down".into())
+            }
+        }
     }
 }
 
@@ -396,13 +518,9 @@ impl MessageListenerConcurrently for ListenerBridge {
         msgs: &[&MessageExt],
         _context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        let batch = msgs
-            .iter()
-            .map(|m| to_delivery(m, self.max_reconsume_times))
-            .collect();
         // This runs on a client blocking-lane thread, never an async worker,
         // so blocking it on the handler is allowed and starves nothing.
-        Ok(match self.runtime.block_on(self.handler.handle(batch)) {
+        Ok(match self.runtime.block_on(self.consume(msgs)) {
             Outcome::Consumed => ConsumeConcurrentlyStatus::ConsumeSuccess,
             Outcome::RetryLater(_) => ConsumeConcurrentlyStatus::ReconsumeLater,
         })

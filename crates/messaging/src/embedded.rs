@@ -38,6 +38,14 @@ pub struct EmbeddedOptions {
     /// The n-th redelivery of a failed message waits level `3 + n`. `None`
     /// keeps RocketMQ's default (10 s, 30 s, 1 m, 2 m, …).
     pub delay_levels: Option<String>,
+    /// Accept timer messages ([`DelayedDelivery::Timer`](crate::DelayedDelivery)).
+    /// The broker then keeps a seven-day timer wheel in memory (~37 MiB);
+    /// without it, a timer message is refused and delays use the levels.
+    pub timer_wheel: bool,
+    /// Index every message by key and unique id (RocketMQ's query by key).
+    /// The index file is written at every message and stays mapped, so it
+    /// costs CPU and resident memory as the broker fills.
+    pub message_index: bool,
 }
 
 /// A running embedded NameServer + broker. Call [`EmbeddedBroker::shutdown`] to stop it.
@@ -239,10 +247,12 @@ impl EmbeddedBroker {
             mapped_file_size_commit_log: 128 * 1024 * 1024,
             max_hash_slot_num: 500_000,
             max_index_num: 2_000_000,
-            // Delayed messages (unpaid orders' closes) fire on timer-wheel
-            // slots; 1 s slots (the default) made closes ~0.8 s late. 100 ms
-            // slots cost ten wheel steps a second instead of one.
+            // With `timer_wheel`, timer messages (unpaid orders' closes) fire
+            // on wheel slots; 1 s slots (the default) made closes ~0.8 s late.
+            // 100 ms slots cost ten wheel steps a second instead of one.
             timer_precision_ms: 100,
+            timer_wheel_enable: options.timer_wheel,
+            message_index_enable: options.message_index,
             // A pull returns at most 32 messages by default, so a consumer
             // group that falls behind catches up 32 at a time, one round
             // trip, decode and listener call each. Larger pulls let the

@@ -14,15 +14,18 @@
 //! - [`embedded`]: an in-process NameServer + broker on loopback, for the
 //!   one-command default run and for tests.
 //! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
+//! - [`delay`]: delivering at a due time with timer messages or delay levels.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
 
 pub mod client;
+pub mod delay;
 pub mod dlq;
 pub mod embedded;
 
 use thiserror::Error;
 
 pub use client::{MqClient, SubscribeOptions};
+pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use dlq::{DeadLetter, dlq_topic};
 pub use embedded::{EmbeddedBroker, EmbeddedOptions};
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ordermq_domain::OutboxMessage;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
-use ordermq_messaging::{EmbeddedBroker, EmbeddedOptions, MqClient, SubscribeOptions};
+use ordermq_messaging::{
+    DelayedDelivery, EmbeddedBroker, EmbeddedOptions, MqClient, SubscribeOptions,
+};
 use serde_json::json;
 
 use super::load::{self, Sample};
@@ -66,12 +68,18 @@ pub async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
         namesrv_port: 0,
         broker_port: 0,
         delay_levels: None,
+        timer_wheel: false,
+        message_index: false,
     })
     .await
     .map_err(|e| e.to_string())?;
-    let mq = MqClient::connect(&broker.namesrv_addr(), "bench_producer_group")
-        .await
-        .map_err(|e| e.to_string())?;
+    let mq = MqClient::connect(
+        &broker.namesrv_addr(),
+        "bench_producer_group",
+        DelayedDelivery::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     mq.ensure_topic("BenchTopic", 8)
         .await
         .map_err(|e| e.to_string())?;

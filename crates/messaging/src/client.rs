@@ -441,31 +441,28 @@ fn deliver_at(m: &MessageExt) -> Option<i64> {
 }
 
 impl ListenerBridge {
-    /// Sends `early` on with the delay level that fits what remains of each
-    /// one's wait. The copies keep topic, tag, key, body, event id and due time.
+    /// Sends `early` on for what remains of each one's wait: the same message
+    /// (topic, tag, key, body, event id, due time) built the way the relay
+    /// builds it, so it gets the delay level that fits the rest.
     async fn hop(&self, early: &[(&MessageExt, i64)]) -> Result<(), PublishError> {
-        let DelayedDelivery::Levels(levels) = self.delayed.as_ref() else {
-            return Ok(());
-        };
+        let now = now_millis();
         let sends = early.iter().map(|&(m, at)| {
             let producer = self.producer.clone();
             async move {
-                let mut builder = Message::builder()
-                    .topic(m.topic().as_str())
-                    .tags(m.get_tags().map(|t| t.to_string()).unwrap_or_default())
-                    .key(first_key(m))
-                    .body(m.body_slice().to_vec())
-                    .raw_property(DELIVER_AT_PROPERTY, at.to_string())
-                    .map_err(|e| PublishError(e.to_string()))?;
-                if let Some(event_id) = m.get_user_property(EVENT_ID_PROPERTY) {
-                    builder = builder
-                        .raw_property(EVENT_ID_PROPERTY, event_id.as_str())
-                        .map_err(|e| PublishError(e.to_string()))?;
-                }
-                let message = builder
-                    .delay_level(levels.level_for(at - now_millis()))
-                    .build()
-                    .map_err(|e| PublishError(e.to_string()))?;
+                let outbox = OutboxMessage {
+                    id: 0,
+                    topic: m.topic().to_string(),
+                    tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+                    key: first_key(m),
+                    event_id: m
+                        .get_user_property(EVENT_ID_PROPERTY)
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    body: String::from_utf8(m.body_slice().to_vec())
+                        .map_err(|e| PublishError(format!("delayed message body: {e}")))?,
+                    deliver_at: Some(at),
+                };
+                let message = to_message(&outbox, &self.delayed, now)?;
                 send_outcome(producer.send(message).await)
             }
         });
@@ -473,14 +470,13 @@ impl ListenerBridge {
     }
 
     async fn consume(&self, msgs: &[&MessageExt]) -> Outcome {
+        // Only delay levels deliver early; a timer message is never held back.
+        let hops = matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_));
         let now = now_millis();
-        let (early, due): (Vec<_>, Vec<_>) =
-            msgs.iter()
-                .map(|&m| (m, deliver_at(m)))
-                .partition(|(_, at)| {
-                    matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_))
-                        && at.is_some_and(|at| at > now)
-                });
+        let (early, due): (Vec<_>, Vec<_>) = msgs
+            .iter()
+            .map(|&m| (m, deliver_at(m).filter(|&at| hops && at > now)))
+            .partition(|(_, early)| early.is_some());
         if !early.is_empty() {
             let early: Vec<_> = early
                 .into_iter()

@@ -9,24 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::lifecycle::CarrierStatus;
 use crate::order::{Amount, OrderId, PaymentId, RefundId, Sku, TrackingNo, UserId};
 
-/// The topic the design names for "order paid" messages.
-pub const TOPIC_ORDER_PAY_SUCCESS: &str = "TopicOrderPaySuccess";
-/// Delayed "close this order if still unpaid" messages.
-pub const TOPIC_ORDER_TIMEOUT: &str = "TopicOrderTimeout";
-/// Refund requests (and operator retries of failed gateway refunds).
-pub const TOPIC_ORDER_REFUND: &str = "TopicOrderRefund";
-/// Carrier updates of shipments.
-pub const TOPIC_ORDER_LOGISTICS: &str = "TopicOrderLogistics";
-
-/// Every topic ordermq publishes to (created at start where the cluster allows).
-pub const TOPICS: [&str; 4] = [
-    TOPIC_ORDER_PAY_SUCCESS,
-    TOPIC_ORDER_TIMEOUT,
-    TOPIC_ORDER_REFUND,
-    TOPIC_ORDER_LOGISTICS,
-];
-
-/// The RocketMQ tag of each event kind; consumers subscribe by tag.
+/// What an event says happened; its RocketMQ topic and tag are in
+/// [`crate::topology`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     OrderPaid,
@@ -34,27 +18,6 @@ pub enum EventKind {
     OrderRefundRequested,
     RefundRetryRequested,
     ShipmentUpdated,
-}
-
-impl EventKind {
-    pub fn tag(self) -> &'static str {
-        match self {
-            Self::OrderPaid => "OrderPaid",
-            Self::OrderCloseDue => "OrderCloseDue",
-            Self::OrderRefundRequested => "OrderRefundRequested",
-            Self::RefundRetryRequested => "RefundRetryRequested",
-            Self::ShipmentUpdated => "ShipmentUpdated",
-        }
-    }
-
-    pub fn topic(self) -> &'static str {
-        match self {
-            Self::OrderPaid => TOPIC_ORDER_PAY_SUCCESS,
-            Self::OrderCloseDue => TOPIC_ORDER_TIMEOUT,
-            Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
-            Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
-        }
-    }
 }
 
 /// One line of a paid order, as consumers see it.
@@ -201,6 +164,7 @@ pub struct OutboxMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::TOPIC_ORDER_PAY_SUCCESS;
 
     #[test]
     fn order_paid_round_trips_with_type_tag_and_stable_event_id() {

@@ -37,14 +37,9 @@ impl System {
         }
     }
 
-    /// The RocketMQ consumer group, as the design names it.
+    /// The RocketMQ consumer group, as the design names it (from [`crate::topology`]).
     pub fn consumer_group(self) -> &'static str {
-        match self {
-            Self::Credit => "credit_group",
-            Self::Marketing => "marketing_group",
-            Self::Push => "push_group",
-            Self::Warehouse => "warehouse_group",
-        }
+        crate::topology::group_of(crate::topology::Consumer::System(self)).name
     }
 
     pub fn parse(raw: &str) -> Option<Self> {

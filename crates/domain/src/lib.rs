@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`order`]: products, orders, the status machine, payment notices.
 //! - [`event`]: the events published through the outbox and their wire form.
+//! - [`topology`]: every topic, tag, producer and consumer group, subscription
+//!   and listener concurrency, in one table.
 //! - [`fanout`]: the four downstream systems and what each does with an event.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
@@ -20,13 +22,11 @@ pub mod fanout;
 pub mod lifecycle;
 pub mod order;
 pub mod ports;
+pub mod topology;
 pub mod view;
 
 pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
-pub use event::{
-    EventKind, OrderEvent, OrderPaid, OutboxMessage, TOPIC_ORDER_LOGISTICS,
-    TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT, TOPICS,
-};
+pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
 pub use fanout::{Effect, FanoutState, System};
 pub use lifecycle::{
     CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest, RefundStatus,
@@ -35,6 +35,10 @@ pub use lifecycle::{
 pub use order::{
     Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,
     Product, Quantity, RefundId, Sku, TrackingNo, UserId,
+};
+pub use topology::{
+    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, TOPIC_ORDER_LOGISTICS,
+    TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT, TOPICS,
 };
 
 /// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.

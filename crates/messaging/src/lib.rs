@@ -11,8 +11,11 @@
 //! worker threads, and tests can start it from `#[tokio::test]`.
 //!
 //! # Layout
-//! - [`embedded`]: an in-process NameServer + broker on loopback, for the
-//!   one-command default run and for tests.
+//! - `embedded` (feature `embedded-broker`, on by default): an in-process
+//!   NameServer + broker on loopback, for the one-command default run and for
+//!   tests. A build for an external cluster (`--no-default-features`) does
+//!   not compile rocketmq-broker, -namesrv or -store.
+//! - [`embedded_options`]: what the embedded broker is given, in every build.
 //! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
 //! - [`delay`]: delivering at a due time with timer messages or delay levels.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
@@ -20,14 +23,18 @@
 pub mod client;
 pub mod delay;
 pub mod dlq;
+#[cfg(feature = "embedded-broker")]
 pub mod embedded;
+pub mod embedded_options;
 
 use thiserror::Error;
 
 pub use client::{MqClient, SubscribeOptions};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use dlq::{DeadLetter, dlq_topic};
-pub use embedded::{EmbeddedBroker, EmbeddedOptions};
+#[cfg(feature = "embedded-broker")]
+pub use embedded::EmbeddedBroker;
+pub use embedded_options::EmbeddedOptions;
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

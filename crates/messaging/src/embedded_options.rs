@@ -1,0 +1,43 @@
+//! What the embedded broker is given (its directory, ports and options) and
+//! how full its disk may get: plain data, compiled in every build, so
+//! configuration and tools need not know whether this build embeds the
+//! broker (the `embedded-broker` feature, on by default).
+
+use std::path::{Path, PathBuf};
+
+/// Where the embedded broker keeps its files and which ports it binds.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Root of everything the NameServer and broker write.
+    pub store_dir: PathBuf,
+    /// NameServer port; 0 picks a free one.
+    pub namesrv_port: u16,
+    /// Broker port; 0 picks a free one. The broker also binds `port - 2`
+    /// (its "fast" port) and `port + 1` (HA).
+    pub broker_port: u16,
+    /// RocketMQ's `messageDelayLevel`: 18 delays such as `1s 5s 10s 30s 1m …`.
+    /// The n-th redelivery of a failed message waits level `3 + n`. `None`
+    /// keeps RocketMQ's default (10 s, 30 s, 1 m, 2 m, …).
+    pub delay_levels: Option<String>,
+    /// Accept timer messages ([`DelayedDelivery::Timer`](crate::DelayedDelivery)).
+    /// The broker then keeps a seven-day timer wheel in memory (~37 MiB);
+    /// without it, a timer message is refused and delays use the levels.
+    pub timer_wheel: bool,
+    /// Index every message by key and unique id (RocketMQ's query by key).
+    /// The index file is written at every message and stays mapped, so it
+    /// costs CPU and resident memory as the broker fills.
+    pub message_index: bool,
+}
+
+/// The broker refuses every message once the file system holding its store
+/// is more than this full (RocketMQ's `diskSpaceWarningLevelRatio`, 90 %,
+/// counted as `1 − available / total`, so space reserved for root counts as used).
+pub const BROKER_DISK_FULL_PERCENT: f64 = 90.0;
+
+/// How full the file system holding `path` is, in percent, the way the
+/// broker counts it; `None` if it cannot be read.
+pub fn disk_used_percent(path: &Path) -> Option<f64> {
+    let total = fs2::total_space(path).ok()?;
+    let available = fs2::available_space(path).ok()?;
+    (total > 0 && available <= total).then(|| 100.0 * (1.0 - available as f64 / total as f64))
+}

@@ -1,0 +1,30 @@
+//! ordermq: an order system whose payment path is fast because everything
+//! that can wait goes through RocketMQ.
+//!
+//! A payment callback runs one database transaction (order UNPAID → PAID,
+//! stock reservation → deduction, an `OrderPaid` event into the outbox) and
+//! answers. The relay publishes the event to `TopicOrderPaySuccess`; the
+//! credit, marketing, push and warehouse systems consume it, each in its own
+//! consumer group, each applying its effect exactly once.
+//!
+//! This crate is the server only: configuration, startup and the command
+//! line. The rules live in `ordermq-domain`, the use cases in
+//! `ordermq-service`, SQL in `ordermq-store`, RocketMQ in `ordermq-messaging`,
+//! HTTP in `ordermq-api` and the third parties in `ordermq-gateways`.
+//!
+//! # Layout
+//! - [`config`]: layered settings (defaults → file → `ORDERMQ_*`).
+//! - [`startup`]: builds every component, one function each, and runs them
+//!   until shutdown ([`Application`]).
+//! - [`runtime`]: the fan-out's own runtime, below the payment path's priority.
+//! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages.
+//! - [`logging`]: the default log filter of every ordermq process.
+
+pub mod config;
+pub mod dlq;
+pub mod logging;
+pub mod runtime;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::{Application, StartError};

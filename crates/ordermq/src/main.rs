@@ -1,0 +1,255 @@
+//! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
+//! `ordermq config` lists every configuration key and its current value;
+//! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
+//! `ordermq dlq list|replay` inspects and replays dead-lettered messages.
+//!
+//! Thin on purpose: parsing the command line and choosing a subcommand; the
+//! work is in the library ([`ordermq::startup`], [`ordermq::dlq`]). The
+//! benchmark and the fault suite are separate programs (`tools/bench`,
+//! `tools/chaos`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ordermq::logging::log_filter;
+use ordermq::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordermq",
+    version,
+    about = "Order system with a fast payment path: everything that can wait goes through RocketMQ"
+)]
+struct Cli {
+    /// TOML configuration file (default: ./ordermq.toml if it exists; env: ORDERMQ_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API, the outbox relay, the four consumer groups and (unless a
+    /// NameServer is configured) an embedded RocketMQ NameServer + broker. The default.
+    Serve,
+    /// Print every configuration key, its environment variable, current value and meaning.
+    Config,
+    /// Run only a RocketMQ NameServer + broker (the embedded one) on the embedded
+    /// ports, storing under <data_dir>/rocketmq, until Ctrl-C/SIGTERM. An ordermq
+    /// started with ORDERMQ_NAMESRV_ADDR=127.0.0.1:<namesrv port> uses it; the
+    /// fault suite runs it this way to stop and kill the broker on its own.
+    Broker,
+    /// Dead-lettered messages (%DLQ%<group>): list them with the recorded reason,
+    /// or replay them through their group's handler (idempotent).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Every message in the DLQ of one group (or all four), its reason and state.
+    List {
+        /// credit_group, marketing_group, push_group or warehouse_group (default: all).
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply every not-yet-applied dead-lettered message through its group's
+    /// handler; already applied ones are skipped. Exits 1 if any still fails.
+    Replay {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config
+        .clone()
+        .or_else(|| std::env::var_os("ORDERMQ_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let default = PathBuf::from("ordermq.toml");
+            default.exists().then_some(default)
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(config_path(&cli).as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ordermq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(config),
+        Command::Broker => broker(config),
+        Command::Dlq { action } => dlq(config, action),
+    }
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn broker(_config: Config) -> ExitCode {
+    eprintln!(
+        "ordermq broker: this build has no embedded broker (built without the `embedded-broker` feature)"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "embedded-broker")]
+fn broker(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(&config))
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        let broker = ordermq_messaging::EmbeddedBroker::start(config.embedded_options()).await?;
+        tracing::info!(
+            namesrv = %broker.namesrv_addr(),
+            broker = %broker.broker_addr(),
+            "RocketMQ NameServer + broker running; set ORDERMQ_NAMESRV_ADDR={} for ordermq",
+            broker.namesrv_addr()
+        );
+        ordermq::startup::shutdown_signal().await;
+        tracing::info!("stopping the broker");
+        broker.shutdown().await;
+        Ok::<(), ordermq_messaging::MqError>(())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordermq broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dlq(config: Config, action: DlqAction) -> ExitCode {
+    // The tool reports its own errors; the RocketMQ client's connection
+    // chatter only shows when ORDERMQ_LOG asks for it.
+    let filter = match std::env::var_os("ORDERMQ_LOG") {
+        Some(_) => EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("error")),
+        None => EnvFilter::new("error,rocketmq_transport=off,rocketmq_client_rust=off"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let (group, json) = match &action {
+        DlqAction::List { group, json } | DlqAction::Replay { group, json } => {
+            (group.clone(), *json)
+        }
+    };
+    let systems = match ordermq::dlq::systems(group.as_deref()) {
+        Ok(systems) => systems,
+        Err(e) => {
+            eprintln!("ordermq dlq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(async {
+        match action {
+            DlqAction::List { .. } => match ordermq::dlq::list(&config, &systems).await {
+                Ok(entries) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&entries).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", ordermq::dlq::render_list(&entries));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ordermq dlq list: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            DlqAction::Replay { .. } => match ordermq::dlq::replay(&config, &systems).await {
+                Ok(outcomes) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&outcomes).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", ordermq::dlq::render_replay(&outcomes));
+                    }
+                    if outcomes.iter().any(|o| o.result == "failed") {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ordermq dlq replay: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
+}
+
+fn serve(config: Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(&config))
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        let app = Application::build(&config).await?;
+        app.run_until_stopped(ordermq::startup::shutdown_signal())
+            .await
+    });
+    // The broker's background tasks may still hold the runtime; do not wait on them forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("ordermq failed: {e}");
+            eprintln!("ordermq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-threaded Tokio runtime everything runs on (RocketMQ borrows it).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("ordermq: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! Wiring: builds every component from a [`Config`] and runs them until shutdown.
+//!
+//! `Application::build` is a list of named steps, one function per component:
+//! it opens the databases, starts the embedded broker (when no NameServer is
+//! configured), connects the producer, subscribes every consumer group of the
+//! topology table and binds the HTTP listener; `run_until_stopped` serves
+//! until the shutdown future completes, then stops everything in reverse:
+//! HTTP first (no new payments), then the relay, the consumers, the broker,
+//! and the databases last.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ordermq_api::signature::PaymentSigner;
+use ordermq_api::{ApiState, router};
+use ordermq_domain::System;
+use ordermq_domain::ports::{Handler, StorageError};
+use ordermq_domain::topology::{
+    self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
+};
+#[cfg(feature = "embedded-broker")]
+use ordermq_messaging::EmbeddedBroker;
+use ordermq_messaging::{MqClient, MqError, SubscribeOptions};
+use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions, ThreadStart};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use ordermq_gateways::FakeGateway;
+use ordermq_service::consumers::{CloseHandler, RefundHandler, SystemHandler};
+use ordermq_service::relay::{self, RelayOptions};
+use ordermq_service::{EffectWriter, OrderWriter, Orders, sweep};
+
+use crate::config::Config;
+use crate::runtime::{Background, lower_current_thread_priority};
+
+/// The demo catalog seeded on first start (prices in cents).
+pub const DEMO_CATALOG: &[DemoProduct] = &[
+    DemoProduct {
+        sku: "SKU-1",
+        name: "Mechanical keyboard",
+        price: 8_900,
+        stock: 10_000,
+    },
+    DemoProduct {
+        sku: "SKU-2",
+        name: "Wireless mouse",
+        price: 2_950,
+        stock: 10_000,
+    },
+    DemoProduct {
+        sku: "SKU-3",
+        name: "27-inch monitor",
+        price: 22_900,
+        stock: 5_000,
+    },
+    DemoProduct {
+        sku: "SKU-4",
+        name: "USB-C hub",
+        price: 3_499,
+        stock: 20_000,
+    },
+    DemoProduct {
+        sku: "SKU-5",
+        name: "Laptop stand",
+        price: 4_500,
+        stock: 100,
+    },
+    DemoProduct {
+        sku: "FLASH-1",
+        name: "Flash-sale headphones (limited)",
+        price: 999,
+        stock: 10,
+    },
+];
+
+/// Why ordermq could not start (or stopped serving).
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot seed the demo catalog")]
+    Seed(#[source] StorageError),
+    #[error(transparent)]
+    Messaging(#[from] MqError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot start the fan-out runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("a start-up task on the fan-out runtime failed")]
+    Background(#[source] tokio::task::JoinError),
+    #[error(
+        "no RocketMQ NameServer configured, and this build has no embedded broker: \
+         set ORDERMQ_NAMESRV_ADDR, or build with the `embedded-broker` feature"
+    )]
+    NoNameServer,
+}
+
+/// Stands in for the embedded broker in a build without it: no value exists.
+#[cfg(not(feature = "embedded-broker"))]
+#[derive(Debug)]
+enum EmbeddedBroker {}
+
+#[cfg(not(feature = "embedded-broker"))]
+impl EmbeddedBroker {
+    async fn shutdown(self) {
+        match self {}
+    }
+}
+
+/// The third parties' adapters (today the fakes of `ordermq-gateways`).
+#[derive(Debug, Clone)]
+struct Gateways {
+    sms: Arc<FakeGateway>,
+    logistics: Arc<FakeGateway>,
+    payments: Arc<FakeGateway>,
+}
+
+impl Gateways {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            sms: Arc::new(FakeGateway::new("sms gateway", config.sms_profile())),
+            logistics: Arc::new(FakeGateway::new(
+                "logistics system",
+                config.logistics_profile(),
+            )),
+            payments: Arc::new(FakeGateway::new(
+                "payment gateway",
+                config.payment_gateway_profile(),
+            )),
+        }
+    }
+}
+
+/// The consumer side, started on the fan-out runtime.
+struct Consumers {
+    mq: MqClient,
+    effect_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A built, not yet serving, ordermq.
+pub struct Application {
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    store: Store,
+    broker: Option<EmbeddedBroker>,
+    mq: MqClient,
+    namesrv_addr: String,
+    orders: Orders,
+    writer: OrderWriter,
+    close_sweep_interval: Duration,
+    carrier_signer: PaymentSigner,
+    gateways: Gateways,
+    /// The group-commit writers: orders, then one per downstream system.
+    writer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    signer: PaymentSigner,
+    relay_wake: Arc<Notify>,
+    relay_options: RelayOptions,
+    /// Dropped last: the tasks above that run on it are stopped first.
+    background: Background,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("http_addr", &self.http_addr)
+            .field("namesrv_addr", &self.namesrv_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Builds every component in dependency order; nothing serves yet.
+    ///
+    /// # Errors
+    /// [`StartError`] names the component that could not start; whatever was
+    /// started before it is dropped (and so stopped).
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        // The steps that hold RocketMQ futures are boxed: nested, those
+        // futures are deep enough to pass the compiler's layout depth limit
+        // in every crate that awaits `build`.
+        let background = start_fanout_runtime(config)?;
+        let store = open_store(config).await?;
+        let (broker, namesrv_addr) = Box::pin(start_or_find_broker(config, &background)).await?;
+        let mq = Box::pin(connect_producer(config, &background, &namesrv_addr)).await?;
+        let gateways = Gateways::from_config(config);
+        let relay_wake = Arc::new(Notify::new());
+        let (writer, writer_task) = OrderWriter::spawn_lingering(
+            store.clone(),
+            config.write_batch_max,
+            Duration::from_millis(config.write_linger_ms),
+        );
+        let Consumers { mq, effect_tasks } = Box::pin(subscribe_consumers(
+            config,
+            &background,
+            mq,
+            &store,
+            &writer,
+            &gateways,
+        ))
+        .await?;
+        let mut writer_tasks = vec![writer_task];
+        writer_tasks.extend(effect_tasks);
+        let listener = bind_http(config).await?;
+        let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+        let (signer, carrier_signer) = callback_signers(config);
+        Ok(Self {
+            listener,
+            http_addr,
+            orders: Orders::new(
+                store.clone(),
+                writer.clone(),
+                relay_wake.clone(),
+                config.close_after().as_millis() as i64,
+            ),
+            writer,
+            close_sweep_interval: config.close_sweep_interval(),
+            carrier_signer,
+            gateways,
+            writer_tasks,
+            store,
+            broker,
+            mq,
+            namesrv_addr,
+            signer,
+            relay_wake,
+            relay_options: RelayOptions {
+                owner: format!("relay-{:08x}", fastrand::u32(..)),
+                batch_size: config.relay_batch_size,
+                linger: Duration::from_millis(config.relay_linger_ms),
+            },
+            background,
+        })
+    }
+
+    /// The address the HTTP API listens on (the real port when configured as 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The NameServer address in use (embedded or configured).
+    pub fn namesrv_addr(&self) -> &str {
+        &self.namesrv_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn signer(&self) -> &PaymentSigner {
+        &self.signer
+    }
+
+    /// The fake SMS gateway, to change its behaviour in fault tests.
+    pub fn sms_gateway(&self) -> Arc<FakeGateway> {
+        self.gateways.sms.clone()
+    }
+
+    /// The fake logistics system, to change its behaviour in fault tests.
+    pub fn logistics_gateway(&self) -> Arc<FakeGateway> {
+        self.gateways.logistics.clone()
+    }
+
+    /// The fake payment gateway (refunds), to change its behaviour in fault tests.
+    pub fn payment_gateway(&self) -> Arc<FakeGateway> {
+        self.gateways.payments.clone()
+    }
+
+    /// Signs carrier callbacks (tests and tools).
+    pub fn carrier_signer(&self) -> &PaymentSigner {
+        &self.carrier_signer
+    }
+
+    /// Serves until `shutdown` completes, then stops every component in order.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let stop = CancellationToken::new();
+        let relay = self.background.handle().spawn(relay::run(
+            self.store.clone(),
+            self.writer.clone(),
+            self.mq.publisher(),
+            self.relay_wake.clone(),
+            self.relay_options.clone(),
+            stop.clone(),
+        ));
+        let checkpointer = tokio::spawn(checkpoint_periodically(self.store.clone(), stop.clone()));
+        let sweeper = tokio::spawn(sweep::sweep_overdue(
+            self.store.clone(),
+            self.writer.clone(),
+            self.close_sweep_interval,
+            stop.clone(),
+        ));
+        let app = router(ApiState {
+            service: Arc::new(self.orders.clone()),
+            signer: self.signer.clone(),
+            carrier_signer: self.carrier_signer.clone(),
+        });
+        tracing::info!(
+            "ordermq serving on http://{} (dashboard at /, API under /api)",
+            self.http_addr
+        );
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
+        stop.cancel();
+        let _ = relay.await;
+        let _ = checkpointer.await;
+        let _ = sweeper.await;
+        // Consumers are stopped, so only our handles keep the writers alive:
+        // dropping them lets each writer finish what is queued, then stop.
+        drop(self.orders);
+        drop(self.writer);
+        let _ = self.background.run(self.mq.shutdown()).await;
+        // One deadline for all writers: each finishes what is queued, but a
+        // listener the RocketMQ client still references keeps its writer's
+        // channel open, so do not wait for the channels to close.
+        let _ = tokio::time::timeout(Duration::from_secs(2), join_all(self.writer_tasks)).await;
+        if let Some(broker) = self.broker {
+            let _ = self.background.run(broker.shutdown()).await;
+        }
+        self.store.close().await;
+        tracing::info!("ordermq stopped");
+        served.map_err(StartError::Serve)
+    }
+}
+
+/// The fan-out runtime: the broker, the RocketMQ clients, the relay, the
+/// consumer groups and the downstream systems' lanes run below the payment path.
+fn start_fanout_runtime(config: &Config) -> Result<Background, StartError> {
+    Background::start(
+        "ordermq-fanout",
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+        config.fanout_nice,
+    )
+    .map_err(StartError::Runtime)
+}
+
+/// Opens the order database and the systems' databases, seeding the demo catalog if asked.
+async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let nice = config.fanout_nice;
+    let database_url = config.database_url();
+    let store = Store::open(
+        &database_url,
+        &StoreOptions {
+            on_system_lane_start: Some(ThreadStart(Arc::new(move || {
+                lower_current_thread_priority(nice)
+            }))),
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+    if config.seed_catalog {
+        let added = store
+            .seed_catalog(DEMO_CATALOG)
+            .await
+            .map_err(StartError::Seed)?;
+        if added > 0 {
+            tracing::info!(products = added, "seeded the demo catalog");
+        }
+    }
+    Ok(store)
+}
+
+/// The configured cluster's NameServer, or an embedded NameServer + broker.
+async fn start_or_find_broker(
+    config: &Config,
+    background: &Background,
+) -> Result<(Option<EmbeddedBroker>, String), StartError> {
+    if let Some(addr) = &config.namesrv_addr {
+        tracing::info!(namesrv = %addr, "using the configured RocketMQ cluster");
+        return Ok((None, addr.clone()));
+    }
+    #[cfg(not(feature = "embedded-broker"))]
+    {
+        let _ = background;
+        Err(StartError::NoNameServer)
+    }
+    #[cfg(feature = "embedded-broker")]
+    {
+        let broker = background
+            .run(EmbeddedBroker::start(config.embedded_options()))
+            .await
+            .map_err(StartError::Background)??;
+        let addr = broker.namesrv_addr();
+        tracing::info!(namesrv = %addr, "embedded RocketMQ NameServer + broker started");
+        Ok((Some(broker), addr))
+    }
+}
+
+/// Connects the producer ([`PRODUCER_GROUP`]) and creates every topic of [`TOPICS`].
+async fn connect_producer(
+    config: &Config,
+    background: &Background,
+    namesrv_addr: &str,
+) -> Result<MqClient, StartError> {
+    let (addr, topic_queues) = (namesrv_addr.to_owned(), config.topic_queues);
+    let delayed = config.delayed_delivery();
+    let mq = background
+        .run(async move {
+            let mq = MqClient::connect(&addr, PRODUCER_GROUP, delayed).await?;
+            for topic in TOPICS {
+                mq.ensure_topic(topic, topic_queues).await?;
+            }
+            Ok::<_, MqError>(mq)
+        })
+        .await
+        .map_err(StartError::Background)??;
+    Ok(mq)
+}
+
+/// Subscribes every group of [`CONSUMER_GROUPS`] with its handler, on the
+/// fan-out runtime: what they spawn, and RocketMQ's listener threads, run there.
+async fn subscribe_consumers(
+    config: &Config,
+    background: &Background,
+    mq: MqClient,
+    store: &Store,
+    writer: &OrderWriter,
+    gateways: &Gateways,
+) -> Result<Consumers, StartError> {
+    let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
+    let effect_linger = Duration::from_millis(config.effect_linger_ms);
+    let logistics_timeout = Duration::from_millis(config.logistics_timeout_ms);
+    let (max_reconsume_times, configured, refund_attempts) = (
+        config.max_reconsume_times,
+        config.consumer_concurrency,
+        config.refund_attempts,
+    );
+    let subscribed = background.run(async move {
+        let mut effect_tasks = Vec::with_capacity(System::ALL.len());
+        for group in &CONSUMER_GROUPS {
+            let handler: Arc<dyn Handler> = match group.consumer {
+                Consumer::System(system) => {
+                    let (effects, task) =
+                        EffectWriter::spawn_lingering(store.clone(), effect_linger);
+                    effect_tasks.push(task);
+                    Arc::new(SystemHandler::new(
+                        system,
+                        store.clone(),
+                        effects,
+                        gateways.sms.clone(),
+                        gateways.logistics.clone(),
+                        logistics_timeout,
+                    ))
+                }
+                Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::Refund => Arc::new(RefundHandler::new(
+                    store.clone(),
+                    gateways.payments.clone(),
+                    refund_attempts,
+                    REFUND_BACKOFF,
+                )),
+            };
+            let concurrency = match group.concurrency {
+                Concurrency::Configured => configured,
+                Concurrency::Fixed(n) => n,
+            };
+            mq.subscribe(
+                SubscribeOptions {
+                    group: group.name.into(),
+                    subscriptions: group.subscription_pairs(),
+                    max_reconsume_times,
+                    concurrency,
+                },
+                handler,
+            )
+            .await?;
+        }
+        Ok::<_, MqError>(Consumers { mq, effect_tasks })
+    });
+    let consumers = subscribed.await.map_err(StartError::Background)??;
+    tracing::info!("consumer groups {} subscribed", topology::group_names());
+    Ok(consumers)
+}
+
+/// The first wait of a refund's gateway retries within one delivery (doubling).
+const REFUND_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Binds the HTTP listener (port 0: the OS picks one).
+async fn bind_http(config: &Config) -> Result<TcpListener, StartError> {
+    TcpListener::bind(&config.http_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr.clone(),
+            source,
+        })
+}
+
+/// The payment gateway's and the carrier's callback signers; warns loudly
+/// when a public development secret is in use.
+fn callback_signers(config: &Config) -> (PaymentSigner, PaymentSigner) {
+    let (secret, is_dev_secret) = config.payment_secret();
+    if is_dev_secret {
+        tracing::warn!(
+            "!!! ORDERMQ_PAYMENT_SECRET is not set: using the PUBLIC development secret {:?}. \
+             Anyone can forge payment callbacks. Production MUST set its own secret. !!!",
+            crate::config::DEV_PAYMENT_SECRET
+        );
+    }
+    let (carrier_secret, is_dev_carrier_secret) = config.logistics_secret();
+    if is_dev_carrier_secret {
+        tracing::warn!(
+            "ORDERMQ_LOGISTICS_SECRET is not set: carrier callbacks use the PUBLIC development secret {:?}.",
+            crate::config::DEV_LOGISTICS_SECRET
+        );
+    }
+    (
+        PaymentSigner::new(secret.as_bytes()),
+        PaymentSigner::new(carrier_secret.as_bytes()),
+    )
+}
+
+/// A checkpoint slower than this is logged: it competes with commits for the disk.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(50);
+
+/// Runs the SQLite WAL checkpoint every second, off the commit path (see
+/// `Store::checkpoint`), until `stop`.
+async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match store.checkpoint().await {
+            Ok(done) => {
+                for c in done.iter().filter(|c| c.took > SLOW_CHECKPOINT) {
+                    tracing::warn!(
+                        database = c.database,
+                        took_ms = c.took.as_millis() as u64,
+                        wal_frames = c.wal_frames,
+                        copied_frames = c.copied_frames,
+                        "slow WAL checkpoint"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

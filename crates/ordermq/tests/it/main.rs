@@ -1,0 +1,14 @@
+//! ordermq's integration tests: one test binary, one module per area.
+//!
+//! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
+//!   real order service and a SQLite store (no broker).
+//! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
+//!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
+//!
+//! Helpers come from `ordermq-testkit`, shared with the benchmark and the
+//! fault suite.
+
+mod api;
+mod bad_input;
+mod e2e;
+mod lifecycle;

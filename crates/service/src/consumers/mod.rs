@@ -1,0 +1,16 @@
+//! ordermq's consumers, one file each: every consumer group of
+//! [`ordermq_domain::topology::CONSUMER_GROUPS`] has its handler here.
+//!
+//! A handler turns a batch of deliveries into an [`Outcome`]: `Consumed`
+//! when every message is applied (or was applied before: each is
+//! idempotent), `RetryLater` otherwise, and the broker redelivers the batch.
+//!
+//! [`Outcome`]: ordermq_domain::ports::Outcome
+
+pub mod close;
+pub mod refund;
+pub mod system;
+
+pub use close::CloseHandler;
+pub use refund::RefundHandler;
+pub use system::SystemHandler;

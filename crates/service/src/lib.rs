@@ -1,0 +1,29 @@
+//! ordermq's use cases, between the HTTP API and the adapters: what happens
+//! when an order is created or paid, how events leave the order database, and
+//! what every consumer group does with them.
+//!
+//! Everything here talks to the outside through the domain's ports and the
+//! store: no HTTP, no RocketMQ client, no third party's wire format. That is
+//! why the consumers and the relay can be driven in unit tests with a
+//! temporary SQLite and fakes, without a broker.
+//!
+//! # Layout
+//! - [`orders`]: the order service behind the HTTP API ([`Orders`]).
+//! - [`group_commit`]: one transaction for every create and payment that
+//!   arrived during the previous commit ([`OrderWriter`], [`EffectWriter`]).
+//! - [`relay`]: outbox → RocketMQ, with leases and backoff.
+//! - [`sweep`]: the backstop that closes overdue orders whose close never came.
+//! - [`consumers`]: the handlers of the six consumer groups: the four
+//!   downstream systems, the close and the refund.
+
+pub mod consumers;
+pub mod group_commit;
+pub mod orders;
+pub mod relay;
+pub mod sweep;
+
+#[cfg(test)]
+mod testing;
+
+pub use group_commit::{EffectWriter, OrderWriter};
+pub use orders::Orders;

@@ -1,0 +1,131 @@
+//! The order service behind the HTTP API: the store plus what the store does
+//! not do — minting order ids, routing writes through the group-commit
+//! [`OrderWriter`], and waking the relay after a payment commits, so a paid
+//! event leaves within milliseconds instead of on the next poll.
+
+use std::sync::Arc;
+
+use ordermq_domain::ports::{BoxFuture, OrderService, StorageError};
+use ordermq_domain::view::{
+    CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
+};
+use ordermq_domain::{
+    CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, PayOrderError,
+    PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError, UserId,
+    now_millis,
+};
+use ordermq_store::{Store, WriteOp};
+use tokio::sync::Notify;
+
+use crate::group_commit::OrderWriter;
+
+#[derive(Debug, Clone)]
+pub struct Orders {
+    store: Store,
+    writer: OrderWriter,
+    relay_wake: Arc<Notify>,
+    close_after_ms: i64,
+}
+
+impl Orders {
+    /// An unpaid order closes itself `close_after_ms` after creation.
+    pub fn new(
+        store: Store,
+        writer: OrderWriter,
+        relay_wake: Arc<Notify>,
+        close_after_ms: i64,
+    ) -> Self {
+        Self {
+            store,
+            writer,
+            relay_wake,
+            close_after_ms,
+        }
+    }
+}
+
+impl OrderService for Orders {
+    fn products(&self) -> BoxFuture<'_, Result<Vec<Product>, StorageError>> {
+        Box::pin(self.store.products())
+    }
+
+    fn create_order(&self, order: NewOrder) -> BoxFuture<'_, Result<OrderView, CreateOrderError>> {
+        Box::pin(async move {
+            let now = now_millis();
+            let order_id = OrderId::generate(now, fastrand::u32(..));
+            let view = self
+                .writer
+                .create(WriteOp::Create {
+                    order,
+                    order_id,
+                    close_after_ms: Some(self.close_after_ms),
+                })
+                .await?;
+            // Its delayed close is in the outbox: hand it to the broker now.
+            self.relay_wake.notify_one();
+            Ok(view)
+        })
+    }
+
+    fn pay(&self, notice: PaymentNotice) -> BoxFuture<'_, Result<PaymentReceipt, PayOrderError>> {
+        Box::pin(async move {
+            let receipt = self.writer.pay(WriteOp::Pay(notice)).await?;
+            if !receipt.duplicate {
+                self.relay_wake.notify_one();
+            }
+            Ok(receipt)
+        })
+    }
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderView>, StorageError>> {
+        Box::pin(async move { self.store.order(&id).await })
+    }
+
+    fn user_activity(&self, user: UserId) -> BoxFuture<'_, Result<UserActivity, StorageError>> {
+        Box::pin(async move { self.store.user_activity(&user).await })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StorageError>> {
+        Box::pin(async move {
+            let mut stats = self.store.stats().await?;
+            stats.group_commit = self.writer.group_commit();
+            Ok(stats)
+        })
+    }
+
+    fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {
+        Box::pin(async move {
+            let now = now_millis();
+            let refund_id = RefundId::generate(now, fastrand::u32(..));
+            let view = self.store.request_refund(&request, &refund_id, now).await?;
+            if !view.duplicate {
+                self.relay_wake.notify_one();
+            }
+            Ok(view)
+        })
+    }
+
+    fn retry_refund(
+        &self,
+        refund_id: RefundId,
+    ) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
+        Box::pin(async move {
+            let view = self.store.retry_refund(&refund_id, now_millis()).await?;
+            self.relay_wake.notify_one();
+            Ok(view)
+        })
+    }
+
+    fn carrier_update(
+        &self,
+        update: CarrierUpdate,
+    ) -> BoxFuture<'_, Result<CarrierReceipt, CarrierUpdateError>> {
+        Box::pin(async move {
+            let receipt = self.store.carrier_update(&update, now_millis()).await?;
+            if receipt.applied {
+                self.relay_wake.notify_one();
+            }
+            Ok(receipt)
+        })
+    }
+}

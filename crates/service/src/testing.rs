@@ -1,0 +1,175 @@
+//! Unit-test fixtures: a temporary SQLite store with one product, the order
+//! service on its group-commit writer, and a publisher that records what it
+//! is given (or refuses it, as a broker that is down would). No broker.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ordermq_domain::ports::{BoxFuture, Delivery, OrderService, PublishError, Publisher};
+use ordermq_domain::view::OrderView;
+use ordermq_domain::{
+    Amount, NewOrder, OrderLine, OutboxMessage, PaymentId, PaymentNotice, Quantity, Sku, UserId,
+};
+use ordermq_store::{DemoProduct, Store, StoreOptions};
+use tokio::sync::Notify;
+
+use crate::{OrderWriter, Orders};
+
+pub(crate) const SKU: &str = "T-1";
+pub(crate) const PRICE: i64 = 1_000;
+
+pub(crate) struct Fixture {
+    pub(crate) store: Store,
+    pub(crate) writer: OrderWriter,
+    pub(crate) orders: Orders,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub(crate) async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Store::open(&url, &StoreOptions::default())
+            .await
+            .expect("store opens");
+        store
+            .seed_catalog(&[DemoProduct {
+                sku: SKU,
+                name: "Test product",
+                price: PRICE,
+                stock: 100,
+            }])
+            .await
+            .expect("catalog seeds");
+        let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
+        let orders = Orders::new(
+            store.clone(),
+            writer.clone(),
+            Arc::new(Notify::new()),
+            30 * 60 * 1_000,
+        );
+        Self {
+            store,
+            writer,
+            orders,
+            _dir: dir,
+        }
+    }
+
+    /// Creates an order of `quantity` units for `user` and pays it.
+    pub(crate) async fn paid_order(&self, user: &str, quantity: u32) -> OrderView {
+        let order = self
+            .orders
+            .create_order(
+                NewOrder::new(
+                    UserId::parse(user).expect("user id"),
+                    vec![OrderLine {
+                        sku: Sku::parse(SKU).expect("sku"),
+                        quantity: Quantity::parse(i64::from(quantity)).expect("quantity"),
+                    }],
+                )
+                .expect("valid order"),
+            )
+            .await
+            .expect("order created");
+        self.orders
+            .pay(PaymentNotice {
+                order_id: order.order_id.clone(),
+                payment_id: PaymentId::parse(&format!("pay-{}", order.order_id))
+                    .expect("payment id"),
+                amount: Amount::parse(PRICE * i64::from(quantity)).expect("amount"),
+            })
+            .await
+            .expect("order paid");
+        order
+    }
+}
+
+/// Records every message it is asked to publish; refuses them while `down`.
+#[derive(Default)]
+pub(crate) struct RecordingPublisher {
+    pub(crate) down: AtomicBool,
+    pub(crate) sent: Mutex<Vec<OutboxMessage>>,
+}
+
+impl Publisher for RecordingPublisher {
+    fn publish<'a>(
+        &'a self,
+        batch: &'a [OutboxMessage],
+    ) -> BoxFuture<'a, Vec<Result<(), PublishError>>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return batch
+                    .iter()
+                    .map(|_| Err(PublishError("broker down (test)".into())))
+                    .collect();
+            }
+            self.sent
+                .lock()
+                .expect("not poisoned")
+                .extend(batch.iter().cloned());
+            batch.iter().map(|_| Ok(())).collect()
+        })
+    }
+}
+
+/// `message` as the broker would deliver it to a consumer group.
+pub(crate) fn delivery_of(message: &OutboxMessage) -> Delivery {
+    Delivery {
+        msg_id: format!("msg-{}", message.id),
+        topic: message.topic.clone(),
+        tag: message.tag.clone(),
+        key: message.key.clone(),
+        body: message.body.clone().into_bytes(),
+        reconsume_times: 0,
+        max_reconsume_times: 16,
+    }
+}
+
+/// A third party that answers at once and counts its calls (SMS and logistics).
+#[derive(Default)]
+pub(crate) struct CountingGateway {
+    pub(crate) calls: std::sync::atomic::AtomicUsize,
+}
+
+impl ordermq_domain::ports::SmsGateway for CountingGateway {
+    fn send<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _to_user: &'a str,
+        _text: &'a str,
+    ) -> BoxFuture<'a, Result<String, ordermq_domain::ports::GatewayError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(format!("sms-{idempotency_key}")) })
+    }
+}
+
+impl ordermq_domain::ports::LogisticsGateway for CountingGateway {
+    fn create_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _order: &'a ordermq_domain::OrderPaid,
+    ) -> BoxFuture<'a, Result<String, ordermq_domain::ports::GatewayError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(format!("track-{idempotency_key}")) })
+    }
+}
+
+/// Publishes everything due through a [`RecordingPublisher`] and returns the messages.
+pub(crate) async fn relay_all(fixture: &Fixture) -> Vec<OutboxMessage> {
+    let publisher = Arc::new(RecordingPublisher::default());
+    let mut relay = crate::relay::Relay::new(
+        fixture.store.clone(),
+        fixture.writer.clone(),
+        publisher.clone(),
+        crate::relay::RelayOptions {
+            owner: "relay-test".into(),
+            batch_size: 1_000,
+            linger: std::time::Duration::ZERO,
+        },
+    );
+    relay.round().await;
+    relay.finish().await;
+    publisher.sent.lock().expect("not poisoned").clone()
+}

@@ -1,0 +1,46 @@
+//! Starting a whole ordermq for a test ([`LocalApp`]): random ports, a fresh
+//! temporary data directory, the real embedded RocketMQ broker, and fast fake
+//! third parties; and the JSON requests the end-to-end tests make.
+
+use ordermq::Config;
+
+use crate::local_app::LocalApp;
+use serde_json::{Value, json};
+
+/// Third parties answer in a few milliseconds, so tests are about ordermq.
+pub fn fast_third_parties(config: &mut Config) {
+    config.sms_latency_ms = 2;
+    config.sms_jitter_ms = 5;
+    config.sms_spike_probability = 0.0;
+    config.logistics_latency_ms = 5;
+    config.logistics_jitter_ms = 10;
+    config.logistics_spike_probability = 0.0;
+}
+
+/// A whole ordermq with [`fast_third_parties`]; panics if it cannot start.
+pub async fn spawn_app() -> LocalApp {
+    LocalApp::start(fast_third_parties)
+        .await
+        .expect("ordermq starts")
+}
+
+/// POSTs an order of `items` (`(sku, quantity)`) for `user`.
+pub async fn create_order(app: &LocalApp, user: &str, items: &[(&str, i64)]) -> reqwest::Response {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+        .collect();
+    app.client
+        .post(app.url("/api/orders"))
+        .json(&json!({"user_id": user, "items": items}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// GETs `path`; the status and the JSON body.
+pub async fn get_json(app: &LocalApp, path: &str) -> (u16, Value) {
+    let response = app.client.get(app.url(path)).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}

@@ -1,0 +1,24 @@
+//! Helpers for ordermq's own tests, benchmark and fault suite; never shipped
+//! (`publish = false`, and no server crate depends on it).
+//!
+//! Everything a test needs to start ordermq the way it runs in production —
+//! real store, real embedded RocketMQ broker, real HTTP — in a few lines, so
+//! test files say what they check rather than how to set it up.
+//!
+//! # Layout
+//! - [`local_app`]: a whole ordermq in-process on a temporary directory and
+//!   ports chosen by the OS ([`LocalApp`]), with signed-request helpers.
+//! - [`helpers`]: `spawn_app`, fast fake third parties, JSON requests.
+//! - [`router`]: the HTTP router on the real order service and a SQLite
+//!   store, driven with `oneshot` ([`RouterHarness`]).
+//! - [`bad_request`]: the seeded bad-request generator, shared by the router's
+//!   property test and the fault suite's live `bad-input` scenario.
+
+pub mod bad_request;
+pub mod helpers;
+pub mod local_app;
+pub mod router;
+
+pub use helpers::{create_order, fast_third_parties, get_json, spawn_app};
+pub use local_app::{LocalApp, LocalAppError, local_config};
+pub use router::RouterHarness;

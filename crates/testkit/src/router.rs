@@ -1,0 +1,158 @@
+//! The HTTP router on the real order service and a fresh SQLite store, driven
+//! with `oneshot`: no broker, no listener, nothing published.
+//!
+//! The router tests (the HTTP contract, the bad-request property) share this
+//! one harness, so every test builds the service the way the server does.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ordermq::startup::DEMO_CATALOG;
+use ordermq_api::signature::PaymentSigner;
+use ordermq_api::{ApiState, router};
+use ordermq_service::{OrderWriter, Orders};
+use ordermq_store::{Store, StoreOptions};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::bad_request::BadRequest;
+
+/// The payment gateway's secret in the router harness.
+pub const PAYMENT_SECRET: &[u8] = b"test-secret";
+/// The carrier's secret in the router harness.
+pub const CARRIER_SECRET: &[u8] = b"carrier-secret";
+
+/// A router on the real order service, its store and its signers.
+#[derive(Debug)]
+pub struct RouterHarness {
+    pub router: Router,
+    pub store: Store,
+    /// Signs payment callbacks ([`PAYMENT_SECRET`]).
+    pub signer: PaymentSigner,
+    /// Signs carrier callbacks ([`CARRIER_SECRET`]).
+    pub carrier_signer: PaymentSigner,
+    _dir: tempfile::TempDir,
+}
+
+impl RouterHarness {
+    /// A fresh SQLite store with the demo catalog, the group-commit writer
+    /// and the order service behind the router (orders close after 30 min).
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Store::open(&url, &StoreOptions::default())
+            .await
+            .expect("store opens");
+        store
+            .seed_catalog(DEMO_CATALOG)
+            .await
+            .expect("catalog seeds");
+        let signer = PaymentSigner::new(PAYMENT_SECRET);
+        let carrier_signer = PaymentSigner::new(CARRIER_SECRET);
+        let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
+        let service = Orders::new(
+            store.clone(),
+            writer,
+            Arc::new(tokio::sync::Notify::new()),
+            30 * 60 * 1_000,
+        );
+        let router = router(ApiState {
+            service: Arc::new(service),
+            signer: signer.clone(),
+            carrier_signer: carrier_signer.clone(),
+        });
+        Self {
+            router,
+            store,
+            signer,
+            carrier_signer,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `request`; the status and the raw body.
+    pub async fn send_bytes(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body within 1 MiB");
+        (status, bytes.to_vec())
+    }
+
+    /// Sends `request`; the status and the body as JSON (`Null` if it is not JSON).
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let (status, bytes) = self.send_bytes(request).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// POSTs a JSON body, unsigned.
+    pub async fn post_json(&self, path: &str, body: impl Into<String>) -> (StatusCode, Value) {
+        self.send(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.into()))
+                .expect("valid request"),
+        )
+        .await
+    }
+
+    /// POSTs a JSON body, signed with the payment secret when `signed`.
+    pub async fn post(&self, path: &str, body: &Value, signed: bool) -> (StatusCode, Value) {
+        let raw = body.to_string();
+        let mut request = Request::post(path).header("content-type", "application/json");
+        if signed {
+            request = request.header("x-signature", self.signer.sign(raw.as_bytes()));
+        }
+        self.send(request.body(Body::from(raw)).expect("valid request"))
+            .await
+    }
+
+    /// A payment callback with the given signature header (none when `None`).
+    pub async fn notify_raw(&self, body: &str, signature: Option<&str>) -> (StatusCode, Value) {
+        let mut request =
+            Request::post("/api/payments/notify").header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header("x-signature", signature);
+        }
+        self.send(
+            request
+                .body(Body::from(body.to_owned()))
+                .expect("valid request"),
+        )
+        .await
+    }
+
+    /// A payment callback signed with the payment secret.
+    pub async fn notify(&self, body: &str) -> (StatusCode, Value) {
+        let signature = self.signer.sign(body.as_bytes());
+        self.notify_raw(body, Some(&signature)).await
+    }
+
+    /// Sends a generated bad request exactly as generated.
+    pub async fn send_bad(&self, bad: &BadRequest) -> (StatusCode, Vec<u8>) {
+        self.send_bytes(bad.to_request()).await
+    }
+
+    /// Everything a request could change in the order database, as one
+    /// comparable value: orders, payments, stock and the outbox backlog.
+    pub async fn state(&self) -> String {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}",
+            self.store.audit_orders().await.expect("audit orders"),
+            self.store.audit_payments().await.expect("audit payments"),
+            self.store.audit_stock().await.expect("audit stock"),
+            self.store.outbox_backlog().await.expect("outbox backlog"),
+        )
+    }
+}

@@ -1,0 +1,480 @@
+//! What a benchmark drives: its own ordermq, started in-process on a fresh
+//! temporary directory (the default), or one already running (`--url`).
+//!
+//! A remote ordermq is measured through its public API only: orders created
+//! with `POST /api/orders`, paid through the signed callback, fan-out followed
+//! on `GET /api/stats` (counted from where it stood when the run began, so
+//! other traffic during the run makes the figures wrong) and end-to-end times
+//! read from each order's `consumers` on `GET /api/orders/{id}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::StreamExt;
+use ordermq_api::signature::PaymentSigner;
+use ordermq_domain::{OrderEvent, OrderId, System};
+use serde_json::{Value, json};
+
+use super::{BENCH_PRICE, BenchResult, load, precreate_orders};
+use ordermq_testkit::LocalApp;
+
+/// Where the benchmark's ordermq runs.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArgs {
+    /// Benchmark an ordermq already running at this base URL (e.g.
+    /// http://10.0.0.5:8080) instead of starting one. Nothing else should
+    /// use it during the run.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The payment secret of the ordermq at --url (default: $ORDERMQ_PAYMENT_SECRET,
+    /// else the development secret).
+    #[arg(long)]
+    pub payment_secret: Option<String>,
+    /// Runs the in-process ordermq with this setting, e.g. `--set topic_queues=2`:
+    /// any key of `ordermq config` except where it runs (addresses, ports,
+    /// data_dir, database_url, secrets). Repeatable. The bench does not read
+    /// ordermq.toml or ORDERMQ_* variables: runs stay comparable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+/// Keys that place the in-process ordermq; the bench owns them.
+const PLACEMENT_KEYS: &[&str] = &[
+    "http_addr",
+    "data_dir",
+    "database_url",
+    "namesrv_addr",
+    "embedded_namesrv_port",
+    "embedded_broker_port",
+    "payment_secret",
+    "logistics_secret",
+];
+
+/// Parses `--set KEY=VALUE` options into a configuration (defaults plus
+/// them), with the same parsing and validation as `ordermq run`.
+pub fn parse_settings(settings: &[String]) -> BenchResult<ordermq::Config> {
+    let mut pairs = Vec::with_capacity(settings.len());
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set {setting:?}: expected KEY=VALUE"))?;
+        let key = key.trim().to_ascii_lowercase();
+        if PLACEMENT_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "--set {key}: the bench decides where its ordermq runs; use --url to measure another"
+            ));
+        }
+        pairs.push((
+            format!("ORDERMQ_{}", key.to_ascii_uppercase()),
+            value.trim().to_owned(),
+        ));
+    }
+    ordermq::Config::load_from(None, pairs).map_err(|e| format!("--set: {e}"))
+}
+
+/// Most payments the load generator has in flight at once, so most HTTP
+/// connections it opens: a payment gateway sends through a bounded pool.
+/// Unbounded, an overloaded step opened ~1,500 connections, and their buffers
+/// on both ends (~180 KB each, client and server in this one process) stayed
+/// in the peak RSS the benchmark reports. In flight at 7,000/s: ~80 at the
+/// p50, ~350 at a 50 ms p99.
+pub const MAX_CONNECTIONS: usize = 512;
+
+static CONNECTIONS: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+
+/// A running ordermq under test.
+#[derive(Debug)]
+pub enum Target {
+    Local(LocalApp),
+    Remote(Remote),
+}
+
+/// An ordermq reached over HTTP only.
+#[derive(Debug)]
+pub struct Remote {
+    base: String,
+    client: reqwest::Client,
+    signer: PaymentSigner,
+    sku: String,
+    price: i64,
+    /// Per-system applied counts when the run began.
+    baseline: HashMap<System, i64>,
+}
+
+fn http(e: reqwest::Error) -> String {
+    format!("HTTP: {e}")
+}
+
+impl Target {
+    /// Connects to `args.url`, or starts a local ordermq configured by `adjust`.
+    pub async fn start(
+        args: &TargetArgs,
+        adjust: impl FnOnce(&mut ordermq::Config),
+    ) -> BenchResult<Self> {
+        let Some(url) = &args.url else {
+            let tuned = parse_settings(&args.settings)?;
+            return Ok(Self::Local(
+                LocalApp::start(|config| {
+                    *config = ordermq::Config {
+                        http_addr: config.http_addr.clone(),
+                        data_dir: config.data_dir.clone(),
+                        embedded_namesrv_port: config.embedded_namesrv_port,
+                        embedded_broker_port: config.embedded_broker_port,
+                        payment_secret: config.payment_secret.clone(),
+                        ..tuned
+                    };
+                    adjust(config);
+                })
+                .await
+                .map_err(|e| e.to_string())?,
+            ));
+        };
+        if !args.settings.is_empty() {
+            return Err(
+                "--set tunes the in-process ordermq; with --url, configure that ordermq".into(),
+            );
+        }
+        let base = url.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(MAX_CONNECTIONS)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(http)?;
+        let products: Value = client
+            .get(format!("{base}/api/products"))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach ordermq at {base}: {e}"))?
+            .json()
+            .await
+            .map_err(http)?;
+        // The product with the most stock carries the benchmark's orders.
+        let product = products
+            .as_array()
+            .and_then(|all| all.iter().max_by_key(|p| p["stock"].as_i64().unwrap_or(0)))
+            .ok_or_else(|| format!("{base}/api/products lists no product"))?;
+        let secret = args
+            .payment_secret
+            .clone()
+            .or_else(|| std::env::var("ORDERMQ_PAYMENT_SECRET").ok())
+            .unwrap_or_else(|| ordermq::config::DEV_PAYMENT_SECRET.to_owned());
+        let mut remote = Remote {
+            base,
+            client,
+            signer: PaymentSigner::new(secret.as_bytes()),
+            sku: product["sku"].as_str().unwrap_or_default().to_owned(),
+            price: product["price"].as_i64().unwrap_or(0),
+            baseline: HashMap::new(),
+        };
+        remote.baseline = remote.applied_counts().await?;
+        Ok(Self::Remote(remote))
+    }
+
+    /// What a benchmark order costs (the callback must name the amount).
+    pub fn price(&self) -> i64 {
+        match self {
+            Self::Local(_) => BENCH_PRICE,
+            Self::Remote(r) => r.price,
+        }
+    }
+
+    /// Whether this is an ordermq this process started (its databases are readable).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local(_))
+    }
+
+    /// Where yardsticks measure the disk: the local app's data directory, or
+    /// (remote) a temporary directory on this machine.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(_) => "in-process ordermq on a fresh temporary directory".into(),
+            Self::Remote(r) => format!("ordermq at {} (SKU {})", r.base, r.sku),
+        }
+    }
+
+    /// Creates `count` one-unit orders; creation is not what is measured.
+    pub async fn create_orders(&self, count: usize, label: &str) -> BenchResult<Vec<OrderId>> {
+        match self {
+            Self::Local(app) => precreate_orders(&app.store, count, label).await,
+            Self::Remote(r) => r.create_orders(count, label).await,
+        }
+    }
+
+    /// Pays one order through the signed callback; true on a 2xx. At most
+    /// [`MAX_CONNECTIONS`] payments are on the wire at once; the others wait
+    /// for one to finish, and that wait counts in their latency (the load
+    /// generator times each payment from when it was due).
+    pub async fn pay(&self, id: &OrderId) -> bool {
+        let Ok(_connection) = CONNECTIONS.acquire().await else {
+            return false;
+        };
+        let id = id.as_str();
+        let body =
+            json!({"order_id": id, "payment_id": format!("pay-{id}"), "amount": self.price()})
+                .to_string();
+        let (client, url, signer) = match self {
+            Self::Local(app) => (&app.client, app.url("/api/payments/notify"), &app.signer),
+            Self::Remote(r) => (
+                &r.client,
+                format!("{}/api/payments/notify", r.base),
+                &r.signer,
+            ),
+        };
+        let signature = signer.sign(body.as_bytes());
+        matches!(
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-signature", signature)
+                .body(body)
+                .send()
+                .await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    /// How many payments of this run each system has applied.
+    pub async fn applied(&self) -> BenchResult<HashMap<System, i64>> {
+        match self {
+            Self::Local(app) => {
+                let stats = app.store.stats().await.map_err(|e| e.to_string())?;
+                Ok(System::ALL
+                    .into_iter()
+                    .map(|s| (s, stats.systems.get(&s).map_or(0, |c| c.applied)))
+                    .collect())
+            }
+            Self::Remote(r) => {
+                let now = r.applied_counts().await?;
+                Ok(System::ALL
+                    .into_iter()
+                    .map(|s| (s, now[&s] - r.baseline.get(&s).copied().unwrap_or(0)))
+                    .collect())
+            }
+        }
+    }
+
+    /// The order writer's counters (`group_commit` of `/api/stats`): commits,
+    /// operations, busy ms, slow commits and their ms since that ordermq started.
+    pub async fn group_commit(&self) -> BenchResult<[u64; 5]> {
+        let stats: Value = match self {
+            Self::Local(app) => app
+                .client
+                .get(app.url("/api/stats"))
+                .send()
+                .await
+                .map_err(http)?
+                .json()
+                .await
+                .map_err(http)?,
+            Self::Remote(r) => r.stats().await?,
+        };
+        let counter = |name: &str| stats["group_commit"][name].as_u64().unwrap_or(0);
+        Ok([
+            counter("commits"),
+            counter("operations"),
+            counter("busy_ms"),
+            counter("slow_commits"),
+            counter("slow_commit_ms"),
+        ])
+    }
+
+    /// Events committed but not yet handed to the broker.
+    pub async fn outbox_backlog(&self) -> BenchResult<i64> {
+        match self {
+            Self::Local(app) => app.store.outbox_backlog().await.map_err(|e| e.to_string()),
+            Self::Remote(r) => Ok(r.stats().await?["outbox_backlog"].as_i64().unwrap_or(0)),
+        }
+    }
+
+    /// When each system applied each order's `OrderPaid` (epoch ms), handed
+    /// to `each` one system at a time: for `orders` (a remote ordermq is asked
+    /// order by order); locally, every order whose effect was applied from
+    /// `since` (epoch ms) on, which the caller narrows to `orders`. One
+    /// system's map at a time: all four at once (~400,000 strings after a
+    /// 96,000-payment step) made the bench's own end-of-step computation the
+    /// process's peak memory.
+    pub async fn applied_times(
+        &self,
+        orders: &[OrderId],
+        since: i64,
+        mut each: impl FnMut(System, HashMap<String, i64>),
+    ) -> BenchResult<()> {
+        match self {
+            Self::Local(app) => {
+                for system in System::ALL {
+                    let times = app
+                        .store
+                        .applied_times(system, since)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    each(system, times);
+                }
+            }
+            Self::Remote(r) => {
+                let mut all = r.applied_times(orders).await?;
+                for system in System::ALL {
+                    each(system, all.remove(&system).unwrap_or_default());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the local ordermq; a remote one is left running.
+    pub async fn stop(self) -> BenchResult<()> {
+        match self {
+            Self::Local(app) => app.stop().await.map_err(|e| e.to_string()),
+            Self::Remote(_) => Ok(()),
+        }
+    }
+
+    /// The local app's data directory (yardsticks measure its disk).
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Local(app) => Some(app.data_dir()),
+            Self::Remote(_) => None,
+        }
+    }
+}
+
+/// Unwraps the target once the load tasks have dropped their handles.
+pub fn into_inner(target: Arc<Target>) -> BenchResult<Target> {
+    Arc::try_unwrap(target).map_err(|_| "benchmark tasks still hold the target".to_owned())
+}
+
+impl Remote {
+    async fn stats(&self) -> BenchResult<Value> {
+        self.client
+            .get(format!("{}/api/stats", self.base))
+            .send()
+            .await
+            .map_err(http)?
+            .json()
+            .await
+            .map_err(http)
+    }
+
+    async fn applied_counts(&self) -> BenchResult<HashMap<System, i64>> {
+        let stats = self.stats().await?;
+        Ok(System::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    stats["systems"][s.name()]["applied"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    async fn create_orders(&self, count: usize, label: &str) -> BenchResult<Vec<OrderId>> {
+        let begun = Instant::now();
+        let mut ids = Vec::with_capacity(count);
+        let mut creates = futures_util::stream::iter(0..count)
+            .map(|i| async move {
+                let response = self
+                    .client
+                    .post(format!("{}/api/orders", self.base))
+                    .json(&json!({"user_id": format!("bench-user-{}", i % 1_000),
+                                  "items": [{"sku": self.sku, "quantity": 1}]}))
+                    .send()
+                    .await
+                    .map_err(http)?;
+                let status = response.status();
+                let body: Value = response.json().await.map_err(http)?;
+                if !status.is_success() {
+                    return Err(format!(
+                        "creating a benchmark order answered {status}: {body}"
+                    ));
+                }
+                OrderId::parse(body["order_id"].as_str().unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            })
+            .buffer_unordered(64);
+        while let Some(created) = creates.next().await {
+            ids.push(created?);
+            if ids.len() % 100 == 0 || ids.len() == count {
+                load::progress(label, ids.len(), count, ids.len() as u64, begun.elapsed());
+            }
+        }
+        eprintln!();
+        Ok(ids)
+    }
+
+    async fn applied_times(
+        &self,
+        orders: &[OrderId],
+    ) -> BenchResult<HashMap<System, HashMap<String, i64>>> {
+        let mut all: HashMap<System, HashMap<String, i64>> = HashMap::new();
+        let mut reads = futures_util::stream::iter(orders)
+            .map(|id| async move {
+                let order: Value = self
+                    .client
+                    .get(format!("{}/api/orders/{id}", self.base))
+                    .send()
+                    .await
+                    .map_err(http)?
+                    .json()
+                    .await
+                    .map_err(http)?;
+                Ok::<_, String>((id, order))
+            })
+            .buffer_unordered(32);
+        while let Some(read) = reads.next().await {
+            let (id, order) = read?;
+            let paid_event = OrderEvent::paid_event_id(id);
+            for consumer in order["consumers"].as_array().into_iter().flatten() {
+                let system = System::ALL
+                    .into_iter()
+                    .find(|s| consumer["group"] == s.consumer_group());
+                if let (Some(system), Some(at)) = (system, consumer["applied_at"].as_i64())
+                    && consumer["event_id"] == paid_event.as_str()
+                {
+                    all.entry(system).or_default().insert(id.to_string(), at);
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(settings: &[&str]) -> BenchResult<ordermq::Config> {
+        parse_settings(&settings.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn settings_tune_the_in_process_ordermq() {
+        let tuned = set(&["topic_queues=2", "RELAY_LINGER_MS = 25"]).unwrap();
+        assert_eq!(tuned.topic_queues, 2);
+        assert_eq!(tuned.relay_linger_ms, 25);
+        assert_eq!(
+            tuned.write_batch_max,
+            ordermq::Config::default().write_batch_max
+        );
+    }
+
+    #[test]
+    fn settings_that_place_it_or_do_not_parse_are_refused() {
+        for (bad, why) in [
+            ("database_url=postgres://x", "decides where"),
+            ("data_dir=/tmp/x", "decides where"),
+            ("topic_queues", "KEY=VALUE"),
+            ("no_such_key=1", "no_such_key"),
+            ("topic_queues=0", "topic_queues"),
+            ("topic_queues=many", "topic_queues"),
+        ] {
+            let error = set(&[bad]).unwrap_err();
+            assert!(
+                error.to_lowercase().contains(&why.to_lowercase()),
+                "{bad}: {error} should mention {why}"
+            );
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! The fault-injection suite: `cargo run --release -p ordermq-chaos -- --scenario all --trials N`.
+//!
+//! ordermq promises that a paid order gets exactly one of each effect
+//! whatever happens. This suite tries to break that promise on purpose and
+//! counts how often it held: it runs the real `ordermq` binary (and, for
+//! broker faults, `ordermq broker` as its own process), drives load, injects
+//! a fault — `kill -9`, a broker outage, failing third parties, redelivery
+//! from offset zero, a stampede on the last unit, hostile input — heals, waits
+//! for every backlog to drain, and then reads every database directly
+//! ([`checker`]) against the ledger of what clients were told ([`driver`]).
+//!
+//! # Layout
+//! - [`process`]: spawning, killing and restarting the binaries; free ports.
+//! - [`driver`]: HTTP load and the ledger of answers.
+//! - [`checker`]: the invariants, from the databases.
+//! - generated bad requests come from `ordermq_testkit::bad_request` (also
+//!   used by the router's property test).
+//! - [`scenarios`]: the six scenarios.
+//! - [`report`]: the table and the JSON.
+
+pub mod checker;
+pub mod driver;
+pub mod process;
+pub mod report;
+pub mod scenarios;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ordermq_store::{DemoProduct, Store, StoreOptions};
+use serde_json::Value;
+use thiserror::Error;
+
+use self::checker::{Expectations, Verdict};
+use self::driver::{Answer, Driver};
+use self::process::{Ports, Proc};
+
+pub use self::report::{Report, ScenarioResult};
+pub use self::scenarios::Scenario;
+
+/// Why a trial could not be run (as opposed to an invariant breaking).
+#[derive(Debug, Error)]
+pub enum ChaosError {
+    #[error("setup: {0}")]
+    Setup(String),
+    #[error("process: {0}")]
+    Process(String),
+}
+
+/// How the suite runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `ordermq` binary to run.
+    pub bin: PathBuf,
+    /// Trials per scenario.
+    pub trials: usize,
+    /// `kill -9`s per crash trial.
+    pub crashes_per_trial: usize,
+    /// How long the broker stays stopped in the broker-outage scenario.
+    pub outage: Duration,
+    /// How long load runs between faults.
+    pub load_phase: Duration,
+    /// How long to wait for every backlog to drain after healing.
+    pub drain_timeout: Duration,
+    /// Bad requests sent per bad-input trial.
+    pub bad_requests: usize,
+    /// Print progress to stderr.
+    pub progress: bool,
+    /// Keep each trial's directory (logs, databases) instead of deleting it.
+    pub keep: bool,
+}
+
+impl Options {
+    /// The long form (`--trials N` multiplies it).
+    pub fn new(bin: PathBuf) -> Self {
+        Self {
+            bin,
+            trials: 1,
+            crashes_per_trial: 20,
+            outage: Duration::from_secs(30),
+            load_phase: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(90),
+            bad_requests: 500,
+            progress: true,
+            keep: false,
+        }
+    }
+
+    /// The short form run by CI: 20 crashes, an 8 s broker outage, fewer bad requests.
+    pub fn short(bin: PathBuf) -> Self {
+        Self {
+            outage: Duration::from_secs(8),
+            load_phase: Duration::from_secs(2),
+            bad_requests: 300,
+            progress: false,
+            ..Self::new(bin)
+        }
+    }
+
+    pub fn say(&self, text: impl AsRef<str>) {
+        if self.progress {
+            eprintln!("  {}", text.as_ref());
+        }
+    }
+}
+
+/// The payment secret every trial's ordermq uses.
+pub const SECRET: &str = "chaos-secret";
+
+/// Retries every second or two instead of RocketMQ's 10 s, 30 s, 1 m…: a trial
+/// waits for retries to drain, and the schedule does not change what is tested.
+pub const FAST_RETRY_DELAYS: &str = "1s 1s 1s 1s 1s 1s 1s 2s 2s 2s 2s 2s 2s 2s 2s 2s 2s 2s";
+
+/// One trial: a fresh data directory, fixed ports, the processes and a driver.
+#[derive(Debug)]
+pub struct Trial {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub bin: PathBuf,
+    /// Whether ordermq uses a separate `ordermq broker` process.
+    pub external_broker: bool,
+    /// `ORDERMQ_*` settings added to (or overriding) the defaults of a trial.
+    pub overrides: HashMap<String, String>,
+    pub ordermq: Option<Proc>,
+    pub broker: Option<Proc>,
+    pub driver: Driver,
+    /// How many times ordermq was started.
+    pub starts: usize,
+}
+
+impl Trial {
+    pub fn new(bin: &Path, external_broker: bool) -> Result<Self, ChaosError> {
+        let dir = tempfile::Builder::new()
+            .prefix("ordermq-chaos-")
+            .tempdir()
+            .map_err(|e| ChaosError::Setup(format!("cannot create a temp dir: {e}")))?;
+        let ports = Ports::pick()?;
+        Ok(Self {
+            driver: Driver::new(ports.http, SECRET),
+            dir,
+            ports,
+            bin: bin.to_path_buf(),
+            external_broker,
+            overrides: HashMap::new(),
+            ordermq: None,
+            broker: None,
+            starts: 0,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("ordermq.log")
+    }
+
+    pub fn broker_log(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    /// Sets `ORDERMQ_<key>` for the next start.
+    pub fn set(&mut self, key: &str, value: impl ToString) {
+        self.overrides.insert(
+            format!("ORDERMQ_{}", key.to_ascii_uppercase()),
+            value.to_string(),
+        );
+    }
+
+    /// The environment of every process of this trial.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: HashMap<String, String> = [
+            ("HTTP_ADDR", format!("127.0.0.1:{}", self.ports.http)),
+            ("DATA_DIR", self.data_dir().display().to_string()),
+            ("EMBEDDED_NAMESRV_PORT", self.ports.namesrv.to_string()),
+            ("EMBEDDED_BROKER_PORT", self.ports.broker.to_string()),
+            ("PAYMENT_SECRET", SECRET.to_owned()),
+            ("RETRY_DELAY_LEVELS", FAST_RETRY_DELAYS.to_owned()),
+            // Fast third parties: the suite is about ordermq, not their latency.
+            ("SMS_LATENCY_MS", "2".into()),
+            ("SMS_JITTER_MS", "3".into()),
+            ("SMS_SPIKE_PROBABILITY", "0".into()),
+            ("LOGISTICS_LATENCY_MS", "3".into()),
+            ("LOGISTICS_JITTER_MS", "5".into()),
+            ("LOGISTICS_SPIKE_PROBABILITY", "0".into()),
+            ("CONSUMER_CONCURRENCY", "8".into()),
+            (
+                "LOG",
+                format!(
+                    "{},ordermq_service::consumers::system=debug",
+                    ordermq::Config::default().log
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("ORDERMQ_{k}"), v))
+        .collect();
+        if self.external_broker {
+            env.insert(
+                "ORDERMQ_NAMESRV_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.namesrv),
+            );
+        }
+        env.extend(self.overrides.clone());
+        let mut env: Vec<_> = env.into_iter().collect();
+        env.sort();
+        env
+    }
+
+    /// Sets products' stock before ordermq first starts (creating the tables).
+    pub async fn seed(&self, products: &[DemoProduct]) -> Result<(), ChaosError> {
+        let store = self.open_store().await?;
+        for p in products {
+            store
+                .upsert_product(p)
+                .await
+                .map_err(|e| ChaosError::Setup(format!("cannot seed {}: {e}", p.sku)))?;
+        }
+        store.close().await;
+        Ok(())
+    }
+
+    async fn open_store(&self) -> Result<Store, ChaosError> {
+        let url = format!("sqlite://{}", self.data_dir().join("orders.db").display());
+        Store::open(&url, &StoreOptions::default())
+            .await
+            .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))
+    }
+
+    /// Starts `ordermq broker` and waits until its NameServer and broker listen.
+    pub async fn start_broker(&mut self) -> Result<(), ChaosError> {
+        let mut proc = Proc::spawn(
+            "ordermq broker",
+            &self.bin,
+            &["broker"],
+            &self.env(),
+            &self.broker_log(),
+        )?;
+        process::wait_for_port(&mut proc, self.ports.namesrv, Duration::from_secs(60)).await?;
+        process::wait_for_port(&mut proc, self.ports.broker, Duration::from_secs(60)).await?;
+        self.broker = Some(proc);
+        Ok(())
+    }
+
+    /// SIGTERM to the broker process; waits for it to exit.
+    pub async fn stop_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            broker.terminate(Duration::from_secs(20)).await;
+        }
+    }
+
+    pub fn kill_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            broker.kill9();
+        }
+    }
+
+    /// Starts ordermq without waiting for it (to kill it while it starts).
+    pub fn spawn_ordermq(&mut self) -> Result<(), ChaosError> {
+        self.ordermq = Some(Proc::spawn(
+            "ordermq",
+            &self.bin,
+            &["serve"],
+            &self.env(),
+            &self.log(),
+        )?);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// Starts ordermq and waits until it answers `/healthz`.
+    pub async fn start_ordermq(&mut self) -> Result<(), ChaosError> {
+        let mut proc = Proc::spawn("ordermq", &self.bin, &["serve"], &self.env(), &self.log())?;
+        process::wait_for_health(
+            &mut proc,
+            &self.driver.client,
+            self.ports.http,
+            Duration::from_secs(90),
+        )
+        .await?;
+        self.ordermq = Some(proc);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// `kill -9` ordermq.
+    pub fn kill_ordermq(&mut self) {
+        if let Some(mut proc) = self.ordermq.take() {
+            proc.kill9();
+        }
+    }
+
+    /// Graceful stop (SIGTERM); `kill -9` after 30 s.
+    pub async fn stop_ordermq(&mut self) -> bool {
+        match self.ordermq.take() {
+            Some(mut proc) => proc.terminate(Duration::from_secs(30)).await,
+            None => true,
+        }
+    }
+
+    /// `/api/stats`, if ordermq answers.
+    pub async fn stats(&self) -> Option<Value> {
+        match self.driver.get("/api/stats").await {
+            Answer::Got(200, stats) => Some(stats),
+            _ => None,
+        }
+    }
+
+    /// Waits until the outbox is empty and every group has applied (or
+    /// dead-lettered) every paid order's event. Returns whether it drained.
+    pub async fn wait_drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(stats) = self.stats().await
+                && drained(&stats)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every process gracefully and checks the databases.
+    pub async fn finish(&mut self, expect: &Expectations) -> Result<Verdict, ChaosError> {
+        let clean = self.stop_ordermq().await;
+        self.stop_broker().await;
+        let store = self.open_store().await?;
+        let ledger = self.driver.ledger.lock().expect("ledger").clone();
+        let mut verdict = checker::check(&store, &ledger, expect).await;
+        store.close().await;
+        if !clean {
+            verdict
+                .violations
+                .push("ordermq did not stop within 30 s of SIGTERM".into());
+        }
+        Ok(verdict)
+    }
+
+    /// Keeps the trial's directory (logs, databases) and returns its path.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+}
+
+/// Whether `/api/stats` shows nothing left to deliver.
+pub fn drained(stats: &Value) -> bool {
+    let paid = stats["orders_by_status"]["PAID"].as_i64().unwrap_or(0);
+    let backlog = stats["outbox_backlog"].as_i64().unwrap_or(i64::MAX);
+    let systems = stats["systems"].as_object();
+    backlog == 0
+        && systems.is_some_and(|systems| {
+            systems.len() == 4
+                && systems.values().all(|s| {
+                    s["applied"].as_i64().unwrap_or(0) + s["failed"].as_i64().unwrap_or(0) >= paid
+                })
+        })
+}
+
+/// Start stock of the demo catalog, for the checker.
+pub fn catalog_stock(extra: &[DemoProduct]) -> HashMap<String, i64> {
+    ordermq::startup::DEMO_CATALOG
+        .iter()
+        .chain(extra)
+        .map(|p| (p.sku.to_owned(), p.stock))
+        .collect()
+}
+
+/// The `ordermq` binary next to this executable (`target/<profile>/ordermq`),
+/// freshly built by cargo in the same profile when run by cargo (`cargo run`,
+/// `cargo test`).
+pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ChaosError::Setup(format!("cannot locate this executable: {e}")))?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| ChaosError::Setup("this executable has no directory".into()))?;
+    // A test binary lives in target/<profile>/deps; binaries one level up.
+    let from_test = dir.ends_with("deps");
+    if from_test {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    let sibling = dir.join(format!("ordermq{}", std::env::consts::EXE_SUFFIX));
+    // Under `cargo run` only the chaos binary is built: build ordermq too, so
+    // the suite never tests a stale binary.
+    if let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) {
+        let mut command = std::process::Command::new(cargo);
+        // `cargo run` describes the running package in CARGO_PKG_* and friends;
+        // build scripts that watch them would rebuild for nothing.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+                || key == "LD_LIBRARY_PATH"
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
+        // From a test binary (`cargo test`), build what `cargo test
+        // --workspace` builds, so the features match and the binary it
+        // already built is reused; `-p ordermq` alone would unify features
+        // differently and rebuild the whole dependency tree.
+        let args: &[&str] = if from_test {
+            &["build", "--workspace", "--all-targets"]
+        } else {
+            &["build", "--bin", "ordermq", "-p", "ordermq"]
+        };
+        command
+            .args(args)
+            .arg("--manifest-path")
+            .arg(Path::new(&manifest).join("Cargo.toml"));
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        eprintln!(
+            "chaos: cargo {}{} (so the suite never runs a stale binary)",
+            args.join(" "),
+            if cfg!(debug_assertions) {
+                ""
+            } else {
+                " --release"
+            }
+        );
+        let status = command
+            .status()
+            .map_err(|e| ChaosError::Setup(format!("cannot run cargo: {e}")))?;
+        if !status.success() {
+            return Err(ChaosError::Setup(format!(
+                "`cargo {}` failed ({status})",
+                args.join(" ")
+            )));
+        }
+    }
+    if sibling.exists() {
+        Ok(sibling)
+    } else {
+        Err(ChaosError::Setup(format!(
+            "no ordermq binary at {}: build it first with `cargo build --release --bin ordermq`, \
+             or pass --ordermq PATH",
+            sibling.display()
+        )))
+    }
+}

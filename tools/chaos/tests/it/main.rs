@@ -1,0 +1,3 @@
+//! The fault suite's integration tests: one binary.
+
+mod suite;

@@ -1,0 +1,222 @@
+//! The fault suite's short forms, against the debug `ordermq` binary: each
+//! scenario must inject its faults and end with nothing lost, nothing applied
+//! twice, nothing oversold, and every backlog drained.
+//!
+//! Short forms: one trial each; 20 `kill -9`s for crash; the broker outage
+//! is 8 s instead of the long form's 30 s; 300 bad requests. Together about
+//! three minutes on two cores. Scenarios run one at a time (they start
+//! processes and brokers of their own, and share two cores).
+//!
+//! The last test shows the checker is not blind: it is given databases with
+//! planted faults and must report each of them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ordermq_chaos::checker::{Expectations, check};
+use ordermq_chaos::driver::{Ledger, OrderRecord};
+use ordermq_chaos::{Options, Scenario, ScenarioResult, find_ordermq};
+use ordermq_domain::{
+    Amount, Effect, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
+};
+use ordermq_store::{DemoProduct, Store, StoreOptions};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(scenario: Scenario) -> ScenarioResult {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let options = Options {
+        progress: true,
+        ..Options::short(find_ordermq().expect("the ordermq binary"))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(scenario.run(&options));
+    assert!(
+        result.passed,
+        "{}: invariants broken:\n{}\nkept: {:?}",
+        result.name,
+        result.violations.join("\n"),
+        result.kept
+    );
+    assert_eq!(
+        (
+            result.lost,
+            result.doubled,
+            result.oversold,
+            result.phantom,
+            result.undrained
+        ),
+        (0, 0, 0, 0, 0),
+        "{}",
+        result.name
+    );
+    assert!(result.orders > 0 && result.acknowledged > 0, "{result:?}");
+    result
+}
+
+#[test]
+fn crash_twenty_kills_lose_and_double_nothing() {
+    let result = run(Scenario::Crash);
+    assert!(result.faults >= 20, "{} kills", result.faults);
+}
+
+#[test]
+fn broker_outage_payments_go_on_and_everything_is_delivered_after() {
+    let result = run(Scenario::BrokerOutage);
+    assert_eq!(result.faults, 2, "one stop and one kill -9 of the broker");
+}
+
+#[test]
+fn flaky_third_parties_apply_exactly_once_and_the_dlq_replays_once() {
+    let result = run(Scenario::Flaky);
+    // Failed calls under 30 % failures, plus the five dead-lettered orders.
+    assert!(result.faults > 5, "{} faults", result.faults);
+}
+
+#[test]
+fn redelivery_from_offset_zero_and_double_payments_change_nothing() {
+    let result = run(Scenario::Redelivery);
+    assert_eq!(
+        result.refunds_flagged, 10,
+        "every second payment is owed back"
+    );
+}
+
+#[test]
+fn last_unit_goes_to_exactly_one_buyer() {
+    let result = run(Scenario::LastUnit);
+    // One order for LAST-1 and five for LAST-5, out of 128 contenders.
+    assert_eq!((result.orders, result.paid), (6, 6));
+}
+
+#[test]
+fn bad_input_against_the_binary_is_refused_cleanly() {
+    let result = run(Scenario::BadInput);
+    assert_eq!(result.faults, 300);
+}
+
+fn line(sku: &str, quantity: i64) -> OrderLine {
+    OrderLine {
+        sku: Sku::parse(sku).unwrap(),
+        quantity: Quantity::parse(quantity).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn the_checker_reports_planted_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = OrderId::parse(&format!("O{i}")).unwrap();
+        let order = NewOrder::new(user.clone(), vec![line("P-1", 2)]).unwrap();
+        store.create_order(&order, &id, 1, None).await.unwrap();
+        ids.push(id);
+    }
+    // O0 and O1 are paid; O2 and O3 are not.
+    for id in &ids[..2] {
+        let notice = PaymentNotice {
+            order_id: id.clone(),
+            payment_id: PaymentId::parse(&format!("pay-{id}")).unwrap(),
+            amount: Amount::parse(200).unwrap(),
+        };
+        store.pay_order(&notice, 2).await.unwrap();
+    }
+    // O0 gets all four effects; O1 (paid) none; O3 (unpaid) a points entry.
+    let effects = |order: &OrderId| {
+        vec![
+            Effect::Points {
+                user_id: user.clone(),
+                order_id: order.clone(),
+                points: 2,
+            },
+            Effect::Coupon {
+                user_id: user.clone(),
+                order_id: order.clone(),
+                coupon_code: format!("C-{order}"),
+                value: Amount::parse(100).unwrap(),
+            },
+            Effect::Sms {
+                user_id: user.clone(),
+                order_id: order.clone(),
+                text: "t".into(),
+                external_ref: "SMS-1".into(),
+            },
+            Effect::Shipment {
+                user_id: user.clone(),
+                order_id: order.clone(),
+                tracking_no: "TRK-1".into(),
+            },
+        ]
+    };
+    for effect in effects(&ids[0]) {
+        store
+            .apply_effect(&format!("OrderPaid:{}", ids[0]), "m", &effect, 3)
+            .await
+            .unwrap();
+    }
+    store
+        .apply_effect("OrderPaid:O3", "m", &effects(&ids[3])[0], 3)
+        .await
+        .unwrap();
+
+    // The client was told: O0 paid, O2 paid (a lie: it is UNPAID), O3 never paid.
+    let mut ledger = Ledger::default();
+    for (id, acknowledged, attempted) in
+        [("O0", true, true), ("O2", true, true), ("O3", false, false)]
+    {
+        ledger.orders.insert(
+            id.into(),
+            OrderRecord {
+                amount: 200,
+                lines: vec![("P-1".into(), 2)],
+                pay_attempted: attempted,
+                acknowledged,
+                ..OrderRecord::default()
+            },
+        );
+    }
+    // Claim a start stock of 3: 4 units were sold (oversold), and on hand (6)
+    // differs from 3 − 4.
+    let expect = Expectations {
+        start_stock: HashMap::from([("P-1".to_owned(), 3)]),
+        ..Expectations::default()
+    };
+    let verdict = check(&store, &ledger, &expect).await;
+    store.close().await;
+    assert!(!verdict.holds());
+    // O2 acknowledged but UNPAID (1) + O1 PAID without its four effects (4).
+    assert_eq!(verdict.lost, 5, "{:#?}", verdict.violations);
+    assert_eq!(verdict.phantom, 1, "O3's points: {:#?}", verdict.violations);
+    assert_eq!(verdict.oversold, 1, "{:#?}", verdict.violations);
+    assert_eq!(
+        (verdict.orders, verdict.paid, verdict.acknowledged),
+        (4, 2, 2)
+    );
+    assert!(
+        verdict.violations.iter().any(|v| v.contains("on hand 6")),
+        "{:#?}",
+        verdict.violations
+    );
+    // A clean database with an honest ledger passes.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let clean = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let verdict = check(&clean, &Ledger::default(), &Expectations::default()).await;
+    clean.close().await;
+    assert!(verdict.holds(), "{:#?}", verdict.violations);
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
+//! - [`docs`]: the README's error table against the stable codes.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
 //!
@@ -10,5 +11,6 @@
 
 mod api;
 mod bad_input;
+mod docs;
 mod e2e;
 mod lifecycle;

@@ -1,0 +1,98 @@
+//! An `OrderService` that records what it is asked and answers from a script.
+
+use std::sync::Mutex;
+
+use ordermq_domain::ports::{BoxFuture, OrderService, StorageError};
+use ordermq_domain::view::{
+    CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
+};
+use ordermq_domain::{
+    CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, OrderStatus,
+    PayOrderError, PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError,
+    UserId,
+};
+
+/// What the fake was called with, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    CreateOrder(NewOrder),
+    Pay(PaymentNotice),
+    Order(OrderId),
+    Other(&'static str),
+}
+
+/// Answers payments with `pay_answer` (a receipt when `None`) and every order
+/// lookup with "not found".
+#[derive(Debug, Default)]
+pub(crate) struct FakeService {
+    pub(crate) calls: Mutex<Vec<Call>>,
+    pub(crate) pay_answer: Mutex<Option<PayOrderError>>,
+}
+
+impl FakeService {
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+impl OrderService for FakeService {
+    fn products(&self) -> BoxFuture<'_, Result<Vec<Product>, StorageError>> {
+        self.record(Call::Other("products"));
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn create_order(&self, order: NewOrder) -> BoxFuture<'_, Result<OrderView, CreateOrderError>> {
+        let sku = order.lines()[0].sku.as_str().to_owned();
+        self.record(Call::CreateOrder(order));
+        Box::pin(async move { Err(CreateOrderError::UnknownSku(sku)) })
+    }
+
+    fn pay(&self, notice: PaymentNotice) -> BoxFuture<'_, Result<PaymentReceipt, PayOrderError>> {
+        let order_id = notice.order_id.clone();
+        self.record(Call::Pay(notice));
+        let scripted = self.pay_answer.lock().unwrap().take();
+        Box::pin(async move {
+            match scripted {
+                Some(error) => Err(error),
+                None => Ok(PaymentReceipt {
+                    order_id,
+                    status: OrderStatus::Paid,
+                    duplicate: false,
+                    refund_required: false,
+                }),
+            }
+        })
+    }
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderView>, StorageError>> {
+        self.record(Call::Order(id));
+        Box::pin(async { Ok(None) })
+    }
+
+    fn user_activity(&self, _: UserId) -> BoxFuture<'_, Result<UserActivity, StorageError>> {
+        unimplemented!("not used by these tests")
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<Stats, StorageError>> {
+        unimplemented!("not used by these tests")
+    }
+
+    fn refund(&self, _: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {
+        unimplemented!("not used by these tests")
+    }
+
+    fn retry_refund(&self, _: RefundId) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
+        unimplemented!("not used by these tests")
+    }
+
+    fn carrier_update(
+        &self,
+        _: CarrierUpdate,
+    ) -> BoxFuture<'_, Result<CarrierReceipt, CarrierUpdateError>> {
+        unimplemented!("not used by these tests")
+    }
+}

@@ -1,0 +1,143 @@
+//! Each handler's contract: what reaches the service, and what the client gets.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ordermq_api::signature::PaymentSigner;
+use ordermq_api::{ApiState, router};
+use ordermq_domain::{OrderId, PayOrderError};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::fake::{Call, FakeService};
+
+const SECRET: &[u8] = b"handler-test-secret";
+
+fn app() -> (Router, Arc<FakeService>) {
+    let service = Arc::new(FakeService::default());
+    let router = router(ApiState {
+        service: service.clone(),
+        signer: PaymentSigner::new(SECRET),
+        carrier_signer: PaymentSigner::new(b"carrier"),
+    });
+    (router, service)
+}
+
+async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn post_json(path: &str, body: &str, signature: Option<String>) -> Request<Body> {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    if let Some(signature) = signature {
+        request = request.header("x-signature", signature);
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn signed_notice(order_id: &str, amount: i64) -> Request<Body> {
+    let body = json!({"order_id": order_id, "payment_id": "pay-1", "amount": amount}).to_string();
+    let signature = PaymentSigner::new(SECRET).sign(body.as_bytes());
+    post_json("/api/payments/notify", &body, Some(signature))
+}
+
+#[tokio::test]
+async fn a_signed_payment_reaches_the_service_parsed_and_its_receipt_is_returned() {
+    let (router, service) = app();
+    let (status, body) = send(&router, signed_notice("O1", 1_500)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"order_id": "O1", "status": "PAID", "duplicate": false, "refund_required": false})
+    );
+    let calls = service.calls();
+    assert_eq!(calls.len(), 1);
+    let Call::Pay(notice) = &calls[0] else {
+        panic!("expected a payment, got {calls:?}");
+    };
+    assert_eq!(notice.order_id.as_str(), "O1");
+    assert_eq!(notice.amount.minor_units(), 1_500);
+}
+
+#[tokio::test]
+async fn an_unsigned_or_forged_payment_never_reaches_the_service() {
+    let (router, service) = app();
+    let body = json!({"order_id": "O1", "payment_id": "pay-1", "amount": 1}).to_string();
+    let forged = PaymentSigner::new(b"another secret").sign(body.as_bytes());
+    for signature in [None, Some(forged), Some("zz".into())] {
+        let (status, error) = send(
+            &router,
+            post_json("/api/payments/notify", &body, signature.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{signature:?}: {error}");
+        assert_eq!(error["code"], "INVALID_SIGNATURE");
+    }
+    assert!(service.calls().is_empty(), "{:?}", service.calls());
+}
+
+#[tokio::test]
+async fn a_service_refusal_becomes_its_stable_code() {
+    let (router, service) = app();
+    *service.pay_answer.lock().unwrap() = Some(PayOrderError::AmountMismatch {
+        expected: 1_000,
+        notified: 1_500,
+    });
+    let (status, error) = send(&router, signed_notice("O1", 1_500)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["code"], "AMOUNT_MISMATCH");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test]
+async fn an_invalid_order_is_refused_before_the_service_and_a_valid_one_is_passed_on() {
+    let (router, service) = app();
+    let bad = json!({"user_id": "u1", "items": [{"sku": "SKU-1", "quantity": 0}]}).to_string();
+    let (status, error) = send(&router, post_json("/api/orders", &bad, None)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["code"], "INVALID_REQUEST");
+    assert!(service.calls().is_empty());
+
+    let good = json!({"user_id": "u1", "items": [{"sku": "SKU-9", "quantity": 2}]}).to_string();
+    let (status, error) = send(&router, post_json("/api/orders", &good, None)).await;
+    // The fake knows no SKU: its refusal is the client's answer.
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["code"], "UNKNOWN_SKU");
+    let calls = service.calls();
+    let [Call::CreateOrder(order)] = calls.as_slice() else {
+        panic!("expected one create, got {calls:?}");
+    };
+    assert_eq!(order.lines()[0].sku.as_str(), "SKU-9");
+    assert_eq!(order.lines()[0].quantity.get(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_404_and_a_malformed_id_is_refused_before_the_service() {
+    let (router, service) = app();
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (status, error) = send(&router, get("/api/orders/O42")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error["code"], "ORDER_NOT_FOUND");
+    assert_eq!(
+        service.calls(),
+        vec![Call::Order(OrderId::parse("O42").unwrap())]
+    );
+    let (status, error) = send(&router, get("/api/orders/bad%20id")).await;
+    assert!(status.is_client_error(), "{status}: {error}");
+    assert!(error["code"].is_string(), "{error}");
+    assert_eq!(
+        service.calls().len(),
+        1,
+        "the malformed id reached the service"
+    );
+}

@@ -206,7 +206,7 @@ impl Application {
         let (writer, writer_task) = OrderWriter::spawn_lingering(
             store.clone(),
             config.write_batch_max,
-            Duration::from_millis(config.write_linger_ms),
+            config.write_linger,
         );
         // The consumer groups and their effect writers start on the fan-out
         // runtime: what they spawn, and RocketMQ's listener threads, run there.
@@ -218,8 +218,8 @@ impl Application {
                 logistics.clone(),
                 payments.clone(),
             );
-            let effect_linger = Duration::from_millis(config.effect_linger_ms);
-            let logistics_timeout = Duration::from_millis(config.logistics_timeout_ms);
+            let effect_linger = config.effect_linger;
+            let logistics_timeout = config.logistics_timeout;
             let (max_reconsume_times, concurrency, refund_attempts) = (
                 config.max_reconsume_times,
                 config.consumer_concurrency,
@@ -289,7 +289,7 @@ impl Application {
         let listener = TcpListener::bind(&config.http_addr)
             .await
             .map_err(|source| StartError::Bind {
-                addr: config.http_addr.clone(),
+                addr: config.http_addr.to_string(),
                 source,
             })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
@@ -316,10 +316,10 @@ impl Application {
                 store.clone(),
                 writer.clone(),
                 relay_wake.clone(),
-                config.close_after().as_millis() as i64,
+                config.order_close_after.as_millis() as i64,
             ),
             writer,
-            close_sweep_interval: config.close_sweep_interval(),
+            close_sweep_interval: config.close_sweep_interval,
             carrier_signer: PaymentSigner::new(carrier_secret.as_bytes()),
             payments,
             writer_tasks,
@@ -332,7 +332,7 @@ impl Application {
             relay_options: RelayOptions {
                 owner: format!("relay-{:08x}", fastrand::u32(..)),
                 batch_size: config.relay_batch_size,
-                linger: Duration::from_millis(config.relay_linger_ms),
+                linger: config.relay_linger,
             },
             sms,
             logistics,

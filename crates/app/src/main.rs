@@ -35,7 +35,11 @@ enum Command {
     /// NameServer is configured) an embedded RocketMQ NameServer + broker. The default.
     Serve,
     /// Print every configuration key, its environment variable, current value and meaning.
-    Config,
+    Config {
+        /// Print the README's table of keys and defaults instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Measure ordermq on this machine (starts its own instance on a temp dir);
     /// prints a table and writes JSON + HTML reports.
     Bench {
@@ -96,8 +100,12 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Config => {
-            print!("{}", config.describe());
+        Command::Config { markdown } => {
+            if markdown {
+                print!("{}", ordermq::config::markdown_table());
+            } else {
+                print!("{}", config.describe());
+            }
             ExitCode::SUCCESS
         }
         Command::Serve => serve(config),

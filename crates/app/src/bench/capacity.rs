@@ -225,12 +225,12 @@ pub async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let target = Arc::new(
         Target::start(&args.target, |c| {
             for latency in [
-                &mut c.sms_latency_ms,
-                &mut c.sms_jitter_ms,
-                &mut c.logistics_latency_ms,
-                &mut c.logistics_jitter_ms,
+                &mut c.sms_latency,
+                &mut c.sms_jitter,
+                &mut c.logistics_latency,
+                &mut c.logistics_jitter,
             ] {
-                *latency = 0;
+                *latency = Duration::ZERO;
             }
             c.sms_spike_probability = 0.0;
             c.logistics_spike_probability = 0.0;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::table::{Key, Raw};
-use super::{Config, ConfigError, KEYS, Origin};
+use super::{BadValue, Config, ConfigError, KEYS, Origin};
 
 /// The prefix of every variable ordermq reads.
 pub const ENV_PREFIX: &str = "ORDERMQ_";
@@ -104,20 +104,22 @@ fn set(
     given: &str,
     value: &str,
 ) -> Result<(), ConfigError> {
-    (key.set)(config, raw).map_err(|reason| ConfigError::BadValue {
-        key: key.name,
-        given: given.to_owned(),
-        var: key.env_var(),
-        origin: origin.clone(),
-        // A secret is not echoed, even when it does not parse (and a secret
-        // form's reasons never quote the value).
-        value: if key.secret {
-            super::secret::REDACTED.to_owned()
-        } else {
-            value.to_owned()
-        },
-        reason,
-        accepted: key.accepted(),
+    (key.set)(config, raw).map_err(|reason| {
+        ConfigError::BadValue(Box::new(BadValue {
+            key: key.name,
+            given: given.to_owned(),
+            var: key.env_var(),
+            origin: origin.clone(),
+            // A secret is not echoed, even when it does not parse (and a secret
+            // form's reasons never quote the value).
+            value: if key.secret {
+                super::secret::REDACTED.to_owned()
+            } else {
+                value.to_owned()
+            },
+            reason,
+            accepted: key.accepted(),
+        }))
     })
 }
 

@@ -84,18 +84,8 @@ pub enum ConfigError {
         origin: Origin,
         suggestion: Option<String>,
     },
-    #[error(
-        "invalid value {value} for {key} (set as {given} {origin}; variable {var}): {reason}; expected {accepted}"
-    )]
-    BadValue {
-        key: &'static str,
-        given: String,
-        var: String,
-        origin: Origin,
-        value: String,
-        reason: String,
-        accepted: String,
-    },
+    #[error("{0}")]
+    BadValue(Box<BadValue>),
     #[error("{key} is set twice {origin}, as {first} and as {second}")]
     Twice {
         key: &'static str,
@@ -103,6 +93,28 @@ pub enum ConfigError {
         second: String,
         origin: Origin,
     },
+}
+
+/// A value that does not parse or is out of range.
+#[derive(Debug, Error)]
+#[error(
+    "invalid value {value} for {key} (set as {given} {origin}; variable {var}): {reason}; expected {accepted}"
+)]
+pub struct BadValue {
+    /// The key's name in the table.
+    pub key: &'static str,
+    /// The name it was set under (the new or the flat name, or the variable).
+    pub given: String,
+    /// The key's variable.
+    pub var: String,
+    /// Where the value came from.
+    pub origin: Origin,
+    /// The value as given (`[redacted]` for a secret).
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// What the key accepts.
+    pub accepted: String,
 }
 
 impl Config {

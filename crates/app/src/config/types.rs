@@ -44,9 +44,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 pub fn show_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
     match ms {
-        _ if ms % 1_000 != 0 => format!("{ms}ms"),
-        _ if ms > 0 && ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms > 0 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if !ms.is_multiple_of(1_000) => format!("{ms}ms"),
+        _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
         _ => format!("{}s", ms / 1_000),
     }
 }

@@ -97,9 +97,6 @@ pub enum ConfigError {
 
 /// A value that does not parse or is out of range.
 #[derive(Debug, Error)]
-#[error(
-    "invalid value {value} for {key} (set as {given} {origin}; variable {var}): {reason}; expected {accepted}"
-)]
 pub struct BadValue {
     /// The key's name in the table.
     pub key: &'static str,
@@ -115,6 +112,27 @@ pub struct BadValue {
     pub reason: String,
     /// What the key accepts.
     pub accepted: String,
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            key,
+            given,
+            var,
+            origin,
+            value,
+            reason,
+            accepted,
+        } = self;
+        write!(f, "invalid value {value} for {key} ")?;
+        if given == var {
+            write!(f, "({var} {origin})")?;
+        } else {
+            write!(f, "(set as {given} {origin}; variable {var})")?;
+        }
+        write!(f, ": {reason}; expected {accepted}")
+    }
 }
 
 impl Config {

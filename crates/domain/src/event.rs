@@ -13,29 +13,43 @@ use crate::order::{Amount, OrderId, PaymentId, RefundId, Sku, TrackingNo, UserId
 /// [`crate::topology`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// An order was paid ([`OrderPaid`]).
     OrderPaid,
+    /// An order's unpaid timeout is due ([`OrderCloseDue`]).
     OrderCloseDue,
+    /// A refund was requested ([`OrderRefundRequested`]).
     OrderRefundRequested,
+    /// An operator retried a failed gateway refund ([`RefundRetryRequested`]).
     RefundRetryRequested,
+    /// The carrier reported shipment progress ([`ShipmentUpdated`]).
     ShipmentUpdated,
 }
 
 /// One line of a paid order, as consumers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaidLine {
+    /// The product paid for.
     pub sku: Sku,
+    /// Units of it.
     pub quantity: u32,
+    /// Price of one unit when the order was placed, in minor units.
     pub unit_price: Amount,
 }
 
 /// "This order was paid": the message of `TopicOrderPaySuccess`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPaid {
+    /// The order that was paid.
     pub order_id: OrderId,
+    /// The shopper who placed it (and earns the points, coupon and SMS).
     pub user_id: UserId,
+    /// The gateway's id of the payment that paid it.
     pub payment_id: PaymentId,
+    /// The order's total paid, in minor units.
     pub amount: Amount,
+    /// Epoch milliseconds when the payment was applied.
     pub paid_at: i64,
+    /// What was bought.
     pub lines: Vec<PaidLine>,
 }
 
@@ -43,7 +57,9 @@ pub struct OrderPaid {
 /// delivered by the broker at `due_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCloseDue {
+    /// The order to close if it is still unpaid.
     pub order_id: OrderId,
+    /// Epoch milliseconds when the order times out (the delivery time).
     pub due_at: i64,
 }
 
@@ -51,10 +67,15 @@ pub struct OrderCloseDue {
 /// that could not be applied) asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRefundRequested {
+    /// The refund asked for; the event's id is built from it.
     pub refund_id: RefundId,
+    /// The order refunded (in part or whole).
     pub order_id: OrderId,
+    /// The shopper whose points, coupon and SMS are affected.
     pub user_id: UserId,
+    /// The payment to give the money back to.
     pub payment_id: PaymentId,
+    /// How much to give back, in minor units.
     pub amount: Amount,
     /// The units given back; empty for a payment refunded whole (never applied).
     pub lines: Vec<PaidLine>,
@@ -63,13 +84,16 @@ pub struct OrderRefundRequested {
     /// Downstream systems reverse what they did for the order. False for a
     /// payment that never paid the order (it arrived after the close, or twice).
     pub reverse_effects: bool,
+    /// Epoch milliseconds when the refund was requested.
     pub requested_at: i64,
 }
 
 /// An operator asked to try a failed gateway refund again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRetryRequested {
+    /// The failed refund to send to the gateway again.
     pub refund_id: RefundId,
+    /// The order it refunds.
     pub order_id: OrderId,
     /// Distinguishes successive retries of one refund.
     pub retry: i64,
@@ -78,9 +102,13 @@ pub struct RefundRetryRequested {
 /// The carrier reported progress of an order's shipment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipmentUpdated {
+    /// The order whose parcel moved.
     pub order_id: OrderId,
+    /// The carrier's tracking number of the shipment.
     pub tracking_no: TrackingNo,
+    /// Where the parcel is now.
     pub status: CarrierStatus,
+    /// Epoch milliseconds of the update.
     pub at: i64,
 }
 
@@ -88,14 +116,20 @@ pub struct ShipmentUpdated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum OrderEvent {
+    /// See [`OrderPaid`].
     OrderPaid(OrderPaid),
+    /// See [`OrderCloseDue`].
     OrderCloseDue(OrderCloseDue),
+    /// See [`OrderRefundRequested`].
     OrderRefundRequested(OrderRefundRequested),
+    /// See [`RefundRetryRequested`].
     RefundRetryRequested(RefundRetryRequested),
+    /// See [`ShipmentUpdated`].
     ShipmentUpdated(ShipmentUpdated),
 }
 
 impl OrderEvent {
+    /// What kind of event this is (and so its topic and tag).
     pub fn kind(&self) -> EventKind {
         match self {
             Self::OrderPaid(_) => EventKind::OrderPaid,
@@ -106,6 +140,7 @@ impl OrderEvent {
         }
     }
 
+    /// The order the event is about; also its RocketMQ message key.
     pub fn order_id(&self) -> &OrderId {
         match self {
             Self::OrderPaid(e) => &e.order_id,
@@ -138,10 +173,12 @@ impl OrderEvent {
         format!("{}:{order_id}", EventKind::OrderPaid.tag())
     }
 
+    /// The message body: JSON tagged with `"type"`, the contract with consumers.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("events serialize")
     }
 
+    /// Decodes a message body written by [`to_json`](Self::to_json).
     pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
     }
@@ -150,12 +187,17 @@ impl OrderEvent {
 /// A row of the outbox, ready to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
+    /// The outbox row's id; the relay confirms (or fails) the row by it.
     pub id: i64,
+    /// The RocketMQ topic to publish to.
     pub topic: String,
+    /// The RocketMQ tag consumers filter on.
     pub tag: String,
     /// The RocketMQ message key: the order id, so messages can be queried by order.
     pub key: String,
+    /// The event's [`OrderEvent::event_id`], which consumers deduplicate on.
     pub event_id: String,
+    /// The event as JSON ([`OrderEvent::to_json`]).
     pub body: String,
     /// When set, the broker holds the message until this time (delayed delivery).
     pub deliver_at: Option<i64>,

@@ -25,6 +25,7 @@ pub enum System {
 }
 
 impl System {
+    /// All four systems, in the order [`crate::topology::CONSUMER_GROUPS`] lists them.
     pub const ALL: [System; 4] = [Self::Credit, Self::Marketing, Self::Push, Self::Warehouse];
 
     /// The name used in the API and in database rows.
@@ -42,6 +43,7 @@ impl System {
         crate::topology::group_of(crate::topology::Consumer::System(self)).name
     }
 
+    /// The system whose [`name`](Self::name) is `raw`, if any.
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == raw)
     }
@@ -63,61 +65,99 @@ pub enum FanoutState {
 /// (`external_ref`) is filled in by the gateway call before recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// Credit awards the shopper points for a paid order.
     Points {
+        /// The shopper credited.
         user_id: UserId,
+        /// The paid order.
         order_id: OrderId,
+        /// Points awarded: one per whole currency unit paid ([`points_for`]).
         points: i64,
     },
+    /// Marketing gives the shopper a thank-you coupon for a paid order.
     Coupon {
+        /// The shopper who receives the coupon.
         user_id: UserId,
+        /// The paid order.
         order_id: OrderId,
+        /// The coupon's code (`THX-<order id>`).
         coupon_code: String,
+        /// What the coupon is worth, in minor units ([`coupon_for`]).
         value: Amount,
     },
+    /// Push sends the shopper a payment-confirmation SMS.
     Sms {
+        /// The shopper texted.
         user_id: UserId,
+        /// The paid order.
         order_id: OrderId,
+        /// The message sent ([`sms_text_for`]).
         text: String,
+        /// The SMS provider's reference for the message.
         external_ref: String,
     },
+    /// Warehouse books a shipment of the paid order with the logistics system.
     Shipment {
+        /// The shopper the parcel goes to.
         user_id: UserId,
+        /// The paid order.
         order_id: OrderId,
+        /// The carrier's tracking number, returned by the logistics system.
         tracking_no: String,
     },
     /// A refund takes back points: `points` of them, or (`None`) all the
     /// order earned and still has. Never more than the order earned.
     PointsReversal {
+        /// The shopper whose points are taken back.
         user_id: UserId,
+        /// The refunded order.
         order_id: OrderId,
+        /// The refund causing the reversal.
         refund_id: RefundId,
+        /// Points to take back (partial refund), or `None` for all (full refund).
         points: Option<i64>,
     },
     /// A full refund revokes the order's coupon if it is still unused.
     CouponRevocation {
+        /// The refunded order, whose coupon is revoked.
         order_id: OrderId,
+        /// The full refund causing the revocation.
         refund_id: RefundId,
     },
     /// The shopper is told about the refund.
     RefundSms {
+        /// The shopper texted.
         user_id: UserId,
+        /// The refunded order.
         order_id: OrderId,
+        /// The refund the SMS announces.
         refund_id: RefundId,
+        /// The message sent ([`refund_sms_text_for`]).
         text: String,
+        /// The SMS provider's reference for the message.
         external_ref: String,
     },
     /// A full refund cancels the shipment if the carrier has not picked it up.
     ShipmentCancellation {
+        /// The refunded order, whose shipment is cancelled.
         order_id: OrderId,
+        /// The full refund causing the cancellation.
         refund_id: RefundId,
     },
     /// The carrier moved the shipment forward.
     ShipmentProgress {
+        /// The order whose shipment moved.
         order_id: OrderId,
+        /// The carrier's new status; the shipment never moves backwards.
         status: CarrierStatus,
     },
     /// The event asks nothing of this system; only its receipt is recorded.
-    Nothing { system: System, order_id: OrderId },
+    Nothing {
+        /// The system that received the event.
+        system: System,
+        /// The order the event is about.
+        order_id: OrderId,
+    },
 }
 
 impl Effect {
@@ -134,6 +174,7 @@ impl Effect {
         }
     }
 
+    /// The order this effect is for.
     pub fn order_id(&self) -> &OrderId {
         match self {
             Self::Points { order_id, .. }

@@ -31,6 +31,7 @@ macro_rules! id_type {
                 parse_id(raw, $field).map(Self)
             }
 
+            /// The identifier exactly as it was parsed (and as it is stored and sent).
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -119,6 +120,7 @@ impl OrderId {
 pub struct Quantity(u32);
 
 impl Quantity {
+    /// Parses a client-supplied quantity, refusing anything outside 1..=[`MAX_QUANTITY`].
     pub fn parse(raw: i64) -> Result<Self, ValidationError> {
         if raw < 1 || raw > i64::from(MAX_QUANTITY) {
             return Err(ValidationError::new(
@@ -129,6 +131,7 @@ impl Quantity {
         Ok(Self(raw as u32))
     }
 
+    /// The number of units.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -140,8 +143,10 @@ impl Quantity {
 pub struct Amount(i64);
 
 impl Amount {
+    /// Nothing: the starting point of a sum.
     pub const ZERO: Amount = Amount(0);
 
+    /// Parses a client-supplied amount in minor units, refusing negatives.
     pub fn parse(raw: i64) -> Result<Self, ValidationError> {
         if raw < 0 {
             return Err(ValidationError::new(
@@ -152,14 +157,17 @@ impl Amount {
         Ok(Self(raw))
     }
 
+    /// The amount in minor units (e.g. 1999 for 19.99).
     pub fn minor_units(self) -> i64 {
         self.0
     }
 
+    /// The sum of two amounts, or `None` on overflow.
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         self.0.checked_add(other.0).map(Amount)
     }
 
+    /// This unit price times `quantity` units, or `None` on overflow.
     pub fn checked_mul(self, quantity: Quantity) -> Option<Amount> {
         self.0.checked_mul(i64::from(quantity.0)).map(Amount)
     }
@@ -170,16 +178,24 @@ impl Amount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
+    /// Created with its stock reserved; waiting for the payment gateway's notice.
     Unpaid,
+    /// Paid; the `OrderPaid` event fans out to the downstream systems.
     Paid,
+    /// Closed unpaid (timed out): its reserved stock was released.
     Cancelled,
+    /// A refund was requested and is going through the payment gateway.
     Refunding,
+    /// The refund went through: the money is back with the payer.
     Refunded,
+    /// The carrier has the parcel.
     Shipped,
+    /// The carrier delivered the parcel.
     Delivered,
 }
 
 impl OrderStatus {
+    /// Every status, in lifecycle order.
     pub const ALL: [OrderStatus; 7] = [
         Self::Unpaid,
         Self::Paid,
@@ -190,6 +206,7 @@ impl OrderStatus {
         Self::Delivered,
     ];
 
+    /// The status as stored and shown by the API (`"UNPAID"`, `"PAID"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unpaid => "UNPAID",
@@ -202,6 +219,7 @@ impl OrderStatus {
         }
     }
 
+    /// The status whose [`as_str`](Self::as_str) is `raw`, if any.
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
@@ -241,16 +259,22 @@ impl fmt::Display for OrderStatus {
 /// (on hand minus reserved by unpaid orders).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
+    /// The product's catalog key.
     pub sku: Sku,
+    /// Display name.
     pub name: String,
+    /// Unit price in minor units.
     pub price: Amount,
+    /// Units that can still be ordered (on hand minus reserved by unpaid orders).
     pub stock: i64,
 }
 
 /// One requested line of a new order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderLine {
+    /// The product ordered.
     pub sku: Sku,
+    /// How many units of it.
     pub quantity: Quantity,
 }
 
@@ -263,6 +287,8 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
+    /// Validates a cart: at least one and at most [`MAX_LINES`] lines, no SKU twice;
+    /// sorts the lines by SKU.
     pub fn new(user_id: UserId, mut lines: Vec<OrderLine>) -> Result<Self, ValidationError> {
         if lines.is_empty() {
             return Err(ValidationError::new("items", "must have at least one item"));
@@ -283,10 +309,12 @@ impl NewOrder {
         Ok(Self { user_id, lines })
     }
 
+    /// The shopper placing the order.
     pub fn user_id(&self) -> &UserId {
         &self.user_id
     }
 
+    /// The requested lines, sorted by SKU, each SKU once.
     pub fn lines(&self) -> &[OrderLine] {
         &self.lines
     }
@@ -295,8 +323,11 @@ impl NewOrder {
 /// The payment gateway's word that an order was paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentNotice {
+    /// The order the payment is for.
     pub order_id: OrderId,
+    /// The gateway's id of the payment; a repeated notice carries the same one.
     pub payment_id: PaymentId,
+    /// The amount taken, in minor units; must equal the order's total.
     pub amount: Amount,
 }
 

@@ -105,10 +105,13 @@ impl Subscription {
 /// One consumer group: its name, what it subscribes to and how wide it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerGroup {
+    /// Who handles the group's messages.
     pub consumer: Consumer,
     /// The RocketMQ consumer group, as the design names it.
     pub name: &'static str,
+    /// The topics (and tags of each) the group subscribes to.
     pub subscriptions: &'static [Subscription],
+    /// How many of its listener calls may run at once.
     pub concurrency: Concurrency,
 }
 

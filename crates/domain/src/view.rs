@@ -9,10 +9,14 @@ use crate::fanout::{FanoutState, System};
 use crate::lifecycle::RefundStatus;
 use crate::order::{Amount, OrderId, OrderStatus, PaymentId, RefundId, Sku, UserId};
 
+/// One line of an order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderLineView {
+    /// The product ordered.
     pub sku: Sku,
+    /// Units ordered.
     pub quantity: u32,
+    /// Price of one unit when the order was placed, in minor units.
     pub unit_price: Amount,
     /// Units given back by refunds so far.
     pub refunded: u32,
@@ -21,22 +25,35 @@ pub struct OrderLineView {
 /// One transition of an order's status, with its time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusChange {
+    /// The status before; `None` for the order's creation.
     pub from: Option<OrderStatus>,
+    /// The status after.
     pub to: OrderStatus,
+    /// Epoch milliseconds of the change.
     pub at: i64,
 }
 
+/// An order as `GET /api/orders/{id}` returns it: its state, lines, history,
+/// refunds and how far each downstream system has got with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderView {
+    /// The order.
     pub order_id: OrderId,
+    /// The shopper who placed it.
     pub user_id: UserId,
+    /// Where the order is in its life now.
     pub status: OrderStatus,
+    /// The order's total, in minor units.
     pub amount: Amount,
+    /// The payment applied to the order; `None` until it is paid.
     pub payment_id: Option<PaymentId>,
+    /// Epoch milliseconds when the order was created.
     pub created_at: i64,
+    /// Epoch milliseconds when the order was paid; `None` if never paid.
     pub paid_at: Option<i64>,
-    /// When the order closes itself if still unpaid.
+    /// When the order closes itself if still unpaid (epoch milliseconds).
     pub close_at: Option<i64>,
+    /// What was ordered, sorted by SKU.
     pub lines: Vec<OrderLineView>,
     /// Per downstream system: has its effect of the payment been applied?
     pub fanout: BTreeMap<System, FanoutState>,
@@ -44,38 +61,53 @@ pub struct OrderView {
     pub history: Vec<StatusChange>,
     /// Every consumer group's progress with each of the order's events, with times.
     pub consumers: Vec<ConsumerProgress>,
+    /// Every refund of the order.
     pub refunds: Vec<RefundView>,
 }
 
 /// One consumer group's progress with one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsumerProgress {
+    /// The RocketMQ consumer group (e.g. `credit_group`).
     pub group: String,
+    /// The event's id ([`crate::event::OrderEvent::event_id`]).
     pub event_id: String,
+    /// Pending, done, or failed (dead-lettered).
     pub state: FanoutState,
     /// When the group applied it (`done`).
     pub applied_at: Option<i64>,
     /// Failed deliveries so far (0 when it went through first time).
     pub attempts: i64,
+    /// Why the latest failed delivery failed, if any did.
     pub last_error: Option<String>,
+    /// Epoch milliseconds of the latest change (failure or application).
     pub updated_at: Option<i64>,
 }
 
 /// A refund of (part of) an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefundView {
+    /// The refund.
     pub refund_id: RefundId,
+    /// The order refunded.
     pub order_id: OrderId,
+    /// The payment the money goes back to.
     pub payment_id: PaymentId,
+    /// How much is given back, in minor units.
     pub amount: Amount,
+    /// Requested, succeeded, or failed (an operator must retry).
     pub status: RefundStatus,
     /// The whole order (or a whole stray payment) was refunded.
     pub full: bool,
+    /// Why: the shopper's words, or ordermq's for a stray payment.
     pub reason: Option<String>,
     /// Gateway attempts so far, and the last failure.
     pub attempts: i64,
+    /// The gateway's error on the latest failed attempt, if any.
     pub last_error: Option<String>,
+    /// Epoch milliseconds when the refund was requested.
     pub requested_at: i64,
+    /// Epoch milliseconds when the gateway confirmed it; `None` until then.
     pub completed_at: Option<i64>,
     /// The answer was the refund an earlier request with the same key created.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -85,6 +117,7 @@ pub struct RefundView {
 /// The answer to a carrier update that was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CarrierReceipt {
+    /// The order the update was for.
     pub order_id: OrderId,
     /// The order's status after the update.
     pub status: OrderStatus,
@@ -97,7 +130,9 @@ pub struct CarrierReceipt {
 /// The answer to a payment notice that was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PaymentReceipt {
+    /// The order the notice was for.
     pub order_id: OrderId,
+    /// The order's status after the notice.
     pub status: OrderStatus,
     /// This notice changed nothing: the same payment was already applied.
     pub duplicate: bool,
@@ -106,66 +141,96 @@ pub struct PaymentReceipt {
     pub refund_required: bool,
 }
 
+/// Points credit awarded (or took back) for one order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PointsEntry {
+    /// The order the points are for.
     pub order_id: OrderId,
     /// Negative for points taken back by a refund.
     pub points: i64,
+    /// Epoch milliseconds when credit recorded the entry.
     pub created_at: i64,
 }
 
+/// A thank-you coupon marketing gave for a paid order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Coupon {
+    /// The code the shopper redeems (`THX-<order id>`).
     pub code: String,
+    /// The paid order that earned it.
     pub order_id: OrderId,
+    /// What it is worth, in minor units.
     pub value: Amount,
     /// `ACTIVE`, or `REVOKED` after the order was refunded.
     pub status: String,
+    /// Epoch milliseconds when marketing issued it.
     pub created_at: i64,
 }
 
+/// An SMS push sent to the shopper (payment confirmation or refund notice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SmsMessage {
+    /// The order the message is about.
     pub order_id: OrderId,
+    /// The message text.
     pub text: String,
+    /// The SMS provider's reference for the message.
     pub provider_ref: String,
+    /// Epoch milliseconds when push recorded it.
     pub created_at: i64,
 }
 
+/// A shipment warehouse booked for a paid order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Shipment {
+    /// The order shipped.
     pub order_id: OrderId,
+    /// The carrier's tracking number.
     pub tracking_no: String,
+    /// `CREATED`, `PICKED_UP`, `IN_TRANSIT`, `DELIVERED`, or `CANCELLED` by a full refund.
     pub status: String,
+    /// Epoch milliseconds when warehouse booked it.
     pub created_at: i64,
 }
 
 /// Everything the downstream systems did for one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserActivity {
+    /// The shopper.
     pub user_id: UserId,
+    /// The user's point balance: the sum of `points`.
     pub points_total: i64,
+    /// Points awarded and taken back, newest first.
     pub points: Vec<PointsEntry>,
+    /// Coupons received, newest first.
     pub coupons: Vec<Coupon>,
+    /// SMS sent, newest first.
     pub sms: Vec<SmsMessage>,
+    /// Shipments booked, newest first.
     pub shipments: Vec<Shipment>,
 }
 
 /// Per-system progress counters for the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SystemStats {
+    /// Events the system has applied (exactly once each).
     pub applied: i64,
+    /// Events dead-lettered after the maximum retries and not applied since.
     pub failed: i64,
 }
 
 /// Counters for the dashboard and for operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Number of orders in each status (`"PAID"` → n).
     pub orders_by_status: BTreeMap<String, i64>,
     /// Events committed but not yet confirmed stored by the broker.
     pub outbox_backlog: i64,
+    /// Each downstream system's applied and failed counts.
     pub systems: BTreeMap<System, SystemStats>,
+    /// Payments that could not pay their order (late or duplicate) and are owed back.
     pub payments_refund_required: i64,
+    /// Number of refunds in each status (`"REQUESTED"` → n).
     pub refunds_by_status: BTreeMap<String, i64>,
     /// This instance's order-database writer since it started.
     pub group_commit: GroupCommitStats,
@@ -185,5 +250,6 @@ pub struct GroupCommitStats {
     /// Commits that took longer than 100 ms (each one held every write in
     /// it that long), and their total milliseconds: a stalled disk shows here.
     pub slow_commits: u64,
+    /// Total milliseconds spent in those slow commits.
     pub slow_commit_ms: u64,
 }

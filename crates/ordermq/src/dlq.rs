@@ -205,7 +205,7 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
             writer,
             sms.clone(),
             logistics.clone(),
-            std::time::Duration::from_millis(config.logistics_timeout_ms),
+            config.logistics_timeout,
         );
         for letter in letters {
             let event_id = event_id_of(&letter);

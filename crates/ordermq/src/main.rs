@@ -40,7 +40,11 @@ enum Command {
     /// NameServer is configured) an embedded RocketMQ NameServer + broker. The default.
     Serve,
     /// Print every configuration key, its environment variable, current value and meaning.
-    Config,
+    Config {
+        /// Print the README's table of keys and defaults instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Run only a RocketMQ NameServer + broker (the embedded one) on the embedded
     /// ports, storing under <data_dir>/rocketmq, until Ctrl-C/SIGTERM. An ordermq
     /// started with ORDERMQ_NAMESRV_ADDR=127.0.0.1:<namesrv port> uses it; the
@@ -95,8 +99,12 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Config => {
-            print!("{}", config.describe());
+        Command::Config { markdown } => {
+            if markdown {
+                print!("{}", ordermq::config::markdown_table());
+            } else {
+                print!("{}", config.describe());
+            }
             ExitCode::SUCCESS
         }
         Command::Serve => serve(config),

@@ -198,7 +198,7 @@ impl Application {
         let (writer, writer_task) = OrderWriter::spawn_lingering(
             store.clone(),
             config.write_batch_max,
-            Duration::from_millis(config.write_linger_ms),
+            config.write_linger,
         );
         let Consumers { mq, effect_tasks } = Box::pin(subscribe_consumers(
             config,
@@ -221,10 +221,10 @@ impl Application {
                 store.clone(),
                 writer.clone(),
                 relay_wake.clone(),
-                config.close_after().as_millis() as i64,
+                config.order_close_after.as_millis() as i64,
             ),
             writer,
-            close_sweep_interval: config.close_sweep_interval(),
+            close_sweep_interval: config.close_sweep_interval,
             carrier_signer,
             gateways,
             writer_tasks,
@@ -237,7 +237,7 @@ impl Application {
             relay_options: RelayOptions {
                 owner: format!("relay-{:08x}", fastrand::u32(..)),
                 batch_size: config.relay_batch_size,
-                linger: Duration::from_millis(config.relay_linger_ms),
+                linger: config.relay_linger,
             },
             background,
         })
@@ -433,8 +433,8 @@ async fn subscribe_consumers(
     gateways: &Gateways,
 ) -> Result<Consumers, StartError> {
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
-    let effect_linger = Duration::from_millis(config.effect_linger_ms);
-    let logistics_timeout = Duration::from_millis(config.logistics_timeout_ms);
+    let effect_linger = config.effect_linger;
+    let logistics_timeout = config.logistics_timeout;
     let (max_reconsume_times, configured, refund_attempts) = (
         config.max_reconsume_times,
         config.consumer_concurrency,
@@ -495,7 +495,7 @@ async fn bind_http(config: &Config) -> Result<TcpListener, StartError> {
     TcpListener::bind(&config.http_addr)
         .await
         .map_err(|source| StartError::Bind {
-            addr: config.http_addr.clone(),
+            addr: config.http_addr.to_string(),
             source,
         })
 }

@@ -2,6 +2,8 @@
 //! temporary data directory, the real embedded RocketMQ broker, and fast fake
 //! third parties; and the JSON requests the end-to-end tests make.
 
+use std::time::Duration;
+
 use ordermq::Config;
 
 use crate::local_app::LocalApp;
@@ -9,11 +11,11 @@ use serde_json::{Value, json};
 
 /// Third parties answer in a few milliseconds, so tests are about ordermq.
 pub fn fast_third_parties(config: &mut Config) {
-    config.sms_latency_ms = 2;
-    config.sms_jitter_ms = 5;
+    config.sms_latency = Duration::from_millis(2);
+    config.sms_jitter = Duration::from_millis(5);
     config.sms_spike_probability = 0.0;
-    config.logistics_latency_ms = 5;
-    config.logistics_jitter_ms = 10;
+    config.logistics_latency = Duration::from_millis(5);
+    config.logistics_jitter = Duration::from_millis(10);
     config.logistics_spike_probability = 0.0;
 }
 

@@ -50,7 +50,7 @@ pub struct LocalApp {
 /// Settings for a local run: loopback, OS-chosen ports, `dir` as the data directory.
 pub fn local_config(dir: &std::path::Path) -> Config {
     Config {
-        http_addr: "127.0.0.1:0".into(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_path_buf(),
         embedded_namesrv_port: 0,
         embedded_broker_port: 0,

@@ -218,10 +218,10 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         "payments_per_mode": count,
         "latencies": {
             "credit_ms": 50, "marketing_ms": 60,
-            "sms_ms": config.sms_latency_ms, "sms_jitter_ms": config.sms_jitter_ms,
-            "sms_spike_probability": config.sms_spike_probability, "sms_spike_ms": config.sms_spike_ms,
-            "logistics_ms": config.logistics_latency_ms, "logistics_jitter_ms": config.logistics_jitter_ms,
-            "logistics_spike_probability": config.logistics_spike_probability, "logistics_spike_ms": config.logistics_spike_ms,
+            "sms_ms": config.sms_latency.as_millis() as u64, "sms_jitter_ms": config.sms_jitter.as_millis() as u64,
+            "sms_spike_probability": config.sms_spike_probability, "sms_spike_ms": config.sms_spike.as_millis() as u64,
+            "logistics_ms": config.logistics_latency.as_millis() as u64, "logistics_jitter_ms": config.logistics_jitter.as_millis() as u64,
+            "logistics_spike_probability": config.logistics_spike_probability, "logistics_spike_ms": config.logistics_spike.as_millis() as u64,
         },
         "modes": modes,
         "ratios": {

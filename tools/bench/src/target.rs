@@ -66,10 +66,7 @@ pub fn parse_settings(settings: &[String]) -> BenchResult<ordermq::Config> {
                 "--set {key}: the bench decides where its ordermq runs; use --url to measure another"
             ));
         }
-        pairs.push((
-            format!("ORDERMQ_{}", key.to_ascii_uppercase()),
-            value.trim().to_owned(),
-        ));
+        pairs.push((ordermq::config::env_var_of(&key), value.trim().to_owned()));
     }
     ordermq::Config::load_from(None, pairs).map_err(|e| format!("--set: {e}"))
 }
@@ -119,7 +116,7 @@ impl Target {
             return Ok(Self::Local(
                 LocalApp::start(|config| {
                     *config = ordermq::Config {
-                        http_addr: config.http_addr.clone(),
+                        http_addr: config.http_addr,
                         data_dir: config.data_dir.clone(),
                         embedded_namesrv_port: config.embedded_namesrv_port,
                         embedded_broker_port: config.embedded_broker_port,
@@ -453,7 +450,7 @@ mod tests {
     fn settings_tune_the_in_process_ordermq() {
         let tuned = set(&["topic_queues=2", "RELAY_LINGER_MS = 25"]).unwrap();
         assert_eq!(tuned.topic_queues, 2);
-        assert_eq!(tuned.relay_linger_ms, 25);
+        assert_eq!(tuned.relay_linger, Duration::from_millis(25));
         assert_eq!(
             tuned.write_batch_max,
             ordermq::Config::default().write_batch_max

@@ -18,7 +18,7 @@ async fn paid_orders_get_exactly_one_of_each_effect() {
     // the relay lingers between rounds, and the topics have 4 queues.
     let app = ordermq_testkit::LocalApp::start(|c| {
         ordermq_testkit::fast_third_parties(c);
-        c.relay_linger_ms = 5;
+        c.relay_linger = std::time::Duration::from_millis(5);
         c.topic_queues = 4;
     })
     .await

@@ -66,14 +66,14 @@ async fn unpaid_orders_close_on_time(delayed_delivery: &'static str) {
     const ORDERS: usize = 20;
     let app = LocalApp::start(|c| {
         ordermq_testkit::fast_third_parties(c);
-        c.delayed_delivery = delayed_delivery.into();
-        c.order_close_after = "3s".into();
+        c.delayed_delivery = delayed_delivery.parse().unwrap();
+        c.order_close_after = Duration::from_secs(3);
         // Only the delayed message may close orders here, not the backstop.
-        c.close_sweep_interval = "0s".into();
+        c.close_sweep_interval = Duration::ZERO;
         // The carrier hangs: the warehouse times out and retries, and
         // nothing else may slow down because of it.
-        c.logistics_latency_ms = 3_000;
-        c.logistics_timeout_ms = 300;
+        c.logistics_latency = Duration::from_secs(3);
+        c.logistics_timeout = Duration::from_millis(300);
     })
     .await
     .unwrap();
@@ -147,8 +147,8 @@ async fn a_payment_racing_the_close_has_exactly_one_winner() {
     const ORDERS: usize = 40;
     let app = LocalApp::start(|c| {
         ordermq_testkit::fast_third_parties(c);
-        c.order_close_after = "2s".into();
-        c.payment_gateway_latency_ms = 5;
+        c.order_close_after = Duration::from_secs(2);
+        c.payment_gateway_latency = Duration::from_millis(5);
     })
     .await
     .unwrap();
@@ -216,7 +216,7 @@ async fn a_payment_racing_the_close_has_exactly_one_winner() {
 async fn a_refund_gets_through_gateway_failures_and_a_restart() {
     let app = LocalApp::start(|c| {
         ordermq_testkit::fast_third_parties(c);
-        c.payment_gateway_latency_ms = 5;
+        c.payment_gateway_latency = Duration::from_millis(5);
         c.payment_gateway_failure_rate = 1.0; // down until the restart
         c.refund_attempts = 2;
     })
@@ -292,7 +292,7 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
     let app = app
         .restart(|c| {
             ordermq_testkit::fast_third_parties(c);
-            c.payment_gateway_latency_ms = 5;
+            c.payment_gateway_latency = Duration::from_millis(5);
             c.payment_gateway_failure_rate = 0.3;
             c.refund_attempts = 4;
         })
@@ -448,12 +448,16 @@ async fn carrier_callbacks_move_the_order_and_the_shipment_forward() {
 async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_it() {
     let app = LocalApp::start(|c| {
         ordermq_testkit::fast_third_parties(c);
-        c.payment_gateway_latency_ms = 5;
+        c.payment_gateway_latency = Duration::from_millis(5);
         c.payment_gateway_failure_rate = 1.0;
         c.refund_attempts = 2;
         // Give up after one redelivery, retried after a second.
         c.max_reconsume_times = 1;
-        c.retry_delay_levels = Some("1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s".into());
+        c.retry_delay_levels = Some(
+            "1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s"
+                .parse()
+                .unwrap(),
+        );
     })
     .await
     .unwrap();

@@ -297,12 +297,12 @@ pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
 async fn start_target(args: &CapacityArgs) -> BenchResult<Arc<Target>> {
     let target = Target::start(&args.target, |c| {
         for latency in [
-            &mut c.sms_latency_ms,
-            &mut c.sms_jitter_ms,
-            &mut c.logistics_latency_ms,
-            &mut c.logistics_jitter_ms,
+            &mut c.sms_latency,
+            &mut c.sms_jitter,
+            &mut c.logistics_latency,
+            &mut c.logistics_jitter,
         ] {
-            *latency = 0;
+            *latency = Duration::ZERO;
         }
         c.sms_spike_probability = 0.0;
         c.logistics_spike_probability = 0.0;

@@ -1,0 +1,299 @@
+//! The one table of configuration keys. Each entry is the key's field and
+//! type, its form (how it is parsed), its TOML name, the earlier flat name
+//! still accepted, its default and its documentation. The struct, its
+//! defaults, loading, `ordermq config` and the README's table all come from
+//! here (see `table.rs`): adding a key is adding one entry.
+//!
+//! Production keys come first and keep their flat names. The knobs of the
+//! fake third parties (SMS gateway, logistics system, payment gateway) live
+//! under `fakes.` so they cannot be mistaken for production settings; their
+//! flat names and variables (`sms_latency_ms`, `ORDERMQ_SMS_LATENCY_MS`)
+//! still work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::secret::{DatabaseUrl, Secret};
+use super::table::{Form, Key, Raw, check_range, config_table, optional};
+use super::types::{
+    Addr, DeliveryMode, Dir, Flag, Int, LogFilter, Millis, NameServers, Optional, Probability,
+    RetryLevels, Span,
+};
+
+/// The default log filter. The RocketMQ crates log first-run chatter at WARN
+/// (missing state files, dev security profile, empty retry routes): show
+/// their errors only.
+const DEFAULT_LOG: &str = "warn,rocketmq_broker=error,rocketmq_store=error,\
+    rocketmq_namesrv=error,rocketmq_runtime=error,rocketmq_transport=error,\
+    rocketmq_client_rust=error,ordermq=info,ordermq_store=info,\
+    ordermq_messaging=info,ordermq_api=info";
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+config_table! {
+    /// Address the HTTP API and dashboard listen on.
+    http_addr: SocketAddr = Addr {
+        key: "http_addr",
+        default: SocketAddr::from(([127, 0, 0, 1], 8080)),
+    }
+    /// Directory for SQLite databases and the embedded broker's store.
+    data_dir: PathBuf = Dir {
+        key: "data_dir",
+        default: PathBuf::from("./data"),
+    }
+    /// The database (its password is never printed). Unset: SQLite under
+    /// data_dir, plus one file per downstream system.
+    database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
+        key: "database_url",
+        default: None,
+        unset: "sqlite://<data_dir>/orders.db",
+    }
+    /// Shared secret of payment-gateway callbacks (X-Signature = hex
+    /// HMAC-SHA256 of the body). Unset: a public dev secret, with a warning.
+    payment_secret: Option<Secret> = Optional<Secret> {
+        key: "payment_secret",
+        default: None,
+        unset: "public dev secret",
+    }
+    /// Shared secret of carrier callbacks (POST /api/logistics/notify,
+    /// X-Signature as for payments). Unset: a public dev secret, with a warning.
+    logistics_secret: Option<Secret> = Optional<Secret> {
+        key: "logistics_secret",
+        default: None,
+        unset: "public dev secret",
+    }
+    /// RocketMQ NameServer list. Set: use that cluster. Unset: start an
+    /// embedded NameServer + broker on loopback.
+    namesrv_addr: Option<String> = Optional<NameServers> {
+        key: "namesrv_addr",
+        default: None,
+        unset: "embedded broker",
+    }
+    /// Port of the embedded NameServer (0 = any free port).
+    embedded_namesrv_port: u16 = Int<u16> {
+        key: "embedded_namesrv_port",
+        default: 19876,
+    }
+    /// Port of the embedded broker (0 = any free port); it also uses port-2
+    /// (fast/VIP) and port+1 (HA).
+    embedded_broker_port: u16 = Int<u16> {
+        key: "embedded_broker_port",
+        default: 20911,
+    }
+    /// RocketMQ messageDelayLevel: the embedded broker's (the n-th
+    /// redelivery of a failed message waits level 3+n), and the levels
+    /// delayed closes hop through (delayed_delivery = levels). With an
+    /// external cluster whose messageDelayLevel is not the default, set it
+    /// to the cluster's.
+    retry_delay_levels: Option<RetryLevels> = Optional<RetryLevels> {
+        key: "retry_delay_levels",
+        default: None,
+        unset: "RocketMQ's default, 1s 5s 10s 30s 1m ... 2h",
+    }
+    /// How unpaid orders' closes are delayed. levels: RocketMQ delay levels,
+    /// on any RocketMQ 4.x/5.x; a close hops through the levels until due
+    /// and fires at most one shortest level (1 s) late. timer: RocketMQ 5
+    /// timer messages (the broker must enable its timer wheel; the embedded
+    /// one then holds ~37 MiB more memory).
+    delayed_delivery: DeliveryMode = DeliveryMode {
+        key: "delayed_delivery",
+        default: DeliveryMode::Levels,
+    }
+    /// Embedded broker only: index messages by key for RocketMQ's query by
+    /// key (mqadmin queryMsgByKey). Off: less CPU and memory per message;
+    /// orders' events are still visible in ordermq's own API.
+    embedded_message_index: bool = Flag {
+        key: "embedded_message_index",
+        default: false,
+    }
+    /// Redeliveries of a failing message before RocketMQ moves it to
+    /// %DLQ%<group>.
+    max_reconsume_times: i32 = Int<i32> {
+        key: "max_reconsume_times",
+        default: 16,
+        range: 0..,
+    }
+    /// Deliveries each consumer group handles at once (needs rate x
+    /// third-party latency).
+    consumer_concurrency: u32 = Int<u32> {
+        key: "consumer_concurrency",
+        default: 64,
+        range: 1..,
+    }
+    /// Most creates/payments sharing one commit (group commit).
+    write_batch_max: usize = Int<usize> {
+        key: "write_batch_max",
+        default: 256,
+        range: 1..,
+    }
+    /// Group commit under load: when payments are queuing (the last commit
+    /// carried 4 or more), wait up to this long for more before committing.
+    /// Fewer, larger commits (less CPU per payment) for up to this much
+    /// payment latency. 0 = commit what is queued.
+    // Side by side at 5,000/s (docs/benchmarks.md): 307-335 µs of CPU per
+    // payment with 2 ms against 371-396 without, payment p99 lower.
+    write_linger: Duration = Millis {
+        key: "write_linger_ms",
+        default: ms(2),
+    }
+    /// Group commit in each downstream system under load: when its consumer
+    /// batches are queuing (the last commit carried 2 or more), wait up to
+    /// this long for more before committing. Fewer commits (less CPU and
+    /// disk per event) for up to this much fan-out delay. 0 = commit what is
+    /// queued.
+    effect_linger: Duration = Millis {
+        key: "effect_linger_ms",
+        default: ms(5),
+    }
+    /// How much lower the fan-out's threads run than the payment path (nice
+    /// value added to the broker, relay, consumers and downstream systems'
+    /// threads): a waking payment runs ahead of them. 0 = same priority.
+    fanout_nice: i32 = Int<i32> {
+        key: "fanout_nice",
+        default: 10,
+        range: 0..=19,
+    }
+    /// Outbox rows the relay claims and publishes per round.
+    relay_batch_size: usize = Int<usize> {
+        key: "relay_batch_size",
+        default: 512,
+        range: 1..,
+    }
+    /// After a round that published, the relay lets events gather this long
+    /// before the next (unless a full batch waits): fewer, larger sends and
+    /// pulls for up to this much fan-out delay. 0 = go on the next commit.
+    // Side by side at 1,000 payments/s (docs/benchmarks.md): 10 ms and 4
+    // queues took 1,060-1,100 µs of CPU per payment against 1,870-1,890 with
+    // no linger and 8 queues; later, 25 ms took 1,090-1,120 against 10 ms's
+    // 1,370-1,400 on a slower machine (and 750-780 against 840-860 at
+    // 1,900/s), for end-to-end p99 60 ms instead of 50. 50 ms saved ~6 %
+    // more but pushed e2e p99 past 100 ms at 1,900/s.
+    relay_linger: Duration = Millis {
+        key: "relay_linger_ms",
+        default: ms(25),
+    }
+    /// Queues per topic when ordermq creates its topics (embedded broker, or
+    /// a cluster that allows it). At least the instances consuming each
+    /// group; fewer queues mean larger batches per pull.
+    topic_queues: i32 = Int<i32> {
+        key: "topic_queues",
+        default: 4,
+        range: 1..,
+    }
+    /// An unpaid order closes itself (stock released) this long after
+    /// creation.
+    order_close_after: Duration = Span {
+        key: "order_close_after",
+        default: Duration::from_secs(30 * 60),
+    }
+    /// Backstop for lost close messages: every interval, close UNPAID orders
+    /// overdue by more than one interval (indexed, never a scan). 0s
+    /// disables it.
+    close_sweep_interval: Duration = Span {
+        key: "close_sweep_interval",
+        default: Duration::from_secs(60),
+    }
+    /// Gateway refund attempts per delivery (with backoff) before RocketMQ
+    /// redelivers later; after max_reconsume_times deliveries the refund is
+    /// FAILED.
+    refund_attempts: u32 = Int<u32> {
+        key: "refund_attempts",
+        default: 3,
+        range: 1..,
+    }
+    /// How long the warehouse waits for the logistics system before retrying
+    /// later.
+    logistics_timeout: Duration = Millis {
+        key: "logistics_timeout_ms",
+        default: ms(5_000),
+    }
+    /// Seed the demo catalog on start (only products not yet present).
+    seed_catalog: bool = Flag {
+        key: "seed_catalog",
+        default: true,
+    }
+    /// Log filter (tracing's EnvFilter syntax).
+    log: String = LogFilter {
+        key: "log",
+        default: DEFAULT_LOG.to_owned(),
+    }
+
+    // The fakes. The seed document: SMS ~100 ms, logistics ~500 ms, both
+    // with spikes past 1 s.
+
+    /// Fake SMS gateway: typical latency.
+    sms_latency: Duration = Millis {
+        key: "fakes.sms.latency_ms",
+        alias: "sms_latency_ms",
+        default: ms(100),
+    }
+    /// Fake SMS gateway: uniform jitter added to the latency (0..=jitter).
+    sms_jitter: Duration = Millis {
+        key: "fakes.sms.jitter_ms",
+        alias: "sms_jitter_ms",
+        default: ms(40),
+    }
+    /// Fake SMS gateway: probability that a call hits a latency spike.
+    sms_spike_probability: f64 = Probability {
+        key: "fakes.sms.spike_probability",
+        alias: "sms_spike_probability",
+        default: 0.02,
+    }
+    /// Fake SMS gateway: latency of a spike.
+    sms_spike: Duration = Millis {
+        key: "fakes.sms.spike_ms",
+        alias: "sms_spike_ms",
+        default: ms(1_200),
+    }
+    /// Fake SMS gateway: probability that a call fails.
+    sms_failure_rate: f64 = Probability {
+        key: "fakes.sms.failure_rate",
+        alias: "sms_failure_rate",
+        default: 0.0,
+    }
+    /// Fake logistics system: typical latency.
+    logistics_latency: Duration = Millis {
+        key: "fakes.logistics.latency_ms",
+        alias: "logistics_latency_ms",
+        default: ms(500),
+    }
+    /// Fake logistics system: uniform jitter added to the latency.
+    logistics_jitter: Duration = Millis {
+        key: "fakes.logistics.jitter_ms",
+        alias: "logistics_jitter_ms",
+        default: ms(150),
+    }
+    /// Fake logistics system: probability of a latency spike.
+    logistics_spike_probability: f64 = Probability {
+        key: "fakes.logistics.spike_probability",
+        alias: "logistics_spike_probability",
+        default: 0.02,
+    }
+    /// Fake logistics system: latency of a spike.
+    logistics_spike: Duration = Millis {
+        key: "fakes.logistics.spike_ms",
+        alias: "logistics_spike_ms",
+        default: ms(1_500),
+    }
+    /// Fake logistics system: probability that a call fails.
+    logistics_failure_rate: f64 = Probability {
+        key: "fakes.logistics.failure_rate",
+        alias: "logistics_failure_rate",
+        default: 0.0,
+    }
+    /// Fake payment gateway (refunds): typical latency (jitter: a quarter of it).
+    payment_gateway_latency: Duration = Millis {
+        key: "fakes.payment_gateway.latency_ms",
+        alias: "payment_gateway_latency_ms",
+        default: ms(200),
+    }
+    /// Fake payment gateway: probability that a refund call fails.
+    payment_gateway_failure_rate: f64 = Probability {
+        key: "fakes.payment_gateway.failure_rate",
+        alias: "payment_gateway_failure_rate",
+        default: 0.0,
+    }
+}

@@ -1,0 +1,301 @@
+//! Layered configuration: built-in defaults, then a TOML file, then
+//! `ORDERMQ_<KEY>` environment variables, each overriding the one before.
+//!
+//! Why one table: every key is one entry in `keys.rs`, from which the
+//! [`Config`] struct, its defaults, loading, `ordermq config` and the
+//! README's table are generated, so they cannot drift apart (a test holds the
+//! README to the table). Values are parsed once, at load, into the types the
+//! code uses; an invalid value or an unknown key stops ordermq at start with
+//! the key's name, its variable and the accepted form, because a typo must
+//! not silently fall back to a default in production. Secrets are
+//! [`Secret`]s, which never print.
+//!
+//! # Layout
+//! - `keys.rs`: the table itself, one entry per key.
+//! - `table.rs`: the macro that turns the table into code, and [`Key`].
+//! - `types.rs`: how each kind of value is parsed and shown.
+//! - `secret.rs`: [`Secret`] and [`DatabaseUrl`], redacted when printed.
+//! - `load.rs`: the layering, unknown keys, skipped variables.
+
+mod keys;
+mod load;
+mod secret;
+mod table;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use ordermq_messaging::{DelayedDelivery, EmbeddedOptions};
+use thiserror::Error;
+
+use ordermq_gateways::Profile;
+
+pub use keys::{Config, KEYS};
+pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
+pub use secret::{DatabaseUrl, REDACTED, Secret};
+pub use table::Key;
+pub use types::{DeliveryMode, RetryLevels, parse_duration};
+
+/// The payment secret used when none is configured. Public, so never safe.
+pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
+/// The carriers' callback secret used when none is configured. Public, so never safe.
+pub const DEV_LOGISTICS_SECRET: &str = "ordermq-dev-carrier-secret-change-me";
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A TOML file.
+    File(PathBuf),
+    /// The process environment (or a bench `--set`).
+    Environment,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Environment => f.write_str("in the environment"),
+        }
+    }
+}
+
+/// Why a configuration did not load.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error(
+        "unknown configuration key {given:?} {origin}{} (run `ordermq config` to list the keys)",
+        suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default()
+    )]
+    UnknownKey {
+        given: String,
+        origin: Origin,
+        suggestion: Option<String>,
+    },
+    #[error("{0}")]
+    BadValue(Box<BadValue>),
+    #[error("{key} is set twice {origin}, as {first} and as {second}")]
+    Twice {
+        key: &'static str,
+        first: String,
+        second: String,
+        origin: Origin,
+    },
+}
+
+/// A value that does not parse or is out of range.
+#[derive(Debug, Error)]
+pub struct BadValue {
+    /// The key's name in the table.
+    pub key: &'static str,
+    /// The name it was set under (the new or the flat name, or the variable).
+    pub given: String,
+    /// The key's variable.
+    pub var: String,
+    /// Where the value came from.
+    pub origin: Origin,
+    /// The value as given (`[redacted]` for a secret).
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// What the key accepts.
+    pub accepted: String,
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            key,
+            given,
+            var,
+            origin,
+            value,
+            reason,
+            accepted,
+        } = self;
+        write!(f, "invalid value {value} for {key} ")?;
+        if given == var {
+            write!(f, "({var} {origin})")?;
+        } else {
+            write!(f, "(set as {given} {origin}; variable {var})")?;
+        }
+        write!(f, ": {reason}; expected {accepted}")
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(path) = file {
+            load::apply_file(&mut config, path)?;
+        }
+        load::apply_env(&mut config, env)?;
+        Ok(config)
+    }
+
+    /// The database URL, defaulting to SQLite under the data directory. It
+    /// holds the password: give it to the driver, print it through
+    /// [`ordermq_store::redact`].
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("orders.db").display()),
+        }
+    }
+
+    /// How delayed messages (closes) reach their due time.
+    pub fn delayed_delivery(&self) -> DelayedDelivery {
+        match self.delayed_delivery {
+            DeliveryMode::Timer => DelayedDelivery::Timer,
+            DeliveryMode::Levels => DelayedDelivery::Levels(
+                self.retry_delay_levels
+                    .as_ref()
+                    .map(|levels| levels.levels().clone())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// The embedded NameServer + broker this configuration asks for.
+    pub fn embedded_options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            store_dir: self.data_dir.join("rocketmq"),
+            namesrv_port: self.embedded_namesrv_port,
+            broker_port: self.embedded_broker_port,
+            delay_levels: self
+                .retry_delay_levels
+                .as_ref()
+                .map(|levels| levels.as_str().to_owned()),
+            timer_wheel: self.delayed_delivery == DeliveryMode::Timer,
+            message_index: self.embedded_message_index,
+        }
+    }
+
+    /// The payment secret, and whether it is the public development one.
+    pub fn payment_secret(&self) -> (&str, bool) {
+        match &self.payment_secret {
+            Some(secret) => (secret.expose(), false),
+            None => (DEV_PAYMENT_SECRET, true),
+        }
+    }
+
+    /// The carriers' callback secret, and whether it is the public development one.
+    pub fn logistics_secret(&self) -> (&str, bool) {
+        match &self.logistics_secret {
+            Some(secret) => (secret.expose(), false),
+            None => (DEV_LOGISTICS_SECRET, true),
+        }
+    }
+
+    /// How the fake SMS gateway behaves.
+    pub fn sms_profile(&self) -> Profile {
+        Profile {
+            latency: self.sms_latency,
+            jitter: self.sms_jitter,
+            spike_probability: self.sms_spike_probability,
+            spike: self.sms_spike,
+            failure_rate: self.sms_failure_rate,
+        }
+    }
+
+    /// How the fake logistics system behaves.
+    pub fn logistics_profile(&self) -> Profile {
+        Profile {
+            latency: self.logistics_latency,
+            jitter: self.logistics_jitter,
+            spike_probability: self.logistics_spike_probability,
+            spike: self.logistics_spike,
+            failure_rate: self.logistics_failure_rate,
+        }
+    }
+
+    /// How the fake payment gateway behaves (refunds).
+    pub fn payment_gateway_profile(&self) -> Profile {
+        Profile {
+            latency: self.payment_gateway_latency,
+            jitter: self.payment_gateway_latency / 4,
+            spike_probability: 0.0,
+            spike: std::time::Duration::ZERO,
+            failure_rate: self.payment_gateway_failure_rate,
+        }
+    }
+
+    /// Every key with its variable, current value (secrets: only whether
+    /// set) and documentation: `ordermq config`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for key in KEYS {
+            let _ = writeln!(
+                out,
+                "{:<34} {:<38} = {}\n    {}\n    accepts {}{}",
+                key.name,
+                key.env_var(),
+                key.shown(self),
+                key.doc.trim(),
+                key.accepted(),
+                key.alias
+                    .map(|alias| format!("; also as {alias} in the file"))
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+}
+
+/// The README's configuration table: every key, its variable, default,
+/// accepted form and meaning (`ordermq config --markdown`).
+pub fn markdown_table() -> String {
+    let defaults = Config::default();
+    let mut out =
+        String::from("| key | variable | default | accepts | meaning |\n|---|---|---|---|---|\n");
+    for key in KEYS {
+        let name = match key.alias {
+            Some(alias) => format!("`{}` (or `{alias}`)", key.name),
+            None => format!("`{}`", key.name),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | `{}` | `{}` | {} | {} |",
+            key.env_var(),
+            key.shown(&defaults),
+            markdown_text(&key.accepted()),
+            markdown_text(key.doc.trim()),
+        );
+    }
+    out
+}
+
+/// The variable of the key named `name` (its TOML name or earlier flat
+/// name), or `ORDERMQ_` + `name` upper-cased if no key has that name.
+pub fn env_var_of(name: &str) -> String {
+    KEYS.iter().find(|k| k.is_named(name)).map_or_else(
+        || format!("{ENV_PREFIX}{}", name.to_ascii_uppercase()),
+        Key::env_var,
+    )
+}
+
+/// Text safe in a Markdown table cell.
+fn markdown_text(text: &str) -> String {
+    text.replace('|', "\\|").replace('<', "\\<")
+}

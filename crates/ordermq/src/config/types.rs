@@ -1,0 +1,321 @@
+//! The forms a setting can take: how each kind of value is parsed from a
+//! variable or the TOML file, checked, and shown again.
+//!
+//! Why here: a value is parsed once, at load, into the type the code uses
+//! (a [`Duration`], an enum, a [`SocketAddr`]), so an invalid value stops
+//! ordermq at start with the key's name instead of panicking later, and no
+//! caller re-parses a string it was told is valid.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ordermq_messaging::DelayLevels;
+
+use super::table::{Form, Raw};
+
+/// Parses a duration like `500ms`, `20s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 20s, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1e3,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{raw:?}: unknown unit {unit:?} (use ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{raw:?} is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A duration in its shortest whole unit: `30m`, `60s` stays `1m`, `1500ms`.
+pub(super) fn show_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    match ms {
+        _ if !ms.is_multiple_of(1_000) => format!("{ms}ms"),
+        _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ => format!("{}s", ms / 1_000),
+    }
+}
+
+/// A filesystem path.
+pub(super) struct Dir;
+
+impl Form for Dir {
+    type Value = PathBuf;
+    const ACCEPTS: &'static str = "a path";
+    fn parse(raw: Raw<'_>) -> Result<PathBuf, String> {
+        raw.text().map(PathBuf::from)
+    }
+    fn show(value: &PathBuf) -> Option<String> {
+        Some(value.display().to_string())
+    }
+}
+
+/// An IP address and port to listen on.
+pub(super) struct Addr;
+
+impl Form for Addr {
+    type Value = SocketAddr;
+    const ACCEPTS: &'static str = "an IP address and port, e.g. 127.0.0.1:8080";
+    fn parse(raw: Raw<'_>) -> Result<SocketAddr, String> {
+        let text = raw.text()?;
+        text.trim().parse().map_err(|e| format!("{text:?}: {e}"))
+    }
+    fn show(value: &SocketAddr) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// A whole number of type `T` (its range written per key in the table).
+pub(super) struct Int<T>(PhantomData<T>);
+
+impl<T: TryFrom<i64> + fmt::Display> Form for Int<T> {
+    type Value = T;
+    const ACCEPTS: &'static str = "a whole number";
+    fn parse(raw: Raw<'_>) -> Result<T, String> {
+        let n = raw.integer()?;
+        T::try_from(n).map_err(|_| format!("{n} does not fit"))
+    }
+    fn show(value: &T) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// A duration written as whole milliseconds (keys ending in `_ms`).
+pub(super) struct Millis;
+
+impl Form for Millis {
+    type Value = Duration;
+    const ACCEPTS: &'static str = "whole milliseconds, e.g. 250";
+    fn parse(raw: Raw<'_>) -> Result<Duration, String> {
+        let n = raw.integer()?;
+        u64::try_from(n)
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{n} is negative"))
+    }
+    fn show(value: &Duration) -> Option<String> {
+        Some(value.as_millis().to_string())
+    }
+}
+
+/// A duration with its unit: `500ms`, `90s`, `30m`, `2h`.
+pub(super) struct Span;
+
+impl Form for Span {
+    type Value = Duration;
+    const ACCEPTS: &'static str = "a duration like 500ms, 90s, 30m, 2h";
+    fn parse(raw: Raw<'_>) -> Result<Duration, String> {
+        parse_duration(raw.text()?)
+    }
+    fn show(value: &Duration) -> Option<String> {
+        Some(show_duration(*value))
+    }
+}
+
+/// A probability.
+pub(super) struct Probability;
+
+impl Form for Probability {
+    type Value = f64;
+    const ACCEPTS: &'static str = "a probability from 0 to 1, e.g. 0.02";
+    fn parse(raw: Raw<'_>) -> Result<f64, String> {
+        let p = raw.float()?;
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(format!("{p} is not within 0..=1"))
+        }
+    }
+    fn show(value: &f64) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// On or off.
+pub(super) struct Flag;
+
+impl Form for Flag {
+    type Value = bool;
+    const ACCEPTS: &'static str = "true or false";
+    fn parse(raw: Raw<'_>) -> Result<bool, String> {
+        raw.boolean()
+    }
+    fn show(value: &bool) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// A value that may be left unset; the table says what unset means.
+pub(super) struct Optional<F>(PhantomData<F>);
+
+impl<F: Form> Form for Optional<F> {
+    type Value = Option<F::Value>;
+    const ACCEPTS: &'static str = F::ACCEPTS;
+    const SECRET: bool = F::SECRET;
+    fn parse(raw: Raw<'_>) -> Result<Self::Value, String> {
+        F::parse(raw).map(Some)
+    }
+    fn show(value: &Self::Value) -> Option<String> {
+        value.as_ref().and_then(F::show)
+    }
+}
+
+/// A RocketMQ NameServer list, `host:port[;host:port...]`.
+pub(super) struct NameServers;
+
+impl Form for NameServers {
+    type Value = String;
+    const ACCEPTS: &'static str = "host:port[;host:port...]";
+    fn parse(raw: Raw<'_>) -> Result<String, String> {
+        let list = raw.text()?;
+        if list.split(';').any(|a| a.trim().rsplit_once(':').is_none()) {
+            return Err(format!("{list:?} has an entry without a port"));
+        }
+        Ok(list.to_owned())
+    }
+    fn show(value: &String) -> Option<String> {
+        Some(value.clone())
+    }
+}
+
+/// A `tracing` filter such as `info` or `ordermq=debug,info`.
+pub(super) struct LogFilter;
+
+impl Form for LogFilter {
+    type Value = String;
+    const ACCEPTS: &'static str = "a log filter, e.g. info or ordermq=debug,info";
+    fn parse(raw: Raw<'_>) -> Result<String, String> {
+        let filter = raw.text()?;
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        Ok(filter.to_owned())
+    }
+    fn show(value: &String) -> Option<String> {
+        Some(value.clone())
+    }
+}
+
+/// RocketMQ's `messageDelayLevel`, parsed, with the text the embedded broker is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryLevels {
+    text: String,
+    levels: DelayLevels,
+}
+
+impl RetryLevels {
+    /// The levels as RocketMQ writes them (`1s 5s 10s ...`).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed levels.
+    pub fn levels(&self) -> &DelayLevels {
+        &self.levels
+    }
+}
+
+impl FromStr for RetryLevels {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let levels = DelayLevels::parse(text).map_err(|e| e.to_string())?;
+        Ok(Self {
+            text: text.to_owned(),
+            levels,
+        })
+    }
+}
+
+impl Form for RetryLevels {
+    type Value = Self;
+    const ACCEPTS: &'static str = "delays separated by spaces, e.g. \"1s 5s 10s 30s 1m 2m\"";
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(value.text.clone())
+    }
+}
+
+/// How unpaid orders' closes are delayed (the mode; the levels come from
+/// `retry_delay_levels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryMode {
+    /// RocketMQ delay levels, hopping until due.
+    #[default]
+    Levels,
+    /// RocketMQ 5 timer messages.
+    Timer,
+}
+
+impl FromStr for DeliveryMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "levels" => Ok(Self::Levels),
+            "timer" => Ok(Self::Timer),
+            other => Err(format!("{other:?} is neither levels nor timer")),
+        }
+    }
+}
+
+impl fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Levels => "levels",
+            Self::Timer => "timer",
+        })
+    }
+}
+
+impl Form for DeliveryMode {
+    type Value = Self;
+    const ACCEPTS: &'static str = "levels or timer";
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_show_in_their_shortest_unit() {
+        for (text, shown) in [("30m", "30m"), ("60s", "1m"), ("90s", "90s"), ("2h", "2h")] {
+            assert_eq!(show_duration(parse_duration(text).unwrap()), shown);
+        }
+        assert_eq!(show_duration(Duration::from_millis(1_500)), "1500ms");
+        assert_eq!(show_duration(Duration::ZERO), "0s");
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn numbers_refuse_what_does_not_fit() {
+        assert!(Int::<u16>::parse(Raw::Env("70000")).is_err());
+        assert!(Int::<u32>::parse(Raw::Env("-1")).is_err());
+        assert!(Millis::parse(Raw::Env("-5")).is_err());
+        assert!(Probability::parse(Raw::Env("1.5")).is_err());
+        assert_eq!(
+            Millis::parse(Raw::Toml(&toml::Value::Integer(250))).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(Millis::parse(Raw::Toml(&toml::Value::String("250".into()))).is_err());
+    }
+}

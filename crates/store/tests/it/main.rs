@@ -6,5 +6,6 @@
 //!   general SQLite and PostgreSQL; every answer and every row compared.
 //! - `helpers`: fresh stores and the domain values tests build.
 
+mod differential;
 mod helpers;
 mod rules;

@@ -1,10 +1,14 @@
 //! The one error shape every endpoint answers with:
 //! `{"code": "STABLE_CODE", "message": "human text"}` and the right status.
+//!
+//! A storage failure answers 503 `STORAGE_UNAVAILABLE` with a fixed message:
+//! the driver's text (table names, SQL, file paths) stays in the log, which
+//! gets the whole chain of causes.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ordermq_domain::ports::StorageError;
+use ordermq_domain::ports::{StorageError, StorageErrorKind};
 use ordermq_domain::{
     CarrierUpdateError, CreateOrderError, ErrorCode, PayOrderError, RefundError, RetryRefundError,
     ValidationError,
@@ -70,24 +74,60 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
+/// What a client is told when the storage failed, whatever the cause.
+pub const STORAGE_UNAVAILABLE_MESSAGE: &str = "the order database is unavailable; try again later";
+
+impl ApiError {
+    /// 503 with a fixed message; the error and its causes go to the log
+    /// (an error if someone must look, a warning if a retry may do).
+    pub fn storage(e: &StorageError) -> Self {
+        let chain = error_chain(e);
+        match e.kind() {
+            StorageErrorKind::Corrupt => {
+                tracing::error!(kind = %e.kind(), error = %chain, "storage failed");
+            }
+            StorageErrorKind::Unavailable | StorageErrorKind::Conflict => {
+                tracing::warn!(kind = %e.kind(), error = %chain, "storage failed");
+            }
+        }
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StorageUnavailable,
-            e.to_string(),
+            STORAGE_UNAVAILABLE_MESSAGE,
         )
+    }
+}
+
+/// `error: cause: cause…`, each cause once (an error whose text already
+/// ends with its source's text is not repeated).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        Self::storage(&e)
     }
 }
 
 impl From<CreateOrderError> for ApiError {
     fn from(e: CreateOrderError) -> Self {
-        let status = match e {
+        let status = match &e {
             CreateOrderError::UnknownSku(_) | CreateOrderError::AmountOverflow => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             CreateOrderError::OutOfStock { .. } => StatusCode::CONFLICT,
-            CreateOrderError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CreateOrderError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
     }
@@ -95,13 +135,13 @@ impl From<CreateOrderError> for ApiError {
 
 impl From<PayOrderError> for ApiError {
     fn from(e: PayOrderError) -> Self {
-        let status = match e {
+        let status = match &e {
             PayOrderError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             PayOrderError::AmountMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             PayOrderError::NotPayable { .. } | PayOrderError::PaymentIdReused { .. } => {
                 StatusCode::CONFLICT
             }
-            PayOrderError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PayOrderError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
     }
@@ -109,7 +149,7 @@ impl From<PayOrderError> for ApiError {
 
 impl From<RefundError> for ApiError {
     fn from(e: RefundError) -> Self {
-        let status = match e {
+        let status = match &e {
             RefundError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             RefundError::UnknownLine(_) | RefundError::ExceedsPaid { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -117,7 +157,7 @@ impl From<RefundError> for ApiError {
             RefundError::NotRefundable { .. } | RefundError::KeyReused { .. } => {
                 StatusCode::CONFLICT
             }
-            RefundError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RefundError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
     }
@@ -125,10 +165,10 @@ impl From<RefundError> for ApiError {
 
 impl From<RetryRefundError> for ApiError {
     fn from(e: RetryRefundError) -> Self {
-        let status = match e {
+        let status = match &e {
             RetryRefundError::NotFound(_) => StatusCode::NOT_FOUND,
             RetryRefundError::NotRetryable { .. } => StatusCode::CONFLICT,
-            RetryRefundError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RetryRefundError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
     }
@@ -136,12 +176,75 @@ impl From<RetryRefundError> for ApiError {
 
 impl From<CarrierUpdateError> for ApiError {
     fn from(e: CarrierUpdateError) -> Self {
-        let status = match e {
+        let status = match &e {
             CarrierUpdateError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             CarrierUpdateError::ShipmentNotFound(_)
             | CarrierUpdateError::TrackingMismatch { .. } => StatusCode::CONFLICT,
-            CarrierUpdateError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CarrierUpdateError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// A driver error with text a client must never see.
+    #[derive(Debug)]
+    struct DriverError;
+
+    impl std::fmt::Display for DriverError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("SQLITE_BUSY: database is locked at /srv/ordermq/data/orders.db (UPDATE orders SET ...)")
+        }
+    }
+
+    impl std::error::Error for DriverError {}
+
+    fn body_of(response: Response) -> String {
+        let mut body = pin!(axum::body::to_bytes(response.into_body(), usize::MAX));
+        let mut context = Context::from_waker(Waker::noop());
+        // A JSON response is one buffer, ready at once.
+        match body.as_mut().poll(&mut context) {
+            Poll::Ready(bytes) => String::from_utf8(bytes.unwrap().to_vec()).unwrap(),
+            Poll::Pending => panic!("the body was not ready"),
+        }
+    }
+
+    #[test]
+    fn a_storage_error_answers_503_without_driver_text() {
+        let storage = || StorageError::unavailable(DriverError);
+        let errors: Vec<ApiError> = vec![
+            storage().into(),
+            CreateOrderError::from(storage()).into(),
+            PayOrderError::from(storage()).into(),
+            RefundError::from(storage()).into(),
+            RetryRefundError::from(storage()).into(),
+            CarrierUpdateError::from(StorageError::corrupt(DriverError)).into(),
+        ];
+        for error in errors {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = body_of(response);
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["code"], "STORAGE_UNAVAILABLE");
+            assert_eq!(json["message"], STORAGE_UNAVAILABLE_MESSAGE);
+            for leak in ["SQLITE", "locked", "orders.db", "UPDATE", "/srv"] {
+                assert!(!body.contains(leak), "{leak:?} in {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let e = StorageError::unavailable(DriverError);
+        let chain = error_chain(&e);
+        assert_eq!(chain.matches("SQLITE_BUSY").count(), 1, "{chain}");
+        assert!(chain.starts_with("storage unavailable"), "{chain}");
     }
 }

@@ -132,8 +132,8 @@ pub enum CreateOrderError {
     },
     #[error("order total overflows")]
     AmountOverflow,
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::ports::StorageError),
 }
 
 impl CreateOrderError {
@@ -158,8 +158,8 @@ pub enum PayOrderError {
     NotPayable { order_id: String, status: String },
     #[error("payment {payment_id} was already applied to another order")]
     PaymentIdReused { payment_id: String },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::ports::StorageError),
 }
 
 impl PayOrderError {

@@ -184,8 +184,8 @@ pub enum RefundError {
     },
     #[error("Idempotency-Key {key:?} was already used on this order for a different refund")]
     KeyReused { key: String },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::ports::StorageError),
 }
 
 impl RefundError {
@@ -208,8 +208,8 @@ pub enum RetryRefundError {
     NotFound(String),
     #[error("refund {refund_id} is {status}: only a FAILED refund can be retried")]
     NotRetryable { refund_id: String, status: String },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::ports::StorageError),
 }
 
 impl RetryRefundError {
@@ -231,8 +231,8 @@ pub enum CarrierUpdateError {
     ShipmentNotFound(String),
     #[error("tracking number {given} does not belong to order {order_id}")]
     TrackingMismatch { order_id: String, given: String },
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error(transparent)]
+    Storage(#[from] crate::ports::StorageError),
 }
 
 impl CarrierUpdateError {

@@ -124,10 +124,85 @@ pub trait PaymentGateway: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
 }
 
-/// The storage was unreachable or failed; the operation may be retried.
-#[derive(Debug, Clone, Error)]
-#[error("storage failure: {0}")]
-pub struct StorageError(pub String);
+/// What a storage failure means for the caller: retry, give up, or page someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageErrorKind {
+    /// Busy, locked, out of connections, unreachable: the same request may
+    /// succeed if retried later.
+    Unavailable,
+    /// A constraint or a serialization failure: the write met another one.
+    Conflict,
+    /// Anything else, and stored data that cannot be decoded: retrying will
+    /// not help; someone has to look.
+    Corrupt,
+}
+
+impl StorageErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Conflict => "conflict",
+            Self::Corrupt => "corrupt",
+        }
+    }
+}
+
+impl fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The storage failed. The store classifies its driver's errors (the domain
+/// names no driver) and keeps the driver's error as the source, so a log
+/// shows the whole chain while an answer to a client shows none of it.
+///
+/// Its `Display` includes the source's text, for logs that print one line
+/// (`%e`); a client must never be shown it.
+#[derive(Debug, Error)]
+#[error("storage {kind}: {source}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StorageError {
+    /// A failure of `kind` caused by `source` (an error, or a message).
+    pub fn new(
+        kind: StorageErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// Busy, locked or unreachable: retry later.
+    pub fn unavailable(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::new(StorageErrorKind::Unavailable, source)
+    }
+
+    /// Stored data (or a driver answer) that makes no sense: page someone.
+    pub fn corrupt(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::new(StorageErrorKind::Corrupt, source)
+    }
+
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// Whether the same request may succeed if retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            StorageErrorKind::Unavailable | StorageErrorKind::Conflict
+        )
+    }
+}
 
 /// The order service as the HTTP API sees it.
 pub trait OrderService: Send + Sync + 'static {

@@ -140,9 +140,7 @@ impl OrderWriter {
         match self.submit(op).await {
             Some(WriteResult::Created(result)) => result,
             Some(_) => unreachable!("a create is answered with a create result"),
-            None => Err(CreateOrderError::Storage(
-                "the order writer has stopped".into(),
-            )),
+            None => Err(StorageError::unavailable("the order writer has stopped").into()),
         }
     }
 
@@ -153,9 +151,7 @@ impl OrderWriter {
         match self.submit(op).await {
             Some(WriteResult::Paid(result)) => result,
             Some(_) => unreachable!("a payment is answered with a payment result"),
-            None => Err(PayOrderError::Storage(
-                "the order writer has stopped".into(),
-            )),
+            None => Err(StorageError::unavailable("the order writer has stopped").into()),
         }
     }
 
@@ -177,7 +173,7 @@ impl OrderWriter {
         match self.submit(op).await {
             Some(WriteResult::Relayed(result)) => result,
             Some(_) => unreachable!("a relay round is answered with a relay result"),
-            None => Err(StorageError("the order writer has stopped".into())),
+            None => Err(StorageError::unavailable("the order writer has stopped")),
         }
     }
 
@@ -186,7 +182,7 @@ impl OrderWriter {
         match self.submit(WriteOp::Close(order_id)).await {
             Some(WriteResult::Closed(result)) => result,
             Some(_) => unreachable!("a close is answered with a close result"),
-            None => Err(StorageError("the order writer has stopped".into())),
+            None => Err(StorageError::unavailable("the order writer has stopped")),
         }
     }
 }

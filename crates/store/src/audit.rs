@@ -4,6 +4,8 @@
 //! They read whole tables at once and are meant for a quiet database (after a
 //! run, or while an operator looks at a handful of failures), never for the
 //! request path. Nothing here writes.
+//!
+//! Operation module: it imports only the base and the handle.
 
 use std::collections::HashMap;
 
@@ -11,7 +13,8 @@ use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
-use crate::{Store, storage};
+use crate::fail::storage;
+use crate::store::Store;
 
 /// An order as the checker sees it: status, the payment applied, its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,504 +8,72 @@
 //!
 //! Rules every query here follows:
 //! - a status change is one guarded `UPDATE ... WHERE status = <expected>`,
-//!   never a read followed by a write;
+//!   never a read followed by a write, and only a move
+//!   `OrderStatus::can_become` allows, even inside a savepoint;
 //! - a write transaction starts with its write, so SQLite takes the write lock
 //!   up front (waiting on `busy_timeout`) instead of failing on upgrade;
-//! - every time is epoch milliseconds and every amount is minor units, as BIGINT.
+//! - a write goes through the store's gate: a `store::GatedTx` from
+//!   `Store::begin_write`, or `Store::run_on_lane`; nothing else can begin one;
+//! - a statement both drivers run (the SQLite lane's rusqlite and sqlx) is
+//!   one `const` in `sql`;
+//! - every time is epoch milliseconds and every amount is minor units, as BIGINT;
+//! - a driver error becomes a `StorageError` of a kind (unavailable,
+//!   conflict, corrupt) with the driver's error as its source (`fail`).
 //!
 //! # Layout
-//! - [`schema`]: the tables.
-//! - [`orders`]: catalog, order creation (reserve), payment (deduct + outbox).
-//! - [`lifecycle`]: closing unpaid orders, refunds, carrier updates.
-//! - [`outbox`]: claiming, acknowledging and retrying unsent events.
-//! - [`effects`]: each system's effect plus its inbox row, in one transaction.
-//! - `sqlite_lane`: on SQLite, the hot paths of the above on one dedicated
-//!   thread per file (rusqlite, one hand-off per batch instead of per statement).
-//! - `audit`: read-only whole-table queries for the fault suite's checker and `ordermq dlq`.
+//!
+//! Imports point one way, down this list: a module imports only from the
+//! groups above its own, never from its own group (bar a parent's types in
+//! its children), so the crate reads top to bottom without a circle.
+//!
+//! 1. **Base** (imports nothing from the crate): `sql` (the shared
+//!    statements, placeholder helpers, [`Backend`]), `fail` (driver
+//!    errors classified into `StorageError`; `LaneError`).
+//! 2. **Leaves** (import only the base): `schema` (the tables),
+//!    `history` (`record_history`), `outbox` (the outbox's statements
+//!    on a connection), `effects` (the effect types and their split into
+//!    new rows and changes), `lane` (the SQLite lane's thread).
+//! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
+//!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
+//!    refund's row and event, a payment owed back: shared by `pay` and
+//!    `refunds`).
+//! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
+//!    connection): `catalog`, `orders` (create), `pay` (one by one and
+//!    set-based), `close`, `refunds`, `carrier`, `relay`,
+//!    `effects::write`, `effects::read`, `audit`, and on the lane's
+//!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
+//! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
+//!    `WriteOp`, `write_batch`, the relay's round, `apply_effects`, each
+//!    choosing the lane or the general path), `lane::batch` (the lane's
+//!    payment batch), `views` (the order page and the counters, which read
+//!    across operations).
 
 mod audit;
+mod batch;
+mod carrier;
+mod catalog;
+mod close;
 mod effects;
-mod lifecycle;
+mod fail;
+mod history;
+mod lane;
 mod orders;
 mod outbox;
+mod pay;
+mod refund_rows;
+mod refunds;
+mod relay;
 mod schema;
-mod sqlite_lane;
-
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use ordermq_domain::System;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
-use thiserror::Error;
+mod sql;
+mod store;
+mod views;
 
 pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
+pub use batch::{WriteOp, WriteResult};
+pub use catalog::DemoProduct;
+pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
-pub use lifecycle::{CloseOutcome, RefundTask};
-pub use orders::{DemoProduct, WriteOp, WriteResult};
-
-/// What one SQLite file's checkpoint did (see [`Store::checkpoint`]).
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    /// `orders`, or the consumer group of the system whose file it is.
-    pub database: &'static str,
-    /// Frames in the write-ahead log (pages written since it was last reset).
-    pub wal_frames: i64,
-    /// Frames copied into the database file so far.
-    pub copied_frames: i64,
-    pub took: Duration,
-}
-
-/// Which SQL server the store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-#[derive(Debug, Error)]
-pub enum OpenError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…")]
-    UnsupportedUrl(String),
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open database {url}: {source}")]
-    Connect { url: String, source: sqlx::Error },
-    #[error("cannot open the write lane of {path}: {reason}")]
-    Lane { path: PathBuf, reason: String },
-    #[error("cannot create tables in {url}: {source}")]
-    Migrate { url: String, source: sqlx::Error },
-}
-
-/// Pool sizes and timeouts.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Connections to the order database (PostgreSQL); SQLite uses a few, as it has one writer.
-    pub max_connections: u32,
-    /// How long to wait for a connection before failing the request.
-    pub acquire_timeout: Duration,
-    /// SQLite: runs first on each downstream system's lane thread (the app
-    /// lowers their priority there: they are fan-out work, the order
-    /// database's lane is the payment path).
-    pub on_system_lane_start: Option<ThreadStart>,
-}
-
-/// Code run first on a thread the store starts (see [`StoreOptions`]).
-#[derive(Clone)]
-pub struct ThreadStart(pub Arc<dyn Fn() + Send + Sync>);
-
-impl std::fmt::Debug for ThreadStart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ThreadStart")
-    }
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(10),
-            on_system_lane_start: None,
-        }
-    }
-}
-
-/// Connection pools for the order database and each system's database.
-#[derive(Debug, Clone)]
-pub struct Store {
-    backend: Backend,
-    orders: AnyPool,
-    systems: [AnyPool; 4],
-    /// One gate per database (orders, then the systems in [`System::ALL`]
-    /// order); see [`Store::write_gate`].
-    gates: Arc<[tokio::sync::Mutex<()>; 5]>,
-    /// SQLite only: the hot write paths' dedicated threads (see `sqlite_lane`).
-    lanes: Option<Arc<Lanes>>,
-}
-
-/// One lane per SQLite file: the order database, then the systems in
-/// [`System::ALL`] order.
-#[derive(Debug)]
-struct Lanes {
-    orders: sqlite_lane::Lane,
-    systems: [sqlite_lane::Lane; 4],
-}
-
-/// Which database a write goes to (for its gate).
-#[derive(Debug, Clone, Copy)]
-enum Db {
-    Orders,
-    System(System),
-}
-
-fn system_index(system: System) -> usize {
-    match system {
-        System::Credit => 0,
-        System::Marketing => 1,
-        System::Push => 2,
-        System::Warehouse => 3,
-    }
-}
-
-impl Store {
-    /// Opens (creating if needed) every database behind `database_url` and
-    /// creates missing tables. `sqlite://data/orders.db` also opens
-    /// `data/credit.db`, `data/marketing.db`, `data/push.db` and `data/warehouse.db`.
-    pub async fn open(database_url: &str, options: &StoreOptions) -> Result<Self, OpenError> {
-        sqlx::any::install_default_drivers();
-        let backend = backend_of(database_url)?;
-        let store = match backend {
-            Backend::Sqlite => {
-                let orders_path = sqlite_path(database_url);
-                if let Some(dir) = orders_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-                }
-                let dir = orders_path.parent().unwrap_or(Path::new("."));
-                let orders = connect(backend, &orders_path.to_string_lossy(), 4, options).await?;
-                let mut systems = Vec::with_capacity(4);
-                for system in System::ALL {
-                    let path = dir.join(format!("{}.db", system.name()));
-                    systems.push(connect(backend, &path.to_string_lossy(), 3, options).await?);
-                }
-                Store {
-                    backend,
-                    orders,
-                    systems: systems.try_into().expect("four systems"),
-                    gates: Arc::default(),
-                    lanes: None,
-                }
-            }
-            Backend::Postgres => {
-                let pool = connect(backend, database_url, options.max_connections, options).await?;
-                Store {
-                    backend,
-                    orders: pool.clone(),
-                    systems: [pool.clone(), pool.clone(), pool.clone(), pool],
-                    gates: Arc::default(),
-                    lanes: None,
-                }
-            }
-        };
-        store.migrate(database_url).await?;
-        let mut store = store;
-        if backend == Backend::Sqlite {
-            // After the migrations: the lanes' statements need the tables.
-            let orders_path = sqlite_path(database_url);
-            let dir = orders_path.parent().unwrap_or(Path::new("."));
-            let lane = |path: &Path, name: &str, on_start: Option<ThreadStart>| {
-                sqlite_lane::Lane::open(path, name, on_start).map_err(|e| OpenError::Lane {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })
-            };
-            let mut systems = Vec::with_capacity(4);
-            for system in System::ALL {
-                systems.push(lane(
-                    &dir.join(format!("{}.db", system.name())),
-                    system.name(),
-                    options.on_system_lane_start.clone(),
-                )?);
-            }
-            store.lanes = Some(Arc::new(Lanes {
-                orders: lane(&orders_path, "orders", None)?,
-                systems: systems.try_into().expect("four systems"),
-            }));
-        }
-        Ok(store)
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    fn system_pool(&self, system: System) -> &AnyPool {
-        &self.systems[system_index(system)]
-    }
-
-    /// Taken around every write to a SQLite file, so this process's writers
-    /// queue here, in order, instead of in SQLite. SQLite has one writer at a
-    /// time, and a connection that finds the file locked waits in its busy
-    /// handler, which *sleeps* 1, 2, 5, 10, 15, 20, 25 … 100 ms between
-    /// tries: a payment batch that met the relay's commit waited 25–90 ms
-    /// with the disk idle (measured with `ordermq bench capacity`). Here the
-    /// next writer starts the moment the previous one commits. Other
-    /// processes (`ordermq dlq replay`) still meet the busy handler, rarely.
-    /// PostgreSQL locks rows, not the database: no gate.
-    async fn write_gate(&self, db: Db) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        if self.backend != Backend::Sqlite {
-            return None;
-        }
-        let index = match db {
-            Db::Orders => 0,
-            Db::System(system) => 1 + system_index(system),
-        };
-        Some(self.gates[index].lock().await)
-    }
-
-    async fn migrate(&self, url: &str) -> Result<(), OpenError> {
-        let fail = |source| OpenError::Migrate {
-            url: redact(url),
-            source,
-        };
-        self.apply_migrations(&self.orders, "orders", schema::orders(self.backend))
-            .await
-            .map_err(fail)?;
-        for system in System::ALL {
-            self.apply_migrations(
-                self.system_pool(system),
-                system.name(),
-                schema::system(self.backend, system),
-            )
-            .await
-            .map_err(fail)?;
-        }
-        Ok(())
-    }
-
-    /// Applies the migrations of `component` newer than its recorded version,
-    /// each in one transaction with its version bump. On PostgreSQL an
-    /// advisory lock makes instances starting together take turns.
-    async fn apply_migrations(
-        &self,
-        pool: &AnyPool,
-        component: &str,
-        migrations: Vec<schema::Migration>,
-    ) -> Result<(), sqlx::Error> {
-        pool.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                component VARCHAR(32) PRIMARY KEY,
-                version BIGINT NOT NULL
-            )",
-        )
-        .await?;
-        let mut tx = pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(74007400)")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let current: i64 = sqlx::query("SELECT version FROM schema_version WHERE component = $1")
-            .bind(component)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| sqlx::Row::try_get(&row, "version"))
-            .transpose()?
-            .unwrap_or(0);
-        for migration in migrations.into_iter().filter(|m| m.version > current) {
-            for statement in &migration.statements {
-                tx.execute(statement.as_str()).await?;
-            }
-            sqlx::query(
-                "INSERT INTO schema_version (component, version) VALUES ($1, $2) \
-                 ON CONFLICT (component) DO UPDATE SET version = $2",
-            )
-            .bind(component)
-            .bind(migration.version)
-            .execute(&mut *tx)
-            .await?;
-            tracing::info!(component, version = migration.version, "schema migrated");
-        }
-        tx.commit().await
-    }
-
-    /// Moves committed pages from each SQLite write-ahead log into its database
-    /// file without blocking writers (`PASSIVE`). Call it periodically (the app
-    /// does, every second); a no-op on PostgreSQL. Returns what each file's
-    /// checkpoint did, so a slow one can be told apart from a slow commit.
-    pub async fn checkpoint(&self) -> Result<Vec<Checkpoint>, sqlx::Error> {
-        if self.backend != Backend::Sqlite {
-            return Ok(Vec::new());
-        }
-        let names = std::iter::once("orders").chain(System::ALL.map(|s| s.consumer_group()));
-        let mut done = Vec::with_capacity(5);
-        for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
-            let begun = std::time::Instant::now();
-            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(pool)
-                .await?;
-            // (busy, frames in the log, frames checkpointed)
-            let frames: i64 = row.try_get(1)?;
-            let copied: i64 = row.try_get(2)?;
-            done.push(Checkpoint {
-                database,
-                wal_frames: frames,
-                copied_frames: copied,
-                took: begun.elapsed(),
-            });
-        }
-        Ok(done)
-    }
-
-    /// Closes every pool, waiting for in-flight queries.
-    pub async fn close(&self) {
-        self.orders.close().await;
-        for pool in &self.systems {
-            pool.close().await;
-        }
-    }
-}
-
-fn backend_of(url: &str) -> Result<Backend, OpenError> {
-    if url.starts_with("sqlite:") {
-        Ok(Backend::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Backend::Postgres)
-    } else {
-        Err(OpenError::UnsupportedUrl(redact(url)))
-    }
-}
-
-/// The file path of a `sqlite:` URL, without its query string.
-fn sqlite_path(url: &str) -> PathBuf {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let path = rest.split('?').next().unwrap_or(rest);
-    PathBuf::from(path)
-}
-
-/// A URL safe to print: the password, if any, replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Every SQLite connection's settings, the pools' and the lanes' alike.
-/// WAL lets readers run beside the one writer; FULL makes every commit
-/// durable (fsync) before a payment is acknowledged. wal_autocheckpoint = 0:
-/// a checkpoint copies the WAL into the database and fsyncs it, ~100 ms that
-/// would land inside some unlucky commit; [`Store::checkpoint`] runs it off
-/// the commit path instead. temp_store = MEMORY keeps each transaction's
-/// statement journal (what a savepoint rolls back to: every payment of a
-/// group-commit batch runs in one) in memory; by default it spills to a temp
-/// file past 64 KiB, and `strace` counted ~11 `pwrite`s per payment into it
-/// — most of the order lane's CPU time, spent in the kernel.
-const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-     PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;";
-
-/// The pools' page cache, per connection. The lanes do the writing and keep
-/// SQLite's default (2 MiB); the pools (up to 16 connections) serve lookups
-/// and scans beside them, and with the default each filled its cache on the
-/// first large scan: a heap profile of `bench capacity` counted 27 MiB in
-/// pool connections' caches after one end-to-end query, pages the OS caches
-/// anyway. A read that misses costs a `pread` from that cache instead.
-const POOL_CACHE: &str = "PRAGMA cache_size = -512;";
-
-async fn connect(
-    backend: Backend,
-    target: &str,
-    max_connections: u32,
-    options: &StoreOptions,
-) -> Result<AnyPool, OpenError> {
-    let url = match backend {
-        Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
-        Backend::Postgres => target.to_owned(),
-    };
-    let connect_options =
-        AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
-            url: redact(&url),
-            source,
-        })?;
-    AnyPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(options.acquire_timeout)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute(SQLITE_SETTINGS).await?;
-                    conn.execute(POOL_CACHE).await?;
-                }
-                Ok(())
-            })
-        })
-        .connect_with(connect_options)
-        .await
-        .map_err(|source| OpenError::Connect {
-            url: redact(&url),
-            source,
-        })
-}
-
-/// A database error as the ports report it.
-fn storage(e: sqlx::Error) -> ordermq_domain::ports::StorageError {
-    ordermq_domain::ports::StorageError(e.to_string())
-}
-
-/// A stored value that does not parse back into its domain type.
-fn corrupt(what: &str, value: &str) -> ordermq_domain::ports::StorageError {
-    ordermq_domain::ports::StorageError(format!("stored {what} {value:?} is not valid"))
-}
-
-fn status_of(
-    raw: &str,
-) -> Result<ordermq_domain::OrderStatus, ordermq_domain::ports::StorageError> {
-    ordermq_domain::OrderStatus::parse(raw).ok_or_else(|| corrupt("status", raw))
-}
-
-/// Placeholders `$1, $2, …, $n` starting after `offset` parameters, for `IN (…)` lists.
-fn placeholders(offset: usize, n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${}", offset + i))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_only_the_password() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/orders"),
-            "postgres://app:***@db:5432/orders"
-        );
-        assert_eq!(redact("sqlite://data/orders.db"), "sqlite://data/orders.db");
-        assert_eq!(
-            redact("postgres://app@db/orders"),
-            "postgres://app@db/orders"
-        );
-    }
-
-    #[test]
-    fn parses_sqlite_paths_and_rejects_unknown_schemes() {
-        assert_eq!(
-            sqlite_path("sqlite://data/orders.db?mode=rwc"),
-            PathBuf::from("data/orders.db")
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///tmp/x.db"),
-            PathBuf::from("/tmp/x.db")
-        );
-        assert!(matches!(
-            backend_of("mysql://x"),
-            Err(OpenError::UnsupportedUrl(_))
-        ));
-        assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
-    }
-
-    #[test]
-    fn placeholders_number_from_offset() {
-        assert_eq!(placeholders(1, 3), "$2, $3, $4");
-    }
-}
+pub use lane::ThreadStart;
+pub use refunds::RefundTask;
+pub use sql::Backend;
+pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

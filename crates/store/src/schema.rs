@@ -8,10 +8,12 @@
 //! versions. The same statements serve SQLite and PostgreSQL; only the
 //! auto-increment column differs. Every status, amount and count is an
 //! integer or a short string, so nothing depends on a backend's own types.
+//!
+//! Leaf module: it imports only the base (`sql`).
 
 use ordermq_domain::System;
 
-use crate::Backend;
+use crate::sql::Backend;
 
 /// The order database: catalog and stock, orders, payments, history, outbox.
 const ORDERS: &[&str] = &[

@@ -1,113 +1,15 @@
 //! The store's rules, checked on SQLite and on a real PostgreSQL server.
-//!
-//! Every test runs once per backend. PostgreSQL tests need
-//! `ORDERMQ_TEST_POSTGRES_URL` (an account allowed to create databases); each
-//! test gets a fresh database. Without it they are skipped locally and fail
-//! in CI (`CI` set), so CI can never pass without exercising PostgreSQL.
 
 use std::sync::Arc;
 
 use ordermq_domain::{
-    Amount, CreateOrderError, Effect, FanoutState, NewOrder, OrderEvent, OrderId, OrderLine,
-    OrderStatus, PayOrderError, PaymentId, PaymentNotice, Quantity, Sku, System, UserId,
+    Amount, CreateOrderError, Effect, FanoutState, OrderEvent, OrderId, OrderLine, OrderStatus,
+    PayOrderError, Quantity, Sku, System, UserId,
 };
 use ordermq_store::{Applied, DemoProduct, Store, StoreOptions};
 use sqlx::Connection;
 
-struct TestDb {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn sqlite() -> TestDb {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/orders.db", dir.path().display());
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
-    TestDb {
-        store,
-        _dir: Some(dir),
-    }
-}
-
-async fn postgres() -> Option<TestDb> {
-    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the store tests on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
-        );
-        eprintln!("skipping PostgreSQL: ORDERMQ_TEST_POSTGRES_URL is not set");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("ordermq_test_{:016x}", fastrand::u64(..));
-    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url
-        .rsplit_once('/')
-        .expect("URL with a database name");
-    let url = format!("{base}/{name}");
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
-    Some(TestDb { store, _dir: None })
-}
-
-/// Runs `test` on SQLite, then on PostgreSQL when available.
-macro_rules! on_every_backend {
-    ($name:ident, $test:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$test(super::sqlite().await.store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                if let Some(db) = super::postgres().await {
-                    super::$test(db.store).await;
-                }
-            }
-        }
-    };
-}
-
-fn new_order(user: &str, items: &[(&str, i64)]) -> NewOrder {
-    NewOrder::new(
-        UserId::parse(user).unwrap(),
-        items
-            .iter()
-            .map(|(sku, q)| OrderLine {
-                sku: Sku::parse(sku).unwrap(),
-                quantity: Quantity::parse(*q).unwrap(),
-            })
-            .collect(),
-    )
-    .unwrap()
-}
-
-fn notice(order: &OrderId, payment: &str, amount: i64) -> PaymentNotice {
-    PaymentNotice {
-        order_id: order.clone(),
-        payment_id: PaymentId::parse(payment).unwrap(),
-        amount: Amount::parse(amount).unwrap(),
-    }
-}
-
-async fn seed(store: &Store, sku: &'static str, price: i64, stock: i64) {
-    store
-        .upsert_product(&DemoProduct {
-            sku,
-            name: "test product",
-            price,
-            stock,
-        })
-        .await
-        .unwrap();
-}
-
-fn order_id(n: u32) -> OrderId {
-    OrderId::generate(1_700_000_000_000, n)
-}
+use crate::helpers::*;
 
 async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     seed(&store, "A", 250, 10).await;

@@ -1,0 +1,95 @@
+//! The catalog: products, their prices and their stock counters.
+//!
+//! Stock has two counters per product: `on_hand` (physically there) and
+//! `reserved` (held by unpaid orders). Creating an order reserves; paying
+//! turns the reservation into a deduction. A CHECK keeps
+//! `0 <= reserved <= on_hand`, so no interleaving can oversell.
+//!
+//! Operation module: it imports only the base, leaves and the handle.
+
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::{Amount, Product, Sku};
+
+use crate::fail::{corrupt, get, storage};
+use crate::store::{Db, Store};
+
+/// A product of the demo catalog seeded on first start.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoProduct {
+    pub sku: &'static str,
+    pub name: &'static str,
+    pub price: i64,
+    pub stock: i64,
+}
+
+impl Store {
+    /// Inserts the products that are not there yet; existing rows are untouched.
+    pub async fn seed_catalog(&self, products: &[DemoProduct]) -> Result<usize, StorageError> {
+        let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
+        let mut inserted = 0;
+        for p in products {
+            let done = sqlx::query(
+                "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
+                 ON CONFLICT (sku) DO NOTHING",
+            )
+            .bind(p.sku)
+            .bind(p.name)
+            .bind(p.price)
+            .bind(p.stock)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+            inserted += done.rows_affected() as usize;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(inserted)
+    }
+
+    /// Sets a product's stock outright (tests and operators); reservations are cleared.
+    pub async fn upsert_product(&self, product: &DemoProduct) -> Result<(), StorageError> {
+        let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
+        sqlx::query(
+            "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
+             ON CONFLICT (sku) DO UPDATE SET name = $2, price = $3, on_hand = $4, reserved = 0",
+        )
+        .bind(product.sku)
+        .bind(product.name)
+        .bind(product.price)
+        .bind(product.stock)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    pub async fn products(&self) -> Result<Vec<Product>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT sku, name, price, on_hand - reserved AS available FROM products ORDER BY sku",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?;
+        rows.iter()
+            .map(|row| {
+                let sku: String = get(row, "sku")?;
+                Ok(Product {
+                    sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
+                    name: get(row, "name")?,
+                    price: Amount::parse(get(row, "price")?).map_err(|_| corrupt("price", &sku))?,
+                    stock: get(row, "available")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stock of one SKU as `(on_hand, reserved)`.
+    pub async fn stock(&self, sku: &str) -> Result<Option<(i64, i64)>, StorageError> {
+        let row = sqlx::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.orders)
+            .await
+            .map_err(storage)?;
+        row.map(|r| Ok((get(&r, "on_hand")?, get(&r, "reserved")?)))
+            .transpose()
+    }
+}

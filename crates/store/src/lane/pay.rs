@@ -1,0 +1,135 @@
+//! A payment on the SQLite lane: the statements of the general path's
+//! `pay::pay_order_in`, for a payment that applies; anything else is handed
+//! back undecided, with nothing written.
+//!
+//! Operation module: it imports only the base and leaves.
+
+use ordermq_domain::event::PaidLine;
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::view::PaymentReceipt;
+use ordermq_domain::{
+    Amount, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, Sku, UserId,
+};
+use rusqlite::{OptionalExtension, params};
+
+use crate::fail::{LaneError, LaneResult};
+use crate::sql;
+
+/// What one payment of a fast batch came to.
+#[derive(Debug)]
+pub(crate) enum FastPay {
+    Paid(Result<PaymentReceipt, PayOrderError>),
+    /// Not payable as notified (duplicate, closed, wrong amount, unknown…):
+    /// nothing was written; the general path decides and explains it.
+    Undecided,
+}
+
+/// Applies one payment inside the caller's transaction (and savepoint: on
+/// `Paid(Err)` the caller rolls it back).
+pub(crate) fn pay_one(
+    tx: &rusqlite::Transaction<'_>,
+    notice: &PaymentNotice,
+    now: i64,
+) -> LaneResult<FastPay> {
+    let order_id = notice.order_id.as_str();
+    let user_id: Option<String> = tx
+        .prepare_cached(sql::PAY_ORDER)?
+        .query_row(
+            params![
+                OrderStatus::Paid.as_str(),
+                notice.payment_id.as_str(),
+                now,
+                order_id,
+                OrderStatus::Unpaid.as_str(),
+                notice.amount.minor_units()
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(user_id) = user_id else {
+        return Ok(FastPay::Undecided);
+    };
+    let recorded = tx
+        .prepare_cached(sql::RECORD_APPLIED_PAYMENT)?
+        .execute(params![
+            notice.payment_id.as_str(),
+            order_id,
+            notice.amount.minor_units(),
+            now
+        ])?;
+    if recorded == 0 {
+        // This payment id already paid another order; the caller rolls back.
+        return Ok(FastPay::Paid(Err(PayOrderError::PaymentIdReused {
+            payment_id: notice.payment_id.to_string(),
+        })));
+    }
+    let lines = deduct_lines(tx, order_id)?;
+    tx.prepare_cached(sql::INSERT_HISTORY)?.execute(params![
+        order_id,
+        OrderStatus::Unpaid.as_str(),
+        OrderStatus::Paid.as_str(),
+        now
+    ])?;
+    let event = OrderEvent::OrderPaid(OrderPaid {
+        order_id: notice.order_id.clone(),
+        user_id: UserId::parse(&user_id).map_err(|e| corrupt(format!("stored user id: {e}")))?,
+        payment_id: notice.payment_id.clone(),
+        amount: notice.amount,
+        paid_at: now,
+        lines,
+    });
+    let kind = event.kind();
+    tx.prepare_cached(sql::INSERT_OUTBOX)?.execute(params![
+        kind.topic(),
+        kind.tag(),
+        order_id,
+        event.event_id(),
+        event.to_json(),
+        None::<i64>,
+        now
+    ])?;
+    Ok(FastPay::Paid(Ok(PaymentReceipt {
+        order_id: notice.order_id.clone(),
+        status: OrderStatus::Paid,
+        duplicate: false,
+        refund_required: false,
+    })))
+}
+
+fn corrupt(message: String) -> LaneError {
+    LaneError(StorageError::corrupt(message))
+}
+
+/// Turns the order's reservations into deductions; returns its lines.
+fn deduct_lines(tx: &rusqlite::Transaction<'_>, order_id: &str) -> LaneResult<Vec<PaidLine>> {
+    let mut lines = Vec::new();
+    {
+        let mut select = tx.prepare_cached(sql::PAID_LINES)?;
+        let mut rows = select.query([order_id])?;
+        while let Some(row) = rows.next()? {
+            let sku: String = row.get(0)?;
+            let quantity: i64 = row.get(1)?;
+            let unit_price: i64 = row.get(2)?;
+            lines.push((sku, quantity, unit_price));
+        }
+    }
+    let mut paid_lines = Vec::with_capacity(lines.len());
+    for (sku, quantity, unit_price) in lines {
+        let deducted = tx
+            .prepare_cached(sql::DEDUCT_STOCK)?
+            .execute(params![quantity, sku])?;
+        if deducted != 1 {
+            return Err(corrupt(format!(
+                "reservation of {quantity} x {sku} for order {order_id} is missing"
+            )));
+        }
+        let invalid =
+            |e: ordermq_domain::ValidationError| corrupt(format!("stored line of {order_id}: {e}"));
+        paid_lines.push(PaidLine {
+            sku: Sku::parse(&sku).map_err(invalid)?,
+            quantity: u32::try_from(quantity).map_err(|e| corrupt(e.to_string()))?,
+            unit_price: Amount::parse(unit_price).map_err(invalid)?,
+        });
+    }
+    Ok(paid_lines)
+}

@@ -1,0 +1,272 @@
+//! The statements both drivers run, each written once.
+//!
+//! The SQLite lane (rusqlite) and the general path (sqlx, on SQLite and
+//! PostgreSQL) apply the same rules; a rule that lives in a statement lives
+//! here, and both drivers prepare this text. Parameters are `$1, $2, …`,
+//! which sqlx binds by number on both backends. SQLite treats `$1` as a
+//! *name* and numbers names in order of first appearance, which rusqlite's
+//! positional binding follows: so in every statement here `$n` first appears
+//! after `$n-1` (a test checks each one).
+//!
+//! Base module: it imports nothing from the crate.
+
+/// Which SQL server the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite's settings on every connection, the pools' and the lanes' alike.
+/// WAL lets readers run beside the one writer; FULL makes every commit
+/// durable (fsync) before a payment is acknowledged. wal_autocheckpoint = 0:
+/// a checkpoint copies the WAL into the database and fsyncs it, ~100 ms that
+/// would land inside some unlucky commit; `Store::checkpoint` runs it off
+/// the commit path instead. temp_store = MEMORY keeps each transaction's
+/// statement journal (what a savepoint rolls back to: every payment of a
+/// group-commit batch runs in one) in memory; by default it spills to a temp
+/// file past 64 KiB, and `strace` counted ~11 `pwrite`s per payment into it
+/// — most of the order lane's CPU time, spent in the kernel.
+pub(crate) const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+     PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;";
+
+/// The payment: UNPAID → PAID only if the amount is the order's.
+/// `$1` PAID, `$2` payment id, `$3` now, `$4` order id, `$5` UNPAID, `$6` amount.
+pub(crate) const PAY_ORDER: &str = "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
+     WHERE order_id = $4 AND status = $5 AND amount = $6 RETURNING user_id";
+
+/// A payment applied; a payment id already recorded inserts nothing.
+/// `$1` payment id, `$2` order id, `$3` amount, `$4` now.
+pub(crate) const RECORD_APPLIED_PAYMENT: &str = "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+     VALUES ($1, $2, $3, 'APPLIED', $4) ON CONFLICT (payment_id) DO NOTHING";
+
+/// A payment that cannot be applied, owed back. Same parameters as
+/// [`RECORD_APPLIED_PAYMENT`].
+pub(crate) const RECORD_OWED_PAYMENT: &str = "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+     VALUES ($1, $2, $3, 'REFUND_REQUIRED', $4) ON CONFLICT (payment_id) DO NOTHING";
+
+/// A paid order's lines, for its `OrderPaid` event. `$1` order id.
+pub(crate) const PAID_LINES: &str =
+    "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku";
+
+/// A reservation turned into a deduction; matches nothing (and the CHECK
+/// constraints refuse anything) that would go negative.
+/// `$1` quantity, `$2` SKU.
+pub(crate) const DEDUCT_STOCK: &str = "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1 \
+     WHERE sku = $2 AND reserved >= $1 AND on_hand >= $1";
+
+/// One status change. `$1` order id, `$2` from (NULL at creation), `$3` to, `$4` at.
+pub(crate) const INSERT_HISTORY: &str =
+    "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)";
+
+/// Columns of an outbox row up to `VALUES`, shared by the one-row and the
+/// multi-row inserts.
+pub(crate) const OUTBOX_COLUMNS: &str = "INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) VALUES ";
+
+/// One outbox row. `$1` topic, `$2` tag, `$3` key, `$4` event id, `$5` body,
+/// `$6` deliver at (NULL: now), `$7` now.
+pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7)";
+
+/// What marking an outbox row sent sets (`$1` now); the caller adds `WHERE`.
+pub(crate) const MARK_SENT: &str =
+    "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL ";
+
+/// One row marked sent. `$1` now, `$2` id.
+pub(crate) const MARK_ONE_SENT: &str =
+    "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
+
+macro_rules! claim_outbox {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT $4",
+            $lock,
+            ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
+        )
+    };
+}
+
+/// The relay's claim: up to `$4` due unsent rows leased to `$1` until `$2`
+/// (`$3` now), oldest first.
+pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("");
+
+/// [`CLAIM_OUTBOX`] on PostgreSQL: rows another instance is claiming are skipped.
+pub(crate) const CLAIM_OUTBOX_SKIP_LOCKED: &str = claim_outbox!(" FOR UPDATE SKIP LOCKED");
+
+macro_rules! inbox_insert {
+    () => {
+        "INSERT INTO inbox (consumer_group, event_id, order_id, msg_id, applied_at) VALUES "
+    };
+}
+macro_rules! inbox_on_conflict {
+    () => {
+        " ON CONFLICT (consumer_group, event_id) DO NOTHING"
+    };
+}
+
+/// The inbox insert up to `VALUES` (multi-row form: the caller adds rows and
+/// [`INBOX_ON_CONFLICT`]).
+pub(crate) const INBOX_INSERT: &str = inbox_insert!();
+/// An event seen before inserts nothing.
+pub(crate) const INBOX_ON_CONFLICT: &str = inbox_on_conflict!();
+/// One inbox row. `$1` group, `$2` event id, `$3` order id, `$4` message id, `$5` now.
+pub(crate) const INSERT_INBOX: &str = concat!(
+    inbox_insert!(),
+    "($1, $2, $3, $4, $5)",
+    inbox_on_conflict!()
+);
+
+/// An effect that is one new row: its table and columns, and the values
+/// every row ends with after its own (`$t` is the time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRow {
+    /// `table (columns)`; the row's own values first, then the tail's.
+    pub target: &'static str,
+    /// The row's own values, bound in `target`'s order.
+    pub width: usize,
+    /// What follows the own values, with `$t` for the time.
+    pub tail: &'static str,
+    /// The one-row insert, own values as `$1..`, the time as `$width+1`.
+    pub insert_one: &'static str,
+}
+
+pub(crate) const CREDIT_POINTS: NewRow = NewRow {
+    target: "credit_points (user_id, order_id, points, created_at)",
+    width: 3,
+    tail: "$t",
+    insert_one: "INSERT INTO credit_points (user_id, order_id, points, created_at) VALUES ($1, $2, $3, $4)",
+};
+
+pub(crate) const MARKETING_COUPONS: NewRow = NewRow {
+    target: "marketing_coupons (code, user_id, order_id, value, created_at)",
+    width: 4,
+    tail: "$t",
+    insert_one: "INSERT INTO marketing_coupons (code, user_id, order_id, value, created_at) VALUES ($1, $2, $3, $4, $5)",
+};
+
+pub(crate) const PUSH_SMS: NewRow = NewRow {
+    target: "push_sms (user_id, order_id, text, provider_ref, created_at)",
+    width: 4,
+    tail: "$t",
+    insert_one: "INSERT INTO push_sms (user_id, order_id, text, provider_ref, created_at) VALUES ($1, $2, $3, $4, $5)",
+};
+
+/// Shipments start CREATED.
+pub(crate) const WAREHOUSE_SHIPMENTS: NewRow = NewRow {
+    target: "warehouse_shipments (user_id, order_id, tracking_no, created_at, updated_at, status)",
+    width: 3,
+    tail: "$t, $t, 'CREATED'",
+    insert_one: "INSERT INTO warehouse_shipments (user_id, order_id, tracking_no, created_at, updated_at, status) VALUES ($1, $2, $3, $4, $4, 'CREATED')",
+};
+
+/// Placeholders `$1, $2, …, $n` starting after `offset` parameters, for `IN (…)` lists.
+pub(crate) fn placeholders(offset: usize, n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${}", offset + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(SELECT $a AS c1, $b AS c2 UNION ALL SELECT $c, $d ...)`: a parameter
+/// table both SQLite and PostgreSQL accept in `FROM`, starting after `offset`
+/// parameters, `rows` rows of `columns`.
+pub(crate) fn parameter_table(offset: usize, rows: usize, columns: &[&str]) -> String {
+    let mut p = offset;
+    let selects = (0..rows)
+        .map(|row| {
+            let cells = columns
+                .iter()
+                .map(|name| {
+                    p += 1;
+                    if row == 0 {
+                        format!("${p} AS {name}")
+                    } else {
+                        format!("${p}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("SELECT {cells}")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    format!("({selects})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_from_offset() {
+        assert_eq!(placeholders(1, 3), "$2, $3, $4");
+    }
+
+    #[test]
+    fn new_rows_single_form_matches_multi_row_form() {
+        for row in [
+            CREDIT_POINTS,
+            MARKETING_COUPONS,
+            PUSH_SMS,
+            WAREHOUSE_SHIPMENTS,
+        ] {
+            let own = placeholders(0, row.width);
+            let time = format!("${}", row.width + 1);
+            let built = format!(
+                "INSERT INTO {} VALUES ({own}, {})",
+                row.target,
+                row.tail.replace("$t", &time)
+            );
+            assert_eq!(built, row.insert_one);
+        }
+    }
+
+    /// rusqlite binds by position and SQLite numbers `$n` names in order of
+    /// first appearance: each shared statement must name `$n` as the n-th.
+    #[test]
+    fn shared_statements_number_their_parameters_in_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut migrations = crate::schema::orders(Backend::Sqlite);
+        for system in ordermq_domain::System::ALL {
+            migrations.extend(crate::schema::system(Backend::Sqlite, system));
+        }
+        for migration in migrations {
+            for statement in &migration.statements {
+                conn.execute_batch(statement).unwrap();
+            }
+        }
+        let mut statements = vec![
+            PAY_ORDER,
+            RECORD_APPLIED_PAYMENT,
+            RECORD_OWED_PAYMENT,
+            PAID_LINES,
+            DEDUCT_STOCK,
+            INSERT_HISTORY,
+            INSERT_OUTBOX,
+            MARK_ONE_SENT,
+            CLAIM_OUTBOX,
+            INSERT_INBOX,
+        ];
+        statements.extend(
+            [
+                CREDIT_POINTS,
+                MARKETING_COUPONS,
+                PUSH_SMS,
+                WAREHOUSE_SHIPMENTS,
+            ]
+            .map(|r| r.insert_one),
+        );
+        for sql in statements {
+            let statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            for i in 1..=statement.parameter_count() {
+                assert_eq!(
+                    statement.parameter_name(i),
+                    Some(format!("${i}").as_str()),
+                    "{sql}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The store's handle: the connection pools, the SQLite lanes, opening and
+//! migrating the databases, and the write gate as a type.
+//!
+//! A write reaches a database through [`Store::begin_write`] (a [`GatedTx`])
+//! or [`Store::run_on_lane`], and both take the database's gate first: a
+//! write path cannot forget it, since neither the gates nor a way to begin a
+//! write transaction without them leave this module. Reads use the pools.
+//!
+//! Handle module: it imports only the base and leaves (`schema`, the lane's
+//! thread).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ordermq_domain::System;
+use ordermq_domain::ports::StorageError;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+use thiserror::Error;
+
+use crate::lane::{Lane, ThreadStart};
+use crate::schema;
+use crate::sql::{self, Backend};
+
+/// A write transaction holding its database's write gate: commit it or drop
+/// it (which rolls it back), and the gate opens with it. It derefs to the
+/// connection, so the `*_in` steps take `&mut *tx`.
+#[derive(Debug)]
+pub(crate) struct GatedTx<'s> {
+    // Fields drop in order: the transaction ends before the gate opens.
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: Option<tokio::sync::MutexGuard<'s, ()>>,
+}
+
+impl GatedTx<'_> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for GatedTx<'_> {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for GatedTx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// How long a lane job waited: for the gate, then in the lane's queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaneWait {
+    pub gate: Duration,
+    pub queue: Duration,
+}
+
+/// What one SQLite file's checkpoint did (see [`Store::checkpoint`]).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// `orders`, or the consumer group of the system whose file it is.
+    pub database: &'static str,
+    /// Frames in the write-ahead log (pages written since it was last reset).
+    pub wal_frames: i64,
+    /// Frames copied into the database file so far.
+    pub copied_frames: i64,
+    pub took: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…")]
+    UnsupportedUrl(String),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot open the write lane of {path}")]
+    Lane {
+        path: PathBuf,
+        #[source]
+        source: StorageError,
+    },
+    #[error("cannot create tables in {url}: {source}")]
+    Migrate { url: String, source: sqlx::Error },
+}
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections to the order database (PostgreSQL); SQLite uses a few, as it has one writer.
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing the request.
+    pub acquire_timeout: Duration,
+    /// SQLite: runs first on each downstream system's lane thread (the app
+    /// lowers their priority there: they are fan-out work, the order
+    /// database's lane is the payment path).
+    pub on_system_lane_start: Option<ThreadStart>,
+    /// SQLite: run the hot write paths on the lanes (the default). Off, every
+    /// write takes the general sqlx path: the differential tests compare the two.
+    pub lanes: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            on_system_lane_start: None,
+            lanes: true,
+        }
+    }
+}
+
+/// Connection pools for the order database and each system's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    pub(crate) orders: AnyPool,
+    pub(crate) systems: [AnyPool; 4],
+    /// One gate per database (orders, then the systems in [`System::ALL`]
+    /// order); see [`GatedTx`]. Private to this module: writes take it
+    /// through [`Store::begin_write`] and [`Store::run_on_lane`] only.
+    gates: Arc<[tokio::sync::Mutex<()>; 5]>,
+    /// SQLite only: the hot write paths' dedicated threads (see `lane`).
+    lanes: Option<Arc<Lanes>>,
+}
+
+/// One lane per SQLite file: the order database, then the systems in
+/// [`System::ALL`] order.
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    orders: Lane,
+    systems: [Lane; 4],
+}
+
+/// Which database a write goes to (for its gate).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Db {
+    Orders,
+    System(System),
+}
+
+pub(crate) fn system_index(system: System) -> usize {
+    match system {
+        System::Credit => 0,
+        System::Marketing => 1,
+        System::Push => 2,
+        System::Warehouse => 3,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) every database behind `database_url` and
+    /// creates missing tables. `sqlite://data/orders.db` also opens
+    /// `data/credit.db`, `data/marketing.db`, `data/push.db` and `data/warehouse.db`.
+    pub async fn open(database_url: &str, options: &StoreOptions) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(database_url)?;
+        let store = match backend {
+            Backend::Sqlite => {
+                let orders_path = sqlite_path(database_url);
+                if let Some(dir) = orders_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let dir = orders_path.parent().unwrap_or(Path::new("."));
+                let orders = connect(backend, &orders_path.to_string_lossy(), 4, options).await?;
+                let mut systems = Vec::with_capacity(4);
+                for system in System::ALL {
+                    let path = dir.join(format!("{}.db", system.name()));
+                    systems.push(connect(backend, &path.to_string_lossy(), 3, options).await?);
+                }
+                Store {
+                    backend,
+                    orders,
+                    systems: systems.try_into().expect("four systems"),
+                    gates: Arc::default(),
+                    lanes: None,
+                }
+            }
+            Backend::Postgres => {
+                let pool = connect(backend, database_url, options.max_connections, options).await?;
+                Store {
+                    backend,
+                    orders: pool.clone(),
+                    systems: [pool.clone(), pool.clone(), pool.clone(), pool],
+                    gates: Arc::default(),
+                    lanes: None,
+                }
+            }
+        };
+        store.migrate(database_url).await?;
+        let mut store = store;
+        if backend == Backend::Sqlite && options.lanes {
+            // After the migrations: the lanes' statements need the tables.
+            let orders_path = sqlite_path(database_url);
+            let dir = orders_path.parent().unwrap_or(Path::new("."));
+            let lane = |path: &Path, name: &str, on_start: Option<ThreadStart>| {
+                Lane::open(path, name, on_start).map_err(|e| OpenError::Lane {
+                    path: path.to_path_buf(),
+                    source: e.0,
+                })
+            };
+            let mut systems = Vec::with_capacity(4);
+            for system in System::ALL {
+                systems.push(lane(
+                    &dir.join(format!("{}.db", system.name())),
+                    system.name(),
+                    options.on_system_lane_start.clone(),
+                )?);
+            }
+            store.lanes = Some(Arc::new(Lanes {
+                orders: lane(&orders_path, "orders", None)?,
+                systems: systems.try_into().expect("four systems"),
+            }));
+        }
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn system_pool(&self, system: System) -> &AnyPool {
+        &self.systems[system_index(system)]
+    }
+
+    /// Begins a write transaction on `db` behind its gate (see [`GatedTx`]):
+    /// the only way this crate starts a write through sqlx.
+    pub(crate) async fn begin_write(&self, db: Db) -> Result<GatedTx<'_>, sqlx::Error> {
+        let gate = self.gate(db).await;
+        let pool = match db {
+            Db::Orders => &self.orders,
+            Db::System(system) => self.system_pool(system),
+        };
+        let tx = pool.begin().await?;
+        Ok(GatedTx { tx, _gate: gate })
+    }
+
+    /// Runs `job` on `db`'s SQLite lane behind the same gate as
+    /// [`Store::begin_write`]; `None` without lanes (PostgreSQL, or
+    /// `StoreOptions::lanes` off). Says how long the job waited for the
+    /// gate and then in the lane's queue.
+    pub(crate) async fn run_on_lane<T: Send + 'static>(
+        &self,
+        db: Db,
+        job: impl FnOnce(&mut rusqlite::Connection) -> T + Send + 'static,
+    ) -> Option<Result<(T, LaneWait), StorageError>> {
+        let lanes = self.lanes.as_ref()?;
+        let lane = match db {
+            Db::Orders => &lanes.orders,
+            Db::System(system) => &lanes.systems[system_index(system)],
+        };
+        let asked = Instant::now();
+        let _gate = self.gate(db).await;
+        let gate = asked.elapsed();
+        Some(
+            lane.run(job)
+                .await
+                .map(|(answer, queue)| (answer, LaneWait { gate, queue })),
+        )
+    }
+
+    /// Whether this store runs the hot paths on SQLite lanes.
+    pub(crate) fn has_lanes(&self) -> bool {
+        self.lanes.is_some()
+    }
+
+    /// Taken around every write to a SQLite file, so this process's writers
+    /// queue here, in order, instead of in SQLite. SQLite has one writer at a
+    /// time, and a connection that finds the file locked waits in its busy
+    /// handler, which *sleeps* 1, 2, 5, 10, 15, 20, 25 … 100 ms between
+    /// tries: a payment batch that met the relay's commit waited 25–90 ms
+    /// with the disk idle (measured with `ordermq bench capacity`). Here the
+    /// next writer starts the moment the previous one commits. Other
+    /// processes (`ordermq dlq replay`) still meet the busy handler, rarely.
+    /// PostgreSQL locks rows, not the database: no gate.
+    async fn gate(&self, db: Db) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        let index = match db {
+            Db::Orders => 0,
+            Db::System(system) => 1 + system_index(system),
+        };
+        Some(self.gates[index].lock().await)
+    }
+
+    async fn migrate(&self, url: &str) -> Result<(), OpenError> {
+        let fail = |source| OpenError::Migrate {
+            url: redact(url),
+            source,
+        };
+        self.apply_migrations(&self.orders, "orders", schema::orders(self.backend))
+            .await
+            .map_err(fail)?;
+        for system in System::ALL {
+            self.apply_migrations(
+                self.system_pool(system),
+                system.name(),
+                schema::system(self.backend, system),
+            )
+            .await
+            .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the migrations of `component` newer than its recorded version,
+    /// each in one transaction with its version bump. On PostgreSQL an
+    /// advisory lock makes instances starting together take turns.
+    async fn apply_migrations(
+        &self,
+        pool: &AnyPool,
+        component: &str,
+        migrations: Vec<schema::Migration>,
+    ) -> Result<(), sqlx::Error> {
+        pool.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                component VARCHAR(32) PRIMARY KEY,
+                version BIGINT NOT NULL
+            )",
+        )
+        .await?;
+        let mut tx = pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(74007400)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let current: i64 = sqlx::query("SELECT version FROM schema_version WHERE component = $1")
+            .bind(component)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| sqlx::Row::try_get(&row, "version"))
+            .transpose()?
+            .unwrap_or(0);
+        for migration in migrations.into_iter().filter(|m| m.version > current) {
+            for statement in &migration.statements {
+                tx.execute(statement.as_str()).await?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_version (component, version) VALUES ($1, $2) \
+                 ON CONFLICT (component) DO UPDATE SET version = $2",
+            )
+            .bind(component)
+            .bind(migration.version)
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(component, version = migration.version, "schema migrated");
+        }
+        tx.commit().await
+    }
+
+    /// Moves committed pages from each SQLite write-ahead log into its database
+    /// file without blocking writers (`PASSIVE`). Call it periodically (the app
+    /// does, every second); a no-op on PostgreSQL. Returns what each file's
+    /// checkpoint did, so a slow one can be told apart from a slow commit.
+    pub async fn checkpoint(&self) -> Result<Vec<Checkpoint>, sqlx::Error> {
+        if self.backend != Backend::Sqlite {
+            return Ok(Vec::new());
+        }
+        let names = std::iter::once("orders").chain(System::ALL.map(|s| s.consumer_group()));
+        let mut done = Vec::with_capacity(5);
+        for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
+            let begun = std::time::Instant::now();
+            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(pool)
+                .await?;
+            // (busy, frames in the log, frames checkpointed)
+            let frames: i64 = row.try_get(1)?;
+            let copied: i64 = row.try_get(2)?;
+            done.push(Checkpoint {
+                database,
+                wal_frames: frames,
+                copied_frames: copied,
+                took: begun.elapsed(),
+            });
+        }
+        Ok(done)
+    }
+
+    /// Closes every pool, waiting for in-flight queries.
+    pub async fn close(&self) {
+        self.orders.close().await;
+        for pool in &self.systems {
+            pool.close().await;
+        }
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, OpenError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(OpenError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// The file path of a `sqlite:` URL, without its query string.
+fn sqlite_path(url: &str) -> PathBuf {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or(rest);
+    PathBuf::from(path)
+}
+
+/// A URL safe to print: the password, if any, replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The pools' page cache, per connection. The lanes do the writing and keep
+/// SQLite's default (2 MiB); the pools (up to 16 connections) serve lookups
+/// and scans beside them, and with the default each filled its cache on the
+/// first large scan: a heap profile of `bench capacity` counted 27 MiB in
+/// pool connections' caches after one end-to-end query, pages the OS caches
+/// anyway. A read that misses costs a `pread` from that cache instead.
+const POOL_CACHE: &str = "PRAGMA cache_size = -512;";
+
+async fn connect(
+    backend: Backend,
+    target: &str,
+    max_connections: u32,
+    options: &StoreOptions,
+) -> Result<AnyPool, OpenError> {
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
+        Backend::Postgres => target.to_owned(),
+    };
+    let connect_options =
+        AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
+            url: redact(&url),
+            source,
+        })?;
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute(sql::SQLITE_SETTINGS).await?;
+                    conn.execute(POOL_CACHE).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(connect_options)
+        .await
+        .map_err(|source| OpenError::Connect {
+            url: redact(&url),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(redact("sqlite://data/orders.db"), "sqlite://data/orders.db");
+        assert_eq!(
+            redact("postgres://app@db/orders"),
+            "postgres://app@db/orders"
+        );
+    }
+
+    #[test]
+    fn parses_sqlite_paths_and_rejects_unknown_schemes() {
+        assert_eq!(
+            sqlite_path("sqlite://data/orders.db?mode=rwc"),
+            PathBuf::from("data/orders.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db"),
+            PathBuf::from("/tmp/x.db")
+        );
+        assert!(matches!(
+            backend_of("mysql://x"),
+            Err(OpenError::UnsupportedUrl(_))
+        ));
+        assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
+    }
+}

@@ -1,0 +1,175 @@
+//! The views that read across modules: the order page (the order, its
+//! refunds, each system's progress) and the dashboard's counters.
+//!
+//! Dispatcher-level module: it composes the operation modules' reads
+//! (`refunds`, `effects::read`, `relay`), and nothing imports it.
+
+use std::collections::BTreeMap;
+
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::view::{OrderLineView, OrderView, Stats, StatusChange, SystemStats};
+use ordermq_domain::{
+    Amount, EventKind, FanoutState, OrderEvent, OrderId, PaymentId, Sku, System, UserId,
+};
+
+use crate::fail::{corrupt, get, status_of, storage};
+use crate::store::Store;
+
+impl Store {
+    /// An order with its lines, history and each system's progress.
+    pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
+        let Some(row) = sqlx::query(
+            "SELECT order_id, user_id, status, amount, payment_id, created_at, paid_at, close_at \
+             FROM orders WHERE order_id = $1",
+        )
+        .bind(order_id.as_str())
+        .fetch_optional(&self.orders)
+        .await
+        .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        let lines = sqlx::query(
+            "SELECT sku, quantity, refunded, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let sku: String = get(r, "sku")?;
+            Ok(OrderLineView {
+                sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
+                quantity: u32::try_from(get::<i64>(r, "quantity")?)
+                    .map_err(|_| corrupt("quantity", &sku))?,
+                unit_price: Amount::parse(get(r, "unit_price")?)
+                    .map_err(|_| corrupt("unit price", &sku))?,
+                refunded: u32::try_from(get::<i64>(r, "refunded")?)
+                    .map_err(|_| corrupt("refunded quantity", &sku))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let history = sqlx::query(
+            "SELECT from_status, to_status, at FROM order_history WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let from: Option<String> = get(r, "from_status")?;
+            Ok(StatusChange {
+                from: from.as_deref().map(status_of).transpose()?,
+                to: status_of(&get::<String>(r, "to_status")?)?,
+                at: get(r, "at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+
+        let user_id: String = get(&row, "user_id")?;
+        let payment_id: Option<String> = get(&row, "payment_id")?;
+        let paid_at: Option<i64> = get(&row, "paid_at")?;
+        let refunds = self.refunds_of(order_id).await?;
+        // The events each group is expected to handle, so one not delivered
+        // yet shows as pending rather than missing.
+        let paid_event = OrderEvent::paid_event_id(order_id);
+        let mut expected: Vec<(System, String)> = Vec::new();
+        if paid_at.is_some() {
+            expected.extend(System::ALL.map(|s| (s, paid_event.clone())));
+        }
+        for refund in &refunds {
+            let id = format!(
+                "{}:{}",
+                EventKind::OrderRefundRequested.tag(),
+                refund.refund_id
+            );
+            expected.extend(System::ALL.map(|s| (s, id.clone())));
+        }
+        for carrier in sqlx::query("SELECT status FROM carrier_events WHERE order_id = $1")
+            .bind(order_id.as_str())
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            let status: String = get(&carrier, "status")?;
+            expected.push((
+                System::Warehouse,
+                format!("{}:{order_id}:{status}", EventKind::ShipmentUpdated.tag()),
+            ));
+        }
+        let consumers = self.consumer_progress(order_id, &expected).await?;
+        let fanout = System::ALL
+            .into_iter()
+            .map(|system| {
+                let state = consumers
+                    .iter()
+                    .find(|p| p.group == system.consumer_group() && p.event_id == paid_event)
+                    .map_or(FanoutState::Pending, |p| p.state);
+                (system, state)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Ok(Some(OrderView {
+            order_id: order_id.clone(),
+            user_id: UserId::parse(&user_id).map_err(|_| corrupt("user id", &user_id))?,
+            status: status_of(&get::<String>(&row, "status")?)?,
+            amount: Amount::parse(get(&row, "amount")?)
+                .map_err(|_| corrupt("amount", order_id.as_str()))?,
+            payment_id: payment_id
+                .as_deref()
+                .map(|p| PaymentId::parse(p).map_err(|_| corrupt("payment id", p)))
+                .transpose()?,
+            created_at: get(&row, "created_at")?,
+            paid_at,
+            close_at: get(&row, "close_at")?,
+            lines,
+            fanout,
+            history,
+            consumers,
+            refunds,
+        }))
+    }
+
+    /// Counters for the dashboard.
+    pub async fn stats(&self) -> Result<Stats, StorageError> {
+        let mut orders_by_status = BTreeMap::new();
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            orders_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
+        }
+        let outbox_backlog = self.outbox_backlog().await?;
+        let payments_refund_required: i64 = get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM payments WHERE outcome = 'REFUND_REQUIRED'")
+                .fetch_one(&self.orders)
+                .await
+                .map_err(storage)?,
+            "n",
+        )?;
+        let mut systems = BTreeMap::new();
+        for system in System::ALL {
+            let (applied, failed) = self.system_counts(system).await?;
+            systems.insert(system, SystemStats { applied, failed });
+        }
+        let mut refunds_by_status = BTreeMap::new();
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM refunds GROUP BY status")
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+        {
+            refunds_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
+        }
+        Ok(Stats {
+            orders_by_status,
+            outbox_backlog,
+            systems,
+            payments_refund_required,
+            refunds_by_status,
+            // The writer in front of the store fills this in.
+            group_commit: Default::default(),
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! What every store test needs: a fresh store on each backend, and the
+//! domain values the tests build.
+//!
+//! PostgreSQL tests need `ORDERMQ_TEST_POSTGRES_URL` (an account allowed to
+//! create databases); each test gets a fresh database. Without it they are
+//! skipped locally and fail in CI (`CI` set), so CI can never pass without
+//! exercising PostgreSQL.
+
+use ordermq_domain::{
+    Amount, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
+};
+use ordermq_store::{DemoProduct, Store, StoreOptions};
+use sqlx::Connection;
+
+pub(crate) struct TestDb {
+    pub store: Store,
+    /// The URL the store was opened with.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub(crate) async fn sqlite() -> TestDb {
+    sqlite_with(&StoreOptions::default()).await
+}
+
+pub(crate) async fn sqlite_with(options: &StoreOptions) -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, options).await.unwrap();
+    TestDb {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+pub(crate) async fn postgres() -> Option<TestDb> {
+    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the store tests on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping PostgreSQL: ORDERMQ_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("ordermq_test_{:016x}", fastrand::u64(..));
+    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
+    let url = format!("{base}/{name}");
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    Some(TestDb {
+        store,
+        url,
+        _dir: None,
+    })
+}
+
+/// Runs `test` on SQLite, then on PostgreSQL when available.
+macro_rules! on_every_backend {
+    ($name:ident, $test:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$test(super::sqlite().await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(db) = super::postgres().await {
+                    super::$test(db.store).await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_every_backend;
+
+pub(crate) fn new_order(user: &str, items: &[(&str, i64)]) -> NewOrder {
+    NewOrder::new(
+        UserId::parse(user).unwrap(),
+        items
+            .iter()
+            .map(|(sku, q)| OrderLine {
+                sku: Sku::parse(sku).unwrap(),
+                quantity: Quantity::parse(*q).unwrap(),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+pub(crate) fn notice(order: &OrderId, payment: &str, amount: i64) -> PaymentNotice {
+    PaymentNotice {
+        order_id: order.clone(),
+        payment_id: PaymentId::parse(payment).unwrap(),
+        amount: Amount::parse(amount).unwrap(),
+    }
+}
+
+pub(crate) async fn seed(store: &Store, sku: &'static str, price: i64, stock: i64) {
+    store
+        .upsert_product(&DemoProduct {
+            sku,
+            name: "test product",
+            price,
+            stock,
+        })
+        .await
+        .unwrap();
+}
+
+pub(crate) fn order_id(n: u32) -> OrderId {
+    OrderId::generate(1_700_000_000_000, n)
+}

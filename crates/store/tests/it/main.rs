@@ -1,0 +1,11 @@
+//! The store's integration tests, one binary: every test runs once per
+//! backend (SQLite, then PostgreSQL when `ORDERMQ_TEST_POSTGRES_URL` is set).
+//!
+//! - `rules`: each rule of the store, checked on its own.
+//! - `differential`: one sequence of operations through the SQLite lane,
+//!   general SQLite and PostgreSQL; every answer and every row compared.
+//! - `helpers`: fresh stores and the domain values tests build.
+
+mod differential;
+mod helpers;
+mod rules;

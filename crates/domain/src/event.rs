@@ -4,6 +4,8 @@
 //! describes, then relayed to RocketMQ. Its JSON body is the contract with
 //! every consumer group, so fields are only ever added, never renamed.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::CarrierStatus;

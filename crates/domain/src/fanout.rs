@@ -4,6 +4,8 @@
 //! rules here decide *what* the effect is (how many points, which coupon);
 //! the store decides how it is recorded exactly once.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 
 use crate::event::{OrderPaid, OrderRefundRequested};

@@ -5,6 +5,8 @@
 //! Money is always an integer number of minor units (cents): floats never
 //! touch an amount.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,8 @@
 //! a [`System`] variant, its row in [`CONSUMER_GROUPS`] and its effect rules in
 //! [`crate::fanout`]; nothing else names a group.
 
+#![warn(missing_docs)]
+
 use crate::event::EventKind;
 use crate::fanout::System;
 

@@ -1,6 +1,8 @@
 //! What the outside world reads: orders with their fan-out progress, a user's
 //! points, coupons, SMS and shipments, and system-wide counters.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;

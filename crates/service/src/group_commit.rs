@@ -67,7 +67,7 @@ impl OrderWriter {
     }
 
     /// As [`spawn`](Self::spawn); while requests are queuing (the last batch
-    /// carried at least [`LINGER_FROM`]), a batch also waits up to `linger`
+    /// carried at least `LINGER_FROM`), a batch also waits up to `linger`
     /// for more before it commits. A lightly loaded writer never waits.
     pub fn spawn_lingering(
         store: Store,
@@ -241,7 +241,7 @@ impl EffectWriter {
     }
 
     /// As [`spawn`](Self::spawn); while batches are queuing (the last commit
-    /// merged at least [`EFFECT_LINGER_FROM`]), a commit also waits up to
+    /// merged at least `EFFECT_LINGER_FROM`), a commit also waits up to
     /// `linger` for more. A lightly loaded system never waits.
     pub fn spawn_lingering(store: Store, linger: Duration) -> (Self, JoinHandle<()>) {
         let (requests, mut queue) =

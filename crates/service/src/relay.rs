@@ -38,7 +38,7 @@ pub struct RelayOptions {
     pub linger: Duration,
 }
 
-/// Capped exponential backoff: 100 ms, 200 ms, … up to [`MAX_BACKOFF`].
+/// Capped exponential backoff: 100 ms, 200 ms, … up to `MAX_BACKOFF` (10 s).
 pub fn backoff(consecutive_failures: u32) -> Duration {
     let exp = consecutive_failures.saturating_sub(1).min(10);
     (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_BACKOFF)

@@ -56,7 +56,7 @@ pub enum Scenario {
 /// Where reports go.
 #[derive(Debug, Clone, Args)]
 pub struct Output {
-    /// Write the JSON report here (default: bench-results/<scenario>.json).
+    /// Write the JSON report here (default: `bench-results/<scenario>.json`).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the HTML report here (default: next to the JSON, .html).

@@ -23,11 +23,11 @@ use super::types::{
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
 /// (missing state files, dev security profile, empty retry routes): show
-/// their errors only.
+/// their errors only. Every ordermq crate logs at INFO.
 const DEFAULT_LOG: &str = "warn,rocketmq_broker=error,rocketmq_store=error,\
     rocketmq_namesrv=error,rocketmq_runtime=error,rocketmq_transport=error,\
     rocketmq_client_rust=error,ordermq=info,ordermq_store=info,\
-    ordermq_messaging=info,ordermq_api=info";
+    ordermq_messaging=info,ordermq_api=info,ordermq_service=info,ordermq_gateways=info";
 
 const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -109,8 +109,8 @@ config_table! {
         key: "embedded_message_index",
         default: false,
     }
-    /// Redeliveries of a failing message before RocketMQ moves it to
-    /// %DLQ%<group>.
+    /// Redeliveries of a failing message before RocketMQ moves it to the
+    /// group's dead-letter queue (`%DLQ%` and the group's name).
     max_reconsume_times: i32 = Int<i32> {
         key: "max_reconsume_times",
         default: 16,

@@ -28,6 +28,11 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) async fn new() -> Self {
+        Self::closing_after(30 * 60 * 1_000).await
+    }
+
+    /// As [`Fixture::new`], with unpaid orders closing `close_after_ms` after creation.
+    pub(crate) async fn closing_after(close_after_ms: i64) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Store::open(&url, &StoreOptions::default())
@@ -47,7 +52,7 @@ impl Fixture {
             store.clone(),
             writer.clone(),
             Arc::new(Notify::new()),
-            30 * 60 * 1_000,
+            close_after_ms,
         );
         Self {
             store,
@@ -57,10 +62,9 @@ impl Fixture {
         }
     }
 
-    /// Creates an order of `quantity` units for `user` and pays it.
-    pub(crate) async fn paid_order(&self, user: &str, quantity: u32) -> OrderView {
-        let order = self
-            .orders
+    /// Creates an unpaid order of `quantity` units for `user`.
+    pub(crate) async fn unpaid_order(&self, user: &str, quantity: u32) -> OrderView {
+        self.orders
             .create_order(
                 NewOrder::new(
                     UserId::parse(user).expect("user id"),
@@ -72,7 +76,12 @@ impl Fixture {
                 .expect("valid order"),
             )
             .await
-            .expect("order created");
+            .expect("order created")
+    }
+
+    /// Creates an order of `quantity` units for `user` and pays it.
+    pub(crate) async fn paid_order(&self, user: &str, quantity: u32) -> OrderView {
+        let order = self.unpaid_order(user, quantity).await;
         self.orders
             .pay(PaymentNotice {
                 order_id: order.order_id.clone(),

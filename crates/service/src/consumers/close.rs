@@ -66,3 +66,69 @@ impl Handler for CloseHandler {
         Box::pin(self.consume(batch))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ordermq_domain::ports::OrderService;
+    use ordermq_domain::{EventKind, OrderStatus};
+
+    use super::*;
+    use crate::testing::{Fixture, delivery_of, relay_all};
+
+    async fn status(fixture: &Fixture, order: &ordermq_domain::OrderId) -> OrderStatus {
+        fixture
+            .orders
+            .order(order.clone())
+            .await
+            .unwrap()
+            .expect("the order exists")
+            .status
+    }
+
+    #[tokio::test]
+    async fn a_due_close_cancels_an_unpaid_order_and_spares_a_paid_one() {
+        let fixture = Fixture::closing_after(0).await;
+        let unpaid = fixture.unpaid_order("u1", 1).await;
+        let paid = fixture.paid_order("u2", 1).await;
+        let closes: Vec<_> = relay_all(&fixture)
+            .await
+            .into_iter()
+            .filter(|m| m.tag == EventKind::OrderCloseDue.tag())
+            .collect();
+        assert_eq!(closes.len(), 2);
+        let handler = CloseHandler::new(fixture.writer.clone());
+        let batch: Vec<_> = closes.iter().map(delivery_of).collect();
+        assert_eq!(handler.handle(batch.clone()).await, Outcome::Consumed);
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Cancelled
+        );
+        assert_eq!(status(&fixture, &paid.order_id).await, OrderStatus::Paid);
+        // A redelivery changes nothing.
+        assert_eq!(handler.handle(batch).await, Outcome::Consumed);
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Cancelled
+        );
+    }
+
+    #[tokio::test]
+    async fn a_close_that_arrives_early_is_retried_and_closes_nothing() {
+        let fixture = Fixture::new().await;
+        let unpaid = fixture.unpaid_order("u1", 1).await;
+        let close = relay_all(&fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderCloseDue.tag())
+            .expect("a close was published");
+        let handler = CloseHandler::new(fixture.writer.clone());
+        assert!(matches!(
+            handler.handle(vec![delivery_of(&close)]).await,
+            Outcome::RetryLater(_)
+        ));
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Unpaid
+        );
+    }
+}

@@ -11,29 +11,80 @@ use thiserror::Error;
 /// that no two meanings can share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// 422: a field of the request breaks a rule (see [`ValidationError`]).
     InvalidRequest,
+    /// 400: the body is not JSON, or not the JSON the endpoint expects.
     MalformedJson,
+    /// 413: the body is over the size limit (64 KiB).
     PayloadTooLarge,
+    /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 422: a SKU is not in the catalog ([`CreateOrderError::UnknownSku`]) or
+    /// not a line of the order being refunded ([`RefundError::UnknownLine`]).
+    ///
+    /// [`RefundError::UnknownLine`]: crate::RefundError::UnknownLine
     UnknownSku,
+    /// 409: not enough stock left to reserve ([`CreateOrderError::OutOfStock`]).
     OutOfStock,
+    /// 422: the order's total does not fit in an amount
+    /// ([`CreateOrderError::AmountOverflow`]).
     AmountOverflow,
+    /// 404: no order has this id.
     OrderNotFound,
+    /// 401: the `X-Signature` of a payment or carrier callback is missing or wrong.
     InvalidSignature,
+    /// 422: a payment notice's amount is not the order's
+    /// ([`PayOrderError::AmountMismatch`]).
     AmountMismatch,
+    /// 409: the order cannot be paid ([`PayOrderError::NotPayable`]).
     OrderNotPayable,
+    /// 409: the payment id already paid another order
+    /// ([`PayOrderError::PaymentIdReused`]).
     PaymentConflict,
+    /// 404: no route matches the request's path.
     NotFound,
+    /// 405: the route exists but not with this method.
     MethodNotAllowed,
+    /// 503: the database failed (any [`StorageError`]); the client may retry.
+    ///
+    /// [`StorageError`]: crate::ports::StorageError
     StorageUnavailable,
+    /// 500: reserved for an unexpected server error; no endpoint answers it today.
     Internal,
+    /// 400: a refund was asked for without an `Idempotency-Key` header.
     IdempotencyKeyRequired,
+    /// 409: the `Idempotency-Key` was already used on this order for a different
+    /// refund ([`RefundError::KeyReused`]).
+    ///
+    /// [`RefundError::KeyReused`]: crate::RefundError::KeyReused
     IdempotencyKeyReused,
+    /// 409: the order is not paid, or nothing is left to refund
+    /// ([`RefundError::NotRefundable`]).
+    ///
+    /// [`RefundError::NotRefundable`]: crate::RefundError::NotRefundable
     OrderNotRefundable,
+    /// 422: more units than were paid and not yet refunded
+    /// ([`RefundError::ExceedsPaid`]).
+    ///
+    /// [`RefundError::ExceedsPaid`]: crate::RefundError::ExceedsPaid
     RefundExceedsPaid,
+    /// 404: no refund has this id ([`RetryRefundError::NotFound`]).
+    ///
+    /// [`RetryRefundError::NotFound`]: crate::RetryRefundError::NotFound
     RefundNotFound,
+    /// 409: only a `FAILED` refund can be retried ([`RetryRefundError::NotRetryable`]).
+    ///
+    /// [`RetryRefundError::NotRetryable`]: crate::RetryRefundError::NotRetryable
     RefundNotRetryable,
+    /// 409: the warehouse has not booked the order's shipment yet; the carrier
+    /// should retry later ([`CarrierUpdateError::ShipmentNotFound`]).
+    ///
+    /// [`CarrierUpdateError::ShipmentNotFound`]: crate::CarrierUpdateError::ShipmentNotFound
     ShipmentNotFound,
+    /// 409: the tracking number is not the order's shipment's
+    /// ([`CarrierUpdateError::TrackingMismatch`]).
+    ///
+    /// [`CarrierUpdateError::TrackingMismatch`]: crate::CarrierUpdateError::TrackingMismatch
     TrackingMismatch,
 }
 
@@ -66,6 +117,7 @@ impl ErrorCode {
         Self::TrackingMismatch,
     ];
 
+    /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "INVALID_REQUEST",
@@ -106,11 +158,14 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{field} {rule}")]
 pub struct ValidationError {
+    /// The request field at fault, as the client named it (`"lines"`).
     pub field: &'static str,
+    /// The rule it breaks, phrased to follow the field (`"must not be empty"`).
     pub rule: String,
 }
 
 impl ValidationError {
+    /// `field` breaks `rule`.
     pub fn new(field: &'static str, rule: impl Into<String>) -> Self {
         Self {
             field,
@@ -122,21 +177,29 @@ impl ValidationError {
 /// Why an order could not be created. Nothing was reserved in any of these cases.
 #[derive(Debug, Error)]
 pub enum CreateOrderError {
+    /// A line names a SKU (the field) that is not in the catalog.
     #[error("unknown SKU {0}")]
     UnknownSku(String),
+    /// A line asks for more units than are in stock and not reserved.
     #[error("not enough stock for SKU {sku}: {available} available, {requested} requested")]
     OutOfStock {
+        /// The SKU short of stock.
         sku: String,
+        /// Units on hand and not reserved when the order was refused.
         available: i64,
+        /// Units the line asked for.
         requested: u32,
     },
+    /// The order's total (in minor units) does not fit in an [`Amount`](crate::Amount).
     #[error("order total overflows")]
     AmountOverflow,
+    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
     #[error(transparent)]
     Storage(#[from] crate::ports::StorageError),
 }
 
 impl CreateOrderError {
+    /// The code the API answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnknownSku(_) => ErrorCode::UnknownSku,
@@ -150,19 +213,43 @@ impl CreateOrderError {
 /// Why a payment notice was refused. Nothing changed in any of these cases.
 #[derive(Debug, Error)]
 pub enum PayOrderError {
+    /// No order has this id (the field).
     #[error("order {0} not found")]
     OrderNotFound(String),
+    /// The notified amount is not the order's.
     #[error("amount {notified} does not match the order's amount {expected}")]
-    AmountMismatch { expected: i64, notified: i64 },
+    AmountMismatch {
+        /// The order's amount, in minor units.
+        expected: i64,
+        /// The amount the payment notice carried, in minor units.
+        notified: i64,
+    },
+    /// The order's status does not allow a payment.
+    ///
+    /// Not returned today: a payment for an order that can no longer take it
+    /// (closed, or paid by another payment) is recorded and owed back instead
+    /// (see
+    /// [`PaymentReceipt::refund_required`](crate::view::PaymentReceipt::refund_required)).
     #[error("order {order_id} is {status} and cannot be paid")]
-    NotPayable { order_id: String, status: String },
+    NotPayable {
+        /// The order.
+        order_id: String,
+        /// Its status (`"CLOSED"`, …).
+        status: String,
+    },
+    /// This payment id was already applied to another order.
     #[error("payment {payment_id} was already applied to another order")]
-    PaymentIdReused { payment_id: String },
+    PaymentIdReused {
+        /// The payment id of the notice.
+        payment_id: String,
+    },
+    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
     #[error(transparent)]
     Storage(#[from] crate::ports::StorageError),
 }
 
 impl PayOrderError {
+    /// The code the API answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,

@@ -16,6 +16,8 @@
 //! - [`view`]: read models returned by the API.
 //! - [`error`]: the one error type per operation, each with a stable code.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod event;
 pub mod fanout;

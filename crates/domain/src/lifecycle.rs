@@ -20,14 +20,25 @@ pub const MAX_REASON_LEN: usize = 200;
 /// A refund as the shopper (or support) asks for it, parsed at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
+    /// The order to refund.
     pub order_id: OrderId,
+    /// The `Idempotency-Key` header: the same key and request again returns
+    /// the first refund.
     pub key: IdempotencyKey,
     /// `None`: everything not refunded yet. `Some`: these units only.
     pub lines: Option<Vec<OrderLine>>,
+    /// Free text from the shopper or support, at most [`MAX_REASON_LEN`] characters.
     pub reason: Option<String>,
 }
 
 impl RefundRequest {
+    /// Checks the request and sorts its lines by SKU.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidationError`] if `lines` is `Some` but empty or repeats a SKU,
+    /// or if `reason` is longer than [`MAX_REASON_LEN`] characters or holds a
+    /// control character.
     pub fn new(
         order_id: OrderId,
         key: IdempotencyKey,
@@ -93,6 +104,7 @@ pub enum RefundStatus {
 }
 
 impl RefundStatus {
+    /// The status as stored and shown (`"REQUESTED"`, `"SUCCEEDED"`, `"FAILED"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Requested => "REQUESTED",
@@ -101,6 +113,7 @@ impl RefundStatus {
         }
     }
 
+    /// The status [`as_str`](Self::as_str) spells `raw`, if any.
     pub fn parse(raw: &str) -> Option<Self> {
         [Self::Requested, Self::Succeeded, Self::Failed]
             .into_iter()
@@ -118,14 +131,19 @@ impl fmt::Display for RefundStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CarrierStatus {
+    /// The carrier collected the parcel: the order becomes `SHIPPED`.
     PickedUp,
+    /// The parcel is on its way: the order is (or becomes) `SHIPPED`.
     InTransit,
+    /// The parcel reached the shopper: the order becomes `DELIVERED`.
     Delivered,
 }
 
 impl CarrierStatus {
+    /// Every status, in order of progress.
     pub const ALL: [CarrierStatus; 3] = [Self::PickedUp, Self::InTransit, Self::Delivered];
 
+    /// The status as the carrier sends it (`"PICKED_UP"`, `"IN_TRANSIT"`, `"DELIVERED"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PickedUp => "PICKED_UP",
@@ -134,6 +152,11 @@ impl CarrierStatus {
         }
     }
 
+    /// The status [`as_str`](Self::as_str) spells `raw`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidationError`] on field `status` if `raw` is none of them.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         Self::ALL
             .into_iter()
@@ -160,35 +183,57 @@ impl CarrierStatus {
 /// A carrier's callback, parsed at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarrierUpdate {
+    /// The order the shipment belongs to.
     pub order_id: OrderId,
+    /// The carrier's tracking number; must be the order's shipment's.
     pub tracking_no: TrackingNo,
+    /// What happened to the shipment.
     pub status: CarrierStatus,
 }
 
 /// Why a refund was refused. Nothing changed in any of these cases.
 #[derive(Debug, Error)]
 pub enum RefundError {
+    /// No order has this id (the field).
     #[error("order {0} not found")]
     OrderNotFound(String),
+    /// The order is not `PAID`, `SHIPPED` or `DELIVERED` (or has no payment),
+    /// or nothing of it is left to refund.
     #[error(
         "order {order_id} is {status}: only a paid, shipped or delivered order can be refunded"
     )]
-    NotRefundable { order_id: String, status: String },
+    NotRefundable {
+        /// The order.
+        order_id: String,
+        /// Its status when the refund was refused.
+        status: String,
+    },
+    /// A requested SKU (the field) is not a line of this order.
     #[error("SKU {0} is not a line of this order")]
     UnknownLine(String),
+    /// A line asks for more units than were paid and not yet refunded.
     #[error("cannot refund {requested} x {sku}: only {refundable} paid and not yet refunded")]
     ExceedsPaid {
+        /// The line's SKU.
         sku: String,
+        /// Units asked for.
         requested: u32,
+        /// Units paid and not yet refunded (0 if a concurrent refund took them).
         refundable: i64,
     },
+    /// The idempotency key was already used on this order for a different refund.
     #[error("Idempotency-Key {key:?} was already used on this order for a different refund")]
-    KeyReused { key: String },
+    KeyReused {
+        /// The reused key.
+        key: String,
+    },
+    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
     #[error(transparent)]
     Storage(#[from] crate::ports::StorageError),
 }
 
 impl RefundError {
+    /// The code the API answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,
@@ -204,15 +249,24 @@ impl RefundError {
 /// Why an operator's retry of a refund was refused.
 #[derive(Debug, Error)]
 pub enum RetryRefundError {
+    /// No refund has this id (the field).
     #[error("refund {0} not found")]
     NotFound(String),
+    /// The refund is not [`RefundStatus::Failed`].
     #[error("refund {refund_id} is {status}: only a FAILED refund can be retried")]
-    NotRetryable { refund_id: String, status: String },
+    NotRetryable {
+        /// The refund.
+        refund_id: String,
+        /// Its status (`"REQUESTED"` or `"SUCCEEDED"`).
+        status: String,
+    },
+    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
     #[error(transparent)]
     Storage(#[from] crate::ports::StorageError),
 }
 
 impl RetryRefundError {
+    /// The code the API answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::RefundNotFound,
@@ -225,17 +279,28 @@ impl RetryRefundError {
 /// Why a carrier update was refused. Nothing changed in any of these cases.
 #[derive(Debug, Error)]
 pub enum CarrierUpdateError {
+    /// No order has this id (the field).
     #[error("order {0} not found")]
     OrderNotFound(String),
+    /// The order (the field) exists but the warehouse has not booked its
+    /// shipment yet; the carrier should retry later.
     #[error("order {0} has no shipment yet; the carrier should retry")]
     ShipmentNotFound(String),
+    /// The order's shipment has another tracking number.
     #[error("tracking number {given} does not belong to order {order_id}")]
-    TrackingMismatch { order_id: String, given: String },
+    TrackingMismatch {
+        /// The order.
+        order_id: String,
+        /// The tracking number the carrier sent.
+        given: String,
+    },
+    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
     #[error(transparent)]
     Storage(#[from] crate::ports::StorageError),
 }
 
 impl CarrierUpdateError {
+    /// The code the API answers this error with.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,

@@ -12,17 +12,34 @@ use thiserror::Error;
 
 use crate::event::{OrderPaid, OutboxMessage};
 
+/// The future every port method returns: boxed, `Send`, borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The broker did not confirm a message as stored; the outbox keeps it.
 #[derive(Debug, Clone, Error)]
 #[error("publish failed: {0}")]
-pub struct PublishError(pub String);
+pub struct PublishError(
+    /// Why, for the log and the outbox row's last error.
+    pub String,
+);
 
 /// Sends outbox messages to the message broker.
 pub trait Publisher: Send + Sync + 'static {
     /// Sends every message of `batch` and returns one outcome per message, in
     /// order. `Ok` means the broker acknowledged it as stored (SEND_OK).
+    ///
+    /// # Errors
+    ///
+    /// The call itself never fails: it answers `batch.len()` results, and
+    /// each message that was not confirmed gets a [`PublishError`]:
+    /// - if its topic's route could not be fetched or has no writable queue;
+    /// - if it could not be turned into a broker message (an invalid property);
+    /// - if the send failed (network, timeout) or gave no result;
+    /// - if the broker answered a status other than SEND_OK (it may then have
+    ///   stored the message anyway).
+    ///
+    /// A failed message stays in the outbox and is sent again later, so it
+    /// may be delivered twice; consumers drop repeats by event id.
     fn publish<'a>(
         &'a self,
         batch: &'a [OutboxMessage],
@@ -32,10 +49,15 @@ pub trait Publisher: Send + Sync + 'static {
 /// A message delivered to a consumer group.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The broker's message id (differs between a message and its resend).
     pub msg_id: String,
+    /// The topic it was published to.
     pub topic: String,
+    /// Its tag: the event's kind.
     pub tag: String,
+    /// Its key: the order id.
     pub key: String,
+    /// The event, as JSON.
     pub body: Vec<u8>,
     /// How many times the broker redelivered it after a "reconsume later".
     pub reconsume_times: i32,
@@ -78,6 +100,19 @@ pub trait Handler: Send + Sync + 'static {
     /// `Consumed` acknowledges the whole batch; `RetryLater` has the broker
     /// redeliver the whole batch, so deliveries already applied must be
     /// recognised and skipped (they are: every effect has an inbox row).
+    ///
+    /// # Errors
+    ///
+    /// Failures are answered as an [`Outcome`], never as an error:
+    /// - [`Outcome::Consumed`] if every delivery was applied, was applied
+    ///   before, or needs nothing (e.g. the close of an order already paid):
+    ///   the broker forgets the batch.
+    /// - [`Outcome::RetryLater`] with the first reason if any delivery was not
+    ///   applied (the storage or a third party failed, the message does not
+    ///   decode, it waits for an earlier event or for its due time, or the
+    ///   service is shutting down): the broker redelivers the whole batch
+    ///   later, and moves a delivery to the group's dead-letter queue when
+    ///   this was its last attempt ([`Delivery::is_last_attempt`]).
     fn handle(&self, batch: Vec<Delivery>) -> BoxFuture<'_, Outcome>;
 }
 
@@ -85,7 +120,9 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, Clone, Error)]
 #[error("{system} failed: {reason}")]
 pub struct GatewayError {
+    /// Which third party failed, by the gateway's name (`"sms gateway"`, …).
     pub system: &'static str,
+    /// What it answered, or why it could not be reached.
     pub reason: String,
 }
 
@@ -93,6 +130,12 @@ pub struct GatewayError {
 /// request, as real providers do with a client reference.
 pub trait SmsGateway: Send + Sync + 'static {
     /// Sends the text; returns the provider's message reference.
+    ///
+    /// # Errors
+    ///
+    /// - [`GatewayError`] if the provider refused the request, failed or could
+    ///   not be reached. The text may or may not have been sent: retry with
+    ///   the same `idempotency_key`, so it is sent at most once.
     fn send<'a>(
         &'a self,
         idempotency_key: &'a str,
@@ -104,6 +147,13 @@ pub trait SmsGateway: Send + Sync + 'static {
 /// The logistics company (carrier) and warehouse system.
 pub trait LogisticsGateway: Send + Sync + 'static {
     /// Books the shipment; returns the carrier's tracking number.
+    ///
+    /// # Errors
+    ///
+    /// - [`GatewayError`] if the carrier refused the request, failed or could
+    ///   not be reached. The shipment may or may not have been booked: retry
+    ///   with the same `idempotency_key`, which returns the first booking's
+    ///   tracking number.
     fn create_shipment<'a>(
         &'a self,
         idempotency_key: &'a str,
@@ -116,6 +166,12 @@ pub trait PaymentGateway: Send + Sync + 'static {
     /// Refunds `amount` of `payment_id`; `idempotency_key` (the refund id)
     /// makes a repeated call return the first refund instead of paying twice.
     /// Returns the provider's refund reference.
+    ///
+    /// # Errors
+    ///
+    /// - [`GatewayError`] if the provider refused the refund, failed or could
+    ///   not be reached. The money may or may not have been given back: retry
+    ///   with the same `idempotency_key`, so it is given back at most once.
     fn refund<'a>(
         &'a self,
         idempotency_key: &'a str,
@@ -138,6 +194,7 @@ pub enum StorageErrorKind {
 }
 
 impl StorageErrorKind {
+    /// The kind as logs show it (`"unavailable"`, `"conflict"`, `"corrupt"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unavailable => "unavailable",
@@ -191,6 +248,7 @@ impl StorageError {
         Self::new(StorageErrorKind::Corrupt, source)
     }
 
+    /// What the failure means for the caller: retry, give up, or page someone.
     pub fn kind(&self) -> StorageErrorKind {
         self.kind
     }
@@ -205,33 +263,172 @@ impl StorageError {
 }
 
 /// The order service as the HTTP API sees it.
+///
+/// Times are epoch milliseconds and amounts minor units (cents) throughout.
+/// Every write runs in one transaction: an error means it was rolled back.
 pub trait OrderService: Send + Sync + 'static {
+    /// The catalog: every product with its price and stock.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if the database failed: [`StorageErrorKind::Unavailable`]
+    ///   (busy, out of connections, unreachable) or [`StorageErrorKind::Corrupt`]
+    ///   (a row that does not decode).
     fn products(&self) -> BoxFuture<'_, Result<Vec<crate::Product>, StorageError>>;
+
+    /// Creates an `UNPAID` order with a new id, reserves its stock and
+    /// schedules its close (it closes itself if not paid in time).
+    ///
+    /// # Errors
+    ///
+    /// Nothing is reserved or stored in any of these cases.
+    /// - [`CreateOrderError::UnknownSku`] if a line's SKU is not in the catalog.
+    /// - [`CreateOrderError::OutOfStock`] if a line asks for more units than
+    ///   are on hand and not reserved.
+    /// - [`CreateOrderError::AmountOverflow`] if the total does not fit in an
+    ///   [`Amount`](crate::Amount).
+    /// - [`CreateOrderError::Storage`] if the database failed (see
+    ///   [`StorageError::kind`]): any kind; `Unavailable` too if the order
+    ///   writer has stopped.
+    ///
+    /// [`CreateOrderError::UnknownSku`]: crate::CreateOrderError::UnknownSku
+    /// [`CreateOrderError::OutOfStock`]: crate::CreateOrderError::OutOfStock
+    /// [`CreateOrderError::AmountOverflow`]: crate::CreateOrderError::AmountOverflow
+    /// [`CreateOrderError::Storage`]: crate::CreateOrderError::Storage
     fn create_order(
         &self,
         order: crate::NewOrder,
     ) -> BoxFuture<'_, Result<crate::view::OrderView, crate::CreateOrderError>>;
+
+    /// Applies a payment notice: `UNPAID` → `PAID`, the reservations become
+    /// deductions and an `OrderPaid` event goes to the outbox. A notice
+    /// already applied is answered again as a duplicate; money for an order
+    /// that can no longer take it (closed, or paid by another payment) is
+    /// recorded and owed back (`refund_required` in the receipt).
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed in any of these cases.
+    /// - [`PayOrderError::OrderNotFound`] if no order has this id.
+    /// - [`PayOrderError::AmountMismatch`] if the amount is not the order's.
+    /// - [`PayOrderError::PaymentIdReused`] if this payment id already paid
+    ///   another order.
+    /// - [`PayOrderError::Storage`] if the database failed (see
+    ///   [`StorageError::kind`]): any kind; `Unavailable` too if the order
+    ///   writer has stopped. Retrying the same notice is safe.
+    ///
+    /// [`PayOrderError::NotPayable`] is not returned today.
+    ///
+    /// [`PayOrderError::OrderNotFound`]: crate::PayOrderError::OrderNotFound
+    /// [`PayOrderError::AmountMismatch`]: crate::PayOrderError::AmountMismatch
+    /// [`PayOrderError::PaymentIdReused`]: crate::PayOrderError::PaymentIdReused
+    /// [`PayOrderError::Storage`]: crate::PayOrderError::Storage
+    /// [`PayOrderError::NotPayable`]: crate::PayOrderError::NotPayable
     fn pay(
         &self,
         notice: crate::PaymentNotice,
     ) -> BoxFuture<'_, Result<crate::view::PaymentReceipt, crate::PayOrderError>>;
+
+    /// The order with its lines, history, fan-out, consumers' progress and
+    /// refunds; `None` if no order has this id.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if a database failed: [`StorageErrorKind::Unavailable`]
+    ///   or [`StorageErrorKind::Corrupt`] (a stored value that does not decode).
     fn order(
         &self,
         id: crate::OrderId,
     ) -> BoxFuture<'_, Result<Option<crate::view::OrderView>, StorageError>>;
+
+    /// What the downstream systems hold for the user: points, coupons, SMS
+    /// and shipments (empty for a user they never saw).
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if a system's database failed:
+    ///   [`StorageErrorKind::Unavailable`] or [`StorageErrorKind::Corrupt`].
     fn user_activity(
         &self,
         user: crate::UserId,
     ) -> BoxFuture<'_, Result<crate::view::UserActivity, StorageError>>;
+
+    /// Counters for operators: orders by status, outbox backlog, consumer
+    /// groups' progress, refunds, and this instance's group commits.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if a database failed: [`StorageErrorKind::Unavailable`]
+    ///   or [`StorageErrorKind::Corrupt`].
     fn stats(&self) -> BoxFuture<'_, Result<crate::view::Stats, StorageError>>;
+
+    /// Records a refund (`REQUESTED`) and its event; the payment gateway is
+    /// called later, by a consumer. The same idempotency key with the same
+    /// request returns the first refund, marked as a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed in any of these cases.
+    /// - [`RefundError::KeyReused`] if the key was already used on this order
+    ///   for a different request.
+    /// - [`RefundError::OrderNotFound`] if no order has this id.
+    /// - [`RefundError::NotRefundable`] if the order is not `PAID`, `SHIPPED`
+    ///   or `DELIVERED`, has no payment, or has nothing left to refund.
+    /// - [`RefundError::UnknownLine`] if a requested SKU is not a line of the order.
+    /// - [`RefundError::ExceedsPaid`] if a line asks for more units than were
+    ///   paid and not yet refunded.
+    /// - [`RefundError::Storage`] if the database failed (see [`StorageError::kind`]).
+    ///
+    /// [`RefundError::KeyReused`]: crate::RefundError::KeyReused
+    /// [`RefundError::OrderNotFound`]: crate::RefundError::OrderNotFound
+    /// [`RefundError::NotRefundable`]: crate::RefundError::NotRefundable
+    /// [`RefundError::UnknownLine`]: crate::RefundError::UnknownLine
+    /// [`RefundError::ExceedsPaid`]: crate::RefundError::ExceedsPaid
+    /// [`RefundError::Storage`]: crate::RefundError::Storage
     fn refund(
         &self,
         request: crate::RefundRequest,
     ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RefundError>>;
+
+    /// An operator retries a `FAILED` refund: it becomes `REQUESTED` again and
+    /// goes back to the payment gateway's consumer.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed in any of these cases.
+    /// - [`RetryRefundError::NotFound`] if no refund has this id.
+    /// - [`RetryRefundError::NotRetryable`] if the refund is not `FAILED`.
+    /// - [`RetryRefundError::Storage`] if the database failed (see
+    ///   [`StorageError::kind`]).
+    ///
+    /// [`RetryRefundError::NotFound`]: crate::RetryRefundError::NotFound
+    /// [`RetryRefundError::NotRetryable`]: crate::RetryRefundError::NotRetryable
+    /// [`RetryRefundError::Storage`]: crate::RetryRefundError::Storage
     fn retry_refund(
         &self,
         refund_id: crate::RefundId,
     ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RetryRefundError>>;
+
+    /// Applies a carrier's update: the order only moves forward (`PAID` →
+    /// `SHIPPED` → `DELIVERED`) and a `ShipmentUpdated` event tells the
+    /// warehouse. A repeated update changes nothing and is answered as a
+    /// duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed in any of these cases.
+    /// - [`CarrierUpdateError::OrderNotFound`] if no order has this id.
+    /// - [`CarrierUpdateError::ShipmentNotFound`] if the order exists but the
+    ///   warehouse has not booked its shipment yet.
+    /// - [`CarrierUpdateError::TrackingMismatch`] if the order's shipment has
+    ///   another tracking number.
+    /// - [`CarrierUpdateError::Storage`] if the order or warehouse database
+    ///   failed (see [`StorageError::kind`]).
+    ///
+    /// [`CarrierUpdateError::OrderNotFound`]: crate::CarrierUpdateError::OrderNotFound
+    /// [`CarrierUpdateError::ShipmentNotFound`]: crate::CarrierUpdateError::ShipmentNotFound
+    /// [`CarrierUpdateError::TrackingMismatch`]: crate::CarrierUpdateError::TrackingMismatch
+    /// [`CarrierUpdateError::Storage`]: crate::CarrierUpdateError::Storage
     fn carrier_update(
         &self,
         update: crate::CarrierUpdate,

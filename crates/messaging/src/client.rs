@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::MqError;
 use crate::delay::DelayedDelivery;
+use crate::deliveries::{Deliveries, GroupCounters};
 
 /// How long one send may take before it counts as failed (the outbox retries it).
 const SEND_TIMEOUT_MS: u32 = 3_000;
@@ -64,6 +65,8 @@ pub struct MqClient {
     /// messages are redelivered) before the runtime they block on stops.
     stopping: tokio::sync::watch::Sender<bool>,
     pub(crate) namesrv_addr: String,
+    /// What each group's handler was given and how it answered.
+    deliveries: Deliveries,
 }
 
 impl std::fmt::Debug for MqClient {
@@ -120,6 +123,7 @@ impl MqClient {
             delayed: Arc::new(delayed),
             stopping: tokio::sync::watch::Sender::new(false),
             namesrv_addr: namesrv_addr.to_owned(),
+            deliveries: Deliveries::default(),
         })
     }
 
@@ -187,6 +191,7 @@ impl MqClient {
             producer: self.producer.clone(),
             delayed: Arc::clone(&self.delayed),
             stopping: self.stopping.subscribe(),
+            counters: self.deliveries.group(&options.group),
         });
         consumer
             .start()
@@ -197,6 +202,11 @@ impl MqClient {
             .expect("consumer list lock")
             .push(consumer);
         Ok(())
+    }
+
+    /// Each subscribed group's delivery counts (see [`crate::deliveries`]).
+    pub fn deliveries(&self) -> Deliveries {
+        self.deliveries.clone()
     }
 
     /// Stops consumers (in-flight deliveries are abandoned and redelivered
@@ -411,6 +421,8 @@ struct ListenerBridge {
     producer: DefaultMQProducer,
     delayed: Arc<DelayedDelivery>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// This group's delivery counts.
+    counters: Arc<GroupCounters>,
 }
 
 fn to_delivery(m: &MessageExt, max_reconsume_times: i32) -> Delivery {
@@ -492,19 +504,29 @@ impl ListenerBridge {
         if due.is_empty() {
             return Outcome::Consumed;
         }
-        let batch = due
+        let batch: Vec<Delivery> = due
             .into_iter()
             .map(|(m, _)| to_delivery(m, self.max_reconsume_times))
             .collect();
+        let count = |pick: fn(&Delivery) -> bool| batch.iter().filter(|d| pick(d)).count() as u64;
+        let messages = batch.len() as u64;
+        // Below the last try a "retry later" comes back; on it, the broker
+        // moves the message to the group's DLQ instead.
+        let will_return = count(|d| d.reconsume_times < d.max_reconsume_times);
+        self.counters
+            .enter(messages, count(|d| d.reconsume_times > 0));
         let mut stopping = self.stopping.clone();
-        tokio::select! {
+        let outcome = tokio::select! {
             outcome = self.handler.handle(batch) => outcome,
             // A handler waiting out a backoff must not outlive the runtime
             // its timers belong to (tokio panics then).
             Ok(_) = stopping.wait_for(|stopping| *stopping) => {
                 Outcome::RetryLater("ordermq is shutting down".into())
             }
-        }
+        };
+        let consumed = matches!(outcome, Outcome::Consumed);
+        self.counters.leave(messages, consumed, will_return);
+        outcome
     }
 }
 

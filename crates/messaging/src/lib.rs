@@ -18,10 +18,13 @@
 //! - [`embedded_options`]: what the embedded broker is given, in every build.
 //! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
 //! - [`delay`]: delivering at a due time with timer messages or delay levels.
+//! - [`deliveries`]: what each group's handler was given and how it
+//!   answered; a group is *settled* when nothing it received can come back.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
 
 pub mod client;
 pub mod delay;
+pub mod deliveries;
 pub mod dlq;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
@@ -31,6 +34,7 @@ use thiserror::Error;
 
 pub use client::{MqClient, SubscribeOptions};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
+pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};
 #[cfg(feature = "embedded-broker")]
 pub use embedded::EmbeddedBroker;

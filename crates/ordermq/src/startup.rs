@@ -23,7 +23,7 @@ use ordermq_domain::topology::{
 };
 #[cfg(feature = "embedded-broker")]
 use ordermq_messaging::EmbeddedBroker;
-use ordermq_messaging::{MqClient, MqError, SubscribeOptions};
+use ordermq_messaging::{Deliveries, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions, ThreadStart};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -259,6 +259,11 @@ impl Application {
 
     pub fn signer(&self) -> &PaymentSigner {
         &self.signer
+    }
+
+    /// What each consumer group's handler was given and how it answered.
+    pub fn deliveries(&self) -> Deliveries {
+        self.mq.deliveries()
     }
 
     /// The fake SMS gateway, to change its behaviour in fault tests.

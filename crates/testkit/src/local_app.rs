@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ordermq_api::signature::PaymentSigner;
+use ordermq_messaging::{Deliveries, GroupDeliveries};
 use ordermq_store::Store;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -42,6 +43,8 @@ pub struct LocalApp {
     pub payments: std::sync::Arc<FakeGateway>,
     /// Signs carrier callbacks.
     pub carrier_signer: PaymentSigner,
+    /// What each consumer group's handler was given and how it answered.
+    pub deliveries: Deliveries,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartError>>>,
     dir: tempfile::TempDir,
@@ -93,6 +96,7 @@ impl LocalApp {
         let signer = app.signer().clone();
         let (sms, logistics) = (app.sms_gateway(), app.logistics_gateway());
         let (payments, carrier_signer) = (app.payment_gateway(), app.carrier_signer().clone());
+        let deliveries = app.deliveries();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
@@ -108,6 +112,7 @@ impl LocalApp {
             logistics,
             payments,
             carrier_signer,
+            deliveries,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -158,6 +163,36 @@ impl LocalApp {
             .body(body)
             .send()
             .await
+    }
+
+    /// Waits until each `(group, at_least)` has handled at least that many
+    /// messages and is settled (nothing in a handler, no retry owed: nothing
+    /// it received can come back by itself), and returns their counts.
+    /// Panics with the counts if that takes longer than `timeout`.
+    pub async fn wait_settled(
+        &self,
+        groups: &[(&str, u64)],
+        timeout: Duration,
+    ) -> Vec<GroupDeliveries> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now: Vec<GroupDeliveries> = groups
+                .iter()
+                .map(|(group, _)| self.deliveries.of(group))
+                .collect();
+            let done = groups
+                .iter()
+                .zip(&now)
+                .all(|((_, at_least), counts)| counts.handled >= *at_least && counts.is_settled());
+            if done {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer groups did not settle within {timeout:?}: wanted {groups:?}, have {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops gracefully; waits up to a minute.

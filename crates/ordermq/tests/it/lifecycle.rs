@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use ordermq_domain::topology::{Consumer, group_of};
 use ordermq_domain::{OrderId, OrderStatus};
 use ordermq_testkit::LocalApp;
 use serde_json::{Value, json};
@@ -198,8 +199,13 @@ async fn a_payment_racing_the_close_has_exactly_one_winner() {
     }
     eprintln!("pay/close race over {ORDERS} orders: payment won {paid}, close won {closed}");
     assert_eq!(paid + closed, ORDERS);
-    // Every close message has been handled by now: nobody else changed.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every order's close has been handled and its group owes no retry, and
+    // so has every refund: nothing can change an order any more.
+    let groups = [
+        (group_of(Consumer::Close).name, ORDERS as u64),
+        (group_of(Consumer::Refund).name, closed as u64),
+    ];
+    app.wait_settled(&groups, Duration::from_secs(30)).await;
     let paid_orders = app
         .store
         .order_ids_with_status(OrderStatus::Paid)

@@ -1,0 +1,144 @@
+//! Counting what each consumer group's handler was given and how it answered.
+//!
+//! "Has every message been handled, and is nothing about to come back?" is a
+//! question both an operator and a test ask. The broker knows offsets, but
+//! asking it needs a client in the group, which would take part in the
+//! group's rebalance. The listener bridge sees every delivery anyway, so it
+//! counts them here: messages handled, messages answered "retry later",
+//! messages in a handler right now, and retries still owed (answered "retry
+//! later" below the last try and not yet seen again). A group with nothing in
+//! flight and no retry owed is *settled*: nothing it already received can come
+//! back by itself.
+//!
+//! Messages that arrive before their due time and are sent on (delay-level
+//! hops, see [`crate::delay`]) are not counted: the handler never sees them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One group's counts at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupDeliveries {
+    /// Messages whose handler call answered "consumed".
+    pub handled: u64,
+    /// Messages whose handler call answered "retry later" (each try counts).
+    pub retried: u64,
+    /// Messages inside a handler call right now.
+    pub in_flight: u64,
+    /// Retries the broker still owes: answered "retry later" before the last
+    /// try, not delivered again yet.
+    pub retries_owed: u64,
+}
+
+impl GroupDeliveries {
+    /// Nothing in flight and no retry owed: no message this group already
+    /// received will come back by itself.
+    pub fn is_settled(&self) -> bool {
+        self.in_flight == 0 && self.retries_owed == 0
+    }
+}
+
+/// The live counters of one group (shared with its listener bridge).
+#[derive(Debug, Default)]
+pub(crate) struct GroupCounters {
+    handled: AtomicU64,
+    retried: AtomicU64,
+    in_flight: AtomicU64,
+    retries_owed: AtomicU64,
+}
+
+impl GroupCounters {
+    /// `messages` enter the handler; `redelivered` of them are retries coming back.
+    pub(crate) fn enter(&self, messages: u64, redelivered: u64) {
+        self.in_flight.fetch_add(messages, Ordering::SeqCst);
+        // Saturating: a retry owed by an earlier process (before a restart)
+        // was never counted here.
+        let _ = self
+            .retries_owed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                Some(owed.saturating_sub(redelivered))
+            });
+    }
+
+    /// The handler call for `messages` answered; `will_return` of them were
+    /// answered "retry later" below their last try.
+    pub(crate) fn leave(&self, messages: u64, consumed: bool, will_return: u64) {
+        if consumed {
+            self.handled.fetch_add(messages, Ordering::SeqCst);
+        } else {
+            self.retried.fetch_add(messages, Ordering::SeqCst);
+            self.retries_owed.fetch_add(will_return, Ordering::SeqCst);
+        }
+        self.in_flight.fetch_sub(messages, Ordering::SeqCst);
+    }
+
+    fn snapshot(&self) -> GroupDeliveries {
+        GroupDeliveries {
+            handled: self.handled.load(Ordering::SeqCst),
+            retried: self.retried.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            retries_owed: self.retries_owed.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Every subscribed group's counters; cheap to clone, readable from anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct Deliveries {
+    groups: Arc<Mutex<BTreeMap<String, Arc<GroupCounters>>>>,
+}
+
+impl Deliveries {
+    /// The counters of `group`, created on first use.
+    pub(crate) fn group(&self, group: &str) -> Arc<GroupCounters> {
+        let mut groups = self.groups.lock().expect("delivery counters lock");
+        Arc::clone(groups.entry(group.to_owned()).or_default())
+    }
+
+    /// Each group's counts now, by group name.
+    pub fn snapshot(&self) -> BTreeMap<String, GroupDeliveries> {
+        let groups = self.groups.lock().expect("delivery counters lock");
+        groups
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.snapshot()))
+            .collect()
+    }
+
+    /// `group`'s counts now (all zero for a group never subscribed).
+    pub fn of(&self, group: &str) -> GroupDeliveries {
+        self.snapshot().remove(group).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_settles_when_its_retries_come_back() {
+        let deliveries = Deliveries::default();
+        let group = deliveries.group("g");
+        group.enter(3, 0);
+        assert!(!deliveries.of("g").is_settled(), "three in flight");
+        group.leave(3, false, 2); // one of three was on its last try
+        let now = deliveries.of("g");
+        assert_eq!((now.retried, now.in_flight, now.retries_owed), (3, 0, 2));
+        assert!(!now.is_settled(), "two retries owed");
+        group.enter(2, 2);
+        group.leave(2, true, 0);
+        let now = deliveries.of("g");
+        assert_eq!((now.handled, now.retries_owed), (2, 0));
+        assert!(now.is_settled());
+    }
+
+    #[test]
+    fn a_retry_owed_by_an_earlier_process_does_not_underflow() {
+        let deliveries = Deliveries::default();
+        let group = deliveries.group("g");
+        group.enter(1, 1);
+        group.leave(1, true, 0);
+        assert_eq!(deliveries.of("g").retries_owed, 0);
+        assert_eq!(deliveries.of("never"), GroupDeliveries::default());
+    }
+}

@@ -139,3 +139,202 @@ impl Handler for RefundHandler {
         Box::pin(self.consume(batch))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ordermq_domain::ports::{GatewayError, OrderService};
+    use ordermq_domain::view::RefundView;
+    use ordermq_domain::{
+        Amount, EventKind, IdempotencyKey, OrderId, OutboxMessage, RefundRequest,
+    };
+
+    use super::*;
+    use crate::testing::{Fixture, delivery_of, relay_all};
+
+    /// A payment gateway that fails its first `failures` calls, then refunds;
+    /// it records every call's `(idempotency key, payment, amount)`.
+    struct ScriptedPayments {
+        failures: AtomicUsize,
+        calls: Mutex<Vec<(String, String, i64)>>,
+    }
+
+    impl ScriptedPayments {
+        fn failing(failures: usize) -> Arc<Self> {
+            Arc::new(Self {
+                failures: AtomicUsize::new(failures),
+                calls: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn calls(&self) -> Vec<(String, String, i64)> {
+            self.calls.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl PaymentGateway for ScriptedPayments {
+        fn refund<'a>(
+            &'a self,
+            idempotency_key: &'a str,
+            payment_id: &'a str,
+            amount: Amount,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            self.calls.lock().expect("not poisoned").push((
+                idempotency_key.to_owned(),
+                payment_id.to_owned(),
+                amount.minor_units(),
+            ));
+            let fail = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            Box::pin(async move {
+                if fail {
+                    Err(GatewayError {
+                        system: "payment gateway",
+                        reason: "the provider answered 503 (test)".into(),
+                    })
+                } else {
+                    Ok(format!("re-{idempotency_key}"))
+                }
+            })
+        }
+    }
+
+    /// A paid order, a full refund of it, and every message published so
+    /// far (its `OrderPaid`, its close, the refund's `OrderRefundRequested`).
+    async fn refund_with_messages(fixture: &Fixture) -> (RefundView, Vec<OutboxMessage>) {
+        let order = fixture.paid_order("u1", 2).await;
+        let refund = fixture
+            .orders
+            .refund(
+                RefundRequest::new(
+                    order.order_id.clone(),
+                    IdempotencyKey::parse("refund-1").expect("key"),
+                    None,
+                    Some("changed my mind".into()),
+                )
+                .expect("valid request"),
+            )
+            .await
+            .expect("refund recorded");
+        (refund, relay_all(fixture).await)
+    }
+
+    /// The first of `messages` tagged `kind`, as a consumer group receives it.
+    fn delivery_of_kind(messages: &[OutboxMessage], kind: EventKind) -> Delivery {
+        let message = messages
+            .iter()
+            .find(|m| m.tag == kind.tag())
+            .unwrap_or_else(|| panic!("a {kind:?} was published"));
+        delivery_of(message)
+    }
+
+    /// A paid order, a full refund of it, and the refund's message as the
+    /// refund group would receive it.
+    async fn requested_refund(fixture: &Fixture) -> (RefundView, Delivery) {
+        let (refund, messages) = refund_with_messages(fixture).await;
+        let delivery = delivery_of_kind(&messages, EventKind::OrderRefundRequested);
+        (refund, delivery)
+    }
+
+    async fn refund_now(fixture: &Fixture, order: &OrderId) -> RefundView {
+        let view = fixture.orders.order(order.clone()).await.unwrap().unwrap();
+        view.refunds.into_iter().next().expect("one refund")
+    }
+
+    #[tokio::test]
+    async fn a_refund_gets_through_gateway_failures_within_one_delivery() {
+        let fixture = Fixture::new().await;
+        let (refund, delivery) = requested_refund(&fixture).await;
+        let gateway = ScriptedPayments::failing(2);
+        let handler = RefundHandler::new(
+            fixture.store.clone(),
+            gateway.clone(),
+            3,
+            Duration::from_millis(1),
+        );
+        assert_eq!(
+            handler.handle(vec![delivery.clone()]).await,
+            Outcome::Consumed
+        );
+        let calls = gateway.calls();
+        assert_eq!(calls.len(), 3, "two failures, then the refund");
+        for (key, payment, amount) in &calls {
+            assert_eq!(
+                key,
+                refund.refund_id.as_str(),
+                "the refund id is the idempotency key"
+            );
+            assert_eq!(payment, refund.payment_id.as_str());
+            assert_eq!(*amount, refund.amount.minor_units());
+        }
+        let now = refund_now(&fixture, &refund.order_id).await;
+        assert_eq!(now.status, RefundStatus::Succeeded);
+        assert_eq!(
+            now.attempts, 3,
+            "every gateway attempt is counted, the last one too"
+        );
+        assert!(now.completed_at.is_some());
+
+        // A redelivery of a refund that succeeded calls nobody.
+        assert_eq!(handler.handle(vec![delivery]).await, Outcome::Consumed);
+        assert_eq!(gateway.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refund_the_gateway_keeps_refusing_fails_only_on_the_last_delivery() {
+        let fixture = Fixture::new().await;
+        let (refund, mut delivery) = requested_refund(&fixture).await;
+        let gateway = ScriptedPayments::failing(usize::MAX);
+        let handler = RefundHandler::new(
+            fixture.store.clone(),
+            gateway.clone(),
+            2,
+            Duration::from_millis(1),
+        );
+        // Not the last delivery: RocketMQ will bring it back; still requested.
+        assert!(matches!(
+            handler.handle(vec![delivery.clone()]).await,
+            Outcome::RetryLater(_)
+        ));
+        let now = refund_now(&fixture, &refund.order_id).await;
+        assert_eq!(now.status, RefundStatus::Requested);
+        assert_eq!(now.attempts, 2);
+        assert!(now.last_error.as_deref().unwrap().contains("503"));
+
+        // The last delivery: the refund is FAILED, for an operator to retry.
+        delivery.reconsume_times = delivery.max_reconsume_times;
+        assert!(matches!(
+            handler.handle(vec![delivery]).await,
+            Outcome::RetryLater(_)
+        ));
+        let now = refund_now(&fixture, &refund.order_id).await;
+        assert_eq!(now.status, RefundStatus::Failed);
+        assert_eq!(now.attempts, 4);
+        assert_eq!(gateway.calls().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_message_is_retried_and_another_event_is_ignored() {
+        let fixture = Fixture::new().await;
+        let (refund, messages) = refund_with_messages(&fixture).await;
+        let gateway = ScriptedPayments::failing(0);
+        let handler = RefundHandler::new(fixture.store.clone(), gateway.clone(), 1, Duration::ZERO);
+        let garbage = Delivery {
+            body: b"{not json".to_vec(),
+            ..delivery_of_kind(&messages, EventKind::OrderRefundRequested)
+        };
+        assert!(matches!(
+            handler.handle(vec![garbage]).await,
+            Outcome::RetryLater(_)
+        ));
+        let paid = delivery_of_kind(&messages, EventKind::OrderPaid);
+        assert_eq!(handler.handle(vec![paid]).await, Outcome::Consumed);
+        assert!(gateway.calls().is_empty(), "nothing was refunded");
+        let now = refund_now(&fixture, &refund.order_id).await;
+        assert_eq!((now.status, now.attempts), (RefundStatus::Requested, 0));
+    }
+}

@@ -138,9 +138,7 @@ impl From<PayOrderError> for ApiError {
         let status = match &e {
             PayOrderError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             PayOrderError::AmountMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            PayOrderError::NotPayable { .. } | PayOrderError::PaymentIdReused { .. } => {
-                StatusCode::CONFLICT
-            }
+            PayOrderError::PaymentIdReused { .. } => StatusCode::CONFLICT,
             PayOrderError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())

@@ -36,7 +36,10 @@ pub enum ErrorCode {
     /// 422: a payment notice's amount is not the order's
     /// ([`PayOrderError::AmountMismatch`]).
     AmountMismatch,
-    /// 409: the order cannot be paid ([`PayOrderError::NotPayable`]).
+    /// 409: reserved, never returned: a payment for an order that can no
+    /// longer take it is recorded and owed back instead (see
+    /// [`PaymentReceipt::refund_required`](crate::view::PaymentReceipt::refund_required)).
+    /// Kept so that the code is never reused for another meaning.
     OrderNotPayable,
     /// 409: the payment id already paid another order
     /// ([`PayOrderError::PaymentIdReused`]).
@@ -224,19 +227,6 @@ pub enum PayOrderError {
         /// The amount the payment notice carried, in minor units.
         notified: i64,
     },
-    /// The order's status does not allow a payment.
-    ///
-    /// Not returned today: a payment for an order that can no longer take it
-    /// (closed, or paid by another payment) is recorded and owed back instead
-    /// (see
-    /// [`PaymentReceipt::refund_required`](crate::view::PaymentReceipt::refund_required)).
-    #[error("order {order_id} is {status} and cannot be paid")]
-    NotPayable {
-        /// The order.
-        order_id: String,
-        /// Its status (`"CLOSED"`, …).
-        status: String,
-    },
     /// This payment id was already applied to another order.
     #[error("payment {payment_id} was already applied to another order")]
     PaymentIdReused {
@@ -254,7 +244,6 @@ impl PayOrderError {
         match self {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,
             Self::AmountMismatch { .. } => ErrorCode::AmountMismatch,
-            Self::NotPayable { .. } => ErrorCode::OrderNotPayable,
             Self::PaymentIdReused { .. } => ErrorCode::PaymentConflict,
             Self::Storage(_) => ErrorCode::StorageUnavailable,
         }

@@ -317,13 +317,14 @@ pub trait OrderService: Send + Sync + 'static {
     ///   [`StorageError::kind`]): any kind; `Unavailable` too if the order
     ///   writer has stopped. Retrying the same notice is safe.
     ///
-    /// [`PayOrderError::NotPayable`] is not returned today.
+    /// A payment for an order that can no longer take it (closed, or paid by
+    /// another payment) is not an error: it is recorded, owed back and
+    /// answered with `refund_required`.
     ///
     /// [`PayOrderError::OrderNotFound`]: crate::PayOrderError::OrderNotFound
     /// [`PayOrderError::AmountMismatch`]: crate::PayOrderError::AmountMismatch
     /// [`PayOrderError::PaymentIdReused`]: crate::PayOrderError::PaymentIdReused
     /// [`PayOrderError::Storage`]: crate::PayOrderError::Storage
-    /// [`PayOrderError::NotPayable`]: crate::PayOrderError::NotPayable
     fn pay(
         &self,
         notice: crate::PaymentNotice,

@@ -10,6 +10,12 @@
 //! and the inbox makes a replay of an applied message a no-op — replaying
 //! twice changes nothing.
 //!
+//! The tool covers the four downstream systems' groups. The order service's
+//! own two groups recover without it: a refund that exhausts its retries is
+//! `FAILED` and retried with `POST /api/refunds/{id}/retry`, and an unpaid
+//! order whose close was dead-lettered is closed by the sweep
+//! (`close_sweep_interval`).
+//!
 //! The broker is the configured cluster (`namesrv_addr`) or, when unset, the
 //! embedded broker of a running ordermq on this machine (its NameServer port).
 
@@ -60,9 +66,7 @@ pub struct ReplayOutcome {
 /// What went wrong running a DLQ command.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error(
-        "unknown consumer group {0:?}: expected one of credit_group, marketing_group, push_group, warehouse_group"
-    )]
+    #[error("unknown consumer group {0:?}: expected one of {groups}", groups = system_groups())]
     UnknownGroup(String),
     #[error(transparent)]
     Store(#[from] ordermq_store::OpenError),
@@ -73,6 +77,15 @@ pub enum DlqError {
         namesrv: String,
         source: ordermq_messaging::MqError,
     },
+}
+
+/// The downstream systems' group names, from the topology table: `a, b, …`.
+fn system_groups() -> String {
+    System::ALL
+        .iter()
+        .map(|system| system.consumer_group())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The systems named by `--group` (all four when absent).
@@ -292,10 +305,12 @@ mod tests {
             vec![System::Warehouse]
         );
         assert_eq!(systems(Some("push")).unwrap(), vec![System::Push]);
-        assert!(matches!(
-            systems(Some("nope")),
-            Err(DlqError::UnknownGroup(_))
-        ));
+        let unknown = systems(Some("nope")).unwrap_err();
+        assert!(matches!(unknown, DlqError::UnknownGroup(_)));
+        assert_eq!(
+            unknown.to_string(),
+            "unknown consumer group \"nope\": expected one of credit_group, marketing_group, push_group, warehouse_group"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`fanout`]: the four downstream systems and what each does with an event.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
+//! - [`signing`]: HMAC-SHA256 under named keys, for callbacks, requests to
+//!   third parties and events; several keys at once for rotation.
 //! - [`view`]: read models returned by the API.
 //! - [`error`]: the one error type per operation, each with a stable code.
 
@@ -24,6 +26,7 @@ pub mod fanout;
 pub mod lifecycle;
 pub mod order;
 pub mod ports;
+pub mod signing;
 pub mod topology;
 pub mod view;
 

@@ -14,7 +14,7 @@
 //! - `keys.rs`: the table itself, one entry per key.
 //! - `table.rs`: the macro that turns the table into code, and [`Key`].
 //! - `types.rs`: how each kind of value is parsed and shown.
-//! - `secret.rs`: [`Secret`] and [`DatabaseUrl`], redacted when printed.
+//! - `secret.rs`: [`Secret`], [`SigningKeys`] and [`DatabaseUrl`], redacted when printed.
 //! - `load.rs`: the layering, unknown keys, skipped variables.
 
 mod keys;
@@ -35,7 +35,7 @@ use ordermq_gateways::Profile;
 
 pub use keys::{Config, KEYS};
 pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
-pub use secret::{DatabaseUrl, REDACTED, Secret};
+pub use secret::{DatabaseUrl, REDACTED, Secret, SigningKeys};
 pub use table::Key;
 pub use types::{DeliveryMode, RetryLevels, parse_duration};
 

@@ -1,5 +1,5 @@
-//! Settings that must never be printed: the callback secrets, and the
-//! database URL's password.
+//! Settings that must never be printed: the callback secrets, signing
+//! keyrings, and the database URL's password.
 //!
 //! Why a type: `Config` is `Debug`, is logged, and is listed by `ordermq
 //! config`. A secret held in a plain `String` leaks the first time anyone
@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use ordermq_domain::signing::Keyring;
 use serde::{Serialize, Serializer};
 
 use super::table::{Form, Raw};
@@ -65,6 +66,80 @@ impl Form for Secret {
     }
     fn show(_: &Self) -> Option<String> {
         Some("(set)".to_owned())
+    }
+}
+
+/// Named signing keys, `id:secret` pairs separated by commas (or a TOML
+/// array of `"id:secret"` strings): the first signs, all verify (see
+/// [`ordermq_domain::signing`]). Printed as the key ids only.
+#[derive(Clone)]
+pub struct SigningKeys(Keyring);
+
+impl SigningKeys {
+    /// The keyring, for the one place that signs or verifies.
+    pub fn keyring(&self) -> &Keyring {
+        &self.0
+    }
+
+    /// Parses `id:secret[,id:secret...]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let pairs = text
+            .split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once(':') {
+                Some((id, secret)) => Ok((id.trim().to_owned(), secret.as_bytes().to_vec())),
+                // Never echo the text: it may be a secret without its id.
+                None => Err("each key is id:secret (an id, a colon, the secret)".to_owned()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Keyring::new(pairs).map(Self).map_err(|e| e.to_string())
+    }
+
+    fn ids(&self) -> String {
+        self.0.key_ids().collect::<Vec<_>>().join(",")
+    }
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKeys({}: {REDACTED})", self.ids())
+    }
+}
+
+impl Serialize for SigningKeys {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}: {REDACTED}", self.ids()))
+    }
+}
+
+impl Form for SigningKeys {
+    type Value = Self;
+    const ACCEPTS: &'static str =
+        "id:secret[,id:secret...] (the first signs, all verify; secrets never printed)";
+    const SECRET: bool = true;
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        match raw {
+            Raw::Toml(toml::Value::Array(items)) => {
+                let mut texts = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(text) => texts.push(text.as_str()),
+                        other => {
+                            return Err(format!(
+                                "a TOML {} in the array, not a string",
+                                other.type_str()
+                            ));
+                        }
+                    }
+                }
+                Self::parse(&texts.join(","))
+            }
+            raw => Self::parse(raw.text()?),
+        }
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(format!("keys {} (secrets not shown)", value.ids()))
     }
 }
 
@@ -134,6 +209,37 @@ mod tests {
         assert!(!format!("{:?}", Some(&secret)).contains("hunter2"));
         let json = serde_json::to_string(&secret).unwrap();
         assert_eq!(json, format!("\"{REDACTED}\""));
+    }
+
+    #[test]
+    fn signing_keys_parse_from_text_or_an_array_and_print_ids_only() {
+        let keys = SigningKeys::parse("k2:new-secret, k1:old-secret").unwrap();
+        assert_eq!(keys.keyring().signing_key_id(), "k2");
+        let array: toml::Value = toml::from_str::<toml::Table>(
+            r#"k = ["k2:new-secret", "k1:old-secret"]"#,
+        )
+        .unwrap()["k"]
+            .clone();
+        let from_toml = <SigningKeys as Form>::parse(Raw::Toml(&array)).unwrap();
+        assert_eq!(from_toml.ids(), "k2,k1");
+        for printed in [
+            format!("{keys:?}"),
+            serde_json::to_string(&keys).unwrap(),
+            <SigningKeys as Form>::show(&keys).unwrap(),
+        ] {
+            assert!(
+                !printed.contains("secret-") && !printed.contains("new-secret"),
+                "{printed}"
+            );
+            assert!(printed.contains("k2"), "{printed}");
+        }
+        for bad in ["", "no-colon-here", "k1:", "k1:a,k1:b", "bad id:x"] {
+            let error = SigningKeys::parse(bad).unwrap_err();
+            assert!(
+                !error.contains("no-colon-here"),
+                "never echo a secret: {error}"
+            );
+        }
     }
 
     #[test]

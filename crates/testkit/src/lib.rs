@@ -12,7 +12,10 @@
 //! - [`router`]: the HTTP router on the real order service and a SQLite
 //!   store, driven with `oneshot` ([`RouterHarness`]).
 //! - [`bad_request`]: the seeded bad-request generator, shared by the router's
-//!   property test and the fault suite's live `bad-input` scenario.
+//!   property test and the fault suite's live `bad-input` scenario; its
+//!   cases one endpoint family to a file (`orders`, `notify` for the signed
+//!   callbacks, `routes`, `refunds`) and the bad values they draw from in
+//!   `values`.
 
 pub mod bad_request;
 pub mod helpers;

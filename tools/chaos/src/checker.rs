@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ordermq_domain::System;
-use ordermq_store::Store;
+use ordermq_store::{AuditOrder, AuditPayment, AuditStock, Store, SystemAudit};
 use serde::Serialize;
 
 use super::driver::Ledger;
@@ -94,6 +94,11 @@ pub struct Expectations {
 }
 
 /// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
+///
+/// One step per family of rules, in this order (the order of the
+/// violations): the requests' answers, the orders against the ledger, the
+/// payments, each order's effects, effects without an order, the stock, the
+/// backlogs.
 pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Verdict {
     let mut v = Verdict {
         acknowledged: ledger.acknowledged(),
@@ -103,6 +108,36 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     for error in &ledger.server_errors {
         v.violation(format!("a request got a server error: {error}"));
     }
+    let Some(db) = read_databases(store, &mut v).await else {
+        return v;
+    };
+    v.orders = db.orders.len();
+    let by_id: HashMap<&str, &AuditOrder> =
+        db.orders.iter().map(|o| (o.order_id.as_str(), o)).collect();
+    check_ledger_orders(&mut v, ledger, &by_id);
+    let applied_by_order = check_payments(&mut v, ledger, &db.payments);
+    for order in &db.orders {
+        check_order(&mut v, order, &applied_by_order, &db.systems, expect);
+    }
+    check_orphan_effects(&mut v, &db.systems, &by_id);
+    check_stock(&mut v, &db.orders, &db.stock, expect);
+    check_backlogs(&mut v, db.outbox, &db.systems, expect);
+    v
+}
+
+/// Everything the checker reads, in one consistent pass after the trial.
+struct Databases {
+    orders: Vec<AuditOrder>,
+    payments: Vec<AuditPayment>,
+    stock: Vec<AuditStock>,
+    /// Outbox rows never confirmed by the broker.
+    outbox: i64,
+    systems: BTreeMap<System, SystemAudit>,
+}
+
+/// Reads the order database and every system's; `None` (with the violation
+/// recorded) if one cannot be read.
+async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
     let (orders, payments, stock, outbox) = match (
         store.audit_orders().await,
         store.audit_payments().await,
@@ -118,7 +153,7 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
                 s.err(),
                 b.err()
             ));
-            return v;
+            return None;
         }
     };
     let mut systems = BTreeMap::new();
@@ -129,15 +164,22 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             }
             Err(e) => {
                 v.violation(format!("cannot read the {} database: {e}", system.name()));
-                return v;
+                return None;
             }
         }
     }
-    v.orders = orders.len();
-    let by_id: HashMap<&str, &ordermq_store::AuditOrder> =
-        orders.iter().map(|o| (o.order_id.as_str(), o)).collect();
+    Some(Databases {
+        orders,
+        payments,
+        stock,
+        outbox,
+        systems,
+    })
+}
 
-    // Acknowledged payments are PAID; orders never paid are not.
+/// Acknowledged payments are PAID; orders never paid are not; every order
+/// answered 201 exists.
+fn check_ledger_orders(v: &mut Verdict, ledger: &Ledger, by_id: &HashMap<&str, &AuditOrder>) {
     for (id, record) in &ledger.orders {
         let status = by_id.get(id.as_str()).map(|o| o.status.as_str());
         if record.acknowledged && status != Some("PAID") {
@@ -155,11 +197,18 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             v.violation(format!("order {id}: created (201) but not in the database"));
         }
     }
+}
 
-    // Payments: one APPLIED per PAID order, matching its payment id; none for
-    // others; second payments owed back.
+/// Payments: tallies the APPLIED ones by order (returned, for
+/// [`check_order`]) and the second payments owed back; each payment's
+/// recorded outcome must match what its caller was told.
+fn check_payments<'a>(
+    v: &mut Verdict,
+    ledger: &Ledger,
+    payments: &'a [AuditPayment],
+) -> HashMap<&'a str, Vec<&'a str>> {
     let mut applied_by_order: HashMap<&str, Vec<&str>> = HashMap::new();
-    for p in &payments {
+    for p in payments {
         match p.outcome.as_str() {
             "APPLIED" => applied_by_order
                 .entry(p.order_id.as_str())
@@ -188,63 +237,92 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             }
         }
     }
+    applied_by_order
+}
 
-    for order in &orders {
-        let id = order.order_id.as_str();
-        let paid = order.status == "PAID";
-        let applied = applied_by_order.get(id).map(Vec::len).unwrap_or(0);
-        if paid {
-            v.paid += 1;
-            let matches = applied_by_order
-                .get(id)
-                .is_some_and(|ids| ids.len() == 1 && Some(ids[0]) == order.payment_id.as_deref());
-            if !matches {
-                v.violation(format!(
-                    "order {id}: PAID with payment {:?} but applied payments {:?}",
-                    order.payment_id,
-                    applied_by_order.get(id)
-                ));
-            }
-        } else if applied > 0 {
-            v.phantom += 1;
+/// One order: a PAID order has exactly its one applied payment and one
+/// effect per system (with its inbox row); any other order has neither.
+fn check_order(
+    v: &mut Verdict,
+    order: &AuditOrder,
+    applied_by_order: &HashMap<&str, Vec<&str>>,
+    systems: &BTreeMap<System, SystemAudit>,
+    expect: &Expectations,
+) {
+    let id = order.order_id.as_str();
+    let paid = order.status == "PAID";
+    let applied = applied_by_order.get(id).map(Vec::len).unwrap_or(0);
+    if paid {
+        v.paid += 1;
+        let matches = applied_by_order
+            .get(id)
+            .is_some_and(|ids| ids.len() == 1 && Some(ids[0]) == order.payment_id.as_deref());
+        if !matches {
             v.violation(format!(
-                "order {id}: {} but has an applied payment",
-                order.status
+                "order {id}: PAID with payment {:?} but applied payments {:?}",
+                order.payment_id,
+                applied_by_order.get(id)
             ));
         }
-        for (system, audit) in &systems {
-            let effects = audit.effects.get(id).copied().unwrap_or(0);
-            let inbox = audit.inbox.get(id).copied().unwrap_or(0);
-            let allowed_missing = expect
-                .dead_letter_allowed
-                .contains(&(*system, id.to_owned()));
-            if paid {
-                if effects == 0 && !allowed_missing {
-                    v.lost += 1;
-                    v.violation(format!("order {id}: PAID but no {} effect", system.name()));
-                }
-                if effects > 1 {
-                    v.doubled += (effects - 1) as usize;
-                    v.violation(format!("order {id}: {effects} {} effects", system.name()));
-                }
-                if effects != inbox && !(allowed_missing && effects == 0) {
-                    v.violation(format!(
-                        "order {id}: {} has {effects} effect rows but {inbox} inbox rows",
-                        system.name()
-                    ));
-                }
-            } else if effects > 0 || inbox > 0 {
-                v.phantom += 1;
-                v.violation(format!(
-                    "order {id}: {} but {} applied {effects} effect(s)",
-                    order.status,
-                    system.name()
-                ));
-            }
-        }
+    } else if applied > 0 {
+        v.phantom += 1;
+        v.violation(format!(
+            "order {id}: {} but has an applied payment",
+            order.status
+        ));
     }
-    // Effects for orders that do not exist at all.
-    for (system, audit) in &systems {
+    for (system, audit) in systems {
+        check_effects(v, order, *system, audit, expect);
+    }
+}
+
+/// One order in one system: exactly one effect and one inbox row if PAID
+/// (none allowed only when dead-lettered on purpose), none otherwise.
+fn check_effects(
+    v: &mut Verdict,
+    order: &AuditOrder,
+    system: System,
+    audit: &SystemAudit,
+    expect: &Expectations,
+) {
+    let id = order.order_id.as_str();
+    let effects = audit.effects.get(id).copied().unwrap_or(0);
+    let inbox = audit.inbox.get(id).copied().unwrap_or(0);
+    let allowed_missing = expect
+        .dead_letter_allowed
+        .contains(&(system, id.to_owned()));
+    if order.status == "PAID" {
+        if effects == 0 && !allowed_missing {
+            v.lost += 1;
+            v.violation(format!("order {id}: PAID but no {} effect", system.name()));
+        }
+        if effects > 1 {
+            v.doubled += (effects - 1) as usize;
+            v.violation(format!("order {id}: {effects} {} effects", system.name()));
+        }
+        if effects != inbox && !(allowed_missing && effects == 0) {
+            v.violation(format!(
+                "order {id}: {} has {effects} effect rows but {inbox} inbox rows",
+                system.name()
+            ));
+        }
+    } else if effects > 0 || inbox > 0 {
+        v.phantom += 1;
+        v.violation(format!(
+            "order {id}: {} but {} applied {effects} effect(s)",
+            order.status,
+            system.name()
+        ));
+    }
+}
+
+/// Effects for orders that do not exist at all.
+fn check_orphan_effects(
+    v: &mut Verdict,
+    systems: &BTreeMap<System, SystemAudit>,
+    by_id: &HashMap<&str, &AuditOrder>,
+) {
+    for (system, audit) in systems {
         for id in audit.effects.keys() {
             if !by_id.contains_key(id.as_str()) {
                 v.phantom += 1;
@@ -252,11 +330,20 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             }
         }
     }
+}
 
-    // Stock.
+/// Stock: never negative; for products with a known start, never more sold
+/// than there was, `on_hand = start − Σ paid quantities` and
+/// `reserved = Σ unpaid quantities`.
+fn check_stock(
+    v: &mut Verdict,
+    orders: &[AuditOrder],
+    stock: &[AuditStock],
+    expect: &Expectations,
+) {
     let mut paid_qty: HashMap<&str, i64> = HashMap::new();
     let mut reserved_qty: HashMap<&str, i64> = HashMap::new();
-    for order in &orders {
+    for order in orders {
         let target = match order.status.as_str() {
             "PAID" => &mut paid_qty,
             "UNPAID" => &mut reserved_qty,
@@ -266,7 +353,7 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             *target.entry(sku.as_str()).or_default() += q;
         }
     }
-    for s in &stock {
+    for s in stock {
         if s.on_hand < 0 || s.reserved < 0 {
             v.oversold += s.on_hand.min(s.reserved).unsigned_abs() as usize;
             v.violation(format!(
@@ -301,15 +388,23 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             ));
         }
     }
+}
 
-    // Backlogs.
+/// Backlogs: the outbox is empty and no delivery is left failing, bar those
+/// dead-lettered on purpose.
+fn check_backlogs(
+    v: &mut Verdict,
+    outbox: i64,
+    systems: &BTreeMap<System, SystemAudit>,
+    expect: &Expectations,
+) {
     if outbox > 0 {
         v.undrained += outbox as usize;
         v.violation(format!(
             "{outbox} outbox row(s) never confirmed by the broker"
         ));
     }
-    for (system, audit) in &systems {
+    for (system, audit) in systems {
         for f in &audit.failures {
             // A failure recorded by a duplicate delivery racing the one that
             // applied the event is stale, not a backlog.
@@ -332,5 +427,4 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             }
         }
     }
-    v
 }

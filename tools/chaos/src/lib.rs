@@ -12,10 +12,13 @@
 //! # Layout
 //! - [`process`]: spawning, killing and restarting the binaries; free ports.
 //! - [`driver`]: HTTP load and the ledger of answers.
-//! - [`checker`]: the invariants, from the databases.
+//! - [`checker`]: the invariants, from the databases, one step per family
+//!   of rules.
 //! - generated bad requests come from `ordermq_testkit::bad_request` (also
 //!   used by the router's property test).
-//! - [`scenarios`]: the six scenarios.
+//! - [`scenarios`]: the [`Scenario`] list and its runner; each scenario's
+//!   trial in a file of its own (`crash`, `broker`, `flaky`, `redelivery`,
+//!   `stampede` for last-unit, `bad_input`).
 //! - [`report`]: the table and the JSON.
 
 pub mod checker;

@@ -1,0 +1,61 @@
+//! Scenario 1, `crash`: ordermq killed with `kill -9` at random moments under
+//! load — sometimes while it is still starting — and restarted, twenty times
+//! a trial.
+//!
+//! The crudest fault and the one every other guarantee rests on: whatever a
+//! process was doing when it died (a payment half written, an outbox row not
+//! yet relayed, a broker store mid-append), the restart must finish it
+//! without losing or repeating anything.
+
+use std::time::Duration;
+
+use super::TrialOutcome;
+use crate::checker::Expectations;
+use crate::driver::{Load, LoadOptions};
+use crate::{Options, Trial, catalog_stock};
+
+/// A random pause of `min_ms` to `max_ms` milliseconds.
+fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
+    Duration::from_millis(fastrand::u64(min_ms..=max_ms))
+}
+
+/// Scenario 1: `kill -9` at random moments under load, restart, repeat.
+pub(super) async fn crash(options: &Options) -> TrialOutcome {
+    let mut trial = Trial::new(&options.bin, false)?;
+    trial.start_ordermq().await?;
+    let load = Load::start(&trial.driver, LoadOptions::default());
+    let mut kills = 0;
+    for _ in 0..options.crashes_per_trial {
+        if fastrand::f64() < 0.2 {
+            // Killed while starting: recovering its databases and the broker's store.
+            trial.spawn_ordermq()?;
+            tokio::time::sleep(random_duration(50, 1_000)).await;
+            trial.kill_ordermq();
+            kills += 1;
+            if let Err(e) = trial.start_ordermq().await {
+                load.stop().await;
+                return Err(e);
+            }
+            continue;
+        }
+        tokio::time::sleep(random_duration(200, 1_500)).await;
+        trial.kill_ordermq();
+        kills += 1;
+        tokio::time::sleep(random_duration(0, 300)).await;
+        if let Err(e) = trial.start_ordermq().await {
+            load.stop().await;
+            return Err(e);
+        }
+    }
+    tokio::time::sleep(options.load_phase).await;
+    load.stop().await;
+    let drained = trial.wait_drained(options.drain_timeout).await;
+    options.say(format!("  {kills} kills, drained: {drained}"));
+    let verdict = trial
+        .finish(&Expectations {
+            start_stock: catalog_stock(&[]),
+            ..Expectations::default()
+        })
+        .await?;
+    Ok((verdict, kills, trial))
+}

@@ -1,0 +1,135 @@
+//! The six fault scenarios. Each trial starts from an empty data directory,
+//! injects its fault under load, heals, waits for the backlogs to drain and
+//! hands the databases to the checker.
+//!
+//! This file is the suite's view of them: the [`Scenario`] names, and
+//! [`Scenario::run`], which runs a scenario's trials and totals their
+//! verdicts. Each scenario is a trial function in a file of its own, since
+//! each tells one story (a fault, how it is healed, what must hold after)
+//! that reads best without the others around it:
+//! - `crash`: `kill -9` of ordermq under load;
+//! - `broker`: the broker stopped, then killed, under load;
+//! - `flaky`: failing third parties, then the dead-letter queue and replay;
+//! - `redelivery`: duplicate, reordered and double payments, then every
+//!   message again from offset zero;
+//! - `stampede`: many buyers for the last unit(s) of stock;
+//! - `bad_input`: generated hostile requests against the live binary.
+
+mod bad_input;
+mod broker;
+mod crash;
+mod flaky;
+mod redelivery;
+mod stampede;
+
+use std::time::Instant;
+
+use super::checker::Verdict;
+use super::report::ScenarioResult;
+use super::{ChaosError, Options, Trial};
+
+/// A scenario of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `kill -9` ordermq at random moments under load, restart, repeat.
+    Crash,
+    /// Stop the broker (its own process) under load, bring it back; then `kill -9` it.
+    BrokerOutage,
+    /// SMS and logistics failing 30 %; then a gateway down for good → DLQ → replay.
+    Flaky,
+    /// Consumer offsets reset to zero; duplicate, reordered and double payments.
+    Redelivery,
+    /// Many concurrent orders for the last unit(s) of stock.
+    LastUnit,
+    /// Generated malformed and hostile requests against every endpoint.
+    BadInput,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `--scenario all` runs them.
+    pub const ALL: [Scenario; 6] = [
+        Self::Crash,
+        Self::BrokerOutage,
+        Self::Flaky,
+        Self::Redelivery,
+        Self::LastUnit,
+        Self::BadInput,
+    ];
+
+    /// The scenario's name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Crash => "crash",
+            Self::BrokerOutage => "broker-outage",
+            Self::Flaky => "flaky",
+            Self::Redelivery => "redelivery",
+            Self::LastUnit => "last-unit",
+            Self::BadInput => "bad-input",
+        }
+    }
+
+    /// What the scenario injects, for the report's fault column.
+    fn fault_kind(self) -> &'static str {
+        match self {
+            Self::Crash => "kill -9 of ordermq",
+            Self::BrokerOutage => "broker stops + kill -9s",
+            Self::Flaky => "failed third-party calls",
+            Self::Redelivery => "redeliveries + duplicate/double payments",
+            Self::LastUnit => "concurrent contenders",
+            Self::BadInput => "bad requests",
+        }
+    }
+
+    /// Runs `options.trials` trials and totals them.
+    pub async fn run(self, options: &Options) -> ScenarioResult {
+        let mut result = ScenarioResult::new(self.name(), self.fault_kind());
+        let started = Instant::now();
+        for trial in 0..options.trials {
+            options.say(format!(
+                "{} trial {}/{}",
+                self.name(),
+                trial + 1,
+                options.trials
+            ));
+            let outcome = match self {
+                Self::Crash => crash::crash(options).await,
+                Self::BrokerOutage => broker::broker_outage(options).await,
+                Self::Flaky => flaky::flaky(options).await,
+                Self::Redelivery => redelivery::redelivery(options).await,
+                Self::LastUnit => stampede::last_unit(options).await,
+                Self::BadInput => bad_input::bad_input(options).await,
+            };
+            match outcome {
+                Ok((verdict, faults, trial)) => {
+                    let holds = verdict.holds();
+                    options.say(format!(
+                        "  {} faults, {} orders, {} acknowledged, lost {}, doubled {}, oversold {}{}",
+                        faults,
+                        verdict.orders,
+                        verdict.acknowledged,
+                        verdict.lost,
+                        verdict.doubled,
+                        verdict.oversold,
+                        if holds { "" } else { " — VIOLATIONS" }
+                    ));
+                    if !holds || options.keep {
+                        let dir = trial.keep();
+                        options.say(format!("  kept {}", dir.display()));
+                        result.kept.push(dir.display().to_string());
+                    }
+                    result.add(verdict, faults);
+                }
+                Err(e) => {
+                    options.say(format!("  could not run: {e}"));
+                    result.failed_to_run(e.to_string());
+                }
+            }
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+}
+
+/// What a trial function returns: its verdict, how many faults it injected,
+/// and the trial (kept on request or when an invariant broke).
+type TrialOutcome = Result<(Verdict, usize, Trial), ChaosError>;

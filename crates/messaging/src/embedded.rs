@@ -106,150 +106,226 @@ fn warn_if_disk_nearly_full(store_dir: &Path) {
     }
 }
 
+/// The directories the embedded broker writes: one root, absolute, with the
+/// NameServer's and the broker store's directories under it.
+#[derive(Debug)]
+struct Dirs {
+    root: PathBuf,
+    namesrv: PathBuf,
+    store: PathBuf,
+}
+
+impl Dirs {
+    /// Creates them under `store_dir`.
+    fn create(store_dir: &Path) -> Result<Self, MqError> {
+        let root = absolute(store_dir)?;
+        let namesrv = root.join("namesrv");
+        let store = root.join("store");
+        for dir in [&namesrv, &store] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MqError::Broker(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        Ok(Self {
+            root,
+            namesrv,
+            store,
+        })
+    }
+}
+
+/// The NameServer's and the broker's ports (free ones for those given as
+/// 0), once all four listeners' ports are known to be free.
+fn ports(options: &EmbeddedOptions) -> Result<(u16, u16), MqError> {
+    let namesrv_port = match options.namesrv_port {
+        0 => free_port()?,
+        port => port,
+    };
+    let broker_port = match options.broker_port {
+        0 => free_broker_port()?,
+        port => port,
+    };
+    for (what, port) in [
+        ("NameServer", namesrv_port),
+        ("broker", broker_port),
+        ("broker fast", broker_port.saturating_sub(2)),
+        ("broker HA", broker_port.saturating_add(1)),
+    ] {
+        if !port_free(port) {
+            return Err(MqError::Broker(format!(
+                "the embedded {what} port 127.0.0.1:{port} is in use; another ordermq running? \
+                 Set ORDERMQ_EMBEDDED_NAMESRV_PORT / ORDERMQ_EMBEDDED_BROKER_PORT, or ORDERMQ_NAMESRV_ADDR to use an existing cluster"
+            )));
+        }
+    }
+    Ok((namesrv_port, broker_port))
+}
+
+/// A NameServer running in a task until its stop signal.
+#[derive(Debug)]
+struct Namesrv {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the NameServer on `127.0.0.1:port` and waits until it listens
+/// (20 s at most).
+async fn start_namesrv(
+    context: &RuntimeContext,
+    dirs: &Dirs,
+    port: u16,
+) -> Result<Namesrv, MqError> {
+    let namesrv = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
+        .set_name_server_config(NamesrvConfig {
+            rocketmq_home: dirs.root.to_string_lossy().into_owned(),
+            kv_config_path: dirs
+                .namesrv
+                .join("kvConfig.json")
+                .to_string_lossy()
+                .into_owned(),
+            config_store_path: dirs
+                .namesrv
+                .join("namesrv.properties")
+                .to_string_lossy()
+                .into_owned(),
+            ..NamesrvConfig::default()
+        })
+        .set_server_config(ServerConfig {
+            listen_port: u32::from(port),
+            bind_address: "127.0.0.1".to_owned(),
+            ..ServerConfig::default()
+        })
+        .build();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = namesrv
+            .boot_with_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "embedded NameServer stopped with an error");
+        }
+    });
+    if !wait_for_port(port, Duration::from_secs(20)).await {
+        task.abort();
+        return Err(MqError::NameServer(format!(
+            "did not listen on 127.0.0.1:{port} within 20 s"
+        )));
+    }
+    Ok(Namesrv { stop, task })
+}
+
+/// The broker's configuration: loopback only, registered with the
+/// NameServer at `namesrv_addr`, its store under `dirs.store`.
+fn broker_config(
+    options: EmbeddedOptions,
+    dirs: &Dirs,
+    broker_port: u16,
+    namesrv_addr: &str,
+) -> Result<ValidatedBrokerConfig, MqError> {
+    let store_root = dirs.store.to_string_lossy().into_owned();
+    let mut broker = BrokerConfig {
+        broker_ip1: "127.0.0.1".into(),
+        broker_ip2: Some("127.0.0.1".into()),
+        listen_port: u32::from(broker_port),
+        store_path_root_dir: store_root.clone().into(),
+        namesrv_addr: Some(namesrv_addr.to_owned().into()),
+        auto_create_topic_enable: true,
+        auto_create_subscription_group: true,
+        auth_config_path: dirs.root.join("auth").to_string_lossy().into_owned().into(),
+        ..BrokerConfig::default()
+    };
+    broker.broker_server_config.bind_address = "127.0.0.1".to_owned();
+    broker.broker_identity.broker_name = "ordermq-embedded".into();
+    broker.broker_identity.broker_cluster_name = "OrdermqEmbedded".into();
+    let store = store_config(options, store_root, broker_port);
+    ValidatedBrokerConfig::try_from_parts(broker, store)
+        .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))
+}
+
+/// The broker store's configuration: `ASYNC_FLUSH`, sized for a developer's
+/// data directory rather than a dedicated host.
+fn store_config(
+    options: EmbeddedOptions,
+    store_root: String,
+    broker_port: u16,
+) -> MessageStoreConfig {
+    let store = MessageStoreConfig {
+        store_path_root_dir: store_root.into(),
+        flush_disk_type: FlushDiskType::AsyncFlush,
+        ha_listen_port: usize::from(broker_port) + 1,
+        ha_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        // The append worker otherwise arms a 50 µs timer per micro-batch,
+        // which Tokio rounds up to 1 ms: ~1,000 appends/s at most.
+        commit_log_micro_batch_max_wait_micros: 0,
+        // Files are fallocate()d up front; the 1 GiB / 420 MB defaults are
+        // sized for dedicated broker hosts, not a developer's data dir.
+        mapped_file_size_commit_log: 128 * 1024 * 1024,
+        max_hash_slot_num: 500_000,
+        max_index_num: 2_000_000,
+        // With `timer_wheel`, timer messages (unpaid orders' closes) fire
+        // on wheel slots; 1 s slots (the default) made closes ~0.8 s late.
+        // 100 ms slots cost ten wheel steps a second instead of one.
+        timer_precision_ms: 100,
+        timer_wheel_enable: options.timer_wheel,
+        message_index_enable: options.message_index,
+        // A pull returns at most 32 messages by default, so a consumer
+        // group that falls behind catches up 32 at a time, one round
+        // trip, decode and listener call each. Larger pulls let the
+        // per-pull costs shrink as the backlog grows.
+        max_transfer_count_on_message_in_memory: 256,
+        max_transfer_bytes_on_message_in_memory: 1024 * 1024,
+        ..MessageStoreConfig::default()
+    };
+    match options.delay_levels {
+        Some(levels) => MessageStoreConfig {
+            message_delay_level: levels,
+            ..store
+        },
+        None => store,
+    }
+}
+
+/// Initialises and starts the broker; returns once it reports ready (store
+/// writable, listeners bound, registered with the NameServer).
+async fn start_broker(
+    context: &RuntimeContext,
+    config: ValidatedBrokerConfig,
+) -> Result<BrokerBootstrap<Running>, MqError> {
+    BrokerBuilder::new(
+        context.service_context("broker"),
+        TelemetryRuntimeGuard::noop(),
+    )
+    .with_validated_config(config)
+    .build()
+    .initialize()
+    .await
+    .map_err(|e| MqError::Broker(format!("initialize: {e}")))?
+    .start()
+    .await
+    .map_err(|e| MqError::Broker(format!("start: {e}")))
+}
+
 impl EmbeddedBroker {
     /// Starts the NameServer, waits for it, then starts the broker registered
     /// with it. Returns once the broker reports ready (store writable,
     /// listeners bound, registered).
     pub async fn start(options: EmbeddedOptions) -> Result<Self, MqError> {
-        let root = absolute(&options.store_dir)?;
-        let namesrv_dir = root.join("namesrv");
-        let store_dir = root.join("store");
-        for dir in [&namesrv_dir, &store_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| MqError::Broker(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        warn_if_disk_nearly_full(&store_dir);
-        let namesrv_port = match options.namesrv_port {
-            0 => free_port()?,
-            port => port,
-        };
-        let broker_port = match options.broker_port {
-            0 => free_broker_port()?,
-            port => port,
-        };
-        for (what, port) in [
-            ("NameServer", namesrv_port),
-            ("broker", broker_port),
-            ("broker fast", broker_port.saturating_sub(2)),
-            ("broker HA", broker_port.saturating_add(1)),
-        ] {
-            if !port_free(port) {
-                return Err(MqError::Broker(format!(
-                    "the embedded {what} port 127.0.0.1:{port} is in use; another ordermq running? \
-                     Set ORDERMQ_EMBEDDED_NAMESRV_PORT / ORDERMQ_EMBEDDED_BROKER_PORT, or ORDERMQ_NAMESRV_ADDR to use an existing cluster"
-                )));
-            }
-        }
+        let dirs = Dirs::create(&options.store_dir)?;
+        warn_if_disk_nearly_full(&dirs.store);
+        let (namesrv_port, broker_port) = ports(&options)?;
 
         let context = RuntimeContext::try_from_current("ordermq-embedded-mq")
             .map_err(|e| MqError::Runtime(e.to_string()))?;
 
-        let namesrv =
-            NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
-                .set_name_server_config(NamesrvConfig {
-                    rocketmq_home: root.to_string_lossy().into_owned(),
-                    kv_config_path: namesrv_dir
-                        .join("kvConfig.json")
-                        .to_string_lossy()
-                        .into_owned(),
-                    config_store_path: namesrv_dir
-                        .join("namesrv.properties")
-                        .to_string_lossy()
-                        .into_owned(),
-                    ..NamesrvConfig::default()
-                })
-                .set_server_config(ServerConfig {
-                    listen_port: u32::from(namesrv_port),
-                    bind_address: "127.0.0.1".to_owned(),
-                    ..ServerConfig::default()
-                })
-                .build();
-        let (namesrv_stop, stop_rx) = oneshot::channel::<()>();
-        let namesrv_task = tokio::spawn(async move {
-            if let Err(e) = namesrv
-                .boot_with_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-            {
-                tracing::error!(error = %e, "embedded NameServer stopped with an error");
-            }
-        });
-        if !wait_for_port(namesrv_port, Duration::from_secs(20)).await {
-            namesrv_task.abort();
-            return Err(MqError::NameServer(format!(
-                "did not listen on 127.0.0.1:{namesrv_port} within 20 s"
-            )));
-        }
+        let Namesrv {
+            stop: namesrv_stop,
+            task: namesrv_task,
+        } = start_namesrv(&context, &dirs, namesrv_port).await?;
         let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
 
-        let store_root = store_dir.to_string_lossy().into_owned();
-        let mut broker = BrokerConfig {
-            broker_ip1: "127.0.0.1".into(),
-            broker_ip2: Some("127.0.0.1".into()),
-            listen_port: u32::from(broker_port),
-            store_path_root_dir: store_root.clone().into(),
-            namesrv_addr: Some(namesrv_addr.clone().into()),
-            auto_create_topic_enable: true,
-            auto_create_subscription_group: true,
-            auth_config_path: root.join("auth").to_string_lossy().into_owned().into(),
-            ..BrokerConfig::default()
-        };
-        broker.broker_server_config.bind_address = "127.0.0.1".to_owned();
-        broker.broker_identity.broker_name = "ordermq-embedded".into();
-        broker.broker_identity.broker_cluster_name = "OrdermqEmbedded".into();
-        let store = MessageStoreConfig {
-            store_path_root_dir: store_root.into(),
-            flush_disk_type: FlushDiskType::AsyncFlush,
-            ha_listen_port: usize::from(broker_port) + 1,
-            ha_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            // The append worker otherwise arms a 50 µs timer per micro-batch,
-            // which Tokio rounds up to 1 ms: ~1,000 appends/s at most.
-            commit_log_micro_batch_max_wait_micros: 0,
-            // Files are fallocate()d up front; the 1 GiB / 420 MB defaults are
-            // sized for dedicated broker hosts, not a developer's data dir.
-            mapped_file_size_commit_log: 128 * 1024 * 1024,
-            max_hash_slot_num: 500_000,
-            max_index_num: 2_000_000,
-            // With `timer_wheel`, timer messages (unpaid orders' closes) fire
-            // on wheel slots; 1 s slots (the default) made closes ~0.8 s late.
-            // 100 ms slots cost ten wheel steps a second instead of one.
-            timer_precision_ms: 100,
-            timer_wheel_enable: options.timer_wheel,
-            message_index_enable: options.message_index,
-            // A pull returns at most 32 messages by default, so a consumer
-            // group that falls behind catches up 32 at a time, one round
-            // trip, decode and listener call each. Larger pulls let the
-            // per-pull costs shrink as the backlog grows.
-            max_transfer_count_on_message_in_memory: 256,
-            max_transfer_bytes_on_message_in_memory: 1024 * 1024,
-            ..MessageStoreConfig::default()
-        };
-        let store = match options.delay_levels {
-            Some(levels) => MessageStoreConfig {
-                message_delay_level: levels,
-                ..store
-            },
-            None => store,
-        };
-        let validated = ValidatedBrokerConfig::try_from_parts(broker, store)
-            .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))?;
-        let started = async {
-            BrokerBuilder::new(
-                context.service_context("broker"),
-                TelemetryRuntimeGuard::noop(),
-            )
-            .with_validated_config(validated)
-            .build()
-            .initialize()
-            .await
-            .map_err(|e| MqError::Broker(format!("initialize: {e}")))?
-            .start()
-            .await
-            .map_err(|e| MqError::Broker(format!("start: {e}")))
-        }
-        .await;
-        let running = match started {
+        let config = broker_config(options, &dirs, broker_port, &namesrv_addr)?;
+        let running = match start_broker(&context, config).await {
             Ok(running) => running,
             Err(e) => {
                 let _ = namesrv_stop.send(());

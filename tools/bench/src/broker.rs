@@ -2,19 +2,20 @@
 //! consume rates through the embedded broker, with ordermq's own adapter
 //! (batched sends per queue, batched push consumption).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use ordermq_domain::OutboxMessage;
-use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
+use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome, Publisher};
 use ordermq_messaging::{
     DelayedDelivery, EmbeddedBroker, EmbeddedOptions, MqClient, SubscribeOptions,
 };
 use serde_json::json;
 
-use super::load::{self, Sample};
+use super::load::{self, Sample, Summary};
 use super::report::Chart;
 use super::{BenchResult, Output, ms};
 
@@ -57,14 +58,59 @@ fn message(i: usize) -> OutboxMessage {
     }
 }
 
+/// The embedded broker and a client of it, with the bench topic created,
+/// the route warmed up and one push group counting what it receives.
+struct Rig {
+    broker: EmbeddedBroker,
+    mq: MqClient,
+    publisher: Arc<dyn Publisher>,
+    counter: Arc<Counter>,
+}
+
+/// What the batched production measured.
+struct Produced {
+    /// One sample per publish call.
+    batch_latencies: Vec<Sample>,
+    /// Messages the broker refused.
+    failed: usize,
+    /// From the first send until the last batch was acknowledged.
+    secs: f64,
+    per_s: f64,
+}
+
+/// The broker scenario: set up, batched production, consumption until all
+/// arrived, single sends, then the report.
 pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     println!(
         "ordermq-bench broker: {} messages in batches of {} through the embedded broker (ASYNC_FLUSH)",
         args.messages, args.batch
     );
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let Rig {
+        broker,
+        mq,
+        publisher,
+        counter,
+    } = set_up(dir.path()).await?;
+
+    super::warn_if_disk_nearly_full();
+    let begun = Instant::now();
+    let produced = produce(publisher.as_ref(), &args, begun).await;
+    let (consumed, consume_per_s) = consume(&counter, args.messages, produced.failed, begun).await;
+    let single = single_sends(publisher, args.messages, args.single_sends).await;
+
+    mq.shutdown().await;
+    broker.shutdown().await;
+
+    summarise(&args, &produced, consumed, consume_per_s, &single)
+}
+
+/// Starts the broker with its store under `dir`, connects a client, creates
+/// the topic, sends one message to warm up the route and the connection, and
+/// subscribes the counting group.
+async fn set_up(dir: &Path) -> BenchResult<Rig> {
     let broker = EmbeddedBroker::start(EmbeddedOptions {
-        store_dir: dir.path().join("rocketmq"),
+        store_dir: dir.join("rocketmq"),
         namesrv_port: 0,
         broker_port: 0,
         delay_levels: None,
@@ -101,10 +147,17 @@ pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    Ok(Rig {
+        broker,
+        mq,
+        publisher,
+        counter,
+    })
+}
 
-    super::warn_if_disk_nearly_full();
-    // Batched production, as the relay does it.
-    let begun = Instant::now();
+/// Batched production, as the relay does it: `args.messages` in publish
+/// calls of `args.batch`, timed from `begun`.
+async fn produce(publisher: &dyn Publisher, args: &BrokerArgs, begun: Instant) -> Produced {
     let mut batch_latencies = Vec::new();
     let mut failed = 0usize;
     let mut produced = 0usize;
@@ -134,11 +187,20 @@ pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
         );
     }
     eprintln!();
-    let produce_secs = begun.elapsed().as_secs_f64();
-    let produce_per_s = (args.messages - failed) as f64 / produce_secs;
+    let secs = begun.elapsed().as_secs_f64();
+    Produced {
+        per_s: (args.messages - failed) as f64 / secs,
+        batch_latencies,
+        failed,
+        secs,
+    }
+}
 
-    // Consumption: from the first send until everything arrived (+1 for the warm-up).
-    let expected = (args.messages + 1) as u64;
+/// Consumption: from the first send (`begun`) until every message the
+/// broker took arrived (+1 for the warm-up), or 300 s. Returns how many
+/// arrived and how many a second.
+async fn consume(counter: &Counter, messages: usize, failed: usize, begun: Instant) -> (u64, f64) {
+    let expected = (messages + 1) as u64;
     let deadline = Instant::now() + Duration::from_secs(300);
     while counter.received.load(Ordering::Relaxed) < expected - failed as u64
         && Instant::now() < deadline
@@ -155,27 +217,43 @@ pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     eprintln!();
     let consumed = counter.received.load(Ordering::Relaxed);
     let consume_secs = begun.elapsed().as_secs_f64();
-    let consume_per_s = consumed as f64 / consume_secs;
+    (consumed, consumed as f64 / consume_secs)
+}
 
-    // One message per send, all offered at once.
+/// One message per send, `count` of them all offered at once (numbered
+/// after the `messages` of the batched production).
+async fn single_sends(publisher: Arc<dyn Publisher>, messages: usize, count: usize) -> Summary {
     let publisher = Arc::new(publisher);
-    let (singles, single_wall) = load::run_open_loop("single sends", 1e9, args.single_sends, |i| {
+    let (singles, single_wall) = load::run_open_loop("single sends", 1e9, count, |i| {
         let publisher = publisher.clone();
         async move {
             publisher
-                .publish(&[message(args.messages + i)])
+                .publish(&[message(messages + i)])
                 .await
                 .iter()
                 .all(Result::is_ok)
         }
     })
     .await;
-    let single = load::summarize(&singles, single_wall);
+    load::summarize(&singles, single_wall)
+}
 
-    mq.shutdown().await;
-    broker.shutdown().await;
-
-    let batch_summary = load::summarize(&batch_latencies, Duration::from_secs_f64(produce_secs));
+/// The JSON report, the printed table and the HTML chart, written out.
+fn summarise(
+    args: &BrokerArgs,
+    produced: &Produced,
+    consumed: u64,
+    consume_per_s: f64,
+    single: &Summary,
+) -> BenchResult<serde_json::Value> {
+    let Produced {
+        batch_latencies,
+        failed,
+        secs: produce_secs,
+        per_s: produce_per_s,
+    } = produced;
+    let (failed, produce_per_s) = (*failed, *produce_per_s);
+    let batch_summary = load::summarize(batch_latencies, Duration::from_secs_f64(*produce_secs));
     let report = json!({
         "scenario": "broker",
         "machine": super::machine(),

@@ -136,6 +136,56 @@ fn mode_json(summary: &Summary) -> serde_json::Value {
     })
 }
 
+/// One mode's payments: every request's sample and their summary.
+struct ModeRun {
+    mode: &'static str,
+    summary: Summary,
+    samples: Vec<Sample>,
+}
+
+/// What only the ordermq mode has: the fan-out to the four consumer groups
+/// after each payment, and the payments' own detail.
+struct FanOut {
+    /// Paid → all four effects (ms, sorted), over the orders applied everywhere.
+    e2e: Vec<f64>,
+    e2e_p50: f64,
+    e2e_p99: f64,
+    /// Each system's p50/p99 on its own.
+    e2e_by_system: serde_json::Map<String, serde_json::Value>,
+    /// The slowest payment calls.
+    slowest: serde_json::Value,
+    /// Payments answered per second of the run.
+    throughput: Vec<(f64, f64)>,
+    /// How long after the load the fan-out was complete (`None`: not within 180 s).
+    waited: Option<Duration>,
+}
+
+/// How many times longer the legacy modes' payment call takes than ordermq's.
+struct Ratios {
+    serial_p50: f64,
+    serial_p99: f64,
+    parallel_p50: f64,
+    parallel_p99: f64,
+}
+
+impl Ratios {
+    fn of(results: &[ModeRun]) -> Self {
+        let by_mode: HashMap<&str, &Summary> =
+            results.iter().map(|r| (r.mode, &r.summary)).collect();
+        let (serial, parallel, ordermq) =
+            (by_mode["serial"], by_mode["parallel"], by_mode["ordermq"]);
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Self {
+            serial_p50: ratio(serial.p50_ms, ordermq.p50_ms),
+            serial_p99: ratio(serial.p99_ms, ordermq.p99_ms),
+            parallel_p50: ratio(parallel.p50_ms, ordermq.p50_ms),
+            parallel_p99: ratio(parallel.p99_ms, ordermq.p99_ms),
+        }
+    }
+}
+
+/// The seed scenario: the serial and the parallel legacy modes, then
+/// ordermq, each paying `rate × duration` orders; then the report.
 pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let count = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as usize;
     println!(
@@ -143,27 +193,50 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         args.rate, args.duration
     );
     let config = ordermq::Config::default();
-    let mut results: Vec<(&str, Summary, Vec<Sample>)> = Vec::new();
-
+    let mut results = Vec::new();
     // The legacy modes, each on a fresh database of its own.
     for (mode, parallel) in [("serial", false), ("parallel", true)] {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = Store::open(&url, &StoreOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let orders = precreate_orders(&store, count, &format!("{mode}: create orders")).await?;
-        let legacy = Arc::new(Legacy::new(store.clone(), &config));
-        let (samples, wall) = load::run_open_loop(&format!("{mode}: pay"), args.rate, count, |i| {
-            let (legacy, id) = (legacy.clone(), orders[i].clone());
-            async move { legacy.pay_order_success(id, parallel).await }
-        })
-        .await;
-        store.close().await;
-        results.push((mode, load::summarize(&samples, wall), samples));
+        results.push(run_legacy(mode, parallel, args.rate, count, &config).await?);
     }
-
     // ordermq, with the same third-party latencies in its consumers.
+    let (ordermq, fanout) = run_ordermq(&args, count).await?;
+    results.push(ordermq);
+    summarise(&args, count, &config, &results, fanout)
+}
+
+/// One legacy mode (`parallel`: the four downstream calls concurrent) on a
+/// fresh database: `count` orders created, then paid at `rate`.
+async fn run_legacy(
+    mode: &'static str,
+    parallel: bool,
+    rate: f64,
+    count: usize,
+    config: &ordermq::Config,
+) -> BenchResult<ModeRun> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let orders = precreate_orders(&store, count, &format!("{mode}: create orders")).await?;
+    let legacy = Arc::new(Legacy::new(store.clone(), config));
+    let (samples, wall) = load::run_open_loop(&format!("{mode}: pay"), rate, count, |i| {
+        let (legacy, id) = (legacy.clone(), orders[i].clone());
+        async move { legacy.pay_order_success(id, parallel).await }
+    })
+    .await;
+    store.close().await;
+    Ok(ModeRun {
+        mode,
+        summary: load::summarize(&samples, wall),
+        samples,
+    })
+}
+
+/// The ordermq mode: a target started (or reached) and warmed up, `count`
+/// orders paid over HTTP at the seed's rate, then the wait for the fan-out
+/// and its end-to-end times; the target is stopped before returning.
+async fn run_ordermq(args: &SeedArgs, count: usize) -> BenchResult<(ModeRun, FanOut)> {
     let target = Arc::new(Target::start(&args.target, |_| {}).await?);
     eprintln!("  ordermq mode: {}", target.describe());
     if !args.target.settings.is_empty() {
@@ -189,27 +262,67 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         by_system: e2e_by_system,
         ..
     } = super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
-    let e2e_p50 = load::percentile(&e2e, 50.0);
-    let e2e_p99 = load::percentile(&e2e, 99.0);
-    let throughput = load::throughput_series(&samples);
-    let slowest = load::slowest(&samples, 10);
-    results.push(("ordermq", summary, samples));
+    let fanout = FanOut {
+        e2e_p50: load::percentile(&e2e, 50.0),
+        e2e_p99: load::percentile(&e2e, 99.0),
+        e2e,
+        e2e_by_system,
+        slowest: load::slowest(&samples, 10),
+        throughput: load::throughput_series(&samples),
+        waited,
+    };
     target::into_inner(target)?.stop().await?;
+    let run = ModeRun {
+        mode: "ordermq",
+        summary,
+        samples,
+    };
+    Ok((run, fanout))
+}
 
-    let by_mode: HashMap<&str, &Summary> = results.iter().map(|(m, s, _)| (*m, s)).collect();
-    let (serial, parallel, ordermq) = (by_mode["serial"], by_mode["parallel"], by_mode["ordermq"]);
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+/// The JSON report, the printed table and the HTML charts, written out.
+fn summarise(
+    args: &SeedArgs,
+    count: usize,
+    config: &ordermq::Config,
+    results: &[ModeRun],
+    fanout: FanOut,
+) -> BenchResult<serde_json::Value> {
+    let ratios = Ratios::of(results);
+    let report = report_json(args, count, config, results, &fanout, &ratios);
+    let table = table(results, &fanout, &ratios);
+    let charts = charts(results, fanout.throughput);
+    super::write_reports(
+        "seed",
+        &args.output,
+        "ordermq-bench seed",
+        &report,
+        &table,
+        &charts,
+    )?;
+    Ok(report)
+}
+
+fn report_json(
+    args: &SeedArgs,
+    count: usize,
+    config: &ordermq::Config,
+    results: &[ModeRun],
+    fanout: &FanOut,
+    ratios: &Ratios,
+) -> serde_json::Value {
     let mut modes = serde_json::Map::new();
-    for (mode, summary, _) in &results {
+    for ModeRun { mode, summary, .. } in results {
         modes.insert((*mode).to_owned(), mode_json(summary));
     }
-    modes["ordermq"]["e2e_p50_ms"] = json!(e2e_p50);
-    modes["ordermq"]["e2e_p99_ms"] = json!(e2e_p99);
-    modes["ordermq"]["e2e_measured"] = json!(e2e.len());
-    modes["ordermq"]["e2e_by_system"] = serde_json::Value::Object(e2e_by_system);
-    modes["ordermq"]["slowest"] = json!(slowest);
-    modes["ordermq"]["fanout_complete_after_load_s"] = json!(waited.map(|d| d.as_secs_f64()));
-    let report = json!({
+    modes["ordermq"]["e2e_p50_ms"] = json!(fanout.e2e_p50);
+    modes["ordermq"]["e2e_p99_ms"] = json!(fanout.e2e_p99);
+    modes["ordermq"]["e2e_measured"] = json!(fanout.e2e.len());
+    modes["ordermq"]["e2e_by_system"] = serde_json::Value::Object(fanout.e2e_by_system.clone());
+    modes["ordermq"]["slowest"] = json!(fanout.slowest);
+    modes["ordermq"]["fanout_complete_after_load_s"] =
+        json!(fanout.waited.map(|d| d.as_secs_f64()));
+    json!({
         "scenario": "seed",
         "machine": super::machine(),
         "settings": args.target.settings,
@@ -225,14 +338,17 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         },
         "modes": modes,
         "ratios": {
-            "serial_over_ordermq_p50": ratio(serial.p50_ms, ordermq.p50_ms),
-            "serial_over_ordermq_p99": ratio(serial.p99_ms, ordermq.p99_ms),
-            "parallel_over_ordermq_p50": ratio(parallel.p50_ms, ordermq.p50_ms),
-            "parallel_over_ordermq_p99": ratio(parallel.p99_ms, ordermq.p99_ms),
+            "serial_over_ordermq_p50": ratios.serial_p50,
+            "serial_over_ordermq_p99": ratios.serial_p99,
+            "parallel_over_ordermq_p50": ratios.parallel_p50,
+            "parallel_over_ordermq_p99": ratios.parallel_p99,
         },
         "peak_rss_mb": super::peak_rss_mb(),
-    });
+    })
+}
 
+/// The printed table: one row per mode, ordermq's end-to-end time, and the ratios.
+fn table(results: &[ModeRun], fanout: &FanOut, ratios: &Ratios) -> Vec<Vec<String>> {
     let mut table = vec![
         [
             "mode", "p50 ms", "p95 ms", "p99 ms", "max ms", "paid/s", "errors",
@@ -240,7 +356,10 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
         .map(String::from)
         .to_vec(),
     ];
-    for (mode, s, _) in &results {
+    for ModeRun {
+        mode, summary: s, ..
+    } in results
+    {
         table.push(vec![
             (*mode).to_owned(),
             ms(s.p50_ms),
@@ -253,48 +372,58 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     }
     table.push(vec![
         "ordermq end-to-end (paid → all 4 groups)".into(),
-        ms(e2e_p50),
+        ms(fanout.e2e_p50),
         "".into(),
-        ms(e2e_p99),
+        ms(fanout.e2e_p99),
         "".into(),
         "".into(),
         "".into(),
     ]);
     table.push(vec![
         "serial / ordermq".into(),
-        format!("{:.0}x", ratio(serial.p50_ms, ordermq.p50_ms)),
+        format!("{:.0}x", ratios.serial_p50),
         "".into(),
-        format!("{:.0}x", ratio(serial.p99_ms, ordermq.p99_ms)),
+        format!("{:.0}x", ratios.serial_p99),
         "".into(),
         "".into(),
         "".into(),
     ]);
     table.push(vec![
         "parallel / ordermq".into(),
-        format!("{:.0}x", ratio(parallel.p50_ms, ordermq.p50_ms)),
+        format!("{:.0}x", ratios.parallel_p50),
         "".into(),
-        format!("{:.0}x", ratio(parallel.p99_ms, ordermq.p99_ms)),
+        format!("{:.0}x", ratios.parallel_p99),
         "".into(),
         "".into(),
         "".into(),
     ]);
-    let charts = vec![
+    table
+}
+
+/// The HTML charts: latency by mode, every payment's latency over the run,
+/// and ordermq's payments answered per second.
+fn charts(results: &[ModeRun], throughput: Vec<(f64, f64)>) -> Vec<Chart> {
+    vec![
         Chart::Bars {
             title: "Payment call latency by mode".into(),
             unit: "ms".into(),
             groups: results
                 .iter()
-                .map(|(m, s, _)| {
-                    (
-                        (*m).to_owned(),
-                        vec![
-                            ("p50".into(), s.p50_ms),
-                            ("p95".into(), s.p95_ms),
-                            ("p99".into(), s.p99_ms),
-                            ("max".into(), s.max_ms),
-                        ],
-                    )
-                })
+                .map(
+                    |ModeRun {
+                         mode, summary: s, ..
+                     }| {
+                        (
+                            (*mode).to_owned(),
+                            vec![
+                                ("p50".into(), s.p50_ms),
+                                ("p95".into(), s.p95_ms),
+                                ("p99".into(), s.p99_ms),
+                                ("max".into(), s.max_ms),
+                            ],
+                        )
+                    },
+                )
                 .collect(),
         },
         Chart::Lines {
@@ -303,9 +432,9 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
             y_label: "latency (ms, log)".into(),
             series: results
                 .iter()
-                .map(|(m, _, samples)| {
+                .map(|ModeRun { mode, samples, .. }| {
                     (
-                        (*m).to_owned(),
+                        (*mode).to_owned(),
                         samples
                             .iter()
                             .map(|s| (s.start.as_secs_f64(), s.latency.as_secs_f64() * 1e3))
@@ -322,14 +451,5 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
             series: vec![("ordermq".into(), throughput)],
             log_y: false,
         },
-    ];
-    super::write_reports(
-        "seed",
-        &args.output,
-        "ordermq-bench seed",
-        &report,
-        &table,
-        &charts,
-    )?;
-    Ok(report)
+    ]
 }

@@ -51,6 +51,19 @@ struct Measured {
     stopped_at_in_flight: Option<usize>,
     fanout_lag: i64,
     e2e_drift_ms: Option<f64>,
+    /// What the host probe saw during the load.
+    host: Option<super::super::HostPause>,
+    /// Order-database commits over 100 ms, and their ms in all.
+    slow_commits: (u64, u64),
+}
+
+/// A step judged.
+struct Judgement {
+    passed: bool,
+    /// It failed while the host paused, and may be repeated.
+    repeat: bool,
+    /// Why it failed (empty: it passed).
+    why: Vec<String>,
 }
 
 /// Why a step failed (empty: it passed).
@@ -81,6 +94,35 @@ fn verdict(m: &Measured, p99_limit_ms: f64, sent: usize) -> Vec<String> {
         why.push(format!("fan-out falling behind: e2e grew {drift:.0} ms"));
     }
     why
+}
+
+/// Judges a step by its [`verdict`]; a failed one also names a host pause
+/// longer than the p99 limit (and is to be repeated when `may_repeat`) and
+/// the slow commits.
+fn judge(m: &Measured, p99_limit_ms: f64, sent: usize, may_repeat: bool) -> Judgement {
+    let mut why = verdict(m, p99_limit_ms, sent);
+    let passed = why.is_empty();
+    let paused = m.host.filter(|h| h.worst_ms() > p99_limit_ms);
+    let repeat = !passed && paused.is_some() && may_repeat;
+    if let Some(h) = paused.filter(|_| !passed) {
+        why.push(format!(
+            "host paused: probe fsync {:.0} ms, wake-up {:.0} ms late{}",
+            h.fsync_ms,
+            h.wake_late_ms,
+            if repeat { "; repeating the step" } else { "" }
+        ));
+    }
+    let (slow_commits, slow_commit_ms) = m.slow_commits;
+    if slow_commits > 0 && !passed {
+        why.push(format!(
+            "{slow_commits} commit(s) over 100 ms ({slow_commit_ms} ms in all)"
+        ));
+    }
+    Judgement {
+        passed,
+        repeat,
+        why,
+    }
 }
 
 impl Run<'_> {
@@ -191,25 +233,15 @@ impl Run<'_> {
             stopped_at_in_flight,
             fanout_lag,
             e2e_drift_ms: e2e.drift_ms,
+            host,
+            slow_commits: (slow_commits, slow_commit_ms),
         };
-        let mut why = verdict(&measured, args.p99_limit_ms, samples.len());
+        let Judgement {
+            passed,
+            repeat,
+            why,
+        } = judge(&measured, args.p99_limit_ms, samples.len(), may_repeat);
         let Measured { summary, .. } = measured;
-        let passed = why.is_empty();
-        let paused = host.filter(|h| h.worst_ms() > args.p99_limit_ms);
-        let repeat = !passed && paused.is_some() && may_repeat;
-        if let Some(h) = paused.filter(|_| !passed) {
-            why.push(format!(
-                "host paused: probe fsync {:.0} ms, wake-up {:.0} ms late{}",
-                h.fsync_ms,
-                h.wake_late_ms,
-                if repeat { "; repeating the step" } else { "" }
-            ));
-        }
-        if slow_commits > 0 && !passed {
-            why.push(format!(
-                "{slow_commits} commit(s) over 100 ms ({slow_commit_ms} ms in all)"
-            ));
-        }
         let e2e_p99 = load::percentile(&e2e.all, 99.0);
         eprintln!(
             "{} {rate:>7.0}/s  p50 {:>7} ms  p99 {:>7} ms  achieved {:>7.0}/s  fan-out lag {fanout_lag:>6}  e2e p99 {:>6} ms (drift {:>+5.0})  {:.1} writes/commit  writer busy {:.0} %  CPU {} µs/payment  {}",

@@ -688,11 +688,16 @@ impl ListenerBridge {
                         .map_err(|e| PublishError(format!("delayed message body: {e}")))?,
                     deliver_at: Some(at),
                 };
-                let signature = Signature {
-                    key_id: property(m, KEY_ID_PROPERTY).unwrap_or_default(),
-                    hex: property(m, SIGNATURE_PROPERTY).unwrap_or_default(),
+                // Verified already (unless this client has no keys): its own
+                // signature goes with it.
+                let signature = match (
+                    property(m, KEY_ID_PROPERTY),
+                    property(m, SIGNATURE_PROPERTY),
+                ) {
+                    (Some(key_id), Some(hex)) => Some(Signature { key_id, hex }),
+                    _ => None,
                 };
-                let message = to_message(&outbox, &self.delayed, now, Some(&signature))?;
+                let message = to_message(&outbox, &self.delayed, now, signature.as_ref())?;
                 send_outcome(producer.send(message).await)
             }
         });

@@ -88,7 +88,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // `acquire_many` below counts in u32.
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max));
     tokio::pin!(shutdown);
     loop {

@@ -89,11 +89,14 @@ pub enum ErrorCode {
     ///
     /// [`CarrierUpdateError::TrackingMismatch`]: crate::CarrierUpdateError::TrackingMismatch
     TrackingMismatch,
+    /// 408: the request (its body included) was not completed within the
+    /// server's request timeout; send it again.
+    RequestTimeout,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -118,6 +121,7 @@ impl ErrorCode {
         Self::RefundNotRetryable,
         Self::ShipmentNotFound,
         Self::TrackingMismatch,
+        Self::RequestTimeout,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -147,6 +151,7 @@ impl ErrorCode {
             Self::RefundNotRetryable => "REFUND_NOT_RETRYABLE",
             Self::ShipmentNotFound => "SHIPMENT_NOT_FOUND",
             Self::TrackingMismatch => "TRACKING_MISMATCH",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::event::{OrderPaid, OrderRefundRequested};
 use crate::lifecycle::CarrierStatus;
 use crate::order::{Amount, OrderId, RefundId, UserId};
+use crate::signing::Keyring;
 
 /// A downstream system: one consumer group of `TopicOrderPaySuccess`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -82,9 +83,9 @@ pub enum Effect {
         user_id: UserId,
         /// The paid order.
         order_id: OrderId,
-        /// The coupon's code (`THX-<order id>`).
+        /// The coupon's code ([`coupon_code`]: not derivable from the order id).
         coupon_code: String,
-        /// What the coupon is worth, in minor units ([`coupon_for`]).
+        /// What the coupon is worth, in minor units ([`coupon_value`]).
         value: Amount,
     },
     /// Push sends the shopper a payment-confirmation SMS.
@@ -245,7 +246,8 @@ pub fn refund_sms_text_for(refund: &OrderRefundRequested) -> String {
 
 /// The effect `system` records for `paid`. `external_ref` is what the third
 /// party returned (the SMS provider's reference, the carrier's tracking
-/// number); credit and marketing call no third party and ignore it.
+/// number) or, for marketing, the coupon's code ([`coupon_code`]); credit
+/// calls no third party and ignores it.
 pub fn effect_for(system: System, paid: &OrderPaid, external_ref: String) -> Effect {
     let (user_id, order_id) = (paid.user_id.clone(), paid.order_id.clone());
     match system {
@@ -254,15 +256,12 @@ pub fn effect_for(system: System, paid: &OrderPaid, external_ref: String) -> Eff
             order_id,
             points: points_for(paid),
         },
-        System::Marketing => {
-            let (coupon_code, value) = coupon_for(paid);
-            Effect::Coupon {
-                user_id,
-                order_id,
-                coupon_code,
-                value,
-            }
-        }
+        System::Marketing => Effect::Coupon {
+            user_id,
+            order_id,
+            coupon_code: external_ref,
+            value: coupon_value(paid),
+        },
         System::Push => Effect::Sms {
             user_id,
             order_id,
@@ -283,13 +282,28 @@ pub fn points_for(paid: &OrderPaid) -> i64 {
 }
 
 /// A thank-you coupon worth 5 % of the order, at least 1.00 and at most 20.00.
-pub fn coupon_for(paid: &OrderPaid) -> (String, Amount) {
+pub fn coupon_value(paid: &OrderPaid) -> Amount {
     let value = (paid.amount.minor_units() / 20).clamp(100, 2_000);
-    let code = format!("THX-{}", paid.order_id);
-    (
-        code,
-        Amount::parse(value).expect("clamped to a positive value"),
-    )
+    Amount::parse(value).expect("clamped to a positive value")
+}
+
+/// What [`coupon_code`] signs after the event id: no event body is this text,
+/// so a coupon code is never an event's signature, nor one a code.
+const COUPON_CODE_BODY: &[u8] = b"coupon-code";
+
+/// The code of the coupon an event earns: `THX-` and 20 hex digits (80 bits)
+/// of the HMAC of the event id under the event keys' signing key.
+/// Unguessable without the key (a code cannot be derived from the order id,
+/// nor from another code), and the same for every delivery of one event, so
+/// a redelivery that recomputes it finds the same coupon.
+///
+/// # Panics
+///
+/// If `event_id` holds a `.` (ordermq's event ids never do; see
+/// [`Keyring::sign`]).
+pub fn coupon_code(keys: &Keyring, event_id: &str) -> String {
+    let mac = keys.sign(event_id, COUPON_CODE_BODY);
+    format!("THX-{}", mac.hex[..20].to_ascii_uppercase())
 }
 
 /// The SMS text sent to the shopper.
@@ -327,10 +341,32 @@ mod tests {
 
     #[test]
     fn coupon_is_five_percent_clamped() {
-        assert_eq!(coupon_for(&paid(10_000)).1.minor_units(), 500);
-        assert_eq!(coupon_for(&paid(10)).1.minor_units(), 100);
-        assert_eq!(coupon_for(&paid(1_000_000)).1.minor_units(), 2_000);
-        assert_eq!(coupon_for(&paid(1)).0, "THX-O1");
+        assert_eq!(coupon_value(&paid(10_000)).minor_units(), 500);
+        assert_eq!(coupon_value(&paid(10)).minor_units(), 100);
+        assert_eq!(coupon_value(&paid(1_000_000)).minor_units(), 2_000);
+    }
+
+    #[test]
+    fn coupon_codes_are_keyed_stable_per_event_and_not_the_order_id() {
+        let keys = Keyring::new([("k1".to_owned(), b"secret")]).unwrap();
+        let other = Keyring::new([("k1".to_owned(), b"other")]).unwrap();
+        let code = coupon_code(&keys, "OrderPaid:O1");
+        assert_eq!(
+            code,
+            coupon_code(&keys, "OrderPaid:O1"),
+            "same event, same code"
+        );
+        assert_eq!(code.len(), 24);
+        assert!(code.starts_with("THX-"));
+        assert!(!code.contains("O1"), "{code}");
+        assert_ne!(code, coupon_code(&keys, "OrderPaid:O2"));
+        assert_ne!(
+            code,
+            coupon_code(&other, "OrderPaid:O1"),
+            "depends on the key"
+        );
+        let effect = effect_for(System::Marketing, &paid(10_000), code.clone());
+        assert!(matches!(effect, Effect::Coupon { coupon_code, .. } if coupon_code == code));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`fanout`]: the four downstream systems and what each does with an event.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
+//! - [`parked`]: messages that fail verification (forged, unsigned, under an
+//!   unknown key): why, what is kept of them, and the check every group runs.
 //! - [`signing`]: HMAC-SHA256 under named keys, for callbacks, requests to
 //!   third parties and events; several keys at once for rotation.
 //! - [`view`]: read models returned by the API.
@@ -25,6 +27,7 @@ pub mod event;
 pub mod fanout;
 pub mod lifecycle;
 pub mod order;
+pub mod parked;
 pub mod ports;
 pub mod signing;
 pub mod topology;

@@ -103,16 +103,23 @@ id_type!(
 );
 
 impl RefundId {
-    /// A new refund id: `R` + 13 digits of epoch millis + 8 hex digits of randomness.
-    pub fn generate(now_millis: i64, random: u32) -> Self {
-        Self(format!("R{now_millis:013}{random:08x}"))
+    /// A new refund id: `R` + 13 digits of epoch millis + 16 hex digits of
+    /// `random`, which the caller draws from a cryptographic generator (the
+    /// domain does no I/O), so an id cannot be guessed from another.
+    pub fn generate(now_millis: i64, random: impl Into<u64>) -> Self {
+        let random: u64 = random.into();
+        Self(format!("R{now_millis:013}{random:016x}"))
     }
 }
 
 impl OrderId {
-    /// A new, time-ordered id: `O` + 13 digits of epoch millis + 8 hex digits of randomness.
-    pub fn generate(now_millis: i64, random: u32) -> Self {
-        Self(format!("O{now_millis:013}{random:08x}"))
+    /// A new, time-ordered id: `O` + 13 digits of epoch millis + 16 hex
+    /// digits of `random`, which the caller draws from a cryptographic
+    /// generator: two orders of the same millisecond differ in 64 random
+    /// bits. No `.` (event ids built from it are signed contexts).
+    pub fn generate(now_millis: i64, random: impl Into<u64>) -> Self {
+        let random: u64 = random.into();
+        Self(format!("O{now_millis:013}{random:016x}"))
     }
 }
 
@@ -404,9 +411,14 @@ mod tests {
 
     #[test]
     fn generated_order_ids_sort_by_time_and_parse() {
-        let a = OrderId::generate(1_700_000_000_000, 0xffff_ffff);
-        let b = OrderId::generate(1_700_000_000_001, 0);
+        let a = OrderId::generate(1_700_000_000_000, u64::MAX);
+        let b = OrderId::generate(1_700_000_000_001, 0u64);
         assert!(a < b);
         assert_eq!(OrderId::parse(a.as_str()).unwrap(), a);
+        assert_eq!(a.as_str().len(), 30);
+        assert!(!a.as_str().contains('.'));
+        let refund = RefundId::generate(1_700_000_000_000, u64::MAX);
+        assert_eq!(RefundId::parse(refund.as_str()).unwrap(), refund);
+        assert!(refund.as_str().ends_with("ffffffffffffffff"));
     }
 }

@@ -116,6 +116,23 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, batch: Vec<Delivery>) -> BoxFuture<'_, Outcome>;
 }
 
+/// Where consumer groups record messages that fail verification
+/// ([`crate::parked`]): operators list them, `GET /api/stats` counts them.
+pub trait ParkingLot: Send + Sync + 'static {
+    /// Records `message`; `true` if it is new, `false` if this group had
+    /// already parked this message id (a redelivery changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if the database failed (any kind). The message is
+    ///   then not acknowledged: the broker redelivers it, it fails
+    ///   verification again and is recorded then. It is never applied.
+    fn park(
+        &self,
+        message: crate::parked::ParkedMessage,
+    ) -> BoxFuture<'_, Result<bool, StorageError>>;
+}
+
 /// A third party failed or timed out.
 #[derive(Debug, Clone, Error)]
 #[error("{system} failed: {reason}")]

@@ -157,7 +157,7 @@ pub struct PointsEntry {
 /// A thank-you coupon marketing gave for a paid order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Coupon {
-    /// The code the shopper redeems (`THX-<order id>`).
+    /// The code the shopper redeems (`THX-` and 20 hex digits: [`crate::fanout::coupon_code`]).
     pub code: String,
     /// The paid order that earned it.
     pub order_id: OrderId,
@@ -234,6 +234,10 @@ pub struct Stats {
     pub payments_refund_required: i64,
     /// Number of refunds in each status (`"REQUESTED"` → n).
     pub refunds_by_status: BTreeMap<String, i64>,
+    /// Messages each consumer group refused because they failed verification
+    /// (forged, unsigned, under an unknown key; see [`crate::parked`]), by
+    /// group name; every group of the topology is listed, 0 if none.
+    pub parked: BTreeMap<String, i64>,
     /// This instance's order-database writer since it started.
     pub group_commit: GroupCommitStats,
 }

@@ -12,6 +12,9 @@
 //!
 //! Messages that arrive before their due time and are sent on (delay-level
 //! hops, see [`crate::delay`]) are not counted: the handler never sees them.
+//! Messages that fail verification are counted apart, as *parked* (recorded
+//! for the first time; see [`ordermq_domain::parked`]): the handler never
+//! sees them either, but they come back with their batch like any other.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +32,9 @@ pub struct GroupDeliveries {
     /// Retries the broker still owes: answered "retry later" before the last
     /// try, not delivered again yet.
     pub retries_owed: u64,
+    /// Messages that failed verification and were parked (first time each),
+    /// never handed to the handler.
+    pub parked: u64,
 }
 
 impl GroupDeliveries {
@@ -46,6 +52,7 @@ pub(crate) struct GroupCounters {
     retried: AtomicU64,
     in_flight: AtomicU64,
     retries_owed: AtomicU64,
+    parked: AtomicU64,
 }
 
 impl GroupCounters {
@@ -73,12 +80,25 @@ impl GroupCounters {
         self.in_flight.fetch_sub(messages, Ordering::SeqCst);
     }
 
+    /// Messages that failed verification: `new` of them parked for the first
+    /// time, `redelivered` of them retries coming back, `will_return` of them
+    /// coming back again (their batch was answered "retry later").
+    pub(crate) fn park(&self, new: u64, redelivered: u64, will_return: u64) {
+        self.parked.fetch_add(new, Ordering::SeqCst);
+        let _ = self
+            .retries_owed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                Some(owed.saturating_sub(redelivered) + will_return)
+            });
+    }
+
     fn snapshot(&self) -> GroupDeliveries {
         GroupDeliveries {
             handled: self.handled.load(Ordering::SeqCst),
             retried: self.retried.load(Ordering::SeqCst),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             retries_owed: self.retries_owed.load(Ordering::SeqCst),
+            parked: self.parked.load(Ordering::SeqCst),
         }
     }
 }
@@ -129,6 +149,20 @@ mod tests {
         group.leave(2, true, 0);
         let now = deliveries.of("g");
         assert_eq!((now.handled, now.retries_owed), (2, 0));
+        assert!(now.is_settled());
+    }
+
+    #[test]
+    fn parked_messages_count_apart_and_come_back_with_their_batch() {
+        let deliveries = Deliveries::default();
+        let group = deliveries.group("g");
+        group.park(2, 0, 2);
+        let now = deliveries.of("g");
+        assert_eq!((now.parked, now.handled, now.retries_owed), (2, 0, 2));
+        assert!(!now.is_settled(), "their batch comes back");
+        group.park(0, 2, 0);
+        let now = deliveries.of("g");
+        assert_eq!((now.parked, now.retries_owed), (2, 0));
         assert!(now.is_settled());
     }
 

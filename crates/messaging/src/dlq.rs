@@ -11,13 +11,15 @@
 
 use std::time::{Duration, Instant};
 
+use ordermq_domain::parked::{Unverified, verify_event};
 use ordermq_domain::ports::Delivery;
+use ordermq_domain::signing::Keyring;
 use rocketmq_client_rust::DefaultLitePullConsumerBuilder;
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 
 use crate::MqError;
-use crate::client::{EVENT_ID_PROPERTY, MqClient};
+use crate::client::{EVENT_ID_PROPERTY, KEY_ID_PROPERTY, MqClient, SIGNATURE_PROPERTY};
 
 /// The dead-letter topic of `group`, as RocketMQ names it.
 pub fn dlq_topic(group: &str) -> String {
@@ -33,6 +35,10 @@ pub struct DeadLetter {
     pub topic: String,
     /// ordermq's event id (`OrderPaid:<order>`), when the message carries one.
     pub event_id: Option<String>,
+    /// The event key that signed it, if any.
+    pub key_id: Option<String>,
+    /// Its signature, if any.
+    pub signature: Option<String>,
     /// The message key (the order id for ordermq's events).
     pub key: String,
     pub tag: String,
@@ -46,6 +52,23 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// Checks its signature as the group's listener did (a replay applies
+    /// only what a delivery would have).
+    ///
+    /// # Errors
+    ///
+    /// [`Unverified`] if it carries no event id or its signature does not
+    /// hold under `keys` (see [`verify_event`]).
+    pub fn verify(&self, keys: &Keyring) -> Result<(), Unverified> {
+        verify_event(
+            keys,
+            self.event_id.as_deref(),
+            self.key_id.as_deref(),
+            self.signature.as_deref(),
+            &self.body,
+        )
+    }
+
     /// The message as a fresh delivery to its group's handler (a replay).
     pub fn to_delivery(&self) -> Delivery {
         Delivery {
@@ -70,6 +93,10 @@ fn dead_letter(m: &MessageExt) -> DeadLetter {
         topic: m.topic().to_string(),
         event_id: m
             .get_user_property(EVENT_ID_PROPERTY)
+            .map(|v| v.to_string()),
+        key_id: m.get_user_property(KEY_ID_PROPERTY).map(|v| v.to_string()),
+        signature: m
+            .get_user_property(SIGNATURE_PROPERTY)
             .map(|v| v.to_string()),
         key: m
             .keys()
@@ -98,7 +125,11 @@ impl MqClient {
         // without a route and for a NameServer it cannot reach: tell them
         // apart first, or an unreachable cluster would read as an empty DLQ.
         self.probe_nameserver().await?;
-        let consumer = DefaultLitePullConsumerBuilder::new(self.runtime.clone())
+        let mut builder = DefaultLitePullConsumerBuilder::new(self.runtime.clone());
+        if let Some(hook) = &self.rpc_hook {
+            builder = builder.rpc_hook(std::sync::Arc::clone(hook));
+        }
+        let consumer = builder
             .consumer_group(format!("ordermq_dlq_reader_{group}"))
             .name_server_addr(self.namesrv_addr.as_str())
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)

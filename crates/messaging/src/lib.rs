@@ -16,7 +16,9 @@
 //!   tests. A build for an external cluster (`--no-default-features`) does
 //!   not compile rocketmq-broker, -namesrv or -store.
 //! - [`embedded_options`]: what the embedded broker is given, in every build.
-//! - [`client`]: the producer behind `Publisher` and push consumers driving `Handler`s.
+//! - [`client`]: the producer behind `Publisher` (signing every event) and
+//!   push consumers driving `Handler`s (verifying every message first, and
+//!   parking the ones that fail); ACL credentials for a cluster that needs them.
 //! - [`delay`]: delivering at a due time with timer messages or delay levels.
 //! - [`deliveries`]: what each group's handler was given and how it
 //!   answered; a group is *settled* when nothing it received can come back.
@@ -32,7 +34,7 @@ pub mod embedded_options;
 
 use thiserror::Error;
 
-pub use client::{MqClient, SubscribeOptions};
+pub use client::{AclCredentials, ClientSecurity, MqClient, SubscribeOptions};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};

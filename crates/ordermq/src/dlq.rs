@@ -1,4 +1,5 @@
-//! `ordermq dlq list|replay`: the operator's view of dead-lettered messages.
+//! `ordermq dlq list|replay|parked`: the operator's view of messages that
+//! were not applied.
 //!
 //! RocketMQ moves a message to `%DLQ%<group>` after the group failed it
 //! `max_reconsume_times` times and then forgets it. `list` reads those
@@ -16,6 +17,17 @@
 //! order whose close was dead-lettered is closed by the sweep
 //! (`close_sweep_interval`).
 //!
+//! A replay verifies each message's signature first, as the group's listener
+//! does: a message that does not verify is reported `unverified` and not
+//! applied.
+//!
+//! `parked` lists what consumer groups refused because it failed
+//! verification (forged, unsigned, under an unknown key): never applied,
+//! never replayable, kept with its reason. It lives here because `ordermq
+//! dlq` is where an operator already looks for messages that were not
+//! applied; it reads only the database (`list`'s JSON stays the DLQ's, and
+//! its table ends with the parked count).
+//!
 //! The broker is the configured cluster (`namesrv_addr`) or, when unset, the
 //! embedded broker of a running ordermq on this machine (its NameServer port).
 
@@ -23,8 +35,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordermq_domain::System;
+use ordermq_domain::parked::ParkedMessage;
 use ordermq_domain::ports::{Handler, Outcome};
-use ordermq_messaging::{DeadLetter, MqClient};
+use ordermq_domain::signing::Keyring;
+use ordermq_messaging::{ClientSecurity, DeadLetter, MqClient};
 use ordermq_store::{Store, StoreOptions};
 use serde::Serialize;
 
@@ -58,7 +72,8 @@ pub struct ReplayOutcome {
     pub group: String,
     pub event_id: String,
     pub order_id: String,
-    /// `applied`, `already_applied` or `failed`.
+    /// `applied`, `already_applied`, `failed` or `unverified` (its signature
+    /// does not hold: not applied).
     pub result: &'static str,
     pub reason: String,
 }
@@ -68,6 +83,8 @@ pub struct ReplayOutcome {
 pub enum DlqError {
     #[error("unknown consumer group {0:?}: expected one of {groups}", groups = system_groups())]
     UnknownGroup(String),
+    #[error(transparent)]
+    EventKeys(#[from] crate::event_keys::EventKeysError),
     #[error(transparent)]
     Store(#[from] ordermq_store::OpenError),
     #[error("database: {0}")]
@@ -113,19 +130,37 @@ struct Tool {
     store: Store,
     mq: MqClient,
     namesrv: String,
+    /// The event keys: replays verify with them, and marketing keys coupon codes.
+    keys: Keyring,
 }
 
 impl Tool {
     async fn open(config: &Config) -> Result<Self, DlqError> {
+        let keys = crate::event_keys::event_keys(config)?;
         let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
         let namesrv = namesrv_of(config);
-        let mq = MqClient::connect(&namesrv, "ordermq_dlq_tool", config.delayed_delivery())
-            .await
-            .map_err(|source| DlqError::Mq {
-                namesrv: namesrv.clone(),
-                source,
-            })?;
-        Ok(Self { store, mq, namesrv })
+        // Reads only: no event keys on the client (nothing is published or subscribed).
+        let security = ClientSecurity {
+            acl: config.rocketmq_acl(),
+            ..ClientSecurity::default()
+        };
+        let mq = MqClient::connect_with(
+            &namesrv,
+            "ordermq_dlq_tool",
+            config.delayed_delivery(),
+            security,
+        )
+        .await
+        .map_err(|source| DlqError::Mq {
+            namesrv: namesrv.clone(),
+            source,
+        })?;
+        Ok(Self {
+            store,
+            mq,
+            namesrv,
+            keys,
+        })
     }
 
     async fn letters(&self, system: System) -> Result<Vec<DeadLetter>, DlqError> {
@@ -219,6 +254,7 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
             sms.clone(),
             logistics.clone(),
             config.logistics_timeout,
+            tool.keys.clone(),
         );
         for letter in letters {
             let event_id = event_id_of(&letter);
@@ -229,6 +265,11 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
                 result,
                 reason,
             };
+            if let Err(refused) = letter.verify(&tool.keys) {
+                tracing::warn!(group = system.consumer_group(), event_id, reason = %refused, "not replaying a message that fails verification");
+                outcomes.push(outcome("unverified", refused.to_string()));
+                continue;
+            }
             match tool.store.is_applied(system, &event_id).await {
                 Ok(true) => outcomes.push(outcome("already_applied", String::new())),
                 Ok(false) => match handler.handle(vec![letter.to_delivery()]).await {
@@ -282,13 +323,69 @@ pub fn render_replay(outcomes: &[ReplayOutcome]) -> String {
         );
     }
     let count = |r: &str| outcomes.iter().filter(|o| o.result == r).count();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "replayed {}: {} applied, {} already applied, {} failed",
         outcomes.len(),
         count("applied"),
         count("already_applied"),
         count("failed")
+    );
+    match count("unverified") {
+        0 => out.push('\n'),
+        n => {
+            let _ = writeln!(out, ", {n} unverified (not applied)");
+        }
+    }
+    out
+}
+
+/// Messages consumer groups parked because they failed verification, oldest
+/// first: of `group` (any of the six) or of all. Reads the database only.
+pub async fn parked(config: &Config, group: Option<&str>) -> Result<Vec<ParkedMessage>, DlqError> {
+    if let Some(group) = group
+        && !ordermq_domain::CONSUMER_GROUPS
+            .iter()
+            .any(|g| g.name == group)
+    {
+        return Err(DlqError::UnknownGroup(group.to_owned()));
+    }
+    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let parked = store.parked(group).await;
+    store.close().await;
+    Ok(parked?)
+}
+
+/// How many messages are parked, for the line `list` ends with.
+pub async fn parked_count(config: &Config) -> Result<i64, DlqError> {
+    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let counts = store.parked_counts().await;
+    store.close().await;
+    Ok(counts?.values().sum())
+}
+
+/// `parked` as a table.
+pub fn render_parked(parked: &[ParkedMessage]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<20} {:<28} {:<22} {:<18} {}\n",
+        "GROUP", "EVENT", "KEY", "REASON", "MSG ID"
+    );
+    for p in parked {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<28} {:<22} {:<18} {}",
+            p.group,
+            p.event_id.as_deref().unwrap_or("-"),
+            if p.key.is_empty() { "-" } else { &p.key },
+            p.reason,
+            p.msg_id
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} parked message(s): failed verification, never applied",
+        parked.len()
     );
     out
 }

@@ -17,11 +17,18 @@
 //! - [`startup`]: builds every component, one function each, and runs them
 //!   until shutdown ([`Application`]).
 //! - [`runtime`]: the fan-out's own runtime, below the payment path's priority.
-//! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages.
+//! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages, and the
+//!   messages consumer groups parked because they failed verification.
+//! - [`event_keys`]: the keys that sign and verify events (configured, or
+//!   generated once per data directory).
+//! - [`http`]: the HTTP server's accept loop: header, request and idle
+//!   timeouts and a cap on connections.
 //! - [`logging`]: the default log filter of every ordermq process.
 
 pub mod config;
 pub mod dlq;
+pub mod event_keys;
+pub mod http;
 pub mod logging;
 pub mod runtime;
 pub mod startup;

@@ -1,7 +1,8 @@
 //! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
 //! `ordermq config` lists every configuration key and its current value;
 //! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
-//! `ordermq dlq list|replay` inspects and replays dead-lettered messages.
+//! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
+//! `ordermq dlq parked` lists messages refused because they failed verification.
 //!
 //! Thin on purpose: parsing the command line and choosing a subcommand; the
 //! work is in the library ([`ordermq::startup`], [`ordermq::dlq`]). The
@@ -51,7 +52,8 @@ enum Command {
     /// fault suite runs it this way to stop and kill the broker on its own.
     Broker,
     /// Dead-lettered messages (%DLQ%<group>): list them with the recorded reason,
-    /// or replay them through their group's handler (idempotent).
+    /// or replay them through their group's handler (idempotent); and parked
+    /// ones (failed verification, never applied).
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
@@ -74,6 +76,17 @@ enum DlqAction {
     Replay {
         #[arg(long)]
         group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages consumer groups refused because they failed verification
+    /// (forged, unsigned, under an unknown key): never applied, never
+    /// replayed; each with its group, message id, key, reason and time.
+    Parked {
+        /// Any consumer group, e.g. credit_group (default: all).
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -167,10 +180,15 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let (group, json) = match &action {
-        DlqAction::List { group, json } | DlqAction::Replay { group, json } => {
-            (group.clone(), *json)
-        }
+        DlqAction::List { group, json }
+        | DlqAction::Replay { group, json }
+        | DlqAction::Parked { group, json } => (group.clone(), *json),
     };
+    if matches!(action, DlqAction::Parked { .. }) {
+        let code = runtime.block_on(dlq_parked(&config, group.as_deref(), json));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        return code;
+    }
     let systems = match ordermq::dlq::systems(group.as_deref()) {
         Ok(systems) => systems,
         Err(e) => {
@@ -189,6 +207,11 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
                         );
                     } else {
                         print!("{}", ordermq::dlq::render_list(&entries));
+                        if let Ok(parked @ 1..) = ordermq::dlq::parked_count(&config).await {
+                            println!(
+                                "{parked} parked message(s) failed verification and were never applied: `ordermq dlq parked`"
+                            );
+                        }
                     }
                     ExitCode::SUCCESS
                 }
@@ -207,7 +230,10 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
                     } else {
                         print!("{}", ordermq::dlq::render_replay(&outcomes));
                     }
-                    if outcomes.iter().any(|o| o.result == "failed") {
+                    if outcomes
+                        .iter()
+                        .any(|o| o.result == "failed" || o.result == "unverified")
+                    {
                         ExitCode::FAILURE
                     } else {
                         ExitCode::SUCCESS
@@ -218,10 +244,32 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            DlqAction::Parked { .. } => dlq_parked(&config, group.as_deref(), json).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     code
+}
+
+/// `ordermq dlq parked`: what consumer groups refused as unverified.
+async fn dlq_parked(config: &Config, group: Option<&str>, json: bool) -> ExitCode {
+    match ordermq::dlq::parked(config, group).await {
+        Ok(parked) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&parked).unwrap_or_default()
+                );
+            } else {
+                print!("{}", ordermq::dlq::render_parked(&parked));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ordermq dlq parked: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(config: Config) -> ExitCode {

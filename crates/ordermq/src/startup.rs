@@ -1,9 +1,11 @@
 //! Wiring: builds every component from a [`Config`] and runs them until shutdown.
 //!
 //! `Application::build` is a list of named steps, one function per component:
-//! it opens the databases, starts the embedded broker (when no NameServer is
-//! configured), connects the producer, subscribes every consumer group of the
-//! topology table and binds the HTTP listener; `run_until_stopped` serves
+//! it resolves the event keys, opens the databases, starts the embedded
+//! broker (when no NameServer is configured), connects the producer (signing
+//! events, with ACL credentials if set), subscribes every consumer group of
+//! the topology table (verifying events, parking failures in the store) and
+//! binds the HTTP listener; `run_until_stopped` serves
 //! until the shutdown future completes, then stops everything in reverse:
 //! HTTP first (no new payments), then the relay, the consumers, the broker,
 //! and the databases last.
@@ -17,13 +19,14 @@ use futures_util::future::join_all;
 use ordermq_api::signature::PaymentSigner;
 use ordermq_api::{ApiState, router};
 use ordermq_domain::System;
-use ordermq_domain::ports::{Handler, StorageError};
+use ordermq_domain::ports::{Handler, ParkingLot, StorageError};
+use ordermq_domain::signing::Keyring;
 use ordermq_domain::topology::{
     self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
 };
 #[cfg(feature = "embedded-broker")]
 use ordermq_messaging::EmbeddedBroker;
-use ordermq_messaging::{Deliveries, MqClient, MqError, SubscribeOptions};
+use ordermq_messaging::{ClientSecurity, Deliveries, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{DemoProduct, OpenError, Store, StoreOptions, ThreadStart};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -36,6 +39,8 @@ use ordermq_service::relay::{self, RelayOptions};
 use ordermq_service::{EffectWriter, OrderWriter, Orders, sweep};
 
 use crate::config::Config;
+use crate::event_keys::{EventKeysError, event_keys};
+use crate::http::HttpLimits;
 use crate::runtime::{Background, lower_current_thread_priority};
 
 /// The demo catalog seeded on first start (prices in cents).
@@ -81,6 +86,8 @@ pub const DEMO_CATALOG: &[DemoProduct] = &[
 /// Why ordermq could not start (or stopped serving).
 #[derive(Debug, Error)]
 pub enum StartError {
+    #[error(transparent)]
+    EventKeys(#[from] EventKeysError),
     #[error(transparent)]
     Store(#[from] OpenError),
     #[error("cannot seed the demo catalog")]
@@ -166,6 +173,7 @@ pub struct Application {
     signer: PaymentSigner,
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
+    http_limits: HttpLimits,
     /// Dropped last: the tasks above that run on it are stopped first.
     background: Background,
 }
@@ -189,10 +197,22 @@ impl Application {
         // The steps that hold RocketMQ futures are boxed: nested, those
         // futures are deep enough to pass the compiler's layout depth limit
         // in every crate that awaits `build`.
+        let keys = event_keys(config)?;
         let background = start_fanout_runtime(config)?;
         let store = open_store(config).await?;
         let (broker, namesrv_addr) = Box::pin(start_or_find_broker(config, &background)).await?;
-        let mq = Box::pin(connect_producer(config, &background, &namesrv_addr)).await?;
+        let security = ClientSecurity {
+            event_keys: Some(keys.clone()),
+            parking: Some(Arc::new(store.clone()) as Arc<dyn ParkingLot>),
+            acl: config.rocketmq_acl(),
+        };
+        let mq = Box::pin(connect_producer(
+            config,
+            &background,
+            &namesrv_addr,
+            security,
+        ))
+        .await?;
         let gateways = Gateways::from_config(config);
         let relay_wake = Arc::new(Notify::new());
         let (writer, writer_task) = OrderWriter::spawn_lingering(
@@ -207,6 +227,7 @@ impl Application {
             &store,
             &writer,
             &gateways,
+            &keys,
         ))
         .await?;
         let mut writer_tasks = vec![writer_task];
@@ -239,6 +260,7 @@ impl Application {
                 batch_size: config.relay_batch_size,
                 linger: config.relay_linger,
             },
+            http_limits: HttpLimits::from_config(config),
             background,
         })
     }
@@ -316,9 +338,7 @@ impl Application {
             "ordermq serving on http://{} (dashboard at /, API under /api)",
             self.http_addr
         );
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = crate::http::serve(self.listener, app, self.http_limits, shutdown).await;
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
         stop.cancel();
         let _ = relay.await;
@@ -411,12 +431,16 @@ async fn connect_producer(
     config: &Config,
     background: &Background,
     namesrv_addr: &str,
+    security: ClientSecurity,
 ) -> Result<MqClient, StartError> {
     let (addr, topic_queues) = (namesrv_addr.to_owned(), config.topic_queues);
     let delayed = config.delayed_delivery();
+    if security.acl.is_some() {
+        tracing::info!("RocketMQ ACL credentials set: every request to the cluster is signed");
+    }
     let mq = background
         .run(async move {
-            let mq = MqClient::connect(&addr, PRODUCER_GROUP, delayed).await?;
+            let mq = MqClient::connect_with(&addr, PRODUCER_GROUP, delayed, security).await?;
             for topic in TOPICS {
                 mq.ensure_topic(topic, topic_queues).await?;
             }
@@ -436,8 +460,10 @@ async fn subscribe_consumers(
     store: &Store,
     writer: &OrderWriter,
     gateways: &Gateways,
+    keys: &Keyring,
 ) -> Result<Consumers, StartError> {
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
+    let keys = keys.clone();
     let effect_linger = config.effect_linger;
     let logistics_timeout = config.logistics_timeout;
     let (max_reconsume_times, configured, refund_attempts) = (
@@ -460,6 +486,7 @@ async fn subscribe_consumers(
                         gateways.sms.clone(),
                         gateways.logistics.clone(),
                         logistics_timeout,
+                        keys.clone(),
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),

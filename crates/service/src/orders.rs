@@ -1,5 +1,5 @@
 //! The order service behind the HTTP API: the store plus what the store does
-//! not do — minting order ids, routing writes through the group-commit
+//! not do — minting order and refund ids (from a cryptographic generator), routing writes through the group-commit
 //! [`OrderWriter`], and waking the relay after a payment commits, so a paid
 //! event leaves within milliseconds instead of on the next poll.
 
@@ -18,6 +18,17 @@ use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
 
 use crate::group_commit::OrderWriter;
+
+/// 64 bits from the operating system's cryptographic generator, for the
+/// random part of order and refund ids: an id cannot be predicted from
+/// another (fastrand's generator could be, from a few outputs).
+fn random_suffix() -> Result<u64, StorageError> {
+    // The OS generator does not fail once the system has booted; if it ever
+    // did, nothing was written and the client may retry (503).
+    getrandom::u64().map_err(|e| {
+        StorageError::unavailable(format!("the system's random generator failed: {e}"))
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct Orders {
@@ -52,7 +63,7 @@ impl OrderService for Orders {
     fn create_order(&self, order: NewOrder) -> BoxFuture<'_, Result<OrderView, CreateOrderError>> {
         Box::pin(async move {
             let now = now_millis();
-            let order_id = OrderId::generate(now, fastrand::u32(..));
+            let order_id = OrderId::generate(now, random_suffix()?);
             let view = self
                 .writer
                 .create(WriteOp::Create {
@@ -96,7 +107,7 @@ impl OrderService for Orders {
     fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {
         Box::pin(async move {
             let now = now_millis();
-            let refund_id = RefundId::generate(now, fastrand::u32(..));
+            let refund_id = RefundId::generate(now, random_suffix()?);
             let view = self.store.request_refund(&request, &refund_id, now).await?;
             if !view.duplicate {
                 self.relay_wake.notify_one();

@@ -182,3 +182,9 @@ pub(crate) async fn relay_all(fixture: &Fixture) -> Vec<OutboxMessage> {
     relay.finish().await;
     publisher.sent.lock().expect("not poisoned").clone()
 }
+
+/// The event keys the tests' handlers derive coupon codes with.
+pub(crate) fn event_keys() -> ordermq_domain::signing::Keyring {
+    ordermq_domain::signing::Keyring::new([("test".to_owned(), b"test-event-secret")])
+        .expect("a valid keyring")
+}

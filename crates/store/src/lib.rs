@@ -39,7 +39,8 @@
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
 //!    connection): `catalog`, `orders` (create), `pay` (one by one and
-//!    set-based), `close`, `refunds`, `carrier`, `relay`,
+//!    set-based), `close`, `refunds`, `carrier`, `relay`, `parked`
+//!    (messages that failed verification; the `ParkingLot` port),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
@@ -59,6 +60,7 @@ mod history;
 mod lane;
 mod orders;
 mod outbox;
+mod parked;
 mod pay;
 mod refund_rows;
 mod refunds;

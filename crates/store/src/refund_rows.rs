@@ -12,10 +12,13 @@ use sqlx::AnyConnection;
 use crate::history::record_history;
 use crate::outbox;
 
-/// A stable refund id derived from what it refunds (FNV-1a of `seed`).
+/// A stable refund id derived from what it refunds (64-bit FNV-1a of
+/// `seed`): the refund of a payment owed back is the same whichever write
+/// path (lane, general, PostgreSQL) records it. Not a secret: it names a
+/// payment the gateway already identified; shoppers' refunds get random ids.
 fn refund_id_for(now: i64, seed: &str) -> RefundId {
-    let hash = seed.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     RefundId::generate(now, hash)
 }

@@ -148,6 +148,27 @@ const SYSTEM_COMMON: &[&str] = &[
 /// create, payment and close paid for moving an entry in both.
 const ORDERS_V3: &[&str] = &["DROP INDEX IF EXISTS orders_by_status"];
 
+/// Version 4 of the order database: messages consumer groups refused because
+/// they failed verification (forged, unsigned, under an unknown key). Kept
+/// for operators; never applied. One row per (group, message id), so a
+/// redelivery changes nothing. Every column comes from the sender and is cut
+/// to its width before it is written.
+const ORDERS_V4: &[&str] = &["CREATE TABLE IF NOT EXISTS parked_messages (
+        id {AUTO_ID},
+        consumer_group VARCHAR(64) NOT NULL,
+        msg_id VARCHAR(128) NOT NULL,
+        topic VARCHAR(128) NOT NULL,
+        tag VARCHAR(64) NOT NULL,
+        msg_key VARCHAR(128) NOT NULL,
+        event_id VARCHAR(160),
+        key_id VARCHAR(64),
+        reason VARCHAR(32) NOT NULL,
+        detail TEXT NOT NULL,
+        body TEXT NOT NULL,
+        parked_at BIGINT NOT NULL,
+        UNIQUE (consumer_group, msg_id)
+    )"];
+
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
         System::Credit => &[
@@ -257,6 +278,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 3,
             statements: rendered(backend, ORDERS_V3),
+        },
+        Migration {
+            version: 4,
+            statements: rendered(backend, ORDERS_V4),
         },
     ]
 }

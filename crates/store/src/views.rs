@@ -162,12 +162,14 @@ impl Store {
         {
             refunds_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
         }
+        let parked = self.parked_counts().await?;
         Ok(Stats {
             orders_by_status,
             outbox_backlog,
             systems,
             payments_refund_required,
             refunds_by_status,
+            parked,
             // The writer in front of the store fills this in.
             group_commit: Default::default(),
         })

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ordermq_api::signature::PaymentSigner;
-use ordermq_messaging::{Deliveries, GroupDeliveries};
+use ordermq_domain::signing::Keyring;
+use ordermq_messaging::{ClientSecurity, DelayedDelivery, Deliveries, GroupDeliveries, MqClient};
 use ordermq_store::Store;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -28,6 +29,8 @@ pub enum LocalAppError {
     Panicked(#[source] tokio::task::JoinError),
     #[error("did not stop within 60 s")]
     StopTimeout,
+    #[error("cannot connect a producer to the app's broker")]
+    Producer(#[source] ordermq_messaging::MqError),
 }
 
 /// A running in-process ordermq. Stop it with [`LocalApp::stop`].
@@ -45,6 +48,8 @@ pub struct LocalApp {
     pub carrier_signer: PaymentSigner,
     /// What each consumer group's handler was given and how it answered.
     pub deliveries: Deliveries,
+    /// The embedded NameServer's address (`127.0.0.1:<port>`).
+    pub namesrv_addr: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartError>>>,
     dir: tempfile::TempDir,
@@ -97,6 +102,7 @@ impl LocalApp {
         let (sms, logistics) = (app.sms_gateway(), app.logistics_gateway());
         let (payments, carrier_signer) = (app.payment_gateway(), app.carrier_signer().clone());
         let deliveries = app.deliveries();
+        let namesrv_addr = app.namesrv_addr().to_owned();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
@@ -113,6 +119,7 @@ impl LocalApp {
             payments,
             carrier_signer,
             deliveries,
+            namesrv_addr,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -193,6 +200,52 @@ impl LocalApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until each `(group, at_least)` has parked at least that many
+    /// messages (failed verification) and is settled, and returns their
+    /// counts. Panics with the counts if that takes longer than `timeout`.
+    pub async fn wait_parked(
+        &self,
+        groups: &[(&str, u64)],
+        timeout: Duration,
+    ) -> Vec<GroupDeliveries> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now: Vec<GroupDeliveries> = groups
+                .iter()
+                .map(|(group, _)| self.deliveries.of(group))
+                .collect();
+            let done = groups
+                .iter()
+                .zip(&now)
+                .all(|((_, at_least), counts)| counts.parked >= *at_least && counts.is_settled());
+            if done {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer groups did not park within {timeout:?}: wanted {groups:?}, have {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A producer on this app's broker that is not this app: it signs with
+    /// `keys` (`None`: unsigned), as another team's producer on a shared
+    /// cluster, or an attacker, would. Shut it down when done.
+    pub async fn foreign_producer(&self, keys: Option<Keyring>) -> Result<MqClient, LocalAppError> {
+        MqClient::connect_with(
+            &self.namesrv_addr,
+            "foreign_producer_group",
+            DelayedDelivery::default(),
+            ClientSecurity {
+                event_keys: keys,
+                ..ClientSecurity::default()
+            },
+        )
+        .await
+        .map_err(LocalAppError::Producer)
     }
 
     /// Stops gracefully; waits up to a minute.

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::secret::{DatabaseUrl, Secret};
+use super::secret::{DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
     Addr, DeliveryMode, Dir, Flag, Int, LogFilter, Millis, NameServers, Optional, Probability,
@@ -65,12 +65,41 @@ config_table! {
         default: None,
         unset: "public dev secret",
     }
+    /// Keys that sign every event ordermq publishes and verify every one its
+    /// consumer groups receive (HMAC-SHA256 of event id and body, with the
+    /// key's id in the message); a message that fails is parked, never
+    /// applied. The first key signs, all verify: to rotate, add the new key
+    /// second, deploy, move it first, deploy, drop the old one. Instances
+    /// sharing a cluster must share them. Unset: a random key generated once
+    /// in data_dir (event-signing.key), with the embedded broker or a
+    /// loopback NameServer only; a remote cluster refuses to start without.
+    event_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "event_keys",
+        default: None,
+        unset: "a key generated in data_dir; required with a remote cluster",
+    }
     /// RocketMQ NameServer list. Set: use that cluster. Unset: start an
     /// embedded NameServer + broker on loopback.
     namesrv_addr: Option<String> = Optional<NameServers> {
         key: "namesrv_addr",
         default: None,
         unset: "embedded broker",
+    }
+    /// RocketMQ ACL access key, for a cluster that requires ACL (set with
+    /// rocketmq.secret_key; both or neither). Every request to the cluster
+    /// is signed with them (the Java client's AclClientRPCHook scheme).
+    rocketmq_access_key: Option<Secret> = Optional<Secret> {
+        key: "rocketmq.access_key",
+        alias: "rocketmq_access_key",
+        default: None,
+        unset: "no ACL",
+    }
+    /// RocketMQ ACL secret key (set with rocketmq.access_key).
+    rocketmq_secret_key: Option<Secret> = Optional<Secret> {
+        key: "rocketmq.secret_key",
+        alias: "rocketmq_secret_key",
+        default: None,
+        unset: "no ACL",
     }
     /// Port of the embedded NameServer (0 = any free port).
     embedded_namesrv_port: u16 = Int<u16> {
@@ -209,6 +238,34 @@ config_table! {
     logistics_timeout: Duration = Millis {
         key: "logistics_timeout_ms",
         default: ms(5_000),
+    }
+    /// HTTP: how long a client has to send a request's headers, counted from
+    /// when the connection starts waiting for a request (so it also closes a
+    /// keep-alive connection idle this long). Slow or half-sent headers are
+    /// cut off instead of holding a descriptor.
+    http_header_timeout: Duration = Span {
+        key: "http_header_timeout",
+        default: Duration::from_secs(10),
+    }
+    /// HTTP: the longest a request may take, its body included, before it is
+    /// answered 408 REQUEST_TIMEOUT and its connection closed.
+    http_request_timeout: Duration = Span {
+        key: "http_request_timeout",
+        default: Duration::from_secs(30),
+    }
+    /// HTTP: a keep-alive connection with no request in flight for this long
+    /// is closed (http_header_timeout closes it too, whichever is shorter).
+    http_idle_timeout: Duration = Span {
+        key: "http_idle_timeout",
+        default: Duration::from_secs(5),
+    }
+    /// HTTP: most connections open at once. Over it a new connection waits
+    /// up to a second for one to close, then is closed: slow clients cannot
+    /// take every descriptor (the broker and SQLite need them too).
+    http_max_connections: usize = Int<usize> {
+        key: "http_max_connections",
+        default: 1_024,
+        range: 1..,
     }
     /// Seed the demo catalog on start (only products not yet present).
     seed_catalog: bool = Flag {

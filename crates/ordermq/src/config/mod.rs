@@ -28,7 +28,7 @@ mod types;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use ordermq_messaging::{DelayedDelivery, EmbeddedOptions};
+use ordermq_messaging::{AclCredentials, DelayedDelivery, EmbeddedOptions};
 use thiserror::Error;
 
 use ordermq_gateways::Profile;
@@ -86,6 +86,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     BadValue(Box<BadValue>),
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("{key} is set twice {origin}, as {first} and as {second}")]
     Twice {
         key: &'static str,
@@ -151,7 +153,31 @@ impl Config {
             load::apply_file(&mut config, path)?;
         }
         load::apply_env(&mut config, env)?;
+        config.check()?;
         Ok(config)
+    }
+
+    /// Rules across keys: the ACL's two keys come together.
+    fn check(&self) -> Result<(), ConfigError> {
+        match (&self.rocketmq_access_key, &self.rocketmq_secret_key) {
+            (Some(_), None) | (None, Some(_)) => Err(ConfigError::Inconsistent(
+                "rocketmq.access_key and rocketmq.secret_key (ORDERMQ_ROCKETMQ_ACCESS_KEY, \
+                 ORDERMQ_ROCKETMQ_SECRET_KEY) go together: set both or neither"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The RocketMQ ACL credentials, when both keys are set.
+    pub fn rocketmq_acl(&self) -> Option<AclCredentials> {
+        match (&self.rocketmq_access_key, &self.rocketmq_secret_key) {
+            (Some(access), Some(secret)) => Some(AclCredentials {
+                access_key: access.expose().to_owned(),
+                secret_key: secret.expose().to_owned(),
+            }),
+            _ => None,
+        }
     }
 
     /// The database URL, defaulting to SQLite under the data directory. It

@@ -68,7 +68,16 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("logistics_secret", "s2"),
     ("seed_catalog", "false"),
     ("log", "debug"),
+    ("event_keys", "k1:event-secret"),
+    ("http_header_timeout", "3s"),
+    ("http_request_timeout", "4s"),
+    ("http_idle_timeout", "6s"),
+    ("http_max_connections", "7"),
 ];
+
+/// Keys that only load together (checked in
+/// `rocketmq_acl_keys_come_together_and_never_print`), so not one by one above.
+const PAIRED: usize = 2;
 
 /// The TOML spelling of `value` for the key named `name`.
 fn toml_value(name: &str, value: &str) -> String {
@@ -138,7 +147,7 @@ fn environment_overrides_file_which_overrides_defaults() {
 #[test]
 fn every_earlier_name_works_as_variable_as_flat_key_and_as_new_key() {
     assert_eq!(
-        FLAT_NAMES.len(),
+        FLAT_NAMES.len() + PAIRED,
         KEYS.len(),
         "a key is missing from FLAT_NAMES"
     );
@@ -176,7 +185,10 @@ fn the_fakes_knobs_are_under_fakes_and_production_keys_are_not() {
     for key in KEYS {
         let fake = key.doc.trim_start().starts_with("Fake ");
         assert_eq!(fake, key.name.starts_with("fakes."), "{}", key.name);
-        assert_eq!(key.alias.is_some(), fake, "{}", key.name);
+        // Fakes keep their earlier flat names; a production key in a section
+        // (`rocketmq.`) has a flat name for its variable.
+        let sectioned = key.name.starts_with("rocketmq.");
+        assert_eq!(key.alias.is_some(), fake || sectioned, "{}", key.name);
     }
 }
 
@@ -477,4 +489,58 @@ fn a_key_names_its_variable_by_either_name() {
     assert_eq!(env_var_of("sms_latency_ms"), "ORDERMQ_SMS_LATENCY_MS");
     assert_eq!(env_var_of("topic_queues"), "ORDERMQ_TOPIC_QUEUES");
     assert_eq!(env_var_of("no_such_key"), "ORDERMQ_NO_SUCH_KEY");
+}
+
+#[test]
+fn rocketmq_acl_keys_come_together_and_never_print() {
+    let none = from_env(&[]).unwrap();
+    assert!(none.rocketmq_acl().is_none());
+    let both = from_env(&[
+        ("ORDERMQ_ROCKETMQ_ACCESS_KEY", "ordermq-app"),
+        ("ORDERMQ_ROCKETMQ_SECRET_KEY", "acl-s3cret-value"),
+    ])
+    .unwrap();
+    let acl = both.rocketmq_acl().unwrap();
+    assert_eq!(
+        (acl.access_key.as_str(), acl.secret_key.as_str()),
+        ("ordermq-app", "acl-s3cret-value")
+    );
+    for printed in [format!("{both:?}"), both.describe(), format!("{acl:?}")] {
+        assert!(!printed.contains("acl-s3cret-value"), "{printed}");
+    }
+    let file = from_file("[rocketmq]\naccess_key = \"a\"\nsecret_key = \"b\"\n").unwrap();
+    assert!(file.rocketmq_acl().is_some());
+    for half in [
+        [("ORDERMQ_ROCKETMQ_ACCESS_KEY", "ordermq-app")],
+        [("ORDERMQ_ROCKETMQ_SECRET_KEY", "acl-s3cret-value")],
+    ] {
+        let refused = from_env(&half).unwrap_err();
+        assert!(
+            refused.to_string().contains("set both or neither"),
+            "{refused}"
+        );
+        assert!(
+            !refused.to_string().contains("acl-s3cret-value"),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn event_keys_and_http_limits_load_from_variables() {
+    let config = from_env(&[
+        (
+            "ORDERMQ_EVENT_KEYS",
+            "k2:new-event-secret,k1:old-event-secret",
+        ),
+        ("ORDERMQ_HTTP_HEADER_TIMEOUT", "2s"),
+        ("ORDERMQ_HTTP_MAX_CONNECTIONS", "64"),
+    ])
+    .unwrap();
+    let keys = config.event_keys.as_ref().unwrap().keyring();
+    assert_eq!(keys.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
+    assert!(!config.describe().contains("event-secret"));
+    assert_eq!(config.http_header_timeout, Duration::from_secs(2));
+    assert_eq!(config.http_max_connections, 64);
+    assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
 }

@@ -5,6 +5,10 @@
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
+//! - [`events`]: forged events parked by every group, a rotated-in key
+//!   accepted, unpredictable ids (the real broker).
+//! - [`http`]: the server's timeouts and connection cap through its real
+//!   listener.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -13,4 +17,6 @@ mod api;
 mod bad_input;
 mod docs;
 mod e2e;
+mod events;
+mod http;
 mod lifecycle;

@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use ordermq_domain::fanout::coupon_code;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
+use ordermq_domain::signing::Keyring;
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{Applied, EffectRecord, Store};
 
@@ -34,6 +36,9 @@ pub struct SystemHandler {
     sms: Arc<dyn SmsGateway>,
     logistics: Arc<dyn LogisticsGateway>,
     logistics_timeout: Duration,
+    /// The event keys: marketing derives each coupon's code from the event
+    /// id under them ([`coupon_code`]).
+    event_keys: Keyring,
 }
 
 impl std::fmt::Debug for SystemHandler {
@@ -45,6 +50,8 @@ impl std::fmt::Debug for SystemHandler {
 }
 
 impl SystemHandler {
+    /// `event_keys`: the keys events are signed with; marketing's coupon
+    /// codes are keyed with the signing one.
     pub fn new(
         system: System,
         store: Store,
@@ -52,6 +59,7 @@ impl SystemHandler {
         sms: Arc<dyn SmsGateway>,
         logistics: Arc<dyn LogisticsGateway>,
         logistics_timeout: Duration,
+        event_keys: Keyring,
     ) -> Self {
         Self {
             system,
@@ -60,13 +68,16 @@ impl SystemHandler {
             sms,
             logistics,
             logistics_timeout,
+            event_keys,
         }
     }
 
     /// The effect of `paid` in this system, calling the third party where there is one.
     async fn effect(&self, event_id: &str, paid: &OrderPaid) -> Result<Effect, String> {
         let external_ref = match self.system {
-            System::Credit | System::Marketing => String::new(),
+            System::Credit => String::new(),
+            // Keyed by the event: a redelivery derives the same code.
+            System::Marketing => coupon_code(&self.event_keys, event_id),
             System::Push => self
                 .sms
                 .send(event_id, paid.user_id.as_str(), &sms_text_for(paid))
@@ -303,6 +314,7 @@ mod tests {
             gateway.clone(),
             gateway.clone(),
             Duration::from_secs(5),
+            crate::testing::event_keys(),
         )
     }
 

@@ -1086,7 +1086,7 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
                 "OrderRefundRequested:1",
                 Effect::CouponRevocation {
                     order_id: id.clone(),
-                    refund_id: RefundId::generate(1, 1),
+                    refund_id: RefundId::generate(1, 1u32),
                 },
             )],
             4,

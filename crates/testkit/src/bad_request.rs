@@ -7,7 +7,7 @@
 //! a panic, and changes nothing. Generation is seeded, so a failing case is
 //! reproduced by its seed.
 
-use ordermq_api::signature::PaymentSigner;
+use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_domain::ErrorCode;
 use serde_json::{Value, json};
 
@@ -23,7 +23,7 @@ pub struct KnownOrder {
 /// What generated requests may refer to.
 #[derive(Debug, Clone)]
 pub struct FuzzContext {
-    pub signer: PaymentSigner,
+    pub signer: CallbackSigner,
     /// Existing orders (some unpaid, some paid).
     pub orders: Vec<KnownOrder>,
     /// A SKU with little stock (ordering more than it has is OUT_OF_STOCK).
@@ -38,7 +38,7 @@ pub struct BadRequest {
     pub method: &'static str,
     pub path: String,
     pub content_type: Option<String>,
-    pub signature: Option<String>,
+    pub signature: Option<SignedHeaders>,
     /// The `Idempotency-Key` header (refunds).
     pub idempotency_key: Option<String>,
     pub body: Vec<u8>,
@@ -55,8 +55,8 @@ impl BadRequest {
         if let Some(ct) = &self.content_type {
             request = request.header("content-type", ct);
         }
-        if let Some(sig) = &self.signature {
-            request = request.header("x-signature", sig);
+        for (name, value) in self.signature.iter().flat_map(SignedHeaders::pairs) {
+            request = request.header(name, value);
         }
         if let Some(key) = &self.idempotency_key {
             request = request.header("idempotency-key", key);
@@ -170,6 +170,14 @@ fn bad_amount(rng: &mut fastrand::Rng) -> Value {
 fn random_bytes(rng: &mut fastrand::Rng, max: usize) -> Vec<u8> {
     let len = rng.usize(0..max);
     (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// Fresh signature headers with `signature` in place of the real one.
+fn forged(ctx: &FuzzContext, signature: &str) -> SignedHeaders {
+    SignedHeaders {
+        signature: signature.to_owned(),
+        ..ctx.signer.sign(b"")
+    }
 }
 
 /// A bad payment notice body, signed correctly unless the case is about signatures.
@@ -323,8 +331,8 @@ fn bad_notify(rng: &mut fastrand::Rng, ctx: &FuzzContext, case: u8) -> BadReques
                 .into_bytes();
             let signature = match rng.u8(0..4) {
                 0 => None,
-                1 => Some(String::new()),
-                2 => Some("00".repeat(32)),
+                1 => Some(forged(ctx, "")),
+                2 => Some(forged(ctx, &"00".repeat(32))),
                 _ => Some(ctx.signer.sign(b"some other body")),
             };
             BadRequest {
@@ -512,7 +520,7 @@ fn bad_carrier_notify(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> BadRequest 
         // The payment gateway's secret is not the carrier's.
         let signature = match rng.u8(0..3) {
             0 => None,
-            1 => Some("00".repeat(32)),
+            1 => Some(forged(ctx, &"00".repeat(32))),
             _ => Some(ctx.signer.sign(&body)),
         };
         BadRequest {
@@ -578,7 +586,7 @@ mod tests {
 
     fn ctx() -> FuzzContext {
         FuzzContext {
-            signer: PaymentSigner::new(b"s"),
+            signer: CallbackSigner::from_secret(b"s"),
             orders: vec![KnownOrder {
                 order_id: "O1".into(),
                 amount: 100,

@@ -5,6 +5,9 @@
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
+//! - [`security`]: callback keys, the refusal to start with public
+//!   credentials, the operator listener and a log without secrets, through
+//!   the whole server.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -14,3 +17,4 @@ mod bad_input;
 mod docs;
 mod e2e;
 mod lifecycle;
+mod security;

@@ -2,19 +2,21 @@
 //! call each one is decided in the route table (`routes.rs`), before any of
 //! these runs.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use ordermq_domain::signing::SignatureError;
 use ordermq_domain::{
-    Amount, CarrierStatus, CarrierUpdate, ErrorCode, IdempotencyKey, NewOrder, OrderId, OrderLine,
-    PaymentId, PaymentNotice, Quantity, RefundId, RefundRequest, Sku, TrackingNo, UserId,
+    Actor, Amount, CarrierStatus, CarrierUpdate, ErrorCode, IdempotencyKey, NewOrder, OrderId,
+    OrderLine, PaymentId, PaymentNotice, Quantity, RefundId, RefundRequest, Sku, TrackingNo,
+    UserId,
 };
 use serde::Deserialize;
 
 use crate::ApiState;
-use crate::auth::Role;
+use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, parse_json, raw_json_body};
 use crate::routes::unauthenticated;
@@ -171,6 +173,11 @@ pub(crate) struct RefundBody {
     reason: Option<String>,
 }
 
+/// The caller as recorded with what it asks for (token names are valid actors).
+fn actor(caller: &Caller) -> Result<Actor, ApiError> {
+    Ok(Actor::parse(&caller.name)?)
+}
+
 /// The header that makes a refund request safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -179,6 +186,7 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// asynchronously; follow it on `GET /api/orders/{id}`).
 pub(crate) async fn refund_order(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
     body: JsonBody<RefundBody>,
@@ -209,7 +217,7 @@ pub(crate) async fn refund_order(
                 .collect::<Result<Vec<_>, ApiError>>()
         })
         .transpose()?;
-    let request = RefundRequest::new(order_id, key, lines, body.value.reason)?;
+    let request = RefundRequest::new(order_id, key, lines, body.value.reason)?.by(actor(&caller)?);
     let refund = state.service.refund(request).await?;
     let status = if refund.duplicate {
         StatusCode::OK
@@ -222,6 +230,7 @@ pub(crate) async fn refund_order(
 /// An operator retries a refund that FAILED after every automatic retry.
 pub(crate) async fn retry_refund(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let refund_id = RefundId::parse(&raw).map_err(|_| {
@@ -231,7 +240,10 @@ pub(crate) async fn retry_refund(
             format!("refund {raw} not found"),
         )
     })?;
-    let refund = state.service.retry_refund(refund_id).await?;
+    let refund = state
+        .service
+        .retry_refund(refund_id, actor(&caller)?)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(refund)).into_response())
 }
 

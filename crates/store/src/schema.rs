@@ -148,6 +148,20 @@ const SYSTEM_COMMON: &[&str] = &[
 /// create, payment and close paid for moving an entry in both.
 const ORDERS_V3: &[&str] = &["DROP INDEX IF EXISTS orders_by_status"];
 
+/// Version 4 of the order database: who asked for each refund and each
+/// retry (the API token's name), kept with the order's history.
+const ORDERS_V4: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS order_actions (
+        id {AUTO_ID},
+        order_id VARCHAR(64) NOT NULL,
+        action VARCHAR(32) NOT NULL,
+        refund_id VARCHAR(64) NOT NULL,
+        actor VARCHAR(64) NOT NULL,
+        at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS order_actions_by_order ON order_actions (order_id)",
+];
+
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
         System::Credit => &[
@@ -257,6 +271,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 3,
             statements: rendered(backend, ORDERS_V3),
+        },
+        Migration {
+            version: 4,
+            statements: rendered(backend, ORDERS_V4),
         },
     ]
 }

@@ -21,7 +21,9 @@ use ordermq_api::session::CSRF_HEADER;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::fake::FakeService;
+use ordermq_domain::{Actor, RefundId};
+
+use crate::fake::{Call, FakeService};
 use crate::handlers::{OPERATOR, SHOP, app, state};
 
 /// Every route's access as decided (and reviewed): the table must match.
@@ -384,6 +386,14 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
     let (status, body, _) = send(&router, retry(true, Some("http://127.0.0.1:8080"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "reached the handler: {body}");
     assert_eq!(body["code"], "REFUND_NOT_FOUND");
+    assert_eq!(
+        service.calls().last(),
+        Some(&Call::RetryRefund(
+            RefundId::parse("R1").unwrap(),
+            Actor::parse("ops1").unwrap()
+        )),
+        "the session's token name is the retry's actor"
+    );
 
     // Signing out clears the cookie; an altered cookie is no session.
     let (status, _, headers) = send(

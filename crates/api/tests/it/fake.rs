@@ -7,7 +7,7 @@ use ordermq_domain::view::{
     CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
 };
 use ordermq_domain::{
-    CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, OrderStatus,
+    Actor, CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, OrderStatus,
     PayOrderError, PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError,
     UserId,
 };
@@ -19,6 +19,7 @@ pub(crate) enum Call {
     Pay(PaymentNotice),
     Order(OrderId),
     Refund(RefundRequest),
+    RetryRefund(RefundId, Actor),
     Other(&'static str),
 }
 
@@ -91,8 +92,12 @@ impl OrderService for FakeService {
         Box::pin(async move { Err(RefundError::OrderNotFound(order_id)) })
     }
 
-    fn retry_refund(&self, id: RefundId) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
-        self.record(Call::Other("retry_refund"));
+    fn retry_refund(
+        &self,
+        id: RefundId,
+        actor: Actor,
+    ) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
+        self.record(Call::RetryRefund(id.clone(), actor));
         Box::pin(async move { Err(RetryRefundError::NotFound(id.to_string())) })
     }
 

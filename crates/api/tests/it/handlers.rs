@@ -207,3 +207,24 @@ async fn an_unknown_order_is_404_and_a_malformed_id_is_refused_before_the_servic
         "the malformed id reached the service"
     );
 }
+
+#[tokio::test]
+async fn a_refund_carries_the_name_of_the_token_that_asked_for_it() {
+    let (router, service) = app();
+    let request = Request::post("/api/orders/O7/refund")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "ticket-1")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, error) = send(&router, request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let calls = service.calls();
+    let [Call::Refund(refund)] = calls.as_slice() else {
+        panic!("expected one refund, got {calls:?}");
+    };
+    assert_eq!(refund.order_id.as_str(), "O7");
+    assert_eq!(
+        refund.requested_by.as_ref().map(|a| a.as_str()),
+        Some("ops1")
+    );
+}

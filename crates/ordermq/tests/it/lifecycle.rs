@@ -519,6 +519,20 @@ async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_i
     })
     .await;
     assert_eq!(done["refunds"][0]["status"], "SUCCEEDED");
+    // Who asked, with the order: the operator token's name, twice.
+    let actions: Vec<(&str, &str)> = done["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("refund", "test-operator"),
+            ("refund_retry", "test-operator")
+        ]
+    );
     // Retrying a refund that succeeded is refused and changes nothing.
     let again = app
         .as_operator(Method::POST, &format!("/api/refunds/{refund_id}/retry"))

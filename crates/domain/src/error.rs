@@ -31,7 +31,9 @@ pub enum ErrorCode {
     AmountOverflow,
     /// 404: no order has this id.
     OrderNotFound,
-    /// 401: the `X-Signature` of a payment or carrier callback is missing or wrong.
+    /// 401: the signature of a payment or carrier callback is missing or
+    /// wrong, its `X-Timestamp` is missing or not a number, or its `X-Key-Id`
+    /// names a key ordermq does not hold (never held, or rotated out).
     InvalidSignature,
     /// 422: a payment notice's amount is not the order's
     /// ([`PayOrderError::AmountMismatch`]).
@@ -92,11 +94,23 @@ pub enum ErrorCode {
     /// 408: the request (its body included) was not completed within the
     /// server's request timeout; send it again.
     RequestTimeout,
+    /// 401: a route that needs a caller's credential got none, or one
+    /// ordermq does not know (`Authorization: Bearer`, or the dashboard's
+    /// session cookie).
+    Unauthenticated,
+    /// 403: the caller is known but its role may not use this route (a
+    /// `shop` token on an operator route), or a cookie-authenticated change
+    /// came without the dashboard's CSRF header or from another origin.
+    Forbidden,
+    /// 401: a callback's signature holds, but its `X-Timestamp` is further
+    /// from now than the accepted window (`callback_max_age`): a replay, or
+    /// a sender's clock that is off.
+    SignatureExpired,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -122,6 +136,9 @@ impl ErrorCode {
         Self::ShipmentNotFound,
         Self::TrackingMismatch,
         Self::RequestTimeout,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::SignatureExpired,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -152,6 +169,9 @@ impl ErrorCode {
             Self::ShipmentNotFound => "SHIPMENT_NOT_FOUND",
             Self::TrackingMismatch => "TRACKING_MISMATCH",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::SignatureExpired => "SIGNATURE_EXPIRED",
         }
     }
 }

@@ -37,8 +37,8 @@ pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
 pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
 pub use fanout::{Effect, FanoutState, System};
 pub use lifecycle::{
-    CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest, RefundStatus,
-    RetryRefundError,
+    Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,
+    RefundStatus, RetryRefundError,
 };
 pub use order::{
     Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,

@@ -17,6 +17,48 @@ use crate::order::{IdempotencyKey, OrderId, OrderLine, OrderStatus, TrackingNo};
 /// Longest free-text reason accepted with a refund.
 pub const MAX_REASON_LEN: usize = 200;
 
+/// Who asked for an operator action (a refund, a retry): the name of the
+/// API token that authenticated the request. Recorded with the order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Actor(String);
+
+/// The longest actor name (token names are at most this long).
+pub const MAX_ACTOR_LEN: usize = 64;
+
+impl Actor {
+    /// A token's name: 1 to [`MAX_ACTOR_LEN`] of `A-Z a-z 0-9 _ -`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidationError`] for anything else.
+    pub fn parse(name: &str) -> Result<Self, ValidationError> {
+        let valid = (1..=MAX_ACTOR_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(ValidationError::new(
+                "actor",
+                format!("must be 1 to {MAX_ACTOR_LEN} of A-Z a-z 0-9 _ -"),
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A refund as the shopper (or support) asks for it, parsed at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
@@ -29,6 +71,9 @@ pub struct RefundRequest {
     pub lines: Option<Vec<OrderLine>>,
     /// Free text from the shopper or support, at most [`MAX_REASON_LEN`] characters.
     pub reason: Option<String>,
+    /// Who asked for it (an operator's token name); `None` for the refunds
+    /// ordermq makes itself (a payment it could not apply).
+    pub requested_by: Option<Actor>,
 }
 
 impl RefundRequest {
@@ -74,7 +119,15 @@ impl RefundRequest {
             key,
             lines,
             reason,
+            requested_by: None,
         })
+    }
+
+    /// The same request, asked for by `actor`.
+    #[must_use]
+    pub fn by(mut self, actor: Actor) -> Self {
+        self.requested_by = Some(actor);
+        self
     }
 
     /// What makes two requests "the same request" for an idempotency key.

@@ -380,8 +380,9 @@ pub trait OrderService: Send + Sync + 'static {
     ///   or [`StorageErrorKind::Corrupt`].
     fn stats(&self) -> BoxFuture<'_, Result<crate::view::Stats, StorageError>>;
 
-    /// Records a refund (`REQUESTED`) and its event; the payment gateway is
-    /// called later, by a consumer. The same idempotency key with the same
+    /// Records a refund (`REQUESTED`) and its event, and who asked for it
+    /// ([`RefundRequest::requested_by`](crate::RefundRequest::requested_by));
+    /// the payment gateway is called later, by a consumer. The same idempotency key with the same
     /// request returns the first refund, marked as a duplicate.
     ///
     /// # Errors
@@ -408,8 +409,9 @@ pub trait OrderService: Send + Sync + 'static {
         request: crate::RefundRequest,
     ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RefundError>>;
 
-    /// An operator retries a `FAILED` refund: it becomes `REQUESTED` again and
-    /// goes back to the payment gateway's consumer.
+    /// An operator (`actor`, recorded with the order) retries a `FAILED`
+    /// refund: it becomes `REQUESTED` again and goes back to the payment
+    /// gateway's consumer.
     ///
     /// # Errors
     ///
@@ -425,6 +427,7 @@ pub trait OrderService: Send + Sync + 'static {
     fn retry_refund(
         &self,
         refund_id: crate::RefundId,
+        actor: crate::Actor,
     ) -> BoxFuture<'_, Result<crate::view::RefundView, crate::RetryRefundError>>;
 
     /// Applies a carrier's update: the order only moves forward (`PAID` →

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::fanout::{FanoutState, System};
-use crate::lifecycle::RefundStatus;
+use crate::lifecycle::{Actor, RefundStatus};
 use crate::order::{Amount, OrderId, OrderStatus, PaymentId, RefundId, Sku, UserId};
 
 /// One line of an order as the API shows it.
@@ -22,6 +22,20 @@ pub struct OrderLineView {
     pub unit_price: Amount,
     /// Units given back by refunds so far.
     pub refunded: u32,
+}
+
+/// An operator's action on an order: who asked for which refund or retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorAction {
+    /// `refund` (a refund was asked for) or `refund_retry` (a FAILED refund
+    /// was sent again).
+    pub action: String,
+    /// The refund it was about.
+    pub refund_id: RefundId,
+    /// The name of the token that asked.
+    pub actor: Actor,
+    /// Epoch milliseconds of the action.
+    pub at: i64,
 }
 
 /// One transition of an order's status, with its time.
@@ -61,6 +75,9 @@ pub struct OrderView {
     pub fanout: BTreeMap<System, FanoutState>,
     /// Every status change, oldest first.
     pub history: Vec<StatusChange>,
+    /// What operators asked for on the order (refunds, retries) and who,
+    /// oldest first.
+    pub actions: Vec<OperatorAction>,
     /// Every consumer group's progress with each of the order's events, with times.
     pub consumers: Vec<ConsumerProgress>,
     /// Every refund of the order.

@@ -3,6 +3,7 @@
 //! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
 //! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
 //! `ordermq dlq parked` lists messages refused because they failed verification.
+//! `ordermq token` makes an API token and prints its configuration entry.
 //!
 //! Thin on purpose: parsing the command line and choosing a subcommand; the
 //! work is in the library ([`ordermq::startup`], [`ordermq::dlq`]). The
@@ -58,6 +59,18 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Make a random API token and print it with its configuration entry
+    /// (name:role:sha256hex, for api_tokens / ORDERMQ_API_TOKENS): the
+    /// configuration holds only the hash, so nobody hashes by hand.
+    Token {
+        /// The token's name, recorded with the refunds and retries it asks for.
+        #[arg(long, default_value = "operator")]
+        name: String,
+        /// shop (create and read orders and users) or operator (also refunds,
+        /// retries, stats and the dashboard).
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +117,10 @@ fn config_path(cli: &Cli) -> Option<PathBuf> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token { name, role }) = &cli.command {
+        // Needs no configuration: it only prints.
+        return token(name, role);
+    }
     let config = match Config::load(config_path(&cli).as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -123,7 +140,36 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Broker => broker(config),
         Command::Dlq { action } => dlq(config, action),
+        Command::Token { name, role } => token(&name, &role),
     }
+}
+
+fn token(name: &str, role: &str) -> ExitCode {
+    use ordermq_api::auth::{Role, TokenEntry, generate_token};
+    let Some(role) = Role::parse(role) else {
+        eprintln!("ordermq token: --role is shop or operator, not {role:?}");
+        return ExitCode::from(2);
+    };
+    let token = match generate_token() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("ordermq token: no randomness from the operating system: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entry = match TokenEntry::for_token(name, role, &token) {
+        Ok(entry) => entry,
+        Err(e) => {
+            eprintln!("ordermq token: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("token (give it to the caller; ordermq keeps only its hash):\n  {token}");
+    println!(
+        "configuration entry (api_tokens / ORDERMQ_API_TOKENS, entries separated by commas):\n  {}",
+        entry.config_entry()
+    );
+    ExitCode::SUCCESS
 }
 
 #[cfg(not(feature = "embedded-broker"))]

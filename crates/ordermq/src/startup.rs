@@ -1,11 +1,15 @@
 //! Wiring: builds every component from a [`Config`] and runs them until shutdown.
 //!
 //! `Application::build` is a list of named steps, one function per component:
-//! it resolves the event keys, opens the databases, starts the embedded
-//! broker (when no NameServer is configured), connects the producer (signing
-//! events, with ACL credentials if set), subscribes every consumer group of
-//! the topology table (verifying events, parking failures in the store) and
-//! binds the HTTP listener; `run_until_stopped` serves
+//! before anything else the credentials are resolved and checked (ordermq
+//! refuses to start with a public secret or the demo tokens where others
+//! can reach it); then it resolves the event keys, opens the databases,
+//! starts the embedded broker (when no NameServer is configured), connects
+//! the producer (signing events, with ACL credentials if set), subscribes
+//! every consumer group of the topology table (verifying events, parking
+//! failures in the store) and binds the HTTP listeners (the API, and
+//! operator routes on their own when `operator_http_addr` is set), each
+//! with the server's timeouts and connection cap. `run_until_stopped` serves
 //! until the shutdown future completes, then stops everything in reverse:
 //! HTTP first (no new payments), then the relay, the consumers, the broker,
 //! and the databases last.
@@ -16,8 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use ordermq_api::signature::PaymentSigner;
-use ordermq_api::{ApiState, router};
+use ordermq_api::auth::{Auth, DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
+use ordermq_api::routes::Listener;
+use ordermq_api::session::Sessions;
+use ordermq_api::signature::CallbackSigner;
+use ordermq_api::{ApiState, router_for};
 use ordermq_domain::System;
 use ordermq_domain::ports::{Handler, ParkingLot, StorageError};
 use ordermq_domain::signing::Keyring;
@@ -38,7 +45,7 @@ use ordermq_service::consumers::{CloseHandler, RefundHandler, SystemHandler};
 use ordermq_service::relay::{self, RelayOptions};
 use ordermq_service::{EffectWriter, OrderWriter, Orders, sweep};
 
-use crate::config::Config;
+use crate::config::{Config, PublicCredential, SecurityError};
 use crate::event_keys::{EventKeysError, event_keys};
 use crate::http::HttpLimits;
 use crate::runtime::{Background, lower_current_thread_priority};
@@ -88,6 +95,10 @@ pub const DEMO_CATALOG: &[DemoProduct] = &[
 pub enum StartError {
     #[error(transparent)]
     EventKeys(#[from] EventKeysError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error("cannot get randomness from the operating system for the session key: {0}")]
+    Random(String),
     #[error(transparent)]
     Store(#[from] OpenError),
     #[error("cannot seed the demo catalog")]
@@ -159,6 +170,9 @@ struct Consumers {
 pub struct Application {
     listener: TcpListener,
     http_addr: SocketAddr,
+    /// The operator routes' own listener, when `operator_http_addr` is set.
+    operator_listener: Option<(TcpListener, SocketAddr)>,
+    auth: Auth,
     store: Store,
     broker: Option<EmbeddedBroker>,
     mq: MqClient,
@@ -166,11 +180,11 @@ pub struct Application {
     orders: Orders,
     writer: OrderWriter,
     close_sweep_interval: Duration,
-    carrier_signer: PaymentSigner,
+    carrier_signer: CallbackSigner,
     gateways: Gateways,
     /// The group-commit writers: orders, then one per downstream system.
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
-    signer: PaymentSigner,
+    signer: CallbackSigner,
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
     http_limits: HttpLimits,
@@ -194,6 +208,8 @@ impl Application {
     /// [`StartError`] names the component that could not start; whatever was
     /// started before it is dropped (and so stopped).
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let security = config.security()?;
+        warn_public_credentials(&security.public);
         // The steps that hold RocketMQ futures are boxed: nested, those
         // futures are deep enough to pass the compiler's layout depth limit
         // in every crate that awaits `build`.
@@ -201,7 +217,7 @@ impl Application {
         let background = start_fanout_runtime(config)?;
         let store = open_store(config).await?;
         let (broker, namesrv_addr) = Box::pin(start_or_find_broker(config, &background)).await?;
-        let security = ClientSecurity {
+        let client_security = ClientSecurity {
             event_keys: Some(keys.clone()),
             parking: Some(Arc::new(store.clone()) as Arc<dyn ParkingLot>),
             acl: config.rocketmq_acl(),
@@ -210,7 +226,7 @@ impl Application {
             config,
             &background,
             &namesrv_addr,
-            security,
+            client_security,
         ))
         .await?;
         let gateways = Gateways::from_config(config);
@@ -232,12 +248,29 @@ impl Application {
         .await?;
         let mut writer_tasks = vec![writer_task];
         writer_tasks.extend(effect_tasks);
-        let listener = bind_http(config).await?;
+        let listener = bind_http(config.http_addr).await?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
-        let (signer, carrier_signer) = callback_signers(config);
+        let operator_listener = match config.operator_http_addr {
+            Some(addr) => {
+                let listener = bind_http(addr).await?;
+                let addr = listener.local_addr().map_err(StartError::Serve)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
+        // The dashboard's cookie is Secure unless it is served on loopback (plain http).
+        let dashboard_addr = operator_listener
+            .as_ref()
+            .map_or(http_addr, |(_, addr)| *addr);
+        let sessions = Sessions::random(!dashboard_addr.ip().is_loopback())
+            .map_err(|e| StartError::Random(e.to_string()))?;
+        let auth = Auth::new(security.tokens, sessions);
+        let (signer, carrier_signer) = (security.payment, security.carrier);
         Ok(Self {
             listener,
             http_addr,
+            operator_listener,
+            auth,
             orders: Orders::new(
                 store.clone(),
                 writer.clone(),
@@ -279,7 +312,13 @@ impl Application {
         &self.store
     }
 
-    pub fn signer(&self) -> &PaymentSigner {
+    /// The operator listener's address, when operator routes have their own.
+    pub fn operator_addr(&self) -> Option<SocketAddr> {
+        self.operator_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Verifies (and, for tests and tools, signs) payment callbacks.
+    pub fn signer(&self) -> &CallbackSigner {
         &self.signer
     }
 
@@ -304,7 +343,7 @@ impl Application {
     }
 
     /// Signs carrier callbacks (tests and tools).
-    pub fn carrier_signer(&self) -> &PaymentSigner {
+    pub fn carrier_signer(&self) -> &CallbackSigner {
         &self.carrier_signer
     }
 
@@ -329,16 +368,61 @@ impl Application {
             self.close_sweep_interval,
             stop.clone(),
         ));
-        let app = router(ApiState {
+        let state = ApiState {
             service: Arc::new(self.orders.clone()),
             signer: self.signer.clone(),
             carrier_signer: self.carrier_signer.clone(),
+            auth: self.auth.clone(),
+        };
+        let http_stop = CancellationToken::new();
+        let on_shutdown = {
+            let http_stop = http_stop.clone();
+            async move {
+                shutdown.await;
+                http_stop.cancel();
+            }
+        };
+        let stopper = tokio::spawn(on_shutdown);
+        let operator = self.operator_listener.map(|(listener, addr)| {
+            tracing::info!("operator routes and the dashboard on http://{addr} (only there)");
+            let app = router_for(state.clone(), Listener::Operator);
+            tokio::spawn(crate::http::serve(
+                listener,
+                app,
+                self.http_limits,
+                http_stop.clone().cancelled_owned(),
+            ))
         });
+        let listener_kind = if operator.is_some() {
+            Listener::Public
+        } else {
+            Listener::Combined
+        };
         tracing::info!(
-            "ordermq serving on http://{} (dashboard at /, API under /api)",
-            self.http_addr
+            "ordermq serving on http://{} (API under /api{})",
+            self.http_addr,
+            if operator.is_some() {
+                ""
+            } else {
+                ", dashboard at /"
+            }
         );
-        let served = crate::http::serve(self.listener, app, self.http_limits, shutdown).await;
+        let mut served = crate::http::serve(
+            self.listener,
+            router_for(state, listener_kind),
+            self.http_limits,
+            http_stop.clone().cancelled_owned(),
+        )
+        .await;
+        // If one listener fails, stop the other too.
+        http_stop.cancel();
+        if let Some(operator) = operator {
+            let operator_served = operator
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            served = served.and(operator_served);
+        }
+        stopper.abort();
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
         stop.cancel();
         let _ = relay.await;
@@ -522,38 +606,39 @@ async fn subscribe_consumers(
 /// The first wait of a refund's gateway retries within one delivery (doubling).
 const REFUND_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Binds the HTTP listener (port 0: the OS picks one).
-async fn bind_http(config: &Config) -> Result<TcpListener, StartError> {
-    TcpListener::bind(&config.http_addr)
+/// Binds an HTTP listener (port 0: the OS picks one).
+async fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind {
-            addr: config.http_addr.to_string(),
+            addr: addr.to_string(),
             source,
         })
 }
 
-/// The payment gateway's and the carrier's callback signers; warns loudly
-/// when a public development secret is in use.
-fn callback_signers(config: &Config) -> (PaymentSigner, PaymentSigner) {
-    let (secret, is_dev_secret) = config.payment_secret();
-    if is_dev_secret {
-        tracing::warn!(
-            "!!! ORDERMQ_PAYMENT_SECRET is not set: using the PUBLIC development secret {:?}. \
-             Anyone can forge payment callbacks. Production MUST set its own secret. !!!",
-            crate::config::DEV_PAYMENT_SECRET
-        );
+/// Says loudly which public credentials are in use (only ever on loopback,
+/// or with dev_mode): they are printed so that the quick start's requests
+/// can be copied, and because they are public anyway.
+fn warn_public_credentials(public: &[PublicCredential]) {
+    for credential in public {
+        match credential {
+            PublicCredential::PaymentSecret => tracing::warn!(
+                "payment callbacks use the PUBLIC development secret {:?} (key id default): \
+                 accepted on loopback only; set ORDERMQ_PAYMENT_SECRET",
+                crate::config::DEV_PAYMENT_SECRET
+            ),
+            PublicCredential::LogisticsSecret => tracing::warn!(
+                "carrier callbacks use the PUBLIC development secret {:?} (key id default): \
+                 accepted on loopback only; set ORDERMQ_LOGISTICS_SECRET",
+                crate::config::DEV_LOGISTICS_SECRET
+            ),
+            PublicCredential::DemoTokens => tracing::warn!(
+                "no ORDERMQ_API_TOKENS: the PUBLIC demo tokens are accepted (loopback only): \
+                 shop {DEMO_SHOP_TOKEN:?}, operator {DEMO_OPERATOR_TOKEN:?}; \
+                 `ordermq token` makes real ones"
+            ),
+        }
     }
-    let (carrier_secret, is_dev_carrier_secret) = config.logistics_secret();
-    if is_dev_carrier_secret {
-        tracing::warn!(
-            "ORDERMQ_LOGISTICS_SECRET is not set: carrier callbacks use the PUBLIC development secret {:?}.",
-            crate::config::DEV_LOGISTICS_SECRET
-        );
-    }
-    (
-        PaymentSigner::new(secret.as_bytes()),
-        PaymentSigner::new(carrier_secret.as_bytes()),
-    )
 }
 
 /// A checkpoint slower than this is logged: it competes with commits for the disk.

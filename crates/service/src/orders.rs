@@ -10,7 +10,7 @@ use ordermq_domain::view::{
     CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
 };
 use ordermq_domain::{
-    CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, PayOrderError,
+    Actor, CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, PayOrderError,
     PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError, UserId,
     now_millis,
 };
@@ -119,9 +119,13 @@ impl OrderService for Orders {
     fn retry_refund(
         &self,
         refund_id: RefundId,
+        actor: Actor,
     ) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
         Box::pin(async move {
-            let view = self.store.retry_refund(&refund_id, now_millis()).await?;
+            let view = self
+                .store
+                .retry_refund(&refund_id, Some(&actor), now_millis())
+                .await?;
             self.relay_wake.notify_one();
             Ok(view)
         })

@@ -163,6 +163,7 @@ pub(crate) async fn create_order_in(
             to: OrderStatus::Unpaid,
             at: now,
         }],
+        actions: Vec::new(),
         consumers: Vec::new(),
         refunds: Vec::new(),
     })

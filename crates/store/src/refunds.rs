@@ -10,14 +10,14 @@ use ordermq_domain::event::{OrderRefundRequested, PaidLine, RefundRetryRequested
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::RefundView;
 use ordermq_domain::{
-    Amount, OrderEvent, OrderId, OrderStatus, PaymentId, RefundError, RefundId, RefundRequest,
-    RefundStatus, RetryRefundError, Sku, UserId,
+    Actor, Amount, OrderEvent, OrderId, OrderStatus, PaymentId, RefundError, RefundId,
+    RefundRequest, RefundStatus, RetryRefundError, Sku, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::fail::{corrupt, status_of, storage};
-use crate::history::record_history;
+use crate::history::{Action, record_action, record_history};
 use crate::outbox;
 use crate::refund_rows::insert_refund;
 use crate::store::{Db, Store};
@@ -130,6 +130,12 @@ impl Store {
         insert_refund(&mut tx, &event, key, &fingerprint, reason, now)
             .await
             .map_err(storage)?;
+        if let Some(actor) = &request.requested_by {
+            let order_id = request.order_id.as_str();
+            record_action(&mut tx, order_id, Action::Refund, refund_id, actor, now)
+                .await
+                .map_err(storage)?;
+        }
         tx.commit().await.map_err(storage)?;
         Ok(RefundView {
             refund_id: event.refund_id,
@@ -286,11 +292,13 @@ impl Store {
         Ok(done)
     }
 
-    /// An operator retries a FAILED refund: back to REQUESTED, and a
-    /// `RefundRetryRequested` event sends it to the gateway consumer again.
+    /// An operator (`actor`, recorded with the order) retries a FAILED
+    /// refund: back to REQUESTED, and a `RefundRetryRequested` event sends it
+    /// to the gateway consumer again.
     pub async fn retry_refund(
         &self,
         refund_id: &RefundId,
+        actor: Option<&Actor>,
         now: i64,
     ) -> Result<RefundView, RetryRefundError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
@@ -328,6 +336,19 @@ impl Store {
         outbox::enqueue(&mut tx, &event, None, now)
             .await
             .map_err(storage)?;
+        if let Some(actor) = actor {
+            let order_id = view.order_id.as_str();
+            record_action(
+                &mut tx,
+                order_id,
+                Action::RefundRetry,
+                refund_id,
+                actor,
+                now,
+            )
+            .await
+            .map_err(storage)?;
+        }
         tx.commit().await.map_err(storage)?;
         Ok(view)
     }

@@ -168,6 +168,19 @@ const ORDERS_V4: &[&str] = &["CREATE TABLE IF NOT EXISTS parked_messages (
         parked_at BIGINT NOT NULL,
         UNIQUE (consumer_group, msg_id)
     )"];
+/// Version 5 of the order database: who asked for each refund and each
+/// retry (the API token's name), kept with the order's history.
+const ORDERS_V5: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS order_actions (
+        id {AUTO_ID},
+        order_id VARCHAR(64) NOT NULL,
+        action VARCHAR(32) NOT NULL,
+        refund_id VARCHAR(64) NOT NULL,
+        actor VARCHAR(64) NOT NULL,
+        at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS order_actions_by_order ON order_actions (order_id)",
+];
 
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
@@ -282,6 +295,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 4,
             statements: rendered(backend, ORDERS_V4),
+        },
+        Migration {
+            version: 5,
+            statements: rendered(backend, ORDERS_V5),
         },
     ]
 }

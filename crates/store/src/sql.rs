@@ -60,6 +60,10 @@ pub(crate) const DEDUCT_STOCK: &str = "UPDATE products SET on_hand = on_hand - $
 pub(crate) const INSERT_HISTORY: &str =
     "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)";
 
+/// Who asked for a refund or a retry (`history::record_action`).
+pub(crate) const INSERT_ACTION: &str = "INSERT INTO order_actions (order_id, action, refund_id, actor, at) \
+     VALUES ($1, $2, $3, $4, $5)";
+
 /// Columns of an outbox row up to `VALUES`, shared by the one-row and the
 /// multi-row inserts.
 pub(crate) const OUTBOX_COLUMNS: &str = "INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) VALUES ";

@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 
 use ordermq_domain::ports::StorageError;
-use ordermq_domain::view::{OrderLineView, OrderView, Stats, StatusChange, SystemStats};
+use ordermq_domain::view::{
+    OperatorAction, OrderLineView, OrderView, Stats, StatusChange, SystemStats,
+};
 use ordermq_domain::{
-    Amount, EventKind, FanoutState, OrderEvent, OrderId, PaymentId, Sku, System, UserId,
+    Actor, Amount, EventKind, FanoutState, OrderEvent, OrderId, PaymentId, RefundId, Sku, System,
+    UserId,
 };
 
 use crate::fail::{corrupt, get, status_of, storage};
@@ -63,6 +66,26 @@ impl Store {
             Ok(StatusChange {
                 from: from.as_deref().map(status_of).transpose()?,
                 to: status_of(&get::<String>(r, "to_status")?)?,
+                at: get(r, "at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let actions = sqlx::query(
+            "SELECT action, refund_id, actor, at FROM order_actions WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(order_id.as_str())
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let refund_id: String = get(r, "refund_id")?;
+            let actor: String = get(r, "actor")?;
+            Ok(OperatorAction {
+                action: get(r, "action")?,
+                refund_id: RefundId::parse(&refund_id)
+                    .map_err(|_| corrupt("refund id", &refund_id))?,
+                actor: Actor::parse(&actor).map_err(|_| corrupt("actor", &actor))?,
                 at: get(r, "at")?,
             })
         })
@@ -126,6 +149,7 @@ impl Store {
             lines,
             fanout,
             history,
+            actions,
             consumers,
             refunds,
         }))

@@ -26,23 +26,27 @@ pub async fn spawn_app() -> LocalApp {
         .expect("ordermq starts")
 }
 
-/// POSTs an order of `items` (`(sku, quantity)`) for `user`.
+/// POSTs an order of `items` (`(sku, quantity)`) for `user`, with the shop's token.
 pub async fn create_order(app: &LocalApp, user: &str, items: &[(&str, i64)]) -> reqwest::Response {
     let items: Vec<Value> = items
         .iter()
         .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
         .collect();
-    app.client
-        .post(app.url("/api/orders"))
+    app.as_shop(reqwest::Method::POST, "/api/orders")
         .json(&json!({"user_id": user, "items": items}))
         .send()
         .await
         .expect("request")
 }
 
-/// GETs `path`; the status and the JSON body.
+/// GETs `path` with the operator's token (on the operator listener, if
+/// any); the status and the JSON body.
 pub async fn get_json(app: &LocalApp, path: &str) -> (u16, Value) {
-    let response = app.client.get(app.url(path)).send().await.expect("request");
+    let response = app
+        .as_operator(reqwest::Method::GET, path)
+        .send()
+        .await
+        .expect("request");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json body"))
 }

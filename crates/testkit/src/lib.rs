@@ -7,10 +7,11 @@
 //!
 //! # Layout
 //! - [`local_app`]: a whole ordermq in-process on a temporary directory and
-//!   ports chosen by the OS ([`LocalApp`]), with signed-request helpers.
+//!   ports chosen by the OS ([`LocalApp`]), with signed-request helpers and
+//!   requests with the shop's or the operator's token.
 //! - [`helpers`]: `spawn_app`, fast fake third parties, JSON requests.
 //! - [`router`]: the HTTP router on the real order service and a SQLite
-//!   store, driven with `oneshot` ([`RouterHarness`]).
+//!   store, driven with `oneshot` ([`RouterHarness`]); the test tokens.
 //! - [`bad_request`]: the seeded bad-request generator, shared by the router's
 //!   property test and the fault suite's live `bad-input` scenario; its
 //!   cases one endpoint family to a file (`orders`, `notify` for the signed
@@ -24,4 +25,4 @@ pub mod router;
 
 pub use helpers::{create_order, fast_third_parties, get_json, spawn_app};
 pub use local_app::{LocalApp, LocalAppError, local_config};
-pub use router::RouterHarness;
+pub use router::{OPERATOR_TOKEN, RouterHarness, SHOP_TOKEN, bearer};

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ordermq_api::signature::PaymentSigner;
+use ordermq::config::ApiTokens;
+use ordermq_api::signature::CallbackSigner;
 use ordermq_domain::signing::Keyring;
 use ordermq_messaging::{ClientSecurity, DelayedDelivery, Deliveries, GroupDeliveries, MqClient};
 use ordermq_store::Store;
@@ -15,6 +16,8 @@ use tokio::task::JoinHandle;
 
 use ordermq::{Application, Config, StartError};
 use ordermq_gateways::FakeGateway;
+
+use crate::router::{OPERATOR_TOKEN, SHOP_TOKEN, test_tokens};
 
 /// Why a local ordermq could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +40,18 @@ pub enum LocalAppError {
 #[derive(Debug)]
 pub struct LocalApp {
     pub addr: SocketAddr,
+    /// The operator routes' own listener, when `operator_http_addr` is set.
+    pub operator_addr: Option<SocketAddr>,
     pub store: Store,
-    pub signer: PaymentSigner,
+    /// Signs payment callbacks with the app's keys.
+    pub signer: CallbackSigner,
     pub client: reqwest::Client,
     pub sms: std::sync::Arc<FakeGateway>,
     pub logistics: std::sync::Arc<FakeGateway>,
     /// The fake payment gateway that refunds go through.
     pub payments: std::sync::Arc<FakeGateway>,
     /// Signs carrier callbacks.
-    pub carrier_signer: PaymentSigner,
+    pub carrier_signer: CallbackSigner,
     /// What each consumer group's handler was given and how it answered.
     pub deliveries: Deliveries,
     /// The embedded NameServer's address (`127.0.0.1:<port>`).
@@ -55,14 +61,22 @@ pub struct LocalApp {
     dir: tempfile::TempDir,
 }
 
-/// Settings for a local run: loopback, OS-chosen ports, `dir` as the data directory.
+/// Settings for a local run: loopback, OS-chosen ports, `dir` as the data
+/// directory, a payment secret and the test tokens ([`SHOP_TOKEN`],
+/// [`OPERATOR_TOKEN`]) as configured ones.
 pub fn local_config(dir: &std::path::Path) -> Config {
+    let entries: Vec<String> = test_tokens()
+        .entries()
+        .iter()
+        .map(|e| e.config_entry())
+        .collect();
     Config {
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_path_buf(),
         embedded_namesrv_port: 0,
         embedded_broker_port: 0,
         payment_secret: Some("local-secret".into()),
+        api_tokens: Some(ApiTokens::parse(&entries.join(",")).expect("test tokens parse")),
         ..Config::default()
     }
 }
@@ -97,6 +111,7 @@ impl LocalApp {
         let app = Application::build(&config).await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let addr = app.http_addr();
+        let operator_addr = app.operator_addr();
         let store = app.store().clone();
         let signer = app.signer().clone();
         let (sms, logistics) = (app.sms_gateway(), app.logistics_gateway());
@@ -108,6 +123,7 @@ impl LocalApp {
         }));
         Ok(Self {
             addr,
+            operator_addr,
             store,
             signer,
             client: reqwest::Client::builder()
@@ -134,6 +150,25 @@ impl LocalApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The URL of an operator route: on the operator listener when there is one.
+    pub fn operator_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.operator_addr.unwrap_or(self.addr))
+    }
+
+    /// A request to `path` with the shop's token.
+    pub fn as_shop(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(SHOP_TOKEN)
+    }
+
+    /// A request to `path` (on the operator listener, if any) with the operator's token.
+    pub fn as_operator(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.operator_url(path))
+            .bearer_auth(OPERATOR_TOKEN)
+    }
+
     /// Posts a payment notice signed with the app's secret.
     pub async fn notify(
         &self,
@@ -143,14 +178,14 @@ impl LocalApp {
     ) -> reqwest::Result<reqwest::Response> {
         let body =
             json!({"order_id": order_id, "payment_id": payment_id, "amount": amount}).to_string();
-        let signature = self.signer.sign(body.as_bytes());
-        self.client
+        let mut request = self
+            .client
             .post(self.url("/api/payments/notify"))
-            .header("content-type", "application/json")
-            .header("x-signature", signature)
-            .body(body)
-            .send()
-            .await
+            .header("content-type", "application/json");
+        for (name, value) in self.signer.sign(body.as_bytes()).pairs() {
+            request = request.header(name, value);
+        }
+        request.body(body).send().await
     }
 
     /// Posts a carrier update signed with the app's carrier secret.
@@ -162,14 +197,14 @@ impl LocalApp {
     ) -> reqwest::Result<reqwest::Response> {
         let body =
             json!({"order_id": order_id, "tracking_no": tracking_no, "status": status}).to_string();
-        let signature = self.carrier_signer.sign(body.as_bytes());
-        self.client
+        let mut request = self
+            .client
             .post(self.url("/api/logistics/notify"))
-            .header("content-type", "application/json")
-            .header("x-signature", signature)
-            .body(body)
-            .send()
-            .await
+            .header("content-type", "application/json");
+        for (name, value) in self.carrier_signer.sign(body.as_bytes()).pairs() {
+            request = request.header(name, value);
+        }
+        request.body(body).send().await
     }
 
     /// Waits until each `(group, at_least)` has handled at least that many

@@ -10,8 +10,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordermq::startup::DEMO_CATALOG;
-use ordermq_api::signature::PaymentSigner;
-use ordermq_api::{ApiState, router};
+use ordermq_api::auth::{Auth, Role, TokenEntry, Tokens};
+use ordermq_api::routes::Listener;
+use ordermq_api::session::Sessions;
+use ordermq_api::signature::{CallbackSigner, SignedHeaders};
+use ordermq_api::{ApiState, router_for};
 use ordermq_service::{OrderWriter, Orders};
 use ordermq_store::{Store, StoreOptions};
 use serde_json::Value;
@@ -24,15 +27,34 @@ pub const PAYMENT_SECRET: &[u8] = b"test-secret";
 /// The carrier's secret in the router harness.
 pub const CARRIER_SECRET: &[u8] = b"carrier-secret";
 
+/// The shop token in the harness and in [`LocalApp`](crate::LocalApp) (name `test-shop`).
+pub const SHOP_TOKEN: &str = "testkit-shop-token";
+/// The operator token in the harness and in [`LocalApp`](crate::LocalApp) (name `test-operator`).
+pub const OPERATOR_TOKEN: &str = "testkit-operator-token";
+
+/// The tokens [`SHOP_TOKEN`] (`test-shop`) and [`OPERATOR_TOKEN`] (`test-operator`).
+pub fn test_tokens() -> Tokens {
+    Tokens::new(vec![
+        TokenEntry::for_token("test-shop", Role::Shop, SHOP_TOKEN).expect("valid name"),
+        TokenEntry::for_token("test-operator", Role::Operator, OPERATOR_TOKEN).expect("valid name"),
+    ])
+    .expect("distinct names")
+}
+
+/// `Authorization` header value for `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
 /// A router on the real order service, its store and its signers.
 #[derive(Debug)]
 pub struct RouterHarness {
     pub router: Router,
     pub store: Store,
-    /// Signs payment callbacks ([`PAYMENT_SECRET`]).
-    pub signer: PaymentSigner,
-    /// Signs carrier callbacks ([`CARRIER_SECRET`]).
-    pub carrier_signer: PaymentSigner,
+    /// Signs payment callbacks ([`PAYMENT_SECRET`], key id `default`).
+    pub signer: CallbackSigner,
+    /// Signs carrier callbacks ([`CARRIER_SECRET`], key id `default`).
+    pub carrier_signer: CallbackSigner,
     _dir: tempfile::TempDir,
 }
 
@@ -49,8 +71,8 @@ impl RouterHarness {
             .seed_catalog(DEMO_CATALOG)
             .await
             .expect("catalog seeds");
-        let signer = PaymentSigner::new(PAYMENT_SECRET);
-        let carrier_signer = PaymentSigner::new(CARRIER_SECRET);
+        let signer = CallbackSigner::from_secret(PAYMENT_SECRET);
+        let carrier_signer = CallbackSigner::from_secret(CARRIER_SECRET);
         let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
         let service = Orders::new(
             store.clone(),
@@ -58,11 +80,15 @@ impl RouterHarness {
             Arc::new(tokio::sync::Notify::new()),
             30 * 60 * 1_000,
         );
-        let router = router(ApiState {
-            service: Arc::new(service),
-            signer: signer.clone(),
-            carrier_signer: carrier_signer.clone(),
-        });
+        let router = router_for(
+            ApiState {
+                service: Arc::new(service),
+                signer: signer.clone(),
+                carrier_signer: carrier_signer.clone(),
+                auth: Auth::new(test_tokens(), Sessions::random(false).expect("randomness")),
+            },
+            Listener::Combined,
+        );
         Self {
             router,
             store,
@@ -72,7 +98,7 @@ impl RouterHarness {
         }
     }
 
-    /// Sends `request`; the status and the raw body.
+    /// Sends `request` exactly as given; the status and the raw body.
     pub async fn send_bytes(&self, request: Request<Body>) -> (StatusCode, Vec<u8>) {
         let response = self
             .router
@@ -87,8 +113,17 @@ impl RouterHarness {
         (status, bytes.to_vec())
     }
 
-    /// Sends `request`; the status and the body as JSON (`Null` if it is not JSON).
-    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+    /// Sends `request` as the operator ([`OPERATOR_TOKEN`]) unless it
+    /// carries its own `Authorization` or `Cookie`; the status and the body
+    /// as JSON (`Null` if it is not JSON).
+    pub async fn send(&self, mut request: Request<Body>) -> (StatusCode, Value) {
+        let headers = request.headers_mut();
+        if !headers.contains_key("authorization") && !headers.contains_key("cookie") {
+            headers.insert(
+                "authorization",
+                bearer(OPERATOR_TOKEN).parse().expect("header-safe"),
+            );
+        }
         let (status, bytes) = self.send_bytes(request).await;
         (
             status,
@@ -96,7 +131,7 @@ impl RouterHarness {
         )
     }
 
-    /// POSTs a JSON body, unsigned.
+    /// POSTs a JSON body, unsigned, as the operator.
     pub async fn post_json(&self, path: &str, body: impl Into<String>) -> (StatusCode, Value) {
         self.send(
             Request::post(path)
@@ -112,18 +147,26 @@ impl RouterHarness {
         let raw = body.to_string();
         let mut request = Request::post(path).header("content-type", "application/json");
         if signed {
-            request = request.header("x-signature", self.signer.sign(raw.as_bytes()));
+            for (name, value) in self.signer.sign(raw.as_bytes()).pairs() {
+                request = request.header(name, value);
+            }
         }
         self.send(request.body(Body::from(raw)).expect("valid request"))
             .await
     }
 
-    /// A payment callback with the given signature header (none when `None`).
-    pub async fn notify_raw(&self, body: &str, signature: Option<&str>) -> (StatusCode, Value) {
+    /// A payment callback with the given signature headers (none when `None`).
+    pub async fn notify_raw(
+        &self,
+        body: &str,
+        signature: Option<&SignedHeaders>,
+    ) -> (StatusCode, Value) {
         let mut request =
             Request::post("/api/payments/notify").header("content-type", "application/json");
         if let Some(signature) = signature {
-            request = request.header("x-signature", signature);
+            for (name, value) in signature.pairs() {
+                request = request.header(name, value);
+            }
         }
         self.send(
             request
@@ -139,9 +182,15 @@ impl RouterHarness {
         self.notify_raw(body, Some(&signature)).await
     }
 
-    /// Sends a generated bad request exactly as generated.
+    /// Sends a generated bad request as generated, as the operator (so
+    /// that it reaches the handler its mistake is about).
     pub async fn send_bad(&self, bad: &BadRequest) -> (StatusCode, Vec<u8>) {
-        self.send_bytes(bad.to_request()).await
+        let mut request = bad.to_request();
+        request.headers_mut().insert(
+            "authorization",
+            bearer(OPERATOR_TOKEN).parse().expect("header-safe"),
+        );
+        self.send_bytes(request).await
     }
 
     /// Everything a request could change in the order database, as one

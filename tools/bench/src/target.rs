@@ -2,9 +2,11 @@
 //! temporary directory (the default), or one already running (`--url`).
 //!
 //! A remote ordermq is measured through its public API only: orders created
-//! with `POST /api/orders`, paid through the signed callback, fan-out followed
+//! with `POST /api/orders` (the shop's token), paid through the signed
+//! callback (key id, timestamp, HMAC), fan-out followed
 //! on `GET /api/stats` (counted from where it stood when the run began, so
-//! other traffic during the run makes the figures wrong) and end-to-end times
+//! other traffic during the run makes the figures wrong; the operator's
+//! token) and end-to-end times
 //! read from each order's `consumers` on `GET /api/orders/{id}`.
 
 use std::collections::HashMap;
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::StreamExt;
-use ordermq_api::signature::PaymentSigner;
+use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
+use ordermq_api::signature::CallbackSigner;
 use ordermq_domain::{OrderEvent, OrderId, System};
 use serde_json::{Value, json};
 
@@ -32,6 +35,14 @@ pub struct TargetArgs {
     /// else the development secret).
     #[arg(long)]
     pub payment_secret: Option<String>,
+    /// A shop token of the ordermq at --url, to create orders (default:
+    /// $ORDERMQ_BENCH_SHOP_TOKEN, else the demo token of a loopback ordermq).
+    #[arg(long)]
+    pub shop_token: Option<String>,
+    /// An operator token of the ordermq at --url, to read /api/stats
+    /// (default: $ORDERMQ_BENCH_OPERATOR_TOKEN, else the demo token).
+    #[arg(long)]
+    pub operator_token: Option<String>,
     /// Runs the in-process ordermq with this setting, e.g. `--set topic_queues=2`:
     /// any key of `ordermq config` except where it runs (addresses, ports,
     /// data_dir, database_url, secrets). Repeatable. The bench does not read
@@ -50,6 +61,11 @@ const PLACEMENT_KEYS: &[&str] = &[
     "embedded_broker_port",
     "payment_secret",
     "logistics_secret",
+    "payment_keys",
+    "logistics_keys",
+    "api_tokens",
+    "operator_http_addr",
+    "dev_mode",
 ];
 
 /// Parses `--set KEY=VALUE` options into a configuration (defaults plus
@@ -94,7 +110,11 @@ pub enum Target {
 pub struct Remote {
     base: String,
     client: reqwest::Client,
-    signer: PaymentSigner,
+    signer: CallbackSigner,
+    /// Creates and reads orders.
+    shop_token: String,
+    /// Reads `/api/stats`.
+    operator_token: String,
     sku: String,
     price: i64,
     /// Per-system applied counts when the run began.
@@ -121,6 +141,7 @@ impl Target {
                         embedded_namesrv_port: config.embedded_namesrv_port,
                         embedded_broker_port: config.embedded_broker_port,
                         payment_secret: config.payment_secret.clone(),
+                        api_tokens: config.api_tokens.clone(),
                         ..tuned
                     };
                     adjust(config);
@@ -140,8 +161,25 @@ impl Target {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(http)?;
+        let token = |given: &Option<String>, var: &str, demo: &str| {
+            given
+                .clone()
+                .or_else(|| std::env::var(var).ok())
+                .unwrap_or_else(|| demo.to_owned())
+        };
+        let shop_token = token(
+            &args.shop_token,
+            "ORDERMQ_BENCH_SHOP_TOKEN",
+            DEMO_SHOP_TOKEN,
+        );
+        let operator_token = token(
+            &args.operator_token,
+            "ORDERMQ_BENCH_OPERATOR_TOKEN",
+            DEMO_OPERATOR_TOKEN,
+        );
         let products: Value = client
             .get(format!("{base}/api/products"))
+            .bearer_auth(&shop_token)
             .send()
             .await
             .map_err(|e| format!("cannot reach ordermq at {base}: {e}"))?
@@ -161,7 +199,9 @@ impl Target {
         let mut remote = Remote {
             base,
             client,
-            signer: PaymentSigner::new(secret.as_bytes()),
+            signer: CallbackSigner::from_secret(secret.as_bytes()),
+            shop_token,
+            operator_token,
             sku: product["sku"].as_str().unwrap_or_default().to_owned(),
             price: product["price"].as_i64().unwrap_or(0),
             baseline: HashMap::new(),
@@ -220,15 +260,12 @@ impl Target {
                 &r.signer,
             ),
         };
-        let signature = signer.sign(body.as_bytes());
+        let mut request = client.post(url).header("content-type", "application/json");
+        for (name, value) in signer.sign(body.as_bytes()).pairs() {
+            request = request.header(name, value);
+        }
         matches!(
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("x-signature", signature)
-                .body(body)
-                .send()
-                .await,
+            request.body(body).send().await,
             Ok(r) if r.status().is_success()
         )
     }
@@ -258,8 +295,7 @@ impl Target {
     pub async fn group_commit(&self) -> BenchResult<[u64; 5]> {
         let stats: Value = match self {
             Self::Local(app) => app
-                .client
-                .get(app.url("/api/stats"))
+                .as_operator(reqwest::Method::GET, "/api/stats")
                 .send()
                 .await
                 .map_err(http)?
@@ -346,6 +382,7 @@ impl Remote {
     async fn stats(&self) -> BenchResult<Value> {
         self.client
             .get(format!("{}/api/stats", self.base))
+            .bearer_auth(&self.operator_token)
             .send()
             .await
             .map_err(http)?
@@ -375,6 +412,7 @@ impl Remote {
                 let response = self
                     .client
                     .post(format!("{}/api/orders", self.base))
+                    .bearer_auth(&self.shop_token)
                     .json(&json!({"user_id": format!("bench-user-{}", i % 1_000),
                                   "items": [{"sku": self.sku, "quantity": 1}]}))
                     .send()
@@ -411,6 +449,7 @@ impl Remote {
                 let order: Value = self
                     .client
                     .get(format!("{}/api/orders/{id}", self.base))
+                    .bearer_auth(&self.shop_token)
                     .send()
                     .await
                     .map_err(http)?

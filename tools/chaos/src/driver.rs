@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ordermq_api::signature::{PaymentSigner, SIGNATURE_HEADER};
+use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
+use ordermq_api::signature::CallbackSigner;
 use serde_json::{Value, json};
 
 /// What happened to one order, as seen by the client.
@@ -70,7 +71,7 @@ pub enum Answer {
 pub struct Driver {
     pub client: reqwest::Client,
     pub base: String,
-    pub signer: PaymentSigner,
+    pub signer: CallbackSigner,
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -83,7 +84,7 @@ impl Driver {
                 .build()
                 .expect("HTTP client"),
             base: format!("http://127.0.0.1:{http_port}"),
-            signer: PaymentSigner::new(secret.as_bytes()),
+            signer: CallbackSigner::from_secret(secret.as_bytes()),
             ledger: Arc::new(Mutex::new(Ledger::default())),
         }
     }
@@ -130,6 +131,7 @@ impl Driver {
         let answer = Self::answer(
             self.client
                 .post(self.url("/api/orders"))
+                .bearer_auth(DEMO_SHOP_TOKEN)
                 .json(&json!({"user_id": user, "items": items}))
                 .send()
                 .await,
@@ -174,22 +176,20 @@ impl Driver {
         let body =
             json!({"order_id": order_id, "payment_id": payment_id, "amount": amount}).to_string();
         let signature = self.signer.sign(body.as_bytes());
+        let mut request = self
+            .client
+            .post(self.url("/api/payments/notify"))
+            .header("content-type", "application/json");
+        for (name, value) in signature.pairs() {
+            request = request.header(name, value);
+        }
         {
             let mut ledger = self.ledger.lock().expect("ledger");
             let record = ledger.orders.entry(order_id.to_owned()).or_default();
             record.pay_attempted = true;
             record.payments.entry(payment_id.to_owned()).or_insert(None);
         }
-        let answer = Self::answer(
-            self.client
-                .post(self.url("/api/payments/notify"))
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, signature)
-                .body(body)
-                .send()
-                .await,
-        )
-        .await;
+        let answer = Self::answer(request.body(body).send().await).await;
         match &answer {
             Answer::Got(200, receipt) => {
                 let refund = receipt["refund_required"].as_bool().unwrap_or(false);
@@ -214,9 +214,13 @@ impl Driver {
         answer
     }
 
-    /// `GET path` as JSON.
+    /// `GET path` as JSON, with the (demo) operator token.
     pub async fn get(&self, path: &str) -> Answer {
-        Self::answer(self.client.get(self.url(path)).send().await).await
+        let request = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(DEMO_OPERATOR_TOKEN);
+        Self::answer(request.send().await).await
     }
 }
 

@@ -7,7 +7,7 @@ use ordermq_domain::view::{
     CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
 };
 use ordermq_domain::{
-    CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, OrderStatus,
+    Actor, CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, OrderStatus,
     PayOrderError, PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError,
     UserId,
 };
@@ -18,11 +18,14 @@ pub(crate) enum Call {
     CreateOrder(NewOrder),
     Pay(PaymentNotice),
     Order(OrderId),
+    Refund(RefundRequest),
+    RetryRefund(RefundId, Actor),
     Other(&'static str),
 }
 
-/// Answers payments with `pay_answer` (a receipt when `None`) and every order
-/// lookup with "not found".
+/// Answers payments with `pay_answer` (a receipt when `None`), every order
+/// lookup with "not found", and the reads and refunds the handler tests do
+/// not look into with a refusal (storage unavailable, or not found).
 #[derive(Debug, Default)]
 pub(crate) struct FakeService {
     pub(crate) calls: Mutex<Vec<Call>>,
@@ -74,25 +77,36 @@ impl OrderService for FakeService {
     }
 
     fn user_activity(&self, _: UserId) -> BoxFuture<'_, Result<UserActivity, StorageError>> {
-        unimplemented!("not used by these tests")
+        self.record(Call::Other("user_activity"));
+        Box::pin(async { Err(StorageError::unavailable("fake")) })
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Stats, StorageError>> {
-        unimplemented!("not used by these tests")
+        self.record(Call::Other("stats"));
+        Box::pin(async { Err(StorageError::unavailable("fake")) })
     }
 
-    fn refund(&self, _: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {
-        unimplemented!("not used by these tests")
+    fn refund(&self, request: RefundRequest) -> BoxFuture<'_, Result<RefundView, RefundError>> {
+        let order_id = request.order_id.to_string();
+        self.record(Call::Refund(request));
+        Box::pin(async move { Err(RefundError::OrderNotFound(order_id)) })
     }
 
-    fn retry_refund(&self, _: RefundId) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
-        unimplemented!("not used by these tests")
+    fn retry_refund(
+        &self,
+        id: RefundId,
+        actor: Actor,
+    ) -> BoxFuture<'_, Result<RefundView, RetryRefundError>> {
+        self.record(Call::RetryRefund(id.clone(), actor));
+        Box::pin(async move { Err(RetryRefundError::NotFound(id.to_string())) })
     }
 
     fn carrier_update(
         &self,
-        _: CarrierUpdate,
+        update: CarrierUpdate,
     ) -> BoxFuture<'_, Result<CarrierReceipt, CarrierUpdateError>> {
-        unimplemented!("not used by these tests")
+        self.record(Call::Other("carrier_update"));
+        let order_id = update.order_id.to_string();
+        Box::pin(async move { Err(CarrierUpdateError::OrderNotFound(order_id)) })
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordermq_api::signature::PaymentSigner;
+use ordermq_api::auth::{Auth, Role, TokenEntry, Tokens};
+use ordermq_api::session::Sessions;
+use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_api::{ApiState, router};
 use ordermq_domain::{OrderId, PayOrderError};
 use serde_json::{Value, json};
@@ -14,18 +16,36 @@ use tower::ServiceExt;
 use crate::fake::{Call, FakeService};
 
 const SECRET: &[u8] = b"handler-test-secret";
+pub(crate) const SHOP: &str = "shop-token";
+pub(crate) const OPERATOR: &str = "operator-token";
 
-fn app() -> (Router, Arc<FakeService>) {
-    let service = Arc::new(FakeService::default());
-    let router = router(ApiState {
-        service: service.clone(),
-        signer: PaymentSigner::new(SECRET),
-        carrier_signer: PaymentSigner::new(b"carrier"),
-    });
-    (router, service)
+pub(crate) fn state(service: Arc<FakeService>) -> ApiState {
+    let tokens = Tokens::new(vec![
+        TokenEntry::for_token("shop1", Role::Shop, SHOP).unwrap(),
+        TokenEntry::for_token("ops1", Role::Operator, OPERATOR).unwrap(),
+    ])
+    .unwrap();
+    ApiState {
+        service,
+        signer: CallbackSigner::from_secret(SECRET),
+        carrier_signer: CallbackSigner::from_secret(b"carrier"),
+        auth: Auth::new(tokens, Sessions::random(false).unwrap()),
+    }
 }
 
-async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+pub(crate) fn app() -> (Router, Arc<FakeService>) {
+    let service = Arc::new(FakeService::default());
+    (router(state(service.clone())), service)
+}
+
+/// Sends `request` as the operator unless it carries its own credential.
+async fn send(router: &Router, mut request: Request<Body>) -> (StatusCode, Value) {
+    if !request.headers().contains_key("authorization") {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {OPERATOR}").parse().unwrap(),
+        );
+    }
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -37,17 +57,17 @@ async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
     )
 }
 
-fn post_json(path: &str, body: &str, signature: Option<String>) -> Request<Body> {
+fn post_json(path: &str, body: &str, signature: Option<SignedHeaders>) -> Request<Body> {
     let mut request = Request::post(path).header("content-type", "application/json");
-    if let Some(signature) = signature {
-        request = request.header("x-signature", signature);
+    for (name, value) in signature.iter().flat_map(SignedHeaders::pairs) {
+        request = request.header(name, value);
     }
     request.body(Body::from(body.to_owned())).unwrap()
 }
 
 fn signed_notice(order_id: &str, amount: i64) -> Request<Body> {
     let body = json!({"order_id": order_id, "payment_id": "pay-1", "amount": amount}).to_string();
-    let signature = PaymentSigner::new(SECRET).sign(body.as_bytes());
+    let signature = CallbackSigner::from_secret(SECRET).sign(body.as_bytes());
     post_json("/api/payments/notify", &body, Some(signature))
 }
 
@@ -73,8 +93,27 @@ async fn a_signed_payment_reaches_the_service_parsed_and_its_receipt_is_returned
 async fn an_unsigned_or_forged_payment_never_reaches_the_service() {
     let (router, service) = app();
     let body = json!({"order_id": "O1", "payment_id": "pay-1", "amount": 1}).to_string();
-    let forged = PaymentSigner::new(b"another secret").sign(body.as_bytes());
-    for signature in [None, Some(forged), Some("zz".into())] {
+    let good = CallbackSigner::from_secret(SECRET).sign(body.as_bytes());
+    let forged = CallbackSigner::from_secret(b"another secret").sign(body.as_bytes());
+    let not_hex = SignedHeaders {
+        signature: "zz".into(),
+        ..good.clone()
+    };
+    let unknown_key = SignedHeaders {
+        key_id: "k9".into(),
+        ..good.clone()
+    };
+    let no_timestamp = SignedHeaders {
+        timestamp: String::new(),
+        ..good
+    };
+    for signature in [
+        None,
+        Some(forged),
+        Some(not_hex),
+        Some(unknown_key),
+        Some(no_timestamp),
+    ] {
         let (status, error) = send(
             &router,
             post_json("/api/payments/notify", &body, signature.clone()),
@@ -84,6 +123,33 @@ async fn an_unsigned_or_forged_payment_never_reaches_the_service() {
         assert_eq!(error["code"], "INVALID_SIGNATURE");
     }
     assert!(service.calls().is_empty(), "{:?}", service.calls());
+}
+
+#[tokio::test]
+async fn an_authentic_but_old_or_future_payment_is_expired_and_never_reaches_the_service() {
+    let (router, service) = app();
+    let body = json!({"order_id": "O1", "payment_id": "pay-1", "amount": 1}).to_string();
+    let signer = CallbackSigner::from_secret(SECRET);
+    let now = ordermq_api::signature::now_millis();
+    for at in [now - 6 * 60_000, now + 6 * 60_000] {
+        let signed = signer.sign_at(body.as_bytes(), at);
+        let (status, error) = send(
+            &router,
+            post_json("/api/payments/notify", &body, Some(signed)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+        assert_eq!(error["code"], "SIGNATURE_EXPIRED");
+    }
+    // Within the window either way is accepted (clocks differ).
+    let signed = signer.sign_at(body.as_bytes(), now - 4 * 60_000);
+    let (status, _) = send(
+        &router,
+        post_json("/api/payments/notify", &body, Some(signed)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(service.calls().len(), 1, "{:?}", service.calls());
 }
 
 #[tokio::test]
@@ -139,5 +205,26 @@ async fn an_unknown_order_is_404_and_a_malformed_id_is_refused_before_the_servic
         service.calls().len(),
         1,
         "the malformed id reached the service"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_carries_the_name_of_the_token_that_asked_for_it() {
+    let (router, service) = app();
+    let request = Request::post("/api/orders/O7/refund")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "ticket-1")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, error) = send(&router, request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let calls = service.calls();
+    let [Call::Refund(refund)] = calls.as_slice() else {
+        panic!("expected one refund, got {calls:?}");
+    };
+    assert_eq!(refund.order_id.as_str(), "O7");
+    assert_eq!(
+        refund.requested_by.as_ref().map(|a| a.as_str()),
+        Some("ops1")
     );
 }

@@ -1,6 +1,12 @@
 //! The HTTP layer alone: every handler against a fake `OrderService`, so
-//! what is checked is the API's own work — parsing, signatures, status codes
-//! and error bodies — with no database and no broker.
+//! what is checked is the API's own work — access, parsing, signatures,
+//! status codes and error bodies — with no database and no broker.
+//!
+//! - `access`: the route table walked through the router (every route, every
+//!   method, every kind of caller), the listeners, the dashboard's session.
+//! - `handlers`: each handler's contract.
+//! - `fake`: the recording `OrderService`.
 
+mod access;
 mod fake;
 mod handlers;

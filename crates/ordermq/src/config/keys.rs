@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::secret::{DatabaseUrl, Secret, SigningKeys};
+use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
     Addr, DeliveryMode, Dir, Flag, Int, LogFilter, Millis, NameServers, Optional, Probability,
@@ -51,19 +51,67 @@ config_table! {
         default: None,
         unset: "sqlite://<data_dir>/orders.db",
     }
-    /// Shared secret of payment-gateway callbacks (X-Signature = hex
-    /// HMAC-SHA256 of the body). Unset: a public dev secret, with a warning.
+    /// Address of a separate listener for operator routes (refunds,
+    /// retries, stats, the dashboard). Set: they are served only there (404
+    /// on http_addr). Unset: everything on http_addr.
+    operator_http_addr: Option<SocketAddr> = Optional<Addr> {
+        key: "operator_http_addr",
+        default: None,
+        unset: "operator routes on http_addr",
+    }
+    /// Accepted API tokens (Authorization: Bearer), each as its SHA-256:
+    /// shop tokens create and read orders and users; operator tokens also
+    /// refund, retry, read stats and sign in to the dashboard. Unset: the
+    /// public demo tokens, only while every listener is on loopback (or
+    /// dev_mode).
+    api_tokens: Option<ApiTokens> = Optional<ApiTokens> {
+        key: "api_tokens",
+        default: None,
+        unset: "public demo tokens, loopback only",
+    }
+    /// Shared secret of payment-gateway callbacks: a one-key ring whose key
+    /// id is `default` (X-Signature = hex HMAC-SHA256 of X-Timestamp "."
+    /// body). Unset (and no payment_keys): the public dev secret, only while
+    /// every listener is on loopback (or dev_mode). Empty: refused.
     payment_secret: Option<Secret> = Optional<Secret> {
         key: "payment_secret",
         default: None,
-        unset: "public dev secret",
+        unset: "public dev secret, loopback only",
+    }
+    /// Payment-gateway callback keys for rotation: the gateway names its key
+    /// in X-Key-Id; every key listed verifies. Instead of payment_secret
+    /// (not both).
+    payment_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "payment_keys",
+        default: None,
+        unset: "payment_secret as key default",
     }
     /// Shared secret of carrier callbacks (POST /api/logistics/notify,
-    /// X-Signature as for payments). Unset: a public dev secret, with a warning.
+    /// signed as payments are), key id `default`. Unset (and no
+    /// logistics_keys): the public dev secret, loopback only. Empty: refused.
     logistics_secret: Option<Secret> = Optional<Secret> {
         key: "logistics_secret",
         default: None,
-        unset: "public dev secret",
+        unset: "public dev secret, loopback only",
+    }
+    /// Carrier callback keys for rotation (X-Key-Id), instead of
+    /// logistics_secret (not both).
+    logistics_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "logistics_keys",
+        default: None,
+        unset: "logistics_secret as key default",
+    }
+    /// How far a callback's X-Timestamp may be from ordermq's clock, either
+    /// way; further: 401 SIGNATURE_EXPIRED (a replay, or a skewed clock).
+    callback_max_age: Duration = Span {
+        key: "callback_max_age",
+        default: Duration::from_secs(5 * 60),
+    }
+    /// Development only: accept the public dev secrets and demo tokens on a
+    /// non-loopback address (each with a warning). Never in production.
+    dev_mode: bool = Flag {
+        key: "dev_mode",
+        default: false,
     }
     /// Keys that sign every event ordermq publishes and verify every one its
     /// consumer groups receive (HMAC-SHA256 of event id and body, with the

@@ -14,12 +14,15 @@
 //! - `keys.rs`: the table itself, one entry per key.
 //! - `table.rs`: the macro that turns the table into code, and [`Key`].
 //! - `types.rs`: how each kind of value is parsed and shown.
-//! - `secret.rs`: [`Secret`], [`SigningKeys`] and [`DatabaseUrl`], redacted when printed.
+//! - `secret.rs`: [`Secret`], [`SigningKeys`], [`ApiTokens`] and [`DatabaseUrl`], redacted when printed.
+//! - `security.rs`: the callback keys and API tokens in use, and the refusal
+//!   to start with public ones on an address others can reach ([`Security`]).
 //! - `load.rs`: the layering, unknown keys, skipped variables.
 
 mod keys;
 mod load;
 mod secret;
+mod security;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -35,7 +38,8 @@ use ordermq_gateways::Profile;
 
 pub use keys::{Config, KEYS};
 pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
-pub use secret::{DatabaseUrl, REDACTED, Secret, SigningKeys};
+pub use secret::{ApiTokens, DatabaseUrl, REDACTED, Secret, SigningKeys};
+pub use security::{PublicCredential, Security, SecurityError};
 pub use table::Key;
 pub use types::{DeliveryMode, RetryLevels, parse_duration};
 
@@ -215,22 +219,6 @@ impl Config {
                 .map(|levels| levels.as_str().to_owned()),
             timer_wheel: self.delayed_delivery == DeliveryMode::Timer,
             message_index: self.embedded_message_index,
-        }
-    }
-
-    /// The payment secret, and whether it is the public development one.
-    pub fn payment_secret(&self) -> (&str, bool) {
-        match &self.payment_secret {
-            Some(secret) => (secret.expose(), false),
-            None => (DEV_PAYMENT_SECRET, true),
-        }
-    }
-
-    /// The carriers' callback secret, and whether it is the public development one.
-    pub fn logistics_secret(&self) -> (&str, bool) {
-        match &self.logistics_secret {
-            Some(secret) => (secret.expose(), false),
-            None => (DEV_LOGISTICS_SECRET, true),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Settings that must never be printed: the callback secrets, signing
-//! keyrings, and the database URL's password.
+//! keyrings, the database URL's password, and the API tokens' hashes.
 //!
 //! Why a type: `Config` is `Debug`, is logged, and is listed by `ordermq
 //! config`. A secret held in a plain `String` leaks the first time anyone
@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use ordermq_api::auth::{TokenEntry, Tokens};
 use ordermq_domain::signing::Keyring;
 use serde::{Serialize, Serializer};
 
@@ -140,6 +141,85 @@ impl Form for SigningKeys {
     }
     fn show(value: &Self) -> Option<String> {
         Some(format!("keys {} (secrets not shown)", value.ids()))
+    }
+}
+
+/// The API's tokens, `name:role:sha256hex` entries separated by commas (or
+/// a TOML array of such strings): each token's SHA-256, never the token, so
+/// the configuration holds no usable credential. Printed as names and roles
+/// only (a hash still lets anyone test guesses offline).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiTokens(Tokens);
+
+impl ApiTokens {
+    /// The tokens, for the access checks.
+    pub fn tokens(&self) -> &Tokens {
+        &self.0
+    }
+
+    /// Parses `name:role:sha256hex[,name:role:sha256hex...]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let entries = text
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(TokenEntry::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if entries.is_empty() {
+            return Err("no token: each is name:role:sha256hex".to_owned());
+        }
+        Tokens::new(entries).map(Self)
+    }
+
+    fn names(&self) -> String {
+        self.0
+            .entries()
+            .iter()
+            .map(|e| format!("{}:{}", e.name(), e.role()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiTokens({})", self.names())
+    }
+}
+
+impl Serialize for ApiTokens {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.names())
+    }
+}
+
+impl Form for ApiTokens {
+    type Value = Self;
+    const ACCEPTS: &'static str =
+        "name:role:sha256hex[,...] with role shop or operator (`ordermq token` prints an entry)";
+    const SECRET: bool = true;
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        match raw {
+            Raw::Toml(toml::Value::Array(items)) => {
+                let mut texts = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(text) => texts.push(text.as_str()),
+                        other => {
+                            return Err(format!(
+                                "a TOML {} in the array, not a string",
+                                other.type_str()
+                            ));
+                        }
+                    }
+                }
+                Self::parse(&texts.join(","))
+            }
+            raw => Self::parse(raw.text()?),
+        }
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(format!("tokens {} (hashes not shown)", value.names()))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The configuration's behaviour: layering, the names users already set,
-//! typed values refused at load, secrets that never print, test variables
+//! typed values refused at load, secrets that never print, public
+//! credentials refused where others can reach ordermq, test variables
 //! that are not configuration, and the README's table against the code's.
 
 use std::time::Duration;
@@ -73,6 +74,15 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("http_request_timeout", "4s"),
     ("http_idle_timeout", "6s"),
     ("http_max_connections", "7"),
+    ("operator_http_addr", "127.0.0.1:9001"),
+    (
+        "api_tokens",
+        "ops:operator:0000000000000000000000000000000000000000000000000000000000000000",
+    ),
+    ("payment_keys", "k1:s3"),
+    ("logistics_keys", "k2:s4"),
+    ("callback_max_age", "90s"),
+    ("dev_mode", "true"),
 ];
 
 /// Keys that only load together (checked in
@@ -99,8 +109,8 @@ fn everything(config: &Config) -> String {
         "{} {:?} {:?} {:?}",
         config.describe(),
         config.database_url(),
-        config.payment_secret(),
-        config.logistics_secret()
+        config.payment_secret.as_ref().map(Secret::expose),
+        config.logistics_secret.as_ref().map(Secret::expose)
     )
 }
 
@@ -110,7 +120,16 @@ fn defaults_are_the_embedded_single_process_setup() {
     assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
     assert!(config.namesrv_addr.is_none());
     assert_eq!(config.database_url(), "sqlite://./data/orders.db");
-    assert_eq!(config.payment_secret(), (DEV_PAYMENT_SECRET, true));
+    assert!(config.payment_secret.is_none() && config.api_tokens.is_none());
+    assert_eq!(
+        config.security().unwrap().public,
+        [
+            PublicCredential::PaymentSecret,
+            PublicCredential::LogisticsSecret,
+            PublicCredential::DemoTokens
+        ],
+        "on loopback, the public development credentials"
+    );
     assert_eq!(config.order_close_after, Duration::from_secs(30 * 60));
     assert_eq!(config.relay_linger, Duration::from_millis(25));
     assert_eq!(config.delayed_delivery, DeliveryMode::Levels);
@@ -414,25 +433,33 @@ fn secrets_never_print() {
     const PAYMENT: &str = "pay-s3cret-value";
     const CARRIER: &str = "carrier-s3cret-value";
     const DB_PASSWORD: &str = "db-pa55word";
+    const ROTATED: &str = "rotated-s3cret-value";
+    let token_hash = hex_of_token("t0ken-value");
     let config = from_env(&[
         ("ORDERMQ_PAYMENT_SECRET", PAYMENT),
-        ("ORDERMQ_LOGISTICS_SECRET", CARRIER),
+        (
+            "ORDERMQ_LOGISTICS_KEYS",
+            &format!("new:{ROTATED},old:{CARRIER}"),
+        ),
         (
             "ORDERMQ_DATABASE_URL",
             &format!("postgres://ordermq:{DB_PASSWORD}@db/orders"),
         ),
+        ("ORDERMQ_API_TOKENS", &format!("backend:shop:{token_hash}")),
     ])
     .unwrap();
-    assert_eq!(config.payment_secret(), (PAYMENT, false));
-    assert_eq!(config.logistics_secret(), (CARRIER, false));
+    assert_eq!(config.payment_secret.as_ref().unwrap().expose(), PAYMENT);
     assert!(config.database_url().contains(DB_PASSWORD));
+    let security = config.security().unwrap();
+    assert!(security.public.is_empty());
     let described = config.describe();
     for printed in [
         format!("{config:?}"),
         format!("{config:#?}"),
+        format!("{security:?}"),
         described.clone(),
     ] {
-        for secret in [PAYMENT, CARRIER, DB_PASSWORD] {
+        for secret in [PAYMENT, CARRIER, ROTATED, DB_PASSWORD, token_hash.as_str()] {
             assert!(!printed.contains(secret), "{secret} printed in {printed}");
         }
     }
@@ -445,15 +472,127 @@ fn secrets_never_print() {
             .to_owned()
     };
     assert!(line("payment_secret").ends_with("= (set)"));
+    assert!(line("logistics_keys").ends_with("= keys new,old (secrets not shown)"));
+    assert!(line("api_tokens").ends_with("= tokens backend:shop (hashes not shown)"));
     assert!(line("database_url").ends_with("= postgres://ordermq:***@db/orders"));
     assert!(
         Config::default()
             .describe()
-            .contains("(unset: public dev secret)")
+            .contains("(unset: public dev secret, loopback only)")
     );
     // A secret that does not parse is not echoed in the error either.
     let err = from_file(&format!("payment_secret = [{PAYMENT:?}]\n")).unwrap_err();
     assert!(!err.to_string().contains(PAYMENT), "{err}");
+    let err =
+        from_env(&[("ORDERMQ_API_TOKENS", &format!("backend:admin:{token_hash}"))]).unwrap_err();
+    assert!(!err.to_string().contains(&token_hash), "{err}");
+}
+
+fn hex_of_token(token: &str) -> String {
+    ordermq_api::auth::TokenEntry::for_token("x", ordermq_api::auth::Role::Shop, token)
+        .unwrap()
+        .config_entry()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn public_credentials_are_refused_where_others_can_reach_ordermq() {
+    let token_entry = format!("ops:operator:{}", hex_of_token("t"));
+    let production = [
+        ("ORDERMQ_PAYMENT_SECRET", "p"),
+        ("ORDERMQ_LOGISTICS_SECRET", "l"),
+        ("ORDERMQ_API_TOKENS", token_entry.as_str()),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs: Vec<(&str, &str)> = production.to_vec();
+        pairs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        pairs.extend_from_slice(extra);
+        pairs.retain(|(_, v)| *v != "(unset)");
+        from_env(&pairs).unwrap().security()
+    };
+    with(&[("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080")]).expect("real credentials on any address");
+    for (unset, names) in [
+        ("ORDERMQ_PAYMENT_SECRET", "payment secret"),
+        ("ORDERMQ_LOGISTICS_SECRET", "carrier secret"),
+        ("ORDERMQ_API_TOKENS", "demo API tokens"),
+    ] {
+        let error = with(&[("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"), (unset, "(unset)")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("refusing to start")
+                && error.contains(names)
+                && error.contains("0.0.0.0:8080"),
+            "{error}"
+        );
+        // The operator listener counts too.
+        let error = with(&[
+            ("ORDERMQ_OPERATOR_HTTP_ADDR", "10.0.0.5:9090"),
+            (unset, "(unset)"),
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("10.0.0.5:9090"), "{error}");
+        // Loopback, or dev_mode, accepts them (with a warning at start).
+        assert!(with(&[(unset, "(unset)")]).is_ok());
+        assert!(
+            with(&[
+                ("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"),
+                ("ORDERMQ_DEV_MODE", "true"),
+                (unset, "(unset)")
+            ])
+            .is_ok()
+        );
+    }
+    // The development secret set by hand is still the public one.
+    let error = with(&[
+        ("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"),
+        ("ORDERMQ_PAYMENT_SECRET", DEV_PAYMENT_SECRET),
+    ])
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("ORDERMQ_PAYMENT_SECRET"),
+        "{error}"
+    );
+    // An empty secret is refused everywhere, loopback included.
+    let error = with(&[("ORDERMQ_PAYMENT_SECRET", "")]).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SecurityError::EmptySecret {
+                key: "payment_secret",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // A secret and keys for one party: ambiguous, refused.
+    let error = with(&[("ORDERMQ_PAYMENT_KEYS", "k1:x")]).unwrap_err();
+    assert!(matches!(error, SecurityError::Both { .. }), "{error}");
+}
+
+#[test]
+fn a_single_secret_is_a_ring_of_one_key_named_default_and_keys_rotate() {
+    let config = from_env(&[("ORDERMQ_PAYMENT_SECRET", "s")]).unwrap();
+    let security = config.security().unwrap();
+    assert_eq!(
+        security.payment.keyring().key_ids().collect::<Vec<_>>(),
+        ["default"]
+    );
+    assert_eq!(security.payment.max_age(), Duration::from_secs(300));
+    let config = from_env(&[
+        ("ORDERMQ_LOGISTICS_KEYS", "k2:new,k1:old"),
+        ("ORDERMQ_CALLBACK_MAX_AGE", "30s"),
+    ])
+    .unwrap();
+    let security = config.security().unwrap();
+    assert_eq!(
+        security.carrier.keyring().key_ids().collect::<Vec<_>>(),
+        ["k2", "k1"]
+    );
+    assert_eq!(security.carrier.max_age(), Duration::from_secs(30));
 }
 
 /// The README's configuration table, between its marker comments.

@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ordermq_api::signature::PaymentSigner;
+use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_testkit::RouterHarness;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -17,7 +17,7 @@ trait ApiHarness {
     async fn snapshot(&self) -> (Vec<ordermq_domain::Product>, ordermq_domain::view::Stats);
     async fn create(&self, sku: &str, quantity: i64) -> Value;
     async fn refund(&self, id: &str, key: Option<&str>, body: &str) -> (StatusCode, Value);
-    async fn carrier(&self, body: &str, signer: &PaymentSigner) -> (StatusCode, Value);
+    async fn carrier(&self, body: &str, signer: &CallbackSigner) -> (StatusCode, Value);
 }
 
 async fn harness() -> RouterHarness {
@@ -53,15 +53,14 @@ impl ApiHarness for RouterHarness {
             .await
     }
 
-    async fn carrier(&self, body: &str, signer: &PaymentSigner) -> (StatusCode, Value) {
-        self.send(
-            Request::post("/api/logistics/notify")
-                .header("content-type", "application/json")
-                .header("x-signature", signer.sign(body.as_bytes()))
-                .body(Body::from(body.to_owned()))
-                .unwrap(),
-        )
-        .await
+    async fn carrier(&self, body: &str, signer: &CallbackSigner) -> (StatusCode, Value) {
+        let mut request =
+            Request::post("/api/logistics/notify").header("content-type", "application/json");
+        for (name, value) in signer.sign(body.as_bytes()).pairs() {
+            request = request.header(name, value);
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap())
+            .await
     }
 }
 
@@ -191,12 +190,16 @@ async fn bad_payment_notices_are_rejected_and_change_nothing() {
         (status, error["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("INVALID_SIGNATURE"))
     );
-    let (status, error) = h.notify_raw(&good, Some("deadbeef")).await;
+    let not_ours = SignedHeaders {
+        signature: "deadbeef".into(),
+        ..h.signer.sign(good.as_bytes())
+    };
+    let (status, error) = h.notify_raw(&good, Some(&not_ours)).await;
     assert_eq!(
         (status, error["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("INVALID_SIGNATURE"))
     );
-    let forged = PaymentSigner::new(b"wrong-secret").sign(good.as_bytes());
+    let forged = CallbackSigner::from_secret(b"wrong-secret").sign(good.as_bytes());
     let (status, _) = h.notify_raw(&good, Some(&forged)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A signature over a different body does not carry over.
@@ -311,7 +314,15 @@ async fn unknown_routes_and_methods_answer_json_errors() {
     let response = h
         .router
         .clone()
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/")
+                .header(
+                    "authorization",
+                    ordermq_testkit::bearer(ordermq_testkit::OPERATOR_TOKEN),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -447,7 +458,7 @@ async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
 #[tokio::test]
 async fn carrier_callbacks_are_verified_and_validated() {
     let h = harness().await;
-    let carrier = PaymentSigner::new(b"carrier-secret");
+    let carrier = CallbackSigner::from_secret(b"carrier-secret");
     let order = h.create("SKU-1", 1).await;
     let id = order["order_id"].as_str().unwrap();
     let body = json!({"order_id": id, "tracking_no": "TRK-1", "status": "PICKED_UP"}).to_string();

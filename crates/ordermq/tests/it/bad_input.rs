@@ -9,8 +9,8 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use ordermq_testkit::RouterHarness;
 use ordermq_testkit::bad_request::{FuzzContext, KnownOrder, bad_request};
+use ordermq_testkit::{RouterHarness, SHOP_TOKEN, bearer};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -145,12 +145,18 @@ async fn boundary_quantities_and_amounts_are_exact() {
 #[tokio::test]
 async fn refusals_without_reading_the_body_close_the_connection() {
     let h = harness().await;
-    for (content_type, size, status) in [
-        (Some("application/json"), 200_000, 413),
-        (Some("text/plain"), 10, 415),
-        (None, 10, 415),
+    for (content_type, size, status, token) in [
+        (Some("application/json"), 200_000, 413, Some(SHOP_TOKEN)),
+        (Some("text/plain"), 10, 415, Some(SHOP_TOKEN)),
+        (None, 10, 415, Some(SHOP_TOKEN)),
+        // Refused for its credential: the body is not read either.
+        (Some("application/json"), 10, 401, None),
+        (Some("application/json"), 10, 401, Some("not-a-token")),
     ] {
         let mut request = Request::post("/api/orders");
+        if let Some(token) = token {
+            request = request.header("authorization", bearer(token));
+        }
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
@@ -185,6 +191,7 @@ async fn refusals_without_reading_the_body_close_the_connection() {
     for i in 0..100 {
         let huge = client
             .post(&url)
+            .bearer_auth(SHOP_TOKEN)
             .header("content-type", "application/json")
             .body(vec![b'a'; 64 * 1024 + 50_000])
             .send()
@@ -194,6 +201,7 @@ async fn refusals_without_reading_the_body_close_the_connection() {
         }
         match client
             .post(&url)
+            .bearer_auth(SHOP_TOKEN)
             .header("content-type", "application/json")
             .body(r#"{"user_id":"u1","items":[]}"#)
             .send()

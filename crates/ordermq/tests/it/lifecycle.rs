@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use ordermq_domain::topology::{Consumer, group_of};
 use ordermq_domain::{OrderId, OrderStatus};
 use ordermq_testkit::LocalApp;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Polls `GET /api/orders/{id}` until `done` holds or `within` passes.
@@ -247,8 +248,7 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
         let (key, id) = (key.to_owned(), id.clone());
         async move {
             let response = app
-                .client
-                .post(app.url(&format!("/api/orders/{id}/refund")))
+                .as_operator(Method::POST, &format!("/api/orders/{id}/refund"))
                 .header("idempotency-key", key)
                 .json(&body)
                 .send()
@@ -369,15 +369,17 @@ async fn carrier_callbacks_move_the_order_and_the_shipment_forward() {
     let tracking = shipments[0]["tracking_no"].as_str().unwrap().to_owned();
 
     // Unsigned or mis-signed: refused, nothing changes.
-    let forged = app
+    let forged_body =
+        json!({"order_id": id, "tracking_no": tracking, "status": "DELIVERED"}).to_string();
+    let mut forged = app
         .client
         .post(app.url("/api/logistics/notify"))
-        .header("content-type", "application/json")
-        .header("x-signature", app.signer.sign(b"{}")) // the payment secret is not the carrier's
-        .body(json!({"order_id": id, "tracking_no": tracking, "status": "DELIVERED"}).to_string())
-        .send()
-        .await
-        .unwrap();
+        .header("content-type", "application/json");
+    // Signed with the payment secret: not the carrier's.
+    for (name, value) in app.signer.sign(forged_body.as_bytes()).pairs() {
+        forged = forged.header(name, value);
+    }
+    let forged = forged.body(forged_body).send().await.unwrap();
     assert_eq!(forged.status(), 401);
     let wrong = app
         .carrier_notify(&id, "TRK-NOPE", "PICKED_UP")
@@ -473,8 +475,7 @@ async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_i
         200
     );
     let response = app
-        .client
-        .post(app.url(&format!("/api/orders/{id}/refund")))
+        .as_operator(Method::POST, &format!("/api/orders/{id}/refund"))
         .header("idempotency-key", "k")
         .json(&json!({}))
         .send()
@@ -508,8 +509,7 @@ async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_i
     // The gateway is back; the operator retries.
     app.payments.set_profile(ordermq_gateways::Profile::INSTANT);
     let retried = app
-        .client
-        .post(app.url(&format!("/api/refunds/{refund_id}/retry")))
+        .as_operator(Method::POST, &format!("/api/refunds/{refund_id}/retry"))
         .send()
         .await
         .unwrap();
@@ -519,10 +519,23 @@ async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_i
     })
     .await;
     assert_eq!(done["refunds"][0]["status"], "SUCCEEDED");
+    // Who asked, with the order: the operator token's name, twice.
+    let actions: Vec<(&str, &str)> = done["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("refund", "test-operator"),
+            ("refund_retry", "test-operator")
+        ]
+    );
     // Retrying a refund that succeeded is refused and changes nothing.
     let again = app
-        .client
-        .post(app.url(&format!("/api/refunds/{refund_id}/retry")))
+        .as_operator(Method::POST, &format!("/api/refunds/{refund_id}/retry"))
         .send()
         .await
         .unwrap();

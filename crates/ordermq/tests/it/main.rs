@@ -9,6 +9,9 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
+//! - [`security`]: callback keys, the refusal to start with public
+//!   credentials, the operator listener and a log without secrets, through
+//!   the whole server.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -20,3 +23,4 @@ mod e2e;
 mod events;
 mod http;
 mod lifecycle;
+mod security;

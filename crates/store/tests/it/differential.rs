@@ -27,8 +27,8 @@
 
 use ordermq_domain::OutboxMessage;
 use ordermq_domain::{
-    Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId, OrderLine,
-    Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId,
+    Actor, Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId,
+    OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId,
 };
 use ordermq_store::{EffectRecord, Store, StoreOptions, WriteOp, WriteResult};
 use sqlx::{Column, Connection, Row};
@@ -73,6 +73,7 @@ fn refund(order: u32, key: &str, lines: Option<&[(&str, i64)]>) -> RefundRequest
         None,
     )
     .unwrap()
+    .by(Actor::parse("support").unwrap())
 }
 
 /// A claim's answer without the generated row ids.
@@ -366,7 +367,12 @@ async fn lifecycle_script(store: &Store, t: &mut Transcript) {
             .refund_attempt_failed(&rid(1), "gateway down", true, 69_000)
             .await,
     );
-    t.say("retry refund", store.retry_refund(&rid(1), 69_500).await);
+    t.say(
+        "retry refund",
+        store
+            .retry_refund(&rid(1), Some(&Actor::parse("ops").unwrap()), 69_500)
+            .await,
+    );
     t.say(
         "completed",
         store.complete_refund(&rid(1), "ref-1", 70_000).await,

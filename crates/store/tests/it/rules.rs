@@ -968,7 +968,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
         ]
     );
     // Operator retry only applies to FAILED refunds.
-    let retry = store.retry_refund(&rest.refund_id, 12).await;
+    let retry = store.retry_refund(&rest.refund_id, None, 12).await;
     assert!(matches!(
         retry,
         Err(ordermq_domain::RetryRefundError::NotRetryable { .. })
@@ -985,8 +985,23 @@ async fn failed_refund_can_be_retried_by_an_operator(store: Store) {
         .await
         .unwrap();
     store.pay_order(&notice(&id, "p1", 100), 2).await.unwrap();
+    let support = ordermq_domain::Actor::parse("support-ann").unwrap();
+    let ops = ordermq_domain::Actor::parse("ops-bob").unwrap();
     let refund = store
-        .request_refund(&refund_request(&id, "k", None), &refund_id(1), 3)
+        .request_refund(
+            &refund_request(&id, "k", None).by(support.clone()),
+            &refund_id(1),
+            3,
+        )
+        .await
+        .unwrap();
+    // The same request again: the same refund, and no second action.
+    store
+        .request_refund(
+            &refund_request(&id, "k", None).by(support.clone()),
+            &refund_id(2),
+            3,
+        )
         .await
         .unwrap();
     store
@@ -999,8 +1014,35 @@ async fn failed_refund_can_be_retried_by_an_operator(store: Store) {
         .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].last_error.as_deref(), Some("card closed"));
-    let retried = store.retry_refund(&refund.refund_id, 5).await.unwrap();
+    let retried = store
+        .retry_refund(&refund.refund_id, Some(&ops), 5)
+        .await
+        .unwrap();
     assert_eq!(retried.refund_id, refund.refund_id);
+    // A refused retry (no longer FAILED) records nothing.
+    assert!(
+        store
+            .retry_refund(&refund.refund_id, Some(&ops), 6)
+            .await
+            .is_err()
+    );
+    let actions: Vec<(String, String, String, i64)> = store
+        .order(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .actions
+        .into_iter()
+        .map(|a| (a.action, a.refund_id.to_string(), a.actor.to_string(), a.at))
+        .collect();
+    let rid = refund.refund_id.to_string();
+    assert_eq!(
+        actions,
+        [
+            ("refund".into(), rid.clone(), "support-ann".into(), 3),
+            ("refund_retry".into(), rid, "ops-bob".into(), 5),
+        ]
+    );
     assert_eq!(
         store
             .refund_task(refund.refund_id.as_str())

@@ -27,7 +27,7 @@ mod refunds;
 mod routes;
 mod values;
 
-use ordermq_api::signature::PaymentSigner;
+use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_domain::ErrorCode;
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ pub struct KnownOrder {
 /// What generated requests may refer to.
 #[derive(Debug, Clone)]
 pub struct FuzzContext {
-    pub signer: PaymentSigner,
+    pub signer: CallbackSigner,
     /// Existing orders (some unpaid, some paid).
     pub orders: Vec<KnownOrder>,
     /// A SKU with little stock (ordering more than it has is OUT_OF_STOCK).
@@ -63,7 +63,7 @@ pub struct BadRequest {
     pub method: &'static str,
     pub path: String,
     pub content_type: Option<String>,
-    pub signature: Option<String>,
+    pub signature: Option<SignedHeaders>,
     /// The `Idempotency-Key` header (refunds).
     pub idempotency_key: Option<String>,
     pub body: Vec<u8>,
@@ -80,8 +80,8 @@ impl BadRequest {
         if let Some(ct) = &self.content_type {
             request = request.header("content-type", ct);
         }
-        if let Some(sig) = &self.signature {
-            request = request.header("x-signature", sig);
+        for (name, value) in self.signature.iter().flat_map(SignedHeaders::pairs) {
+            request = request.header(name, value);
         }
         if let Some(key) = &self.idempotency_key {
             request = request.header("idempotency-key", key);
@@ -143,7 +143,7 @@ mod tests {
 
     fn ctx() -> FuzzContext {
         FuzzContext {
-            signer: PaymentSigner::new(b"s"),
+            signer: CallbackSigner::from_secret(b"s"),
             orders: vec![KnownOrder {
                 order_id: "O1".into(),
                 amount: 100,

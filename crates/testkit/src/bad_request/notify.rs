@@ -9,12 +9,21 @@
 //! signature cases, each is signed correctly, so it is refused for the
 //! mistake it was built to show and not for its signature.
 
+use ordermq_api::signature::SignedHeaders;
 use ordermq_domain::ErrorCode;
 use serde_json::json;
 
 use super::orders::order_req;
 use super::values::{bad_amount, bad_id, known_order, random_bytes, random_id};
 use super::{BadRequest, FuzzContext, JSON, KnownOrder};
+
+/// Fresh signature headers with `signature` in place of the real one.
+fn forged(ctx: &FuzzContext, signature: &str) -> SignedHeaders {
+    SignedHeaders {
+        signature: signature.to_owned(),
+        ..ctx.signer.sign(b"")
+    }
+}
 
 /// A bad payment notice body, signed correctly unless the case is about signatures.
 fn notify_req(
@@ -54,8 +63,8 @@ fn bad_signature(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> BadRequest {
         .into_bytes();
     let signature = match rng.u8(0..4) {
         0 => None,
-        1 => Some(String::new()),
-        2 => Some("00".repeat(32)),
+        1 => Some(forged(ctx, "")),
+        2 => Some(forged(ctx, &"00".repeat(32))),
         _ => Some(ctx.signer.sign(b"some other body")),
     };
     BadRequest {
@@ -191,7 +200,7 @@ pub(super) fn bad_carrier_notify(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> 
     // The payment gateway's secret is not the carrier's.
     let signature = match rng.u8(0..3) {
         0 => None,
-        1 => Some("00".repeat(32)),
+        1 => Some(forged(ctx, &"00".repeat(32))),
         _ => Some(ctx.signer.sign(&body)),
     };
     BadRequest {

@@ -233,6 +233,8 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
         target: bench::target::TargetArgs {
             url: Some(running.url("")),
             payment_secret: Some("local-secret".into()),
+            shop_token: Some(ordermq_testkit::SHOP_TOKEN.into()),
+            operator_token: Some(ordermq_testkit::OPERATOR_TOKEN.into()),
             settings: Vec::new(),
         },
         output: output(dir.path(), "capacity"),

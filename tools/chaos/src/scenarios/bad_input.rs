@@ -131,12 +131,13 @@ async fn send_bad_requests(
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("method");
         let mut builder = fresh
             .request(method, driver.url(&request.path))
+            .bearer_auth(ordermq_api::auth::DEMO_OPERATOR_TOKEN)
             .body(request.body.clone());
         if let Some(ct) = &request.content_type {
             builder = builder.header("content-type", ct);
         }
-        if let Some(sig) = &request.signature {
-            builder = builder.header(ordermq_api::signature::SIGNATURE_HEADER, sig);
+        for (name, value) in request.signature.iter().flat_map(|s| s.pairs()) {
+            builder = builder.header(name, value);
         }
         if let Some(key) = &request.idempotency_key {
             builder = builder.header("idempotency-key", key);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::session::Sessions;
+use crate::session::{MAX_TOKEN_NAME_LEN, Sessions, valid_token_name};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,17 +72,6 @@ pub struct Caller {
     pub name: String,
     /// What it may do.
     pub role: Role,
-}
-
-/// The longest token name: names are recorded with operator actions.
-pub const MAX_TOKEN_NAME_LEN: usize = 64;
-
-/// Whether `name` is a valid token name: 1 to 64 of `A-Z a-z 0-9 _ -`.
-pub fn valid_token_name(name: &str) -> bool {
-    (1..=MAX_TOKEN_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The SHA-256 of a token, as configured (`sha256hex`).

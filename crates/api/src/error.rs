@@ -78,6 +78,16 @@ impl From<ValidationError> for ApiError {
 pub const STORAGE_UNAVAILABLE_MESSAGE: &str = "the order database is unavailable; try again later";
 
 impl ApiError {
+    /// 401 `UNAUTHENTICATED`: the route needs a credential that did not come
+    /// (or that ordermq does not know).
+    pub(crate) fn unauthenticated(message: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated,
+            message,
+        )
+    }
+
     /// 503 with a fixed message; the error and its causes go to the log
     /// (an error if someone must look, a warning if a retry may do).
     pub fn storage(e: &StorageError) -> Self {

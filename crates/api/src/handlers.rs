@@ -19,7 +19,6 @@ use crate::ApiState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, parse_json, raw_json_body};
-use crate::routes::unauthenticated;
 use crate::session::same_origin;
 use crate::signature::{CallbackSigner, now_millis};
 
@@ -341,7 +340,7 @@ pub(crate) async fn signin(
         .auth
         .tokens
         .caller(body.value.token.trim())
-        .ok_or_else(|| unauthenticated("unknown token"))?;
+        .ok_or_else(|| ApiError::unauthenticated("unknown token"))?;
     if caller.role != Role::Operator {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

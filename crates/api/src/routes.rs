@@ -212,14 +212,6 @@ fn forbidden(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
-pub(crate) fn unauthenticated(message: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthenticated,
-        message,
-    )
-}
-
 impl Auth {
     /// The caller of `request`: its bearer token, or else its session cookie.
     fn caller(&self, request: &Request) -> Result<Caller, ApiError> {
@@ -233,19 +225,19 @@ impl Auth {
                 .map(|(_, token)| token.trim());
             return token
                 .and_then(|token| self.tokens.caller(token))
-                .ok_or_else(|| unauthenticated("unknown or malformed bearer token"));
+                .ok_or_else(|| ApiError::unauthenticated("unknown or malformed bearer token"));
         }
         match self.sessions.name(headers, now_millis()) {
-            None => Err(unauthenticated(
+            None => Err(ApiError::unauthenticated(
                 "this route needs a credential: Authorization: Bearer <token> \
                  (or the dashboard's sign-in at /signin)",
             )),
-            Some(Err(())) => Err(unauthenticated(
+            Some(Err(())) => Err(ApiError::unauthenticated(
                 "the session has expired or is not valid: sign in again at /signin",
             )),
             Some(Ok(name)) => {
                 let caller = self.tokens.by_name(&name).ok_or_else(|| {
-                    unauthenticated("the session's token is no longer configured")
+                    ApiError::unauthenticated("the session's token is no longer configured")
                 })?;
                 if is_change(request.method()) && !csrf_safe(headers) {
                     return Err(forbidden(format!(

@@ -23,8 +23,6 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use ordermq_domain::signing::Keyring;
 
-use crate::auth::valid_token_name;
-
 /// The cookie's name.
 pub const SESSION_COOKIE: &str = "ordermq_session";
 /// The header a cookie-authenticated change must carry, with the value `1`.
@@ -157,6 +155,17 @@ pub(crate) fn csrf_safe(headers: &HeaderMap) -> bool {
         .get(CSRF_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1");
     marked && same_origin(headers)
+}
+
+/// The longest token name: names are recorded with operator actions.
+pub const MAX_TOKEN_NAME_LEN: usize = 64;
+
+/// Whether `name` is a valid token name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_token_name(name: &str) -> bool {
+    (1..=MAX_TOKEN_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

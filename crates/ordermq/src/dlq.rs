@@ -219,6 +219,7 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
             sms.clone(),
             logistics.clone(),
             config.logistics_timeout,
+            config.logistics_timeout,
         );
         for letter in letters {
             let event_id = event_id_of(&letter);

@@ -460,6 +460,7 @@ async fn subscribe_consumers(
                         gateways.sms.clone(),
                         gateways.logistics.clone(),
                         logistics_timeout,
+                        logistics_timeout,
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
@@ -468,6 +469,7 @@ async fn subscribe_consumers(
                     gateways.payments.clone(),
                     refund_attempts,
                     REFUND_BACKOFF,
+                    logistics_timeout,
                 )),
             };
             let concurrency = match group.concurrency {

@@ -8,7 +8,10 @@
 //! redelivery changes nothing. A reversal or a carrier update that overtakes
 //! the order's `OrderPaid` in this group waits (retry later) until the paid
 //! effect is there: effects are never reversed before they exist.
-//! Third-party calls carry the event id as an idempotency key. Any failure
+//! Third-party calls carry the event id as an idempotency key and are bounded
+//! by a timeout (a provider that hangs must not pin this group's listener
+//! threads); a full refund cancels the carrier's booking if the parcel is
+//! not collected yet. Any failure
 //! answers "reconsume later": the broker retries with backoff and, after
 //! `max_reconsume_times`, moves the message to `%DLQ%<group>`; the last
 //! failure is recorded so the order's page shows the group as `failed`.
@@ -18,8 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use ordermq_domain::event::OrderRefundRequested;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
-use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
+use ordermq_domain::ports::{
+    BoxFuture, Cancellation, Delivery, GatewayError, Handler, LogisticsGateway, Outcome, SmsGateway,
+};
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{Applied, EffectRecord, Store};
 
@@ -33,6 +39,7 @@ pub struct SystemHandler {
     writer: EffectWriter,
     sms: Arc<dyn SmsGateway>,
     logistics: Arc<dyn LogisticsGateway>,
+    sms_timeout: Duration,
     logistics_timeout: Duration,
 }
 
@@ -44,13 +51,31 @@ impl std::fmt::Debug for SystemHandler {
     }
 }
 
+/// Waits for a third party at most `timeout`; a call that takes longer fails.
+async fn bounded<T>(
+    timeout: Duration,
+    system: &str,
+    call: impl Future<Output = Result<T, GatewayError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answered) => answered.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "{system} did not answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 impl SystemHandler {
+    /// `sms_timeout` and `logistics_timeout` bound each call to the SMS
+    /// gateway and the logistics system (retries of an adapter included).
     pub fn new(
         system: System,
         store: Store,
         writer: EffectWriter,
         sms: Arc<dyn SmsGateway>,
         logistics: Arc<dyn LogisticsGateway>,
+        sms_timeout: Duration,
         logistics_timeout: Duration,
     ) -> Self {
         Self {
@@ -59,35 +84,71 @@ impl SystemHandler {
             writer,
             sms,
             logistics,
+            sms_timeout,
             logistics_timeout,
         }
+    }
+
+    /// Sends an SMS, within the SMS timeout.
+    async fn send_sms(&self, event_id: &str, user: &str, text: &str) -> Result<String, String> {
+        bounded(
+            self.sms_timeout,
+            "sms gateway",
+            self.sms.send(event_id, user, text),
+        )
+        .await
+    }
+
+    /// A full refund's reversal in the warehouse: the carrier's booking is
+    /// cancelled if the parcel is still here (`CREATED`). A carrier that has
+    /// it already answers "too late", and the shipment stays as it is.
+    async fn cancel_booking(
+        &self,
+        event_id: &str,
+        refund: &OrderRefundRequested,
+    ) -> Result<Effect, String> {
+        let cancel = ordermq_domain::fanout::reversal_for(self.system, refund, String::new());
+        let tracking_no = self
+            .store
+            .cancellable_tracking_no(&refund.order_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(tracking_no) = tracking_no else {
+            // Collected or cancelled already: recording the reversal changes no row.
+            return Ok(cancel);
+        };
+        let answer = bounded(
+            self.logistics_timeout,
+            "logistics system",
+            self.logistics
+                .cancel_shipment(event_id, refund.order_id.as_str(), &tracking_no),
+        )
+        .await?;
+        Ok(match answer {
+            Cancellation::Cancelled => cancel,
+            Cancellation::TooLate => Effect::Nothing {
+                system: self.system,
+                order_id: refund.order_id.clone(),
+            },
+        })
     }
 
     /// The effect of `paid` in this system, calling the third party where there is one.
     async fn effect(&self, event_id: &str, paid: &OrderPaid) -> Result<Effect, String> {
         let external_ref = match self.system {
             System::Credit | System::Marketing => String::new(),
-            System::Push => self
-                .sms
-                .send(event_id, paid.user_id.as_str(), &sms_text_for(paid))
-                .await
-                .map_err(|e| e.to_string())?,
+            System::Push => {
+                self.send_sms(event_id, paid.user_id.as_str(), &sms_text_for(paid))
+                    .await?
+            }
+            // A carrier that hangs must not hold this consumer thread for ever.
             System::Warehouse => {
-                // A carrier that hangs must not hold this consumer thread for ever.
-                match tokio::time::timeout(
+                bounded(
                     self.logistics_timeout,
+                    "logistics system",
                     self.logistics.create_shipment(event_id, paid),
                 )
-                .await
-                {
-                    Ok(booked) => booked.map_err(|e| e.to_string())?,
-                    Err(_) => {
-                        return Err(format!(
-                            "logistics system did not answer within {} ms",
-                            self.logistics_timeout.as_millis()
-                        ));
-                    }
-                }
+                .await?
             }
         };
         Ok(effect_for(self.system, paid, external_ref))
@@ -114,19 +175,22 @@ impl SystemHandler {
                 if refund.reverse_effects && !paid_here {
                     return waiting();
                 }
-                let external_ref = if reversal_needs_gateway(self.system, refund) {
-                    self.sms
-                        .send(
-                            event_id,
-                            refund.user_id.as_str(),
-                            &ordermq_domain::fanout::refund_sms_text_for(refund),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?
-                } else {
-                    String::new()
-                };
-                Ok(reversal_for(self.system, refund, external_ref))
+                if !reversal_needs_gateway(self.system, refund) {
+                    return Ok(reversal_for(self.system, refund, String::new()));
+                }
+                match self.system {
+                    System::Warehouse => self.cancel_booking(event_id, refund).await,
+                    _ => {
+                        let external_ref = self
+                            .send_sms(
+                                event_id,
+                                refund.user_id.as_str(),
+                                &ordermq_domain::fanout::refund_sms_text_for(refund),
+                            )
+                            .await?;
+                        Ok(reversal_for(self.system, refund, external_ref))
+                    }
+                }
             }
             OrderEvent::ShipmentUpdated(update) if self.system == System::Warehouse => {
                 if !paid_here {
@@ -303,6 +367,7 @@ mod tests {
             gateway.clone(),
             gateway.clone(),
             Duration::from_secs(5),
+            Duration::from_secs(5),
         )
     }
 
@@ -341,6 +406,185 @@ mod tests {
         // The third party may be called again on a redelivery (the idempotency
         // key makes that harmless); the first delivery called SMS and logistics.
         assert!(gateway.calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// A carrier that books at once and records each cancellation's
+    /// `(idempotency key, order, tracking number)`; answers `answer` to them.
+    struct RecordingCarrier {
+        answer: Cancellation,
+        cancels: std::sync::Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl RecordingCarrier {
+        fn answering(answer: Cancellation) -> Arc<Self> {
+            Arc::new(Self {
+                answer,
+                cancels: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+
+        fn cancels(&self) -> Vec<(String, String, String)> {
+            self.cancels.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl LogisticsGateway for RecordingCarrier {
+        fn create_shipment<'a>(
+            &'a self,
+            idempotency_key: &'a str,
+            _order: &'a OrderPaid,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            Box::pin(async move { Ok(format!("TRK-{}", idempotency_key.len())) })
+        }
+
+        fn cancel_shipment<'a>(
+            &'a self,
+            idempotency_key: &'a str,
+            order_id: &'a str,
+            tracking_no: &'a str,
+        ) -> BoxFuture<'a, Result<Cancellation, GatewayError>> {
+            self.cancels.lock().expect("not poisoned").push((
+                idempotency_key.to_owned(),
+                order_id.to_owned(),
+                tracking_no.to_owned(),
+            ));
+            let answer = self.answer;
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    /// An SMS gateway that never answers.
+    struct HangingSms;
+
+    impl SmsGateway for HangingSms {
+        fn send<'a>(
+            &'a self,
+            _idempotency_key: &'a str,
+            _to_user: &'a str,
+            _text: &'a str,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// A paid order booked by the warehouse, then refunded whole: the
+    /// refund's delivery, the order and the warehouse's handler.
+    async fn booked_then_refunded(
+        fixture: &Fixture,
+        carrier: &Arc<RecordingCarrier>,
+    ) -> (Delivery, ordermq_domain::view::OrderView, SystemHandler) {
+        let order = fixture.paid_order("u1", 1).await;
+        let (effects, _task) = EffectWriter::spawn(fixture.store.clone());
+        let handler = SystemHandler::new(
+            System::Warehouse,
+            fixture.store.clone(),
+            effects,
+            Arc::new(CountingGateway::default()),
+            carrier.clone(),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        let paid = relay_all(fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderPaid.tag())
+            .expect("an OrderPaid was published");
+        assert_eq!(
+            handler.handle(vec![delivery_of(&paid)]).await,
+            Outcome::Consumed
+        );
+        fixture
+            .orders
+            .refund(
+                ordermq_domain::RefundRequest::new(
+                    order.order_id.clone(),
+                    ordermq_domain::IdempotencyKey::parse("refund-1").expect("key"),
+                    None,
+                    None,
+                )
+                .expect("valid request"),
+            )
+            .await
+            .expect("refund recorded");
+        let refund = relay_all(fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderRefundRequested.tag())
+            .expect("an OrderRefundRequested was published");
+        (delivery_of(&refund), order, handler)
+    }
+
+    async fn shipment_status(fixture: &Fixture) -> (String, String) {
+        let user = UserId::parse("u1").unwrap();
+        let activity = fixture.orders.user_activity(user).await.unwrap();
+        let shipment = &activity.shipments[0];
+        (shipment.tracking_no.clone(), shipment.status.clone())
+    }
+
+    #[tokio::test]
+    async fn a_full_refund_cancels_the_booking_once_however_often_it_is_delivered() {
+        let fixture = Fixture::new().await;
+        let carrier = RecordingCarrier::answering(Cancellation::Cancelled);
+        let (refund, order, handler) = booked_then_refunded(&fixture, &carrier).await;
+        let (tracking_no, _) = shipment_status(&fixture).await;
+        for _ in 0..3 {
+            assert_eq!(
+                handler.handle(vec![refund.clone()]).await,
+                Outcome::Consumed
+            );
+        }
+        let event_id = OrderEvent::from_json(&refund.body).unwrap().event_id();
+        assert_eq!(
+            carrier.cancels(),
+            [(event_id, order.order_id.to_string(), tracking_no)],
+            "one cancellation, keyed by the refund's event"
+        );
+        assert_eq!(shipment_status(&fixture).await.1, "CANCELLED");
+    }
+
+    #[tokio::test]
+    async fn a_carrier_that_has_the_parcel_already_keeps_the_shipment() {
+        let fixture = Fixture::new().await;
+        let carrier = RecordingCarrier::answering(Cancellation::TooLate);
+        let (refund, _order, handler) = booked_then_refunded(&fixture, &carrier).await;
+        assert_eq!(handler.handle(vec![refund]).await, Outcome::Consumed);
+        assert_eq!(carrier.cancels().len(), 1);
+        assert_eq!(shipment_status(&fixture).await.1, "CREATED");
+    }
+
+    #[tokio::test]
+    async fn an_sms_gateway_that_never_answers_is_given_up_after_the_timeout() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let paid = relay_all(&fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderPaid.tag())
+            .expect("an OrderPaid was published");
+        let (effects, _task) = EffectWriter::spawn(fixture.store.clone());
+        let handler = SystemHandler::new(
+            System::Push,
+            fixture.store.clone(),
+            effects,
+            Arc::new(HangingSms),
+            Arc::new(CountingGateway::default()),
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        );
+        let Outcome::RetryLater(reason) = handler.handle(vec![delivery_of(&paid)]).await else {
+            panic!("an SMS nobody answered is not sent");
+        };
+        assert!(reason.contains("did not answer within 50 ms"), "{reason}");
+        let user = UserId::parse("u1").unwrap();
+        assert!(
+            fixture
+                .orders
+                .user_activity(user)
+                .await
+                .unwrap()
+                .sms
+                .is_empty()
+        );
     }
 
     #[tokio::test]

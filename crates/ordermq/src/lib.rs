@@ -17,11 +17,14 @@
 //! - [`startup`]: builds every component, one function each, and runs them
 //!   until shutdown ([`Application`]).
 //! - [`runtime`]: the fan-out's own runtime, below the payment path's priority.
+//! - [`gateways`]: the third parties as configured (fake or HTTP), shared by
+//!   the server and `dlq replay`, and the warning about fakes.
 //! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages.
 //! - [`logging`]: the default log filter of every ordermq process.
 
 pub mod config;
 pub mod dlq;
+pub mod gateways;
 pub mod logging;
 pub mod runtime;
 pub mod startup;

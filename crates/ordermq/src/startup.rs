@@ -36,6 +36,7 @@ use ordermq_service::relay::{self, RelayOptions};
 use ordermq_service::{EffectWriter, OrderWriter, Orders, sweep};
 
 use crate::config::Config;
+use crate::gateways::{Gateways, GatewaysError};
 use crate::runtime::{Background, lower_current_thread_priority};
 
 /// The demo catalog seeded on first start (prices in cents).
@@ -87,6 +88,8 @@ pub enum StartError {
     Seed(#[source] StorageError),
     #[error(transparent)]
     Messaging(#[from] MqError),
+    #[error("cannot set up the third parties")]
+    Gateways(#[from] GatewaysError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -115,30 +118,6 @@ enum EmbeddedBroker {}
 impl EmbeddedBroker {
     async fn shutdown(self) {
         match self {}
-    }
-}
-
-/// The third parties' adapters (today the fakes of `ordermq-gateways`).
-#[derive(Debug, Clone)]
-struct Gateways {
-    sms: Arc<FakeGateway>,
-    logistics: Arc<FakeGateway>,
-    payments: Arc<FakeGateway>,
-}
-
-impl Gateways {
-    fn from_config(config: &Config) -> Self {
-        Self {
-            sms: Arc::new(FakeGateway::new("sms gateway", config.sms_profile())),
-            logistics: Arc::new(FakeGateway::new(
-                "logistics system",
-                config.logistics_profile(),
-            )),
-            payments: Arc::new(FakeGateway::new(
-                "payment gateway",
-                config.payment_gateway_profile(),
-            )),
-        }
     }
 }
 
@@ -189,11 +168,12 @@ impl Application {
         // The steps that hold RocketMQ futures are boxed: nested, those
         // futures are deep enough to pass the compiler's layout depth limit
         // in every crate that awaits `build`.
+        let gateways = Gateways::from_config(config)?;
+        gateways.warn_about_fakes();
         let background = start_fanout_runtime(config)?;
         let store = open_store(config).await?;
         let (broker, namesrv_addr) = Box::pin(start_or_find_broker(config, &background)).await?;
         let mq = Box::pin(connect_producer(config, &background, &namesrv_addr)).await?;
-        let gateways = Gateways::from_config(config);
         let relay_wake = Arc::new(Notify::new());
         let (writer, writer_task) = OrderWriter::spawn_lingering(
             store.clone(),
@@ -266,19 +246,22 @@ impl Application {
         self.mq.deliveries()
     }
 
-    /// The fake SMS gateway, to change its behaviour in fault tests.
-    pub fn sms_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.sms.clone()
+    /// The fake SMS gateway, to change its behaviour in fault tests
+    /// (`None` when the SMS gateway is reached over HTTP).
+    pub fn sms_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.sms.clone()
     }
 
-    /// The fake logistics system, to change its behaviour in fault tests.
-    pub fn logistics_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.logistics.clone()
+    /// The fake logistics system, to change its behaviour in fault tests
+    /// (`None` over HTTP).
+    pub fn logistics_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.logistics.clone()
     }
 
-    /// The fake payment gateway (refunds), to change its behaviour in fault tests.
-    pub fn payment_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.payments.clone()
+    /// The fake payment gateway (refunds), to change its behaviour in fault
+    /// tests (`None` over HTTP).
+    pub fn payment_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.payments.clone()
     }
 
     /// Signs carrier callbacks (tests and tools).
@@ -439,7 +422,6 @@ async fn subscribe_consumers(
 ) -> Result<Consumers, StartError> {
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
     let effect_linger = config.effect_linger;
-    let logistics_timeout = config.logistics_timeout;
     let (max_reconsume_times, configured, refund_attempts) = (
         config.max_reconsume_times,
         config.consumer_concurrency,
@@ -459,8 +441,8 @@ async fn subscribe_consumers(
                         effects,
                         gateways.sms.clone(),
                         gateways.logistics.clone(),
-                        logistics_timeout,
-                        logistics_timeout,
+                        gateways.sms_timeout,
+                        gateways.logistics_timeout,
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
@@ -469,7 +451,7 @@ async fn subscribe_consumers(
                     gateways.payments.clone(),
                     refund_attempts,
                     REFUND_BACKOFF,
-                    logistics_timeout,
+                    gateways.payments_timeout,
                 )),
             };
             let concurrency = match group.concurrency {

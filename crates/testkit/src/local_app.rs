@@ -37,10 +37,12 @@ pub struct LocalApp {
     pub store: Store,
     pub signer: PaymentSigner,
     pub client: reqwest::Client,
-    pub sms: std::sync::Arc<FakeGateway>,
-    pub logistics: std::sync::Arc<FakeGateway>,
-    /// The fake payment gateway that refunds go through.
-    pub payments: std::sync::Arc<FakeGateway>,
+    /// The fake SMS gateway (`None` when configured over HTTP).
+    pub sms: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake logistics system (`None` over HTTP).
+    pub logistics: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake payment gateway that refunds go through (`None` over HTTP).
+    pub payments: Option<std::sync::Arc<FakeGateway>>,
     /// Signs carrier callbacks.
     pub carrier_signer: PaymentSigner,
     /// What each consumer group's handler was given and how it answered.

@@ -57,18 +57,21 @@ impl HttpOptions {
         }
     }
 
-    /// The longest a call can take with these settings: every attempt's
-    /// timeout plus the longest wait before each retry.
+    /// The longest a call can take with these settings: [`call_budget`].
     pub fn budget(&self) -> Duration {
-        (1..=self.retries).fold(self.timeout, |total, retry| {
-            total + self.timeout + backoff_cap(retry)
-        })
+        call_budget(self.timeout, self.retries)
     }
 
     /// The whole call's deadline: the one set, or [`HttpOptions::budget`].
     pub fn deadline(&self) -> Duration {
         self.deadline.unwrap_or_else(|| self.budget())
     }
+}
+
+/// The longest a call with `retries` retries of at most `timeout` each can
+/// take: every attempt's timeout plus the longest wait before each retry.
+pub fn call_budget(timeout: Duration, retries: u32) -> Duration {
+    (1..=retries).fold(timeout, |total, retry| total + timeout + backoff_cap(retry))
 }
 
 /// The longest wait before retry number `retry` (from 1).

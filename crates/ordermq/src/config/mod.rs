@@ -37,7 +37,7 @@ pub use keys::{Config, KEYS};
 pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
 pub use secret::{DatabaseUrl, REDACTED, Secret, SigningKeys};
 pub use table::Key;
-pub use types::{DeliveryMode, RetryLevels, parse_duration};
+pub use types::{DeliveryMode, GatewayMode, HttpUrl, RetryLevels, parse_duration};
 
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
@@ -86,6 +86,12 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     BadValue(Box<BadValue>),
+    #[error("{key} ({var}) is required: {because}")]
+    Missing {
+        key: &'static str,
+        var: String,
+        because: String,
+    },
     #[error("{key} is set twice {origin}, as {first} and as {second}")]
     Twice {
         key: &'static str,
@@ -151,7 +157,81 @@ impl Config {
             load::apply_file(&mut config, path)?;
         }
         load::apply_env(&mut config, env)?;
+        config.check()?;
         Ok(config)
+    }
+
+    /// What no single key can check: a gateway in http mode needs its URL
+    /// and its keys.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for gateway in self.gateways() {
+            if gateway.mode != GatewayMode::Http {
+                continue;
+            }
+            let missing = |setting: &str| {
+                let key = KEYS
+                    .iter()
+                    .find(|k| k.name == format!("gateways.{}.{setting}", gateway.name))
+                    .expect("every gateway has url and keys");
+                ConfigError::Missing {
+                    key: key.name,
+                    var: key.env_var(),
+                    because: format!("gateways.{}.mode is http", gateway.name),
+                }
+            };
+            if gateway.url.is_none() {
+                return Err(missing("url"));
+            }
+            if gateway.keys.is_none() {
+                return Err(missing("keys"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SMS gateway's settings (`gateways.sms.*`).
+    pub fn sms_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "sms",
+            mode: self.gateways_sms_mode,
+            url: self.gateways_sms_url.as_ref(),
+            keys: self.gateways_sms_keys.as_ref(),
+            timeout: self.gateways_sms_timeout,
+            retries: self.gateways_sms_retries,
+        }
+    }
+
+    /// The logistics system's settings (`gateways.logistics.*`).
+    pub fn logistics_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "logistics",
+            mode: self.gateways_logistics_mode,
+            url: self.gateways_logistics_url.as_ref(),
+            keys: self.gateways_logistics_keys.as_ref(),
+            timeout: self.gateways_logistics_timeout,
+            retries: self.gateways_logistics_retries,
+        }
+    }
+
+    /// The payment gateway's settings (`gateways.payments.*`).
+    pub fn payments_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "payments",
+            mode: self.gateways_payments_mode,
+            url: self.gateways_payments_url.as_ref(),
+            keys: self.gateways_payments_keys.as_ref(),
+            timeout: self.gateways_payments_timeout,
+            retries: self.gateways_payments_retries,
+        }
+    }
+
+    /// The three gateways' settings.
+    pub fn gateways(&self) -> [GatewaySettings<'_>; 3] {
+        [
+            self.sms_gateway(),
+            self.logistics_gateway(),
+            self.payments_gateway(),
+        ]
     }
 
     /// The database URL, defaulting to SQLite under the data directory. It
@@ -261,6 +341,23 @@ impl Config {
         }
         out
     }
+}
+
+/// One third party's settings, `gateways.<name>.*`.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewaySettings<'a> {
+    /// `sms`, `logistics` or `payments`.
+    pub name: &'static str,
+    /// Fake or http.
+    pub mode: GatewayMode,
+    /// The provider's base URL (http mode).
+    pub url: Option<&'a HttpUrl>,
+    /// The keys requests are signed with (http mode).
+    pub keys: Option<&'a SigningKeys>,
+    /// One attempt's timeout.
+    pub timeout: std::time::Duration,
+    /// Attempts after the first.
+    pub retries: u32,
 }
 
 /// The README's configuration table: every key, its variable, default,

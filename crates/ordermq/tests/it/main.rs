@@ -5,6 +5,8 @@
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
+//! - [`gateways`]: the same, with its third parties over HTTP against an
+//!   in-process `ordermq-fake-provider`.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -13,4 +15,5 @@ mod api;
 mod bad_input;
 mod docs;
 mod e2e;
+mod gateways;
 mod lifecycle;

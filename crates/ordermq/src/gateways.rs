@@ -188,3 +188,57 @@ impl Gateways {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpUrl, SigningKeys};
+
+    fn over_http(config: &mut Config) {
+        let url: HttpUrl = "http://127.0.0.1:9".parse().unwrap();
+        let keys = SigningKeys::parse("k1:secret").unwrap();
+        config.gateways_sms_mode = GatewayMode::Http;
+        config.gateways_sms_url = Some(url.clone());
+        config.gateways_sms_keys = Some(keys.clone());
+        config.gateways_payments_mode = GatewayMode::Http;
+        config.gateways_payments_url = Some(url);
+        config.gateways_payments_keys = Some(keys);
+    }
+
+    #[test]
+    fn the_fakes_are_the_default_and_are_named_with_what_they_do_not_do() {
+        let gateways = Gateways::from_config(&Config::default()).unwrap();
+        let fakes = gateways.fake_names().join("; ");
+        assert!(fakes.contains("refunds move no money"), "{fakes}");
+        assert!(fakes.contains("sms gateway") && fakes.contains("logistics system"));
+        assert!(gateways.fakes.payments.is_some());
+    }
+
+    #[test]
+    fn gateways_over_http_are_no_fakes_and_their_calls_are_bounded() {
+        let mut config = Config::default();
+        over_http(&mut config);
+        config.gateways_sms_timeout = Duration::from_secs(1);
+        config.gateways_sms_retries = 1;
+        config.gateways_logistics_timeout = Duration::from_secs(4);
+        let gateways = Gateways::from_config(&config).unwrap();
+        assert_eq!(
+            gateways.fake_names(),
+            ["logistics system (nothing is booked or cancelled)"]
+        );
+        assert!(gateways.fakes.sms.is_none() && gateways.fakes.payments.is_none());
+        // Two attempts of 1 s and at most 100 ms between them.
+        assert_eq!(gateways.sms_timeout, Duration::from_millis(2_100));
+        // Never longer than logistics_timeout_ms (5 s by default).
+        assert_eq!(gateways.logistics_timeout, config.logistics_timeout);
+    }
+
+    #[test]
+    fn a_gateway_over_http_without_its_keys_is_refused() {
+        let mut config = Config::default();
+        over_http(&mut config);
+        config.gateways_payments_keys = None;
+        let err = Gateways::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("gateways.payments.keys"), "{err}");
+    }
+}

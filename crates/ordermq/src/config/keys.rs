@@ -17,9 +17,10 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, Int, LogFilter, Millis, NameServers, Optional, Probability,
-    RetryLevels, Span,
+    Addr, DeliveryMode, Dir, Flag, Flush, Int, LogFilter, Millis, NameServers, Optional,
+    Probability, RetryLevels, Span,
 };
+use ordermq_messaging::embedded_options::BrokerFlush;
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
 /// (missing state files, dev security profile, empty retry routes): show
@@ -185,6 +186,17 @@ config_table! {
     embedded_message_index: bool = Flag {
         key: "embedded_message_index",
         default: false,
+    }
+    /// Embedded broker only: when a send is answered. sync: once the message
+    /// is on disk (RocketMQ's SYNC_FLUSH, one group-committed msync for every
+    /// send waiting), so nothing the relay marked sent is lost with the
+    /// power. async: once it is in memory (ASYNC_FLUSH, flushed within
+    /// ~0.5-10 s): less disk work, but a power loss can lose events already
+    /// marked sent. An external cluster decides this itself (its
+    /// flushDiskType and brokerRole; see docs/reliability.md).
+    embedded_broker_flush: BrokerFlush = Flush {
+        key: "embedded_broker_flush",
+        default: BrokerFlush::Sync,
     }
     /// Redeliveries of a failing message before RocketMQ moves it to the
     /// group's dead-letter queue (`%DLQ%` and the group's name).

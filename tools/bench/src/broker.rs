@@ -59,6 +59,7 @@ fn message(i: usize) -> OutboxMessage {
         event_id: format!("Bench:{i}"),
         body: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200)),
         deliver_at: None,
+        attempts: 0,
     }
 }
 

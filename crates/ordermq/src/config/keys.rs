@@ -264,6 +264,17 @@ config_table! {
         key: "relay_linger_ms",
         default: ms(25),
     }
+    /// An outbox row the broker refuses this many times while it takes
+    /// other rows is parked: no longer tried, counted in /api/stats (outbox
+    /// parked), listed by `ordermq outbox parked` and put back by `ordermq
+    /// outbox requeue`. Until then it waits on its own backoff (100 ms
+    /// doubling to 10 s) without holding back the rows behind it. During an
+    /// outage (the broker takes nothing) no row is parked.
+    relay_park_after_attempts: u32 = Int<u32> {
+        key: "relay_park_after_attempts",
+        default: 20,
+        range: 1..,
+    }
     /// Queues per topic when ordermq creates its topics (embedded broker, or
     /// a cluster that allows it). At least the instances consuming each
     /// group; fewer queues mean larger batches per pull.

@@ -69,6 +69,7 @@ fn order_paid(order_id: &str, user: &str, amount: i64) -> OutboxMessage {
         event_id: event.event_id(),
         body: event.to_json(),
         deliver_at: None,
+        attempts: 0,
     }
 }
 

@@ -4,7 +4,8 @@
 //!   real order service and a SQLite store (no broker).
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`durability`]: when the embedded broker answers a send (after the
-//!   disk by default), as the broker itself reports it.
+//!   disk by default), as the broker itself reports it; `ordermq outbox`
+//!   listing and requeueing parked outbox rows.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
 //! - [`events`]: forged events parked by every group, a rotated-in key

@@ -67,12 +67,13 @@ impl MqClient {
             None => DefaultMQAdminExt::with_timeout(self.runtime.clone(), QUERY_TIMEOUT),
         };
         admin.set_namesrv_addr(self.namesrv_addr.as_str());
-        admin
-            .start()
+        // Boxed: the admin client's futures are deep enough to pass the
+        // compiler's layout depth limit in every caller that awaits this.
+        Box::pin(admin.start())
             .await
             .map_err(|e| MqError::client("admin start", e))?;
-        let found = tokio::time::timeout(QUERY_TIMEOUT, read_masters(&admin)).await;
-        admin.shutdown().await;
+        let found = tokio::time::timeout(QUERY_TIMEOUT, Box::pin(read_masters(&admin))).await;
+        Box::pin(admin.shutdown()).await;
         found.map_err(|_| MqError::client("broker config", "no answer within 5 s"))?
     }
 }

@@ -47,6 +47,7 @@ use ordermq_service::{EffectWriter, OrderWriter, Orders, sweep};
 
 use crate::config::{Config, PublicCredential, SecurityError};
 use crate::event_keys::{EventKeysError, event_keys};
+use crate::gateways::{Gateways, GatewaysError};
 use crate::http::HttpLimits;
 use crate::runtime::{Background, lower_current_thread_priority};
 
@@ -105,6 +106,8 @@ pub enum StartError {
     Seed(#[source] StorageError),
     #[error(transparent)]
     Messaging(#[from] MqError),
+    #[error("cannot set up the third parties")]
+    Gateways(#[from] GatewaysError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -133,30 +136,6 @@ enum EmbeddedBroker {}
 impl EmbeddedBroker {
     async fn shutdown(self) {
         match self {}
-    }
-}
-
-/// The third parties' adapters (today the fakes of `ordermq-gateways`).
-#[derive(Debug, Clone)]
-struct Gateways {
-    sms: Arc<FakeGateway>,
-    logistics: Arc<FakeGateway>,
-    payments: Arc<FakeGateway>,
-}
-
-impl Gateways {
-    fn from_config(config: &Config) -> Self {
-        Self {
-            sms: Arc::new(FakeGateway::new("sms gateway", config.sms_profile())),
-            logistics: Arc::new(FakeGateway::new(
-                "logistics system",
-                config.logistics_profile(),
-            )),
-            payments: Arc::new(FakeGateway::new(
-                "payment gateway",
-                config.payment_gateway_profile(),
-            )),
-        }
     }
 }
 
@@ -213,6 +192,8 @@ impl Application {
         // The steps that hold RocketMQ futures are boxed: nested, those
         // futures are deep enough to pass the compiler's layout depth limit
         // in every crate that awaits `build`.
+        let gateways = Gateways::from_config(config)?;
+        gateways.warn_about_fakes();
         let keys = event_keys(config)?;
         let background = start_fanout_runtime(config)?;
         let store = open_store(config).await?;
@@ -229,7 +210,6 @@ impl Application {
             client_security,
         ))
         .await?;
-        let gateways = Gateways::from_config(config);
         let relay_wake = Arc::new(Notify::new());
         let (writer, writer_task) = OrderWriter::spawn_lingering(
             store.clone(),
@@ -328,19 +308,22 @@ impl Application {
         self.mq.deliveries()
     }
 
-    /// The fake SMS gateway, to change its behaviour in fault tests.
-    pub fn sms_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.sms.clone()
+    /// The fake SMS gateway, to change its behaviour in fault tests
+    /// (`None` when the SMS gateway is reached over HTTP).
+    pub fn sms_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.sms.clone()
     }
 
-    /// The fake logistics system, to change its behaviour in fault tests.
-    pub fn logistics_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.logistics.clone()
+    /// The fake logistics system, to change its behaviour in fault tests
+    /// (`None` over HTTP).
+    pub fn logistics_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.logistics.clone()
     }
 
-    /// The fake payment gateway (refunds), to change its behaviour in fault tests.
-    pub fn payment_gateway(&self) -> Arc<FakeGateway> {
-        self.gateways.payments.clone()
+    /// The fake payment gateway (refunds), to change its behaviour in fault
+    /// tests (`None` over HTTP).
+    pub fn payment_gateway(&self) -> Option<Arc<FakeGateway>> {
+        self.gateways.fakes.payments.clone()
     }
 
     /// Signs carrier callbacks (tests and tools).
@@ -590,7 +573,6 @@ async fn subscribe_consumers(
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
     let keys = keys.clone();
     let effect_linger = config.effect_linger;
-    let logistics_timeout = config.logistics_timeout;
     let (max_reconsume_times, configured, refund_attempts) = (
         config.max_reconsume_times,
         config.consumer_concurrency,
@@ -608,9 +590,7 @@ async fn subscribe_consumers(
                         system,
                         store.clone(),
                         effects,
-                        gateways.sms.clone(),
-                        gateways.logistics.clone(),
-                        logistics_timeout,
+                        gateways.for_systems(),
                         keys.clone(),
                     ))
                 }
@@ -620,6 +600,7 @@ async fn subscribe_consumers(
                     gateways.payments.clone(),
                     refund_attempts,
                     REFUND_BACKOFF,
+                    gateways.payments_timeout,
                 )),
             };
             let concurrency = match group.concurrency {

@@ -46,10 +46,12 @@ pub struct LocalApp {
     /// Signs payment callbacks with the app's keys.
     pub signer: CallbackSigner,
     pub client: reqwest::Client,
-    pub sms: std::sync::Arc<FakeGateway>,
-    pub logistics: std::sync::Arc<FakeGateway>,
-    /// The fake payment gateway that refunds go through.
-    pub payments: std::sync::Arc<FakeGateway>,
+    /// The fake SMS gateway (`None` when configured over HTTP).
+    pub sms: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake logistics system (`None` over HTTP).
+    pub logistics: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake payment gateway that refunds go through (`None` over HTTP).
+    pub payments: Option<std::sync::Arc<FakeGateway>>,
     /// Signs carrier callbacks.
     pub carrier_signer: CallbackSigner,
     /// What each consumer group's handler was given and how it answered.

@@ -169,7 +169,9 @@ fn environment_overrides_file_which_overrides_defaults() {
 fn every_earlier_name_works_as_variable_as_flat_key_and_as_new_key() {
     assert_eq!(
         FLAT_NAMES.len() + PAIRED,
-        KEYS.len(),
+        KEYS.iter()
+            .filter(|k| !k.name.starts_with("gateways."))
+            .count(),
         "a key is missing from FLAT_NAMES"
     );
     for (name, value) in FLAT_NAMES {
@@ -684,4 +686,107 @@ fn event_keys_and_http_limits_load_from_variables() {
     assert_eq!(config.http_header_timeout, Duration::from_secs(2));
     assert_eq!(config.http_max_connections, 64);
     assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
+}
+
+#[test]
+fn a_gateway_in_http_mode_needs_its_url_and_keys() {
+    let defaults = from_env(&[]).unwrap();
+    assert!(
+        defaults
+            .gateways()
+            .iter()
+            .all(|g| g.mode == GatewayMode::Fake),
+        "the fakes are the default"
+    );
+    let err = from_env(&[("ORDERMQ_GATEWAYS_SMS_MODE", "http")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gateways.sms.url (ORDERMQ_GATEWAYS_SMS_URL)"),
+        "{err}"
+    );
+    let err = from_file("[gateways.payments]\nmode = \"http\"\nurl = \"http://127.0.0.1:9090\"\n")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gateways.payments.keys (ORDERMQ_GATEWAYS_PAYMENTS_KEYS)"),
+        "{err}"
+    );
+    let config = from_env(&[
+        ("ORDERMQ_GATEWAYS_LOGISTICS_MODE", "http"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_URL", "http://127.0.0.1:9090"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_KEYS", "k1:carrier-secret-xyz"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_TIMEOUT", "750ms"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_RETRIES", "4"),
+    ])
+    .unwrap();
+    let logistics = config.logistics_gateway();
+    assert_eq!(
+        (logistics.mode, logistics.timeout, logistics.retries),
+        (GatewayMode::Http, Duration::from_millis(750), 4)
+    );
+    assert_eq!(logistics.keys.unwrap().keyring().signing_key_id(), "k1");
+    for printed in [config.describe(), format!("{config:?}")] {
+        assert!(!printed.contains("carrier-secret-xyz"));
+    }
+    assert!(from_env(&[("ORDERMQ_GATEWAYS_SMS_RETRIES", "11")]).is_err());
+    assert!(from_env(&[("ORDERMQ_GATEWAYS_SMS_MODE", "real")]).is_err());
+}
+
+/// The gateways' keys (they have no earlier flat name), with values that
+/// load together.
+const GATEWAY_KEYS: &[(&str, &str)] = &[
+    ("gateways.sms.mode", "http"),
+    ("gateways.sms.url", "http://127.0.0.1:9090"),
+    ("gateways.sms.keys", "k1:s"),
+    ("gateways.sms.timeout", "1500ms"),
+    ("gateways.sms.retries", "1"),
+    ("gateways.logistics.mode", "http"),
+    ("gateways.logistics.url", "http://127.0.0.1:9091/carrier"),
+    ("gateways.logistics.keys", "k2:s"),
+    ("gateways.logistics.timeout", "3s"),
+    ("gateways.logistics.retries", "3"),
+    ("gateways.payments.mode", "http"),
+    ("gateways.payments.url", "https://pay.example"),
+    ("gateways.payments.keys", "k3:s"),
+    ("gateways.payments.timeout", "9s"),
+    ("gateways.payments.retries", "0"),
+];
+
+#[test]
+fn every_gateway_key_works_as_variable_and_in_its_section() {
+    let gateway_keys = KEYS.iter().filter(|k| k.name.starts_with("gateways."));
+    assert_eq!(gateway_keys.count(), GATEWAY_KEYS.len());
+    let vars: Vec<(String, &str)> = GATEWAY_KEYS
+        .iter()
+        .map(|(name, value)| (env_var_of(name), *value))
+        .collect();
+    let by_var = Config::load_from(
+        None,
+        vars.iter()
+            .map(|(var, value)| (var.clone(), value.to_string())),
+    )
+    .unwrap();
+    let mut file = String::new();
+    let mut current = "";
+    for (name, value) in GATEWAY_KEYS {
+        let (section, leaf) = name.rsplit_once('.').unwrap();
+        if section != current {
+            file.push_str(&format!("[{section}]\n"));
+            current = section;
+        }
+        file.push_str(&format!("{leaf} = {}\n", toml_value(name, value)));
+    }
+    let by_file = from_file(&file).unwrap();
+    assert_eq!(everything(&by_var), everything(&by_file));
+    assert_ne!(everything(&by_var), everything(&Config::default()));
+    assert_eq!(env_var_of("gateways.sms.mode"), "ORDERMQ_GATEWAYS_SMS_MODE");
+    let payments = by_file.payments_gateway();
+    assert_eq!(
+        (
+            payments.url.unwrap().as_str(),
+            payments.timeout,
+            payments.retries
+        ),
+        ("https://pay.example", Duration::from_secs(9), 0)
+    );
 }

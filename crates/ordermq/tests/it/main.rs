@@ -15,6 +15,8 @@
 //! - [`security`]: callback keys, the refusal to start with public
 //!   credentials, the operator listener and a log without secrets, through
 //!   the whole server.
+//! - [`gateways`]: the same, with its third parties over HTTP against an
+//!   in-process `ordermq-fake-provider`.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -25,6 +27,7 @@ mod docs;
 mod durability;
 mod e2e;
 mod events;
+mod gateways;
 mod http;
 mod lifecycle;
 mod security;

@@ -23,11 +23,14 @@
 //! - [`deliveries`]: what each group's handler was given and how it
 //!   answered; a group is *settled* when nothing it received can come back.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
+//! - [`durability`]: what `SEND_OK` promises on the cluster in use (each
+//!   broker's `flushDiskType` and `brokerRole`), logged at start.
 
 pub mod client;
 pub mod delay;
 pub mod deliveries;
 pub mod dlq;
+pub mod durability;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod embedded_options;
@@ -38,9 +41,10 @@ pub use client::{AclCredentials, ClientSecurity, MqClient, SubscribeOptions};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};
+pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
 pub use embedded::EmbeddedBroker;
-pub use embedded_options::EmbeddedOptions;
+pub use embedded_options::{BrokerFlush, EmbeddedOptions};
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

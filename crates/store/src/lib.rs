@@ -39,7 +39,8 @@
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
 //!    connection): `catalog`, `orders` (create), `pay` (one by one and
-//!    set-based), `close`, `refunds`, `carrier`, `relay`, `parked`
+//!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
+//!    that fail every attempt), `parked`
 //!    (messages that failed verification; the `ParkingLot` port),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
@@ -77,5 +78,6 @@ pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
 pub use lane::ThreadStart;
 pub use refunds::RefundTask;
+pub use relay::{OutboxRetry, ParkedOutboxRow};
 pub use sql::Backend;
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

@@ -22,7 +22,7 @@
 //! - [`event_keys`]: the keys that sign and verify events (configured, or
 //!   generated once per data directory).
 //! - [`http`]: the HTTP server's accept loop: header, request and idle
-//!   timeouts and a cap on connections.
+//!   timeouts, a cap on connections, and each request's client address.
 //! - [`logging`]: the default log filter of every ordermq process.
 
 pub mod config;

@@ -12,6 +12,8 @@
 //!   and listener concurrency, in one table.
 //! - [`fanout`]: the four downstream systems and what each does with an event.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
+//! - [`limits`]: how many unpaid orders, and units of one SKU in them, a
+//!   user may hold (no hoarding).
 //! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
 //! - [`parked`]: messages that fail verification (forged, unsigned, under an
 //!   unknown key): why, what is kept of them, and the check every group runs.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod lifecycle;
+pub mod limits;
 pub mod order;
 pub mod parked;
 pub mod ports;
@@ -40,6 +43,7 @@ pub use lifecycle::{
     Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,
     RefundStatus, RetryRefundError,
 };
+pub use limits::UserLimits;
 pub use order::{
     Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,
     Product, Quantity, RefundId, Sku, TrackingNo, UserId,

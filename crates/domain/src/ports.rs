@@ -332,10 +332,17 @@ pub trait OrderService: Send + Sync + 'static {
     ///   are on hand and not reserved.
     /// - [`CreateOrderError::AmountOverflow`] if the total does not fit in an
     ///   [`Amount`](crate::Amount).
+    /// - [`CreateOrderError::TooManyUnpaidOrders`] if the user already has as
+    ///   many unpaid orders as the service's
+    ///   [`UserLimits`](crate::UserLimits) allow.
+    /// - [`CreateOrderError::SkuLimitExceeded`] if a line would take the
+    ///   user's units of its SKU in unpaid orders over the limit.
     /// - [`CreateOrderError::Storage`] if the database failed (see
     ///   [`StorageError::kind`]): any kind; `Unavailable` too if the order
     ///   writer has stopped.
     ///
+    /// [`CreateOrderError::TooManyUnpaidOrders`]: crate::CreateOrderError::TooManyUnpaidOrders
+    /// [`CreateOrderError::SkuLimitExceeded`]: crate::CreateOrderError::SkuLimitExceeded
     /// [`CreateOrderError::UnknownSku`]: crate::CreateOrderError::UnknownSku
     /// [`CreateOrderError::OutOfStock`]: crate::CreateOrderError::OutOfStock
     /// [`CreateOrderError::AmountOverflow`]: crate::CreateOrderError::AmountOverflow

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use ordermq_api::auth::{Auth, DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
+use ordermq_api::rate_limit::RateLimits;
 use ordermq_api::routes::Listener;
 use ordermq_api::session::Sessions;
 use ordermq_api::signature::CallbackSigner;
@@ -167,6 +168,7 @@ pub struct Application {
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
     http_limits: HttpLimits,
+    rate_limits: RateLimits,
     /// Dropped last: the tasks above that run on it are stopped first.
     background: Background,
 }
@@ -256,6 +258,7 @@ impl Application {
                 writer.clone(),
                 relay_wake.clone(),
                 config.order_close_after.as_millis() as i64,
+                config.user_limits(),
             ),
             writer,
             close_sweep_interval: config.close_sweep_interval,
@@ -275,6 +278,7 @@ impl Application {
                 park_after: config.relay_park_after_attempts,
             },
             http_limits: HttpLimits::from_config(config),
+            rate_limits: RateLimits::new(config.rate_settings()),
             background,
         })
     }
@@ -357,6 +361,7 @@ impl Application {
             signer: self.signer.clone(),
             carrier_signer: self.carrier_signer.clone(),
             auth: self.auth.clone(),
+            rate_limits: self.rate_limits.clone(),
         };
         let http_stop = CancellationToken::new();
         let on_shutdown = {

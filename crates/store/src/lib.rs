@@ -38,7 +38,8 @@
 //!    refund's row and event, a payment owed back: shared by `pay` and
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
-//!    connection): `catalog`, `orders` (create), `pay` (one by one and
+//!    connection): `catalog`, `orders` (create, within the
+//!    per-user limits), `pay` (one by one and
 //!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
 //!    that fail every attempt), `parked`
 //!    (messages that failed verification; the `ParkingLot` port),

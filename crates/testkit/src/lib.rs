@@ -9,7 +9,8 @@
 //! - [`local_app`]: a whole ordermq in-process on a temporary directory and
 //!   ports chosen by the OS ([`LocalApp`]), with signed-request helpers and
 //!   requests with the shop's or the operator's token.
-//! - [`helpers`]: `spawn_app`, fast fake third parties, JSON requests.
+//! - [`helpers`]: `spawn_app`, fast fake third parties, the shipped limits,
+//!   JSON requests.
 //! - [`router`]: the HTTP router on the real order service and a SQLite
 //!   store, driven with `oneshot` ([`RouterHarness`]); the test tokens.
 //! - [`bad_request`]: the seeded bad-request generator, shared by the router's
@@ -26,6 +27,6 @@ pub mod helpers;
 pub mod local_app;
 pub mod router;
 
-pub use helpers::{create_order, fast_third_parties, get_json, spawn_app};
+pub use helpers::{create_order, default_limits, fast_third_parties, get_json, spawn_app};
 pub use local_app::{LocalApp, LocalAppError, local_config};
 pub use router::{OPERATOR_TOKEN, RouterHarness, SHOP_TOKEN, bearer};

@@ -67,7 +67,9 @@ pub struct LocalApp {
 
 /// Settings for a local run: loopback, OS-chosen ports, `dir` as the data
 /// directory, a payment secret and the test tokens ([`SHOP_TOKEN`],
-/// [`OPERATOR_TOKEN`]) as configured ones.
+/// [`OPERATOR_TOKEN`]) as configured ones, and no per-user or order rate
+/// limits ([`Config::without_limits`]: tests load many orders per user;
+/// the tests of the limits set them).
 pub fn local_config(dir: &std::path::Path) -> Config {
     let entries: Vec<String> = test_tokens()
         .entries()
@@ -83,6 +85,7 @@ pub fn local_config(dir: &std::path::Path) -> Config {
         api_tokens: Some(ApiTokens::parse(&entries.join(",")).expect("test tokens parse")),
         ..Config::default()
     }
+    .without_limits()
 }
 
 impl LocalApp {

@@ -198,6 +198,13 @@ impl Trial {
             ("LOGISTICS_JITTER_MS", "5".into()),
             ("LOGISTICS_SPIKE_PROBABILITY", "0".into()),
             ("CONSUMER_CONCURRENCY", "8".into()),
+            // The load's workers each create orders for one user as fast as
+            // they can and pay only some: the per-user and rate limits would
+            // refuse most of them. The suite is about faults, not limits.
+            ("LIMITS_UNPAID_ORDERS_PER_USER", "0".into()),
+            ("LIMITS_UNITS_PER_SKU_PER_USER", "0".into()),
+            ("LIMITS_ORDERS_PER_MINUTE_PER_USER", "0".into()),
+            ("LIMITS_ORDERS_PER_SECOND_PER_TOKEN", "0".into()),
             (
                 "LOG",
                 format!(

@@ -440,6 +440,72 @@ config_table! {
         default: 2,
         range: 0..=10,
     }
+    /// Most unpaid orders one user may have at once; one more is refused
+    /// (409 TOO_MANY_UNPAID_ORDERS) until one is paid or closes. A shopper
+    /// rarely has more than one or two checkouts open; 5 leaves room for
+    /// retries and a second device while capping what a script can hold
+    /// for order_close_after. 0 = no limit.
+    limits_unpaid_orders_per_user: u32 = Int<u32> {
+        key: "limits.unpaid_orders_per_user",
+        default: 5,
+    }
+    /// Most units of one SKU a user may hold across its unpaid orders (409
+    /// SKU_LIMIT_EXCEEDED beyond). 20 covers a household's order of one
+    /// item (a case of 12, a few spares) while one script can hold no more
+    /// than 20 units of a scarce product instead of the whole stock (up to
+    /// 10,000 a line before); raise it for bulk buyers. 0 = no limit.
+    limits_units_per_sku_per_user: u32 = Int<u32> {
+        key: "limits.units_per_sku_per_user",
+        default: 20,
+    }
+    /// Orders one caller may create for one user per minute (one bucket per
+    /// API token and user id), after a burst of limits.order_burst_per_user;
+    /// over it: 429 RATE_LIMITED with Retry-After. 30 a minute is one every
+    /// 2 s, far above a shopper's pace. 0 = no limit.
+    limits_orders_per_minute_per_user: u32 = Int<u32> {
+        key: "limits.orders_per_minute_per_user",
+        default: 30,
+    }
+    /// Orders one caller may create for one user at once before
+    /// limits.orders_per_minute_per_user applies.
+    limits_order_burst_per_user: u32 = Int<u32> {
+        key: "limits.order_burst_per_user",
+        default: 10,
+        range: 1..,
+    }
+    /// Orders one API token may create per second for all its users
+    /// together (a ceiling for the shop's whole traffic, and for a script
+    /// rotating user ids); over it: 429 RATE_LIMITED. Set it near what the
+    /// database sustains. 0 = no limit.
+    limits_orders_per_second_per_token: u32 = Int<u32> {
+        key: "limits.orders_per_second_per_token",
+        default: 1_000,
+    }
+    /// Orders one API token may create at once before
+    /// limits.orders_per_second_per_token applies.
+    limits_order_burst_per_token: u32 = Int<u32> {
+        key: "limits.order_burst_per_token",
+        default: 2_000,
+        range: 1..,
+    }
+    /// Failed dashboard sign-ins (an unknown token, or not an operator's)
+    /// one client address (IPv6: its /64) may make per minute, all at once
+    /// or spread; past them every sign-in from it is 429 RATE_LIMITED, with
+    /// Retry-After, until a failure has aged out (one every 60/N s). Behind
+    /// a reverse proxy every client has the proxy's address: limit sign-ins
+    /// there too. 0 = no limit.
+    limits_signin_failures_per_minute: u32 = Int<u32> {
+        key: "limits.signin_failures_per_minute",
+        default: 10,
+    }
+    /// Most clients each rate limit keeps track of at once (about 200 bytes
+    /// each); past it, idle ones are forgotten first, so rotating user ids
+    /// or addresses cannot grow memory.
+    limits_tracked_clients: usize = Int<usize> {
+        key: "limits.tracked_clients",
+        default: 100_000,
+        range: 1..,
+    }
     /// Seed the demo catalog on start (only products not yet present).
     seed_catalog: bool = Flag {
         key: "seed_catalog",

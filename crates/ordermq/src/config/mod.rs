@@ -31,6 +31,8 @@ mod types;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use ordermq_api::rate_limit::{Rate, RateSettings};
+use ordermq_domain::UserLimits;
 use ordermq_messaging::{AclCredentials, DelayedDelivery, EmbeddedOptions};
 use thiserror::Error;
 
@@ -262,6 +264,43 @@ impl Config {
             self.logistics_gateway(),
             self.payments_gateway(),
         ]
+    }
+
+    /// How much one user may hold in unpaid orders (`limits.*`; 0 = off).
+    pub fn user_limits(&self) -> UserLimits {
+        UserLimits::new(
+            self.limits_unpaid_orders_per_user,
+            self.limits_units_per_sku_per_user,
+        )
+    }
+
+    /// The API's rate limits (`limits.*`; a rate of 0 = off).
+    pub fn rate_settings(&self) -> RateSettings {
+        RateSettings {
+            orders_per_user: Rate::per_minute(
+                self.limits_orders_per_minute_per_user,
+                self.limits_order_burst_per_user,
+            ),
+            orders_per_token: Rate::per_second(
+                self.limits_orders_per_second_per_token,
+                self.limits_order_burst_per_token,
+            ),
+            signin_failures: Rate::per_minute(
+                self.limits_signin_failures_per_minute,
+                self.limits_signin_failures_per_minute,
+            ),
+            max_keys: self.limits_tracked_clients,
+        }
+    }
+
+    /// Every per-user and rate limit off (`limits.*` = 0): for tests and
+    /// benchmarks that load many orders per user, never for a shop.
+    pub fn without_limits(mut self) -> Self {
+        self.limits_unpaid_orders_per_user = 0;
+        self.limits_units_per_sku_per_user = 0;
+        self.limits_orders_per_minute_per_user = 0;
+        self.limits_orders_per_second_per_token = 0;
+        self
     }
 
     /// The database URL, defaulting to SQLite under the data directory. It

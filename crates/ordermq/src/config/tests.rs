@@ -170,7 +170,7 @@ fn every_earlier_name_works_as_variable_as_flat_key_and_as_new_key() {
     assert_eq!(
         FLAT_NAMES.len() + PAIRED,
         KEYS.iter()
-            .filter(|k| !k.name.starts_with("gateways."))
+            .filter(|k| !k.name.starts_with("gateways.") && !k.name.starts_with("limits."))
             .count(),
         "a key is missing from FLAT_NAMES"
     );
@@ -789,4 +789,50 @@ fn every_gateway_key_works_as_variable_and_in_its_section() {
         ),
         ("https://pay.example", Duration::from_secs(9), 0)
     );
+}
+
+/// The limits' keys (they have no earlier flat name), each set away from
+/// its default.
+const LIMIT_KEYS: &[(&str, &str)] = &[
+    ("limits.unpaid_orders_per_user", "2"),
+    ("limits.units_per_sku_per_user", "0"),
+    ("limits.orders_per_minute_per_user", "12"),
+    ("limits.order_burst_per_user", "3"),
+    ("limits.orders_per_second_per_token", "0"),
+    ("limits.order_burst_per_token", "50"),
+    ("limits.signin_failures_per_minute", "4"),
+    ("limits.tracked_clients", "500"),
+];
+
+#[test]
+fn every_limit_key_works_as_variable_and_in_its_section() {
+    let limit_keys = KEYS.iter().filter(|k| k.name.starts_with("limits."));
+    assert_eq!(limit_keys.count(), LIMIT_KEYS.len());
+    let defaults = everything(&Config::default());
+    let mut file = String::from("[limits]\n");
+    for (name, value) in LIMIT_KEYS {
+        let var = env_var_of(name);
+        assert_eq!(
+            var,
+            format!("ORDERMQ_{}", name.replace('.', "_").to_ascii_uppercase())
+        );
+        let by_var = from_env(&[(&var, value)]).unwrap_or_else(|e| panic!("{var}: {e}"));
+        assert_ne!(everything(&by_var), defaults, "{var} changed nothing");
+        file.push_str(&format!(
+            "{} = {value}\n",
+            name.trim_start_matches("limits.")
+        ));
+    }
+    let config = from_file(&file).unwrap();
+    assert_eq!(config.user_limits(), UserLimits::new(2, 0));
+    let rates = config.rate_settings();
+    assert_eq!(rates.orders_per_user, Rate::per_minute(12, 3));
+    assert_eq!(rates.orders_per_token, None, "0 turns a limit off");
+    assert_eq!(rates.signin_failures, Rate::per_minute(4, 4));
+    assert_eq!(rates.max_keys, 500);
+    assert!(from_env(&[("ORDERMQ_LIMITS_ORDER_BURST_PER_USER", "0")]).is_err());
+    let off = Config::default().without_limits();
+    assert_eq!(off.user_limits(), UserLimits::OFF);
+    assert_eq!(off.rate_settings().orders_per_user, None);
+    assert_eq!(off.rate_settings().orders_per_token, None);
 }

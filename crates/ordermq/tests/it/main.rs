@@ -10,6 +10,8 @@
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
 //! - [`events`]: forged events parked by every group, a rotated-in key
 //!   accepted, unpredictable ids (the real broker).
+//! - [`limits`]: a hoarding script held to the per-user limits and the rate
+//!   limit while other shoppers buy (the real broker).
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -30,4 +32,5 @@ mod events;
 mod gateways;
 mod http;
 mod lifecycle;
+mod limits;
 mod security;

@@ -7,6 +7,7 @@
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
 //! - [`events`]: forged events parked by every group, a rotated-in key
 //!   accepted, unpredictable ids (the real broker).
+//! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -23,4 +24,5 @@ mod e2e;
 mod events;
 mod http;
 mod lifecycle;
+mod modules;
 mod security;

@@ -12,45 +12,7 @@ use crate::event::{OrderPaid, OrderRefundRequested};
 use crate::lifecycle::CarrierStatus;
 use crate::order::{Amount, OrderId, RefundId, UserId};
 use crate::signing::Keyring;
-
-/// A downstream system: one consumer group of `TopicOrderPaySuccess`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    /// Points.
-    Credit,
-    /// Coupons.
-    Marketing,
-    /// SMS, through a third-party gateway.
-    Push,
-    /// Shipments, through a third-party logistics system.
-    Warehouse,
-}
-
-impl System {
-    /// All four systems, in the order [`crate::topology::CONSUMER_GROUPS`] lists them.
-    pub const ALL: [System; 4] = [Self::Credit, Self::Marketing, Self::Push, Self::Warehouse];
-
-    /// The name used in the API and in database rows.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Credit => "credit",
-            Self::Marketing => "marketing",
-            Self::Push => "push",
-            Self::Warehouse => "warehouse",
-        }
-    }
-
-    /// The RocketMQ consumer group, as the design names it (from [`crate::topology`]).
-    pub fn consumer_group(self) -> &'static str {
-        crate::topology::group_of(crate::topology::Consumer::System(self)).name
-    }
-
-    /// The system whose [`name`](Self::name) is `raw`, if any.
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == raw)
-    }
-}
+use crate::topology::System;
 
 /// Where one system stands with one order's event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -836,3 +836,26 @@ fn every_limit_key_works_as_variable_and_in_its_section() {
     assert_eq!(off.rate_settings().orders_per_user, None);
     assert_eq!(off.rate_settings().orders_per_token, None);
 }
+
+#[test]
+fn key_lists_and_token_lists_come_as_text_or_as_a_toml_array() {
+    let shop = hex_of_token("shop-token-1");
+    let ops = hex_of_token("ops-token-1");
+    let config = from_file(&format!(
+        "event_keys = [\"k2:new-event-secret\", \"k1:old-event-secret\"]\n\
+         api_tokens = [\"shop-a:shop:{shop}\", \"ops-a:operator:{ops}\"]\n"
+    ))
+    .unwrap();
+    let keys = config.event_keys.as_ref().unwrap().keyring();
+    assert_eq!(keys.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
+    let tokens = config.api_tokens.as_ref().unwrap().tokens();
+    let names: Vec<_> = tokens.entries().iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["shop-a", "ops-a"]);
+    for text in [
+        "event_keys = [\"k1:secret\", 5]\n".to_owned(),
+        format!("api_tokens = [\"shop-a:shop:{shop}\", true]\n"),
+    ] {
+        let error = from_file(&text).unwrap_err().to_string();
+        assert!(error.contains("in the array, not a string"), "{error}");
+    }
+}

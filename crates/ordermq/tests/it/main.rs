@@ -12,6 +12,7 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -33,4 +34,5 @@ mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
+mod modules;
 mod security;

@@ -8,7 +8,8 @@
 //! reproduced by its seed.
 //!
 //! This file holds what both callers use — the context ([`FuzzContext`]),
-//! a case ([`BadRequest`]) with its judge, and the draw ([`bad_request`]) —
+//! a case ([`BadRequest`]) with its judge and the two shapes most cases
+//! take (a JSON `POST`, a bare request), and the draw ([`bad_request`]) —
 //! and the cases live one endpoint family to a file, so each file reads as
 //! the list of mistakes tried on that endpoint:
 //! - `orders`: `POST /api/orders` (cases 0 to 12);
@@ -154,6 +155,46 @@ pub fn internal_text(text: &str) -> Option<&'static str> {
 
 /// The content type of every case that sends JSON.
 const JSON: Option<&str> = Some("application/json");
+impl BadRequest {
+    /// `body` sent to `path` with `POST` as JSON: no signature and no
+    /// `Idempotency-Key` (a case that needs one adds it).
+    fn post_json(
+        kind: &'static str,
+        path: impl Into<String>,
+        body: Vec<u8>,
+        expect: Option<(u16, ErrorCode)>,
+    ) -> Self {
+        Self {
+            kind,
+            method: "POST",
+            path: path.into(),
+            content_type: Some("application/json".to_owned()),
+            signature: None,
+            idempotency_key: None,
+            body,
+            expect,
+        }
+    }
+
+    /// A `method` request to `path` with neither a body nor headers.
+    fn bare(
+        kind: &'static str,
+        method: &'static str,
+        path: String,
+        expect: Option<(u16, ErrorCode)>,
+    ) -> Self {
+        Self {
+            kind,
+            method,
+            path,
+            content_type: None,
+            signature: None,
+            idempotency_key: None,
+            body: Vec::new(),
+            expect,
+        }
+    }
+}
 
 /// One bad request, drawn from every kind of mistake: the case number picks
 /// the endpoint's generator, and each generator the kind of mistake.

@@ -153,8 +153,6 @@ pub fn internal_text(text: &str) -> Option<&'static str> {
     INTERNAL_WORDS.iter().copied().find(|w| lower.contains(w))
 }
 
-/// The content type of every case that sends JSON.
-const JSON: Option<&str> = Some("application/json");
 impl BadRequest {
     /// `body` sent to `path` with `POST` as JSON: no signature and no
     /// `Idempotency-Key` (a case that needs one adds it).

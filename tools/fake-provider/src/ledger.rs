@@ -17,6 +17,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// `POST /logistics/shipments`: book a shipment (the ledger remembers
+/// which booking each order got, for cancellations).
+pub(crate) const BOOK: &str = "/logistics/shipments";
+
 /// The call log's file name inside the data directory.
 pub const CALL_LOG: &str = "calls.jsonl";
 
@@ -134,7 +138,7 @@ impl Ledger {
             && let Some(key) = &record.idempotency_key
         {
             self.effects += 1;
-            if record.endpoint == crate::server::BOOK
+            if record.endpoint == BOOK
                 && let (Some(tracking), Some(order)) = (
                     record.response["tracking_no"].as_str(),
                     record.request["order_id"].as_str(),

@@ -21,13 +21,11 @@ use ordermq_domain::signing::{Keyring, check_freshness};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ledger::{CallOutcome, CallRecord, Ledger};
+use crate::ledger::{BOOK, CallOutcome, CallRecord, Ledger};
 use crate::options::{Knobs, Options};
 
 /// `POST /sms/send`: send a text.
 pub(crate) const SMS: &str = "/sms/send";
-/// `POST /logistics/shipments`: book a shipment.
-pub(crate) const BOOK: &str = "/logistics/shipments";
 /// `POST /logistics/shipments/cancel`: cancel a booking.
 pub(crate) const CANCEL: &str = "/logistics/shipments/cancel";
 /// `POST /payments/refunds`: give money back.

@@ -188,9 +188,8 @@ impl Ratios {
 /// ordermq, each paying `rate × duration` orders; then the report.
 pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let count = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as usize;
-    let broker_flush = args.target.broker_flush_label()?;
     println!(
-        "ordermq-bench seed: {count} payments per mode at {}/s ({:?}), seed latencies, broker {broker_flush}",
+        "ordermq-bench seed: {count} payments per mode at {}/s ({:?}), seed latencies",
         args.rate, args.duration
     );
     let config = ordermq::Config::default();
@@ -202,7 +201,7 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     // ordermq, with the same third-party latencies in its consumers.
     let (ordermq, fanout) = run_ordermq(&args, count).await?;
     results.push(ordermq);
-    summarise(&args, count, &config, &results, fanout, &broker_flush)
+    summarise(&args, count, &config, &results, fanout)
 }
 
 /// One legacy mode (`parallel`: the four downstream calls concurrent) on a
@@ -288,19 +287,15 @@ fn summarise(
     config: &ordermq::Config,
     results: &[ModeRun],
     fanout: FanOut,
-    broker_flush: &str,
 ) -> BenchResult<serde_json::Value> {
     let ratios = Ratios::of(results);
-    let mut report = report_json(args, count, config, results, &fanout, &ratios);
-    report["durability"] = json!({
-        "sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": broker_flush,
-    });
+    let report = report_json(args, count, config, results, &fanout, &ratios);
     let table = table(results, &fanout, &ratios);
     let charts = charts(results, fanout.throughput);
     super::write_reports(
         "seed",
         &args.output,
-        &format!("ordermq-bench seed (ordermq's broker {broker_flush})"),
+        "ordermq-bench seed",
         &report,
         &table,
         &charts,

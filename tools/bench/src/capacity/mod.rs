@@ -24,8 +24,7 @@
 //! be repeated too; a repeat is a second sample of the same rate, and
 //! `--retry-host-pauses false` turns repeats off.
 //! Durability is as in production:
-//! SQLite `synchronous=FULL` (an fsync per commit), the broker as
-//! `--broker-flush` says (`SYNC_FLUSH` by default), stated in every report.
+//! SQLite `synchronous=FULL` (an fsync per commit), broker `ASYNC_FLUSH`.
 //!
 //! Yardsticks measured in the same run: the raw fsync rate of the data
 //! directory's disk, and a plain one-row-per-commit SQLite loop.
@@ -220,9 +219,8 @@ impl Yardsticks {
 }
 
 pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
-    let broker_flush = args.target.broker_flush_label()?;
     println!(
-        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker {broker_flush})",
+        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine
     );
     let target = start_target(&args).await?;
@@ -282,11 +280,11 @@ pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             peak_file_mb,
         },
     };
-    let report = outcome.json(&args, described, &broker_flush);
+    let report = outcome.json(&args, described);
     super::write_reports(
         "capacity",
         &args.output,
-        &format!("ordermq-bench capacity (broker {broker_flush})"),
+        "ordermq-bench capacity",
         &report,
         &outcome.table(),
         &outcome.charts(series),

@@ -103,5 +103,9 @@ pub(crate) fn hanging() -> Knobs {
     }
 }
 
+/// How much later than its deadline a call that gave up may return: the
+/// scheduling of a busy machine, never the hang.
+pub(crate) const SLACK: Duration = Duration::from_secs(2);
+
 /// How long a hanging provider hangs: far longer than any adapter waits.
 pub(crate) const HANG: Duration = Duration::from_secs(60);

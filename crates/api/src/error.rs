@@ -136,7 +136,12 @@ impl From<CreateOrderError> for ApiError {
             CreateOrderError::UnknownSku(_) | CreateOrderError::AmountOverflow => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            CreateOrderError::OutOfStock { .. } => StatusCode::CONFLICT,
+            // 409, not 429: the refusal is about what the user holds, not
+            // how fast it asks; it lasts until an order is paid or closes,
+            // so no Retry-After could be honest.
+            CreateOrderError::OutOfStock { .. }
+            | CreateOrderError::TooManyUnpaidOrders { .. }
+            | CreateOrderError::SkuLimitExceeded { .. } => StatusCode::CONFLICT,
             CreateOrderError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())

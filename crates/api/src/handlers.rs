@@ -2,9 +2,11 @@
 //! call each one is decided in the route table (`routes.rs`), before any of
 //! these runs.
 
+use std::net::SocketAddr;
+
 use axum::Extension;
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use ordermq_domain::signing::SignatureError;
@@ -19,6 +21,7 @@ use crate::ApiState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, parse_json, raw_json_body};
+use crate::rate_limit::rate_limited;
 use crate::session::same_origin;
 use crate::signature::{CallbackSigner, now_millis};
 
@@ -77,11 +80,23 @@ impl CreateOrderRequest {
     }
 }
 
+/// Creates an order, within the caller's rate limits (per token and user,
+/// per token): a request over them is answered 429 before it costs a
+/// transaction. Checked after the body is parsed (the user is in it); a
+/// malformed body costs no token and no transaction either.
 pub(crate) async fn create_order(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: JsonBody<CreateOrderRequest>,
 ) -> Result<Response, ApiError> {
     let order = body.value.parse()?;
+    if let Err(wait) = state.rate_limits.admit_order(
+        &caller.name,
+        order.user_id().as_str(),
+        tokio::time::Instant::now(),
+    ) {
+        return Ok(rate_limited(wait, "orders for this user"));
+    }
     let view = state.service.create_order(order).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -323,9 +338,13 @@ pub(crate) struct SignInRequest {
 
 /// The dashboard's sign-in: an operator token for a session cookie. JSON
 /// only (a form on another site cannot send it without a preflight), and
-/// refused from a foreign `Origin`.
+/// refused from a foreign `Origin`. A client address with too many failed
+/// attempts (an unknown token, or one that is not an operator's) is
+/// answered 429 before its token is even looked at, so guessing is slow
+/// and a right guess is not told apart while it lasts.
 pub(crate) async fn signin(
     State(state): State<ApiState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: JsonBody<SignInRequest>,
 ) -> Result<Response, ApiError> {
@@ -336,12 +355,17 @@ pub(crate) async fn signin(
             "sign in from ordermq's own page",
         ));
     }
-    let caller = state
-        .auth
-        .tokens
-        .caller(body.value.token.trim())
-        .ok_or_else(|| ApiError::unauthenticated("unknown token"))?;
+    let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let now = tokio::time::Instant::now();
+    if let Err(wait) = state.rate_limits.signin_allowed(client, now) {
+        return Ok(rate_limited(wait, "failed sign-ins from this address"));
+    }
+    let Some(caller) = state.auth.tokens.caller(body.value.token.trim()) else {
+        state.rate_limits.signin_failed(client, now);
+        return Err(ApiError::unauthenticated("unknown token"));
+    };
     if caller.role != Role::Operator {
+        state.rate_limits.signin_failed(client, now);
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,

@@ -15,11 +15,14 @@
 //! - [`signature`]: signed payment-gateway and carrier callbacks (key id, timestamp, HMAC).
 //! - [`error`]: the `{"code","message"}` error shape.
 //! - [`extract`]: size-limited, JSON-only request bodies.
+//! - [`rate_limit`]: token buckets for order creation (per token and user,
+//!   per token) and failed sign-ins (per client address); 429 `RATE_LIMITED`.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod rate_limit;
 pub mod routes;
 pub mod session;
 pub mod signature;
@@ -32,6 +35,7 @@ use ordermq_domain::ports::OrderService;
 
 use crate::auth::Auth;
 use crate::extract::MAX_BODY_BYTES;
+use crate::rate_limit::RateLimits;
 use crate::routes::Listener;
 use crate::signature::CallbackSigner;
 
@@ -48,6 +52,8 @@ pub struct ApiState {
     pub carrier_signer: CallbackSigner,
     /// Callers' tokens and the dashboard's sessions.
     pub auth: Auth,
+    /// Order creation and sign-in rate limits, shared by every listener.
+    pub rate_limits: RateLimits,
 }
 
 impl std::fmt::Debug for ApiState {

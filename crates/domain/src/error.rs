@@ -94,11 +94,22 @@ pub enum ErrorCode {
     /// from now than the accepted window (`callback_max_age`): a replay, or
     /// a sender's clock that is off.
     SignatureExpired,
+    /// 409: the user already has as many unpaid orders as a user may
+    /// ([`CreateOrderError::TooManyUnpaidOrders`]); pay one or wait until
+    /// one closes.
+    TooManyUnpaidOrders,
+    /// 409: the order would take the user's units of one SKU in unpaid
+    /// orders over the limit ([`CreateOrderError::SkuLimitExceeded`]).
+    SkuLimitExceeded,
+    /// 429: too many requests from this caller in a short time (orders per
+    /// token and user, or failed dashboard sign-ins per address); the
+    /// answer's `Retry-After` says how many seconds to wait.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -127,6 +138,9 @@ impl ErrorCode {
         Self::Unauthenticated,
         Self::Forbidden,
         Self::SignatureExpired,
+        Self::TooManyUnpaidOrders,
+        Self::SkuLimitExceeded,
+        Self::RateLimited,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -160,6 +174,9 @@ impl ErrorCode {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden => "FORBIDDEN",
             Self::SignatureExpired => "SIGNATURE_EXPIRED",
+            Self::TooManyUnpaidOrders => "TOO_MANY_UNPAID_ORDERS",
+            Self::SkuLimitExceeded => "SKU_LIMIT_EXCEEDED",
+            Self::RateLimited => "RATE_LIMITED",
         }
     }
 }
@@ -291,6 +308,32 @@ pub enum CreateOrderError {
     /// The order's total (in minor units) does not fit in an `Amount`.
     #[error("order total overflows")]
     AmountOverflow,
+    /// The user already has `limit` unpaid orders, the most a user may
+    /// have (`limits::UserLimits`).
+    #[error(
+        "this user already has {limit} unpaid orders, the most allowed: pay one, \
+         or wait until an unpaid order closes, then order again"
+    )]
+    TooManyUnpaidOrders {
+        /// The most unpaid orders a user may have.
+        limit: u32,
+    },
+    /// The order would take the user's units of one SKU in unpaid orders
+    /// over the limit (`limits::UserLimits`).
+    #[error(
+        "at most {limit} units of SKU {sku} may be held in a user's unpaid orders: \
+         {held} held, {requested} requested; pay, or wait until an unpaid order closes"
+    )]
+    SkuLimitExceeded {
+        /// The SKU over the limit.
+        sku: String,
+        /// The most units of one SKU a user may hold in unpaid orders.
+        limit: u32,
+        /// Units of it in the user's unpaid orders before this one.
+        held: u64,
+        /// Units this order asks for.
+        requested: u32,
+    },
     /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -303,6 +346,8 @@ impl CreateOrderError {
             Self::UnknownSku(_) => ErrorCode::UnknownSku,
             Self::OutOfStock { .. } => ErrorCode::OutOfStock,
             Self::AmountOverflow => ErrorCode::AmountOverflow,
+            Self::TooManyUnpaidOrders { .. } => ErrorCode::TooManyUnpaidOrders,
+            Self::SkuLimitExceeded { .. } => ErrorCode::SkuLimitExceeded,
             Self::Storage(_) => ErrorCode::StorageUnavailable,
         }
     }

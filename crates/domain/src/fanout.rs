@@ -156,9 +156,16 @@ impl Effect {
     }
 }
 
-/// Whether `system` calls a third party for `refund` (only push does: the SMS).
+/// Whether `system` calls a third party for `refund`: push sends the SMS,
+/// and warehouse cancels the carrier's booking on a full refund (if the
+/// carrier has not collected the parcel yet).
 pub fn reversal_needs_gateway(system: System, refund: &OrderRefundRequested) -> bool {
-    system == System::Push && refund.reverse_effects
+    refund.reverse_effects
+        && match system {
+            System::Push => true,
+            System::Warehouse => refund.full,
+            System::Credit | System::Marketing => false,
+        }
 }
 
 /// What `system` does when `refund` is requested. `external_ref` is the SMS
@@ -349,5 +356,32 @@ mod tests {
             ]
         );
         assert_eq!(System::parse("push"), Some(System::Push));
+    }
+
+    #[test]
+    fn push_texts_every_reversal_and_warehouse_cancels_only_full_refunds() {
+        let refund = |full: bool, reverse_effects: bool| OrderRefundRequested {
+            refund_id: RefundId::parse("R1").unwrap(),
+            order_id: OrderId::parse("O1").unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            payment_id: PaymentId::parse("p1").unwrap(),
+            amount: Amount::parse(100).unwrap(),
+            lines: vec![],
+            full,
+            reverse_effects,
+            requested_at: 0,
+        };
+        let calling = |r: &OrderRefundRequested| -> Vec<System> {
+            System::ALL
+                .into_iter()
+                .filter(|s| reversal_needs_gateway(*s, r))
+                .collect()
+        };
+        assert_eq!(
+            calling(&refund(true, true)),
+            [System::Push, System::Warehouse]
+        );
+        assert_eq!(calling(&refund(false, true)), [System::Push]);
+        assert!(calling(&refund(true, false)).is_empty());
     }
 }

@@ -18,6 +18,8 @@
 //!   third parties and events; several keys at once for rotation.
 //! - [`order`]: identifiers and amounts, products, orders, the status
 //!   machine, payment notices.
+//! - [`limits`]: how many unpaid orders, and units of one SKU in them, a
+//!   user may hold (no hoarding).
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`event`]: the events published through the outbox and their wire form.
 //! - [`topology`]: every topic, tag, producer and consumer group (the four
@@ -36,6 +38,7 @@ pub mod error;
 pub mod event;
 pub mod fanout;
 pub mod lifecycle;
+pub mod limits;
 pub mod order;
 pub mod parked;
 pub mod ports;
@@ -50,6 +53,7 @@ pub use lifecycle::{
     Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,
     RefundStatus, RetryRefundError,
 };
+pub use limits::UserLimits;
 pub use order::{
     Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,
     Product, Quantity, RefundId, Sku, TrackingNo, UserId,

@@ -177,6 +177,34 @@ pub trait LogisticsGateway: Send + Sync + 'static {
         idempotency_key: &'a str,
         order: &'a OrderPaid,
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
+
+    /// Cancels the booking `tracking_no` of `order_id` (a full refund of an
+    /// order the carrier has not collected yet). `idempotency_key` (the
+    /// refund's event id) makes a repeated call return the first answer.
+    ///
+    /// # Errors
+    ///
+    /// - [`GatewayError`] if the carrier refused the request, failed or could
+    ///   not be reached. The booking may or may not have been cancelled:
+    ///   retry with the same `idempotency_key`.
+    ///
+    /// A carrier that already collected the parcel is not an error: it
+    /// answers [`Cancellation::TooLate`].
+    fn cancel_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        order_id: &'a str,
+        tracking_no: &'a str,
+    ) -> BoxFuture<'a, Result<Cancellation, GatewayError>>;
+}
+
+/// What the carrier answered to a cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The booking is cancelled: nothing will be collected.
+    Cancelled,
+    /// The carrier has the parcel already: the booking stands.
+    TooLate,
 }
 
 /// The payment provider, for giving money back.
@@ -223,10 +251,17 @@ pub trait OrderService: Send + Sync + 'static {
     ///   are on hand and not reserved.
     /// - [`CreateOrderError::AmountOverflow`] if the total does not fit in an
     ///   [`Amount`](crate::Amount).
+    /// - [`CreateOrderError::TooManyUnpaidOrders`] if the user already has as
+    ///   many unpaid orders as the service's
+    ///   [`UserLimits`](crate::UserLimits) allow.
+    /// - [`CreateOrderError::SkuLimitExceeded`] if a line would take the
+    ///   user's units of its SKU in unpaid orders over the limit.
     /// - [`CreateOrderError::Storage`] if the database failed (see
     ///   [`StorageError::kind`]): any kind; `Unavailable` too if the order
     ///   writer has stopped.
     ///
+    /// [`CreateOrderError::TooManyUnpaidOrders`]: crate::CreateOrderError::TooManyUnpaidOrders
+    /// [`CreateOrderError::SkuLimitExceeded`]: crate::CreateOrderError::SkuLimitExceeded
     /// [`CreateOrderError::UnknownSku`]: crate::CreateOrderError::UnknownSku
     /// [`CreateOrderError::OutOfStock`]: crate::CreateOrderError::OutOfStock
     /// [`CreateOrderError::AmountOverflow`]: crate::CreateOrderError::AmountOverflow

@@ -20,16 +20,21 @@
 //!   Connections beyond the one waiting stay in the kernel's backlog, not in
 //!   this process's descriptor table.
 //!
+//! Each request carries its client's address (axum's `ConnectInfo`), for
+//! limits kept per address (failed dashboard sign-ins).
+//!
 //! On shutdown it stops accepting, asks every connection to finish its
 //! request and close, and returns when all have.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -115,6 +120,7 @@ pub async fn serve(
             Ok(Ok(slot)) => {
                 tokio::spawn(serve_connection(
                     stream,
+                    peer,
                     app.clone(),
                     limits,
                     stop.clone(),
@@ -201,6 +207,7 @@ fn request_timed_out(timeout: Duration) -> Response {
 /// Serves one connection until it closes, times out or is asked to stop.
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
     stop: CancellationToken,
@@ -209,8 +216,9 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let (app, busy) = (app.clone(), Busy::begin(&activity));
+            request.extensions_mut().insert(ConnectInfo(peer));
             async move {
                 let answered = tokio::time::timeout(
                     limits.request_timeout,

@@ -8,7 +8,8 @@
 //! temporary SQLite and fakes, without a broker.
 //!
 //! # Layout
-//! - [`orders`]: the order service behind the HTTP API ([`Orders`]).
+//! - [`orders`]: the order service behind the HTTP API ([`Orders`]), holding
+//!   the per-user limits every create is checked against.
 //! - [`group_commit`]: one transaction for every create and payment that
 //!   arrived during the previous commit ([`OrderWriter`], [`EffectWriter`]).
 //! - [`relay`]: outbox → RocketMQ, with leases and backoff.

@@ -1,7 +1,10 @@
 //! The order service behind the HTTP API: the store plus what the store does
 //! not do — minting order and refund ids (from a cryptographic generator), routing writes through the group-commit
-//! [`OrderWriter`], and waking the relay after a payment commits, so a paid
-//! event leaves within milliseconds instead of on the next poll.
+//! [`OrderWriter`], holding the per-user limits every create is checked
+//! against (in the store's transaction; a line no user could ever order is
+//! refused before it is queued), and waking the relay after a payment
+//! commits, so a paid event leaves within milliseconds instead of on the
+//! next poll.
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use ordermq_domain::view::{
 use ordermq_domain::{
     Actor, CarrierUpdate, CarrierUpdateError, CreateOrderError, NewOrder, OrderId, PayOrderError,
     PaymentNotice, Product, RefundError, RefundId, RefundRequest, RetryRefundError, UserId,
-    now_millis,
+    UserLimits, now_millis,
 };
 use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
@@ -36,21 +39,25 @@ pub struct Orders {
     writer: OrderWriter,
     relay_wake: Arc<Notify>,
     close_after_ms: i64,
+    limits: UserLimits,
 }
 
 impl Orders {
-    /// An unpaid order closes itself `close_after_ms` after creation.
+    /// An unpaid order closes itself `close_after_ms` after creation; a user
+    /// may hold what `limits` allow in unpaid orders.
     pub fn new(
         store: Store,
         writer: OrderWriter,
         relay_wake: Arc<Notify>,
         close_after_ms: i64,
+        limits: UserLimits,
     ) -> Self {
         Self {
             store,
             writer,
             relay_wake,
             close_after_ms,
+            limits,
         }
     }
 }
@@ -62,6 +69,7 @@ impl OrderService for Orders {
 
     fn create_order(&self, order: NewOrder) -> BoxFuture<'_, Result<OrderView, CreateOrderError>> {
         Box::pin(async move {
+            self.limits.check_lines(&order)?;
             let now = now_millis();
             let order_id = OrderId::generate(now, random_suffix()?);
             let view = self
@@ -70,6 +78,7 @@ impl OrderService for Orders {
                     order,
                     order_id,
                     close_after_ms: Some(self.close_after_ms),
+                    limits: self.limits,
                 })
                 .await?;
             // Its delayed close is in the outbox: hand it to the broker now.
@@ -142,5 +151,61 @@ impl OrderService for Orders {
             }
             Ok(receipt)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ordermq_domain::ports::OrderService;
+    use ordermq_domain::{
+        CreateOrderError, NewOrder, OrderLine, Quantity, Sku, UserId, UserLimits,
+    };
+
+    use crate::testing::{Fixture, SKU};
+
+    fn order(user: &str, quantity: i64) -> NewOrder {
+        NewOrder::new(
+            UserId::parse(user).unwrap(),
+            vec![OrderLine {
+                sku: Sku::parse(SKU).unwrap(),
+                quantity: Quantity::parse(quantity).unwrap(),
+            }],
+        )
+        .unwrap()
+    }
+
+    /// The service's limits reach the store's transaction: the third unpaid
+    /// order of a user is refused and reserves nothing, another user is not
+    /// affected, and a line over the per-SKU limit is refused before it is
+    /// queued.
+    #[tokio::test]
+    async fn creates_are_held_to_the_services_limits() {
+        let fixture = Fixture::limited(UserLimits::new(2, 5)).await;
+        fixture.unpaid_order("hoarder", 1).await;
+        fixture.unpaid_order("hoarder", 1).await;
+        let third = fixture.orders.create_order(order("hoarder", 1)).await;
+        assert!(
+            matches!(
+                third,
+                Err(CreateOrderError::TooManyUnpaidOrders { limit: 2 })
+            ),
+            "{third:?}"
+        );
+        assert_eq!(fixture.store.stock(SKU).await.unwrap(), Some((100, 2)));
+        let too_many_units = fixture.orders.create_order(order("other", 6)).await;
+        assert!(
+            matches!(
+                too_many_units,
+                Err(CreateOrderError::SkuLimitExceeded {
+                    limit: 5,
+                    held: 0,
+                    requested: 6,
+                    ..
+                })
+            ),
+            "{too_many_units:?}"
+        );
+        fixture.unpaid_order("other", 5).await;
+        assert_eq!(fixture.store.stock(SKU).await.unwrap(), Some((100, 7)));
     }
 }

@@ -10,6 +10,7 @@ use ordermq_domain::ports::{BoxFuture, Delivery, OrderService, PublishError, Pub
 use ordermq_domain::view::OrderView;
 use ordermq_domain::{
     Amount, NewOrder, OrderLine, OutboxMessage, PaymentId, PaymentNotice, Quantity, Sku, UserId,
+    UserLimits,
 };
 use ordermq_store::{DemoProduct, Store, StoreOptions};
 use tokio::sync::Notify;
@@ -33,6 +34,15 @@ impl Fixture {
 
     /// As [`Fixture::new`], with unpaid orders closing `close_after_ms` after creation.
     pub(crate) async fn closing_after(close_after_ms: i64) -> Self {
+        Self::with(close_after_ms, UserLimits::OFF).await
+    }
+
+    /// As [`Fixture::new`], holding users to `limits`.
+    pub(crate) async fn limited(limits: UserLimits) -> Self {
+        Self::with(30 * 60 * 1_000, limits).await
+    }
+
+    async fn with(close_after_ms: i64, limits: UserLimits) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Store::open(&url, &StoreOptions::default())
@@ -53,6 +63,7 @@ impl Fixture {
             writer.clone(),
             Arc::new(Notify::new()),
             close_after_ms,
+            limits,
         );
         Self {
             store,
@@ -162,6 +173,19 @@ impl ordermq_domain::ports::LogisticsGateway for CountingGateway {
     ) -> BoxFuture<'a, Result<String, ordermq_domain::ports::GatewayError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { Ok(format!("track-{idempotency_key}")) })
+    }
+
+    fn cancel_shipment<'a>(
+        &'a self,
+        _idempotency_key: &'a str,
+        _order_id: &'a str,
+        _tracking_no: &'a str,
+    ) -> BoxFuture<
+        'a,
+        Result<ordermq_domain::ports::Cancellation, ordermq_domain::ports::GatewayError>,
+    > {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(ordermq_domain::ports::Cancellation::Cancelled) })
     }
 }
 

@@ -14,6 +14,7 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{OrderView, PaymentReceipt};
 use ordermq_domain::{
     CreateOrderError, Effect, NewOrder, OrderId, OutboxMessage, PayOrderError, PaymentNotice,
+    UserLimits,
 };
 use sqlx::AnyConnection;
 
@@ -34,11 +35,13 @@ use crate::store::{Db, LaneWait, Store};
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Creates an order that closes itself `close_after_ms` after creation if
-    /// unpaid (`None`: never; tools that load data only).
+    /// unpaid (`None`: never; tools that load data only), if its user stays
+    /// within `limits` (`UserLimits::OFF`: tools that load data only).
     Create {
         order: NewOrder,
         order_id: OrderId,
         close_after_ms: Option<i64>,
+        limits: UserLimits,
     },
     Pay(PaymentNotice),
     /// Closes the order if it is still unpaid and due.
@@ -450,8 +453,18 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
             order,
             order_id,
             close_after_ms,
+            limits,
         } => WriteResult::Created(
-            create_order_in(&mut *tx, order, order_id, now, *close_after_ms).await,
+            create_order_in(
+                &mut *tx,
+                backend,
+                order,
+                order_id,
+                now,
+                *close_after_ms,
+                *limits,
+            )
+            .await,
         ),
         WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut *tx, notice, now).await),
         WriteOp::Close(order_id) => WriteResult::Closed(

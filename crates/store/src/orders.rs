@@ -1,6 +1,7 @@
-//! Orders: creating one (its lines, its reservation, its scheduled close)
-//! and listing orders by status. The order page and the counters, which
-//! read from every module, are in `views`.
+//! Orders: creating one (its lines, its reservation, its scheduled close,
+//! and the per-user limits on what a user may hold unpaid) and listing
+//! orders by status. The order page and the counters, which read from every
+//! module, are in `views`.
 //!
 //! Operation module: it imports only the base, leaves and the handle.
 
@@ -9,17 +10,26 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{OrderLineView, OrderView, StatusChange};
 use ordermq_domain::{
     Amount, CreateOrderError, FanoutState, NewOrder, OrderEvent, OrderId, OrderStatus, System,
+    UserId, UserLimits,
 };
 use sqlx::{AnyConnection, Row};
 
 use crate::fail::{corrupt, get, storage};
 use crate::history::record_history;
 use crate::outbox;
+use crate::sql::Backend;
 use crate::store::{Db, Store};
+
+/// The class of the per-user advisory locks on PostgreSQL (the first of the
+/// two keys; the second is the user id's hash). The two-key form never
+/// meets the migrations' one-key lock.
+const USER_LOCK_CLASS: i32 = 7_401;
 
 impl Store {
     /// Creates an UNPAID order and reserves its stock, all or nothing; its
     /// close, `close_after_ms` later, is scheduled in the same transaction.
+    /// No per-user limit (tools and tests that load data); the order
+    /// service creates through [`Store::create_order_limited`] or its batch.
     pub async fn create_order(
         &self,
         order: &NewOrder,
@@ -27,8 +37,32 @@ impl Store {
         now: i64,
         close_after_ms: Option<i64>,
     ) -> Result<OrderView, CreateOrderError> {
+        self.create_order_limited(order, order_id, now, close_after_ms, UserLimits::OFF)
+            .await
+    }
+
+    /// [`Store::create_order`] within `limits`: the user's unpaid orders and
+    /// units per SKU are counted in the transaction that reserves the
+    /// stock, so two concurrent orders of one user cannot both pass.
+    pub async fn create_order_limited(
+        &self,
+        order: &NewOrder,
+        order_id: &OrderId,
+        now: i64,
+        close_after_ms: Option<i64>,
+        limits: UserLimits,
+    ) -> Result<OrderView, CreateOrderError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let view = create_order_in(&mut tx, order, order_id, now, close_after_ms).await?;
+        let view = create_order_in(
+            &mut tx,
+            self.backend,
+            order,
+            order_id,
+            now,
+            close_after_ms,
+            limits,
+        )
+        .await?;
         tx.commit().await.map_err(storage)?;
         Ok(view)
     }
@@ -52,13 +86,17 @@ impl Store {
     }
 }
 
-/// Reserves the lines' stock and records the order, inside the caller's transaction.
+/// Reserves the lines' stock, checks the user's `limits` and records the
+/// order, inside the caller's transaction (a refusal leaves the caller to
+/// roll back what was reserved).
 pub(crate) async fn create_order_in(
     tx: &mut AnyConnection,
+    backend: Backend,
     order: &NewOrder,
     order_id: &OrderId,
     now: i64,
     close_after_ms: Option<i64>,
+    limits: UserLimits,
 ) -> Result<OrderView, CreateOrderError> {
     let mut amount = Amount::ZERO;
     let mut lines = Vec::with_capacity(order.lines().len());
@@ -105,6 +143,9 @@ pub(crate) async fn create_order_in(
             refunded: 0,
         });
     }
+    // After the reservations: a write transaction starts with its write (see
+    // the crate's rules), and a shopper short of stock hears OUT_OF_STOCK.
+    check_user_limits(&mut *tx, backend, order, limits).await?;
     let close_at = close_after_ms.map(|after| now.saturating_add(after.max(0)));
     sqlx::query(
             "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at, close_at) \
@@ -167,4 +208,86 @@ pub(crate) async fn create_order_in(
         consumers: Vec::new(),
         refunds: Vec::new(),
     })
+}
+
+/// Counts what the user holds in unpaid orders and asks `limits` whether
+/// `order` fits. On PostgreSQL the user's advisory lock (held to the end of
+/// the transaction) makes concurrent creates of one user take turns, so the
+/// second counts the first's order once it commits; SQLite has one writer
+/// at a time (the store's gate), so the count is already the latest.
+async fn check_user_limits(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    order: &NewOrder,
+    limits: UserLimits,
+) -> Result<(), CreateOrderError> {
+    if !limits.any() {
+        return Ok(());
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(USER_LOCK_CLASS)
+            .bind(order.user_id().as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+    }
+    let held = unpaid_holdings(&mut *tx, order.user_id()).await?;
+    limits.check_unpaid_orders(held.orders)?;
+    for line in order.lines() {
+        let units = held
+            .units
+            .iter()
+            .find(|(sku, _)| sku == line.sku.as_str())
+            .map_or(0, |(_, units)| *units);
+        limits.check_units(&line.sku, units, line.quantity.get())?;
+    }
+    Ok(())
+}
+
+/// What a user holds in unpaid orders.
+struct Holdings {
+    /// How many unpaid orders.
+    orders: u64,
+    /// Units per SKU across them.
+    units: Vec<(String, u64)>,
+}
+
+/// The user's unpaid orders and their units per SKU, through `orders_by_user`:
+/// one read of the user's unpaid lines (at most the limits' worth).
+async fn unpaid_holdings(
+    tx: &mut AnyConnection,
+    user: &UserId,
+) -> Result<Holdings, CreateOrderError> {
+    let rows = sqlx::query(
+        "SELECT o.order_id, l.sku, l.quantity FROM orders o \
+         JOIN order_lines l ON l.order_id = o.order_id \
+         WHERE o.user_id = $1 AND o.status = $2 ORDER BY o.order_id",
+    )
+    .bind(user.as_str())
+    .bind(OrderStatus::Unpaid.as_str())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(storage)?;
+    let mut held = Holdings {
+        orders: 0,
+        units: Vec::new(),
+    };
+    let mut last_order: Option<String> = None;
+    for row in &rows {
+        let order_id: String = get(row, "order_id")?;
+        let sku: String = get(row, "sku")?;
+        let quantity: i64 = get(row, "quantity")?;
+        let quantity =
+            u64::try_from(quantity).map_err(|_| corrupt("line quantity", &quantity.to_string()))?;
+        if last_order.as_deref() != Some(order_id.as_str()) {
+            held.orders += 1;
+            last_order = Some(order_id);
+        }
+        match held.units.iter_mut().find(|(s, _)| *s == sku) {
+            Some((_, units)) => *units = units.saturating_add(quantity),
+            None => held.units.push((sku, quantity)),
+        }
+    }
+    Ok(held)
 }

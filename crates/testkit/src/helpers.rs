@@ -19,6 +19,18 @@ pub fn fast_third_parties(config: &mut Config) {
     config.logistics_spike_probability = 0.0;
 }
 
+/// The per-user and rate limits as shipped (`limits.*` defaults), which
+/// [`local_config`](crate::local_config) turns off: for the tests of the limits.
+pub fn default_limits(config: &mut Config) {
+    let shipped = Config::default();
+    config.limits_unpaid_orders_per_user = shipped.limits_unpaid_orders_per_user;
+    config.limits_units_per_sku_per_user = shipped.limits_units_per_sku_per_user;
+    config.limits_orders_per_minute_per_user = shipped.limits_orders_per_minute_per_user;
+    config.limits_order_burst_per_user = shipped.limits_order_burst_per_user;
+    config.limits_orders_per_second_per_token = shipped.limits_orders_per_second_per_token;
+    config.limits_order_burst_per_token = shipped.limits_order_burst_per_token;
+}
+
 /// A whole ordermq with [`fast_third_parties`]; panics if it cannot start.
 pub async fn spawn_app() -> LocalApp {
     LocalApp::start(fast_third_parties)

@@ -9,7 +9,8 @@
 //! - [`local_app`]: a whole ordermq in-process on a temporary directory and
 //!   ports chosen by the OS ([`LocalApp`]), with signed-request helpers and
 //!   requests with the shop's or the operator's token.
-//! - [`helpers`]: `spawn_app`, fast fake third parties, JSON requests.
+//! - [`helpers`]: `spawn_app`, fast fake third parties, the shipped limits,
+//!   JSON requests.
 //! - [`router`]: the HTTP router on the real order service and a SQLite
 //!   store, driven with `oneshot` ([`RouterHarness`]); the test tokens.
 //! - [`bad_request`]: the seeded bad-request generator, shared by the router's
@@ -17,12 +18,15 @@
 //!   cases one endpoint family to a file (`orders`, `notify` for the signed
 //!   callbacks, `routes`, `refunds`) and the bad values they draw from in
 //!   `values`.
+//! - [`events`]: another producer on ordermq's broker, and the `OrderPaid` a
+//!   forger copies: for the forged-event test and the `security` scenario.
 
 pub mod bad_request;
+pub mod events;
 pub mod helpers;
 pub mod local_app;
 pub mod router;
 
-pub use helpers::{create_order, fast_third_parties, get_json, spawn_app};
+pub use helpers::{create_order, default_limits, fast_third_parties, get_json, spawn_app};
 pub use local_app::{LocalApp, LocalAppError, local_config};
 pub use router::{OPERATOR_TOKEN, RouterHarness, SHOP_TOKEN, bearer};

@@ -11,10 +11,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordermq::startup::DEMO_CATALOG;
 use ordermq_api::auth::{Auth, Role, TokenEntry, Tokens};
+use ordermq_api::rate_limit::RateLimits;
 use ordermq_api::routes::Listener;
 use ordermq_api::session::Sessions;
 use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_api::{ApiState, router_for};
+use ordermq_domain::UserLimits;
 use ordermq_service::{OrderWriter, Orders};
 use ordermq_store::{Store, StoreOptions};
 use serde_json::Value;
@@ -60,8 +62,16 @@ pub struct RouterHarness {
 
 impl RouterHarness {
     /// A fresh SQLite store with the demo catalog, the group-commit writer
-    /// and the order service behind the router (orders close after 30 min).
+    /// and the order service behind the router (orders close after 30 min),
+    /// without per-user or rate limits: the contract's tests send many
+    /// orders for one user.
     pub async fn start() -> Self {
+        Self::with_limits(UserLimits::OFF, RateLimits::off()).await
+    }
+
+    /// As [`RouterHarness::start`], with the order service holding users to
+    /// `user_limits` and the router applying `rate_limits`.
+    pub async fn with_limits(user_limits: UserLimits, rate_limits: RateLimits) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Store::open(&url, &StoreOptions::default())
@@ -79,6 +89,7 @@ impl RouterHarness {
             writer,
             Arc::new(tokio::sync::Notify::new()),
             30 * 60 * 1_000,
+            user_limits,
         );
         let router = router_for(
             ApiState {
@@ -86,6 +97,7 @@ impl RouterHarness {
                 signer: signer.clone(),
                 carrier_signer: carrier_signer.clone(),
                 auth: Auth::new(test_tokens(), Sessions::random(false).expect("randomness")),
+                rate_limits,
             },
             Listener::Combined,
         );

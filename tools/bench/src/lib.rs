@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use ordermq_domain::{NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, now_millis};
+use ordermq_domain::{
+    NewOrder, OrderId, OrderLine, Quantity, Sku, System, UserId, UserLimits, now_millis,
+};
 use ordermq_store::{DemoProduct, Store, WriteOp, WriteResult};
 
 use self::target::Target;
@@ -133,6 +135,9 @@ async fn precreate_orders(store: &Store, count: usize, label: &str) -> BenchResu
                     ),
                     // Loaded, not measured: no scheduled close to relay.
                     close_after_ms: None,
+                    // Loaded, not bought: a thousand users hold far more
+                    // unpaid orders than the per-user limits allow.
+                    limits: UserLimits::OFF,
                 }
             })
             .collect();

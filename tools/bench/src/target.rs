@@ -8,6 +8,15 @@
 //! other traffic during the run makes the figures wrong; the operator's
 //! token) and end-to-end times
 //! read from each order's `consumers` on `GET /api/orders/{id}`.
+//!
+//! The in-process ordermq's orders are loaded straight into its store,
+//! without the per-user limits (a thousand users hold far more unpaid
+//! orders than a shopper may). A remote one creates them over HTTP, so it
+//! must run with its limits off (`ORDERMQ_LIMITS_UNPAID_ORDERS_PER_USER=0`,
+//! `ORDERMQ_LIMITS_UNITS_PER_SKU_PER_USER=0`,
+//! `ORDERMQ_LIMITS_ORDERS_PER_MINUTE_PER_USER=0`,
+//! `ORDERMQ_LIMITS_ORDERS_PER_SECOND_PER_TOKEN=0`), or creating the run's
+//! orders stops at the first refusal, which names its code.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,6 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordermq_api::auth::{Auth, Role, TokenEntry, Tokens};
+use ordermq_api::rate_limit::RateLimits;
 use ordermq_api::session::Sessions;
 use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_api::{ApiState, router};
@@ -30,6 +31,7 @@ pub(crate) fn state(service: Arc<FakeService>) -> ApiState {
         signer: CallbackSigner::from_secret(SECRET),
         carrier_signer: CallbackSigner::from_secret(b"carrier"),
         auth: Auth::new(tokens, Sessions::random(false).unwrap()),
+        rate_limits: RateLimits::off(),
     }
 }
 

@@ -124,11 +124,15 @@ pub struct Key {
 }
 
 impl Key {
-    /// The environment variable: `ORDERMQ_` + the flat name, upper-cased.
+    /// The environment variable: `ORDERMQ_` + the flat name (or the name
+    /// with `_` for its dots), upper-cased.
     pub fn env_var(&self) -> String {
         format!(
             "ORDERMQ_{}",
-            self.alias.unwrap_or(self.name).to_ascii_uppercase()
+            self.alias
+                .unwrap_or(self.name)
+                .replace('.', "_")
+                .to_ascii_uppercase()
         )
     }
 

@@ -28,7 +28,7 @@
 use ordermq_domain::OutboxMessage;
 use ordermq_domain::{
     Actor, Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId,
-    OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId,
+    OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId, UserLimits,
 };
 use ordermq_store::{EffectRecord, Store, StoreOptions, WriteOp, WriteResult};
 use sqlx::{Column, Connection, Row};
@@ -109,6 +109,7 @@ fn create(order: u32, user: &str, items: &[(&str, i64)], close_after_ms: Option<
         order: new_order(user, items),
         order_id: oid(order),
         close_after_ms,
+        limits: UserLimits::OFF,
     }
 }
 

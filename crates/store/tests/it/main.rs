@@ -2,10 +2,12 @@
 //! backend (SQLite, then PostgreSQL when `ORDERMQ_TEST_POSTGRES_URL` is set).
 //!
 //! - `rules`: each rule of the store, checked on its own.
+//! - `limits`: the per-user limits on unpaid orders, concurrent creates included.
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite and PostgreSQL; every answer and every row compared.
 //! - `helpers`: fresh stores and the domain values tests build.
 
 mod differential;
 mod helpers;
+mod limits;
 mod rules;

@@ -560,6 +560,7 @@ async fn group_commit_rolls_back_only_the_rejected_operations(store: Store) {
         order: new_order("u1", &[("A", q)]),
         order_id: order_id(n),
         close_after_ms: None,
+        limits: ordermq_domain::UserLimits::OFF,
     };
     let results = store
         .write_batch(

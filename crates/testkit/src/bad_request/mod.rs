@@ -106,8 +106,14 @@ impl BadRequest {
                 self.kind
             ));
         }
-        if value["message"].as_str().is_none() {
+        let Some(message) = value["message"].as_str() else {
             return Err(format!("{}: {status} {code} without a message", self.kind));
+        };
+        if let Some(leak) = internal_text(message) {
+            return Err(format!(
+                "{}: {status} {code} shows internal text ({leak:?}): {message}",
+                self.kind
+            ));
         }
         if let Some((want_status, want_code)) = self.expect
             && (want_status != status || want_code.as_str() != code)
@@ -120,6 +126,31 @@ impl BadRequest {
         }
         Ok(())
     }
+}
+
+/// Words that only internal error text carries: driver and broker names,
+/// source locations, panics, OS errors and file paths. A client is told what
+/// was wrong with its request, never what broke inside.
+const INTERNAL_WORDS: &[&str] = &[
+    "sqlx",
+    "sqlite",
+    "postgres",
+    "rocketmq",
+    "panicked",
+    "backtrace",
+    ".rs:",
+    "os error",
+    "connection refused",
+    "broken pipe",
+    "/var/",
+    "/tmp/",
+    "/home/",
+];
+
+/// The first internal word `text` contains (case-insensitive), if any.
+pub fn internal_text(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    INTERNAL_WORDS.iter().copied().find(|w| lower.contains(w))
 }
 
 impl BadRequest {
@@ -215,5 +246,16 @@ mod tests {
         let any = order_req("t", Vec::new(), None);
         assert!(any.judge(404, &body("NOT_FOUND")).is_ok());
         assert!(any.judge(404, &body("NO_SUCH_CODE")).is_err());
+        let leaked = br#"{"code":"INVALID_REQUEST","message":"error returned from database: (code: 1) near \"x\": sqlite syntax error"}"#;
+        assert!(
+            any.judge(400, leaked)
+                .unwrap_err()
+                .contains("internal text")
+        );
+        assert_eq!(
+            internal_text("thread 'main' panicked at src/x.rs:3"),
+            Some("panicked")
+        );
+        assert_eq!(internal_text("must be 1 to 64 characters"), None);
     }
 }

@@ -298,17 +298,26 @@ fn with_cookie(method: Method, path: &str, cookie: &str) -> axum::http::request:
 #[tokio::test]
 async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_safe() {
     let (router, service) = app();
+    let cookie = only_an_operator_signs_in_from_this_site(&router).await;
+    the_session_opens_the_dashboard_and_its_reads(&router, &cookie).await;
+    a_change_with_the_cookie_needs_the_csrf_header(&router, &service, &cookie).await;
+    signing_out_altering_or_a_restart_ends_the_session(&router, &cookie).await;
+}
+
+/// The sign-in refuses unknown tokens, shop tokens and other sites; an
+/// operator's token gets a strict, HTTP-only cookie, returned as `name=value`.
+async fn only_an_operator_signs_in_from_this_site(router: &Router) -> String {
     // Without a session the dashboard sends the browser to the sign-in page.
-    let (status, _, headers) = send(&router, Request::get("/").body(Body::empty()).unwrap()).await;
+    let (status, _, headers) = send(router, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[header::LOCATION], "/signin");
 
-    let (status, body, _) = send(&router, sign_in("not-a-token")).await;
+    let (status, body, _) = send(router, sign_in("not-a-token")).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED"))
     );
-    let (status, body, _) = send(&router, sign_in(SHOP)).await;
+    let (status, body, _) = send(router, sign_in(SHOP)).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
@@ -317,20 +326,22 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
     foreign
         .headers_mut()
         .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-    let (status, _, _) = send(&router, foreign).await;
+    let (status, _, _) = send(router, foreign).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a sign-in from another site");
 
-    let (status, _, headers) = send(&router, sign_in(OPERATOR)).await;
+    let (status, _, headers) = send(router, sign_in(OPERATOR)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let set_cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
-    let cookie = cookie_pair(&headers);
+    cookie_pair(&headers)
+}
 
+async fn the_session_opens_the_dashboard_and_its_reads(router: &Router, cookie: &str) {
     let (status, _, headers) = send(
-        &router,
-        with_cookie(Method::GET, "/", &cookie)
+        router,
+        with_cookie(Method::GET, "/", cookie)
             .body(Body::empty())
             .unwrap(),
     )
@@ -345,19 +356,25 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
     // The dashboard's own reads.
     for path in ["/api/stats", "/api/products"] {
         let (status, body, _) = send(
-            &router,
-            with_cookie(Method::GET, path, &cookie)
+            router,
+            with_cookie(Method::GET, path, cookie)
                 .body(Body::empty())
                 .unwrap(),
         )
         .await;
         assert!(!is_refusal(status, &body), "{path}: {status} {body}");
     }
+}
 
+async fn a_change_with_the_cookie_needs_the_csrf_header(
+    router: &Router,
+    service: &FakeService,
+    cookie: &str,
+) {
     // A change with the cookie needs the CSRF header and no foreign origin.
     let calls_before = service.calls().len();
     let retry = |csrf: bool, origin: Option<&str>| {
-        let mut builder = with_cookie(Method::POST, "/api/refunds/R1/retry", &cookie);
+        let mut builder = with_cookie(Method::POST, "/api/refunds/R1/retry", cookie);
         if csrf {
             builder = builder.header(CSRF_HEADER, "1");
         }
@@ -371,7 +388,7 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
         (true, Some("https://evil.example")),
         (false, Some("http://127.0.0.1:8080")),
     ] {
-        let (status, body, _) = send(&router, retry(csrf, origin)).await;
+        let (status, body, _) = send(router, retry(csrf, origin)).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::FORBIDDEN, Some("FORBIDDEN")),
@@ -383,7 +400,7 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
         calls_before,
         "a refused change reached the service"
     );
-    let (status, body, _) = send(&router, retry(true, Some("http://127.0.0.1:8080"))).await;
+    let (status, body, _) = send(router, retry(true, Some("http://127.0.0.1:8080"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "reached the handler: {body}");
     assert_eq!(body["code"], "REFUND_NOT_FOUND");
     assert_eq!(
@@ -394,11 +411,13 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
         )),
         "the session's token name is the retry's actor"
     );
+}
 
+async fn signing_out_altering_or_a_restart_ends_the_session(router: &Router, cookie: &str) {
     // Signing out clears the cookie; an altered cookie is no session.
     let (status, _, headers) = send(
-        &router,
-        with_cookie(Method::POST, "/signout", &cookie)
+        router,
+        with_cookie(Method::POST, "/signout", cookie)
             .header(CSRF_HEADER, "1")
             .body(Body::empty())
             .unwrap(),
@@ -413,7 +432,7 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
     );
     let altered = cookie.replacen("ops1.", "shop1.", 1);
     let (status, body, _) = send(
-        &router,
+        router,
         with_cookie(Method::GET, "/api/stats", &altered)
             .body(Body::empty())
             .unwrap(),
@@ -427,7 +446,7 @@ async fn the_dashboard_signs_in_with_an_operator_token_and_its_cookie_is_csrf_sa
     let other = ordermq_api::router(state(Arc::new(FakeService::default())));
     let (status, _, _) = send(
         &other,
-        with_cookie(Method::GET, "/api/stats", &cookie)
+        with_cookie(Method::GET, "/api/stats", cookie)
             .body(Body::empty())
             .unwrap(),
     )

@@ -334,6 +334,22 @@ async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
     let order = h.create("SKU-2", 2).await;
     let id = order["order_id"].as_str().unwrap();
     let before = h.snapshot().await;
+    bad_refunds_and_one_of_an_unpaid_order_are_refused(&h, id).await;
+
+    let pay = json!({"order_id": id, "payment_id": "pay-r", "amount": 5900}).to_string();
+    assert_eq!(h.notify(&pay).await.0, StatusCode::OK);
+    let paid = h.snapshot().await;
+    assert_ne!(before.1, paid.1);
+    more_than_paid_or_a_line_not_ordered_is_refused(&h, id).await;
+    assert_eq!(h.snapshot().await, paid, "rejected refunds change nothing");
+
+    let first = a_key_names_one_refund(&h, id).await;
+    only_a_failed_refund_is_retried(&h, &first).await;
+}
+
+/// A missing or bad key, a malformed or invalid body, a refund of an
+/// unpaid order or of no order: each refused with its code and a message.
+async fn bad_refunds_and_one_of_an_unpaid_order_are_refused(h: &RouterHarness, id: &str) {
     let cases: Vec<(Option<&str>, &str, StatusCode, &str)> = vec![
         (
             None,
@@ -388,11 +404,9 @@ async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
         (status, answer["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("ORDER_NOT_FOUND"))
     );
+}
 
-    let pay = json!({"order_id": id, "payment_id": "pay-r", "amount": 5900}).to_string();
-    assert_eq!(h.notify(&pay).await.0, StatusCode::OK);
-    let paid = h.snapshot().await;
-    assert_ne!(before.1, paid.1);
+async fn more_than_paid_or_a_line_not_ordered_is_refused(h: &RouterHarness, id: &str) {
     let (status, answer) = h
         .refund(
             id,
@@ -418,8 +432,11 @@ async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
         (status, answer["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("UNKNOWN_SKU"))
     );
-    assert_eq!(h.snapshot().await, paid, "rejected refunds change nothing");
+}
 
+/// A refund is accepted under a key; the key asked again for another refund
+/// is refused. The accepted refund's answer.
+async fn a_key_names_one_refund(h: &RouterHarness, id: &str) -> Value {
     let (status, first) = h
         .refund(
             id,
@@ -434,7 +451,11 @@ async fn refunds_are_refused_with_stable_codes_and_change_nothing() {
         (status, reused["code"].as_str()),
         (StatusCode::CONFLICT, Some("IDEMPOTENCY_KEY_REUSED"))
     );
+    first
+}
 
+/// A retry of no refund, or of one that has not failed, is refused.
+async fn only_a_failed_refund_is_retried(h: &RouterHarness, first: &Value) {
     let retry = |path: &'static str| h.send(Request::post(path).body(Body::empty()).unwrap());
     let (status, answer) = retry("/api/refunds/R-missing/retry").await;
     assert_eq!(

@@ -243,39 +243,65 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
     })
     .await;
 
-    let refund = |key: &str, body: Value| {
-        let app = &app;
-        let (key, id) = (key.to_owned(), id.clone());
-        async move {
-            let response = app
-                .as_operator(Method::POST, &format!("/api/orders/{id}/refund"))
-                .header("idempotency-key", key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        }
-    };
-    let (status, partial) = refund("k1", json!({"lines": [{"sku": "SKU-2", "quantity": 1}]})).await;
+    two_refunds_by_key_then_nothing_left(&app, &id).await;
+    while_the_gateway_is_down_the_refunds_stay_requested(&app, &id).await;
+
+    // Restart mid-refund with a gateway that still fails 30 % of the time.
+    let app = app
+        .restart(|c| {
+            ordermq_testkit::fast_third_parties(c);
+            c.payment_gateway_latency = Duration::from_millis(5);
+            c.payment_gateway_failure_rate = 0.3;
+            c.refund_attempts = 4;
+        })
+        .await
+        .unwrap();
+    after_the_restart_both_succeed_and_each_effect_is_reversed_once(&app, &id, amount).await;
+    app.stop().await.unwrap();
+}
+
+/// Asks for a refund of order `id` with `key`; the answer's status and body.
+async fn refund(app: &LocalApp, id: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .as_operator(Method::POST, &format!("/api/orders/{id}/refund"))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    )
+}
+
+/// A partial refund and the rest are accepted (the rest asked twice with
+/// one key is one refund); then nothing is left to refund.
+async fn two_refunds_by_key_then_nothing_left(app: &LocalApp, id: &str) {
+    let (status, partial) = refund(
+        app,
+        id,
+        "k1",
+        json!({"lines": [{"sku": "SKU-2", "quantity": 1}]}),
+    )
+    .await;
     assert_eq!(status, 202, "{partial}");
-    let (status, rest) = refund("k2", json!({"reason": "changed my mind"})).await;
+    let (status, rest) = refund(app, id, "k2", json!({"reason": "changed my mind"})).await;
     assert_eq!(status, 202, "{rest}");
-    let (status, again) = refund("k2", json!({"reason": "changed my mind"})).await;
+    let (status, again) = refund(app, id, "k2", json!({"reason": "changed my mind"})).await;
     assert_eq!(status, 200);
     assert_eq!(
         again["refund_id"], rest["refund_id"],
         "same key, same refund"
     );
-    let (status, none_left) = refund("k3", json!({})).await;
+    let (status, none_left) = refund(app, id, "k3", json!({})).await;
     assert_eq!(status, 409, "{none_left}");
     assert_eq!(none_left["code"], "ORDER_NOT_REFUNDABLE");
+}
 
-    // The gateway is down: attempts are recorded, the refund stays REQUESTED.
-    let failing = wait_for_order(&app, &id, Duration::from_secs(30), |o| {
+/// The gateway is down: attempts are recorded, the refunds stay REQUESTED.
+async fn while_the_gateway_is_down_the_refunds_stay_requested(app: &LocalApp, id: &str) {
+    let failing = wait_for_order(app, id, Duration::from_secs(30), |o| {
         o["refunds"]
             .as_array()
             .unwrap()
@@ -293,18 +319,16 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
                 .contains("payment gateway")
         );
     }
+}
 
-    // Restart mid-refund with a gateway that still fails 30 % of the time.
-    let app = app
-        .restart(|c| {
-            ordermq_testkit::fast_third_parties(c);
-            c.payment_gateway_latency = Duration::from_millis(5);
-            c.payment_gateway_failure_rate = 0.3;
-            c.refund_attempts = 4;
-        })
-        .await
-        .unwrap();
-    let order = wait_for_order(&app, &id, Duration::from_secs(120), |o| {
+/// Both refunds succeed, for exactly what was paid, and each effect of the
+/// order is reversed exactly once.
+async fn after_the_restart_both_succeed_and_each_effect_is_reversed_once(
+    app: &LocalApp,
+    id: &str,
+    amount: i64,
+) {
+    let order = wait_for_order(app, id, Duration::from_secs(120), |o| {
         o["status"] == "REFUNDED"
             && o["consumers"]
                 .as_array()
@@ -325,7 +349,7 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
         "exactly what was paid, no more"
     );
     // Each effect reversed exactly once.
-    let (_, activity) = ordermq_testkit::get_json(&app, "/api/users/refund-user").await;
+    let (_, activity) = ordermq_testkit::get_json(app, "/api/users/refund-user").await;
     assert_eq!(activity["points_total"], 0, "{activity:#}");
     assert_eq!(
         activity["points"].as_array().unwrap().len(),
@@ -339,7 +363,7 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
         "paid + one per refund"
     );
     assert_eq!(activity["shipments"][0]["status"], "CANCELLED");
-    let id = OrderId::parse(&id).unwrap();
+    let id = OrderId::parse(id).unwrap();
     let view = app.store.order(&id).await.unwrap().unwrap();
     assert_eq!(
         view.history.iter().map(|h| h.to).collect::<Vec<_>>(),
@@ -350,7 +374,6 @@ async fn a_refund_gets_through_gateway_failures_and_a_restart() {
             OrderStatus::Refunded
         ]
     );
-    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

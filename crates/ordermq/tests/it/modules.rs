@@ -91,13 +91,24 @@ fn a_doc_link_upward_closes_a_circle() {
     assert!(circles[0].contains("order -> ids"), "{}", circles[0]);
 
     // The same link as plain text, and the test module's use of `order`, are no references.
+    let test_module =
+        "#[cfg(test)]\nmod tests {\n    use crate::order::Order;\n    const OPEN: char = '{';\n}\n";
     write(
         "ids.rs",
-        "/// Used by an `Order` (see the `order` module).\npub struct Id;\n\
-         #[cfg(test)]\nmod tests {\n    use crate::order::Order;\n    fn f(_: Order) { let _ = '{'; }\n}\n",
+        &format!("/// Used by an `Order` (see the `order` module).\npub struct Id;\n{test_module}"),
     );
     let circles = ModuleGraph::read(&dir.path().join("lib.rs")).circles();
     assert!(circles.is_empty(), "{circles:?}");
+
+    // Code after the test module is read again: its `'{'` opened no block.
+    write(
+        "ids.rs",
+        &format!(
+            "pub struct Id;\n{test_module}pub fn order_of(_: Id) -> crate::order::Order {{\n}}\n"
+        ),
+    );
+    let circles = ModuleGraph::read(&dir.path().join("lib.rs")).circles();
+    assert_eq!(circles.len(), 1, "{circles:?}");
 }
 
 #[test]

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use ordermq_domain::view::RefundView;
 use ordermq_domain::{
     Amount, CreateOrderError, Effect, FanoutState, OrderEvent, OrderId, OrderLine, OrderStatus,
-    PayOrderError, Quantity, Sku, System, UserId,
+    PayOrderError, Quantity, RefundError, RefundId, RefundStatus, Sku, System, UserId,
 };
 use ordermq_store::{Applied, DemoProduct, Store, StoreOptions};
 use sqlx::Connection;
@@ -825,8 +826,10 @@ fn refund_id(n: u32) -> ordermq_domain::RefundId {
     ordermq_domain::RefundId::generate(1_700_000_000_000, n)
 }
 
+/// A refund of an order is refused before it is paid, limited to what was
+/// paid per line (with its idempotency key), completes only when every
+/// refund of the order did, and is never retried unless it failed.
 async fn refunds_never_exceed_what_was_paid(store: Store) {
-    use ordermq_domain::{RefundError, RefundStatus};
     seed(&store, "A", 250, 10).await;
     seed(&store, "B", 1000, 10).await;
     let id = order_id(1);
@@ -834,18 +837,30 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
         .create_order(&new_order("u1", &[("A", 2), ("B", 1)]), &id, 1, None)
         .await
         .unwrap();
+    an_unpaid_order_is_not_refundable(&store, &id).await;
+    store.pay_order(&notice(&id, "p1", 1500), 3).await.unwrap();
+    let partial = a_partial_refund_keeps_its_key_and_its_limits(&store, &id).await;
+    let rest = the_rest_leaves_nothing_to_refund(&store, &id).await;
+    refunded_only_when_every_refund_succeeded(&store, &id, &partial, &rest).await;
+}
+
+async fn an_unpaid_order_is_not_refundable(store: &Store, id: &OrderId) {
     let unpaid = store
-        .request_refund(&refund_request(&id, "k0", None), &refund_id(0), 2)
+        .request_refund(&refund_request(id, "k0", None), &refund_id(0), 2)
         .await;
     assert!(
         matches!(unpaid, Err(RefundError::NotRefundable { .. })),
         "{unpaid:?}"
     );
-    store.pay_order(&notice(&id, "p1", 1500), 3).await.unwrap();
+}
 
+/// One unit of A (250) refunded; the same key again is the same refund, the
+/// key reused for another refund, more units than paid, or a SKU that is
+/// not a line are refused.
+async fn a_partial_refund_keeps_its_key_and_its_limits(store: &Store, id: &OrderId) -> RefundView {
     let partial = store
         .request_refund(
-            &refund_request(&id, "k1", Some(&[("A", 1)])),
+            &refund_request(id, "k1", Some(&[("A", 1)])),
             &refund_id(1),
             4,
         )
@@ -853,11 +868,11 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
         .unwrap();
     assert_eq!(partial.amount.minor_units(), 250);
     assert!(!partial.full);
-    assert_eq!(status(&store, &id).await, OrderStatus::Paid);
+    assert_eq!(status(store, id).await, OrderStatus::Paid);
     // Same key, same request: the same refund. Same key, other request: refused.
     let again = store
         .request_refund(
-            &refund_request(&id, "k1", Some(&[("A", 1)])),
+            &refund_request(id, "k1", Some(&[("A", 1)])),
             &refund_id(2),
             5,
         )
@@ -867,7 +882,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
     assert_eq!(again.refund_id, partial.refund_id);
     let reused = store
         .request_refund(
-            &refund_request(&id, "k1", Some(&[("B", 1)])),
+            &refund_request(id, "k1", Some(&[("B", 1)])),
             &refund_id(3),
             5,
         )
@@ -878,7 +893,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
     );
     let too_many = store
         .request_refund(
-            &refund_request(&id, "k2", Some(&[("A", 2)])),
+            &refund_request(id, "k2", Some(&[("A", 2)])),
             &refund_id(4),
             5,
         )
@@ -892,7 +907,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
     );
     let unknown = store
         .request_refund(
-            &refund_request(&id, "k3", Some(&[("C", 1)])),
+            &refund_request(id, "k3", Some(&[("C", 1)])),
             &refund_id(5),
             5,
         )
@@ -901,24 +916,37 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
         matches!(unknown, Err(RefundError::UnknownLine(_))),
         "{unknown:?}"
     );
+    partial
+}
 
-    // The rest: the order is now fully refunded → REFUNDING.
+/// The rest (1,250): the order is now fully refunded → REFUNDING, and
+/// nothing is left to refund.
+async fn the_rest_leaves_nothing_to_refund(store: &Store, id: &OrderId) -> RefundView {
     let rest = store
-        .request_refund(&refund_request(&id, "k4", None), &refund_id(6), 6)
+        .request_refund(&refund_request(id, "k4", None), &refund_id(6), 6)
         .await
         .unwrap();
     assert_eq!(rest.amount.minor_units(), 1250);
     assert!(rest.full);
-    assert_eq!(status(&store, &id).await, OrderStatus::Refunding);
+    assert_eq!(status(store, id).await, OrderStatus::Refunding);
     let nothing_left = store
-        .request_refund(&refund_request(&id, "k5", None), &refund_id(7), 7)
+        .request_refund(&refund_request(id, "k5", None), &refund_id(7), 7)
         .await;
     assert!(matches!(
         nothing_left,
         Err(RefundError::NotRefundable { .. })
     ));
+    rest
+}
 
-    // A failed attempt is visible; REFUNDED only when every refund succeeded.
+/// A failed attempt is visible; REFUNDED only when every refund succeeded;
+/// an operator's retry only applies to FAILED refunds.
+async fn refunded_only_when_every_refund_succeeded(
+    store: &Store,
+    id: &OrderId,
+    partial: &RefundView,
+    rest: &RefundView,
+) {
     store
         .refund_attempt_failed(&rest.refund_id, "gateway 503", false, 8)
         .await
@@ -929,7 +957,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
             .await
             .unwrap()
     );
-    assert_eq!(status(&store, &id).await, OrderStatus::Refunding);
+    assert_eq!(status(store, id).await, OrderStatus::Refunding);
     assert!(
         store
             .complete_refund(&partial.refund_id, "RF-2", 10)
@@ -943,7 +971,7 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
             .unwrap(),
         "repeat changes nothing"
     );
-    let order = store.order(&id).await.unwrap().unwrap();
+    let order = store.order(id).await.unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Refunded);
     assert_eq!(order.refunds.len(), 2);
     assert!(
@@ -978,7 +1006,6 @@ async fn refunds_never_exceed_what_was_paid(store: Store) {
 on_every_backend!(refunds, refunds_never_exceed_what_was_paid);
 
 async fn failed_refund_can_be_retried_by_an_operator(store: Store) {
-    use ordermq_domain::RefundStatus;
     seed(&store, "A", 100, 10).await;
     let id = order_id(1);
     store
@@ -1064,18 +1091,28 @@ async fn failed_refund_can_be_retried_by_an_operator(store: Store) {
 }
 on_every_backend!(refund_retry, failed_refund_can_be_retried_by_an_operator);
 
+/// Reversals of a refund: points taken back once and never more than were
+/// earned, a coupon revoked once, a shipment cancelled only before pickup.
 async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
-    use ordermq_domain::RefundId;
     let user = UserId::parse("u1").unwrap();
-    let id = order_id(1);
-    let record = |event: &str, effect: Effect| ordermq_store::EffectRecord {
+    points_are_taken_back_once_and_never_more_than_earned(&store, &user).await;
+    a_coupon_is_revoked_once(&store, &user).await;
+    a_shipment_is_cancelled_only_before_pickup(&store, &user).await;
+}
+
+fn effect_record(event: &str, effect: Effect) -> ordermq_store::EffectRecord {
+    ordermq_store::EffectRecord {
         event_id: event.into(),
         msg_id: "m".into(),
         effect,
-    };
+    }
+}
+
+async fn points_are_taken_back_once_and_never_more_than_earned(store: &Store, user: &UserId) {
+    let id = order_id(1);
     store
         .apply_effects(
-            &[record(
+            &[effect_record(
                 "OrderPaid:o1",
                 Effect::Points {
                     user_id: user.clone(),
@@ -1088,7 +1125,7 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .await
         .unwrap();
     let reverse = |n: u32, points: Option<i64>| {
-        record(
+        effect_record(
             &format!("OrderRefundRequested:{n}"),
             Effect::PointsReversal {
                 user_id: user.clone(),
@@ -1106,13 +1143,15 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .await
         .unwrap();
     assert_eq!(outcomes, vec![Applied::Now, Applied::Already, Applied::Now]);
-    let activity = store.user_activity(&user).await.unwrap();
+    let activity = store.user_activity(user).await.unwrap();
     assert_eq!(
         activity.points_total, 0,
         "15 earned, 10 + the remaining 5 taken back"
     );
+}
 
-    // Coupon revoked once; shipment cancelled only before pickup.
+async fn a_coupon_is_revoked_once(store: &Store, user: &UserId) {
+    let id = order_id(1);
     let coupon = Effect::Coupon {
         user_id: user.clone(),
         order_id: id.clone(),
@@ -1120,12 +1159,12 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         value: Amount::parse(100).unwrap(),
     };
     store
-        .apply_effects(&[record("OrderPaid:o1", coupon)], 3)
+        .apply_effects(&[effect_record("OrderPaid:o1", coupon)], 3)
         .await
         .unwrap();
     store
         .apply_effects(
-            &[record(
+            &[effect_record(
                 "OrderRefundRequested:1",
                 Effect::CouponRevocation {
                     order_id: id.clone(),
@@ -1137,10 +1176,12 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.user_activity(&user).await.unwrap().coupons[0].status,
+        store.user_activity(user).await.unwrap().coupons[0].status,
         "REVOKED"
     );
+}
 
+async fn a_shipment_is_cancelled_only_before_pickup(store: &Store, user: &UserId) {
     let ship = |n: u32| Effect::Shipment {
         user_id: user.clone(),
         order_id: order_id(n),
@@ -1149,8 +1190,8 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
     store
         .apply_effects(
             &[
-                record("OrderPaid:a", ship(2)),
-                record("OrderPaid:b", ship(3)),
+                effect_record("OrderPaid:a", ship(2)),
+                effect_record("OrderPaid:b", ship(3)),
             ],
             5,
         )
@@ -1158,7 +1199,7 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .unwrap();
     store
         .apply_effects(
-            &[record(
+            &[effect_record(
                 "ShipmentUpdated:b:PICKED_UP",
                 Effect::ShipmentProgress {
                     order_id: order_id(3),
@@ -1170,7 +1211,7 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .await
         .unwrap();
     let cancel = |n: u32| {
-        record(
+        effect_record(
             &format!("OrderRefundRequested:c{n}"),
             Effect::ShipmentCancellation {
                 order_id: order_id(n),
@@ -1182,7 +1223,7 @@ async fn reversals_apply_once_and_never_exceed_the_effect(store: Store) {
         .apply_effects(&[cancel(2), cancel(3)], 7)
         .await
         .unwrap();
-    let shipments = store.user_activity(&user).await.unwrap().shipments;
+    let shipments = store.user_activity(user).await.unwrap().shipments;
     let status_of = |n: u32| {
         shipments
             .iter()

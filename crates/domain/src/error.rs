@@ -1,7 +1,12 @@
-//! One error enum per operation, each variant mapped to a stable code.
+//! One error enum per operation, each variant mapped to a stable code, and
+//! the storage failure every operation can end in.
 //!
 //! Codes are part of the public API: clients match on them. A code is never
 //! renamed or reused for a different meaning; new failures get new codes.
+//!
+//! This module refers to no other of the crate (the modules above it name
+//! their errors here), so operations' errors defined further up, such as
+//! `RefundError`, are named in plain text.
 
 use std::fmt;
 
@@ -20,9 +25,8 @@ pub enum ErrorCode {
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
     /// 422: a SKU is not in the catalog ([`CreateOrderError::UnknownSku`]) or
-    /// not a line of the order being refunded ([`RefundError::UnknownLine`]).
+    /// not a line of the order being refunded (`RefundError::UnknownLine`).
     ///
-    /// [`RefundError::UnknownLine`]: crate::RefundError::UnknownLine
     UnknownSku,
     /// 409: not enough stock left to reserve ([`CreateOrderError::OutOfStock`]).
     OutOfStock,
@@ -40,7 +44,7 @@ pub enum ErrorCode {
     AmountMismatch,
     /// 409: reserved, never returned: a payment for an order that can no
     /// longer take it is recorded and owed back instead (see
-    /// [`PaymentReceipt::refund_required`](crate::view::PaymentReceipt::refund_required)).
+    /// `PaymentReceipt::refund_required`).
     /// Kept so that the code is never reused for another meaning.
     OrderNotPayable,
     /// 409: the payment id already paid another order
@@ -51,45 +55,29 @@ pub enum ErrorCode {
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 503: the database failed (any [`StorageError`]); the client may retry.
-    ///
-    /// [`StorageError`]: crate::ports::StorageError
     StorageUnavailable,
     /// 500: reserved for an unexpected server error; no endpoint answers it today.
     Internal,
     /// 400: a refund was asked for without an `Idempotency-Key` header.
     IdempotencyKeyRequired,
     /// 409: the `Idempotency-Key` was already used on this order for a different
-    /// refund ([`RefundError::KeyReused`]).
-    ///
-    /// [`RefundError::KeyReused`]: crate::RefundError::KeyReused
+    /// refund (`RefundError::KeyReused`).
     IdempotencyKeyReused,
     /// 409: the order is not paid, or nothing is left to refund
-    /// ([`RefundError::NotRefundable`]).
-    ///
-    /// [`RefundError::NotRefundable`]: crate::RefundError::NotRefundable
+    /// (`RefundError::NotRefundable`).
     OrderNotRefundable,
     /// 422: more units than were paid and not yet refunded
-    /// ([`RefundError::ExceedsPaid`]).
-    ///
-    /// [`RefundError::ExceedsPaid`]: crate::RefundError::ExceedsPaid
+    /// (`RefundError::ExceedsPaid`).
     RefundExceedsPaid,
-    /// 404: no refund has this id ([`RetryRefundError::NotFound`]).
-    ///
-    /// [`RetryRefundError::NotFound`]: crate::RetryRefundError::NotFound
+    /// 404: no refund has this id (`RetryRefundError::NotFound`).
     RefundNotFound,
-    /// 409: only a `FAILED` refund can be retried ([`RetryRefundError::NotRetryable`]).
-    ///
-    /// [`RetryRefundError::NotRetryable`]: crate::RetryRefundError::NotRetryable
+    /// 409: only a `FAILED` refund can be retried (`RetryRefundError::NotRetryable`).
     RefundNotRetryable,
     /// 409: the warehouse has not booked the order's shipment yet; the carrier
-    /// should retry later ([`CarrierUpdateError::ShipmentNotFound`]).
-    ///
-    /// [`CarrierUpdateError::ShipmentNotFound`]: crate::CarrierUpdateError::ShipmentNotFound
+    /// should retry later (`CarrierUpdateError::ShipmentNotFound`).
     ShipmentNotFound,
     /// 409: the tracking number is not the order's shipment's
-    /// ([`CarrierUpdateError::TrackingMismatch`]).
-    ///
-    /// [`CarrierUpdateError::TrackingMismatch`]: crate::CarrierUpdateError::TrackingMismatch
+    /// (`CarrierUpdateError::TrackingMismatch`).
     TrackingMismatch,
     /// 408: the request (its body included) was not completed within the
     /// server's request timeout; send it again.
@@ -219,6 +207,88 @@ impl ValidationError {
     }
 }
 
+/// What a storage failure means for the caller: retry, give up, or page someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StorageErrorKind {
+    /// Busy, locked, out of connections, unreachable: the same request may
+    /// succeed if retried later.
+    Unavailable,
+    /// A constraint or a serialization failure: the write met another one.
+    Conflict,
+    /// Anything else, and stored data that cannot be decoded: retrying will
+    /// not help; someone has to look.
+    Corrupt,
+}
+
+impl StorageErrorKind {
+    /// The kind as logs show it (`"unavailable"`, `"conflict"`, `"corrupt"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Conflict => "conflict",
+            Self::Corrupt => "corrupt",
+        }
+    }
+}
+
+impl fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The storage failed. The store classifies its driver's errors (the domain
+/// names no driver) and keeps the driver's error as the source, so a log
+/// shows the whole chain while an answer to a client shows none of it.
+///
+/// Its `Display` includes the source's text, for logs that print one line
+/// (`%e`); a client must never be shown it.
+#[derive(Debug, Error)]
+#[error("storage {kind}: {source}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StorageError {
+    /// A failure of `kind` caused by `source` (an error, or a message).
+    pub fn new(
+        kind: StorageErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// Busy, locked or unreachable: retry later.
+    pub fn unavailable(
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::new(StorageErrorKind::Unavailable, source)
+    }
+
+    /// Stored data (or a driver answer) that makes no sense: page someone.
+    pub fn corrupt(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::new(StorageErrorKind::Corrupt, source)
+    }
+
+    /// What the failure means for the caller: retry, give up, or page someone.
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// Whether the same request may succeed if retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            StorageErrorKind::Unavailable | StorageErrorKind::Conflict
+        )
+    }
+}
+
 /// Why an order could not be created. Nothing was reserved in any of these cases.
 #[derive(Debug, Error)]
 pub enum CreateOrderError {
@@ -235,11 +305,11 @@ pub enum CreateOrderError {
         /// Units the line asked for.
         requested: u32,
     },
-    /// The order's total (in minor units) does not fit in an [`Amount`](crate::Amount).
+    /// The order's total (in minor units) does not fit in an `Amount`.
     #[error("order total overflows")]
     AmountOverflow,
     /// The user already has `limit` unpaid orders, the most a user may
-    /// have ([`UserLimits`](crate::limits::UserLimits)).
+    /// have (`limits::UserLimits`).
     #[error(
         "this user already has {limit} unpaid orders, the most allowed: pay one, \
          or wait until an unpaid order closes, then order again"
@@ -249,7 +319,7 @@ pub enum CreateOrderError {
         limit: u32,
     },
     /// The order would take the user's units of one SKU in unpaid orders
-    /// over the limit ([`UserLimits`](crate::limits::UserLimits)).
+    /// over the limit (`limits::UserLimits`).
     #[error(
         "at most {limit} units of SKU {sku} may be held in a user's unpaid orders: \
          {held} held, {requested} requested; pay, or wait until an unpaid order closes"
@@ -264,9 +334,9 @@ pub enum CreateOrderError {
         /// Units this order asks for.
         requested: u32,
     },
-    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
+    /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
-    Storage(#[from] crate::ports::StorageError),
+    Storage(#[from] StorageError),
 }
 
 impl CreateOrderError {
@@ -303,9 +373,9 @@ pub enum PayOrderError {
         /// The payment id of the notice.
         payment_id: String,
     },
-    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
+    /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
-    Storage(#[from] crate::ports::StorageError),
+    Storage(#[from] StorageError),
 }
 
 impl PayOrderError {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::lifecycle::CarrierStatus;
 use crate::order::{Amount, OrderId, PaymentId, RefundId, Sku, TrackingNo, UserId};
 
-/// What an event says happened; its RocketMQ topic and tag are in
-/// [`crate::topology`].
+/// What an event says happened; its RocketMQ topic and tag are in the
+/// `topology` module (above this one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     /// An order was paid ([`OrderPaid`]).

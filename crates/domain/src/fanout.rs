@@ -12,45 +12,7 @@ use crate::event::{OrderPaid, OrderRefundRequested};
 use crate::lifecycle::CarrierStatus;
 use crate::order::{Amount, OrderId, RefundId, UserId};
 use crate::signing::Keyring;
-
-/// A downstream system: one consumer group of `TopicOrderPaySuccess`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    /// Points.
-    Credit,
-    /// Coupons.
-    Marketing,
-    /// SMS, through a third-party gateway.
-    Push,
-    /// Shipments, through a third-party logistics system.
-    Warehouse,
-}
-
-impl System {
-    /// All four systems, in the order [`crate::topology::CONSUMER_GROUPS`] lists them.
-    pub const ALL: [System; 4] = [Self::Credit, Self::Marketing, Self::Push, Self::Warehouse];
-
-    /// The name used in the API and in database rows.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Credit => "credit",
-            Self::Marketing => "marketing",
-            Self::Push => "push",
-            Self::Warehouse => "warehouse",
-        }
-    }
-
-    /// The RocketMQ consumer group, as the design names it (from [`crate::topology`]).
-    pub fn consumer_group(self) -> &'static str {
-        crate::topology::group_of(crate::topology::Consumer::System(self)).name
-    }
-
-    /// The system whose [`name`](Self::name) is `raw`, if any.
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == raw)
-    }
-}
+use crate::topology::System;
 
 /// Where one system stands with one order's event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,9 +156,16 @@ impl Effect {
     }
 }
 
-/// Whether `system` calls a third party for `refund` (only push does: the SMS).
+/// Whether `system` calls a third party for `refund`: push sends the SMS,
+/// and warehouse cancels the carrier's booking on a full refund (if the
+/// carrier has not collected the parcel yet).
 pub fn reversal_needs_gateway(system: System, refund: &OrderRefundRequested) -> bool {
-    system == System::Push && refund.reverse_effects
+    refund.reverse_effects
+        && match system {
+            System::Push => true,
+            System::Warehouse => refund.full,
+            System::Credit | System::Marketing => false,
+        }
 }
 
 /// What `system` does when `refund` is requested. `external_ref` is the SMS
@@ -387,5 +356,32 @@ mod tests {
             ]
         );
         assert_eq!(System::parse("push"), Some(System::Push));
+    }
+
+    #[test]
+    fn push_texts_every_reversal_and_warehouse_cancels_only_full_refunds() {
+        let refund = |full: bool, reverse_effects: bool| OrderRefundRequested {
+            refund_id: RefundId::parse("R1").unwrap(),
+            order_id: OrderId::parse("O1").unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            payment_id: PaymentId::parse("p1").unwrap(),
+            amount: Amount::parse(100).unwrap(),
+            lines: vec![],
+            full,
+            reverse_effects,
+            requested_at: 0,
+        };
+        let calling = |r: &OrderRefundRequested| -> Vec<System> {
+            System::ALL
+                .into_iter()
+                .filter(|s| reversal_needs_gateway(*s, r))
+                .collect()
+        };
+        assert_eq!(
+            calling(&refund(true, true)),
+            [System::Push, System::Warehouse]
+        );
+        assert_eq!(calling(&refund(false, true)), [System::Push]);
+        assert!(calling(&refund(true, false)).is_empty());
     }
 }

@@ -6,21 +6,31 @@
 //! (traits) that the store, messaging and third-party adapters implement.
 //!
 //! # Layout
-//! - [`order`]: products, orders, the status machine, payment notices.
-//! - [`event`]: the events published through the outbox and their wire form.
-//! - [`topology`]: every topic, tag, producer and consumer group, subscription
-//!   and listener concurrency, in one table.
-//! - [`fanout`]: the four downstream systems and what each does with an event.
-//! - [`lifecycle`]: refunds and carrier updates, after the payment.
-//! - [`limits`]: how many unpaid orders, and units of one SKU in them, a
-//!   user may hold (no hoarding).
-//! - [`ports`]: traits for messaging and third parties, so adapters stay swappable.
-//! - [`parked`]: messages that fail verification (forged, unsigned, under an
-//!   unknown key): why, what is kept of them, and the check every group runs.
+//!
+//! Modules refer one way, down this list: each names (in code and in doc
+//! links) only modules listed before it, so the crate reads top to bottom
+//! without a circle (a workspace test checks it).
+//!
+//! - [`error`]: the stable codes, validation failures, the storage failure
+//!   every operation can end in, and the one error type per operation of
+//!   orders and payments.
 //! - [`signing`]: HMAC-SHA256 under named keys, for callbacks, requests to
 //!   third parties and events; several keys at once for rotation.
+//! - [`order`]: identifiers and amounts, products, orders, the status
+//!   machine, payment notices.
+//! - [`limits`]: how many unpaid orders, and units of one SKU in them, a
+//!   user may hold (no hoarding).
+//! - [`lifecycle`]: refunds and carrier updates, after the payment.
+//! - [`event`]: the events published through the outbox and their wire form.
+//! - [`topology`]: every topic, tag, producer and consumer group (the four
+//!   downstream [`System`]s among them), subscription and listener
+//!   concurrency, in one table.
+//! - [`fanout`]: what each downstream system does with an event.
+//! - [`parked`]: messages that fail verification (forged, unsigned, under an
+//!   unknown key): why, what is kept of them, and the check every group runs.
 //! - [`view`]: read models returned by the API.
-//! - [`error`]: the one error type per operation, each with a stable code.
+//! - [`ports`]: traits for storage, messaging and third parties, so adapters
+//!   stay swappable.
 
 #![warn(missing_docs)]
 
@@ -38,7 +48,7 @@ pub mod view;
 
 pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
 pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
-pub use fanout::{Effect, FanoutState, System};
+pub use fanout::{Effect, FanoutState};
 pub use lifecycle::{
     Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,
     RefundStatus, RetryRefundError,
@@ -49,7 +59,7 @@ pub use order::{
     Product, Quantity, RefundId, Sku, TrackingNo, UserId,
 };
 pub use topology::{
-    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, TOPIC_ORDER_LOGISTICS,
+    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_ORDER_LOGISTICS,
     TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT, TOPICS,
 };
 

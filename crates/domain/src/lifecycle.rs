@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::error::{ErrorCode, ValidationError};
+use crate::error::{ErrorCode, StorageError, ValidationError};
 use crate::order::{IdempotencyKey, OrderId, OrderLine, OrderStatus, TrackingNo};
 
 /// Longest free-text reason accepted with a refund.
@@ -280,9 +280,9 @@ pub enum RefundError {
         /// The reused key.
         key: String,
     },
-    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
+    /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
-    Storage(#[from] crate::ports::StorageError),
+    Storage(#[from] StorageError),
 }
 
 impl RefundError {
@@ -313,9 +313,9 @@ pub enum RetryRefundError {
         /// Its status (`"REQUESTED"` or `"SUCCEEDED"`).
         status: String,
     },
-    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
+    /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
-    Storage(#[from] crate::ports::StorageError),
+    Storage(#[from] StorageError),
 }
 
 impl RetryRefundError {
@@ -347,9 +347,9 @@ pub enum CarrierUpdateError {
         /// The tracking number the carrier sent.
         given: String,
     },
-    /// The database failed (see [`StorageError::kind`](crate::ports::StorageError::kind)).
+    /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
-    Storage(#[from] crate::ports::StorageError),
+    Storage(#[from] StorageError),
 }
 
 impl CarrierUpdateError {

@@ -9,8 +9,8 @@
 //! and logged. It is not dead-lettered: a DLQ holds messages worth replaying
 //! once a cause is fixed, and no fix makes a forgery worth applying.
 //!
-//! Pure rules, no I/O: the [`ParkingLot`](crate::ports::ParkingLot) port
-//! records a [`ParkedMessage`].
+//! Pure rules, no I/O: the `ParkingLot` port (in `ports`, above this
+//! module) records a [`ParkedMessage`].
 
 use std::fmt;
 

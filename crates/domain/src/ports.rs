@@ -10,6 +10,7 @@ use std::pin::Pin;
 
 use thiserror::Error;
 
+pub use crate::error::{StorageError, StorageErrorKind};
 use crate::event::{OrderPaid, OutboxMessage};
 
 /// The future every port method returns: boxed, `Send`, borrowing for `'a`.
@@ -176,6 +177,34 @@ pub trait LogisticsGateway: Send + Sync + 'static {
         idempotency_key: &'a str,
         order: &'a OrderPaid,
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
+
+    /// Cancels the booking `tracking_no` of `order_id` (a full refund of an
+    /// order the carrier has not collected yet). `idempotency_key` (the
+    /// refund's event id) makes a repeated call return the first answer.
+    ///
+    /// # Errors
+    ///
+    /// - [`GatewayError`] if the carrier refused the request, failed or could
+    ///   not be reached. The booking may or may not have been cancelled:
+    ///   retry with the same `idempotency_key`.
+    ///
+    /// A carrier that already collected the parcel is not an error: it
+    /// answers [`Cancellation::TooLate`].
+    fn cancel_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        order_id: &'a str,
+        tracking_no: &'a str,
+    ) -> BoxFuture<'a, Result<Cancellation, GatewayError>>;
+}
+
+/// What the carrier answered to a cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The booking is cancelled: nothing will be collected.
+    Cancelled,
+    /// The carrier has the parcel already: the booking stands.
+    TooLate,
 }
 
 /// The payment provider, for giving money back.
@@ -195,88 +224,6 @@ pub trait PaymentGateway: Send + Sync + 'static {
         payment_id: &'a str,
         amount: crate::Amount,
     ) -> BoxFuture<'a, Result<String, GatewayError>>;
-}
-
-/// What a storage failure means for the caller: retry, give up, or page someone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StorageErrorKind {
-    /// Busy, locked, out of connections, unreachable: the same request may
-    /// succeed if retried later.
-    Unavailable,
-    /// A constraint or a serialization failure: the write met another one.
-    Conflict,
-    /// Anything else, and stored data that cannot be decoded: retrying will
-    /// not help; someone has to look.
-    Corrupt,
-}
-
-impl StorageErrorKind {
-    /// The kind as logs show it (`"unavailable"`, `"conflict"`, `"corrupt"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unavailable => "unavailable",
-            Self::Conflict => "conflict",
-            Self::Corrupt => "corrupt",
-        }
-    }
-}
-
-impl fmt::Display for StorageErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The storage failed. The store classifies its driver's errors (the domain
-/// names no driver) and keeps the driver's error as the source, so a log
-/// shows the whole chain while an answer to a client shows none of it.
-///
-/// Its `Display` includes the source's text, for logs that print one line
-/// (`%e`); a client must never be shown it.
-#[derive(Debug, Error)]
-#[error("storage {kind}: {source}")]
-pub struct StorageError {
-    kind: StorageErrorKind,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-impl StorageError {
-    /// A failure of `kind` caused by `source` (an error, or a message).
-    pub fn new(
-        kind: StorageErrorKind,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        Self {
-            kind,
-            source: source.into(),
-        }
-    }
-
-    /// Busy, locked or unreachable: retry later.
-    pub fn unavailable(
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        Self::new(StorageErrorKind::Unavailable, source)
-    }
-
-    /// Stored data (or a driver answer) that makes no sense: page someone.
-    pub fn corrupt(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        Self::new(StorageErrorKind::Corrupt, source)
-    }
-
-    /// What the failure means for the caller: retry, give up, or page someone.
-    pub fn kind(&self) -> StorageErrorKind {
-        self.kind
-    }
-
-    /// Whether the same request may succeed if retried.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            StorageErrorKind::Unavailable | StorageErrorKind::Conflict
-        )
-    }
 }
 
 /// The order service as the HTTP API sees it.

@@ -6,12 +6,13 @@
 //! else — the startup wiring, the dead-letter tool, the order page, the store's
 //! inbox rows — reads them from this module. Adding a downstream system means
 //! a [`System`] variant, its row in [`CONSUMER_GROUPS`] and its effect rules in
-//! [`crate::fanout`]; nothing else names a group.
+//! the `fanout` module (above this one); nothing else names a group.
 
 #![warn(missing_docs)]
 
+use serde::Serialize;
+
 use crate::event::EventKind;
-use crate::fanout::System;
 
 /// The topic the design names for "order paid" messages.
 pub const TOPIC_ORDER_PAY_SUCCESS: &str = "TopicOrderPaySuccess";
@@ -53,6 +54,45 @@ impl EventKind {
             Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
             Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
         }
+    }
+}
+
+/// A downstream system: one consumer group of `TopicOrderPaySuccess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    /// Points.
+    Credit,
+    /// Coupons.
+    Marketing,
+    /// SMS, through a third-party gateway.
+    Push,
+    /// Shipments, through a third-party logistics system.
+    Warehouse,
+}
+
+impl System {
+    /// All four systems, in the order [`CONSUMER_GROUPS`] lists them.
+    pub const ALL: [System; 4] = [Self::Credit, Self::Marketing, Self::Push, Self::Warehouse];
+
+    /// The name used in the API and in database rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Credit => "credit",
+            Self::Marketing => "marketing",
+            Self::Push => "push",
+            Self::Warehouse => "warehouse",
+        }
+    }
+
+    /// The RocketMQ consumer group, as the design names it (its row in [`CONSUMER_GROUPS`]).
+    pub fn consumer_group(self) -> &'static str {
+        group_of(Consumer::System(self)).name
+    }
+
+    /// The system whose [`name`](Self::name) is `raw`, if any.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == raw)
     }
 }
 

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::fanout::{FanoutState, System};
+use crate::fanout::FanoutState;
 use crate::lifecycle::{Actor, RefundStatus};
 use crate::order::{Amount, OrderId, OrderStatus, PaymentId, RefundId, Sku, UserId};
+use crate::topology::System;
 
 /// One line of an order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ordermq_domain::ports::{
-    BoxFuture, GatewayError, LogisticsGateway, PaymentGateway, SmsGateway,
+    BoxFuture, Cancellation, GatewayError, LogisticsGateway, PaymentGateway, SmsGateway,
 };
 use ordermq_domain::{Amount, OrderPaid};
 
@@ -173,6 +173,20 @@ impl LogisticsGateway for FakeGateway {
         _order: &'a OrderPaid,
     ) -> BoxFuture<'a, Result<String, GatewayError>> {
         Box::pin(self.call(idempotency_key, "TRK"))
+    }
+
+    /// The fake carrier never has a parcel yet: every booking it is asked
+    /// to cancel is cancelled.
+    fn cancel_shipment<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        _order_id: &'a str,
+        _tracking_no: &'a str,
+    ) -> BoxFuture<'a, Result<Cancellation, GatewayError>> {
+        Box::pin(async move {
+            self.call(idempotency_key, "CNL").await?;
+            Ok(Cancellation::Cancelled)
+        })
     }
 }
 

@@ -16,12 +16,16 @@
 //!   tests. A build for an external cluster (`--no-default-features`) does
 //!   not compile rocketmq-broker, -namesrv or -store.
 //! - [`embedded_options`]: what the embedded broker is given, in every build.
-//! - [`client`]: the producer behind `Publisher` (signing every event) and
-//!   push consumers driving `Handler`s (verifying every message first, and
-//!   parking the ones that fail); ACL credentials for a cluster that needs them.
 //! - [`delay`]: delivering at a due time with timer messages or delay levels.
 //! - [`deliveries`]: what each group's handler was given and how it
 //!   answered; a group is *settled* when nothing it received can come back.
+//! - `producer`: the properties every message carries, an outbox row made a
+//!   signed broker message, and the `Publisher` that sends a relay round.
+//! - `listener`: the listener bridge, RocketMQ's synchronous listener made
+//!   ordermq's async `Handler`: every message verified first (the ones that
+//!   fail parked), early delayed ones sent on, outcomes counted.
+//! - [`client`]: one connection to the cluster (ACL credentials for one
+//!   that needs them) with the producer and the push consumers on it.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
 
 pub mod client;
@@ -31,6 +35,8 @@ pub mod dlq;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod embedded_options;
+mod listener;
+mod producer;
 
 use thiserror::Error;
 

@@ -31,7 +31,6 @@
 //! The broker is the configured cluster (`namesrv_addr`) or, when unset, the
 //! embedded broker of a running ordermq on this machine (its NameServer port).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ordermq_domain::System;
@@ -43,7 +42,7 @@ use ordermq_store::{Store, StoreOptions};
 use serde::Serialize;
 
 use crate::config::Config;
-use ordermq_gateways::FakeGateway;
+use crate::gateways::{Gateways, GatewaysError};
 use ordermq_service::EffectWriter;
 use ordermq_service::consumers::SystemHandler;
 
@@ -87,6 +86,8 @@ pub enum DlqError {
     EventKeys(#[from] crate::event_keys::EventKeysError),
     #[error(transparent)]
     Store(#[from] ordermq_store::OpenError),
+    #[error("cannot set up the third parties")]
+    Gateways(#[from] GatewaysError),
     #[error("database: {0}")]
     Storage(#[from] ordermq_domain::ports::StorageError),
     #[error("RocketMQ ({namesrv}): {source}")]
@@ -230,12 +231,9 @@ pub async fn list(config: &Config, systems: &[System]) -> Result<Vec<DlqEntry>, 
 /// Applies every not-yet-applied dead-lettered message of `systems` through
 /// its group's handler. Messages already applied are reported and skipped.
 pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOutcome>, DlqError> {
+    let gateways = Gateways::from_config(config)?;
+    gateways.warn_about_fakes();
     let tool = Tool::open(config).await?;
-    let sms = Arc::new(FakeGateway::new("sms gateway", config.sms_profile()));
-    let logistics = Arc::new(FakeGateway::new(
-        "logistics system",
-        config.logistics_profile(),
-    ));
     let mut outcomes = Vec::new();
     let mut result = Ok(());
     'systems: for &system in systems {
@@ -251,9 +249,7 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
             system,
             tool.store.clone(),
             writer,
-            sms.clone(),
-            logistics.clone(),
-            config.logistics_timeout,
+            gateways.for_systems(),
             tool.keys.clone(),
         );
         for letter in letters {

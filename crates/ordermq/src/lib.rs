@@ -23,11 +23,15 @@
 //!   generated once per data directory).
 //! - [`http`]: the HTTP server's accept loop: header, request and idle
 //!   timeouts, a cap on connections, and each request's client address.
+//! - [`gateways`]: the third parties as configured (fake or HTTP), shared by
+//!   the server and `dlq replay`, and the warning about fakes.
+//! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages.
 //! - [`logging`]: the default log filter of every ordermq process.
 
 pub mod config;
 pub mod dlq;
 pub mod event_keys;
+pub mod gateways;
 pub mod http;
 pub mod logging;
 pub mod runtime;

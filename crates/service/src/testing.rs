@@ -174,6 +174,19 @@ impl ordermq_domain::ports::LogisticsGateway for CountingGateway {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move { Ok(format!("track-{idempotency_key}")) })
     }
+
+    fn cancel_shipment<'a>(
+        &'a self,
+        _idempotency_key: &'a str,
+        _order_id: &'a str,
+        _tracking_no: &'a str,
+    ) -> BoxFuture<
+        'a,
+        Result<ordermq_domain::ports::Cancellation, ordermq_domain::ports::GatewayError>,
+    > {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(ordermq_domain::ports::Cancellation::Cancelled) })
+    }
 }
 
 /// Publishes everything due through a [`RecordingPublisher`] and returns the messages.

@@ -27,6 +27,23 @@ impl Store {
             .transpose()
     }
 
+    /// The tracking number of the order's shipment if the carrier has not
+    /// collected it yet (`CREATED`): the booking a full refund cancels.
+    pub async fn cancellable_tracking_no(
+        &self,
+        order_id: &OrderId,
+    ) -> Result<Option<String>, StorageError> {
+        sqlx::query(
+            "SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1 AND status = 'CREATED'",
+        )
+        .bind(order_id.as_str())
+        .fetch_optional(self.system_pool(System::Warehouse))
+        .await
+        .map_err(storage)?
+        .map(|r| r.try_get("tracking_no").map_err(storage))
+        .transpose()
+    }
+
     /// Applies a carrier's update: the shipment must be the order's; a repeated
     /// update changes nothing; the order only moves forward (PAID → SHIPPED →
     /// DELIVERED, guarded); a `ShipmentUpdated` event tells the warehouse.

@@ -38,8 +38,9 @@
 //!    refund's row and event, a payment owed back: shared by `pay` and
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
-//!    connection): `catalog`, `orders` (create, within the per-user
-//!    limits), `pay` (one by one and set-based), `close`, `refunds`, `carrier`, `relay`, `parked`
+//!    connection): `catalog`, `orders` (create, within the
+//!    per-user limits), `pay` (one by one and
+//!    set-based), `close`, `refunds`, `carrier`, `relay`, `parked`
 //!    (messages that failed verification; the `ParkingLot` port),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.

@@ -14,11 +14,30 @@ use ordermq_domain::{
     Actor, Amount, EventKind, FanoutState, OrderEvent, OrderId, PaymentId, RefundId, Sku, System,
     UserId,
 };
+use sqlx::any::AnyRow;
 
 use crate::fail::{corrupt, get, status_of, storage};
 use crate::store::Store;
 
 impl Store {
+    /// Every row `sql` selects for one order (its one parameter, `$1`), each
+    /// made a `T` by `decode`: the order page's lines, history and actions.
+    async fn rows_of_order<T>(
+        &self,
+        sql: &str,
+        order_id: &OrderId,
+        decode: impl Fn(&AnyRow) -> Result<T, StorageError>,
+    ) -> Result<Vec<T>, StorageError> {
+        sqlx::query(sql)
+            .bind(order_id.as_str())
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     /// An order with its lines, history and each system's progress.
     pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
         let Some(row) = sqlx::query(
@@ -32,64 +51,30 @@ impl Store {
         else {
             return Ok(None);
         };
-        let lines = sqlx::query(
-            "SELECT sku, quantity, refunded, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
-        )
-        .bind(order_id.as_str())
-        .fetch_all(&self.orders)
-        .await
-        .map_err(storage)?
-        .iter()
-        .map(|r| {
-            let sku: String = get(r, "sku")?;
-            Ok(OrderLineView {
-                sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
-                quantity: u32::try_from(get::<i64>(r, "quantity")?)
-                    .map_err(|_| corrupt("quantity", &sku))?,
-                unit_price: Amount::parse(get(r, "unit_price")?)
-                    .map_err(|_| corrupt("unit price", &sku))?,
-                refunded: u32::try_from(get::<i64>(r, "refunded")?)
-                    .map_err(|_| corrupt("refunded quantity", &sku))?,
-            })
-        })
-        .collect::<Result<Vec<_>, StorageError>>()?;
-        let history = sqlx::query(
-            "SELECT from_status, to_status, at FROM order_history WHERE order_id = $1 ORDER BY id",
-        )
-        .bind(order_id.as_str())
-        .fetch_all(&self.orders)
-        .await
-        .map_err(storage)?
-        .iter()
-        .map(|r| {
-            let from: Option<String> = get(r, "from_status")?;
-            Ok(StatusChange {
-                from: from.as_deref().map(status_of).transpose()?,
-                to: status_of(&get::<String>(r, "to_status")?)?,
-                at: get(r, "at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StorageError>>()?;
-        let actions = sqlx::query(
-            "SELECT action, refund_id, actor, at FROM order_actions WHERE order_id = $1 ORDER BY id",
-        )
-        .bind(order_id.as_str())
-        .fetch_all(&self.orders)
-        .await
-        .map_err(storage)?
-        .iter()
-        .map(|r| {
-            let refund_id: String = get(r, "refund_id")?;
-            let actor: String = get(r, "actor")?;
-            Ok(OperatorAction {
-                action: get(r, "action")?,
-                refund_id: RefundId::parse(&refund_id)
-                    .map_err(|_| corrupt("refund id", &refund_id))?,
-                actor: Actor::parse(&actor).map_err(|_| corrupt("actor", &actor))?,
-                at: get(r, "at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StorageError>>()?;
+        let lines = self
+            .rows_of_order(
+                "SELECT sku, quantity, refunded, unit_price FROM order_lines \
+                 WHERE order_id = $1 ORDER BY sku",
+                order_id,
+                line_view,
+            )
+            .await?;
+        let history = self
+            .rows_of_order(
+                "SELECT from_status, to_status, at FROM order_history \
+                 WHERE order_id = $1 ORDER BY id",
+                order_id,
+                status_change,
+            )
+            .await?;
+        let actions = self
+            .rows_of_order(
+                "SELECT action, refund_id, actor, at FROM order_actions \
+                 WHERE order_id = $1 ORDER BY id",
+                order_id,
+                operator_action,
+            )
+            .await?;
 
         let user_id: String = get(&row, "user_id")?;
         let payment_id: Option<String> = get(&row, "payment_id")?;
@@ -198,4 +183,40 @@ impl Store {
             group_commit: Default::default(),
         })
     }
+}
+
+/// One `order_lines` row as the order page shows it.
+fn line_view(r: &AnyRow) -> Result<OrderLineView, StorageError> {
+    let sku: String = get(r, "sku")?;
+    Ok(OrderLineView {
+        sku: Sku::parse(&sku).map_err(|_| corrupt("sku", &sku))?,
+        quantity: u32::try_from(get::<i64>(r, "quantity")?)
+            .map_err(|_| corrupt("quantity", &sku))?,
+        unit_price: Amount::parse(get(r, "unit_price")?)
+            .map_err(|_| corrupt("unit price", &sku))?,
+        refunded: u32::try_from(get::<i64>(r, "refunded")?)
+            .map_err(|_| corrupt("refunded quantity", &sku))?,
+    })
+}
+
+/// One `order_history` row.
+fn status_change(r: &AnyRow) -> Result<StatusChange, StorageError> {
+    let from: Option<String> = get(r, "from_status")?;
+    Ok(StatusChange {
+        from: from.as_deref().map(status_of).transpose()?,
+        to: status_of(&get::<String>(r, "to_status")?)?,
+        at: get(r, "at")?,
+    })
+}
+
+/// One `order_actions` row.
+fn operator_action(r: &AnyRow) -> Result<OperatorAction, StorageError> {
+    let refund_id: String = get(r, "refund_id")?;
+    let actor: String = get(r, "actor")?;
+    Ok(OperatorAction {
+        action: get(r, "action")?,
+        refund_id: RefundId::parse(&refund_id).map_err(|_| corrupt("refund id", &refund_id))?,
+        actor: Actor::parse(&actor).map_err(|_| corrupt("actor", &actor))?,
+        at: get(r, "at")?,
+    })
 }

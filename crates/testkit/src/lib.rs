@@ -18,8 +18,11 @@
 //!   cases one endpoint family to a file (`orders`, `notify` for the signed
 //!   callbacks, `routes`, `refunds`) and the bad values they draw from in
 //!   `values`.
+//! - [`events`]: another producer on ordermq's broker, and the `OrderPaid` a
+//!   forger copies: for the forged-event test and the `security` scenario.
 
 pub mod bad_request;
+pub mod events;
 pub mod helpers;
 pub mod local_app;
 pub mod router;

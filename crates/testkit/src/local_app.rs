@@ -8,7 +8,7 @@ use std::time::Duration;
 use ordermq::config::ApiTokens;
 use ordermq_api::signature::CallbackSigner;
 use ordermq_domain::signing::Keyring;
-use ordermq_messaging::{ClientSecurity, DelayedDelivery, Deliveries, GroupDeliveries, MqClient};
+use ordermq_messaging::{Deliveries, GroupDeliveries, MqClient};
 use ordermq_store::Store;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -46,10 +46,12 @@ pub struct LocalApp {
     /// Signs payment callbacks with the app's keys.
     pub signer: CallbackSigner,
     pub client: reqwest::Client,
-    pub sms: std::sync::Arc<FakeGateway>,
-    pub logistics: std::sync::Arc<FakeGateway>,
-    /// The fake payment gateway that refunds go through.
-    pub payments: std::sync::Arc<FakeGateway>,
+    /// The fake SMS gateway (`None` when configured over HTTP).
+    pub sms: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake logistics system (`None` over HTTP).
+    pub logistics: Option<std::sync::Arc<FakeGateway>>,
+    /// The fake payment gateway that refunds go through (`None` over HTTP).
+    pub payments: Option<std::sync::Arc<FakeGateway>>,
     /// Signs carrier callbacks.
     pub carrier_signer: CallbackSigner,
     /// What each consumer group's handler was given and how it answered.
@@ -59,6 +61,8 @@ pub struct LocalApp {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartError>>>,
     dir: tempfile::TempDir,
+    /// The configuration it was started with (boxed: it is large).
+    config: Box<Config>,
 }
 
 /// Settings for a local run: loopback, OS-chosen ports, `dir` as the data
@@ -142,6 +146,7 @@ impl LocalApp {
             stop: Some(stop),
             task: Some(task),
             dir,
+            config: Box::new(config),
         })
     }
 
@@ -273,17 +278,18 @@ impl LocalApp {
     /// `keys` (`None`: unsigned), as another team's producer on a shared
     /// cluster, or an attacker, would. Shut it down when done.
     pub async fn foreign_producer(&self, keys: Option<Keyring>) -> Result<MqClient, LocalAppError> {
-        MqClient::connect_with(
-            &self.namesrv_addr,
-            "foreign_producer_group",
-            DelayedDelivery::default(),
-            ClientSecurity {
-                event_keys: keys,
-                ..ClientSecurity::default()
-            },
-        )
-        .await
-        .map_err(LocalAppError::Producer)
+        crate::events::foreign_producer(&self.namesrv_addr, keys)
+            .await
+            .map_err(LocalAppError::Producer)
+    }
+
+    /// The configuration an operator's command (`ordermq dlq …`) run beside
+    /// this app would have: the app's, with the running NameServer's address.
+    pub fn tool_config(&self) -> Config {
+        Config {
+            namesrv_addr: Some(self.namesrv_addr.clone()),
+            ..(*self.config).clone()
+        }
     }
 
     /// Stops gracefully; waits up to a minute.

@@ -29,9 +29,9 @@ pub const PAYMENT_SECRET: &[u8] = b"test-secret";
 /// The carrier's secret in the router harness.
 pub const CARRIER_SECRET: &[u8] = b"carrier-secret";
 
-/// The shop token in the harness and in [`LocalApp`](crate::LocalApp) (name `test-shop`).
+/// The shop token in the harness and in `LocalApp` (name `test-shop`).
 pub const SHOP_TOKEN: &str = "testkit-shop-token";
-/// The operator token in the harness and in [`LocalApp`](crate::LocalApp) (name `test-operator`).
+/// The operator token in the harness and in `LocalApp` (name `test-operator`).
 pub const OPERATOR_TOKEN: &str = "testkit-operator-token";
 
 /// The tokens [`SHOP_TOKEN`] (`test-shop`) and [`OPERATOR_TOKEN`] (`test-operator`).

@@ -47,6 +47,9 @@ pub struct Verdict {
     pub refunds_flagged: usize,
     /// Every broken rule, in words (at most 50 kept).
     pub violations: Vec<String>,
+    /// What a scenario measured besides the counts, in words (latencies
+    /// under attack, for example): reported, never judged here.
+    pub figures: Vec<String>,
 }
 
 impl Verdict {
@@ -80,6 +83,7 @@ impl Verdict {
         for v in other.violations {
             self.violation(v);
         }
+        self.figures.extend(other.figures);
     }
 }
 

@@ -68,6 +68,11 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Bad requests sent per bad-input trial.
     pub bad_requests: usize,
+    /// Slow connections held open in the security trial.
+    pub slow_connections: usize,
+    /// How long shoppers buy in each of the security trial's two phases
+    /// (alone, then beside the slow connections).
+    pub slow_phase: Duration,
     /// Print progress to stderr.
     pub progress: bool,
     /// Keep each trial's directory (logs, databases) instead of deleting it.
@@ -85,17 +90,21 @@ impl Options {
             load_phase: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(90),
             bad_requests: 500,
+            slow_connections: 500,
+            slow_phase: Duration::from_secs(20),
             progress: true,
             keep: false,
         }
     }
 
-    /// The short form run by CI: 20 crashes, an 8 s broker outage, fewer bad requests.
+    /// The short form run by CI: 20 crashes, an 8 s broker outage, fewer bad
+    /// requests, shorter shopping beside the slow connections.
     pub fn short(bin: PathBuf) -> Self {
         Self {
             outage: Duration::from_secs(8),
             load_phase: Duration::from_secs(2),
             bad_requests: 300,
+            slow_phase: Duration::from_secs(6),
             progress: false,
             ..Self::new(bin)
         }

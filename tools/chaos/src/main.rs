@@ -18,7 +18,7 @@ use ordermq_chaos::{Options, Report, Scenario, find_ordermq};
 #[command(
     name = "chaos",
     about = "Fault-injection suite: runs ordermq under crashes, broker outages, flaky third parties, \
-             redelivery, stock contention and bad input, then checks that nothing was lost or applied twice"
+             redelivery, stock contention, bad input and attacks, then checks that nothing was lost or applied twice"
 )]
 struct Cli {
     /// `all`, or one scenario.
@@ -36,6 +36,9 @@ struct Cli {
     /// Bad requests per bad-input trial.
     #[arg(long, default_value_t = 500)]
     bad_requests: usize,
+    /// Slow connections held open in the security scenario.
+    #[arg(long, default_value_t = 500)]
+    slow_connections: usize,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -56,6 +59,7 @@ enum ScenarioArg {
     Redelivery,
     LastUnit,
     BadInput,
+    Security,
 }
 
 impl ScenarioArg {
@@ -68,6 +72,7 @@ impl ScenarioArg {
             Self::Redelivery => vec![Scenario::Redelivery],
             Self::LastUnit => vec![Scenario::LastUnit],
             Self::BadInput => vec![Scenario::BadInput],
+            Self::Security => vec![Scenario::Security],
         }
     }
 }
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         crashes_per_trial: cli.crashes.max(1),
         outage: Duration::from_secs(cli.outage_secs),
         bad_requests: cli.bad_requests,
+        slow_connections: cli.slow_connections,
         keep: cli.keep,
         ..Options::new(bin)
     };

@@ -32,6 +32,8 @@ pub struct ScenarioResult {
     pub violations: Vec<String>,
     /// Trial directories kept for inspection (failed trials, or `--keep`).
     pub kept: Vec<String>,
+    /// What the scenario measured besides the counts, per trial.
+    pub figures: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -55,6 +57,7 @@ impl ScenarioResult {
             passed: true,
             violations: Vec::new(),
             kept: Vec::new(),
+            figures: Vec::new(),
         }
     }
 
@@ -78,6 +81,13 @@ impl ScenarioResult {
                 self.violations.push(v);
             }
         }
+        let trial = self.trials;
+        self.figures.extend(
+            verdict
+                .figures
+                .into_iter()
+                .map(|f| format!("trial {trial}: {f}")),
+        );
     }
 
     /// Records a trial that could not run to the end (counts as a failure).
@@ -141,6 +151,7 @@ impl Report {
                 if s.passed { "ok" } else { "FAILED" }
             );
         }
+        out.push_str(&self.figures());
         for s in self.scenarios.iter().filter(|s| !s.violations.is_empty()) {
             let _ = writeln!(out, "\n{} violations:", s.name);
             for v in s.violations.iter().take(20) {
@@ -148,6 +159,18 @@ impl Report {
             }
             for k in &s.kept {
                 let _ = writeln!(out, "  (logs and databases kept in {k})");
+            }
+        }
+        out
+    }
+
+    /// Each scenario's measured figures, a line each under its name.
+    fn figures(&self) -> String {
+        let mut out = String::new();
+        for s in self.scenarios.iter().filter(|s| !s.figures.is_empty()) {
+            let _ = writeln!(out, "\n{} figures:", s.name);
+            for f in &s.figures {
+                let _ = writeln!(out, "  - {f}");
             }
         }
         out
@@ -179,6 +202,7 @@ impl Report {
                 s.seconds
             );
         }
+        out.push_str(&self.figures());
         out
     }
 }
@@ -205,6 +229,7 @@ mod tests {
                 orders: 5,
                 lost: 2,
                 violations: vec!["order O1: PAID but no push effect".into()],
+                figures: vec!["payments p99 9.5 ms".into()],
                 ..Verdict::default()
             },
             7,
@@ -219,7 +244,9 @@ mod tests {
         assert!(table.contains("FAILED") && table.contains("PAID but no push effect"));
         let markdown = report.markdown();
         assert!(markdown.contains("| crash | 1 | 20 kill -9 of ordermq | 10 | 8 | 8 |"));
-        assert_eq!(markdown.lines().count(), 4);
+        assert!(table.contains("flaky figures:\n  - trial 1: payments p99 9.5 ms"));
+        assert!(markdown.contains("  - trial 1: payments p99 9.5 ms"));
+        assert_eq!(markdown.lines().count(), 7);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["scenarios"][1]["lost"], 2);
         assert_eq!(json["scenarios"][0]["trials"], 1);

@@ -17,8 +17,8 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, Int, LogFilter, Millis, NameServers, Optional, Probability,
-    RetryLevels, Span,
+    Addr, DeliveryMode, Dir, Flag, GatewayMode, HttpUrl, Int, LogFilter, Millis, NameServers,
+    Optional, Probability, RetryLevels, Span,
 };
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
@@ -314,6 +314,108 @@ config_table! {
         key: "http_max_connections",
         default: 1_024,
         range: 1..,
+    }
+    /// SMS gateway: fake (in process, nothing leaves ordermq; the default) or
+    /// http (the provider at gateways.sms.url, protocol in docs/gateways.md).
+    gateways_sms_mode: GatewayMode = GatewayMode {
+        key: "gateways.sms.mode",
+        default: GatewayMode::Fake,
+    }
+    /// SMS gateway over http: the provider's base URL (required in http mode).
+    gateways_sms_url: Option<HttpUrl> = Optional<HttpUrl> {
+        key: "gateways.sms.url",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// SMS gateway over http: the keys requests are signed with (the first
+    /// signs; required in http mode).
+    gateways_sms_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "gateways.sms.keys",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// SMS gateway: how long one attempt may take. Each call is
+    /// bounded by (retries + 1) x timeout plus the waits between attempts,
+    /// in fake mode too.
+    gateways_sms_timeout: Duration = Span {
+        key: "gateways.sms.timeout",
+        default: Duration::from_secs(2),
+    }
+    /// SMS gateway over http: attempts after the first, on connection errors,
+    /// timeouts, 5xx and 429 (never on another 4xx), with exponential
+    /// backoff and jitter; the same idempotency key every time.
+    gateways_sms_retries: u32 = Int<u32> {
+        key: "gateways.sms.retries",
+        default: 2,
+        range: 0..=10,
+    }
+    /// Logistics system: fake (in process, nothing leaves ordermq; the default) or
+    /// http (the provider at gateways.logistics.url, protocol in docs/gateways.md).
+    gateways_logistics_mode: GatewayMode = GatewayMode {
+        key: "gateways.logistics.mode",
+        default: GatewayMode::Fake,
+    }
+    /// Logistics system over http: the provider's base URL (required in http mode).
+    gateways_logistics_url: Option<HttpUrl> = Optional<HttpUrl> {
+        key: "gateways.logistics.url",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// Logistics system over http: the keys requests are signed with (the first
+    /// signs; required in http mode).
+    gateways_logistics_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "gateways.logistics.keys",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// Logistics system: how long one attempt may take (the warehouse also gives up at logistics_timeout_ms). Each call is
+    /// bounded by (retries + 1) x timeout plus the waits between attempts,
+    /// in fake mode too.
+    gateways_logistics_timeout: Duration = Span {
+        key: "gateways.logistics.timeout",
+        default: Duration::from_secs(2),
+    }
+    /// Logistics system over http: attempts after the first, on connection errors,
+    /// timeouts, 5xx and 429 (never on another 4xx), with exponential
+    /// backoff and jitter; the same idempotency key every time.
+    gateways_logistics_retries: u32 = Int<u32> {
+        key: "gateways.logistics.retries",
+        default: 2,
+        range: 0..=10,
+    }
+    /// Payment gateway (refunds): fake (in process, nothing leaves ordermq; the default) or
+    /// http (the provider at gateways.payments.url, protocol in docs/gateways.md).
+    gateways_payments_mode: GatewayMode = GatewayMode {
+        key: "gateways.payments.mode",
+        default: GatewayMode::Fake,
+    }
+    /// Payment gateway (refunds) over http: the provider's base URL (required in http mode).
+    gateways_payments_url: Option<HttpUrl> = Optional<HttpUrl> {
+        key: "gateways.payments.url",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// Payment gateway (refunds) over http: the keys requests are signed with (the first
+    /// signs; required in http mode).
+    gateways_payments_keys: Option<SigningKeys> = Optional<SigningKeys> {
+        key: "gateways.payments.keys",
+        default: None,
+        unset: "none; required in http mode",
+    }
+    /// Payment gateway (refunds): how long one attempt may take. Each call is
+    /// bounded by (retries + 1) x timeout plus the waits between attempts,
+    /// in fake mode too.
+    gateways_payments_timeout: Duration = Span {
+        key: "gateways.payments.timeout",
+        default: Duration::from_secs(5),
+    }
+    /// Payment gateway (refunds) over http: attempts after the first, on connection errors,
+    /// timeouts, 5xx and 429 (never on another 4xx), with exponential
+    /// backoff and jitter; the same idempotency key every time.
+    gateways_payments_retries: u32 = Int<u32> {
+        key: "gateways.payments.retries",
+        default: 2,
+        range: 0..=10,
     }
     /// Most unpaid orders one user may have at once; one more is refused
     /// (409 TOO_MANY_UNPAID_ORDERS) until one is paid or closes. A shopper

@@ -43,7 +43,7 @@ pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
 pub use secret::{ApiTokens, DatabaseUrl, REDACTED, Secret, SigningKeys};
 pub use security::{PublicCredential, Security, SecurityError};
 pub use table::Key;
-pub use types::{DeliveryMode, RetryLevels, parse_duration};
+pub use types::{DeliveryMode, GatewayMode, HttpUrl, RetryLevels, parse_duration};
 
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
@@ -94,6 +94,12 @@ pub enum ConfigError {
     BadValue(Box<BadValue>),
     #[error("{0}")]
     Inconsistent(String),
+    #[error("{key} ({var}) is required: {because}")]
+    Missing {
+        key: &'static str,
+        var: String,
+        because: String,
+    },
     #[error("{key} is set twice {origin}, as {first} and as {second}")]
     Twice {
         key: &'static str,
@@ -163,18 +169,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Rules across keys: the ACL's two keys come together.
-    fn check(&self) -> Result<(), ConfigError> {
-        match (&self.rocketmq_access_key, &self.rocketmq_secret_key) {
-            (Some(_), None) | (None, Some(_)) => Err(ConfigError::Inconsistent(
-                "rocketmq.access_key and rocketmq.secret_key (ORDERMQ_ROCKETMQ_ACCESS_KEY, \
-                 ORDERMQ_ROCKETMQ_SECRET_KEY) go together: set both or neither"
-                    .to_owned(),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// The RocketMQ ACL credentials, when both keys are set.
     pub fn rocketmq_acl(&self) -> Option<AclCredentials> {
         match (&self.rocketmq_access_key, &self.rocketmq_secret_key) {
@@ -184,6 +178,92 @@ impl Config {
             }),
             _ => None,
         }
+    }
+
+    /// What no single key can check: the ACL's two keys come together, and a
+    /// gateway in http mode needs its URL and its keys.
+    ///
+    /// # Errors
+    /// [`ConfigError::Inconsistent`] or [`ConfigError::Missing`], naming the
+    /// keys.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let (Some(_), None) | (None, Some(_)) =
+            (&self.rocketmq_access_key, &self.rocketmq_secret_key)
+        {
+            return Err(ConfigError::Inconsistent(
+                "rocketmq.access_key and rocketmq.secret_key (ORDERMQ_ROCKETMQ_ACCESS_KEY, \
+                 ORDERMQ_ROCKETMQ_SECRET_KEY) go together: set both or neither"
+                    .to_owned(),
+            ));
+        }
+        for gateway in self.gateways() {
+            if gateway.mode != GatewayMode::Http {
+                continue;
+            }
+            let missing = |setting: &str| {
+                let key = KEYS
+                    .iter()
+                    .find(|k| k.name == format!("gateways.{}.{setting}", gateway.name))
+                    .expect("every gateway has url and keys");
+                ConfigError::Missing {
+                    key: key.name,
+                    var: key.env_var(),
+                    because: format!("gateways.{}.mode is http", gateway.name),
+                }
+            };
+            if gateway.url.is_none() {
+                return Err(missing("url"));
+            }
+            if gateway.keys.is_none() {
+                return Err(missing("keys"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SMS gateway's settings (`gateways.sms.*`).
+    pub fn sms_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "sms",
+            mode: self.gateways_sms_mode,
+            url: self.gateways_sms_url.as_ref(),
+            keys: self.gateways_sms_keys.as_ref(),
+            timeout: self.gateways_sms_timeout,
+            retries: self.gateways_sms_retries,
+        }
+    }
+
+    /// The logistics system's settings (`gateways.logistics.*`).
+    pub fn logistics_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "logistics",
+            mode: self.gateways_logistics_mode,
+            url: self.gateways_logistics_url.as_ref(),
+            keys: self.gateways_logistics_keys.as_ref(),
+            timeout: self.gateways_logistics_timeout,
+            retries: self.gateways_logistics_retries,
+        }
+    }
+
+    /// The payment gateway's settings (`gateways.payments.*`).
+    pub fn payments_gateway(&self) -> GatewaySettings<'_> {
+        GatewaySettings {
+            name: "payments",
+            mode: self.gateways_payments_mode,
+            url: self.gateways_payments_url.as_ref(),
+            keys: self.gateways_payments_keys.as_ref(),
+            timeout: self.gateways_payments_timeout,
+            retries: self.gateways_payments_retries,
+        }
+    }
+
+    /// The three gateways' settings.
+    pub fn gateways(&self) -> [GatewaySettings<'_>; 3] {
+        [
+            self.sms_gateway(),
+            self.logistics_gateway(),
+            self.payments_gateway(),
+        ]
     }
 
     /// How much one user may hold in unpaid orders (`limits.*`; 0 = off).
@@ -314,6 +394,23 @@ impl Config {
         }
         out
     }
+}
+
+/// One third party's settings, `gateways.<name>.*`.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewaySettings<'a> {
+    /// `sms`, `logistics` or `payments`.
+    pub name: &'static str,
+    /// Fake or http.
+    pub mode: GatewayMode,
+    /// The provider's base URL (http mode).
+    pub url: Option<&'a HttpUrl>,
+    /// The keys requests are signed with (http mode).
+    pub keys: Option<&'a SigningKeys>,
+    /// One attempt's timeout.
+    pub timeout: std::time::Duration,
+    /// Attempts after the first.
+    pub retries: u32,
 }
 
 /// The README's configuration table: every key, its variable, default,

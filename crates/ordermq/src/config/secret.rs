@@ -120,24 +120,7 @@ impl Form for SigningKeys {
         "id:secret[,id:secret...] (the first signs, all verify; secrets never printed)";
     const SECRET: bool = true;
     fn parse(raw: Raw<'_>) -> Result<Self, String> {
-        match raw {
-            Raw::Toml(toml::Value::Array(items)) => {
-                let mut texts = Vec::new();
-                for item in items {
-                    match item {
-                        toml::Value::String(text) => texts.push(text.as_str()),
-                        other => {
-                            return Err(format!(
-                                "a TOML {} in the array, not a string",
-                                other.type_str()
-                            ));
-                        }
-                    }
-                }
-                Self::parse(&texts.join(","))
-            }
-            raw => Self::parse(raw.text()?),
-        }
+        Self::parse(&raw.comma_list()?)
     }
     fn show(value: &Self) -> Option<String> {
         Some(format!("keys {} (secrets not shown)", value.ids()))
@@ -199,24 +182,7 @@ impl Form for ApiTokens {
         "name:role:sha256hex[,...] with role shop or operator (`ordermq token` prints an entry)";
     const SECRET: bool = true;
     fn parse(raw: Raw<'_>) -> Result<Self, String> {
-        match raw {
-            Raw::Toml(toml::Value::Array(items)) => {
-                let mut texts = Vec::new();
-                for item in items {
-                    match item {
-                        toml::Value::String(text) => texts.push(text.as_str()),
-                        other => {
-                            return Err(format!(
-                                "a TOML {} in the array, not a string",
-                                other.type_str()
-                            ));
-                        }
-                    }
-                }
-                Self::parse(&texts.join(","))
-            }
-            raw => Self::parse(raw.text()?),
-        }
+        Self::parse(&raw.comma_list()?)
     }
     fn show(value: &Self) -> Option<String> {
         Some(format!("tokens {} (hashes not shown)", value.names()))

@@ -29,6 +29,27 @@ impl<'a> Raw<'a> {
         }
     }
 
+    /// The value as the text of a comma-separated list: a variable or a
+    /// TOML string as is, a TOML array of strings joined with commas.
+    pub(super) fn comma_list(self) -> Result<String, String> {
+        let Raw::Toml(toml::Value::Array(items)) = self else {
+            return self.text().map(str::to_owned);
+        };
+        let mut texts = Vec::new();
+        for item in items {
+            match item {
+                toml::Value::String(text) => texts.push(text.as_str()),
+                other => {
+                    return Err(format!(
+                        "a TOML {} in the array, not a string",
+                        other.type_str()
+                    ));
+                }
+            }
+        }
+        Ok(texts.join(","))
+    }
+
     /// The value as a whole number.
     pub(super) fn integer(self) -> Result<i64, String> {
         match self {

@@ -168,7 +168,7 @@ fn every_earlier_name_works_as_variable_as_flat_key_and_as_new_key() {
     assert_eq!(
         FLAT_NAMES.len() + PAIRED,
         KEYS.iter()
-            .filter(|k| !k.name.starts_with("limits."))
+            .filter(|k| !k.name.starts_with("gateways.") && !k.name.starts_with("limits."))
             .count(),
         "a key is missing from FLAT_NAMES"
     );
@@ -686,6 +686,109 @@ fn event_keys_and_http_limits_load_from_variables() {
     assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
 }
 
+#[test]
+fn a_gateway_in_http_mode_needs_its_url_and_keys() {
+    let defaults = from_env(&[]).unwrap();
+    assert!(
+        defaults
+            .gateways()
+            .iter()
+            .all(|g| g.mode == GatewayMode::Fake),
+        "the fakes are the default"
+    );
+    let err = from_env(&[("ORDERMQ_GATEWAYS_SMS_MODE", "http")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gateways.sms.url (ORDERMQ_GATEWAYS_SMS_URL)"),
+        "{err}"
+    );
+    let err = from_file("[gateways.payments]\nmode = \"http\"\nurl = \"http://127.0.0.1:9090\"\n")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("gateways.payments.keys (ORDERMQ_GATEWAYS_PAYMENTS_KEYS)"),
+        "{err}"
+    );
+    let config = from_env(&[
+        ("ORDERMQ_GATEWAYS_LOGISTICS_MODE", "http"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_URL", "http://127.0.0.1:9090"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_KEYS", "k1:carrier-secret-xyz"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_TIMEOUT", "750ms"),
+        ("ORDERMQ_GATEWAYS_LOGISTICS_RETRIES", "4"),
+    ])
+    .unwrap();
+    let logistics = config.logistics_gateway();
+    assert_eq!(
+        (logistics.mode, logistics.timeout, logistics.retries),
+        (GatewayMode::Http, Duration::from_millis(750), 4)
+    );
+    assert_eq!(logistics.keys.unwrap().keyring().signing_key_id(), "k1");
+    for printed in [config.describe(), format!("{config:?}")] {
+        assert!(!printed.contains("carrier-secret-xyz"));
+    }
+    assert!(from_env(&[("ORDERMQ_GATEWAYS_SMS_RETRIES", "11")]).is_err());
+    assert!(from_env(&[("ORDERMQ_GATEWAYS_SMS_MODE", "real")]).is_err());
+}
+
+/// The gateways' keys (they have no earlier flat name), with values that
+/// load together.
+const GATEWAY_KEYS: &[(&str, &str)] = &[
+    ("gateways.sms.mode", "http"),
+    ("gateways.sms.url", "http://127.0.0.1:9090"),
+    ("gateways.sms.keys", "k1:s"),
+    ("gateways.sms.timeout", "1500ms"),
+    ("gateways.sms.retries", "1"),
+    ("gateways.logistics.mode", "http"),
+    ("gateways.logistics.url", "http://127.0.0.1:9091/carrier"),
+    ("gateways.logistics.keys", "k2:s"),
+    ("gateways.logistics.timeout", "3s"),
+    ("gateways.logistics.retries", "3"),
+    ("gateways.payments.mode", "http"),
+    ("gateways.payments.url", "https://pay.example"),
+    ("gateways.payments.keys", "k3:s"),
+    ("gateways.payments.timeout", "9s"),
+    ("gateways.payments.retries", "0"),
+];
+
+#[test]
+fn every_gateway_key_works_as_variable_and_in_its_section() {
+    let gateway_keys = KEYS.iter().filter(|k| k.name.starts_with("gateways."));
+    assert_eq!(gateway_keys.count(), GATEWAY_KEYS.len());
+    let vars: Vec<(String, &str)> = GATEWAY_KEYS
+        .iter()
+        .map(|(name, value)| (env_var_of(name), *value))
+        .collect();
+    let by_var = Config::load_from(
+        None,
+        vars.iter()
+            .map(|(var, value)| (var.clone(), value.to_string())),
+    )
+    .unwrap();
+    let mut file = String::new();
+    let mut current = "";
+    for (name, value) in GATEWAY_KEYS {
+        let (section, leaf) = name.rsplit_once('.').unwrap();
+        if section != current {
+            file.push_str(&format!("[{section}]\n"));
+            current = section;
+        }
+        file.push_str(&format!("{leaf} = {}\n", toml_value(name, value)));
+    }
+    let by_file = from_file(&file).unwrap();
+    assert_eq!(everything(&by_var), everything(&by_file));
+    assert_ne!(everything(&by_var), everything(&Config::default()));
+    assert_eq!(env_var_of("gateways.sms.mode"), "ORDERMQ_GATEWAYS_SMS_MODE");
+    let payments = by_file.payments_gateway();
+    assert_eq!(
+        (
+            payments.url.unwrap().as_str(),
+            payments.timeout,
+            payments.retries
+        ),
+        ("https://pay.example", Duration::from_secs(9), 0)
+    );
+}
+
 /// The limits' keys (they have no earlier flat name), each set away from
 /// its default.
 const LIMIT_KEYS: &[(&str, &str)] = &[
@@ -730,4 +833,27 @@ fn every_limit_key_works_as_variable_and_in_its_section() {
     assert_eq!(off.user_limits(), UserLimits::OFF);
     assert_eq!(off.rate_settings().orders_per_user, None);
     assert_eq!(off.rate_settings().orders_per_token, None);
+}
+
+#[test]
+fn key_lists_and_token_lists_come_as_text_or_as_a_toml_array() {
+    let shop = hex_of_token("shop-token-1");
+    let ops = hex_of_token("ops-token-1");
+    let config = from_file(&format!(
+        "event_keys = [\"k2:new-event-secret\", \"k1:old-event-secret\"]\n\
+         api_tokens = [\"shop-a:shop:{shop}\", \"ops-a:operator:{ops}\"]\n"
+    ))
+    .unwrap();
+    let keys = config.event_keys.as_ref().unwrap().keyring();
+    assert_eq!(keys.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
+    let tokens = config.api_tokens.as_ref().unwrap().tokens();
+    let names: Vec<_> = tokens.entries().iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["shop-a", "ops-a"]);
+    for text in [
+        "event_keys = [\"k1:secret\", 5]\n".to_owned(),
+        format!("api_tokens = [\"shop-a:shop:{shop}\", true]\n"),
+    ] {
+        let error = from_file(&text).unwrap_err().to_string();
+        assert!(error.contains("in the array, not a string"), "{error}");
+    }
 }

@@ -291,6 +291,93 @@ impl Form for DeliveryMode {
     }
 }
 
+/// Which adapter serves a third party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GatewayMode {
+    /// The in-process fake (no third party is called).
+    #[default]
+    Fake,
+    /// The provider over HTTP (docs/gateways.md).
+    Http,
+}
+
+impl FromStr for GatewayMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "fake" => Ok(Self::Fake),
+            "http" => Ok(Self::Http),
+            other => Err(format!("{other:?} is neither fake nor http")),
+        }
+    }
+}
+
+impl fmt::Display for GatewayMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fake => "fake",
+            Self::Http => "http",
+        })
+    }
+}
+
+impl Form for GatewayMode {
+    type Value = Self;
+    const ACCEPTS: &'static str = "fake or http";
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// A provider's base URL, `http(s)://host[:port][/path]`. Credentials in it
+/// are refused: keys go in the `keys` settings, which never print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let rest = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .ok_or("not an http:// or https:// URL")?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err("no host".to_owned());
+        }
+        if authority.contains('@') {
+            // Not echoed: the part before the @ is a password.
+            return Err("credentials in the URL are refused (use the keys setting)".to_owned());
+        }
+        if rest.contains(['?', '#', ' ']) {
+            return Err("a base URL has no query, fragment or space".to_owned());
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl Form for HttpUrl {
+    type Value = Self;
+    const ACCEPTS: &'static str = "http(s)://host[:port][/path]";
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(value.0.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +404,24 @@ mod tests {
             Duration::from_millis(250)
         );
         assert!(Millis::parse(Raw::Toml(&toml::Value::String("250".into()))).is_err());
+    }
+
+    #[test]
+    fn provider_urls_are_http_without_credentials() {
+        for good in ["http://127.0.0.1:9090", "https://sms.example/v1/"] {
+            assert_eq!(good.parse::<HttpUrl>().unwrap().as_str(), good);
+        }
+        for bad in [
+            "ftp://x",
+            "http://",
+            "https://u:hunter2@host",
+            "http://h/?a=1",
+            "host:80",
+        ] {
+            let error = bad.parse::<HttpUrl>().unwrap_err();
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        assert_eq!("http".parse::<GatewayMode>(), Ok(GatewayMode::Http));
+        assert!("real".parse::<GatewayMode>().is_err());
     }
 }

@@ -7,13 +7,12 @@
 use std::time::Duration;
 
 use ordermq::config::SigningKeys;
-use ordermq_domain::event::{OrderPaid, PaidLine};
+use ordermq::dlq;
 use ordermq_domain::signing::Keyring;
-use ordermq_domain::{
-    Amount, OrderEvent, OrderId, OutboxMessage, PaymentId, Sku, System, TOPIC_ORDER_PAY_SUCCESS,
-    UserId, now_millis,
+use ordermq_domain::{OutboxMessage, System};
+use ordermq_testkit::{
+    LocalApp, RouterHarness, create_order, events, fast_third_parties, get_json,
 };
-use ordermq_testkit::{LocalApp, RouterHarness, create_order, fast_third_parties, get_json};
 use serde_json::{Value, json};
 
 /// The app's event keys: k1 signs, k2 was rotated in (verifies only).
@@ -47,43 +46,16 @@ async fn create(app: &LocalApp, user: &str) -> (String, i64) {
     )
 }
 
-/// An `OrderPaid` for `order_id` as the outbox would hold it.
+/// An `OrderPaid` for `order_id` (one SKU-2), as the outbox would hold it.
 fn order_paid(order_id: &str, user: &str, amount: i64) -> OutboxMessage {
-    let event = OrderEvent::OrderPaid(OrderPaid {
-        order_id: OrderId::parse(order_id).unwrap(),
-        user_id: UserId::parse(user).unwrap(),
-        payment_id: PaymentId::parse(&format!("pay-{order_id}")).unwrap(),
-        amount: Amount::parse(amount).unwrap(),
-        paid_at: now_millis(),
-        lines: vec![PaidLine {
-            sku: Sku::parse("SKU-2").unwrap(),
-            quantity: 1,
-            unit_price: Amount::parse(amount).unwrap(),
-        }],
-    });
-    OutboxMessage {
-        id: 0,
-        topic: TOPIC_ORDER_PAY_SUCCESS.into(),
-        tag: event.kind().tag().into(),
-        key: order_id.into(),
-        event_id: event.event_id(),
-        body: event.to_json(),
-        deliver_at: None,
-    }
+    events::order_paid(order_id, user, "SKU-2", amount)
 }
 
 /// Publishes `message` from a producer that signs with `keys` (`None`: unsigned).
 async fn publish_as(app: &LocalApp, keys: Option<Keyring>, message: &OutboxMessage) {
-    let producer = app
-        .foreign_producer(keys)
+    events::publish_as(&app.namesrv_addr, keys, message)
         .await
-        .expect("a producer connects");
-    let sent = producer
-        .publisher()
-        .publish(std::slice::from_ref(message))
-        .await;
-    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
-    producer.shutdown().await;
+        .expect("the broker takes the message");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -191,6 +163,42 @@ async fn an_event_signed_under_a_key_rotated_in_is_applied() {
             "{effect}: {bob:#}"
         );
     }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dlq_tool_lists_each_groups_parked_forgery() {
+    let app = start().await;
+    let (victim, _) = create(&app, "trudy").await;
+    let forged = order_paid(&victim, "trudy", 5_000);
+    publish_as(&app, None, &forged).await;
+    let parked: Vec<(&str, u64)> = paid_groups().iter().map(|g| (*g, 1)).collect();
+    app.wait_parked(&parked, Duration::from_secs(60)).await;
+
+    // `ordermq dlq parked`: each group's refusal, with its reason.
+    let config = app.tool_config();
+    let listed = dlq::parked(&config, None)
+        .await
+        .expect("the tool reads the store");
+    let mut groups: Vec<&str> = listed.iter().map(|p| p.group.as_str()).collect();
+    groups.sort_unstable();
+    let mut wanted = paid_groups();
+    wanted.sort_unstable();
+    assert_eq!(groups, wanted, "{listed:#?}");
+    for message in &listed {
+        assert_eq!(message.event_id.as_deref(), Some(forged.event_id.as_str()));
+        assert_eq!(message.key, victim);
+        assert_eq!(message.reason, "missing_signature", "{message:#?}");
+    }
+    let table = dlq::render_parked(&listed);
+    assert!(table.contains("4 parked message(s)"), "{table}");
+    assert_eq!(dlq::parked_count(&config).await.unwrap(), 4);
+
+    // Listed, never applied.
+    let (_, order) = get_json(&app, &format!("/api/orders/{victim}")).await;
+    assert_eq!(order["status"], "UNPAID", "{order:#}");
+    let (_, trudy) = get_json(&app, "/api/users/trudy").await;
+    assert_eq!(trudy["points_total"], 0, "{trudy:#}");
     app.stop().await.unwrap();
 }
 

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Polls `GET /api/orders/{id}` until `done` holds or `within` passes.
-async fn wait_for_order(
+pub(crate) async fn wait_for_order(
     app: &LocalApp,
     id: &str,
     within: Duration,
@@ -507,7 +507,10 @@ async fn a_refund_that_keeps_failing_is_failed_visibly_and_an_operator_retries_i
     assert_eq!(stats["refunds_by_status"]["FAILED"], 1);
 
     // The gateway is back; the operator retries.
-    app.payments.set_profile(ordermq_gateways::Profile::INSTANT);
+    app.payments
+        .as_ref()
+        .expect("the fake payment gateway")
+        .set_profile(ordermq_gateways::Profile::INSTANT);
     let retried = app
         .as_operator(Method::POST, &format!("/api/refunds/{refund_id}/retry"))
         .send()

@@ -9,11 +9,14 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
 //!   credentials, the operator listener and a log without secrets, through
 //!   the whole server.
+//! - [`gateways`]: the same, with its third parties over HTTP against an
+//!   in-process `ordermq-fake-provider`.
 //!
 //! Helpers come from `ordermq-testkit`, shared with the benchmark and the
 //! fault suite.
@@ -23,7 +26,9 @@ mod bad_input;
 mod docs;
 mod e2e;
 mod events;
+mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
+mod modules;
 mod security;

@@ -13,4 +13,4 @@ pub mod system;
 
 pub use close::CloseHandler;
 pub use refund::RefundHandler;
-pub use system::SystemHandler;
+pub use system::{SystemGateways, SystemHandler};

@@ -3,7 +3,9 @@
 //!
 //! `OrderRefundRequested` (and an operator's `RefundRetryRequested`) reach
 //! this group, which calls the gateway with the refund id as idempotency key,
-//! a few times with backoff per delivery; then RocketMQ redelivers later
+//! a few times with backoff per delivery, each call bounded by a timeout (a
+//! gateway that hangs must not pin the group's listener threads); then
+//! RocketMQ redelivers later
 //! (10 s, 30 s, 1 min, …). Every failed attempt is recorded on the refund;
 //! when the broker's retries are exhausted the refund is FAILED — visible,
 //! and retryable by an operator — never silently dropped. A restart
@@ -24,6 +26,7 @@ pub struct RefundHandler {
     gateway: Arc<dyn PaymentGateway>,
     attempts: u32,
     backoff: Duration,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RefundHandler {
@@ -35,18 +38,21 @@ impl std::fmt::Debug for RefundHandler {
 }
 
 impl RefundHandler {
-    /// `attempts` gateway calls per delivery, `backoff` doubling between them.
+    /// `attempts` gateway calls per delivery, `backoff` doubling between
+    /// them, each call given at most `timeout` (retries of an adapter included).
     pub fn new(
         store: Store,
         gateway: Arc<dyn PaymentGateway>,
         attempts: u32,
         backoff: Duration,
+        timeout: Duration,
     ) -> Self {
         Self {
             store,
             gateway,
             attempts: attempts.max(1),
             backoff,
+            timeout,
         }
     }
 
@@ -79,15 +85,19 @@ impl RefundHandler {
             if attempt > 0 {
                 tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
             }
-            match self
-                .gateway
-                .refund(
-                    task.refund_id.as_str(),
-                    task.payment_id.as_str(),
-                    task.amount,
-                )
-                .await
-            {
+            let call = self.gateway.refund(
+                task.refund_id.as_str(),
+                task.payment_id.as_str(),
+                task.amount,
+            );
+            let answered = match tokio::time::timeout(self.timeout, call).await {
+                Ok(answered) => answered.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "payment gateway did not answer within {} ms",
+                    self.timeout.as_millis()
+                )),
+            };
+            match answered {
                 Ok(provider_ref) => {
                     return match self
                         .store
@@ -103,7 +113,7 @@ impl RefundHandler {
                     };
                 }
                 Err(e) => {
-                    last_error = e.to_string();
+                    last_error = e;
                     let give_up = delivery.is_last_attempt() && attempt + 1 == self.attempts;
                     if let Err(e) = self
                         .store
@@ -255,6 +265,7 @@ mod tests {
             gateway.clone(),
             3,
             Duration::from_millis(1),
+            Duration::from_secs(5),
         );
         assert_eq!(
             handler.handle(vec![delivery.clone()]).await,
@@ -294,6 +305,7 @@ mod tests {
             gateway.clone(),
             2,
             Duration::from_millis(1),
+            Duration::from_secs(5),
         );
         // Not the last delivery: RocketMQ will bring it back; still requested.
         assert!(matches!(
@@ -317,12 +329,51 @@ mod tests {
         assert_eq!(gateway.calls().len(), 4);
     }
 
+    /// A payment gateway that never answers.
+    struct HangingPayments;
+
+    impl PaymentGateway for HangingPayments {
+        fn refund<'a>(
+            &'a self,
+            _idempotency_key: &'a str,
+            _payment_id: &'a str,
+            _amount: Amount,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_never_answers_is_given_up_after_the_timeout() {
+        let fixture = Fixture::new().await;
+        let (refund, delivery) = requested_refund(&fixture).await;
+        let handler = RefundHandler::new(
+            fixture.store.clone(),
+            Arc::new(HangingPayments),
+            2,
+            Duration::from_millis(1),
+            Duration::from_millis(50),
+        );
+        let Outcome::RetryLater(reason) = handler.handle(vec![delivery]).await else {
+            panic!("a refund nobody answered is not done");
+        };
+        assert!(reason.contains("did not answer within 50 ms"), "{reason}");
+        let now = refund_now(&fixture, &refund.order_id).await;
+        assert_eq!((now.status, now.attempts), (RefundStatus::Requested, 2));
+    }
+
     #[tokio::test]
     async fn an_undecodable_message_is_retried_and_another_event_is_ignored() {
         let fixture = Fixture::new().await;
         let (refund, messages) = refund_with_messages(&fixture).await;
         let gateway = ScriptedPayments::failing(0);
-        let handler = RefundHandler::new(fixture.store.clone(), gateway.clone(), 1, Duration::ZERO);
+        let handler = RefundHandler::new(
+            fixture.store.clone(),
+            gateway.clone(),
+            1,
+            Duration::ZERO,
+            Duration::from_secs(5),
+        );
         let garbage = Delivery {
             body: b"{not json".to_vec(),
             ..delivery_of_kind(&messages, EventKind::OrderRefundRequested)

@@ -8,7 +8,10 @@
 //! redelivery changes nothing. A reversal or a carrier update that overtakes
 //! the order's `OrderPaid` in this group waits (retry later) until the paid
 //! effect is there: effects are never reversed before they exist.
-//! Third-party calls carry the event id as an idempotency key. Any failure
+//! Third-party calls carry the event id as an idempotency key and are bounded
+//! by a timeout (a provider that hangs must not pin this group's listener
+//! threads); a full refund cancels the carrier's booking if the parcel is
+//! not collected yet. Any failure
 //! answers "reconsume later": the broker retries with backoff and, after
 //! `max_reconsume_times`, moves the message to `%DLQ%<group>`; the last
 //! failure is recorded so the order's page shows the group as `failed`.
@@ -18,9 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use ordermq_domain::event::OrderRefundRequested;
 use ordermq_domain::fanout::coupon_code;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
-use ordermq_domain::ports::{BoxFuture, Delivery, Handler, LogisticsGateway, Outcome, SmsGateway};
+use ordermq_domain::ports::{
+    BoxFuture, Cancellation, Delivery, GatewayError, Handler, LogisticsGateway, Outcome, SmsGateway,
+};
 use ordermq_domain::signing::Keyring;
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{Applied, EffectRecord, Store};
@@ -33,9 +39,7 @@ pub struct SystemHandler {
     system: System,
     store: Store,
     writer: EffectWriter,
-    sms: Arc<dyn SmsGateway>,
-    logistics: Arc<dyn LogisticsGateway>,
-    logistics_timeout: Duration,
+    gateways: SystemGateways,
     /// The event keys: marketing derives each coupon's code from the event
     /// id under them ([`coupon_code`]).
     event_keys: Keyring,
@@ -49,27 +53,109 @@ impl std::fmt::Debug for SystemHandler {
     }
 }
 
+/// The third parties a downstream system may call, each with how long one
+/// call may take (an adapter's own retries included).
+#[derive(Clone)]
+pub struct SystemGateways {
+    /// Push's SMS gateway.
+    pub sms: Arc<dyn SmsGateway>,
+    /// The longest one SMS call may take.
+    pub sms_timeout: Duration,
+    /// The warehouse's logistics system (book, cancel).
+    pub logistics: Arc<dyn LogisticsGateway>,
+    /// The longest one logistics call may take.
+    pub logistics_timeout: Duration,
+}
+
+impl std::fmt::Debug for SystemGateways {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemGateways")
+            .field("sms_timeout", &self.sms_timeout)
+            .field("logistics_timeout", &self.logistics_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for a third party at most `timeout`; a call that takes longer fails.
+async fn bounded<T>(
+    timeout: Duration,
+    system: &str,
+    call: impl Future<Output = Result<T, GatewayError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answered) => answered.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "{system} did not answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 impl SystemHandler {
-    /// `event_keys`: the keys events are signed with; marketing's coupon
-    /// codes are keyed with the signing one.
+    /// `gateways`: the third parties and their timeouts. `event_keys`: the
+    /// keys events are signed with; marketing's coupon codes are keyed with
+    /// the signing one.
     pub fn new(
         system: System,
         store: Store,
         writer: EffectWriter,
-        sms: Arc<dyn SmsGateway>,
-        logistics: Arc<dyn LogisticsGateway>,
-        logistics_timeout: Duration,
+        gateways: SystemGateways,
         event_keys: Keyring,
     ) -> Self {
         Self {
             system,
             store,
             writer,
-            sms,
-            logistics,
-            logistics_timeout,
+            gateways,
             event_keys,
         }
+    }
+
+    /// Sends an SMS, within the SMS timeout.
+    async fn send_sms(&self, event_id: &str, user: &str, text: &str) -> Result<String, String> {
+        bounded(
+            self.gateways.sms_timeout,
+            "sms gateway",
+            self.gateways.sms.send(event_id, user, text),
+        )
+        .await
+    }
+
+    /// A full refund's reversal in the warehouse: the carrier's booking is
+    /// cancelled if the parcel is still here (`CREATED`). A carrier that has
+    /// it already answers "too late", and the shipment stays as it is.
+    async fn cancel_booking(
+        &self,
+        event_id: &str,
+        refund: &OrderRefundRequested,
+    ) -> Result<Effect, String> {
+        let cancel = ordermq_domain::fanout::reversal_for(self.system, refund, String::new());
+        let tracking_no = self
+            .store
+            .cancellable_tracking_no(&refund.order_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(tracking_no) = tracking_no else {
+            // Collected or cancelled already: recording the reversal changes no row.
+            return Ok(cancel);
+        };
+        let answer = bounded(
+            self.gateways.logistics_timeout,
+            "logistics system",
+            self.gateways.logistics.cancel_shipment(
+                event_id,
+                refund.order_id.as_str(),
+                &tracking_no,
+            ),
+        )
+        .await?;
+        Ok(match answer {
+            Cancellation::Cancelled => cancel,
+            Cancellation::TooLate => Effect::Nothing {
+                system: self.system,
+                order_id: refund.order_id.clone(),
+            },
+        })
     }
 
     /// The effect of `paid` in this system, calling the third party where there is one.
@@ -78,27 +164,18 @@ impl SystemHandler {
             System::Credit => String::new(),
             // Keyed by the event: a redelivery derives the same code.
             System::Marketing => coupon_code(&self.event_keys, event_id),
-            System::Push => self
-                .sms
-                .send(event_id, paid.user_id.as_str(), &sms_text_for(paid))
-                .await
-                .map_err(|e| e.to_string())?,
+            System::Push => {
+                self.send_sms(event_id, paid.user_id.as_str(), &sms_text_for(paid))
+                    .await?
+            }
+            // A carrier that hangs must not hold this consumer thread for ever.
             System::Warehouse => {
-                // A carrier that hangs must not hold this consumer thread for ever.
-                match tokio::time::timeout(
-                    self.logistics_timeout,
-                    self.logistics.create_shipment(event_id, paid),
+                bounded(
+                    self.gateways.logistics_timeout,
+                    "logistics system",
+                    self.gateways.logistics.create_shipment(event_id, paid),
                 )
-                .await
-                {
-                    Ok(booked) => booked.map_err(|e| e.to_string())?,
-                    Err(_) => {
-                        return Err(format!(
-                            "logistics system did not answer within {} ms",
-                            self.logistics_timeout.as_millis()
-                        ));
-                    }
-                }
+                .await?
             }
         };
         Ok(effect_for(self.system, paid, external_ref))
@@ -125,19 +202,22 @@ impl SystemHandler {
                 if refund.reverse_effects && !paid_here {
                     return waiting();
                 }
-                let external_ref = if reversal_needs_gateway(self.system, refund) {
-                    self.sms
-                        .send(
-                            event_id,
-                            refund.user_id.as_str(),
-                            &ordermq_domain::fanout::refund_sms_text_for(refund),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?
-                } else {
-                    String::new()
-                };
-                Ok(reversal_for(self.system, refund, external_ref))
+                if !reversal_needs_gateway(self.system, refund) {
+                    return Ok(reversal_for(self.system, refund, String::new()));
+                }
+                match self.system {
+                    System::Warehouse => self.cancel_booking(event_id, refund).await,
+                    _ => {
+                        let external_ref = self
+                            .send_sms(
+                                event_id,
+                                refund.user_id.as_str(),
+                                &ordermq_domain::fanout::refund_sms_text_for(refund),
+                            )
+                            .await?;
+                        Ok(reversal_for(self.system, refund, external_ref))
+                    }
+                }
             }
             OrderEvent::ShipmentUpdated(update) if self.system == System::Warehouse => {
                 if !paid_here {
@@ -311,9 +391,12 @@ mod tests {
             system,
             fixture.store.clone(),
             effects,
-            gateway.clone(),
-            gateway.clone(),
-            Duration::from_secs(5),
+            SystemGateways {
+                sms: gateway.clone(),
+                sms_timeout: Duration::from_secs(5),
+                logistics: gateway.clone(),
+                logistics_timeout: Duration::from_secs(5),
+            },
             crate::testing::event_keys(),
         )
     }
@@ -353,6 +436,191 @@ mod tests {
         // The third party may be called again on a redelivery (the idempotency
         // key makes that harmless); the first delivery called SMS and logistics.
         assert!(gateway.calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// A carrier that books at once and records each cancellation's
+    /// `(idempotency key, order, tracking number)`; answers `answer` to them.
+    struct RecordingCarrier {
+        answer: Cancellation,
+        cancels: std::sync::Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl RecordingCarrier {
+        fn answering(answer: Cancellation) -> Arc<Self> {
+            Arc::new(Self {
+                answer,
+                cancels: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+
+        fn cancels(&self) -> Vec<(String, String, String)> {
+            self.cancels.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl LogisticsGateway for RecordingCarrier {
+        fn create_shipment<'a>(
+            &'a self,
+            idempotency_key: &'a str,
+            _order: &'a OrderPaid,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            Box::pin(async move { Ok(format!("TRK-{}", idempotency_key.len())) })
+        }
+
+        fn cancel_shipment<'a>(
+            &'a self,
+            idempotency_key: &'a str,
+            order_id: &'a str,
+            tracking_no: &'a str,
+        ) -> BoxFuture<'a, Result<Cancellation, GatewayError>> {
+            self.cancels.lock().expect("not poisoned").push((
+                idempotency_key.to_owned(),
+                order_id.to_owned(),
+                tracking_no.to_owned(),
+            ));
+            let answer = self.answer;
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    /// An SMS gateway that never answers.
+    struct HangingSms;
+
+    impl SmsGateway for HangingSms {
+        fn send<'a>(
+            &'a self,
+            _idempotency_key: &'a str,
+            _to_user: &'a str,
+            _text: &'a str,
+        ) -> BoxFuture<'a, Result<String, GatewayError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// A paid order booked by the warehouse, then refunded whole: the
+    /// refund's delivery, the order and the warehouse's handler.
+    async fn booked_then_refunded(
+        fixture: &Fixture,
+        carrier: &Arc<RecordingCarrier>,
+    ) -> (Delivery, ordermq_domain::view::OrderView, SystemHandler) {
+        let order = fixture.paid_order("u1", 1).await;
+        let (effects, _task) = EffectWriter::spawn(fixture.store.clone());
+        let handler = SystemHandler::new(
+            System::Warehouse,
+            fixture.store.clone(),
+            effects,
+            SystemGateways {
+                sms: Arc::new(CountingGateway::default()),
+                sms_timeout: Duration::from_secs(5),
+                logistics: carrier.clone(),
+                logistics_timeout: Duration::from_secs(5),
+            },
+            crate::testing::event_keys(),
+        );
+        let paid = relay_all(fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderPaid.tag())
+            .expect("an OrderPaid was published");
+        assert_eq!(
+            handler.handle(vec![delivery_of(&paid)]).await,
+            Outcome::Consumed
+        );
+        fixture
+            .orders
+            .refund(
+                ordermq_domain::RefundRequest::new(
+                    order.order_id.clone(),
+                    ordermq_domain::IdempotencyKey::parse("refund-1").expect("key"),
+                    None,
+                    None,
+                )
+                .expect("valid request"),
+            )
+            .await
+            .expect("refund recorded");
+        let refund = relay_all(fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderRefundRequested.tag())
+            .expect("an OrderRefundRequested was published");
+        (delivery_of(&refund), order, handler)
+    }
+
+    async fn shipment_status(fixture: &Fixture) -> (String, String) {
+        let user = UserId::parse("u1").unwrap();
+        let activity = fixture.orders.user_activity(user).await.unwrap();
+        let shipment = &activity.shipments[0];
+        (shipment.tracking_no.clone(), shipment.status.clone())
+    }
+
+    #[tokio::test]
+    async fn a_full_refund_cancels_the_booking_once_however_often_it_is_delivered() {
+        let fixture = Fixture::new().await;
+        let carrier = RecordingCarrier::answering(Cancellation::Cancelled);
+        let (refund, order, handler) = booked_then_refunded(&fixture, &carrier).await;
+        let (tracking_no, _) = shipment_status(&fixture).await;
+        for _ in 0..3 {
+            assert_eq!(
+                handler.handle(vec![refund.clone()]).await,
+                Outcome::Consumed
+            );
+        }
+        let event_id = OrderEvent::from_json(&refund.body).unwrap().event_id();
+        assert_eq!(
+            carrier.cancels(),
+            [(event_id, order.order_id.to_string(), tracking_no)],
+            "one cancellation, keyed by the refund's event"
+        );
+        assert_eq!(shipment_status(&fixture).await.1, "CANCELLED");
+    }
+
+    #[tokio::test]
+    async fn a_carrier_that_has_the_parcel_already_keeps_the_shipment() {
+        let fixture = Fixture::new().await;
+        let carrier = RecordingCarrier::answering(Cancellation::TooLate);
+        let (refund, _order, handler) = booked_then_refunded(&fixture, &carrier).await;
+        assert_eq!(handler.handle(vec![refund]).await, Outcome::Consumed);
+        assert_eq!(carrier.cancels().len(), 1);
+        assert_eq!(shipment_status(&fixture).await.1, "CREATED");
+    }
+
+    #[tokio::test]
+    async fn an_sms_gateway_that_never_answers_is_given_up_after_the_timeout() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let paid = relay_all(&fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderPaid.tag())
+            .expect("an OrderPaid was published");
+        let (effects, _task) = EffectWriter::spawn(fixture.store.clone());
+        let handler = SystemHandler::new(
+            System::Push,
+            fixture.store.clone(),
+            effects,
+            SystemGateways {
+                sms: Arc::new(HangingSms),
+                sms_timeout: Duration::from_millis(50),
+                logistics: Arc::new(CountingGateway::default()),
+                logistics_timeout: Duration::from_secs(5),
+            },
+            crate::testing::event_keys(),
+        );
+        let Outcome::RetryLater(reason) = handler.handle(vec![delivery_of(&paid)]).await else {
+            panic!("an SMS nobody answered is not sent");
+        };
+        assert!(reason.contains("did not answer within 50 ms"), "{reason}");
+        let user = UserId::parse("u1").unwrap();
+        assert!(
+            fixture
+                .orders
+                .user_activity(user)
+                .await
+                .unwrap()
+                .sms
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //! reproduced by its seed.
 //!
 //! This file holds what both callers use — the context ([`FuzzContext`]),
-//! a case ([`BadRequest`]) with its judge, and the draw ([`bad_request`]) —
+//! a case ([`BadRequest`]) with its judge and the two shapes most cases
+//! take (a JSON `POST`, a bare request), and the draw ([`bad_request`]) —
 //! and the cases live one endpoint family to a file, so each file reads as
 //! the list of mistakes tried on that endpoint:
 //! - `orders`: `POST /api/orders` (cases 0 to 12);
@@ -105,8 +106,14 @@ impl BadRequest {
                 self.kind
             ));
         }
-        if value["message"].as_str().is_none() {
+        let Some(message) = value["message"].as_str() else {
             return Err(format!("{}: {status} {code} without a message", self.kind));
+        };
+        if let Some(leak) = internal_text(message) {
+            return Err(format!(
+                "{}: {status} {code} shows internal text ({leak:?}): {message}",
+                self.kind
+            ));
         }
         if let Some((want_status, want_code)) = self.expect
             && (want_status != status || want_code.as_str() != code)
@@ -121,8 +128,71 @@ impl BadRequest {
     }
 }
 
-/// The content type of every case that sends JSON.
-const JSON: Option<&str> = Some("application/json");
+/// Words that only internal error text carries: driver and broker names,
+/// source locations, panics, OS errors and file paths. A client is told what
+/// was wrong with its request, never what broke inside.
+const INTERNAL_WORDS: &[&str] = &[
+    "sqlx",
+    "sqlite",
+    "postgres",
+    "rocketmq",
+    "panicked",
+    "backtrace",
+    ".rs:",
+    "os error",
+    "connection refused",
+    "broken pipe",
+    "/var/",
+    "/tmp/",
+    "/home/",
+];
+
+/// The first internal word `text` contains (case-insensitive), if any.
+pub fn internal_text(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    INTERNAL_WORDS.iter().copied().find(|w| lower.contains(w))
+}
+
+impl BadRequest {
+    /// `body` sent to `path` with `POST` as JSON: no signature and no
+    /// `Idempotency-Key` (a case that needs one adds it).
+    fn post_json(
+        kind: &'static str,
+        path: impl Into<String>,
+        body: Vec<u8>,
+        expect: Option<(u16, ErrorCode)>,
+    ) -> Self {
+        Self {
+            kind,
+            method: "POST",
+            path: path.into(),
+            content_type: Some("application/json".to_owned()),
+            signature: None,
+            idempotency_key: None,
+            body,
+            expect,
+        }
+    }
+
+    /// A `method` request to `path` with neither a body nor headers.
+    fn bare(
+        kind: &'static str,
+        method: &'static str,
+        path: String,
+        expect: Option<(u16, ErrorCode)>,
+    ) -> Self {
+        Self {
+            kind,
+            method,
+            path,
+            content_type: None,
+            signature: None,
+            idempotency_key: None,
+            body: Vec::new(),
+            expect,
+        }
+    }
+}
 
 /// One bad request, drawn from every kind of mistake: the case number picks
 /// the endpoint's generator, and each generator the kind of mistake.
@@ -176,5 +246,16 @@ mod tests {
         let any = order_req("t", Vec::new(), None);
         assert!(any.judge(404, &body("NOT_FOUND")).is_ok());
         assert!(any.judge(404, &body("NO_SUCH_CODE")).is_err());
+        let leaked = br#"{"code":"INVALID_REQUEST","message":"error returned from database: (code: 1) near \"x\": sqlite syntax error"}"#;
+        assert!(
+            any.judge(400, leaked)
+                .unwrap_err()
+                .contains("internal text")
+        );
+        assert_eq!(
+            internal_text("thread 'main' panicked at src/x.rs:3"),
+            Some("panicked")
+        );
+        assert_eq!(internal_text("must be 1 to 64 characters"), None);
     }
 }

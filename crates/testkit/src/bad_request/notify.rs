@@ -15,7 +15,10 @@ use serde_json::json;
 
 use super::orders::order_req;
 use super::values::{bad_amount, bad_id, known_order, random_bytes, random_id};
-use super::{BadRequest, FuzzContext, JSON, KnownOrder};
+use super::{BadRequest, FuzzContext, KnownOrder};
+
+/// The payment gateway's callback.
+const PAYMENT_NOTIFY: &str = "/api/payments/notify";
 
 /// Fresh signature headers with `signature` in place of the real one.
 fn forged(ctx: &FuzzContext, signature: &str) -> SignedHeaders {
@@ -32,15 +35,10 @@ fn notify_req(
     body: Vec<u8>,
     expect: Option<(u16, ErrorCode)>,
 ) -> BadRequest {
+    let signature = Some(ctx.signer.sign(&body));
     BadRequest {
-        kind,
-        method: "POST",
-        path: "/api/payments/notify".into(),
-        content_type: JSON.map(str::to_owned),
-        signature: Some(ctx.signer.sign(&body)),
-        idempotency_key: None,
-        body,
-        expect,
+        signature,
+        ..BadRequest::post_json(kind, PAYMENT_NOTIFY, body, expect)
     }
 }
 
@@ -68,14 +66,13 @@ fn bad_signature(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> BadRequest {
         _ => Some(ctx.signer.sign(b"some other body")),
     };
     BadRequest {
-        kind: "notify: bad signature",
-        method: "POST",
-        path: "/api/payments/notify".into(),
-        content_type: JSON.map(str::to_owned),
         signature,
-        idempotency_key: None,
-        body,
-        expect: Some((401, ErrorCode::InvalidSignature)),
+        ..BadRequest::post_json(
+            "notify: bad signature",
+            PAYMENT_NOTIFY,
+            body,
+            Some((401, ErrorCode::InvalidSignature)),
+        )
     }
 }
 
@@ -204,13 +201,12 @@ pub(super) fn bad_carrier_notify(rng: &mut fastrand::Rng, ctx: &FuzzContext) -> 
         _ => Some(ctx.signer.sign(&body)),
     };
     BadRequest {
-        kind: "carrier notify: bad signature",
-        method: "POST",
-        path: "/api/logistics/notify".into(),
-        content_type: JSON.map(str::to_owned),
         signature,
-        idempotency_key: None,
-        body,
-        expect: Some((401, ErrorCode::InvalidSignature)),
+        ..BadRequest::post_json(
+            "carrier notify: bad signature",
+            "/api/logistics/notify",
+            body,
+            Some((401, ErrorCode::InvalidSignature)),
+        )
     }
 }

@@ -9,7 +9,7 @@ use ordermq_domain::ErrorCode;
 use serde_json::{Value, json};
 
 use super::values::{bad_id, bad_quantity, random_bytes, random_id};
-use super::{BadRequest, FuzzContext, JSON};
+use super::{BadRequest, FuzzContext};
 
 /// A bad `POST /api/orders` with a JSON content type.
 pub(super) fn order_req(
@@ -17,16 +17,7 @@ pub(super) fn order_req(
     body: Vec<u8>,
     expect: Option<(u16, ErrorCode)>,
 ) -> BadRequest {
-    BadRequest {
-        kind,
-        method: "POST",
-        path: "/api/orders".into(),
-        content_type: JSON.map(str::to_owned),
-        signature: None,
-        idempotency_key: None,
-        body,
-        expect,
-    }
+    BadRequest::post_json(kind, "/api/orders", body, expect)
 }
 
 /// `POST /api/orders`: cases 0 to 12.

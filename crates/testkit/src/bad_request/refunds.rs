@@ -10,7 +10,7 @@ use ordermq_domain::ErrorCode;
 use serde_json::json;
 
 use super::values::{bad_key, known_order, random_id};
-use super::{BadRequest, FuzzContext, JSON};
+use super::{BadRequest, FuzzContext};
 
 /// Refunds and refund retries: cases 24 to 29. Never a valid one (that would
 /// change state by design).
@@ -21,14 +21,8 @@ pub(super) fn bad_refund(rng: &mut fastrand::Rng, ctx: &FuzzContext, case: u8) -
     let refund_path = |id: &str| format!("/api/orders/{id}/refund");
     let refund =
         |kind: &'static str, path: String, key: Option<String>, body: Vec<u8>, expect| BadRequest {
-            kind,
-            method: "POST",
-            path,
-            content_type: JSON.map(str::to_owned),
-            signature: None,
             idempotency_key: key,
-            body,
-            expect,
+            ..BadRequest::post_json(kind, path, body, expect)
         };
     match case {
         24 => refund(
@@ -86,15 +80,11 @@ pub(super) fn bad_refund(rng: &mut fastrand::Rng, ctx: &FuzzContext, case: u8) -
                 invalid,
             )
         }
-        _ => BadRequest {
-            kind: "refund retry: unknown refund",
-            method: "POST",
-            path: format!("/api/refunds/RNOPE{}/retry", random_id(rng)),
-            content_type: None,
-            signature: None,
-            idempotency_key: None,
-            body: Vec::new(),
-            expect: Some((404, E::RefundNotFound)),
-        },
+        _ => BadRequest::bare(
+            "refund retry: unknown refund",
+            "POST",
+            format!("/api/refunds/RNOPE{}/retry", random_id(rng)),
+            Some((404, E::RefundNotFound)),
+        ),
     }
 }

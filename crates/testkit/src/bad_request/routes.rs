@@ -7,37 +7,33 @@
 
 use ordermq_domain::ErrorCode;
 
+use super::BadRequest;
 use super::values::random_id;
-use super::{BadRequest, JSON};
 
 /// Wrong methods, unknown routes and unknown records: cases 21 to 23.
 pub(super) fn bad_route(rng: &mut fastrand::Rng, case: u8) -> BadRequest {
     use ErrorCode as E;
     match case {
+        // The method is drawn before the path (the order of draws is the contract).
         21 => BadRequest {
-            kind: "wrong method",
             method: ["PUT", "DELETE", "PATCH"][rng.usize(0..3)],
-            path: ["/api/orders", "/api/payments/notify", "/api/products"][rng.usize(0..3)].into(),
-            content_type: JSON.map(str::to_owned),
-            signature: None,
-            idempotency_key: None,
-            body: b"{}".to_vec(),
-            expect: Some((405, E::MethodNotAllowed)),
+            ..BadRequest::post_json(
+                "wrong method",
+                ["/api/orders", "/api/payments/notify", "/api/products"][rng.usize(0..3)],
+                b"{}".to_vec(),
+                Some((405, E::MethodNotAllowed)),
+            )
         },
-        22 => BadRequest {
-            kind: "unknown route",
-            method: "GET",
-            path: format!("/api/x-{}", random_id(rng)),
-            content_type: None,
-            signature: None,
-            idempotency_key: None,
-            body: Vec::new(),
-            expect: Some((404, E::NotFound)),
-        },
-        _ => BadRequest {
-            kind: "unknown order, bad user id or record kind",
-            method: "GET",
-            path: match rng.u8(0..3) {
+        22 => BadRequest::bare(
+            "unknown route",
+            "GET",
+            format!("/api/x-{}", random_id(rng)),
+            Some((404, E::NotFound)),
+        ),
+        _ => BadRequest::bare(
+            "unknown order, bad user id or record kind",
+            "GET",
+            match rng.u8(0..3) {
                 0 => format!("/api/orders/{}", random_id(rng)),
                 1 => format!(
                     "/api/users/{}",
@@ -45,11 +41,7 @@ pub(super) fn bad_route(rng: &mut fastrand::Rng, case: u8) -> BadRequest {
                 ),
                 _ => format!("/api/users/u1/x-{}", random_id(rng)),
             },
-            content_type: None,
-            signature: None,
-            idempotency_key: None,
-            body: Vec::new(),
-            expect: None,
-        },
+            None,
+        ),
     }
 }

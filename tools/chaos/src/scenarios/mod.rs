@@ -1,4 +1,4 @@
-//! The six fault scenarios. Each trial starts from an empty data directory,
+//! The seven fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -13,13 +13,16 @@
 //! - `redelivery`: duplicate, reordered and double payments, then every
 //!   message again from offset zero;
 //! - `stampede`: many buyers for the last unit(s) of stock;
-//! - `bad_input`: generated hostile requests against the live binary.
+//! - `bad_input`: generated hostile requests against the live binary;
+//! - `security`: strangers on every guarded route, forged callbacks and
+//!   events, slow clients beside real shoppers.
 
 mod bad_input;
 mod broker;
 mod crash;
 mod flaky;
 mod redelivery;
+mod security;
 mod stampede;
 
 use std::time::Instant;
@@ -43,17 +46,21 @@ pub enum Scenario {
     LastUnit,
     /// Generated malformed and hostile requests against every endpoint.
     BadInput,
+    /// Calls without or with the wrong credentials, forged callbacks and
+    /// events, hundreds of slow connections beside real shoppers.
+    Security,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
         Self::Redelivery,
         Self::LastUnit,
         Self::BadInput,
+        Self::Security,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -65,6 +72,7 @@ impl Scenario {
             Self::Redelivery => "redelivery",
             Self::LastUnit => "last-unit",
             Self::BadInput => "bad-input",
+            Self::Security => "security",
         }
     }
 
@@ -77,6 +85,7 @@ impl Scenario {
             Self::Redelivery => "redeliveries + duplicate/double payments",
             Self::LastUnit => "concurrent contenders",
             Self::BadInput => "bad requests",
+            Self::Security => "forged or hostile calls",
         }
     }
 
@@ -98,6 +107,7 @@ impl Scenario {
                 Self::Redelivery => redelivery::redelivery(options).await,
                 Self::LastUnit => stampede::last_unit(options).await,
                 Self::BadInput => bad_input::bad_input(options).await,
+                Self::Security => security::security(options).await,
             };
             match outcome {
                 Ok((verdict, faults, trial)) => {

@@ -3,8 +3,9 @@
 //! twice, nothing oversold, and every backlog drained.
 //!
 //! Short forms: one trial each; 20 `kill -9`s for crash; the broker outage
-//! is 8 s instead of the long form's 30 s; 300 bad requests. Together about
-//! three minutes on two cores. Scenarios run one at a time (they start
+//! is 8 s instead of the long form's 30 s; 300 bad requests; 6 s of
+//! shopping beside the 500 slow connections instead of 20 s. Together about
+//! four minutes on two cores. Scenarios run one at a time (they start
 //! processes and brokers of their own, and share two cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
@@ -96,6 +97,22 @@ fn last_unit_goes_to_exactly_one_buyer() {
 fn bad_input_against_the_binary_is_refused_cleanly() {
     let result = run(Scenario::BadInput);
     assert_eq!(result.faults, 300);
+}
+
+#[test]
+fn security_refuses_strangers_and_forgeries_and_serves_shoppers_beside_slow_clients() {
+    let result = run(Scenario::Security);
+    eprintln!("security figures: {:#?}", result.figures);
+    // Every guarded route tried two or three ways, six forged callbacks,
+    // three forged events and the slow connections (each counted once
+    // opened: at least the 500 held at the start).
+    assert!(result.faults > 500, "{} faults", result.faults);
+    assert_eq!(result.figures.len(), 2, "{:?}", result.figures);
+    assert!(
+        result.figures[1].contains("beside 500 slow connections"),
+        "{:?}",
+        result.figures
+    );
 }
 
 fn line(sku: &str, quantity: i64) -> OrderLine {

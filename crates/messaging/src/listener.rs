@@ -1,0 +1,310 @@
+//! The listener bridge: where every consumer group's messages enter ordermq.
+//!
+//! rocketmq-client-rust calls listeners synchronously on its blocking lanes.
+//! The bridge blocks that lane thread on the async [`Handler`] (never an
+//! async worker), and maps [`Outcome`] to `ConsumeSuccess` / `ReconsumeLater`
+//! so the broker's retry → `%RETRY%<group>` → `%DLQ%<group>` machinery applies.
+//! With [`DelayedDelivery::Levels`] it also holds back messages that arrive
+//! before their due time and sends them on for the rest (see [`crate::delay`]).
+//!
+//! It is the one place every consumer group's messages pass, before any
+//! handler, before a hop, and where the delivery counters live; so it
+//! verifies each message's signature there and parks the ones that fail
+//! (see [`ordermq_domain::parked`]): recorded through the [`ParkingLot`],
+//! counted, logged, acknowledged, never handed to the handler or sent on.
+//! Its own module because this is a concern of its own: what happens to a
+//! delivered message, apart from how the client connects and subscribes.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use ordermq_domain::parked::{MAX_PARKED_BODY, ParkedMessage, Unverified, clip, verify_event};
+use ordermq_domain::ports::{Delivery, Handler, Outcome, ParkingLot, PublishError};
+use ordermq_domain::signing::{Keyring, Signature};
+use ordermq_domain::{OutboxMessage, now_millis};
+use rocketmq_client_rust::{
+    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
+    MessageListenerConcurrently,
+};
+use rocketmq_model::common::message::message_ext::MessageExt;
+
+use crate::delay::DelayedDelivery;
+use crate::deliveries::GroupCounters;
+use crate::producer::{
+    DELIVER_AT_PROPERTY, EVENT_ID_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY, send_outcome,
+    to_message,
+};
+
+/// The event keys and where to park what they refuse.
+pub(crate) struct Verifier {
+    pub(crate) keys: Keyring,
+    pub(crate) parking: Arc<dyn ParkingLot>,
+}
+
+/// Adapts a synchronous RocketMQ listener callback to an async [`Handler`],
+/// verifying every message first.
+pub(crate) struct ListenerBridge {
+    /// The consumer group's name.
+    pub(crate) group: String,
+    pub(crate) handler: Arc<dyn Handler>,
+    /// Verifies every message before anything else happens to it (`None`:
+    /// a client without event keys).
+    pub(crate) verifier: Option<Verifier>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) max_reconsume_times: i32,
+    /// Sends on messages that a delay level delivered before their due time.
+    pub(crate) producer: DefaultMQProducer,
+    pub(crate) delayed: Arc<DelayedDelivery>,
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// This group's delivery counts.
+    pub(crate) counters: Arc<GroupCounters>,
+}
+
+/// The message id the group sees: the producer's unique key, stable across
+/// retries, or the broker's id.
+fn msg_id_of(m: &MessageExt) -> String {
+    m.get_user_property("UNIQ_KEY")
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| m.msg_id().to_string())
+}
+
+fn property(m: &MessageExt, name: &str) -> Option<String> {
+    m.get_user_property(name).map(|v| v.to_string())
+}
+
+/// Checks `m`'s signature under `keys` (see [`verify_event`]).
+fn verify(keys: &Keyring, m: &MessageExt) -> Result<(), Unverified> {
+    verify_event(
+        keys,
+        property(m, EVENT_ID_PROPERTY).as_deref(),
+        property(m, KEY_ID_PROPERTY).as_deref(),
+        property(m, SIGNATURE_PROPERTY).as_deref(),
+        m.body_slice(),
+    )
+}
+
+/// What is kept of a message `group` refused.
+fn parked_message(group: &str, m: &MessageExt, reason: &Unverified, now: i64) -> ParkedMessage {
+    ParkedMessage {
+        group: group.to_owned(),
+        msg_id: msg_id_of(m),
+        topic: m.topic().to_string(),
+        tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+        key: first_key(m),
+        event_id: property(m, EVENT_ID_PROPERTY),
+        key_id: property(m, KEY_ID_PROPERTY),
+        reason: reason.code().to_owned(),
+        detail: reason.to_string(),
+        body: clip(&String::from_utf8_lossy(m.body_slice()), MAX_PARKED_BODY),
+        parked_at: now,
+    }
+}
+
+fn to_delivery(m: &MessageExt, max_reconsume_times: i32) -> Delivery {
+    Delivery {
+        msg_id: msg_id_of(m),
+        topic: m.topic().to_string(),
+        tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+        key: first_key(m),
+        body: m.body_slice().to_vec(),
+        reconsume_times: m.reconsume_times(),
+        max_reconsume_times,
+    }
+}
+
+fn first_key(m: &MessageExt) -> String {
+    m.keys()
+        .and_then(|keys| keys.into_iter().next())
+        .unwrap_or_default()
+}
+
+/// When `m` is due, if it carries a due time.
+fn deliver_at(m: &MessageExt) -> Option<i64> {
+    m.get_user_property(DELIVER_AT_PROPERTY)?.parse().ok()
+}
+
+impl ListenerBridge {
+    /// Sends `early` on for what remains of each one's wait: the same message
+    /// (topic, tag, key, body, event id, due time, and its original key id
+    /// and signature: verified, never re-signed) built the way the relay
+    /// builds it, so it gets the delay level that fits the rest.
+    async fn hop(&self, early: &[(&MessageExt, i64)]) -> Result<(), PublishError> {
+        let now = now_millis();
+        let sends = early.iter().map(|&(m, at)| {
+            let producer = self.producer.clone();
+            async move {
+                let outbox = OutboxMessage {
+                    id: 0,
+                    topic: m.topic().to_string(),
+                    tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
+                    key: first_key(m),
+                    event_id: m
+                        .get_user_property(EVENT_ID_PROPERTY)
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    body: String::from_utf8(m.body_slice().to_vec())
+                        .map_err(|e| PublishError(format!("delayed message body: {e}")))?,
+                    deliver_at: Some(at),
+                };
+                // Verified already (unless this client has no keys): its own
+                // signature goes with it.
+                let signature = match (
+                    property(m, KEY_ID_PROPERTY),
+                    property(m, SIGNATURE_PROPERTY),
+                ) {
+                    (Some(key_id), Some(hex)) => Some(Signature { key_id, hex }),
+                    _ => None,
+                };
+                let message = to_message(&outbox, &self.delayed, now, signature.as_ref())?;
+                send_outcome(producer.send(message).await)
+            }
+        });
+        join_all(sends).await.into_iter().collect()
+    }
+
+    /// Records, logs and counts the messages that failed verification.
+    /// `Ok(new)`: how many were recorded for the first time.
+    async fn park(
+        &self,
+        parking: &dyn ParkingLot,
+        refused: &[(&MessageExt, Unverified)],
+        now: i64,
+    ) -> Result<u64, String> {
+        let mut new = 0;
+        for (m, reason) in refused {
+            let parked = parked_message(&self.group, m, reason, now);
+            tracing::warn!(
+                group = %self.group,
+                msg_id = %parked.msg_id,
+                topic = %parked.topic,
+                tag = %parked.tag,
+                key = %parked.key,
+                event_id = parked.event_id.as_deref().unwrap_or("-"),
+                key_id = parked.key_id.as_deref().unwrap_or("-"),
+                reason = %parked.reason,
+                "parked a message that failed verification ({reason}); it is not applied"
+            );
+            match parking.park(parked).await {
+                Ok(fresh) => new += u64::from(fresh),
+                Err(e) => return Err(format!("could not record a parked message: {e}")),
+            }
+        }
+        Ok(new)
+    }
+
+    /// Verifies every message, parks the ones that fail, and hands the
+    /// others on ([`Self::consume_verified`]). The counters see parked
+    /// messages as part of the batch: if the batch comes back, so do they.
+    async fn consume(&self, msgs: &[&MessageExt]) -> Outcome {
+        let now = now_millis();
+        let Some(verifier) = &self.verifier else {
+            return self.consume_verified(msgs, now).await;
+        };
+        let (verified, refused): (Vec<_>, Vec<_>) = msgs
+            .iter()
+            .map(|&m| (m, verify(&verifier.keys, m).err()))
+            .partition(|(_, refused)| refused.is_none());
+        let verified: Vec<&MessageExt> = verified.into_iter().map(|(m, _)| m).collect();
+        let refused: Vec<(&MessageExt, Unverified)> = refused
+            .into_iter()
+            .filter_map(|(m, reason)| Some((m, reason?)))
+            .collect();
+        if refused.is_empty() {
+            return self.consume_verified(&verified, now).await;
+        }
+        let redelivered = refused
+            .iter()
+            .filter(|(m, _)| m.reconsume_times() > 0)
+            .count() as u64;
+        let returning = refused
+            .iter()
+            .filter(|(m, _)| m.reconsume_times() < self.max_reconsume_times)
+            .count() as u64;
+        match self.park(verifier.parking.as_ref(), &refused, now).await {
+            Ok(new) => {
+                let outcome = self.consume_verified(&verified, now).await;
+                let comes_back = matches!(outcome, Outcome::RetryLater(_));
+                self.counters
+                    .park(new, redelivered, if comes_back { returning } else { 0 });
+                outcome
+            }
+            Err(e) => {
+                // Nothing was handed to the handler: the whole batch comes back.
+                tracing::warn!(group = %self.group, error = %e, "RocketMQ will redeliver the batch");
+                self.counters.park(0, redelivered, returning);
+                let due = verified.iter().filter(|m| m.reconsume_times() > 0).count() as u64;
+                let back = verified
+                    .iter()
+                    .filter(|m| m.reconsume_times() < self.max_reconsume_times)
+                    .count() as u64;
+                self.counters.enter(0, due);
+                self.counters.leave(0, false, back);
+                Outcome::RetryLater(e)
+            }
+        }
+    }
+
+    /// Hands verified messages on: early ones hop (delay levels), due ones
+    /// go to the handler.
+    async fn consume_verified(&self, msgs: &[&MessageExt], now: i64) -> Outcome {
+        // Only delay levels deliver early; a timer message is never held back.
+        let hops = matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_));
+        let (early, due): (Vec<_>, Vec<_>) = msgs
+            .iter()
+            .map(|&m| (m, deliver_at(m).filter(|&at| hops && at > now)))
+            .partition(|(_, early)| early.is_some());
+        if !early.is_empty() {
+            let early: Vec<_> = early
+                .into_iter()
+                .filter_map(|(m, at)| Some((m, at?)))
+                .collect();
+            if let Err(e) = self.hop(&early).await {
+                // Nothing was handed to the handler: the whole batch comes back.
+                tracing::warn!(error = %e, "could not send an early delayed message on; RocketMQ will redeliver it");
+                return Outcome::RetryLater(e.0);
+            }
+            tracing::trace!(messages = early.len(), "sent early delayed messages on");
+        }
+        if due.is_empty() {
+            return Outcome::Consumed;
+        }
+        let batch: Vec<Delivery> = due
+            .into_iter()
+            .map(|(m, _)| to_delivery(m, self.max_reconsume_times))
+            .collect();
+        let count = |pick: fn(&Delivery) -> bool| batch.iter().filter(|d| pick(d)).count() as u64;
+        let messages = batch.len() as u64;
+        // Below the last try a "retry later" comes back; on it, the broker
+        // moves the message to the group's DLQ instead.
+        let will_return = count(|d| d.reconsume_times < d.max_reconsume_times);
+        self.counters
+            .enter(messages, count(|d| d.reconsume_times > 0));
+        let mut stopping = self.stopping.clone();
+        let outcome = tokio::select! {
+            outcome = self.handler.handle(batch) => outcome,
+            // A handler waiting out a backoff must not outlive the runtime
+            // its timers belong to (tokio panics then).
+            Ok(_) = stopping.wait_for(|stopping| *stopping) => {
+                Outcome::RetryLater("ordermq is shutting down".into())
+            }
+        };
+        let consumed = matches!(outcome, Outcome::Consumed);
+        self.counters.leave(messages, consumed, will_return);
+        outcome
+    }
+}
+
+impl MessageListenerConcurrently for ListenerBridge {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
+        // This runs on a client blocking-lane thread, never an async worker,
+        // so blocking it on the handler is allowed and starves nothing.
+        Ok(match self.runtime.block_on(self.consume(msgs)) {
+            Outcome::Consumed => ConsumeConcurrentlyStatus::ConsumeSuccess,
+            Outcome::RetryLater(_) => ConsumeConcurrentlyStatus::ReconsumeLater,
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! The steps of [`Application::build`](super::Application::build), one
+//! function per component: the fan-out runtime, the databases, the broker
+//! (embedded or found), the producer, the consumer groups, the listeners,
+//! and the periodic checkpoint.
+//!
+//! Why apart: `mod.rs` reads as the order of the steps and the shutdown in
+//! reverse; each step's details (timeouts, retries, what is logged) are
+//! here, one function each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
+use ordermq_domain::System;
+use ordermq_domain::ports::Handler;
+use ordermq_domain::signing::Keyring;
+use ordermq_domain::topology::{
+    self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
+};
+use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
+use ordermq_store::{Store, StoreOptions, ThreadStart};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use ordermq_service::consumers::{CloseHandler, RefundHandler, SystemHandler};
+use ordermq_service::{EffectWriter, OrderWriter};
+
+use crate::config::{Config, PublicCredential};
+use crate::gateways::Gateways;
+
+use super::{Consumers, DEMO_CATALOG, EmbeddedBroker, StartError};
+use crate::runtime::{Background, lower_current_thread_priority};
+
+/// The fan-out runtime: the broker, the RocketMQ clients, the relay, the
+/// consumer groups and the downstream systems' lanes run below the payment path.
+pub(super) fn start_fanout_runtime(config: &Config) -> Result<Background, StartError> {
+    Background::start(
+        "ordermq-fanout",
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+        config.fanout_nice,
+    )
+    .map_err(StartError::Runtime)
+}
+
+/// Opens the order database and the systems' databases, seeding the demo catalog if asked.
+pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let nice = config.fanout_nice;
+    let database_url = config.database_url();
+    let store = Store::open(
+        &database_url,
+        &StoreOptions {
+            on_system_lane_start: Some(ThreadStart(Arc::new(move || {
+                lower_current_thread_priority(nice)
+            }))),
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+    if config.seed_catalog {
+        let added = store
+            .seed_catalog(DEMO_CATALOG)
+            .await
+            .map_err(StartError::Seed)?;
+        if added > 0 {
+            tracing::info!(products = added, "seeded the demo catalog");
+        }
+    }
+    Ok(store)
+}
+
+/// The configured cluster's NameServer, or an embedded NameServer + broker.
+pub(super) async fn start_or_find_broker(
+    config: &Config,
+    background: &Background,
+) -> Result<(Option<EmbeddedBroker>, String), StartError> {
+    if let Some(addr) = &config.namesrv_addr {
+        tracing::info!(namesrv = %addr, "using the configured RocketMQ cluster");
+        return Ok((None, addr.clone()));
+    }
+    #[cfg(not(feature = "embedded-broker"))]
+    {
+        let _ = background;
+        Err(StartError::NoNameServer)
+    }
+    #[cfg(feature = "embedded-broker")]
+    {
+        let broker = background
+            .run(EmbeddedBroker::start(config.embedded_options()))
+            .await
+            .map_err(StartError::Background)??;
+        let addr = broker.namesrv_addr();
+        tracing::info!(namesrv = %addr, "embedded RocketMQ NameServer + broker started");
+        Ok((Some(broker), addr))
+    }
+}
+
+/// Connects the producer ([`PRODUCER_GROUP`]) and creates every topic of [`TOPICS`].
+pub(super) async fn connect_producer(
+    config: &Config,
+    background: &Background,
+    namesrv_addr: &str,
+    security: ClientSecurity,
+) -> Result<MqClient, StartError> {
+    let (addr, topic_queues) = (namesrv_addr.to_owned(), config.topic_queues);
+    let delayed = config.delayed_delivery();
+    if security.acl.is_some() {
+        tracing::info!("RocketMQ ACL credentials set: every request to the cluster is signed");
+    }
+    let mq = background
+        .run(async move {
+            let mq = MqClient::connect_with(&addr, PRODUCER_GROUP, delayed, security).await?;
+            for topic in TOPICS {
+                mq.ensure_topic(topic, topic_queues).await?;
+            }
+            Ok::<_, MqError>(mq)
+        })
+        .await
+        .map_err(StartError::Background)??;
+    Ok(mq)
+}
+
+/// Subscribes every group of [`CONSUMER_GROUPS`] with its handler, on the
+/// fan-out runtime: what they spawn, and RocketMQ's listener threads, run there.
+pub(super) async fn subscribe_consumers(
+    config: &Config,
+    background: &Background,
+    mq: MqClient,
+    store: &Store,
+    writer: &OrderWriter,
+    gateways: &Gateways,
+    keys: &Keyring,
+) -> Result<Consumers, StartError> {
+    let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
+    let keys = keys.clone();
+    let effect_linger = config.effect_linger;
+    let (max_reconsume_times, configured, refund_attempts) = (
+        config.max_reconsume_times,
+        config.consumer_concurrency,
+        config.refund_attempts,
+    );
+    let subscribed = background.run(async move {
+        let mut effect_tasks = Vec::with_capacity(System::ALL.len());
+        for group in &CONSUMER_GROUPS {
+            let handler: Arc<dyn Handler> = match group.consumer {
+                Consumer::System(system) => {
+                    let (effects, task) =
+                        EffectWriter::spawn_lingering(store.clone(), effect_linger);
+                    effect_tasks.push(task);
+                    Arc::new(SystemHandler::new(
+                        system,
+                        store.clone(),
+                        effects,
+                        gateways.for_systems(),
+                        keys.clone(),
+                    ))
+                }
+                Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::Refund => Arc::new(RefundHandler::new(
+                    store.clone(),
+                    gateways.payments.clone(),
+                    refund_attempts,
+                    REFUND_BACKOFF,
+                    gateways.payments_timeout,
+                )),
+            };
+            let concurrency = match group.concurrency {
+                Concurrency::Configured => configured,
+                Concurrency::Fixed(n) => n,
+            };
+            mq.subscribe(
+                SubscribeOptions {
+                    group: group.name.into(),
+                    subscriptions: group.subscription_pairs(),
+                    max_reconsume_times,
+                    concurrency,
+                },
+                handler,
+            )
+            .await?;
+        }
+        Ok::<_, MqError>(Consumers { mq, effect_tasks })
+    });
+    let consumers = subscribed.await.map_err(StartError::Background)??;
+    tracing::info!("consumer groups {} subscribed", topology::group_names());
+    Ok(consumers)
+}
+
+/// The first wait of a refund's gateway retries within one delivery (doubling).
+pub(super) const REFUND_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Binds an HTTP listener (port 0: the OS picks one).
+pub(super) async fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Says loudly which public credentials are in use (only ever on loopback,
+/// or with dev_mode): they are printed so that the quick start's requests
+/// can be copied, and because they are public anyway.
+pub(super) fn warn_public_credentials(public: &[PublicCredential]) {
+    for credential in public {
+        match credential {
+            PublicCredential::PaymentSecret => tracing::warn!(
+                "payment callbacks use the PUBLIC development secret {:?} (key id default): \
+                 accepted on loopback only; set ORDERMQ_PAYMENT_SECRET",
+                crate::config::DEV_PAYMENT_SECRET
+            ),
+            PublicCredential::LogisticsSecret => tracing::warn!(
+                "carrier callbacks use the PUBLIC development secret {:?} (key id default): \
+                 accepted on loopback only; set ORDERMQ_LOGISTICS_SECRET",
+                crate::config::DEV_LOGISTICS_SECRET
+            ),
+            PublicCredential::DemoTokens => tracing::warn!(
+                "no ORDERMQ_API_TOKENS: the PUBLIC demo tokens are accepted (loopback only): \
+                 shop {DEMO_SHOP_TOKEN:?}, operator {DEMO_OPERATOR_TOKEN:?}; \
+                 `ordermq token` makes real ones"
+            ),
+        }
+    }
+}
+
+/// A checkpoint slower than this is logged: it competes with commits for the disk.
+pub(super) const SLOW_CHECKPOINT: Duration = Duration::from_millis(50);
+
+/// Runs the SQLite WAL checkpoint every second, off the commit path (see
+/// `Store::checkpoint`), until `stop`.
+pub(super) async fn checkpoint_periodically(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match store.checkpoint().await {
+            Ok(done) => {
+                for c in done.iter().filter(|c| c.took > SLOW_CHECKPOINT) {
+                    tracing::warn!(
+                        database = c.database,
+                        took_ms = c.took.as_millis() as u64,
+                        wal_frames = c.wal_frames,
+                        copied_frames = c.copied_frames,
+                        "slow WAL checkpoint"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
+        }
+    }
+}

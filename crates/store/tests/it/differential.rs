@@ -109,7 +109,9 @@ fn create(order: u32, user: &str, items: &[(&str, i64)], close_after_ms: Option<
         order: new_order(user, items),
         order_id: oid(order),
         close_after_ms,
-        limits: UserLimits::OFF,
+        // As tight as the script allows (u3 holds three orders, five units
+        // of C): every create counts its user's holdings on every path.
+        limits: UserLimits::new(3, 5),
     }
 }
 

@@ -246,6 +246,10 @@ pub struct Stats {
     pub orders_by_status: BTreeMap<String, i64>,
     /// Events committed but not yet confirmed stored by the broker.
     pub outbox_backlog: i64,
+    /// Events the relay failed to publish on every attempt
+    /// (`relay_park_after_attempts`): no longer tried, waiting for an
+    /// operator (`ordermq outbox parked`, `ordermq outbox requeue`).
+    pub outbox_parked: i64,
     /// Each downstream system's applied and failed counts.
     pub systems: BTreeMap<System, SystemStats>,
     /// Payments that could not pay their order (late or duplicate) and are owed back.

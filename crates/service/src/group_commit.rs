@@ -187,7 +187,7 @@ impl OrderWriter {
     }
 }
 
-type EffectReply = oneshot::Sender<Result<Vec<ordermq_store::Applied>, String>>;
+type EffectReply = oneshot::Sender<Vec<Result<ordermq_store::Applied, String>>>;
 
 /// Group commit for one downstream system's effects: concurrent consumer
 /// batches (a group runs many at once while third parties answer) are merged
@@ -223,6 +223,27 @@ async fn gather<T>(
             _ => break,
         }
     }
+}
+
+/// Each record in a transaction of its own: after a merged commit failed,
+/// only the records that cannot apply fail.
+async fn apply_one_by_one(
+    store: &Store,
+    records: &[ordermq_store::EffectRecord],
+) -> Vec<Result<ordermq_store::Applied, String>> {
+    let mut answers = Vec::with_capacity(records.len());
+    for record in records {
+        answers.push(
+            match store
+                .apply_effects(std::slice::from_ref(record), now_millis())
+                .await
+            {
+                Ok(mut applied) => applied.pop().ok_or_else(|| "no answer".to_owned()),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+    answers
 }
 
 /// Most consumer batches merged into one effect commit.
@@ -265,15 +286,23 @@ impl EffectWriter {
                     .flat_map(|(r, _)| r.iter().cloned())
                     .collect();
                 match store.apply_effects(&records, now_millis()).await {
-                    Ok(mut applied) => {
+                    Ok(applied) => {
+                        let mut applied = applied.into_iter().map(Ok);
                         for (records, reply) in waiting.drain(..) {
-                            let rest = applied.split_off(records.len());
-                            let _ = reply.send(Ok(std::mem::replace(&mut applied, rest)));
+                            let _ = reply.send(applied.by_ref().take(records.len()).collect());
+                        }
+                    }
+                    // One bad record fails the whole transaction: find it
+                    // alone, so the batches merged with it still commit.
+                    Err(e) if records.len() > 1 => {
+                        tracing::warn!(error = %e, records = records.len(), "an effect commit failed; applying its records one by one");
+                        for (records, reply) in waiting.drain(..) {
+                            let _ = reply.send(apply_one_by_one(&store, &records).await);
                         }
                     }
                     Err(e) => {
-                        for (_, reply) in waiting.drain(..) {
-                            let _ = reply.send(Err(e.to_string()));
+                        for (records, reply) in waiting.drain(..) {
+                            let _ = reply.send(vec![Err(e.to_string()); records.len()]);
                         }
                     }
                 }
@@ -282,22 +311,24 @@ impl EffectWriter {
         (Self { requests }, task)
     }
 
-    /// Records `records` (all of one system); answers after they are committed.
+    /// Records `records` (all of one system); answers, record by record,
+    /// after they are committed. They commit together with whatever else is
+    /// queued; if that transaction fails, each record is tried in one of
+    /// its own, so only a record that cannot apply fails.
     pub async fn apply(
         &self,
         records: Vec<ordermq_store::EffectRecord>,
-    ) -> Result<Vec<ordermq_store::Applied>, String> {
+    ) -> Vec<Result<ordermq_store::Applied, String>> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
+        let count = records.len();
+        let stopped = || vec![Err("the effect writer has stopped".to_owned()); count];
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send((records, reply))
-            .await
-            .map_err(|_| "the effect writer has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the effect writer has stopped".to_owned())?
+        if self.requests.send((records, reply)).await.is_err() {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
     }
 }
 
@@ -362,5 +393,54 @@ mod tests {
             "{b:?}"
         );
         assert_eq!(fixture.writer.group_commit().commits, 1);
+    }
+
+    /// A record that cannot apply (a second points entry for an order,
+    /// refused by the table's UNIQUE order id) fails alone: the records
+    /// committed with it, in its call and in a concurrent one, apply.
+    #[tokio::test]
+    async fn a_record_that_cannot_apply_fails_alone() {
+        use ordermq_domain::{Effect, OrderId, System};
+        use ordermq_store::{Applied, EffectRecord};
+
+        let fixture = Fixture::new().await;
+        let (writer, _task) = super::EffectWriter::spawn(fixture.store.clone());
+        let points = |event: &str, order: &str| EffectRecord {
+            event_id: format!("OrderPaid:{order}{event}"),
+            msg_id: format!("msg-{order}{event}"),
+            effect: Effect::Points {
+                user_id: UserId::parse("u1").unwrap(),
+                order_id: OrderId::parse(order).unwrap(),
+                points: 1,
+            },
+        };
+        let first = writer.apply(vec![points("", "O1")]).await;
+        assert_eq!(first, [Ok(Applied::Now)]);
+        // Another event claiming the same order's points: the store refuses it.
+        let (mixed, other) = tokio::join!(
+            writer.apply(vec![
+                points("", "O2"),
+                points("-again", "O1"),
+                points("", "O3")
+            ]),
+            writer.apply(vec![points("", "O4")]),
+        );
+        assert_eq!(mixed[0], Ok(Applied::Now));
+        assert!(mixed[1].is_err(), "{mixed:?}");
+        assert_eq!(mixed[2], Ok(Applied::Now));
+        assert_eq!(other, [Ok(Applied::Now)]);
+        let applied = fixture
+            .store
+            .applied_among(
+                System::Credit,
+                &[
+                    "OrderPaid:O2".into(),
+                    "OrderPaid:O3".into(),
+                    "OrderPaid:O4".into(),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied.len(), 3);
     }
 }

@@ -40,7 +40,8 @@
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
 //!    connection): `catalog`, `orders` (create, within the
 //!    per-user limits), `pay` (one by one and
-//!    set-based), `close`, `refunds`, `carrier`, `relay`, `parked`
+//!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
+//!    that fail every attempt), `parked`
 //!    (messages that failed verification; the `ParkingLot` port),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
@@ -78,5 +79,6 @@ pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
 pub use lane::ThreadStart;
 pub use refunds::RefundTask;
+pub use relay::{OutboxRetry, ParkedOutboxRow};
 pub use sql::Backend;
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

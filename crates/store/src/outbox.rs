@@ -129,6 +129,7 @@ pub(crate) async fn ack_and_claim_in(
                 event_id: r.try_get("event_id")?,
                 body: r.try_get("body")?,
                 deliver_at: r.try_get("deliver_at")?,
+                attempts: r.try_get("attempts")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -84,16 +84,16 @@ macro_rules! claim_outbox {
     ($lock:literal) => {
         concat!(
             "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at, id LIMIT $4",
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL \
+             AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4",
             $lock,
-            ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
+            ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at, attempts"
         )
     };
 }
 
-/// The relay's claim: up to `$4` due unsent rows leased to `$1` until `$2`
-/// (`$3` now), oldest first.
+/// The relay's claim: up to `$4` due unsent rows, not parked, leased to `$1`
+/// until `$2` (`$3` now), oldest first.
 pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("");
 
 /// [`CLAIM_OUTBOX`] on PostgreSQL: rows another instance is claiming are skipped.

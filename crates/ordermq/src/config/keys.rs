@@ -17,9 +17,10 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, GatewayMode, HttpUrl, Int, LogFilter, Millis, NameServers,
-    Optional, Probability, RetryLevels, Span,
+    Addr, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, LogFilter, Millis,
+    NameServers, Optional, Probability, RetryLevels, Span,
 };
+use ordermq_messaging::embedded_options::BrokerFlush;
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
 /// (missing state files, dev security profile, empty retry routes): show
@@ -186,6 +187,17 @@ config_table! {
         key: "embedded_message_index",
         default: false,
     }
+    /// Embedded broker only: when a send is answered. sync: once the message
+    /// is on disk (RocketMQ's SYNC_FLUSH, one group-committed msync for every
+    /// send waiting), so nothing the relay marked sent is lost with the
+    /// power. async: once it is in memory (ASYNC_FLUSH, flushed within
+    /// ~0.5-10 s): less disk work, but a power loss can lose events already
+    /// marked sent. An external cluster decides this itself (its
+    /// flushDiskType and brokerRole; see docs/reliability.md).
+    embedded_broker_flush: BrokerFlush = Flush {
+        key: "embedded_broker_flush",
+        default: BrokerFlush::Sync,
+    }
     /// Redeliveries of a failing message before RocketMQ moves it to the
     /// group's dead-letter queue (`%DLQ%` and the group's name).
     max_reconsume_times: i32 = Int<i32> {
@@ -251,6 +263,17 @@ config_table! {
     relay_linger: Duration = Millis {
         key: "relay_linger_ms",
         default: ms(25),
+    }
+    /// An outbox row the broker refuses this many times while it takes
+    /// other rows is parked: no longer tried, counted in /api/stats (outbox
+    /// parked), listed by `ordermq outbox parked` and put back by `ordermq
+    /// outbox requeue`. Until then it waits on its own backoff (100 ms
+    /// doubling to 10 s) without holding back the rows behind it. During an
+    /// outage (the broker takes nothing) no row is parked.
+    relay_park_after_attempts: u32 = Int<u32> {
+        key: "relay_park_after_attempts",
+        default: 20,
+        range: 1..,
     }
     /// Queues per topic when ordermq creates its topics (embedded broker, or
     /// a cluster that allows it). At least the instances consuming each

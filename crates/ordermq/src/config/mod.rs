@@ -338,6 +338,7 @@ impl Config {
                 .map(|levels| levels.as_str().to_owned()),
             timer_wheel: self.delayed_delivery == DeliveryMode::Timer,
             message_index: self.embedded_message_index,
+            flush: self.embedded_broker_flush,
         }
     }
 

@@ -277,6 +277,7 @@ impl Application {
                 owner: format!("relay-{:08x}", fastrand::u32(..)),
                 batch_size: config.relay_batch_size,
                 linger: config.relay_linger,
+                park_after: config.relay_park_after_attempts,
             },
             http_limits: HttpLimits::from_config(config),
             rate_limits: RateLimits::new(config.rate_settings()),

@@ -43,6 +43,7 @@ pub(crate) fn relay_round(
                     event_id: r.get(4)?,
                     body: r.get(5)?,
                     deliver_at: r.get(6)?,
+                    attempts: r.get(7)?,
                 })
             },
         )?

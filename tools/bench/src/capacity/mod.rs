@@ -24,7 +24,8 @@
 //! be repeated too; a repeat is a second sample of the same rate, and
 //! `--retry-host-pauses false` turns repeats off.
 //! Durability is as in production:
-//! SQLite `synchronous=FULL` (an fsync per commit), broker `ASYNC_FLUSH`.
+//! SQLite `synchronous=FULL` (an fsync per commit), the broker as
+//! `--broker-flush` says (`SYNC_FLUSH` by default), stated in every report.
 //!
 //! Yardsticks measured in the same run: the raw fsync rate of the data
 //! directory's disk, and a plain one-row-per-commit SQLite loop.
@@ -219,8 +220,9 @@ impl Yardsticks {
 }
 
 pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
+    let broker_flush = args.target.broker_flush_label()?;
     println!(
-        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
+        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker {broker_flush})",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine
     );
     let target = start_target(&args).await?;
@@ -280,11 +282,11 @@ pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             peak_file_mb,
         },
     };
-    let report = outcome.json(&args, described);
+    let report = outcome.json(&args, described, &broker_flush);
     super::write_reports(
         "capacity",
         &args.output,
-        "ordermq-bench capacity",
+        &format!("ordermq-bench capacity (broker {broker_flush})"),
         &report,
         &outcome.table(),
         &outcome.charts(series),

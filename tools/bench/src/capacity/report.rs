@@ -43,7 +43,12 @@ impl Outcome {
         self.best().map_or(0.0, |s| s.summary.throughput_per_s)
     }
 
-    pub(super) fn json(&self, args: &CapacityArgs, target: String) -> serde_json::Value {
+    pub(super) fn json(
+        &self,
+        args: &CapacityArgs,
+        target: String,
+        broker_flush: &str,
+    ) -> serde_json::Value {
         let best = self.best();
         let max_sustained = self.max_sustained();
         let Yardsticks {
@@ -55,7 +60,7 @@ impl Outcome {
             "machine": super::super::machine(),
             "settings": args.target.settings,
             "target": target,
-            "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
+            "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": broker_flush},
             "p99_limit_ms": args.p99_limit_ms,
             "step_duration_s": args.step_duration.as_secs_f64(),
             "refine_steps": args.refine,

@@ -77,6 +77,10 @@ async fn seed_report_is_complete_and_consistent() {
     .await
     .unwrap();
     assert_written(dir.path(), "seed", &report);
+    assert_eq!(
+        report["durability"]["broker_flush"], "SYNC_FLUSH",
+        "ordermq's default, stated"
+    );
     for mode in ["serial", "parallel", "ordermq"] {
         let (p50, p95, p99, max) = (
             num(&report, &["modes", mode, "p50_ms"]),
@@ -122,6 +126,7 @@ async fn capacity_report_is_complete_and_consistent() {
         retry_host_pauses: true,
         target: bench::target::TargetArgs {
             settings: vec!["write_linger_ms=0".into(), "topic_queues=2".into()],
+            broker_flush: Some(ordermq_messaging::BrokerFlush::Async),
             ..Default::default()
         },
         output: output(dir.path(), "capacity"),
@@ -134,6 +139,9 @@ async fn capacity_report_is_complete_and_consistent() {
         serde_json::json!(["write_linger_ms=0", "topic_queues=2"]),
         "the report says how its ordermq was tuned"
     );
+    assert_eq!(report["durability"]["broker_flush"], "ASYNC_FLUSH");
+    let html = std::fs::read_to_string(dir.path().join("capacity.html")).unwrap();
+    assert!(html.contains("<h1>ordermq-bench capacity (broker ASYNC_FLUSH)</h1>"));
     let steps = report["steps"].as_array().unwrap();
     assert!(!steps.is_empty() && steps.len() <= 2);
     assert!(num(&report, &["yardsticks", "fsync_per_s"]) > 0.0);
@@ -236,6 +244,7 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             shop_token: Some(ordermq_testkit::SHOP_TOKEN.into()),
             operator_token: Some(ordermq_testkit::OPERATOR_TOKEN.into()),
             settings: Vec::new(),
+            broker_flush: None,
         },
         output: output(dir.path(), "capacity"),
     }))
@@ -249,6 +258,13 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             .contains(&running.url(""))
     );
     assert_eq!(report["fanned_out_all"], true, "{report}");
+    assert!(
+        report["durability"]["broker_flush"]
+            .as_str()
+            .unwrap()
+            .contains("--url"),
+        "the bench cannot see a running ordermq's flush"
+    );
     for memory in ["peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb"] {
         assert!(
             report[memory].is_null(),
@@ -280,11 +296,13 @@ async fn broker_report_counts_every_message() {
         messages: 2_000,
         batch: 128,
         single_sends: 200,
+        broker_flush: ordermq_messaging::BrokerFlush::Async,
         output: output(dir.path(), "broker"),
     }))
     .await
     .unwrap();
     assert_written(dir.path(), "broker", &report);
+    assert_eq!(report["broker_flush"], "ASYNC_FLUSH");
     assert_eq!(num(&report, &["produce_failed"]), 0.0);
     assert!(num(&report, &["consumed"]) >= 2_000.0, "{report}");
     assert!(num(&report, &["produce_per_s"]) > 0.0 && num(&report, &["consume_per_s"]) > 0.0);

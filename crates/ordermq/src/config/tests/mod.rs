@@ -43,6 +43,8 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("retry_delay_levels", "1s 2s"),
     ("embedded_message_index", "true"),
     ("delayed_delivery", "timer"),
+    ("embedded_broker_flush", "async"),
+    ("relay_park_after_attempts", "5"),
     ("max_reconsume_times", "3"),
     ("consumer_concurrency", "8"),
     ("write_batch_max", "32"),

@@ -4,7 +4,10 @@
 //! claims due outbox rows (with a lease, so several instances can relay from
 //! one database), publishes them, and marks each sent only after the broker
 //! confirmed it stored the message. While the broker is down, rows stay in the
-//! outbox and are retried with capped exponential backoff; payments go on.
+//! outbox and payments go on; the relay probes the broker with backoff capped
+//! at one second, and every row it refused is due again at the next probe,
+//! whatever its attempts, so the first probe after the broker's return
+//! drains at full speed.
 //!
 //! A row the broker refuses while it takes others (a poison row) must not
 //! hold the rest back: the batch it failed with is sent again row by row at
@@ -58,6 +61,17 @@ const BROKER_UP_WITHIN: Duration = Duration::from_secs(20);
 pub fn backoff(consecutive_failures: u32) -> Duration {
     let exp = consecutive_failures.saturating_sub(1).min(10);
     (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// Longest pause between two probes of a broker that takes nothing: the
+/// longest the relay lets pass between the broker's return and its drain.
+const MAX_PROBE: Duration = Duration::from_secs(1);
+
+/// The relay's pause after `outage_rounds` rounds in a row the broker took
+/// nothing: [`backoff`], capped at `MAX_PROBE` (1 s). The rows of such a
+/// round are due again when the relay next probes, whatever their attempts.
+pub fn probe(outage_rounds: u32) -> Duration {
+    backoff(outage_rounds).min(MAX_PROBE)
 }
 
 /// What one relay round did; [`run`] decides from it how long to wait.
@@ -197,19 +211,23 @@ impl Relay {
         let broker_up = self
             .last_taken
             .is_some_and(|at| at.elapsed() < BROKER_UP_WITHIN);
-        // A row never tried before that fails with nothing taken: an outage.
-        let outage = sent == 0 && failed.iter().any(|(m, _)| m.attempts <= 1);
+        // Nothing taken, and a row never tried before refused or every one
+        // of two or more rows refused (each alone, above): an outage. A row
+        // that failed before, refused alone, is only suspect.
+        let outage = sent == 0 && (fresh_refused || failed.len() > 1);
         if outage && self.failures == 0 {
             tracing::warn!(error = %failed[0].1, "broker unavailable; events stay in the outbox and will be retried");
         }
         let retries: Vec<OutboxRetry> = failed
             .iter()
             .map(|(m, error)| {
-                let tries = u32::try_from(m.attempts).unwrap_or(u32::MAX);
+                // During an outage a row waits for the relay's next probe,
+                // not for a backoff of its own grown with its attempts: once
+                // the broker is back, every row goes out with that probe.
                 let wait = if outage {
-                    backoff(tries.max(self.failures + 1))
+                    probe(self.failures + 1)
                 } else {
-                    backoff(tries)
+                    backoff(u32::try_from(m.attempts).unwrap_or(u32::MAX))
                 };
                 OutboxRetry {
                     id: m.id,
@@ -304,8 +322,11 @@ pub async fn run(
     let mut relay = Relay::new(store, writer, publisher, options);
     while !shutdown.is_cancelled() {
         match relay.round().await {
-            RoundOutcome::OutboxUnavailable | RoundOutcome::BrokerDown { .. } => {
+            RoundOutcome::OutboxUnavailable => {
                 pause(backoff(relay.failures()), &wake, &shutdown, false).await;
+            }
+            RoundOutcome::BrokerDown { .. } => {
+                pause(probe(relay.failures()), &wake, &shutdown, false).await;
             }
             RoundOutcome::Idle | RoundOutcome::Refused { sent: 0, .. } => {
                 pause(IDLE_POLL, &wake, &shutdown, true).await;
@@ -511,6 +532,39 @@ mod tests {
             parked[0].last_error.as_deref(),
             Some("publish failed: message refused (test)")
         );
+    }
+
+    /// An outage with no new payment (every row claimed has been tried
+    /// before) is still an outage: the relay probes at most every second,
+    /// the rows are due at each probe whatever their attempts, and the first
+    /// probe after the broker's return sends them all.
+    #[tokio::test]
+    async fn after_an_outage_the_next_probe_sends_every_row() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        publisher.down.store(true, Ordering::SeqCst);
+        let mut relay = relay(&fixture, &publisher, 64);
+        for round in 1..=5 {
+            assert_eq!(
+                relay.round().await,
+                RoundOutcome::BrokerDown { sent: 0, failed: 2 },
+                "round {round}"
+            );
+            assert_eq!(relay.failures(), round);
+            tokio::time::sleep(probe(round) + Duration::from_millis(50)).await;
+        }
+        assert_eq!(probe(relay.failures()), MAX_PROBE);
+        publisher.down.store(false, Ordering::SeqCst);
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Published {
+                sent: 2,
+                backlog: false
+            }
+        );
+        relay.finish().await;
+        assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
     }
 
     /// While the broker takes nothing, rows are retried but never parked,

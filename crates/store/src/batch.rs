@@ -28,6 +28,7 @@ use crate::lane::relay::RelayRound;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
+use crate::pg::PgRound;
 use crate::sql::Backend;
 use crate::store::{Db, LaneWait, Store};
 
@@ -132,11 +133,15 @@ impl Store {
         let fast: Vec<usize> = (0..ops.len())
             .filter(|&i| matches!(ops[i], WriteOp::Pay(_) | WriteOp::RelayOutbox { .. }))
             .collect();
-        if fast.is_empty() || !self.has_lanes() {
+        if fast.is_empty() || !(self.has_lanes() || self.pg.is_some()) {
             return self.write_batch_general(ops, now).await;
         }
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
-        if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
+        if self.pg.is_some() {
+            if let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
+                return fail_all(ops, e);
+            }
+        } else if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
             let mut paid = batch.payments.into_iter();
             let mut claimed = batch.relay.into_iter();
             for &i in &fast {
@@ -219,6 +224,69 @@ impl Store {
                 None
             }
         }
+    }
+
+    /// The fast part of a batch (`fast`: its payments and relay rounds) on
+    /// PostgreSQL's set-based path (`pg`), deciding what it applied in
+    /// `results`. `Err`: its transaction failed, nothing of it was written.
+    async fn write_batch_on_pg(
+        &self,
+        ops: &[WriteOp],
+        fast: &[usize],
+        now: i64,
+        results: &mut [Option<WriteResult>],
+    ) -> Result<(), sqlx::Error> {
+        let Some(pool) = &self.pg else {
+            return Ok(());
+        };
+        let payments: Vec<PaymentNotice> = fast
+            .iter()
+            .filter_map(|&i| match &ops[i] {
+                WriteOp::Pay(notice) => Some(notice.clone()),
+                _ => None,
+            })
+            .collect();
+        let rounds: Vec<PgRound> = fast
+            .iter()
+            .filter_map(|&i| match &ops[i] {
+                WriteOp::RelayOutbox {
+                    owner,
+                    acked,
+                    limit,
+                    lease_ms,
+                } => Some(PgRound {
+                    owner: owner.clone(),
+                    acked: acked.clone(),
+                    limit: *limit,
+                    lease_ms: *lease_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        let asked = Instant::now();
+        let batch = crate::pg::pay_batch(pool, &payments, &rounds, now).await?;
+        if asked.elapsed() > SLOW_COMMIT {
+            let t = batch.timing;
+            tracing::warn!(
+                took_ms = asked.elapsed().as_millis() as u64,
+                acquire_ms = t.acquire.as_millis() as u64,
+                read_ms = t.read.as_millis() as u64,
+                pay_ms = t.pay.as_millis() as u64,
+                relay_ms = t.relay.as_millis() as u64,
+                commit_ms = t.commit.as_millis() as u64,
+                payments = payments.len(),
+                "slow order-database commit"
+            );
+        }
+        let mut paid = batch.payments.into_iter();
+        let mut claimed = batch.relay.into_iter();
+        for &i in fast {
+            results[i] = match &ops[i] {
+                WriteOp::Pay(_) => paid.next().flatten().map(WriteResult::Paid),
+                _ => claimed.next().map(|r| WriteResult::Relayed(Ok(r))),
+            };
+        }
+        Ok(())
     }
 
     /// [`Store::write_batch`] through sqlx, for every backend and operation.

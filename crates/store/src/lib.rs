@@ -32,7 +32,10 @@
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
-//!    new rows and changes), `lane` (the SQLite lane's thread).
+//!    new rows and changes), `lane` (the SQLite lane's thread), `pg`
+//!    (PostgreSQL's own path: its pool and session settings, a batch of
+//!    payments as one set-based statement, the relay's round; imports only
+//!    the base).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -63,6 +66,7 @@ mod orders;
 mod outbox;
 mod parked;
 mod pay;
+mod pg;
 mod refund_rows;
 mod refunds;
 mod relay;
@@ -77,6 +81,7 @@ pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
 pub use lane::ThreadStart;
+pub use pg::{Durability, SessionSettings};
 pub use refunds::RefundTask;
 pub use sql::Backend;
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

@@ -58,6 +58,31 @@ pub struct TargetArgs {
     /// ordermq.toml or ORDERMQ_* variables: runs stay comparable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// The database the in-process ordermq runs on: sqlite (files in the
+    /// run's temporary directory) or postgres (--database-url, else a
+    /// throwaway server started from the Debian package in a temporary
+    /// directory with fsync, synchronous_commit and full_page_writes on).
+    #[arg(long, value_enum, default_value_t = Database::Sqlite)]
+    pub database: Database,
+    /// PostgreSQL for the in-process ordermq (implies --database postgres);
+    /// its tables are created there, and the yardsticks' own tables
+    /// (ordermq_yardstick_*) for the length of the run.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Where the throwaway PostgreSQL server keeps its data (default: the
+    /// system's temporary directory). Put it on the disk to be measured.
+    #[arg(long)]
+    pub postgres_dir: Option<std::path::PathBuf>,
+}
+
+/// Which database the in-process ordermq runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Database {
+    /// SQLite files in the run's temporary directory (the default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL: `--database-url`, else a throwaway durable server.
+    Postgres,
 }
 
 /// Keys that place the in-process ordermq; the bench owns them.
@@ -151,6 +176,10 @@ impl Target {
                         embedded_broker_port: config.embedded_broker_port,
                         payment_secret: config.payment_secret.clone(),
                         api_tokens: config.api_tokens.clone(),
+                        database_url: args
+                            .database_url
+                            .as_deref()
+                            .map(ordermq::config::DatabaseUrl::from),
                         ..tuned
                     };
                     adjust(config);
@@ -159,9 +188,9 @@ impl Target {
                 .map_err(|e| e.to_string())?,
             ));
         };
-        if !args.settings.is_empty() {
+        if !args.settings.is_empty() || args.database_url.is_some() {
             return Err(
-                "--set tunes the in-process ordermq; with --url, configure that ordermq".into(),
+                "--set and --database-url place the in-process ordermq; with --url, configure that ordermq".into(),
             );
         }
         let base = url.trim_end_matches('/').to_owned();

@@ -225,6 +225,13 @@ config_table! {
         default: 4,
         range: 1..=64,
     }
+    /// PostgreSQL: a batch's payments as one set-based statement (the
+    /// default). Off: each payment through the general path, one savepoint
+    /// each (for comparison; the same answers and rows).
+    postgres_set_based: bool = Flag {
+        key: "postgres_set_based",
+        default: true,
+    }
     /// How long a request waits for a database connection before it is
     /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered
     /// quickly instead of every request queueing).

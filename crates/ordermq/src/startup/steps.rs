@@ -54,6 +54,7 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
                 lower_current_thread_priority(nice)
             }))),
             acquire_timeout: config.database_acquire_timeout,
+            pg_fast_path: config.postgres_set_based,
             session: SessionSettings {
                 statement_timeout: config.database_statement_timeout,
                 lock_timeout: config.database_lock_timeout,

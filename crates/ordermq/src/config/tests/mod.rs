@@ -47,6 +47,7 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("consumer_concurrency", "8"),
     ("write_batch_max", "32"),
     ("postgres_writers", "8"),
+    ("postgres_set_based", "false"),
     ("database_acquire_timeout_ms", "500"),
     ("database_statement_timeout_ms", "5000"),
     ("database_lock_timeout_ms", "1000"),

@@ -3,6 +3,7 @@
 //!
 //! - `rules`: each rule of the store, checked on its own.
 //! - `limits`: the per-user limits on unpaid orders, concurrent creates included.
+//! - `parked`: messages that failed verification, once per group, clipped to fit.
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite, PostgreSQL's set-based path and its general path;
 //!   every answer and every row compared.
@@ -16,5 +17,6 @@ mod batches;
 mod differential;
 mod helpers;
 mod limits;
+mod parked;
 mod rules;
 mod server;

@@ -266,7 +266,8 @@ pub struct Stats {
 
 /// How the order database's group commit is doing: `operations / commits`
 /// writes share each commit (and its fsync); `busy_ms` over wall time is how
-/// close the one writer is to saturation. Counted since this instance started.
+/// close the writer is to saturation (summed over its writers: several on
+/// PostgreSQL). Counted since this instance started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GroupCommitStats {
     /// Transactions committed (or attempted) by the writer.

@@ -27,12 +27,16 @@
 //! its children), so the crate reads top to bottom without a circle.
 //!
 //! 1. **Base** (imports nothing from the crate): `sql` (the shared
-//!    statements, placeholder helpers, [`Backend`]), `fail` (driver
+//!    statements, placeholder helpers, [`Backend`], the relay's round and
+//!    the reader of its claimed rows), `fail` (driver
 //!    errors classified into `StorageError`; `LaneError`).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
-//!    new rows and changes), `lane` (the SQLite lane's thread).
+//!    new rows and changes), `lane` (the SQLite lane's thread), `pg`
+//!    (PostgreSQL's own path: its pool and session settings, a batch of
+//!    payments as one set-based statement, the relay's round; imports only
+//!    the base).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -64,6 +68,7 @@ mod orders;
 mod outbox;
 mod parked;
 mod pay;
+mod pg;
 mod refund_rows;
 mod refunds;
 mod relay;
@@ -78,6 +83,7 @@ pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
 pub use lane::ThreadStart;
+pub use pg::{Durability, SessionSettings};
 pub use refunds::RefundTask;
 pub use relay::{OutboxRetry, ParkedOutboxRow};
 pub use sql::Backend;

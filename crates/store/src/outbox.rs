@@ -11,7 +11,7 @@
 //! Leaf module: it imports only the base (`sql`).
 
 use ordermq_domain::{OrderEvent, OutboxMessage};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::sql::{self, Backend};
 
@@ -118,21 +118,5 @@ pub(crate) async fn ack_and_claim_in(
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;
-    let mut claimed = rows
-        .iter()
-        .map(|r| {
-            Ok(OutboxMessage {
-                id: r.try_get("id")?,
-                topic: r.try_get("topic")?,
-                tag: r.try_get("tag")?,
-                key: r.try_get("msg_key")?,
-                event_id: r.try_get("event_id")?,
-                body: r.try_get("body")?,
-                deliver_at: r.try_get("deliver_at")?,
-                attempts: r.try_get("attempts")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    claimed.sort_by_key(|m| m.id);
-    Ok(claimed)
+    sql::claimed(&rows)
 }

@@ -21,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 use thiserror::Error;
 
 use crate::lane::{Lane, ThreadStart};
+use crate::pg::{self, Durability, SessionSettings};
 use crate::schema;
 use crate::sql::{self, Backend};
 
@@ -111,6 +112,12 @@ pub struct StoreOptions {
     /// SQLite: run the hot write paths on the lanes (the default). Off, every
     /// write takes the general sqlx path: the differential tests compare the two.
     pub lanes: bool,
+    /// PostgreSQL: the timeouts every connection sets.
+    pub session: SessionSettings,
+    /// PostgreSQL: payments and the relay's rounds take the set-based
+    /// path of `pg` (the default). Off, the general sqlx path: the
+    /// differential tests compare the two.
+    pub pg_fast_path: bool,
 }
 
 impl Default for StoreOptions {
@@ -120,6 +127,8 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(10),
             on_system_lane_start: None,
             lanes: true,
+            session: SessionSettings::default(),
+            pg_fast_path: true,
         }
     }
 }
@@ -136,6 +145,8 @@ pub struct Store {
     gates: Arc<[tokio::sync::Mutex<()>; 5]>,
     /// SQLite only: the hot write paths' dedicated threads (see `lane`).
     lanes: Option<Arc<Lanes>>,
+    /// PostgreSQL only: the native pool of the set-based write path (`pg`).
+    pub(crate) pg: Option<sqlx::PgPool>,
 }
 
 /// One lane per SQLite file: the order database, then the systems in
@@ -191,16 +202,33 @@ impl Store {
                     systems: systems.try_into().expect("four systems"),
                     gates: Arc::default(),
                     lanes: None,
+                    pg: None,
                 }
             }
             Backend::Postgres => {
                 let pool = connect(backend, database_url, options.max_connections, options).await?;
+                let fast = options
+                    .pg_fast_path
+                    .then(|| {
+                        pg::connect(
+                            database_url,
+                            options.max_connections,
+                            options.acquire_timeout,
+                            options.session,
+                        )
+                    })
+                    .transpose()
+                    .map_err(|source| OpenError::Connect {
+                        url: redact(database_url),
+                        source,
+                    })?;
                 Store {
                     backend,
                     orders: pool.clone(),
                     systems: [pool.clone(), pool.clone(), pool.clone(), pool],
                     gates: Arc::default(),
                     lanes: None,
+                    pg: fast,
                 }
             }
         };
@@ -274,6 +302,65 @@ impl Store {
                 .await
                 .map(|(answer, queue)| (answer, LaneWait { gate, queue })),
         )
+    }
+
+    /// PostgreSQL's durability settings as this store's sessions see them
+    /// (`None` on SQLite, whose commits are always `synchronous = FULL`).
+    ///
+    /// # Errors
+    ///
+    /// The server could not be asked.
+    pub async fn durability(&self) -> Result<Option<Durability>, StorageError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT current_setting('fsync') AS fsync, \
+             current_setting('synchronous_commit') AS synchronous_commit, \
+             current_setting('full_page_writes') AS full_page_writes",
+        )
+        .fetch_one(&self.orders)
+        .await
+        .map_err(crate::fail::storage)?;
+        let get = |name: &str| -> Result<String, StorageError> {
+            row.try_get(name).map_err(crate::fail::storage)
+        };
+        Ok(Some(Durability {
+            fsync: get("fsync")?,
+            synchronous_commit: get("synchronous_commit")?,
+            full_page_writes: get("full_page_writes")?,
+        }))
+    }
+
+    /// The timeouts PostgreSQL applies to this store's sessions, as a
+    /// session reports them (`None` on SQLite).
+    ///
+    /// # Errors
+    ///
+    /// The server could not be asked.
+    pub async fn session_settings(&self) -> Result<Option<SessionSettings>, StorageError> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT CAST(current_setting('statement_timeout') AS TEXT) AS s, \
+             CAST(current_setting('lock_timeout') AS TEXT) AS l, \
+             CAST(current_setting('idle_in_transaction_session_timeout') AS TEXT) AS i",
+        )
+        .fetch_one(&self.orders)
+        .await
+        .map_err(crate::fail::storage)?;
+        let get = |name: &str| -> Result<Duration, StorageError> {
+            let text: String = row.try_get(name).map_err(crate::fail::storage)?;
+            pg::parse_duration(&text).ok_or_else(|| {
+                StorageError::corrupt(format!("unexpected timeout setting {text:?}"))
+            })
+        };
+        Ok(Some(SessionSettings {
+            statement_timeout: get("s")?,
+            lock_timeout: get("l")?,
+            idle_in_transaction_timeout: get("i")?,
+        }))
     }
 
     /// Whether this store runs the hot paths on SQLite lanes.
@@ -463,14 +550,18 @@ async fn connect(
             url: redact(&url),
             source,
         })?;
+    let session = Arc::new(options.session.statements());
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(options.acquire_timeout)
         .after_connect(move |conn, _meta| {
+            let session = session.clone();
             Box::pin(async move {
                 if backend == Backend::Sqlite {
                     conn.execute(sql::SQLITE_SETTINGS).await?;
                     conn.execute(POOL_CACHE).await?;
+                } else if !session.is_empty() {
+                    conn.execute(session.as_str()).await?;
                 }
                 Ok(())
             })

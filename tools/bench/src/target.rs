@@ -65,6 +65,31 @@ pub struct TargetArgs {
     /// mode it ran with.
     #[arg(long, value_name = "sync|async")]
     pub broker_flush: Option<BrokerFlush>,
+    /// The database the in-process ordermq runs on: sqlite (files in the
+    /// run's temporary directory) or postgres (--database-url, else a
+    /// throwaway server started from the Debian package in a temporary
+    /// directory with fsync, synchronous_commit and full_page_writes on).
+    #[arg(long, value_enum, default_value_t = Database::Sqlite)]
+    pub database: Database,
+    /// PostgreSQL for the in-process ordermq (implies --database postgres);
+    /// its tables are created there, and the yardsticks' own tables
+    /// (ordermq_yardstick_*) for the length of the run.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Where the throwaway PostgreSQL server keeps its data (default: the
+    /// system's temporary directory). Put it on the disk to be measured.
+    #[arg(long)]
+    pub postgres_dir: Option<std::path::PathBuf>,
+}
+
+/// Which database the in-process ordermq runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Database {
+    /// SQLite files in the run's temporary directory (the default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL: `--database-url`, else a throwaway durable server.
+    Postgres,
 }
 
 impl TargetArgs {
@@ -200,6 +225,10 @@ impl Target {
                         embedded_broker_port: config.embedded_broker_port,
                         payment_secret: config.payment_secret.clone(),
                         api_tokens: config.api_tokens.clone(),
+                        database_url: args
+                            .database_url
+                            .as_deref()
+                            .map(ordermq::config::DatabaseUrl::from),
                         ..tuned
                     };
                     adjust(config);
@@ -208,9 +237,9 @@ impl Target {
                 .map_err(|e| e.to_string())?,
             ));
         };
-        if !args.settings.is_empty() || args.broker_flush.is_some() {
+        if !args.settings.is_empty() || args.broker_flush.is_some() || args.database_url.is_some() {
             return Err(
-                "--set and --broker-flush tune the in-process ordermq; with --url, configure that ordermq"
+                "--set, --broker-flush and --database-url place and tune the in-process ordermq; with --url, configure that ordermq"
                     .into(),
             );
         }

@@ -228,6 +228,54 @@ config_table! {
         key: "write_linger_ms",
         default: ms(2),
     }
+    /// PostgreSQL: order-database batches committing at once (group
+    /// commit), each on its own connection; PostgreSQL flushes commits that
+    /// arrive together with one WAL flush. An order's payments always go to
+    /// the same one. SQLite has one writer.
+    postgres_writers: usize = Int<usize> {
+        key: "postgres_writers",
+        default: 4,
+        range: 1..=64,
+    }
+    /// PostgreSQL: a batch's payments as one set-based statement (the
+    /// default). Off: each payment through the general path, one savepoint
+    /// each (for comparison; the same answers and rows).
+    postgres_set_based: bool = Flag {
+        key: "postgres_set_based",
+        default: true,
+    }
+    /// How long a request waits for a database connection before it is
+    /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered
+    /// quickly instead of every request queueing).
+    database_acquire_timeout: Duration = Millis {
+        key: "database_acquire_timeout_ms",
+        default: ms(2_000),
+    }
+    /// PostgreSQL: statement_timeout of every connection (0 = the server's).
+    database_statement_timeout: Duration = Millis {
+        key: "database_statement_timeout_ms",
+        default: ms(30_000),
+    }
+    /// PostgreSQL: lock_timeout of every connection (0 = the server's).
+    database_lock_timeout: Duration = Millis {
+        key: "database_lock_timeout_ms",
+        default: ms(10_000),
+    }
+    /// PostgreSQL: idle_in_transaction_session_timeout of every connection
+    /// (0 = the server's): a session stuck inside a transaction is ended
+    /// and its locks released.
+    database_idle_in_transaction_timeout: Duration = Millis {
+        key: "database_idle_in_transaction_timeout_ms",
+        default: ms(60_000),
+    }
+    /// PostgreSQL: start even though acknowledged commits would not survive
+    /// a crash (fsync = off, or synchronous_commit = off for ordermq's
+    /// sessions), with a warning. Off: ordermq refuses to start. For test
+    /// servers only.
+    database_allow_unsafe_durability: bool = Flag {
+        key: "database_allow_unsafe_durability",
+        default: false,
+    }
     /// Group commit in each downstream system under load: when its consumer
     /// batches are queuing (the last commit carried 2 or more), wait up to
     /// this long for more before committing. Fewer commits (less CPU and

@@ -19,7 +19,7 @@ use ordermq_domain::topology::{
     self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
 };
 use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
-use ordermq_store::{Store, StoreOptions, ThreadStart};
+use ordermq_store::{SessionSettings, Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,11 +53,19 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
             on_system_lane_start: Some(ThreadStart(Arc::new(move || {
                 lower_current_thread_priority(nice)
             }))),
+            acquire_timeout: config.database_acquire_timeout,
+            pg_fast_path: config.postgres_set_based,
+            session: SessionSettings {
+                statement_timeout: config.database_statement_timeout,
+                lock_timeout: config.database_lock_timeout,
+                idle_in_transaction_timeout: config.database_idle_in_transaction_timeout,
+            },
             ..StoreOptions::default()
         },
     )
     .await?;
     tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+    check_durability(&store, config.database_allow_unsafe_durability).await?;
     if config.seed_catalog {
         let added = store
             .seed_catalog(DEMO_CATALOG)
@@ -68,6 +76,39 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
         }
     }
     Ok(store)
+}
+
+/// Reads and logs PostgreSQL's durability settings; refuses to go on when
+/// an acknowledged commit would not survive a crash, unless `allow_unsafe`.
+async fn check_durability(store: &Store, allow_unsafe: bool) -> Result<(), StartError> {
+    let Some(durability) = store.durability().await.map_err(StartError::Durability)? else {
+        return Ok(());
+    };
+    tracing::info!(
+        fsync = %durability.fsync,
+        synchronous_commit = %durability.synchronous_commit,
+        full_page_writes = %durability.full_page_writes,
+        "database durability"
+    );
+    if durability.torn_pages_possible() {
+        tracing::warn!(
+            "full_page_writes is off: an OS crash may tear pages and leave the database unreadable"
+        );
+    }
+    let unsafe_settings = durability.unsafe_settings();
+    if unsafe_settings.is_empty() {
+        return Ok(());
+    }
+    let what = unsafe_settings.join(", ");
+    if !allow_unsafe {
+        return Err(StartError::UnsafeDurability(what));
+    }
+    tracing::warn!(
+        settings = %what,
+        "the database may lose acknowledged payments in a crash; \
+         started anyway (database_allow_unsafe_durability)"
+    );
+    Ok(())
 }
 
 /// The configured cluster's NameServer, or an embedded NameServer + broker.

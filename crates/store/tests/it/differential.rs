@@ -447,7 +447,7 @@ async fn run(store: &Store) -> Transcript {
 /// Every table's rows (`id` columns masked), sorted, keyed by table; on
 /// SQLite the tables of all five files together (`inbox` and
 /// `schema_version` are in each).
-async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Vec<String>> {
+pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Vec<String>> {
     let urls: Vec<String> = if db.url.starts_with("sqlite:") {
         let dir = db.url.trim_start_matches("sqlite://");
         let dir = std::path::Path::new(dir).parent().unwrap().to_owned();
@@ -531,6 +531,13 @@ async fn every_write_path_gives_the_same_answers_and_rows() {
     let mut runs = vec![("SQLite lane", lanes), ("SQLite general", general)];
     if let Some(pg) = postgres().await {
         runs.push(("PostgreSQL", pg));
+    }
+    let general = StoreOptions {
+        pg_fast_path: false,
+        ..StoreOptions::default()
+    };
+    if let Some(pg) = postgres_with(&general).await {
+        runs.push(("PostgreSQL general", pg));
     }
     let mut seen = Vec::new();
     for (name, db) in &runs {

@@ -35,6 +35,10 @@ pub(crate) async fn sqlite_with(options: &StoreOptions) -> TestDb {
 }
 
 pub(crate) async fn postgres() -> Option<TestDb> {
+    postgres_with(&StoreOptions::default()).await
+}
+
+pub(crate) async fn postgres_with(options: &StoreOptions) -> Option<TestDb> {
     let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -54,7 +58,7 @@ pub(crate) async fn postgres() -> Option<TestDb> {
         .rsplit_once('/')
         .expect("URL with a database name");
     let url = format!("{base}/{name}");
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let store = Store::open(&url, options).await.unwrap();
     Some(TestDb {
         store,
         url,

@@ -146,6 +146,8 @@ async fn capacity_report_is_complete_and_consistent() {
     assert!(!steps.is_empty() && steps.len() <= 2);
     assert!(num(&report, &["yardsticks", "fsync_per_s"]) > 0.0);
     assert!(num(&report, &["yardsticks", "sqlite_commit_per_s"]) > 0.0);
+    assert_eq!(report["database"], "sqlite");
+    assert!(report["postgres_yardsticks"].is_null());
     assert!(num(&report, &["peak_rss_mb"]) > 0.0);
     // Sampled parts of the resident memory: each at most the exact peak.
     for part in ["peak_rss_anon_mb", "peak_rss_file_mb"] {
@@ -185,6 +187,62 @@ async fn capacity_report_is_complete_and_consistent() {
             .map(|s| num(s, &["payments"]) - num(s, &["errors"]))
             .sum::<f64>();
     assert_eq!(num(&report, &["paid_total"]), paid);
+}
+
+/// On PostgreSQL (the store tests' server, in a database of its own): the
+/// report names the database and carries PostgreSQL's yardsticks beside
+/// ordermq's figure, and every payment fanned out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_runs_on_postgres_beside_its_yardsticks() {
+    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the bench on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
+        );
+        return;
+    };
+    use sqlx::Connection;
+    let name = format!("ordermq_bench_{:016x}", fastrand::u64(..));
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::Capacity(CapacityArgs {
+        start_rate: 50.0,
+        max_rate: 50.0,
+        growth: 2.0,
+        step_duration: Duration::from_secs(1),
+        refine: 0,
+        p99_limit_ms: 5_000.0,
+        yardstick_duration: Duration::from_millis(200),
+        retry_host_pauses: false,
+        target: bench::target::TargetArgs {
+            // The tests' server runs with fsync=off.
+            settings: vec!["database_allow_unsafe_durability=true".into()],
+            database_url: Some(format!("{base}/{name}")),
+            ..Default::default()
+        },
+        output: output(dir.path(), "capacity"),
+    }))
+    .await
+    .unwrap();
+    assert_written(dir.path(), "capacity", &report);
+    assert_eq!(report["database"], "postgres", "{report}");
+    for yardstick in [
+        "insert_1_connection_per_s",
+        "insert_8_connections_per_s",
+        "naive_payments_8_connections_per_s",
+    ] {
+        assert!(
+            num(&report, &["postgres_yardsticks", yardstick]) > 0.0,
+            "{yardstick}: {report}"
+        );
+    }
+    assert_eq!(report["fanned_out_all"], true, "{report}");
+    assert!(num(&report, &["paid_total"]) >= 20.0, "{report}");
 }
 
 /// A limit nothing can meet: every step fails, and since the host probe's own
@@ -245,6 +303,9 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             operator_token: Some(ordermq_testkit::OPERATOR_TOKEN.into()),
             settings: Vec::new(),
             broker_flush: None,
+            database: Default::default(),
+            database_url: None,
+            postgres_dir: None,
         },
         output: output(dir.path(), "capacity"),
     }))

@@ -14,12 +14,15 @@
 //!   arrived during the previous commit ([`OrderWriter`], [`EffectWriter`]).
 //! - [`relay`]: outbox → RocketMQ, with leases and backoff.
 //! - [`sweep`]: the backstop that closes overdue orders whose close never came.
-//! - [`consumers`]: the handlers of the six consumer groups: the four
-//!   downstream systems, the close and the refund.
+//! - [`reconcile`]: sent events some subscribed group has not acknowledged
+//!   (receipts, closes, refunds) are published again.
+//! - [`consumers`]: the handlers of the seven consumer groups: the four
+//!   downstream systems, the close, the refund and the receipts.
 
 pub mod consumers;
 pub mod group_commit;
 pub mod orders;
+pub mod reconcile;
 pub mod relay;
 pub mod sweep;
 

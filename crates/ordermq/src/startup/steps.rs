@@ -23,7 +23,7 @@ use ordermq_store::{SessionSettings, Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use ordermq_service::consumers::{CloseHandler, RefundHandler, SystemHandler};
+use ordermq_service::consumers::{CloseHandler, ReceiptHandler, RefundHandler, SystemHandler};
 use ordermq_service::{EffectWriter, OrderWriter};
 
 use crate::config::{Config, PublicCredential};
@@ -238,6 +238,7 @@ pub(super) async fn subscribe_consumers(
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::Receipt => Arc::new(ReceiptHandler::new(store.clone())),
                 Consumer::Refund => Arc::new(RefundHandler::new(
                     store.clone(),
                     gateways.payments.clone(),

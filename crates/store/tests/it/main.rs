@@ -4,6 +4,8 @@
 //! - `rules`: each rule of the store, checked on its own.
 //! - `limits`: the per-user limits on unpaid orders, concurrent creates included.
 //! - `parked`: messages that failed verification, once per group, clipped to fit.
+//! - `receipts`: receipts written with effects and queued again, recorded
+//!   once; the reconciler's reads and writes of unsettled sent rows.
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite, PostgreSQL's set-based path and its general path;
 //!   every answer and every row compared.
@@ -18,5 +20,6 @@ mod differential;
 mod helpers;
 mod limits;
 mod parked;
+mod receipts;
 mod rules;
 mod server;

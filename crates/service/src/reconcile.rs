@@ -1,0 +1,257 @@
+//! The reconciler: every sent event must be seen applied by every group
+//! that subscribes to it; what is not is published again.
+//!
+//! The broker's `SEND_OK` marks an outbox row sent, and the relay forgets
+//! it; a message lost after that (a broker disk replaced, a topic recreated,
+//! offsets reset past it, a dead-letter queue never replayed) would leave a
+//! paid order without its points, a refund `REQUESTED` for ever. Each pass
+//! ([`Reconciler::step`]) reads the sent rows not yet settled that were sent
+//! at least `after` ago, oldest first, and decides with the domain's rule
+//! ([`ordermq_domain::reconcile::missing_groups`]) from the groups' receipts
+//! and the order database's state: a row nobody owes any more is settled
+//! (never read again); a row some group owes is put back for the relay
+//! (inboxes make the second delivery harmless where the first arrived), at
+//! most `batch` per pass, until it has been put back `max` times or was
+//! first written longer than `window` ago: then it is left for an operator
+//! (`ordermq outbox missing`). A close is owed only once it is due (its
+//! delivery time plus `after`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ordermq_domain::ports::StorageError;
+use ordermq_domain::reconcile::{Facts, missing_groups};
+use ordermq_domain::view::ReconcileStats;
+use ordermq_domain::{OrderEvent, now_millis};
+use ordermq_store::{SentRow, Store};
+use tokio_util::sync::CancellationToken;
+
+/// The reconciler's settings (`reconcile_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    /// How long after its send an event must be acknowledged by every
+    /// subscribed group before it is published again.
+    pub after: Duration,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Events first written longer ago than this are no longer published again.
+    pub window: Duration,
+    /// Most events put back per pass.
+    pub batch: usize,
+    /// Times one event is put back before it is left for an operator.
+    pub max: u32,
+}
+
+/// Rows read per page of a pass.
+const PAGE: i64 = 500;
+/// Pages per pass: a pass reads at most `PAGE * MAX_PAGES` rows; the rest
+/// wait for the next pass.
+const MAX_PAGES: usize = 40;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Unsettled sent rows read.
+    pub examined: usize,
+    /// Rows every subscriber is done with, now settled.
+    pub settled: usize,
+    /// Rows put back for the relay.
+    pub republished: usize,
+    /// Rows some group owes that were not put back: over `max`, older
+    /// than `window`, or past this pass's `batch`.
+    pub left: usize,
+    /// Closes not due yet (the order is unpaid and its close time is near).
+    pub not_due: usize,
+}
+
+/// The reconciler's counts, shared with `/api/stats`.
+#[derive(Debug, Default)]
+pub struct ReconcileCounters {
+    stats: Mutex<ReconcileStats>,
+}
+
+impl ReconcileCounters {
+    /// The latest pass's counts and the total put back since start.
+    pub fn snapshot(&self) -> ReconcileStats {
+        *self.stats.lock().expect("reconcile stats lock")
+    }
+}
+
+/// One reconciler: its store, settings and counts.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    store: Store,
+    options: ReconcileOptions,
+    counters: Arc<ReconcileCounters>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Reconciler {
+    pub fn new(store: Store, options: ReconcileOptions, counters: Arc<ReconcileCounters>) -> Self {
+        Self {
+            store,
+            options,
+            counters,
+        }
+    }
+
+    /// One pass at `now` (epoch ms): settle what is done, put back what is
+    /// owed (at most `batch`), and refresh the counts.
+    ///
+    /// # Errors
+    ///
+    /// The order database could not be read or written; what the pass
+    /// wrote before stays written.
+    pub async fn step(&self, now: i64) -> Result<StepOutcome, StorageError> {
+        let after = millis(self.options.after);
+        let oldest_created = now.saturating_sub(millis(self.options.window));
+        let sent_before = now.saturating_sub(after);
+        let mut outcome = StepOutcome::default();
+        let mut left_for_operator = 0;
+        let mut cursor = (i64::MIN, 0);
+        for _ in 0..MAX_PAGES {
+            let rows = self
+                .store
+                .unsettled_outbox(sent_before, cursor, PAGE)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            cursor = (last.sent_at, last.id);
+            outcome.examined += rows.len();
+            let owed = owed_by(&self.store, &rows).await?;
+            let (mut settle, mut republish) = (Vec::new(), Vec::new());
+            for (row, missing) in rows.iter().zip(owed) {
+                let Some(missing) = missing else {
+                    tracing::warn!(outbox_id = row.id, event_id = %row.event_id, "outbox row does not decode; not reconciled");
+                    outcome.left += 1;
+                    continue;
+                };
+                if missing.is_empty() {
+                    settle.push(row.id);
+                } else if row
+                    .deliver_at
+                    .is_some_and(|at| at.saturating_add(after) > now)
+                {
+                    outcome.not_due += 1;
+                } else if row.republished >= i64::from(self.options.max)
+                    || row.created_at < oldest_created
+                {
+                    left_for_operator += 1;
+                    outcome.left += 1;
+                } else if outcome.republished + republish.len() >= self.options.batch {
+                    outcome.left += 1;
+                } else {
+                    tracing::info!(
+                        outbox_id = row.id,
+                        event_id = %row.event_id,
+                        missing = %missing.join(","),
+                        republished = row.republished,
+                        "event not acknowledged by every subscribed group; publishing it again"
+                    );
+                    republish.push(row.id);
+                }
+            }
+            outcome.settled += settle.len();
+            let put_back = self.store.reconcile_rows(&settle, &republish, now).await?;
+            outcome.republished += usize::try_from(put_back).unwrap_or(usize::MAX);
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let unsettled = self.store.unsettled(sent_before).await?;
+        let mut stats = self.counters.stats.lock().expect("reconcile stats lock");
+        stats.republished += outcome.republished as u64;
+        // Closes not yet due are unsettled but owed by nobody yet.
+        stats.missing = (unsettled.rows - outcome.not_due as i64).max(0);
+        stats.left_for_operator = left_for_operator;
+        stats.oldest_missing_age_ms = unsettled
+            .oldest_sent_at
+            .filter(|_| stats.missing > 0)
+            .map(|at| now - at);
+        stats.checked_at = Some(now);
+        Ok(outcome)
+    }
+}
+
+/// The groups that still owe each of `rows` (`None`: the row's body is not
+/// an event), from their receipts and the order database's state.
+///
+/// # Errors
+///
+/// The order database could not be read.
+pub async fn owed_by(
+    store: &Store,
+    rows: &[SentRow],
+) -> Result<Vec<Option<Vec<&'static str>>>, StorageError> {
+    let events: Vec<Option<OrderEvent>> = rows
+        .iter()
+        .map(|r| OrderEvent::from_json(r.body.as_bytes()).ok())
+        .collect();
+    let event_ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+    let mut receipts: HashMap<String, Vec<String>> = HashMap::new();
+    for receipt in store.receipts_of(&event_ids).await? {
+        receipts
+            .entry(receipt.event_id)
+            .or_default()
+            .push(receipt.consumer_group);
+    }
+    let order_ids: Vec<String> = events
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e, OrderEvent::OrderCloseDue(_)))
+        .map(|e| e.order_id().as_str().to_owned())
+        .collect();
+    let orders = store.order_statuses(&order_ids).await?;
+    let refund_ids: Vec<String> = events
+        .iter()
+        .flatten()
+        .filter_map(refund_of)
+        .map(str::to_owned)
+        .collect();
+    let refunds = store.refund_statuses(&refund_ids).await?;
+    Ok(rows
+        .iter()
+        .zip(&events)
+        .map(|(row, event)| {
+            let event = event.as_ref()?;
+            let facts = Facts {
+                receipts: receipts.get(&row.event_id).map_or(&[], Vec::as_slice),
+                order_status: orders.get(event.order_id().as_str()).copied(),
+                refund_status: refund_of(event).and_then(|id| refunds.get(id).copied()),
+            };
+            Some(missing_groups(event, &facts))
+        })
+        .collect())
+}
+
+fn refund_of(event: &OrderEvent) -> Option<&str> {
+    match event {
+        OrderEvent::OrderRefundRequested(r) => Some(r.refund_id.as_str()),
+        OrderEvent::RefundRetryRequested(r) => Some(r.refund_id.as_str()),
+        _ => None,
+    }
+}
+
+/// Runs a pass every `interval` until `shutdown` is cancelled.
+pub async fn run(reconciler: Reconciler, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(reconciler.options.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match reconciler.step(now_millis()).await {
+            Ok(outcome) if outcome.republished > 0 || outcome.left > 0 => {
+                tracing::info!(?outcome, "reconciler pass");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler pass failed; trying again next interval")
+            }
+        }
+    }
+}

@@ -255,3 +255,124 @@ pub async fn run(reconciler: Reconciler, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ordermq_domain::ports::{Delivery, Handler, Outcome};
+    use ordermq_domain::topology::receipt_groups;
+    use ordermq_domain::{EventKind, OrderId};
+
+    use super::*;
+    use crate::consumers::ReceiptHandler;
+    use crate::testing::{Fixture, relay_all};
+
+    fn reconciler(fixture: &Fixture, max: u32) -> (Reconciler, Arc<ReconcileCounters>) {
+        let counters = Arc::new(ReconcileCounters::default());
+        let options = ReconcileOptions {
+            after: Duration::ZERO,
+            interval: Duration::from_secs(60),
+            window: Duration::from_secs(3600),
+            batch: 10,
+            max,
+        };
+        (
+            Reconciler::new(fixture.store.clone(), options, counters.clone()),
+            counters,
+        )
+    }
+
+    fn receipt(order: &OrderId, group: &str, n: u32) -> Delivery {
+        let event = OrderEvent::receipt(&OrderEvent::paid_event_id(order), group, order, 7);
+        Delivery {
+            msg_id: format!("receipt-{n}"),
+            topic: EventKind::EffectApplied.topic().to_owned(),
+            tag: EventKind::EffectApplied.tag().to_owned(),
+            key: order.to_string(),
+            body: event.to_json().into_bytes(),
+            reconsume_times: 0,
+            max_reconsume_times: 16,
+        }
+    }
+
+    /// A paid order's event without its receipts is put back once (its
+    /// close, the order being paid, is settled); the relay sends it again;
+    /// with every subscribed group's receipt (one of them twice) it is
+    /// settled, and nothing is owed.
+    #[tokio::test]
+    async fn an_event_without_its_receipts_goes_out_again_until_they_arrive() {
+        let fixture = Fixture::new().await;
+        let order = fixture.paid_order("u1", 1).await;
+        assert_eq!(relay_all(&fixture).await.len(), 2);
+        let (reconciler, counters) = reconciler(&fixture, 5);
+        let later = now_millis();
+
+        let first = reconciler.step(later).await.unwrap();
+        assert_eq!(
+            first,
+            StepOutcome {
+                examined: 2,
+                settled: 1,
+                republished: 1,
+                ..StepOutcome::default()
+            }
+        );
+        let again = relay_all(&fixture).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].event_id,
+            OrderEvent::paid_event_id(&order.order_id)
+        );
+
+        let handler = ReceiptHandler::new(fixture.store.clone());
+        let mut batch: Vec<Delivery> = receipt_groups(EventKind::OrderPaid)
+            .into_iter()
+            .enumerate()
+            .map(|(n, group)| receipt(&order.order_id, group, n as u32))
+            .collect();
+        // One group's receipt, delivered twice.
+        batch.push(receipt(&order.order_id, "credit_group", 9));
+        assert_eq!(handler.handle(batch).await, Outcome::Consumed);
+
+        let later = now_millis();
+        let second = reconciler.step(later).await.unwrap();
+        assert_eq!(
+            second,
+            StepOutcome {
+                examined: 1,
+                settled: 1,
+                ..StepOutcome::default()
+            }
+        );
+        assert!(relay_all(&fixture).await.is_empty(), "nothing sent again");
+        let stats = counters.snapshot();
+        assert_eq!((stats.republished, stats.missing), (1, 0));
+        assert_eq!(stats.oldest_missing_age_ms, None);
+    }
+
+    /// Put back `max` times without its receipts, an event is left for an
+    /// operator: counted, never sent again.
+    #[tokio::test]
+    async fn an_event_put_back_max_times_is_left_for_an_operator() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        relay_all(&fixture).await;
+        let (reconciler, counters) = reconciler(&fixture, 1);
+        let first = reconciler.step(now_millis()).await.unwrap();
+        assert_eq!(first.republished, 1);
+        assert_eq!(relay_all(&fixture).await.len(), 1);
+        let second = reconciler.step(now_millis()).await.unwrap();
+        assert_eq!((second.republished, second.left), (0, 1));
+        assert!(relay_all(&fixture).await.is_empty());
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.republished, stats.missing, stats.left_for_operator),
+            (1, 1, 1)
+        );
+        assert!(stats.oldest_missing_age_ms.is_some_and(|age| age >= 0));
+        assert_eq!(
+            fixture.store.missing_outbox(1, 10).await.unwrap().len(),
+            1,
+            "listed by `ordermq outbox missing`"
+        );
+    }
+}

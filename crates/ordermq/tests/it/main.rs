@@ -13,6 +13,9 @@
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
 //! - [`modules`]: no crate of the workspace has a circle of modules.
+//! - [`reconcile`]: a message lost to one group restored once by the
+//!   reconciler, receipts on the order page, a duplicate receipt changing
+//!   nothing (the real broker).
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -35,4 +38,5 @@ mod http;
 mod lifecycle;
 mod limits;
 mod modules;
+mod reconcile;
 mod security;

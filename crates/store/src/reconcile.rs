@@ -49,6 +49,9 @@ pub struct Unsettled {
     pub oldest_sent_at: Option<i64>,
 }
 
+/// Receipts per multi-row insert (3 parameters each).
+const RECEIPTS_PER_STATEMENT: usize = 200;
+
 /// Event ids (or order ids) per `IN (…)` list.
 const IN_LIST: usize = 400;
 
@@ -84,21 +87,31 @@ impl Store {
         if receipts.is_empty() {
             return Ok(0);
         }
+        // One statement per chunk: each statement is a round trip, and this
+        // write holds the order database's gate (on SQLite) meanwhile.
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         let mut inserted = 0;
-        for receipt in receipts {
-            inserted += sqlx::query(
+        for chunk in receipts.chunks(RECEIPTS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO event_receipts (event_id, consumer_group, applied_at, received_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id, consumer_group) DO NOTHING",
-            )
-            .bind(receipt.event_id.as_str())
-            .bind(receipt.consumer_group.as_str())
-            .bind(receipt.applied_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?
-            .rows_affected();
+                 VALUES {values} ON CONFLICT (event_id, consumer_group) DO NOTHING"
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for receipt in chunk {
+                query = query
+                    .bind(receipt.event_id.as_str())
+                    .bind(receipt.consumer_group.as_str())
+                    .bind(receipt.applied_at);
+            }
+            inserted += query
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?
+                .rows_affected();
         }
         tx.commit().await.map_err(storage)?;
         Ok(inserted)

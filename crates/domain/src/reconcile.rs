@@ -118,4 +118,40 @@ mod tests {
         };
         assert!(missing_groups(&close, &closed).is_empty());
     }
+
+    #[test]
+    fn a_refund_is_owed_by_the_refund_group_while_requested() {
+        use crate::event::OrderRefundRequested;
+        use crate::order::RefundId;
+        let refund = OrderEvent::OrderRefundRequested(OrderRefundRequested {
+            refund_id: RefundId::parse("R1").unwrap(),
+            order_id: OrderId::parse("O1").unwrap(),
+            user_id: UserId::parse("u1").unwrap(),
+            payment_id: PaymentId::parse("p1").unwrap(),
+            amount: Amount::parse(100).unwrap(),
+            lines: Vec::new(),
+            full: true,
+            reverse_effects: true,
+            requested_at: 1,
+        });
+        let all = topology::receipt_groups(refund.kind())
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let requested = Facts {
+            receipts: &all,
+            refund_status: Some(RefundStatus::Requested),
+            ..Facts::default()
+        };
+        assert_eq!(
+            missing_groups(&refund, &requested),
+            ["payment_refund_group"]
+        );
+        let done = Facts {
+            receipts: &all,
+            refund_status: Some(RefundStatus::Succeeded),
+            ..Facts::default()
+        };
+        assert!(missing_groups(&refund, &done).is_empty());
+    }
 }

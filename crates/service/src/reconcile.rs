@@ -375,4 +375,51 @@ mod tests {
             "listed by `ordermq outbox missing`"
         );
     }
+
+    /// A close is owed only once due (its delivery time plus `after`) and
+    /// only while the order is unpaid: not due, it is left alone; due, it
+    /// goes out again; once the order is closed, it is settled.
+    #[tokio::test]
+    async fn a_close_goes_out_again_only_when_due_and_the_order_still_unpaid() {
+        let options = |after| ReconcileOptions {
+            after,
+            interval: Duration::from_secs(60),
+            window: Duration::from_secs(7 * 24 * 3600),
+            batch: 10,
+            max: 5,
+        };
+        // Due in ten minutes; looked at two minutes after its send.
+        let fixture = Fixture::closing_after(600_000).await;
+        fixture.unpaid_order("u1", 1).await;
+        assert_eq!(relay_all(&fixture).await.len(), 1);
+        let counters = Arc::new(ReconcileCounters::default());
+        let waiting = Reconciler::new(
+            fixture.store.clone(),
+            options(Duration::from_secs(60)),
+            counters.clone(),
+        );
+        let outcome = waiting.step(now_millis() + 120_000).await.unwrap();
+        assert_eq!((outcome.examined, outcome.not_due), (1, 1), "{outcome:?}");
+        assert_eq!(outcome.republished, 0);
+        assert_eq!(counters.snapshot().missing, 0, "owed by nobody yet");
+
+        // Due now, the order still unpaid: it goes out again; once the
+        // order is closed, it is settled.
+        let fixture = Fixture::closing_after(0).await;
+        let unpaid = fixture.unpaid_order("u1", 1).await;
+        let close = relay_all(&fixture).await;
+        let due = Reconciler::new(fixture.store.clone(), options(Duration::ZERO), counters);
+        assert_eq!(due.step(now_millis()).await.unwrap().republished, 1);
+        let again = relay_all(&fixture).await;
+        assert_eq!(again[0].event_id, close[0].event_id);
+        fixture.writer.close(unpaid.order_id.clone()).await.unwrap();
+        assert_eq!(
+            due.step(now_millis()).await.unwrap(),
+            StepOutcome {
+                examined: 1,
+                settled: 1,
+                ..StepOutcome::default()
+            }
+        );
+    }
 }

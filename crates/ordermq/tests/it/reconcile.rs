@@ -3,7 +3,7 @@
 //! and never replayed) is published again by the reconciler once that
 //! group's receipt has not come, and applied exactly once; every group's
 //! receipt shows on the order page; a receipt delivered twice changes
-//! nothing.
+//! nothing; `ordermq outbox missing` lists what the reconciler gave up on.
 
 use std::time::{Duration, Instant};
 
@@ -178,4 +178,59 @@ async fn a_message_lost_to_one_group_is_restored_once_by_the_reconciler() {
         "the first receipt stands"
     );
     app.stop().await.unwrap();
+}
+
+/// `ordermq outbox missing` lists a sent event re-published
+/// `reconcile_max` times and still owed, with the groups that owe it.
+#[tokio::test]
+async fn an_operator_lists_the_events_the_reconciler_gave_up_on() {
+    use ordermq_domain::{NewOrder, OrderLine, Quantity, Sku, UserId};
+    use ordermq_store::{Store, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ordermq_testkit::local_config(dir.path());
+    config.reconcile_max = 1;
+    let store = Store::open(&config.database_url(), &StoreOptions::default())
+        .await
+        .unwrap();
+    store
+        .seed_catalog(ordermq::startup::DEMO_CATALOG)
+        .await
+        .unwrap();
+    let order = NewOrder::new(
+        UserId::parse("u1").unwrap(),
+        vec![OrderLine {
+            sku: Sku::parse("SKU-1").unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+        }],
+    )
+    .unwrap();
+    store
+        .create_order(&order, &OrderId::generate(1, 7u64), 1, Some(60_000))
+        .await
+        .unwrap();
+    // Its close: sent, put back once, sent again; the order is still unpaid.
+    let claimed = store.claim_outbox("relay", 10, 1_000, 2).await.unwrap();
+    store.mark_sent(&[claimed[0].id], 3).await.unwrap();
+    assert!(ordermq::outbox::missing(&config).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .reconcile_rows(&[], &[claimed[0].id], 4)
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store.claim_outbox("relay", 10, 1_000, 5).await.unwrap();
+    store.mark_sent(&[again[0].id], 6).await.unwrap();
+    store.close().await;
+
+    let missing = ordermq::outbox::missing(&config).await.unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].owed_by, ["order_close_group"]);
+    let table = ordermq::outbox::render_missing(&missing);
+    assert!(table.contains(&claimed[0].event_id), "{table}");
+    assert_eq!(
+        ordermq::outbox::missing_json(&missing)[0]["republished"],
+        serde_json::json!(1)
+    );
 }

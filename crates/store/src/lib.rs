@@ -36,7 +36,8 @@
 //!    new rows and changes), `lane` (the SQLite lane's thread), `pg`
 //!    (PostgreSQL's own path: its pool and session settings, a batch of
 //!    payments as one set-based statement, the relay's round; imports only
-//!    the base).
+//!    the base), `sale_units` (a flash sale's units going back to the
+//!    sale: shared by `close` and `flash`).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -46,12 +47,14 @@
 //!    per-user limits), `pay` (one by one and
 //!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
 //!    that fail every attempt), `parked`
-//!    (messages that failed verification; the `ParkingLot` port),
+//!    (messages that failed verification; the `ParkingLot` port), `flash`
+//!    (sales, leases of their units, admitted attempts with their message),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
 //!    `WriteOp`, `write_batch`, the relay's round, `apply_effects`, each
-//!    choosing the lane or the general path), `lane::batch` (the lane's
+//!    choosing the lane or the general path; a flash-sale order made of
+//!    `orders` and `flash` steps), `lane::batch` (the lane's
 //!    payment batch), `views` (the order page and the counters, which read
 //!    across operations).
 
@@ -62,6 +65,7 @@ mod catalog;
 mod close;
 mod effects;
 mod fail;
+mod flash;
 mod history;
 mod lane;
 mod orders;
@@ -72,6 +76,7 @@ mod pg;
 mod refund_rows;
 mod refunds;
 mod relay;
+mod sale_units;
 mod schema;
 mod sql;
 mod store;
@@ -82,6 +87,7 @@ pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
+pub use flash::{Admitted, AttemptWrite, SaleCounts};
 pub use lane::ThreadStart;
 pub use pg::{Durability, SessionSettings};
 pub use refunds::RefundTask;

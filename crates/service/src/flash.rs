@@ -308,3 +308,240 @@ impl FlashSaleService for FlashSales {
         Box::pin(async move { self.store.attempt(&attempt).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use ordermq_domain::ports::FlashSaleService;
+    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, Sku, UserId, now_millis};
+    use ordermq_store::{DemoProduct, Store, StoreOptions};
+    use tokio::sync::Notify;
+
+    use super::{FlashSales, FlashSettings};
+    use crate::group_commit::OrderWriter;
+
+    const SKU: &str = "FLASH-1";
+
+    /// One database, as several instances share it.
+    struct Db {
+        first: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let first = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        first
+            .seed_catalog(&[DemoProduct {
+                sku: SKU,
+                name: "Flash product",
+                price: 999,
+                stock: 1_000,
+            }])
+            .await
+            .unwrap();
+        Db { first, _dir: dir }
+    }
+
+    /// An instance of the service: its own writer, owner name and budgets.
+    /// (One SQLite file takes one process's writes: instances of one test
+    /// share the store's handle, and with it its write gate.)
+    struct Instance {
+        flash: FlashSales,
+        writer: OrderWriter,
+    }
+
+    async fn instance(db: &Db, owner: &str, ttl: Duration, recheck: Duration) -> Instance {
+        let store = db.first.clone();
+        let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
+        let flash = FlashSales::new(
+            store,
+            writer.clone(),
+            Arc::new(Notify::new()),
+            FlashSettings {
+                owner: owner.to_owned(),
+                chunk: 5,
+                lease_ttl: ttl,
+                sold_out_recheck: recheck,
+            },
+        );
+        Instance { flash, writer }
+    }
+
+    async fn sale(db: &Db, units: i64, opens_in_ms: i64) -> SaleId {
+        let now = now_millis();
+        let new = NewSale::new(
+            Sku::parse(SKU).unwrap(),
+            units,
+            now + opens_in_ms,
+            now + opens_in_ms + 600_000,
+            1,
+        )
+        .unwrap();
+        let id = SaleId::generate(now, crate::orders::random_suffix().unwrap());
+        db.first.create_sale(&new, &id, now).await.unwrap();
+        id
+    }
+
+    fn user(n: usize) -> UserId {
+        UserId::parse(&format!("u{n}")).unwrap()
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_on_one_database_sell_every_unit_and_not_one_more() {
+        let db = db().await;
+        let sale_id = sale(&db, 37, -1_000).await;
+        let a = instance(&db, "A", LONG, Duration::from_millis(50)).await;
+        let b = instance(&db, "B", LONG, Duration::from_millis(50)).await;
+        let attempts = (0..200).map(|n| {
+            let flash = if n % 2 == 0 { &a.flash } else { &b.flash };
+            flash.attempt(sale_id.clone(), user(n), 1)
+        });
+        let answers = join_all(attempts).await;
+        let admitted = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(admitted, 37, "{answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(_) | Err(AttemptRefusal::SoldOut))),
+            "{answers:?}"
+        );
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!(
+            (
+                counts.queued,
+                counts.held,
+                counts.leased,
+                counts.unallocated
+            ),
+            (37, 37, 0, 0),
+            "{counts:?}"
+        );
+        // Sold out on both, whoever asks.
+        for flash in [&a.flash, &b.flash] {
+            let late = flash.attempt(sale_id.clone(), user(1_000), 1).await;
+            assert!(matches!(late, Err(AttemptRefusal::SoldOut)), "{late:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_attempt_per_user_whichever_instance_it_reaches() {
+        let db = db().await;
+        let sale_id = sale(&db, 10, -1_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        let b = instance(&db, "B", LONG, LONG).await;
+        a.flash.attempt(sale_id.clone(), user(0), 1).await.unwrap();
+        // A knows the user; B learns it from the database's unique attempt,
+        // and the unit it took for the user goes back into its budget.
+        for flash in [&a.flash, &b.flash] {
+            let again = flash.attempt(sale_id.clone(), user(0), 1).await;
+            assert!(
+                matches!(again, Err(AttemptRefusal::AlreadyAttempted)),
+                "{again:?}"
+            );
+        }
+        let rest = join_all((1..10).map(|n| b.flash.attempt(sale_id.clone(), user(n), 1))).await;
+        let admitted = rest.iter().filter(|r| r.is_ok()).count();
+        // B leased 5 and lost none to the refusal; A holds 4 of its 5.
+        assert_eq!(admitted, 5, "{rest:?}");
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!((counts.held, counts.leased), (6, 4), "{counts:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn refused_attempts_write_nothing() {
+        let db = db().await;
+        let sale_id = sale(&db, 3, -1_000).await;
+        let later = sale(&db, 3, 3_600_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        for n in 0..3 {
+            a.flash.attempt(sale_id.clone(), user(n), 1).await.unwrap();
+        }
+        let sold_out = a.flash.attempt(sale_id.clone(), user(3), 1).await;
+        assert!(
+            matches!(sold_out, Err(AttemptRefusal::SoldOut)),
+            "{sold_out:?}"
+        );
+        let writes = a.writer.group_commit().operations;
+        let refusals =
+            join_all((4..104).map(|n| a.flash.attempt(sale_id.clone(), user(n), 1))).await;
+        assert!(
+            refusals
+                .iter()
+                .all(|r| matches!(r, Err(AttemptRefusal::SoldOut)))
+        );
+        let again = a.flash.attempt(sale_id.clone(), user(0), 1).await;
+        assert!(
+            matches!(again, Err(AttemptRefusal::AlreadyAttempted)),
+            "{again:?}"
+        );
+        let early = a.flash.attempt(later.clone(), user(0), 1).await;
+        assert!(
+            matches!(early, Err(AttemptRefusal::SaleNotActive { .. })),
+            "{early:?}"
+        );
+        let greedy = a.flash.attempt(sale_id.clone(), user(500), 2).await;
+        assert!(
+            matches!(greedy, Err(AttemptRefusal::OverUserLimit { limit: 1 })),
+            "{greedy:?}"
+        );
+        assert_eq!(
+            a.writer.group_commit().operations,
+            writes,
+            "a refusal wrote"
+        );
+        let messages = db
+            .first
+            .claim_outbox("t", 1_000, 60_000, now_millis())
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 3, "one message per admitted attempt");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_crashed_instances_lease_comes_back_and_every_unit_sells() {
+        let db = db().await;
+        let sale_id = sale(&db, 10, -1_000).await;
+        let ttl = Duration::from_millis(300);
+        let crashed = instance(&db, "A", ttl, LONG).await;
+        for n in 0..3 {
+            crashed
+                .flash
+                .attempt(sale_id.clone(), user(n), 1)
+                .await
+                .unwrap();
+        }
+        // A holds 2 more units in its lease when it dies (nothing cleans up).
+        drop(crashed);
+        let b = instance(&db, "B", ttl, Duration::ZERO).await;
+        let mut admitted = 3;
+        let mut n = 100;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while admitted < 10 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{admitted} of 10 units sold"
+            );
+            match b.flash.attempt(sale_id.clone(), user(n), 1).await {
+                Ok(_) => admitted += 1,
+                Err(AttemptRefusal::SoldOut) => tokio::time::sleep(ttl / 4).await,
+                Err(e) => panic!("{e:?}"),
+            }
+            n += 1;
+        }
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!(
+            (counts.held, counts.leased, counts.unallocated),
+            (10, 0, 0),
+            "{counts:?}"
+        );
+        let over = b.flash.attempt(sale_id.clone(), user(n), 1).await;
+        assert!(matches!(over, Err(AttemptRefusal::SoldOut)), "{over:?}");
+    }
+}

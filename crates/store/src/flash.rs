@@ -208,9 +208,9 @@ impl Store {
         }
         let allocated: i64 = get(&row, "allocated")?;
         let left = u32::try_from(units - (allocated - returned)).unwrap_or(0);
-        let size = i64::from(lease_size(left, chunk, need));
+        let mut size = i64::from(lease_size(left, chunk, need));
         if size > 0 {
-            sqlx::query(
+            let granted = sqlx::query(
                 "UPDATE sales SET allocated = allocated + $1 WHERE sale_id = $2 AND allocated + $1 <= units",
             )
             .bind(size)
@@ -218,6 +218,10 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(storage)?;
+            // The guard is the last word: a lease holds only units the sale gave.
+            if granted.rows_affected() != 1 {
+                size = 0;
+            }
         }
         let lease = sqlx::query(
             "INSERT INTO sale_leases (sale_id, owner, units_left, expires_at) VALUES ($1, $2, $3, $4) \

@@ -3,6 +3,9 @@
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
 //! - [`docs`]: the README's error table against the stable codes.
+//! - [`flash`]: flash sales through the router: a sale, attempts and their
+//!   refusal codes, the attempt's state polled and streamed (SSE), bad
+//!   input that changes nothing.
 //! - [`durability`]: when the embedded broker answers a send (after the
 //!   disk by default), as the broker itself reports it; `ordermq outbox`
 //!   listing and requeueing parked outbox rows.
@@ -30,6 +33,7 @@ mod docs;
 mod durability;
 mod e2e;
 mod events;
+mod flash;
 mod gateways;
 mod http;
 mod lifecycle;

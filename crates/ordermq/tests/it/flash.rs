@@ -1,0 +1,288 @@
+//! Flash sales through the router (`oneshot`, the real services, SQLite, no
+//! broker): a sale, attempts answered `QUEUED` or refused with their codes,
+//! the attempt's state by polling and as server-sent events, and bad input
+//! that changes nothing.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ordermq_domain::{AttemptId, RejectReason, SaleId, now_millis};
+use ordermq_store::{SaleCounts, WriteOp};
+use ordermq_testkit::{RouterHarness, SHOP_TOKEN, bearer};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SKU: &str = "SKU-3";
+
+/// A sale of `units` of SKU-3, open for the next minute (or, with `later`,
+/// from an hour from now), one unit a user.
+async fn create_sale(harness: &RouterHarness, units: i64, later: bool) -> String {
+    let start = now_millis() + if later { 3_600_000 } else { -1_000 };
+    let (status, body) = harness
+        .post_json(
+            "/api/sales",
+            json!({"sku": SKU, "units": units, "start": start, "end": start + 60_000,
+                   "per_user_limit": 1})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["sale_id"].as_str().unwrap().to_owned()
+}
+
+async fn attempt(harness: &RouterHarness, sale: &str, body: Value) -> (StatusCode, Value) {
+    harness
+        .send(
+            Request::post(format!("/api/sales/{sale}/attempts"))
+                .header("content-type", "application/json")
+                .header("authorization", bearer(SHOP_TOKEN))
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+}
+
+async fn get(harness: &RouterHarness, path: &str) -> (StatusCode, Value) {
+    harness
+        .send(
+            Request::get(path)
+                .header("authorization", bearer(SHOP_TOKEN))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+}
+
+async fn counts(harness: &RouterHarness, sale: &str) -> SaleCounts {
+    harness
+        .store
+        .sale_counts(&SaleId::parse(sale).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sale_admits_as_many_as_it_has_and_refuses_the_rest_with_their_codes() {
+    let harness = RouterHarness::start().await;
+    let stock_before = harness.store.products().await.unwrap();
+    let sale = create_sale(&harness, 2, false).await;
+    let stock_after = harness.store.products().await.unwrap();
+    let available = |products: &[ordermq_domain::Product]| {
+        products
+            .iter()
+            .find(|p| p.sku.as_str() == SKU)
+            .unwrap()
+            .stock
+    };
+    assert_eq!(available(&stock_after), available(&stock_before) - 2);
+
+    let mut ids = Vec::new();
+    for user in ["u1", "u2"] {
+        let (status, body) = attempt(&harness, &sale, json!({"user_id": user})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["state"], "QUEUED", "{body}");
+        ids.push(body["attempt_id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = attempt(&harness, &sale, json!({"user_id": "u3"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SOLD_OUT")),
+        "{body}"
+    );
+    let (status, body) = attempt(&harness, &sale, json!({"user_id": "u1"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ALREADY_ATTEMPTED")),
+        "{body}"
+    );
+    let (status, body) = get(&harness, &format!("/api/attempts/{}", ids[0])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), body["user_id"].as_str()),
+        (Some("QUEUED"), Some("u1"))
+    );
+
+    let later = create_sale(&harness, 1, true).await;
+    let (status, body) = attempt(&harness, &later, json!({"user_id": "u1"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("SALE_NOT_ACTIVE")),
+        "{body}"
+    );
+    let c = counts(&harness, &sale).await;
+    assert_eq!((c.queued, c.held), (2, 2), "{c:?}");
+}
+
+#[tokio::test]
+async fn bad_sales_and_attempts_change_nothing() {
+    let harness = RouterHarness::start().await;
+    let sale = create_sale(&harness, 3, false).await;
+    let before = (harness.state().await, counts(&harness, &sale).await);
+    let now = now_millis();
+    let bad_sales = [
+        (
+            json!({"sku": SKU, "units": 0, "start": now, "end": now + 1, "per_user_limit": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"sku": SKU, "units": 1, "start": now, "end": now, "per_user_limit": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"sku": SKU, "units": 1, "start": now, "end": now + 1, "per_user_limit": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({"sku": "NOPE", "units": 1, "start": now, "end": now + 1, "per_user_limit": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNKNOWN_SKU",
+        ),
+        (
+            json!({"sku": SKU, "units": 1_000_000, "start": now, "end": now + 1, "per_user_limit": 1}),
+            StatusCode::CONFLICT,
+            "OUT_OF_STOCK",
+        ),
+        (
+            json!({"sku": SKU, "units": 1, "start": now, "end": now + 1, "per_user_limit": 1, "x": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+    ];
+    for (body, status, code) in bad_sales {
+        let (got, answer) = harness.post_json("/api/sales", body.to_string()).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    // A shop may not create a sale.
+    let (status, _) = harness
+        .send(
+            Request::post("/api/sales")
+                .header("content-type", "application/json")
+                .header("authorization", bearer(SHOP_TOKEN))
+                .body(Body::from(json!({"sku": SKU, "units": 1, "start": now, "end": now + 1, "per_user_limit": 1}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let bad_attempts = [
+        (
+            sale.as_str(),
+            json!({"user_id": "u1", "quantity": 2}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SALE_LIMIT_EXCEEDED",
+        ),
+        (
+            sale.as_str(),
+            json!({"user_id": "u1", "quantity": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            sale.as_str(),
+            json!({"user_id": "no spaces"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            sale.as_str(),
+            json!({"user": "u1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        ),
+        (
+            "S0000000000000ffff",
+            json!({"user_id": "u1"}),
+            StatusCode::NOT_FOUND,
+            "SALE_NOT_FOUND",
+        ),
+        (
+            "not%20an%20id",
+            json!({"user_id": "u1"}),
+            StatusCode::NOT_FOUND,
+            "SALE_NOT_FOUND",
+        ),
+    ];
+    for (sale, body, status, code) in bad_attempts {
+        let (got, answer) = attempt(&harness, sale, body.clone()).await;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, body) = get(&harness, "/api/attempts/A00000000000000000000000000000").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ATTEMPT_NOT_FOUND"))
+    );
+    assert_eq!(
+        (harness.state().await, counts(&harness, &sale).await),
+        before
+    );
+}
+
+#[tokio::test]
+async fn the_attempts_stream_sends_its_state_and_ends_with_the_final_one() {
+    let harness = RouterHarness::start().await;
+    let sale = create_sale(&harness, 1, false).await;
+    let (_, body) = attempt(&harness, &sale, json!({"user_id": "u1"})).await;
+    let id = body["attempt_id"].as_str().unwrap().to_owned();
+    let response = harness
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/api/attempts/{id}/events"))
+                .header("authorization", bearer(SHOP_TOKEN))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let reading = tokio::spawn(axum::body::to_bytes(response.into_body(), 1 << 20));
+    // The peak-shaving consumer turns the attempt away (as it would past its cap).
+    let rejected = harness
+        .store
+        .write_batch(
+            &[WriteOp::RejectAttempt {
+                attempt_id: AttemptId::parse(&id).unwrap(),
+                reason: RejectReason::QueueTimeout,
+            }],
+            now_millis(),
+        )
+        .await;
+    assert_eq!(rejected.len(), 1);
+    let events = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the stream ends after the final state")
+        .unwrap()
+        .unwrap();
+    let events = String::from_utf8(events.to_vec()).unwrap();
+    let states: Vec<&str> = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if v["state"] == "QUEUED" {
+                "QUEUED"
+            } else {
+                "REJECTED"
+            }
+        })
+        .collect();
+    assert_eq!(states, ["QUEUED", "REJECTED"], "{events}");
+    assert!(events.contains("QUEUE_TIMEOUT"), "{events}");
+    assert_eq!(
+        counts(&harness, &sale).await.unallocated,
+        1,
+        "the unit went back"
+    );
+}

@@ -15,6 +15,9 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`peak`]: flash-sale attempts become orders at the configured rate
+//!   through the real broker; none is lost, unpaid sale orders give their
+//!   units back.
 //! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
@@ -39,4 +42,5 @@ mod http;
 mod lifecycle;
 mod limits;
 mod modules;
+mod peak;
 mod security;

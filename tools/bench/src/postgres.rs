@@ -1,6 +1,6 @@
 //! PostgreSQL for a benchmark: a throwaway server with durable settings
-//! (`fsync`, `synchronous_commit` and `full_page_writes` on), started from
-//! the Debian package's binaries in a temporary directory, and the
+//! (`fsync`, `synchronous_commit` and `full_page_writes` on:
+//! `ordermq_testkit::postgres`), and the
 //! yardsticks measured on it in the same run, pgbench-style: one row per
 //! transaction with 1 and with 8 connections, and a naive payment loop (one
 //! transaction per payment: guarded order update, stock deduction, outbox
@@ -9,14 +9,14 @@
 //! The store tests' server (`scripts/start-postgres.sh`) runs with
 //! `fsync=off`: fine for tests, meaningless for a benchmark.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
+
+use ordermq_testkit::postgres::PgServer;
 
 use super::BenchResult;
 use super::target::{Database, TargetArgs};
@@ -32,149 +32,14 @@ pub async fn prepare(target: &mut TargetArgs) -> BenchResult<Option<PgServer>> {
         return Ok(None);
     }
     eprintln!("  starting a throwaway PostgreSQL server (fsync=on, synchronous_commit=on)...");
-    let server = PgServer::start(target.postgres_dir.as_deref())?;
-    target.database_url = Some(server.create_database("ordermq").await?);
+    let server = PgServer::start(target.postgres_dir.as_deref()).map_err(|e| e.to_string())?;
+    target.database_url = Some(
+        server
+            .create_database("ordermq")
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     Ok(Some(server))
-}
-
-/// A PostgreSQL server of the run's own, stopped and deleted on drop.
-#[derive(Debug)]
-pub struct PgServer {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-/// The Debian package's server binaries (`/usr/lib/postgresql/<version>/bin`).
-fn server_bin() -> BenchResult<PathBuf> {
-    let versions = std::fs::read_dir("/usr/lib/postgresql").map_err(|_| {
-        "no PostgreSQL server found: install Debian's postgresql package, or pass --database-url"
-            .to_owned()
-    })?;
-    versions
-        .filter_map(Result::ok)
-        .map(|v| v.path().join("bin"))
-        .filter(|bin| bin.join("initdb").is_file())
-        .max()
-        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_owned())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// Runs a server tool, as the `postgres` account when this process is root
-/// (the server refuses to run as root).
-fn run(bin: &Path, tool: &str, args: &[&str]) -> BenchResult<()> {
-    let program = bin.join(tool);
-    let output = if is_root() {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&program)
-            .args(args)
-            .output()
-    } else {
-        Command::new(&program).args(args).output()
-    }
-    .map_err(|e| format!("{}: {e}", program.display()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{tool} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-impl PgServer {
-    /// Creates a cluster in a temporary directory (under `parent`, else the
-    /// system's) and starts it on a free loopback port with durable settings.
-    pub fn start(parent: Option<&Path>) -> BenchResult<Self> {
-        let bin = server_bin()?;
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("ordermq-bench-pg");
-        let dir = match parent {
-            Some(parent) => builder.tempdir_in(parent),
-            None => builder.tempdir(),
-        }
-        .map_err(|e| e.to_string())?;
-        if is_root() {
-            let _ = Command::new("useradd")
-                .args(["--system", "--no-create-home", "postgres"])
-                .output();
-            let chown = Command::new("chown")
-                .args(["postgres"])
-                .arg(dir.path())
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !chown.success() {
-                return Err("cannot hand the server's directory to the postgres account".into());
-            }
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let root = dir.path().display().to_string();
-        let data = format!("{root}/data");
-        run(
-            &bin,
-            "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        )?;
-        let options = format!(
-            "-h 127.0.0.1 -p {port} -k {root} -c fsync=on -c synchronous_commit=on \
-             -c full_page_writes=on -c max_connections=200 -c shared_buffers=256MB \
-             -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
-        );
-        run(
-            &bin,
-            "pg_ctl",
-            &[
-                "-D",
-                &data,
-                "-l",
-                &format!("{root}/server.log"),
-                "-w",
-                "-o",
-                &options,
-                "start",
-            ],
-        )?;
-        Ok(Self { dir, bin, port })
-    }
-
-    /// The server's URL for `database`.
-    pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// Creates a database for ordermq and returns its URL.
-    pub async fn create_database(&self, name: &str) -> BenchResult<String> {
-        let mut admin = PgConnection::connect(&self.url("postgres"))
-            .await
-            .map_err(|e| e.to_string())?;
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(self.url(name))
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let data = format!("{}/data", self.dir.path().display());
-        let _ = run(
-            &self.bin,
-            "pg_ctl",
-            &["-D", &data, "-m", "immediate", "stop"],
-        );
-    }
 }
 
 /// Starts counting statements afresh (`pg_stat_statements`, when the server

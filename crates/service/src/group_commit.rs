@@ -270,8 +270,10 @@ async fn write_batches(
 }
 
 /// Which of `writers` writer tasks takes `op`: an order's payments and
-/// closes by its id, creates (flash-sale attempts and their orders too) by
-/// their user, the relay's rounds the first.
+/// closes by its id, creates by their user, a flash sale's attempts and
+/// their ends by the sale (its rows then meet one writer only: no two
+/// concurrent batches lock them in opposite orders), the relay's rounds the
+/// first.
 fn writer_of(op: &WriteOp, writers: usize) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     if writers <= 1 {
@@ -282,9 +284,9 @@ fn writer_of(op: &WriteOp, writers: usize) -> usize {
         WriteOp::Pay(notice) => notice.order_id.as_str(),
         WriteOp::Close(order_id) => order_id.as_str(),
         WriteOp::RelayOutbox { .. } => return 0,
-        WriteOp::Attempt(write) => write.event.user_id.as_str(),
-        WriteOp::CreateSaleOrder { event, .. } => event.user_id.as_str(),
-        WriteOp::RejectAttempt { attempt_id, .. } => attempt_id.as_str(),
+        WriteOp::Attempt(write) => write.event.sale_id.as_str(),
+        WriteOp::CreateSaleOrder { event, .. } => event.sale_id.as_str(),
+        WriteOp::RejectAttempt { sale_id, .. } => sale_id.as_str(),
     };
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
     (hash % writers as u64) as usize

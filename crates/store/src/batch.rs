@@ -15,7 +15,7 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{OrderView, PaymentReceipt};
 use ordermq_domain::{
     AttemptId, AttemptState, CreateOrderError, Effect, NewOrder, OrderId, OrderLine, OutboxMessage,
-    PayOrderError, PaymentNotice, Quantity, RejectReason, UserLimits,
+    PayOrderError, PaymentNotice, Quantity, RejectReason, SaleId, UserLimits,
 };
 use sqlx::AnyConnection;
 
@@ -72,6 +72,7 @@ pub enum WriteOp {
     },
     /// Rejects a queued attempt and gives its units back to the sale.
     RejectAttempt {
+        sale_id: SaleId,
         attempt_id: AttemptId,
         reason: RejectReason,
     },
@@ -438,7 +439,13 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::Create { order, .. } => {
                 skus.extend(order.lines().iter().map(|l| l.sku.as_str()));
             }
-            WriteOp::RelayOutbox { .. } => {}
+            // A sale order reserves its SKU as a create does.
+            WriteOp::CreateSaleOrder { event, .. } => {
+                skus.insert(event.sku.as_str());
+            }
+            // Touch a sale's rows only, and every operation of one sale
+            // goes to one writer (`OrderWriter`'s routing by sale).
+            WriteOp::RelayOutbox { .. } | WriteOp::Attempt(_) | WriteOp::RejectAttempt { .. } => {}
         }
     }
     if orders.is_empty() && skus.is_empty() {
@@ -601,14 +608,14 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
         } => WriteResult::SaleOrder(
             create_sale_order_in(&mut *tx, backend, event, *close_after_ms, now).await,
         ),
-        WriteOp::RejectAttempt { attempt_id, reason } => {
-            WriteResult::SaleOrder(match reject_in(&mut *tx, attempt_id, *reason, now).await {
-                Ok(()) => state_in(&mut *tx, attempt_id)
-                    .await
-                    .and_then(|s| s.ok_or_else(|| StorageError::corrupt("no such attempt"))),
-                Err(e) => Err(storage(e)),
-            })
-        }
+        WriteOp::RejectAttempt {
+            attempt_id, reason, ..
+        } => WriteResult::SaleOrder(match reject_in(&mut *tx, attempt_id, *reason, now).await {
+            Ok(()) => state_in(&mut *tx, attempt_id)
+                .await
+                .and_then(|s| s.ok_or_else(|| StorageError::corrupt("no such attempt"))),
+            Err(e) => Err(storage(e)),
+        }),
     }
 }
 

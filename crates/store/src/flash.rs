@@ -331,9 +331,11 @@ pub(crate) async fn admit_in(
     if taken.rows_affected() != 1 {
         return Ok(Admitted::LeaseLost);
     }
-    sqlx::query(
+    // Another instance may have written the user's attempt since the check
+    // (PostgreSQL: this waits for its commit): then it is theirs.
+    let inserted = sqlx::query(
         "INSERT INTO sale_attempts (attempt_id, sale_id, user_id, quantity, order_id, state, queued_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6)",
+         VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6) ON CONFLICT (sale_id, user_id) DO NOTHING",
     )
     .bind(e.attempt_id.as_str())
     .bind(e.sale_id.as_str())
@@ -343,6 +345,9 @@ pub(crate) async fn admit_in(
     .bind(e.queued_at)
     .execute(&mut *tx)
     .await?;
+    if inserted.rows_affected() != 1 {
+        return Ok(Admitted::AlreadyAttempted);
+    }
     outbox::enqueue(tx, &OrderEvent::FlashAttemptQueued(e.clone()), None, now).await?;
     Ok(Admitted::Queued)
 }

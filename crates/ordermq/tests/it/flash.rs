@@ -253,6 +253,7 @@ async fn the_attempts_stream_sends_its_state_and_ends_with_the_final_one() {
         .store
         .write_batch(
             &[WriteOp::RejectAttempt {
+                sale_id: SaleId::parse(&sale).unwrap(),
                 attempt_id: AttemptId::parse(&id).unwrap(),
                 reason: RejectReason::QueueTimeout,
             }],

@@ -116,6 +116,7 @@ impl FlashOrderHandler {
                 }
             }
             None => WriteOp::RejectAttempt {
+                sale_id: queued.sale_id.clone(),
                 attempt_id: queued.attempt_id.clone(),
                 reason: RejectReason::QueueTimeout,
             },

@@ -225,6 +225,7 @@ async fn units_of_attempts_without_a_paid_order_go_back_to_the_sale(store: Store
     assert_eq!(stock(&store).await, 8);
 
     let reject = WriteOp::RejectAttempt {
+        sale_id: sale_id.clone(),
         attempt_id: turned_away.attempt_id.clone(),
         reason: RejectReason::QueueTimeout,
     };
@@ -239,6 +240,7 @@ async fn units_of_attempts_without_a_paid_order_go_back_to_the_sale(store: Store
     );
     // A created attempt is not rejected by a late message.
     let late = WriteOp::RejectAttempt {
+        sale_id: sale_id.clone(),
         attempt_id: made.attempt_id.clone(),
         reason: RejectReason::QueueTimeout,
     };

@@ -13,10 +13,11 @@
 //!
 //! Several instances share a sale without overselling: each admits only
 //! from its own lease, and the database refuses an admission its lease no
-//! longer covers. The budget is never trusted over the database: it is
-//! always the lease's units less the admissions in flight, so a restarted
-//! instance starts from what its lease holds, and a lease that expired
-//! (its units returned to the sale by another instance) is leased again.
+//! longer covers. The budget is never trusted over the database: it grows
+//! only by what a lease granted, and is the lease's figure whole whenever no
+//! admission is in flight, so a restarted instance starts from what its
+//! lease holds, and a lease that expired (its units returned to the sale by
+//! another instance) is leased again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -165,7 +166,7 @@ impl FlashSales {
                 return Ok(());
             }
         }
-        let holds = self
+        let leased = self
             .store
             .lease_units(
                 &budget.sale.sale_id,
@@ -177,7 +178,18 @@ impl FlashSales {
             )
             .await?;
         let mut state = lock(&budget.state);
-        state.units = holds.saturating_sub(state.in_flight);
+        // The lease's figure counts admissions committed or not; one that
+        // committed may still be in flight here (its answer on the way). So
+        // the budget adds what this lease granted, and takes the figure
+        // whole only when nothing is in flight (after a restart, a lost
+        // lease, or to pick up units a miscount left behind).
+        if state.in_flight == 0 {
+            state.units = leased.holds;
+        } else if state.loaded {
+            state.units += leased.granted;
+        } else {
+            state.units = leased.holds.saturating_sub(state.in_flight);
+        }
         state.loaded = true;
         state.sold_out_until =
             (state.units < quantity).then(|| Instant::now() + self.settings.sold_out_recheck);

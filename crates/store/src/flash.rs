@@ -51,6 +51,16 @@ pub struct SaleCounts {
     pub held: i64,
 }
 
+/// What a lease did: the units the owner's lease holds now, and how many
+/// of them this lease added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leased {
+    /// Units in the owner's lease, not yet taken by admissions.
+    pub holds: u32,
+    /// Units this lease moved from the sale to the owner's lease.
+    pub granted: u32,
+}
+
 /// What an admission's write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admitted {
@@ -155,8 +165,8 @@ impl Store {
 
     /// Leases units of `sale_id` to `owner` and answers how many its lease
     /// now holds (what it had, plus a chunk of `chunk` units, at least
-    /// `need` if the sale has that many left, at most what is left): the
-    /// instance's budget, rebuilt from the database. Leases of other
+    /// `need` if the sale has that many left, at most what is left) and how
+    /// many it added: the instance's budget, from the database. Leases of other
     /// owners that expired before `now` are returned to the sale first.
     /// The lease lives `ttl_ms` from now; every admission renews it.
     ///
@@ -170,7 +180,7 @@ impl Store {
         need: u32,
         ttl_ms: i64,
         now: i64,
-    ) -> Result<u32, StorageError> {
+    ) -> Result<Leased, StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         // The sale's row first: concurrent leases of one sale take turns
         // here, and each statement after it sees the other's commit.
@@ -182,7 +192,10 @@ impl Store {
         .await
         .map_err(storage)?;
         let Some(row) = row else {
-            return Ok(0);
+            return Ok(Leased {
+                holds: 0,
+                granted: 0,
+            });
         };
         let units: i64 = get(&row, "units")?;
         let dead = sqlx::query(
@@ -237,7 +250,10 @@ impl Store {
         .map_err(storage)?;
         let holds: i64 = get(&lease, "units_left")?;
         tx.commit().await.map_err(storage)?;
-        Ok(u32::try_from(holds).unwrap_or(0))
+        Ok(Leased {
+            holds: u32::try_from(holds).unwrap_or(0),
+            granted: u32::try_from(size).unwrap_or(0),
+        })
     }
 
     /// The attempt `attempt_id`, if there is one.

@@ -87,7 +87,7 @@ pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
-pub use flash::{Admitted, AttemptWrite, SaleCounts};
+pub use flash::{Admitted, AttemptWrite, Leased, SaleCounts};
 pub use lane::ThreadStart;
 pub use pg::{Durability, SessionSettings};
 pub use refunds::RefundTask;

@@ -1,7 +1,7 @@
 //! Flash sales through the router (`oneshot`, the real services, SQLite, no
 //! broker): a sale, attempts answered `QUEUED` or refused with their codes,
 //! the attempt's state by polling and as server-sent events, and bad input
-//! that changes nothing.
+//! that changes nothing; and two instances sharing one PostgreSQL database.
 
 use std::time::Duration;
 
@@ -286,4 +286,127 @@ async fn the_attempts_stream_sends_its_state_and_ends_with_the_final_one() {
         1,
         "the unit went back"
     );
+}
+
+/// Two instances as two processes would be: their own PostgreSQL pools,
+/// writers (four parallel writer tasks each) and budgets, one database.
+/// Every unit sells, not one more, and a user gets one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_postgres_never_oversell() {
+    use std::sync::Arc;
+
+    use futures_util::future::join_all;
+    use ordermq_domain::ports::FlashSaleService;
+    use ordermq_domain::{AttemptRefusal, NewSale, Sku, UserId};
+    use ordermq_service::{FlashSales, FlashSettings, OrderWriter};
+    use ordermq_store::{Store, StoreOptions};
+
+    const UNITS: usize = 53;
+    let Ok(admin) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping: ORDERMQ_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let name = format!("ordermq_flash_{:016x}", fastrand::u64(..));
+    let url = ordermq_testkit::postgres::create_database(&admin, &name)
+        .await
+        .unwrap();
+    let mut instances = Vec::new();
+    for owner in ["A", "B"] {
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let (writer, _task) = OrderWriter::spawn_parallel(store.clone(), 64, Duration::ZERO, 4);
+        let flash = FlashSales::new(
+            store.clone(),
+            writer,
+            Arc::new(tokio::sync::Notify::new()),
+            FlashSettings {
+                owner: owner.into(),
+                chunk: 5,
+                lease_ttl: Duration::from_secs(60),
+                sold_out_recheck: Duration::from_millis(20),
+            },
+        );
+        instances.push((store, flash));
+    }
+    let store = instances[0].0.clone();
+    store
+        .seed_catalog(ordermq::startup::DEMO_CATALOG)
+        .await
+        .unwrap();
+    let now = now_millis();
+    let sale_id = SaleId::generate(now, fastrand::u64(..));
+    let sale = NewSale::new(
+        Sku::parse(SKU).unwrap(),
+        UNITS as i64,
+        now - 1_000,
+        now + 600_000,
+        1,
+    )
+    .unwrap();
+    store.create_sale(&sale, &sale_id, now).await.unwrap();
+    // 400 shoppers, each trying on both instances at once.
+    let mut tries = Vec::new();
+    for n in 0..400 {
+        let user = UserId::parse(&format!("pg{n}")).unwrap();
+        for (_, flash) in &instances {
+            tries.push(flash.attempt(sale_id.clone(), user.clone(), 1));
+        }
+    }
+    let mut answers = join_all(tries).await;
+    // What the crowd left in one instance's lease (its shoppers went to the
+    // other) is sold to that instance's later shoppers.
+    for wave in 0..40 {
+        let counts = store.sale_counts(&sale_id).await.unwrap();
+        assert_eq!(
+            counts.unallocated + counts.leased + counts.held,
+            UNITS as i64,
+            "{counts:?}"
+        );
+        if counts.held == UNITS as i64 {
+            break;
+        }
+        let mut late = Vec::new();
+        for (i, (_, flash)) in instances.iter().enumerate() {
+            let user = UserId::parse(&format!("late{wave}-{i}")).unwrap();
+            late.push(flash.attempt(sale_id.clone(), user, 1));
+        }
+        answers.extend(join_all(late).await);
+        // Past the sold-out answer each instance believes for 20 ms.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let admitted: Vec<_> = answers.iter().flatten().collect();
+    assert_eq!(admitted.len(), UNITS, "{answers:?}");
+    let mut users: Vec<_> = admitted.iter().map(|a| a.user_id.clone()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), UNITS, "a user admitted twice");
+    let odd: Vec<_> = answers
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Ok(_) | Err(AttemptRefusal::SoldOut | AttemptRefusal::AlreadyAttempted)
+            )
+        })
+        .collect();
+    assert!(odd.is_empty(), "{odd:?}");
+    let counts = store.sale_counts(&sale_id).await.unwrap();
+    assert_eq!(
+        (
+            counts.queued,
+            counts.held,
+            counts.leased,
+            counts.unallocated
+        ),
+        (UNITS as i64, UNITS as i64, 0, 0),
+        "{counts:?}"
+    );
+    drop(instances);
+    drop(store);
+    ordermq_testkit::postgres::drop_database(&admin, &name)
+        .await
+        .unwrap();
 }

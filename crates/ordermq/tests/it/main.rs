@@ -5,7 +5,8 @@
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`flash`]: flash sales through the router: a sale, attempts and their
 //!   refusal codes, the attempt's state polled and streamed (SSE), bad
-//!   input that changes nothing.
+//!   input that changes nothing; two instances with their own PostgreSQL
+//!   pools selling every unit of a sale and not one more.
 //! - [`durability`]: when the embedded broker answers a send (after the
 //!   disk by default), as the broker itself reports it; `ordermq outbox`
 //!   listing and requeueing parked outbox rows.

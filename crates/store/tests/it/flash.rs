@@ -10,7 +10,7 @@ use ordermq_domain::{
     Sku, TOPIC_FLASH_SALE_ATTEMPT, UserId,
 };
 use ordermq_store::{
-    Admitted, AttemptWrite, CloseOutcome, SaleCounts, Store, WriteOp, WriteResult,
+    Admitted, AttemptWrite, CloseOutcome, Leased, SaleCounts, Store, WriteOp, WriteResult,
 };
 
 use crate::helpers::*;
@@ -120,6 +120,7 @@ async fn leases_never_exceed_the_sale_and_a_dead_owners_comes_back(store: Store)
                 .lease_units(&sale_id, owner, 4, 1, ttl, now)
                 .await
                 .unwrap()
+                .holds
         }
     };
     assert_eq!(lease("a", 10_000, NOW).await, 4);
@@ -156,7 +157,10 @@ async fn an_admitted_attempt_is_written_with_its_message_from_its_lease(store: S
             .lease_units(&sale_id, "a", 2, 1, 30_000, NOW)
             .await
             .unwrap(),
-        2
+        Leased {
+            holds: 2,
+            granted: 2
+        }
     );
     assert_eq!(admit(&store, &first, "a").await, Admitted::Queued);
     let again = queued(&sale_id, "u1", 2);
@@ -286,7 +290,8 @@ async fn concurrent_leases_of_many_owners_never_oversell(store: Store) {
                 let holds = store
                     .lease_units(&sale_id, &format!("o{owner}"), 3, 1, 30_000, NOW)
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .holds;
                 got = holds;
             }
             got

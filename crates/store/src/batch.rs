@@ -19,6 +19,7 @@ use ordermq_domain::{
 use sqlx::AnyConnection;
 
 use crate::close::{CloseOutcome, close_order_in};
+use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
 use crate::fail::storage;
@@ -433,14 +434,14 @@ async fn apply_in_savepoint(
     op: &WriteOp,
     now: i64,
 ) -> Result<WriteResult, sqlx::Error> {
-    sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
+    dialect::query("SAVEPOINT op").execute(&mut *tx).await?;
     let result = apply_op(&mut *tx, backend, op, now).await;
     if !result.is_ok() {
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
+        dialect::query("ROLLBACK TO SAVEPOINT op")
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("RELEASE SAVEPOINT op")
+    dialect::query("RELEASE SAVEPOINT op")
         .execute(&mut *tx)
         .await?;
     Ok(result)

@@ -10,6 +10,7 @@ use ordermq_domain::view::CarrierReceipt;
 use ordermq_domain::{CarrierUpdate, CarrierUpdateError, OrderEvent, OrderId, System};
 use sqlx::Row;
 
+use crate::dialect;
 use crate::fail::{status_of, storage};
 use crate::history::record_history;
 use crate::outbox;
@@ -18,7 +19,7 @@ use crate::store::{Db, Store};
 impl Store {
     /// The tracking number of the order's shipment, if the warehouse booked one.
     pub async fn tracking_no_of(&self, order_id: &OrderId) -> Result<Option<String>, StorageError> {
-        sqlx::query("SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1")
+        dialect::query("SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1")
             .bind(order_id.as_str())
             .fetch_optional(self.system_pool(System::Warehouse))
             .await
@@ -33,7 +34,7 @@ impl Store {
         &self,
         order_id: &OrderId,
     ) -> Result<Option<String>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1 AND status = 'CREATED'",
         )
         .bind(order_id.as_str())
@@ -62,7 +63,7 @@ impl Store {
                 });
             }
             None => {
-                let exists = sqlx::query("SELECT 1 AS one FROM orders WHERE order_id = $1")
+                let exists = dialect::query("SELECT 1 AS one FROM orders WHERE order_id = $1")
                     .bind(order_id)
                     .fetch_optional(&self.orders)
                     .await
@@ -76,7 +77,7 @@ impl Store {
             }
         }
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let fresh = sqlx::query(
+        let fresh = dialect::query(
             "INSERT INTO carrier_events (order_id, status, tracking_no, received_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, status) DO NOTHING",
         )
@@ -89,7 +90,7 @@ impl Store {
         .map_err(storage)?
         .rows_affected()
             == 1;
-        let raw: String = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
+        let raw: String = dialect::query("SELECT status FROM orders WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await
@@ -109,7 +110,7 @@ impl Store {
         let target = update.status.order_status();
         let mut status = current;
         if current != target && current.can_become(target) {
-            let moved = sqlx::query(
+            let moved = dialect::query(
                 "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
             )
             .bind(target.as_str())

@@ -27,12 +27,15 @@
 //! its children), so the crate reads top to bottom without a circle.
 //!
 //! 1. **Base** (imports nothing from the crate): `sql` (the shared
-//!    statements, placeholder helpers, [`Backend`]), `fail` (driver
-//!    errors classified into `StorageError`; `LaneError`).
+//!    statements, placeholder helpers, [`Backend`]), `dialect` (the query
+//!    every statement goes through; MySQL's rewrite of the shared form),
+//!    `fail` (driver errors classified into `StorageError`; `LaneError`).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
-//!    new rows and changes), `lane` (the SQLite lane's thread).
+//!    new rows and changes), `lane` (the SQLite lane's thread), `mysql`
+//!    (MySQL's forms of what its dialect cannot rewrite: no `RETURNING`,
+//!    joins for `UPDATE … FROM`, a row lock per user).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -55,10 +58,12 @@ mod batch;
 mod carrier;
 mod catalog;
 mod close;
+mod dialect;
 mod effects;
 mod fail;
 mod history;
 mod lane;
+mod mysql;
 mod orders;
 mod outbox;
 mod parked;

@@ -8,12 +8,15 @@
 //! relay's `Store` methods are in `relay` and `batch`; the SQLite lane's
 //! form of the round is `lane::relay`, from the same statements.
 //!
-//! Leaf module: it imports only the base (`sql`).
+//! Leaf module: it imports only the base (`sql`, `dialect`).
 
 use ordermq_domain::{OrderEvent, OutboxMessage};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::sql::{self, Backend};
+use crate::dialect;
+use crate::fail;
+use crate::sql::{self, Backend, placeholders};
 
 /// Writes `event` to the outbox inside the caller's transaction.
 pub(crate) async fn enqueue(
@@ -23,7 +26,7 @@ pub(crate) async fn enqueue(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let kind = event.kind();
-    sqlx::query(sql::INSERT_OUTBOX)
+    dialect::query(sql::INSERT_OUTBOX)
         .bind(kind.topic())
         .bind(kind.tag())
         .bind(event.order_id().as_str())
@@ -58,7 +61,7 @@ pub(crate) async fn enqueue_many(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("{}{values}", sql::OUTBOX_COLUMNS);
-        let mut query = sqlx::query(&sql).bind(now);
+        let mut query = dialect::query(&sql).bind(now);
         for event in chunk {
             let kind = event.kind();
             query = query
@@ -85,7 +88,7 @@ pub(crate) async fn mark_sent_in(
             sql::MARK_SENT,
             sql::placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql).bind(now);
+        let mut query = dialect::query(&sql).bind(now);
         for id in chunk {
             query = query.bind(*id);
         }
@@ -109,15 +112,20 @@ pub(crate) async fn ack_and_claim_in(
     let claim = match backend {
         Backend::Postgres => sql::CLAIM_OUTBOX_SKIP_LOCKED,
         Backend::Sqlite => sql::CLAIM_OUTBOX,
+        Backend::Mysql => "",
     };
     mark_sent_in(&mut *tx, acked, now).await?;
-    let rows = sqlx::query(claim)
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = if backend == Backend::Mysql {
+        claim_outbox_mysql(&mut *tx, owner, limit, now + lease_ms, now).await?
+    } else {
+        dialect::query(claim)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?
+    };
     let mut claimed = rows
         .iter()
         .map(|r| {
@@ -127,11 +135,53 @@ pub(crate) async fn ack_and_claim_in(
                 tag: r.try_get("tag")?,
                 key: r.try_get("msg_key")?,
                 event_id: r.try_get("event_id")?,
-                body: r.try_get("body")?,
+                body: fail::column(r, "body")?,
                 deliver_at: r.try_get("deliver_at")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     claimed.sort_by_key(|m| m.id);
     Ok(claimed)
+}
+
+/// [`sql::CLAIM_OUTBOX_SKIP_LOCKED`] on MySQL, whose `UPDATE` can neither
+/// return rows nor read its own table in a subquery: the due rows locked first (rows another
+/// instance is claiming are skipped), then leased by id. Returns the rows
+/// as they were before the lease, as the claim's `RETURNING` does.
+async fn claim_outbox_mysql(
+    tx: &mut AnyConnection,
+    owner: &str,
+    limit: usize,
+    lease_until: i64,
+    now: i64,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let rows = dialect::query(
+        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at FROM outbox \
+         WHERE sent_at IS NULL AND next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let sql = format!(
+        "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+         WHERE id IN ({})",
+        placeholders(2, rows.len())
+    );
+    let mut query = dialect::query(&sql).bind(owner).bind(lease_until);
+    for row in &rows {
+        query = query.bind(row.try_get::<i64, _>("id")?);
+    }
+    let leased = query.execute(&mut *tx).await?.rows_affected();
+    if leased != rows.len() as u64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "outbox rows leased: expected {}, got {leased}",
+            rows.len()
+        )));
+    }
+    Ok(rows)
 }

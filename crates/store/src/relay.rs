@@ -7,6 +7,7 @@
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
+use crate::dialect;
 use crate::fail::storage;
 use crate::outbox::mark_sent_in;
 use crate::store::{Db, Store};
@@ -33,7 +34,7 @@ impl Store {
         }
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         for (id, error) in failed {
-            sqlx::query(
+            dialect::query(
                 "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL \
                  WHERE id = $3 AND sent_at IS NULL",
             )
@@ -49,7 +50,7 @@ impl Store {
 
     /// Events committed but not yet confirmed by the broker.
     pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+        dialect::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&self.orders)
             .await
             .map_err(storage)?

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use thiserror::Error;
 
+use crate::dialect;
 use crate::lane::{Lane, ThreadStart};
 use crate::schema;
 use crate::sql::{self, Backend};
@@ -78,7 +79,9 @@ pub struct Checkpoint {
 
 #[derive(Debug, Error)]
 pub enum OpenError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH, postgres://…, postgresql://… or mysql://…"
+    )]
     UnsupportedUrl(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
@@ -193,7 +196,7 @@ impl Store {
                     lanes: None,
                 }
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::Mysql => {
                 let pool = connect(backend, database_url, options.max_connections, options).await?;
                 Store {
                     backend,
@@ -289,7 +292,7 @@ impl Store {
     /// with the disk idle (measured with `ordermq bench capacity`). Here the
     /// next writer starts the moment the previous one commits. Other
     /// processes (`ordermq dlq replay`) still meet the busy handler, rarely.
-    /// PostgreSQL locks rows, not the database: no gate.
+    /// PostgreSQL and MySQL lock rows, not the database: no gate.
     async fn gate(&self, db: Db) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         if self.backend != Backend::Sqlite {
             return None;
@@ -323,38 +326,72 @@ impl Store {
 
     /// Applies the migrations of `component` newer than its recorded version,
     /// each in one transaction with its version bump. On PostgreSQL an
-    /// advisory lock makes instances starting together take turns.
+    /// advisory lock makes instances starting together take turns; on MySQL
+    /// a named lock of the session (its DDL commits as it goes, so a
+    /// transaction's lock would not last).
     async fn apply_migrations(
         &self,
         pool: &AnyPool,
         component: &str,
         migrations: Vec<schema::Migration>,
     ) -> Result<(), sqlx::Error> {
-        pool.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                component VARCHAR(32) PRIMARY KEY,
-                version BIGINT NOT NULL
-            )",
-        )
-        .await?;
-        let mut tx = pool.begin().await?;
+        pool.execute(schema::version_table(self.backend).as_str())
+            .await?;
+        if self.backend == Backend::Mysql {
+            let mut conn = pool.acquire().await?;
+            let locked: Option<i64> =
+                dialect::query("SELECT GET_LOCK('ordermq_schema', 300) AS locked")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("locked")?;
+            if locked != Some(1) {
+                return Err(sqlx::Error::Protocol(
+                    "another instance held the schema lock for 5 minutes".into(),
+                ));
+            }
+            let applied = self
+                .migrate_component(&mut conn, component, migrations)
+                .await;
+            let released = dialect::query("DO RELEASE_LOCK('ordermq_schema')")
+                .execute(&mut *conn)
+                .await;
+            if applied.is_err() || released.is_err() {
+                // Closed, not returned to the pool: the lock ends with the session.
+                drop(conn.detach());
+            }
+            return applied.and(released.map(|_| ()));
+        }
+        let mut conn = pool.acquire().await?;
+        self.migrate_component(&mut conn, component, migrations)
+            .await
+    }
+
+    /// [`Store::apply_migrations`] on one connection.
+    async fn migrate_component(
+        &self,
+        conn: &mut AnyConnection,
+        component: &str,
+        migrations: Vec<schema::Migration>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = sqlx::Connection::begin(conn).await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(74007400)")
+            dialect::query("SELECT pg_advisory_xact_lock(74007400)")
                 .execute(&mut *tx)
                 .await?;
         }
-        let current: i64 = sqlx::query("SELECT version FROM schema_version WHERE component = $1")
-            .bind(component)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| sqlx::Row::try_get(&row, "version"))
-            .transpose()?
-            .unwrap_or(0);
+        let current: i64 =
+            dialect::query("SELECT version FROM schema_version WHERE component = $1")
+                .bind(component)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| sqlx::Row::try_get(&row, "version"))
+                .transpose()?
+                .unwrap_or(0);
         for migration in migrations.into_iter().filter(|m| m.version > current) {
             for statement in &migration.statements {
                 tx.execute(statement.as_str()).await?;
             }
-            sqlx::query(
+            dialect::query(
                 "INSERT INTO schema_version (component, version) VALUES ($1, $2) \
                  ON CONFLICT (component) DO UPDATE SET version = $2",
             )
@@ -379,7 +416,7 @@ impl Store {
         let mut done = Vec::with_capacity(5);
         for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
             let begun = std::time::Instant::now();
-            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            let row = dialect::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(pool)
                 .await?;
             // (busy, frames in the log, frames checkpointed)
@@ -409,6 +446,8 @@ fn backend_of(url: &str) -> Result<Backend, OpenError> {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Backend::Mysql)
     } else {
         Err(OpenError::UnsupportedUrl(redact(url)))
     }
@@ -457,6 +496,8 @@ async fn connect(
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
         Backend::Postgres => target.to_owned(),
+        // sqlx's Any driver knows MySQL by the `mysql` scheme only.
+        Backend::Mysql => target.replacen("mariadb://", "mysql://", 1),
     };
     let connect_options =
         AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
@@ -471,6 +512,11 @@ async fn connect(
                 if backend == Backend::Sqlite {
                     conn.execute(sql::SQLITE_SETTINGS).await?;
                     conn.execute(POOL_CACHE).await?;
+                }
+                if backend == Backend::Mysql {
+                    for setting in sql::MYSQL_SETTINGS {
+                        conn.execute(*setting).await?;
+                    }
                 }
                 Ok(())
             })
@@ -511,9 +557,10 @@ mod tests {
             PathBuf::from("/tmp/x.db")
         );
         assert!(matches!(
-            backend_of("mysql://x"),
+            backend_of("mssql://x"),
             Err(OpenError::UnsupportedUrl(_))
         ));
+        assert_eq!(backend_of("mysql://x/y").unwrap(), Backend::Mysql);
         assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
     }
 }

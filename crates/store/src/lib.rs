@@ -35,7 +35,8 @@
 //!    on a connection), `effects` (the effect types and their split into
 //!    new rows and changes), `lane` (the SQLite lane's thread), `mysql`
 //!    (MySQL's forms of what its dialect cannot rewrite: no `RETURNING`,
-//!    joins for `UPDATE … FROM`, a row lock per user).
+//!    joins for `UPDATE … FROM`, a row lock per user), `mysql_session`
+//!    (MySQL's session settings and time limits; the server's durability).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -64,6 +65,7 @@ mod fail;
 mod history;
 mod lane;
 mod mysql;
+mod mysql_session;
 mod orders;
 mod outbox;
 mod parked;

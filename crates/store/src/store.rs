@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::dialect;
 use crate::lane::{Lane, ThreadStart};
+use crate::mysql_session;
 use crate::schema;
 use crate::sql::{self, Backend};
 
@@ -98,6 +99,16 @@ pub enum OpenError {
     },
     #[error("cannot create tables in {url}: {source}")]
     Migrate { url: String, source: sqlx::Error },
+    #[error(
+        "the database would lose acknowledged payments in a crash: {setting} = {value} \
+         (durable: {durable}); fix the server's setting, or set \
+         database_allow_unsafe_durability to start anyway"
+    )]
+    UnsafeDurability {
+        setting: &'static str,
+        value: String,
+        durable: &'static str,
+    },
 }
 
 /// Pool sizes and timeouts.
@@ -114,6 +125,19 @@ pub struct StoreOptions {
     /// SQLite: run the hot write paths on the lanes (the default). Off, every
     /// write takes the general sqlx path: the differential tests compare the two.
     pub lanes: bool,
+    /// MySQL: start on a server whose commits would not survive a crash
+    /// (`innodb_flush_log_at_trx_commit` other than 1), with a warning;
+    /// off (the default), opening refuses it.
+    pub allow_unsafe_durability: bool,
+    /// MySQL: the longest a statement may run (MariaDB: every statement;
+    /// MySQL: reads) before the server cancels it.
+    pub statement_timeout: Duration,
+    /// MySQL: the longest a statement waits for a row lock
+    /// (`innodb_lock_wait_timeout`, whole seconds).
+    pub lock_timeout: Duration,
+    /// MariaDB: a transaction idle this long has its connection closed
+    /// (`idle_transaction_timeout`; MySQL has no such setting).
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -123,6 +147,10 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(10),
             on_system_lane_start: None,
             lanes: true,
+            allow_unsafe_durability: false,
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -207,6 +235,9 @@ impl Store {
                 }
             }
         };
+        if backend == Backend::Mysql {
+            check_durability(&store.orders, database_url, options).await?;
+        }
         store.migrate(database_url).await?;
         let mut store = store;
         if backend == Backend::Sqlite && options.lanes {
@@ -349,16 +380,19 @@ impl Store {
                     "another instance held the schema lock for 5 minutes".into(),
                 ));
             }
+            // A migration may take longer than a request's statement may:
+            // MariaDB's limit off (MySQL's applies to reads only, and has
+            // no such variable).
+            let _ = conn.execute("SET SESSION max_statement_time = 0").await;
             let applied = self
                 .migrate_component(&mut conn, component, migrations)
                 .await;
             let released = dialect::query("DO RELEASE_LOCK('ordermq_schema')")
                 .execute(&mut *conn)
                 .await;
-            if applied.is_err() || released.is_err() {
-                // Closed, not returned to the pool: the lock ends with the session.
-                drop(conn.detach());
-            }
+            // Closed, not returned to the pool: the session's limit was
+            // lifted, and the lock, if still held, ends with it.
+            drop(conn.detach());
             return applied.and(released.map(|_| ()));
         }
         let mut conn = pool.acquire().await?;
@@ -499,6 +533,11 @@ async fn connect(
         // sqlx's Any driver knows MySQL by the `mysql` scheme only.
         Backend::Mysql => target.replacen("mariadb://", "mysql://", 1),
     };
+    let limits = mysql_session::Limits {
+        statement: options.statement_timeout,
+        lock_wait: options.lock_timeout,
+        idle_in_transaction: options.idle_in_transaction_timeout,
+    };
     let connect_options =
         AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
             url: redact(&url),
@@ -514,9 +553,7 @@ async fn connect(
                     conn.execute(POOL_CACHE).await?;
                 }
                 if backend == Backend::Mysql {
-                    for setting in sql::MYSQL_SETTINGS {
-                        conn.execute(*setting).await?;
-                    }
+                    mysql_session::configure(conn, limits).await?;
                 }
                 Ok(())
             })
@@ -527,6 +564,50 @@ async fn connect(
             url: redact(&url),
             source,
         })
+}
+
+/// Reads, logs and checks the MySQL server's durability (see
+/// `mysql_session`).
+async fn check_durability(
+    pool: &AnyPool,
+    url: &str,
+    options: &StoreOptions,
+) -> Result<(), OpenError> {
+    let server = mysql_session::durability(pool)
+        .await
+        .map_err(|source| OpenError::Connect {
+            url: redact(url),
+            source,
+        })?;
+    tracing::info!(
+        version = %server.version,
+        innodb_flush_log_at_trx_commit = server.flush_log_at_trx_commit,
+        sync_binlog = server.sync_binlog,
+        log_bin = server.log_bin,
+        "MySQL server durability"
+    );
+    if server.binlog_can_lose_commits() {
+        tracing::warn!(
+            sync_binlog = server.sync_binlog,
+            "the binary log is not synced at every commit (sync_binlog != 1): \
+             after a crash, replicas and point-in-time recovery can miss acknowledged payments"
+        );
+    }
+    if !server.commits_survive_a_crash() {
+        if !options.allow_unsafe_durability {
+            return Err(OpenError::UnsafeDurability {
+                setting: "innodb_flush_log_at_trx_commit",
+                value: server.flush_log_at_trx_commit.to_string(),
+                durable: "1",
+            });
+        }
+        tracing::warn!(
+            innodb_flush_log_at_trx_commit = server.flush_log_at_trx_commit,
+            "UNSAFE: the database does not flush its log at every commit; a crash loses \
+             acknowledged payments (allowed by database_allow_unsafe_durability)"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -51,6 +51,32 @@ config_table! {
         default: None,
         unset: "sqlite://<data_dir>/orders.db",
     }
+    /// MySQL/MariaDB: start even though the server would lose acknowledged
+    /// commits in a crash (innodb_flush_log_at_trx_commit other than 1),
+    /// with a warning. Off: ordermq refuses to start on such a server.
+    database_allow_unsafe_durability: bool = Flag {
+        key: "database_allow_unsafe_durability",
+        default: false,
+    }
+    /// MySQL/MariaDB: the longest one statement may run before the server
+    /// cancels it (MariaDB max_statement_time; MySQL max_execution_time,
+    /// reads only).
+    database_statement_timeout: Duration = Span {
+        key: "database_statement_timeout",
+        default: Duration::from_secs(30),
+    }
+    /// MySQL/MariaDB: the longest a statement waits for a row lock
+    /// (innodb_lock_wait_timeout, whole seconds).
+    database_lock_timeout: Duration = Span {
+        key: "database_lock_timeout",
+        default: Duration::from_secs(10),
+    }
+    /// MariaDB: a transaction left idle this long has its connection closed
+    /// (idle_transaction_timeout, whole seconds; MySQL has no such setting).
+    database_idle_in_transaction_timeout: Duration = Span {
+        key: "database_idle_in_transaction_timeout",
+        default: Duration::from_secs(60),
+    }
     /// Address of a separate listener for operator routes (refunds,
     /// retries, stats, the dashboard). Set: they are served only there (404
     /// on http_addr). Unset: everything on http_addr.

@@ -313,6 +313,18 @@ impl Config {
         }
     }
 
+    /// The store's options from the `database_*` keys (pool sizes and the
+    /// SQLite lanes as the store's defaults).
+    pub fn store_options(&self) -> ordermq_store::StoreOptions {
+        ordermq_store::StoreOptions {
+            allow_unsafe_durability: self.database_allow_unsafe_durability,
+            statement_timeout: self.database_statement_timeout,
+            lock_timeout: self.database_lock_timeout,
+            idle_in_transaction_timeout: self.database_idle_in_transaction_timeout,
+            ..ordermq_store::StoreOptions::default()
+        }
+    }
+
     /// How delayed messages (closes) reach their due time.
     pub fn delayed_delivery(&self) -> DelayedDelivery {
         match self.delayed_delivery {

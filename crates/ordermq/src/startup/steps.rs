@@ -53,7 +53,7 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
             on_system_lane_start: Some(ThreadStart(Arc::new(move || {
                 lower_current_thread_priority(nice)
             }))),
-            ..StoreOptions::default()
+            ..config.store_options()
         },
     )
     .await?;

@@ -36,6 +36,10 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("http_addr", "127.0.0.1:9000"),
     ("data_dir", "/tmp/ordermq"),
     ("database_url", "postgres://u:p@h/db"),
+    ("database_allow_unsafe_durability", "true"),
+    ("database_statement_timeout", "5s"),
+    ("database_lock_timeout", "3s"),
+    ("database_idle_in_transaction_timeout", "20s"),
     ("payment_secret", "s1"),
     ("namesrv_addr", "ns1:9876;ns2:9876"),
     ("embedded_namesrv_port", "1"),
@@ -686,4 +690,23 @@ fn event_keys_and_http_limits_load_from_variables() {
     assert_eq!(config.http_header_timeout, Duration::from_secs(2));
     assert_eq!(config.http_max_connections, 64);
     assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
+}
+
+#[test]
+fn the_database_keys_reach_the_store() {
+    let defaults = Config::default().store_options();
+    assert!(!defaults.allow_unsafe_durability);
+    let config = from_env(&[
+        ("ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY", "true"),
+        ("ORDERMQ_DATABASE_STATEMENT_TIMEOUT", "5s"),
+        ("ORDERMQ_DATABASE_LOCK_TIMEOUT", "3s"),
+        ("ORDERMQ_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", "20s"),
+    ])
+    .unwrap();
+    let options = config.store_options();
+    assert!(options.allow_unsafe_durability);
+    assert_eq!(options.statement_timeout, Duration::from_secs(5));
+    assert_eq!(options.lock_timeout, Duration::from_secs(3));
+    assert_eq!(options.idle_in_transaction_timeout, Duration::from_secs(20));
+    assert_eq!(options.max_connections, defaults.max_connections);
 }

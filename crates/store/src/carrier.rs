@@ -19,13 +19,11 @@ use crate::store::{Db, Store};
 impl Store {
     /// The tracking number of the order's shipment, if the warehouse booked one.
     pub async fn tracking_no_of(&self, order_id: &OrderId) -> Result<Option<String>, StorageError> {
-        dialect::query("SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1")
-            .bind(order_id.as_str())
-            .fetch_optional(self.system_pool(System::Warehouse))
-            .await
-            .map_err(storage)?
-            .map(|r| r.try_get("tracking_no").map_err(storage))
-            .transpose()
+        self.tracking_no(
+            "SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1",
+            order_id,
+        )
+        .await
     }
 
     /// The tracking number of the order's shipment if the carrier has not
@@ -34,15 +32,26 @@ impl Store {
         &self,
         order_id: &OrderId,
     ) -> Result<Option<String>, StorageError> {
-        dialect::query(
+        self.tracking_no(
             "SELECT tracking_no FROM warehouse_shipments WHERE order_id = $1 AND status = 'CREATED'",
+            order_id,
         )
-        .bind(order_id.as_str())
-        .fetch_optional(self.system_pool(System::Warehouse))
         .await
-        .map_err(storage)?
-        .map(|r| r.try_get("tracking_no").map_err(storage))
-        .transpose()
+    }
+
+    /// The `tracking_no` of the one shipment `query` finds for the order.
+    async fn tracking_no(
+        &self,
+        query: &'static str,
+        order_id: &OrderId,
+    ) -> Result<Option<String>, StorageError> {
+        dialect::query(query)
+            .bind(order_id.as_str())
+            .fetch_optional(self.system_pool(System::Warehouse))
+            .await
+            .map_err(storage)?
+            .map(|r| r.try_get("tracking_no").map_err(storage))
+            .transpose()
     }
 
     /// Applies a carrier's update: the shipment must be the order's; a repeated

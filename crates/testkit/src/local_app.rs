@@ -224,25 +224,8 @@ impl LocalApp {
         groups: &[(&str, u64)],
         timeout: Duration,
     ) -> Vec<GroupDeliveries> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let now: Vec<GroupDeliveries> = groups
-                .iter()
-                .map(|(group, _)| self.deliveries.of(group))
-                .collect();
-            let done = groups
-                .iter()
-                .zip(&now)
-                .all(|((_, at_least), counts)| counts.handled >= *at_least && counts.is_settled());
-            if done {
-                return now;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "consumer groups did not settle within {timeout:?}: wanted {groups:?}, have {now:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_groups(groups, timeout, "settle", |counts| counts.handled)
+            .await
     }
 
     /// Waits until each `(group, at_least)` has parked at least that many
@@ -253,6 +236,19 @@ impl LocalApp {
         groups: &[(&str, u64)],
         timeout: Duration,
     ) -> Vec<GroupDeliveries> {
+        self.wait_groups(groups, timeout, "park", |counts| counts.parked)
+            .await
+    }
+
+    /// Waits until `count` of each group reaches its `at_least` and the group
+    /// is settled; panics naming `what` did not happen after `timeout`.
+    async fn wait_groups(
+        &self,
+        groups: &[(&str, u64)],
+        timeout: Duration,
+        what: &str,
+        count: impl Fn(&GroupDeliveries) -> u64,
+    ) -> Vec<GroupDeliveries> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let now: Vec<GroupDeliveries> = groups
@@ -262,13 +258,13 @@ impl LocalApp {
             let done = groups
                 .iter()
                 .zip(&now)
-                .all(|((_, at_least), counts)| counts.parked >= *at_least && counts.is_settled());
+                .all(|((_, at_least), counts)| count(counts) >= *at_least && counts.is_settled());
             if done {
                 return now;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "consumer groups did not park within {timeout:?}: wanted {groups:?}, have {now:?}"
+                "consumer groups did not {what} within {timeout:?}: wanted {groups:?}, have {now:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

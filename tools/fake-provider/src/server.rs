@@ -296,33 +296,150 @@ async fn wait(knobs: &Knobs) {
     }
 }
 
-/// One provider call, from the signature to the effect.
+/// One provider call, from the signature to the effect: each step below
+/// either passes it on or refuses it, and every refusal is logged.
 async fn call<R: ProviderRequest>(
     state: &State,
     endpoint: &'static str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let idempotency_key = header(headers, "idempotency-key").map(str::to_owned);
-    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let log = |status: StatusCode, outcome: CallOutcome, response: &Value| {
-        let mut ledger = state.ledger.lock().expect("ledger lock");
-        let record = CallRecord {
-            seq: ledger.next_seq(),
-            at_ms: ordermq_domain::now_millis(),
-            endpoint: endpoint.to_owned(),
-            idempotency_key: idempotency_key.clone(),
-            key_id: header(headers, "x-ordermq-key-id").map(str::to_owned),
-            status: status.as_u16(),
-            outcome,
-            request: request.clone(),
-            response: response.clone(),
-        };
-        if let Err(e) = ledger.record(record) {
-            eprintln!("fake-provider: cannot append to the call log: {e}");
-        }
+    let call = Call {
+        state,
+        endpoint,
+        key_id: header(headers, "x-ordermq-key-id").map(str::to_owned),
+        idempotency_key: header(headers, "idempotency-key").map(str::to_owned),
+        request: serde_json::from_slice(body).unwrap_or(Value::Null),
     };
-    let refused = |refusal: Refusal| {
+    match call.answer::<R>(headers, body).await {
+        Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
+        Err(refusal) => (refusal.status, Json(refusal.body())).into_response(),
+    }
+}
+
+/// What is known of a call before its body is trusted: enough to log it.
+struct Call<'a> {
+    state: &'a State,
+    endpoint: &'static str,
+    key_id: Option<String>,
+    idempotency_key: Option<String>,
+    request: Value,
+}
+
+impl Call<'_> {
+    /// The effect's answer, or why there is none. Refusals are logged here;
+    /// a refusal that follows the effect (a lost answer) was logged with it.
+    async fn answer<R: ProviderRequest>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Value, Refusal> {
+        let (parsed, key, lose_answer) = self
+            .checks::<R>(headers, body)
+            .await
+            .map_err(|refusal| self.refused(refusal))?;
+        self.apply(&parsed, key, lose_answer)
+    }
+
+    /// The signature, the knobs' delay and faults, and the request's own
+    /// checks, in that order: the request, its key and whether its answer
+    /// is to be lost.
+    async fn checks<R: ProviderRequest>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(R, String, bool), Refusal> {
+        verify(self.state, headers, body)?;
+        let lose_answer = injected_fault(self.state).await?;
+        let Some(key) = self.idempotency_key.clone() else {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "IDEMPOTENCY_KEY_REQUIRED",
+                "the Idempotency-Key header is required",
+            ));
+        };
+        let parsed: R = serde_json::from_slice(body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("the body is not this endpoint's JSON: {e}"),
+            )
+        })?;
+        if parsed.idempotency_key() != key {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "IDEMPOTENCY_KEY_MISMATCH",
+                "the body's idempotency_key is not the Idempotency-Key header",
+            ));
+        }
+        if let Some(rule) = parsed.invalid() {
+            return Err(Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST",
+                rule,
+            ));
+        }
+        Ok((parsed, key, lose_answer))
+    }
+
+    /// Checks the key and applies the effect under one lock (two calls with
+    /// one key at once make one effect), then logs it before answering.
+    fn apply<R: ProviderRequest>(
+        &self,
+        parsed: &R,
+        key: String,
+        lose_answer: bool,
+    ) -> Result<Value, Refusal> {
+        let mut ledger = self.state.ledger.lock().expect("ledger lock");
+        let (outcome, answer) = match ledger.answer_of(self.endpoint, &key) {
+            Some(stored) if stored.request == self.request => {
+                (CallOutcome::Replay, stored.response.clone())
+            }
+            Some(_) => {
+                drop(ledger);
+                return Err(self.refused(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this Idempotency-Key was used for another request",
+                )));
+            }
+            None => match parsed.effect(ledger.next_effect(), &ledger) {
+                Ok(answer) => (CallOutcome::Effect, answer),
+                Err(refusal) => {
+                    drop(ledger);
+                    return Err(self.refused(refusal));
+                }
+            },
+        };
+        let lost = lose_answer && outcome == CallOutcome::Effect;
+        let status = if lost {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        let record = self.record(ledger.next_seq(), status, outcome, &answer);
+        if let Err(e) = ledger.record(record) {
+            // Not on disk: not done. The client retries with the same key.
+            eprintln!("fake-provider: cannot append to the call log: {e}");
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the call log cannot be written",
+            ));
+        }
+        if lost {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "simulated lost answer (the effect happened)",
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// Logs a refusal (5xx and 429 as failures, the rest as refusals) and
+    /// hands it back.
+    fn refused(&self, refusal: Refusal) -> Refusal {
         let outcome = if refusal.status.is_server_error()
             || refusal.status == StatusCode::TOO_MANY_REQUESTS
         {
@@ -330,123 +447,55 @@ async fn call<R: ProviderRequest>(
         } else {
             CallOutcome::Refused
         };
-        log(refusal.status, outcome, &refusal.body());
-        (refusal.status, Json(refusal.body())).into_response()
-    };
-
-    if let Err(refusal) = verify(state, headers, body) {
-        return refused(refusal);
+        let mut ledger = self.state.ledger.lock().expect("ledger lock");
+        let record = self.record(ledger.next_seq(), refusal.status, outcome, &refusal.body());
+        if let Err(e) = ledger.record(record) {
+            eprintln!("fake-provider: cannot append to the call log: {e}");
+        }
+        refusal
     }
+
+    fn record(
+        &self,
+        seq: u64,
+        status: StatusCode,
+        outcome: CallOutcome,
+        response: &Value,
+    ) -> CallRecord {
+        CallRecord {
+            seq,
+            at_ms: ordermq_domain::now_millis(),
+            endpoint: self.endpoint.to_owned(),
+            idempotency_key: self.idempotency_key.clone(),
+            key_id: self.key_id.clone(),
+            status: status.as_u16(),
+            outcome,
+            request: self.request.clone(),
+            response: response.clone(),
+        }
+    }
+}
+
+/// What the knobs and the tests' forced answers make of this call, after
+/// the knobs' delay: an outage refusal, or whether the effect's answer is
+/// to be lost.
+async fn injected_fault(state: &State) -> Result<bool, Refusal> {
     let knobs = *state.knobs.lock().expect("knobs lock");
     wait(&knobs).await;
     let forced = state.forced.lock().expect("forced lock").pop_front();
-    let lose_answer = match forced {
+    match forced {
         Some(Forced::Status(status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return refused(Refusal::new(status, "FORCED", "answer forced by the test"));
+            Err(Refusal::new(status, "FORCED", "answer forced by the test"))
         }
-        Some(Forced::LoseAnswer) => true,
-        None => {
-            if knobs.failure_rate > 0.0 && fastrand::f64() < knobs.failure_rate {
-                return refused(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
-                    "simulated outage (failure_rate)",
-                ));
-            }
-            knobs.lost_answer_rate > 0.0 && fastrand::f64() < knobs.lost_answer_rate
+        Some(Forced::LoseAnswer) => Ok(true),
+        None if knobs.failure_rate > 0.0 && fastrand::f64() < knobs.failure_rate => {
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "simulated outage (failure_rate)",
+            ))
         }
-    };
-
-    let Some(key) = idempotency_key.clone() else {
-        return refused(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "IDEMPOTENCY_KEY_REQUIRED",
-            "the Idempotency-Key header is required",
-        ));
-    };
-    let parsed: R = match serde_json::from_slice(body) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            return refused(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("the body is not this endpoint's JSON: {e}"),
-            ));
-        }
-    };
-    if parsed.idempotency_key() != key {
-        return refused(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "IDEMPOTENCY_KEY_MISMATCH",
-            "the body's idempotency_key is not the Idempotency-Key header",
-        ));
+        None => Ok(knobs.lost_answer_rate > 0.0 && fastrand::f64() < knobs.lost_answer_rate),
     }
-    if let Some(rule) = parsed.invalid() {
-        return refused(Refusal::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-            rule,
-        ));
-    }
-
-    // Check the key and apply the effect under one lock: two calls with one
-    // key at once make one effect.
-    let mut ledger = state.ledger.lock().expect("ledger lock");
-    let (outcome, answer) = match ledger.answer_of(endpoint, &key) {
-        Some(stored) if stored.request == request => (CallOutcome::Replay, stored.response.clone()),
-        Some(_) => {
-            drop(ledger);
-            return refused(Refusal::new(
-                StatusCode::CONFLICT,
-                "IDEMPOTENCY_KEY_REUSED",
-                "this Idempotency-Key was used for another request",
-            ));
-        }
-        None => match parsed.effect(ledger.next_effect(), &ledger) {
-            Ok(answer) => (CallOutcome::Effect, answer),
-            Err(refusal) => {
-                drop(ledger);
-                return refused(refusal);
-            }
-        },
-    };
-    let lost = lose_answer && outcome == CallOutcome::Effect;
-    let status = if lost {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let record = CallRecord {
-        seq: ledger.next_seq(),
-        at_ms: ordermq_domain::now_millis(),
-        endpoint: endpoint.to_owned(),
-        idempotency_key: Some(key),
-        key_id: header(headers, "x-ordermq-key-id").map(str::to_owned),
-        status: status.as_u16(),
-        outcome,
-        request: request.clone(),
-        response: answer.clone(),
-    };
-    if let Err(e) = ledger.record(record) {
-        // Not on disk: not done. The client retries with the same key.
-        drop(ledger);
-        eprintln!("fake-provider: cannot append to the call log: {e}");
-        let refusal = Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "the call log cannot be written",
-        );
-        return (refusal.status, Json(refusal.body())).into_response();
-    }
-    drop(ledger);
-    if lost {
-        let refusal = Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "simulated lost answer (the effect happened)",
-        );
-        return (refusal.status, Json(refusal.body())).into_response();
-    }
-    (StatusCode::OK, Json(answer)).into_response()
 }

@@ -15,7 +15,10 @@
 //!   every group, applied by none;
 //! - [`slow_clients`]: hundreds of connections that send their headers a
 //!   line every second (and reconnect when cut off) while shoppers buy and
-//!   pay: every payment answered, its p99 reported beside a calm phase's.
+//!   pay: every payment answered, its p99 reported beside a calm phase's;
+//! - [`limits::hoarding`] and [`limits::signin_guessing`]: a script that
+//!   wants a whole SKU and one that guesses the operator's token, against
+//!   the shipped limits (the one trial of the suite that runs with them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +35,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod limits;
+
 use super::TrialOutcome;
 use crate::checker::Expectations;
 use crate::driver::{Answer, Driver};
@@ -41,6 +46,8 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 /// callbacks, forged events on the broker, and slow clients under load.
 pub(super) async fn security(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(&options.bin, false)?;
+    // The suite's load runs without limits; this trial tries them.
+    limits::restore_shipped_limits(&mut trial);
     trial.start_ordermq().await?;
     let driver = trial.driver.clone();
     let mut notes = Vec::new();
@@ -51,6 +58,8 @@ pub(super) async fn security(options: &Options) -> TrialOutcome {
     faults += forged_callbacks(&driver, &victim, &mut notes).await;
     faults += forged_events(&trial, &victim, options, &mut notes).await;
     faults += slow_clients(&trial, options, &mut notes, &mut figures).await;
+    faults += limits::hoarding(&driver, &mut notes).await;
+    faults += limits::signin_guessing(&driver, &mut notes).await;
     still_unpaid(&driver, &victim, &mut notes).await;
 
     let drained = trial.wait_drained(options.drain_timeout).await;

@@ -203,6 +203,11 @@ pub struct OutboxMessage {
     pub body: String,
     /// When set, the broker holds the message until this time (delayed delivery).
     pub deliver_at: Option<i64>,
+    /// How many times the relay has claimed the row, this claim included
+    /// (0 for a message that is not an outbox row's): a row that failed
+    /// before waits longer before its next try and is parked after
+    /// `relay_park_after_attempts`.
+    pub attempts: i64,
 }
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ pub fn verify_event(
         .map_err(Unverified::Signature)
 }
 
+/// The reason of a message that passed verification but whose body is not
+/// an event this version can read: every redelivery would fail the same way,
+/// so the group that received it parks it on its own and applies the rest
+/// of its batch.
+pub const UNDECODABLE: &str = "undecodable";
+
 /// The longest body kept of a parked message (the rest is cut).
 pub const MAX_PARKED_BODY: usize = 4_096;
 

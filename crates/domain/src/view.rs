@@ -246,6 +246,10 @@ pub struct Stats {
     pub orders_by_status: BTreeMap<String, i64>,
     /// Events committed but not yet confirmed stored by the broker.
     pub outbox_backlog: i64,
+    /// Events the relay failed to publish on every attempt
+    /// (`relay_park_after_attempts`): no longer tried, waiting for an
+    /// operator (`ordermq outbox parked`, `ordermq outbox requeue`).
+    pub outbox_parked: i64,
     /// Each downstream system's applied and failed counts.
     pub systems: BTreeMap<System, SystemStats>,
     /// Payments that could not pay their order (late or duplicate) and are owed back.
@@ -262,7 +266,8 @@ pub struct Stats {
 
 /// How the order database's group commit is doing: `operations / commits`
 /// writes share each commit (and its fsync); `busy_ms` over wall time is how
-/// close the one writer is to saturation. Counted since this instance started.
+/// close the writer is to saturation (summed over its writers: several on
+/// PostgreSQL). Counted since this instance started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GroupCommitStats {
     /// Transactions committed (or attempted) by the writer.

@@ -23,7 +23,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::MqError;
-use crate::embedded_options::{BROKER_DISK_FULL_PERCENT, EmbeddedOptions, disk_used_percent};
+use crate::embedded_options::{
+    BROKER_DISK_FULL_PERCENT, BrokerFlush, EmbeddedOptions, disk_used_percent,
+};
 
 /// A running embedded NameServer + broker. Call [`EmbeddedBroker::shutdown`] to stop it.
 pub struct EmbeddedBroker {
@@ -243,8 +245,8 @@ fn broker_config(
         .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))
 }
 
-/// The broker store's configuration: `ASYNC_FLUSH`, sized for a developer's
-/// data directory rather than a dedicated host.
+/// The broker store's configuration: flushed as `options.flush` says, sized
+/// for a developer's data directory rather than a dedicated host.
 fn store_config(
     options: EmbeddedOptions,
     store_root: String,
@@ -252,7 +254,14 @@ fn store_config(
 ) -> MessageStoreConfig {
     let store = MessageStoreConfig {
         store_path_root_dir: store_root.into(),
-        flush_disk_type: FlushDiskType::AsyncFlush,
+        // SYNC_FLUSH: a send is answered once the group-commit service has
+        // msync()ed the commit log up to it (one msync for every message
+        // appended meanwhile); not within `sync_flush_timeout` (5 s), it is
+        // answered FLUSH_DISK_TIMEOUT and the relay sends it again.
+        flush_disk_type: match options.flush {
+            BrokerFlush::Sync => FlushDiskType::SyncFlush,
+            BrokerFlush::Async => FlushDiskType::AsyncFlush,
+        },
         ha_listen_port: usize::from(broker_port) + 1,
         ha_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         // The append worker otherwise arms a 50 µs timer per micro-batch,
@@ -313,6 +322,7 @@ impl EmbeddedBroker {
     pub async fn start(options: EmbeddedOptions) -> Result<Self, MqError> {
         let dirs = Dirs::create(&options.store_dir)?;
         warn_if_disk_nearly_full(&dirs.store);
+        let flush = options.flush;
         let (namesrv_port, broker_port) = ports(&options)?;
 
         let context = RuntimeContext::try_from_current("ordermq-embedded-mq")
@@ -333,6 +343,17 @@ impl EmbeddedBroker {
                 return Err(e);
             }
         };
+        match flush {
+            BrokerFlush::Sync => tracing::info!(
+                flush = flush.rocketmq_name(),
+                "embedded broker: a send is answered once its message is on disk"
+            ),
+            BrokerFlush::Async => tracing::warn!(
+                flush = flush.rocketmq_name(),
+                "embedded broker: a send is answered before its message is on disk; \
+                 a power loss can lose events already marked sent (embedded_broker_flush = sync to wait)"
+            ),
+        }
         Ok(Self {
             broker: Some(running),
             namesrv_stop: Some(namesrv_stop),
@@ -363,5 +384,34 @@ impl EmbeddedBroker {
         if let Some(task) = self.namesrv_task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(flush: BrokerFlush) -> EmbeddedOptions {
+        EmbeddedOptions {
+            store_dir: PathBuf::from("/nonexistent"),
+            namesrv_port: 0,
+            broker_port: 0,
+            delay_levels: None,
+            timer_wheel: false,
+            message_index: false,
+            flush,
+        }
+    }
+
+    #[test]
+    fn the_flush_mode_reaches_the_store() {
+        for (flush, expected) in [
+            (BrokerFlush::Sync, FlushDiskType::SyncFlush),
+            (BrokerFlush::Async, FlushDiskType::AsyncFlush),
+        ] {
+            let store = store_config(options(flush), "/nonexistent".into(), 20911);
+            assert_eq!(store.flush_disk_type, expected, "{flush}");
+        }
+        assert_eq!(BrokerFlush::default(), BrokerFlush::Sync);
     }
 }

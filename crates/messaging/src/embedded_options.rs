@@ -3,7 +3,60 @@
 //! configuration and tools need not know whether this build embeds the
 //! broker (the `embedded-broker` feature, on by default).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// When the embedded broker answers `SEND_OK`: after the message is on disk
+/// (`sync`, the default) or once it is in the page cache (`async`).
+///
+/// The relay marks an outbox row sent on `SEND_OK` and never looks at it
+/// again, so under `async` a power loss (not a process crash: the page cache
+/// survives that) can lose events ordermq counts as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BrokerFlush {
+    /// RocketMQ's `SYNC_FLUSH`: each send waits for the commit log's group
+    /// commit, an `msync` covering every message appended meanwhile; a flush
+    /// not done within the store's `syncFlushTimeout` (5 s) is answered
+    /// `FLUSH_DISK_TIMEOUT`, which the relay treats as a failed send.
+    #[default]
+    Sync,
+    /// RocketMQ's `ASYNC_FLUSH`: answered once appended; a background task
+    /// flushes every 500 ms, and only once 4 pages (16 KiB) are dirty, with a
+    /// full flush at least every 10 s: at low traffic a message can sit in
+    /// the page cache for up to ~10 s.
+    Async,
+}
+
+impl BrokerFlush {
+    /// RocketMQ's name of the mode (`flushDiskType`).
+    pub fn rocketmq_name(self) -> &'static str {
+        match self {
+            Self::Sync => "SYNC_FLUSH",
+            Self::Async => "ASYNC_FLUSH",
+        }
+    }
+}
+
+impl FromStr for BrokerFlush {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "sync" => Ok(Self::Sync),
+            "async" => Ok(Self::Async),
+            other => Err(format!("{other:?} is neither sync nor async")),
+        }
+    }
+}
+
+impl fmt::Display for BrokerFlush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        })
+    }
+}
 
 /// Where the embedded broker keeps its files and which ports it binds.
 #[derive(Debug, Clone)]
@@ -27,6 +80,8 @@ pub struct EmbeddedOptions {
     /// The index file is written at every message and stays mapped, so it
     /// costs CPU and resident memory as the broker fills.
     pub message_index: bool,
+    /// When a send is answered: after an fsync of the commit log, or before.
+    pub flush: BrokerFlush,
 }
 
 /// The broker refuses every message once the file system holding its store

@@ -27,11 +27,14 @@
 //! - [`client`]: one connection to the cluster (ACL credentials for one
 //!   that needs them) with the producer and the push consumers on it.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
+//! - [`durability`]: what `SEND_OK` promises on the cluster in use (each
+//!   broker's `flushDiskType` and `brokerRole`), logged at start.
 
 pub mod client;
 pub mod delay;
 pub mod deliveries;
 pub mod dlq;
+pub mod durability;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod embedded_options;
@@ -44,9 +47,10 @@ pub use client::{AclCredentials, ClientSecurity, MqClient, SubscribeOptions};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};
+pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
 pub use embedded::EmbeddedBroker;
-pub use embedded_options::EmbeddedOptions;
+pub use embedded_options::{BrokerFlush, EmbeddedOptions};
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

@@ -145,6 +145,7 @@ impl ListenerBridge {
                     body: String::from_utf8(m.body_slice().to_vec())
                         .map_err(|e| PublishError(format!("delayed message body: {e}")))?,
                     deliver_at: Some(at),
+                    attempts: 0,
                 };
                 // Verified already (unless this client has no keys): its own
                 // signature goes with it.

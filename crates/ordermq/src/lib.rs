@@ -19,6 +19,8 @@
 //! - [`runtime`]: the fan-out's own runtime, below the payment path's priority.
 //! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages, and the
 //!   messages consumer groups parked because they failed verification.
+//! - [`outbox`]: `ordermq outbox parked|requeue`, the outbox rows the relay
+//!   parked after the broker refused them on every attempt.
 //! - [`event_keys`]: the keys that sign and verify events (configured, or
 //!   generated once per data directory).
 //! - [`http`]: the HTTP server's accept loop: header, request and idle
@@ -34,6 +36,7 @@ pub mod event_keys;
 pub mod gateways;
 pub mod http;
 pub mod logging;
+pub mod outbox;
 pub mod runtime;
 pub mod startup;
 

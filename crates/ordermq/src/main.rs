@@ -3,6 +3,7 @@
 //! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
 //! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
 //! `ordermq dlq parked` lists messages refused because they failed verification.
+//! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked.
 //! `ordermq token` makes an API token and prints its configuration entry.
 //!
 //! Thin on purpose: parsing the command line and choosing a subcommand; the
@@ -59,6 +60,12 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Outbox rows the relay parked after the broker refused them on every
+    /// attempt (relay_park_after_attempts): list them, or hand them back.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
     /// Make a random API token and print it with its configuration entry
     /// (name:role:sha256hex, for api_tokens / ORDERMQ_API_TOKENS): the
     /// configuration holds only the hash, so nobody hashes by hand.
@@ -105,6 +112,26 @@ enum DlqAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum OutboxAction {
+    /// Every parked row: its event, attempts, last error and when it was parked.
+    Parked {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a parked row (or every one, --all) back to the relay, its
+    /// attempts counted from zero. Exits 1 if the id names no parked row.
+    Requeue {
+        /// The row's id, as `ordermq outbox parked` shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every parked row.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 fn config_path(cli: &Cli) -> Option<PathBuf> {
     cli.config
         .clone()
@@ -140,6 +167,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Broker => broker(config),
         Command::Dlq { action } => dlq(config, action),
+        Command::Outbox { action } => outbox(&config, action),
         Command::Token { name, role } => token(&name, &role),
     }
 }
@@ -291,6 +319,57 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
                 }
             },
             DlqAction::Parked { .. } => dlq_parked(&config, group.as_deref(), json).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
+}
+
+/// `ordermq outbox parked|requeue`.
+fn outbox(config: &Config, action: OutboxAction) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let code = runtime.block_on(async {
+        match action {
+            OutboxAction::Parked { json } => match ordermq::outbox::parked(config).await {
+                Ok(rows) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&ordermq::outbox::parked_json(&rows))
+                            .unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    print!("{}", ordermq::outbox::render_parked(&rows));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ordermq outbox parked: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            OutboxAction::Requeue { id, all } => {
+                let id = if all { None } else { id };
+                match ordermq::outbox::requeue(config, id).await {
+                    Ok(0) if id.is_some() => {
+                        eprintln!(
+                            "ordermq outbox requeue: no parked row has id {}",
+                            id.unwrap_or_default()
+                        );
+                        ExitCode::FAILURE
+                    }
+                    Ok(n) => {
+                        println!("{n} outbox row(s) handed back to the relay");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ordermq outbox requeue: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -9,6 +9,8 @@
 //! fsync is shared by the whole batch. Under light load a batch is one request
 //! and nothing waits. The outbox relay's rounds are operations here too, so
 //! under load they share the payments' commit instead of adding their own.
+//! On PostgreSQL several writer tasks commit at once (`spawn_parallel`):
+//! the server has its own group commit, and row locks keep them apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use std::time::Duration;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::GroupCommitStats;
 use ordermq_domain::{CreateOrderError, OrderId, PayOrderError, now_millis};
-use ordermq_store::{CloseOutcome, Store, WriteOp, WriteResult};
+use ordermq_store::{Backend, CloseOutcome, Store, WriteOp, WriteResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -39,7 +41,8 @@ struct Request {
 /// every handle is dropped, after finishing the batches already queued.
 #[derive(Debug, Clone)]
 pub struct OrderWriter {
-    requests: mpsc::Sender<Request>,
+    /// One queue per writer task (see [`OrderWriter::spawn_parallel`]).
+    requests: Arc<[mpsc::Sender<Request>]>,
     counters: Arc<Counters>,
 }
 
@@ -74,46 +77,53 @@ impl OrderWriter {
         max_batch: usize,
         linger: Duration,
     ) -> (Self, JoinHandle<()>) {
-        let (requests, mut queue) = mpsc::channel::<Request>(max_batch * 8);
+        Self::spawn_parallel(store, max_batch, linger, 1)
+    }
+
+    /// As [`spawn_lingering`](Self::spawn_lingering), with `writers` writer
+    /// tasks committing at once on PostgreSQL and MySQL (one on SQLite, whose
+    /// file has one writer). PostgreSQL and InnoDB flush the commits that
+    /// arrive together with one log flush of their own, so while one batch waits for its
+    /// flush the next is already being written. An order's payments and
+    /// closes always go to the same writer (by order id), a user's creates
+    /// too (by user id), so two concurrent batches never contend for one
+    /// order or one user's limits; the relay's rounds go to the first.
+    pub fn spawn_parallel(
+        store: Store,
+        max_batch: usize,
+        linger: Duration,
+        writers: usize,
+    ) -> (Self, JoinHandle<()>) {
+        let writers = match store.backend() {
+            Backend::Postgres | Backend::Mysql => writers.max(1),
+            Backend::Sqlite => 1,
+        };
         let counters = Arc::new(Counters::default());
-        let counting = counters.clone();
+        let mut queues = Vec::with_capacity(writers);
+        let mut tasks = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (requests, queue) = mpsc::channel::<Request>(max_batch * 8);
+            queues.push(requests);
+            tasks.push(tokio::spawn(write_batches(
+                store.clone(),
+                queue,
+                max_batch,
+                linger,
+                counters.clone(),
+            )));
+        }
         let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(max_batch);
-            let mut last_batch = 0;
-            while let Some(first) = queue.recv().await {
-                batch.push(first);
-                let lingers = last_batch >= LINGER_FROM;
-                gather(&mut queue, &mut batch, max_batch, lingers.then_some(linger)).await;
-                last_batch = batch.len();
-                let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
-                let begun = std::time::Instant::now();
-                let results = store.write_batch(&ops, now_millis()).await;
-                let took = begun.elapsed();
-                counting.commits.fetch_add(1, Ordering::Relaxed);
-                counting
-                    .operations
-                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
-                counting
-                    .busy_us
-                    .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                if took > SLOW_BATCH {
-                    counting.slow.fetch_add(1, Ordering::Relaxed);
-                    counting
-                        .slow_us
-                        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                    tracing::warn!(
-                        operations = ops.len(),
-                        took_ms = took.as_millis() as u64,
-                        "slow order-database batch"
-                    );
-                }
-                for (request, result) in batch.drain(..).zip(results) {
-                    // The caller may have gone (client disconnected); the write stands.
-                    let _ = request.reply.send(result);
-                }
+            for task in tasks {
+                let _ = task.await;
             }
         });
-        (Self { requests, counters }, task)
+        (
+            Self {
+                requests: queues.into(),
+                counters,
+            },
+            task,
+        )
     }
 
     /// Commits, operations and busy time since the writer started.
@@ -129,7 +139,8 @@ impl OrderWriter {
 
     async fn submit(&self, op: WriteOp) -> Option<WriteResult> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request { op, reply }).await.ok()?;
+        let writer = &self.requests[writer_of(&op, self.requests.len())];
+        writer.send(Request { op, reply }).await.ok()?;
         answer.await.ok()
     }
 
@@ -187,7 +198,68 @@ impl OrderWriter {
     }
 }
 
-type EffectReply = oneshot::Sender<Result<Vec<ordermq_store::Applied>, String>>;
+/// One writer task: gathers a batch from its queue, writes it, answers.
+async fn write_batches(
+    store: Store,
+    mut queue: mpsc::Receiver<Request>,
+    max_batch: usize,
+    linger: Duration,
+    counting: Arc<Counters>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut last_batch = 0;
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        let lingers = last_batch >= LINGER_FROM;
+        gather(&mut queue, &mut batch, max_batch, lingers.then_some(linger)).await;
+        last_batch = batch.len();
+        let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
+        let begun = std::time::Instant::now();
+        let results = store.write_batch(&ops, now_millis()).await;
+        let took = begun.elapsed();
+        counting.commits.fetch_add(1, Ordering::Relaxed);
+        counting
+            .operations
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        counting
+            .busy_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if took > SLOW_BATCH {
+            counting.slow.fetch_add(1, Ordering::Relaxed);
+            counting
+                .slow_us
+                .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                operations = ops.len(),
+                took_ms = took.as_millis() as u64,
+                "slow order-database batch"
+            );
+        }
+        for (request, result) in batch.drain(..).zip(results) {
+            // The caller may have gone (client disconnected); the write stands.
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+/// Which of `writers` writer tasks takes `op`: an order's payments and
+/// closes by its id, creates by their user, the relay's rounds the first.
+fn writer_of(op: &WriteOp, writers: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    if writers <= 1 {
+        return 0;
+    }
+    let key = match op {
+        WriteOp::Create { order, .. } => order.user_id().as_str(),
+        WriteOp::Pay(notice) => notice.order_id.as_str(),
+        WriteOp::Close(order_id) => order_id.as_str(),
+        WriteOp::RelayOutbox { .. } => return 0,
+    };
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    (hash % writers as u64) as usize
+}
+
+type EffectReply = oneshot::Sender<Vec<Result<ordermq_store::Applied, String>>>;
 
 /// Group commit for one downstream system's effects: concurrent consumer
 /// batches (a group runs many at once while third parties answer) are merged
@@ -223,6 +295,27 @@ async fn gather<T>(
             _ => break,
         }
     }
+}
+
+/// Each record in a transaction of its own: after a merged commit failed,
+/// only the records that cannot apply fail.
+async fn apply_one_by_one(
+    store: &Store,
+    records: &[ordermq_store::EffectRecord],
+) -> Vec<Result<ordermq_store::Applied, String>> {
+    let mut answers = Vec::with_capacity(records.len());
+    for record in records {
+        answers.push(
+            match store
+                .apply_effects(std::slice::from_ref(record), now_millis())
+                .await
+            {
+                Ok(mut applied) => applied.pop().ok_or_else(|| "no answer".to_owned()),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+    answers
 }
 
 /// Most consumer batches merged into one effect commit.
@@ -265,15 +358,23 @@ impl EffectWriter {
                     .flat_map(|(r, _)| r.iter().cloned())
                     .collect();
                 match store.apply_effects(&records, now_millis()).await {
-                    Ok(mut applied) => {
+                    Ok(applied) => {
+                        let mut applied = applied.into_iter().map(Ok);
                         for (records, reply) in waiting.drain(..) {
-                            let rest = applied.split_off(records.len());
-                            let _ = reply.send(Ok(std::mem::replace(&mut applied, rest)));
+                            let _ = reply.send(applied.by_ref().take(records.len()).collect());
+                        }
+                    }
+                    // One bad record fails the whole transaction: find it
+                    // alone, so the batches merged with it still commit.
+                    Err(e) if records.len() > 1 => {
+                        tracing::warn!(error = %e, records = records.len(), "an effect commit failed; applying its records one by one");
+                        for (records, reply) in waiting.drain(..) {
+                            let _ = reply.send(apply_one_by_one(&store, &records).await);
                         }
                     }
                     Err(e) => {
-                        for (_, reply) in waiting.drain(..) {
-                            let _ = reply.send(Err(e.to_string()));
+                        for (records, reply) in waiting.drain(..) {
+                            let _ = reply.send(vec![Err(e.to_string()); records.len()]);
                         }
                     }
                 }
@@ -282,22 +383,24 @@ impl EffectWriter {
         (Self { requests }, task)
     }
 
-    /// Records `records` (all of one system); answers after they are committed.
+    /// Records `records` (all of one system); answers, record by record,
+    /// after they are committed. They commit together with whatever else is
+    /// queued; if that transaction fails, each record is tried in one of
+    /// its own, so only a record that cannot apply fails.
     pub async fn apply(
         &self,
         records: Vec<ordermq_store::EffectRecord>,
-    ) -> Result<Vec<ordermq_store::Applied>, String> {
+    ) -> Vec<Result<ordermq_store::Applied, String>> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
+        let count = records.len();
+        let stopped = || vec![Err("the effect writer has stopped".to_owned()); count];
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send((records, reply))
-            .await
-            .map_err(|_| "the effect writer has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the effect writer has stopped".to_owned())?
+        if self.requests.send((records, reply)).await.is_err() {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
     }
 }
 
@@ -339,6 +442,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_orders_writes_and_a_users_creates_always_meet_the_same_writer() {
+        use ordermq_domain::{Amount, OrderId, PaymentId, PaymentNotice, UserLimits};
+        use ordermq_store::WriteOp;
+
+        use super::writer_of;
+        let pay = |order: u32, payment: &str| {
+            WriteOp::Pay(PaymentNotice {
+                order_id: OrderId::generate(1, order),
+                payment_id: PaymentId::parse(payment).unwrap(),
+                amount: Amount::parse(1).unwrap(),
+            })
+        };
+        let create = |user: &str, order: u32| WriteOp::Create {
+            order: one_unit(user),
+            order_id: OrderId::generate(1, order),
+            close_after_ms: None,
+            limits: UserLimits::OFF,
+        };
+        let writers: Vec<usize> = (0..64).map(|n| writer_of(&pay(n, "p"), 4)).collect();
+        assert!(writers.iter().all(|&w| w < 4));
+        assert!((0..4).all(|w| writers.contains(&w)), "{writers:?}");
+        for n in 0..64 {
+            assert_eq!(writer_of(&pay(n, "p"), 4), writer_of(&pay(n, "q"), 4));
+            assert_eq!(
+                writer_of(&pay(n, "p"), 4),
+                writer_of(&WriteOp::Close(OrderId::generate(1, n)), 4)
+            );
+            let user = format!("u{n}");
+            assert_eq!(
+                writer_of(&create(&user, 1), 4),
+                writer_of(&create(&user, 2), 4)
+            );
+        }
+        let relay = WriteOp::RelayOutbox {
+            owner: "r".into(),
+            acked: Vec::new(),
+            limit: 1,
+            lease_ms: 1,
+        };
+        assert_eq!(writer_of(&relay, 4), 0);
+        assert_eq!(writer_of(&pay(7, "p"), 1), 0);
+    }
+
     #[tokio::test]
     async fn a_failing_request_does_not_fail_the_batch_it_rides_in() {
         let fixture = Fixture::new().await;
@@ -362,5 +509,54 @@ mod tests {
             "{b:?}"
         );
         assert_eq!(fixture.writer.group_commit().commits, 1);
+    }
+
+    /// A record that cannot apply (a second points entry for an order,
+    /// refused by the table's UNIQUE order id) fails alone: the records
+    /// committed with it, in its call and in a concurrent one, apply.
+    #[tokio::test]
+    async fn a_record_that_cannot_apply_fails_alone() {
+        use ordermq_domain::{Effect, OrderId, System};
+        use ordermq_store::{Applied, EffectRecord};
+
+        let fixture = Fixture::new().await;
+        let (writer, _task) = super::EffectWriter::spawn(fixture.store.clone());
+        let points = |event: &str, order: &str| EffectRecord {
+            event_id: format!("OrderPaid:{order}{event}"),
+            msg_id: format!("msg-{order}{event}"),
+            effect: Effect::Points {
+                user_id: UserId::parse("u1").unwrap(),
+                order_id: OrderId::parse(order).unwrap(),
+                points: 1,
+            },
+        };
+        let first = writer.apply(vec![points("", "O1")]).await;
+        assert_eq!(first, [Ok(Applied::Now)]);
+        // Another event claiming the same order's points: the store refuses it.
+        let (mixed, other) = tokio::join!(
+            writer.apply(vec![
+                points("", "O2"),
+                points("-again", "O1"),
+                points("", "O3")
+            ]),
+            writer.apply(vec![points("", "O4")]),
+        );
+        assert_eq!(mixed[0], Ok(Applied::Now));
+        assert!(mixed[1].is_err(), "{mixed:?}");
+        assert_eq!(mixed[2], Ok(Applied::Now));
+        assert_eq!(other, [Ok(Applied::Now)]);
+        let applied = fixture
+            .store
+            .applied_among(
+                System::Credit,
+                &[
+                    "OrderPaid:O2".into(),
+                    "OrderPaid:O3".into(),
+                    "OrderPaid:O4".into(),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied.len(), 3);
     }
 }

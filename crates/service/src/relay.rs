@@ -4,14 +4,26 @@
 //! claims due outbox rows (with a lease, so several instances can relay from
 //! one database), publishes them, and marks each sent only after the broker
 //! confirmed it stored the message. While the broker is down, rows stay in the
-//! outbox and are retried with capped exponential backoff; payments go on.
+//! outbox and payments go on; the relay probes the broker with backoff capped
+//! at one second, and every row it refused is due again at the next probe,
+//! whatever its attempts, so the first probe after the broker's return
+//! drains at full speed.
+//!
+//! A row the broker refuses while it takes others (a poison row) must not
+//! hold the rest back: the batch it failed with is sent again row by row at
+//! once, so only it fails; it is retried on its own backoff (by its
+//! attempts), which does not pause the relay; and once it has been claimed
+//! `park_after` times while the broker was taking other rows, it is parked:
+//! no longer claimed, counted in `/api/stats`, put back by `ordermq outbox
+//! requeue`. During an outage (nothing taken) nothing is parked.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ordermq_domain::OutboxMessage;
 use ordermq_domain::now_millis;
 use ordermq_domain::ports::Publisher;
-use ordermq_store::Store;
+use ordermq_store::{OutboxRetry, Store};
 
 use crate::group_commit::OrderWriter;
 use tokio::sync::Notify;
@@ -36,12 +48,30 @@ pub struct RelayOptions {
     /// round (unless a full batch is waiting): larger sends, and larger pulls
     /// for every consumer group, for at most this much more fan-out delay.
     pub linger: Duration,
+    /// Claims a row may fail, while the broker takes other rows, before it
+    /// is parked.
+    pub park_after: u32,
 }
+
+/// How recently the broker must have taken a message for a failure to count
+/// as the row's fault rather than an outage: two of the longest backoffs.
+const BROKER_UP_WITHIN: Duration = Duration::from_secs(20);
 
 /// Capped exponential backoff: 100 ms, 200 ms, … up to `MAX_BACKOFF` (10 s).
 pub fn backoff(consecutive_failures: u32) -> Duration {
     let exp = consecutive_failures.saturating_sub(1).min(10);
     (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_BACKOFF)
+}
+
+/// Longest pause between two probes of a broker that takes nothing: the
+/// longest the relay lets pass between the broker's return and its drain.
+const MAX_PROBE: Duration = Duration::from_secs(1);
+
+/// The relay's pause after `outage_rounds` rounds in a row the broker took
+/// nothing: [`backoff`], capped at `MAX_PROBE` (1 s). The rows of such a
+/// round are due again when the relay next probes, whatever their attempts.
+pub fn probe(outage_rounds: u32) -> Duration {
+    backoff(outage_rounds).min(MAX_PROBE)
 }
 
 /// What one relay round did; [`run`] decides from it how long to wait.
@@ -54,9 +84,18 @@ pub enum RoundOutcome {
     /// Every claimed row was confirmed by the broker. `backlog`: the claim
     /// was a full batch, so more are probably waiting.
     Published { sent: usize, backlog: bool },
-    /// The broker refused some rows; they are rescheduled with backoff and
-    /// the others are confirmed.
+    /// Nothing was taken and a row never tried before was refused: the
+    /// broker is down (or full). The rows are rescheduled with backoff and
+    /// the relay pauses.
     BrokerDown { sent: usize, failed: usize },
+    /// The broker took `sent` rows (or refused only rows that had failed
+    /// before): the `failed` ones wait on their own backoff, `parked` of
+    /// them for an operator; the relay goes on.
+    Refused {
+        sent: usize,
+        failed: usize,
+        parked: usize,
+    },
 }
 
 /// The relay's state between rounds: its failure streak and the rows the
@@ -73,6 +112,8 @@ pub struct Relay {
     /// later). Until then their lease keeps other relays off them; after a
     /// crash they are sent again, and consumers' inboxes drop the duplicates.
     confirmed: Vec<i64>,
+    /// When the broker last took a message from this relay.
+    last_taken: Option<Instant>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -99,6 +140,7 @@ impl Relay {
             options,
             failures: 0,
             confirmed: Vec::new(),
+            last_taken: None,
         }
     }
 
@@ -135,38 +177,125 @@ impl Relay {
             return RoundOutcome::Idle;
         }
         let backlog = claimed.len() >= self.options.batch_size;
-        let results = self.publisher.publish(&claimed).await;
-        let now = now_millis();
-        let mut failed = Vec::new();
-        for (message, result) in claimed.iter().zip(results) {
-            match result {
-                Ok(()) => self.confirmed.push(message.id),
-                Err(e) => {
-                    if self.failures == 0 && failed.is_empty() {
-                        tracing::warn!(error = %e, "broker unavailable; events stay in the outbox and will be retried");
-                    }
-                    failed.push((message.id, e.to_string()));
+        let mut failed = self.publish(&claimed).await;
+        let sent = claimed.len() - failed.len();
+        // Rows that failed together may have failed only for sharing a batch
+        // with a poison row: unless this looks like an outage (nothing taken
+        // and a row never tried before refused), each is sent again alone,
+        // now. With nothing taken yet, two refusals in a row end it: the
+        // broker is more likely down than holding two poison rows.
+        let fresh_refused = failed.iter().any(|(m, _)| m.attempts <= 1);
+        if failed.len() > 1 && (sent > 0 || !fresh_refused) {
+            let (mut alone, mut taken, mut refused_in_a_row) = (Vec::new(), sent, 0);
+            for (message, error) in failed {
+                if taken == 0 && refused_in_a_row >= 2 {
+                    alone.push((message, error));
+                    continue;
                 }
+                let again = self.publish(std::slice::from_ref(message)).await;
+                if again.is_empty() {
+                    taken += 1;
+                    refused_in_a_row = 0;
+                } else {
+                    refused_in_a_row += 1;
+                }
+                alone.extend(again);
             }
-        }
-        let retry_at = now + backoff(self.failures + 1).as_millis() as i64;
-        if let Err(e) = self.store.retry_outbox(&failed, retry_at).await {
-            tracing::warn!(error = %e, "cannot reschedule outbox rows; their lease will expire");
+            failed = alone;
         }
         let sent = claimed.len() - failed.len();
-        if failed.is_empty() {
-            if self.failures > 0 {
-                tracing::info!("broker reachable again; outbox draining");
-            }
-            self.failures = 0;
-            RoundOutcome::Published { sent, backlog }
+        let now = now_millis();
+        if sent > 0 {
+            self.last_taken = Some(Instant::now());
+        }
+        let broker_up = self
+            .last_taken
+            .is_some_and(|at| at.elapsed() < BROKER_UP_WITHIN);
+        // Nothing taken, and a row never tried before refused or every one
+        // of two or more rows refused (each alone, above): an outage. A row
+        // that failed before, refused alone, is only suspect.
+        let outage = sent == 0 && (fresh_refused || failed.len() > 1);
+        if outage && self.failures == 0 {
+            tracing::warn!(error = %failed[0].1, "broker unavailable; events stay in the outbox and will be retried");
+        }
+        let retries: Vec<OutboxRetry> = failed
+            .iter()
+            .map(|(m, error)| {
+                // During an outage a row waits for the relay's next probe,
+                // not for a backoff of its own grown with its attempts: once
+                // the broker is back, every row goes out with that probe.
+                let wait = if outage {
+                    probe(self.failures + 1)
+                } else {
+                    backoff(u32::try_from(m.attempts).unwrap_or(u32::MAX))
+                };
+                OutboxRetry {
+                    id: m.id,
+                    error: error.clone(),
+                    retry_at: now + wait.as_millis() as i64,
+                }
+            })
+            .collect();
+        // During an outage nothing counts against a row: it is never parked.
+        let park_after = if broker_up && !outage {
+            i64::from(self.options.park_after)
         } else {
+            i64::MAX
+        };
+        let parked = match self.store.retry_outbox(&retries, park_after, now).await {
+            Ok(parked) => parked,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reschedule outbox rows; their lease will expire");
+                Vec::new()
+            }
+        };
+        for (message, error) in failed.iter().filter(|(m, _)| parked.contains(&m.id)) {
+            tracing::warn!(
+                outbox_id = message.id,
+                event_id = %message.event_id,
+                attempts = message.attempts,
+                error = %error,
+                "outbox row parked: the broker refused it on every attempt while taking others; \
+                 `ordermq outbox parked` lists it, `ordermq outbox requeue` puts it back"
+            );
+        }
+        if outage {
             self.failures += 1;
-            RoundOutcome::BrokerDown {
+            return RoundOutcome::BrokerDown {
                 sent,
                 failed: failed.len(),
+            };
+        }
+        if self.failures > 0 {
+            tracing::info!("broker reachable again; outbox draining");
+        }
+        self.failures = 0;
+        if failed.is_empty() {
+            RoundOutcome::Published { sent, backlog }
+        } else {
+            RoundOutcome::Refused {
+                sent,
+                failed: failed.len(),
+                parked: parked.len(),
             }
         }
+    }
+
+    /// Publishes `messages`: the ones the broker confirmed join `confirmed`;
+    /// the others come back with the reason.
+    async fn publish<'m>(
+        &mut self,
+        messages: &'m [OutboxMessage],
+    ) -> Vec<(&'m OutboxMessage, String)> {
+        let results = self.publisher.publish(messages).await;
+        let mut failed = Vec::new();
+        for (message, result) in messages.iter().zip(results) {
+            match result {
+                Ok(()) => self.confirmed.push(message.id),
+                Err(e) => failed.push((message, e.to_string())),
+            }
+        }
+        failed
     }
 
     /// Marks what the broker confirmed as sent (at shutdown: there is no next round).
@@ -193,10 +322,15 @@ pub async fn run(
     let mut relay = Relay::new(store, writer, publisher, options);
     while !shutdown.is_cancelled() {
         match relay.round().await {
-            RoundOutcome::OutboxUnavailable | RoundOutcome::BrokerDown { .. } => {
+            RoundOutcome::OutboxUnavailable => {
                 pause(backoff(relay.failures()), &wake, &shutdown, false).await;
             }
-            RoundOutcome::Idle => pause(IDLE_POLL, &wake, &shutdown, true).await,
+            RoundOutcome::BrokerDown { .. } => {
+                pause(probe(relay.failures()), &wake, &shutdown, false).await;
+            }
+            RoundOutcome::Idle | RoundOutcome::Refused { sent: 0, .. } => {
+                pause(IDLE_POLL, &wake, &shutdown, true).await;
+            }
             // Unless draining a backlog, the next round lets events gather
             // for the linger, then waits for the next payment commit:
             // submitted then, it joins the writer's next batch together with
@@ -206,7 +340,7 @@ pub async fn run(
             // every queue: many tiny sends, and as many tiny pulls in each
             // consumer group.
             RoundOutcome::Published { backlog: true, .. } => {}
-            RoundOutcome::Published { backlog: false, .. } => {
+            RoundOutcome::Published { backlog: false, .. } | RoundOutcome::Refused { .. } => {
                 if !linger.is_zero() {
                     pause(linger, &wake, &shutdown, false).await;
                 }
@@ -244,6 +378,7 @@ mod tests {
                 owner: "relay-test".into(),
                 batch_size,
                 linger: Duration::ZERO,
+                park_after: 3,
             },
         )
     }
@@ -334,6 +469,132 @@ mod tests {
         assert_eq!(relay.failures(), 0);
         relay.finish().await;
         assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
+    }
+
+    /// A row the broker refuses (and every row sent in one batch with it) is
+    /// found out row by row; the others go out, later payments' events are
+    /// not held back, the relay never pauses for it, and on its third claim
+    /// (`park_after: 3`) it is parked.
+    #[tokio::test]
+    async fn a_poison_row_holds_nothing_back_and_is_parked() {
+        let fixture = Fixture::new().await;
+        let poisoned = fixture.paid_order("u1", 1).await;
+        fixture.paid_order("u2", 1).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        let poison = format!("OrderPaid:{}", poisoned.order_id.as_str());
+        publisher.poison.lock().unwrap().push(poison.clone());
+        let mut relay = relay(&fixture, &publisher, 64);
+
+        // All four in one batch, all fresh: indistinguishable from an outage.
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::BrokerDown { sent: 0, failed: 4 }
+        );
+        tokio::time::sleep(backoff(1) + Duration::from_millis(50)).await;
+        // Tried before: each alone, so only the poison row fails.
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Refused {
+                sent: 3,
+                failed: 1,
+                parked: 0
+            }
+        );
+        assert_eq!(relay.failures(), 0, "the relay does not pause for it");
+        let later = fixture.paid_order("u3", 1).await;
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Published {
+                sent: 2,
+                backlog: false
+            },
+            "a later payment's events go out while the poison row waits"
+        );
+        tokio::time::sleep(backoff(2) + Duration::from_millis(50)).await;
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Refused {
+                sent: 0,
+                failed: 1,
+                parked: 1
+            }
+        );
+        relay.finish().await;
+        let sent = publisher.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 5);
+        assert!(sent.iter().all(|m| m.event_id != poison));
+        assert!(sent.iter().any(|m| m.key == later.order_id.as_str()));
+        assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
+        assert_eq!(fixture.store.outbox_parked().await.unwrap(), 1);
+        let parked = fixture.store.parked_outbox(10).await.unwrap();
+        assert_eq!(parked[0].event_id, poison);
+        assert_eq!(
+            parked[0].last_error.as_deref(),
+            Some("publish failed: message refused (test)")
+        );
+    }
+
+    /// An outage with no new payment (every row claimed has been tried
+    /// before) is still an outage: the relay probes at most every second,
+    /// the rows are due at each probe whatever their attempts, and the first
+    /// probe after the broker's return sends them all.
+    #[tokio::test]
+    async fn after_an_outage_the_next_probe_sends_every_row() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        publisher.down.store(true, Ordering::SeqCst);
+        let mut relay = relay(&fixture, &publisher, 64);
+        for round in 1..=5 {
+            assert_eq!(
+                relay.round().await,
+                RoundOutcome::BrokerDown { sent: 0, failed: 2 },
+                "round {round}"
+            );
+            assert_eq!(relay.failures(), round);
+            tokio::time::sleep(probe(round) + Duration::from_millis(50)).await;
+        }
+        assert_eq!(probe(relay.failures()), MAX_PROBE);
+        publisher.down.store(false, Ordering::SeqCst);
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Published {
+                sent: 2,
+                backlog: false
+            }
+        );
+        relay.finish().await;
+        assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
+    }
+
+    /// While the broker takes nothing, rows are retried but never parked,
+    /// however many claims they fail.
+    #[tokio::test]
+    async fn an_outage_parks_nothing() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        publisher.down.store(true, Ordering::SeqCst);
+        let mut relay = relay(&fixture, &publisher, 64);
+        for claim in 1..=4 {
+            let outcome = relay.round().await;
+            assert!(
+                matches!(
+                    outcome,
+                    RoundOutcome::BrokerDown { sent: 0, failed: 2 }
+                        | RoundOutcome::Refused {
+                            sent: 0,
+                            failed: 2,
+                            parked: 0
+                        }
+                ),
+                "claim {claim}: {outcome:?}"
+            );
+            // Past the longest wait a row or the streak can ask for.
+            tokio::time::sleep(backoff(claim + 1) + Duration::from_millis(50)).await;
+        }
+        assert_eq!(fixture.store.outbox_parked().await.unwrap(), 0);
+        assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 2);
     }
 
     #[test]

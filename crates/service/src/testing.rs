@@ -110,6 +110,9 @@ impl Fixture {
 #[derive(Default)]
 pub(crate) struct RecordingPublisher {
     pub(crate) down: AtomicBool,
+    /// Event ids the broker refuses, and with them every message sent in
+    /// the same call (as a RocketMQ batch send fails as a whole).
+    pub(crate) poison: Mutex<Vec<String>>,
     pub(crate) sent: Mutex<Vec<OutboxMessage>>,
 }
 
@@ -125,6 +128,14 @@ impl Publisher for RecordingPublisher {
                     .map(|_| Err(PublishError("broker down (test)".into())))
                     .collect();
             }
+            let poison = self.poison.lock().expect("not poisoned");
+            if batch.iter().any(|m| poison.contains(&m.event_id)) {
+                return batch
+                    .iter()
+                    .map(|_| Err(PublishError("message refused (test)".into())))
+                    .collect();
+            }
+            drop(poison);
             self.sent
                 .lock()
                 .expect("not poisoned")
@@ -200,6 +211,7 @@ pub(crate) async fn relay_all(fixture: &Fixture) -> Vec<OutboxMessage> {
             owner: "relay-test".into(),
             batch_size: 1_000,
             linger: std::time::Duration::ZERO,
+            park_after: 20,
         },
     );
     relay.round().await;

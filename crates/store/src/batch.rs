@@ -25,11 +25,10 @@ use crate::effects::{Applied, EffectRecord, lane_handles};
 use crate::fail::storage;
 use crate::lane::batch::{PayBatch, pay_batch};
 use crate::lane::pay::FastPay;
-use crate::lane::relay::RelayRound;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
-use crate::sql::Backend;
+use crate::sql::{Backend, RelayRound};
 use crate::store::{Db, LaneWait, Store};
 
 /// One write of the order database, for [`Store::write_batch`].
@@ -133,11 +132,15 @@ impl Store {
         let fast: Vec<usize> = (0..ops.len())
             .filter(|&i| matches!(ops[i], WriteOp::Pay(_) | WriteOp::RelayOutbox { .. }))
             .collect();
-        if fast.is_empty() || !self.has_lanes() {
+        if fast.is_empty() || !(self.has_lanes() || self.pg.is_some()) {
             return self.write_batch_general(ops, now).await;
         }
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
-        if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
+        if self.pg.is_some() {
+            if let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
+                return fail_all(ops, e);
+            }
+        } else if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
             let mut paid = batch.payments.into_iter();
             let mut claimed = batch.relay.into_iter();
             for &i in &fast {
@@ -176,30 +179,7 @@ impl Store {
         fast: &[usize],
         now: i64,
     ) -> Option<PayBatch> {
-        let payments: Vec<PaymentNotice> = fast
-            .iter()
-            .filter_map(|&i| match &ops[i] {
-                WriteOp::Pay(notice) => Some(notice.clone()),
-                _ => None,
-            })
-            .collect();
-        let rounds: Vec<RelayRound> = fast
-            .iter()
-            .filter_map(|&i| match &ops[i] {
-                WriteOp::RelayOutbox {
-                    owner,
-                    acked,
-                    limit,
-                    lease_ms,
-                } => Some(RelayRound {
-                    owner: owner.clone(),
-                    acked: acked.clone(),
-                    limit: *limit,
-                    lease_ms: *lease_ms,
-                }),
-                _ => None,
-            })
-            .collect();
+        let (payments, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
         let outcome = self
             .run_on_lane(Db::Orders, move |conn| {
@@ -220,6 +200,46 @@ impl Store {
                 None
             }
         }
+    }
+
+    /// The fast part of a batch (`fast`: its payments and relay rounds) on
+    /// PostgreSQL's set-based path (`pg`), deciding what it applied in
+    /// `results`. `Err`: its transaction failed, nothing of it was written.
+    async fn write_batch_on_pg(
+        &self,
+        ops: &[WriteOp],
+        fast: &[usize],
+        now: i64,
+        results: &mut [Option<WriteResult>],
+    ) -> Result<(), sqlx::Error> {
+        let Some(pool) = &self.pg else {
+            return Ok(());
+        };
+        let (payments, rounds) = fast_part(ops, fast);
+        let asked = Instant::now();
+        let batch = crate::pg::pay_batch(pool, &payments, &rounds, now).await?;
+        if asked.elapsed() > SLOW_COMMIT {
+            let t = batch.timing;
+            tracing::warn!(
+                took_ms = asked.elapsed().as_millis() as u64,
+                acquire_ms = t.acquire.as_millis() as u64,
+                read_ms = t.read.as_millis() as u64,
+                pay_ms = t.pay.as_millis() as u64,
+                relay_ms = t.relay.as_millis() as u64,
+                commit_ms = t.commit.as_millis() as u64,
+                payments = payments.len(),
+                "slow order-database commit"
+            );
+        }
+        let mut paid = batch.payments.into_iter();
+        let mut claimed = batch.relay.into_iter();
+        for &i in fast {
+            results[i] = match &ops[i] {
+                WriteOp::Pay(_) => paid.next().flatten().map(WriteResult::Paid),
+                _ => claimed.next().map(|r| WriteResult::Relayed(Ok(r))),
+            };
+        }
+        Ok(())
     }
 
     /// [`Store::write_batch`] through sqlx, for every backend and operation.
@@ -373,6 +393,31 @@ impl Store {
 /// Which part of a slow lane batch was slow tells disk (commit) from CPU
 /// (statements, or a lane thread waiting to be scheduled) from other writers
 /// (the gate).
+/// The fast part of a batch (`fast`: indexes into `ops`) as the lane and
+/// PostgreSQL's path take it: its payments and its relay rounds.
+fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayRound>) {
+    let mut payments = Vec::new();
+    let mut rounds = Vec::new();
+    for &i in fast {
+        match &ops[i] {
+            WriteOp::Pay(notice) => payments.push(notice.clone()),
+            WriteOp::RelayOutbox {
+                owner,
+                acked,
+                limit,
+                lease_ms,
+            } => rounds.push(RelayRound {
+                owner: owner.clone(),
+                acked: acked.clone(),
+                limit: *limit,
+                lease_ms: *lease_ms,
+            }),
+            WriteOp::Create { .. } | WriteOp::Close(_) => {}
+        }
+    }
+    (payments, rounds)
+}
+
 fn log_if_slow(batch: &PayBatch, wait: LaneWait, took: Duration) {
     if took > SLOW_COMMIT {
         tracing::warn!(

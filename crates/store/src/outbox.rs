@@ -11,7 +11,6 @@
 //! Leaf module: it imports only the base (`sql`, `dialect`).
 
 use ordermq_domain::{OrderEvent, OutboxMessage};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
@@ -115,49 +114,38 @@ pub(crate) async fn ack_and_claim_in(
         Backend::Mysql => "",
     };
     mark_sent_in(&mut *tx, acked, now).await?;
-    let rows = if backend == Backend::Mysql {
-        claim_outbox_mysql(&mut *tx, owner, limit, now + lease_ms, now).await?
-    } else {
-        dialect::query(claim)
-            .bind(owner)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?
-    };
-    let mut claimed = rows
-        .iter()
-        .map(|r| {
-            Ok(OutboxMessage {
-                id: r.try_get("id")?,
-                topic: r.try_get("topic")?,
-                tag: r.try_get("tag")?,
-                key: r.try_get("msg_key")?,
-                event_id: r.try_get("event_id")?,
-                body: fail::column(r, "body")?,
-                deliver_at: r.try_get("deliver_at")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    claimed.sort_by_key(|m| m.id);
-    Ok(claimed)
+    if backend == Backend::Mysql {
+        return claim_outbox_mysql(&mut *tx, owner, limit, now + lease_ms, now).await;
+    }
+    let rows = dialect::query(claim)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+    sql::claimed(&rows)
 }
 
 /// [`sql::CLAIM_OUTBOX_SKIP_LOCKED`] on MySQL, whose `UPDATE` can neither
-/// return rows nor read its own table in a subquery: the due rows locked first (rows another
-/// instance is claiming are skipped), then leased by id. Returns the rows
-/// as they were before the lease, as the claim's `RETURNING` does.
+/// return rows nor read its own table in a subquery: the due rows, not
+/// parked, locked first (rows another instance is claiming are skipped),
+/// then leased by id. Returns the messages as the claim's `RETURNING` does
+/// (attempts counting this one), oldest first.
+///
+/// MySQL has no partial index: `outbox_unsent` leads with `sent_at`, then
+/// `parked_at`, so the claim reads the unsent, unparked rows in due order
+/// from the index, never the sent ones (see `schema::mysql`).
 async fn claim_outbox_mysql(
     tx: &mut AnyConnection,
     owner: &str,
     limit: usize,
     lease_until: i64,
     now: i64,
-) -> Result<Vec<AnyRow>, sqlx::Error> {
+) -> Result<Vec<OutboxMessage>, sqlx::Error> {
     let rows = dialect::query(
-        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at FROM outbox \
-         WHERE sent_at IS NULL AND next_attempt_at <= $1 \
+        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM outbox \
+         WHERE sent_at IS NULL AND parked_at IS NULL AND next_attempt_at <= $1 \
          ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(now)
@@ -165,7 +153,7 @@ async fn claim_outbox_mysql(
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
-        return Ok(rows);
+        return Ok(Vec::new());
     }
     let sql = format!(
         "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
@@ -183,5 +171,21 @@ async fn claim_outbox_mysql(
             rows.len()
         )));
     }
-    Ok(rows)
+    let mut claimed = rows
+        .iter()
+        .map(|r| {
+            Ok(OutboxMessage {
+                id: r.try_get("id")?,
+                topic: fail::column(r, "topic")?,
+                tag: fail::column(r, "tag")?,
+                key: fail::column(r, "msg_key")?,
+                event_id: fail::column(r, "event_id")?,
+                body: fail::column(r, "body")?,
+                deliver_at: r.try_get("deliver_at")?,
+                attempts: r.try_get::<i64, _>("attempts")? + 1,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by_key(|m| m.id);
+    Ok(claimed)
 }

@@ -186,6 +186,18 @@ const ORDERS_V5: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS order_actions_by_order ON order_actions (order_id)",
 ];
 
+/// Version 6 of the order database: an outbox row the relay failed to
+/// publish `relay_park_after_attempts` times is parked (`parked_at`): no
+/// longer claimed, counted in `/api/stats`, listed and put back by `ordermq
+/// outbox`. The relay's index leaves parked rows out.
+const ORDERS_V6: &[&str] = &[
+    "ALTER TABLE outbox ADD COLUMN parked_at BIGINT",
+    "DROP INDEX IF EXISTS outbox_unsent",
+    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (next_attempt_at, id) \
+     WHERE sent_at IS NULL AND parked_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_parked ON outbox (parked_at) WHERE parked_at IS NOT NULL",
+];
+
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
         System::Credit => &[
@@ -319,6 +331,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 5,
             statements: rendered(backend, ORDERS_V5),
+        },
+        Migration {
+            version: 6,
+            statements: rendered(backend, ORDERS_V6),
         },
     ]
 }

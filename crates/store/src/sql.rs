@@ -110,20 +110,61 @@ macro_rules! claim_outbox {
     ($lock:literal) => {
         concat!(
             "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at, id LIMIT $4",
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL \
+             AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4",
             $lock,
-            ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at"
+            ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at, attempts"
         )
     };
 }
 
-/// The relay's claim: up to `$4` due unsent rows leased to `$1` until `$2`
-/// (`$3` now), oldest first.
+/// The relay's claim: up to `$4` due unsent rows, not parked, leased to `$1`
+/// until `$2` (`$3` now), oldest first.
 pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("");
 
 /// [`CLAIM_OUTBOX`] on PostgreSQL: rows another instance is claiming are skipped.
 pub(crate) const CLAIM_OUTBOX_SKIP_LOCKED: &str = claim_outbox!(" FOR UPDATE SKIP LOCKED");
+
+/// The relay's round inside a batch: mark `acked` sent, then claim up to
+/// `limit` due rows for `owner`, leased for `lease_ms`. The SQLite lane
+/// (`lane::relay`) and PostgreSQL's path (`pg::relay`) each run it.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayRound {
+    pub owner: String,
+    pub acked: Vec<i64>,
+    pub limit: usize,
+    pub lease_ms: i64,
+}
+
+/// The messages a claim returned ([`CLAIM_OUTBOX`]'s columns), oldest
+/// first: read the same way from a pooled `Any` connection (`outbox`) and
+/// on PostgreSQL's own path (`pg::relay`).
+pub(crate) fn claimed<R>(rows: &[R]) -> Result<Vec<ordermq_domain::OutboxMessage>, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut claimed = rows
+        .iter()
+        .map(|r| {
+            Ok(ordermq_domain::OutboxMessage {
+                id: r.try_get("id")?,
+                topic: r.try_get("topic")?,
+                tag: r.try_get("tag")?,
+                key: r.try_get("msg_key")?,
+                event_id: r.try_get("event_id")?,
+                body: r.try_get("body")?,
+                deliver_at: r.try_get("deliver_at")?,
+                attempts: r.try_get("attempts")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by_key(|m| m.id);
+    Ok(claimed)
+}
 
 macro_rules! inbox_insert {
     () => {

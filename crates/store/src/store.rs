@@ -23,7 +23,9 @@ use thiserror::Error;
 use crate::dialect;
 use crate::lane::{Lane, ThreadStart};
 use crate::mysql_session;
+use crate::pg;
 use crate::schema;
+use crate::server::{Durability, SessionSettings};
 use crate::sql::{self, Backend};
 
 /// A write transaction holding its database's write gate: commit it or drop
@@ -99,16 +101,6 @@ pub enum OpenError {
     },
     #[error("cannot create tables in {url}: {source}")]
     Migrate { url: String, source: sqlx::Error },
-    #[error(
-        "the database would lose acknowledged payments in a crash: {setting} = {value} \
-         (durable: {durable}); fix the server's setting, or set \
-         database_allow_unsafe_durability to start anyway"
-    )]
-    UnsafeDurability {
-        setting: &'static str,
-        value: String,
-        durable: &'static str,
-    },
 }
 
 /// Pool sizes and timeouts.
@@ -125,19 +117,12 @@ pub struct StoreOptions {
     /// SQLite: run the hot write paths on the lanes (the default). Off, every
     /// write takes the general sqlx path: the differential tests compare the two.
     pub lanes: bool,
-    /// MySQL: start on a server whose commits would not survive a crash
-    /// (`innodb_flush_log_at_trx_commit` other than 1), with a warning;
-    /// off (the default), opening refuses it.
-    pub allow_unsafe_durability: bool,
-    /// MySQL: the longest a statement may run (MariaDB: every statement;
-    /// MySQL: reads) before the server cancels it.
-    pub statement_timeout: Duration,
-    /// MySQL: the longest a statement waits for a row lock
-    /// (`innodb_lock_wait_timeout`, whole seconds).
-    pub lock_timeout: Duration,
-    /// MariaDB: a transaction idle this long has its connection closed
-    /// (`idle_transaction_timeout`; MySQL has no such setting).
-    pub idle_in_transaction_timeout: Duration,
+    /// PostgreSQL and MySQL/MariaDB: the time limits every connection sets.
+    pub session: SessionSettings,
+    /// PostgreSQL: payments and the relay's rounds take the set-based
+    /// path of `pg` (the default). Off, the general sqlx path: the
+    /// differential tests compare the two.
+    pub pg_fast_path: bool,
 }
 
 impl Default for StoreOptions {
@@ -147,10 +132,8 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(10),
             on_system_lane_start: None,
             lanes: true,
-            allow_unsafe_durability: false,
-            statement_timeout: Duration::from_secs(30),
-            lock_timeout: Duration::from_secs(10),
-            idle_in_transaction_timeout: Duration::from_secs(60),
+            session: SessionSettings::default(),
+            pg_fast_path: true,
         }
     }
 }
@@ -167,6 +150,8 @@ pub struct Store {
     gates: Arc<[tokio::sync::Mutex<()>; 5]>,
     /// SQLite only: the hot write paths' dedicated threads (see `lane`).
     lanes: Option<Arc<Lanes>>,
+    /// PostgreSQL only: the native pool of the set-based write path (`pg`).
+    pub(crate) pg: Option<sqlx::PgPool>,
 }
 
 /// One lane per SQLite file: the order database, then the systems in
@@ -222,22 +207,35 @@ impl Store {
                     systems: systems.try_into().expect("four systems"),
                     gates: Arc::default(),
                     lanes: None,
+                    pg: None,
                 }
             }
             Backend::Postgres | Backend::Mysql => {
                 let pool = connect(backend, database_url, options.max_connections, options).await?;
+                let fast = (backend == Backend::Postgres && options.pg_fast_path)
+                    .then(|| {
+                        pg::connect(
+                            database_url,
+                            options.max_connections,
+                            options.acquire_timeout,
+                            options.session,
+                        )
+                    })
+                    .transpose()
+                    .map_err(|source| OpenError::Connect {
+                        url: redact(database_url),
+                        source,
+                    })?;
                 Store {
                     backend,
                     orders: pool.clone(),
                     systems: [pool.clone(), pool.clone(), pool.clone(), pool],
                     gates: Arc::default(),
                     lanes: None,
+                    pg: fast,
                 }
             }
         };
-        if backend == Backend::Mysql {
-            check_durability(&store.orders, database_url, options).await?;
-        }
         store.migrate(database_url).await?;
         let mut store = store;
         if backend == Backend::Sqlite && options.lanes {
@@ -308,6 +306,37 @@ impl Store {
                 .await
                 .map(|(answer, queue)| (answer, LaneWait { gate, queue })),
         )
+    }
+
+    /// The database server's durability settings as this store's sessions
+    /// see them, judged (see [`Durability`]); `None` on SQLite, whose
+    /// commits are always `synchronous = FULL`.
+    ///
+    /// # Errors
+    ///
+    /// The server could not be asked.
+    pub async fn durability(&self) -> Result<Option<Durability>, StorageError> {
+        let read = match self.backend {
+            Backend::Sqlite => return Ok(None),
+            Backend::Postgres => pg::durability(&self.orders).await,
+            Backend::Mysql => mysql_session::durability(&self.orders).await,
+        };
+        read.map(Some).map_err(crate::fail::storage)
+    }
+
+    /// The time limits the server applies to this store's sessions, as a
+    /// session reports them (`None` on SQLite).
+    ///
+    /// # Errors
+    ///
+    /// The server could not be asked.
+    pub async fn session_settings(&self) -> Result<Option<SessionSettings>, StorageError> {
+        let read = match self.backend {
+            Backend::Sqlite => return Ok(None),
+            Backend::Postgres => pg::session(&self.orders).await,
+            Backend::Mysql => mysql_session::session(&self.orders).await,
+        };
+        read.map(Some).map_err(crate::fail::storage)
     }
 
     /// Whether this store runs the hot paths on SQLite lanes.
@@ -533,27 +562,30 @@ async fn connect(
         // sqlx's Any driver knows MySQL by the `mysql` scheme only.
         Backend::Mysql => target.replacen("mariadb://", "mysql://", 1),
     };
-    let limits = mysql_session::Limits {
-        statement: options.statement_timeout,
-        lock_wait: options.lock_timeout,
-        idle_in_transaction: options.idle_in_transaction_timeout,
-    };
     let connect_options =
         AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
             url: redact(&url),
             source,
         })?;
+    let limits = options.session;
+    let set_postgres = Arc::new(pg::statements(&limits));
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(options.acquire_timeout)
         .after_connect(move |conn, _meta| {
+            let set_postgres = set_postgres.clone();
             Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute(sql::SQLITE_SETTINGS).await?;
-                    conn.execute(POOL_CACHE).await?;
-                }
-                if backend == Backend::Mysql {
-                    mysql_session::configure(conn, limits).await?;
+                match backend {
+                    Backend::Sqlite => {
+                        conn.execute(sql::SQLITE_SETTINGS).await?;
+                        conn.execute(POOL_CACHE).await?;
+                    }
+                    Backend::Postgres => {
+                        if !set_postgres.is_empty() {
+                            conn.execute(set_postgres.as_str()).await?;
+                        }
+                    }
+                    Backend::Mysql => mysql_session::configure(conn, &limits).await?,
                 }
                 Ok(())
             })
@@ -564,50 +596,6 @@ async fn connect(
             url: redact(&url),
             source,
         })
-}
-
-/// Reads, logs and checks the MySQL server's durability (see
-/// `mysql_session`).
-async fn check_durability(
-    pool: &AnyPool,
-    url: &str,
-    options: &StoreOptions,
-) -> Result<(), OpenError> {
-    let server = mysql_session::durability(pool)
-        .await
-        .map_err(|source| OpenError::Connect {
-            url: redact(url),
-            source,
-        })?;
-    tracing::info!(
-        version = %server.version,
-        innodb_flush_log_at_trx_commit = server.flush_log_at_trx_commit,
-        sync_binlog = server.sync_binlog,
-        log_bin = server.log_bin,
-        "MySQL server durability"
-    );
-    if server.binlog_can_lose_commits() {
-        tracing::warn!(
-            sync_binlog = server.sync_binlog,
-            "the binary log is not synced at every commit (sync_binlog != 1): \
-             after a crash, replicas and point-in-time recovery can miss acknowledged payments"
-        );
-    }
-    if !server.commits_survive_a_crash() {
-        if !options.allow_unsafe_durability {
-            return Err(OpenError::UnsafeDurability {
-                setting: "innodb_flush_log_at_trx_commit",
-                value: server.flush_log_at_trx_commit.to_string(),
-                durable: "1",
-            });
-        }
-        tracing::warn!(
-            innodb_flush_log_at_trx_commit = server.flush_log_at_trx_commit,
-            "UNSAFE: the database does not flush its log at every commit; a crash loses \
-             acknowledged payments (allowed by database_allow_unsafe_durability)"
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -152,6 +152,7 @@ impl Store {
             orders_by_status.insert(get::<String>(&row, "status")?, get::<i64>(&row, "n")?);
         }
         let outbox_backlog = self.outbox_backlog().await?;
+        let outbox_parked = self.outbox_parked().await?;
         let payments_refund_required: i64 = get(
             &dialect::query("SELECT COUNT(*) AS n FROM payments WHERE outcome = 'REFUND_REQUIRED'")
                 .fetch_one(&self.orders)
@@ -176,6 +177,7 @@ impl Store {
         Ok(Stats {
             orders_by_status,
             outbox_backlog,
+            outbox_parked,
             systems,
             payments_refund_required,
             refunds_by_status,

@@ -41,6 +41,7 @@ pub fn order_paid(order_id: &str, user: &str, sku: &str, amount: i64) -> OutboxM
         event_id: event.event_id(),
         body: event.to_json(),
         deliver_at: None,
+        attempts: 0,
     }
 }
 

@@ -18,6 +18,9 @@
 //!   cases one endpoint family to a file (`orders`, `notify` for the signed
 //!   callbacks, `routes`, `refunds`) and the bad values they draw from in
 //!   `values`.
+//! - [`postgres`]: a PostgreSQL server of a run's own (durable settings,
+//!   stopped and killed on demand) and databases created and dropped on
+//!   any server: for the benchmark and the fault suite.
 //! - [`events`]: another producer on ordermq's broker, and the `OrderPaid` a
 //!   forger copies: for the forged-event test and the `security` scenario.
 
@@ -25,6 +28,7 @@ pub mod bad_request;
 pub mod events;
 pub mod helpers;
 pub mod local_app;
+pub mod postgres;
 pub mod router;
 
 pub use helpers::{create_order, default_limits, fast_third_parties, get_json, spawn_app};

@@ -11,7 +11,7 @@ use clap::Args;
 use ordermq_domain::OutboxMessage;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome, Publisher};
 use ordermq_messaging::{
-    DelayedDelivery, EmbeddedBroker, EmbeddedOptions, MqClient, SubscribeOptions,
+    BrokerFlush, DelayedDelivery, EmbeddedBroker, EmbeddedOptions, MqClient, SubscribeOptions,
 };
 use serde_json::json;
 
@@ -30,6 +30,10 @@ pub struct BrokerArgs {
     /// Single-message sends for the one-at-a-time measurement.
     #[arg(long, default_value_t = 5_000)]
     pub single_sends: usize,
+    /// When the broker answers a send: `sync` (once on disk, ordermq's
+    /// default) or `async` (once in memory).
+    #[arg(long, value_name = "sync|async", default_value_t = BrokerFlush::Sync)]
+    pub broker_flush: BrokerFlush,
     #[command(flatten)]
     pub output: Output,
 }
@@ -55,6 +59,7 @@ fn message(i: usize) -> OutboxMessage {
         event_id: format!("Bench:{i}"),
         body: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200)),
         deliver_at: None,
+        attempts: 0,
     }
 }
 
@@ -82,8 +87,10 @@ struct Produced {
 /// arrived, single sends, then the report.
 pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
     println!(
-        "ordermq-bench broker: {} messages in batches of {} through the embedded broker (ASYNC_FLUSH)",
-        args.messages, args.batch
+        "ordermq-bench broker: {} messages in batches of {} through the embedded broker ({})",
+        args.messages,
+        args.batch,
+        args.broker_flush.rocketmq_name()
     );
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let Rig {
@@ -91,7 +98,7 @@ pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
         mq,
         publisher,
         counter,
-    } = set_up(dir.path()).await?;
+    } = set_up(dir.path(), args.broker_flush).await?;
 
     super::warn_if_disk_nearly_full();
     let begun = Instant::now();
@@ -108,7 +115,7 @@ pub(crate) async fn run(args: BrokerArgs) -> BenchResult<serde_json::Value> {
 /// Starts the broker with its store under `dir`, connects a client, creates
 /// the topic, sends one message to warm up the route and the connection, and
 /// subscribes the counting group.
-async fn set_up(dir: &Path) -> BenchResult<Rig> {
+async fn set_up(dir: &Path, flush: BrokerFlush) -> BenchResult<Rig> {
     let broker = EmbeddedBroker::start(EmbeddedOptions {
         store_dir: dir.join("rocketmq"),
         namesrv_port: 0,
@@ -116,6 +123,7 @@ async fn set_up(dir: &Path) -> BenchResult<Rig> {
         delay_levels: None,
         timer_wheel: false,
         message_index: false,
+        flush,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -257,7 +265,7 @@ fn summarise(
     let report = json!({
         "scenario": "broker",
         "machine": super::machine(),
-        "broker_flush": "ASYNC_FLUSH",
+        "broker_flush": args.broker_flush.rocketmq_name(),
         "messages": args.messages,
         "batch": args.batch,
         "produce_per_s": produce_per_s,

@@ -13,11 +13,15 @@
 //!
 //! Each run starts its own ordermq in-process on a fresh temporary directory,
 //! so runs do not disturb each other or `./data` — or, with `--url`, drives an
-//! ordermq already running elsewhere through its HTTP API ([`target`]).
+//! ordermq already running elsewhere through its HTTP API ([`target`]). With
+//! `--database postgres` the in-process ordermq runs on PostgreSQL: a
+//! throwaway durable server of the run's own, or `--database-url`
+//! ([`postgres`], which also measures PostgreSQL's yardsticks).
 
 mod broker;
 mod capacity;
 pub mod load;
+pub mod postgres;
 pub mod report;
 mod seed;
 pub mod target;

@@ -188,8 +188,9 @@ impl Ratios {
 /// ordermq, each paying `rate × duration` orders; then the report.
 pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     let count = (args.rate * args.duration.as_secs_f64()).round().max(1.0) as usize;
+    let broker_flush = args.target.broker_flush_label()?;
     println!(
-        "ordermq-bench seed: {count} payments per mode at {}/s ({:?}), seed latencies",
+        "ordermq-bench seed: {count} payments per mode at {}/s ({:?}), seed latencies, broker {broker_flush}",
         args.rate, args.duration
     );
     let config = ordermq::Config::default();
@@ -201,7 +202,7 @@ pub(crate) async fn run(args: SeedArgs) -> BenchResult<serde_json::Value> {
     // ordermq, with the same third-party latencies in its consumers.
     let (ordermq, fanout) = run_ordermq(&args, count).await?;
     results.push(ordermq);
-    summarise(&args, count, &config, &results, fanout)
+    summarise(&args, count, &config, &results, fanout, &broker_flush)
 }
 
 /// One legacy mode (`parallel`: the four downstream calls concurrent) on a
@@ -287,15 +288,19 @@ fn summarise(
     config: &ordermq::Config,
     results: &[ModeRun],
     fanout: FanOut,
+    broker_flush: &str,
 ) -> BenchResult<serde_json::Value> {
     let ratios = Ratios::of(results);
-    let report = report_json(args, count, config, results, &fanout, &ratios);
+    let mut report = report_json(args, count, config, results, &fanout, &ratios);
+    report["durability"] = json!({
+        "sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": broker_flush,
+    });
     let table = table(results, &fanout, &ratios);
     let charts = charts(results, fanout.throughput);
     super::write_reports(
         "seed",
         &args.output,
-        "ordermq-bench seed",
+        &format!("ordermq-bench seed (ordermq's broker {broker_flush})"),
         &report,
         &table,
         &charts,

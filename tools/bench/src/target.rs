@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
 use ordermq_api::signature::CallbackSigner;
 use ordermq_domain::{OrderEvent, OrderId, System};
+use ordermq_messaging::BrokerFlush;
 use serde_json::{Value, json};
 
 use super::{BENCH_PRICE, BenchResult, load, precreate_orders};
@@ -58,6 +59,79 @@ pub struct TargetArgs {
     /// ordermq.toml or ORDERMQ_* variables: runs stay comparable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// When the in-process ordermq's embedded broker answers a send: `sync`
+    /// (once on disk, ordermq's default) or `async` (once in memory); the
+    /// same as `--set embedded_broker_flush=...`. Every report states the
+    /// mode it ran with.
+    #[arg(long, value_name = "sync|async")]
+    pub broker_flush: Option<BrokerFlush>,
+    /// The database the in-process ordermq runs on: sqlite (files in the
+    /// run's temporary directory) or postgres (--database-url, else a
+    /// throwaway server started from the Debian package in a temporary
+    /// directory with fsync, synchronous_commit and full_page_writes on).
+    #[arg(long, value_enum, default_value_t = Database::Sqlite)]
+    pub database: Database,
+    /// PostgreSQL for the in-process ordermq (implies --database postgres);
+    /// its tables are created there, and the yardsticks' own tables
+    /// (ordermq_yardstick_*) for the length of the run.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Where the throwaway PostgreSQL server keeps its data (default: the
+    /// system's temporary directory). Put it on the disk to be measured.
+    #[arg(long)]
+    pub postgres_dir: Option<std::path::PathBuf>,
+}
+
+/// Which database the in-process ordermq runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Database {
+    /// SQLite files in the run's temporary directory (the default).
+    #[default]
+    Sqlite,
+    /// PostgreSQL: `--database-url`, else a throwaway durable server.
+    Postgres,
+}
+
+impl TargetArgs {
+    /// The in-process ordermq's configuration: defaults, `--set` and `--broker-flush`.
+    ///
+    /// # Errors
+    /// A malformed `--set`, a key the bench owns, or `--broker-flush` with
+    /// `--url` or with `--set embedded_broker_flush`.
+    pub fn local_config(&self) -> BenchResult<ordermq::Config> {
+        let mut config = parse_settings(&self.settings)?;
+        if let Some(flush) = self.broker_flush {
+            if self.url.is_some() {
+                return Err("--broker-flush sets the in-process ordermq's broker; with --url, configure that ordermq".into());
+            }
+            if self.settings.iter().any(|s| {
+                s.split_once('=').is_some_and(|(key, _)| {
+                    key.trim().eq_ignore_ascii_case("embedded_broker_flush")
+                })
+            }) {
+                return Err("--broker-flush and --set embedded_broker_flush: give one".into());
+            }
+            config.embedded_broker_flush = flush;
+        }
+        Ok(config)
+    }
+
+    /// The broker's flush mode as the reports state it: RocketMQ's name
+    /// (`SYNC_FLUSH`, `ASYNC_FLUSH`) for the in-process ordermq; with
+    /// `--url`, that ordermq's own setting, which the bench cannot see.
+    ///
+    /// # Errors
+    /// As [`TargetArgs::local_config`].
+    pub fn broker_flush_label(&self) -> BenchResult<String> {
+        if self.url.is_some() {
+            return Ok("set by the ordermq at --url (not visible to the bench)".into());
+        }
+        Ok(self
+            .local_config()?
+            .embedded_broker_flush
+            .rocketmq_name()
+            .to_owned())
+    }
 }
 
 /// Keys that place the in-process ordermq; the bench owns them.
@@ -141,7 +215,7 @@ impl Target {
         adjust: impl FnOnce(&mut ordermq::Config),
     ) -> BenchResult<Self> {
         let Some(url) = &args.url else {
-            let tuned = parse_settings(&args.settings)?;
+            let tuned = args.local_config()?;
             return Ok(Self::Local(
                 LocalApp::start(|config| {
                     *config = ordermq::Config {
@@ -151,6 +225,10 @@ impl Target {
                         embedded_broker_port: config.embedded_broker_port,
                         payment_secret: config.payment_secret.clone(),
                         api_tokens: config.api_tokens.clone(),
+                        database_url: args
+                            .database_url
+                            .as_deref()
+                            .map(ordermq::config::DatabaseUrl::from),
                         ..tuned
                     };
                     adjust(config);
@@ -159,9 +237,10 @@ impl Target {
                 .map_err(|e| e.to_string())?,
             ));
         };
-        if !args.settings.is_empty() {
+        if !args.settings.is_empty() || args.broker_flush.is_some() || args.database_url.is_some() {
             return Err(
-                "--set tunes the in-process ordermq; with --url, configure that ordermq".into(),
+                "--set, --broker-flush and --database-url place and tune the in-process ordermq; with --url, configure that ordermq"
+                    .into(),
             );
         }
         let base = url.trim_end_matches('/').to_owned();
@@ -521,5 +600,35 @@ mod tests {
                 "{bad}: {error} should mention {why}"
             );
         }
+    }
+
+    #[test]
+    fn the_broker_flush_is_chosen_once_and_only_for_the_in_process_ordermq() {
+        let args = |settings: &[&str], flush, url: Option<&str>| TargetArgs {
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+            broker_flush: flush,
+            url: url.map(str::to_owned),
+            ..TargetArgs::default()
+        };
+        assert_eq!(
+            args(&[], None, None).broker_flush_label().unwrap(),
+            "SYNC_FLUSH"
+        );
+        let asked = args(&[], Some(BrokerFlush::Async), None);
+        assert_eq!(asked.broker_flush_label().unwrap(), "ASYNC_FLUSH");
+        assert_eq!(
+            asked.local_config().unwrap().embedded_broker_flush,
+            BrokerFlush::Async
+        );
+        let set = args(&["embedded_broker_flush=async"], None, None);
+        assert_eq!(set.broker_flush_label().unwrap(), "ASYNC_FLUSH");
+        let both = args(
+            &["embedded_broker_flush=async"],
+            Some(BrokerFlush::Sync),
+            None,
+        );
+        assert!(both.local_config().is_err());
+        let remote = args(&[], Some(BrokerFlush::Async), Some("http://x"));
+        assert!(remote.local_config().is_err());
     }
 }

@@ -134,9 +134,15 @@ struct Databases {
     orders: Vec<AuditOrder>,
     payments: Vec<AuditPayment>,
     stock: Vec<AuditStock>,
-    /// Outbox rows never confirmed by the broker.
+    /// Outbox rows never confirmed by the broker, parked ones included.
     outbox: i64,
     systems: BTreeMap<System, SystemAudit>,
+}
+
+/// Outbox rows the broker never confirmed: waiting, or parked after
+/// failing every attempt.
+async fn unconfirmed_outbox(store: &Store) -> Result<i64, ordermq_domain::ports::StorageError> {
+    Ok(store.outbox_backlog().await? + store.outbox_parked().await?)
 }
 
 /// Reads the order database and every system's; `None` (with the violation
@@ -146,7 +152,8 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
         store.audit_orders().await,
         store.audit_payments().await,
         store.audit_stock().await,
-        store.outbox_backlog().await,
+        // A parked row is as unconfirmed as one still waiting.
+        unconfirmed_outbox(store).await,
     ) {
         (Ok(o), Ok(p), Ok(s), Ok(b)) => (o, p, s, b),
         (o, p, s, b) => {

@@ -51,11 +51,42 @@ pub enum ChaosError {
     Process(String),
 }
 
+/// The order database every trial's ordermq runs on.
+#[derive(Debug, Clone, Default)]
+pub enum Database {
+    /// SQLite files in the trial's directory (ordermq's default).
+    #[default]
+    Sqlite,
+    /// A database of the trial's own, created on this server (any database
+    /// URL of it; the suite needs the right to create and drop databases)
+    /// and dropped after the trial unless it is kept.
+    Postgres {
+        /// Where the trial's databases are created.
+        server_url: String,
+        /// Lets ordermq start on a server that would lose acknowledged
+        /// commits in a crash of its own (`fsync = off`, as a test server
+        /// runs): the suite kills ordermq, never that server.
+        allow_unsafe_durability: bool,
+    },
+}
+
+impl Database {
+    /// The backend's name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+}
+
 /// How the suite runs.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The `ordermq` binary to run.
     pub bin: PathBuf,
+    /// The order database of every trial.
+    pub database: Database,
     /// Trials per scenario.
     pub trials: usize,
     /// `kill -9`s per crash trial.
@@ -84,6 +115,7 @@ impl Options {
     pub fn new(bin: PathBuf) -> Self {
         Self {
             bin,
+            database: Database::Sqlite,
             trials: 1,
             crashes_per_trial: 20,
             outage: Duration::from_secs(30),
@@ -139,26 +171,62 @@ pub struct Trial {
     pub driver: Driver,
     /// How many times ordermq was started.
     pub starts: usize,
+    /// The trial's PostgreSQL database (server URL, name), when it has one.
+    postgres: Option<(String, String)>,
+    /// See [`Database::Postgres`].
+    allow_unsafe_durability: bool,
 }
 
 impl Trial {
-    pub fn new(bin: &Path, external_broker: bool) -> Result<Self, ChaosError> {
+    /// A trial of `options` (its binary and database), ordermq on the
+    /// embedded broker or, with `external_broker`, on `ordermq broker`.
+    pub async fn new(options: &Options, external_broker: bool) -> Result<Self, ChaosError> {
         let dir = tempfile::Builder::new()
             .prefix("ordermq-chaos-")
             .tempdir()
             .map_err(|e| ChaosError::Setup(format!("cannot create a temp dir: {e}")))?;
         let ports = Ports::pick()?;
+        let postgres = match &options.database {
+            Database::Sqlite => None,
+            Database::Postgres { server_url, .. } => {
+                let name = format!("ordermq_chaos_{}_{}", ports.http, fastrand::u32(..));
+                ordermq_testkit::postgres::create_database(server_url, &name)
+                    .await
+                    .map_err(|e| {
+                        ChaosError::Setup(format!("cannot create the trial's database: {e}"))
+                    })?;
+                Some((server_url.clone(), name))
+            }
+        };
         Ok(Self {
             driver: Driver::new(ports.http, SECRET),
             dir,
             ports,
-            bin: bin.to_path_buf(),
+            bin: options.bin.clone(),
             external_broker,
             overrides: HashMap::new(),
             ordermq: None,
             broker: None,
             starts: 0,
+            postgres,
+            allow_unsafe_durability: matches!(
+                options.database,
+                Database::Postgres {
+                    allow_unsafe_durability: true,
+                    ..
+                }
+            ),
         })
+    }
+
+    /// The order database's URL: the trial's PostgreSQL database, or the
+    /// SQLite file in its directory.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some((server, name)) => ordermq_testkit::postgres::with_database(server, name)
+                .unwrap_or_else(|_| server.clone()),
+            None => format!("sqlite://{}", self.data_dir().join("orders.db").display()),
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -216,6 +284,15 @@ impl Trial {
         .into_iter()
         .map(|(k, v)| (format!("ORDERMQ_{k}"), v))
         .collect();
+        if self.postgres.is_some() {
+            env.insert("ORDERMQ_DATABASE_URL".into(), self.database_url());
+            if self.allow_unsafe_durability {
+                env.insert(
+                    "ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY".into(),
+                    "true".into(),
+                );
+            }
+        }
         if self.external_broker {
             env.insert(
                 "ORDERMQ_NAMESRV_ADDR".into(),
@@ -242,8 +319,7 @@ impl Trial {
     }
 
     async fn open_store(&self) -> Result<Store, ChaosError> {
-        let url = format!("sqlite://{}", self.data_dir().join("orders.db").display());
-        Store::open(&url, &StoreOptions::default())
+        Store::open(&self.database_url(), &StoreOptions::default())
             .await
             .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))
     }
@@ -360,9 +436,26 @@ impl Trial {
         Ok(verdict)
     }
 
-    /// Keeps the trial's directory (logs, databases) and returns its path.
-    pub fn keep(self) -> PathBuf {
-        self.dir.keep()
+    /// Keeps the trial's directory (logs, databases) and returns its path
+    /// (and the PostgreSQL database's URL, when it has one).
+    pub fn keep(self) -> String {
+        let database = self.postgres.as_ref().map(|_| self.database_url());
+        let dir = self.dir.keep();
+        match database {
+            Some(url) => format!("{} (database {url})", dir.display()),
+            None => dir.display().to_string(),
+        }
+    }
+
+    /// Drops the trial's PostgreSQL database (a trial not kept); a no-op on SQLite.
+    pub async fn discard(mut self) {
+        if let Some((server, name)) = self.postgres.take() {
+            self.kill_ordermq();
+            self.kill_broker();
+            if let Err(e) = ordermq_testkit::postgres::drop_database(&server, &name).await {
+                eprintln!("chaos: cannot drop the trial's database {name}: {e}");
+            }
+        }
     }
 }
 

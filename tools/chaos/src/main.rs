@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ordermq_chaos::{Options, Report, Scenario, find_ordermq};
+use ordermq_chaos::{Database, Options, Report, Scenario, find_ordermq};
+use ordermq_testkit::postgres::PgServer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,27 @@ struct Cli {
     /// Keep every trial's directory (logs and databases); failed trials are always kept.
     #[arg(long)]
     keep: bool,
+    /// The order database of every trial: `sqlite` (files in the trial's
+    /// directory) or `postgres` (a database of each trial's own on
+    /// `--database-url`, else on a PostgreSQL server the run starts from the
+    /// Debian package and stops at its end).
+    #[arg(long, value_enum, default_value_t = DatabaseArg::Sqlite)]
+    database: DatabaseArg,
+    /// The PostgreSQL server for `--database postgres` (any database URL of
+    /// it; the suite creates and drops a database per trial there).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Lets ordermq start on a `--database-url` server that would lose
+    /// acknowledged commits if it crashed itself (`fsync = off`, as test
+    /// servers run): the suite kills ordermq, not the database server.
+    #[arg(long)]
+    allow_unsafe_durability: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DatabaseArg {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -91,7 +113,38 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.database_url.is_some() && cli.database != DatabaseArg::Postgres {
+        eprintln!("chaos: --database-url is for --database postgres");
+        return ExitCode::from(2);
+    }
+    // The run's own server, when it needs one: lives until the run ends.
+    let mut server = None;
+    let database = match (cli.database, &cli.database_url) {
+        (DatabaseArg::Sqlite, _) => Database::Sqlite,
+        (DatabaseArg::Postgres, Some(url)) => Database::Postgres {
+            server_url: url.clone(),
+            allow_unsafe_durability: cli.allow_unsafe_durability,
+        },
+        (DatabaseArg::Postgres, None) => {
+            eprintln!("chaos: starting a PostgreSQL server for the run (fsync=on)");
+            match PgServer::start(None) {
+                Ok(started) => {
+                    let server_url = started.url("postgres");
+                    server = Some(started);
+                    Database::Postgres {
+                        server_url,
+                        allow_unsafe_durability: false,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("chaos: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let options = Options {
+        database,
         trials: cli.trials.max(1),
         crashes_per_trial: cli.crashes.max(1),
         outage: Duration::from_secs(cli.outage_secs),
@@ -116,6 +169,7 @@ fn main() -> ExitCode {
     let run = async {
         let mut report = Report {
             command,
+            database: options.database.name().to_owned(),
             scenarios: Vec::new(),
         };
         for scenario in cli.scenario.scenarios() {
@@ -140,6 +194,7 @@ fn main() -> ExitCode {
         eprintln!("chaos: interrupted; trial processes stopped");
         return ExitCode::from(130);
     };
+    drop(server);
     print!("\n{}", report.table());
     if let Some(path) = &cli.json {
         if let Err(e) = write_json(&report, path) {

@@ -103,6 +103,8 @@ impl ScenarioResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub command: String,
+    /// The order database the trials ran on (`sqlite`, `postgres`).
+    pub database: String,
     pub scenarios: Vec<ScenarioResult>,
 }
 
@@ -114,6 +116,7 @@ impl Report {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let _ = writeln!(out, "order database: {}", self.database);
         let _ = writeln!(
             out,
             "{:<14} {:>6} {:>7} {:>7} {:>6} {:>6} {:>9} {:>5} {:>7} {:>8} {:>7} {:>9} {:>7}  result",
@@ -237,11 +240,13 @@ mod tests {
         assert!(ok.passed && !bad.passed);
         let report = Report {
             command: "chaos".into(),
+            database: "postgres".into(),
             scenarios: vec![ok, bad],
         };
         assert!(!report.passed());
         let table = report.table();
         assert!(table.contains("FAILED") && table.contains("PAID but no push effect"));
+        assert!(table.starts_with("order database: postgres\n"));
         let markdown = report.markdown();
         assert!(markdown.contains("| crash | 1 | 20 kill -9 of ordermq | 10 | 8 | 8 |"));
         assert!(table.contains("flaky figures:\n  - trial 1: payments p99 9.5 ms"));

@@ -17,9 +17,10 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, GatewayMode, HttpUrl, Int, LogFilter, Millis, NameServers,
-    Optional, Probability, RetryLevels, Span,
+    Addr, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, LogFilter, Millis,
+    NameServers, Optional, Probability, RetryLevels, Span,
 };
+use ordermq_messaging::embedded_options::BrokerFlush;
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
 /// (missing state files, dev security profile, empty retry routes): show
@@ -50,32 +51,6 @@ config_table! {
         key: "database_url",
         default: None,
         unset: "sqlite://<data_dir>/orders.db",
-    }
-    /// MySQL/MariaDB: start even though the server would lose acknowledged
-    /// commits in a crash (innodb_flush_log_at_trx_commit other than 1),
-    /// with a warning. Off: ordermq refuses to start on such a server.
-    database_allow_unsafe_durability: bool = Flag {
-        key: "database_allow_unsafe_durability",
-        default: false,
-    }
-    /// MySQL/MariaDB: the longest one statement may run before the server
-    /// cancels it (MariaDB max_statement_time; MySQL max_execution_time,
-    /// reads only).
-    database_statement_timeout: Duration = Span {
-        key: "database_statement_timeout",
-        default: Duration::from_secs(30),
-    }
-    /// MySQL/MariaDB: the longest a statement waits for a row lock
-    /// (innodb_lock_wait_timeout, whole seconds).
-    database_lock_timeout: Duration = Span {
-        key: "database_lock_timeout",
-        default: Duration::from_secs(10),
-    }
-    /// MariaDB: a transaction left idle this long has its connection closed
-    /// (idle_transaction_timeout, whole seconds; MySQL has no such setting).
-    database_idle_in_transaction_timeout: Duration = Span {
-        key: "database_idle_in_transaction_timeout",
-        default: Duration::from_secs(60),
     }
     /// Address of a separate listener for operator routes (refunds,
     /// retries, stats, the dashboard). Set: they are served only there (404
@@ -212,6 +187,17 @@ config_table! {
         key: "embedded_message_index",
         default: false,
     }
+    /// Embedded broker only: when a send is answered. sync: once the message
+    /// is on disk (RocketMQ's SYNC_FLUSH, one group-committed msync for every
+    /// send waiting), so nothing the relay marked sent is lost with the
+    /// power. async: once it is in memory (ASYNC_FLUSH, flushed within
+    /// ~0.5-10 s): less disk work, but a power loss can lose events already
+    /// marked sent. An external cluster decides this itself (its
+    /// flushDiskType and brokerRole; see docs/reliability.md).
+    embedded_broker_flush: BrokerFlush = Flush {
+        key: "embedded_broker_flush",
+        default: BrokerFlush::Sync,
+    }
     /// Redeliveries of a failing message before RocketMQ moves it to the
     /// group's dead-letter queue (`%DLQ%` and the group's name).
     max_reconsume_times: i32 = Int<i32> {
@@ -241,6 +227,61 @@ config_table! {
     write_linger: Duration = Millis {
         key: "write_linger_ms",
         default: ms(2),
+    }
+    /// PostgreSQL and MySQL/MariaDB: order-database batches committing at
+    /// once (group commit), each on its own connection; the server flushes
+    /// commits that arrive together with one log flush. An order's payments
+    /// always go to the same one. SQLite has one writer.
+    postgres_writers: usize = Int<usize> {
+        key: "postgres_writers",
+        default: 4,
+        range: 1..=64,
+    }
+    /// PostgreSQL: a batch's payments as one set-based statement (the
+    /// default). Off: each payment through the general path, one savepoint
+    /// each (for comparison; the same answers and rows).
+    postgres_set_based: bool = Flag {
+        key: "postgres_set_based",
+        default: true,
+    }
+    /// How long a request waits for a database connection before it is
+    /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered
+    /// quickly instead of every request queueing).
+    database_acquire_timeout: Duration = Millis {
+        key: "database_acquire_timeout_ms",
+        default: ms(2_000),
+    }
+    /// PostgreSQL and MySQL/MariaDB: the longest one statement may run
+    /// before the server cancels it (PostgreSQL statement_timeout; MariaDB
+    /// max_statement_time; MySQL max_execution_time, reads only). 0 = the
+    /// server's.
+    database_statement_timeout: Duration = Millis {
+        key: "database_statement_timeout_ms",
+        default: ms(30_000),
+    }
+    /// PostgreSQL and MySQL/MariaDB: the longest a statement waits for a
+    /// lock (PostgreSQL lock_timeout; innodb_lock_wait_timeout, whole
+    /// seconds, at least 1). 0 = the server's.
+    database_lock_timeout: Duration = Millis {
+        key: "database_lock_timeout_ms",
+        default: ms(10_000),
+    }
+    /// PostgreSQL and MariaDB: a session idle this long inside a
+    /// transaction is ended and its locks released (PostgreSQL
+    /// idle_in_transaction_session_timeout; MariaDB idle_transaction_timeout,
+    /// whole seconds; MySQL has none). 0 = the server's.
+    database_idle_in_transaction_timeout: Duration = Millis {
+        key: "database_idle_in_transaction_timeout_ms",
+        default: ms(60_000),
+    }
+    /// Start even though acknowledged commits would not survive a crash
+    /// (PostgreSQL: fsync = off, or synchronous_commit = off for ordermq's
+    /// sessions; MySQL/MariaDB: innodb_flush_log_at_trx_commit other than
+    /// 1), with a warning. Off: ordermq refuses to start. For test servers
+    /// only.
+    database_allow_unsafe_durability: bool = Flag {
+        key: "database_allow_unsafe_durability",
+        default: false,
     }
     /// Group commit in each downstream system under load: when its consumer
     /// batches are queuing (the last commit carried 2 or more), wait up to
@@ -277,6 +318,17 @@ config_table! {
     relay_linger: Duration = Millis {
         key: "relay_linger_ms",
         default: ms(25),
+    }
+    /// An outbox row the broker refuses this many times while it takes
+    /// other rows is parked: no longer tried, counted in /api/stats (outbox
+    /// parked), listed by `ordermq outbox parked` and put back by `ordermq
+    /// outbox requeue`. Until then it waits on its own backoff (100 ms
+    /// doubling to 10 s) without holding back the rows behind it. During an
+    /// outage (the broker takes nothing) no row is parked.
+    relay_park_after_attempts: u32 = Int<u32> {
+        key: "relay_park_after_attempts",
+        default: 20,
+        range: 1..,
     }
     /// Queues per topic when ordermq creates its topics (embedded broker, or
     /// a cluster that allows it). At least the instances consuming each

@@ -313,14 +313,18 @@ impl Config {
         }
     }
 
-    /// The store's options from the `database_*` keys (pool sizes and the
-    /// SQLite lanes as the store's defaults).
+    /// The store's options from the `database_*` keys and
+    /// `postgres_set_based` (pool sizes and the SQLite lanes as the store's
+    /// defaults): one form for every server.
     pub fn store_options(&self) -> ordermq_store::StoreOptions {
         ordermq_store::StoreOptions {
-            allow_unsafe_durability: self.database_allow_unsafe_durability,
-            statement_timeout: self.database_statement_timeout,
-            lock_timeout: self.database_lock_timeout,
-            idle_in_transaction_timeout: self.database_idle_in_transaction_timeout,
+            acquire_timeout: self.database_acquire_timeout,
+            pg_fast_path: self.postgres_set_based,
+            session: ordermq_store::SessionSettings {
+                statement_timeout: self.database_statement_timeout,
+                lock_timeout: self.database_lock_timeout,
+                idle_in_transaction_timeout: self.database_idle_in_transaction_timeout,
+            },
             ..ordermq_store::StoreOptions::default()
         }
     }
@@ -350,6 +354,7 @@ impl Config {
                 .map(|levels| levels.as_str().to_owned()),
             timer_wheel: self.delayed_delivery == DeliveryMode::Timer,
             message_index: self.embedded_message_index,
+            flush: self.embedded_broker_flush,
         }
     }
 

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ordermq_messaging::DelayLevels;
+use ordermq_messaging::embedded_options::BrokerFlush;
 
 use super::table::{Form, Raw};
 
@@ -328,6 +329,20 @@ impl Form for GatewayMode {
         raw.text()?.parse()
     }
     fn show(value: &Self) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// When the embedded broker answers a send: `sync` (on disk) or `async`.
+pub(super) struct Flush;
+
+impl Form for Flush {
+    type Value = BrokerFlush;
+    const ACCEPTS: &'static str = "sync or async";
+    fn parse(raw: Raw<'_>) -> Result<BrokerFlush, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &BrokerFlush) -> Option<String> {
         Some(value.to_string())
     }
 }

@@ -107,6 +107,13 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error("cannot seed the demo catalog")]
     Seed(#[source] StorageError),
+    #[error("cannot read the database's durability settings")]
+    Durability(#[source] StorageError),
+    #[error(
+        "the database would lose acknowledged commits in a crash ({0}): fix the server, \
+         or set ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY=true (test servers only)"
+    )]
+    UnsafeDurability(String),
     #[error(transparent)]
     Messaging(#[from] MqError),
     #[error("cannot set up the third parties")]
@@ -215,10 +222,11 @@ impl Application {
         ))
         .await?;
         let relay_wake = Arc::new(Notify::new());
-        let (writer, writer_task) = OrderWriter::spawn_lingering(
+        let (writer, writer_task) = OrderWriter::spawn_parallel(
             store.clone(),
             config.write_batch_max,
             config.write_linger,
+            config.postgres_writers,
         );
         let Consumers { mq, effect_tasks } = Box::pin(subscribe_consumers(
             config,
@@ -277,6 +285,7 @@ impl Application {
                 owner: format!("relay-{:08x}", fastrand::u32(..)),
                 batch_size: config.relay_batch_size,
                 linger: config.relay_linger,
+                park_after: config.relay_park_after_attempts,
             },
             http_limits: HttpLimits::from_config(config),
             rate_limits: RateLimits::new(config.rate_settings()),

@@ -58,6 +58,7 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
     )
     .await?;
     tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+    check_durability(&store, config.database_allow_unsafe_durability).await?;
     if config.seed_catalog {
         let added = store
             .seed_catalog(DEMO_CATALOG)
@@ -68,6 +69,33 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
         }
     }
     Ok(store)
+}
+
+/// Reads and logs the database server's durability settings (PostgreSQL's
+/// or MySQL's); refuses to go on when
+/// an acknowledged commit would not survive a crash, unless `allow_unsafe`.
+async fn check_durability(store: &Store, allow_unsafe: bool) -> Result<(), StartError> {
+    let Some(durability) = store.durability().await.map_err(StartError::Durability)? else {
+        return Ok(());
+    };
+    tracing::info!(settings = %durability.summary(), "database durability");
+    for warning in &durability.warnings {
+        tracing::warn!("{warning}");
+    }
+    let unsafe_settings = durability.unsafe_settings;
+    if unsafe_settings.is_empty() {
+        return Ok(());
+    }
+    let what = unsafe_settings.join(", ");
+    if !allow_unsafe {
+        return Err(StartError::UnsafeDurability(what));
+    }
+    tracing::warn!(
+        settings = %what,
+        "the database may lose acknowledged payments in a crash; \
+         started anyway (database_allow_unsafe_durability)"
+    );
+    Ok(())
 }
 
 /// The configured cluster's NameServer, or an embedded NameServer + broker.
@@ -108,17 +136,57 @@ pub(super) async fn connect_producer(
     if security.acl.is_some() {
         tracing::info!("RocketMQ ACL credentials set: every request to the cluster is signed");
     }
+    let external = config.namesrv_addr.is_some();
     let mq = background
         .run(async move {
             let mq = MqClient::connect_with(&addr, PRODUCER_GROUP, delayed, security).await?;
             for topic in TOPICS {
                 mq.ensure_topic(topic, topic_queues).await?;
             }
+            if external {
+                log_cluster_durability(&mq).await;
+            }
             Ok::<_, MqError>(mq)
         })
         .await
         .map_err(StartError::Background)??;
     Ok(mq)
+}
+
+/// An external cluster decides what `SEND_OK` means (each broker's
+/// `flushDiskType` and `brokerRole`; the embedded broker logs its own mode):
+/// logs what its brokers say, or that they would not say.
+pub(super) async fn log_cluster_durability(mq: &MqClient) {
+    const WHY: &str = "the relay marks an event sent on SEND_OK; what survives a broker host's \
+                       power loss depends on the brokers' flushDiskType and brokerRole (docs/reliability.md)";
+    match mq.broker_durability().await {
+        Ok(brokers) if !brokers.is_empty() => {
+            for broker in brokers {
+                let flush = broker.flush_disk_type.as_deref().unwrap_or("unknown");
+                let role = broker.broker_role.as_deref().unwrap_or("unknown");
+                match broker.survives_power_loss() {
+                    Some(true) => tracing::info!(
+                        broker = %broker.broker, addr = %broker.addr, flush, role,
+                        "RocketMQ broker: SEND_OK means the message is on disk or on a slave"
+                    ),
+                    Some(false) => tracing::warn!(
+                        broker = %broker.broker, addr = %broker.addr, flush, role,
+                        "RocketMQ broker: SEND_OK comes before the message is on disk or a slave; \
+                         a power loss of its host can lose events ordermq counts as sent. {WHY}"
+                    ),
+                    None => tracing::warn!(
+                        broker = %broker.broker, addr = %broker.addr, flush, role,
+                        "RocketMQ broker did not say how it stores messages. {WHY}"
+                    ),
+                }
+            }
+        }
+        Ok(_) => tracing::warn!("the NameServer listed no broker to ask. {WHY}"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not read the brokers' settings (an ACL without the permission, or a proxy). {WHY}"
+        ),
+    }
 }
 
 /// Subscribes every group of [`CONSUMER_GROUPS`] with its handler, on the

@@ -3,6 +3,9 @@
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
 //! - [`docs`]: the README's error table against the stable codes.
+//! - [`durability`]: when the embedded broker answers a send (after the
+//!   disk by default), as the broker itself reports it; `ordermq outbox`
+//!   listing and requeueing parked outbox rows.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
 //! - [`events`]: forged events parked by every group, a rotated-in key
@@ -26,6 +29,7 @@
 mod api;
 mod bad_input;
 mod docs;
+mod durability;
 mod e2e;
 mod events;
 mod gateways;

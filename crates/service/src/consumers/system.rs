@@ -24,6 +24,7 @@ use futures_util::future::join_all;
 use ordermq_domain::event::OrderRefundRequested;
 use ordermq_domain::fanout::coupon_code;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
+use ordermq_domain::parked::{ParkedMessage, UNDECODABLE, clip};
 use ordermq_domain::ports::{
     BoxFuture, Cancellation, Delivery, GatewayError, Handler, LogisticsGateway, Outcome, SmsGateway,
 };
@@ -249,10 +250,12 @@ impl SystemHandler {
                     events.push((delivery, event_id, event));
                 }
                 Err(e) => {
-                    // Unreadable now means unreadable on every retry: let it
-                    // reach the DLQ, where an operator can inspect it.
-                    tracing::error!(group, msg_id = %delivery.msg_id, error = %e, "undecodable message");
-                    first_failure.get_or_insert(format!("undecodable message: {e}"));
+                    // Unreadable now means unreadable on every retry: parked
+                    // on its own (acknowledged, kept for operators), so it
+                    // neither comes back nor holds its batch back.
+                    if let Err(reason) = self.park_undecodable(&delivery, &e.to_string()).await {
+                        first_failure.get_or_insert(reason);
+                    }
                 }
             }
         }
@@ -306,16 +309,24 @@ impl SystemHandler {
                 }
             }
         }
-        let outcomes = match self.writer.apply(records).await {
-            Ok(outcomes) => outcomes,
-            Err(reason) => {
-                for (delivery, event_id, event) in &events {
-                    self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
-                        .await;
+        let answers = self.writer.apply(records.clone()).await;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for (record, answer) in records.iter().zip(answers) {
+            match answer {
+                Ok(applied) => outcomes.push(applied),
+                // Only this record failed: the others are committed, and
+                // are skipped when the batch comes back.
+                Err(reason) => {
+                    if let Some((delivery, event_id, event)) =
+                        events.iter().find(|(_, id, _)| *id == record.event_id)
+                    {
+                        self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
+                            .await;
+                    }
+                    first_failure.get_or_insert(reason);
                 }
-                return Outcome::RetryLater(reason);
             }
-        };
+        }
         skipped += outcomes.iter().filter(|o| **o == Applied::Already).count();
         if skipped > 0 {
             // Operators (and the fault suite) count these: redeliveries are normal.
@@ -331,6 +342,35 @@ impl SystemHandler {
             Some(reason) => Outcome::RetryLater(reason),
             None => Outcome::Consumed,
         }
+    }
+
+    /// Parks a message whose body is not an event (`parked_messages`, reason
+    /// `UNDECODABLE`): it would fail every redelivery. An `Err` (the
+    /// database could not record it) leaves it to be redelivered.
+    async fn park_undecodable(&self, delivery: &Delivery, error: &str) -> Result<(), String> {
+        let group = self.system.consumer_group();
+        tracing::error!(group, msg_id = %delivery.msg_id, error, "undecodable message parked");
+        let parked = ParkedMessage {
+            group: group.to_owned(),
+            msg_id: delivery.msg_id.clone(),
+            topic: delivery.topic.clone(),
+            tag: delivery.tag.clone(),
+            key: delivery.key.clone(),
+            event_id: None,
+            key_id: None,
+            reason: UNDECODABLE.to_owned(),
+            detail: error.to_owned(),
+            body: clip(
+                &String::from_utf8_lossy(&delivery.body),
+                ordermq_domain::parked::MAX_PARKED_BODY,
+            ),
+            parked_at: now_millis(),
+        };
+        self.store
+            .park(&parked)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("undecodable message, not parked: {e}"))
     }
 
     /// Logs a failed delivery and records it, so the order's page shows the
@@ -623,24 +663,39 @@ mod tests {
         );
     }
 
+    /// A message whose body is not an event is parked on its own (kept,
+    /// acknowledged, never retried); the batch it came with is applied.
     #[tokio::test]
-    async fn an_undecodable_message_is_retried_not_acknowledged() {
+    async fn an_undecodable_message_is_parked_alone_and_its_batch_applied() {
         let fixture = Fixture::new().await;
         fixture.paid_order("u1", 1).await;
-        let mut paid = relay_all(&fixture)
+        fixture.paid_order("u2", 1).await;
+        let paid: Vec<_> = relay_all(&fixture)
             .await
             .into_iter()
-            .find(|m| m.tag == EventKind::OrderPaid.tag())
-            .expect("an OrderPaid was published");
-        paid.body = "{not json".into();
+            .filter(|m| m.tag == EventKind::OrderPaid.tag())
+            .collect();
+        let mut broken = paid[0].clone();
+        broken.body = "{not json".into();
         let gateway = Arc::new(CountingGateway::default());
         let handler = handler(&fixture, System::Credit, &gateway);
-        assert!(matches!(
-            handler.handle(vec![delivery_of(&paid)]).await,
-            Outcome::RetryLater(_)
-        ));
-        let user = UserId::parse("u1").unwrap();
-        let activity = fixture.orders.user_activity(user).await.unwrap();
-        assert!(activity.points.is_empty());
+        assert_eq!(
+            handler
+                .handle(vec![delivery_of(&broken), delivery_of(&paid[1])])
+                .await,
+            Outcome::Consumed
+        );
+        let parked = fixture.store.parked(Some("credit_group")).await.unwrap();
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].reason, UNDECODABLE);
+        assert_eq!(parked[0].msg_id, delivery_of(&broken).msg_id);
+        assert_eq!(parked[0].body, "{not json");
+        let points = |user: &str| {
+            let user = UserId::parse(user).unwrap();
+            let orders = fixture.orders.clone();
+            async move { orders.user_activity(user).await.unwrap().points.len() }
+        };
+        assert_eq!(points("u1").await, 0, "the broken copy applied nothing");
+        assert_eq!(points("u2").await, 1, "the rest of its batch applied");
     }
 }

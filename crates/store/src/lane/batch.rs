@@ -9,9 +9,10 @@ use ordermq_domain::{OutboxMessage, PaymentNotice};
 use rusqlite::Connection;
 
 use super::pay::{FastPay, pay_one};
-use super::relay::{RelayRound, relay_round};
+use super::relay::relay_round;
 use super::savepoint;
 use crate::fail::LaneResult;
+use crate::sql::RelayRound;
 
 /// What [`pay_batch`] committed: per payment, and per relay round (the rows it claimed).
 #[derive(Debug)]

@@ -9,19 +9,10 @@ use rusqlite::params;
 use crate::fail::LaneResult;
 use crate::sql;
 
-/// The relay's round inside a fast batch.
-#[derive(Debug, Clone)]
-pub(crate) struct RelayRound {
-    pub owner: String,
-    pub acked: Vec<i64>,
-    pub limit: usize,
-    pub lease_ms: i64,
-}
-
 /// Marks the relay's acknowledged rows sent and claims the next due rows.
 pub(crate) fn relay_round(
     tx: &rusqlite::Transaction<'_>,
-    round: &RelayRound,
+    round: &sql::RelayRound,
     now: i64,
 ) -> LaneResult<Vec<OutboxMessage>> {
     {
@@ -43,6 +34,7 @@ pub(crate) fn relay_round(
                     event_id: r.get(4)?,
                     body: r.get(5)?,
                     deliver_at: r.get(6)?,
+                    attempts: r.get(7)?,
                 })
             },
         )?

@@ -145,6 +145,19 @@ const ORDERS_V5: &[&str] = &["CREATE TABLE IF NOT EXISTS order_actions (
         INDEX order_actions_by_order (order_id)
     ) {TABLE}"];
 
+/// Version 6: an outbox row the relay failed `relay_park_after_attempts`
+/// times is parked (`parked_at`). PostgreSQL and SQLite keep parked rows
+/// out of the relay's index with a partial index; MySQL has none, so
+/// `parked_at` joins the relay's key after `sent_at`: the claim's `sent_at
+/// IS NULL AND parked_at IS NULL` is an equality prefix of the key, read in
+/// `next_attempt_at` order straight from the index, and neither sent nor
+/// parked rows are ever scanned. Parked rows are listed by their own index
+/// (a range on `parked_at IS NOT NULL`). One statement: applied whole or not.
+const ORDERS_V6: &[&str] = &["ALTER TABLE outbox ADD COLUMN parked_at BIGINT, \
+     DROP INDEX outbox_unsent, \
+     ADD INDEX outbox_unsent (sent_at, parked_at, next_attempt_at, id), \
+     ADD INDEX outbox_parked (parked_at, id)"];
+
 const SYSTEM_COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS inbox (
         consumer_group VARCHAR(64) NOT NULL,
@@ -240,8 +253,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 5] {
-    [ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5]
+pub(super) fn orders() -> [&'static [&'static str]; 6] {
+    [
+        ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6,
+    ]
 }
 
 /// One system's statements per version, oldest first.

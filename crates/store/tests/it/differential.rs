@@ -30,7 +30,7 @@ use ordermq_domain::{
     Actor, Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId,
     OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId, UserLimits,
 };
-use ordermq_store::{EffectRecord, Store, StoreOptions, WriteOp, WriteResult};
+use ordermq_store::{EffectRecord, OutboxRetry, Store, StoreOptions, WriteOp, WriteResult};
 use sqlx::{Column, Connection, Row};
 
 use crate::helpers::*;
@@ -290,12 +290,19 @@ async fn orders_script(store: &Store, t: &mut Transcript) {
     // The ack rides on a payment batch, with the next claim.
     let batch = vec![pay(2, "p2", 250), relay(first_ids, 2)];
     let answers = store.write_batch(&batch, 4_000).await;
-    let retry: Vec<(i64, String)> = ids_claimed(&answers)
+    let retry: Vec<OutboxRetry> = ids_claimed(&answers)
         .into_iter()
-        .map(|id| (id, "broker busy".to_owned()))
+        .map(|id| OutboxRetry {
+            id,
+            error: "broker busy".to_owned(),
+            retry_at: 5_000,
+        })
         .collect();
     t.say("pay and relay", results(answers));
-    t.say("retry", store.retry_outbox(&retry, 5_000).await);
+    // Claimed once each: the limit of 1 parks them, as the relay would.
+    t.say("retry", store.retry_outbox(&retry, 1, 4_500).await);
+    t.say("parked", store.parked_outbox(10).await);
+    t.say("requeue", store.requeue_outbox(None, 4_600).await);
     let closes = vec![WriteOp::Close(oid(4))];
     t.say(
         "early close",
@@ -440,7 +447,7 @@ async fn run(store: &Store) -> Transcript {
 /// Every table's rows (`id` columns masked), sorted, keyed by table; on
 /// SQLite the tables of all five files together (`inbox` and
 /// `schema_version` are in each).
-async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Vec<String>> {
+pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Vec<String>> {
     let urls: Vec<String> = if db.url.starts_with("sqlite:") {
         let dir = db.url.trim_start_matches("sqlite://");
         let dir = std::path::Path::new(dir).parent().unwrap().to_owned();
@@ -533,6 +540,13 @@ async fn every_write_path_gives_the_same_answers_and_rows() {
     let mut runs = vec![("SQLite lane", lanes), ("SQLite general", general)];
     if let Some(pg) = postgres().await {
         runs.push(("PostgreSQL", pg));
+    }
+    let general = StoreOptions {
+        pg_fast_path: false,
+        ..StoreOptions::default()
+    };
+    if let Some(pg) = postgres_with(&general).await {
+        runs.push(("PostgreSQL general", pg));
     }
     if let Some(my) = mysql().await {
         runs.push(("MariaDB", my));

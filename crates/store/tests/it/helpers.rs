@@ -36,21 +36,36 @@ pub(crate) async fn sqlite_with(options: &StoreOptions) -> TestDb {
 }
 
 pub(crate) async fn postgres() -> Option<TestDb> {
-    server("PostgreSQL", "ORDERMQ_TEST_POSTGRES_URL", "").await
+    postgres_with(&StoreOptions::default()).await
+}
+
+pub(crate) async fn postgres_with(options: &StoreOptions) -> Option<TestDb> {
+    server("PostgreSQL", "ORDERMQ_TEST_POSTGRES_URL", "", options).await
 }
 
 pub(crate) async fn mysql() -> Option<TestDb> {
+    mysql_with(&StoreOptions::default()).await
+}
+
+pub(crate) async fn mysql_with(options: &StoreOptions) -> Option<TestDb> {
     server(
         "MariaDB",
         "ORDERMQ_TEST_MYSQL_URL",
         " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        options,
     )
     .await
 }
 
 /// A fresh database on the server `variable` names (created with
-/// `options`), or `None` when it is unset outside CI.
-async fn server(backend: &str, variable: &str, options: &str) -> Option<TestDb> {
+/// `create_options`), opened with `options`, or `None` when the variable is
+/// unset outside CI.
+async fn server(
+    backend: &str,
+    variable: &str,
+    create_options: &str,
+    options: &StoreOptions,
+) -> Option<TestDb> {
     let Ok(admin_url) = std::env::var(variable) else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -62,7 +77,7 @@ async fn server(backend: &str, variable: &str, options: &str) -> Option<TestDb> 
     sqlx::any::install_default_drivers();
     let name = format!("ordermq_test_{:016x}", fastrand::u64(..));
     let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}{options}"))
+    sqlx::query(&format!("CREATE DATABASE {name}{create_options}"))
         .execute(&mut admin)
         .await
         .unwrap();
@@ -70,7 +85,7 @@ async fn server(backend: &str, variable: &str, options: &str) -> Option<TestDb> 
         .rsplit_once('/')
         .expect("URL with a database name");
     let url = format!("{base}/{name}");
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let store = Store::open(&url, options).await.unwrap();
     Some(TestDb {
         store,
         url,

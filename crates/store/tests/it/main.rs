@@ -6,11 +6,18 @@
 //! - `limits`: the per-user limits on unpaid orders, concurrent creates included.
 //! - `parked`: messages that failed verification, once per group, clipped to fit.
 //! - `differential`: one sequence of operations through the SQLite lane,
-//!   general SQLite, PostgreSQL and MariaDB; every answer and every row compared.
+//!   general SQLite, PostgreSQL's set-based path and its general path, and
+//!   MariaDB; every answer and every row compared.
+//! - `batches`: concurrent group-commit batches on a hot SKU, and a batch
+//!   of good and bad payments against paying them one by one.
+//! - `server`: the time limits set on every PostgreSQL and MariaDB session,
+//!   the durability settings read from the server and judged.
 //! - `helpers`: fresh stores and the domain values tests build.
 
+mod batches;
 mod differential;
 mod helpers;
 mod limits;
 mod parked;
 mod rules;
+mod server;

@@ -7,7 +7,7 @@ use ordermq_domain::{
     Amount, CreateOrderError, Effect, FanoutState, OrderEvent, OrderId, OrderLine, OrderStatus,
     PayOrderError, Quantity, RefundError, RefundId, RefundStatus, Sku, System, UserId,
 };
-use ordermq_store::{Applied, DemoProduct, Store, StoreOptions};
+use ordermq_store::{Applied, DemoProduct, OutboxRetry, Store, StoreOptions};
 use sqlx::Connection;
 
 use crate::helpers::*;
@@ -348,7 +348,7 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     );
     store.mark_sent(&[claimed[0].id], 102).await.unwrap();
     store
-        .retry_outbox(&[(claimed[1].id, "broker down".to_owned())], 5_000)
+        .retry_outbox(&[retry(claimed[1].id, "broker down", 5_000)], 20, 103)
         .await
         .unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
@@ -405,12 +405,12 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
         .await
         .unwrap();
     assert_eq!(refused.len(), 2);
-    let failed: Vec<(i64, String)> = refused
+    let failed: Vec<OutboxRetry> = refused
         .iter()
-        .map(|m| (m.id, "disk full".to_owned()))
+        .map(|m| retry(m.id, "disk full", 25_000))
         .collect();
-    store.retry_outbox(&failed, 25_000).await.unwrap();
-    store.retry_outbox(&[], 25_000).await.unwrap();
+    store.retry_outbox(&failed, 20, 20_001).await.unwrap();
+    store.retry_outbox(&[], 20, 20_001).await.unwrap();
     assert!(
         store
             .claim_outbox("relay-b", 10, 10_000, 24_999)
@@ -432,6 +432,104 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
 on_every_backend!(
     outbox_leases,
     outbox_rows_are_leased_acknowledged_and_retried
+);
+
+fn retry(id: i64, error: &str, retry_at: i64) -> OutboxRetry {
+    OutboxRetry {
+        id,
+        error: error.to_owned(),
+        retry_at,
+    }
+}
+
+/// A row that fails its `park_after`-th claim is parked: never claimed
+/// again, out of the backlog, counted and listed with its last error, and
+/// back in the relay's hands when an operator requeues it (one, or all).
+async fn outbox_rows_failing_every_attempt_are_parked_and_requeued(store: Store) {
+    seed(&store, "A", 100, 5).await;
+    for i in 0..3 {
+        let id = order_id(i);
+        store
+            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
+            .await
+            .unwrap();
+        store
+            .pay_order(&notice(&id, &format!("p{i}"), 100), 1)
+            .await
+            .unwrap();
+    }
+    let first = store.claim_outbox("r", 10, 1_000, 10).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|m| m.attempts == 1));
+    let poison = first[0].id;
+    // Claimed once: below a limit of 2, rescheduled; the others were sent.
+    let parked = store
+        .retry_outbox(&[retry(poison, "refused", 20)], 2, 11)
+        .await
+        .unwrap();
+    assert!(parked.is_empty());
+    store
+        .mark_sent(&[first[1].id, first[2].id], 12)
+        .await
+        .unwrap();
+    let second = store.claim_outbox("r", 10, 1_000, 20).await.unwrap();
+    assert_eq!(
+        second
+            .iter()
+            .map(|m| (m.id, m.attempts))
+            .collect::<Vec<_>>(),
+        [(poison, 2)]
+    );
+    let parked = store
+        .retry_outbox(&[retry(poison, "refused again", 30)], 2, 21)
+        .await
+        .unwrap();
+    assert_eq!(parked, [poison]);
+    assert!(
+        store
+            .claim_outbox("r", 10, 1_000, 100_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a parked row is never claimed"
+    );
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+    assert_eq!(store.outbox_parked().await.unwrap(), 1);
+    assert_eq!(store.stats().await.unwrap().outbox_parked, 1);
+    let listed = store.parked_outbox(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, poison);
+    assert_eq!(listed[0].attempts, 2);
+    assert_eq!(listed[0].last_error.as_deref(), Some("refused again"));
+    assert_eq!(listed[0].parked_at, 21);
+    assert_eq!(listed[0].event_id, first[0].event_id);
+
+    assert_eq!(
+        store.requeue_outbox(Some(poison + 100), 40).await.unwrap(),
+        0
+    );
+    assert_eq!(store.requeue_outbox(Some(poison), 40).await.unwrap(), 1);
+    assert_eq!(store.outbox_parked().await.unwrap(), 0);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 1);
+    let back = store.claim_outbox("r", 10, 1_000, 40).await.unwrap();
+    assert_eq!(
+        back.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        [(poison, 1)],
+        "its attempts start again"
+    );
+    store
+        .retry_outbox(&[retry(poison, "still refused", 50)], 1, 41)
+        .await
+        .unwrap();
+    assert_eq!(store.requeue_outbox(None, 60).await.unwrap(), 1, "--all");
+    assert_eq!(
+        store.claim_outbox("r", 10, 1_000, 60).await.unwrap().len(),
+        1
+    );
+}
+on_every_backend!(
+    outbox_parking,
+    outbox_rows_failing_every_attempt_are_parked_and_requeued
 );
 
 async fn effects_apply_once_and_report_fanout(store: Store) {

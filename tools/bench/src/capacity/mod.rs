@@ -24,10 +24,17 @@
 //! be repeated too; a repeat is a second sample of the same rate, and
 //! `--retry-host-pauses false` turns repeats off.
 //! Durability is as in production:
-//! SQLite `synchronous=FULL` (an fsync per commit), broker `ASYNC_FLUSH`.
+//! SQLite `synchronous=FULL` (an fsync per commit), the broker as
+//! `--broker-flush` says (`SYNC_FLUSH` by default), stated in every report;
+//! with `--database postgres`, PostgreSQL with `fsync`, `synchronous_commit`
+//! and `full_page_writes` on (a throwaway server of the run's own, or
+//! `--database-url`).
 //!
 //! Yardsticks measured in the same run: the raw fsync rate of the data
-//! directory's disk, and a plain one-row-per-commit SQLite loop.
+//! directory's disk, and a plain one-row-per-commit SQLite loop; on
+//! PostgreSQL also one row per transaction with 1 and 8 connections and a
+//! naive payment loop (one transaction per payment) with 8, on the same
+//! server (`postgres`).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -36,6 +43,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ordermq_store::{Store, StoreOptions};
 
+use super::postgres::{self, PgYardsticks};
 use super::target::{self, Target, TargetArgs};
 use super::{BenchResult, Output};
 
@@ -199,34 +207,65 @@ struct Run<'a> {
     offset: f64,
 }
 
-/// The machine's own rates, measured in the same run on the same disk.
+/// The machine's own rates, measured in the same run on the same disk
+/// (and PostgreSQL's, on the server ordermq runs on).
 #[derive(Debug, Clone, Copy)]
 struct Yardsticks {
     fsync_per_s: f64,
     sqlite_commit_per_s: f64,
+    postgres: Option<PgYardsticks>,
 }
 
 impl Yardsticks {
-    async fn measure(target: &Target, duration: Duration) -> BenchResult<Self> {
+    async fn measure(
+        target: &Target,
+        database_url: Option<&str>,
+        duration: Duration,
+    ) -> BenchResult<Self> {
         eprintln!("  measuring yardsticks ({duration:?} each, on this machine's disk)...");
         let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
         let disk = target.local_dir().unwrap_or(scratch.path());
+        let postgres = match database_url {
+            Some(url) => Some(PgYardsticks::measure(url, duration).await?),
+            None => None,
+        };
         Ok(Self {
             fsync_per_s: fsync_rate(disk, duration)?,
             sqlite_commit_per_s: sqlite_commit_rate(disk, duration).await?,
+            postgres,
         })
     }
 }
 
-pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
+pub(crate) async fn run(mut args: CapacityArgs) -> BenchResult<serde_json::Value> {
+    let broker_flush = args.target.broker_flush_label()?;
+    let database = match args.target.database_url.is_some() {
+        true => "PostgreSQL fsync=on synchronous_commit=on",
+        false if args.target.database == super::target::Database::Postgres => {
+            "PostgreSQL fsync=on synchronous_commit=on"
+        }
+        false => "SQLite synchronous=FULL",
+    };
     println!(
-        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps (SQLite synchronous=FULL, broker ASYNC_FLUSH)",
+        "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps ({database}, broker {broker_flush})",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine
     );
+    // Lives until the run's end: the throwaway PostgreSQL server, if any.
+    let _server = postgres::prepare(&mut args.target).await?;
     let target = start_target(&args).await?;
     super::warn_if_disk_nearly_full();
     let memory = target.is_local().then(super::MemorySampler::start);
-    let yardsticks = Yardsticks::measure(&target, args.yardstick_duration).await?;
+    let yardsticks = Yardsticks::measure(
+        &target,
+        args.target.database_url.as_deref(),
+        args.yardstick_duration,
+    )
+    .await?;
+    let database_url = args.target.database_url.clone();
+    let counting_statements = match &database_url {
+        Some(url) => postgres::reset_statements(url).await,
+        None => false,
+    };
     // After the yardsticks, so it does not share the disk with them.
     let probe = target
         .local_dir()
@@ -264,6 +303,10 @@ pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
     };
     let [peak_anon_mb, peak_file_mb] = memory.map_or([None; 2], |m| m.finish().map(Some));
     let described = target.describe();
+    let statements = match (&database_url, counting_statements) {
+        (Some(url), true) => postgres::top_statements(url, 12).await,
+        _ => None,
+    };
     target::into_inner(target)?.stop().await?;
 
     let outcome = report::Outcome {
@@ -280,11 +323,24 @@ pub(crate) async fn run(args: CapacityArgs) -> BenchResult<serde_json::Value> {
             peak_file_mb,
         },
     };
-    let report = outcome.json(&args, described);
+    let mut report = outcome.json(&args, described, &broker_flush);
+    if let Some(statements) = statements {
+        eprintln!("  PostgreSQL's busiest statements (pg_stat_statements) over the run:");
+        for s in statements.as_array().into_iter().flatten() {
+            eprintln!(
+                "    {:>9.0} ms {:>9} calls {:>8.3} ms each  {}",
+                s["total_ms"].as_f64().unwrap_or(0.0),
+                s["calls"],
+                s["mean_ms"].as_f64().unwrap_or(0.0),
+                s["query"].as_str().unwrap_or("")
+            );
+        }
+        report["postgres_statements"] = statements;
+    }
     super::write_reports(
         "capacity",
         &args.output,
-        "ordermq-bench capacity",
+        &format!("ordermq-bench capacity (broker {broker_flush})"),
         &report,
         &outcome.table(),
         &outcome.charts(series),

@@ -43,19 +43,39 @@ impl Outcome {
         self.best().map_or(0.0, |s| s.summary.throughput_per_s)
     }
 
-    pub(super) fn json(&self, args: &CapacityArgs, target: String) -> serde_json::Value {
+    pub(super) fn json(
+        &self,
+        args: &CapacityArgs,
+        target: String,
+        broker_flush: &str,
+    ) -> serde_json::Value {
         let best = self.best();
         let max_sustained = self.max_sustained();
         let Yardsticks {
             fsync_per_s,
             sqlite_commit_per_s,
+            postgres,
         } = self.yardsticks;
+        let database = if postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
         json!({
+            "database": database,
+            "postgres_yardsticks": postgres.map(|p| json!({
+                "fsync": p.fsync,
+                "synchronous_commit": p.synchronous_commit,
+                "insert_1_connection_per_s": p.insert_1_per_s,
+                "insert_8_connections_per_s": p.insert_8_per_s,
+                "naive_payments_8_connections_per_s": p.naive_pay_8_per_s,
+                "ordermq_multiple_of_naive_payments": max_sustained / p.naive_pay_8_per_s.max(1e-9),
+            })),
             "scenario": "capacity",
             "machine": super::super::machine(),
             "settings": args.target.settings,
             "target": target,
-            "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": "ASYNC_FLUSH"},
+            "durability": {"sqlite_synchronous": "FULL", "sqlite_journal": "WAL", "broker_flush": broker_flush},
             "p99_limit_ms": args.p99_limit_ms,
             "step_duration_s": args.step_duration.as_secs_f64(),
             "refine_steps": args.refine,
@@ -120,12 +140,34 @@ impl Outcome {
         let Yardsticks {
             fsync_per_s,
             sqlite_commit_per_s,
+            postgres,
         } = self.yardsticks;
         let Memory {
             peak_rss_mb,
             peak_anon_mb,
             peak_file_mb,
         } = self.memory;
+        let times =
+            |yardstick: f64| format!("ordermq = {:.1}x", max_sustained / yardstick.max(1e-9));
+        let postgres_rows = postgres.map(|p| {
+            [
+                (
+                    "PostgreSQL 1 row/txn, 1 conn/s",
+                    format!("{:.0}", p.insert_1_per_s),
+                    times(p.insert_1_per_s),
+                ),
+                (
+                    "PostgreSQL 1 row/txn, 8 conns/s",
+                    format!("{:.0}", p.insert_8_per_s),
+                    times(p.insert_8_per_s),
+                ),
+                (
+                    "PostgreSQL naive payments, 8 conns/s",
+                    format!("{:.0}", p.naive_pay_8_per_s),
+                    times(p.naive_pay_8_per_s),
+                ),
+            ]
+        });
         let totals = [
             (
                 "max sustained/s",
@@ -162,7 +204,10 @@ impl Outcome {
                     }),
             ),
         ];
-        for (label, value, note) in totals {
+        for (label, value, note) in totals
+            .into_iter()
+            .chain(postgres_rows.into_iter().flatten())
+        {
             let mut row = vec![label.to_owned(), value];
             row.extend(std::iter::repeat_n(String::new(), 5));
             row.push(note);

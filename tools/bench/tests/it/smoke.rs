@@ -77,6 +77,10 @@ async fn seed_report_is_complete_and_consistent() {
     .await
     .unwrap();
     assert_written(dir.path(), "seed", &report);
+    assert_eq!(
+        report["durability"]["broker_flush"], "SYNC_FLUSH",
+        "ordermq's default, stated"
+    );
     for mode in ["serial", "parallel", "ordermq"] {
         let (p50, p95, p99, max) = (
             num(&report, &["modes", mode, "p50_ms"]),
@@ -122,6 +126,7 @@ async fn capacity_report_is_complete_and_consistent() {
         retry_host_pauses: true,
         target: bench::target::TargetArgs {
             settings: vec!["write_linger_ms=0".into(), "topic_queues=2".into()],
+            broker_flush: Some(ordermq_messaging::BrokerFlush::Async),
             ..Default::default()
         },
         output: output(dir.path(), "capacity"),
@@ -134,10 +139,15 @@ async fn capacity_report_is_complete_and_consistent() {
         serde_json::json!(["write_linger_ms=0", "topic_queues=2"]),
         "the report says how its ordermq was tuned"
     );
+    assert_eq!(report["durability"]["broker_flush"], "ASYNC_FLUSH");
+    let html = std::fs::read_to_string(dir.path().join("capacity.html")).unwrap();
+    assert!(html.contains("<h1>ordermq-bench capacity (broker ASYNC_FLUSH)</h1>"));
     let steps = report["steps"].as_array().unwrap();
     assert!(!steps.is_empty() && steps.len() <= 2);
     assert!(num(&report, &["yardsticks", "fsync_per_s"]) > 0.0);
     assert!(num(&report, &["yardsticks", "sqlite_commit_per_s"]) > 0.0);
+    assert_eq!(report["database"], "sqlite");
+    assert!(report["postgres_yardsticks"].is_null());
     assert!(num(&report, &["peak_rss_mb"]) > 0.0);
     // Sampled parts of the resident memory: each at most the exact peak.
     for part in ["peak_rss_anon_mb", "peak_rss_file_mb"] {
@@ -177,6 +187,62 @@ async fn capacity_report_is_complete_and_consistent() {
             .map(|s| num(s, &["payments"]) - num(s, &["errors"]))
             .sum::<f64>();
     assert_eq!(num(&report, &["paid_total"]), paid);
+}
+
+/// On PostgreSQL (the store tests' server, in a database of its own): the
+/// report names the database and carries PostgreSQL's yardsticks beside
+/// ordermq's figure, and every payment fanned out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_runs_on_postgres_beside_its_yardsticks() {
+    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the bench on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
+        );
+        return;
+    };
+    use sqlx::Connection;
+    let name = format!("ordermq_bench_{:016x}", fastrand::u64(..));
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::Capacity(CapacityArgs {
+        start_rate: 50.0,
+        max_rate: 50.0,
+        growth: 2.0,
+        step_duration: Duration::from_secs(1),
+        refine: 0,
+        p99_limit_ms: 5_000.0,
+        yardstick_duration: Duration::from_millis(200),
+        retry_host_pauses: false,
+        target: bench::target::TargetArgs {
+            // The tests' server runs with fsync=off.
+            settings: vec!["database_allow_unsafe_durability=true".into()],
+            database_url: Some(format!("{base}/{name}")),
+            ..Default::default()
+        },
+        output: output(dir.path(), "capacity"),
+    }))
+    .await
+    .unwrap();
+    assert_written(dir.path(), "capacity", &report);
+    assert_eq!(report["database"], "postgres", "{report}");
+    for yardstick in [
+        "insert_1_connection_per_s",
+        "insert_8_connections_per_s",
+        "naive_payments_8_connections_per_s",
+    ] {
+        assert!(
+            num(&report, &["postgres_yardsticks", yardstick]) > 0.0,
+            "{yardstick}: {report}"
+        );
+    }
+    assert_eq!(report["fanned_out_all"], true, "{report}");
+    assert!(num(&report, &["paid_total"]) >= 20.0, "{report}");
 }
 
 /// A limit nothing can meet: every step fails, and since the host probe's own
@@ -236,6 +302,10 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             shop_token: Some(ordermq_testkit::SHOP_TOKEN.into()),
             operator_token: Some(ordermq_testkit::OPERATOR_TOKEN.into()),
             settings: Vec::new(),
+            broker_flush: None,
+            database: Default::default(),
+            database_url: None,
+            postgres_dir: None,
         },
         output: output(dir.path(), "capacity"),
     }))
@@ -249,6 +319,13 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
             .contains(&running.url(""))
     );
     assert_eq!(report["fanned_out_all"], true, "{report}");
+    assert!(
+        report["durability"]["broker_flush"]
+            .as_str()
+            .unwrap()
+            .contains("--url"),
+        "the bench cannot see a running ordermq's flush"
+    );
     for memory in ["peak_rss_mb", "peak_rss_anon_mb", "peak_rss_file_mb"] {
         assert!(
             report[memory].is_null(),
@@ -280,11 +357,13 @@ async fn broker_report_counts_every_message() {
         messages: 2_000,
         batch: 128,
         single_sends: 200,
+        broker_flush: ordermq_messaging::BrokerFlush::Async,
         output: output(dir.path(), "broker"),
     }))
     .await
     .unwrap();
     assert_written(dir.path(), "broker", &report);
+    assert_eq!(report["broker_flush"], "ASYNC_FLUSH");
     assert_eq!(num(&report, &["produce_failed"]), 0.0);
     assert!(num(&report, &["consumed"]) >= 2_000.0, "{report}");
     assert!(num(&report, &["produce_per_s"]) > 0.0 && num(&report, &["consume_per_s"]) > 0.0);

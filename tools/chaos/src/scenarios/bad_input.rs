@@ -21,7 +21,7 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 /// Scenario 6: Generated bad requests against the live binary: always a 4xx with a
 /// stable code, never a 5xx or a dropped connection, and no state change.
 pub(super) async fn bad_input(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     trial.start_ordermq().await?;
     let driver = trial.driver.clone();
     let known = known_orders(&driver).await;

@@ -17,7 +17,7 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 /// (payments must keep succeeding), brought back, then killed with `kill -9`
 /// and brought back again; everything must be delivered afterwards.
 pub(super) async fn broker_outage(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, true)?;
+    let mut trial = Trial::new(options, true).await?;
     trial.start_broker().await?;
     trial.start_ordermq().await?;
     let load = Load::start(&trial.driver, LoadOptions::default());

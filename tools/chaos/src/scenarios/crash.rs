@@ -21,7 +21,7 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
 
 /// Scenario 1: `kill -9` at random moments under load, restart, repeat.
 pub(super) async fn crash(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     trial.start_ordermq().await?;
     let load = Load::start(&trial.driver, LoadOptions::default());
     let mut kills = 0;

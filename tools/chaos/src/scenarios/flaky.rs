@@ -38,7 +38,7 @@ fn dlq_json(stdout: &str) -> Vec<Value> {
 
 /// Scenario 3: Flaky third parties, then one down for good: DLQ, list, replay, replay again.
 pub(super) async fn flaky(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     let failed_calls = flaky_load(&mut trial, options).await?;
     let mut notes = Vec::new();
     if failed_calls == 0 {

@@ -123,9 +123,11 @@ impl Scenario {
                         if holds { "" } else { " — VIOLATIONS" }
                     ));
                     if !holds || options.keep {
-                        let dir = trial.keep();
-                        options.say(format!("  kept {}", dir.display()));
-                        result.kept.push(dir.display().to_string());
+                        let kept = trial.keep();
+                        options.say(format!("  kept {kept}"));
+                        result.kept.push(kept);
+                    } else {
+                        trial.discard().await;
                     }
                     result.add(verdict, faults);
                 }

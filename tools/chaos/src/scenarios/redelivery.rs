@@ -24,7 +24,7 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 /// Scenario 4: Redelivery of everything (consumer offsets reset to zero), duplicate
 /// and reordered callbacks, and two payments for one order.
 pub(super) async fn redelivery(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     trial.start_ordermq().await?;
     let driver = trial.driver.clone();
     let mut notes = Vec::new();

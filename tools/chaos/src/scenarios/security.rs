@@ -45,7 +45,7 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 /// Scenario 7: unauthenticated and wrongly-authorised calls, forged
 /// callbacks, forged events on the broker, and slow clients under load.
 pub(super) async fn security(options: &Options) -> TrialOutcome {
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     // The suite's load runs without limits; this trial tries them.
     limits::restore_shipped_limits(&mut trial);
     trial.start_ordermq().await?;

@@ -31,7 +31,7 @@ pub(super) async fn last_unit(options: &Options) -> TrialOutcome {
             stock: 5,
         },
     ];
-    let mut trial = Trial::new(&options.bin, false)?;
+    let mut trial = Trial::new(options, false).await?;
     trial.seed(&products).await?;
     trial.start_ordermq().await?;
     let driver = trial.driver.clone();

@@ -4,9 +4,11 @@
 //!
 //! Short forms: one trial each; 20 `kill -9`s for crash; the broker outage
 //! is 8 s instead of the long form's 30 s; 300 bad requests; 6 s of
-//! shopping beside the 500 slow connections instead of 20 s. Together about
-//! four minutes on two cores. Scenarios run one at a time (they start
-//! processes and brokers of their own, and share two cores).
+//! shopping beside the 500 slow connections instead of 20 s; the crash
+//! scenario once more on PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required
+//! in CI). Together about six minutes on two cores. Scenarios run one at a
+//! time (they start processes and brokers of their own, and share two
+//! cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
 //! planted faults and must report each of them.
@@ -16,7 +18,7 @@ use std::sync::Mutex;
 
 use ordermq_chaos::checker::{Expectations, check};
 use ordermq_chaos::driver::{Ledger, OrderRecord};
-use ordermq_chaos::{Options, Scenario, ScenarioResult, find_ordermq};
+use ordermq_chaos::{Database, Options, Scenario, ScenarioResult, find_ordermq};
 use ordermq_domain::{
     Amount, Effect, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
 };
@@ -25,9 +27,32 @@ use ordermq_store::{DemoProduct, Store, StoreOptions};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run(scenario: Scenario) -> ScenarioResult {
+    run_on(scenario, Database::Sqlite)
+}
+
+/// The PostgreSQL server of the tests (`ORDERMQ_TEST_POSTGRES_URL`); CI
+/// must have one (`CI` set), elsewhere its tests are skipped with a message.
+fn postgres() -> Option<Database> {
+    let Ok(server_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the fault suite on PostgreSQL too: set ORDERMQ_TEST_POSTGRES_URL"
+        );
+        eprintln!("skipping PostgreSQL: ORDERMQ_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    // The tests' server runs with fsync off; the suite kills ordermq, not it.
+    Some(Database::Postgres {
+        server_url,
+        allow_unsafe_durability: true,
+    })
+}
+
+fn run_on(scenario: Scenario, database: Database) -> ScenarioResult {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let options = Options {
         progress: true,
+        database,
         ..Options::short(find_ordermq().expect("the ordermq binary"))
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +86,13 @@ fn run(scenario: Scenario) -> ScenarioResult {
 #[test]
 fn crash_twenty_kills_lose_and_double_nothing() {
     let result = run(Scenario::Crash);
+    assert!(result.faults >= 20, "{} kills", result.faults);
+}
+
+#[test]
+fn crash_on_postgres_twenty_kills_lose_and_double_nothing() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::Crash, database);
     assert!(result.faults >= 20, "{} kills", result.faults);
 }
 

@@ -36,10 +36,6 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("http_addr", "127.0.0.1:9000"),
     ("data_dir", "/tmp/ordermq"),
     ("database_url", "postgres://u:p@h/db"),
-    ("database_allow_unsafe_durability", "true"),
-    ("database_statement_timeout", "5s"),
-    ("database_lock_timeout", "3s"),
-    ("database_idle_in_transaction_timeout", "20s"),
     ("payment_secret", "s1"),
     ("namesrv_addr", "ns1:9876;ns2:9876"),
     ("embedded_namesrv_port", "1"),
@@ -47,9 +43,18 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("retry_delay_levels", "1s 2s"),
     ("embedded_message_index", "true"),
     ("delayed_delivery", "timer"),
+    ("embedded_broker_flush", "async"),
+    ("relay_park_after_attempts", "5"),
     ("max_reconsume_times", "3"),
     ("consumer_concurrency", "8"),
     ("write_batch_max", "32"),
+    ("postgres_writers", "8"),
+    ("postgres_set_based", "false"),
+    ("database_acquire_timeout_ms", "500"),
+    ("database_statement_timeout_ms", "5000"),
+    ("database_lock_timeout_ms", "1000"),
+    ("database_idle_in_transaction_timeout_ms", "9000"),
+    ("database_allow_unsafe_durability", "true"),
     ("write_linger_ms", "0"),
     ("effect_linger_ms", "7"),
     ("fanout_nice", "0"),
@@ -695,18 +700,23 @@ fn event_keys_and_http_limits_load_from_variables() {
 #[test]
 fn the_database_keys_reach_the_store() {
     let defaults = Config::default().store_options();
-    assert!(!defaults.allow_unsafe_durability);
+    assert!(defaults.pg_fast_path);
     let config = from_env(&[
-        ("ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY", "true"),
-        ("ORDERMQ_DATABASE_STATEMENT_TIMEOUT", "5s"),
-        ("ORDERMQ_DATABASE_LOCK_TIMEOUT", "3s"),
-        ("ORDERMQ_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", "20s"),
+        ("ORDERMQ_DATABASE_ACQUIRE_TIMEOUT_MS", "700"),
+        ("ORDERMQ_DATABASE_STATEMENT_TIMEOUT_MS", "5000"),
+        ("ORDERMQ_DATABASE_LOCK_TIMEOUT_MS", "3000"),
+        ("ORDERMQ_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "20000"),
+        ("ORDERMQ_POSTGRES_SET_BASED", "false"),
     ])
     .unwrap();
     let options = config.store_options();
-    assert!(options.allow_unsafe_durability);
-    assert_eq!(options.statement_timeout, Duration::from_secs(5));
-    assert_eq!(options.lock_timeout, Duration::from_secs(3));
-    assert_eq!(options.idle_in_transaction_timeout, Duration::from_secs(20));
+    assert_eq!(options.acquire_timeout, Duration::from_millis(700));
+    assert_eq!(options.session.statement_timeout, Duration::from_secs(5));
+    assert_eq!(options.session.lock_timeout, Duration::from_secs(3));
+    assert_eq!(
+        options.session.idle_in_transaction_timeout,
+        Duration::from_secs(20)
+    );
+    assert!(!options.pg_fast_path);
     assert_eq!(options.max_connections, defaults.max_connections);
 }

@@ -1,0 +1,213 @@
+//! A batch of payments as one statement: every guarded `UNPAID → PAID`, the
+//! payments, the history rows, the `OrderPaid` events and one deduction per
+//! SKU, with arrays for parameters.
+//!
+//! Each event is built before the statement, for every payment that may
+//! apply (the order's user and lines never change), and inserted only for
+//! the orders the guarded update returned.
+
+use std::collections::{BTreeMap, HashSet};
+
+use ordermq_domain::event::PaidLine;
+use ordermq_domain::view::PaymentReceipt;
+use ordermq_domain::{
+    Amount, EventKind, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, Sku,
+    UserId,
+};
+use sqlx::postgres::PgConnection;
+use sqlx::{Postgres, Row, Transaction};
+
+/// One payment the statement tries: its notice's index, and its event.
+#[derive(Debug)]
+pub(super) struct Candidate {
+    index: usize,
+    event: OrderEvent,
+}
+
+/// Reads the user and the lines of each order the batch may pay: the first
+/// notice of each order and of each payment id. The others, and notices of
+/// orders that do not exist, are left to the general path.
+pub(super) async fn prepare(
+    conn: &mut PgConnection,
+    payments: &[PaymentNotice],
+    now: i64,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    let mut orders = HashSet::new();
+    let mut payment_ids = HashSet::new();
+    let tried: Vec<usize> = (0..payments.len())
+        .filter(|&i| {
+            let fresh_order = orders.insert(payments[i].order_id.as_str());
+            let fresh_payment = payment_ids.insert(payments[i].payment_id.as_str());
+            fresh_order && fresh_payment
+        })
+        .collect();
+    if tried.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = tried
+        .iter()
+        .map(|&i| payments[i].order_id.as_str())
+        .collect();
+    let rows = sqlx::query(READ_ORDERS)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let bad = |e: String| sqlx::Error::Decode(e.into());
+    let mut found: BTreeMap<String, (String, Vec<PaidLine>)> = BTreeMap::new();
+    for row in rows {
+        let order: String = row.try_get("order_id")?;
+        let user: String = row.try_get("user_id")?;
+        let sku: String = row.try_get("sku")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        let unit_price: i64 = row.try_get("unit_price")?;
+        found
+            .entry(order)
+            .or_insert_with(|| (user, Vec::new()))
+            .1
+            .push(PaidLine {
+                sku: Sku::parse(&sku).map_err(|e| bad(e.to_string()))?,
+                quantity: u32::try_from(quantity).map_err(|e| bad(e.to_string()))?,
+                unit_price: Amount::parse(unit_price).map_err(|e| bad(e.to_string()))?,
+            });
+    }
+    let mut candidates = Vec::with_capacity(tried.len());
+    for index in tried {
+        let notice = &payments[index];
+        let Some((user, lines)) = found.remove(notice.order_id.as_str()) else {
+            continue;
+        };
+        let event = OrderEvent::OrderPaid(OrderPaid {
+            order_id: notice.order_id.clone(),
+            user_id: UserId::parse(&user).map_err(|e| bad(e.to_string()))?,
+            payment_id: notice.payment_id.clone(),
+            amount: notice.amount,
+            paid_at: now,
+            lines,
+        });
+        candidates.push(Candidate { index, event });
+    }
+    Ok(candidates)
+}
+
+/// Runs the batch's statement. `Some`: per payment, its receipt if it was
+/// applied, `None` for the general path. `None`: the counts did not add up
+/// (the caller rolls back and leaves every payment to the general path).
+pub(super) async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    payments: &[PaymentNotice],
+    candidates: Vec<Candidate>,
+    now: i64,
+) -> Result<Option<Vec<Option<Result<PaymentReceipt, PayOrderError>>>>, sqlx::Error> {
+    let mut decided: Vec<Option<Result<PaymentReceipt, PayOrderError>>> =
+        (0..payments.len()).map(|_| None).collect();
+    if candidates.is_empty() {
+        return Ok(Some(decided));
+    }
+    let notice = |c: &Candidate| &payments[c.index];
+    let order_ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| notice(c).order_id.as_str())
+        .collect();
+    let payment_ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| notice(c).payment_id.as_str())
+        .collect();
+    let amounts: Vec<i64> = candidates
+        .iter()
+        .map(|c| notice(c).amount.minor_units())
+        .collect();
+    let event_ids: Vec<String> = candidates.iter().map(|c| c.event.event_id()).collect();
+    let bodies: Vec<String> = candidates.iter().map(|c| c.event.to_json()).collect();
+    let kind = EventKind::OrderPaid;
+    let row = sqlx::query(PAY_BATCH)
+        .bind(&order_ids)
+        .bind(&payment_ids)
+        .bind(&amounts)
+        .bind(now)
+        .bind(OrderStatus::Paid.as_str())
+        .bind(OrderStatus::Unpaid.as_str())
+        .bind(kind.topic())
+        .bind(kind.tag())
+        .bind(&event_ids)
+        .bind(&bodies)
+        .fetch_one(&mut **tx)
+        .await?;
+    let paid: Vec<String> = row
+        .try_get::<Option<Vec<String>>, _>("paid")?
+        .unwrap_or_default();
+    let recorded: i64 = row.try_get("recorded")?;
+    let events: i64 = row.try_get("events")?;
+    let skus: i64 = row.try_get("skus")?;
+    let deducted: i64 = row.try_get("deducted")?;
+    let n = paid.len() as i64;
+    if recorded != n || events != n || deducted != skus {
+        tracing::warn!(
+            paid = n,
+            recorded,
+            events,
+            skus,
+            deducted,
+            "set-based payment batch did not add up; deciding it on the general path"
+        );
+        return Ok(None);
+    }
+    let paid: HashSet<String> = paid.into_iter().collect();
+    for c in &candidates {
+        let notice = notice(c);
+        if paid.contains(notice.order_id.as_str()) {
+            decided[c.index] = Some(Ok(PaymentReceipt {
+                order_id: notice.order_id.clone(),
+                status: OrderStatus::Paid,
+                duplicate: false,
+                refund_required: false,
+            }));
+        }
+    }
+    Ok(Some(decided))
+}
+
+/// The candidates' users and lines. `$1` order ids.
+const READ_ORDERS: &str = "SELECT o.order_id, o.user_id, l.sku, l.quantity, l.unit_price \
+     FROM orders o JOIN order_lines l ON l.order_id = o.order_id \
+     WHERE o.order_id = ANY($1::text[]) ORDER BY o.order_id, l.sku";
+
+/// The batch. `$1` order ids, `$2` payment ids, `$3` amounts, `$4` now,
+/// `$5` PAID, `$6` UNPAID, `$7` topic, `$8` tag, `$9` event ids, `$10`
+/// bodies (arrays aligned). The guarded update skips a payment id already
+/// recorded (a duplicate or a reuse: the general path explains it); one
+/// recorded meanwhile by another transaction makes `recorded` fall short.
+/// The deduction is `sql::DEDUCT_STOCK` for each SKU's sum; a SKU whose
+/// reservation is missing makes `deducted` fall short of `skus`.
+const PAY_BATCH: &str = "WITH v AS ( \
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $9::text[], $10::text[]) \
+         WITH ORDINALITY AS v(oid, pid, amt, eid, body, n) \
+     ), paid AS ( \
+       UPDATE orders SET status = $5, payment_id = v.pid, paid_at = $4, updated_at = $4 \
+       FROM v \
+       WHERE orders.order_id = v.oid AND orders.status = $6 AND orders.amount = v.amt \
+         AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = v.pid) \
+       RETURNING orders.order_id, v.pid, v.amt, v.eid, v.body, v.n \
+     ), recorded AS ( \
+       INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) \
+       SELECT pid, order_id, amt, 'APPLIED', $4 FROM paid ORDER BY n \
+       ON CONFLICT (payment_id) DO NOTHING RETURNING 1 \
+     ), history AS ( \
+       INSERT INTO order_history (order_id, from_status, to_status, at) \
+       SELECT order_id, $6, $5, $4 FROM paid ORDER BY n RETURNING 1 \
+     ), events AS ( \
+       INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
+       SELECT $7, $8, order_id, eid, body, NULL, $4, 0, $4 FROM paid ORDER BY n RETURNING 1 \
+     ), need AS ( \
+       SELECT l.sku, sum(l.quantity)::int8 AS q FROM order_lines l \
+       JOIN paid ON l.order_id = paid.order_id GROUP BY l.sku \
+     ), deducted AS ( \
+       UPDATE products SET on_hand = products.on_hand - need.q, reserved = products.reserved - need.q \
+       FROM need WHERE products.sku = need.sku AND products.reserved >= need.q AND products.on_hand >= need.q \
+       RETURNING 1 \
+     ) \
+     SELECT (SELECT array_agg(order_id ORDER BY n) FROM paid) AS paid, \
+            (SELECT count(*) FROM recorded) AS recorded, \
+            (SELECT count(*) FROM history) AS history, \
+            (SELECT count(*) FROM events) AS events, \
+            (SELECT count(*) FROM need) AS skus, \
+            (SELECT count(*) FROM deducted) AS deducted";

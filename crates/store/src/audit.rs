@@ -125,6 +125,30 @@ impl Store {
         .collect()
     }
 
+    /// Every order's status history, oldest transition first: order id →
+    /// `(from, to)` (`from` is `None` for the creation).
+    pub async fn audit_history(
+        &self,
+    ) -> Result<HashMap<String, Vec<(Option<String>, String)>>, StorageError> {
+        let mut history: HashMap<String, Vec<(Option<String>, String)>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT order_id, from_status, to_status FROM order_history ORDER BY order_id, id",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        {
+            history
+                .entry(row.try_get("order_id").map_err(storage)?)
+                .or_default()
+                .push((
+                    row.try_get("from_status").map_err(storage)?,
+                    row.try_get("to_status").map_err(storage)?,
+                ));
+        }
+        Ok(history)
+    }
+
     /// Every product's `on_hand` and `reserved`.
     pub async fn audit_stock(&self) -> Result<Vec<AuditStock>, StorageError> {
         dialect::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")

@@ -28,7 +28,7 @@ use crate::lane::pay::FastPay;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
-use crate::sql::{Backend, RelayRound};
+use crate::sql::{self, Backend, RelayRound};
 use crate::store::{Db, LaneWait, Store};
 
 /// One write of the order database, for [`Store::write_batch`].
@@ -249,6 +249,11 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
+        if self.backend == Backend::Postgres
+            && let Err(e) = lock_products_in(&mut tx, ops).await
+        {
+            return failed(e);
+        }
         // A batch of one needs no savepoint: the transaction is its savepoint.
         if let [op] = ops {
             let result = apply_op(&mut tx, self.backend, op, now).await;
@@ -393,6 +398,34 @@ impl Store {
 /// Which part of a slow lane batch was slow tells disk (commit) from CPU
 /// (statements, or a lane thread waiting to be scheduled) from other writers
 /// (the gate).
+/// Locks, in SKU order, every product `ops` may touch (`sql::lock_products`):
+/// the lines of the orders paid or closed, the SKUs of the orders created.
+/// PostgreSQL only: SQLite has one writer.
+async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
+    let mut orders = Vec::new();
+    let mut skus = std::collections::BTreeSet::new();
+    for op in ops {
+        match op {
+            WriteOp::Pay(notice) => orders.push(notice.order_id.as_str()),
+            WriteOp::Close(order_id) => orders.push(order_id.as_str()),
+            WriteOp::Create { order, .. } => {
+                skus.extend(order.lines().iter().map(|l| l.sku.as_str()));
+            }
+            WriteOp::RelayOutbox { .. } => {}
+        }
+    }
+    if orders.is_empty() && skus.is_empty() {
+        return Ok(());
+    }
+    let statement = sql::lock_products(orders.len(), skus.len());
+    let mut query = sqlx::query(&statement);
+    for value in orders.into_iter().chain(skus) {
+        query = query.bind(value);
+    }
+    query.fetch_all(tx).await?;
+    Ok(())
+}
+
 /// The fast part of a batch (`fast`: indexes into `ops`) as the lane and
 /// PostgreSQL's path take it: its payments and its relay rounds.
 fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayRound>) {

@@ -240,6 +240,30 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Locks the products a PostgreSQL batch will touch, in one order (by SKU)
+/// at the start of its transaction: the products of the orders `$1..$k`
+/// (payments, closes) and the SKUs after them (creates), `orders` and
+/// `skus` placeholders long. Every writer — and every instance — takes the
+/// shared rows in the same order, so two batches never hold one product
+/// each while waiting for the other's (a deadlock PostgreSQL would break
+/// after `deadlock_timeout` by failing one of them).
+pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
+    let mut wanted = Vec::new();
+    if orders > 0 {
+        wanted.push(format!(
+            "sku IN (SELECT sku FROM order_lines WHERE order_id IN ({}))",
+            placeholders(0, orders)
+        ));
+    }
+    if skus > 0 {
+        wanted.push(format!("sku IN ({})", placeholders(orders, skus)));
+    }
+    format!(
+        "SELECT sku FROM products WHERE {} ORDER BY sku FOR UPDATE",
+        wanted.join(" OR ")
+    )
+}
+
 /// `(SELECT $a AS c1, $b AS c2 UNION ALL SELECT $c, $d ...)`: a parameter
 /// table both SQLite and PostgreSQL accept in `FROM`, starting after `offset`
 /// parameters, `rows` rows of `columns`.
@@ -273,6 +297,19 @@ mod tests {
     #[test]
     fn placeholders_number_from_offset() {
         assert_eq!(placeholders(1, 3), "$2, $3, $4");
+    }
+
+    #[test]
+    fn products_are_locked_in_one_order() {
+        assert_eq!(
+            lock_products(2, 1),
+            "SELECT sku FROM products WHERE sku IN (SELECT sku FROM order_lines \
+             WHERE order_id IN ($1, $2)) OR sku IN ($3) ORDER BY sku FOR UPDATE"
+        );
+        assert_eq!(
+            lock_products(0, 2),
+            "SELECT sku FROM products WHERE sku IN ($1, $2) ORDER BY sku FOR UPDATE"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   a payment whose answer was lost is all-or-nothing (the two rules above);
 //! - stock: `on_hand = start − Σ paid quantities`, `reserved = Σ unpaid
 //!   quantities`, never negative, never more sold than there was (**oversold**);
+//! - every order's history is one chain from its creation to its status, no
+//!   transition twice (**doubled**); when closes were due, no order is still
+//!   UNPAID (**lost**);
 //! - the outbox is empty and no delivery is left failing (**undrained**).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -95,6 +98,9 @@ pub struct Expectations {
     /// Events a group is allowed to have left unapplied (dead-lettered on purpose):
     /// `(system, order id)`.
     pub dead_letter_allowed: BTreeSet<(System, String)>,
+    /// Every unpaid order's close was due before the check: none may still
+    /// be UNPAID (a close lost).
+    pub closes_due: bool,
 }
 
 /// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
@@ -123,6 +129,7 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     for order in &db.orders {
         check_order(&mut v, order, &applied_by_order, &db.systems, expect);
     }
+    check_history(&mut v, &db.orders, &db.history, expect);
     check_orphan_effects(&mut v, &db.systems, &by_id);
     check_stock(&mut v, &db.orders, &db.stock, expect);
     check_backlogs(&mut v, db.outbox, &db.systems, expect);
@@ -137,6 +144,8 @@ struct Databases {
     /// Outbox rows never confirmed by the broker, parked ones included.
     outbox: i64,
     systems: BTreeMap<System, SystemAudit>,
+    /// order id → its status transitions `(from, to)`, oldest first.
+    history: HashMap<String, Vec<(Option<String>, String)>>,
 }
 
 /// Outbox rows the broker never confirmed: waiting, or parked after
@@ -167,6 +176,13 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
             return None;
         }
     };
+    let history = match store.audit_history().await {
+        Ok(history) => history,
+        Err(e) => {
+            v.violation(format!("cannot read the order history: {e}"));
+            return None;
+        }
+    };
     let mut systems = BTreeMap::new();
     for system in System::ALL {
         match store.audit_system(system).await {
@@ -185,6 +201,7 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
         stock,
         outbox,
         systems,
+        history,
     })
 }
 
@@ -206,6 +223,62 @@ fn check_ledger_orders(v: &mut Verdict, ledger: &Ledger, by_id: &HashMap<&str, &
         if status.is_none() {
             v.lost += 1;
             v.violation(format!("order {id}: created (201) but not in the database"));
+        }
+    }
+}
+
+/// Every order's history is one unbroken chain: created UNPAID (`None →
+/// UNPAID`), each transition leaving from where the previous one arrived,
+/// the last arriving at the order's status. A transition recorded twice in
+/// a row (a close or a payment applied twice) is **doubled**; any other
+/// break is a violation. With `closes_due`, an order still UNPAID lost its
+/// close (**lost**).
+fn check_history(
+    v: &mut Verdict,
+    orders: &[AuditOrder],
+    history: &HashMap<String, Vec<(Option<String>, String)>>,
+    expect: &Expectations,
+) {
+    for order in orders {
+        let id = &order.order_id;
+        let chain = history.get(id).map(Vec::as_slice).unwrap_or_default();
+        let mut previous: Option<&(Option<String>, String)> = None;
+        for step in chain {
+            let at = previous.map(|(_, to)| to.as_str());
+            if step.0.as_deref() != at {
+                if previous == Some(step) {
+                    v.doubled += 1;
+                    v.violation(format!(
+                        "order {id}: {:?} → {} recorded twice",
+                        step.0, step.1
+                    ));
+                } else {
+                    v.violation(format!(
+                        "order {id}: history jumps from {at:?} to {:?} → {}",
+                        step.0, step.1
+                    ));
+                }
+            }
+            previous = Some(step);
+        }
+        if chain
+            .first()
+            .is_none_or(|(from, to)| from.is_some() || to != "UNPAID")
+        {
+            v.violation(format!(
+                "order {id}: history does not start with its creation"
+            ));
+        }
+        if previous.map(|(_, to)| to.as_str()) != Some(order.status.as_str()) {
+            v.violation(format!(
+                "order {id}: history ends at {:?}, the order is {}",
+                previous.map(|(_, to)| to),
+                order.status
+            ));
+        }
+        if expect.closes_due && order.status == "UNPAID" {
+            v.lost += 1;
+            v.violation(format!("order {id}: still UNPAID after its close was due"));
         }
     }
 }

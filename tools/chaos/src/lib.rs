@@ -420,6 +420,23 @@ impl Trial {
         }
     }
 
+    /// Waits until no order is UNPAID (every close fired). Returns whether
+    /// that happened within `timeout`.
+    pub async fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(stats) = self.stats().await
+                && stats["orders_by_status"]["UNPAID"].as_i64().unwrap_or(0) == 0
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Stops every process gracefully and checks the databases.
     pub async fn finish(&mut self, expect: &Expectations) -> Result<Verdict, ChaosError> {
         let clean = self.stop_ordermq().await;

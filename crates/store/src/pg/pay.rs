@@ -116,6 +116,21 @@ pub(super) async fn apply(
         .iter()
         .map(|c| notice(c).amount.minor_units())
         .collect();
+    // The batch's products, locked in SKU order before the statement
+    // updates them in an order of its plan's choosing (`sql::lock_products`).
+    let mut skus: Vec<&str> = candidates
+        .iter()
+        .flat_map(|c| match &c.event {
+            OrderEvent::OrderPaid(paid) => paid.lines.iter().map(|l| l.sku.as_str()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    skus.sort_unstable();
+    skus.dedup();
+    sqlx::query(LOCK_PRODUCTS)
+        .bind(&skus)
+        .fetch_all(&mut **tx)
+        .await?;
     let event_ids: Vec<String> = candidates.iter().map(|c| c.event.event_id()).collect();
     let bodies: Vec<String> = candidates.iter().map(|c| c.event.to_json()).collect();
     let kind = EventKind::OrderPaid;
@@ -165,6 +180,10 @@ pub(super) async fn apply(
     }
     Ok(Some(decided))
 }
+
+/// `sql::lock_products` for the set-based path: the products `$1`, in SKU order.
+const LOCK_PRODUCTS: &str =
+    "SELECT sku FROM products WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE";
 
 /// The candidates' users and lines. `$1` order ids.
 const READ_ORDERS: &str = "SELECT o.order_id, o.user_id, l.sku, l.quantity, l.unit_price \

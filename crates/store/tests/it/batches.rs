@@ -78,6 +78,68 @@ async fn concurrent_batches_never_oversell_a_hot_sku(store: Store) {
 }
 on_every_backend!(hot_sku, concurrent_batches_never_oversell_a_hot_sku);
 
+/// Two batches at once touching two SKUs in opposite orders, over and over:
+/// creates, then payments, then closes. Each batch locks its products in
+/// one order first, so neither ever waits for the other's second product
+/// while holding its first (PostgreSQL would fail one of them with
+/// "deadlock detected" after `deadlock_timeout`).
+async fn batches_touching_skus_in_opposite_orders_never_deadlock(store: Store) {
+    seed(&store, "SKU-A", 100, 100_000).await;
+    seed(&store, "SKU-B", 100, 100_000).await;
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    for round in 0..30 {
+        let (a1, b1, b2, a2) = (next(), next(), next(), next());
+        let creates = vec![
+            vec![
+                create(a1, &format!("a{round}"), &[("SKU-A", 1)]),
+                create(b1, &format!("b{round}"), &[("SKU-B", 1)]),
+            ],
+            vec![
+                create(b2, &format!("c{round}"), &[("SKU-B", 1)]),
+                create(a2, &format!("d{round}"), &[("SKU-A", 1)]),
+            ],
+        ];
+        for result in concurrently(&store, creates, 1).await {
+            assert!(matches!(result, WriteResult::Created(Ok(_))), "{result:?}");
+        }
+        let pay = |n: u32| WriteOp::Pay(notice(&order_id(n), &format!("p-{n}"), 100));
+        let pays = vec![vec![pay(a1), pay(b1)], vec![pay(b2), pay(a2)]];
+        for result in concurrently(&store, pays, 2).await {
+            assert!(matches!(result, WriteResult::Paid(Ok(_))), "{result:?}");
+        }
+        let (a3, b3, b4, a4) = (next(), next(), next(), next());
+        let unpaid = vec![
+            vec![
+                create(a3, &format!("e{round}"), &[("SKU-A", 1)]),
+                create(b3, &format!("f{round}"), &[("SKU-B", 1)]),
+            ],
+            vec![
+                create(b4, &format!("g{round}"), &[("SKU-B", 1)]),
+                create(a4, &format!("h{round}"), &[("SKU-A", 1)]),
+            ],
+        ];
+        for result in concurrently(&store, unpaid, 3).await {
+            assert!(matches!(result, WriteResult::Created(Ok(_))), "{result:?}");
+        }
+        let close = |n: u32| WriteOp::Close(order_id(n));
+        let closes = vec![vec![close(a3), close(b3)], vec![close(b4), close(a4)]];
+        for result in concurrently(&store, closes, 4).await {
+            assert!(matches!(result, WriteResult::Closed(Ok(_))), "{result:?}");
+        }
+    }
+    // 60 paid of each; the closed orders' units are back.
+    assert_eq!(store.stock("SKU-A").await.unwrap(), Some((100_000 - 60, 0)));
+    assert_eq!(store.stock("SKU-B").await.unwrap(), Some((100_000 - 60, 0)));
+}
+on_every_backend!(
+    opposite_orders,
+    batches_touching_skus_in_opposite_orders_never_deadlock
+);
+
 /// Orders 1–6 on A (100) and B (50): 5 closed, 6 already paid (`p6`).
 async fn mixed_setup(store: &Store) {
     seed(store, "A", 100, 10).await;

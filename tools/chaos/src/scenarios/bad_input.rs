@@ -54,6 +54,7 @@ pub(super) async fn bad_input(options: &Options) -> TrialOutcome {
         .finish(&Expectations {
             start_stock: catalog_stock(&[]),
             dead_letter_allowed: BTreeSet::new(),
+            closes_due: false,
         })
         .await?;
     verdict.violations.extend(notes);

@@ -6,6 +6,12 @@
 //! process was doing when it died (a payment half written, an outbox row not
 //! yet relayed, a broker store mid-append), the restart must finish it
 //! without losing or repeating anything.
+//!
+//! Unpaid orders close after [`CLOSE_AFTER`] here (30 min by default), so
+//! closes fire between and during the kills: after the drain the trial waits
+//! until every unpaid order's close was due, and the checker wants each
+//! order's history to be one chain (a close applied twice breaks it) and no
+//! order left UNPAID.
 
 use std::time::Duration;
 
@@ -13,6 +19,11 @@ use super::TrialOutcome;
 use crate::checker::Expectations;
 use crate::driver::{Load, LoadOptions};
 use crate::{Options, Trial, catalog_stock};
+
+/// How long an unpaid order lives in this scenario: short enough that
+/// closes fire during the trial, long enough that a payment retried after a
+/// restart usually still finds its order open.
+const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
 /// A random pause of `min_ms` to `max_ms` milliseconds.
 fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
@@ -22,6 +33,7 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
 /// Scenario 1: `kill -9` at random moments under load, restart, repeat.
 pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
+    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
     trial.start_ordermq().await?;
     let load = Load::start(&trial.driver, LoadOptions::default());
     let mut kills = 0;
@@ -50,10 +62,16 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     tokio::time::sleep(options.load_phase).await;
     load.stop().await;
     let drained = trial.wait_drained(options.drain_timeout).await;
-    options.say(format!("  {kills} kills, drained: {drained}"));
+    // The last orders' closes: due CLOSE_AFTER after the load stopped, then
+    // at most a hop late.
+    let closed = trial.wait_closed(CLOSE_AFTER * 8).await;
+    options.say(format!(
+        "  {kills} kills, drained: {drained}, unpaid orders all closed: {closed}"
+    ));
     let verdict = trial
         .finish(&Expectations {
             start_stock: catalog_stock(&[]),
+            closes_due: true,
             ..Expectations::default()
         })
         .await?;

@@ -22,7 +22,8 @@ use ordermq_chaos::{Database, Options, Scenario, ScenarioResult, find_ordermq};
 use ordermq_domain::{
     Amount, Effect, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
 };
-use ordermq_store::{DemoProduct, Store, StoreOptions};
+use ordermq_store::{CloseOutcome, DemoProduct, Store, StoreOptions, WriteOp, WriteResult};
+use sqlx::Connection as _;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -268,4 +269,83 @@ async fn the_checker_reports_planted_faults() {
     let verdict = check(&clean, &Ledger::default(), &Expectations::default()).await;
     clean.close().await;
     assert!(verdict.holds(), "{:#?}", verdict.violations);
+}
+
+#[tokio::test]
+async fn the_checker_reports_a_broken_history_and_a_lost_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    let ids: Vec<OrderId> = (0..3)
+        .map(|i| OrderId::parse(&format!("O{i}")).unwrap())
+        .collect();
+    for id in &ids {
+        let order = NewOrder::new(user.clone(), vec![line("P-1", 1)]).unwrap();
+        store.create_order(&order, id, 1, Some(1)).await.unwrap();
+    }
+    // O0 and O1 close as they should; O2's close never comes.
+    let closed = store
+        .write_batch(
+            &[
+                WriteOp::Close(ids[0].clone()),
+                WriteOp::Close(ids[1].clone()),
+            ],
+            10,
+        )
+        .await;
+    assert!(
+        closed
+            .iter()
+            .all(|r| matches!(r, WriteResult::Closed(Ok(CloseOutcome::Closed)))),
+        "{closed:?}"
+    );
+    let expect = Expectations {
+        closes_due: true,
+        ..Expectations::default()
+    };
+    let honest = check(&store, &Ledger::default(), &expect).await;
+    assert_eq!(
+        (honest.lost, honest.doubled),
+        (1, 0),
+        "only O2's lost close: {:#?}",
+        honest.violations
+    );
+    // Plant O1's close recorded twice, and O0's creation missing.
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for statement in [
+        "INSERT INTO order_history (order_id, from_status, to_status, at) \
+         VALUES ('O1', 'UNPAID', 'CANCELLED', 11)",
+        "DELETE FROM order_history WHERE order_id = 'O0' AND from_status IS NULL",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    let verdict = check(&store, &Ledger::default(), &expect).await;
+    store.close().await;
+    assert_eq!(
+        (verdict.lost, verdict.doubled),
+        (1, 1),
+        "{:#?}",
+        verdict.violations
+    );
+    for expected in [
+        "order O1: Some(\"UNPAID\") → CANCELLED recorded twice",
+        "order O0: history does not start with its creation",
+        "order O2: still UNPAID after its close was due",
+    ] {
+        assert!(
+            verdict.violations.iter().any(|v| v == expected),
+            "{expected}: {:#?}",
+            verdict.violations
+        );
+    }
 }

@@ -240,13 +240,15 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Locks the products a PostgreSQL batch will touch, in one order (by SKU)
+/// Locks the products a PostgreSQL or MySQL batch will touch, in one order (by SKU)
 /// at the start of its transaction: the products of the orders `$1..$k`
 /// (payments, closes) and the SKUs after them (creates), `orders` and
 /// `skus` placeholders long. Every writer — and every instance — takes the
 /// shared rows in the same order, so two batches never hold one product
 /// each while waiting for the other's (a deadlock PostgreSQL would break
-/// after `deadlock_timeout` by failing one of them).
+/// after `deadlock_timeout` by failing one of them, InnoDB at once). MySQL
+/// locks as it reads, before sorting: there the SKUs are read first and
+/// locked with `orders` 0 (`batch`).
 pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
     let mut wanted = Vec::new();
     if orders > 0 {

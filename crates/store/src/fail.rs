@@ -21,6 +21,29 @@ pub(crate) fn storage(e: sqlx::Error) -> StorageError {
     StorageError::new(sqlx_kind(&e), e)
 }
 
+/// Whether `e` lost a lock conflict that the server broke by failing it,
+/// so the whole transaction, run again, may well succeed: a deadlock's
+/// victim (PostgreSQL `40P01`, MySQL 1213), a serialization failure
+/// (`40001`), MySQL's lock wait timeout (1205). After a deadlock InnoDB has
+/// already rolled the whole transaction back (its savepoints with it): the
+/// caller must stop using it at once.
+pub(crate) fn lost_lock_race(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(mysql.number(), 1213 | 1205);
+    }
+    matches!(db.code().as_deref(), Some("40P01" | "40001"))
+}
+
+/// [`lost_lock_race`] for an error already reported as a `StorageError`.
+pub(crate) fn storage_lost_lock_race(e: &StorageError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<sqlx::Error>())
+        .is_some_and(lost_lock_race)
+}
+
 /// A rusqlite error as the ports report it.
 pub(crate) fn storage_rusqlite(e: rusqlite::Error) -> StorageError {
     StorageError::new(rusqlite_kind(&e), e)

@@ -36,7 +36,8 @@
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
-//!    new rows and changes), `lane` (the SQLite lane's thread), `pg`
+//!    new rows and changes), `lane` (the SQLite lane's thread), `locks`
+//!    (the products a batch locks first, in SKU order), `pg`
 //!    (PostgreSQL's own path: its pool and session settings, a batch of
 //!    payments as one set-based statement, the relay's round; its
 //!    durability read and judged), `mysql` (MySQL's forms of what its
@@ -71,6 +72,7 @@ mod effects;
 mod fail;
 mod history;
 mod lane;
+mod locks;
 mod mysql;
 mod mysql_session;
 mod orders;

@@ -257,6 +257,9 @@ pub(crate) async fn pay_run_set_based(
                 .await?;
             Ok(decided)
         }
+        // The transaction is lost (MySQL: already rolled back): the caller
+        // runs it again.
+        Err(e) if crate::fail::lost_lock_race(&e) => Err(e),
         Err(e) => {
             dialect::query("ROLLBACK TO SAVEPOINT run")
                 .execute(&mut *tx)

@@ -248,7 +248,7 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
 /// each while waiting for the other's (a deadlock PostgreSQL would break
 /// after `deadlock_timeout` by failing one of them, InnoDB at once). MySQL
 /// locks as it reads, before sorting: there the SKUs are read first and
-/// locked with `orders` 0 (`batch`).
+/// locked with `orders` 0 (`locks`).
 pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
     let mut wanted = Vec::new();
     if orders > 0 {

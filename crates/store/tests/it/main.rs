@@ -10,11 +10,13 @@
 //!   MariaDB; every answer and every row compared.
 //! - `batches`: concurrent group-commit batches on a hot SKU, and a batch
 //!   of good and bad payments against paying them one by one.
+//! - `deadlocks`: a batch that loses a deadlock anyway runs again.
 //! - `server`: the time limits set on every PostgreSQL and MariaDB session,
 //!   the durability settings read from the server and judged.
 //! - `helpers`: fresh stores and the domain values tests build.
 
 mod batches;
+mod deadlocks;
 mod differential;
 mod helpers;
 mod limits;

@@ -13,7 +13,8 @@ use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
-use crate::fail::storage;
+use crate::dialect;
+use crate::fail::{get, storage};
 use crate::store::Store;
 
 /// An order as the checker sees it: status, the payment applied, its lines.
@@ -100,7 +101,7 @@ impl Store {
     pub async fn audit_orders(&self) -> Result<Vec<AuditOrder>, StorageError> {
         let mut lines: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for row in
-            sqlx::query("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, sku")
+            dialect::query("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, sku")
                 .fetch_all(&self.orders)
                 .await
                 .map_err(storage)?
@@ -113,7 +114,7 @@ impl Store {
                     row.try_get("quantity").map_err(storage)?,
                 ));
         }
-        sqlx::query("SELECT order_id, status, payment_id, amount FROM orders ORDER BY order_id")
+        dialect::query("SELECT order_id, status, payment_id, amount FROM orders ORDER BY order_id")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?
@@ -133,7 +134,7 @@ impl Store {
 
     /// Every payment notified, applied or owed back.
     pub async fn audit_payments(&self) -> Result<Vec<AuditPayment>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT payment_id, order_id, amount, outcome FROM payments ORDER BY order_id, payment_id",
         )
         .fetch_all(&self.orders)
@@ -247,7 +248,7 @@ impl Store {
 
     /// Every product's `on_hand` and `reserved`.
     pub async fn audit_stock(&self) -> Result<Vec<AuditStock>, StorageError> {
-        sqlx::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")
+        dialect::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?
@@ -266,7 +267,7 @@ impl Store {
     pub async fn audit_system(&self, system: System) -> Result<SystemAudit, StorageError> {
         let effects = self.effect_counts_by_order(system).await?;
         let pool = self.system_pool(system);
-        let inbox = sqlx::query(
+        let inbox = dialect::query(
             "SELECT order_id, COUNT(*) AS n FROM inbox \
              WHERE consumer_group = $1 AND event_id LIKE 'OrderPaid:%' GROUP BY order_id",
         )
@@ -287,7 +288,7 @@ impl Store {
 
     /// The recorded failures of one system's group, oldest first.
     pub async fn failures(&self, system: System) -> Result<Vec<FailureRecord>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT event_id, order_id, attempts, last_error, dead_lettered, updated_at \
              FROM consumer_failures WHERE consumer_group = $1 ORDER BY updated_at, event_id",
         )
@@ -301,7 +302,7 @@ impl Store {
                 event_id: r.try_get("event_id").map_err(storage)?,
                 order_id: r.try_get("order_id").map_err(storage)?,
                 attempts: r.try_get("attempts").map_err(storage)?,
-                last_error: r.try_get("last_error").map_err(storage)?,
+                last_error: get(r, "last_error")?,
                 dead_lettered: r.try_get::<i64, _>("dead_lettered").map_err(storage)? != 0,
                 updated_at: r.try_get("updated_at").map_err(storage)?,
             })

@@ -19,6 +19,7 @@ use ordermq_domain::{
 use sqlx::AnyConnection;
 
 use crate::close::{CloseOutcome, close_order_in};
+use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
 use crate::fail::storage;
@@ -248,7 +249,7 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
-        if self.backend == Backend::Postgres
+        if self.backend != Backend::Sqlite
             && let Err(e) = lock_products_in(&mut tx, ops).await
         {
             return failed(e);
@@ -399,7 +400,7 @@ impl Store {
 /// (the gate).
 /// Locks, in SKU order, every product `ops` may touch (`sql::lock_products`):
 /// the lines of the orders paid or closed, the SKUs of the orders created.
-/// PostgreSQL only: SQLite has one writer.
+/// PostgreSQL and MySQL: SQLite has one writer.
 async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
     let mut orders = Vec::new();
     let mut skus = std::collections::BTreeSet::new();
@@ -408,7 +409,7 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::Pay(notice) => orders.push(notice.order_id.as_str()),
             WriteOp::Close(order_id) => orders.push(order_id.as_str()),
             WriteOp::Create { order, .. } => {
-                skus.extend(order.lines().iter().map(|l| l.sku.as_str()));
+                skus.extend(order.lines().iter().map(|l| l.sku.to_string()));
             }
             WriteOp::RelayOutbox { .. } => {}
         }
@@ -416,10 +417,33 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
     if orders.is_empty() && skus.is_empty() {
         return Ok(());
     }
+    if dialect::is_mysql(tx) {
+        // InnoDB locks rows as it reads them, before an `ORDER BY` sorts
+        // them, and may read the orders' lines first: the SKUs are read
+        // (lines never change), then locked by one ascending scan of the
+        // products' key.
+        if !orders.is_empty() {
+            let statement = format!(
+                "SELECT DISTINCT sku FROM order_lines WHERE order_id IN ({})",
+                sql::placeholders(0, orders.len())
+            );
+            let mut query = dialect::query(&statement);
+            for order in &orders {
+                query = query.bind(*order);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                skus.insert(crate::fail::column(&row, "sku")?);
+            }
+        }
+        orders.clear();
+    }
     let statement = sql::lock_products(orders.len(), skus.len());
-    let mut query = sqlx::query(&statement);
-    for value in orders.into_iter().chain(skus) {
-        query = query.bind(value);
+    let mut query = dialect::query(&statement);
+    for order in orders {
+        query = query.bind(order.to_owned());
+    }
+    for sku in skus {
+        query = query.bind(sku);
     }
     query.fetch_all(tx).await?;
     Ok(())
@@ -511,14 +535,14 @@ async fn apply_in_savepoint(
     op: &WriteOp,
     now: i64,
 ) -> Result<WriteResult, sqlx::Error> {
-    sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
+    dialect::query("SAVEPOINT op").execute(&mut *tx).await?;
     let result = apply_op(&mut *tx, backend, op, now).await;
     if !result.is_ok() {
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
+        dialect::query("ROLLBACK TO SAVEPOINT op")
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("RELEASE SAVEPOINT op")
+    dialect::query("RELEASE SAVEPOINT op")
         .execute(&mut *tx)
         .await?;
     Ok(result)

@@ -12,6 +12,8 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`mariadb`]: an order created, paid and fanned out with the whole
+//!   server on MariaDB (the real broker).
 //! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
@@ -34,5 +36,6 @@ mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
+mod mariadb;
 mod modules;
 mod security;

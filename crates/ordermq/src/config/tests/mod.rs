@@ -696,3 +696,27 @@ fn event_keys_and_http_limits_load_from_variables() {
     assert_eq!(config.http_max_connections, 64);
     assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
 }
+
+#[test]
+fn the_database_keys_reach_the_store() {
+    let defaults = Config::default().store_options();
+    assert!(defaults.pg_fast_path);
+    let config = from_env(&[
+        ("ORDERMQ_DATABASE_ACQUIRE_TIMEOUT_MS", "700"),
+        ("ORDERMQ_DATABASE_STATEMENT_TIMEOUT_MS", "5000"),
+        ("ORDERMQ_DATABASE_LOCK_TIMEOUT_MS", "3000"),
+        ("ORDERMQ_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "20000"),
+        ("ORDERMQ_POSTGRES_SET_BASED", "false"),
+    ])
+    .unwrap();
+    let options = config.store_options();
+    assert_eq!(options.acquire_timeout, Duration::from_millis(700));
+    assert_eq!(options.session.statement_timeout, Duration::from_secs(5));
+    assert_eq!(options.session.lock_timeout, Duration::from_secs(3));
+    assert_eq!(
+        options.session.idle_in_transaction_timeout,
+        Duration::from_secs(20)
+    );
+    assert!(!options.pg_fast_path);
+    assert_eq!(options.max_connections, defaults.max_connections);
+}

@@ -38,6 +38,33 @@ pub struct AuditPayment {
     pub outcome: String,
 }
 
+/// A row of `refunds`: a shopper's refund, or one ordermq made for a
+/// payment it could not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRefund {
+    pub refund_id: String,
+    pub order_id: String,
+    /// `REQUESTED`, `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    pub full_refund: bool,
+    /// Whether the downstream systems take their effects back (a shopper's
+    /// refund of a paid order; not a payment owed back).
+    pub reverse_effects: bool,
+}
+
+/// What the downstream systems took back for refunds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReversals {
+    /// refund id → points reversals (credit).
+    pub points: HashMap<String, i64>,
+    /// refund id → refund SMS (push).
+    pub sms: HashMap<String, i64>,
+    /// Orders whose coupon was revoked (marketing).
+    pub revoked_coupons: std::collections::HashSet<String>,
+    /// Orders whose shipment was cancelled (warehouse).
+    pub cancelled_shipments: std::collections::HashSet<String>,
+}
+
 /// A product's stock counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditStock {
@@ -147,6 +174,76 @@ impl Store {
                 ));
         }
         Ok(history)
+    }
+
+    /// Every refund, by order.
+    pub async fn audit_refunds(&self) -> Result<Vec<AuditRefund>, StorageError> {
+        sqlx::query(
+            "SELECT refund_id, order_id, status, full_refund, reverse_effects FROM refunds \
+             ORDER BY order_id, refund_id",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|row| {
+            Ok(AuditRefund {
+                refund_id: row.try_get("refund_id").map_err(storage)?,
+                order_id: row.try_get("order_id").map_err(storage)?,
+                status: row.try_get("status").map_err(storage)?,
+                full_refund: row.try_get::<i64, _>("full_refund").map_err(storage)? != 0,
+                reverse_effects: row.try_get::<i64, _>("reverse_effects").map_err(storage)? != 0,
+            })
+        })
+        .collect()
+    }
+
+    /// What each downstream system took back for refunds.
+    pub async fn audit_reversals(&self) -> Result<AuditReversals, StorageError> {
+        let counts = |sql: &'static str, system: System| async move {
+            sqlx::query(sql)
+                .fetch_all(self.system_pool(system))
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("k")?, r.try_get("n")?)))
+                .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+        };
+        let points = counts(
+            "SELECT refund_id AS k, COUNT(*) AS n FROM credit_point_reversals GROUP BY refund_id",
+            System::Credit,
+        )
+        .await
+        .map_err(storage)?;
+        let sms = counts(
+            "SELECT refund_id AS k, COUNT(*) AS n FROM push_refund_sms GROUP BY refund_id",
+            System::Push,
+        )
+        .await
+        .map_err(storage)?;
+        let revoked_coupons = counts(
+            "SELECT order_id AS k, COUNT(*) AS n FROM marketing_coupons \
+             WHERE status = 'REVOKED' GROUP BY order_id",
+            System::Marketing,
+        )
+        .await
+        .map_err(storage)?
+        .into_keys()
+        .collect();
+        let cancelled_shipments = counts(
+            "SELECT order_id AS k, COUNT(*) AS n FROM warehouse_shipments \
+             WHERE status = 'CANCELLED' GROUP BY order_id",
+            System::Warehouse,
+        )
+        .await
+        .map_err(storage)?
+        .into_keys()
+        .collect();
+        Ok(AuditReversals {
+            points,
+            sms,
+            revoked_coupons,
+            cancelled_shipments,
+        })
     }
 
     /// Every product's `on_hand` and `reserved`.

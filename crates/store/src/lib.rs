@@ -89,7 +89,9 @@ mod sql;
 mod store;
 mod views;
 
-pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
+pub use audit::{
+    AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, FailureRecord, SystemAudit,
+};
 pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;

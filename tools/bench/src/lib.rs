@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod report;
 mod seed;
 pub mod target;
+mod yardstick;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

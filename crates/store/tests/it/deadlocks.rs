@@ -82,12 +82,12 @@ async fn a_batch_that_loses_a_deadlock_runs_again(db: TestDb) {
         async move { store.write_batch(&[pay], 2).await }
     });
     // The batch holds SKU-A (products are locked in SKU order) and waits for
-    // SKU-B; this session now asks for SKU-A: a deadlock, the batch its victim.
+    // SKU-B; this connection now asks for SKU-A: a deadlock, the batch its victim.
     until_a_session_waits_for_a_lock(&mut watcher, store.backend()).await;
     other
         .execute("SELECT sku FROM products WHERE sku = 'SKU-A' FOR UPDATE")
         .await
-        .expect("the batch, not this session, is the deadlock's victim");
+        .expect("the batch, not this connection, is the deadlock's victim");
     other.execute("COMMIT").await.unwrap();
 
     let paid = paying.await.unwrap();

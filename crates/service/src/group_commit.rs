@@ -81,9 +81,9 @@ impl OrderWriter {
     }
 
     /// As [`spawn_lingering`](Self::spawn_lingering), with `writers` writer
-    /// tasks committing at once on PostgreSQL (one on SQLite, whose file has
-    /// one writer). PostgreSQL flushes the commits that arrive together
-    /// with one WAL flush of its own, so while one batch waits for its
+    /// tasks committing at once on PostgreSQL and MySQL (one on SQLite, whose
+    /// file has one writer). PostgreSQL and InnoDB flush the commits that
+    /// arrive together with one log flush of their own, so while one batch waits for its
     /// flush the next is already being written. An order's payments and
     /// closes always go to the same writer (by order id), a user's creates
     /// too (by user id), so two concurrent batches never contend for one
@@ -95,7 +95,7 @@ impl OrderWriter {
         writers: usize,
     ) -> (Self, JoinHandle<()>) {
         let writers = match store.backend() {
-            Backend::Postgres => writers.max(1),
+            Backend::Postgres | Backend::Mysql => writers.max(1),
             Backend::Sqlite => 1,
         };
         let counters = Arc::new(Counters::default());

@@ -20,18 +20,20 @@ use ordermq_domain::{
 use sqlx::AnyConnection;
 
 use crate::close::{CloseOutcome, close_order_in};
+use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
-use crate::fail::storage;
+use crate::fail::{lost_lock_race, storage, storage_lost_lock_race};
 use crate::flash::{
     Admitted, AttemptWrite, admit_in, mark_created_in, reject_in, restock_for_order_in, state_in,
 };
 use crate::lane::batch::{PayBatch, pay_batch};
 use crate::lane::pay::FastPay;
+use crate::locks;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
-use crate::sql::{self, Backend, RelayRound};
+use crate::sql::{Backend, RelayRound};
 use crate::store::{Db, LaneWait, Store};
 
 /// One write of the order database, for [`Store::write_batch`].
@@ -95,6 +97,28 @@ pub enum WriteResult {
 }
 
 impl WriteResult {
+    /// `Err` with the database's error when this operation lost a lock
+    /// race (see `fail::lost_lock_race`): its whole transaction is lost.
+    fn or_lost_race(self) -> Result<Self, StorageError> {
+        let lost = match &self {
+            Self::Created(Err(CreateOrderError::Storage(e)))
+            | Self::Paid(Err(PayOrderError::Storage(e)))
+            | Self::Closed(Err(e))
+            | Self::Relayed(Err(e)) => storage_lost_lock_race(e),
+            _ => false,
+        };
+        if !lost {
+            return Ok(self);
+        }
+        match self {
+            Self::Created(Err(CreateOrderError::Storage(e)))
+            | Self::Paid(Err(PayOrderError::Storage(e)))
+            | Self::Closed(Err(e))
+            | Self::Relayed(Err(e)) => Err(e),
+            other => Ok(other),
+        }
+    }
+
     fn is_ok(&self) -> bool {
         match self {
             Self::Created(r) => r.is_ok(),
@@ -127,7 +151,11 @@ impl WriteOp {
 /// keeps the driver's error as its source, the others (sqlx errors are not
 /// `Clone`) its kind and its text.
 fn fail_all(ops: &[WriteOp], e: sqlx::Error) -> Vec<WriteResult> {
-    let first = storage(e);
+    fail_all_with(ops, storage(e))
+}
+
+/// [`fail_all`] with the error as the ports report it.
+fn fail_all_with(ops: &[WriteOp], first: StorageError) -> Vec<WriteResult> {
     let kind = first.kind();
     let text = std::error::Error::source(&first).map_or_else(String::new, |s| s.to_string());
     let mut first = Some(first);
@@ -144,6 +172,13 @@ fn fail_all(ops: &[WriteOp], e: sqlx::Error) -> Vec<WriteResult> {
 
 /// A fast-path batch slower than this is logged with where its time went.
 const SLOW_COMMIT: Duration = Duration::from_millis(50);
+
+/// How many times a batch runs when it keeps losing lock races (a deadlock's
+/// victim, a lock wait timeout) before its operations are answered with the
+/// error: batches lock their products in one order, so this is for what
+/// that order cannot cover (another instance's older version, an operator's
+/// statement), and three tries are plenty.
+const LOCK_RACE_ATTEMPTS: u32 = 3;
 
 impl Store {
     /// Runs many creates and payments in **one** transaction (group commit): one
@@ -165,8 +200,13 @@ impl Store {
         }
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
         if self.pg.is_some() {
-            if let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
-                return fail_all(ops, e);
+            let mut attempt = 1;
+            while let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
+                if !lost_lock_race(&e) || attempt >= LOCK_RACE_ATTEMPTS {
+                    return fail_all(ops, e);
+                }
+                log_lost_race(attempt, ops.len(), &storage(e));
+                attempt += 1;
             }
         } else if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
             let mut paid = batch.payments.into_iter();
@@ -271,13 +311,42 @@ impl Store {
     }
 
     /// [`Store::write_batch`] through sqlx, for every backend and operation.
+    /// A batch that loses a lock race (a deadlock's victim, a lock wait
+    /// timeout: nothing of it was committed) runs again, up to
+    /// [`LOCK_RACE_ATTEMPTS`] times, each logged.
     async fn write_batch_general(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
-        let failed = |e: sqlx::Error| fail_all(ops, e);
+        let mut attempt = 1;
+        loop {
+            match self.write_batch_general_once(ops, now).await {
+                Ok(results) => return results,
+                Err(e) if attempt < LOCK_RACE_ATTEMPTS => {
+                    log_lost_race(attempt, ops.len(), &e);
+                    attempt += 1;
+                }
+                Err(e) => return fail_all_with(ops, e),
+            }
+        }
+    }
+
+    /// One try of [`Store::write_batch_general`]; `Err` when it lost a lock
+    /// race, its transaction rolled back.
+    async fn write_batch_general_once(
+        &self,
+        ops: &[WriteOp],
+        now: i64,
+    ) -> Result<Vec<WriteResult>, StorageError> {
+        let failed = |e: sqlx::Error| {
+            if lost_lock_race(&e) {
+                Err(storage(e))
+            } else {
+                Ok(fail_all(ops, e))
+            }
+        };
         let mut tx = match self.begin_write(Db::Orders).await {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
-        if self.backend == Backend::Postgres
+        if self.backend != Backend::Sqlite
             && let Err(e) = lock_products_in(&mut tx, ops).await
         {
             return failed(e);
@@ -288,14 +357,20 @@ impl Store {
             if !result.is_ok() {
                 // Rejected: nothing of it may stay.
                 let _ = tx.rollback().await;
-                return vec![result];
+                return Ok(vec![result.or_lost_race()?]);
             }
             return match tx.commit().await {
-                Ok(()) => vec![result],
+                Ok(()) => Ok(vec![result]),
                 Err(e) => failed(e),
             };
         }
-        let mut results = pay_runs(&mut tx, ops, now).await;
+        let mut results = match pay_runs(&mut tx, ops, now).await {
+            Ok(results) => results,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
         // The relay's claims last, so they see the events written before them.
         let relay_last = (0..ops.len())
             .filter(|&i| !matches!(ops[i], WriteOp::RelayOutbox { .. }))
@@ -303,7 +378,11 @@ impl Store {
         for index in relay_last {
             if results[index].is_none() {
                 match apply_in_savepoint(&mut tx, self.backend, &ops[index], now).await {
-                    Ok(result) => results[index] = Some(result),
+                    Ok(Ok(result)) => results[index] = Some(result),
+                    Ok(Err(lost)) => {
+                        let _ = tx.rollback().await;
+                        return Err(lost);
+                    }
                     Err(e) => return failed(e),
                 }
             }
@@ -320,10 +399,10 @@ impl Store {
             );
         }
         match committed {
-            Ok(()) => results
+            Ok(()) => Ok(results
                 .into_iter()
                 .map(|r| r.expect("every operation was decided"))
-                .collect(),
+                .collect()),
             Err(e) => failed(e),
         }
     }
@@ -426,9 +505,9 @@ impl Store {
 /// Which part of a slow lane batch was slow tells disk (commit) from CPU
 /// (statements, or a lane thread waiting to be scheduled) from other writers
 /// (the gate).
-/// Locks, in SKU order, every product `ops` may touch (`sql::lock_products`):
-/// the lines of the orders paid or closed, the SKUs of the orders created.
-/// PostgreSQL only: SQLite has one writer.
+/// Locks, in SKU order, every product `ops` may touch (`locks`): the lines
+/// of the orders paid or closed, the SKUs of the orders created. PostgreSQL
+/// and MySQL: SQLite has one writer.
 async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
     let mut orders = Vec::new();
     let mut skus = std::collections::BTreeSet::new();
@@ -437,27 +516,18 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::Pay(notice) => orders.push(notice.order_id.as_str()),
             WriteOp::Close(order_id) => orders.push(order_id.as_str()),
             WriteOp::Create { order, .. } => {
-                skus.extend(order.lines().iter().map(|l| l.sku.as_str()));
+                skus.extend(order.lines().iter().map(|l| l.sku.to_string()));
             }
             // A sale order reserves its SKU as a create does.
             WriteOp::CreateSaleOrder { event, .. } => {
-                skus.insert(event.sku.as_str());
+                skus.insert(event.sku.to_string());
             }
             // Touch a sale's rows only, and every operation of one sale
             // goes to one writer (`OrderWriter`'s routing by sale).
             WriteOp::RelayOutbox { .. } | WriteOp::Attempt(_) | WriteOp::RejectAttempt { .. } => {}
         }
     }
-    if orders.is_empty() && skus.is_empty() {
-        return Ok(());
-    }
-    let statement = sql::lock_products(orders.len(), skus.len());
-    let mut query = sqlx::query(&statement);
-    for value in orders.into_iter().chain(skus) {
-        query = query.bind(value);
-    }
-    query.fetch_all(tx).await?;
-    Ok(())
+    locks::lock_products_in(tx, &orders, skus).await
 }
 
 /// The fast part of a batch (`fast`: indexes into `ops`) as the lane and
@@ -507,7 +577,11 @@ fn log_if_slow(batch: &PayBatch, wait: LaneWait, took: Duration) {
 /// for the whole run instead of several per payment (every statement is a
 /// round trip to the database's worker thread). What the set-based path
 /// leaves undecided goes through the one-by-one path.
-async fn pay_runs(tx: &mut AnyConnection, ops: &[WriteOp], now: i64) -> Vec<Option<WriteResult>> {
+async fn pay_runs(
+    tx: &mut AnyConnection,
+    ops: &[WriteOp],
+    now: i64,
+) -> Result<Vec<Option<WriteResult>>, StorageError> {
     let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
     let mut start = 0;
     while start < ops.len() {
@@ -533,13 +607,14 @@ async fn pay_runs(tx: &mut AnyConnection, ops: &[WriteOp], now: i64) -> Vec<Opti
                     results[start + offset] = outcome.map(WriteResult::Paid);
                 }
             }
+            Err(e) if lost_lock_race(&e) => return Err(storage(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "set-based payment run failed; applying one by one");
             }
         }
         start += run;
     }
-    results
+    Ok(results)
 }
 
 /// One operation in its own savepoint, rolled back alone if rejected. `Err`
@@ -549,18 +624,33 @@ async fn apply_in_savepoint(
     backend: Backend,
     op: &WriteOp,
     now: i64,
-) -> Result<WriteResult, sqlx::Error> {
-    sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
-    let result = apply_op(&mut *tx, backend, op, now).await;
+) -> Result<Result<WriteResult, StorageError>, sqlx::Error> {
+    dialect::query("SAVEPOINT op").execute(&mut *tx).await?;
+    let result = match apply_op(&mut *tx, backend, op, now).await.or_lost_race() {
+        Ok(result) => result,
+        // The transaction is lost (MySQL: rolled back, savepoint and all).
+        lost @ Err(_) => return Ok(lost),
+    };
     if !result.is_ok() {
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
+        dialect::query("ROLLBACK TO SAVEPOINT op")
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("RELEASE SAVEPOINT op")
+    dialect::query("RELEASE SAVEPOINT op")
         .execute(&mut *tx)
         .await?;
-    Ok(result)
+    Ok(Ok(result))
+}
+
+/// Says that a batch lost a lock race and runs again.
+fn log_lost_race(attempt: u32, operations: usize, error: &StorageError) {
+    let cause = std::error::Error::source(error).map_or_else(String::new, |s| s.to_string());
+    tracing::warn!(
+        attempt,
+        operations,
+        error = %cause,
+        "order-database batch lost a lock race (deadlock or lock wait); running it again"
+    );
 }
 
 /// Runs one operation inside the caller's transaction.

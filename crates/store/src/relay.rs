@@ -8,9 +8,26 @@
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
+use crate::dialect;
 use crate::fail::{get, storage};
 use crate::outbox::mark_sent_in;
+use crate::sql::Backend;
 use crate::store::{Db, Store};
+
+macro_rules! retry_outbox {
+    () => {
+        "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
+         parked_at = CASE WHEN attempts >= $4 THEN $5 ELSE NULL END \
+         WHERE id = $3 AND sent_at IS NULL"
+    };
+}
+
+/// A failed row given back for `$1` with its error `$2` (`$3` its id), or
+/// parked at `$5` once claimed `$4` times.
+const RETRY_OUTBOX: &str = retry_outbox!();
+
+/// [`RETRY_OUTBOX`] saying whether it parked the row.
+const RETRY_OUTBOX_RETURNING: &str = concat!(retry_outbox!(), " RETURNING parked_at");
 
 /// A row the broker did not take: when to try again and why it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,19 +79,31 @@ impl Store {
         let mut parked = Vec::new();
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         for retry in failed {
-            let row = sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
-                 parked_at = CASE WHEN attempts >= $4 THEN $5 ELSE NULL END \
-                 WHERE id = $3 AND sent_at IS NULL RETURNING parked_at",
-            )
-            .bind(retry.retry_at)
-            .bind(retry.error.as_str())
-            .bind(retry.id)
-            .bind(park_after)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(storage)?;
+            let retried = |sql| {
+                dialect::query(sql)
+                    .bind(retry.retry_at)
+                    .bind(retry.error.as_str())
+                    .bind(retry.id)
+                    .bind(park_after)
+                    .bind(now)
+            };
+            let row = if self.backend == Backend::Mysql {
+                // No `RETURNING`: the row read back in the same transaction.
+                retried(RETRY_OUTBOX)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                dialect::query("SELECT parked_at FROM outbox WHERE id = $1 AND sent_at IS NULL")
+                    .bind(retry.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(storage)?
+            } else {
+                retried(RETRY_OUTBOX_RETURNING)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(storage)?
+            };
             if let Some(row) = row
                 && get::<Option<i64>>(&row, "parked_at")?.is_some()
             {
@@ -87,7 +116,7 @@ impl Store {
 
     /// Parked outbox rows, oldest parked first, at most `limit`.
     pub async fn parked_outbox(&self, limit: i64) -> Result<Vec<ParkedOutboxRow>, StorageError> {
-        let rows = sqlx::query(
+        let rows = dialect::query(
             "SELECT id, topic, tag, msg_key, event_id, attempts, last_error, created_at, parked_at \
              FROM outbox WHERE parked_at IS NOT NULL ORDER BY parked_at, id LIMIT $1",
         )
@@ -117,7 +146,7 @@ impl Store {
     /// Returns how many were parked and are now queued.
     pub async fn requeue_outbox(&self, id: Option<i64>, now: i64) -> Result<u64, StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let requeued = sqlx::query(
+        let requeued = dialect::query(
             "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = $1, \
              lease_owner = NULL WHERE parked_at IS NOT NULL AND sent_at IS NULL \
              AND ($2 < 0 OR id = $2)",
@@ -134,7 +163,7 @@ impl Store {
 
     /// Outbox rows parked after failing every attempt.
     pub async fn outbox_parked(&self) -> Result<i64, StorageError> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE parked_at IS NOT NULL")
+        dialect::query("SELECT COUNT(*) AS n FROM outbox WHERE parked_at IS NOT NULL")
             .fetch_one(&self.orders)
             .await
             .map_err(storage)?
@@ -144,11 +173,13 @@ impl Store {
 
     /// Events committed but not yet confirmed by the broker, parked ones aside.
     pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL")
-            .fetch_one(&self.orders)
-            .await
-            .map_err(storage)?
-            .try_get("n")
-            .map_err(storage)
+        dialect::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+        )
+        .fetch_one(&self.orders)
+        .await
+        .map_err(storage)?
+        .try_get("n")
+        .map_err(storage)
     }
 }

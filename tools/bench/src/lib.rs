@@ -19,16 +19,20 @@
 //! ordermq already running elsewhere through its HTTP API ([`target`]). With
 //! `--database postgres` the in-process ordermq runs on PostgreSQL: a
 //! throwaway durable server of the run's own, or `--database-url`
-//! ([`postgres`], which also measures PostgreSQL's yardsticks).
+//! ([`postgres`], which also measures PostgreSQL's yardsticks); with
+//! `--database mysql --database-url mysql://…` on MySQL or MariaDB
+//! ([`mysql`], and MySQL's yardsticks).
 
 mod broker;
 mod capacity;
 mod flash;
 pub mod load;
+pub mod mysql;
 pub mod postgres;
 pub mod report;
 mod seed;
 pub mod target;
+mod yardstick;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -228,10 +228,10 @@ config_table! {
         key: "write_linger_ms",
         default: ms(2),
     }
-    /// PostgreSQL: order-database batches committing at once (group
-    /// commit), each on its own connection; PostgreSQL flushes commits that
-    /// arrive together with one WAL flush. An order's payments always go to
-    /// the same one. SQLite has one writer.
+    /// PostgreSQL and MySQL/MariaDB: order-database batches committing at
+    /// once (group commit), each on its own connection; the server flushes
+    /// commits that arrive together with one log flush. An order's payments
+    /// always go to the same one. SQLite has one writer.
     postgres_writers: usize = Int<usize> {
         key: "postgres_writers",
         default: 4,
@@ -251,27 +251,34 @@ config_table! {
         key: "database_acquire_timeout_ms",
         default: ms(2_000),
     }
-    /// PostgreSQL: statement_timeout of every connection (0 = the server's).
+    /// PostgreSQL and MySQL/MariaDB: the longest one statement may run
+    /// before the server cancels it (PostgreSQL statement_timeout; MariaDB
+    /// max_statement_time; MySQL max_execution_time, reads only). 0 = the
+    /// server's.
     database_statement_timeout: Duration = Millis {
         key: "database_statement_timeout_ms",
         default: ms(30_000),
     }
-    /// PostgreSQL: lock_timeout of every connection (0 = the server's).
+    /// PostgreSQL and MySQL/MariaDB: the longest a statement waits for a
+    /// lock (PostgreSQL lock_timeout; innodb_lock_wait_timeout, whole
+    /// seconds, at least 1). 0 = the server's.
     database_lock_timeout: Duration = Millis {
         key: "database_lock_timeout_ms",
         default: ms(10_000),
     }
-    /// PostgreSQL: idle_in_transaction_session_timeout of every connection
-    /// (0 = the server's): a session stuck inside a transaction is ended
-    /// and its locks released.
+    /// PostgreSQL and MariaDB: a session idle this long inside a
+    /// transaction is ended and its locks released (PostgreSQL
+    /// idle_in_transaction_session_timeout; MariaDB idle_transaction_timeout,
+    /// whole seconds; MySQL has none). 0 = the server's.
     database_idle_in_transaction_timeout: Duration = Millis {
         key: "database_idle_in_transaction_timeout_ms",
         default: ms(60_000),
     }
-    /// PostgreSQL: start even though acknowledged commits would not survive
-    /// a crash (fsync = off, or synchronous_commit = off for ordermq's
-    /// sessions), with a warning. Off: ordermq refuses to start. For test
-    /// servers only.
+    /// Start even though acknowledged commits would not survive a crash
+    /// (PostgreSQL: fsync = off, or synchronous_commit = off for ordermq's
+    /// sessions; MySQL/MariaDB: innodb_flush_log_at_trx_commit other than
+    /// 1), with a warning. Off: ordermq refuses to start. For test servers
+    /// only.
     database_allow_unsafe_durability: bool = Flag {
         key: "database_allow_unsafe_durability",
         default: false,

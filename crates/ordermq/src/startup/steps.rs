@@ -19,7 +19,7 @@ use ordermq_domain::topology::{
     self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
 };
 use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
-use ordermq_store::{SessionSettings, Store, StoreOptions, ThreadStart};
+use ordermq_store::{Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -56,14 +56,7 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
             on_system_lane_start: Some(ThreadStart(Arc::new(move || {
                 lower_current_thread_priority(nice)
             }))),
-            acquire_timeout: config.database_acquire_timeout,
-            pg_fast_path: config.postgres_set_based,
-            session: SessionSettings {
-                statement_timeout: config.database_statement_timeout,
-                lock_timeout: config.database_lock_timeout,
-                idle_in_transaction_timeout: config.database_idle_in_transaction_timeout,
-            },
-            ..StoreOptions::default()
+            ..config.store_options()
         },
     )
     .await?;
@@ -81,24 +74,18 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
-/// Reads and logs PostgreSQL's durability settings; refuses to go on when
+/// Reads and logs the database server's durability settings (PostgreSQL's
+/// or MySQL's); refuses to go on when
 /// an acknowledged commit would not survive a crash, unless `allow_unsafe`.
 async fn check_durability(store: &Store, allow_unsafe: bool) -> Result<(), StartError> {
     let Some(durability) = store.durability().await.map_err(StartError::Durability)? else {
         return Ok(());
     };
-    tracing::info!(
-        fsync = %durability.fsync,
-        synchronous_commit = %durability.synchronous_commit,
-        full_page_writes = %durability.full_page_writes,
-        "database durability"
-    );
-    if durability.torn_pages_possible() {
-        tracing::warn!(
-            "full_page_writes is off: an OS crash may tear pages and leave the database unreadable"
-        );
+    tracing::info!(settings = %durability.summary(), "database durability");
+    for warning in &durability.warnings {
+        tracing::warn!("{warning}");
     }
-    let unsafe_settings = durability.unsafe_settings();
+    let unsafe_settings = durability.unsafe_settings;
     if unsafe_settings.is_empty() {
         return Ok(());
     }

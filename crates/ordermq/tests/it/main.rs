@@ -16,6 +16,8 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`mariadb`]: an order created, paid and fanned out with the whole
+//!   server on MariaDB (the real broker).
 //! - [`peak`]: flash-sale attempts become orders at the configured rate
 //!   through the real broker; none is lost, unpaid sale orders give their
 //!   units back.
@@ -42,6 +44,7 @@ mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
+mod mariadb;
 mod modules;
 mod peak;
 mod security;

@@ -23,12 +23,14 @@ use ordermq_domain::{
     Attempt, AttemptId, AttemptState, CreateSaleError, NewSale, OrderEvent, OrderId, RejectReason,
     Sale, SaleId, UserId,
 };
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
+use crate::dialect::{self, is_mysql};
 use crate::fail::{corrupt, get, storage};
 use crate::outbox;
-use crate::sale_units::give_back_in;
+use crate::sale_units::{expired_leases_in, give_back_in, take_attempt_units_in};
+use crate::sql::Backend;
 use crate::store::{Db, Store};
 
 /// Where a sale's units are, from the database (tests, operators, the
@@ -101,7 +103,7 @@ impl Store {
         now: i64,
     ) -> Result<Sale, CreateSaleError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let taken = sqlx::query(
+        let taken = dialect::query(
             "UPDATE products SET on_hand = on_hand - $1 WHERE sku = $2 AND on_hand - reserved >= $1",
         )
         .bind(i64::from(sale.units))
@@ -110,12 +112,13 @@ impl Store {
         .await
         .map_err(storage)?;
         if taken.rows_affected() != 1 {
-            let row =
-                sqlx::query("SELECT on_hand - reserved AS available FROM products WHERE sku = $1")
-                    .bind(sale.sku.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(storage)?;
+            let row = dialect::query(
+                "SELECT on_hand - reserved AS available FROM products WHERE sku = $1",
+            )
+            .bind(sale.sku.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage)?;
             return Err(match row {
                 None => CreateSaleError::UnknownSku(sale.sku.to_string()),
                 Some(row) => CreateSaleError::OutOfStock {
@@ -124,7 +127,7 @@ impl Store {
                 },
             });
         }
-        sqlx::query(
+        dialect::query(
             "INSERT INTO sales (sale_id, sku, units, allocated, start_at, end_at, per_user_limit, created_at) \
              VALUES ($1, $2, $3, 0, $4, $5, $6, $7)",
         )
@@ -155,7 +158,7 @@ impl Store {
     /// A storage failure, or a stored row that does not decode.
     pub async fn sale(&self, sale_id: &SaleId) -> Result<Option<Sale>, StorageError> {
         let sql = format!("SELECT {SALE_COLUMNS} FROM sales WHERE sale_id = $1");
-        let row = sqlx::query(&sql)
+        let row = dialect::query(&sql)
             .bind(sale_id.as_str())
             .fetch_optional(&self.orders)
             .await
@@ -184,13 +187,17 @@ impl Store {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         // The sale's row first: concurrent leases of one sale take turns
         // here, and each statement after it sees the other's commit.
-        let row = sqlx::query(
-            "UPDATE sales SET allocated = allocated WHERE sale_id = $1 RETURNING units, allocated",
-        )
-        .bind(sale_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(storage)?;
+        let mysql = is_mysql(&tx);
+        let lock = if mysql {
+            "SELECT units, allocated FROM sales WHERE sale_id = $1 FOR UPDATE"
+        } else {
+            "UPDATE sales SET allocated = allocated WHERE sale_id = $1 RETURNING units, allocated"
+        };
+        let row = dialect::query(lock)
+            .bind(sale_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage)?;
         let Some(row) = row else {
             return Ok(Leased {
                 holds: 0,
@@ -198,20 +205,10 @@ impl Store {
             });
         };
         let units: i64 = get(&row, "units")?;
-        let dead = sqlx::query(
-            "DELETE FROM sale_leases WHERE sale_id = $1 AND owner <> $2 AND expires_at < $3 \
-             RETURNING units_left",
-        )
-        .bind(sale_id.as_str())
-        .bind(owner)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(storage)?;
-        let mut returned = 0;
-        for lease in &dead {
-            returned += get::<i64>(lease, "units_left")?;
-        }
+        let dead = expired_leases_in(&mut tx, sale_id.as_str(), owner, now)
+            .await
+            .map_err(storage)?;
+        let returned: i64 = dead.iter().sum();
         if returned > 0 {
             give_back_in(&mut tx, sale_id.as_str(), returned)
                 .await
@@ -223,7 +220,7 @@ impl Store {
         let left = u32::try_from(units - (allocated - returned)).unwrap_or(0);
         let mut size = i64::from(lease_size(left, chunk, need));
         if size > 0 {
-            let granted = sqlx::query(
+            let granted = dialect::query(
                 "UPDATE sales SET allocated = allocated + $1 WHERE sale_id = $2 AND allocated + $1 <= units",
             )
             .bind(size)
@@ -236,17 +233,34 @@ impl Store {
                 size = 0;
             }
         }
-        let lease = sqlx::query(
-            "INSERT INTO sale_leases (sale_id, owner, units_left, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (sale_id, owner) DO UPDATE \
-             SET units_left = sale_leases.units_left + $3, expires_at = $4 RETURNING units_left",
-        )
-        .bind(sale_id.as_str())
-        .bind(owner)
-        .bind(size)
-        .bind(now + ttl_ms)
-        .fetch_one(&mut *tx)
-        .await
+        let upsert = "INSERT INTO sale_leases (sale_id, owner, units_left, expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (sale_id, owner) DO UPDATE \
+             SET units_left = sale_leases.units_left + $3, expires_at = $4";
+        let lease = if mysql {
+            // No RETURNING: the row is this owner's, read back under the
+            // sale's lock.
+            dialect::query(upsert)
+                .bind(sale_id.as_str())
+                .bind(owner)
+                .bind(size)
+                .bind(now + ttl_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+            dialect::query("SELECT units_left FROM sale_leases WHERE sale_id = $1 AND owner = $2")
+                .bind(sale_id.as_str())
+                .bind(owner)
+                .fetch_one(&mut *tx)
+                .await
+        } else {
+            dialect::query(&format!("{upsert} RETURNING units_left"))
+                .bind(sale_id.as_str())
+                .bind(owner)
+                .bind(size)
+                .bind(now + ttl_ms)
+                .fetch_one(&mut *tx)
+                .await
+        }
         .map_err(storage)?;
         let holds: i64 = get(&lease, "units_left")?;
         tx.commit().await.map_err(storage)?;
@@ -262,7 +276,7 @@ impl Store {
     /// A storage failure, or a stored row that does not decode.
     pub async fn attempt(&self, attempt_id: &AttemptId) -> Result<Option<Attempt>, StorageError> {
         let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM sale_attempts WHERE attempt_id = $1");
-        let row = sqlx::query(&sql)
+        let row = dialect::query(&sql)
             .bind(attempt_id.as_str())
             .fetch_optional(&self.orders)
             .await
@@ -276,7 +290,7 @@ impl Store {
     /// A storage failure.
     pub async fn sale_counts(&self, sale_id: &SaleId) -> Result<SaleCounts, StorageError> {
         let id = sale_id.as_str();
-        let sale = sqlx::query("SELECT units, allocated FROM sales WHERE sale_id = $1")
+        let sale = dialect::query("SELECT units, allocated FROM sales WHERE sale_id = $1")
             .bind(id)
             .fetch_optional(&self.orders)
             .await
@@ -284,21 +298,26 @@ impl Store {
         let Some(sale) = sale else {
             return Ok(SaleCounts::default());
         };
-        let leased = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(units_left), 0) AS BIGINT) AS n FROM sale_leases WHERE sale_id = $1",
-        )
+        // SUM is a DECIMAL on MySQL: cast to its 64-bit integer.
+        let int = match self.backend() {
+            Backend::Mysql => "SIGNED",
+            _ => "BIGINT",
+        };
+        let leased = dialect::query(&format!(
+            "SELECT CAST(COALESCE(SUM(units_left), 0) AS {int}) AS n FROM sale_leases WHERE sale_id = $1"
+        ))
         .bind(id)
         .fetch_one(&self.orders)
         .await
         .map_err(storage)?;
-        let attempts = sqlx::query(
+        let attempts = dialect::query(&format!(
             "SELECT \
-               CAST(COALESCE(SUM(CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END), 0) AS BIGINT) AS queued, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'CREATED' THEN 1 ELSE 0 END), 0) AS BIGINT) AS created, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'REJECTED' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected, \
-               CAST(COALESCE(SUM(CASE WHEN returned_at IS NULL THEN quantity ELSE 0 END), 0) AS BIGINT) AS held \
-             FROM sale_attempts WHERE sale_id = $1",
-        )
+               CAST(COALESCE(SUM(CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END), 0) AS {int}) AS queued, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'CREATED' THEN 1 ELSE 0 END), 0) AS {int}) AS created, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'REJECTED' THEN 1 ELSE 0 END), 0) AS {int}) AS rejected, \
+               CAST(COALESCE(SUM(CASE WHEN returned_at IS NULL THEN quantity ELSE 0 END), 0) AS {int}) AS held \
+             FROM sale_attempts WHERE sale_id = $1"
+        ))
         .bind(id)
         .fetch_one(&self.orders)
         .await
@@ -326,7 +345,7 @@ pub(crate) async fn admit_in(
 ) -> Result<Admitted, sqlx::Error> {
     let e = &write.event;
     let earlier =
-        sqlx::query("SELECT 1 AS one FROM sale_attempts WHERE sale_id = $1 AND user_id = $2")
+        dialect::query("SELECT 1 AS one FROM sale_attempts WHERE sale_id = $1 AND user_id = $2")
             .bind(e.sale_id.as_str())
             .bind(e.user_id.as_str())
             .fetch_optional(&mut *tx)
@@ -334,7 +353,7 @@ pub(crate) async fn admit_in(
     if earlier.is_some() {
         return Ok(Admitted::AlreadyAttempted);
     }
-    let taken = sqlx::query(
+    let taken = dialect::query(
         "UPDATE sale_leases SET units_left = units_left - $1, expires_at = $2 \
          WHERE sale_id = $3 AND owner = $4 AND units_left >= $1",
     )
@@ -349,7 +368,7 @@ pub(crate) async fn admit_in(
     }
     // Another instance may have written the user's attempt since the check
     // (PostgreSQL: this waits for its commit): then it is theirs.
-    let inserted = sqlx::query(
+    let inserted = dialect::query(
         "INSERT INTO sale_attempts (attempt_id, sale_id, user_id, quantity, order_id, state, queued_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6) ON CONFLICT (sale_id, user_id) DO NOTHING",
     )
@@ -374,7 +393,7 @@ pub(crate) async fn state_in(
     attempt_id: &AttemptId,
 ) -> Result<Option<AttemptState>, StorageError> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM sale_attempts WHERE attempt_id = $1");
-    let row = sqlx::query(&sql)
+    let row = dialect::query(&sql)
         .bind(attempt_id.as_str())
         .fetch_optional(&mut *tx)
         .await
@@ -389,7 +408,7 @@ pub(crate) async fn restock_for_order_in(
     tx: &mut AnyConnection,
     event: &FlashAttemptQueued,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE products SET on_hand = on_hand + $1 WHERE sku = $2")
+    dialect::query("UPDATE products SET on_hand = on_hand + $1 WHERE sku = $2")
         .bind(i64::from(event.quantity))
         .bind(event.sku.as_str())
         .execute(&mut *tx)
@@ -404,7 +423,7 @@ pub(crate) async fn mark_created_in(
     attempt_id: &AttemptId,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = dialect::query(
         "UPDATE sale_attempts SET state = 'CREATED', updated_at = $1 \
          WHERE attempt_id = $2 AND state = 'QUEUED'",
     )
@@ -423,18 +442,14 @@ pub(crate) async fn reject_in(
     reason: RejectReason,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE sale_attempts SET state = 'REJECTED', reason = $1, returned_at = $2, updated_at = $2 \
-         WHERE attempt_id = $3 AND state = 'QUEUED' RETURNING sale_id, quantity",
+    let taken = take_attempt_units_in(
+        tx,
+        "state = 'REJECTED', reason = $1, returned_at = $2, updated_at = $2",
+        "attempt_id = $3 AND state = 'QUEUED'",
+        (Some(reason.as_str()), now, attempt_id.as_str()),
     )
-    .bind(reason.as_str())
-    .bind(now)
-    .bind(attempt_id.as_str())
-    .fetch_optional(&mut *tx)
     .await?;
-    if let Some(row) = row {
-        let sale_id: String = row.try_get("sale_id")?;
-        let quantity: i64 = row.try_get("quantity")?;
+    if let Some((sale_id, quantity)) = taken {
         give_back_in(tx, &sale_id, quantity).await?;
     }
     Ok(())

@@ -7,9 +7,15 @@
 //! once (`returned_at`), and they return to the sale (`allocated`), not to
 //! the product, whose stock they left when the sale was created.
 //!
-//! Leaf module: it imports only the base (`sql`).
+//! MySQL has no `UPDATE … RETURNING` and MySQL 8 no `DELETE … RETURNING`:
+//! there the rows a guarded statement is about to change are read first
+//! with `FOR UPDATE`, and the statement must change exactly those.
+//!
+//! Leaf module: it imports only the base (`dialect`).
 
 use sqlx::{AnyConnection, Row};
+
+use crate::dialect::{self, is_mysql};
 
 /// If `order_id` is a flash-sale order whose units have not gone back yet,
 /// takes them out of the product again (the order's close has just
@@ -20,20 +26,17 @@ pub(crate) async fn return_units_of_order_in(
     order_id: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE sale_attempts SET returned_at = $1, updated_at = $1 \
-         WHERE order_id = $2 AND returned_at IS NULL RETURNING sale_id, quantity",
+    let taken = take_attempt_units_in(
+        tx,
+        "returned_at = $2, updated_at = $2",
+        "order_id = $3 AND returned_at IS NULL",
+        (None, now, order_id),
     )
-    .bind(now)
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = row else {
+    let Some((sale_id, quantity)) = taken else {
         return Ok(());
     };
-    let sale_id: String = row.try_get("sale_id")?;
-    let quantity: i64 = row.try_get("quantity")?;
-    let taken = sqlx::query(
+    let taken = dialect::query(
         "UPDATE products SET on_hand = on_hand - $1 \
          WHERE sku = (SELECT sku FROM sales WHERE sale_id = $2) AND on_hand - reserved >= $1",
     )
@@ -55,7 +58,7 @@ pub(crate) async fn give_back_in(
     sale_id: &str,
     quantity: i64,
 ) -> Result<(), sqlx::Error> {
-    let returned = sqlx::query(
+    let returned = dialect::query(
         "UPDATE sales SET allocated = allocated - $1 WHERE sale_id = $2 AND allocated >= $1",
     )
     .bind(quantity)
@@ -68,4 +71,102 @@ pub(crate) async fn give_back_in(
         )));
     }
     Ok(())
+}
+
+/// Runs `UPDATE sale_attempts SET {set} WHERE {guard}` for at most one
+/// attempt and answers the sale and units of the attempt it changed, if
+/// any. Parameters: `$1` the text of `values.0` (or NULL), `$2` the time
+/// `values.1`, `$3` the key `values.2`; `set` and `guard` name them.
+pub(crate) async fn take_attempt_units_in(
+    tx: &mut AnyConnection,
+    set: &str,
+    guard: &str,
+    values: (Option<&str>, i64, &str),
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let (text, now, key) = values;
+    let update = format!("UPDATE sale_attempts SET {set} WHERE {guard}");
+    let row = if is_mysql(tx) {
+        // `$1`, `$2` may be absent from the guard: MySQL binds only the
+        // marks a statement has.
+        let row = dialect::query(&format!(
+            "SELECT sale_id, quantity FROM sale_attempts WHERE {guard} FOR UPDATE"
+        ))
+        .bind(text)
+        .bind(now)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_some() {
+            let changed = dialect::query(&update)
+                .bind(text)
+                .bind(now)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed != 1 {
+                return Err(sqlx::Error::Protocol(format!(
+                    "an attempt read for update was not updated ({changed} rows)"
+                )));
+            }
+        }
+        row
+    } else {
+        dialect::query(&format!("{update} RETURNING sale_id, quantity"))
+            .bind(text)
+            .bind(now)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some((row.try_get("sale_id")?, row.try_get("quantity")?)))
+}
+
+/// Deletes the leases of `sale_id` that expired before `now`, except
+/// `owner`'s, and answers the units each held. Run with the sale's row
+/// locked, so no lease of it changes meanwhile.
+pub(crate) async fn expired_leases_in(
+    tx: &mut AnyConnection,
+    sale_id: &str,
+    owner: &str,
+    now: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let guard = "sale_id = $1 AND owner <> $2 AND expires_at < $3";
+    let rows = if is_mysql(tx) {
+        let rows = dialect::query(&format!(
+            "SELECT units_left FROM sale_leases WHERE {guard} FOR UPDATE"
+        ))
+        .bind(sale_id)
+        .bind(owner)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = dialect::query(&format!("DELETE FROM sale_leases WHERE {guard}"))
+            .bind(sale_id)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted != rows.len() as u64 {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} expired leases read for update, {deleted} deleted",
+                rows.len()
+            )));
+        }
+        rows
+    } else {
+        dialect::query(&format!(
+            "DELETE FROM sale_leases WHERE {guard} RETURNING units_left"
+        ))
+        .bind(sale_id)
+        .bind(owner)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    rows.iter().map(|row| row.try_get("units_left")).collect()
 }

@@ -23,12 +23,16 @@ pub const TOPIC_ORDER_REFUND: &str = "TopicOrderRefund";
 /// Carrier updates of shipments.
 pub const TOPIC_ORDER_LOGISTICS: &str = "TopicOrderLogistics";
 
+/// Admitted flash-sale attempts, whose orders are created at a paced rate.
+pub const TOPIC_FLASH_SALE_ATTEMPT: &str = "TopicFlashSaleAttempt";
+
 /// Every topic ordermq publishes to (created at start where the cluster allows).
-pub const TOPICS: [&str; 4] = [
+pub const TOPICS: [&str; 5] = [
     TOPIC_ORDER_PAY_SUCCESS,
     TOPIC_ORDER_TIMEOUT,
     TOPIC_ORDER_REFUND,
     TOPIC_ORDER_LOGISTICS,
+    TOPIC_FLASH_SALE_ATTEMPT,
 ];
 
 /// The producer group the design names; the relay publishes every event with it.
@@ -43,6 +47,7 @@ impl EventKind {
             Self::OrderRefundRequested => "OrderRefundRequested",
             Self::RefundRetryRequested => "RefundRetryRequested",
             Self::ShipmentUpdated => "ShipmentUpdated",
+            Self::FlashAttemptQueued => "FlashAttemptQueued",
         }
     }
 
@@ -53,6 +58,7 @@ impl EventKind {
             Self::OrderCloseDue => TOPIC_ORDER_TIMEOUT,
             Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
             Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
+            Self::FlashAttemptQueued => TOPIC_FLASH_SALE_ATTEMPT,
         }
     }
 }
@@ -105,6 +111,8 @@ pub enum Consumer {
     Close,
     /// The order service's refunds through the payment gateway.
     Refund,
+    /// The order service's creation of flash-sale orders, paced.
+    FlashSale,
 }
 
 /// How many listener calls of one group may run at once.
@@ -186,7 +194,7 @@ const WAREHOUSE: [Subscription; 3] = [
 
 /// Every consumer group ordermq runs, downstream systems first in
 /// [`System::ALL`] order.
-pub const CONSUMER_GROUPS: [ConsumerGroup; 6] = [
+pub const CONSUMER_GROUPS: [ConsumerGroup; 7] = [
     ConsumerGroup {
         consumer: Consumer::System(System::Credit),
         name: "credit_group",
@@ -230,6 +238,15 @@ pub const CONSUMER_GROUPS: [ConsumerGroup; 6] = [
         }],
         concurrency: Concurrency::Fixed(16),
     },
+    // Pacing, not the listener, sets its rate: the calls wait their turn.
+    ConsumerGroup {
+        consumer: Consumer::FlashSale,
+        name: "flash_sale_order_group",
+        subscriptions: &[Subscription {
+            kinds: &[EventKind::FlashAttemptQueued],
+        }],
+        concurrency: Concurrency::Fixed(16),
+    },
 ];
 
 /// The row of `consumer` in [`CONSUMER_GROUPS`].
@@ -255,10 +272,11 @@ mod tests {
 
     #[test]
     fn every_consumer_has_exactly_one_group_and_names_are_unique() {
-        let consumers = System::ALL
-            .map(Consumer::System)
-            .into_iter()
-            .chain([Consumer::Close, Consumer::Refund]);
+        let consumers = System::ALL.map(Consumer::System).into_iter().chain([
+            Consumer::Close,
+            Consumer::Refund,
+            Consumer::FlashSale,
+        ]);
         for consumer in consumers {
             let rows = CONSUMER_GROUPS
                 .iter()

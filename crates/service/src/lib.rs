@@ -10,14 +10,19 @@
 //! # Layout
 //! - [`orders`]: the order service behind the HTTP API ([`Orders`]), holding
 //!   the per-user limits every create is checked against.
+//! - [`flash`]: flash-sale admission: a budget per sale leased from the
+//!   database in chunks, one attempt per user, the admitted attempt durable
+//!   with its message before it is answered ([`FlashSales`]).
 //! - [`group_commit`]: one transaction for every create and payment that
 //!   arrived during the previous commit ([`OrderWriter`], [`EffectWriter`]).
 //! - [`relay`]: outbox → RocketMQ, with leases and backoff.
 //! - [`sweep`]: the backstop that closes overdue orders whose close never came.
-//! - [`consumers`]: the handlers of the six consumer groups: the four
-//!   downstream systems, the close and the refund.
+//! - [`consumers`]: the handlers of the seven consumer groups: the four
+//!   downstream systems, the close, the refund and the flash-sale orders
+//!   (paced).
 
 pub mod consumers;
+pub mod flash;
 pub mod group_commit;
 pub mod orders;
 pub mod relay;
@@ -26,5 +31,6 @@ pub mod sweep;
 #[cfg(test)]
 mod testing;
 
+pub use flash::{FlashSales, FlashSettings};
 pub use group_commit::{EffectWriter, OrderWriter};
 pub use orders::Orders;

@@ -10,11 +10,12 @@
 
 use std::time::{Duration, Instant};
 
+use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{OrderView, PaymentReceipt};
 use ordermq_domain::{
-    CreateOrderError, Effect, NewOrder, OrderId, OutboxMessage, PayOrderError, PaymentNotice,
-    UserLimits,
+    AttemptId, AttemptState, CreateOrderError, Effect, NewOrder, OrderId, OrderLine, OutboxMessage,
+    PayOrderError, PaymentNotice, Quantity, RejectReason, SaleId, UserLimits,
 };
 use sqlx::AnyConnection;
 
@@ -23,6 +24,9 @@ use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
 use crate::fail::{lost_lock_race, storage, storage_lost_lock_race};
+use crate::flash::{
+    Admitted, AttemptWrite, admit_in, mark_created_in, reject_in, restock_for_order_in, state_in,
+};
 use crate::lane::batch::{PayBatch, pay_batch};
 use crate::lane::pay::FastPay;
 use crate::locks;
@@ -58,6 +62,22 @@ pub enum WriteOp {
         limit: usize,
         lease_ms: i64,
     },
+    /// An admitted flash-sale attempt with its message, its units taken
+    /// from its instance's lease: durable before the shopper hears `QUEUED`.
+    Attempt(AttemptWrite),
+    /// Creates the order of a queued attempt (an ordinary UNPAID order that
+    /// closes `close_after_ms` after creation) and marks the attempt
+    /// `CREATED`; an attempt no longer queued is answered with its state.
+    CreateSaleOrder {
+        event: FlashAttemptQueued,
+        close_after_ms: i64,
+    },
+    /// Rejects a queued attempt and gives its units back to the sale.
+    RejectAttempt {
+        sale_id: SaleId,
+        attempt_id: AttemptId,
+        reason: RejectReason,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -71,6 +91,9 @@ pub enum WriteResult {
     Paid(Result<PaymentReceipt, PayOrderError>),
     Closed(Result<CloseOutcome, StorageError>),
     Relayed(Result<Vec<OutboxMessage>, StorageError>),
+    Attempted(Result<Admitted, StorageError>),
+    /// The attempt's state after a `CreateSaleOrder` or a `RejectAttempt`.
+    SaleOrder(Result<AttemptState, StorageError>),
 }
 
 impl WriteResult {
@@ -102,6 +125,8 @@ impl WriteResult {
             Self::Paid(r) => r.is_ok(),
             Self::Closed(r) => r.is_ok(),
             Self::Relayed(r) => r.is_ok(),
+            Self::Attempted(r) => matches!(r, Ok(Admitted::Queued)),
+            Self::SaleOrder(r) => r.is_ok(),
         }
     }
 }
@@ -114,6 +139,10 @@ impl WriteOp {
             Self::Pay(_) => WriteResult::Paid(Err(e.into())),
             Self::Close(_) => WriteResult::Closed(Err(e)),
             Self::RelayOutbox { .. } => WriteResult::Relayed(Err(e)),
+            Self::Attempt(_) => WriteResult::Attempted(Err(e)),
+            Self::CreateSaleOrder { .. } | Self::RejectAttempt { .. } => {
+                WriteResult::SaleOrder(Err(e))
+            }
         }
     }
 }
@@ -489,7 +518,13 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::Create { order, .. } => {
                 skus.extend(order.lines().iter().map(|l| l.sku.to_string()));
             }
-            WriteOp::RelayOutbox { .. } => {}
+            // A sale order reserves its SKU as a create does.
+            WriteOp::CreateSaleOrder { event, .. } => {
+                skus.insert(event.sku.to_string());
+            }
+            // Touch a sale's rows only, and every operation of one sale
+            // goes to one writer (`OrderWriter`'s routing by sale).
+            WriteOp::RelayOutbox { .. } | WriteOp::Attempt(_) | WriteOp::RejectAttempt { .. } => {}
         }
     }
     locks::lock_products_in(tx, &orders, skus).await
@@ -514,7 +549,11 @@ fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayR
                 limit: *limit,
                 lease_ms: *lease_ms,
             }),
-            WriteOp::Create { .. } | WriteOp::Close(_) => {}
+            WriteOp::Create { .. }
+            | WriteOp::Close(_)
+            | WriteOp::Attempt(_)
+            | WriteOp::CreateSaleOrder { .. }
+            | WriteOp::RejectAttempt { .. } => {}
         }
     }
     (payments, rounds)
@@ -650,5 +689,68 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
                 .await
                 .map_err(storage),
         ),
+        WriteOp::Attempt(write) => {
+            WriteResult::Attempted(admit_in(&mut *tx, write, now).await.map_err(storage))
+        }
+        WriteOp::CreateSaleOrder {
+            event,
+            close_after_ms,
+        } => WriteResult::SaleOrder(
+            create_sale_order_in(&mut *tx, backend, event, *close_after_ms, now).await,
+        ),
+        WriteOp::RejectAttempt {
+            attempt_id, reason, ..
+        } => WriteResult::SaleOrder(match reject_in(&mut *tx, attempt_id, *reason, now).await {
+            Ok(()) => state_in(&mut *tx, attempt_id)
+                .await
+                .and_then(|s| s.ok_or_else(|| StorageError::corrupt("no such attempt"))),
+            Err(e) => Err(storage(e)),
+        }),
     }
+}
+
+/// The order of a queued flash-sale attempt: its units back in the
+/// product's stock, reserved by an ordinary order with the id drawn at
+/// admission, the attempt `CREATED` — or, if the attempt is no longer
+/// queued (a redelivery), its state unchanged.
+async fn create_sale_order_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    event: &FlashAttemptQueued,
+    close_after_ms: i64,
+    now: i64,
+) -> Result<AttemptState, StorageError> {
+    match state_in(&mut *tx, &event.attempt_id).await? {
+        Some(AttemptState::Queued) => {}
+        Some(done) => return Ok(done),
+        None => return Err(StorageError::corrupt("a message names no stored attempt")),
+    }
+    restock_for_order_in(&mut *tx, event)
+        .await
+        .map_err(storage)?;
+    let line = OrderLine {
+        sku: event.sku.clone(),
+        quantity: Quantity::parse(i64::from(event.quantity)).map_err(StorageError::corrupt)?,
+    };
+    let order = NewOrder::new(event.user_id.clone(), vec![line]).map_err(StorageError::corrupt)?;
+    create_order_in(
+        &mut *tx,
+        backend,
+        &order,
+        &event.order_id,
+        now,
+        Some(close_after_ms),
+        UserLimits::OFF,
+    )
+    .await
+    .map_err(|e| match e {
+        CreateOrderError::Storage(e) => e,
+        other => StorageError::corrupt(format!("a sale order could not be created: {other}")),
+    })?;
+    mark_created_in(&mut *tx, &event.attempt_id, now)
+        .await
+        .map_err(storage)?;
+    Ok(AttemptState::Created {
+        order_id: event.order_id.clone(),
+    })
 }

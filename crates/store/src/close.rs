@@ -1,5 +1,6 @@
 //! Closing an unpaid order when its time is up: UNPAID → CANCELLED, its
-//! reservation released, one transaction. Closing and paying race on
+//! reservation released (a flash-sale order's units back to its sale), one
+//! transaction. Closing and paying race on
 //! `status = 'UNPAID'`: whichever commits first wins, the other finds the
 //! guard false and changes nothing. A close travels through the batch
 //! (`WriteOp::Close`); the sweep's work list is here.
@@ -13,6 +14,7 @@ use sqlx::{AnyConnection, Row};
 use crate::dialect;
 use crate::fail::{corrupt, storage};
 use crate::history::record_history;
+use crate::sale_units::return_units_of_order_in;
 use crate::store::Store;
 
 /// What a due close did.
@@ -92,6 +94,8 @@ pub(crate) async fn close_order_in(
             )));
         }
     }
+    // A flash-sale order's units go back to its sale, not to the product.
+    return_units_of_order_in(tx, order_id.as_str(), now).await?;
     record_history(
         tx,
         order_id.as_str(),

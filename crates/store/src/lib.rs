@@ -43,7 +43,8 @@
 //!    durability read and judged), `mysql` (MySQL's forms of what its
 //!    dialect cannot rewrite: no `RETURNING`, joins for `UPDATE … FROM`, a
 //!    row lock per user), `mysql_session` (MySQL's session settings and
-//!    time limits; the server's durability read and judged).
+//!    time limits; the server's durability read and judged), `sale_units` (a flash sale's units going back to the
+//!    sale: shared by `close` and `flash`).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -53,12 +54,14 @@
 //!    per-user limits), `pay` (one by one and
 //!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
 //!    that fail every attempt), `parked`
-//!    (messages that failed verification; the `ParkingLot` port),
+//!    (messages that failed verification; the `ParkingLot` port), `flash`
+//!    (sales, leases of their units, admitted attempts with their message),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
 //!    `WriteOp`, `write_batch`, the relay's round, `apply_effects`, each
-//!    choosing the lane or the general path), `lane::batch` (the lane's
+//!    choosing the lane or the general path; a flash-sale order made of
+//!    `orders` and `flash` steps), `lane::batch` (the lane's
 //!    payment batch), `views` (the order page and the counters, which read
 //!    across operations).
 
@@ -70,6 +73,7 @@ mod close;
 mod dialect;
 mod effects;
 mod fail;
+mod flash;
 mod history;
 mod lane;
 mod locks;
@@ -83,6 +87,7 @@ mod pg;
 mod refund_rows;
 mod refunds;
 mod relay;
+mod sale_units;
 mod schema;
 mod server;
 mod sql;
@@ -96,6 +101,7 @@ pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
+pub use flash::{Admitted, AttemptWrite, Leased, SaleCounts};
 pub use lane::ThreadStart;
 pub use refunds::RefundTask;
 pub use relay::{OutboxRetry, ParkedOutboxRow};

@@ -28,7 +28,7 @@ pub(crate) async fn enqueue(
     dialect::query(sql::INSERT_OUTBOX)
         .bind(kind.topic())
         .bind(kind.tag())
-        .bind(event.order_id().as_str())
+        .bind(event.key())
         .bind(event.event_id())
         .bind(event.to_json())
         .bind(deliver_at)
@@ -66,7 +66,7 @@ pub(crate) async fn enqueue_many(
             query = query
                 .bind(kind.topic())
                 .bind(kind.tag())
-                .bind(event.order_id().as_str().to_owned())
+                .bind(event.key().to_owned())
                 .bind(event.event_id())
                 .bind(event.to_json());
         }

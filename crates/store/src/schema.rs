@@ -198,6 +198,47 @@ const ORDERS_V6: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS outbox_parked ON outbox (parked_at) WHERE parked_at IS NOT NULL",
 ];
 
+/// Version 7 of the order database: flash sales. A sale's units left the
+/// product's stock when it was created; `allocated` counts those handed to
+/// instances' leases or held by attempts (never more than `units`: the
+/// CHECK is the last word on overselling). A lease is one instance's
+/// in-memory budget, written down, so a restarted instance rebuilds it and
+/// another one returns a dead instance's after `expires_at`. One attempt
+/// per (sale, user); an attempt holds its units until it is rejected or
+/// its order closes unpaid (`returned_at`).
+const ORDERS_V7: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS sales (
+        sale_id VARCHAR(64) PRIMARY KEY,
+        sku VARCHAR(64) NOT NULL,
+        units BIGINT NOT NULL CHECK (units > 0),
+        allocated BIGINT NOT NULL DEFAULT 0 CHECK (allocated >= 0 AND allocated <= units),
+        start_at BIGINT NOT NULL,
+        end_at BIGINT NOT NULL,
+        per_user_limit BIGINT NOT NULL CHECK (per_user_limit > 0),
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS sale_leases (
+        sale_id VARCHAR(64) NOT NULL,
+        owner VARCHAR(64) NOT NULL,
+        units_left BIGINT NOT NULL CHECK (units_left >= 0),
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (sale_id, owner)
+    )",
+    "CREATE TABLE IF NOT EXISTS sale_attempts (
+        attempt_id VARCHAR(64) PRIMARY KEY,
+        sale_id VARCHAR(64) NOT NULL,
+        user_id VARCHAR(64) NOT NULL,
+        quantity BIGINT NOT NULL CHECK (quantity > 0),
+        order_id VARCHAR(64) NOT NULL UNIQUE,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(32),
+        queued_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        returned_at BIGINT,
+        UNIQUE (sale_id, user_id)
+    )",
+];
+
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
         System::Credit => &[
@@ -335,6 +376,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 6,
             statements: rendered(backend, ORDERS_V6),
+        },
+        Migration {
+            version: 7,
+            statements: rendered(backend, ORDERS_V7),
         },
     ]
 }

@@ -98,7 +98,8 @@ impl Driver {
         format!("{}{path}", self.base)
     }
 
-    async fn answer(response: reqwest::Result<reqwest::Response>) -> Answer {
+    /// The answer of a sent request, its body as JSON.
+    pub async fn answer(response: reqwest::Result<reqwest::Response>) -> Answer {
         match response {
             Ok(r) => {
                 let status = r.status().as_u16();

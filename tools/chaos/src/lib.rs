@@ -18,13 +18,16 @@
 //!   used by the router's property test).
 //! - [`scenarios`]: the [`Scenario`] list and its runner; each scenario's
 //!   trial in a file of its own (`crash`, `broker`, `flaky`, `redelivery`,
-//!   `stampede` for last-unit, `bad_input`).
+//!   `stampede` for last-unit, `bad_input`, `flash_sale`).
+//! - [`sale_check`]: the flash-sale scenario's rules, on facts read from
+//!   the databases (so the self-test can plant faults in them).
 //! - [`report`]: the table and the JSON.
 
 pub mod checker;
 pub mod driver;
 pub mod process;
 pub mod report;
+pub mod sale_check;
 pub mod scenarios;
 
 use std::collections::HashMap;
@@ -318,7 +321,8 @@ impl Trial {
         Ok(())
     }
 
-    async fn open_store(&self) -> Result<Store, ChaosError> {
+    /// Opens the trial's databases (for a check once ordermq stopped).
+    pub async fn open_store(&self) -> Result<Store, ChaosError> {
         Store::open(&self.database_url(), &StoreOptions::default())
             .await
             .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))

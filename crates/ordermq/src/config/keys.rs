@@ -351,6 +351,44 @@ config_table! {
         key: "close_sweep_interval",
         default: Duration::from_secs(60),
     }
+    /// Flash-sale orders created per second, evenly spaced (peak shaving:
+    /// the order database sees at most this rate of sale orders, however
+    /// many attempts were admitted at once). 0 = as fast as they come.
+    flash_sale_order_rate: u32 = Int<u32> {
+        key: "flash_sale_order_rate",
+        default: 200,
+        range: 0..=100_000,
+    }
+    /// The longest an admitted flash-sale attempt may wait for its order
+    /// (from its admission to its turn at flash_sale_order_rate); one that
+    /// would wait longer is REJECTED (QUEUE_TIMEOUT) and its units go back
+    /// to the sale. 0s = no cap.
+    flash_sale_max_wait: Duration = Span {
+        key: "flash_sale_max_wait",
+        default: Duration::from_secs(60),
+    }
+    /// How long a flash-sale order may stay unpaid before it closes (its
+    /// units going back to the sale): shorter than order_close_after, since
+    /// other shoppers wait for the units.
+    flash_sale_order_close_after: Duration = Span {
+        key: "flash_sale_order_close_after",
+        default: Duration::from_secs(5 * 60),
+    }
+    /// Units of a flash sale an instance leases from the database at once
+    /// for its in-memory admission budget. Larger: fewer database trips;
+    /// smaller: less stranded in one instance's lease at the end of a sale.
+    flash_sale_lease_chunk: u32 = Int<u32> {
+        key: "flash_sale_lease_chunk",
+        default: 50,
+        range: 1..=10_000,
+    }
+    /// A lease of flash-sale units that no admission renewed for this long
+    /// (its instance died or went idle) is returned to the sale by the next
+    /// lease of another instance.
+    flash_sale_lease_ttl: Duration = Span {
+        key: "flash_sale_lease_ttl",
+        default: Duration::from_secs(30),
+    }
     /// Gateway refund attempts per delivery (with backoff) before RocketMQ
     /// redelivers later; after max_reconsume_times deliveries the refund is
     /// FAILED.

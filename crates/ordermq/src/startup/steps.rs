@@ -21,9 +21,12 @@ use ordermq_domain::topology::{
 use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use ordermq_service::consumers::{CloseHandler, RefundHandler, SystemHandler};
+use ordermq_service::consumers::{
+    CloseHandler, FlashOrderHandler, FlashOrderSettings, RefundHandler, SystemHandler,
+};
 use ordermq_service::{EffectWriter, OrderWriter};
 
 use crate::config::{Config, PublicCredential};
@@ -189,6 +192,13 @@ pub(super) async fn log_cluster_durability(mq: &MqClient) {
     }
 }
 
+/// The order database's side of the consumers: its group-commit writer, and
+/// the relay's wake-up for the events their writes leave in the outbox.
+pub(super) struct OrderSide<'a> {
+    pub(super) writer: &'a OrderWriter,
+    pub(super) relay_wake: &'a Arc<Notify>,
+}
+
 /// Subscribes every group of [`CONSUMER_GROUPS`] with its handler, on the
 /// fan-out runtime: what they spawn, and RocketMQ's listener threads, run there.
 pub(super) async fn subscribe_consumers(
@@ -196,10 +206,16 @@ pub(super) async fn subscribe_consumers(
     background: &Background,
     mq: MqClient,
     store: &Store,
-    writer: &OrderWriter,
+    orders: OrderSide<'_>,
     gateways: &Gateways,
     keys: &Keyring,
 ) -> Result<Consumers, StartError> {
+    let (writer, relay_wake) = (orders.writer, orders.relay_wake.clone());
+    let flash_orders = FlashOrderSettings {
+        rate: config.flash_sale_order_rate,
+        max_wait: config.flash_sale_max_wait,
+        close_after: config.flash_sale_order_close_after,
+    };
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
     let keys = keys.clone();
     let effect_linger = config.effect_linger;
@@ -225,6 +241,11 @@ pub(super) async fn subscribe_consumers(
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::FlashSale => Arc::new(FlashOrderHandler::new(
+                    writer.clone(),
+                    flash_orders.clone(),
+                    relay_wake.clone(),
+                )),
                 Consumer::Refund => Arc::new(RefundHandler::new(
                     store.clone(),
                     gateways.payments.clone(),

@@ -3,6 +3,10 @@
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
 //! - [`docs`]: the README's error table against the stable codes.
+//! - [`flash`]: flash sales through the router: a sale, attempts and their
+//!   refusal codes, the attempt's state polled and streamed (SSE), bad
+//!   input that changes nothing; two instances with their own PostgreSQL
+//!   pools selling every unit of a sale and not one more.
 //! - [`durability`]: when the embedded broker answers a send (after the
 //!   disk by default), as the broker itself reports it; `ordermq outbox`
 //!   listing and requeueing parked outbox rows.
@@ -14,6 +18,9 @@
 //!   limit while other shoppers buy (the real broker).
 //! - [`mariadb`]: an order created, paid and fanned out with the whole
 //!   server on MariaDB (the real broker).
+//! - [`peak`]: flash-sale attempts become orders at the configured rate
+//!   through the real broker; none is lost, unpaid sale orders give their
+//!   units back.
 //! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
@@ -32,10 +39,12 @@ mod docs;
 mod durability;
 mod e2e;
 mod events;
+mod flash;
 mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
 mod mariadb;
 mod modules;
+mod peak;
 mod security;

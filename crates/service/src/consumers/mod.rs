@@ -8,9 +8,11 @@
 //! [`Outcome`]: ordermq_domain::ports::Outcome
 
 pub mod close;
+pub mod flash;
 pub mod refund;
 pub mod system;
 
 pub use close::CloseHandler;
+pub use flash::{FlashOrderHandler, FlashOrderSettings};
 pub use refund::RefundHandler;
 pub use system::{SystemGateways, SystemHandler};

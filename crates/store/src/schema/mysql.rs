@@ -158,6 +158,42 @@ const ORDERS_V6: &[&str] = &["ALTER TABLE outbox ADD COLUMN parked_at BIGINT, \
      ADD INDEX outbox_unsent (sent_at, parked_at, next_attempt_at, id), \
      ADD INDEX outbox_parked (parked_at, id)"];
 
+/// Version 7: flash sales (see the shared `ORDERS_V7`). The bounds of
+/// `allocated` name two columns, so they are a table constraint here.
+const ORDERS_V7: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS sales (
+        sale_id VARCHAR(64) PRIMARY KEY,
+        sku VARCHAR(64) NOT NULL,
+        units BIGINT NOT NULL CHECK (units > 0),
+        allocated BIGINT NOT NULL DEFAULT 0,
+        start_at BIGINT NOT NULL,
+        end_at BIGINT NOT NULL,
+        per_user_limit BIGINT NOT NULL CHECK (per_user_limit > 0),
+        created_at BIGINT NOT NULL,
+        CONSTRAINT sales_allocated CHECK (allocated >= 0 AND allocated <= units)
+    ) {TABLE}",
+    "CREATE TABLE IF NOT EXISTS sale_leases (
+        sale_id VARCHAR(64) NOT NULL,
+        owner VARCHAR(64) NOT NULL,
+        units_left BIGINT NOT NULL CHECK (units_left >= 0),
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (sale_id, owner)
+    ) {TABLE}",
+    "CREATE TABLE IF NOT EXISTS sale_attempts (
+        attempt_id VARCHAR(64) PRIMARY KEY,
+        sale_id VARCHAR(64) NOT NULL,
+        user_id VARCHAR(64) NOT NULL,
+        quantity BIGINT NOT NULL CHECK (quantity > 0),
+        order_id VARCHAR(64) NOT NULL UNIQUE,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(32),
+        queued_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        returned_at BIGINT,
+        UNIQUE KEY sale_attempts_by_user (sale_id, user_id)
+    ) {TABLE}",
+];
+
 const SYSTEM_COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS inbox (
         consumer_group VARCHAR(64) NOT NULL,
@@ -253,9 +289,9 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 6] {
+pub(super) fn orders() -> [&'static [&'static str]; 7] {
     [
-        ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6,
+        ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7,
     ]
 }
 

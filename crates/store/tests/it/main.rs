@@ -5,6 +5,8 @@
 //! - `rules`: each rule of the store, checked on its own.
 //! - `limits`: the per-user limits on unpaid orders, concurrent creates included.
 //! - `parked`: messages that failed verification, once per group, clipped to fit.
+//! - `flash`: flash sales: units out of stock, leases that never oversell,
+//!   admitted attempts with their message, units back to the sale.
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite, PostgreSQL's set-based path and its general path, and
 //!   MariaDB; every answer and every row compared.
@@ -18,6 +20,7 @@
 mod batches;
 mod deadlocks;
 mod differential;
+mod flash;
 mod helpers;
 mod limits;
 mod parked;

@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ordermq_domain::ports::{StorageError, StorageErrorKind};
 use ordermq_domain::{
-    CarrierUpdateError, CreateOrderError, ErrorCode, PayOrderError, RefundError, RetryRefundError,
-    ValidationError,
+    AttemptRefusal, CarrierUpdateError, CreateOrderError, CreateSaleError, ErrorCode,
+    PayOrderError, RefundError, RetryRefundError, ValidationError,
 };
 use serde::Serialize;
 
@@ -143,6 +143,31 @@ impl From<CreateOrderError> for ApiError {
             | CreateOrderError::TooManyUnpaidOrders { .. }
             | CreateOrderError::SkuLimitExceeded { .. } => StatusCode::CONFLICT,
             CreateOrderError::Storage(e) => return Self::storage(e),
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<CreateSaleError> for ApiError {
+    fn from(e: CreateSaleError) -> Self {
+        let status = match &e {
+            CreateSaleError::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CreateSaleError::OutOfStock { .. } => StatusCode::CONFLICT,
+            CreateSaleError::Storage(e) => return Self::storage(e),
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<AttemptRefusal> for ApiError {
+    fn from(e: AttemptRefusal) -> Self {
+        let status = match &e {
+            AttemptRefusal::SaleNotFound(_) => StatusCode::NOT_FOUND,
+            AttemptRefusal::OverUserLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AttemptRefusal::SaleNotActive { .. }
+            | AttemptRefusal::SoldOut
+            | AttemptRefusal::AlreadyAttempted => StatusCode::CONFLICT,
+            AttemptRefusal::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())
     }

@@ -10,6 +10,8 @@
 //! - [`router`] / [`router_for`]: the routes a listener serves, and the state they share.
 //! - [`routes`]: the route table (each route's access and listener) and the access check.
 //! - `handlers`: one function per route.
+//! - `sales`: the flash-sale routes: create a sale, an attempt (202
+//!   `QUEUED` or a refusal), its state by polling and as server-sent events.
 //! - [`auth`]: bearer tokens (name, role, SHA-256), callers, demo tokens.
 //! - [`session`]: the dashboard's signed session cookie and its CSRF checks.
 //! - [`signature`]: signed payment-gateway and carrier callbacks (key id, timestamp, HMAC).
@@ -24,6 +26,7 @@ pub mod extract;
 mod handlers;
 pub mod rate_limit;
 pub mod routes;
+mod sales;
 pub mod session;
 pub mod signature;
 
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use ordermq_domain::ports::OrderService;
+use ordermq_domain::ports::{FlashSaleService, OrderService};
 
 use crate::auth::Auth;
 use crate::extract::MAX_BODY_BYTES;
@@ -46,6 +49,8 @@ pub use handlers::IDEMPOTENCY_KEY_HEADER;
 pub struct ApiState {
     /// The order service the handlers call.
     pub service: Arc<dyn OrderService>,
+    /// The flash-sale service the sale and attempt routes call.
+    pub flash: Arc<dyn FlashSaleService>,
     /// Verifies payment-gateway callbacks.
     pub signer: CallbackSigner,
     /// Verifies carrier callbacks (a different party, different keys).

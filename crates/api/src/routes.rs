@@ -23,7 +23,7 @@ use crate::auth::{Auth, Caller, Role};
 use crate::error::ApiError;
 use crate::session::{CSRF_HEADER, csrf_safe, is_change};
 use crate::signature::now_millis;
-use crate::{ApiState, handlers};
+use crate::{ApiState, handlers, sales};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,10 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/orders/{id}/refund", Operator, Operator, handlers::refund_order),
     route!(POST "/api/refunds/{id}/retry", Operator, Operator, handlers::retry_refund),
     route!(GET "/api/stats", Operator, Operator, handlers::stats),
+    route!(POST "/api/sales", Operator, Operator, sales::create_sale),
+    route!(POST "/api/sales/{id}/attempts", Shop, Both, sales::attempt),
+    route!(GET "/api/attempts/{id}", Shop, Both, sales::get_attempt),
+    route!(GET "/api/attempts/{id}/events", Shop, Both, sales::attempt_events),
 ];
 
 /// The routes `listener` serves, each behind its access check.

@@ -101,15 +101,32 @@ pub enum ErrorCode {
     /// 409: the order would take the user's units of one SKU in unpaid
     /// orders over the limit ([`CreateOrderError::SkuLimitExceeded`]).
     SkuLimitExceeded,
-    /// 429: too many requests from this caller in a short time (orders per
-    /// token and user, or failed dashboard sign-ins per address); the
-    /// answer's `Retry-After` says how many seconds to wait.
+    /// 429: too many requests from this caller in a short time (orders and
+    /// flash-sale attempts per token and user, or failed dashboard sign-ins
+    /// per address); the answer's `Retry-After` says how many seconds to wait.
     RateLimited,
+    /// 404: no flash sale has this id (`AttemptRefusal::SaleNotFound`).
+    SaleNotFound,
+    /// 409: the flash sale has not started yet or has ended
+    /// (`AttemptRefusal::SaleNotActive`).
+    SaleNotActive,
+    /// 409: every unit of the flash sale is taken (`AttemptRefusal::SoldOut`);
+    /// units of orders that close unpaid come back, so a later attempt may
+    /// still be admitted.
+    SoldOut,
+    /// 409: this user already has an attempt at this flash sale
+    /// (`AttemptRefusal::AlreadyAttempted`): one shot per user.
+    AlreadyAttempted,
+    /// 422: the attempt asks for more units than the sale's per-user limit
+    /// (`AttemptRefusal::OverUserLimit`).
+    SaleLimitExceeded,
+    /// 404: no flash-sale attempt has this id.
+    AttemptNotFound,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 37] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -141,6 +158,12 @@ impl ErrorCode {
         Self::TooManyUnpaidOrders,
         Self::SkuLimitExceeded,
         Self::RateLimited,
+        Self::SaleNotFound,
+        Self::SaleNotActive,
+        Self::SoldOut,
+        Self::AlreadyAttempted,
+        Self::SaleLimitExceeded,
+        Self::AttemptNotFound,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -177,6 +200,12 @@ impl ErrorCode {
             Self::TooManyUnpaidOrders => "TOO_MANY_UNPAID_ORDERS",
             Self::SkuLimitExceeded => "SKU_LIMIT_EXCEEDED",
             Self::RateLimited => "RATE_LIMITED",
+            Self::SaleNotFound => "SALE_NOT_FOUND",
+            Self::SaleNotActive => "SALE_NOT_ACTIVE",
+            Self::SoldOut => "SOLD_OUT",
+            Self::AlreadyAttempted => "ALREADY_ATTEMPTED",
+            Self::SaleLimitExceeded => "SALE_LIMIT_EXCEEDED",
+            Self::AttemptNotFound => "ATTEMPT_NOT_FOUND",
         }
     }
 }

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::CarrierStatus;
-use crate::order::{Amount, OrderId, PaymentId, RefundId, Sku, TrackingNo, UserId};
+use crate::order::{
+    Amount, AttemptId, OrderId, PaymentId, RefundId, SaleId, Sku, TrackingNo, UserId,
+};
 
 /// What an event says happened; its RocketMQ topic and tag are in the
 /// `topology` module (above this one).
@@ -27,6 +29,9 @@ pub enum EventKind {
     ShipmentUpdated,
     /// A consumer group applied an event ([`EffectApplied`]): its receipt.
     EffectApplied,
+    /// A flash-sale attempt was admitted; its order is to be created
+    /// ([`FlashAttemptQueued`]).
+    FlashAttemptQueued,
 }
 
 /// One line of a paid order, as consumers see it.
@@ -133,6 +138,27 @@ pub struct EffectApplied {
     pub applied_at: i64,
 }
 
+/// "Create the order of this admitted flash-sale attempt": written with the
+/// attempt, consumed at a paced rate by the flash-sale order group. The
+/// order's id is drawn at admission, so a redelivery finds the order made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashAttemptQueued {
+    /// The attempt (the message's key).
+    pub attempt_id: AttemptId,
+    /// The sale attempted.
+    pub sale_id: SaleId,
+    /// The shopper.
+    pub user_id: UserId,
+    /// The product sold.
+    pub sku: Sku,
+    /// Units taken.
+    pub quantity: u32,
+    /// The id the order will have.
+    pub order_id: OrderId,
+    /// Epoch milliseconds when the attempt was admitted.
+    pub queued_at: i64,
+}
+
 /// Every event, tagged by kind in its JSON form (`{"type":"OrderPaid",...}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -149,6 +175,8 @@ pub enum OrderEvent {
     ShipmentUpdated(ShipmentUpdated),
     /// See [`EffectApplied`].
     EffectApplied(EffectApplied),
+    /// See [`FlashAttemptQueued`].
+    FlashAttemptQueued(FlashAttemptQueued),
 }
 
 impl OrderEvent {
@@ -161,6 +189,7 @@ impl OrderEvent {
             Self::RefundRetryRequested(_) => EventKind::RefundRetryRequested,
             Self::ShipmentUpdated(_) => EventKind::ShipmentUpdated,
             Self::EffectApplied(_) => EventKind::EffectApplied,
+            Self::FlashAttemptQueued(_) => EventKind::FlashAttemptQueued,
         }
     }
 
@@ -173,6 +202,16 @@ impl OrderEvent {
             Self::RefundRetryRequested(e) => &e.order_id,
             Self::ShipmentUpdated(e) => &e.order_id,
             Self::EffectApplied(e) => &e.order_id,
+            Self::FlashAttemptQueued(e) => &e.order_id,
+        }
+    }
+
+    /// The RocketMQ message key: the order id, except for a flash-sale
+    /// attempt, whose messages are looked up by attempt.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::FlashAttemptQueued(e) => e.attempt_id.as_str(),
+            other => other.order_id().as_str(),
         }
     }
 
@@ -180,7 +219,7 @@ impl OrderEvent {
     /// deduplicate on it. At most one `OrderPaid` and one `OrderCloseDue`
     /// exist per order, one `OrderRefundRequested` per refund, one
     /// `ShipmentUpdated` per (order, carrier status), one `EffectApplied`
-    /// per (group, event).
+    /// per (group, event), one `FlashAttemptQueued` per attempt.
     pub fn event_id(&self) -> String {
         let tag = self.kind().tag();
         match self {
@@ -192,6 +231,7 @@ impl OrderEvent {
                 format!("{tag}:{}:{}", e.order_id, e.status.as_str())
             }
             Self::EffectApplied(e) => format!("{tag}:{}:{}", e.consumer_group, e.event_id),
+            Self::FlashAttemptQueued(e) => format!("{tag}:{}", e.attempt_id),
         }
     }
 

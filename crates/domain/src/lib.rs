@@ -20,6 +20,8 @@
 //!   machine, payment notices.
 //! - [`limits`]: how many unpaid orders, and units of one SKU in them, a
 //!   user may hold (no hoarding).
+//! - [`flash`]: flash sales: a sale's rules, an attempt's states, why an
+//!   attempt is refused, how many units an instance leases at once.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`event`]: the events published through the outbox and their wire form.
 //! - [`topology`]: every topic, tag, producer and consumer group (the four
@@ -39,6 +41,7 @@
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub mod flash;
 pub mod lifecycle;
 pub mod limits;
 pub mod order;
@@ -52,18 +55,22 @@ pub mod view;
 pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
 pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
 pub use fanout::{Effect, FanoutState};
+pub use flash::{
+    Attempt, AttemptRefusal, AttemptState, CreateSaleError, NewSale, RejectReason, Sale,
+};
 pub use lifecycle::{
     Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,
     RefundStatus, RetryRefundError,
 };
 pub use limits::UserLimits;
 pub use order::{
-    Amount, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId, PaymentNotice,
-    Product, Quantity, RefundId, Sku, TrackingNo, UserId,
+    Amount, AttemptId, IdempotencyKey, NewOrder, OrderId, OrderLine, OrderStatus, PaymentId,
+    PaymentNotice, Product, Quantity, RefundId, SaleId, Sku, TrackingNo, UserId,
 };
 pub use topology::{
-    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_ORDER_LOGISTICS,
-    TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_RECEIPT, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT, TOPICS,
+    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_FLASH_SALE_ATTEMPT, TOPIC_ORDER_RECEIPT,
+    TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT,
+    TOPICS,
 };
 
 /// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.

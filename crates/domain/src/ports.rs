@@ -409,3 +409,56 @@ pub trait OrderService: Send + Sync + 'static {
         update: crate::CarrierUpdate,
     ) -> BoxFuture<'_, Result<crate::view::CarrierReceipt, crate::CarrierUpdateError>>;
 }
+
+/// Flash sales as the HTTP API sees them: an operator creates a sale, a
+/// shopper's attempt is admitted (`QUEUED`) or refused at once, and the
+/// attempt's state is read until its order is created or it is rejected.
+pub trait FlashSaleService: Send + Sync + 'static {
+    /// Creates a sale; its units leave the product's stock at once.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is taken from stock in any of these cases.
+    /// - [`CreateSaleError::UnknownSku`](crate::CreateSaleError::UnknownSku)
+    ///   if the SKU is not in the catalog.
+    /// - [`CreateSaleError::OutOfStock`](crate::CreateSaleError::OutOfStock)
+    ///   if fewer units are on hand and not reserved.
+    /// - [`CreateSaleError::Storage`](crate::CreateSaleError::Storage) if the
+    ///   database failed (see [`StorageError::kind`]).
+    fn create_sale(
+        &self,
+        sale: crate::NewSale,
+    ) -> BoxFuture<'_, Result<crate::Sale, crate::CreateSaleError>>;
+
+    /// Admits `user`'s attempt at `sale` for `quantity` units: answered only
+    /// once the attempt and its message are committed (`QUEUED`). A refused
+    /// attempt writes nothing, and most refusals read nothing either.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is written in any of these cases.
+    /// - [`AttemptRefusal::SaleNotFound`](crate::AttemptRefusal::SaleNotFound),
+    ///   [`SaleNotActive`](crate::AttemptRefusal::SaleNotActive),
+    ///   [`SoldOut`](crate::AttemptRefusal::SoldOut),
+    ///   [`AlreadyAttempted`](crate::AttemptRefusal::AlreadyAttempted),
+    ///   [`OverUserLimit`](crate::AttemptRefusal::OverUserLimit): see each.
+    /// - [`AttemptRefusal::Storage`](crate::AttemptRefusal::Storage) if the
+    ///   database failed (see [`StorageError::kind`]); the shopper may retry.
+    fn attempt(
+        &self,
+        sale: crate::SaleId,
+        user: crate::UserId,
+        quantity: u32,
+    ) -> BoxFuture<'_, Result<crate::Attempt, crate::AttemptRefusal>>;
+
+    /// The attempt with this id and its state, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if the database failed: `Unavailable`, or
+    ///   `Corrupt` for a row that does not decode.
+    fn attempt_state(
+        &self,
+        attempt: crate::AttemptId,
+    ) -> BoxFuture<'_, Result<Option<crate::Attempt>, StorageError>>;
+}

@@ -26,14 +26,17 @@ pub const TOPIC_ORDER_LOGISTICS: &str = "TopicOrderLogistics";
 /// Receipts: each consumer group that applies an event says so here (from
 /// its own database's outbox), and the order service's reconciler counts them.
 pub const TOPIC_ORDER_RECEIPT: &str = "TopicOrderReceipt";
+/// Admitted flash-sale attempts, whose orders are created at a paced rate.
+pub const TOPIC_FLASH_SALE_ATTEMPT: &str = "TopicFlashSaleAttempt";
 
 /// Every topic ordermq publishes to (created at start where the cluster allows).
-pub const TOPICS: [&str; 5] = [
+pub const TOPICS: [&str; 6] = [
     TOPIC_ORDER_PAY_SUCCESS,
     TOPIC_ORDER_TIMEOUT,
     TOPIC_ORDER_REFUND,
     TOPIC_ORDER_LOGISTICS,
     TOPIC_ORDER_RECEIPT,
+    TOPIC_FLASH_SALE_ATTEMPT,
 ];
 
 /// The producer group the design names; the relay publishes every event with it.
@@ -49,6 +52,7 @@ impl EventKind {
             Self::RefundRetryRequested => "RefundRetryRequested",
             Self::ShipmentUpdated => "ShipmentUpdated",
             Self::EffectApplied => "EffectApplied",
+            Self::FlashAttemptQueued => "FlashAttemptQueued",
         }
     }
 
@@ -60,6 +64,7 @@ impl EventKind {
             Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
             Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
             Self::EffectApplied => TOPIC_ORDER_RECEIPT,
+            Self::FlashAttemptQueued => TOPIC_FLASH_SALE_ATTEMPT,
         }
     }
 
@@ -128,6 +133,8 @@ pub enum Consumer {
     Refund,
     /// The order service's record of the groups' receipts.
     Receipt,
+    /// The order service's creation of flash-sale orders, paced.
+    FlashSale,
 }
 
 /// How many listener calls of one group may run at once.
@@ -209,7 +216,7 @@ const WAREHOUSE: [Subscription; 3] = [
 
 /// Every consumer group ordermq runs, downstream systems first in
 /// [`System::ALL`] order.
-pub const CONSUMER_GROUPS: [ConsumerGroup; 7] = [
+pub const CONSUMER_GROUPS: [ConsumerGroup; 8] = [
     ConsumerGroup {
         consumer: Consumer::System(System::Credit),
         name: "credit_group",
@@ -260,6 +267,15 @@ pub const CONSUMER_GROUPS: [ConsumerGroup; 7] = [
             kinds: &[EventKind::EffectApplied],
         }],
         concurrency: Concurrency::Fixed(4),
+},
+    // Pacing, not the listener, sets its rate: the calls wait their turn.
+    ConsumerGroup {
+        consumer: Consumer::FlashSale,
+        name: "flash_sale_order_group",
+        subscriptions: &[Subscription {
+            kinds: &[EventKind::FlashAttemptQueued],
+        }],
+        concurrency: Concurrency::Fixed(16),
     },
 ];
 
@@ -303,6 +319,7 @@ mod tests {
             Consumer::Close,
             Consumer::Refund,
             Consumer::Receipt,
+            Consumer::FlashSale,
         ]);
         for consumer in consumers {
             let rows = CONSUMER_GROUPS

@@ -38,7 +38,7 @@ use ordermq_domain::parked::ParkedMessage;
 use ordermq_domain::ports::{Handler, Outcome};
 use ordermq_domain::signing::Keyring;
 use ordermq_messaging::{ClientSecurity, DeadLetter, MqClient};
-use ordermq_store::{Store, StoreOptions};
+use ordermq_store::Store;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -138,7 +138,7 @@ struct Tool {
 impl Tool {
     async fn open(config: &Config) -> Result<Self, DlqError> {
         let keys = crate::event_keys::event_keys(config)?;
-        let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+        let store = Store::open(&config.database_url(), &config.store_options()).await?;
         let namesrv = namesrv_of(config);
         // Reads only: no event keys on the client (nothing is published or subscribed).
         let security = ClientSecurity {
@@ -346,7 +346,7 @@ pub async fn parked(config: &Config, group: Option<&str>) -> Result<Vec<ParkedMe
     {
         return Err(DlqError::UnknownGroup(group.to_owned()));
     }
-    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let parked = store.parked(group).await;
     store.close().await;
     Ok(parked?)
@@ -354,7 +354,7 @@ pub async fn parked(config: &Config, group: Option<&str>) -> Result<Vec<ParkedMe
 
 /// How many messages are parked, for the line `list` ends with.
 pub async fn parked_count(config: &Config) -> Result<i64, DlqError> {
-    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let counts = store.parked_counts().await;
     store.close().await;
     Ok(counts?.values().sum())

@@ -31,7 +31,7 @@ pub const LIST_LIMIT: i64 = 1_000;
 /// # Errors
 /// The database cannot be opened or read.
 pub async fn parked(config: &Config) -> Result<Vec<ParkedOutboxRow>, DlqError> {
-    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let parked = store.parked_outbox(LIST_LIMIT).await;
     store.close().await;
     Ok(parked?)
@@ -43,7 +43,7 @@ pub async fn parked(config: &Config) -> Result<Vec<ParkedOutboxRow>, DlqError> {
 /// # Errors
 /// The database cannot be opened or written.
 pub async fn requeue(config: &Config, id: Option<i64>) -> Result<u64, DlqError> {
-    let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
     let requeued = store.requeue_outbox(id, now_millis()).await;
     store.close().await;
     Ok(requeued?)

@@ -81,9 +81,9 @@ impl OrderWriter {
     }
 
     /// As [`spawn_lingering`](Self::spawn_lingering), with `writers` writer
-    /// tasks committing at once on PostgreSQL (one on SQLite, whose file has
-    /// one writer). PostgreSQL flushes the commits that arrive together
-    /// with one WAL flush of its own, so while one batch waits for its
+    /// tasks committing at once on PostgreSQL and MySQL (one on SQLite, whose
+    /// file has one writer). PostgreSQL and InnoDB flush the commits that
+    /// arrive together with one log flush of their own, so while one batch waits for its
     /// flush the next is already being written. An order's payments and
     /// closes always go to the same writer (by order id), a user's creates
     /// too (by user id), so two concurrent batches never contend for one
@@ -95,7 +95,7 @@ impl OrderWriter {
         writers: usize,
     ) -> (Self, JoinHandle<()>) {
         let writers = match store.backend() {
-            Backend::Postgres => writers.max(1),
+            Backend::Postgres | Backend::Mysql => writers.max(1),
             Backend::Sqlite => 1,
         };
         let counters = Arc::new(Counters::default());
@@ -188,6 +188,33 @@ impl OrderWriter {
         }
     }
 
+    /// Writes an admitted flash-sale attempt with its message (see
+    /// [`WriteOp::Attempt`]), committed with the next batch.
+    pub async fn admit(
+        &self,
+        write: ordermq_store::AttemptWrite,
+    ) -> Result<ordermq_store::Admitted, StorageError> {
+        match self.submit(WriteOp::Attempt(write)).await {
+            Some(WriteResult::Attempted(result)) => result,
+            Some(_) => unreachable!("an attempt is answered with an attempt result"),
+            None => Err(StorageError::unavailable("the order writer has stopped")),
+        }
+    }
+
+    /// Creates a queued attempt's order, or rejects the attempt
+    /// ([`WriteOp::CreateSaleOrder`], [`WriteOp::RejectAttempt`]): the
+    /// attempt's state after it.
+    pub async fn end_attempt(
+        &self,
+        op: WriteOp,
+    ) -> Result<ordermq_domain::AttemptState, StorageError> {
+        match self.submit(op).await {
+            Some(WriteResult::SaleOrder(result)) => result,
+            Some(_) => unreachable!("a sale order is answered with an attempt's state"),
+            None => Err(StorageError::unavailable("the order writer has stopped")),
+        }
+    }
+
     /// Closes the order if it is still unpaid and due.
     pub async fn close(&self, order_id: OrderId) -> Result<CloseOutcome, StorageError> {
         match self.submit(WriteOp::Close(order_id)).await {
@@ -243,7 +270,10 @@ async fn write_batches(
 }
 
 /// Which of `writers` writer tasks takes `op`: an order's payments and
-/// closes by its id, creates by their user, the relay's rounds the first.
+/// closes by its id, creates by their user, a flash sale's attempts and
+/// their ends by the sale (its rows then meet one writer only: no two
+/// concurrent batches lock them in opposite orders), the relay's rounds the
+/// first.
 fn writer_of(op: &WriteOp, writers: usize) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     if writers <= 1 {
@@ -254,6 +284,9 @@ fn writer_of(op: &WriteOp, writers: usize) -> usize {
         WriteOp::Pay(notice) => notice.order_id.as_str(),
         WriteOp::Close(order_id) => order_id.as_str(),
         WriteOp::RelayOutbox { .. } => return 0,
+        WriteOp::Attempt(write) => write.event.sale_id.as_str(),
+        WriteOp::CreateSaleOrder { event, .. } => event.sale_id.as_str(),
+        WriteOp::RejectAttempt { sale_id, .. } => sale_id.as_str(),
     };
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
     (hash % writers as u64) as usize

@@ -26,7 +26,7 @@ use crate::reconcile::ReconcileCounters;
 /// 64 bits from the operating system's cryptographic generator, for the
 /// random part of order and refund ids: an id cannot be predicted from
 /// another (fastrand's generator could be, from a few outputs).
-fn random_suffix() -> Result<u64, StorageError> {
+pub(crate) fn random_suffix() -> Result<u64, StorageError> {
     // The OS generator does not fail once the system has booted; if it ever
     // did, nothing was written and the client may retry (503).
     getrandom::u64().map_err(|e| {

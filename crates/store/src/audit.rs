@@ -13,7 +13,8 @@ use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
-use crate::fail::storage;
+use crate::dialect;
+use crate::fail::{get, storage};
 use crate::store::Store;
 
 /// An order as the checker sees it: status, the payment applied, its lines.
@@ -35,6 +36,33 @@ pub struct AuditPayment {
     pub amount: i64,
     /// `APPLIED` or `REFUND_REQUIRED`.
     pub outcome: String,
+}
+
+/// A row of `refunds`: a shopper's refund, or one ordermq made for a
+/// payment it could not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRefund {
+    pub refund_id: String,
+    pub order_id: String,
+    /// `REQUESTED`, `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    pub full_refund: bool,
+    /// Whether the downstream systems take their effects back (a shopper's
+    /// refund of a paid order; not a payment owed back).
+    pub reverse_effects: bool,
+}
+
+/// What the downstream systems took back for refunds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReversals {
+    /// refund id → points reversals (credit).
+    pub points: HashMap<String, i64>,
+    /// refund id → refund SMS (push).
+    pub sms: HashMap<String, i64>,
+    /// Orders whose coupon was revoked (marketing).
+    pub revoked_coupons: std::collections::HashSet<String>,
+    /// Orders whose shipment was cancelled (warehouse).
+    pub cancelled_shipments: std::collections::HashSet<String>,
 }
 
 /// A product's stock counters.
@@ -73,7 +101,7 @@ impl Store {
     pub async fn audit_orders(&self) -> Result<Vec<AuditOrder>, StorageError> {
         let mut lines: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for row in
-            sqlx::query("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, sku")
+            dialect::query("SELECT order_id, sku, quantity FROM order_lines ORDER BY order_id, sku")
                 .fetch_all(&self.orders)
                 .await
                 .map_err(storage)?
@@ -86,7 +114,7 @@ impl Store {
                     row.try_get("quantity").map_err(storage)?,
                 ));
         }
-        sqlx::query("SELECT order_id, status, payment_id, amount FROM orders ORDER BY order_id")
+        dialect::query("SELECT order_id, status, payment_id, amount FROM orders ORDER BY order_id")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?
@@ -106,7 +134,7 @@ impl Store {
 
     /// Every payment notified, applied or owed back.
     pub async fn audit_payments(&self) -> Result<Vec<AuditPayment>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT payment_id, order_id, amount, outcome FROM payments ORDER BY order_id, payment_id",
         )
         .fetch_all(&self.orders)
@@ -148,9 +176,79 @@ impl Store {
         Ok(history)
     }
 
+    /// Every refund, by order.
+    pub async fn audit_refunds(&self) -> Result<Vec<AuditRefund>, StorageError> {
+        sqlx::query(
+            "SELECT refund_id, order_id, status, full_refund, reverse_effects FROM refunds \
+             ORDER BY order_id, refund_id",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|row| {
+            Ok(AuditRefund {
+                refund_id: row.try_get("refund_id").map_err(storage)?,
+                order_id: row.try_get("order_id").map_err(storage)?,
+                status: row.try_get("status").map_err(storage)?,
+                full_refund: row.try_get::<i64, _>("full_refund").map_err(storage)? != 0,
+                reverse_effects: row.try_get::<i64, _>("reverse_effects").map_err(storage)? != 0,
+            })
+        })
+        .collect()
+    }
+
+    /// What each downstream system took back for refunds.
+    pub async fn audit_reversals(&self) -> Result<AuditReversals, StorageError> {
+        let counts = |sql: &'static str, system: System| async move {
+            sqlx::query(sql)
+                .fetch_all(self.system_pool(system))
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("k")?, r.try_get("n")?)))
+                .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+        };
+        let points = counts(
+            "SELECT refund_id AS k, COUNT(*) AS n FROM credit_point_reversals GROUP BY refund_id",
+            System::Credit,
+        )
+        .await
+        .map_err(storage)?;
+        let sms = counts(
+            "SELECT refund_id AS k, COUNT(*) AS n FROM push_refund_sms GROUP BY refund_id",
+            System::Push,
+        )
+        .await
+        .map_err(storage)?;
+        let revoked_coupons = counts(
+            "SELECT order_id AS k, COUNT(*) AS n FROM marketing_coupons \
+             WHERE status = 'REVOKED' GROUP BY order_id",
+            System::Marketing,
+        )
+        .await
+        .map_err(storage)?
+        .into_keys()
+        .collect();
+        let cancelled_shipments = counts(
+            "SELECT order_id AS k, COUNT(*) AS n FROM warehouse_shipments \
+             WHERE status = 'CANCELLED' GROUP BY order_id",
+            System::Warehouse,
+        )
+        .await
+        .map_err(storage)?
+        .into_keys()
+        .collect();
+        Ok(AuditReversals {
+            points,
+            sms,
+            revoked_coupons,
+            cancelled_shipments,
+        })
+    }
+
     /// Every product's `on_hand` and `reserved`.
     pub async fn audit_stock(&self) -> Result<Vec<AuditStock>, StorageError> {
-        sqlx::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")
+        dialect::query("SELECT sku, on_hand, reserved FROM products ORDER BY sku")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?
@@ -169,7 +267,7 @@ impl Store {
     pub async fn audit_system(&self, system: System) -> Result<SystemAudit, StorageError> {
         let effects = self.effect_counts_by_order(system).await?;
         let pool = self.system_pool(system);
-        let inbox = sqlx::query(
+        let inbox = dialect::query(
             "SELECT order_id, COUNT(*) AS n FROM inbox \
              WHERE consumer_group = $1 AND event_id LIKE 'OrderPaid:%' GROUP BY order_id",
         )
@@ -190,7 +288,7 @@ impl Store {
 
     /// The recorded failures of one system's group, oldest first.
     pub async fn failures(&self, system: System) -> Result<Vec<FailureRecord>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT event_id, order_id, attempts, last_error, dead_lettered, updated_at \
              FROM consumer_failures WHERE consumer_group = $1 ORDER BY updated_at, event_id",
         )
@@ -204,7 +302,7 @@ impl Store {
                 event_id: r.try_get("event_id").map_err(storage)?,
                 order_id: r.try_get("order_id").map_err(storage)?,
                 attempts: r.try_get("attempts").map_err(storage)?,
-                last_error: r.try_get("last_error").map_err(storage)?,
+                last_error: get(r, "last_error")?,
                 dead_lettered: r.try_get::<i64, _>("dead_lettered").map_err(storage)? != 0,
                 updated_at: r.try_get("updated_at").map_err(storage)?,
             })

@@ -10,24 +10,30 @@
 
 use std::time::{Duration, Instant};
 
+use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::{OrderView, PaymentReceipt};
 use ordermq_domain::{
-    CreateOrderError, Effect, NewOrder, OrderId, OutboxMessage, PayOrderError, PaymentNotice,
-    UserLimits,
+    AttemptId, AttemptState, CreateOrderError, Effect, NewOrder, OrderId, OrderLine, OutboxMessage,
+    PayOrderError, PaymentNotice, Quantity, RejectReason, SaleId, UserLimits,
 };
 use sqlx::AnyConnection;
 
 use crate::close::{CloseOutcome, close_order_in};
+use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
-use crate::fail::storage;
+use crate::fail::{lost_lock_race, storage, storage_lost_lock_race};
+use crate::flash::{
+    Admitted, AttemptWrite, admit_in, mark_created_in, reject_in, restock_for_order_in, state_in,
+};
 use crate::lane::batch::{PayBatch, pay_batch};
 use crate::lane::pay::FastPay;
+use crate::locks;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
-use crate::sql::{self, Backend, RelayRound};
+use crate::sql::{Backend, RelayRound};
 use crate::store::{Db, LaneWait, Store};
 
 /// One write of the order database, for [`Store::write_batch`].
@@ -56,6 +62,22 @@ pub enum WriteOp {
         limit: usize,
         lease_ms: i64,
     },
+    /// An admitted flash-sale attempt with its message, its units taken
+    /// from its instance's lease: durable before the shopper hears `QUEUED`.
+    Attempt(AttemptWrite),
+    /// Creates the order of a queued attempt (an ordinary UNPAID order that
+    /// closes `close_after_ms` after creation) and marks the attempt
+    /// `CREATED`; an attempt no longer queued is answered with its state.
+    CreateSaleOrder {
+        event: FlashAttemptQueued,
+        close_after_ms: i64,
+    },
+    /// Rejects a queued attempt and gives its units back to the sale.
+    RejectAttempt {
+        sale_id: SaleId,
+        attempt_id: AttemptId,
+        reason: RejectReason,
+    },
 }
 
 /// The outcome of one [`WriteOp`].
@@ -69,15 +91,42 @@ pub enum WriteResult {
     Paid(Result<PaymentReceipt, PayOrderError>),
     Closed(Result<CloseOutcome, StorageError>),
     Relayed(Result<Vec<OutboxMessage>, StorageError>),
+    Attempted(Result<Admitted, StorageError>),
+    /// The attempt's state after a `CreateSaleOrder` or a `RejectAttempt`.
+    SaleOrder(Result<AttemptState, StorageError>),
 }
 
 impl WriteResult {
+    /// `Err` with the database's error when this operation lost a lock
+    /// race (see `fail::lost_lock_race`): its whole transaction is lost.
+    fn or_lost_race(self) -> Result<Self, StorageError> {
+        let lost = match &self {
+            Self::Created(Err(CreateOrderError::Storage(e)))
+            | Self::Paid(Err(PayOrderError::Storage(e)))
+            | Self::Closed(Err(e))
+            | Self::Relayed(Err(e)) => storage_lost_lock_race(e),
+            _ => false,
+        };
+        if !lost {
+            return Ok(self);
+        }
+        match self {
+            Self::Created(Err(CreateOrderError::Storage(e)))
+            | Self::Paid(Err(PayOrderError::Storage(e)))
+            | Self::Closed(Err(e))
+            | Self::Relayed(Err(e)) => Err(e),
+            other => Ok(other),
+        }
+    }
+
     fn is_ok(&self) -> bool {
         match self {
             Self::Created(r) => r.is_ok(),
             Self::Paid(r) => r.is_ok(),
             Self::Closed(r) => r.is_ok(),
             Self::Relayed(r) => r.is_ok(),
+            Self::Attempted(r) => matches!(r, Ok(Admitted::Queued)),
+            Self::SaleOrder(r) => r.is_ok(),
         }
     }
 }
@@ -90,6 +139,10 @@ impl WriteOp {
             Self::Pay(_) => WriteResult::Paid(Err(e.into())),
             Self::Close(_) => WriteResult::Closed(Err(e)),
             Self::RelayOutbox { .. } => WriteResult::Relayed(Err(e)),
+            Self::Attempt(_) => WriteResult::Attempted(Err(e)),
+            Self::CreateSaleOrder { .. } | Self::RejectAttempt { .. } => {
+                WriteResult::SaleOrder(Err(e))
+            }
         }
     }
 }
@@ -98,7 +151,11 @@ impl WriteOp {
 /// keeps the driver's error as its source, the others (sqlx errors are not
 /// `Clone`) its kind and its text.
 fn fail_all(ops: &[WriteOp], e: sqlx::Error) -> Vec<WriteResult> {
-    let first = storage(e);
+    fail_all_with(ops, storage(e))
+}
+
+/// [`fail_all`] with the error as the ports report it.
+fn fail_all_with(ops: &[WriteOp], first: StorageError) -> Vec<WriteResult> {
     let kind = first.kind();
     let text = std::error::Error::source(&first).map_or_else(String::new, |s| s.to_string());
     let mut first = Some(first);
@@ -115,6 +172,13 @@ fn fail_all(ops: &[WriteOp], e: sqlx::Error) -> Vec<WriteResult> {
 
 /// A fast-path batch slower than this is logged with where its time went.
 const SLOW_COMMIT: Duration = Duration::from_millis(50);
+
+/// How many times a batch runs when it keeps losing lock races (a deadlock's
+/// victim, a lock wait timeout) before its operations are answered with the
+/// error: batches lock their products in one order, so this is for what
+/// that order cannot cover (another instance's older version, an operator's
+/// statement), and three tries are plenty.
+const LOCK_RACE_ATTEMPTS: u32 = 3;
 
 impl Store {
     /// Runs many creates and payments in **one** transaction (group commit): one
@@ -136,8 +200,13 @@ impl Store {
         }
         let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
         if self.pg.is_some() {
-            if let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
-                return fail_all(ops, e);
+            let mut attempt = 1;
+            while let Err(e) = self.write_batch_on_pg(ops, &fast, now, &mut results).await {
+                if !lost_lock_race(&e) || attempt >= LOCK_RACE_ATTEMPTS {
+                    return fail_all(ops, e);
+                }
+                log_lost_race(attempt, ops.len(), &storage(e));
+                attempt += 1;
             }
         } else if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
             let mut paid = batch.payments.into_iter();
@@ -242,13 +311,42 @@ impl Store {
     }
 
     /// [`Store::write_batch`] through sqlx, for every backend and operation.
+    /// A batch that loses a lock race (a deadlock's victim, a lock wait
+    /// timeout: nothing of it was committed) runs again, up to
+    /// [`LOCK_RACE_ATTEMPTS`] times, each logged.
     async fn write_batch_general(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
-        let failed = |e: sqlx::Error| fail_all(ops, e);
+        let mut attempt = 1;
+        loop {
+            match self.write_batch_general_once(ops, now).await {
+                Ok(results) => return results,
+                Err(e) if attempt < LOCK_RACE_ATTEMPTS => {
+                    log_lost_race(attempt, ops.len(), &e);
+                    attempt += 1;
+                }
+                Err(e) => return fail_all_with(ops, e),
+            }
+        }
+    }
+
+    /// One try of [`Store::write_batch_general`]; `Err` when it lost a lock
+    /// race, its transaction rolled back.
+    async fn write_batch_general_once(
+        &self,
+        ops: &[WriteOp],
+        now: i64,
+    ) -> Result<Vec<WriteResult>, StorageError> {
+        let failed = |e: sqlx::Error| {
+            if lost_lock_race(&e) {
+                Err(storage(e))
+            } else {
+                Ok(fail_all(ops, e))
+            }
+        };
         let mut tx = match self.begin_write(Db::Orders).await {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
-        if self.backend == Backend::Postgres
+        if self.backend != Backend::Sqlite
             && let Err(e) = lock_products_in(&mut tx, ops).await
         {
             return failed(e);
@@ -259,14 +357,20 @@ impl Store {
             if !result.is_ok() {
                 // Rejected: nothing of it may stay.
                 let _ = tx.rollback().await;
-                return vec![result];
+                return Ok(vec![result.or_lost_race()?]);
             }
             return match tx.commit().await {
-                Ok(()) => vec![result],
+                Ok(()) => Ok(vec![result]),
                 Err(e) => failed(e),
             };
         }
-        let mut results = pay_runs(&mut tx, ops, now).await;
+        let mut results = match pay_runs(&mut tx, ops, now).await {
+            Ok(results) => results,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
         // The relay's claims last, so they see the events written before them.
         let relay_last = (0..ops.len())
             .filter(|&i| !matches!(ops[i], WriteOp::RelayOutbox { .. }))
@@ -274,7 +378,11 @@ impl Store {
         for index in relay_last {
             if results[index].is_none() {
                 match apply_in_savepoint(&mut tx, self.backend, &ops[index], now).await {
-                    Ok(result) => results[index] = Some(result),
+                    Ok(Ok(result)) => results[index] = Some(result),
+                    Ok(Err(lost)) => {
+                        let _ = tx.rollback().await;
+                        return Err(lost);
+                    }
                     Err(e) => return failed(e),
                 }
             }
@@ -291,10 +399,10 @@ impl Store {
             );
         }
         match committed {
-            Ok(()) => results
+            Ok(()) => Ok(results
                 .into_iter()
                 .map(|r| r.expect("every operation was decided"))
-                .collect(),
+                .collect()),
             Err(e) => failed(e),
         }
     }
@@ -397,9 +505,9 @@ impl Store {
 /// Which part of a slow lane batch was slow tells disk (commit) from CPU
 /// (statements, or a lane thread waiting to be scheduled) from other writers
 /// (the gate).
-/// Locks, in SKU order, every product `ops` may touch (`sql::lock_products`):
-/// the lines of the orders paid or closed, the SKUs of the orders created.
-/// PostgreSQL only: SQLite has one writer.
+/// Locks, in SKU order, every product `ops` may touch (`locks`): the lines
+/// of the orders paid or closed, the SKUs of the orders created. PostgreSQL
+/// and MySQL: SQLite has one writer.
 async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
     let mut orders = Vec::new();
     let mut skus = std::collections::BTreeSet::new();
@@ -408,21 +516,18 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::Pay(notice) => orders.push(notice.order_id.as_str()),
             WriteOp::Close(order_id) => orders.push(order_id.as_str()),
             WriteOp::Create { order, .. } => {
-                skus.extend(order.lines().iter().map(|l| l.sku.as_str()));
+                skus.extend(order.lines().iter().map(|l| l.sku.to_string()));
             }
-            WriteOp::RelayOutbox { .. } => {}
+            // A sale order reserves its SKU as a create does.
+            WriteOp::CreateSaleOrder { event, .. } => {
+                skus.insert(event.sku.to_string());
+            }
+            // Touch a sale's rows only, and every operation of one sale
+            // goes to one writer (`OrderWriter`'s routing by sale).
+            WriteOp::RelayOutbox { .. } | WriteOp::Attempt(_) | WriteOp::RejectAttempt { .. } => {}
         }
     }
-    if orders.is_empty() && skus.is_empty() {
-        return Ok(());
-    }
-    let statement = sql::lock_products(orders.len(), skus.len());
-    let mut query = sqlx::query(&statement);
-    for value in orders.into_iter().chain(skus) {
-        query = query.bind(value);
-    }
-    query.fetch_all(tx).await?;
-    Ok(())
+    locks::lock_products_in(tx, &orders, skus).await
 }
 
 /// The fast part of a batch (`fast`: indexes into `ops`) as the lane and
@@ -444,7 +549,11 @@ fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayR
                 limit: *limit,
                 lease_ms: *lease_ms,
             }),
-            WriteOp::Create { .. } | WriteOp::Close(_) => {}
+            WriteOp::Create { .. }
+            | WriteOp::Close(_)
+            | WriteOp::Attempt(_)
+            | WriteOp::CreateSaleOrder { .. }
+            | WriteOp::RejectAttempt { .. } => {}
         }
     }
     (payments, rounds)
@@ -468,7 +577,11 @@ fn log_if_slow(batch: &PayBatch, wait: LaneWait, took: Duration) {
 /// for the whole run instead of several per payment (every statement is a
 /// round trip to the database's worker thread). What the set-based path
 /// leaves undecided goes through the one-by-one path.
-async fn pay_runs(tx: &mut AnyConnection, ops: &[WriteOp], now: i64) -> Vec<Option<WriteResult>> {
+async fn pay_runs(
+    tx: &mut AnyConnection,
+    ops: &[WriteOp],
+    now: i64,
+) -> Result<Vec<Option<WriteResult>>, StorageError> {
     let mut results: Vec<Option<WriteResult>> = (0..ops.len()).map(|_| None).collect();
     let mut start = 0;
     while start < ops.len() {
@@ -494,13 +607,14 @@ async fn pay_runs(tx: &mut AnyConnection, ops: &[WriteOp], now: i64) -> Vec<Opti
                     results[start + offset] = outcome.map(WriteResult::Paid);
                 }
             }
+            Err(e) if lost_lock_race(&e) => return Err(storage(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "set-based payment run failed; applying one by one");
             }
         }
         start += run;
     }
-    results
+    Ok(results)
 }
 
 /// One operation in its own savepoint, rolled back alone if rejected. `Err`
@@ -510,18 +624,33 @@ async fn apply_in_savepoint(
     backend: Backend,
     op: &WriteOp,
     now: i64,
-) -> Result<WriteResult, sqlx::Error> {
-    sqlx::query("SAVEPOINT op").execute(&mut *tx).await?;
-    let result = apply_op(&mut *tx, backend, op, now).await;
+) -> Result<Result<WriteResult, StorageError>, sqlx::Error> {
+    dialect::query("SAVEPOINT op").execute(&mut *tx).await?;
+    let result = match apply_op(&mut *tx, backend, op, now).await.or_lost_race() {
+        Ok(result) => result,
+        // The transaction is lost (MySQL: rolled back, savepoint and all).
+        lost @ Err(_) => return Ok(lost),
+    };
     if !result.is_ok() {
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
+        dialect::query("ROLLBACK TO SAVEPOINT op")
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("RELEASE SAVEPOINT op")
+    dialect::query("RELEASE SAVEPOINT op")
         .execute(&mut *tx)
         .await?;
-    Ok(result)
+    Ok(Ok(result))
+}
+
+/// Says that a batch lost a lock race and runs again.
+fn log_lost_race(attempt: u32, operations: usize, error: &StorageError) {
+    let cause = std::error::Error::source(error).map_or_else(String::new, |s| s.to_string());
+    tracing::warn!(
+        attempt,
+        operations,
+        error = %cause,
+        "order-database batch lost a lock race (deadlock or lock wait); running it again"
+    );
 }
 
 /// Runs one operation inside the caller's transaction.
@@ -560,5 +689,68 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
                 .await
                 .map_err(storage),
         ),
+        WriteOp::Attempt(write) => {
+            WriteResult::Attempted(admit_in(&mut *tx, write, now).await.map_err(storage))
+        }
+        WriteOp::CreateSaleOrder {
+            event,
+            close_after_ms,
+        } => WriteResult::SaleOrder(
+            create_sale_order_in(&mut *tx, backend, event, *close_after_ms, now).await,
+        ),
+        WriteOp::RejectAttempt {
+            attempt_id, reason, ..
+        } => WriteResult::SaleOrder(match reject_in(&mut *tx, attempt_id, *reason, now).await {
+            Ok(()) => state_in(&mut *tx, attempt_id)
+                .await
+                .and_then(|s| s.ok_or_else(|| StorageError::corrupt("no such attempt"))),
+            Err(e) => Err(storage(e)),
+        }),
     }
+}
+
+/// The order of a queued flash-sale attempt: its units back in the
+/// product's stock, reserved by an ordinary order with the id drawn at
+/// admission, the attempt `CREATED` — or, if the attempt is no longer
+/// queued (a redelivery), its state unchanged.
+async fn create_sale_order_in(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    event: &FlashAttemptQueued,
+    close_after_ms: i64,
+    now: i64,
+) -> Result<AttemptState, StorageError> {
+    match state_in(&mut *tx, &event.attempt_id).await? {
+        Some(AttemptState::Queued) => {}
+        Some(done) => return Ok(done),
+        None => return Err(StorageError::corrupt("a message names no stored attempt")),
+    }
+    restock_for_order_in(&mut *tx, event)
+        .await
+        .map_err(storage)?;
+    let line = OrderLine {
+        sku: event.sku.clone(),
+        quantity: Quantity::parse(i64::from(event.quantity)).map_err(StorageError::corrupt)?,
+    };
+    let order = NewOrder::new(event.user_id.clone(), vec![line]).map_err(StorageError::corrupt)?;
+    create_order_in(
+        &mut *tx,
+        backend,
+        &order,
+        &event.order_id,
+        now,
+        Some(close_after_ms),
+        UserLimits::OFF,
+    )
+    .await
+    .map_err(|e| match e {
+        CreateOrderError::Storage(e) => e,
+        other => StorageError::corrupt(format!("a sale order could not be created: {other}")),
+    })?;
+    mark_created_in(&mut *tx, &event.attempt_id, now)
+        .await
+        .map_err(storage)?;
+    Ok(AttemptState::Created {
+        order_id: event.order_id.clone(),
+    })
 }

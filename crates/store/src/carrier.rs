@@ -10,6 +10,7 @@ use ordermq_domain::view::CarrierReceipt;
 use ordermq_domain::{CarrierUpdate, CarrierUpdateError, OrderEvent, OrderId, System};
 use sqlx::Row;
 
+use crate::dialect;
 use crate::fail::{status_of, storage};
 use crate::history::record_history;
 use crate::outbox;
@@ -44,7 +45,7 @@ impl Store {
         query: &'static str,
         order_id: &OrderId,
     ) -> Result<Option<String>, StorageError> {
-        sqlx::query(query)
+        dialect::query(query)
             .bind(order_id.as_str())
             .fetch_optional(self.system_pool(System::Warehouse))
             .await
@@ -71,7 +72,7 @@ impl Store {
                 });
             }
             None => {
-                let exists = sqlx::query("SELECT 1 AS one FROM orders WHERE order_id = $1")
+                let exists = dialect::query("SELECT 1 AS one FROM orders WHERE order_id = $1")
                     .bind(order_id)
                     .fetch_optional(&self.orders)
                     .await
@@ -85,7 +86,7 @@ impl Store {
             }
         }
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let fresh = sqlx::query(
+        let fresh = dialect::query(
             "INSERT INTO carrier_events (order_id, status, tracking_no, received_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, status) DO NOTHING",
         )
@@ -98,7 +99,7 @@ impl Store {
         .map_err(storage)?
         .rows_affected()
             == 1;
-        let raw: String = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
+        let raw: String = dialect::query("SELECT status FROM orders WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *tx)
             .await
@@ -118,7 +119,7 @@ impl Store {
         let target = update.status.order_status();
         let mut status = current;
         if current != target && current.can_become(target) {
-            let moved = sqlx::query(
+            let moved = dialect::query(
                 "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
             )
             .bind(target.as_str())

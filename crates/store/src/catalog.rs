@@ -10,6 +10,7 @@
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::{Amount, Product, Sku};
 
+use crate::dialect;
 use crate::fail::{corrupt, get, storage};
 use crate::store::{Db, Store};
 
@@ -28,7 +29,7 @@ impl Store {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         let mut inserted = 0;
         for p in products {
-            let done = sqlx::query(
+            let done = dialect::query(
                 "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
                  ON CONFLICT (sku) DO NOTHING",
             )
@@ -48,7 +49,7 @@ impl Store {
     /// Sets a product's stock outright (tests and operators); reservations are cleared.
     pub async fn upsert_product(&self, product: &DemoProduct) -> Result<(), StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        sqlx::query(
+        dialect::query(
             "INSERT INTO products (sku, name, price, on_hand, reserved) VALUES ($1, $2, $3, $4, 0) \
              ON CONFLICT (sku) DO UPDATE SET name = $2, price = $3, on_hand = $4, reserved = 0",
         )
@@ -63,7 +64,7 @@ impl Store {
     }
 
     pub async fn products(&self) -> Result<Vec<Product>, StorageError> {
-        let rows = sqlx::query(
+        let rows = dialect::query(
             "SELECT sku, name, price, on_hand - reserved AS available FROM products ORDER BY sku",
         )
         .fetch_all(&self.orders)
@@ -84,7 +85,7 @@ impl Store {
 
     /// Stock of one SKU as `(on_hand, reserved)`.
     pub async fn stock(&self, sku: &str) -> Result<Option<(i64, i64)>, StorageError> {
-        let row = sqlx::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
+        let row = dialect::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
             .bind(sku)
             .fetch_optional(&self.orders)
             .await

@@ -1,5 +1,6 @@
 //! Closing an unpaid order when its time is up: UNPAID → CANCELLED, its
-//! reservation released, one transaction. Closing and paying race on
+//! reservation released (a flash-sale order's units back to its sale), one
+//! transaction. Closing and paying race on
 //! `status = 'UNPAID'`: whichever commits first wins, the other finds the
 //! guard false and changes nothing. A close travels through the batch
 //! (`WriteOp::Close`); the sweep's work list is here.
@@ -10,8 +11,10 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::{OrderId, OrderStatus};
 use sqlx::{AnyConnection, Row};
 
+use crate::dialect;
 use crate::fail::{corrupt, storage};
 use crate::history::record_history;
+use crate::sale_units::return_units_of_order_in;
 use crate::store::Store;
 
 /// What a due close did.
@@ -39,7 +42,7 @@ pub(crate) async fn close_order_in(
     order_id: &OrderId,
     now: i64,
 ) -> Result<CloseOutcome, sqlx::Error> {
-    let closed = sqlx::query(
+    let closed = dialect::query(
         "UPDATE orders SET status = $1, updated_at = $2 \
          WHERE order_id = $3 AND status = $4 AND (close_at IS NULL OR close_at <= $5)",
     )
@@ -53,7 +56,7 @@ pub(crate) async fn close_order_in(
     .rows_affected()
         == 1;
     if !closed {
-        let row = sqlx::query("SELECT status, close_at FROM orders WHERE order_id = $1")
+        let row = dialect::query("SELECT status, close_at FROM orders WHERE order_id = $1")
             .bind(order_id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -71,14 +74,14 @@ pub(crate) async fn close_order_in(
         });
     }
     let lines =
-        sqlx::query("SELECT sku, quantity FROM order_lines WHERE order_id = $1 ORDER BY sku")
+        dialect::query("SELECT sku, quantity FROM order_lines WHERE order_id = $1 ORDER BY sku")
             .bind(order_id.as_str())
             .fetch_all(&mut *tx)
             .await?;
     for line in &lines {
         let sku: String = line.try_get("sku")?;
         let quantity: i64 = line.try_get("quantity")?;
-        let released = sqlx::query(
+        let released = dialect::query(
             "UPDATE products SET reserved = reserved - $1 WHERE sku = $2 AND reserved >= $1",
         )
         .bind(quantity)
@@ -91,6 +94,8 @@ pub(crate) async fn close_order_in(
             )));
         }
     }
+    // A flash-sale order's units go back to its sale, not to the product.
+    return_units_of_order_in(tx, order_id.as_str(), now).await?;
     record_history(
         tx,
         order_id.as_str(),
@@ -112,7 +117,7 @@ impl Store {
         grace_ms: i64,
         limit: usize,
     ) -> Result<Vec<OrderId>, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT order_id FROM orders WHERE status = $1 AND close_at <= $2 ORDER BY close_at LIMIT $3",
         )
         .bind(OrderStatus::Unpaid.as_str())

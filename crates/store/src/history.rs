@@ -8,6 +8,7 @@
 use ordermq_domain::{Actor, OrderStatus, RefundId};
 use sqlx::AnyConnection;
 
+use crate::dialect;
 use crate::sql;
 
 /// Records `from → to` (`from` is `None` at creation) inside the caller's transaction.
@@ -22,7 +23,7 @@ pub(crate) async fn record_history(
         from.is_none_or(|from| from.can_become(to)),
         "{from:?} → {to}"
     );
-    sqlx::query(sql::INSERT_HISTORY)
+    dialect::query(sql::INSERT_HISTORY)
         .bind(order_id)
         .bind(from.map(OrderStatus::as_str))
         .bind(to.as_str())
@@ -60,7 +61,7 @@ pub(crate) async fn record_action(
     actor: &Actor,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(sql::INSERT_ACTION)
+    dialect::query(sql::INSERT_ACTION)
         .bind(order_id)
         .bind(action.as_str())
         .bind(refund_id.as_str())

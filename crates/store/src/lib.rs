@@ -3,8 +3,8 @@
 //! One [`Store`] holds a connection pool for the order database and one for
 //! each downstream system (credit, marketing, push, warehouse). On SQLite
 //! each system gets its own file next to the order database, as separate
-//! services would have their own databases; on PostgreSQL all of them share
-//! one database with distinct tables.
+//! services would have their own databases; on PostgreSQL and MySQL/MariaDB
+//! all of them share one database with distinct tables.
 //!
 //! Rules every query here follows:
 //! - a status change is one guarded `UPDATE ... WHERE status = <expected>`,
@@ -28,15 +28,23 @@
 //!
 //! 1. **Base** (imports nothing from the crate): `sql` (the shared
 //!    statements, placeholder helpers, [`Backend`], the relay's round and
-//!    the reader of its claimed rows), `fail` (driver
-//!    errors classified into `StorageError`; `LaneError`).
+//!    the reader of its claimed rows), `dialect` (the query every general
+//!    statement goes through; MySQL's rewrite of the shared form), `fail`
+//!    (driver errors classified into `StorageError`; `LaneError`), `server`
+//!    (what is asked of and read from a database server, in one form for
+//!    both: [`SessionSettings`], [`Durability`]).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
-//!    new rows and changes), `lane` (the SQLite lane's thread), `pg`
+//!    new rows and changes), `lane` (the SQLite lane's thread), `locks`
+//!    (the products a batch locks first, in SKU order), `pg`
 //!    (PostgreSQL's own path: its pool and session settings, a batch of
-//!    payments as one set-based statement, the relay's round; imports only
-//!    the base).
+//!    payments as one set-based statement, the relay's round; its
+//!    durability read and judged), `mysql` (MySQL's forms of what its
+//!    dialect cannot rewrite: no `RETURNING`, joins for `UPDATE … FROM`, a
+//!    row lock per user), `mysql_session` (MySQL's session settings and
+//!    time limits; the server's durability read and judged), `sale_units` (a flash sale's units going back to the
+//!    sale: shared by `close` and `flash`).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
 //!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
@@ -46,14 +54,16 @@
 //!    per-user limits), `pay` (one by one and
 //!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
 //!    that fail every attempt; the systems' receipts too), `parked`
-//!    (messages that failed verification; the `ParkingLot` port),
+//!    (messages that failed verification; the `ParkingLot` port), `flash`
+//!    (sales, leases of their units, admitted attempts with their message),
 //!    `reconcile` (the groups' receipts, unsettled sent rows, settling and
 //!    putting them back),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
 //!    `WriteOp`, `write_batch`, the relay's round, `apply_effects`, each
-//!    choosing the lane or the general path), `lane::batch` (the lane's
+//!    choosing the lane or the general path; a flash-sale order made of
+//!    `orders` and `flash` steps), `lane::batch` (the lane's
 //!    payment batch), `views` (the order page and the counters, which read
 //!    across operations).
 
@@ -62,10 +72,15 @@ mod batch;
 mod carrier;
 mod catalog;
 mod close;
+mod dialect;
 mod effects;
 mod fail;
+mod flash;
 mod history;
 mod lane;
+mod locks;
+mod mysql;
+mod mysql_session;
 mod orders;
 mod outbox;
 mod parked;
@@ -75,20 +90,25 @@ mod reconcile;
 mod refund_rows;
 mod refunds;
 mod relay;
+mod sale_units;
 mod schema;
+mod server;
 mod sql;
 mod store;
 mod views;
 
-pub use audit::{AuditOrder, AuditPayment, AuditStock, FailureRecord, SystemAudit};
+pub use audit::{
+    AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, FailureRecord, SystemAudit,
+};
 pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
+pub use flash::{Admitted, AttemptWrite, Leased, SaleCounts};
 pub use lane::ThreadStart;
-pub use pg::{Durability, SessionSettings};
 pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;
 pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
+pub use server::{Durability, SessionSettings};
 pub use sql::Backend;
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

@@ -14,8 +14,10 @@ use ordermq_domain::{
 };
 use sqlx::{AnyConnection, Row};
 
+use crate::dialect;
 use crate::fail::{corrupt, get, storage};
 use crate::history::record_history;
+use crate::mysql;
 use crate::outbox;
 use crate::sql::Backend;
 use crate::store::{Db, Store};
@@ -72,7 +74,7 @@ impl Store {
         &self,
         status: OrderStatus,
     ) -> Result<Vec<OrderId>, StorageError> {
-        sqlx::query("SELECT order_id FROM orders WHERE status = $1 ORDER BY order_id")
+        dialect::query("SELECT order_id FROM orders WHERE status = $1 ORDER BY order_id")
             .bind(status.as_str())
             .fetch_all(&self.orders)
             .await
@@ -105,22 +107,27 @@ pub(crate) async fn create_order_in(
         let quantity = i64::from(line.quantity.get());
         // One statement reserves and reads the price; only a refusal needs a
         // second one, to tell an unknown SKU from too little stock.
-        let reserved = sqlx::query(
-            "UPDATE products SET reserved = reserved + $1 \
+        let price = if backend == Backend::Mysql {
+            mysql::reserve(&mut *tx, quantity, line.sku.as_str()).await
+        } else {
+            dialect::query(
+                "UPDATE products SET reserved = reserved + $1 \
                  WHERE sku = $2 AND on_hand - reserved >= $1 RETURNING price",
-        )
-        .bind(quantity)
-        .bind(line.sku.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(storage)?;
-        let Some(reserved) = reserved else {
-            let row =
-                sqlx::query("SELECT on_hand - reserved AS available FROM products WHERE sku = $1")
-                    .bind(line.sku.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(storage)?;
+            )
+            .bind(quantity)
+            .bind(line.sku.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .and_then(|row| row.map(|row| row.try_get("price")).transpose())
+        };
+        let Some(price): Option<i64> = price.map_err(storage)? else {
+            let row = dialect::query(
+                "SELECT on_hand - reserved AS available FROM products WHERE sku = $1",
+            )
+            .bind(line.sku.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage)?;
             return Err(match row {
                 None => CreateOrderError::UnknownSku(line.sku.to_string()),
                 Some(row) => CreateOrderError::OutOfStock {
@@ -130,8 +137,7 @@ pub(crate) async fn create_order_in(
                 },
             });
         };
-        let unit_price = Amount::parse(reserved.try_get("price").map_err(storage)?)
-            .map_err(StorageError::corrupt)?;
+        let unit_price = Amount::parse(price).map_err(StorageError::corrupt)?;
         amount = unit_price
             .checked_mul(line.quantity)
             .and_then(|line_total| amount.checked_add(line_total))
@@ -147,7 +153,7 @@ pub(crate) async fn create_order_in(
     // the crate's rules), and a shopper short of stock hears OUT_OF_STOCK.
     check_user_limits(&mut *tx, backend, order, limits).await?;
     let close_at = close_after_ms.map(|after| now.saturating_add(after.max(0)));
-    sqlx::query(
+    dialect::query(
             "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at, close_at) \
              VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5, $6)",
         )
@@ -161,7 +167,7 @@ pub(crate) async fn create_order_in(
         .await
         .map_err(storage)?;
     for line in &lines {
-        sqlx::query(
+        dialect::query(
             "INSERT INTO order_lines (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
         )
         .bind(order_id.as_str())
@@ -211,8 +217,9 @@ pub(crate) async fn create_order_in(
 }
 
 /// Counts what the user holds in unpaid orders and asks `limits` whether
-/// `order` fits. On PostgreSQL the user's advisory lock (held to the end of
-/// the transaction) makes concurrent creates of one user take turns, so the
+/// `order` fits. On PostgreSQL the user's advisory lock (on MySQL the
+/// user's row in `user_locks`; either held to the end of the transaction)
+/// makes concurrent creates of one user take turns, so the
 /// second counts the first's order once it commits; SQLite has one writer
 /// at a time (the store's gate), so the count is already the latest.
 async fn check_user_limits(
@@ -225,10 +232,15 @@ async fn check_user_limits(
         return Ok(());
     }
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        dialect::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(USER_LOCK_CLASS)
             .bind(order.user_id().as_str())
             .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+    }
+    if backend == Backend::Mysql {
+        mysql::lock_user(&mut *tx, order.user_id().as_str())
             .await
             .map_err(storage)?;
     }
@@ -259,7 +271,7 @@ async fn unpaid_holdings(
     tx: &mut AnyConnection,
     user: &UserId,
 ) -> Result<Holdings, CreateOrderError> {
-    let rows = sqlx::query(
+    let rows = dialect::query(
         "SELECT o.order_id, l.sku, l.quantity FROM orders o \
          JOIN order_lines l ON l.order_id = o.order_id \
          WHERE o.user_id = $1 AND o.status = $2 ORDER BY o.order_id",

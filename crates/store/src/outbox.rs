@@ -8,12 +8,14 @@
 //! relay's `Store` methods are in `relay` and `batch`; the SQLite lane's
 //! form of the round is `lane::relay`, from the same statements.
 //!
-//! Leaf module: it imports only the base (`sql`).
+//! Leaf module: it imports only the base (`sql`, `dialect`).
 
 use ordermq_domain::{OrderEvent, OutboxMessage};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
-use crate::sql::{self, Backend};
+use crate::dialect;
+use crate::fail;
+use crate::sql::{self, Backend, placeholders};
 
 /// Writes `event` to the outbox inside the caller's transaction.
 pub(crate) async fn enqueue(
@@ -23,10 +25,10 @@ pub(crate) async fn enqueue(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let kind = event.kind();
-    sqlx::query(sql::INSERT_OUTBOX)
+    dialect::query(sql::INSERT_OUTBOX)
         .bind(kind.topic())
         .bind(kind.tag())
-        .bind(event.order_id().as_str())
+        .bind(event.key())
         .bind(event.event_id())
         .bind(event.to_json())
         .bind(deliver_at)
@@ -58,13 +60,13 @@ pub(crate) async fn enqueue_many(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("{}{values}", sql::OUTBOX_COLUMNS);
-        let mut query = sqlx::query(&sql).bind(now);
+        let mut query = dialect::query(&sql).bind(now);
         for event in chunk {
             let kind = event.kind();
             query = query
                 .bind(kind.topic())
                 .bind(kind.tag())
-                .bind(event.order_id().as_str().to_owned())
+                .bind(event.key().to_owned())
                 .bind(event.event_id())
                 .bind(event.to_json());
         }
@@ -85,7 +87,7 @@ pub(crate) async fn mark_sent_in(
             sql::MARK_SENT,
             sql::placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql).bind(now);
+        let mut query = dialect::query(&sql).bind(now);
         for id in chunk {
             query = query.bind(*id);
         }
@@ -109,9 +111,13 @@ pub(crate) async fn ack_and_claim_in(
     let claim = match backend {
         Backend::Postgres => sql::CLAIM_OUTBOX_SKIP_LOCKED,
         Backend::Sqlite => sql::CLAIM_OUTBOX,
+        Backend::Mysql => "",
     };
     mark_sent_in(&mut *tx, acked, now).await?;
-    let rows = sqlx::query(claim)
+    if backend == Backend::Mysql {
+        return claim_outbox_mysql(&mut *tx, "outbox", owner, limit, now + lease_ms, now).await;
+    }
+    let rows = dialect::query(claim)
         .bind(owner)
         .bind(now + lease_ms)
         .bind(now)
@@ -119,4 +125,70 @@ pub(crate) async fn ack_and_claim_in(
         .fetch_all(&mut *tx)
         .await?;
     sql::claimed(&rows)
+}
+
+/// [`sql::CLAIM_OUTBOX_SKIP_LOCKED`] on MySQL, whose `UPDATE` can neither
+/// return rows nor read its own table in a subquery: the due rows, not
+/// parked, locked first (rows another instance is claiming are skipped),
+/// then leased by id. Returns the messages as the claim's `RETURNING` does
+/// (attempts counting this one), oldest first.
+///
+/// MySQL has no partial index: `outbox_unsent` leads with `sent_at`, then
+/// `parked_at`, so the claim reads the unsent, unparked rows in due order
+/// from the index, never the sent ones (see `schema::mysql`).
+/// `table` is `outbox` or a system's `receipt_outbox` (the same columns).
+pub(crate) async fn claim_outbox_mysql(
+    tx: &mut AnyConnection,
+    table: &str,
+    owner: &str,
+    limit: usize,
+    lease_until: i64,
+    now: i64,
+) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+    let select = format!(
+        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM {table} \
+         WHERE sent_at IS NULL AND parked_at IS NULL AND next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = dialect::query(&select)
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE {table} SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+         WHERE id IN ({})",
+        placeholders(2, rows.len())
+    );
+    let mut query = dialect::query(&sql).bind(owner).bind(lease_until);
+    for row in &rows {
+        query = query.bind(row.try_get::<i64, _>("id")?);
+    }
+    let leased = query.execute(&mut *tx).await?.rows_affected();
+    if leased != rows.len() as u64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "outbox rows leased: expected {}, got {leased}",
+            rows.len()
+        )));
+    }
+    let mut claimed = rows
+        .iter()
+        .map(|r| {
+            Ok(OutboxMessage {
+                id: r.try_get("id")?,
+                topic: fail::column(r, "topic")?,
+                tag: fail::column(r, "tag")?,
+                key: fail::column(r, "msg_key")?,
+                event_id: fail::column(r, "event_id")?,
+                body: fail::column(r, "body")?,
+                deliver_at: r.try_get("deliver_at")?,
+                attempts: r.try_get::<i64, _>("attempts")? + 1,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by_key(|m| m.id);
+    Ok(claimed)
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use ordermq_domain::parked::{ParkedMessage, clip};
 use ordermq_domain::ports::{BoxFuture, ParkingLot, StorageError};
 
+use crate::dialect;
 use crate::fail::{get, storage};
 use crate::store::{Db, Store};
 
@@ -18,7 +19,7 @@ impl Store {
     /// field is cut to its column's width (the sender chose them).
     pub async fn park(&self, m: &ParkedMessage) -> Result<bool, StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let fresh = sqlx::query(
+        let fresh = dialect::query(
             "INSERT INTO parked_messages (consumer_group, msg_id, topic, tag, msg_key, event_id, \
              key_id, reason, detail, body, parked_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -46,7 +47,7 @@ impl Store {
 
     /// Parked messages, oldest first: of `group` only, or of every group.
     pub async fn parked(&self, group: Option<&str>) -> Result<Vec<ParkedMessage>, StorageError> {
-        let rows = sqlx::query(
+        let rows = dialect::query(
             "SELECT consumer_group, msg_id, topic, tag, msg_key, event_id, key_id, reason, \
              detail, body, parked_at FROM parked_messages \
              WHERE $1 = '' OR consumer_group = $1 ORDER BY parked_at, id",
@@ -80,7 +81,7 @@ impl Store {
             .iter()
             .map(|g| (g.name.to_owned(), 0))
             .collect();
-        for row in sqlx::query(
+        for row in dialect::query(
             "SELECT consumer_group, COUNT(*) AS n FROM parked_messages GROUP BY consumer_group",
         )
         .fetch_all(&self.orders)

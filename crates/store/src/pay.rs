@@ -21,8 +21,10 @@ use ordermq_domain::{
 };
 use sqlx::{AnyConnection, Row};
 
+use crate::dialect;
 use crate::fail::{status_of, storage};
 use crate::history::record_history;
+use crate::mysql;
 use crate::outbox;
 use crate::refund_rows::refund_stray_payment_in;
 use crate::sql::{self, parameter_table, placeholders};
@@ -64,22 +66,26 @@ pub(crate) async fn pay_order_in(
     now: i64,
 ) -> Result<PaymentReceipt, PayOrderError> {
     let order_id = notice.order_id.as_str();
-    let transitioned = sqlx::query(sql::PAY_ORDER)
-        .bind(OrderStatus::Paid.as_str())
-        .bind(notice.payment_id.as_str())
-        .bind(now)
-        .bind(order_id)
-        .bind(OrderStatus::Unpaid.as_str())
-        .bind(notice.amount.minor_units())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(storage)?;
-    let Some(transitioned) = transitioned else {
+    let user_id = if dialect::is_mysql(tx) {
+        let payment_id = notice.payment_id.as_str();
+        mysql::pay_order(tx, payment_id, now, order_id, notice.amount.minor_units()).await
+    } else {
+        let transitioned = dialect::query(sql::PAY_ORDER)
+            .bind(OrderStatus::Paid.as_str())
+            .bind(notice.payment_id.as_str())
+            .bind(now)
+            .bind(order_id)
+            .bind(OrderStatus::Unpaid.as_str())
+            .bind(notice.amount.minor_units())
+            .fetch_optional(&mut *tx)
+            .await;
+        transitioned.and_then(|row| row.map(|row| row.try_get("user_id")).transpose())
+    };
+    let Some(user_id): Option<String> = user_id.map_err(storage)? else {
         return explain_unapplied_payment(tx, notice, now).await;
     };
-    let user_id: String = transitioned.try_get("user_id").map_err(storage)?;
 
-    let recorded = sqlx::query(sql::RECORD_APPLIED_PAYMENT)
+    let recorded = dialect::query(sql::RECORD_APPLIED_PAYMENT)
         .bind(notice.payment_id.as_str())
         .bind(order_id)
         .bind(notice.amount.minor_units())
@@ -123,7 +129,7 @@ async fn deduct_lines(
     tx: &mut AnyConnection,
     order_id: &str,
 ) -> Result<Vec<PaidLine>, StorageError> {
-    let line_rows = sqlx::query(sql::PAID_LINES)
+    let line_rows = dialect::query(sql::PAID_LINES)
         .bind(order_id)
         .fetch_all(&mut *tx)
         .await
@@ -132,7 +138,7 @@ async fn deduct_lines(
     for row in &line_rows {
         let sku: String = row.try_get("sku").map_err(storage)?;
         let quantity: i64 = row.try_get("quantity").map_err(storage)?;
-        let deducted = sqlx::query(sql::DEDUCT_STOCK)
+        let deducted = dialect::query(sql::DEDUCT_STOCK)
             .bind(quantity)
             .bind(sku.as_str())
             .execute(&mut *tx)
@@ -159,12 +165,13 @@ async fn explain_unapplied_payment(
     notice: &PaymentNotice,
     now: i64,
 ) -> Result<PaymentReceipt, PayOrderError> {
-    let row =
-        sqlx::query("SELECT status, amount, payment_id, user_id FROM orders WHERE order_id = $1")
-            .bind(notice.order_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(storage)?;
+    let row = dialect::query(
+        "SELECT status, amount, payment_id, user_id FROM orders WHERE order_id = $1",
+    )
+    .bind(notice.order_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(storage)?;
     let Some(row) = row else {
         return Err(PayOrderError::OrderNotFound(notice.order_id.to_string()));
     };
@@ -186,7 +193,7 @@ async fn explain_unapplied_payment(
     }
     // Money was taken for an order that cannot take it (paid by another
     // payment, or no longer payable): keep the record, owed back.
-    let recorded = sqlx::query(sql::RECORD_OWED_PAYMENT)
+    let recorded = dialect::query(sql::RECORD_OWED_PAYMENT)
         .bind(notice.payment_id.as_str())
         .bind(notice.order_id.as_str())
         .bind(notice.amount.minor_units())
@@ -207,7 +214,7 @@ async fn explain_unapplied_payment(
             ..receipt(notice, status)
         });
     }
-    let owner: String = sqlx::query("SELECT order_id FROM payments WHERE payment_id = $1")
+    let owner: String = dialect::query("SELECT order_id FROM payments WHERE payment_id = $1")
         .bind(notice.payment_id.as_str())
         .fetch_one(&mut *tx)
         .await
@@ -242,19 +249,22 @@ pub(crate) async fn pay_run_set_based(
     notices: &[&PaymentNotice],
     now: i64,
 ) -> Result<RunOutcome, sqlx::Error> {
-    sqlx::query("SAVEPOINT run").execute(&mut *tx).await?;
+    dialect::query("SAVEPOINT run").execute(&mut *tx).await?;
     match pay_run_statements(tx, notices, now).await {
         Ok(decided) => {
-            sqlx::query("RELEASE SAVEPOINT run")
+            dialect::query("RELEASE SAVEPOINT run")
                 .execute(&mut *tx)
                 .await?;
             Ok(decided)
         }
+        // The transaction is lost (MySQL: already rolled back): the caller
+        // runs it again.
+        Err(e) if crate::fail::lost_lock_race(&e) => Err(e),
         Err(e) => {
-            sqlx::query("ROLLBACK TO SAVEPOINT run")
+            dialect::query("ROLLBACK TO SAVEPOINT run")
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("RELEASE SAVEPOINT run")
+            dialect::query("RELEASE SAVEPOINT run")
                 .execute(&mut *tx)
                 .await?;
             Err(e)
@@ -315,6 +325,20 @@ async fn transition_run(
     if tried.is_empty() {
         return Ok(BTreeMap::new());
     }
+    if dialect::is_mysql(tx) {
+        let run: Vec<_> = tried
+            .iter()
+            .map(|&i| {
+                let n = notices[i];
+                (
+                    n.order_id.as_str(),
+                    n.payment_id.as_str(),
+                    n.amount.minor_units(),
+                )
+            })
+            .collect();
+        return mysql::transition_run(tx, &run, now).await;
+    }
     let sql = format!(
         "UPDATE orders SET status = $1, payment_id = v.pid, paid_at = $2, updated_at = $2 \
          FROM {} AS v \
@@ -323,7 +347,7 @@ async fn transition_run(
          RETURNING orders.order_id, orders.user_id",
         parameter_table(3, tried.len(), &["oid", "pid", "amt"])
     );
-    let mut query = sqlx::query(&sql)
+    let mut query = dialect::query(&sql)
         .bind(OrderStatus::Paid.as_str())
         .bind(now)
         .bind(OrderStatus::Unpaid.as_str());
@@ -364,7 +388,7 @@ async fn record_run_payments(
         "INSERT INTO payments (payment_id, order_id, amount, outcome, received_at) VALUES {values} \
          ON CONFLICT (payment_id) DO NOTHING"
     );
-    let mut query = sqlx::query(&sql).bind(now);
+    let mut query = dialect::query(&sql).bind(now);
     for &i in applied {
         query = query
             .bind(notices[i].payment_id.as_str())
@@ -394,7 +418,7 @@ async fn deduct_run(
          ORDER BY order_id, sku",
         placeholders(0, applied.len())
     );
-    let mut query = sqlx::query(&sql);
+    let mut query = dialect::query(&sql);
     for &i in applied {
         query = query.bind(notices[i].order_id.as_str());
     }
@@ -413,16 +437,20 @@ async fn deduct_run(
             unit_price: Amount::parse(unit_price).map_err(|e| bad(e.to_string()))?,
         });
     }
-    let sql = format!(
-        "UPDATE products SET on_hand = on_hand - v.q, reserved = reserved - v.q FROM {} AS v \
-         WHERE products.sku = v.s AND products.reserved >= v.q AND products.on_hand >= v.q",
-        parameter_table(0, per_sku.len(), &["s", "q"])
-    );
-    let mut query = sqlx::query(&sql);
-    for (sku, quantity) in &per_sku {
-        query = query.bind(sku.as_str()).bind(*quantity);
-    }
-    let deducted = query.execute(&mut *tx).await?.rows_affected();
+    let deducted = if dialect::is_mysql(tx) {
+        mysql::deduct_per_sku(tx, &per_sku).await?
+    } else {
+        let sql = format!(
+            "UPDATE products SET on_hand = on_hand - v.q, reserved = reserved - v.q FROM {} AS v \
+             WHERE products.sku = v.s AND products.reserved >= v.q AND products.on_hand >= v.q",
+            parameter_table(0, per_sku.len(), &["s", "q"])
+        );
+        let mut query = dialect::query(&sql);
+        for (sku, quantity) in &per_sku {
+            query = query.bind(sku.as_str()).bind(*quantity);
+        }
+        query.execute(&mut *tx).await?.rows_affected()
+    };
     if deducted != per_sku.len() as u64 {
         return Err(sqlx::Error::Protocol(format!(
             "reservations missing: {deducted} of {} SKUs deducted",
@@ -447,7 +475,7 @@ async fn history_and_events(
         .join(", ");
     let sql =
         format!("INSERT INTO order_history (order_id, from_status, to_status, at) VALUES {values}");
-    let mut query = sqlx::query(&sql)
+    let mut query = dialect::query(&sql)
         .bind(OrderStatus::Unpaid.as_str())
         .bind(OrderStatus::Paid.as_str())
         .bind(now);

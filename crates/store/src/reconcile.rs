@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::{OrderStatus, RefundStatus};
 
+use crate::dialect;
 use crate::fail::{get, storage};
 use crate::sql::placeholders;
 use crate::store::{Db, Store};
@@ -100,7 +101,7 @@ impl Store {
                 "INSERT INTO event_receipts (event_id, consumer_group, applied_at, received_at) \
                  VALUES {values} ON CONFLICT (event_id, consumer_group) DO NOTHING"
             );
-            let mut query = sqlx::query(&sql).bind(now);
+            let mut query = dialect::query(&sql).bind(now);
             for receipt in chunk {
                 query = query
                     .bind(receipt.event_id.as_str())
@@ -130,7 +131,7 @@ impl Store {
                  WHERE event_id IN ({})",
                 placeholders(0, chunk.len())
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = dialect::query(&sql);
             for id in chunk {
                 query = query.bind(id.as_str());
             }
@@ -163,7 +164,7 @@ impl Store {
              AND sent_at <= $1 AND (sent_at > $2 OR (sent_at = $2 AND id > $3)) \
              ORDER BY sent_at, id LIMIT $4"
         );
-        sqlx::query(&sql)
+        dialect::query(&sql)
             .bind(sent_before)
             .bind(after.0)
             .bind(after.1)
@@ -183,7 +184,7 @@ impl Store {
     ///
     /// The order database could not be read.
     pub async fn unsettled(&self, sent_before: i64) -> Result<Unsettled, StorageError> {
-        let row = sqlx::query(
+        let row = dialect::query(
             "SELECT COUNT(*) AS n, MIN(sent_at) AS oldest FROM outbox \
              WHERE settled_at IS NULL AND sent_at IS NOT NULL AND sent_at <= $1",
         )
@@ -212,7 +213,7 @@ impl Store {
             "SELECT {SENT_COLUMNS} FROM outbox WHERE settled_at IS NULL AND sent_at IS NOT NULL \
              AND republished >= $1 ORDER BY sent_at, id LIMIT $2"
         );
-        sqlx::query(&sql)
+        dialect::query(&sql)
             .bind(republished)
             .bind(limit)
             .fetch_all(&self.orders)
@@ -247,7 +248,7 @@ impl Store {
                 "UPDATE outbox SET settled_at = $1 WHERE settled_at IS NULL AND id IN ({})",
                 placeholders(1, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(now);
+            let mut query = dialect::query(&sql).bind(now);
             for id in chunk {
                 query = query.bind(*id);
             }
@@ -261,7 +262,7 @@ impl Store {
                  WHERE sent_at IS NOT NULL AND settled_at IS NULL AND id IN ({})",
                 placeholders(1, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(now);
+            let mut query = dialect::query(&sql).bind(now);
             for id in chunk {
                 query = query.bind(*id);
             }
@@ -290,7 +291,7 @@ impl Store {
                 "SELECT order_id, status FROM orders WHERE order_id IN ({})",
                 placeholders(0, chunk.len())
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = dialect::query(&sql);
             for id in chunk {
                 query = query.bind(id.as_str());
             }
@@ -320,7 +321,7 @@ impl Store {
                 "SELECT refund_id, status FROM refunds WHERE refund_id IN ({})",
                 placeholders(0, chunk.len())
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = dialect::query(&sql);
             for id in chunk {
                 query = query.bind(id.as_str());
             }

@@ -9,6 +9,7 @@ use ordermq_domain::event::OrderRefundRequested;
 use ordermq_domain::{OrderEvent, OrderStatus, PaymentNotice, RefundId, RefundStatus, UserId};
 use sqlx::AnyConnection;
 
+use crate::dialect;
 use crate::history::record_history;
 use crate::outbox;
 
@@ -32,7 +33,7 @@ pub(crate) async fn insert_refund(
     reason: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    dialect::query(
         "INSERT INTO refunds (refund_id, order_id, payment_id, idempotency_key, fingerprint, amount, \
            full_refund, reverse_effects, status, reason, attempts, requested_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11)",
@@ -89,7 +90,7 @@ pub(crate) async fn refund_stray_payment_in(
     };
     insert_refund(tx, &event, &key, "ALL", Some(reason), now).await?;
     if status == OrderStatus::Cancelled {
-        let moved = sqlx::query(
+        let moved = dialect::query(
             "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
         )
         .bind(OrderStatus::Refunding.as_str())

@@ -16,7 +16,8 @@ use ordermq_domain::{
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::fail::{corrupt, status_of, storage};
+use crate::dialect;
+use crate::fail::{corrupt, get, status_of, storage};
 use crate::history::{Action, record_action, record_history};
 use crate::outbox;
 use crate::refund_rows::insert_refund;
@@ -40,9 +41,9 @@ fn refund_view(row: &AnyRow) -> Result<RefundView, StorageError> {
             .map_err(|_| corrupt("refund amount", &refund_id))?,
         status: RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status", &status))?,
         full: row.try_get::<i64, _>("full_refund").map_err(storage)? != 0,
-        reason: row.try_get("reason").map_err(storage)?,
+        reason: get(row, "reason")?,
         attempts: row.try_get("attempts").map_err(storage)?,
-        last_error: row.try_get("last_error").map_err(storage)?,
+        last_error: get(row, "last_error")?,
         requested_at: row.try_get("requested_at").map_err(storage)?,
         completed_at: row.try_get("completed_at").map_err(storage)?,
         duplicate: false,
@@ -76,7 +77,7 @@ impl Store {
     ) -> Result<RefundView, RefundError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
         // A write first, so SQLite takes its write lock before anything is read.
-        sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
+        dialect::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
             .bind(request.order_id.as_str())
             .execute(&mut *tx)
             .await
@@ -95,7 +96,7 @@ impl Store {
             - wanted.iter().map(|(_, q)| *q).sum::<i64>();
         let full = left == 0;
         if full {
-            let moved = sqlx::query(
+            let moved = dialect::query(
                 "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
             )
             .bind(OrderStatus::Refunding.as_str())
@@ -155,7 +156,7 @@ impl Store {
 
     /// The refund, as the gateway consumer needs it.
     pub async fn refund_task(&self, refund_id: &str) -> Result<Option<RefundTask>, StorageError> {
-        let Some(row) = sqlx::query(&format!(
+        let Some(row) = dialect::query(&format!(
             "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = $1"
         ))
         .bind(refund_id)
@@ -194,7 +195,7 @@ impl Store {
         column: &'static str,
         value: &str,
     ) -> Result<Vec<RefundView>, StorageError> {
-        sqlx::query(&format!(
+        dialect::query(&format!(
             "SELECT {REFUND_COLUMNS} FROM refunds WHERE {column} = $1 ORDER BY requested_at, refund_id"
         ))
         .bind(value)
@@ -217,7 +218,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        sqlx::query(
+        dialect::query(
             "UPDATE refunds SET attempts = attempts + 1, last_error = $1, updated_at = $2, \
                status = CASE WHEN $3 = 1 THEN 'FAILED' ELSE status END \
              WHERE refund_id = $4 AND status <> 'SUCCEEDED'",
@@ -242,7 +243,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let done = sqlx::query(
+        let done = dialect::query(
             "UPDATE refunds SET status = 'SUCCEEDED', attempts = attempts + 1, provider_ref = $1, \
                completed_at = $2, updated_at = $2 \
              WHERE refund_id = $3 AND status <> 'SUCCEEDED'",
@@ -256,13 +257,14 @@ impl Store {
         .rows_affected()
             == 1;
         if done {
-            let order_id: String = sqlx::query("SELECT order_id FROM refunds WHERE refund_id = $1")
-                .bind(refund_id.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|r| r.try_get("order_id"))
-                .map_err(storage)?;
-            let finished = sqlx::query(
+            let order_id: String =
+                dialect::query("SELECT order_id FROM refunds WHERE refund_id = $1")
+                    .bind(refund_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|r| r.try_get("order_id"))
+                    .map_err(storage)?;
+            let finished = dialect::query(
                 "UPDATE orders SET status = $1, updated_at = $2 \
                  WHERE order_id = $3 AND status = $4 \
                    AND NOT EXISTS (SELECT 1 FROM refunds WHERE order_id = $3 AND status <> 'SUCCEEDED')",
@@ -302,7 +304,7 @@ impl Store {
         now: i64,
     ) -> Result<RefundView, RetryRefundError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let reopened = sqlx::query(
+        let reopened = dialect::query(
             "UPDATE refunds SET status = 'REQUESTED', retries = retries + 1, updated_at = $1 \
              WHERE refund_id = $2 AND status = 'FAILED'",
         )
@@ -313,7 +315,7 @@ impl Store {
         .map_err(storage)?
         .rows_affected()
             == 1;
-        let row = sqlx::query(&format!(
+        let row = dialect::query(&format!(
             "SELECT {REFUND_COLUMNS}, retries FROM refunds WHERE refund_id = $1"
         ))
         .bind(refund_id.as_str())
@@ -367,7 +369,7 @@ async fn existing_refund(
     tx: &mut AnyConnection,
     request: &RefundRequest,
 ) -> Result<Option<RefundView>, RefundError> {
-    let existing = sqlx::query(&format!(
+    let existing = dialect::query(&format!(
         "SELECT {REFUND_COLUMNS}, fingerprint FROM refunds WHERE order_id = $1 AND idempotency_key = $2"
     ))
     .bind(request.order_id.as_str())
@@ -378,7 +380,7 @@ async fn existing_refund(
     let Some(row) = existing else {
         return Ok(None);
     };
-    let fingerprint: String = row.try_get("fingerprint").map_err(storage)?;
+    let fingerprint: String = get(&row, "fingerprint")?;
     if fingerprint != request.fingerprint() {
         return Err(RefundError::KeyReused {
             key: request.key.to_string(),
@@ -395,7 +397,7 @@ async fn refundable_order(
     request: &RefundRequest,
 ) -> Result<(OrderStatus, String, String), RefundError> {
     let Some(order) =
-        sqlx::query("SELECT status, user_id, payment_id FROM orders WHERE order_id = $1")
+        dialect::query("SELECT status, user_id, payment_id FROM orders WHERE order_id = $1")
             .bind(request.order_id.as_str())
             .fetch_optional(&mut *tx)
             .await
@@ -418,7 +420,7 @@ async fn refundable_lines(
     tx: &mut AnyConnection,
     order_id: &OrderId,
 ) -> Result<Vec<Refundable>, StorageError> {
-    let rows = sqlx::query(
+    let rows = dialect::query(
         "SELECT sku, quantity, refunded, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku",
     )
     .bind(order_id.as_str())
@@ -485,7 +487,7 @@ async fn take_lines(
             .find(|(s, _, _)| s == sku)
             .map(|(_, _, p)| *p)
             .unwrap_or(0);
-        let taken = sqlx::query(
+        let taken = dialect::query(
             "UPDATE order_lines SET refunded = refunded + $1 \
              WHERE order_id = $2 AND sku = $3 AND quantity - refunded >= $1",
         )

@@ -14,8 +14,9 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::{OutboxMessage, System};
 use sqlx::Row;
 
+use crate::dialect;
 use crate::fail::{get, storage};
-use crate::outbox::mark_sent_in;
+use crate::outbox::{claim_outbox_mysql, mark_sent_in};
 use crate::sql::{self, Backend};
 use crate::store::{Db, Store};
 
@@ -95,7 +96,7 @@ impl Store {
             Outbox::Events => mark_sent_in(&mut tx, ids, now).await.map_err(storage)?,
             Outbox::Receipts(_) => {
                 for id in ids {
-                    sqlx::query(sql::MARK_ONE_RECEIPT_SENT)
+                    dialect::query(sql::MARK_ONE_RECEIPT_SENT)
                         .bind(now)
                         .bind(*id)
                         .execute(&mut *tx)
@@ -128,7 +129,7 @@ impl Store {
             .await
             .map_err(storage)?;
         for id in acked {
-            sqlx::query(sql::MARK_ONE_RECEIPT_SENT)
+            dialect::query(sql::MARK_ONE_RECEIPT_SENT)
                 .bind(now)
                 .bind(*id)
                 .execute(&mut *tx)
@@ -138,8 +139,22 @@ impl Store {
         let claim = match self.backend {
             Backend::Postgres => sql::CLAIM_RECEIPTS_SKIP_LOCKED,
             Backend::Sqlite => sql::CLAIM_RECEIPTS,
+            Backend::Mysql => {
+                let claimed = claim_outbox_mysql(
+                    &mut tx,
+                    "receipt_outbox",
+                    owner,
+                    limit,
+                    now + lease_ms,
+                    now,
+                )
+                .await
+                .map_err(storage)?;
+                tx.commit().await.map_err(storage)?;
+                return Ok(claimed);
+            }
         };
-        let rows = sqlx::query(claim)
+        let rows = dialect::query(claim)
             .bind(owner)
             .bind(now + lease_ms)
             .bind(now)
@@ -154,7 +169,7 @@ impl Store {
 
     /// Receipts a system has not yet had confirmed by the broker, parked ones aside.
     pub async fn receipt_backlog(&self, system: System) -> Result<i64, StorageError> {
-        sqlx::query(
+        dialect::query(
             "SELECT COUNT(*) AS n FROM receipt_outbox WHERE sent_at IS NULL AND parked_at IS NULL",
         )
         .fetch_one(self.system_pool(system))
@@ -196,19 +211,40 @@ impl Store {
         let statement = format!(
             "UPDATE {} SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
              parked_at = CASE WHEN attempts >= $4 THEN $5 ELSE NULL END \
-             WHERE id = $3 AND sent_at IS NULL RETURNING parked_at",
+             WHERE id = $3 AND sent_at IS NULL",
+            outbox.table()
+        );
+        let returning = format!("{statement} RETURNING parked_at");
+        let read_back = format!(
+            "SELECT parked_at FROM {} WHERE id = $1 AND sent_at IS NULL",
             outbox.table()
         );
         for retry in failed {
-            let row = sqlx::query(&statement)
-                .bind(retry.retry_at)
-                .bind(retry.error.as_str())
-                .bind(retry.id)
-                .bind(park_after)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(storage)?;
+            let retried = |sql| {
+                dialect::query(sql)
+                    .bind(retry.retry_at)
+                    .bind(retry.error.as_str())
+                    .bind(retry.id)
+                    .bind(park_after)
+                    .bind(now)
+            };
+            let row = if self.backend == Backend::Mysql {
+                // No `RETURNING`: the row read back in the same transaction.
+                retried(&statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                dialect::query(&read_back)
+                    .bind(retry.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(storage)?
+            } else {
+                retried(&returning)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(storage)?
+            };
             if let Some(row) = row
                 && get::<Option<i64>>(&row, "parked_at")?.is_some()
             {
@@ -221,7 +257,7 @@ impl Store {
 
     /// Parked outbox rows, oldest parked first, at most `limit`.
     pub async fn parked_outbox(&self, limit: i64) -> Result<Vec<ParkedOutboxRow>, StorageError> {
-        let rows = sqlx::query(
+        let rows = dialect::query(
             "SELECT id, topic, tag, msg_key, event_id, attempts, last_error, created_at, parked_at \
              FROM outbox WHERE parked_at IS NOT NULL ORDER BY parked_at, id LIMIT $1",
         )
@@ -251,7 +287,7 @@ impl Store {
     /// Returns how many were parked and are now queued.
     pub async fn requeue_outbox(&self, id: Option<i64>, now: i64) -> Result<u64, StorageError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let requeued = sqlx::query(
+        let requeued = dialect::query(
             "UPDATE outbox SET parked_at = NULL, attempts = 0, next_attempt_at = $1, \
              lease_owner = NULL WHERE parked_at IS NOT NULL AND sent_at IS NULL \
              AND ($2 < 0 OR id = $2)",
@@ -268,7 +304,7 @@ impl Store {
 
     /// Outbox rows parked after failing every attempt.
     pub async fn outbox_parked(&self) -> Result<i64, StorageError> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE parked_at IS NOT NULL")
+        dialect::query("SELECT COUNT(*) AS n FROM outbox WHERE parked_at IS NOT NULL")
             .fetch_one(&self.orders)
             .await
             .map_err(storage)?
@@ -278,11 +314,13 @@ impl Store {
 
     /// Events committed but not yet confirmed by the broker, parked ones aside.
     pub async fn outbox_backlog(&self) -> Result<i64, StorageError> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL")
-            .fetch_one(&self.orders)
-            .await
-            .map_err(storage)?
-            .try_get("n")
-            .map_err(storage)
+        dialect::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+        )
+        .fetch_one(&self.orders)
+        .await
+        .map_err(storage)?
+        .try_get("n")
+        .map_err(storage)
     }
 }

@@ -15,6 +15,8 @@
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// MySQL 8 or MariaDB 10.11+ (`mysql://`; InnoDB).
+    Mysql,
 }
 
 /// SQLite's settings on every connection, the pools' and the lanes' alike.
@@ -31,10 +33,34 @@ pub(crate) const SQLITE_SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA sync
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
      PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;";
 
+/// MySQL's and MariaDB's settings on every connection. READ COMMITTED, as
+/// PostgreSQL runs: each statement reads what is committed when it starts
+/// (InnoDB's default, REPEATABLE READ, would let a read after a guarded
+/// update that matched nothing see an older snapshot than the update saw,
+/// and takes gap locks that make concurrent inserts wait on each other).
+/// Strict mode for every table: a value that does not fit is an error,
+/// never cut or replaced (`PIPES_AS_CONCAT` is sqlx's own).
+pub(crate) const MYSQL_SETTINGS: &[&str] = &[
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    // Values and literals in the tables' collation: byte-wise, as the keys.
+    "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,\
+     ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,PIPES_AS_CONCAT'",
+];
+
+macro_rules! pay_order {
+    () => {
+        "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
+         WHERE order_id = $4 AND status = $5 AND amount = $6"
+    };
+}
+
 /// The payment: UNPAID → PAID only if the amount is the order's.
 /// `$1` PAID, `$2` payment id, `$3` now, `$4` order id, `$5` UNPAID, `$6` amount.
-pub(crate) const PAY_ORDER: &str = "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
-     WHERE order_id = $4 AND status = $5 AND amount = $6 RETURNING user_id";
+pub(crate) const PAY_ORDER: &str = concat!(pay_order!(), " RETURNING user_id");
+
+/// [`PAY_ORDER`] without `RETURNING`, for MySQL (`mysql::pay_order`).
+pub(crate) const PAY_ORDER_UPDATE: &str = pay_order!();
 
 /// A payment applied; a payment id already recorded inserts nothing.
 /// `$1` payment id, `$2` order id, `$3` amount, `$4` now.
@@ -134,6 +160,16 @@ pub(crate) const RECEIPT_INSERT: &str = receipt_insert!();
 /// A receipt written before is sent again if it was sent already (the event
 /// came again, so its sender may have lost the receipt), else left queued.
 pub(crate) const RECEIPT_ON_CONFLICT: &str = receipt_on_conflict!();
+/// [`RECEIPT_ON_CONFLICT`] in MySQL's words, which allow no `WHERE` on a
+/// duplicate key: each column keeps its value unless the receipt was sent
+/// already. `sent_at` comes last because MySQL assigns left to right, each
+/// assignment seeing the ones before it.
+pub(crate) const RECEIPT_ON_DUPLICATE_MYSQL: &str = " ON DUPLICATE KEY UPDATE \
+     attempts = IF(sent_at IS NOT NULL, 0, attempts), \
+     next_attempt_at = IF(sent_at IS NOT NULL, VALUES(next_attempt_at), next_attempt_at), \
+     parked_at = IF(sent_at IS NOT NULL, NULL, parked_at), \
+     lease_owner = IF(sent_at IS NOT NULL, NULL, lease_owner), \
+     sent_at = IF(sent_at IS NOT NULL, NULL, sent_at)";
 /// One receipt row. `$1` topic, `$2` tag, `$3` key (order id), `$4` event
 /// id, `$5` body, `$6` now.
 pub(crate) const INSERT_RECEIPT: &str = concat!(
@@ -257,13 +293,15 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Locks the products a PostgreSQL batch will touch, in one order (by SKU)
+/// Locks the products a PostgreSQL or MySQL batch will touch, in one order (by SKU)
 /// at the start of its transaction: the products of the orders `$1..$k`
 /// (payments, closes) and the SKUs after them (creates), `orders` and
 /// `skus` placeholders long. Every writer — and every instance — takes the
 /// shared rows in the same order, so two batches never hold one product
 /// each while waiting for the other's (a deadlock PostgreSQL would break
-/// after `deadlock_timeout` by failing one of them).
+/// after `deadlock_timeout` by failing one of them, InnoDB at once). MySQL
+/// locks as it reads, before sorting: there the SKUs are read first and
+/// locked with `orders` 0 (`locks`).
 pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
     let mut wanted = Vec::new();
     if orders > 0 {

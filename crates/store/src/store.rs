@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 use ordermq_domain::System;
 use ordermq_domain::ports::StorageError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 use thiserror::Error;
 
+use crate::dialect;
 use crate::lane::{Lane, ThreadStart};
-use crate::pg::{self, Durability, SessionSettings};
+use crate::mysql_session;
+use crate::pg;
 use crate::schema;
+use crate::server::{Durability, SessionSettings};
 use crate::sql::{self, Backend};
 
 /// A write transaction holding its database's write gate: commit it or drop
@@ -79,7 +82,9 @@ pub struct Checkpoint {
 
 #[derive(Debug, Error)]
 pub enum OpenError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH, postgres://… or postgresql://…")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH, postgres://…, postgresql://… or mysql://…"
+    )]
     UnsupportedUrl(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
@@ -112,7 +117,7 @@ pub struct StoreOptions {
     /// SQLite: run the hot write paths on the lanes (the default). Off, every
     /// write takes the general sqlx path: the differential tests compare the two.
     pub lanes: bool,
-    /// PostgreSQL: the timeouts every connection sets.
+    /// PostgreSQL and MySQL/MariaDB: the time limits every connection sets.
     pub session: SessionSettings,
     /// PostgreSQL: payments and the relay's rounds take the set-based
     /// path of `pg` (the default). Off, the general sqlx path: the
@@ -205,10 +210,9 @@ impl Store {
                     pg: None,
                 }
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::Mysql => {
                 let pool = connect(backend, database_url, options.max_connections, options).await?;
-                let fast = options
-                    .pg_fast_path
+                let fast = (backend == Backend::Postgres && options.pg_fast_path)
                     .then(|| {
                         pg::connect(
                             database_url,
@@ -304,63 +308,35 @@ impl Store {
         )
     }
 
-    /// PostgreSQL's durability settings as this store's sessions see them
-    /// (`None` on SQLite, whose commits are always `synchronous = FULL`).
+    /// The database server's durability settings as this store's sessions
+    /// see them, judged (see [`Durability`]); `None` on SQLite, whose
+    /// commits are always `synchronous = FULL`.
     ///
     /// # Errors
     ///
     /// The server could not be asked.
     pub async fn durability(&self) -> Result<Option<Durability>, StorageError> {
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let row = sqlx::query(
-            "SELECT current_setting('fsync') AS fsync, \
-             current_setting('synchronous_commit') AS synchronous_commit, \
-             current_setting('full_page_writes') AS full_page_writes",
-        )
-        .fetch_one(&self.orders)
-        .await
-        .map_err(crate::fail::storage)?;
-        let get = |name: &str| -> Result<String, StorageError> {
-            row.try_get(name).map_err(crate::fail::storage)
+        let read = match self.backend {
+            Backend::Sqlite => return Ok(None),
+            Backend::Postgres => pg::durability(&self.orders).await,
+            Backend::Mysql => mysql_session::durability(&self.orders).await,
         };
-        Ok(Some(Durability {
-            fsync: get("fsync")?,
-            synchronous_commit: get("synchronous_commit")?,
-            full_page_writes: get("full_page_writes")?,
-        }))
+        read.map(Some).map_err(crate::fail::storage)
     }
 
-    /// The timeouts PostgreSQL applies to this store's sessions, as a
+    /// The time limits the server applies to this store's sessions, as a
     /// session reports them (`None` on SQLite).
     ///
     /// # Errors
     ///
     /// The server could not be asked.
     pub async fn session_settings(&self) -> Result<Option<SessionSettings>, StorageError> {
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let row = sqlx::query(
-            "SELECT CAST(current_setting('statement_timeout') AS TEXT) AS s, \
-             CAST(current_setting('lock_timeout') AS TEXT) AS l, \
-             CAST(current_setting('idle_in_transaction_session_timeout') AS TEXT) AS i",
-        )
-        .fetch_one(&self.orders)
-        .await
-        .map_err(crate::fail::storage)?;
-        let get = |name: &str| -> Result<Duration, StorageError> {
-            let text: String = row.try_get(name).map_err(crate::fail::storage)?;
-            pg::parse_duration(&text).ok_or_else(|| {
-                StorageError::corrupt(format!("unexpected timeout setting {text:?}"))
-            })
+        let read = match self.backend {
+            Backend::Sqlite => return Ok(None),
+            Backend::Postgres => pg::session(&self.orders).await,
+            Backend::Mysql => mysql_session::session(&self.orders).await,
         };
-        Ok(Some(SessionSettings {
-            statement_timeout: get("s")?,
-            lock_timeout: get("l")?,
-            idle_in_transaction_timeout: get("i")?,
-        }))
+        read.map(Some).map_err(crate::fail::storage)
     }
 
     /// Whether this store runs the hot paths on SQLite lanes.
@@ -376,7 +352,7 @@ impl Store {
     /// with the disk idle (measured with `ordermq bench capacity`). Here the
     /// next writer starts the moment the previous one commits. Other
     /// processes (`ordermq dlq replay`) still meet the busy handler, rarely.
-    /// PostgreSQL locks rows, not the database: no gate.
+    /// PostgreSQL and MySQL lock rows, not the database: no gate.
     async fn gate(&self, db: Db) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         if self.backend != Backend::Sqlite {
             return None;
@@ -410,38 +386,75 @@ impl Store {
 
     /// Applies the migrations of `component` newer than its recorded version,
     /// each in one transaction with its version bump. On PostgreSQL an
-    /// advisory lock makes instances starting together take turns.
+    /// advisory lock makes instances starting together take turns; on MySQL
+    /// a named lock of the session (its DDL commits as it goes, so a
+    /// transaction's lock would not last).
     async fn apply_migrations(
         &self,
         pool: &AnyPool,
         component: &str,
         migrations: Vec<schema::Migration>,
     ) -> Result<(), sqlx::Error> {
-        pool.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                component VARCHAR(32) PRIMARY KEY,
-                version BIGINT NOT NULL
-            )",
-        )
-        .await?;
-        let mut tx = pool.begin().await?;
+        pool.execute(schema::version_table(self.backend).as_str())
+            .await?;
+        if self.backend == Backend::Mysql {
+            let mut conn = pool.acquire().await?;
+            let locked: Option<i64> =
+                dialect::query("SELECT GET_LOCK('ordermq_schema', 300) AS locked")
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("locked")?;
+            if locked != Some(1) {
+                return Err(sqlx::Error::Protocol(
+                    "another instance held the schema lock for 5 minutes".into(),
+                ));
+            }
+            // A migration may take longer than a request's statement may:
+            // MariaDB's limit off (MySQL's applies to reads only, and has
+            // no such variable).
+            let _ = conn.execute("SET SESSION max_statement_time = 0").await;
+            let applied = self
+                .migrate_component(&mut conn, component, migrations)
+                .await;
+            let released = dialect::query("DO RELEASE_LOCK('ordermq_schema')")
+                .execute(&mut *conn)
+                .await;
+            // Closed, not returned to the pool: the session's limit was
+            // lifted, and the lock, if still held, ends with it.
+            drop(conn.detach());
+            return applied.and(released.map(|_| ()));
+        }
+        let mut conn = pool.acquire().await?;
+        self.migrate_component(&mut conn, component, migrations)
+            .await
+    }
+
+    /// [`Store::apply_migrations`] on one connection.
+    async fn migrate_component(
+        &self,
+        conn: &mut AnyConnection,
+        component: &str,
+        migrations: Vec<schema::Migration>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = sqlx::Connection::begin(conn).await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(74007400)")
+            dialect::query("SELECT pg_advisory_xact_lock(74007400)")
                 .execute(&mut *tx)
                 .await?;
         }
-        let current: i64 = sqlx::query("SELECT version FROM schema_version WHERE component = $1")
-            .bind(component)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| sqlx::Row::try_get(&row, "version"))
-            .transpose()?
-            .unwrap_or(0);
+        let current: i64 =
+            dialect::query("SELECT version FROM schema_version WHERE component = $1")
+                .bind(component)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| sqlx::Row::try_get(&row, "version"))
+                .transpose()?
+                .unwrap_or(0);
         for migration in migrations.into_iter().filter(|m| m.version > current) {
             for statement in &migration.statements {
                 tx.execute(statement.as_str()).await?;
             }
-            sqlx::query(
+            dialect::query(
                 "INSERT INTO schema_version (component, version) VALUES ($1, $2) \
                  ON CONFLICT (component) DO UPDATE SET version = $2",
             )
@@ -466,7 +479,7 @@ impl Store {
         let mut done = Vec::with_capacity(5);
         for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
             let begun = std::time::Instant::now();
-            let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            let row = dialect::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(pool)
                 .await?;
             // (busy, frames in the log, frames checkpointed)
@@ -496,6 +509,8 @@ fn backend_of(url: &str) -> Result<Backend, OpenError> {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Backend::Mysql)
     } else {
         Err(OpenError::UnsupportedUrl(redact(url)))
     }
@@ -544,24 +559,33 @@ async fn connect(
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{target}?mode=rwc"),
         Backend::Postgres => target.to_owned(),
+        // sqlx's Any driver knows MySQL by the `mysql` scheme only.
+        Backend::Mysql => target.replacen("mariadb://", "mysql://", 1),
     };
     let connect_options =
         AnyConnectOptions::from_str(&url).map_err(|source| OpenError::Connect {
             url: redact(&url),
             source,
         })?;
-    let session = Arc::new(options.session.statements());
+    let limits = options.session;
+    let set_postgres = Arc::new(pg::statements(&limits));
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(options.acquire_timeout)
         .after_connect(move |conn, _meta| {
-            let session = session.clone();
+            let set_postgres = set_postgres.clone();
             Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute(sql::SQLITE_SETTINGS).await?;
-                    conn.execute(POOL_CACHE).await?;
-                } else if !session.is_empty() {
-                    conn.execute(session.as_str()).await?;
+                match backend {
+                    Backend::Sqlite => {
+                        conn.execute(sql::SQLITE_SETTINGS).await?;
+                        conn.execute(POOL_CACHE).await?;
+                    }
+                    Backend::Postgres => {
+                        if !set_postgres.is_empty() {
+                            conn.execute(set_postgres.as_str()).await?;
+                        }
+                    }
+                    Backend::Mysql => mysql_session::configure(conn, &limits).await?,
                 }
                 Ok(())
             })
@@ -602,9 +626,10 @@ mod tests {
             PathBuf::from("/tmp/x.db")
         );
         assert!(matches!(
-            backend_of("mysql://x"),
+            backend_of("mssql://x"),
             Err(OpenError::UnsupportedUrl(_))
         ));
+        assert_eq!(backend_of("mysql://x/y").unwrap(), Backend::Mysql);
         assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
     }
 }

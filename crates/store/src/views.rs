@@ -16,6 +16,7 @@ use ordermq_domain::{
 };
 use sqlx::any::AnyRow;
 
+use crate::dialect;
 use crate::fail::{corrupt, get, status_of, storage};
 use crate::store::Store;
 
@@ -28,7 +29,7 @@ impl Store {
         order_id: &OrderId,
         decode: impl Fn(&AnyRow) -> Result<T, StorageError>,
     ) -> Result<Vec<T>, StorageError> {
-        sqlx::query(sql)
+        dialect::query(sql)
             .bind(order_id.as_str())
             .fetch_all(&self.orders)
             .await
@@ -40,7 +41,7 @@ impl Store {
 
     /// An order with its lines, history and each system's progress.
     pub async fn order(&self, order_id: &OrderId) -> Result<Option<OrderView>, StorageError> {
-        let Some(row) = sqlx::query(
+        let Some(row) = dialect::query(
             "SELECT order_id, user_id, status, amount, payment_id, created_at, paid_at, close_at \
              FROM orders WHERE order_id = $1",
         )
@@ -95,7 +96,7 @@ impl Store {
             );
             expected.extend(System::ALL.map(|s| (s, id.clone())));
         }
-        for carrier in sqlx::query("SELECT status FROM carrier_events WHERE order_id = $1")
+        for carrier in dialect::query("SELECT status FROM carrier_events WHERE order_id = $1")
             .bind(order_id.as_str())
             .fetch_all(&self.orders)
             .await
@@ -152,7 +153,7 @@ impl Store {
     /// Counters for the dashboard.
     pub async fn stats(&self) -> Result<Stats, StorageError> {
         let mut orders_by_status = BTreeMap::new();
-        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        for row in dialect::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?
@@ -162,7 +163,7 @@ impl Store {
         let outbox_backlog = self.outbox_backlog().await?;
         let outbox_parked = self.outbox_parked().await?;
         let payments_refund_required: i64 = get(
-            &sqlx::query("SELECT COUNT(*) AS n FROM payments WHERE outcome = 'REFUND_REQUIRED'")
+            &dialect::query("SELECT COUNT(*) AS n FROM payments WHERE outcome = 'REFUND_REQUIRED'")
                 .fetch_one(&self.orders)
                 .await
                 .map_err(storage)?,
@@ -174,7 +175,7 @@ impl Store {
             systems.insert(system, SystemStats { applied, failed });
         }
         let mut refunds_by_status = BTreeMap::new();
-        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM refunds GROUP BY status")
+        for row in dialect::query("SELECT status, COUNT(*) AS n FROM refunds GROUP BY status")
             .fetch_all(&self.orders)
             .await
             .map_err(storage)?

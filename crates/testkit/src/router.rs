@@ -17,7 +17,7 @@ use ordermq_api::session::Sessions;
 use ordermq_api::signature::{CallbackSigner, SignedHeaders};
 use ordermq_api::{ApiState, router_for};
 use ordermq_domain::UserLimits;
-use ordermq_service::{OrderWriter, Orders};
+use ordermq_service::{FlashSales, FlashSettings, OrderWriter, Orders};
 use ordermq_store::{Store, StoreOptions};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -84,16 +84,23 @@ impl RouterHarness {
         let signer = CallbackSigner::from_secret(PAYMENT_SECRET);
         let carrier_signer = CallbackSigner::from_secret(CARRIER_SECRET);
         let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
-        let service = Orders::new(
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let flash = FlashSales::new(
             store.clone(),
-            writer,
-            Arc::new(tokio::sync::Notify::new()),
-            30 * 60 * 1_000,
-            user_limits,
+            writer.clone(),
+            wake.clone(),
+            FlashSettings {
+                owner: "router-harness".into(),
+                chunk: 5,
+                lease_ttl: std::time::Duration::from_secs(30),
+                sold_out_recheck: std::time::Duration::from_millis(500),
+            },
         );
+        let service = Orders::new(store.clone(), writer, wake, 30 * 60 * 1_000, user_limits);
         let router = router_for(
             ApiState {
                 service: Arc::new(service),
+                flash: Arc::new(flash),
                 signer: signer.clone(),
                 carrier_signer: carrier_signer.clone(),
                 auth: Auth::new(test_tokens(), Sessions::random(false).expect("randomness")),

@@ -10,21 +10,29 @@
 //!   narrows between the last pass and the first failure), with
 //!   the machine's fsync rate and a one-commit-per-row SQLite loop as yardsticks.
 //! - `broker`: raw produce and consume rates through the embedded broker.
+//! - `flash-sale`: a crowd against a flash sale (admission decisions/s and
+//!   latency, orders/s at the database, time until every attempt ended),
+//!   and the same crowd against plain `POST /api/orders` for comparison.
 //!
 //! Each run starts its own ordermq in-process on a fresh temporary directory,
 //! so runs do not disturb each other or `./data` — or, with `--url`, drives an
 //! ordermq already running elsewhere through its HTTP API ([`target`]). With
 //! `--database postgres` the in-process ordermq runs on PostgreSQL: a
 //! throwaway durable server of the run's own, or `--database-url`
-//! ([`postgres`], which also measures PostgreSQL's yardsticks).
+//! ([`postgres`], which also measures PostgreSQL's yardsticks); with
+//! `--database mysql --database-url mysql://…` on MySQL or MariaDB
+//! ([`mysql`], and MySQL's yardsticks).
 
 mod broker;
 mod capacity;
+mod flash;
 pub mod load;
+pub mod mysql;
 pub mod postgres;
 pub mod report;
 mod seed;
 pub mod target;
+mod yardstick;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +50,7 @@ use self::target::Target;
 
 pub use broker::BrokerArgs;
 pub use capacity::CapacityArgs;
+pub use flash::FlashArgs;
 pub use seed::SeedArgs;
 
 /// The benchmark to run.
@@ -57,6 +66,10 @@ pub enum Scenario {
     Capacity(CapacityArgs),
     /// Raw RocketMQ produce/consume rates and send latency through the embedded broker.
     Broker(BrokerArgs),
+    /// A crowd (default 100,000 shoppers) against a flash sale of 1,000 units: admission
+    /// decisions/s and p50/p99, orders/s at the database, time until every attempt ended;
+    /// and the same crowd against plain POST /api/orders on a product of as many units.
+    FlashSale(FlashArgs),
 }
 
 /// Where reports go.
@@ -92,6 +105,7 @@ pub async fn run(scenario: Scenario) -> BenchResult<serde_json::Value> {
         Scenario::Seed(args) => seed::run(args).await,
         Scenario::Capacity(args) => capacity::run(args).await,
         Scenario::Broker(args) => broker::run(args).await,
+        Scenario::FlashSale(args) => flash::run(args).await,
     }
 }
 

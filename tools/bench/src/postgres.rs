@@ -9,17 +9,18 @@
 //! The store tests' server (`scripts/start-postgres.sh`) runs with
 //! `fsync=off`: fine for tests, meaningless for a benchmark.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
 
 use ordermq_testkit::postgres::PgServer;
 
+use futures_util::future::BoxFuture;
+
 use super::BenchResult;
 use super::target::{Database, TargetArgs};
+use super::yardstick::{Loop, Server, loop_rate};
 
 /// Starts the run's own PostgreSQL server when `--database postgres` is
 /// asked without `--database-url`, and points `target` at it; the server
@@ -149,60 +150,30 @@ impl PgYardsticks {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Loop {
-    Insert,
-    Pay,
-}
+impl Server for sqlx::Postgres {
+    const NAME: &'static str = "PostgreSQL";
 
-/// Transactions per second of `kind` with `connections` at once.
-async fn loop_rate(
-    pool: &sqlx::PgPool,
-    connections: usize,
-    duration: Duration,
-    kind: Loop,
-) -> BenchResult<f64> {
-    let done = Arc::new(AtomicU64::new(0));
-    let next_order = Arc::new(AtomicU64::new(0));
-    let begun = Instant::now();
-    let deadline = begun + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let pool = pool.clone();
-            let done = done.clone();
-            let next_order = next_order.clone();
-            tokio::spawn(async move {
-                let mut conn = pool.acquire().await?;
-                while Instant::now() < deadline {
-                    match kind {
-                        Loop::Insert => {
-                            sqlx::query("INSERT INTO ordermq_yardstick_rows (v) VALUES ($1)")
-                                .bind(1_i64)
-                                .execute(&mut *conn)
-                                .await?;
-                        }
-                        Loop::Pay => {
-                            let n = next_order.fetch_add(1, Ordering::Relaxed) + 1;
-                            naive_payment(&mut conn, &format!("Y{n}")).await?;
-                        }
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok::<_, sqlx::Error>(())
-            })
+    fn insert_row(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO ordermq_yardstick_rows (v) VALUES ($1)")
+                .bind(1_i64)
+                .execute(conn)
+                .await
+                .map(drop)
         })
-        .collect();
-    for task in tasks {
-        task.await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("PostgreSQL yardstick: {e}"))?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / begun.elapsed().as_secs_f64())
+
+    fn naive_payment(
+        conn: &mut PgConnection,
+        order_id: String,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+        Box::pin(naive_payment(conn, order_id))
+    }
 }
 
-/// What a straightforward handler does per payment: one transaction with
-/// the guarded order update, the stock deduction and the outbox row.
-async fn naive_payment(conn: &mut PgConnection, order_id: &str) -> Result<(), sqlx::Error> {
+/// [`Server::naive_payment`] on this server.
+async fn naive_payment(conn: &mut PgConnection, order_id: String) -> Result<(), sqlx::Error> {
+    let order_id = order_id.as_str();
     let now = ordermq_domain::now_millis();
     let mut tx = conn.begin().await?;
     let paid = sqlx::query(

@@ -66,14 +66,17 @@ pub struct TargetArgs {
     #[arg(long, value_name = "sync|async")]
     pub broker_flush: Option<BrokerFlush>,
     /// The database the in-process ordermq runs on: sqlite (files in the
-    /// run's temporary directory) or postgres (--database-url, else a
+    /// run's temporary directory), postgres (--database-url, else a
     /// throwaway server started from the Debian package in a temporary
-    /// directory with fsync, synchronous_commit and full_page_writes on).
+    /// directory with fsync, synchronous_commit and full_page_writes on) or
+    /// mysql (--database-url mysql://…, e.g. the durable MariaDB of
+    /// scripts/start-mariadb.sh).
     #[arg(long, value_enum, default_value_t = Database::Sqlite)]
     pub database: Database,
-    /// PostgreSQL for the in-process ordermq (implies --database postgres);
-    /// its tables are created there, and the yardsticks' own tables
-    /// (ordermq_yardstick_*) for the length of the run.
+    /// PostgreSQL (postgres://…) or MySQL/MariaDB (mysql://…) for the
+    /// in-process ordermq; its tables are created there, and the
+    /// yardsticks' own tables (ordermq_yardstick_*) for the length of the
+    /// run.
     #[arg(long)]
     pub database_url: Option<String>,
     /// Where the throwaway PostgreSQL server keeps its data (default: the
@@ -90,6 +93,8 @@ pub enum Database {
     Sqlite,
     /// PostgreSQL: `--database-url`, else a throwaway durable server.
     Postgres,
+    /// MySQL or MariaDB: `--database-url mysql://…`.
+    Mysql,
 }
 
 impl TargetArgs {

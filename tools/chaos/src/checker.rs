@@ -12,6 +12,9 @@
 //!   a payment whose answer was lost is all-or-nothing (the two rules above);
 //! - stock: `on_hand = start − Σ paid quantities`, `reserved = Σ unpaid
 //!   quantities`, never negative, never more sold than there was (**oversold**);
+//! - a full refund accepted ends SUCCEEDED and the order REFUNDED, with one
+//!   points reversal, one refund SMS, its coupon revoked and its shipment
+//!   cancelled (**lost** / **doubled**; a reversal of nothing: **phantom**);
 //! - every order's history is one chain from its creation to its status, no
 //!   transition twice (**doubled**); when closes were due, no order is still
 //!   UNPAID (**lost**);
@@ -20,7 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ordermq_domain::System;
-use ordermq_store::{AuditOrder, AuditPayment, AuditStock, Store, SystemAudit};
+use ordermq_store::{
+    AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, Store, SystemAudit,
+};
 use serde::Serialize;
 
 use super::driver::Ledger;
@@ -130,6 +135,7 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
         check_order(&mut v, order, &applied_by_order, &db.systems, expect);
     }
     check_history(&mut v, &db.orders, &db.history, expect);
+    check_refunds(&mut v, ledger, &db.refunds, &db.reversals);
     check_orphan_effects(&mut v, &db.systems, &by_id);
     check_stock(&mut v, &db.orders, &db.stock, expect);
     check_backlogs(&mut v, db.outbox, &db.systems, expect);
@@ -146,6 +152,8 @@ struct Databases {
     systems: BTreeMap<System, SystemAudit>,
     /// order id → its status transitions `(from, to)`, oldest first.
     history: HashMap<String, Vec<(Option<String>, String)>>,
+    refunds: Vec<AuditRefund>,
+    reversals: AuditReversals,
 }
 
 /// Outbox rows the broker never confirmed: waiting, or parked after
@@ -176,10 +184,19 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
             return None;
         }
     };
-    let history = match store.audit_history().await {
-        Ok(history) => history,
-        Err(e) => {
-            v.violation(format!("cannot read the order history: {e}"));
+    let (history, refunds, reversals) = match (
+        store.audit_history().await,
+        store.audit_refunds().await,
+        store.audit_reversals().await,
+    ) {
+        (Ok(h), Ok(r), Ok(x)) => (h, r, x),
+        (h, r, x) => {
+            v.violation(format!(
+                "cannot read the history, refunds or reversals: {:?} {:?} {:?}",
+                h.err(),
+                r.err(),
+                x.err()
+            ));
             return None;
         }
     };
@@ -202,6 +219,8 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
         outbox,
         systems,
         history,
+        refunds,
+        reversals,
     })
 }
 
@@ -210,7 +229,18 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
 fn check_ledger_orders(v: &mut Verdict, ledger: &Ledger, by_id: &HashMap<&str, &AuditOrder>) {
     for (id, record) in &ledger.orders {
         let status = by_id.get(id.as_str()).map(|o| o.status.as_str());
-        if record.acknowledged && status != Some("PAID") {
+        let refunded = record.refund_asked && status == Some("REFUNDED");
+        // Asked for a refund: the payment stands whether or not the refund
+        // went through (that is the refund's rule, just below).
+        let paid_then_refunding =
+            record.refund_asked && matches!(status, Some("REFUNDING" | "REFUNDED"));
+        if record.refund_accepted && !refunded {
+            v.lost += 1;
+            v.violation(format!(
+                "order {id}: full refund accepted but the order is {status:?}"
+            ));
+        }
+        if record.acknowledged && status != Some("PAID") && !paid_then_refunding {
             v.lost += 1;
             v.violation(format!(
                 "order {id}: payment acknowledged but the order is {status:?}"
@@ -283,6 +313,96 @@ fn check_history(
     }
 }
 
+/// Refunds: every full refund asked for and accepted exists once and
+/// SUCCEEDED (else **lost**; twice: **doubled**), and each refund that takes
+/// the effects back has exactly one points reversal and one refund SMS, its
+/// coupon revoked and its shipment cancelled (missing: **lost**); a reversal
+/// for no such refund is **phantom**.
+fn check_refunds(
+    v: &mut Verdict,
+    ledger: &Ledger,
+    refunds: &[AuditRefund],
+    reversals: &AuditReversals,
+) {
+    let mut by_order: HashMap<&str, Vec<&AuditRefund>> = HashMap::new();
+    for refund in refunds.iter().filter(|r| r.reverse_effects) {
+        by_order
+            .entry(refund.order_id.as_str())
+            .or_default()
+            .push(refund);
+    }
+    for (id, record) in ledger.orders.iter().filter(|(_, r)| r.refund_accepted) {
+        match by_order
+            .get(id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            [] => {
+                v.lost += 1;
+                v.violation(format!("order {id}: refund accepted but none recorded"));
+            }
+            [one] if one.status != "SUCCEEDED" => {
+                v.lost += 1;
+                v.violation(format!(
+                    "order {id}: refund {} is {}",
+                    one.refund_id, one.status
+                ));
+            }
+            [_] => {}
+            many => {
+                v.doubled += many.len() - 1;
+                v.violation(format!(
+                    "order {id}: {} refunds for one request (record {record:?})",
+                    many.len()
+                ));
+            }
+        }
+    }
+    for refund in refunds.iter().filter(|r| r.reverse_effects) {
+        let (id, order) = (&refund.refund_id, &refund.order_id);
+        for (what, n) in [
+            ("points reversal", reversals.points.get(id)),
+            ("refund SMS", reversals.sms.get(id)),
+        ] {
+            match n.copied().unwrap_or(0) {
+                1 => {}
+                0 => {
+                    v.lost += 1;
+                    v.violation(format!("refund {id} of order {order}: no {what}"));
+                }
+                n => {
+                    v.doubled += n as usize - 1;
+                    v.violation(format!("refund {id} of order {order}: {n} × {what}"));
+                }
+            }
+        }
+        if refund.full_refund {
+            for (what, done) in [
+                ("coupon revoked", &reversals.revoked_coupons),
+                ("shipment cancelled", &reversals.cancelled_shipments),
+            ] {
+                if !done.contains(order) {
+                    v.lost += 1;
+                    v.violation(format!("refund {id} of order {order}: no {what}"));
+                }
+            }
+        }
+    }
+    let known: BTreeSet<&str> = refunds
+        .iter()
+        .filter(|r| r.reverse_effects)
+        .map(|r| r.refund_id.as_str())
+        .collect();
+    for id in reversals.points.keys().chain(reversals.sms.keys()) {
+        if !known.contains(id.as_str()) {
+            v.phantom += 1;
+            v.violation(format!(
+                "a reversal for refund {id}, which takes nothing back"
+            ));
+        }
+    }
+}
+
 /// Payments: tallies the APPLIED ones by order (returned, for
 /// [`check_order`]) and the second payments owed back; each payment's
 /// recorded outcome must match what its caller was told.
@@ -334,7 +454,8 @@ fn check_order(
     expect: &Expectations,
 ) {
     let id = order.order_id.as_str();
-    let paid = order.status == "PAID";
+    // Paid, and maybe refunded since: the payment and its effects stay.
+    let paid = matches!(order.status.as_str(), "PAID" | "REFUNDING" | "REFUNDED");
     let applied = applied_by_order.get(id).map(Vec::len).unwrap_or(0);
     if paid {
         v.paid += 1;
@@ -360,8 +481,9 @@ fn check_order(
     }
 }
 
-/// One order in one system: exactly one effect and one inbox row if PAID
-/// (none allowed only when dead-lettered on purpose), none otherwise.
+/// One order in one system: exactly one effect and one inbox row if paid
+/// (PAID, or refunded since: the rows stay, the reversals are beside them;
+/// none allowed only when dead-lettered on purpose), none otherwise.
 fn check_effects(
     v: &mut Verdict,
     order: &AuditOrder,
@@ -375,10 +497,14 @@ fn check_effects(
     let allowed_missing = expect
         .dead_letter_allowed
         .contains(&(system, id.to_owned()));
-    if order.status == "PAID" {
+    if matches!(order.status.as_str(), "PAID" | "REFUNDING" | "REFUNDED") {
         if effects == 0 && !allowed_missing {
             v.lost += 1;
-            v.violation(format!("order {id}: PAID but no {} effect", system.name()));
+            v.violation(format!(
+                "order {id}: {} but no {} effect",
+                order.status,
+                system.name()
+            ));
         }
         if effects > 1 {
             v.doubled += (effects - 1) as usize;
@@ -429,7 +555,8 @@ fn check_stock(
     let mut reserved_qty: HashMap<&str, i64> = HashMap::new();
     for order in orders {
         let target = match order.status.as_str() {
-            "PAID" => &mut paid_qty,
+            // A refund gives the money back, not the goods: no restock.
+            "PAID" | "REFUNDING" | "REFUNDED" => &mut paid_qty,
             "UNPAID" => &mut reserved_qty,
             _ => continue,
         };

@@ -31,6 +31,11 @@ pub struct OrderRecord {
     /// Payment ids notified for this order, and whether each was acknowledged
     /// as the applied one (`Some(false)` = 200 with `refund_required`).
     pub payments: BTreeMap<String, Option<bool>>,
+    /// A full refund was asked for (the answer may have been lost).
+    pub refund_asked: bool,
+    /// A full refund was accepted (202): the order must end REFUNDED, its
+    /// effects taken back once.
+    pub refund_accepted: bool,
 }
 
 /// Everything the load saw, shared by its workers.
@@ -93,7 +98,8 @@ impl Driver {
         format!("{}{path}", self.base)
     }
 
-    async fn answer(response: reqwest::Result<reqwest::Response>) -> Answer {
+    /// The answer of a sent request, its body as JSON.
+    pub async fn answer(response: reqwest::Result<reqwest::Response>) -> Answer {
         match response {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -214,6 +220,42 @@ impl Driver {
         answer
     }
 
+    /// Asks, as the operator, for a full refund of a paid order under
+    /// `key` (the same key again names the same refund), and records it.
+    pub async fn refund(&self, order_id: &str, key: &str) -> Answer {
+        self.ledger
+            .lock()
+            .expect("ledger")
+            .orders
+            .entry(order_id.to_owned())
+            .or_default()
+            .refund_asked = true;
+        let answer = Self::answer(
+            self.client
+                .post(self.url(&format!("/api/orders/{order_id}/refund")))
+                .bearer_auth(DEMO_OPERATOR_TOKEN)
+                .header("idempotency-key", key)
+                .json(&json!({}))
+                .send()
+                .await,
+        )
+        .await;
+        match &answer {
+            Answer::Got(202, _) => {
+                self.ledger
+                    .lock()
+                    .expect("ledger")
+                    .orders
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .refund_accepted = true;
+            }
+            Answer::Got(status, body) => self.note_rejection(*status, body, "refund"),
+            Answer::Lost(_) | Answer::Refused(_) => {}
+        }
+        answer
+    }
+
     /// `GET path` as JSON, with the (demo) operator token.
     pub async fn get(&self, path: &str) -> Answer {
         let request = self
@@ -234,6 +276,8 @@ pub struct LoadOptions {
     pub pay_probability: f64,
     /// Probability that a payment notice is sent again (a gateway retry).
     pub duplicate_probability: f64,
+    /// Probability that an acknowledged order is then refunded in full.
+    pub refund_probability: f64,
     /// Pause between a worker's orders.
     pub think: Duration,
 }
@@ -250,7 +294,25 @@ impl Default for LoadOptions {
             ],
             pay_probability: 0.8,
             duplicate_probability: 0.1,
+            refund_probability: 0.0,
             think: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Asks for a full refund, again under the same key while no answer comes
+/// (ordermq down or restarting), as an operator's tool would.
+async fn refund(driver: &Driver, order_id: &str, stop: &AtomicBool) {
+    let key = format!("refund-{order_id}");
+    for attempt in 0..5u64 {
+        match driver.refund(order_id, &key).await {
+            Answer::Got(_, _) => return,
+            Answer::Lost(_) | Answer::Refused(_) => {
+                if stop.load(Ordering::Relaxed) && attempt > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            }
         }
     }
 }
@@ -294,6 +356,9 @@ impl Load {
                                         acknowledged.fetch_add(1, Ordering::Relaxed);
                                         if fastrand::f64() < options.duplicate_probability {
                                             driver.pay(&order_id, &payment_id, amount).await;
+                                        }
+                                        if fastrand::f64() < options.refund_probability {
+                                            refund(&driver, &order_id, &stop).await;
                                         }
                                         break;
                                     }

@@ -18,13 +18,16 @@
 //!   used by the router's property test).
 //! - [`scenarios`]: the [`Scenario`] list and its runner; each scenario's
 //!   trial in a file of its own (`crash`, `broker`, `flaky`, `redelivery`,
-//!   `stampede` for last-unit, `bad_input`).
+//!   `stampede` for last-unit, `bad_input`, `flash_sale`).
+//! - [`sale_check`]: the flash-sale scenario's rules, on facts read from
+//!   the databases (so the self-test can plant faults in them).
 //! - [`report`]: the table and the JSON.
 
 pub mod checker;
 pub mod driver;
 pub mod process;
 pub mod report;
+pub mod sale_check;
 pub mod scenarios;
 
 use std::collections::HashMap;
@@ -318,7 +321,8 @@ impl Trial {
         Ok(())
     }
 
-    async fn open_store(&self) -> Result<Store, ChaosError> {
+    /// Opens the trial's databases (for a check once ordermq stopped).
+    pub async fn open_store(&self) -> Result<Store, ChaosError> {
         Store::open(&self.database_url(), &StoreOptions::default())
             .await
             .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))
@@ -420,13 +424,16 @@ impl Trial {
         }
     }
 
-    /// Waits until no order is UNPAID (every close fired). Returns whether
-    /// that happened within `timeout`.
-    pub async fn wait_closed(&self, timeout: Duration) -> bool {
+    /// Waits until no order is UNPAID (every close fired) or REFUNDING
+    /// (every refund answered by the gateway). Returns whether that happened
+    /// within `timeout`.
+    pub async fn wait_settled(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(stats) = self.stats().await
-                && stats["orders_by_status"]["UNPAID"].as_i64().unwrap_or(0) == 0
+                && ["UNPAID", "REFUNDING"]
+                    .iter()
+                    .all(|s| stats["orders_by_status"][s].as_i64().unwrap_or(0) == 0)
             {
                 return true;
             }
@@ -476,16 +483,30 @@ impl Trial {
     }
 }
 
-/// Whether `/api/stats` shows nothing left to deliver.
+/// Whether `/api/stats` shows nothing left to deliver: the outbox empty,
+/// and every group's inbox (or dead letters) holding at least one row per
+/// paid order (refunded since or not) and one per refund, which every
+/// group receives.
 pub fn drained(stats: &Value) -> bool {
-    let paid = stats["orders_by_status"]["PAID"].as_i64().unwrap_or(0);
+    let count = |map: &Value, keys: &[&str]| -> i64 {
+        keys.iter().map(|k| map[k].as_i64().unwrap_or(0)).sum()
+    };
+    let paid = count(
+        &stats["orders_by_status"],
+        &["PAID", "REFUNDING", "REFUNDED"],
+    );
+    let refunds: i64 = stats["refunds_by_status"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_i64).sum())
+        .unwrap_or(0);
     let backlog = stats["outbox_backlog"].as_i64().unwrap_or(i64::MAX);
     let systems = stats["systems"].as_object();
     backlog == 0
         && systems.is_some_and(|systems| {
             systems.len() == 4
                 && systems.values().all(|s| {
-                    s["applied"].as_i64().unwrap_or(0) + s["failed"].as_i64().unwrap_or(0) >= paid
+                    s["applied"].as_i64().unwrap_or(0) + s["failed"].as_i64().unwrap_or(0)
+                        >= paid + refunds
                 })
         })
 }

@@ -82,6 +82,7 @@ enum ScenarioArg {
     LastUnit,
     BadInput,
     Security,
+    FlashSale,
 }
 
 impl ScenarioArg {
@@ -95,6 +96,7 @@ impl ScenarioArg {
             Self::LastUnit => vec![Scenario::LastUnit],
             Self::BadInput => vec![Scenario::BadInput],
             Self::Security => vec![Scenario::Security],
+            Self::FlashSale => vec![Scenario::FlashSale],
         }
     }
 }

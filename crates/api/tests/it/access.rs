@@ -42,12 +42,18 @@ const DECIDED: &[(&str, &str, Access)] = &[
     ("GET", "/api/orders/{id}", Access::Shop),
     ("GET", "/api/users/{id}", Access::Shop),
     ("GET", "/api/users/{id}/{kind}", Access::Shop),
+    // Flash sales: the shop sends its shoppers' attempts and reads their states.
+    ("POST", "/api/sales/{id}/attempts", Access::Shop),
+    ("GET", "/api/attempts/{id}", Access::Shop),
+    ("GET", "/api/attempts/{id}/events", Access::Shop),
     // Operators: money goes back, counters, the dashboard.
     ("GET", "/", Access::Operator),
     ("POST", "/signout", Access::Operator),
     ("POST", "/api/orders/{id}/refund", Access::Operator),
     ("POST", "/api/refunds/{id}/retry", Access::Operator),
     ("GET", "/api/stats", Access::Operator),
+    // A sale takes units out of a product's stock: the business decides it.
+    ("POST", "/api/sales", Access::Operator),
 ];
 
 const METHODS: [Method; 5] = [

@@ -110,3 +110,39 @@ impl OrderService for FakeService {
         Box::pin(async move { Err(CarrierUpdateError::OrderNotFound(order_id)) })
     }
 }
+
+impl ordermq_domain::ports::FlashSaleService for FakeService {
+    fn create_sale(
+        &self,
+        sale: ordermq_domain::NewSale,
+    ) -> BoxFuture<'_, Result<ordermq_domain::Sale, ordermq_domain::CreateSaleError>> {
+        self.record(Call::Other("create_sale"));
+        Box::pin(async move {
+            Err(ordermq_domain::CreateSaleError::UnknownSku(
+                sale.sku.to_string(),
+            ))
+        })
+    }
+
+    fn attempt(
+        &self,
+        sale: ordermq_domain::SaleId,
+        _: UserId,
+        _: u32,
+    ) -> BoxFuture<'_, Result<ordermq_domain::Attempt, ordermq_domain::AttemptRefusal>> {
+        self.record(Call::Other("attempt"));
+        Box::pin(async move {
+            Err(ordermq_domain::AttemptRefusal::SaleNotFound(
+                sale.to_string(),
+            ))
+        })
+    }
+
+    fn attempt_state(
+        &self,
+        _: ordermq_domain::AttemptId,
+    ) -> BoxFuture<'_, Result<Option<ordermq_domain::Attempt>, StorageError>> {
+        self.record(Call::Other("attempt_state"));
+        Box::pin(async { Ok(None) })
+    }
+}

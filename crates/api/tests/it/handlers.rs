@@ -27,7 +27,8 @@ pub(crate) fn state(service: Arc<FakeService>) -> ApiState {
     ])
     .unwrap();
     ApiState {
-        service,
+        service: service.clone(),
+        flash: service,
         signer: CallbackSigner::from_secret(SECRET),
         carrier_signer: CallbackSigner::from_secret(b"carrier"),
         auth: Auth::new(tokens, Sessions::random(false).unwrap()),

@@ -228,10 +228,10 @@ config_table! {
         key: "write_linger_ms",
         default: ms(2),
     }
-    /// PostgreSQL: order-database batches committing at once (group
-    /// commit), each on its own connection; PostgreSQL flushes commits that
-    /// arrive together with one WAL flush. An order's payments always go to
-    /// the same one. SQLite has one writer.
+    /// PostgreSQL and MySQL/MariaDB: order-database batches committing at
+    /// once (group commit), each on its own connection; the server flushes
+    /// commits that arrive together with one log flush. An order's payments
+    /// always go to the same one. SQLite has one writer.
     postgres_writers: usize = Int<usize> {
         key: "postgres_writers",
         default: 4,
@@ -251,27 +251,34 @@ config_table! {
         key: "database_acquire_timeout_ms",
         default: ms(2_000),
     }
-    /// PostgreSQL: statement_timeout of every connection (0 = the server's).
+    /// PostgreSQL and MySQL/MariaDB: the longest one statement may run
+    /// before the server cancels it (PostgreSQL statement_timeout; MariaDB
+    /// max_statement_time; MySQL max_execution_time, reads only). 0 = the
+    /// server's.
     database_statement_timeout: Duration = Millis {
         key: "database_statement_timeout_ms",
         default: ms(30_000),
     }
-    /// PostgreSQL: lock_timeout of every connection (0 = the server's).
+    /// PostgreSQL and MySQL/MariaDB: the longest a statement waits for a
+    /// lock (PostgreSQL lock_timeout; innodb_lock_wait_timeout, whole
+    /// seconds, at least 1). 0 = the server's.
     database_lock_timeout: Duration = Millis {
         key: "database_lock_timeout_ms",
         default: ms(10_000),
     }
-    /// PostgreSQL: idle_in_transaction_session_timeout of every connection
-    /// (0 = the server's): a session stuck inside a transaction is ended
-    /// and its locks released.
+    /// PostgreSQL and MariaDB: a session idle this long inside a
+    /// transaction is ended and its locks released (PostgreSQL
+    /// idle_in_transaction_session_timeout; MariaDB idle_transaction_timeout,
+    /// whole seconds; MySQL has none). 0 = the server's.
     database_idle_in_transaction_timeout: Duration = Millis {
         key: "database_idle_in_transaction_timeout_ms",
         default: ms(60_000),
     }
-    /// PostgreSQL: start even though acknowledged commits would not survive
-    /// a crash (fsync = off, or synchronous_commit = off for ordermq's
-    /// sessions), with a warning. Off: ordermq refuses to start. For test
-    /// servers only.
+    /// Start even though acknowledged commits would not survive a crash
+    /// (PostgreSQL: fsync = off, or synchronous_commit = off for ordermq's
+    /// sessions; MySQL/MariaDB: innodb_flush_log_at_trx_commit other than
+    /// 1), with a warning. Off: ordermq refuses to start. For test servers
+    /// only.
     database_allow_unsafe_durability: bool = Flag {
         key: "database_allow_unsafe_durability",
         default: false,
@@ -376,6 +383,44 @@ config_table! {
         key: "reconcile_max",
         default: 5,
         range: 1..,
+    }
+    /// Flash-sale orders created per second, evenly spaced (peak shaving:
+    /// the order database sees at most this rate of sale orders, however
+    /// many attempts were admitted at once). 0 = as fast as they come.
+    flash_sale_order_rate: u32 = Int<u32> {
+        key: "flash_sale_order_rate",
+        default: 200,
+        range: 0..=100_000,
+    }
+    /// The longest an admitted flash-sale attempt may wait for its order
+    /// (from its admission to its turn at flash_sale_order_rate); one that
+    /// would wait longer is REJECTED (QUEUE_TIMEOUT) and its units go back
+    /// to the sale. 0s = no cap.
+    flash_sale_max_wait: Duration = Span {
+        key: "flash_sale_max_wait",
+        default: Duration::from_secs(60),
+    }
+    /// How long a flash-sale order may stay unpaid before it closes (its
+    /// units going back to the sale): shorter than order_close_after, since
+    /// other shoppers wait for the units.
+    flash_sale_order_close_after: Duration = Span {
+        key: "flash_sale_order_close_after",
+        default: Duration::from_secs(5 * 60),
+    }
+    /// Units of a flash sale an instance leases from the database at once
+    /// for its in-memory admission budget. Larger: fewer database trips;
+    /// smaller: less stranded in one instance's lease at the end of a sale.
+    flash_sale_lease_chunk: u32 = Int<u32> {
+        key: "flash_sale_lease_chunk",
+        default: 50,
+        range: 1..=10_000,
+    }
+    /// A lease of flash-sale units that no admission renewed for this long
+    /// (its instance died or went idle) is returned to the sale by the next
+    /// lease of another instance.
+    flash_sale_lease_ttl: Duration = Span {
+        key: "flash_sale_lease_ttl",
+        default: Duration::from_secs(30),
     }
     /// Gateway refund attempts per delivery (with backoff) before RocketMQ
     /// redelivers later; after max_reconsume_times deliveries the refund is

@@ -313,6 +313,22 @@ impl Config {
         }
     }
 
+    /// The store's options from the `database_*` keys and
+    /// `postgres_set_based` (pool sizes and the SQLite lanes as the store's
+    /// defaults): one form for every server.
+    pub fn store_options(&self) -> ordermq_store::StoreOptions {
+        ordermq_store::StoreOptions {
+            acquire_timeout: self.database_acquire_timeout,
+            pg_fast_path: self.postgres_set_based,
+            session: ordermq_store::SessionSettings {
+                statement_timeout: self.database_statement_timeout,
+                lock_timeout: self.database_lock_timeout,
+                idle_in_transaction_timeout: self.database_idle_in_transaction_timeout,
+            },
+            ..ordermq_store::StoreOptions::default()
+        }
+    }
+
     /// How delayed messages (closes) reach their due time.
     pub fn delayed_delivery(&self) -> DelayedDelivery {
         match self.delayed_delivery {

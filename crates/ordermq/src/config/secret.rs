@@ -233,7 +233,8 @@ impl Serialize for DatabaseUrl {
 
 impl Form for DatabaseUrl {
     type Value = Self;
-    const ACCEPTS: &'static str = "sqlite://PATH or postgres://USER:PASS@HOST/DB";
+    const ACCEPTS: &'static str =
+        "sqlite://PATH, postgres://USER:PASS@HOST/DB or mysql://USER:PASS@HOST/DB";
     const SECRET: bool = true;
     fn parse(raw: Raw<'_>) -> Result<Self, String> {
         raw.text().map(Self::from)

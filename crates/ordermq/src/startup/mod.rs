@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use ordermq_gateways::FakeGateway;
 use ordermq_service::reconcile::{self, ReconcileCounters, ReconcileOptions, Reconciler};
 use ordermq_service::relay::{self, RelayOptions};
-use ordermq_service::{OrderWriter, Orders, sweep};
+use ordermq_service::{FlashSales, FlashSettings, OrderWriter, Orders, sweep};
 
 use crate::config::{Config, SecurityError};
 use crate::event_keys::{EventKeysError, event_keys};
@@ -52,8 +52,8 @@ use crate::runtime::Background;
 
 mod steps;
 use steps::{
-    bind_http, checkpoint_periodically, connect_producer, open_store, start_fanout_runtime,
-    start_or_find_broker, subscribe_consumers, warn_public_credentials,
+    OrderSide, bind_http, checkpoint_periodically, connect_producer, open_store,
+    start_fanout_runtime, start_or_find_broker, subscribe_consumers, warn_public_credentials,
 };
 
 /// The demo catalog seeded on first start (prices in cents).
@@ -151,6 +151,11 @@ impl EmbeddedBroker {
     }
 }
 
+/// How long an instance believes "nothing left to lease" for a flash sale
+/// before asking the database again: units come back (rejected attempts,
+/// sale orders closed unpaid) at most this much later to the crowd.
+const FLASH_SOLD_OUT_RECHECK: Duration = Duration::from_millis(500);
+
 /// The consumer side, started on the fan-out runtime.
 struct Consumers {
     mq: MqClient,
@@ -169,6 +174,7 @@ pub struct Application {
     mq: MqClient,
     namesrv_addr: String,
     orders: Orders,
+    flash: FlashSales,
     writer: OrderWriter,
     close_sweep_interval: Duration,
     carrier_signer: CallbackSigner,
@@ -237,7 +243,10 @@ impl Application {
             &background,
             mq,
             &store,
-            &writer,
+            OrderSide {
+                writer: &writer,
+                relay_wake: &relay_wake,
+            },
             &gateways,
             &keys,
         ))
@@ -287,6 +296,19 @@ impl Application {
                 config.user_limits(),
             )
             .with_reconcile(reconcile_counters),
+            flash: FlashSales::new(
+                store.clone(),
+                writer.clone(),
+                relay_wake.clone(),
+                FlashSettings {
+                    // A new name per start: a crashed instance's lease
+                    // expires and goes back to the sale (flash_sale_lease_ttl).
+                    owner: format!("flash-{:016x}", fastrand::u64(..)),
+                    chunk: config.flash_sale_lease_chunk,
+                    lease_ttl: config.flash_sale_lease_ttl,
+                    sold_out_recheck: FLASH_SOLD_OUT_RECHECK,
+                },
+            ),
             writer,
             close_sweep_interval: config.close_sweep_interval,
             carrier_signer,
@@ -412,6 +434,7 @@ impl Application {
         ));
         let state = ApiState {
             service: Arc::new(self.orders.clone()),
+            flash: Arc::new(self.flash.clone()),
             signer: self.signer.clone(),
             carrier_signer: self.carrier_signer.clone(),
             auth: self.auth.clone(),

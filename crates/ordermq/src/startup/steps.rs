@@ -19,11 +19,15 @@ use ordermq_domain::topology::{
     self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
 };
 use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
-use ordermq_store::{SessionSettings, Store, StoreOptions, ThreadStart};
+use ordermq_store::{Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use ordermq_service::consumers::{CloseHandler, ReceiptHandler, RefundHandler, SystemHandler};
+use ordermq_service::consumers::{
+    CloseHandler, FlashOrderHandler, FlashOrderSettings, ReceiptHandler, RefundHandler,
+    SystemHandler,
+};
 use ordermq_service::{EffectWriter, OrderWriter};
 
 use crate::config::{Config, PublicCredential};
@@ -53,14 +57,7 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
             on_system_lane_start: Some(ThreadStart(Arc::new(move || {
                 lower_current_thread_priority(nice)
             }))),
-            acquire_timeout: config.database_acquire_timeout,
-            pg_fast_path: config.postgres_set_based,
-            session: SessionSettings {
-                statement_timeout: config.database_statement_timeout,
-                lock_timeout: config.database_lock_timeout,
-                idle_in_transaction_timeout: config.database_idle_in_transaction_timeout,
-            },
-            ..StoreOptions::default()
+            ..config.store_options()
         },
     )
     .await?;
@@ -78,24 +75,18 @@ pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
     Ok(store)
 }
 
-/// Reads and logs PostgreSQL's durability settings; refuses to go on when
+/// Reads and logs the database server's durability settings (PostgreSQL's
+/// or MySQL's); refuses to go on when
 /// an acknowledged commit would not survive a crash, unless `allow_unsafe`.
 async fn check_durability(store: &Store, allow_unsafe: bool) -> Result<(), StartError> {
     let Some(durability) = store.durability().await.map_err(StartError::Durability)? else {
         return Ok(());
     };
-    tracing::info!(
-        fsync = %durability.fsync,
-        synchronous_commit = %durability.synchronous_commit,
-        full_page_writes = %durability.full_page_writes,
-        "database durability"
-    );
-    if durability.torn_pages_possible() {
-        tracing::warn!(
-            "full_page_writes is off: an OS crash may tear pages and leave the database unreadable"
-        );
+    tracing::info!(settings = %durability.summary(), "database durability");
+    for warning in &durability.warnings {
+        tracing::warn!("{warning}");
     }
-    let unsafe_settings = durability.unsafe_settings();
+    let unsafe_settings = durability.unsafe_settings;
     if unsafe_settings.is_empty() {
         return Ok(());
     }
@@ -202,6 +193,13 @@ pub(super) async fn log_cluster_durability(mq: &MqClient) {
     }
 }
 
+/// The order database's side of the consumers: its group-commit writer, and
+/// the relay's wake-up for the events their writes leave in the outbox.
+pub(super) struct OrderSide<'a> {
+    pub(super) writer: &'a OrderWriter,
+    pub(super) relay_wake: &'a Arc<Notify>,
+}
+
 /// Subscribes every group of [`CONSUMER_GROUPS`] with its handler, on the
 /// fan-out runtime: what they spawn, and RocketMQ's listener threads, run there.
 pub(super) async fn subscribe_consumers(
@@ -209,10 +207,16 @@ pub(super) async fn subscribe_consumers(
     background: &Background,
     mq: MqClient,
     store: &Store,
-    writer: &OrderWriter,
+    orders: OrderSide<'_>,
     gateways: &Gateways,
     keys: &Keyring,
 ) -> Result<Consumers, StartError> {
+    let (writer, relay_wake) = (orders.writer, orders.relay_wake.clone());
+    let flash_orders = FlashOrderSettings {
+        rate: config.flash_sale_order_rate,
+        max_wait: config.flash_sale_max_wait,
+        close_after: config.flash_sale_order_close_after,
+    };
     let (store, writer, gateways) = (store.clone(), writer.clone(), gateways.clone());
     let keys = keys.clone();
     let effect_linger = config.effect_linger;
@@ -239,6 +243,11 @@ pub(super) async fn subscribe_consumers(
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
                 Consumer::Receipt => Arc::new(ReceiptHandler::new(store.clone())),
+                Consumer::FlashSale => Arc::new(FlashOrderHandler::new(
+                    writer.clone(),
+                    flash_orders.clone(),
+                    relay_wake.clone(),
+                )),
                 Consumer::Refund => Arc::new(RefundHandler::new(
                     store.clone(),
                     gateways.payments.clone(),

@@ -3,6 +3,10 @@
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
 //! - [`docs`]: the README's error table against the stable codes.
+//! - [`flash`]: flash sales through the router: a sale, attempts and their
+//!   refusal codes, the attempt's state polled and streamed (SSE), bad
+//!   input that changes nothing; two instances with their own PostgreSQL
+//!   pools selling every unit of a sale and not one more.
 //! - [`durability`]: when the embedded broker answers a send (after the
 //!   disk by default), as the broker itself reports it; `ordermq outbox`
 //!   listing and requeueing parked outbox rows.
@@ -12,6 +16,11 @@
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
 //!   limit while other shoppers buy (the real broker).
+//! - [`mariadb`]: an order created, paid and fanned out with the whole
+//!   server on MariaDB (the real broker).
+//! - [`peak`]: flash-sale attempts become orders at the configured rate
+//!   through the real broker; none is lost, unpaid sale orders give their
+//!   units back.
 //! - [`modules`]: no crate of the workspace has a circle of modules.
 //! - [`reconcile`]: a message lost to one group restored once by the
 //!   reconciler, receipts on the order page, a duplicate receipt changing
@@ -33,10 +42,13 @@ mod docs;
 mod durability;
 mod e2e;
 mod events;
+mod flash;
 mod gateways;
 mod http;
 mod lifecycle;
 mod limits;
+mod mariadb;
 mod modules;
+mod peak;
 mod reconcile;
 mod security;

@@ -15,8 +15,9 @@ use ordermq_domain::{Amount, FanoutState, OrderId, System, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::fail::{corrupt, storage};
-use crate::sql::placeholders;
+use crate::dialect;
+use crate::fail::{corrupt, get, storage};
+use crate::sql::{Backend, placeholders};
 use crate::store::Store;
 
 fn order_id_of(row: &AnyRow) -> Result<OrderId, StorageError> {
@@ -28,13 +29,14 @@ impl Store {
     /// Whether `system` already applied `event_id` (lets a consumer skip a
     /// third-party call on redelivery).
     pub async fn is_applied(&self, system: System, event_id: &str) -> Result<bool, StorageError> {
-        let row =
-            sqlx::query("SELECT 1 AS one FROM inbox WHERE consumer_group = $1 AND event_id = $2")
-                .bind(system.consumer_group())
-                .bind(event_id)
-                .fetch_optional(self.system_pool(system))
-                .await
-                .map_err(storage)?;
+        let row = dialect::query(
+            "SELECT 1 AS one FROM inbox WHERE consumer_group = $1 AND event_id = $2",
+        )
+        .bind(system.consumer_group())
+        .bind(event_id)
+        .fetch_optional(self.system_pool(system))
+        .await
+        .map_err(storage)?;
         Ok(row.is_some())
     }
 
@@ -50,7 +52,7 @@ impl Store {
                 "SELECT event_id FROM inbox WHERE consumer_group = $1 AND event_id IN ({})",
                 placeholders(1, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(system.consumer_group());
+            let mut query = dialect::query(&sql).bind(system.consumer_group());
             for id in chunk {
                 query = query.bind(id.as_str());
             }
@@ -74,13 +76,15 @@ impl Store {
         system: System,
         since: i64,
     ) -> Result<HashMap<String, i64>, StorageError> {
-        let mut rows = sqlx::query(
+        let sql = dialect::in_order(
+            self.backend == Backend::Mysql,
             "SELECT order_id, MAX(applied_at) AS at FROM inbox \
              WHERE consumer_group = $1 AND applied_at >= $2 GROUP BY order_id",
-        )
-        .bind(system.consumer_group())
-        .bind(since)
-        .fetch(self.system_pool(system));
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(system.consumer_group())
+            .bind(since)
+            .fetch(self.system_pool(system));
         let mut times = HashMap::new();
         while let Some(row) = rows.try_next().await.map_err(storage)? {
             times.insert(
@@ -127,7 +131,7 @@ impl Store {
         }
         for system in System::ALL {
             let pool = self.system_pool(system);
-            let failures = sqlx::query(
+            let failures = dialect::query(
                 "SELECT event_id, attempts, last_error, dead_lettered, updated_at FROM consumer_failures \
                  WHERE consumer_group = $1 AND order_id = $2",
             )
@@ -141,13 +145,13 @@ impl Store {
                 let i = entry(&mut progress, system, &event_id);
                 let p = &mut progress[i];
                 p.attempts = row.try_get("attempts").map_err(storage)?;
-                p.last_error = row.try_get("last_error").map_err(storage)?;
+                p.last_error = get(row, "last_error")?;
                 p.updated_at = row.try_get("updated_at").map_err(storage)?;
                 if row.try_get::<i64, _>("dead_lettered").map_err(storage)? != 0 {
                     p.state = FanoutState::Failed;
                 }
             }
-            let applied = sqlx::query(
+            let applied = dialect::query(
                 "SELECT event_id, applied_at FROM inbox WHERE consumer_group = $1 AND order_id = $2",
             )
             .bind(system.consumer_group())
@@ -171,13 +175,14 @@ impl Store {
     pub(crate) async fn system_counts(&self, system: System) -> Result<(i64, i64), StorageError> {
         let pool = self.system_pool(system);
         let group = system.consumer_group();
-        let applied: i64 = sqlx::query("SELECT COUNT(*) AS n FROM inbox WHERE consumer_group = $1")
-            .bind(group)
-            .fetch_one(pool)
-            .await
-            .and_then(|r| r.try_get("n"))
-            .map_err(storage)?;
-        let failed: i64 = sqlx::query(
+        let applied: i64 =
+            dialect::query("SELECT COUNT(*) AS n FROM inbox WHERE consumer_group = $1")
+                .bind(group)
+                .fetch_one(pool)
+                .await
+                .and_then(|r| r.try_get("n"))
+                .map_err(storage)?;
+        let failed: i64 = dialect::query(
             "SELECT COUNT(*) AS n FROM consumer_failures f \
              WHERE f.consumer_group = $1 AND f.dead_lettered = 1 AND NOT EXISTS \
                (SELECT 1 FROM inbox i WHERE i.consumer_group = f.consumer_group AND i.event_id = f.event_id)",
@@ -202,7 +207,7 @@ impl Store {
             System::Warehouse => "warehouse_shipments",
         };
         let sql = format!("SELECT order_id, COUNT(*) AS n FROM {table} GROUP BY order_id");
-        let rows = sqlx::query(&sql)
+        let rows = dialect::query(&sql)
             .fetch_all(self.system_pool(system))
             .await
             .map_err(storage)?;
@@ -215,7 +220,7 @@ impl Store {
     /// Points, coupons, SMS and shipments of one user, newest first.
     pub async fn user_activity(&self, user: &UserId) -> Result<UserActivity, StorageError> {
         let by_user = |sql: &'static str, system: System| {
-            sqlx::query(sql)
+            dialect::query(sql)
                 .bind(user.as_str())
                 .fetch_all(self.system_pool(system))
         };
@@ -270,7 +275,7 @@ impl Store {
         .map(|r| {
             Ok(SmsMessage {
                 order_id: order_id_of(r)?,
-                text: r.try_get("text").map_err(storage)?,
+                text: get(r, "text")?,
                 provider_ref: r.try_get("provider_ref").map_err(storage)?,
                 created_at: r.try_get("created_at").map_err(storage)?,
             })

@@ -12,7 +12,9 @@ use ordermq_domain::{CarrierStatus, Effect, System};
 use sqlx::{AnyConnection, Row};
 
 use super::{Applied, EffectRecord, Value, as_new_row, receipt_row};
+use crate::dialect;
 use crate::fail::storage;
+use crate::mysql;
 use crate::sql::{self, NewRow};
 use crate::store::{Db, Store};
 
@@ -30,7 +32,7 @@ async fn insert_effect(
             order_id,
             refund_id,
             points,
-        } => sqlx::query(
+        } => dialect::query(
             "INSERT INTO credit_point_reversals (refund_id, user_id, order_id, points, created_at) \
              SELECT $1, $2, $3, \
                CASE WHEN $4 < 0 OR $4 > left_now THEN left_now ELSE $4 END, $5 \
@@ -43,7 +45,7 @@ async fn insert_effect(
         .bind(order_id.as_str())
         .bind(points.unwrap_or(-1))
         .bind(now),
-        Effect::CouponRevocation { order_id, .. } => sqlx::query(
+        Effect::CouponRevocation { order_id, .. } => dialect::query(
             "UPDATE marketing_coupons SET status = 'REVOKED', revoked_at = $1 \
              WHERE order_id = $2 AND status = 'ACTIVE'",
         )
@@ -55,7 +57,7 @@ async fn insert_effect(
             refund_id,
             text,
             external_ref,
-        } => sqlx::query(
+        } => dialect::query(
             "INSERT INTO push_refund_sms (refund_id, user_id, order_id, text, provider_ref, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -66,7 +68,7 @@ async fn insert_effect(
         .bind(external_ref.as_str())
         .bind(now),
         // Only a shipment the carrier has not picked up can be cancelled.
-        Effect::ShipmentCancellation { order_id, .. } => sqlx::query(
+        Effect::ShipmentCancellation { order_id, .. } => dialect::query(
             "UPDATE warehouse_shipments SET status = 'CANCELLED', updated_at = $1 \
              WHERE order_id = $2 AND status = 'CREATED'",
         )
@@ -89,7 +91,7 @@ async fn insert_effect(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            return sqlx::query(&sql)
+            return dialect::query(&sql)
                 .bind(status.shipment_status())
                 .bind(now)
                 .bind(order_id.as_str())
@@ -143,7 +145,7 @@ async fn insert_effects(
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!("INSERT INTO {} VALUES {values}", row.target);
-            let mut query = sqlx::query(&sql).bind(now);
+            let mut query = dialect::query(&sql).bind(now);
             for (_, row) in chunk {
                 for value in row {
                     query = match value {
@@ -172,6 +174,18 @@ pub(crate) async fn apply_effects_in(
     // statements: the inbox rows, telling which events are new...
     let mut fresh = HashSet::new();
     for chunk in records.chunks(INBOX_ROWS_PER_STATEMENT) {
+        if dialect::is_mysql(tx) {
+            let events: Vec<_> = chunk
+                .iter()
+                .map(|r| {
+                    let order = r.effect.order_id().as_str();
+                    (r.event_id.as_str(), order, r.msg_id.as_str())
+                })
+                .collect();
+            let new = mysql::insert_inbox(&mut *tx, group, &events, now).await;
+            fresh.extend(new.map_err(storage)?);
+            continue;
+        }
         let values = (0..chunk.len())
             .map(|i| format!("($1, ${}, ${}, ${}, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
             .collect::<Vec<_>>()
@@ -181,7 +195,7 @@ pub(crate) async fn apply_effects_in(
             sql::INBOX_INSERT,
             sql::INBOX_ON_CONFLICT
         );
-        let mut query = sqlx::query(&sql).bind(group).bind(now);
+        let mut query = dialect::query(&sql).bind(group).bind(now);
         for record in chunk {
             query = query
                 .bind(record.event_id.as_str())
@@ -248,12 +262,13 @@ async fn enqueue_receipts_in(
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "{}{values}{}",
-            sql::RECEIPT_INSERT,
+        let on_conflict = if dialect::is_mysql(tx) {
+            sql::RECEIPT_ON_DUPLICATE_MYSQL
+        } else {
             sql::RECEIPT_ON_CONFLICT
-        );
-        let mut query = sqlx::query(&sql).bind(now);
+        };
+        let sql = format!("{}{values}{on_conflict}", sql::RECEIPT_INSERT);
+        let mut query = dialect::query(&sql).bind(now);
         for row in chunk {
             query = query
                 .bind(row.topic)
@@ -291,7 +306,7 @@ impl Store {
             .begin_write(Db::System(system))
             .await
             .map_err(storage)?;
-        sqlx::query(
+        dialect::query(
             "INSERT INTO consumer_failures (consumer_group, event_id, order_id, attempts, last_error, dead_lettered, updated_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7 \
              WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE consumer_group = $1 AND event_id = $2) \

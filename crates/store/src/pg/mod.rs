@@ -28,7 +28,7 @@
 //! hot SKU's row is locked last, by the batch's one deduction, so a batch
 //! holds it only for its last statement and its commit.
 //!
-//! Leaf module: it imports only the base (`fail`, `sql`).
+//! Leaf module: it imports only the base (`fail`, `sql`, `server`).
 
 mod pay;
 mod relay;
@@ -40,8 +40,7 @@ use ordermq_domain::view::PaymentReceipt;
 use ordermq_domain::{OutboxMessage, PayOrderError, PaymentNotice};
 use sqlx::postgres::PgPool;
 
-pub use settings::{Durability, SessionSettings};
-pub(crate) use settings::{connect, parse_duration};
+pub(crate) use settings::{connect, durability, session, statements};
 
 /// What [`pay_batch`] committed: per payment, `Some` if it was applied here
 /// (`None`: the general path decides it), and per relay round the rows it

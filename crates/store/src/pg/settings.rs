@@ -1,52 +1,32 @@
 //! PostgreSQL's connections: the session settings every connection gets
-//! (statement, lock and idle-in-transaction timeouts), the pool of the fast
-//! write path, and the server's durability settings read at start.
+//! (statement, lock and idle-in-transaction timeouts, as `SET` statements),
+//! the pool of the fast write path, and the server's durability settings
+//! read at start and judged.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AnyPool, Row};
 
-/// Timeouts set on every PostgreSQL connection (`SET` after connecting); a
-/// zero duration leaves the server's setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionSettings {
-    /// `statement_timeout`: a statement running longer is cancelled.
-    pub statement_timeout: Duration,
-    /// `lock_timeout`: a statement waiting longer for a lock is cancelled.
-    pub lock_timeout: Duration,
-    /// `idle_in_transaction_session_timeout`: a session idle this long
-    /// inside a transaction is ended, releasing its locks.
-    pub idle_in_transaction_timeout: Duration,
-}
+use crate::server::{Durability, SessionSettings};
 
-impl Default for SessionSettings {
-    fn default() -> Self {
-        Self {
-            statement_timeout: Duration::from_secs(30),
-            lock_timeout: Duration::from_secs(10),
-            idle_in_transaction_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-impl SessionSettings {
-    /// The `SET` statements, one simple query.
-    pub(crate) fn statements(&self) -> String {
-        [
-            ("statement_timeout", self.statement_timeout),
-            ("lock_timeout", self.lock_timeout),
-            (
-                "idle_in_transaction_session_timeout",
-                self.idle_in_transaction_timeout,
-            ),
-        ]
-        .iter()
-        .filter(|(_, d)| !d.is_zero())
-        .map(|(name, d)| format!("SET {name} = {};", d.as_millis().max(1)))
-        .collect::<Vec<_>>()
-        .join(" ")
-    }
+/// The `SET` statements of `session`, one simple query; a zero duration
+/// is left out (the server's setting stays).
+pub(crate) fn statements(session: &SessionSettings) -> String {
+    [
+        ("statement_timeout", session.statement_timeout),
+        ("lock_timeout", session.lock_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            session.idle_in_transaction_timeout,
+        ),
+    ]
+    .iter()
+    .filter(|(_, d)| !d.is_zero())
+    .map(|(name, d)| format!("SET {name} = {};", d.as_millis().max(1)))
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 /// A duration as `SHOW` prints one: `0`, `250ms`, `30s`, `10min`, `1h`, `1d`.
@@ -81,7 +61,7 @@ pub(crate) fn connect(
     session: SessionSettings,
 ) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?;
-    let set = session.statements();
+    let set = statements(&session);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
@@ -97,40 +77,78 @@ pub(crate) fn connect(
         .connect_lazy_with(options))
 }
 
-/// The PostgreSQL server's settings that decide whether an acknowledged
-/// commit survives a crash, as this store's sessions see them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Durability {
-    /// `fsync`: `off` lets the server skip flushing the WAL at all.
-    pub fsync: String,
-    /// `synchronous_commit`: `off` acknowledges a commit before its WAL
-    /// record is flushed. `local`, `remote_write`, `on` and `remote_apply`
-    /// all flush the local WAL first.
-    pub synchronous_commit: String,
-    /// `full_page_writes`: `off` risks torn pages after an OS crash.
-    pub full_page_writes: String,
+/// The server's durability settings as `pool`'s sessions see them, judged:
+/// `fsync = off` or `synchronous_commit = off` lose acknowledged commits
+/// (`local`, `remote_write`, `on` and `remote_apply` all flush the local WAL
+/// first); `full_page_writes = off` keeps them but risks torn pages.
+///
+/// # Errors
+///
+/// The server could not be asked.
+pub(crate) async fn durability(pool: &AnyPool) -> Result<Durability, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT current_setting('fsync') AS fsync, \
+         current_setting('synchronous_commit') AS synchronous_commit, \
+         current_setting('full_page_writes') AS full_page_writes",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(judge(
+        row.try_get("fsync")?,
+        row.try_get("synchronous_commit")?,
+        row.try_get("full_page_writes")?,
+    ))
 }
 
-impl Durability {
-    /// Why an acknowledged commit might not survive a crash of the server
-    /// or its machine: `fsync = off` or `synchronous_commit = off`. Empty
-    /// when it would.
-    pub fn unsafe_settings(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if self.fsync != "on" {
-            reasons.push(format!("fsync = {}", self.fsync));
-        }
-        if self.synchronous_commit == "off" {
-            reasons.push(format!("synchronous_commit = {}", self.synchronous_commit));
-        }
-        reasons
+fn judge(fsync: String, synchronous_commit: String, full_page_writes: String) -> Durability {
+    let mut unsafe_settings = Vec::new();
+    if fsync != "on" {
+        unsafe_settings.push(format!("fsync = {fsync}"));
     }
+    if synchronous_commit == "off" {
+        unsafe_settings.push(format!("synchronous_commit = {synchronous_commit}"));
+    }
+    let mut warnings = Vec::new();
+    if full_page_writes != "on" {
+        warnings.push(
+            "full_page_writes is off: an OS crash may tear pages and leave the database unreadable"
+                .to_owned(),
+        );
+    }
+    Durability {
+        settings: vec![
+            ("fsync", fsync),
+            ("synchronous_commit", synchronous_commit),
+            ("full_page_writes", full_page_writes),
+        ],
+        unsafe_settings,
+        warnings,
+    }
+}
 
-    /// `full_page_writes = off`: commits survive, but a page torn by an OS
-    /// crash may leave the database unreadable. Worth a warning.
-    pub fn torn_pages_possible(&self) -> bool {
-        self.full_page_writes != "on"
-    }
+/// The timeouts PostgreSQL applies to `pool`'s sessions, as one reports them.
+///
+/// # Errors
+///
+/// The server could not be asked, or answered a duration this does not read.
+pub(crate) async fn session(pool: &AnyPool) -> Result<SessionSettings, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT CAST(current_setting('statement_timeout') AS TEXT) AS s, \
+         CAST(current_setting('lock_timeout') AS TEXT) AS l, \
+         CAST(current_setting('idle_in_transaction_session_timeout') AS TEXT) AS i",
+    )
+    .fetch_one(pool)
+    .await?;
+    let get = |name: &str| -> Result<Duration, sqlx::Error> {
+        let text: String = row.try_get(name)?;
+        parse_duration(&text)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected timeout setting {text:?}")))
+    };
+    Ok(SessionSettings {
+        statement_timeout: get("s")?,
+        lock_timeout: get("l")?,
+        idle_in_transaction_timeout: get("i")?,
+    })
 }
 
 #[cfg(test)]
@@ -138,27 +156,28 @@ mod tests {
     use super::*;
 
     fn durability(fsync: &str, synchronous_commit: &str) -> Durability {
-        Durability {
-            fsync: fsync.into(),
-            synchronous_commit: synchronous_commit.into(),
-            full_page_writes: "on".into(),
-        }
+        judge(fsync.into(), synchronous_commit.into(), "on".into())
     }
 
     #[test]
     fn only_settings_that_lose_acknowledged_commits_are_unsafe() {
         for level in ["on", "local", "remote_write", "remote_apply"] {
             assert!(
-                durability("on", level).unsafe_settings().is_empty(),
+                durability("on", level).unsafe_settings.is_empty(),
                 "{level}"
             );
         }
         assert_eq!(
-            durability("on", "off").unsafe_settings(),
+            durability("on", "off").unsafe_settings,
             ["synchronous_commit = off"]
         );
-        assert_eq!(durability("off", "on").unsafe_settings(), ["fsync = off"]);
-        assert_eq!(durability("off", "off").unsafe_settings().len(), 2);
+        assert_eq!(durability("off", "on").unsafe_settings, ["fsync = off"]);
+        assert_eq!(durability("off", "off").unsafe_settings.len(), 2);
+        assert!(durability("on", "on").warnings.is_empty());
+        assert_eq!(
+            judge("on".into(), "on".into(), "off".into()).warnings.len(),
+            1
+        );
     }
 
     #[test]
@@ -169,7 +188,7 @@ mod tests {
             idle_in_transaction_timeout: Duration::from_millis(1_500),
         };
         assert_eq!(
-            settings.statements(),
+            statements(&settings),
             "SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 1500;"
         );
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));

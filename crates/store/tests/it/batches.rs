@@ -9,7 +9,8 @@ use ordermq_store::{Store, StoreOptions, WriteOp, WriteResult};
 
 use super::differential::tables;
 use super::helpers::{
-    TestDb, new_order, notice, on_every_backend, order_id, postgres, postgres_with, seed, sqlite,
+    TestDb, mysql, new_order, notice, on_every_backend, order_id, postgres, postgres_with, seed,
+    sqlite,
 };
 
 fn create(n: u32, user: &str, items: &[(&str, i64)]) -> WriteOp {
@@ -228,6 +229,13 @@ async fn a_mixed_batch_is_decided_as_one_by_one_on_postgres() {
     if let (Some(batched), Some(alone)) =
         (postgres_with(&options).await, postgres_with(&options).await)
     {
+        mixed_batch_is_decided_as_one_by_one(batched, alone).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_batch_is_decided_as_one_by_one_on_mysql() {
+    if let (Some(batched), Some(alone)) = (mysql().await, mysql().await) {
         mixed_batch_is_decided_as_one_by_one(batched, alone).await;
     }
 }

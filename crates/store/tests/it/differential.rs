@@ -463,6 +463,10 @@ pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Ve
         let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
         let list = if url.starts_with("sqlite:") {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        } else if url.starts_with("mysql:") {
+            // `user_locks` is MySQL's lock of a user's creates, not data.
+            "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name <> 'user_locks'"
         } else {
             "SELECT CAST(table_name AS TEXT) AS name FROM information_schema.tables WHERE table_schema = 'public'"
         };
@@ -488,7 +492,12 @@ pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Ve
                         let i = c.ordinal();
                         let cell = match row.try_get::<Option<i64>, _>(i) {
                             Ok(v) => v.map(|v| v.to_string()),
-                            Err(_) => row.try_get::<Option<String>, _>(i).unwrap(),
+                            // MySQL's TEXT arrives as bytes.
+                            Err(_) => row.try_get::<Option<String>, _>(i).unwrap_or_else(|_| {
+                                row.try_get::<Option<Vec<u8>>, _>(i)
+                                    .unwrap()
+                                    .map(|b| String::from_utf8(b).unwrap())
+                            }),
                         };
                         format!("{}={}", c.name(), cell.as_deref().unwrap_or("NULL"))
                     })
@@ -538,6 +547,9 @@ async fn every_write_path_gives_the_same_answers_and_rows() {
     };
     if let Some(pg) = postgres_with(&general).await {
         runs.push(("PostgreSQL general", pg));
+    }
+    if let Some(my) = mysql().await {
+        runs.push(("MariaDB", my));
     }
     let mut seen = Vec::new();
     for (name, db) in &runs {

@@ -1,10 +1,11 @@
 //! What every store test needs: a fresh store on each backend, and the
 //! domain values the tests build.
 //!
-//! PostgreSQL tests need `ORDERMQ_TEST_POSTGRES_URL` (an account allowed to
-//! create databases); each test gets a fresh database. Without it they are
-//! skipped locally and fail in CI (`CI` set), so CI can never pass without
-//! exercising PostgreSQL.
+//! PostgreSQL tests need `ORDERMQ_TEST_POSTGRES_URL`, MariaDB (or MySQL)
+//! tests `ORDERMQ_TEST_MYSQL_URL` (`scripts/start-mariadb.sh` prints it):
+//! accounts allowed to create databases; each test gets a fresh database.
+//! Without the URL a backend's tests are skipped locally and fail in CI
+//! (`CI` set), so CI can never pass without exercising every backend.
 
 use ordermq_domain::{
     Amount, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
@@ -39,18 +40,44 @@ pub(crate) async fn postgres() -> Option<TestDb> {
 }
 
 pub(crate) async fn postgres_with(options: &StoreOptions) -> Option<TestDb> {
-    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+    server("PostgreSQL", "ORDERMQ_TEST_POSTGRES_URL", "", options).await
+}
+
+pub(crate) async fn mysql() -> Option<TestDb> {
+    mysql_with(&StoreOptions::default()).await
+}
+
+pub(crate) async fn mysql_with(options: &StoreOptions) -> Option<TestDb> {
+    server(
+        "MariaDB",
+        "ORDERMQ_TEST_MYSQL_URL",
+        " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+        options,
+    )
+    .await
+}
+
+/// A fresh database on the server `variable` names (created with
+/// `create_options`), opened with `options`, or `None` when the variable is
+/// unset outside CI.
+async fn server(
+    backend: &str,
+    variable: &str,
+    create_options: &str,
+    options: &StoreOptions,
+) -> Option<TestDb> {
+    let Ok(admin_url) = std::env::var(variable) else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must run the store tests on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
+            "CI must run the store tests on {backend}: set {variable}"
         );
-        eprintln!("skipping PostgreSQL: ORDERMQ_TEST_POSTGRES_URL is not set");
+        eprintln!("skipping {backend}: {variable} is not set");
         return None;
     };
     sqlx::any::install_default_drivers();
     let name = format!("ordermq_test_{:016x}", fastrand::u64(..));
     let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(&format!("CREATE DATABASE {name}{create_options}"))
         .execute(&mut admin)
         .await
         .unwrap();
@@ -66,7 +93,7 @@ pub(crate) async fn postgres_with(options: &StoreOptions) -> Option<TestDb> {
     })
 }
 
-/// Runs `test` on SQLite, then on PostgreSQL when available.
+/// Runs `test` on SQLite, then on PostgreSQL and on MariaDB when available.
 macro_rules! on_every_backend {
     ($name:ident, $test:ident) => {
         mod $name {
@@ -77,6 +104,12 @@ macro_rules! on_every_backend {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
                 if let Some(db) = super::postgres().await {
+                    super::$test(db.store).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn mysql() {
+                if let Some(db) = super::mysql().await {
                     super::$test(db.store).await;
                 }
             }

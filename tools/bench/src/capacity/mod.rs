@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ordermq_store::{Store, StoreOptions};
 
+use super::mysql::{self, MysqlYardsticks};
 use super::postgres::{self, PgYardsticks};
 use super::target::{self, Target, TargetArgs};
 use super::{BenchResult, Output};
@@ -209,11 +210,12 @@ struct Run<'a> {
 
 /// The machine's own rates, measured in the same run on the same disk
 /// (and PostgreSQL's, on the server ordermq runs on).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Yardsticks {
     fsync_per_s: f64,
     sqlite_commit_per_s: f64,
     postgres: Option<PgYardsticks>,
+    mysql: Option<MysqlYardsticks>,
 }
 
 impl Yardsticks {
@@ -225,26 +227,32 @@ impl Yardsticks {
         eprintln!("  measuring yardsticks ({duration:?} each, on this machine's disk)...");
         let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
         let disk = target.local_dir().unwrap_or(scratch.path());
-        let postgres = match database_url {
-            Some(url) => Some(PgYardsticks::measure(url, duration).await?),
-            None => None,
+        let (postgres, mysql) = match database_url {
+            Some(url) if mysql::is_mysql_url(url) => {
+                (None, Some(MysqlYardsticks::measure(url, duration).await?))
+            }
+            Some(url) => (Some(PgYardsticks::measure(url, duration).await?), None),
+            None => (None, None),
         };
         Ok(Self {
             fsync_per_s: fsync_rate(disk, duration)?,
             sqlite_commit_per_s: sqlite_commit_rate(disk, duration).await?,
             postgres,
+            mysql,
         })
     }
 }
 
 pub(crate) async fn run(mut args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let broker_flush = args.target.broker_flush_label()?;
-    let database = match args.target.database_url.is_some() {
-        true => "PostgreSQL fsync=on synchronous_commit=on",
-        false if args.target.database == super::target::Database::Postgres => {
+    mysql::check(&args.target)?;
+    let database = match args.target.database_url.as_deref() {
+        Some(url) if mysql::is_mysql_url(url) => "MySQL/MariaDB (durability read and reported)",
+        Some(_) => "PostgreSQL fsync=on synchronous_commit=on",
+        None if args.target.database == super::target::Database::Postgres => {
             "PostgreSQL fsync=on synchronous_commit=on"
         }
-        false => "SQLite synchronous=FULL",
+        None => "SQLite synchronous=FULL",
     };
     println!(
         "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps ({database}, broker {broker_flush})",
@@ -263,8 +271,8 @@ pub(crate) async fn run(mut args: CapacityArgs) -> BenchResult<serde_json::Value
     .await?;
     let database_url = args.target.database_url.clone();
     let counting_statements = match &database_url {
-        Some(url) => postgres::reset_statements(url).await,
-        None => false,
+        Some(url) if !mysql::is_mysql_url(url) => postgres::reset_statements(url).await,
+        _ => false,
     };
     // After the yardsticks, so it does not share the disk with them.
     let probe = target

@@ -55,14 +55,25 @@ impl Outcome {
             fsync_per_s,
             sqlite_commit_per_s,
             postgres,
-        } = self.yardsticks;
+            mysql,
+        } = self.yardsticks.clone();
         let database = if postgres.is_some() {
             "postgres"
+        } else if mysql.is_some() {
+            "mysql"
         } else {
             "sqlite"
         };
         json!({
             "database": database,
+            "mysql_yardsticks": mysql.map(|m| json!({
+                "version": m.version,
+                "innodb_flush_log_at_trx_commit": m.flush_log_at_trx_commit,
+                "insert_1_connection_per_s": m.insert_1_per_s,
+                "insert_8_connections_per_s": m.insert_8_per_s,
+                "naive_payments_8_connections_per_s": m.naive_pay_8_per_s,
+                "ordermq_multiple_of_naive_payments": max_sustained / m.naive_pay_8_per_s.max(1e-9),
+            })),
             "postgres_yardsticks": postgres.map(|p| json!({
                 "fsync": p.fsync,
                 "synchronous_commit": p.synchronous_commit,
@@ -141,7 +152,8 @@ impl Outcome {
             fsync_per_s,
             sqlite_commit_per_s,
             postgres,
-        } = self.yardsticks;
+            mysql,
+        } = self.yardsticks.clone();
         let Memory {
             peak_rss_mb,
             peak_anon_mb,
@@ -149,22 +161,39 @@ impl Outcome {
         } = self.memory;
         let times =
             |yardstick: f64| format!("ordermq = {:.1}x", max_sustained / yardstick.max(1e-9));
-        let postgres_rows = postgres.map(|p| {
+        let server_rows = postgres
+            .map(|p| {
+                (
+                    "PostgreSQL",
+                    p.insert_1_per_s,
+                    p.insert_8_per_s,
+                    p.naive_pay_8_per_s,
+                )
+            })
+            .or(mysql.map(|m| {
+                (
+                    "MySQL",
+                    m.insert_1_per_s,
+                    m.insert_8_per_s,
+                    m.naive_pay_8_per_s,
+                )
+            }));
+        let server_rows = server_rows.map(|(server, insert_1, insert_8, naive_8)| {
             [
                 (
-                    "PostgreSQL 1 row/txn, 1 conn/s",
-                    format!("{:.0}", p.insert_1_per_s),
-                    times(p.insert_1_per_s),
+                    format!("{server} 1 row/txn, 1 conn/s"),
+                    format!("{insert_1:.0}"),
+                    times(insert_1),
                 ),
                 (
-                    "PostgreSQL 1 row/txn, 8 conns/s",
-                    format!("{:.0}", p.insert_8_per_s),
-                    times(p.insert_8_per_s),
+                    format!("{server} 1 row/txn, 8 conns/s"),
+                    format!("{insert_8:.0}"),
+                    times(insert_8),
                 ),
                 (
-                    "PostgreSQL naive payments, 8 conns/s",
-                    format!("{:.0}", p.naive_pay_8_per_s),
-                    times(p.naive_pay_8_per_s),
+                    format!("{server} naive payments, 8 conns/s"),
+                    format!("{naive_8:.0}"),
+                    times(naive_8),
                 ),
             ]
         });
@@ -206,9 +235,10 @@ impl Outcome {
         ];
         for (label, value, note) in totals
             .into_iter()
-            .chain(postgres_rows.into_iter().flatten())
+            .map(|(label, value, note)| (label.to_owned(), value, note))
+            .chain(server_rows.into_iter().flatten())
         {
-            let mut row = vec![label.to_owned(), value];
+            let mut row = vec![label, value];
             row.extend(std::iter::repeat_n(String::new(), 5));
             row.push(note);
             table.push(row);

@@ -369,3 +369,37 @@ async fn broker_report_counts_every_message() {
     assert!(num(&report, &["produce_per_s"]) > 0.0 && num(&report, &["consume_per_s"]) > 0.0);
     assert_eq!(num(&report, &["single_send_errors"]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flash_sale_report_is_complete_and_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::FlashSale(bench::FlashArgs {
+        attempts: 300,
+        units: 40,
+        rate: 2_000.0,
+        order_rate: 400,
+        max_in_flight: 1_024,
+        output: output(dir.path(), "flash-sale"),
+    }))
+    .await
+    .unwrap();
+    assert_written(dir.path(), "flash-sale", &report);
+    // Every shopper got a decision; as many won as there were units, once.
+    assert_eq!(num(&report, &["flash", "admission", "errors"]), 0.0);
+    assert_eq!(num(&report, &["flash", "queued"]), 40.0);
+    assert_eq!(num(&report, &["flash", "sold_out"]), 260.0);
+    assert_eq!(report["flash"]["drained"], true);
+    assert_eq!(
+        num(&report, &["flash", "created"]) + num(&report, &["flash", "rejected"]),
+        40.0
+    );
+    assert_eq!(num(&report, &["flash", "oversold"]), 0.0);
+    assert!(num(&report, &["flash", "orders_per_s_at_db"]) >= 0.0);
+    assert_eq!(num(&report, &["plain", "created"]), 40.0);
+    assert_eq!(num(&report, &["plain", "out_of_stock"]), 260.0);
+    let (p50, p99) = (
+        num(&report, &["flash", "admission", "p50_ms"]),
+        num(&report, &["flash", "admission", "p99_ms"]),
+    );
+    assert!(0.0 < p50 && p50 <= p99, "{p50} {p99}");
+}

@@ -8,10 +8,11 @@
 //! without losing or repeating anything.
 //!
 //! Unpaid orders close after [`CLOSE_AFTER`] here (30 min by default), so
-//! closes fire between and during the kills: after the drain the trial waits
-//! until every unpaid order's close was due, and the checker wants each
-//! order's history to be one chain (a close applied twice breaks it) and no
-//! order left UNPAID.
+//! closes fire between and during the kills, and one paid order in ten is
+//! refunded in full right after its payment: after the drain the trial waits
+//! until every close was due and every refund answered, and the checker
+//! wants each order's history to be one chain (a close applied twice breaks
+//! it), no order left UNPAID, and each refund done and taken back once.
 
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ use crate::{Options, Trial, catalog_stock};
 /// restart usually still finds its order open.
 const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
+/// The share of paid orders refunded in full during the trial (the
+/// refund's event, the gateway's call and every system's reversal then ride
+/// through the kills too).
+const REFUND_PROBABILITY: f64 = 0.1;
+
 /// A random pause of `min_ms` to `max_ms` milliseconds.
 fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(fastrand::u64(min_ms..=max_ms))
@@ -35,7 +41,13 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
     trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
     trial.start_ordermq().await?;
-    let load = Load::start(&trial.driver, LoadOptions::default());
+    let load = Load::start(
+        &trial.driver,
+        LoadOptions {
+            refund_probability: REFUND_PROBABILITY,
+            ..LoadOptions::default()
+        },
+    );
     let mut kills = 0;
     for _ in 0..options.crashes_per_trial {
         if fastrand::f64() < 0.2 {
@@ -64,9 +76,11 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let drained = trial.wait_drained(options.drain_timeout).await;
     // The last orders' closes: due CLOSE_AFTER after the load stopped, then
     // at most a hop late.
-    let closed = trial.wait_closed(CLOSE_AFTER * 8).await;
+    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
+        // A refund answered late still has its reversals to deliver.
+        && trial.wait_drained(options.drain_timeout).await;
     options.say(format!(
-        "  {kills} kills, drained: {drained}, unpaid orders all closed: {closed}"
+        "  {kills} kills, drained: {drained}, closes and refunds settled: {settled}"
     ));
     let verdict = trial
         .finish(&Expectations {

@@ -1,4 +1,4 @@
-//! The seven fault scenarios. Each trial starts from an empty data directory,
+//! The eight fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -15,12 +15,15 @@
 //! - `stampede`: many buyers for the last unit(s) of stock;
 //! - `bad_input`: generated hostile requests against the live binary;
 //! - `security`: strangers on every guarded route, forged callbacks and
-//!   events, slow clients beside real shoppers.
+//!   events, slow clients beside real shoppers;
+//! - `flash_sale`: a crowd at a flash sale under `kill -9`, then a sweep
+//!   of what is left.
 
 mod bad_input;
 mod broker;
 mod crash;
 mod flaky;
+mod flash_sale;
 mod redelivery;
 mod security;
 mod stampede;
@@ -49,11 +52,14 @@ pub enum Scenario {
     /// Calls without or with the wrong credentials, forged callbacks and
     /// events, hundreds of slow connections beside real shoppers.
     Security,
+    /// A crowd at a flash sale while ordermq is killed and restarted; then
+    /// a sweep that buys what is left.
+    FlashSale,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -61,6 +67,7 @@ impl Scenario {
         Self::LastUnit,
         Self::BadInput,
         Self::Security,
+        Self::FlashSale,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -73,6 +80,7 @@ impl Scenario {
             Self::LastUnit => "last-unit",
             Self::BadInput => "bad-input",
             Self::Security => "security",
+            Self::FlashSale => "flash-sale",
         }
     }
 
@@ -86,6 +94,7 @@ impl Scenario {
             Self::LastUnit => "concurrent contenders",
             Self::BadInput => "bad requests",
             Self::Security => "forged or hostile calls",
+            Self::FlashSale => "kill -9 during a flash sale",
         }
     }
 
@@ -108,6 +117,7 @@ impl Scenario {
                 Self::LastUnit => stampede::last_unit(options).await,
                 Self::BadInput => bad_input::bad_input(options).await,
                 Self::Security => security::security(options).await,
+                Self::FlashSale => flash_sale::flash_sale(options).await,
             };
             match outcome {
                 Ok((verdict, faults, trial)) => {

@@ -2,13 +2,13 @@
 //! scenario must inject its faults and end with nothing lost, nothing applied
 //! twice, nothing oversold, and every backlog drained.
 //!
-//! Short forms: one trial each; 20 `kill -9`s for crash; the broker outage
-//! is 8 s instead of the long form's 30 s; 300 bad requests; 6 s of
-//! shopping beside the 500 slow connections instead of 20 s; the crash
-//! scenario once more on PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required
-//! in CI). Together about six minutes on two cores. Scenarios run one at a
-//! time (they start processes and brokers of their own, and share two
-//! cores).
+//! Short forms: one trial each; 20 `kill -9`s for crash and for the
+//! flash sale; the broker outage is 8 s instead of the long form's 30 s;
+//! 300 bad requests; 6 s of shopping beside the 500 slow connections
+//! instead of 20 s; the crash and flash-sale scenarios once more on
+//! PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required in CI). Together about
+//! eight minutes on two cores. Scenarios run one at a time (they start
+//! processes and brokers of their own, and share two cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
 //! planted faults and must report each of them.
@@ -20,7 +20,8 @@ use ordermq_chaos::checker::{Expectations, check};
 use ordermq_chaos::driver::{Ledger, OrderRecord};
 use ordermq_chaos::{Database, Options, Scenario, ScenarioResult, find_ordermq};
 use ordermq_domain::{
-    Amount, Effect, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice, Quantity, Sku, UserId,
+    Amount, Effect, IdempotencyKey, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice,
+    Quantity, RefundId, RefundRequest, Sku, UserId,
 };
 use ordermq_store::{CloseOutcome, DemoProduct, Store, StoreOptions, WriteOp, WriteResult};
 use sqlx::Connection as _;
@@ -124,6 +125,22 @@ fn last_unit_goes_to_exactly_one_buyer() {
     let result = run(Scenario::LastUnit);
     // One order for LAST-1 and five for LAST-5, out of 128 contenders.
     assert_eq!((result.orders, result.paid), (6, 6));
+}
+
+#[test]
+fn flash_sale_under_kills_sells_each_unit_once_and_ends_every_attempt() {
+    let result = run(Scenario::FlashSale);
+    assert!(result.faults >= 20, "{} kills", result.faults);
+    // The sale's own rules (every QUEUED attempt ended, the books balance,
+    // nothing stuck in a lease) are violations when broken: `run` saw none.
+    assert!(result.paid <= 60, "{} paid of 60 units", result.paid);
+}
+
+#[test]
+fn flash_sale_on_postgres_under_kills_sells_each_unit_once() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::FlashSale, database);
+    assert!(result.faults >= 20, "{} kills", result.faults);
 }
 
 #[test]
@@ -344,6 +361,121 @@ async fn the_checker_reports_a_broken_history_and_a_lost_close() {
     ] {
         assert!(
             verdict.violations.iter().any(|v| v == expected),
+            "{expected}: {:#?}",
+            verdict.violations
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_checker_reports_a_refund_not_done_or_not_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    let id = OrderId::parse("O0").unwrap();
+    let order = NewOrder::new(user.clone(), vec![line("P-1", 1)]).unwrap();
+    store.create_order(&order, &id, 1, None).await.unwrap();
+    let notice = PaymentNotice {
+        order_id: id.clone(),
+        payment_id: PaymentId::parse("pay-O0").unwrap(),
+        amount: Amount::parse(100).unwrap(),
+    };
+    store.pay_order(&notice, 2).await.unwrap();
+    for effect in [
+        Effect::Points {
+            user_id: user.clone(),
+            order_id: id.clone(),
+            points: 1,
+        },
+        Effect::Coupon {
+            user_id: user.clone(),
+            order_id: id.clone(),
+            coupon_code: "C-O0".into(),
+            value: Amount::parse(100).unwrap(),
+        },
+        Effect::Sms {
+            user_id: user.clone(),
+            order_id: id.clone(),
+            text: "t".into(),
+            external_ref: "SMS-1".into(),
+        },
+        Effect::Shipment {
+            user_id: user.clone(),
+            order_id: id.clone(),
+            tracking_no: "TRK-1".into(),
+        },
+    ] {
+        store
+            .apply_effect("OrderPaid:O0", "m", &effect, 3)
+            .await
+            .unwrap();
+    }
+    // Refunded in full, as far as the client knows; nothing has happened since.
+    let request = RefundRequest::new(
+        id.clone(),
+        IdempotencyKey::parse("refund-O0").unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    store
+        .request_refund(&request, &RefundId::generate(4, 1u64), 4)
+        .await
+        .unwrap();
+    let mut ledger = Ledger::default();
+    ledger.orders.insert(
+        "O0".into(),
+        OrderRecord {
+            amount: 100,
+            lines: vec![("P-1".into(), 1)],
+            pay_attempted: true,
+            acknowledged: true,
+            refund_asked: true,
+            refund_accepted: true,
+            ..OrderRecord::default()
+        },
+    );
+    // And a points reversal for a refund that does not exist.
+    let credit = format!("sqlite://{}/credit.db", dir.path().display());
+    let mut conn = sqlx::SqliteConnection::connect(&credit).await.unwrap();
+    sqlx::query(
+        "INSERT INTO credit_point_reversals (refund_id, user_id, order_id, points, created_at) \
+         VALUES ('R-none', 'u1', 'O0', 1, 5)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let verdict = check(&store, &ledger, &Expectations::default()).await;
+    store.close().await;
+    // The order is REFUNDING (1), the refund REQUESTED (1), and none of its
+    // four reversals happened (4).
+    assert_eq!(
+        (verdict.lost, verdict.doubled, verdict.phantom),
+        (6, 0, 1),
+        "{:#?}",
+        verdict.violations
+    );
+    for expected in [
+        "full refund accepted but the order is Some(\"REFUNDING\")",
+        "is REQUESTED",
+        "no points reversal",
+        "no refund SMS",
+        "no coupon revoked",
+        "no shipment cancelled",
+        "a reversal for refund R-none, which takes nothing back",
+    ] {
+        assert!(
+            verdict.violations.iter().any(|v| v.contains(expected)),
             "{expected}: {:#?}",
             verdict.violations
         );

@@ -1,7 +1,7 @@
 //! The configuration's behaviour: layering, the names users already set,
-//! typed values refused at load, secrets that never print, public
-//! credentials refused where others can reach ordermq, test variables
-//! that are not configuration, and the README's table against the code's.
+//! typed values refused at load, test variables that are not
+//! configuration, and the README's table against the code's; secrets and
+//! credentials in `secrets`, the sections in `sections`.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use ordermq_messaging::{DelayLevels, DelayedDelivery};
 
 use super::*;
 
+mod secrets;
 mod sections;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -78,6 +79,11 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("reconcile_window", "1h"),
     ("reconcile_batch", "9"),
     ("reconcile_max", "2"),
+    ("flash_sale_order_rate", "50"),
+    ("flash_sale_max_wait", "10s"),
+    ("flash_sale_order_close_after", "2m"),
+    ("flash_sale_lease_chunk", "7"),
+    ("flash_sale_lease_ttl", "20s"),
     ("payment_gateway_latency_ms", "11"),
     ("payment_gateway_failure_rate", "0.75"),
     ("refund_attempts", "4"),
@@ -446,66 +452,6 @@ fn durations_and_modes_are_typed_at_load() {
     assert!(timer.embedded_options().timer_wheel);
 }
 
-#[test]
-fn secrets_never_print() {
-    const PAYMENT: &str = "pay-s3cret-value";
-    const CARRIER: &str = "carrier-s3cret-value";
-    const DB_PASSWORD: &str = "db-pa55word";
-    const ROTATED: &str = "rotated-s3cret-value";
-    let token_hash = hex_of_token("t0ken-value");
-    let config = from_env(&[
-        ("ORDERMQ_PAYMENT_SECRET", PAYMENT),
-        (
-            "ORDERMQ_LOGISTICS_KEYS",
-            &format!("new:{ROTATED},old:{CARRIER}"),
-        ),
-        (
-            "ORDERMQ_DATABASE_URL",
-            &format!("postgres://ordermq:{DB_PASSWORD}@db/orders"),
-        ),
-        ("ORDERMQ_API_TOKENS", &format!("backend:shop:{token_hash}")),
-    ])
-    .unwrap();
-    assert_eq!(config.payment_secret.as_ref().unwrap().expose(), PAYMENT);
-    assert!(config.database_url().contains(DB_PASSWORD));
-    let security = config.security().unwrap();
-    assert!(security.public.is_empty());
-    let described = config.describe();
-    for printed in [
-        format!("{config:?}"),
-        format!("{config:#?}"),
-        format!("{security:?}"),
-        described.clone(),
-    ] {
-        for secret in [PAYMENT, CARRIER, ROTATED, DB_PASSWORD, token_hash.as_str()] {
-            assert!(!printed.contains(secret), "{secret} printed in {printed}");
-        }
-    }
-    assert!(format!("{config:?}").contains(REDACTED));
-    let line = |name: &str| {
-        described
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap()
-            .to_owned()
-    };
-    assert!(line("payment_secret").ends_with("= (set)"));
-    assert!(line("logistics_keys").ends_with("= keys new,old (secrets not shown)"));
-    assert!(line("api_tokens").ends_with("= tokens backend:shop (hashes not shown)"));
-    assert!(line("database_url").ends_with("= postgres://ordermq:***@db/orders"));
-    assert!(
-        Config::default()
-            .describe()
-            .contains("(unset: public dev secret, loopback only)")
-    );
-    // A secret that does not parse is not echoed in the error either.
-    let err = from_file(&format!("payment_secret = [{PAYMENT:?}]\n")).unwrap_err();
-    assert!(!err.to_string().contains(PAYMENT), "{err}");
-    let err =
-        from_env(&[("ORDERMQ_API_TOKENS", &format!("backend:admin:{token_hash}"))]).unwrap_err();
-    assert!(!err.to_string().contains(&token_hash), "{err}");
-}
-
 fn hex_of_token(token: &str) -> String {
     ordermq_api::auth::TokenEntry::for_token("x", ordermq_api::auth::Role::Shop, token)
         .unwrap()
@@ -514,103 +460,6 @@ fn hex_of_token(token: &str) -> String {
         .next()
         .unwrap()
         .to_owned()
-}
-
-#[test]
-fn public_credentials_are_refused_where_others_can_reach_ordermq() {
-    let token_entry = format!("ops:operator:{}", hex_of_token("t"));
-    let production = [
-        ("ORDERMQ_PAYMENT_SECRET", "p"),
-        ("ORDERMQ_LOGISTICS_SECRET", "l"),
-        ("ORDERMQ_API_TOKENS", token_entry.as_str()),
-    ];
-    let with = |extra: &[(&str, &str)]| {
-        let mut pairs: Vec<(&str, &str)> = production.to_vec();
-        pairs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-        pairs.extend_from_slice(extra);
-        pairs.retain(|(_, v)| *v != "(unset)");
-        from_env(&pairs).unwrap().security()
-    };
-    with(&[("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080")]).expect("real credentials on any address");
-    for (unset, names) in [
-        ("ORDERMQ_PAYMENT_SECRET", "payment secret"),
-        ("ORDERMQ_LOGISTICS_SECRET", "carrier secret"),
-        ("ORDERMQ_API_TOKENS", "demo API tokens"),
-    ] {
-        let error = with(&[("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"), (unset, "(unset)")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("refusing to start")
-                && error.contains(names)
-                && error.contains("0.0.0.0:8080"),
-            "{error}"
-        );
-        // The operator listener counts too.
-        let error = with(&[
-            ("ORDERMQ_OPERATOR_HTTP_ADDR", "10.0.0.5:9090"),
-            (unset, "(unset)"),
-        ])
-        .unwrap_err();
-        assert!(error.to_string().contains("10.0.0.5:9090"), "{error}");
-        // Loopback, or dev_mode, accepts them (with a warning at start).
-        assert!(with(&[(unset, "(unset)")]).is_ok());
-        assert!(
-            with(&[
-                ("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"),
-                ("ORDERMQ_DEV_MODE", "true"),
-                (unset, "(unset)")
-            ])
-            .is_ok()
-        );
-    }
-    // The development secret set by hand is still the public one.
-    let error = with(&[
-        ("ORDERMQ_HTTP_ADDR", "0.0.0.0:8080"),
-        ("ORDERMQ_PAYMENT_SECRET", DEV_PAYMENT_SECRET),
-    ])
-    .unwrap_err();
-    assert!(
-        error.to_string().contains("ORDERMQ_PAYMENT_SECRET"),
-        "{error}"
-    );
-    // An empty secret is refused everywhere, loopback included.
-    let error = with(&[("ORDERMQ_PAYMENT_SECRET", "")]).unwrap_err();
-    assert!(
-        matches!(
-            error,
-            SecurityError::EmptySecret {
-                key: "payment_secret",
-                ..
-            }
-        ),
-        "{error}"
-    );
-    // A secret and keys for one party: ambiguous, refused.
-    let error = with(&[("ORDERMQ_PAYMENT_KEYS", "k1:x")]).unwrap_err();
-    assert!(matches!(error, SecurityError::Both { .. }), "{error}");
-}
-
-#[test]
-fn a_single_secret_is_a_ring_of_one_key_named_default_and_keys_rotate() {
-    let config = from_env(&[("ORDERMQ_PAYMENT_SECRET", "s")]).unwrap();
-    let security = config.security().unwrap();
-    assert_eq!(
-        security.payment.keyring().key_ids().collect::<Vec<_>>(),
-        ["default"]
-    );
-    assert_eq!(security.payment.max_age(), Duration::from_secs(300));
-    let config = from_env(&[
-        ("ORDERMQ_LOGISTICS_KEYS", "k2:new,k1:old"),
-        ("ORDERMQ_CALLBACK_MAX_AGE", "30s"),
-    ])
-    .unwrap();
-    let security = config.security().unwrap();
-    assert_eq!(
-        security.carrier.keyring().key_ids().collect::<Vec<_>>(),
-        ["k2", "k1"]
-    );
-    assert_eq!(security.carrier.max_age(), Duration::from_secs(30));
 }
 
 /// The README's configuration table, between its marker comments.
@@ -649,41 +498,6 @@ fn a_key_names_its_variable_by_either_name() {
 }
 
 #[test]
-fn rocketmq_acl_keys_come_together_and_never_print() {
-    let none = from_env(&[]).unwrap();
-    assert!(none.rocketmq_acl().is_none());
-    let both = from_env(&[
-        ("ORDERMQ_ROCKETMQ_ACCESS_KEY", "ordermq-app"),
-        ("ORDERMQ_ROCKETMQ_SECRET_KEY", "acl-s3cret-value"),
-    ])
-    .unwrap();
-    let acl = both.rocketmq_acl().unwrap();
-    assert_eq!(
-        (acl.access_key.as_str(), acl.secret_key.as_str()),
-        ("ordermq-app", "acl-s3cret-value")
-    );
-    for printed in [format!("{both:?}"), both.describe(), format!("{acl:?}")] {
-        assert!(!printed.contains("acl-s3cret-value"), "{printed}");
-    }
-    let file = from_file("[rocketmq]\naccess_key = \"a\"\nsecret_key = \"b\"\n").unwrap();
-    assert!(file.rocketmq_acl().is_some());
-    for half in [
-        [("ORDERMQ_ROCKETMQ_ACCESS_KEY", "ordermq-app")],
-        [("ORDERMQ_ROCKETMQ_SECRET_KEY", "acl-s3cret-value")],
-    ] {
-        let refused = from_env(&half).unwrap_err();
-        assert!(
-            refused.to_string().contains("set both or neither"),
-            "{refused}"
-        );
-        assert!(
-            !refused.to_string().contains("acl-s3cret-value"),
-            "{refused}"
-        );
-    }
-}
-
-#[test]
 fn event_keys_and_http_limits_load_from_variables() {
     let config = from_env(&[
         (
@@ -700,4 +514,28 @@ fn event_keys_and_http_limits_load_from_variables() {
     assert_eq!(config.http_header_timeout, Duration::from_secs(2));
     assert_eq!(config.http_max_connections, 64);
     assert!(from_env(&[("ORDERMQ_HTTP_MAX_CONNECTIONS", "0")]).is_err());
+}
+
+#[test]
+fn the_database_keys_reach_the_store() {
+    let defaults = Config::default().store_options();
+    assert!(defaults.pg_fast_path);
+    let config = from_env(&[
+        ("ORDERMQ_DATABASE_ACQUIRE_TIMEOUT_MS", "700"),
+        ("ORDERMQ_DATABASE_STATEMENT_TIMEOUT_MS", "5000"),
+        ("ORDERMQ_DATABASE_LOCK_TIMEOUT_MS", "3000"),
+        ("ORDERMQ_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "20000"),
+        ("ORDERMQ_POSTGRES_SET_BASED", "false"),
+    ])
+    .unwrap();
+    let options = config.store_options();
+    assert_eq!(options.acquire_timeout, Duration::from_millis(700));
+    assert_eq!(options.session.statement_timeout, Duration::from_secs(5));
+    assert_eq!(options.session.lock_timeout, Duration::from_secs(3));
+    assert_eq!(
+        options.session.idle_in_transaction_timeout,
+        Duration::from_secs(20)
+    );
+    assert!(!options.pg_fast_path);
+    assert_eq!(options.max_connections, defaults.max_connections);
 }

@@ -1,0 +1,559 @@
+//! Flash-sale admission: who gets a unit is decided here, in memory, so
+//! that the crowd that loses never reaches the database or the broker.
+//!
+//! Each sale has a budget in this process: units leased from the database
+//! in chunks ([`Store::lease_units`]), the users admitted here, and the
+//! admissions being written. An attempt is refused at once if the sale is
+//! not open, if the user already tried here, or if the budget is empty and
+//! the database said so moments ago. An admitted attempt takes its units
+//! from the budget, then the attempt, its message and the units' move out
+//! of this instance's lease are committed together (the group commit's
+//! [`WriteOp::Attempt`](ordermq_store::WriteOp::Attempt)) before the shopper hears `QUEUED`: there is no
+//! moment when a unit is taken and its order's message is not durable.
+//!
+//! Several instances share a sale without overselling: each admits only
+//! from its own lease, and the database refuses an admission its lease no
+//! longer covers. The budget is never trusted over the database: it grows
+//! only by what a lease granted, and is the lease's figure whole whenever no
+//! admission is in flight, so a restarted instance starts from what its
+//! lease holds, and a lease that expired (its units returned to the sale by
+//! another instance) is leased again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ordermq_domain::event::FlashAttemptQueued;
+use ordermq_domain::ports::{BoxFuture, FlashSaleService, StorageError};
+use ordermq_domain::{
+    Attempt, AttemptId, AttemptRefusal, AttemptState, CreateSaleError, NewSale, OrderId, Sale,
+    SaleId, UserId, now_millis,
+};
+use ordermq_store::{Admitted, AttemptWrite, Store};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::group_commit::OrderWriter;
+use crate::orders::random_suffix;
+
+/// How the admission leases and how long it believes a sold-out answer.
+#[derive(Debug, Clone)]
+pub struct FlashSettings {
+    /// This instance's name in the database's leases (unique per instance,
+    /// the same after a restart so the instance finds its lease again).
+    pub owner: String,
+    /// Units leased at once.
+    pub chunk: u32,
+    /// A lease not renewed by an admission for this long may be returned
+    /// to the sale by another instance.
+    pub lease_ttl: Duration,
+    /// After the database said the sale has nothing left, attempts are
+    /// refused `SOLD_OUT` from memory for this long before it is asked again
+    /// (units come back when attempts are rejected or orders close unpaid).
+    pub sold_out_recheck: Duration,
+}
+
+/// One sale's budget in this process.
+#[derive(Debug)]
+struct Budget {
+    sale: Sale,
+    state: Mutex<BudgetState>,
+    /// One lease at a time per sale: a crowd waiting for units makes one
+    /// trip to the database, not one each.
+    leasing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    /// The lease's units as the database last said, less what was admitted
+    /// since (committed or in flight).
+    units: u32,
+    /// Whether the lease was read since this process started.
+    loaded: bool,
+    /// Units of admissions being written.
+    in_flight: u32,
+    /// Users admitted (or told `ALREADY_ATTEMPTED`) here.
+    users: HashSet<UserId>,
+    /// Until when an empty budget means sold out without asking.
+    sold_out_until: Option<Instant>,
+}
+
+/// The flash-sale service behind the HTTP API.
+#[derive(Debug, Clone)]
+pub struct FlashSales {
+    store: Store,
+    writer: OrderWriter,
+    relay_wake: Arc<Notify>,
+    settings: Arc<FlashSettings>,
+    budgets: Arc<Mutex<HashMap<SaleId, Arc<Budget>>>>,
+}
+
+/// What taking units from the budget decided.
+enum Take {
+    Taken,
+    Refused(AttemptRefusal),
+    Lease,
+}
+
+impl FlashSales {
+    /// The service on `store`, writing through `writer`.
+    pub fn new(
+        store: Store,
+        writer: OrderWriter,
+        relay_wake: Arc<Notify>,
+        settings: FlashSettings,
+    ) -> Self {
+        Self {
+            store,
+            writer,
+            relay_wake,
+            settings: Arc::new(settings),
+            budgets: Arc::default(),
+        }
+    }
+
+    async fn budget(&self, sale_id: &SaleId) -> Result<Arc<Budget>, AttemptRefusal> {
+        if let Some(budget) = lock(&self.budgets).get(sale_id) {
+            return Ok(budget.clone());
+        }
+        let sale = self
+            .store
+            .sale(sale_id)
+            .await?
+            .ok_or_else(|| AttemptRefusal::SaleNotFound(sale_id.to_string()))?;
+        let mut budgets = lock(&self.budgets);
+        let budget = budgets.entry(sale_id.clone()).or_insert_with(|| {
+            Arc::new(Budget {
+                sale,
+                state: Mutex::default(),
+                leasing: tokio::sync::Mutex::new(()),
+            })
+        });
+        Ok(budget.clone())
+    }
+
+    /// Takes `quantity` units for `user` from the budget, if it has them.
+    fn take(budget: &Budget, user: &UserId, quantity: u32, now: Instant) -> Take {
+        let mut state = lock(&budget.state);
+        if state.users.contains(user) {
+            return Take::Refused(AttemptRefusal::AlreadyAttempted);
+        }
+        if state.loaded && state.units >= quantity {
+            state.units -= quantity;
+            state.in_flight += quantity;
+            state.users.insert(user.clone());
+            return Take::Taken;
+        }
+        if state.sold_out_until.is_some_and(|until| now < until) {
+            return Take::Refused(AttemptRefusal::SoldOut);
+        }
+        Take::Lease
+    }
+
+    /// Leases more units (or reads the lease after a restart) and sets the
+    /// budget from the database's answer.
+    async fn lease(&self, budget: &Budget, quantity: u32) -> Result<(), StorageError> {
+        let _turn = budget.leasing.lock().await;
+        {
+            let state = lock(&budget.state);
+            if state.loaded && state.units >= quantity {
+                return Ok(()); // another attempt leased while this one waited
+            }
+            if state
+                .sold_out_until
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return Ok(());
+            }
+        }
+        let leased = self
+            .store
+            .lease_units(
+                &budget.sale.sale_id,
+                &self.settings.owner,
+                self.settings.chunk,
+                quantity,
+                self.settings.lease_ttl.as_millis() as i64,
+                now_millis(),
+            )
+            .await?;
+        let mut state = lock(&budget.state);
+        // The lease's figure counts admissions committed or not; one that
+        // committed may still be in flight here (its answer on the way). So
+        // the budget adds what this lease granted, and takes the figure
+        // whole only when nothing is in flight (after a restart, a lost
+        // lease, or to pick up units a miscount left behind).
+        if state.in_flight == 0 {
+            state.units = leased.holds;
+        } else if state.loaded {
+            state.units += leased.granted;
+        } else {
+            state.units = leased.holds.saturating_sub(state.in_flight);
+        }
+        state.loaded = true;
+        state.sold_out_until =
+            (state.units < quantity).then(|| Instant::now() + self.settings.sold_out_recheck);
+        Ok(())
+    }
+
+    /// Writes an admitted attempt; the budget is settled by the answer.
+    async fn write(
+        &self,
+        budget: &Budget,
+        user: &UserId,
+        quantity: u32,
+    ) -> Result<Option<Attempt>, AttemptRefusal> {
+        let now = now_millis();
+        let random = random_suffix()?;
+        let event = FlashAttemptQueued {
+            attempt_id: AttemptId::generate(now, random),
+            sale_id: budget.sale.sale_id.clone(),
+            user_id: user.clone(),
+            sku: budget.sale.sku.clone(),
+            quantity,
+            order_id: OrderId::generate(now, random_suffix()?),
+            queued_at: now,
+        };
+        let written = self
+            .writer
+            .admit(AttemptWrite {
+                event: event.clone(),
+                owner: self.settings.owner.clone(),
+                lease_ttl_ms: self.settings.lease_ttl.as_millis() as i64,
+            })
+            .await;
+        let mut state = lock(&budget.state);
+        state.in_flight -= quantity;
+        match written {
+            Ok(Admitted::Queued) => {
+                drop(state);
+                self.relay_wake.notify_one();
+                Ok(Some(Attempt {
+                    attempt_id: event.attempt_id,
+                    sale_id: event.sale_id,
+                    user_id: event.user_id,
+                    quantity,
+                    state: AttemptState::Queued,
+                    queued_at: now,
+                }))
+            }
+            Ok(Admitted::AlreadyAttempted) => {
+                state.units += quantity;
+                Err(AttemptRefusal::AlreadyAttempted)
+            }
+            Ok(Admitted::LeaseLost) => {
+                // The lease is not what this budget thought: read it again.
+                state.users.remove(user);
+                state.loaded = false;
+                state.sold_out_until = None;
+                Ok(None)
+            }
+            Err(e) => {
+                state.units += quantity;
+                state.users.remove(user);
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn admit(
+        &self,
+        sale_id: SaleId,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<Attempt, AttemptRefusal> {
+        let budget = self.budget(&sale_id).await?;
+        budget.sale.check(quantity, now_millis())?;
+        // A lease lost under an admission is read again once; twice in a
+        // row means another process is taking this instance's lease.
+        for _ in 0..2 {
+            match Self::take(&budget, &user, quantity, Instant::now()) {
+                Take::Refused(refusal) => return Err(refusal),
+                Take::Lease => {
+                    self.lease(&budget, quantity).await?;
+                    match Self::take(&budget, &user, quantity, Instant::now()) {
+                        Take::Taken => {}
+                        Take::Refused(refusal) => return Err(refusal),
+                        Take::Lease => return Err(AttemptRefusal::SoldOut),
+                    }
+                }
+                Take::Taken => {}
+            }
+            if let Some(attempt) = self.write(&budget, &user, quantity).await? {
+                return Ok(attempt);
+            }
+        }
+        Err(AttemptRefusal::Storage(StorageError::unavailable(
+            "this instance's lease of the sale's units was taken twice in a row",
+        )))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FlashSaleService for FlashSales {
+    fn create_sale(&self, sale: NewSale) -> BoxFuture<'_, Result<Sale, CreateSaleError>> {
+        Box::pin(async move {
+            let now = now_millis();
+            let sale_id = SaleId::generate(now, random_suffix()?);
+            self.store.create_sale(&sale, &sale_id, now).await
+        })
+    }
+
+    fn attempt(
+        &self,
+        sale: SaleId,
+        user: UserId,
+        quantity: u32,
+    ) -> BoxFuture<'_, Result<Attempt, AttemptRefusal>> {
+        Box::pin(self.admit(sale, user, quantity))
+    }
+
+    fn attempt_state(
+        &self,
+        attempt: AttemptId,
+    ) -> BoxFuture<'_, Result<Option<Attempt>, StorageError>> {
+        Box::pin(async move { self.store.attempt(&attempt).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use ordermq_domain::ports::FlashSaleService;
+    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, Sku, UserId, now_millis};
+    use ordermq_store::{DemoProduct, Store, StoreOptions};
+    use tokio::sync::Notify;
+
+    use super::{FlashSales, FlashSettings};
+    use crate::group_commit::OrderWriter;
+
+    const SKU: &str = "FLASH-1";
+
+    /// One database, as several instances share it.
+    struct Db {
+        first: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let first = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        first
+            .seed_catalog(&[DemoProduct {
+                sku: SKU,
+                name: "Flash product",
+                price: 999,
+                stock: 1_000,
+            }])
+            .await
+            .unwrap();
+        Db { first, _dir: dir }
+    }
+
+    /// An instance of the service: its own writer, owner name and budgets.
+    /// (One SQLite file takes one process's writes: instances of one test
+    /// share the store's handle, and with it its write gate.)
+    struct Instance {
+        flash: FlashSales,
+        writer: OrderWriter,
+    }
+
+    async fn instance(db: &Db, owner: &str, ttl: Duration, recheck: Duration) -> Instance {
+        let store = db.first.clone();
+        let (writer, _task) = OrderWriter::spawn(store.clone(), 64);
+        let flash = FlashSales::new(
+            store,
+            writer.clone(),
+            Arc::new(Notify::new()),
+            FlashSettings {
+                owner: owner.to_owned(),
+                chunk: 5,
+                lease_ttl: ttl,
+                sold_out_recheck: recheck,
+            },
+        );
+        Instance { flash, writer }
+    }
+
+    async fn sale(db: &Db, units: i64, opens_in_ms: i64) -> SaleId {
+        let now = now_millis();
+        let new = NewSale::new(
+            Sku::parse(SKU).unwrap(),
+            units,
+            now + opens_in_ms,
+            now + opens_in_ms + 600_000,
+            1,
+        )
+        .unwrap();
+        let id = SaleId::generate(now, crate::orders::random_suffix().unwrap());
+        db.first.create_sale(&new, &id, now).await.unwrap();
+        id
+    }
+
+    fn user(n: usize) -> UserId {
+        UserId::parse(&format!("u{n}")).unwrap()
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_instances_on_one_database_sell_every_unit_and_not_one_more() {
+        let db = db().await;
+        let sale_id = sale(&db, 37, -1_000).await;
+        let a = instance(&db, "A", LONG, Duration::from_millis(50)).await;
+        let b = instance(&db, "B", LONG, Duration::from_millis(50)).await;
+        let attempts = (0..200).map(|n| {
+            let flash = if n % 2 == 0 { &a.flash } else { &b.flash };
+            flash.attempt(sale_id.clone(), user(n), 1)
+        });
+        let answers = join_all(attempts).await;
+        let admitted = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(admitted, 37, "{answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Ok(_) | Err(AttemptRefusal::SoldOut))),
+            "{answers:?}"
+        );
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!(
+            (
+                counts.queued,
+                counts.held,
+                counts.leased,
+                counts.unallocated
+            ),
+            (37, 37, 0, 0),
+            "{counts:?}"
+        );
+        // Sold out on both, whoever asks.
+        for flash in [&a.flash, &b.flash] {
+            let late = flash.attempt(sale_id.clone(), user(1_000), 1).await;
+            assert!(matches!(late, Err(AttemptRefusal::SoldOut)), "{late:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_attempt_per_user_whichever_instance_it_reaches() {
+        let db = db().await;
+        let sale_id = sale(&db, 10, -1_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        let b = instance(&db, "B", LONG, LONG).await;
+        a.flash.attempt(sale_id.clone(), user(0), 1).await.unwrap();
+        // A knows the user; B learns it from the database's unique attempt,
+        // and the unit it took for the user goes back into its budget.
+        for flash in [&a.flash, &b.flash] {
+            let again = flash.attempt(sale_id.clone(), user(0), 1).await;
+            assert!(
+                matches!(again, Err(AttemptRefusal::AlreadyAttempted)),
+                "{again:?}"
+            );
+        }
+        let rest = join_all((1..10).map(|n| b.flash.attempt(sale_id.clone(), user(n), 1))).await;
+        let admitted = rest.iter().filter(|r| r.is_ok()).count();
+        // B leased 5 and lost none to the refusal; A holds 4 of its 5.
+        assert_eq!(admitted, 5, "{rest:?}");
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!((counts.held, counts.leased), (6, 4), "{counts:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn refused_attempts_write_nothing() {
+        let db = db().await;
+        let sale_id = sale(&db, 3, -1_000).await;
+        let later = sale(&db, 3, 3_600_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        for n in 0..3 {
+            a.flash.attempt(sale_id.clone(), user(n), 1).await.unwrap();
+        }
+        let sold_out = a.flash.attempt(sale_id.clone(), user(3), 1).await;
+        assert!(
+            matches!(sold_out, Err(AttemptRefusal::SoldOut)),
+            "{sold_out:?}"
+        );
+        let writes = a.writer.group_commit().operations;
+        let refusals =
+            join_all((4..104).map(|n| a.flash.attempt(sale_id.clone(), user(n), 1))).await;
+        assert!(
+            refusals
+                .iter()
+                .all(|r| matches!(r, Err(AttemptRefusal::SoldOut)))
+        );
+        let again = a.flash.attempt(sale_id.clone(), user(0), 1).await;
+        assert!(
+            matches!(again, Err(AttemptRefusal::AlreadyAttempted)),
+            "{again:?}"
+        );
+        let early = a.flash.attempt(later.clone(), user(0), 1).await;
+        assert!(
+            matches!(early, Err(AttemptRefusal::SaleNotActive { .. })),
+            "{early:?}"
+        );
+        let greedy = a.flash.attempt(sale_id.clone(), user(500), 2).await;
+        assert!(
+            matches!(greedy, Err(AttemptRefusal::OverUserLimit { limit: 1 })),
+            "{greedy:?}"
+        );
+        assert_eq!(
+            a.writer.group_commit().operations,
+            writes,
+            "a refusal wrote"
+        );
+        let messages = db
+            .first
+            .claim_outbox("t", 1_000, 60_000, now_millis())
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 3, "one message per admitted attempt");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_crashed_instances_lease_comes_back_and_every_unit_sells() {
+        let db = db().await;
+        let sale_id = sale(&db, 10, -1_000).await;
+        let ttl = Duration::from_millis(300);
+        let crashed = instance(&db, "A", ttl, LONG).await;
+        for n in 0..3 {
+            crashed
+                .flash
+                .attempt(sale_id.clone(), user(n), 1)
+                .await
+                .unwrap();
+        }
+        // A holds 2 more units in its lease when it dies (nothing cleans up).
+        drop(crashed);
+        let b = instance(&db, "B", ttl, Duration::ZERO).await;
+        let mut admitted = 3;
+        let mut n = 100;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while admitted < 10 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{admitted} of 10 units sold"
+            );
+            match b.flash.attempt(sale_id.clone(), user(n), 1).await {
+                Ok(_) => admitted += 1,
+                Err(AttemptRefusal::SoldOut) => tokio::time::sleep(ttl / 4).await,
+                Err(e) => panic!("{e:?}"),
+            }
+            n += 1;
+        }
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!(
+            (counts.held, counts.leased, counts.unallocated),
+            (10, 0, 0),
+            "{counts:?}"
+        );
+        let over = b.flash.attempt(sale_id.clone(), user(n), 1).await;
+        assert!(matches!(over, Err(AttemptRefusal::SoldOut)), "{over:?}");
+    }
+}

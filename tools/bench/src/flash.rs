@@ -1,0 +1,345 @@
+//! `flash-sale`: a crowd against a flash sale, and the same crowd against
+//! the plain order path, in one run.
+//!
+//! Why: a flash sale is the order database's worst spike (one hot SKU, a
+//! crowd many times the stock). ordermq admits or refuses each attempt in
+//! memory and creates the admitted attempts' orders at
+//! `flash_sale_order_rate` through RocketMQ; the plain path runs every
+//! request, winner or loser, as a transaction. The report shows the
+//! admission's decisions per second and latency, the orders per second the
+//! database saw, the time until every admitted attempt ended, and the plain
+//! path's figures for the same crowd beside them.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ordermq_domain::{SaleId, now_millis};
+use ordermq_store::DemoProduct;
+use ordermq_testkit::LocalApp;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::load;
+use super::report;
+use super::{BenchResult, Output, ms};
+
+#[derive(Debug, Clone, Args)]
+pub struct FlashArgs {
+    /// Attempts, one per shopper.
+    #[arg(long, default_value_t = 100_000)]
+    pub attempts: usize,
+    /// Units the sale offers.
+    #[arg(long, default_value_t = 1_000)]
+    pub units: usize,
+    /// Attempts started per second (open loop): far above what two cores
+    /// answer, so the load generator sends as fast as it can.
+    #[arg(long, default_value_t = 50_000.0)]
+    pub rate: f64,
+    /// `flash_sale_order_rate`: orders created per second.
+    #[arg(long, default_value_t = 200)]
+    pub order_rate: u32,
+    /// Stop sending once this many requests are unanswered.
+    #[arg(long, default_value_t = 4_096)]
+    pub max_in_flight: usize,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// The plain path's product: as many units as the sale, bought one each.
+const PLAIN_SKU: &str = "FLASHCMP-1";
+
+/// What one crowd's requests were answered.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Attempt ids answered 202 (or orders answered 201).
+    won: Vec<String>,
+    /// Answered 409 (sold out, or out of stock).
+    refused: usize,
+}
+
+fn summary_json(summary: &load::Summary, wall: Duration) -> Value {
+    json!({
+        "requests": summary.count,
+        "errors": summary.errors,
+        "decisions_per_s": (summary.count - summary.errors) as f64 / wall.as_secs_f64().max(1e-9),
+        "p50_ms": summary.p50_ms,
+        "p99_ms": summary.p99_ms,
+        "max_ms": summary.max_ms,
+        "wall_s": wall.as_secs_f64(),
+    })
+}
+
+/// Sends `count` POSTs built by `body(i)` to `path`; a 2xx is a win, a 409 a refusal.
+async fn crowd(
+    app: &Arc<LocalApp>,
+    args: &FlashArgs,
+    label: &str,
+    path: String,
+    body: fn(usize) -> Value,
+) -> (load::OpenLoopRun, Answers) {
+    let answers = Arc::new(Mutex::new(Answers::default()));
+    let run =
+        load::run_open_loop_bounded(label, args.rate, args.attempts, args.max_in_flight, |i| {
+            let (app, answers, path) = (app.clone(), answers.clone(), path.clone());
+            async move {
+                let Ok(response) = app.as_shop(Method::POST, &path).json(&body(i)).send().await
+                else {
+                    return false;
+                };
+                let status = response.status().as_u16();
+                let Ok(answer) = response.json::<Value>().await else {
+                    return false;
+                };
+                let mut answers = answers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match status {
+                    201 | 202 => {
+                        let id = answer["attempt_id"]
+                            .as_str()
+                            .or(answer["order_id"].as_str());
+                        answers.won.push(id.unwrap_or_default().to_owned());
+                        true
+                    }
+                    409 => {
+                        answers.refused += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        })
+        .await;
+    let answers = std::mem::take(
+        &mut *answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    (run, answers)
+}
+
+/// Polls the sale until no attempt is queued; `(seconds since `begun`,
+/// orders created)` every 100 ms, and whether it drained within `limit`.
+async fn drain(
+    app: &LocalApp,
+    sale: &SaleId,
+    begun: Instant,
+    limit: Duration,
+) -> BenchResult<(Vec<(f64, i64)>, bool)> {
+    let mut series = Vec::new();
+    loop {
+        let counts = app
+            .store
+            .sale_counts(sale)
+            .await
+            .map_err(|e| e.to_string())?;
+        series.push((begun.elapsed().as_secs_f64(), counts.created));
+        if counts.queued == 0 {
+            return Ok((series, true));
+        }
+        if begun.elapsed() > limit {
+            return Ok((series, false));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Orders per second while they were being created: from the first to the
+/// last increase of the created count.
+fn creation_rate(series: &[(f64, i64)]) -> f64 {
+    let most = series.iter().map(|(_, c)| *c).max().unwrap_or(0);
+    let first = series.iter().find(|(_, c)| *c > 0);
+    let last = series.iter().find(|(_, c)| *c == most);
+    match (first, last) {
+        (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => (c1 - c0) as f64 / (t1 - t0),
+        _ => 0.0,
+    }
+}
+
+pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
+    let order_rate = args.order_rate;
+    let app = LocalApp::start(|c| {
+        ordermq_testkit::fast_third_parties(c);
+        c.flash_sale_order_rate = order_rate;
+        // Measure the shaping, not the cap: nothing is turned away for waiting.
+        c.flash_sale_max_wait = Duration::from_secs(3_600);
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let app = Arc::new(app);
+    let start = now_millis() - 1_000;
+    let response = app
+        .as_operator(Method::POST, "/api/sales")
+        .json(&json!({"sku": "SKU-4", "units": args.units, "start": start,
+                      "end": start + 3_600_000, "per_user_limit": 1}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let sale: Value = response.json().await.map_err(|e| e.to_string())?;
+    let sale_id = sale["sale_id"].as_str().ok_or(format!("no sale: {sale}"))?;
+    let sale = SaleId::parse(sale_id).map_err(|e| e.to_string())?;
+
+    eprintln!(
+        "flash-sale: {} attempts for {} units",
+        args.attempts, args.units
+    );
+    let begun = Instant::now();
+    let (flash, admitted) = crowd(
+        &app,
+        &args,
+        "flash-sale attempts",
+        format!("/api/sales/{sale_id}/attempts"),
+        |i| json!({"user_id": format!("fs{i}")}),
+    )
+    .await;
+    let (series, drained) = drain(&app, &sale, begun, Duration::from_secs(1_800)).await?;
+    let drain_s = series.last().map_or(0.0, |(t, _)| *t);
+    let counts = app
+        .store
+        .sale_counts(&sale)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    app.store
+        .upsert_product(&DemoProduct {
+            sku: PLAIN_SKU,
+            name: "Flash-sale comparison",
+            price: 999,
+            stock: args.units as i64,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (plain, ordered) = crowd(
+        &app,
+        &args,
+        "plain POST /api/orders",
+        "/api/orders".into(),
+        |i| json!({"user_id": format!("po{i}"), "items": [{"sku": PLAIN_SKU, "quantity": 1}]}),
+    )
+    .await;
+
+    let flash_summary = load::summarize(&flash.samples, flash.wall);
+    let plain_summary = load::summarize(&plain.samples, plain.wall);
+    let report = json!({
+        "scenario": "flash-sale",
+        "attempts": args.attempts,
+        "units": args.units,
+        "order_rate": args.order_rate,
+        "flash": {
+            "admission": summary_json(&flash_summary, flash.wall),
+            "stopped_at_in_flight": flash.stopped_at_in_flight,
+            "queued": admitted.won.len(),
+            "sold_out": admitted.refused,
+            "drained": drained,
+            "drain_s": drain_s,
+            "orders_per_s_at_db": creation_rate(&series),
+            "created": counts.created,
+            "rejected": counts.rejected,
+            "held": counts.held,
+            "oversold": (counts.held - args.units as i64).max(0),
+        },
+        "plain": {
+            "orders": summary_json(&plain_summary, plain.wall),
+            "stopped_at_in_flight": plain.stopped_at_in_flight,
+            "created": ordered.won.len(),
+            "out_of_stock": ordered.refused,
+        },
+    });
+    let table = vec![
+        vec!["".into(), "flash sale".into(), "plain orders".into()],
+        vec![
+            "decisions/s".into(),
+            ms(report["flash"]["admission"]["decisions_per_s"]
+                .as_f64()
+                .unwrap_or(0.0)),
+            ms(report["plain"]["orders"]["decisions_per_s"]
+                .as_f64()
+                .unwrap_or(0.0)),
+        ],
+        vec![
+            "p50 ms".into(),
+            ms(flash_summary.p50_ms),
+            ms(plain_summary.p50_ms),
+        ],
+        vec![
+            "p99 ms".into(),
+            ms(flash_summary.p99_ms),
+            ms(plain_summary.p99_ms),
+        ],
+        vec![
+            "won".into(),
+            admitted.won.len().to_string(),
+            ordered.won.len().to_string(),
+        ],
+        vec![
+            "orders/s at the DB".into(),
+            ms(creation_rate(&series)),
+            "(every request)".into(),
+        ],
+        vec![
+            "until all ended, s".into(),
+            ms(drain_s),
+            ms(plain.wall.as_secs_f64()),
+        ],
+    ];
+    report::print_table(&table);
+    let (json_path, html_path) = args.output.paths("flash-sale");
+    let charts = [
+        report::Chart::Lines {
+            title: "Flash-sale orders created (the database's load, shaped)".into(),
+            x_label: "seconds since the first attempt".into(),
+            y_label: "orders created".into(),
+            series: vec![(
+                "created".into(),
+                series.iter().map(|&(t, c)| (t, c as f64)).collect(),
+            )],
+            log_y: false,
+        },
+        report::Chart::Bars {
+            title: "Latency of a decision".into(),
+            unit: "ms".into(),
+            groups: vec![
+                (
+                    "flash sale".into(),
+                    vec![
+                        ("p50".into(), flash_summary.p50_ms),
+                        ("p99".into(), flash_summary.p99_ms),
+                    ],
+                ),
+                (
+                    "plain orders".into(),
+                    vec![
+                        ("p50".into(), plain_summary.p50_ms),
+                        ("p99".into(), plain_summary.p99_ms),
+                    ],
+                ),
+            ],
+        },
+    ];
+    report::write(
+        &json_path,
+        &html_path,
+        "ordermq flash sale",
+        &report,
+        &table,
+        &charts,
+    )
+    .map_err(|e| e.to_string())?;
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.stop().await.map_err(|e| e.to_string())?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_creation_rate_spans_the_first_to_the_last_order() {
+        let series = [(0.0, 0), (1.0, 0), (2.0, 100), (3.0, 300), (4.0, 300)];
+        assert_eq!(creation_rate(&series), 200.0);
+        assert_eq!(creation_rate(&[(0.0, 0)]), 0.0);
+    }
+}

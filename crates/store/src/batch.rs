@@ -104,7 +104,9 @@ impl WriteResult {
             Self::Created(Err(CreateOrderError::Storage(e)))
             | Self::Paid(Err(PayOrderError::Storage(e)))
             | Self::Closed(Err(e))
-            | Self::Relayed(Err(e)) => storage_lost_lock_race(e),
+            | Self::Relayed(Err(e))
+            | Self::Attempted(Err(e))
+            | Self::SaleOrder(Err(e)) => storage_lost_lock_race(e),
             _ => false,
         };
         if !lost {
@@ -114,7 +116,9 @@ impl WriteResult {
             Self::Created(Err(CreateOrderError::Storage(e)))
             | Self::Paid(Err(PayOrderError::Storage(e)))
             | Self::Closed(Err(e))
-            | Self::Relayed(Err(e)) => Err(e),
+            | Self::Relayed(Err(e))
+            | Self::Attempted(Err(e))
+            | Self::SaleOrder(Err(e)) => Err(e),
             other => Ok(other),
         }
     }

@@ -68,9 +68,9 @@ pub use order::{
     PaymentNotice, Product, Quantity, RefundId, SaleId, Sku, TrackingNo, UserId,
 };
 pub use topology::{
-    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_FLASH_SALE_ATTEMPT, TOPIC_ORDER_RECEIPT,
-    TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT,
-    TOPICS,
+    CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_FLASH_SALE_ATTEMPT,
+    TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_RECEIPT, TOPIC_ORDER_REFUND,
+    TOPIC_ORDER_TIMEOUT, TOPICS,
 };
 
 /// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.

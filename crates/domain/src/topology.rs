@@ -267,7 +267,7 @@ pub const CONSUMER_GROUPS: [ConsumerGroup; 8] = [
             kinds: &[EventKind::EffectApplied],
         }],
         concurrency: Concurrency::Fixed(4),
-},
+    },
     // Pacing, not the listener, sets its rate: the calls wait their turn.
     ConsumerGroup {
         consumer: Consumer::FlashSale,

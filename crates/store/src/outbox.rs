@@ -151,10 +151,10 @@ pub(crate) async fn claim_outbox_mysql(
          ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     let rows = dialect::query(&select)
-    .bind(now)
-    .bind(limit as i64)
-    .fetch_all(&mut *tx)
-    .await?;
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }

@@ -3,8 +3,7 @@
 //! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
 //! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
 //! `ordermq dlq parked` lists messages refused because they failed verification.
-//! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked;
-//! `ordermq outbox missing` lists sent events the reconciler left for an operator.
+//! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked.
 //! `ordermq token` makes an API token and prints its configuration entry.
 //!
 //! Thin on purpose: parsing the command line and choosing a subcommand; the
@@ -62,8 +61,7 @@ enum Command {
         action: DlqAction,
     },
     /// Outbox rows the relay parked after the broker refused them on every
-    /// attempt (relay_park_after_attempts): list them, or hand them back;
-    /// and sent events the reconciler gave up on (missing).
+    /// attempt (relay_park_after_attempts): list them, or hand them back.
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
@@ -118,13 +116,6 @@ enum DlqAction {
 enum OutboxAction {
     /// Every parked row: its event, attempts, last error and when it was parked.
     Parked {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Sent events some subscribed group still owes after the reconciler
-    /// published them again reconcile_max times, with the groups that owe them.
-    Missing {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -334,7 +325,7 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
     code
 }
 
-/// `ordermq outbox parked|requeue|missing`.
+/// `ordermq outbox parked|requeue`.
 fn outbox(config: &Config, action: OutboxAction) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
@@ -356,24 +347,6 @@ fn outbox(config: &Config, action: OutboxAction) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("ordermq outbox parked: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            OutboxAction::Missing { json } => match ordermq::outbox::missing(config).await {
-                Ok(rows) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&ordermq::outbox::missing_json(&rows))
-                            .unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(rows) => {
-                    print!("{}", ordermq::outbox::render_missing(&rows));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ordermq outbox missing: {e}");
                     ExitCode::FAILURE
                 }
             },

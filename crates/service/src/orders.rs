@@ -21,7 +21,6 @@ use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
 
 use crate::group_commit::OrderWriter;
-use crate::reconcile::ReconcileCounters;
 
 /// 64 bits from the operating system's cryptographic generator, for the
 /// random part of order and refund ids: an id cannot be predicted from
@@ -41,7 +40,6 @@ pub struct Orders {
     relay_wake: Arc<Notify>,
     close_after_ms: i64,
     limits: UserLimits,
-    reconcile: Option<Arc<ReconcileCounters>>,
 }
 
 impl Orders {
@@ -60,14 +58,7 @@ impl Orders {
             relay_wake,
             close_after_ms,
             limits,
-            reconcile: None,
         }
-    }
-
-    /// `/api/stats` shows the reconciler's counts from `counters`.
-    pub fn with_reconcile(mut self, counters: Arc<ReconcileCounters>) -> Self {
-        self.reconcile = Some(counters);
-        self
     }
 }
 
@@ -118,9 +109,6 @@ impl OrderService for Orders {
         Box::pin(async move {
             let mut stats = self.store.stats().await?;
             stats.group_commit = self.writer.group_commit();
-            if let Some(reconcile) = &self.reconcile {
-                stats.reconcile = reconcile.snapshot();
-            }
             Ok(stats)
         })
     }

@@ -105,6 +105,30 @@ pub(crate) fn as_new_row(effect: &Effect) -> Option<(NewRow, Vec<Value<'_>>)> {
     })
 }
 
+/// The receipt row of `record` applied by `group` at `now` (written with
+/// the effect, or again when the event comes back): topic, tag, message key
+/// (the order id), the receipt's event id and its body.
+pub(crate) struct ReceiptRow {
+    pub topic: &'static str,
+    pub tag: &'static str,
+    pub key: String,
+    pub event_id: String,
+    pub body: String,
+}
+
+pub(crate) fn receipt_row(group: &str, record: &EffectRecord, now: i64) -> ReceiptRow {
+    let receipt =
+        ordermq_domain::OrderEvent::receipt(&record.event_id, group, record.effect.order_id(), now);
+    let kind = receipt.kind();
+    ReceiptRow {
+        topic: kind.topic(),
+        tag: kind.tag(),
+        key: record.effect.order_id().as_str().to_owned(),
+        event_id: receipt.event_id(),
+        body: receipt.to_json(),
+    }
+}
+
 /// Whether the SQLite lane can record every one of `records`: new rows, or
 /// nothing but the inbox row; reversals and the like take the general path.
 pub(crate) fn lane_handles(records: &[EffectRecord]) -> bool {

@@ -1,12 +1,13 @@
-//! New effects on the SQLite lane: the inbox row and the effect's row from
-//! the statements the general path (`effects::write`) uses too.
+//! New effects on the SQLite lane: the inbox row, the effect's row and the
+//! group's receipt from the statements the general path (`effects::write`)
+//! uses too.
 //!
 //! Operation module: it imports only the base and leaves.
 
 use ordermq_domain::Effect;
 use rusqlite::{Connection, params};
 
-use crate::effects::{Applied, EffectRecord, Value, as_new_row};
+use crate::effects::{Applied, EffectRecord, Value, as_new_row, receipt_row};
 use crate::fail::LaneResult;
 use crate::sql;
 
@@ -23,6 +24,7 @@ pub(crate) fn apply_effects(
     let mut outcomes = Vec::with_capacity(records.len());
     {
         let mut inbox = tx.prepare_cached(sql::INSERT_INBOX)?;
+        let mut receipt = tx.prepare_cached(sql::INSERT_RECEIPT)?;
         for record in records {
             let fresh = inbox.execute(params![
                 group,
@@ -31,6 +33,17 @@ pub(crate) fn apply_effects(
                 record.msg_id,
                 now
             ])? == 1;
+            // Seen before or not, the receipt is (re)queued: see
+            // `sql::RECEIPT_ON_CONFLICT`.
+            let row = receipt_row(group, record, now);
+            receipt.execute(params![
+                row.topic,
+                row.tag,
+                row.key,
+                row.event_id,
+                row.body,
+                now
+            ])?;
             if !fresh {
                 outcomes.push(Applied::Already);
                 continue;

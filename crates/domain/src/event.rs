@@ -27,8 +27,10 @@ pub enum EventKind {
     RefundRetryRequested,
     /// The carrier reported shipment progress ([`ShipmentUpdated`]).
     ShipmentUpdated,
-    /// A consumer group applied an event ([`EffectApplied`]): its receipt.
-    EffectApplied,
+    /// A consumer group applied a batch of events: its receipt
+    /// ([`crate::reconcile::Receipt`], not an [`OrderEvent`]: it is about
+    /// many orders).
+    EffectsApplied,
     /// A flash-sale attempt was admitted; its order is to be created
     /// ([`FlashAttemptQueued`]).
     FlashAttemptQueued,
@@ -121,23 +123,6 @@ pub struct ShipmentUpdated {
     pub at: i64,
 }
 
-/// A consumer group's receipt: "group `consumer_group` applied event
-/// `event_id`". Written by the group in the transaction that commits the
-/// effect and its inbox row, relayed from the group's own database, and
-/// recorded by the order service, whose reconciler publishes again what a
-/// subscribed group has not acknowledged this way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EffectApplied {
-    /// The event applied (its [`OrderEvent::event_id`]).
-    pub event_id: String,
-    /// The consumer group that applied it.
-    pub consumer_group: String,
-    /// The order the event is about.
-    pub order_id: OrderId,
-    /// Epoch milliseconds when the group committed the effect.
-    pub applied_at: i64,
-}
-
 /// "Create the order of this admitted flash-sale attempt": written with the
 /// attempt, consumed at a paced rate by the flash-sale order group. The
 /// order's id is drawn at admission, so a redelivery finds the order made.
@@ -173,8 +158,6 @@ pub enum OrderEvent {
     RefundRetryRequested(RefundRetryRequested),
     /// See [`ShipmentUpdated`].
     ShipmentUpdated(ShipmentUpdated),
-    /// See [`EffectApplied`].
-    EffectApplied(EffectApplied),
     /// See [`FlashAttemptQueued`].
     FlashAttemptQueued(FlashAttemptQueued),
 }
@@ -188,7 +171,6 @@ impl OrderEvent {
             Self::OrderRefundRequested(_) => EventKind::OrderRefundRequested,
             Self::RefundRetryRequested(_) => EventKind::RefundRetryRequested,
             Self::ShipmentUpdated(_) => EventKind::ShipmentUpdated,
-            Self::EffectApplied(_) => EventKind::EffectApplied,
             Self::FlashAttemptQueued(_) => EventKind::FlashAttemptQueued,
         }
     }
@@ -201,7 +183,6 @@ impl OrderEvent {
             Self::OrderRefundRequested(e) => &e.order_id,
             Self::RefundRetryRequested(e) => &e.order_id,
             Self::ShipmentUpdated(e) => &e.order_id,
-            Self::EffectApplied(e) => &e.order_id,
             Self::FlashAttemptQueued(e) => &e.order_id,
         }
     }
@@ -218,8 +199,8 @@ impl OrderEvent {
     /// Identifies this event among all events ever published; consumers
     /// deduplicate on it. At most one `OrderPaid` and one `OrderCloseDue`
     /// exist per order, one `OrderRefundRequested` per refund, one
-    /// `ShipmentUpdated` per (order, carrier status), one `EffectApplied`
-    /// per (group, event), one `FlashAttemptQueued` per attempt.
+    /// `ShipmentUpdated` per (order, carrier status), one
+    /// `FlashAttemptQueued` per attempt.
     pub fn event_id(&self) -> String {
         let tag = self.kind().tag();
         match self {
@@ -230,7 +211,6 @@ impl OrderEvent {
             Self::ShipmentUpdated(e) => {
                 format!("{tag}:{}:{}", e.order_id, e.status.as_str())
             }
-            Self::EffectApplied(e) => format!("{tag}:{}:{}", e.consumer_group, e.event_id),
             Self::FlashAttemptQueued(e) => format!("{tag}:{}", e.attempt_id),
         }
     }
@@ -238,22 +218,6 @@ impl OrderEvent {
     /// The event id of the `OrderPaid` event of `order_id`.
     pub fn paid_event_id(order_id: &OrderId) -> String {
         format!("{}:{order_id}", EventKind::OrderPaid.tag())
-    }
-
-    /// The receipt of `event_id` (about `order_id`) from `consumer_group`,
-    /// applied at `applied_at`.
-    pub fn receipt(
-        event_id: &str,
-        consumer_group: &str,
-        order_id: &OrderId,
-        applied_at: i64,
-    ) -> Self {
-        Self::EffectApplied(EffectApplied {
-            event_id: event_id.to_owned(),
-            consumer_group: consumer_group.to_owned(),
-            order_id: order_id.clone(),
-            applied_at,
-        })
     }
 
     /// The message body: JSON tagged with `"type"`, the contract with consumers.

@@ -4,7 +4,7 @@
 //! A message the broker stored can still be lost to its consumers (a disk
 //! replaced, a topic recreated, offsets reset past it, a dead-letter queue
 //! never replayed). The downstream systems say what they applied with
-//! receipts (`EffectApplied`, from their own databases); the order service's
+//! receipts ([`Receipt`], from their own databases); the order service's
 //! own groups leave their mark in the order database instead (a closed
 //! order, a refund no longer `REQUESTED`). This module decides, without any
 //! I/O, from those facts, which groups still owe an event; the service's
@@ -12,10 +12,51 @@
 
 #![warn(missing_docs)]
 
-use crate::event::OrderEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventKind, OrderEvent};
 use crate::lifecycle::RefundStatus;
 use crate::order::OrderStatus;
 use crate::topology::{self, Consumer, group_of};
+
+/// A consumer group's receipt: "group `consumer_group` applied these
+/// events". A group writes one per batch it commits (the events it applied
+/// and those it found applied already: they came back, so their earlier
+/// receipt may be lost), in the transaction of the effects and their inbox
+/// rows, and relays it from its own database to `TopicOrderReceipt`
+/// (message kind [`EventKind::EffectsApplied`]). One message per batch,
+/// not per event: at thousands of payments a second, a receipt per event
+/// would be four more messages per payment through the broker and the
+/// order database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "EffectsApplied")]
+pub struct Receipt {
+    /// The consumer group that applied the events.
+    pub consumer_group: String,
+    /// The events applied (each an [`OrderEvent::event_id`]).
+    pub event_ids: Vec<String>,
+    /// Epoch milliseconds when the group committed them.
+    pub applied_at: i64,
+}
+
+impl Receipt {
+    /// The message body: JSON tagged `"type": "EffectsApplied"`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("receipts serialize")
+    }
+
+    /// Parses a message body written by [`Receipt::to_json`].
+    ///
+    /// # Errors
+    ///
+    /// The body is not a receipt.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// The kind of message a receipt travels as.
+    pub const KIND: EventKind = EventKind::EffectsApplied;
+}
 
 /// What the order database knows about one sent event.
 #[derive(Debug, Clone, Default)]
@@ -39,8 +80,9 @@ pub struct Facts<'a> {
 ///   `REQUESTED`.
 /// - `OrderCloseDue`: `order_close_group` while the order is `UNPAID`
 ///   (asked only once the close is due).
-/// - `EffectApplied`: nobody (receipts are not reconciled: a lost receipt
-///   is made good by the event's redelivery, which sends it again).
+///
+/// Receipts ([`Receipt`]) are not events and are never reconciled: a lost
+/// receipt is made good by the event's redelivery, which sends it again.
 pub fn missing_groups(event: &OrderEvent, facts: &Facts<'_>) -> Vec<&'static str> {
     let kind = event.kind();
     let mut missing: Vec<&'static str> = topology::receipt_groups(kind)

@@ -51,7 +51,7 @@ impl EventKind {
             Self::OrderRefundRequested => "OrderRefundRequested",
             Self::RefundRetryRequested => "RefundRetryRequested",
             Self::ShipmentUpdated => "ShipmentUpdated",
-            Self::EffectApplied => "EffectApplied",
+            Self::EffectsApplied => "EffectsApplied",
             Self::FlashAttemptQueued => "FlashAttemptQueued",
         }
     }
@@ -63,7 +63,7 @@ impl EventKind {
             Self::OrderCloseDue => TOPIC_ORDER_TIMEOUT,
             Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
             Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
-            Self::EffectApplied => TOPIC_ORDER_RECEIPT,
+            Self::EffectsApplied => TOPIC_ORDER_RECEIPT,
             Self::FlashAttemptQueued => TOPIC_FLASH_SALE_ATTEMPT,
         }
     }
@@ -76,7 +76,7 @@ impl EventKind {
             Self::OrderRefundRequested,
             Self::RefundRetryRequested,
             Self::ShipmentUpdated,
-            Self::EffectApplied,
+            Self::EffectsApplied,
         ]
         .into_iter()
         .find(|kind| kind.tag() == tag)
@@ -264,7 +264,7 @@ pub const CONSUMER_GROUPS: [ConsumerGroup; 8] = [
         consumer: Consumer::Receipt,
         name: "order_receipt_group",
         subscriptions: &[Subscription {
-            kinds: &[EventKind::EffectApplied],
+            kinds: &[EventKind::EffectsApplied],
         }],
         concurrency: Concurrency::Fixed(4),
     },
@@ -288,7 +288,7 @@ pub fn group_of(consumer: Consumer) -> &'static ConsumerGroup {
 }
 
 /// The downstream systems subscribed to events of `kind`: the groups
-/// whose receipts (`EffectApplied`) the reconciler expects for such an
+/// whose receipts (`EffectsApplied`) the reconciler expects for such an
 /// event. The order service's own groups send none; the reconciler reads
 /// their work from the order database (an order's close, a refund's status).
 pub fn receipt_groups(kind: EventKind) -> Vec<&'static str> {
@@ -387,10 +387,10 @@ mod tests {
             ["warehouse_group"]
         );
         assert!(receipt_groups(EventKind::OrderCloseDue).is_empty());
-        assert!(receipt_groups(EventKind::EffectApplied).is_empty());
+        assert!(receipt_groups(EventKind::EffectsApplied).is_empty());
         assert_eq!(
-            EventKind::from_tag("EffectApplied"),
-            Some(EventKind::EffectApplied)
+            EventKind::from_tag("EffectsApplied"),
+            Some(EventKind::EffectsApplied)
         );
     }
 

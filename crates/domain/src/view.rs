@@ -102,7 +102,7 @@ pub struct ConsumerProgress {
     pub last_error: Option<String>,
     /// Epoch milliseconds of the latest change (failure or application).
     pub updated_at: Option<i64>,
-    /// When the group's receipt (`EffectApplied`) says it applied the event,
+    /// When the group's receipt (`EffectsApplied`) says it applied the event,
     /// as the order service recorded it: what the reconciler goes by.
     pub receipt_at: Option<i64>,
 }

@@ -259,6 +259,7 @@ pub async fn run(reconciler: Reconciler, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use ordermq_domain::ports::{Delivery, Handler, Outcome};
+    use ordermq_domain::reconcile::Receipt;
     use ordermq_domain::topology::receipt_groups;
     use ordermq_domain::{EventKind, OrderId};
 
@@ -282,13 +283,17 @@ mod tests {
     }
 
     fn receipt(order: &OrderId, group: &str, n: u32) -> Delivery {
-        let event = OrderEvent::receipt(&OrderEvent::paid_event_id(order), group, order, 7);
+        let receipt = Receipt {
+            consumer_group: group.to_owned(),
+            event_ids: vec![OrderEvent::paid_event_id(order)],
+            applied_at: 7,
+        };
         Delivery {
             msg_id: format!("receipt-{n}"),
-            topic: EventKind::EffectApplied.topic().to_owned(),
-            tag: EventKind::EffectApplied.tag().to_owned(),
-            key: order.to_string(),
-            body: event.to_json().into_bytes(),
+            topic: Receipt::KIND.topic().to_owned(),
+            tag: Receipt::KIND.tag().to_owned(),
+            key: group.to_owned(),
+            body: receipt.to_json().into_bytes(),
             reconsume_times: 0,
             max_reconsume_times: 16,
         }

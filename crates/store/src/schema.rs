@@ -264,8 +264,8 @@ const ORDERS_V8: &[&str] = &[
 ];
 
 /// Version 3 of each system's database: the group's own outbox of receipts
-/// (`EffectApplied`), written in the transaction of the effect and its
-/// inbox row and relayed to `TopicOrderReceipt` by the same relay as the
+/// (`EffectsApplied`, one per batch), written in the transaction of the
+/// batch's effects and inbox rows and relayed to `TopicOrderReceipt` by the same relay as the
 /// order database's events (the same columns, so the same statements with
 /// another table name). On PostgreSQL the four systems share the table;
 /// each receipt's event id names its group.

@@ -141,42 +141,12 @@ pub(crate) const CLAIM_RECEIPTS_SKIP_LOCKED: &str =
 pub(crate) const MARK_ONE_RECEIPT_SENT: &str =
     "UPDATE receipt_outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
 
-macro_rules! receipt_insert {
-    () => {
-        "INSERT INTO receipt_outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) VALUES "
-    };
-}
-macro_rules! receipt_on_conflict {
-    () => {
-        " ON CONFLICT (event_id) DO UPDATE SET sent_at = NULL, attempts = 0, \
-         next_attempt_at = excluded.next_attempt_at, parked_at = NULL, lease_owner = NULL \
-         WHERE receipt_outbox.sent_at IS NOT NULL"
-    };
-}
-
-/// The receipt insert up to `VALUES` (multi-row form: the caller adds rows
-/// and [`RECEIPT_ON_CONFLICT`]).
-pub(crate) const RECEIPT_INSERT: &str = receipt_insert!();
-/// A receipt written before is sent again if it was sent already (the event
-/// came again, so its sender may have lost the receipt), else left queued.
-pub(crate) const RECEIPT_ON_CONFLICT: &str = receipt_on_conflict!();
-/// [`RECEIPT_ON_CONFLICT`] in MySQL's words, which allow no `WHERE` on a
-/// duplicate key: each column keeps its value unless the receipt was sent
-/// already. `sent_at` comes last because MySQL assigns left to right, each
-/// assignment seeing the ones before it.
-pub(crate) const RECEIPT_ON_DUPLICATE_MYSQL: &str = " ON DUPLICATE KEY UPDATE \
-     attempts = IF(sent_at IS NOT NULL, 0, attempts), \
-     next_attempt_at = IF(sent_at IS NOT NULL, VALUES(next_attempt_at), next_attempt_at), \
-     parked_at = IF(sent_at IS NOT NULL, NULL, parked_at), \
-     lease_owner = IF(sent_at IS NOT NULL, NULL, lease_owner), \
-     sent_at = IF(sent_at IS NOT NULL, NULL, sent_at)";
-/// One receipt row. `$1` topic, `$2` tag, `$3` key (order id), `$4` event
-/// id, `$5` body, `$6` now.
-pub(crate) const INSERT_RECEIPT: &str = concat!(
-    receipt_insert!(),
-    "($1, $2, $3, $4, $5, NULL, $6, 0, $6)",
-    receipt_on_conflict!()
-);
+/// One receipt row: a group's receipt of one batch, always a new row (its
+/// event id is drawn at random). `$1` topic, `$2` tag, `$3` key (the
+/// group), `$4` event id, `$5` body, `$6` now.
+pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt_outbox \
+     (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
+     VALUES ($1, $2, $3, $4, $5, NULL, $6, 0, $6)";
 
 /// The relay's round inside a batch: mark `acked` sent, then claim up to
 /// `limit` due rows for `owner`, leased for `lease_ms`. The SQLite lane

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use ordermq::config::SigningKeys;
-use ordermq_domain::{EventKind, OrderEvent, OrderId, OutboxMessage, System};
+use ordermq_domain::reconcile::Receipt;
+use ordermq_domain::{OrderEvent, OrderId, OutboxMessage, System};
 use ordermq_gateways::Profile;
 use ordermq_testkit::{LocalApp, create_order, events, fast_third_parties, get_json};
 use serde_json::Value;
@@ -146,13 +147,17 @@ async fn a_message_lost_to_one_group_is_restored_once_by_the_reconciler() {
     let receipts_before = app.deliveries.of("order_receipt_group").handled;
     let order_id = OrderId::parse(&id).unwrap();
     let paid = OrderEvent::paid_event_id(&order_id);
-    let duplicate = OrderEvent::receipt(&paid, "push_group", &order_id, 1);
+    let duplicate = Receipt {
+        consumer_group: "push_group".to_owned(),
+        event_ids: vec![paid.clone()],
+        applied_at: 1,
+    };
     let message = OutboxMessage {
         id: 0,
-        topic: EventKind::EffectApplied.topic().to_owned(),
-        tag: EventKind::EffectApplied.tag().to_owned(),
-        key: id.clone(),
-        event_id: duplicate.event_id(),
+        topic: Receipt::KIND.topic().to_owned(),
+        tag: Receipt::KIND.tag().to_owned(),
+        key: "push_group".to_owned(),
+        event_id: "EffectsApplied:push_group:test-duplicate".to_owned(),
         body: duplicate.to_json(),
         deliver_at: None,
         attempts: 0,

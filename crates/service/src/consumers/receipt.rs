@@ -1,14 +1,16 @@
 //! The receipt consumer (`order_receipt_group`): records that a downstream
 //! group applied an event.
 //!
-//! Each group writes a receipt (`EffectApplied`) with its effect and inbox
-//! row and relays it from its own database; here the order service records
-//! it in `event_receipts`, once per (event, group), so a receipt delivered
-//! twice changes nothing. The reconciler ([`crate::reconcile`]) reads them:
+//! Each group writes one receipt per batch (`EffectsApplied`: the events it
+//! applied) with its effects and inbox rows and relays it from its own
+//! database; here the order service records it in `event_receipts`, once
+//! per (event, group), so a receipt delivered twice changes nothing. A
+//! whole batch of receipt messages is one multi-row insert. The reconciler ([`crate::reconcile`]) reads them:
 //! a sent event without every subscribed group's receipt is published again.
 
+use ordermq_domain::now_millis;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
-use ordermq_domain::{OrderEvent, now_millis};
+use ordermq_domain::reconcile::Receipt as ReceiptMessage;
 use ordermq_store::{Receipt, Store};
 
 /// Records receipts.
@@ -25,17 +27,16 @@ impl ReceiptHandler {
     async fn consume(&self, batch: Vec<Delivery>) -> Outcome {
         let mut receipts = Vec::with_capacity(batch.len());
         for delivery in &batch {
-            match OrderEvent::from_json(&delivery.body) {
-                Ok(OrderEvent::EffectApplied(applied)) => receipts.push(Receipt {
-                    event_id: applied.event_id,
-                    consumer_group: applied.consumer_group,
-                    applied_at: applied.applied_at,
-                }),
-                // Never readable: the reconciler publishes its event again,
-                // and the group's next receipt takes its place.
-                Ok(other) => {
-                    tracing::warn!(kind = ?other.kind(), "unexpected event in the receipt group; ignored");
+            match ReceiptMessage::from_json(&delivery.body) {
+                Ok(message) => {
+                    receipts.extend(message.event_ids.into_iter().map(|event_id| Receipt {
+                        event_id,
+                        consumer_group: message.consumer_group.clone(),
+                        applied_at: message.applied_at,
+                    }));
                 }
+                // Never readable: the reconciler publishes its events again,
+                // and the group's next receipt takes its place.
                 Err(e) => {
                     tracing::warn!(error = %e, msg_id = %delivery.msg_id, "undecodable receipt; ignored");
                 }

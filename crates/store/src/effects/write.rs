@@ -228,57 +228,27 @@ pub(crate) async fn apply_effects_in(
     Ok(outcomes)
 }
 
-/// Receipt rows per multi-row insert (6 parameters each).
-const RECEIPT_ROWS_PER_STATEMENT: usize = 100;
-
-/// Writes the group's receipt of every record, new or seen before, to its
-/// outbox (`receipt_outbox`) in the caller's transaction. A receipt already
-/// sent is queued again: the event came back, so the order service may
-/// have lost it.
+/// Writes the group's receipt of the batch (see `receipt_row`) to its
+/// outbox (`receipt_outbox`) in the caller's transaction.
 async fn enqueue_receipts_in(
     tx: &mut AnyConnection,
     group: &str,
     records: &[EffectRecord],
     now: i64,
 ) -> Result<(), StorageError> {
-    // PostgreSQL refuses an upsert that meets one row twice: once per event.
-    let mut seen = HashSet::new();
-    let rows: Vec<_> = records
-        .iter()
-        .filter(|r| seen.insert(r.event_id.as_str()))
-        .map(|r| receipt_row(group, r, now))
-        .collect();
-    for chunk in rows.chunks(RECEIPT_ROWS_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|i| {
-                let p = 2 + i * 5;
-                format!(
-                    "(${p}, ${}, ${}, ${}, ${}, NULL, $1, 0, $1)",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let on_conflict = if dialect::is_mysql(tx) {
-            sql::RECEIPT_ON_DUPLICATE_MYSQL
-        } else {
-            sql::RECEIPT_ON_CONFLICT
-        };
-        let sql = format!("{}{values}{on_conflict}", sql::RECEIPT_INSERT);
-        let mut query = dialect::query(&sql).bind(now);
-        for row in chunk {
-            query = query
-                .bind(row.topic)
-                .bind(row.tag)
-                .bind(row.key.as_str())
-                .bind(row.event_id.as_str())
-                .bind(row.body.as_str());
-        }
-        query.execute(&mut *tx).await.map_err(storage)?;
-    }
+    let Some(row) = receipt_row(group, records, now) else {
+        return Ok(());
+    };
+    dialect::query(sql::INSERT_RECEIPT)
+        .bind(row.topic)
+        .bind(row.tag)
+        .bind(row.key)
+        .bind(row.event_id)
+        .bind(row.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! New effects on the SQLite lane: the inbox row, the effect's row and the
-//! group's receipt from the statements the general path (`effects::write`)
+//! New effects on the SQLite lane: the inbox rows, the effects' rows and
+//! the batch's receipt from the statements the general path (`effects::write`)
 //! uses too.
 //!
 //! Operation module: it imports only the base and leaves.
@@ -24,7 +24,6 @@ pub(crate) fn apply_effects(
     let mut outcomes = Vec::with_capacity(records.len());
     {
         let mut inbox = tx.prepare_cached(sql::INSERT_INBOX)?;
-        let mut receipt = tx.prepare_cached(sql::INSERT_RECEIPT)?;
         for record in records {
             let fresh = inbox.execute(params![
                 group,
@@ -33,10 +32,16 @@ pub(crate) fn apply_effects(
                 record.msg_id,
                 now
             ])? == 1;
-            // Seen before or not, the receipt is (re)queued: see
-            // `sql::RECEIPT_ON_CONFLICT`.
-            let row = receipt_row(group, record, now);
-            receipt.execute(params![
+            if !fresh {
+                outcomes.push(Applied::Already);
+                continue;
+            }
+            insert_effect(&tx, &record.effect, now)?;
+            outcomes.push(Applied::Now);
+        }
+        // One receipt for the batch, seen before or not: see `receipt_row`.
+        if let Some(row) = receipt_row(group, records, now) {
+            tx.prepare_cached(sql::INSERT_RECEIPT)?.execute(params![
                 row.topic,
                 row.tag,
                 row.key,
@@ -44,12 +49,6 @@ pub(crate) fn apply_effects(
                 row.body,
                 now
             ])?;
-            if !fresh {
-                outcomes.push(Applied::Already);
-                continue;
-            }
-            insert_effect(&tx, &record.effect, now)?;
-            outcomes.push(Applied::Now);
         }
     }
     tx.commit()?;

@@ -482,7 +482,7 @@ pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Ve
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-            let entry = all.entry(table).or_default();
+            let entry = all.entry(table.clone()).or_default();
             for row in rows {
                 let cells: Vec<String> = row
                     .columns()
@@ -498,6 +498,13 @@ pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Ve
                                     .unwrap()
                                     .map(|b| String::from_utf8(b).unwrap())
                             }),
+                        };
+                        // A receipt's id ends in a random part of its own.
+                        let cell = match cell {
+                            Some(id) if table == "receipt_outbox" && c.name() == "event_id" => {
+                                id.rsplit_once(':').map(|(kept, _)| kept.to_owned())
+                            }
+                            other => other,
                         };
                         format!("{}={}", c.name(), cell.as_deref().unwrap_or("NULL"))
                     })

@@ -1,10 +1,11 @@
 //! Receipts and the reconciler's reads and writes: a group's receipt is
-//! written with its effect (the SQLite lane, the general path, PostgreSQL)
-//! and queued again when the event comes back; the order database records
+//! written per batch with its effects (the SQLite lane, the general path,
+//! PostgreSQL, MySQL) and again when an event comes back; the order database records
 //! each (event, group) once; unsettled sent rows are read oldest first,
 //! settled or put back.
 
-use ordermq_domain::{Effect, OrderEvent, OrderId, System, UserId};
+use ordermq_domain::reconcile::Receipt as ReceiptMessage;
+use ordermq_domain::{Effect, OrderId, System, UserId};
 use ordermq_store::{Applied, EffectRecord, Receipt, Store, StoreOptions};
 
 use crate::helpers::*;
@@ -34,16 +35,22 @@ fn points(id: &OrderId) -> EffectRecord {
     }
 }
 
+fn receipt_of(row: &ordermq_domain::OutboxMessage) -> ReceiptMessage {
+    ReceiptMessage::from_json(row.body.as_bytes()).unwrap()
+}
+
 async fn receipts_go_out_with_their_effects(store: Store) {
     seed(&store, "A", 100, 5).await;
     let id = paid_order(&store, 1).await;
+    let other = paid_order(&store, 2).await;
     let record = points(&id);
+    // One batch of two events: one receipt naming both.
     assert_eq!(
         store
-            .apply_effects(std::slice::from_ref(&record), 10)
+            .apply_effects(&[record.clone(), points(&other)], 10)
             .await
             .unwrap(),
-        [Applied::Now]
+        [Applied::Now, Applied::Now]
     );
     let claimed = store
         .relay_receipts(System::Credit, "r", &[], 10, 1_000, 11)
@@ -52,20 +59,23 @@ async fn receipts_go_out_with_their_effects(store: Store) {
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     let receipt = &claimed[0];
     assert_eq!(receipt.topic, "TopicOrderReceipt");
-    assert_eq!(receipt.tag, "EffectApplied");
-    assert_eq!(receipt.key, id.as_str());
-    assert_eq!(
-        receipt.event_id,
-        format!("EffectApplied:credit_group:OrderPaid:{id}")
+    assert_eq!(receipt.tag, "EffectsApplied");
+    assert_eq!(receipt.key, "credit_group");
+    assert!(
+        receipt
+            .event_id
+            .starts_with("EffectsApplied:credit_group:10:"),
+        "{}",
+        receipt.event_id
     );
-    let OrderEvent::EffectApplied(applied) =
-        OrderEvent::from_json(receipt.body.as_bytes()).unwrap()
-    else {
-        panic!("{}", receipt.body)
-    };
-    assert_eq!(applied.event_id, record.event_id);
-    assert_eq!(applied.consumer_group, "credit_group");
-    assert_eq!(applied.applied_at, 10);
+    assert_eq!(
+        receipt_of(receipt),
+        ReceiptMessage {
+            consumer_group: "credit_group".to_owned(),
+            event_ids: vec![record.event_id.clone(), format!("OrderPaid:{other}")],
+            applied_at: 10,
+        }
+    );
     // Another system's outbox has nothing of it.
     assert!(
         store
@@ -84,9 +94,12 @@ async fn receipts_go_out_with_their_effects(store: Store) {
     );
     assert_eq!(store.receipt_backlog(System::Credit).await.unwrap(), 0);
     // The event comes back (the reconciler published it again): nothing is
-    // applied twice, and the receipt is queued again, as first written.
+    // applied twice, and a new receipt names it again.
     assert_eq!(
-        store.apply_effects(&[record], 20).await.unwrap(),
+        store
+            .apply_effects(std::slice::from_ref(&record), 20)
+            .await
+            .unwrap(),
         [Applied::Already]
     );
     let again = store
@@ -94,8 +107,9 @@ async fn receipts_go_out_with_their_effects(store: Store) {
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].id, receipt.id);
-    assert_eq!(again[0].body, receipt.body);
+    assert_ne!(again[0].id, receipt.id);
+    assert_ne!(again[0].event_id, receipt.event_id);
+    assert_eq!(receipt_of(&again[0]).event_ids, [record.event_id]);
 }
 on_every_backend!(receipts_with_effects, receipts_go_out_with_their_effects);
 

@@ -411,7 +411,6 @@ impl Application {
             .map(|system| {
                 let options = RelayOptions {
                     owner: format!("{}-{}", system.name(), self.relay_options.owner),
-                    linger: Duration::ZERO,
                     ..self.relay_options.clone()
                 };
                 self.background.handle().spawn(relay::run_receipts(

@@ -88,9 +88,10 @@ impl Store {
         if receipts.is_empty() {
             return Ok(0);
         }
-        // One statement per chunk: each statement is a round trip, and this
-        // write holds the order database's gate (on SQLite) meanwhile.
-        let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
+        // One statement per chunk: each statement is a round trip. On
+        // SQLite the receipts have a file (and a write lock) of their own:
+        // this write never holds up the order writer's payments.
+        let mut tx = self.begin_write(Db::Receipts).await.map_err(storage)?;
         let mut inserted = 0;
         for chunk in receipts.chunks(RECEIPTS_PER_STATEMENT) {
             let values = (0..chunk.len())
@@ -122,7 +123,7 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// The order database could not be read.
+    /// The receipts' database could not be read.
     pub async fn receipts_of(&self, event_ids: &[String]) -> Result<Vec<Receipt>, StorageError> {
         let mut receipts = Vec::new();
         for chunk in event_ids.chunks(IN_LIST) {
@@ -135,7 +136,7 @@ impl Store {
             for id in chunk {
                 query = query.bind(id.as_str());
             }
-            for r in query.fetch_all(&self.orders).await.map_err(storage)? {
+            for r in query.fetch_all(&self.receipts).await.map_err(storage)? {
                 receipts.push(Receipt {
                     event_id: get(&r, "event_id")?,
                     consumer_group: get(&r, "consumer_group")?,

@@ -46,7 +46,8 @@ config_table! {
         default: PathBuf::from("./data"),
     }
     /// The database (its password is never printed). Unset: SQLite under
-    /// data_dir, plus one file per downstream system.
+    /// data_dir, plus one file per downstream system and one for their
+    /// receipts (receipts.db).
     database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
         key: "database_url",
         default: None,

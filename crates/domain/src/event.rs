@@ -27,6 +27,10 @@ pub enum EventKind {
     RefundRetryRequested,
     /// The carrier reported shipment progress ([`ShipmentUpdated`]).
     ShipmentUpdated,
+    /// A consumer group applied a batch of events: its receipt (the
+    /// reconcile module's `Receipt`, not an [`OrderEvent`]: it is about
+    /// many orders).
+    EffectsApplied,
     /// A flash-sale attempt was admitted; its order is to be created
     /// ([`FlashAttemptQueued`]).
     FlashAttemptQueued,

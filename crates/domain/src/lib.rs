@@ -28,6 +28,8 @@
 //!   downstream [`System`]s among them), subscription and listener
 //!   concurrency, in one table.
 //! - [`fanout`]: what each downstream system does with an event.
+//! - [`reconcile`]: which subscribed groups still owe a sent event, from
+//!   their receipts and the order database's state.
 //! - [`parked`]: messages that fail verification (forged, unsigned, under an
 //!   unknown key): why, what is kept of them, and the check every group runs.
 //! - [`view`]: read models returned by the API.
@@ -45,6 +47,7 @@ pub mod limits;
 pub mod order;
 pub mod parked;
 pub mod ports;
+pub mod reconcile;
 pub mod signing;
 pub mod topology;
 pub mod view;
@@ -66,8 +69,8 @@ pub use order::{
 };
 pub use topology::{
     CONSUMER_GROUPS, Consumer, ConsumerGroup, PRODUCER_GROUP, System, TOPIC_FLASH_SALE_ATTEMPT,
-    TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_REFUND, TOPIC_ORDER_TIMEOUT,
-    TOPICS,
+    TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_RECEIPT, TOPIC_ORDER_REFUND,
+    TOPIC_ORDER_TIMEOUT, TOPICS,
 };
 
 /// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.

@@ -23,15 +23,19 @@ pub const TOPIC_ORDER_REFUND: &str = "TopicOrderRefund";
 /// Carrier updates of shipments.
 pub const TOPIC_ORDER_LOGISTICS: &str = "TopicOrderLogistics";
 
+/// Receipts: each consumer group that applies an event says so here (from
+/// its own database's outbox), and the order service's reconciler counts them.
+pub const TOPIC_ORDER_RECEIPT: &str = "TopicOrderReceipt";
 /// Admitted flash-sale attempts, whose orders are created at a paced rate.
 pub const TOPIC_FLASH_SALE_ATTEMPT: &str = "TopicFlashSaleAttempt";
 
 /// Every topic ordermq publishes to (created at start where the cluster allows).
-pub const TOPICS: [&str; 5] = [
+pub const TOPICS: [&str; 6] = [
     TOPIC_ORDER_PAY_SUCCESS,
     TOPIC_ORDER_TIMEOUT,
     TOPIC_ORDER_REFUND,
     TOPIC_ORDER_LOGISTICS,
+    TOPIC_ORDER_RECEIPT,
     TOPIC_FLASH_SALE_ATTEMPT,
 ];
 
@@ -47,6 +51,7 @@ impl EventKind {
             Self::OrderRefundRequested => "OrderRefundRequested",
             Self::RefundRetryRequested => "RefundRetryRequested",
             Self::ShipmentUpdated => "ShipmentUpdated",
+            Self::EffectsApplied => "EffectsApplied",
             Self::FlashAttemptQueued => "FlashAttemptQueued",
         }
     }
@@ -58,8 +63,23 @@ impl EventKind {
             Self::OrderCloseDue => TOPIC_ORDER_TIMEOUT,
             Self::OrderRefundRequested | Self::RefundRetryRequested => TOPIC_ORDER_REFUND,
             Self::ShipmentUpdated => TOPIC_ORDER_LOGISTICS,
+            Self::EffectsApplied => TOPIC_ORDER_RECEIPT,
             Self::FlashAttemptQueued => TOPIC_FLASH_SALE_ATTEMPT,
         }
+    }
+
+    /// The kind whose [`tag`](Self::tag) is `tag`, if any.
+    pub fn from_tag(tag: &str) -> Option<Self> {
+        [
+            Self::OrderPaid,
+            Self::OrderCloseDue,
+            Self::OrderRefundRequested,
+            Self::RefundRetryRequested,
+            Self::ShipmentUpdated,
+            Self::EffectsApplied,
+        ]
+        .into_iter()
+        .find(|kind| kind.tag() == tag)
     }
 }
 
@@ -111,6 +131,8 @@ pub enum Consumer {
     Close,
     /// The order service's refunds through the payment gateway.
     Refund,
+    /// The order service's record of the groups' receipts.
+    Receipt,
     /// The order service's creation of flash-sale orders, paced.
     FlashSale,
 }
@@ -194,7 +216,7 @@ const WAREHOUSE: [Subscription; 3] = [
 
 /// Every consumer group ordermq runs, downstream systems first in
 /// [`System::ALL`] order.
-pub const CONSUMER_GROUPS: [ConsumerGroup; 7] = [
+pub const CONSUMER_GROUPS: [ConsumerGroup; 8] = [
     ConsumerGroup {
         consumer: Consumer::System(System::Credit),
         name: "credit_group",
@@ -238,6 +260,14 @@ pub const CONSUMER_GROUPS: [ConsumerGroup; 7] = [
         }],
         concurrency: Concurrency::Fixed(16),
     },
+    ConsumerGroup {
+        consumer: Consumer::Receipt,
+        name: "order_receipt_group",
+        subscriptions: &[Subscription {
+            kinds: &[EventKind::EffectsApplied],
+        }],
+        concurrency: Concurrency::Fixed(4),
+    },
     // Pacing, not the listener, sets its rate: the calls wait their turn.
     ConsumerGroup {
         consumer: Consumer::FlashSale,
@@ -255,6 +285,19 @@ pub fn group_of(consumer: Consumer) -> &'static ConsumerGroup {
         .iter()
         .find(|group| group.consumer == consumer)
         .expect("every consumer has a row in CONSUMER_GROUPS (checked by a unit test)")
+}
+
+/// The downstream systems subscribed to events of `kind`: the groups
+/// whose receipts (`EffectsApplied`) the reconciler expects for such an
+/// event. The order service's own groups send none; the reconciler reads
+/// their work from the order database (an order's close, a refund's status).
+pub fn receipt_groups(kind: EventKind) -> Vec<&'static str> {
+    CONSUMER_GROUPS
+        .iter()
+        .filter(|group| matches!(group.consumer, Consumer::System(_)))
+        .filter(|group| group.subscriptions.iter().any(|s| s.kinds.contains(&kind)))
+        .map(|group| group.name)
+        .collect()
 }
 
 /// Every group's name, comma-separated (log lines).
@@ -275,6 +318,7 @@ mod tests {
         let consumers = System::ALL.map(Consumer::System).into_iter().chain([
             Consumer::Close,
             Consumer::Refund,
+            Consumer::Receipt,
             Consumer::FlashSale,
         ]);
         for consumer in consumers {
@@ -324,6 +368,29 @@ mod tests {
                     "OrderRefundRequested".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn receipts_are_expected_from_the_subscribed_systems_only() {
+        assert_eq!(
+            receipt_groups(EventKind::OrderPaid),
+            [
+                "credit_group",
+                "marketing_group",
+                "push_group",
+                "warehouse_group"
+            ]
+        );
+        assert_eq!(
+            receipt_groups(EventKind::ShipmentUpdated),
+            ["warehouse_group"]
+        );
+        assert!(receipt_groups(EventKind::OrderCloseDue).is_empty());
+        assert!(receipt_groups(EventKind::EffectsApplied).is_empty());
+        assert_eq!(
+            EventKind::from_tag("EffectsApplied"),
+            Some(EventKind::EffectsApplied)
         );
     }
 

@@ -102,6 +102,9 @@ pub struct ConsumerProgress {
     pub last_error: Option<String>,
     /// Epoch milliseconds of the latest change (failure or application).
     pub updated_at: Option<i64>,
+    /// When the group's receipt (`EffectsApplied`) says it applied the event,
+    /// as the order service recorded it: what the reconciler goes by.
+    pub receipt_at: Option<i64>,
 }
 
 /// A refund of (part of) an order.
@@ -262,6 +265,28 @@ pub struct Stats {
     pub parked: BTreeMap<String, i64>,
     /// This instance's order-database writer since it started.
     pub group_commit: GroupCommitStats,
+    /// The reconciler: events published again, and events some subscribed
+    /// group still owes.
+    pub reconcile: ReconcileStats,
+}
+
+/// What the reconciler found on its latest pass, and what it re-published
+/// since this instance started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileStats {
+    /// Events put back for the relay because a subscribed group had not
+    /// acknowledged them (since this instance started).
+    pub republished: u64,
+    /// Sent events older than `reconcile_after` that some subscribed group
+    /// still owes (a receipt, a close, a refund's outcome).
+    pub missing: i64,
+    /// Of those, events re-published `reconcile_max` times (or first sent
+    /// before `reconcile_window`): left for an operator (`ordermq outbox missing`).
+    pub left_for_operator: i64,
+    /// How long ago the oldest of the missing events was sent, in ms.
+    pub oldest_missing_age_ms: Option<i64>,
+    /// Epoch milliseconds of the latest pass; `None` before the first.
+    pub checked_at: Option<i64>,
 }
 
 /// How the order database's group commit is doing: `operations / commits`

@@ -20,7 +20,8 @@
 //! - [`dlq`]: `ordermq dlq list|replay`, dead-lettered messages, and the
 //!   messages consumer groups parked because they failed verification.
 //! - [`outbox`]: `ordermq outbox parked|requeue`, the outbox rows the relay
-//!   parked after the broker refused them on every attempt.
+//!   parked after the broker refused them on every attempt; `ordermq outbox
+//!   missing`, the sent events the reconciler gave up on.
 //! - [`event_keys`]: the keys that sign and verify events (configured, or
 //!   generated once per data directory).
 //! - [`http`]: the HTTP server's accept loop: header, request and idle

@@ -3,7 +3,8 @@
 //! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
 //! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
 //! `ordermq dlq parked` lists messages refused because they failed verification.
-//! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked.
+//! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked;
+//! `ordermq outbox missing` lists sent events the reconciler left for an operator.
 //! `ordermq token` makes an API token and prints its configuration entry.
 //!
 //! Thin on purpose: parsing the command line and choosing a subcommand; the
@@ -61,7 +62,8 @@ enum Command {
         action: DlqAction,
     },
     /// Outbox rows the relay parked after the broker refused them on every
-    /// attempt (relay_park_after_attempts): list them, or hand them back.
+    /// attempt (relay_park_after_attempts): list them, or hand them back;
+    /// and sent events the reconciler gave up on (missing).
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
@@ -116,6 +118,13 @@ enum DlqAction {
 enum OutboxAction {
     /// Every parked row: its event, attempts, last error and when it was parked.
     Parked {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sent events some subscribed group still owes after the reconciler
+    /// published them again reconcile_max times, with the groups that owe them.
+    Missing {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -325,7 +334,7 @@ fn dlq(config: Config, action: DlqAction) -> ExitCode {
     code
 }
 
-/// `ordermq outbox parked|requeue`.
+/// `ordermq outbox parked|requeue|missing`.
 fn outbox(config: &Config, action: OutboxAction) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
@@ -347,6 +356,24 @@ fn outbox(config: &Config, action: OutboxAction) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("ordermq outbox parked: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            OutboxAction::Missing { json } => match ordermq::outbox::missing(config).await {
+                Ok(rows) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&ordermq::outbox::missing_json(&rows))
+                            .unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    print!("{}", ordermq::outbox::render_missing(&rows));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ordermq outbox missing: {e}");
                     ExitCode::FAILURE
                 }
             },

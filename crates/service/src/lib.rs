@@ -17,14 +17,17 @@
 //!   arrived during the previous commit ([`OrderWriter`], [`EffectWriter`]).
 //! - [`relay`]: outbox → RocketMQ, with leases and backoff.
 //! - [`sweep`]: the backstop that closes overdue orders whose close never came.
-//! - [`consumers`]: the handlers of the seven consumer groups: the four
-//!   downstream systems, the close, the refund and the flash-sale orders
-//!   (paced).
+//! - [`reconcile`]: sent events some subscribed group has not acknowledged
+//!   (receipts, closes, refunds) are published again.
+//! - [`consumers`]: the handlers of the eight consumer groups: the four
+//!   downstream systems, the close, the refund, the receipts and the
+//!   flash-sale orders (paced).
 
 pub mod consumers;
 pub mod flash;
 pub mod group_commit;
 pub mod orders;
+pub mod reconcile;
 pub mod relay;
 pub mod sweep;
 

@@ -21,6 +21,7 @@ use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
 
 use crate::group_commit::OrderWriter;
+use crate::reconcile::ReconcileCounters;
 
 /// 64 bits from the operating system's cryptographic generator, for the
 /// random part of order and refund ids: an id cannot be predicted from
@@ -40,6 +41,7 @@ pub struct Orders {
     relay_wake: Arc<Notify>,
     close_after_ms: i64,
     limits: UserLimits,
+    reconcile: Option<Arc<ReconcileCounters>>,
 }
 
 impl Orders {
@@ -58,7 +60,14 @@ impl Orders {
             relay_wake,
             close_after_ms,
             limits,
+            reconcile: None,
         }
+    }
+
+    /// `/api/stats` shows the reconciler's counts from `counters`.
+    pub fn with_reconcile(mut self, counters: Arc<ReconcileCounters>) -> Self {
+        self.reconcile = Some(counters);
+        self
     }
 }
 
@@ -109,6 +118,9 @@ impl OrderService for Orders {
         Box::pin(async move {
             let mut stats = self.store.stats().await?;
             stats.group_commit = self.writer.group_commit();
+            if let Some(reconcile) = &self.reconcile {
+                stats.reconcile = reconcile.snapshot();
+            }
             Ok(stats)
         })
     }

@@ -16,14 +16,17 @@
 //! `park_after` times while the broker was taking other rows, it is parked:
 //! no longer claimed, counted in `/api/stats`, put back by `ordermq outbox
 //! requeue`. During an outage (nothing taken) nothing is parked.
+//!
+//! The same relay drains each downstream system's receipts
+//! ([`run_receipts`]): one relay per outbox, the rules above for each, so
+//! receipts survive a broker outage the way events do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordermq_domain::OutboxMessage;
-use ordermq_domain::now_millis;
 use ordermq_domain::ports::Publisher;
-use ordermq_store::{OutboxRetry, Store};
+use ordermq_domain::{OutboxMessage, System, now_millis};
+use ordermq_store::{Outbox, OutboxRetry, Store};
 
 use crate::group_commit::OrderWriter;
 use tokio::sync::Notify;
@@ -98,11 +101,19 @@ pub enum RoundOutcome {
     },
 }
 
+/// Where a relay's rounds run: the order database's events ride in the
+/// order writer's batches; a system's receipts take a transaction of their
+/// own on its database.
+enum Source {
+    Events(OrderWriter),
+    Receipts(System),
+}
+
 /// The relay's state between rounds: its failure streak and the rows the
 /// broker confirmed that are not yet marked sent.
 pub struct Relay {
     store: Store,
-    writer: OrderWriter,
+    source: Source,
     publisher: Arc<dyn Publisher>,
     options: RelayOptions,
     failures: u32,
@@ -119,6 +130,7 @@ pub struct Relay {
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
+            .field("outbox", &self.outbox())
             .field("options", &self.options)
             .field("failures", &self.failures)
             .field("confirmed", &self.confirmed.len())
@@ -133,14 +145,41 @@ impl Relay {
         publisher: Arc<dyn Publisher>,
         options: RelayOptions,
     ) -> Self {
+        Self::of(store, Source::Events(writer), publisher, options)
+    }
+
+    /// A relay of `system`'s receipts (`TopicOrderReceipt`).
+    pub fn for_receipts(
+        store: Store,
+        system: System,
+        publisher: Arc<dyn Publisher>,
+        options: RelayOptions,
+    ) -> Self {
+        Self::of(store, Source::Receipts(system), publisher, options)
+    }
+
+    fn of(
+        store: Store,
+        source: Source,
+        publisher: Arc<dyn Publisher>,
+        options: RelayOptions,
+    ) -> Self {
         Self {
             store,
-            writer,
+            source,
             publisher,
             options,
             failures: 0,
             confirmed: Vec::new(),
             last_taken: None,
+        }
+    }
+
+    /// The outbox this relay drains.
+    pub fn outbox(&self) -> Outbox {
+        match self.source {
+            Source::Events(_) => Outbox::Events,
+            Source::Receipts(system) => Outbox::Receipts(system),
         }
     }
 
@@ -153,22 +192,37 @@ impl Relay {
     /// due rows (one write through the order writer), publish them, and
     /// reschedule those the broker refused.
     pub async fn round(&mut self) -> RoundOutcome {
-        let claimed = match self
-            .writer
-            .relay_outbox(
-                &self.options.owner,
-                self.confirmed.clone(),
-                self.options.batch_size,
-                LEASE_MS,
-            )
-            .await
-        {
+        let claim = match &self.source {
+            Source::Events(writer) => {
+                writer
+                    .relay_outbox(
+                        &self.options.owner,
+                        self.confirmed.clone(),
+                        self.options.batch_size,
+                        LEASE_MS,
+                    )
+                    .await
+            }
+            Source::Receipts(system) => {
+                self.store
+                    .relay_receipts(
+                        *system,
+                        &self.options.owner,
+                        &self.confirmed,
+                        self.options.batch_size,
+                        LEASE_MS,
+                        now_millis(),
+                    )
+                    .await
+            }
+        };
+        let claimed = match claim {
             Ok(rows) => {
                 self.confirmed.clear();
                 rows
             }
             Err(e) => {
-                tracing::warn!(error = %e, "relay cannot read the outbox");
+                tracing::warn!(error = %e, outbox = self.outbox().name(), "relay cannot read the outbox");
                 self.failures += 1;
                 return RoundOutcome::OutboxUnavailable;
             }
@@ -242,7 +296,11 @@ impl Relay {
         } else {
             i64::MAX
         };
-        let parked = match self.store.retry_outbox(&retries, park_after, now).await {
+        let parked = match self
+            .store
+            .retry_outbox_of(self.outbox(), &retries, park_after, now)
+            .await
+        {
             Ok(parked) => parked,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reschedule outbox rows; their lease will expire");
@@ -301,7 +359,10 @@ impl Relay {
     /// Marks what the broker confirmed as sent (at shutdown: there is no next round).
     pub async fn finish(self) {
         if !self.confirmed.is_empty()
-            && let Err(e) = self.store.mark_sent(&self.confirmed, now_millis()).await
+            && let Err(e) = self
+                .store
+                .mark_sent_of(self.outbox(), &self.confirmed, now_millis())
+                .await
         {
             // The broker has them; they will be sent again after the lease.
             tracing::warn!(error = %e, "cannot mark outbox rows sent at shutdown");
@@ -319,17 +380,46 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let linger = options.linger;
-    let mut relay = Relay::new(store, writer, publisher, options);
+    let relay = Relay::new(store, writer, publisher, options);
+    drive(relay, &wake, linger, &shutdown).await;
+}
+
+/// How long a system's receipts gather between its relay's rounds.
+/// Receipts are not urgent (the reconciler looks for them `reconcile_after`
+/// a send, 5 minutes by default), and every round is a commit of its own
+/// on the system's database: a round at each 20 ms of load took four
+/// systems' relays to some 200 commits a second, each an fsync on the disk
+/// the payments commit on. Once a second, each round takes what gathered
+/// (and goes again at once while a full batch waits).
+pub const RECEIPT_LINGER: Duration = Duration::from_secs(1);
+
+/// Runs rounds of `system`'s receipt relay until `shutdown` is cancelled
+/// (nothing wakes it: it looks for due receipts every idle poll, 200 ms,
+/// and after a round that published, waits [`RECEIPT_LINGER`]; the
+/// options' `linger` is not used).
+pub async fn run_receipts(
+    store: Store,
+    system: System,
+    publisher: Arc<dyn Publisher>,
+    options: RelayOptions,
+    shutdown: CancellationToken,
+) {
+    let linger = RECEIPT_LINGER;
+    let relay = Relay::for_receipts(store, system, publisher, options);
+    drive(relay, &Notify::new(), linger, &shutdown).await;
+}
+
+async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
         match relay.round().await {
             RoundOutcome::OutboxUnavailable => {
-                pause(backoff(relay.failures()), &wake, &shutdown, false).await;
+                pause(backoff(relay.failures()), wake, shutdown, false).await;
             }
             RoundOutcome::BrokerDown { .. } => {
-                pause(probe(relay.failures()), &wake, &shutdown, false).await;
+                pause(probe(relay.failures()), wake, shutdown, false).await;
             }
             RoundOutcome::Idle | RoundOutcome::Refused { sent: 0, .. } => {
-                pause(IDLE_POLL, &wake, &shutdown, true).await;
+                pause(IDLE_POLL, wake, shutdown, true).await;
             }
             // Unless draining a backlog, the next round lets events gather
             // for the linger, then waits for the next payment commit:
@@ -342,9 +432,9 @@ pub async fn run(
             RoundOutcome::Published { backlog: true, .. } => {}
             RoundOutcome::Published { backlog: false, .. } | RoundOutcome::Refused { .. } => {
                 if !linger.is_zero() {
-                    pause(linger, &wake, &shutdown, false).await;
+                    pause(linger, wake, shutdown, false).await;
                 }
-                pause(ACK_DELAY, &wake, &shutdown, true).await;
+                pause(ACK_DELAY, wake, shutdown, true).await;
             }
         }
     }

@@ -53,9 +53,11 @@
 //!    connection): `catalog`, `orders` (create, within the
 //!    per-user limits), `pay` (one by one and
 //!    set-based), `close`, `refunds`, `carrier`, `relay` (and parking rows
-//!    that fail every attempt), `parked`
+//!    that fail every attempt; the systems' receipts too), `parked`
 //!    (messages that failed verification; the `ParkingLot` port), `flash`
 //!    (sales, leases of their units, admitted attempts with their message),
+//!    `reconcile` (the groups' receipts, unsettled sent rows, settling and
+//!    putting them back),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
 //!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
@@ -84,6 +86,7 @@ mod outbox;
 mod parked;
 mod pay;
 mod pg;
+mod reconcile;
 mod refund_rows;
 mod refunds;
 mod relay;
@@ -103,8 +106,9 @@ pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
 pub use flash::{Admitted, AttemptWrite, Leased, SaleCounts};
 pub use lane::ThreadStart;
+pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;
-pub use relay::{OutboxRetry, ParkedOutboxRow};
+pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
 pub use server::{Durability, SessionSettings};
 pub use sql::Backend;
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

@@ -115,7 +115,7 @@ pub(crate) async fn ack_and_claim_in(
     };
     mark_sent_in(&mut *tx, acked, now).await?;
     if backend == Backend::Mysql {
-        return claim_outbox_mysql(&mut *tx, owner, limit, now + lease_ms, now).await;
+        return claim_outbox_mysql(&mut *tx, "outbox", owner, limit, now + lease_ms, now).await;
     }
     let rows = dialect::query(claim)
         .bind(owner)
@@ -136,27 +136,30 @@ pub(crate) async fn ack_and_claim_in(
 /// MySQL has no partial index: `outbox_unsent` leads with `sent_at`, then
 /// `parked_at`, so the claim reads the unsent, unparked rows in due order
 /// from the index, never the sent ones (see `schema::mysql`).
-async fn claim_outbox_mysql(
+/// `table` is `outbox` or a system's `receipt_outbox` (the same columns).
+pub(crate) async fn claim_outbox_mysql(
     tx: &mut AnyConnection,
+    table: &str,
     owner: &str,
     limit: usize,
     lease_until: i64,
     now: i64,
 ) -> Result<Vec<OutboxMessage>, sqlx::Error> {
-    let rows = dialect::query(
-        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM outbox \
+    let select = format!(
+        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM {table} \
          WHERE sent_at IS NULL AND parked_at IS NULL AND next_attempt_at <= $1 \
-         ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(now)
-    .bind(limit as i64)
-    .fetch_all(&mut *tx)
-    .await?;
+         ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = dialect::query(&select)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
-        "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+        "UPDATE {table} SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
          WHERE id IN ({})",
         placeholders(2, rows.len())
     );

@@ -3,31 +3,56 @@
 //! operator's list and requeue of parked rows, and the backlog. Its round
 //! (ack + claim) rides on the order database's batch (`batch`).
 //!
+//! The same relay drains each downstream system's receipts
+//! (`receipt_outbox`, same columns): [`Outbox`] names which outbox a call
+//! is about, and the receipts' round is a transaction of its own on the
+//! system's database.
+//!
 //! Operation module: it imports only the base, leaves and the handle.
 
 use ordermq_domain::ports::StorageError;
+use ordermq_domain::{OutboxMessage, System};
 use sqlx::Row;
 
 use crate::dialect;
 use crate::fail::{get, storage};
-use crate::outbox::mark_sent_in;
-use crate::sql::Backend;
+use crate::outbox::{claim_outbox_mysql, mark_sent_in};
+use crate::sql::{self, Backend};
 use crate::store::{Db, Store};
 
-macro_rules! retry_outbox {
-    () => {
-        "UPDATE outbox SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
-         parked_at = CASE WHEN attempts >= $4 THEN $5 ELSE NULL END \
-         WHERE id = $3 AND sent_at IS NULL"
-    };
+/// Which outbox the relay drains: the order database's events, or one
+/// downstream system's receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbox {
+    /// `outbox` in the order database.
+    Events,
+    /// `receipt_outbox` in the system's database.
+    Receipts(System),
 }
 
-/// A failed row given back for `$1` with its error `$2` (`$3` its id), or
-/// parked at `$5` once claimed `$4` times.
-const RETRY_OUTBOX: &str = retry_outbox!();
+impl Outbox {
+    fn db(self) -> Db {
+        match self {
+            Self::Events => Db::Orders,
+            Self::Receipts(system) => Db::System(system),
+        }
+    }
 
-/// [`RETRY_OUTBOX`] saying whether it parked the row.
-const RETRY_OUTBOX_RETURNING: &str = concat!(retry_outbox!(), " RETURNING parked_at");
+    fn table(self) -> &'static str {
+        match self {
+            Self::Events => "outbox",
+            Self::Receipts(_) => "receipt_outbox",
+        }
+    }
+
+    /// A name for log lines: `orders`, or the system's consumer group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Events => "orders",
+            Self::Receipts(system) => system.consumer_group(),
+        }
+    }
+}
 
 /// A row the broker did not take: when to try again and why it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +81,102 @@ pub struct ParkedOutboxRow {
 impl Store {
     /// Marks rows as confirmed stored by the broker.
     pub async fn mark_sent(&self, ids: &[i64], now: i64) -> Result<(), StorageError> {
-        let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        mark_sent_in(&mut tx, ids, now).await.map_err(storage)?;
+        self.mark_sent_of(Outbox::Events, ids, now).await
+    }
+
+    /// [`Store::mark_sent`] for the rows of `outbox`.
+    pub async fn mark_sent_of(
+        &self,
+        outbox: Outbox,
+        ids: &[i64],
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write(outbox.db()).await.map_err(storage)?;
+        match outbox {
+            Outbox::Events => mark_sent_in(&mut tx, ids, now).await.map_err(storage)?,
+            Outbox::Receipts(_) => {
+                for id in ids {
+                    dialect::query(sql::MARK_ONE_RECEIPT_SENT)
+                        .bind(now)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(storage)?;
+                }
+            }
+        }
         tx.commit().await.map_err(storage)
+    }
+
+    /// The relay's round on a system's receipts, in a transaction of its
+    /// own: marks `acked` sent and claims up to `limit` due rows for
+    /// `owner`, leased for `lease_ms`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The system's database could not be written.
+    pub async fn relay_receipts(
+        &self,
+        system: System,
+        owner: &str,
+        acked: &[i64],
+        limit: usize,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Vec<OutboxMessage>, StorageError> {
+        let mut tx = self
+            .begin_write(Db::System(system))
+            .await
+            .map_err(storage)?;
+        for id in acked {
+            dialect::query(sql::MARK_ONE_RECEIPT_SENT)
+                .bind(now)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+        }
+        let claim = match self.backend {
+            Backend::Postgres => sql::CLAIM_RECEIPTS_SKIP_LOCKED,
+            Backend::Sqlite => sql::CLAIM_RECEIPTS,
+            Backend::Mysql => {
+                let claimed = claim_outbox_mysql(
+                    &mut tx,
+                    "receipt_outbox",
+                    owner,
+                    limit,
+                    now + lease_ms,
+                    now,
+                )
+                .await
+                .map_err(storage)?;
+                tx.commit().await.map_err(storage)?;
+                return Ok(claimed);
+            }
+        };
+        let rows = dialect::query(claim)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(storage)?;
+        let claimed = sql::claimed(&rows).map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(claimed)
+    }
+
+    /// Receipts a system has not yet had confirmed by the broker, parked ones aside.
+    pub async fn receipt_backlog(&self, system: System) -> Result<i64, StorageError> {
+        dialect::query(
+            "SELECT COUNT(*) AS n FROM receipt_outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+        )
+        .fetch_one(self.system_pool(system))
+        .await
+        .map_err(storage)?
+        .try_get("n")
+        .map_err(storage)
     }
 
     /// Gives rows back for another attempt, each at its own `retry_at` and
@@ -73,11 +191,34 @@ impl Store {
         park_after: i64,
         now: i64,
     ) -> Result<Vec<i64>, StorageError> {
+        self.retry_outbox_of(Outbox::Events, failed, park_after, now)
+            .await
+    }
+
+    /// [`Store::retry_outbox`] for the rows of `outbox`.
+    pub async fn retry_outbox_of(
+        &self,
+        outbox: Outbox,
+        failed: &[OutboxRetry],
+        park_after: i64,
+        now: i64,
+    ) -> Result<Vec<i64>, StorageError> {
         if failed.is_empty() {
             return Ok(Vec::new());
         }
         let mut parked = Vec::new();
-        let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
+        let mut tx = self.begin_write(outbox.db()).await.map_err(storage)?;
+        let statement = format!(
+            "UPDATE {} SET next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
+             parked_at = CASE WHEN attempts >= $4 THEN $5 ELSE NULL END \
+             WHERE id = $3 AND sent_at IS NULL",
+            outbox.table()
+        );
+        let returning = format!("{statement} RETURNING parked_at");
+        let read_back = format!(
+            "SELECT parked_at FROM {} WHERE id = $1 AND sent_at IS NULL",
+            outbox.table()
+        );
         for retry in failed {
             let retried = |sql| {
                 dialect::query(sql)
@@ -89,17 +230,17 @@ impl Store {
             };
             let row = if self.backend == Backend::Mysql {
                 // No `RETURNING`: the row read back in the same transaction.
-                retried(RETRY_OUTBOX)
+                retried(&statement)
                     .execute(&mut *tx)
                     .await
                     .map_err(storage)?;
-                dialect::query("SELECT parked_at FROM outbox WHERE id = $1 AND sent_at IS NULL")
+                dialect::query(&read_back)
                     .bind(retry.id)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(storage)?
             } else {
-                retried(RETRY_OUTBOX_RETURNING)
+                retried(&returning)
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(storage)?

@@ -239,6 +239,67 @@ const ORDERS_V7: &[&str] = &[
     )",
 ];
 
+/// Version 8 of the order database: reconciliation. An outbox row is
+/// `settled_at` once every group that subscribes to it is done with it, and
+/// counts how often the reconciler published it again (`republished`).
+/// Rows sent before receipts existed are settled as they are: nothing would
+/// ever acknowledge them. The reconciler reads unsettled sent rows, oldest
+/// first, through `outbox_unsettled`. On a server the receipts
+/// ([`EVENT_RECEIPTS`]) are created here too; SQLite keeps them in a file
+/// of their own ([`receipts`]).
+const ORDERS_V8: &[&str] = &[
+    "ALTER TABLE outbox ADD COLUMN republished BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN settled_at BIGINT",
+    "UPDATE outbox SET settled_at = sent_at WHERE sent_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_unsettled ON outbox (sent_at, id) \
+     WHERE settled_at IS NULL AND sent_at IS NOT NULL",
+];
+
+/// `event_receipts`: one row per (event, group) that said it applied the
+/// event (`order_receipt_group`; a receipt sent twice inserts nothing).
+pub(crate) const EVENT_RECEIPTS: &str = "CREATE TABLE IF NOT EXISTS event_receipts (
+        event_id VARCHAR(160) NOT NULL,
+        consumer_group VARCHAR(64) NOT NULL,
+        applied_at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (event_id, consumer_group)
+    )";
+
+/// The receipts' own SQLite file (`receipts.db`): [`EVENT_RECEIPTS`].
+pub(crate) fn receipts() -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        statements: vec![EVENT_RECEIPTS.to_owned()],
+    }]
+}
+
+/// Version 3 of each system's database: the group's own outbox of receipts
+/// (`EffectsApplied`, one per batch), written in the transaction of the
+/// batch's effects and inbox rows and relayed to `TopicOrderReceipt` by the same relay as the
+/// order database's events (the same columns, so the same statements with
+/// another table name). On PostgreSQL the four systems share the table;
+/// each receipt's event id names its group.
+const SYSTEM_V3: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS receipt_outbox (
+        id {AUTO_ID},
+        topic VARCHAR(128) NOT NULL,
+        tag VARCHAR(64) NOT NULL,
+        msg_key VARCHAR(64) NOT NULL,
+        event_id VARCHAR(240) NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        deliver_at BIGINT,
+        created_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_owner VARCHAR(64),
+        last_error TEXT,
+        sent_at BIGINT,
+        parked_at BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS receipt_outbox_unsent ON receipt_outbox (next_attempt_at, id) \
+     WHERE sent_at IS NULL AND parked_at IS NULL",
+];
+
 fn system_tables(system: System) -> &'static [&'static str] {
     match system {
         System::Credit => &[
@@ -381,6 +442,14 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
             version: 7,
             statements: rendered(backend, ORDERS_V7),
         },
+        Migration {
+            version: 8,
+            statements: if backend == Backend::Sqlite {
+                rendered(backend, ORDERS_V8)
+            } else {
+                rendered(backend, ORDERS_V8.iter().chain(&[EVENT_RECEIPTS]))
+            },
+        },
     ]
 }
 
@@ -397,6 +466,10 @@ pub(crate) fn system(backend: Backend, system: System) -> Vec<Migration> {
         Migration {
             version: 2,
             statements: rendered(backend, system_tables_v2(system)),
+        },
+        Migration {
+            version: 3,
+            statements: rendered(backend, SYSTEM_V3),
         },
     ]
 }

@@ -107,10 +107,14 @@ pub(crate) const MARK_ONE_SENT: &str =
     "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
 
 macro_rules! claim_outbox {
-    ($lock:literal) => {
+    ($table:literal, $lock:literal) => {
         concat!(
-            "UPDATE outbox SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL \
+            "UPDATE ",
+            $table,
+            " SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM ",
+            $table,
+            " WHERE sent_at IS NULL AND parked_at IS NULL \
              AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4",
             $lock,
             ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at, attempts"
@@ -120,10 +124,29 @@ macro_rules! claim_outbox {
 
 /// The relay's claim: up to `$4` due unsent rows, not parked, leased to `$1`
 /// until `$2` (`$3` now), oldest first.
-pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("");
+pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("outbox", "");
 
 /// [`CLAIM_OUTBOX`] on PostgreSQL: rows another instance is claiming are skipped.
-pub(crate) const CLAIM_OUTBOX_SKIP_LOCKED: &str = claim_outbox!(" FOR UPDATE SKIP LOCKED");
+pub(crate) const CLAIM_OUTBOX_SKIP_LOCKED: &str =
+    claim_outbox!("outbox", " FOR UPDATE SKIP LOCKED");
+
+/// [`CLAIM_OUTBOX`] for a system's receipts (`receipt_outbox`).
+pub(crate) const CLAIM_RECEIPTS: &str = claim_outbox!("receipt_outbox", "");
+
+/// [`CLAIM_OUTBOX_SKIP_LOCKED`] for a system's receipts.
+pub(crate) const CLAIM_RECEIPTS_SKIP_LOCKED: &str =
+    claim_outbox!("receipt_outbox", " FOR UPDATE SKIP LOCKED");
+
+/// One receipt row marked sent. `$1` now, `$2` id.
+pub(crate) const MARK_ONE_RECEIPT_SENT: &str =
+    "UPDATE receipt_outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
+
+/// One receipt row: a group's receipt of one batch, always a new row (its
+/// event id is drawn at random). `$1` topic, `$2` tag, `$3` key (the
+/// group), `$4` event id, `$5` body, `$6` now.
+pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt_outbox \
+     (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
+     VALUES ($1, $2, $3, $4, $5, NULL, $6, 0, $6)";
 
 /// The relay's round inside a batch: mark `acked` sent, then claim up to
 /// `limit` due rows for `owner`, leased for `lease_ms`. The SQLite lane
@@ -358,6 +381,9 @@ mod tests {
             MARK_ONE_SENT,
             CLAIM_OUTBOX,
             INSERT_INBOX,
+            CLAIM_RECEIPTS,
+            MARK_ONE_RECEIPT_SENT,
+            INSERT_RECEIPT,
         ];
         statements.extend(
             [

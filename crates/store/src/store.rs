@@ -144,10 +144,16 @@ pub struct Store {
     pub(crate) backend: Backend,
     pub(crate) orders: AnyPool,
     pub(crate) systems: [AnyPool; 4],
-    /// One gate per database (orders, then the systems in [`System::ALL`]
-    /// order); see [`GatedTx`]. Private to this module: writes take it
-    /// through [`Store::begin_write`] and [`Store::run_on_lane`] only.
-    gates: Arc<[tokio::sync::Mutex<()>; 5]>,
+    /// The groups' receipts (`event_receipts`): on SQLite a file of their
+    /// own, `receipts.db`, so that recording thousands of them a second
+    /// never holds the order database's one write lock while payments
+    /// wait; on a server, the order database.
+    pub(crate) receipts: AnyPool,
+    /// One gate per SQLite file (orders, the systems in [`System::ALL`]
+    /// order, receipts); see [`GatedTx`]. Private to this module: writes
+    /// take it through [`Store::begin_write`] and [`Store::run_on_lane`]
+    /// only.
+    gates: Arc<[tokio::sync::Mutex<()>; 6]>,
     /// SQLite only: the hot write paths' dedicated threads (see `lane`).
     lanes: Option<Arc<Lanes>>,
     /// PostgreSQL only: the native pool of the set-based write path (`pg`).
@@ -167,6 +173,8 @@ pub(crate) struct Lanes {
 pub(crate) enum Db {
     Orders,
     System(System),
+    /// The groups' receipts (see [`Store::receipts`](Store)).
+    Receipts,
 }
 
 pub(crate) fn system_index(system: System) -> usize {
@@ -181,7 +189,8 @@ pub(crate) fn system_index(system: System) -> usize {
 impl Store {
     /// Opens (creating if needed) every database behind `database_url` and
     /// creates missing tables. `sqlite://data/orders.db` also opens
-    /// `data/credit.db`, `data/marketing.db`, `data/push.db` and `data/warehouse.db`.
+    /// `data/credit.db`, `data/marketing.db`, `data/push.db`, `data/warehouse.db`
+    /// and `data/receipts.db`.
     pub async fn open(database_url: &str, options: &StoreOptions) -> Result<Self, OpenError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(database_url)?;
@@ -201,10 +210,13 @@ impl Store {
                     let path = dir.join(format!("{}.db", system.name()));
                     systems.push(connect(backend, &path.to_string_lossy(), 3, options).await?);
                 }
+                let receipts = dir.join("receipts.db");
+                let receipts = connect(backend, &receipts.to_string_lossy(), 2, options).await?;
                 Store {
                     backend,
                     orders,
                     systems: systems.try_into().expect("four systems"),
+                    receipts,
                     gates: Arc::default(),
                     lanes: None,
                     pg: None,
@@ -229,6 +241,7 @@ impl Store {
                 Store {
                     backend,
                     orders: pool.clone(),
+                    receipts: pool.clone(),
                     systems: [pool.clone(), pool.clone(), pool.clone(), pool],
                     gates: Arc::default(),
                     lanes: None,
@@ -279,6 +292,7 @@ impl Store {
         let pool = match db {
             Db::Orders => &self.orders,
             Db::System(system) => self.system_pool(system),
+            Db::Receipts => &self.receipts,
         };
         let tx = pool.begin().await?;
         Ok(GatedTx { tx, _gate: gate })
@@ -297,6 +311,8 @@ impl Store {
         let lane = match db {
             Db::Orders => &lanes.orders,
             Db::System(system) => &lanes.systems[system_index(system)],
+            // Receipts are written through sqlx only.
+            Db::Receipts => return None,
         };
         let asked = Instant::now();
         let _gate = self.gate(db).await;
@@ -360,6 +376,7 @@ impl Store {
         let index = match db {
             Db::Orders => 0,
             Db::System(system) => 1 + system_index(system),
+            Db::Receipts => 5,
         };
         Some(self.gates[index].lock().await)
     }
@@ -380,6 +397,12 @@ impl Store {
             )
             .await
             .map_err(fail)?;
+        }
+        // A server keeps the receipts in the order database (its migration 8).
+        if self.backend == Backend::Sqlite {
+            self.apply_migrations(&self.receipts, "receipts", schema::receipts())
+                .await
+                .map_err(fail)?;
         }
         Ok(())
     }
@@ -475,9 +498,14 @@ impl Store {
         if self.backend != Backend::Sqlite {
             return Ok(Vec::new());
         }
-        let names = std::iter::once("orders").chain(System::ALL.map(|s| s.consumer_group()));
-        let mut done = Vec::with_capacity(5);
-        for (database, pool) in names.zip(std::iter::once(&self.orders).chain(&self.systems)) {
+        let names = std::iter::once("orders")
+            .chain(System::ALL.map(|s| s.consumer_group()))
+            .chain(std::iter::once("receipts"));
+        let pools = std::iter::once(&self.orders)
+            .chain(&self.systems)
+            .chain(std::iter::once(&self.receipts));
+        let mut done = Vec::with_capacity(6);
+        for (database, pool) in names.zip(pools) {
             let begun = std::time::Instant::now();
             let row = dialect::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(pool)
@@ -501,6 +529,7 @@ impl Store {
         for pool in &self.systems {
             pool.close().await;
         }
+        self.receipts.close().await;
     }
 }
 

@@ -108,7 +108,16 @@ impl Store {
                 format!("{}:{order_id}:{status}", EventKind::ShipmentUpdated.tag()),
             ));
         }
-        let consumers = self.consumer_progress(order_id, &expected).await?;
+        let mut consumers = self.consumer_progress(order_id, &expected).await?;
+        let event_ids: Vec<String> = consumers.iter().map(|c| c.event_id.clone()).collect();
+        for receipt in self.receipts_of(&event_ids).await? {
+            if let Some(progress) = consumers
+                .iter_mut()
+                .find(|c| c.event_id == receipt.event_id && c.group == receipt.consumer_group)
+            {
+                progress.receipt_at = Some(receipt.applied_at);
+            }
+        }
         let fanout = System::ALL
             .into_iter()
             .map(|system| {
@@ -184,6 +193,8 @@ impl Store {
             parked,
             // The writer in front of the store fills this in.
             group_commit: Default::default(),
+            // The reconciler fills this in.
+            reconcile: Default::default(),
         })
     }
 }

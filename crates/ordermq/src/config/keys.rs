@@ -46,7 +46,8 @@ config_table! {
         default: PathBuf::from("./data"),
     }
     /// The database (its password is never printed). Unset: SQLite under
-    /// data_dir, plus one file per downstream system.
+    /// data_dir, plus one file per downstream system and one for their
+    /// receipts (receipts.db).
     database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
         key: "database_url",
         default: None,
@@ -350,6 +351,39 @@ config_table! {
     close_sweep_interval: Duration = Span {
         key: "close_sweep_interval",
         default: Duration::from_secs(60),
+    }
+    /// The reconciler: a sent event that some subscribed group has not
+    /// acknowledged this long after its send (a receipt from each
+    /// downstream system; a close due this long ago with the order still
+    /// unpaid; a refund still REQUESTED) is published again.
+    reconcile_after: Duration = Span {
+        key: "reconcile_after",
+        default: Duration::from_secs(300),
+    }
+    /// Time between the reconciler's passes. 0s disables it.
+    reconcile_interval: Duration = Span {
+        key: "reconcile_interval",
+        default: Duration::from_secs(60),
+    }
+    /// Events first written longer ago than this are no longer published
+    /// again by the reconciler (counted and listed by `ordermq outbox
+    /// missing` instead).
+    reconcile_window: Duration = Span {
+        key: "reconcile_window",
+        default: Duration::from_secs(7 * 24 * 3600),
+    }
+    /// Most events the reconciler publishes again per pass, oldest first.
+    reconcile_batch: u32 = Int<u32> {
+        key: "reconcile_batch",
+        default: 500,
+        range: 1..,
+    }
+    /// Times the reconciler publishes one event again before leaving it for
+    /// an operator (`ordermq outbox missing`).
+    reconcile_max: u32 = Int<u32> {
+        key: "reconcile_max",
+        default: 5,
+        range: 1..,
     }
     /// Flash-sale orders created per second, evenly spaced (peak shaving:
     /// the order database sees at most this rate of sale orders, however

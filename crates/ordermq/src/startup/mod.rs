@@ -28,6 +28,7 @@ use ordermq_api::routes::Listener;
 use ordermq_api::session::Sessions;
 use ordermq_api::signature::CallbackSigner;
 use ordermq_api::{ApiState, router_for};
+use ordermq_domain::System;
 use ordermq_domain::ports::{ParkingLot, StorageError};
 #[cfg(feature = "embedded-broker")]
 use ordermq_messaging::EmbeddedBroker;
@@ -39,6 +40,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use ordermq_gateways::FakeGateway;
+use ordermq_service::reconcile::{self, ReconcileCounters, ReconcileOptions, Reconciler};
 use ordermq_service::relay::{self, RelayOptions};
 use ordermq_service::{FlashSales, FlashSettings, OrderWriter, Orders, sweep};
 
@@ -182,6 +184,8 @@ pub struct Application {
     signer: CallbackSigner,
     relay_wake: Arc<Notify>,
     relay_options: RelayOptions,
+    reconciler: Reconciler,
+    reconcile_interval: Duration,
     http_limits: HttpLimits,
     rate_limits: RateLimits,
     /// Dropped last: the tasks above that run on it are stopped first.
@@ -267,6 +271,18 @@ impl Application {
             .map_err(|e| StartError::Random(e.to_string()))?;
         let auth = Auth::new(security.tokens, sessions);
         let (signer, carrier_signer) = (security.payment, security.carrier);
+        let reconcile_counters = Arc::new(ReconcileCounters::default());
+        let reconciler = Reconciler::new(
+            store.clone(),
+            ReconcileOptions {
+                after: config.reconcile_after,
+                interval: config.reconcile_interval,
+                window: config.reconcile_window,
+                batch: config.reconcile_batch as usize,
+                max: config.reconcile_max,
+            },
+            reconcile_counters.clone(),
+        );
         Ok(Self {
             listener,
             http_addr,
@@ -278,7 +294,8 @@ impl Application {
                 relay_wake.clone(),
                 config.order_close_after.as_millis() as i64,
                 config.user_limits(),
-            ),
+            )
+            .with_reconcile(reconcile_counters),
             flash: FlashSales::new(
                 store.clone(),
                 writer.clone(),
@@ -309,6 +326,8 @@ impl Application {
                 linger: config.relay_linger,
                 park_after: config.relay_park_after_attempts,
             },
+            reconciler,
+            reconcile_interval: config.reconcile_interval,
             http_limits: HttpLimits::from_config(config),
             rate_limits: RateLimits::new(config.rate_settings()),
             background,
@@ -327,6 +346,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The reconciler (tests and tools run a pass with it at a time of their choosing).
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
     }
 
     /// The operator listener's address, when operator routes have their own.
@@ -381,6 +405,25 @@ impl Application {
             self.relay_options.clone(),
             stop.clone(),
         ));
+        // Each downstream system's receipts, by the same relay.
+        let receipt_relays: Vec<_> = System::ALL
+            .into_iter()
+            .map(|system| {
+                let options = RelayOptions {
+                    owner: format!("{}-{}", system.name(), self.relay_options.owner),
+                    ..self.relay_options.clone()
+                };
+                self.background.handle().spawn(relay::run_receipts(
+                    self.store.clone(),
+                    system,
+                    self.mq.publisher(),
+                    options,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let reconciler = (!self.reconcile_interval.is_zero())
+            .then(|| tokio::spawn(reconcile::run(self.reconciler.clone(), stop.clone())));
         let checkpointer = tokio::spawn(checkpoint_periodically(self.store.clone(), stop.clone()));
         let sweeper = tokio::spawn(sweep::sweep_overdue(
             self.store.clone(),
@@ -448,6 +491,10 @@ impl Application {
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
         stop.cancel();
         let _ = relay.await;
+        let _ = join_all(receipt_relays).await;
+        if let Some(reconciler) = reconciler {
+            let _ = reconciler.await;
+        }
         let _ = checkpointer.await;
         let _ = sweeper.await;
         // Consumers are stopped, so only our handles keep the writers alive:

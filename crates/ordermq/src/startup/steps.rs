@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use ordermq_service::consumers::{
-    CloseHandler, FlashOrderHandler, FlashOrderSettings, RefundHandler, SystemHandler,
+    CloseHandler, FlashOrderHandler, FlashOrderSettings, ReceiptHandler, RefundHandler,
+    SystemHandler,
 };
 use ordermq_service::{EffectWriter, OrderWriter};
 
@@ -241,6 +242,7 @@ pub(super) async fn subscribe_consumers(
                     ))
                 }
                 Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::Receipt => Arc::new(ReceiptHandler::new(store.clone())),
                 Consumer::FlashSale => Arc::new(FlashOrderHandler::new(
                     writer.clone(),
                     flash_orders.clone(),

@@ -22,6 +22,9 @@
 //!   through the real broker; none is lost, unpaid sale orders give their
 //!   units back.
 //! - [`modules`]: no crate of the workspace has a circle of modules.
+//! - [`reconcile`]: a message lost to one group restored once by the
+//!   reconciler, receipts on the order page, a duplicate receipt changing
+//!   nothing (the real broker); `ordermq outbox missing`.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -47,4 +50,5 @@ mod limits;
 mod mariadb;
 mod modules;
 mod peak;
+mod reconcile;
 mod security;

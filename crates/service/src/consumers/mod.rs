@@ -9,10 +9,12 @@
 
 pub mod close;
 pub mod flash;
+pub mod receipt;
 pub mod refund;
 pub mod system;
 
 pub use close::CloseHandler;
 pub use flash::{FlashOrderHandler, FlashOrderSettings};
+pub use receipt::ReceiptHandler;
 pub use refund::RefundHandler;
 pub use system::{SystemGateways, SystemHandler};

@@ -262,16 +262,30 @@ impl SystemHandler {
         // Push and warehouse skip what they already applied before calling
         // their third party again. Credit and marketing call nobody: the
         // inbox insert alone drops a redelivery, one statement fewer per batch.
-        let mut skipped = 0;
+        // What they skip still goes to the writer as "nothing to do": its
+        // inbox row is there, so it changes nothing but the group's receipt,
+        // queued again (the event came back: its receipt may have been lost).
+        let mut seen_before = Vec::new();
         if matches!(self.system, System::Push | System::Warehouse) {
             let ids: Vec<String> = events.iter().map(|(_, id, _)| id.clone()).collect();
             let applied = match self.store.applied_among(self.system, &ids).await {
                 Ok(applied) => applied,
                 Err(e) => return Outcome::RetryLater(e.to_string()),
             };
-            let before = events.len();
-            events.retain(|(_, id, _)| !applied.contains(id));
-            skipped = before - events.len();
+            events.retain(|(delivery, id, event)| {
+                let fresh = !applied.contains(id);
+                if !fresh {
+                    seen_before.push(EffectRecord {
+                        event_id: id.clone(),
+                        msg_id: delivery.msg_id.clone(),
+                        effect: Effect::Nothing {
+                            system: self.system,
+                            order_id: event.order_id().clone(),
+                        },
+                    });
+                }
+                fresh
+            });
         }
         // Which orders already have their paid effect here (reversals and
         // carrier updates wait for it).
@@ -294,7 +308,7 @@ impl SystemHandler {
             self.effect_of(event_id, event, paid)
         }))
         .await;
-        let mut records = Vec::with_capacity(events.len());
+        let mut records = seen_before;
         for ((delivery, event_id, event), attempt) in events.iter().zip(attempts) {
             match attempt {
                 Ok(effect) => records.push(EffectRecord {
@@ -327,7 +341,7 @@ impl SystemHandler {
                 }
             }
         }
-        skipped += outcomes.iter().filter(|o| **o == Applied::Already).count();
+        let skipped = outcomes.iter().filter(|o| **o == Applied::Already).count();
         if skipped > 0 {
             // Operators (and the fault suite) count these: redeliveries are normal.
             tracing::debug!(
@@ -476,6 +490,45 @@ mod tests {
         // The third party may be called again on a redelivery (the idempotency
         // key makes that harmless); the first delivery called SMS and logistics.
         assert!(gateway.calls.load(Ordering::SeqCst) >= 2);
+        // One receipt per group and batch (three deliveries: three
+        // receipts, each naming the event once), and once sent, another by
+        // the next delivery (push and warehouse skip the event before their
+        // writer).
+        let named = |row: &ordermq_domain::OutboxMessage| {
+            ordermq_domain::reconcile::Receipt::from_json(row.body.as_bytes())
+                .unwrap()
+                .event_ids
+        };
+        let paid_id = [OrderEvent::paid_event_id(&order.order_id)];
+        for system in System::ALL {
+            let claim = |acked: Vec<i64>| {
+                let store = fixture.store.clone();
+                async move {
+                    store
+                        .relay_receipts(system, "r", &acked, 10, 1_000, now_millis())
+                        .await
+                        .unwrap()
+                }
+            };
+            let receipts = claim(Vec::new()).await;
+            assert_eq!(receipts.len(), 3, "{system:?}");
+            for receipt in &receipts {
+                assert_eq!(named(receipt), paid_id, "{system:?}");
+            }
+            assert!(
+                claim(receipts.iter().map(|r| r.id).collect())
+                    .await
+                    .is_empty()
+            );
+            let handler = handler(&fixture, system, &gateway);
+            assert_eq!(
+                handler.handle(vec![delivery_of(&paid)]).await,
+                Outcome::Consumed
+            );
+            let again = claim(Vec::new()).await;
+            assert_eq!(again.len(), 1, "{system:?}: a new receipt names it again");
+            assert_eq!(named(&again[0]), paid_id);
+        }
     }
 
     /// A carrier that books at once and records each cancellation's

@@ -16,6 +16,7 @@ pub(crate) mod read;
 pub(crate) mod write;
 
 use ordermq_domain::Effect;
+use ordermq_domain::reconcile::Receipt;
 
 use crate::sql::{self, NewRow};
 
@@ -102,6 +103,45 @@ pub(crate) fn as_new_row(effect: &Effect) -> Option<(NewRow, Vec<Value<'_>>)> {
             ],
         ),
         _ => return None,
+    })
+}
+
+/// The receipt row of a batch `group` committed at `now` (see
+/// [`ordermq_domain::reconcile::Receipt`]): every record's event, new or
+/// seen before (an event that came back may have lost its receipt), once
+/// each. `None` for an empty batch. Its message key is the group (the
+/// receipt is about many orders) and its event id is drawn at random:
+/// each batch's receipt is a row of its own.
+pub(crate) struct ReceiptRow {
+    pub topic: &'static str,
+    pub tag: &'static str,
+    pub key: String,
+    pub event_id: String,
+    pub body: String,
+}
+
+pub(crate) fn receipt_row(group: &str, records: &[EffectRecord], now: i64) -> Option<ReceiptRow> {
+    let mut seen = std::collections::HashSet::new();
+    let event_ids: Vec<String> = records
+        .iter()
+        .filter(|r| seen.insert(r.event_id.as_str()))
+        .map(|r| r.event_id.clone())
+        .collect();
+    if event_ids.is_empty() {
+        return None;
+    }
+    let receipt = Receipt {
+        consumer_group: group.to_owned(),
+        event_ids,
+        applied_at: now,
+    };
+    let kind = Receipt::KIND;
+    Some(ReceiptRow {
+        topic: kind.topic(),
+        tag: kind.tag(),
+        key: group.to_owned(),
+        event_id: format!("{}:{group}:{now}:{:016x}", kind.tag(), fastrand::u64(..)),
+        body: receipt.to_json(),
     })
 }
 

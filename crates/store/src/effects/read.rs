@@ -120,6 +120,7 @@ impl Store {
                         attempts: 0,
                         last_error: None,
                         updated_at: None,
+                        receipt_at: None,
                     });
                     progress.len() - 1
                 }

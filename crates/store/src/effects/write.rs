@@ -11,7 +11,7 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::{CarrierStatus, Effect, System};
 use sqlx::{AnyConnection, Row};
 
-use super::{Applied, EffectRecord, Value, as_new_row};
+use super::{Applied, EffectRecord, Value, as_new_row, receipt_row};
 use crate::dialect;
 use crate::fail::storage;
 use crate::mysql;
@@ -224,7 +224,32 @@ pub(crate) async fn apply_effects_in(
     // Earlier failures of these events stay recorded (the order's page
     // shows "done after N failed attempts"); an inbox row outranks them
     // everywhere they are read, so nothing is deleted on the hot path.
+    enqueue_receipts_in(tx, group, records, now).await?;
     Ok(outcomes)
+}
+
+/// Writes the group's receipt of the batch (see `receipt_row`) to its
+/// outbox (`receipt_outbox`) in the caller's transaction.
+async fn enqueue_receipts_in(
+    tx: &mut AnyConnection,
+    group: &str,
+    records: &[EffectRecord],
+    now: i64,
+) -> Result<(), StorageError> {
+    let Some(row) = receipt_row(group, records, now) else {
+        return Ok(());
+    };
+    dialect::query(sql::INSERT_RECEIPT)
+        .bind(row.topic)
+        .bind(row.tag)
+        .bind(row.key)
+        .bind(row.event_id)
+        .bind(row.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+    Ok(())
 }
 
 impl Store {

@@ -1,12 +1,13 @@
-//! New effects on the SQLite lane: the inbox row and the effect's row from
-//! the statements the general path (`effects::write`) uses too.
+//! New effects on the SQLite lane: the inbox rows, the effects' rows and
+//! the batch's receipt from the statements the general path (`effects::write`)
+//! uses too.
 //!
 //! Operation module: it imports only the base and leaves.
 
 use ordermq_domain::Effect;
 use rusqlite::{Connection, params};
 
-use crate::effects::{Applied, EffectRecord, Value, as_new_row};
+use crate::effects::{Applied, EffectRecord, Value, as_new_row, receipt_row};
 use crate::fail::LaneResult;
 use crate::sql;
 
@@ -37,6 +38,17 @@ pub(crate) fn apply_effects(
             }
             insert_effect(&tx, &record.effect, now)?;
             outcomes.push(Applied::Now);
+        }
+        // One receipt for the batch, seen before or not: see `receipt_row`.
+        if let Some(row) = receipt_row(group, records, now) {
+            tx.prepare_cached(sql::INSERT_RECEIPT)?.execute(params![
+                row.topic,
+                row.tag,
+                row.key,
+                row.event_id,
+                row.body,
+                now
+            ])?;
         }
     }
     tx.commit()?;

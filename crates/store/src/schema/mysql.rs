@@ -194,6 +194,43 @@ const ORDERS_V7: &[&str] = &[
     ) {TABLE}",
 ];
 
+/// Version 8: receipts and reconciliation (see the shared `ORDERS_V8`).
+/// `outbox_unsettled` leads with `settled_at`: MySQL has no partial index,
+/// and the reconciler reads the unsettled sent rows in send order.
+const ORDERS_V8: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS event_receipts (
+        event_id VARCHAR(160) NOT NULL,
+        consumer_group VARCHAR(64) NOT NULL,
+        applied_at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (event_id, consumer_group)
+    ) {TABLE}",
+    "ALTER TABLE outbox ADD COLUMN republished BIGINT NOT NULL DEFAULT 0, \
+     ADD COLUMN settled_at BIGINT, \
+     ADD INDEX outbox_unsettled (settled_at, sent_at, id)",
+    "UPDATE outbox SET settled_at = sent_at WHERE sent_at IS NOT NULL",
+];
+
+/// Each system's version 3: its outbox of receipts (see the shared
+/// `SYSTEM_V3`), indexed as `outbox` is since version 6.
+const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
+        id {AUTO_ID},
+        topic VARCHAR(128) NOT NULL,
+        tag VARCHAR(64) NOT NULL,
+        msg_key VARCHAR(64) NOT NULL,
+        event_id VARCHAR(240) NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        deliver_at BIGINT,
+        created_at BIGINT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        lease_owner VARCHAR(64),
+        last_error TEXT,
+        sent_at BIGINT,
+        parked_at BIGINT,
+        INDEX receipt_outbox_unsent (sent_at, parked_at, next_attempt_at, id)
+    ) {TABLE}"];
+
 const SYSTEM_COMMON: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS inbox (
         consumer_group VARCHAR(64) NOT NULL,
@@ -289,14 +326,14 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 7] {
+pub(super) fn orders() -> [&'static [&'static str]; 8] {
     [
-        ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7,
+        ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
     ]
 }
 
 /// One system's statements per version, oldest first.
-pub(super) fn system(system: System) -> [Vec<&'static str>; 2] {
+pub(super) fn system(system: System) -> [Vec<&'static str>; 3] {
     [
         SYSTEM_COMMON
             .iter()
@@ -304,5 +341,6 @@ pub(super) fn system(system: System) -> [Vec<&'static str>; 2] {
             .copied()
             .collect(),
         system_tables_v2(system).to_vec(),
+        SYSTEM_V3.to_vec(),
     ]
 }

@@ -7,6 +7,8 @@
 //! - `parked`: messages that failed verification, once per group, clipped to fit.
 //! - `flash`: flash sales: units out of stock, leases that never oversell,
 //!   admitted attempts with their message, units back to the sale.
+//! - `receipts`: receipts written with effects and queued again, recorded
+//!   once; the reconciler's reads and writes of unsettled sent rows.
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite, PostgreSQL's set-based path and its general path, and
 //!   MariaDB; every answer and every row compared.
@@ -24,5 +26,6 @@ mod flash;
 mod helpers;
 mod limits;
 mod parked;
+mod receipts;
 mod rules;
 mod server;

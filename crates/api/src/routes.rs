@@ -136,6 +136,8 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/refunds/{id}/retry", Operator, Operator, handlers::retry_refund),
     route!(GET "/api/stats", Operator, Operator, handlers::stats),
     route!(POST "/api/sales", Operator, Operator, sales::create_sale),
+    route!(GET "/api/sales", Operator, Operator, sales::list_sales),
+    route!(GET "/api/sales/{id}", Operator, Operator, sales::get_sale),
     route!(POST "/api/sales/{id}/attempts", Shop, Both, sales::attempt),
     route!(GET "/api/attempts/{id}", Shop, Both, sales::get_attempt),
     route!(GET "/api/attempts/{id}/events", Shop, Both, sales::attempt_events),

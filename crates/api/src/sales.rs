@@ -85,6 +85,27 @@ fn attempt_not_found(raw: &str) -> ApiError {
     )
 }
 
+/// Sales not ended longer than an hour ago, the latest first, each with
+/// its units left, queued, created and rejected attempts (by reason) and
+/// its creation rate: what the dashboard's "Flash sales" card shows.
+pub(crate) async fn list_sales(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    Ok(Json(state.flash.sales().await?).into_response())
+}
+
+/// One sale's progress; 404 `SALE_NOT_FOUND` for an unknown id.
+pub(crate) async fn get_sale(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let sale = SaleId::parse(&raw).map_err(|_| sale_not_found(&raw))?;
+    let progress = state
+        .flash
+        .sale(sale)
+        .await?
+        .ok_or_else(|| sale_not_found(&raw))?;
+    Ok(Json(progress).into_response())
+}
+
 /// A shopper's attempt: 202 `QUEUED` with the attempt's id once it is
 /// durable, or a refusal.
 pub(crate) async fn attempt(

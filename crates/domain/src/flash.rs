@@ -88,6 +88,56 @@ impl NewSale {
     }
 }
 
+/// Where a sale stands in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SaleStatus {
+    /// Before its start: attempts are refused `SALE_NOT_ACTIVE`.
+    Scheduled,
+    /// Between its start and its end.
+    Running,
+    /// After its end.
+    Ended,
+}
+
+/// A sale and where its units and attempts are: what the dashboard and
+/// `GET /api/sales` show an operator while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaleProgress {
+    /// The sale.
+    #[serde(flatten)]
+    pub sale: Sale,
+    /// Scheduled, running or ended, at the time of reading.
+    pub status: SaleStatus,
+    /// Units not held by an attempt (neither queued nor sold): what can
+    /// still be admitted.
+    pub units_left: i64,
+    /// Attempts admitted whose order is not created yet.
+    pub queued: i64,
+    /// Attempts whose order was created.
+    pub created: i64,
+    /// Attempts rejected after admission, in all.
+    pub rejected: i64,
+    /// Rejected attempts per reason ([`RejectReason::as_str`]).
+    pub rejected_by_reason: std::collections::BTreeMap<String, i64>,
+    /// Orders created per second over the last ten seconds: the paced
+    /// creation rate the order database sees.
+    pub created_per_s: f64,
+}
+
+impl SaleStatus {
+    /// Where `sale` stands at `now`.
+    pub fn of(sale: &Sale, now: i64) -> Self {
+        if now < sale.start {
+            Self::Scheduled
+        } else if now < sale.end {
+            Self::Running
+        } else {
+            Self::Ended
+        }
+    }
+}
+
 /// A sale as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sale {

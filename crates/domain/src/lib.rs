@@ -57,6 +57,7 @@ pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
 pub use fanout::{Effect, FanoutState};
 pub use flash::{
     Attempt, AttemptRefusal, AttemptState, CreateSaleError, NewSale, RejectReason, Sale,
+    SaleProgress, SaleStatus,
 };
 pub use lifecycle::{
     Actor, CarrierStatus, CarrierUpdate, CarrierUpdateError, RefundError, RefundRequest,

@@ -461,4 +461,24 @@ pub trait FlashSaleService: Send + Sync + 'static {
         &self,
         attempt: crate::AttemptId,
     ) -> BoxFuture<'_, Result<Option<crate::Attempt>, StorageError>>;
+
+    /// Sales not ended longer than an hour ago, the latest first, each with
+    /// where its units and attempts are (the dashboard, `GET /api/sales`).
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if the database failed: `Unavailable`, or
+    ///   `Corrupt` for a row that does not decode.
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<crate::SaleProgress>, StorageError>>;
+
+    /// The sale with this id and its progress, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError`] if the database failed: `Unavailable`, or
+    ///   `Corrupt` for a row that does not decode.
+    fn sale(
+        &self,
+        sale: crate::SaleId,
+    ) -> BoxFuture<'_, Result<Option<crate::SaleProgress>, StorageError>>;
 }

@@ -27,7 +27,7 @@ use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::{BoxFuture, FlashSaleService, StorageError};
 use ordermq_domain::{
     Attempt, AttemptId, AttemptRefusal, AttemptState, CreateSaleError, NewSale, OrderId, Sale,
-    SaleId, UserId, now_millis,
+    SaleId, SaleProgress, UserId, now_millis,
 };
 use ordermq_store::{Admitted, AttemptWrite, Store};
 use tokio::sync::Notify;
@@ -318,6 +318,14 @@ impl FlashSaleService for FlashSales {
         attempt: AttemptId,
     ) -> BoxFuture<'_, Result<Option<Attempt>, StorageError>> {
         Box::pin(async move { self.store.attempt(&attempt).await })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleProgress>, StorageError>> {
+        Box::pin(async move { self.store.sales_progress(now_millis()).await })
+    }
+
+    fn sale(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<SaleProgress>, StorageError>> {
+        Box::pin(async move { self.store.sale_progress(&sale, now_millis()).await })
     }
 }
 

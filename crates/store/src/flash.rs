@@ -21,7 +21,7 @@ use ordermq_domain::flash::lease_size;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::{
     Attempt, AttemptId, AttemptState, CreateSaleError, NewSale, OrderEvent, OrderId, RejectReason,
-    Sale, SaleId, UserId,
+    Sale, SaleId, SaleProgress, SaleStatus, UserId,
 };
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -332,6 +332,98 @@ impl Store {
             created: get(&attempts, "created")?,
             rejected: get(&attempts, "rejected")?,
             held: get(&attempts, "held")?,
+        })
+    }
+}
+
+/// How long after its end a sale is still listed by [`Store::sales_progress`].
+pub const ENDED_SALES_LISTED_MS: i64 = 3_600_000;
+/// The window of [`SaleProgress::created_per_s`].
+const RATE_WINDOW_MS: i64 = 10_000;
+/// The most sales [`Store::sales_progress`] lists (the latest first).
+const SALES_LISTED: i64 = 20;
+
+impl Store {
+    /// Sales not ended longer than [`ENDED_SALES_LISTED_MS`] before `now`,
+    /// the latest start first (at most 20), each with its progress.
+    ///
+    /// # Errors
+    /// A storage failure, or a stored row that does not decode.
+    pub async fn sales_progress(&self, now: i64) -> Result<Vec<SaleProgress>, StorageError> {
+        let sql = format!(
+            "SELECT {SALE_COLUMNS} FROM sales WHERE end_at >= $1 \
+             ORDER BY start_at DESC, sale_id LIMIT {SALES_LISTED}"
+        );
+        let rows = dialect::query(&sql)
+            .bind(now - ENDED_SALES_LISTED_MS)
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sale = sale_of(row)?;
+            listed.push(self.progress_of(sale, now).await?);
+        }
+        Ok(listed)
+    }
+
+    /// The progress of `sale_id` at `now`, if there is such a sale.
+    ///
+    /// # Errors
+    /// A storage failure, or a stored row that does not decode.
+    pub async fn sale_progress(
+        &self,
+        sale_id: &SaleId,
+        now: i64,
+    ) -> Result<Option<SaleProgress>, StorageError> {
+        match self.sale(sale_id).await? {
+            Some(sale) => Ok(Some(self.progress_of(sale, now).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn progress_of(&self, sale: Sale, now: i64) -> Result<SaleProgress, StorageError> {
+        let counts = self.sale_counts(&sale.sale_id).await?;
+        // One pass over the sale's ended attempts: rejections by reason,
+        // and orders created within the rate window (an attempt's
+        // `updated_at` is when it became CREATED: nothing moves it after).
+        let int = match self.backend() {
+            Backend::Mysql => "SIGNED",
+            _ => "BIGINT",
+        };
+        let rows = dialect::query(&format!(
+            "SELECT state, reason, COUNT(*) AS n, \
+               CAST(COALESCE(SUM(CASE WHEN updated_at >= $2 THEN 1 ELSE 0 END), 0) AS {int}) AS recent \
+             FROM sale_attempts WHERE sale_id = $1 AND state <> 'QUEUED' GROUP BY state, reason"
+        ))
+        .bind(sale.sale_id.as_str())
+        .bind(now - RATE_WINDOW_MS)
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?;
+        let mut rejected_by_reason = std::collections::BTreeMap::new();
+        let mut created_recently = 0;
+        for row in &rows {
+            let state: String = get(row, "state")?;
+            let n: i64 = get(row, "n")?;
+            if state == "REJECTED" {
+                let reason: Option<String> = get(row, "reason")?;
+                *rejected_by_reason
+                    .entry(reason.unwrap_or_else(|| "UNKNOWN".to_owned()))
+                    .or_insert(0) += n;
+            } else if state == "CREATED" {
+                created_recently += get::<i64>(row, "recent")?;
+            }
+        }
+        Ok(SaleProgress {
+            status: SaleStatus::of(&sale, now),
+            units_left: counts.units - counts.held,
+            queued: counts.queued,
+            created: counts.created,
+            rejected: counts.rejected,
+            rejected_by_reason,
+            created_per_s: created_recently as f64 * 1000.0 / RATE_WINDOW_MS as f64,
+            sale,
         })
     }
 }

@@ -104,7 +104,7 @@ pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
 pub use close::CloseOutcome;
 pub use effects::{Applied, EffectRecord};
-pub use flash::{Admitted, AttemptWrite, Leased, SaleCounts};
+pub use flash::{Admitted, AttemptWrite, ENDED_SALES_LISTED_MS, Leased, SaleCounts};
 pub use lane::ThreadStart;
 pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;

@@ -54,6 +54,9 @@ const DECIDED: &[(&str, &str, Access)] = &[
     ("GET", "/api/stats", Access::Operator),
     // A sale takes units out of a product's stock: the business decides it.
     ("POST", "/api/sales", Access::Operator),
+    // What a running sale has sold, queued and turned away.
+    ("GET", "/api/sales", Access::Operator),
+    ("GET", "/api/sales/{id}", Access::Operator),
 ];
 
 const METHODS: [Method; 5] = [

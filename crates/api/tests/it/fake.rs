@@ -30,6 +30,8 @@ pub(crate) enum Call {
 pub(crate) struct FakeService {
     pub(crate) calls: Mutex<Vec<Call>>,
     pub(crate) pay_answer: Mutex<Option<PayOrderError>>,
+    /// What `sales` lists (and `sale` finds).
+    pub(crate) sales: Mutex<Vec<ordermq_domain::SaleProgress>>,
 }
 
 impl FakeService {
@@ -144,5 +146,26 @@ impl ordermq_domain::ports::FlashSaleService for FakeService {
     ) -> BoxFuture<'_, Result<Option<ordermq_domain::Attempt>, StorageError>> {
         self.record(Call::Other("attempt_state"));
         Box::pin(async { Ok(None) })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<ordermq_domain::SaleProgress>, StorageError>> {
+        self.record(Call::Other("sales"));
+        let sales = self.sales.lock().unwrap().clone();
+        Box::pin(async move { Ok(sales) })
+    }
+
+    fn sale(
+        &self,
+        sale: ordermq_domain::SaleId,
+    ) -> BoxFuture<'_, Result<Option<ordermq_domain::SaleProgress>, StorageError>> {
+        self.record(Call::Other("sale"));
+        let found = self
+            .sales
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.sale.sale_id == sale)
+            .cloned();
+        Box::pin(async move { Ok(found) })
     }
 }

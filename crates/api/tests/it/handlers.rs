@@ -231,3 +231,52 @@ async fn a_refund_carries_the_name_of_the_token_that_asked_for_it() {
         Some("ops1")
     );
 }
+
+#[tokio::test]
+async fn a_sales_progress_is_listed_and_read_by_id_and_an_unknown_sale_is_404() {
+    let (router, service) = app();
+    let progress = ordermq_domain::SaleProgress {
+        sale: ordermq_domain::Sale {
+            sale_id: ordermq_domain::SaleId::parse("S1").unwrap(),
+            sku: ordermq_domain::Sku::parse("FLASH-1").unwrap(),
+            units: 10,
+            start: 1_000,
+            end: 2_000,
+            per_user_limit: 1,
+        },
+        status: ordermq_domain::SaleStatus::Running,
+        units_left: 4,
+        queued: 2,
+        created: 4,
+        rejected: 1,
+        rejected_by_reason: [("QUEUE_TIMEOUT".to_owned(), 1)].into_iter().collect(),
+        created_per_s: 0.4,
+    };
+    service.sales.lock().unwrap().push(progress);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+    let (status, listed) = send(&router, get("/api/sales")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed,
+        json!([{
+            "sale_id": "S1", "sku": "FLASH-1", "units": 10, "start": 1000, "end": 2000,
+            "per_user_limit": 1, "status": "RUNNING", "units_left": 4, "queued": 2,
+            "created": 4, "rejected": 1, "rejected_by_reason": {"QUEUE_TIMEOUT": 1},
+            "created_per_s": 0.4
+        }])
+    );
+    let (status, one) = send(&router, get("/api/sales/S1")).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one, listed[0]);
+    let (status, error) = send(&router, get("/api/sales/S2")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(error["code"], "SALE_NOT_FOUND");
+    let (status, error) = send(&router, get("/api/sales/bad%20id")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(
+        service.calls().len(),
+        3,
+        "the malformed id reached the service"
+    );
+}

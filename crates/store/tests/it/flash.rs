@@ -7,7 +7,7 @@
 use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::{
     AttemptId, AttemptState, CreateSaleError, NewSale, OrderId, OrderStatus, RejectReason, SaleId,
-    Sku, TOPIC_FLASH_SALE_ATTEMPT, UserId,
+    SaleStatus, Sku, TOPIC_FLASH_SALE_ATTEMPT, UserId,
 };
 use ordermq_store::{
     Admitted, AttemptWrite, CloseOutcome, Leased, SaleCounts, Store, WriteOp, WriteResult,
@@ -308,4 +308,95 @@ async fn concurrent_leases_of_many_owners_never_oversell(store: Store) {
 on_every_backend!(
     concurrent_leases_never_oversell,
     concurrent_leases_of_many_owners_never_oversell
+);
+
+async fn a_sales_progress_counts_units_left_outcomes_by_reason_and_the_rate(store: Store) {
+    seed(&store, SKU, 100, 10).await;
+    let sale_id = sale(&store, 4).await;
+    store
+        .lease_units(&sale_id, "a", 4, 1, 30_000, NOW)
+        .await
+        .unwrap();
+    let (made, turned_away, waiting) = (
+        queued(&sale_id, "u1", 1),
+        queued(&sale_id, "u2", 2),
+        queued(&sale_id, "u3", 3),
+    );
+    for attempt in [&made, &turned_away, &waiting] {
+        assert_eq!(admit(&store, attempt, "a").await, Admitted::Queued);
+    }
+    let create = WriteOp::CreateSaleOrder {
+        event: made.clone(),
+        close_after_ms: 60_000,
+    };
+    end(&store, create, NOW + 1_000).await;
+    let reject = WriteOp::RejectAttempt {
+        sale_id: sale_id.clone(),
+        attempt_id: turned_away.attempt_id.clone(),
+        reason: RejectReason::QueueTimeout,
+    };
+    end(&store, reject, NOW + 1_000).await;
+
+    let listed = store.sales_progress(NOW + 2_000).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let progress = &listed[0];
+    assert_eq!(progress.sale.sale_id, sale_id);
+    assert_eq!(progress.status, SaleStatus::Running);
+    // Four units: one sold, one held by the queued attempt, the rejected
+    // one's back.
+    assert_eq!(
+        (
+            progress.units_left,
+            progress.queued,
+            progress.created,
+            progress.rejected
+        ),
+        (2, 1, 1, 1),
+        "{progress:?}"
+    );
+    assert_eq!(
+        progress.rejected_by_reason,
+        [("QUEUE_TIMEOUT".to_owned(), 1)].into_iter().collect()
+    );
+    // One order created in the last ten seconds.
+    assert_eq!(progress.created_per_s, 0.1);
+    assert_eq!(
+        store
+            .sale_progress(&sale_id, NOW + 2_000)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(progress)
+    );
+    // Later: the rate is back to 0 and the sale has ended; an hour after
+    // its end it is no longer listed, but still read by its id.
+    let ended = store
+        .sale_progress(&sale_id, NOW + 61_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ended.status, ended.created_per_s),
+        (SaleStatus::Ended, 0.0)
+    );
+    let much_later = NOW + 60_000 + ordermq_store::ENDED_SALES_LISTED_MS + 1;
+    assert!(store.sales_progress(much_later).await.unwrap().is_empty());
+    assert!(
+        store
+            .sale_progress(&sale_id, much_later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .sale_progress(&SaleId::generate(NOW, 77u64), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+on_every_backend!(
+    sales_progress,
+    a_sales_progress_counts_units_left_outcomes_by_reason_and_the_rate
 );

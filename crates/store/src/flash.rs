@@ -33,8 +33,7 @@ use crate::sale_units::{expired_leases_in, give_back_in, take_attempt_units_in};
 use crate::sql::Backend;
 use crate::store::{Db, Store};
 
-/// Where a sale's units are, from the database (tests, operators, the
-/// dashboard): `units` = `unallocated` + `leased` + held by attempts.
+/// Where a sale's units are, from the database (tests, operators): `units` = `unallocated` + `leased` + held by attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SaleCounts {
     /// Units the sale offers.
@@ -425,6 +424,8 @@ impl Store {
                         rejected: 0,
                         rejected_by_reason: std::collections::BTreeMap::new(),
                         created_per_s: 0.0,
+                        // The service's, from memory.
+                        refused_here: std::collections::BTreeMap::new(),
                         sale,
                     });
                     listed.len() - 1

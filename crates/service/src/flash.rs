@@ -18,11 +18,17 @@
 //! admission is in flight, so a restarted instance starts from what its
 //! lease holds, and a lease that expired (its units returned to the sale by
 //! another instance) is leased again.
+//!
+//! The refusals are counted here, per sale and code, for the operator's
+//! view of a sale ([`SaleProgress::refused_here`]): they never reach the
+//! database, so nothing else could count them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ordermq_domain::ErrorCode;
 use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::{BoxFuture, FlashSaleService, StorageError};
 use ordermq_domain::{
@@ -61,6 +67,37 @@ struct Budget {
     /// One lease at a time per sale: a crowd waiting for units makes one
     /// trip to the database, not one each.
     leasing: tokio::sync::Mutex<()>,
+    /// Attempts refused here since this process started, per code of
+    /// [`REFUSALS_COUNTED`] (no lock on the refusals' hot path).
+    refused: [AtomicI64; REFUSALS_COUNTED.len()],
+}
+
+/// The refusals of a sale's attempts counted per sale (not `SALE_NOT_FOUND`:
+/// there is no such sale to count it for; nor storage failures).
+const REFUSALS_COUNTED: [ErrorCode; 4] = [
+    ErrorCode::SaleNotActive,
+    ErrorCode::SaleLimitExceeded,
+    ErrorCode::AlreadyAttempted,
+    ErrorCode::SoldOut,
+];
+
+impl Budget {
+    fn count_refusal(&self, refusal: &AttemptRefusal) {
+        let code = refusal.code();
+        if let Some(at) = REFUSALS_COUNTED.iter().position(|c| *c == code) {
+            self.refused[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The refusals counted, the codes that have some.
+    fn refused(&self) -> BTreeMap<String, i64> {
+        REFUSALS_COUNTED
+            .iter()
+            .zip(&self.refused)
+            .map(|(code, n)| (code.as_str().to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +164,7 @@ impl FlashSales {
                 sale,
                 state: Mutex::default(),
                 leasing: tokio::sync::Mutex::new(()),
+                refused: Default::default(),
             })
         });
         Ok(budget.clone())
@@ -263,15 +301,28 @@ impl FlashSales {
         quantity: u32,
     ) -> Result<Attempt, AttemptRefusal> {
         let budget = self.budget(&sale_id).await?;
+        let admitted = self.admit_from(&budget, user, quantity).await;
+        if let Err(refusal) = &admitted {
+            budget.count_refusal(refusal);
+        }
+        admitted
+    }
+
+    async fn admit_from(
+        &self,
+        budget: &Arc<Budget>,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<Attempt, AttemptRefusal> {
         budget.sale.check(quantity, now_millis())?;
         // A lease lost under an admission is read again once; twice in a
         // row means another process is taking this instance's lease.
         for _ in 0..2 {
-            match Self::take(&budget, &user, quantity, Instant::now()) {
+            match Self::take(budget, &user, quantity, Instant::now()) {
                 Take::Refused(refusal) => return Err(refusal),
                 Take::Lease => {
-                    self.lease(&budget, quantity).await?;
-                    match Self::take(&budget, &user, quantity, Instant::now()) {
+                    self.lease(budget, quantity).await?;
+                    match Self::take(budget, &user, quantity, Instant::now()) {
                         Take::Taken => {}
                         Take::Refused(refusal) => return Err(refusal),
                         Take::Lease => return Err(AttemptRefusal::SoldOut),
@@ -279,13 +330,22 @@ impl FlashSales {
                 }
                 Take::Taken => {}
             }
-            if let Some(attempt) = self.write(&budget, &user, quantity).await? {
+            if let Some(attempt) = self.write(budget, &user, quantity).await? {
                 return Ok(attempt);
             }
         }
         Err(AttemptRefusal::Storage(StorageError::unavailable(
             "this instance's lease of the sale's units was taken twice in a row",
         )))
+    }
+}
+
+impl FlashSales {
+    /// The refusals this instance counted for the sale of `progress`.
+    fn add_refusals(&self, progress: &mut SaleProgress) {
+        if let Some(budget) = lock(&self.budgets).get(&progress.sale.sale_id) {
+            progress.refused_here = budget.refused();
+        }
     }
 }
 
@@ -321,11 +381,19 @@ impl FlashSaleService for FlashSales {
     }
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleProgress>, StorageError>> {
-        Box::pin(async move { self.store.sales_progress(now_millis()).await })
+        Box::pin(async move {
+            let mut listed = self.store.sales_progress(now_millis()).await?;
+            listed.iter_mut().for_each(|p| self.add_refusals(p));
+            Ok(listed)
+        })
     }
 
     fn sale(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<SaleProgress>, StorageError>> {
-        Box::pin(async move { self.store.sale_progress(&sale, now_millis()).await })
+        Box::pin(async move {
+            let mut found = self.store.sale_progress(&sale, now_millis()).await?;
+            found.iter_mut().for_each(|p| self.add_refusals(p));
+            Ok(found)
+        })
     }
 }
 
@@ -336,7 +404,9 @@ mod tests {
 
     use futures_util::future::join_all;
     use ordermq_domain::ports::FlashSaleService;
-    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, Sku, UserId, now_millis};
+    use std::collections::BTreeMap;
+
+    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, SaleProgress, Sku, UserId, now_millis};
     use ordermq_store::{DemoProduct, Store, StoreOptions};
     use tokio::sync::Notify;
 
@@ -522,6 +592,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(messages.len(), 3, "one message per admitted attempt");
+        // The operator's view counts each refusal by its code, per sale.
+        let refused = |progress: Option<SaleProgress>| progress.unwrap().refused_here;
+        let counted = |pairs: &[(&str, i64)]| {
+            pairs
+                .iter()
+                .map(|(code, n)| ((*code).to_owned(), *n))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            refused(a.flash.sale(sale_id.clone()).await.unwrap()),
+            counted(&[
+                ("SOLD_OUT", 101),
+                ("ALREADY_ATTEMPTED", 1),
+                ("SALE_LIMIT_EXCEEDED", 1)
+            ])
+        );
+        let listed = a.flash.sales().await.unwrap();
+        let early = listed.into_iter().find(|p| p.sale.sale_id == later);
+        assert_eq!(refused(early), counted(&[("SALE_NOT_ACTIVE", 1)]));
+        // Another instance refused nothing of it.
+        let b = instance(&db, "B", LONG, LONG).await;
+        assert!(refused(b.flash.sale(sale_id).await.unwrap()).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

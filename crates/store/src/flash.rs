@@ -345,7 +345,7 @@ const SALES_LISTED: i64 = 20;
 impl Store {
     /// Sales not ended longer than [`ENDED_SALES_LISTED_MS`] before `now`,
     /// the latest start first (at most 20), each with its progress: one
-    /// statement (see [`Store::progress`]).
+    /// statement (see `Store::progress`).
     ///
     /// # Errors
     /// A storage failure, or a stored row that does not decode.
@@ -359,7 +359,7 @@ impl Store {
     }
 
     /// The progress of `sale_id` at `now`, if there is such a sale: one
-    /// statement (see [`Store::progress`]).
+    /// statement (see `Store::progress`).
     ///
     /// # Errors
     /// A storage failure, or a stored row that does not decode.

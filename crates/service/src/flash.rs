@@ -19,6 +19,13 @@
 //! lease holds, and a lease that expired (its units returned to the sale by
 //! another instance) is leased again.
 //!
+//! A crowd should not queue behind the database for units: once the budget
+//! is down to half a chunk, the next chunk is leased in the background, and
+//! while leases follow each other within a second each asks for twice the
+//! last (up to eight chunks), so a crowd that empties chunks fast makes few
+//! trips. A lease that finds the sale short stops this: the end of a sale
+//! is leased on demand, as before.
+//!
 //! The refusals are counted here, per sale and code, for the operator's
 //! view of a sale ([`SaleProgress::refused_here`]): they never reach the
 //! database, so nothing else could count them.
@@ -113,7 +120,26 @@ struct BudgetState {
     users: HashSet<UserId>,
     /// Until when an empty budget means sold out without asking.
     sold_out_until: Option<Instant>,
+    /// Units the next lease asks for: the configured chunk, doubled (up to
+    /// [`MAX_CHUNK_GROWTH`] times) while leases follow each other within
+    /// [`FAST_LEASES`], back to the chunk when they do not.
+    chunk: u32,
+    /// When the last lease was granted.
+    leased_at: Option<Instant>,
+    /// The last lease got all it asked for: the sale may have more.
+    more_left: bool,
+    /// A lease ahead of need is on its way.
+    leasing_ahead: bool,
 }
+
+/// Leases closer together than this mean a fast crowd: the next asks for
+/// twice as many units, so the crowd waits on fewer database trips.
+const FAST_LEASES: Duration = Duration::from_secs(1);
+
+/// The most a lease's size grows over the configured chunk: what one
+/// instance may strand in its lease if it dies (until `lease_ttl`) or hold
+/// while another instance already answers `SOLD_OUT`.
+const MAX_CHUNK_GROWTH: u32 = 8;
 
 /// The flash-sale service behind the HTTP API.
 #[derive(Debug, Clone)]
@@ -162,7 +188,10 @@ impl FlashSales {
         let budget = budgets.entry(sale_id.clone()).or_insert_with(|| {
             Arc::new(Budget {
                 sale,
-                state: Mutex::default(),
+                state: Mutex::new(BudgetState {
+                    chunk: self.settings.chunk,
+                    ..BudgetState::default()
+                }),
                 leasing: tokio::sync::Mutex::new(()),
                 refused: Default::default(),
             })
@@ -192,7 +221,7 @@ impl FlashSales {
     /// budget from the database's answer.
     async fn lease(&self, budget: &Budget, quantity: u32) -> Result<(), StorageError> {
         let _turn = budget.leasing.lock().await;
-        {
+        let chunk = {
             let state = lock(&budget.state);
             if state.loaded && state.units >= quantity {
                 return Ok(()); // another attempt leased while this one waited
@@ -203,19 +232,82 @@ impl FlashSales {
             {
                 return Ok(());
             }
+            state.chunk
+        };
+        let leased = self.lease_units(budget, chunk, quantity).await?;
+        self.settle(&mut lock(&budget.state), leased, chunk, quantity);
+        Ok(())
+    }
+
+    /// Starts leasing the next chunk in the background once the budget is
+    /// down to half a chunk, so that a crowd finds units already leased
+    /// instead of queueing behind a database trip. Not when the last lease
+    /// found the sale short (it is ending: the on-demand lease and the
+    /// sold-out recheck take over), nor twice at once.
+    fn lease_ahead_if_low(&self, budget: &Arc<Budget>) {
+        {
+            let mut state = lock(&budget.state);
+            if !state.loaded
+                || !state.more_left
+                || state.leasing_ahead
+                || state.units > state.chunk / 2
+            {
+                return;
+            }
+            state.leasing_ahead = true;
         }
-        let leased = self
-            .store
+        let (this, budget) = (self.clone(), Arc::clone(budget));
+        tokio::spawn(async move {
+            let leased = {
+                let _turn = budget.leasing.lock().await;
+                let chunk = {
+                    let state = lock(&budget.state);
+                    // An on-demand lease came first and refilled it.
+                    (state.units <= state.chunk / 2 && state.more_left).then_some(state.chunk)
+                };
+                match chunk {
+                    None => Ok(()),
+                    Some(chunk) => this.lease_units(&budget, chunk, 1).await.map(|leased| {
+                        this.settle(&mut lock(&budget.state), leased, chunk, 1);
+                    }),
+                }
+            };
+            lock(&budget.state).leasing_ahead = false;
+            if let Err(e) = leased {
+                // The next attempt that finds the budget empty leases on demand.
+                tracing::warn!(sale_id = %budget.sale.sale_id, error = %e,
+                    "leasing flash-sale units ahead failed");
+            }
+        });
+    }
+
+    async fn lease_units(
+        &self,
+        budget: &Budget,
+        chunk: u32,
+        quantity: u32,
+    ) -> Result<ordermq_store::Leased, StorageError> {
+        self.store
             .lease_units(
                 &budget.sale.sale_id,
                 &self.settings.owner,
-                self.settings.chunk,
+                chunk,
                 quantity,
                 self.settings.lease_ttl.as_millis() as i64,
                 now_millis(),
             )
-            .await?;
-        let mut state = lock(&budget.state);
+            .await
+    }
+
+    /// Sets the budget from a lease's answer (asked: `chunk`, at least
+    /// `quantity`), and the size of the next one.
+    fn settle(
+        &self,
+        state: &mut BudgetState,
+        leased: ordermq_store::Leased,
+        chunk: u32,
+        quantity: u32,
+    ) {
         // The lease's figure counts admissions committed or not; one that
         // committed may still be in flight here (its answer on the way). So
         // the budget adds what this lease granted, and takes the figure
@@ -229,9 +321,22 @@ impl FlashSales {
             state.units = leased.holds.saturating_sub(state.in_flight);
         }
         state.loaded = true;
+        let now = Instant::now();
         state.sold_out_until =
-            (state.units < quantity).then(|| Instant::now() + self.settings.sold_out_recheck);
-        Ok(())
+            (state.units < quantity).then(|| now + self.settings.sold_out_recheck);
+        let fast = state
+            .leased_at
+            .is_some_and(|at| now.duration_since(at) < FAST_LEASES);
+        state.more_left = leased.granted >= chunk;
+        state.leased_at = Some(now);
+        let base = self.settings.chunk;
+        state.chunk = if fast {
+            chunk
+                .saturating_mul(2)
+                .min(base.saturating_mul(MAX_CHUNK_GROWTH))
+        } else {
+            base
+        };
     }
 
     /// Writes an admitted attempt; the budget is settled by the answer.
@@ -330,6 +435,7 @@ impl FlashSales {
                 }
                 Take::Taken => {}
             }
+            self.lease_ahead_if_low(budget);
             if let Some(attempt) = self.write(budget, &user, quantity).await? {
                 return Ok(attempt);
             }
@@ -629,7 +735,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // A holds 2 more units in its lease when it dies (nothing cleans up).
+        // A holds more units in its lease when it dies (2, and the 5 it
+        // leased ahead; nothing cleans up).
         drop(crashed);
         let b = instance(&db, "B", ttl, Duration::ZERO).await;
         let mut admitted = 3;
@@ -655,5 +762,52 @@ mod tests {
         );
         let over = b.flash.attempt(sale_id.clone(), user(n), 1).await;
         assert!(matches!(over, Err(AttemptRefusal::SoldOut)), "{over:?}");
+    }
+
+    /// Waits until the sale has `unallocated` units left outside leases.
+    async fn until_unallocated(db: &Db, sale_id: &SaleId, unallocated: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let counts = db.first.sale_counts(sale_id).await.unwrap();
+            if counts.unallocated == unallocated {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {unallocated} unallocated: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_next_chunk_is_leased_ahead_and_grows_while_the_crowd_is_fast() {
+        let db = db().await;
+        let sale_id = sale(&db, 100, -1_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        let mut n = 0;
+        let mut admit = |count: usize| {
+            let range = n..n + count;
+            n += count;
+            let flash = a.flash.clone();
+            let sale_id = sale_id.clone();
+            async move {
+                for n in range {
+                    flash.attempt(sale_id.clone(), user(n), 1).await.unwrap();
+                }
+            }
+        };
+        // Chunk 5: the first lease, on demand.
+        admit(1).await;
+        until_unallocated(&db, &sale_id, 95).await;
+        // Down to 2 left (half a chunk): the next 5 are leased in the
+        // background, before any attempt finds the budget empty.
+        admit(2).await;
+        until_unallocated(&db, &sale_id, 90).await;
+        // Two leases within a second: the next asks for 10.
+        admit(5).await;
+        until_unallocated(&db, &sale_id, 80).await;
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!((counts.held, counts.leased), (8, 12), "{counts:?}");
     }
 }

@@ -49,8 +49,8 @@ pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};
 pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
-pub use embedded::EmbeddedBroker;
-pub use embedded_options::{BrokerFlush, EmbeddedOptions};
+pub use embedded::{EmbeddedBroker, EmbeddedNameServer};
+pub use embedded_options::{BrokerFlush, BrokerRole, ClusterMember, EmbeddedOptions};
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

@@ -8,7 +8,7 @@
 //! `kill -9` of broker-b under a steady load of orders and payments fails
 //! the sends over to broker-a while every payment is still answered PAID;
 //! once broker-b is back, what it held that the groups had not consumed yet
-//! is consumed; and every paid order gets exactly one effect in each of the
+//! is consumed and sends reach it again; and every paid order gets exactly one effect in each of the
 //! four systems (nothing lost, nothing doubled).
 //!
 //! Why processes: a `kill -9` of a broker inside the test's own process is
@@ -314,8 +314,13 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
     eprintln!("while broker-b is down ({paid_during} more paid): {during:?}");
 
     cluster.start_broker("broker-b").await;
-    eprintln!("broker-b back");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b_returned = progress(&mq).await["credit_group"]
+        .get("broker-b")
+        .copied()
+        .unwrap_or_default();
+    eprintln!("broker-b back, holding {b_returned:?} for credit_group");
+    // Long enough for the relay's next route lookup (every 5 s) to see it.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     stop.store(true, Ordering::Relaxed);
     for shopper in shoppers {
         shopper.await.expect("shopper");
@@ -386,6 +391,12 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
             .all(|per_broker| per_broker.contains_key("broker-b"));
         if missing.is_empty() && owed.is_empty() && b_back {
             eprintln!("after: {after:?}");
+            // Sends spread over broker-b again once it was back.
+            let b_now = after["credit_group"]["broker-b"];
+            assert!(
+                b_now.broker_offset > b_returned.broker_offset,
+                "no send went to broker-b after it returned: {b_returned:?} then {b_now:?}"
+            );
             break;
         }
         assert!(
@@ -397,6 +408,15 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("all settled {:?} after the start", started.elapsed());
+    for system in System::ALL {
+        let group = system.consumer_group();
+        let handled = app.deliveries.of(group).handled;
+        eprintln!(
+            "{group}: {handled} deliveries handled for {} paid orders ({} redelivered, absorbed by the inbox)",
+            seen.paid.len(),
+            handled.saturating_sub(seen.paid.len() as u64)
+        );
+    }
 
     mq.shutdown().await;
     Arc::try_unwrap(app)

@@ -292,6 +292,18 @@ fn store_config(
         ha_listen_port: usize::from(broker_port) + 1,
         ha_listen_address: options.member.ip,
         broker_role: rocketmq_role(options.member.role),
+        // rocketmq-rust (as Apache RocketMQ 5) makes a SYNC_MASTER wait for
+        // `inSyncReplicas` copies, 1 (itself) by default: without 2 (of
+        // `totalReplicas` 2: itself and one slave), a "sync" master
+        // answers before any slave has the message.
+        in_sync_replicas: match options.member.role {
+            BrokerRole::SyncMaster => 2,
+            _ => 1,
+        },
+        total_replicas: match options.member.role {
+            BrokerRole::SyncMaster => 2,
+            _ => 1,
+        },
         // The append worker otherwise arms a 50 µs timer per micro-batch,
         // which Tokio rounds up to 1 ms: ~1,000 appends/s at most.
         commit_log_micro_batch_max_wait_micros: 0,

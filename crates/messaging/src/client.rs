@@ -209,9 +209,31 @@ impl MqClient {
         })
     }
 
-    /// Creates `topic` with `queues` queues if the cluster allows it. A failure is
-    /// only logged: production clusters often manage topics themselves.
+    /// Creates `topic` with `queues` queues on every master broker of the
+    /// cluster, if the cluster allows it. A failure is only logged:
+    /// production clusters often manage topics themselves.
+    ///
+    /// Every master, not one: with several brokers, a topic on one of them
+    /// puts every event there, and that broker's death stops them all.
+    /// Where the NameServers cannot list the masters (an ACL without the
+    /// permission), the producer's `createTopic` is the fallback: it
+    /// creates the topic on every broker that carries the default topic
+    /// `TBW102` (brokers with autoCreateTopicEnable).
     pub async fn ensure_topic(&self, topic: &str, queues: i32) -> Result<(), MqError> {
+        let count = u32::try_from(queues.max(1)).unwrap_or(1);
+        match self.create_topic_on_every_master(topic, count).await {
+            Ok(brokers) if !brokers.is_empty() => {
+                tracing::debug!(topic, queues, ?brokers, "topic created on every master");
+                return Ok(());
+            }
+            Ok(_) => tracing::warn!(
+                topic,
+                "no master took the topic; trying the producer's createTopic"
+            ),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "could not list the masters; trying the producer's createTopic")
+            }
+        }
         let mut producer = self.producer.clone();
         if let Err(e) = producer
             .create_topic("TBW102", topic, queues, HashMap::new())

@@ -1,12 +1,19 @@
-//! An embedded RocketMQ NameServer + broker (rocketmq-rust), on loopback only.
+//! An embedded RocketMQ NameServer + broker (rocketmq-rust), on loopback by
+//! default, and the same pieces as cluster members of their own.
 //!
 //! This is what makes `cargo run` a complete system with no install step. Every
-//! listener binds 127.0.0.1 (the broker otherwise advertises the LAN address)
-//! and every file goes under one directory (the crates otherwise write under
-//! `$HOME`). Production points `namesrv_addr` at a real cluster instead and
-//! never starts this.
+//! listener binds 127.0.0.1 unless told otherwise (the broker otherwise
+//! advertises the LAN address) and every file goes under one directory (the
+//! crates otherwise write under `$HOME`).
+//!
+//! The same code runs a cluster's processes: [`EmbeddedNameServer`] alone
+//! (`ordermq namesrv`), and a broker that registers with NameServers
+//! elsewhere under its own cluster, broker name, id and role
+//! ([`ClusterMember`](crate::ClusterMember); `ordermq broker`), so two NameServers and two brokers
+//! are four processes of the one binary. Production may run Apache
+//! RocketMQ's instead: ordermq only needs `namesrv_addr`.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::MqError;
 use crate::embedded_options::{
-    BROKER_DISK_FULL_PERCENT, BrokerFlush, EmbeddedOptions, disk_used_percent,
+    BROKER_DISK_FULL_PERCENT, BrokerFlush, BrokerRole, EmbeddedOptions, disk_used_percent,
 };
 
 /// A running embedded NameServer + broker. Call [`EmbeddedBroker::shutdown`] to stop it.
@@ -46,7 +53,11 @@ impl std::fmt::Debug for EmbeddedBroker {
 }
 
 fn port_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
+    port_free_on(IpAddr::from([127, 0, 0, 1]), port)
+}
+
+fn port_free_on(ip: IpAddr, port: u16) -> bool {
+    TcpListener::bind((ip, port)).is_ok()
 }
 
 /// A free port `p` such that `p - 2` and `p + 1` are free too (the broker's three listeners).
@@ -72,13 +83,10 @@ fn free_port() -> Result<u16, MqError> {
         .map_err(|e| MqError::NameServer(format!("cannot probe for a free port: {e}")))
 }
 
-async fn wait_for_port(port: u16, timeout: Duration) -> bool {
+async fn wait_for_port(ip: IpAddr, port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect((ip, port)).await.is_ok() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -135,27 +143,32 @@ impl Dirs {
     }
 }
 
-/// The NameServer's and the broker's ports (free ones for those given as
-/// 0), once all four listeners' ports are known to be free.
-fn ports(options: &EmbeddedOptions) -> Result<(u16, u16), MqError> {
-    let namesrv_port = match options.namesrv_port {
-        0 => free_port()?,
-        port => port,
+/// The NameServer's port (`None` when the broker registers with
+/// NameServers elsewhere) and the broker's (free ones for those given as
+/// 0), once every listener's port is known to be free.
+fn ports(options: &EmbeddedOptions) -> Result<(Option<u16>, u16), MqError> {
+    let ip = options.member.ip;
+    let namesrv_port = match (&options.member.namesrv_addr, options.namesrv_port) {
+        (Some(_), _) => None,
+        (None, 0) => Some(free_port()?),
+        (None, port) => Some(port),
     };
     let broker_port = match options.broker_port {
         0 => free_broker_port()?,
         port => port,
     };
-    for (what, port) in [
-        ("NameServer", namesrv_port),
+    let mut listeners = vec![
         ("broker", broker_port),
         ("broker fast", broker_port.saturating_sub(2)),
         ("broker HA", broker_port.saturating_add(1)),
-    ] {
-        if !port_free(port) {
+    ];
+    listeners.extend(namesrv_port.map(|port| ("NameServer", port)));
+    for (what, port) in listeners {
+        if !port_free_on(ip, port) {
             return Err(MqError::Broker(format!(
-                "the embedded {what} port 127.0.0.1:{port} is in use; another ordermq running? \
-                 Set ORDERMQ_EMBEDDED_NAMESRV_PORT / ORDERMQ_EMBEDDED_BROKER_PORT, or ORDERMQ_NAMESRV_ADDR to use an existing cluster"
+                "the {what} port {} is in use; another ordermq or broker running? \
+                 Set ORDERMQ_EMBEDDED_NAMESRV_PORT / ORDERMQ_EMBEDDED_BROKER_PORT, or ORDERMQ_NAMESRV_ADDR to use an existing cluster",
+                SocketAddr::new(ip, port)
             )));
         }
     }
@@ -169,12 +182,12 @@ struct Namesrv {
     task: JoinHandle<()>,
 }
 
-/// Starts the NameServer on `127.0.0.1:port` and waits until it listens
-/// (20 s at most).
+/// Starts the NameServer on `listen` and waits until it listens (20 s at
+/// most).
 async fn start_namesrv(
     context: &RuntimeContext,
     dirs: &Dirs,
-    port: u16,
+    listen: SocketAddr,
 ) -> Result<Namesrv, MqError> {
     let namesrv = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
         .set_name_server_config(NamesrvConfig {
@@ -192,8 +205,8 @@ async fn start_namesrv(
             ..NamesrvConfig::default()
         })
         .set_server_config(ServerConfig {
-            listen_port: u32::from(port),
-            bind_address: "127.0.0.1".to_owned(),
+            listen_port: u32::from(listen.port()),
+            bind_address: listen.ip().to_string(),
             ..ServerConfig::default()
         })
         .build();
@@ -208,17 +221,18 @@ async fn start_namesrv(
             tracing::error!(error = %e, "embedded NameServer stopped with an error");
         }
     });
-    if !wait_for_port(port, Duration::from_secs(20)).await {
+    if !wait_for_port(listen.ip(), listen.port(), Duration::from_secs(20)).await {
         task.abort();
         return Err(MqError::NameServer(format!(
-            "did not listen on 127.0.0.1:{port} within 20 s"
+            "did not listen on {listen} within 20 s"
         )));
     }
     Ok(Namesrv { stop, task })
 }
 
-/// The broker's configuration: loopback only, registered with the
-/// NameServer at `namesrv_addr`, its store under `dirs.store`.
+/// The broker's configuration: bound to and advertising `member.ip`,
+/// registered with the NameServers at `namesrv_addr` under the member's
+/// cluster, name, id and role, its store under `dirs.store`.
 fn broker_config(
     options: EmbeddedOptions,
     dirs: &Dirs,
@@ -226,23 +240,36 @@ fn broker_config(
     namesrv_addr: &str,
 ) -> Result<ValidatedBrokerConfig, MqError> {
     let store_root = dirs.store.to_string_lossy().into_owned();
+    let member = options.member.clone();
+    let ip = member.ip.to_string();
     let mut broker = BrokerConfig {
-        broker_ip1: "127.0.0.1".into(),
-        broker_ip2: Some("127.0.0.1".into()),
+        broker_ip1: ip.clone().into(),
+        broker_ip2: Some(ip.clone().into()),
         listen_port: u32::from(broker_port),
         store_path_root_dir: store_root.clone().into(),
         namesrv_addr: Some(namesrv_addr.to_owned().into()),
         auto_create_topic_enable: true,
         auto_create_subscription_group: true,
         auth_config_path: dirs.root.join("auth").to_string_lossy().into_owned().into(),
+        broker_role: rocketmq_role(member.role),
         ..BrokerConfig::default()
     };
-    broker.broker_server_config.bind_address = "127.0.0.1".to_owned();
-    broker.broker_identity.broker_name = "ordermq-embedded".into();
-    broker.broker_identity.broker_cluster_name = "OrdermqEmbedded".into();
+    broker.broker_server_config.bind_address = ip;
+    broker.broker_identity.broker_name = member.name.as_str().into();
+    broker.broker_identity.broker_cluster_name = member.cluster.as_str().into();
+    broker.broker_identity.broker_id = member.id;
     let store = store_config(options, store_root, broker_port);
     ValidatedBrokerConfig::try_from_parts(broker, store)
         .map_err(|e| MqError::Broker(format!("invalid configuration: {e}")))
+}
+
+fn rocketmq_role(role: BrokerRole) -> rocketmq_model::common::broker::broker_role::BrokerRole {
+    use rocketmq_model::common::broker::broker_role::BrokerRole as Rocketmq;
+    match role {
+        BrokerRole::AsyncMaster => Rocketmq::AsyncMaster,
+        BrokerRole::SyncMaster => Rocketmq::SyncMaster,
+        BrokerRole::Slave => Rocketmq::Slave,
+    }
 }
 
 /// The broker store's configuration: flushed as `options.flush` says, sized
@@ -263,7 +290,20 @@ fn store_config(
             BrokerFlush::Async => FlushDiskType::AsyncFlush,
         },
         ha_listen_port: usize::from(broker_port) + 1,
-        ha_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ha_listen_address: options.member.ip,
+        broker_role: rocketmq_role(options.member.role),
+        // rocketmq-rust (as Apache RocketMQ 5) makes a SYNC_MASTER wait for
+        // `inSyncReplicas` copies, 1 (itself) by default: without 2 (of
+        // `totalReplicas` 2: itself and one slave), a "sync" master
+        // answers before any slave has the message.
+        in_sync_replicas: match options.member.role {
+            BrokerRole::SyncMaster => 2,
+            _ => 1,
+        },
+        total_replicas: match options.member.role {
+            BrokerRole::SyncMaster => 2,
+            _ => 1,
+        },
         // The append worker otherwise arms a 50 µs timer per micro-batch,
         // which Tokio rounds up to 1 ms: ~1,000 appends/s at most.
         commit_log_micro_batch_max_wait_micros: 0,
@@ -315,33 +355,98 @@ async fn start_broker(
     .map_err(|e| MqError::Broker(format!("start: {e}")))
 }
 
+/// A NameServer alone (`ordermq namesrv`): brokers register with it,
+/// clients ask it for routes. Keeps no state worth keeping: its routes are
+/// what the brokers registered since it started.
+pub struct EmbeddedNameServer {
+    namesrv: Option<Namesrv>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for EmbeddedNameServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedNameServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl EmbeddedNameServer {
+    /// Starts a NameServer listening on `listen` (port 0: a free one), its
+    /// files under `dir`; returns once it accepts connections.
+    pub async fn start(dir: &Path, listen: SocketAddr) -> Result<Self, MqError> {
+        let dirs = Dirs::create(dir)?;
+        let listen = match listen.port() {
+            0 => SocketAddr::new(listen.ip(), free_port()?),
+            _ => listen,
+        };
+        if !port_free_on(listen.ip(), listen.port()) {
+            return Err(MqError::NameServer(format!("{listen} is in use")));
+        }
+        let context = RuntimeContext::try_from_current("ordermq-namesrv")
+            .map_err(|e| MqError::Runtime(e.to_string()))?;
+        let namesrv = start_namesrv(&context, &dirs, listen).await?;
+        Ok(Self {
+            namesrv: Some(namesrv),
+            addr: listen,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it (10 s at most).
+    pub async fn shutdown(mut self) {
+        if let Some(Namesrv { stop, task }) = self.namesrv.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
 impl EmbeddedBroker {
     /// Starts the NameServer, waits for it, then starts the broker registered
-    /// with it. Returns once the broker reports ready (store writable,
-    /// listeners bound, registered).
+    /// with it; or, when `options.member` names NameServers, only the broker,
+    /// registered with those. Returns once the broker reports ready (store
+    /// writable, listeners bound, registered).
     pub async fn start(options: EmbeddedOptions) -> Result<Self, MqError> {
         let dirs = Dirs::create(&options.store_dir)?;
         warn_if_disk_nearly_full(&dirs.store);
         let flush = options.flush;
+        let member = options.member.clone();
         let (namesrv_port, broker_port) = ports(&options)?;
 
         let context = RuntimeContext::try_from_current("ordermq-embedded-mq")
             .map_err(|e| MqError::Runtime(e.to_string()))?;
 
-        let Namesrv {
-            stop: namesrv_stop,
-            task: namesrv_task,
-        } = start_namesrv(&context, &dirs, namesrv_port).await?;
-        let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
+        let (namesrv, namesrv_addr) = match (namesrv_port, &member.namesrv_addr) {
+            (Some(port), _) => {
+                let listen = SocketAddr::new(member.ip, port);
+                (
+                    Some(start_namesrv(&context, &dirs, listen).await?),
+                    listen.to_string(),
+                )
+            }
+            (None, Some(list)) => (None, list.clone()),
+            (None, None) => unreachable!("ports() picks a NameServer port without a list"),
+        };
 
         let config = broker_config(options, &dirs, broker_port, &namesrv_addr)?;
         let running = match start_broker(&context, config).await {
             Ok(running) => running,
             Err(e) => {
-                let _ = namesrv_stop.send(());
-                let _ = namesrv_task.await;
+                if let Some(namesrv) = namesrv {
+                    let _ = namesrv.stop.send(());
+                    let _ = namesrv.task.await;
+                }
                 return Err(e);
             }
+        };
+        let (namesrv_stop, namesrv_task) = match namesrv {
+            Some(Namesrv { stop, task }) => (Some(stop), Some(task)),
+            None => (None, None),
         };
         match flush {
             BrokerFlush::Sync => tracing::info!(
@@ -354,21 +459,30 @@ impl EmbeddedBroker {
                  a power loss can lose events already marked sent (embedded_broker_flush = sync to wait)"
             ),
         }
+        tracing::info!(
+            cluster = %member.cluster,
+            broker = %member.name,
+            id = member.id,
+            role = member.role.rocketmq_name(),
+            namesrv = %namesrv_addr,
+            "broker registered"
+        );
         Ok(Self {
             broker: Some(running),
-            namesrv_stop: Some(namesrv_stop),
-            namesrv_task: Some(namesrv_task),
+            namesrv_stop,
+            namesrv_task,
             namesrv_addr,
-            broker_addr: format!("127.0.0.1:{broker_port}"),
+            broker_addr: SocketAddr::new(member.ip, broker_port).to_string(),
         })
     }
 
-    /// `127.0.0.1:<port>` of the NameServer, as clients want it.
+    /// The NameServer list the broker registered with (its own one's
+    /// `127.0.0.1:<port>` when it started one), as clients want it.
     pub fn namesrv_addr(&self) -> String {
         self.namesrv_addr.clone()
     }
 
-    /// `127.0.0.1:<port>` of the broker.
+    /// `<ip>:<port>` of the broker.
     pub fn broker_addr(&self) -> &str {
         &self.broker_addr
     }
@@ -390,6 +504,7 @@ impl EmbeddedBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ClusterMember;
 
     fn options(flush: BrokerFlush) -> EmbeddedOptions {
         EmbeddedOptions {
@@ -400,6 +515,7 @@ mod tests {
             timer_wheel: false,
             message_index: false,
             flush,
+            member: ClusterMember::default(),
         }
     }
 

@@ -1,9 +1,10 @@
-//! What the embedded broker is given (its directory, ports and options) and
-//! how full its disk may get: plain data, compiled in every build, so
-//! configuration and tools need not know whether this build embeds the
-//! broker (the `embedded-broker` feature, on by default).
+//! What the embedded broker is given (its directory, ports, options and
+//! place in a cluster) and how full its disk may get: plain data, compiled
+//! in every build, so configuration and tools need not know whether this
+//! build embeds the broker (the `embedded-broker` feature, on by default).
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -58,6 +59,100 @@ impl fmt::Display for BrokerFlush {
     }
 }
 
+/// A broker's part in a master/slave pair (RocketMQ's `brokerRole`).
+///
+/// A master takes sends; a slave (same broker name, a non-zero id) copies
+/// its master's commit log over the HA port and serves reads. A
+/// `SYNC_MASTER` answers a send only once a slave holds the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BrokerRole {
+    /// `ASYNC_MASTER`: answers before any slave has the message.
+    #[default]
+    AsyncMaster,
+    /// `SYNC_MASTER`: answers once a slave has the message too.
+    SyncMaster,
+    /// `SLAVE`: a replica of the master with the same broker name.
+    Slave,
+}
+
+impl BrokerRole {
+    /// RocketMQ's name of the role (`brokerRole`).
+    pub fn rocketmq_name(self) -> &'static str {
+        match self {
+            Self::AsyncMaster => "ASYNC_MASTER",
+            Self::SyncMaster => "SYNC_MASTER",
+            Self::Slave => "SLAVE",
+        }
+    }
+
+    /// Whether the role takes sends (broker id 0).
+    pub fn is_master(self) -> bool {
+        !matches!(self, Self::Slave)
+    }
+}
+
+impl FromStr for BrokerRole {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "async_master" => Ok(Self::AsyncMaster),
+            "sync_master" => Ok(Self::SyncMaster),
+            "slave" => Ok(Self::Slave),
+            other => Err(format!(
+                "{other:?} is not async_master, sync_master or slave"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BrokerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AsyncMaster => "async_master",
+            Self::SyncMaster => "sync_master",
+            Self::Slave => "slave",
+        })
+    }
+}
+
+/// Where a broker stands in a cluster: its names, id and role, the address
+/// it binds and advertises, and the NameServers it registers with.
+///
+/// The default is the embedded single broker: cluster `OrdermqEmbedded`,
+/// broker `ordermq-embedded`, id 0, an async master on loopback with its
+/// own NameServer in the same process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMember {
+    /// RocketMQ's `brokerClusterName`: the cluster the broker joins.
+    pub cluster: String,
+    /// RocketMQ's `brokerName`: a master and its slaves share it; topics'
+    /// queues are per broker name.
+    pub name: String,
+    /// RocketMQ's `brokerId`: 0 for a master, 1.. for its slaves.
+    pub id: u64,
+    /// Master (sync or async) or slave; must agree with `id`.
+    pub role: BrokerRole,
+    /// The address the broker binds and advertises (`brokerIP1`): what
+    /// clients and the NameServers are told to connect to.
+    pub ip: IpAddr,
+    /// The NameServers (`host:port;host:port`) the broker registers with.
+    /// `None`: start a NameServer in the same process (the embedded default).
+    pub namesrv_addr: Option<String>,
+}
+
+impl Default for ClusterMember {
+    fn default() -> Self {
+        Self {
+            cluster: "OrdermqEmbedded".into(),
+            name: "ordermq-embedded".into(),
+            id: 0,
+            role: BrokerRole::AsyncMaster,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            namesrv_addr: None,
+        }
+    }
+}
+
 /// Where the embedded broker keeps its files and which ports it binds.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -82,6 +177,8 @@ pub struct EmbeddedOptions {
     pub message_index: bool,
     /// When a send is answered: after an fsync of the commit log, or before.
     pub flush: BrokerFlush,
+    /// Its cluster, names, role and NameServers.
+    pub member: ClusterMember,
 }
 
 /// The broker refuses every message once the file system holding its store

@@ -27,10 +27,13 @@
 //! - [`client`]: one connection to the cluster (ACL credentials for one
 //!   that needs them) with the producer and the push consumers on it.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
+//! - [`cluster`]: a cluster of several brokers: topics created on every
+//!   master, a topic's queues per broker, a group's progress per broker.
 //! - [`durability`]: what `SEND_OK` promises on the cluster in use (each
 //!   broker's `flushDiskType` and `brokerRole`), logged at start.
 
 pub mod client;
+pub mod cluster;
 pub mod delay;
 pub mod deliveries;
 pub mod dlq;
@@ -44,13 +47,14 @@ mod producer;
 use thiserror::Error;
 
 pub use client::{AclCredentials, ClientSecurity, MqClient, SubscribeOptions};
+pub use cluster::{BrokerQueues, GroupProgress};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use deliveries::{Deliveries, GroupDeliveries};
 pub use dlq::{DeadLetter, dlq_topic};
 pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
-pub use embedded::EmbeddedBroker;
-pub use embedded_options::{BrokerFlush, EmbeddedOptions};
+pub use embedded::{EmbeddedBroker, EmbeddedNameServer};
+pub use embedded_options::{BrokerFlush, BrokerRole, ClusterMember, EmbeddedOptions};
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

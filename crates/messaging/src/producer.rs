@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
@@ -39,7 +40,8 @@ pub const SIGNATURE_PROPERTY: &str = "ordermq_signature";
 /// order's events keep their order.
 pub(crate) struct ProducerPublisher {
     producer: DefaultMQProducer,
-    queues: Mutex<HashMap<String, Vec<MessageQueue>>>,
+    /// Each topic's writable queues and when they were looked up.
+    queues: Mutex<HashMap<String, (Instant, Vec<MessageQueue>)>>,
     /// One route lookup at a time: after a failure forgets a topic's queues,
     /// concurrent sends wait for one lookup instead of each asking the
     /// NameServer (5,000 sends at once made 3,900 lookups the client refused).
@@ -135,34 +137,55 @@ pub(crate) fn to_message(
 /// Most messages in one batch send (the broker also caps a batch at 4 MiB).
 const MAX_BATCH: usize = 64;
 
+/// How long a topic's queue list is used before it is looked up again.
+///
+/// Failures refresh it at once (a dead broker's queues drop out); this is
+/// for the other direction: a broker that joins or comes back gets its
+/// share of the sends again within this time instead of never.
+const ROUTE_TTL: Duration = Duration::from_secs(5);
+
 impl ProducerPublisher {
-    /// The topic's writable queues, cached; refreshed after a failure.
+    /// The topic's writable queues, cached; refreshed after a failure and
+    /// every [`ROUTE_TTL`]. A refresh the NameServers do not answer keeps
+    /// the list it was to replace (if no failure forgot it).
     async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, PublishError> {
-        if let Some(queues) = self.cached_queues(topic) {
+        if let Some(queues) = self.cached_queues(topic, ROUTE_TTL) {
             return Ok(queues);
         }
         let _lookup = self.lookup.lock().await;
         // Whoever held the lock before may have looked it up already.
-        if let Some(queues) = self.cached_queues(topic) {
+        if let Some(queues) = self.cached_queues(topic, ROUTE_TTL) {
             return Ok(queues);
         }
         let mut producer = self.producer.clone();
-        let queues = producer
+        let looked_up = producer
             .fetch_publish_message_queues(topic)
             .await
-            .map_err(|e| PublishError(format!("route of {topic}: {e}")))?;
-        if queues.is_empty() {
-            return Err(PublishError(format!("topic {topic} has no writable queue")));
-        }
+            .map_err(|e| PublishError(format!("route of {topic}: {e}")))
+            .and_then(|queues| match queues.is_empty() {
+                true => Err(PublishError(format!("topic {topic} has no writable queue"))),
+                false => Ok(queues),
+            });
+        let queues = match (looked_up, self.cached_queues(topic, Duration::MAX)) {
+            (Ok(queues), _) => queues,
+            (Err(_), Some(stale)) => return Ok(stale),
+            (Err(e), None) => return Err(e),
+        };
         self.queues
             .lock()
             .expect("queue cache")
-            .insert(topic.to_owned(), queues.clone());
+            .insert(topic.to_owned(), (Instant::now(), queues.clone()));
         Ok(queues)
     }
 
-    fn cached_queues(&self, topic: &str) -> Option<Vec<MessageQueue>> {
-        self.queues.lock().expect("queue cache").get(topic).cloned()
+    /// The topic's queues if they were looked up less than `max_age` ago.
+    fn cached_queues(&self, topic: &str, max_age: Duration) -> Option<Vec<MessageQueue>> {
+        self.queues
+            .lock()
+            .expect("queue cache")
+            .get(topic)
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, queues)| queues.clone())
     }
 
     fn forget_queues(&self, topic: &str) {

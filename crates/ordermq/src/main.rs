@@ -1,6 +1,8 @@
 //! The `ordermq` binary: `ordermq` (or `ordermq serve`) runs everything;
 //! `ordermq config` lists every configuration key and its current value;
-//! `ordermq broker` runs only the embedded RocketMQ NameServer + broker;
+//! `ordermq broker` runs only a RocketMQ broker (with a NameServer of its
+//! own unless `broker.namesrv_addr` names the cluster's);
+//! `ordermq namesrv` runs only a RocketMQ NameServer;
 //! `ordermq dlq list|replay` inspects and replays dead-lettered messages;
 //! `ordermq dlq parked` lists messages refused because they failed verification.
 //! `ordermq outbox parked|requeue` lists and hands back outbox rows the relay parked;
@@ -49,11 +51,21 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// Run only a RocketMQ NameServer + broker (the embedded one) on the embedded
-    /// ports, storing under <data_dir>/rocketmq, until Ctrl-C/SIGTERM. An ordermq
-    /// started with ORDERMQ_NAMESRV_ADDR=127.0.0.1:<namesrv port> uses it; the
-    /// fault suite runs it this way to stop and kill the broker on its own.
+    /// Run only a RocketMQ broker until Ctrl-C/SIGTERM: on embedded_broker_port,
+    /// storing under broker.store_dir, as broker.name / broker.id / broker.role of
+    /// broker.cluster, registered with broker.namesrv_addr (unset: with a
+    /// NameServer it starts itself on embedded_namesrv_port). An ordermq
+    /// started with ORDERMQ_NAMESRV_ADDR=<the NameServers> uses it; the fault
+    /// suite runs it this way to stop and kill the broker on its own.
     Broker,
+    /// Run only a RocketMQ NameServer until Ctrl-C/SIGTERM. Brokers register
+    /// with every NameServer of broker.namesrv_addr; clients take any of
+    /// namesrv_addr. It keeps no state: routes come back as brokers re-register.
+    Namesrv {
+        /// Address to listen on (default: 127.0.0.1:<embedded_namesrv_port>).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Dead-lettered messages (%DLQ%<group>): list them with the recorded reason,
     /// or replay them through their group's handler (idempotent); and parked
     /// ones (failed verification, never applied).
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(config),
         Command::Broker => broker(config),
+        Command::Namesrv { listen } => namesrv(config, listen),
         Command::Dlq { action } => dlq(config, action),
         Command::Outbox { action } => outbox(&config, action),
         Command::Token { name, role } => token(&name, &role),
@@ -230,7 +243,7 @@ fn broker(config: Config) -> ExitCode {
         tracing::info!(
             namesrv = %broker.namesrv_addr(),
             broker = %broker.broker_addr(),
-            "RocketMQ NameServer + broker running; set ORDERMQ_NAMESRV_ADDR={} for ordermq",
+            "RocketMQ broker running; set ORDERMQ_NAMESRV_ADDR={} for ordermq",
             broker.namesrv_addr()
         );
         ordermq::startup::shutdown_signal().await;
@@ -243,6 +256,47 @@ fn broker(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ordermq broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn namesrv(_config: Config, _listen: Option<std::net::SocketAddr>) -> ExitCode {
+    eprintln!(
+        "ordermq namesrv: this build has no embedded NameServer (built without the `embedded-broker` feature)"
+    );
+    ExitCode::from(2)
+}
+
+#[cfg(feature = "embedded-broker")]
+fn namesrv(config: Config, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(&config))
+        .init();
+    let listen = listen.unwrap_or_else(|| {
+        std::net::SocketAddr::from(([127, 0, 0, 1], config.embedded_namesrv_port))
+    });
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    // Its kvConfig and properties files, one directory per listening port.
+    let dir = config
+        .data_dir
+        .join(format!("rocketmq-namesrv-{}", listen.port()));
+    let result = runtime.block_on(async {
+        let namesrv = ordermq_messaging::EmbeddedNameServer::start(&dir, listen).await?;
+        tracing::info!(addr = %namesrv.addr(), "RocketMQ NameServer running");
+        ordermq::startup::shutdown_signal().await;
+        tracing::info!("stopping the NameServer");
+        namesrv.shutdown().await;
+        Ok::<(), ordermq_messaging::MqError>(())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordermq namesrv: {e}");
             ExitCode::FAILURE
         }
     }

@@ -124,6 +124,7 @@ async fn set_up(dir: &Path, flush: BrokerFlush) -> BenchResult<Rig> {
         timer_wheel: false,
         message_index: false,
         flush,
+        member: ordermq_messaging::ClusterMember::default(),
     })
     .await
     .map_err(|e| e.to_string())?;

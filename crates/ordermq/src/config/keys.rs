@@ -10,17 +10,17 @@
 //! flat names and variables (`sms_latency_ms`, `ORDERMQ_SMS_LATENCY_MS`)
 //! still work.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, LogFilter, Millis,
-    NameServers, Optional, Probability, RetryLevels, Span,
+    Addr, BrokerName, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, Ip, LogFilter,
+    Millis, NameServers, Optional, Probability, RetryLevels, Role, Span,
 };
-use ordermq_messaging::embedded_options::BrokerFlush;
+use ordermq_messaging::embedded_options::{BrokerFlush, BrokerRole};
 
 /// The default log filter. The RocketMQ crates log first-run chatter at WARN
 /// (missing state files, dev security profile, empty retry routes): show
@@ -151,16 +151,68 @@ config_table! {
         default: None,
         unset: "no ACL",
     }
-    /// Port of the embedded NameServer (0 = any free port).
+    /// Port of the embedded NameServer, and of `ordermq namesrv` without
+    /// --listen (0 = any free port).
     embedded_namesrv_port: u16 = Int<u16> {
         key: "embedded_namesrv_port",
         default: 19876,
     }
-    /// Port of the embedded broker (0 = any free port); it also uses port-2
-    /// (fast/VIP) and port+1 (HA).
+    /// Port of the embedded broker and of `ordermq broker` (0 = any free
+    /// port); it also uses port-2 (fast/VIP) and port+1 (HA, where slaves
+    /// connect).
     embedded_broker_port: u16 = Int<u16> {
         key: "embedded_broker_port",
         default: 20911,
+    }
+    /// `ordermq broker`: the NameServers it registers with (RocketMQ's
+    /// namesrvAddr), host:port separated by ';'. Unset: it starts its own
+    /// NameServer on embedded_namesrv_port in the same process.
+    broker_namesrv_addr: Option<String> = Optional<NameServers> {
+        key: "broker.namesrv_addr",
+        default: None,
+        unset: "a NameServer in the same process",
+    }
+    /// `ordermq broker` and the embedded broker: the cluster it joins
+    /// (RocketMQ's brokerClusterName).
+    broker_cluster: String = BrokerName {
+        key: "broker.cluster",
+        default: "OrdermqEmbedded".to_owned(),
+    }
+    /// `ordermq broker` and the embedded broker: its name (brokerName). A
+    /// master and its slaves share it; each master of a cluster has its
+    /// own, and every topic has queues on each.
+    broker_name: String = BrokerName {
+        key: "broker.name",
+        default: "ordermq-embedded".to_owned(),
+    }
+    /// `ordermq broker`: its id (brokerId): 0 for a master, 1 and up for
+    /// the slaves of the master with the same broker.name.
+    broker_id: u32 = Int<u32> {
+        key: "broker.id",
+        default: 0,
+    }
+    /// `ordermq broker`: async_master (answers a send once it holds the
+    /// message), sync_master (once a slave holds it too) or slave (copies
+    /// its master; broker.id 1 and up). See docs/reliability.md for what
+    /// rocketmq-rust's replication does.
+    broker_role: BrokerRole = Role {
+        key: "broker.role",
+        default: BrokerRole::AsyncMaster,
+    }
+    /// `ordermq broker` and the embedded broker: the IP address it binds
+    /// and advertises to NameServers and clients (brokerIP1). Loopback by
+    /// default; a host's own address in a real cluster.
+    broker_ip: IpAddr = Ip {
+        key: "broker.ip",
+        default: IpAddr::from([127, 0, 0, 1]),
+    }
+    /// `ordermq broker` and the embedded broker: where its commit log,
+    /// queues and offsets live (storePathRootDir). Each broker process on a
+    /// host needs its own.
+    broker_store_dir: Option<PathBuf> = Optional<Dir> {
+        key: "broker.store_dir",
+        default: None,
+        unset: "<data_dir>/rocketmq",
     }
     /// RocketMQ messageDelayLevel: the embedded broker's (the n-th
     /// redelivery of a failed message waits level 3+n), and the levels
@@ -188,7 +240,7 @@ config_table! {
         key: "embedded_message_index",
         default: false,
     }
-    /// Embedded broker only: when a send is answered. sync: once the message
+    /// Embedded broker and `ordermq broker`: when a send is answered. sync: once the message
     /// is on disk (RocketMQ's SYNC_FLUSH, one group-committed msync for every
     /// send waiting), so nothing the relay marked sent is lost with the
     /// power. async: once it is in memory (ASYNC_FLUSH, flushed within

@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 
 use ordermq_api::rate_limit::{Rate, RateSettings};
 use ordermq_domain::UserLimits;
-use ordermq_messaging::{AclCredentials, DelayedDelivery, EmbeddedOptions};
+use ordermq_messaging::{
+    AclCredentials, BrokerRole, ClusterMember, DelayedDelivery, EmbeddedOptions,
+};
 use thiserror::Error;
 
 use ordermq_gateways::Profile;
@@ -187,6 +189,30 @@ impl Config {
     /// [`ConfigError::Inconsistent`] or [`ConfigError::Missing`], naming the
     /// keys.
     pub fn check(&self) -> Result<(), ConfigError> {
+        match (self.broker_role.is_master(), self.broker_id) {
+            (true, 0) | (false, 1..) => {}
+            (true, id) => {
+                return Err(ConfigError::Inconsistent(format!(
+                    "broker.role {} needs broker.id 0, not {id} (ORDERMQ_BROKER_ROLE, ORDERMQ_BROKER_ID): \
+                     a master is id 0, its slaves 1 and up",
+                    self.broker_role
+                )));
+            }
+            (false, _) => {
+                return Err(ConfigError::Inconsistent(
+                    "broker.role slave needs broker.id 1 or more (ORDERMQ_BROKER_ROLE, ORDERMQ_BROKER_ID): \
+                     id 0 is the master"
+                        .to_owned(),
+                ));
+            }
+        }
+        if self.broker_role == BrokerRole::Slave && self.broker_namesrv_addr.is_none() {
+            return Err(ConfigError::Missing {
+                key: "broker.namesrv_addr",
+                var: "ORDERMQ_BROKER_NAMESRV_ADDR".to_owned(),
+                because: "a slave finds its master through the NameServers".to_owned(),
+            });
+        }
         if let (Some(_), None) | (None, Some(_)) =
             (&self.rocketmq_access_key, &self.rocketmq_secret_key)
         {
@@ -345,7 +371,10 @@ impl Config {
     /// The embedded NameServer + broker this configuration asks for.
     pub fn embedded_options(&self) -> EmbeddedOptions {
         EmbeddedOptions {
-            store_dir: self.data_dir.join("rocketmq"),
+            store_dir: self
+                .broker_store_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("rocketmq")),
             namesrv_port: self.embedded_namesrv_port,
             broker_port: self.embedded_broker_port,
             delay_levels: self
@@ -355,6 +384,14 @@ impl Config {
             timer_wheel: self.delayed_delivery == DeliveryMode::Timer,
             message_index: self.embedded_message_index,
             flush: self.embedded_broker_flush,
+            member: ClusterMember {
+                cluster: self.broker_cluster.clone(),
+                name: self.broker_name.clone(),
+                id: u64::from(self.broker_id),
+                role: self.broker_role,
+                ip: self.broker_ip,
+                namesrv_addr: self.broker_namesrv_addr.clone(),
+            },
         }
     }
 

@@ -8,13 +8,13 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use ordermq_messaging::DelayLevels;
-use ordermq_messaging::embedded_options::BrokerFlush;
+use ordermq_messaging::embedded_options::{BrokerFlush, BrokerRole};
 
 use super::table::{Form, Raw};
 
@@ -77,6 +77,69 @@ impl Form for Addr {
         text.trim().parse().map_err(|e| format!("{text:?}: {e}"))
     }
     fn show(value: &SocketAddr) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// An IP address to bind and advertise.
+pub(super) struct Ip;
+
+impl Form for Ip {
+    type Value = IpAddr;
+    const ACCEPTS: &'static str = "an IP address, e.g. 10.0.0.5";
+    fn parse(raw: Raw<'_>) -> Result<IpAddr, String> {
+        let text = raw.text()?;
+        let ip: IpAddr = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+        if ip.is_unspecified() {
+            // The broker advertises this address: clients cannot connect to 0.0.0.0.
+            return Err(format!(
+                "{ip} is advertised to clients, who cannot connect to it: give the host's own address"
+            ));
+        }
+        Ok(ip)
+    }
+    fn show(value: &IpAddr) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
+/// A RocketMQ cluster or broker name: what every client sees in routes.
+pub(super) struct BrokerName;
+
+impl Form for BrokerName {
+    type Value = String;
+    const ACCEPTS: &'static str = "1 to 64 letters, digits, '-' or '_'";
+    fn parse(raw: Raw<'_>) -> Result<String, String> {
+        let text = raw.text()?;
+        let name = text.trim();
+        if name.is_empty() || name.len() > 64 {
+            return Err(format!("{text:?} is not 1 to 64 characters long"));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "{text:?} holds {c:?}: only letters, digits, '-' and '_'"
+            ));
+        }
+        Ok(name.to_owned())
+    }
+    fn show(value: &String) -> Option<String> {
+        Some(value.clone())
+    }
+}
+
+/// A broker's role: `async_master`, `sync_master` or `slave`.
+pub(super) struct Role;
+
+impl Form for Role {
+    type Value = BrokerRole;
+    const ACCEPTS: &'static str = "async_master, sync_master or slave";
+    fn parse(raw: Raw<'_>) -> Result<BrokerRole, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &BrokerRole) -> Option<String> {
         Some(value.to_string())
     }
 }

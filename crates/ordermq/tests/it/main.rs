@@ -2,6 +2,9 @@
 //!
 //! - [`api`] and [`bad_input`]: the HTTP contract through the router on the
 //!   real order service and a SQLite store (no broker).
+//! - [`cluster`]: ordermq on two NameServers and two brokers, each a
+//!   process of the built binary; one broker `kill -9`ed under load and
+//!   brought back: nothing lost, its backlog consumed.
 //! - [`docs`]: the README's error table against the stable codes.
 //! - [`flash`]: flash sales through the router: a sale, attempts and their
 //!   refusal codes, the attempt's state polled and streamed (SSE), bad
@@ -38,6 +41,7 @@
 
 mod api;
 mod bad_input;
+mod cluster;
 mod docs;
 mod durability;
 mod e2e;

@@ -36,7 +36,7 @@ const CLUSTER: &str = "OrdermqIt";
 const SHOPPERS: usize = 4;
 
 /// A process spawned from the `ordermq` binary, killed if still running when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     log: PathBuf,
 }
@@ -44,7 +44,7 @@ struct Proc {
 impl Proc {
     /// `ordermq args` with `env` and none of the test's own `ORDERMQ_*`
     /// variables, its output appended to `log`.
-    fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Self {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,7 +71,7 @@ impl Proc {
     }
 
     /// Waits until the log has `line` (20 s at most), failing if the process exits.
-    async fn wait_for_log(&mut self, line: &str) {
+    pub(crate) async fn wait_for_log(&mut self, line: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -91,7 +91,7 @@ impl Proc {
     }
 
     /// `kill -9`: no shutdown code runs.
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -103,7 +103,7 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -111,7 +111,7 @@ fn free_port() -> u16 {
 }
 
 /// A free port `p` with `p - 2` and `p + 1` free too (a broker's three listeners).
-fn free_broker_port() -> u16 {
+pub(crate) fn free_broker_port() -> u16 {
     for _ in 0..500 {
         let p = free_port();
         let free = |q: u16| TcpListener::bind(("127.0.0.1", q)).is_ok();

@@ -420,7 +420,6 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
 
     mq.shutdown().await;
     Arc::try_unwrap(app)
-        .ok()
         .expect("one owner")
         .stop()
         .await

@@ -531,6 +531,18 @@ async fn outbox_summary(app: &LocalApp) -> String {
     )
 }
 
+/// An outbox row as `explain` shows it: id, tag, attempts, sent at, last
+/// error, next attempt at, lease owner.
+type OutboxRow = (
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
 /// Prints where the missing effects' events are: their outbox rows, each
 /// group's delivery counts and failures, and the groups' retry topics.
 async fn explain(app: &LocalApp, mq: &MqClient, missing: &[String]) {
@@ -538,15 +550,7 @@ async fn explain(app: &LocalApp, mq: &MqClient, missing: &[String]) {
     let pool = sqlx::SqlitePool::connect(&url).await.expect("orders.db");
     for m in missing.iter().take(12) {
         let order = m.split(' ').nth(1).unwrap_or_default();
-        let rows: Vec<(
-            i64,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-            i64,
-            Option<String>,
-        )> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT id, tag, attempts, sent_at, last_error, next_attempt_at, lease_owner \
                  FROM outbox WHERE msg_key = ?",
         )

@@ -4,9 +4,12 @@
 #   - 2 RocketMQ NameServers   (`ordermq namesrv`)
 #   - 2 RocketMQ brokers       (`ordermq broker`, broker-a and broker-b of
 #                               cluster OrdermqCluster, both masters)
-#   - PostgreSQL               (scripts/start-postgres.sh, database ordermq_cluster)
-#   - 3 ordermq instances      (`ordermq serve`, sharing the database, the
-#                               cluster and one event key)
+#   - PostgreSQL               (scripts/start-postgres.sh: database ordermq_cluster
+#                               for the order service, ordermq_<system> for each system)
+#   - 3 order instances        (`ordermq serve`, role order, sharing the order
+#                               database, the cluster and one event key)
+#   - 4 downstream systems     (`ordermq serve`, roles credit, marketing, push,
+#                               warehouse, each on its own database)
 # and prints every address. Pids and logs live under the data directory.
 #
 # Usage:
@@ -21,7 +24,9 @@
 #                         CARGO_TARGET_DIR is honoured)
 #   CLUSTER_NAMESRV_PORTS default "29876 29877"
 #   CLUSTER_BROKER_PORTS  default "30911 31911" (each broker also binds port-2 and port+1)
-#   CLUSTER_HTTP_PORTS    default "18081 18082 18083"
+#   CLUSTER_HTTP_PORTS    default "18081 18082 18083" (the order instances)
+#   CLUSTER_SYSTEM_PORTS  default "18091 18092 18093 18094" (credit, marketing, push,
+#                         warehouse: GET /api/users/{id} answers that system's records)
 # Everything binds 127.0.0.1. For real hosts see README "In production".
 set -euo pipefail
 
@@ -30,6 +35,8 @@ dir=${CLUSTER_DIR:-/tmp/ordermq-cluster}
 read -r -a ns_ports <<<"${CLUSTER_NAMESRV_PORTS:-29876 29877}"
 read -r -a broker_ports <<<"${CLUSTER_BROKER_PORTS:-30911 31911}"
 read -r -a http_ports <<<"${CLUSTER_HTTP_PORTS:-18081 18082 18083}"
+read -r -a system_ports <<<"${CLUSTER_SYSTEM_PORTS:-18091 18092 18093 18094}"
+systems=(credit marketing push warehouse)
 brokers=(broker-a broker-b)
 cluster_name=OrdermqCluster
 
@@ -100,21 +107,33 @@ up() {
     local pg_env db
     pg_env=$(CI=true "$here/scripts/start-postgres.sh")
     db=$(sed -n 's/^export ORDERMQ_TEST_POSTGRES_URL=//p' <<<"$pg_env")
-    create_database "$db"
+    create_database "$db" ordermq_cluster
+    for sys in "${systems[@]}"; do create_database "$db" "ordermq_$sys"; done
     [[ -f $dir/event.key ]] || (umask 077; echo "cluster:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$dir/event.key")
     for i in "${!http_ports[@]}"; do
-      start "order-$((i + 1))" ORDERMQ_DATA_DIR="$dir/order-$((i + 1))" \
+      start "order-$((i + 1))" ORDERMQ_ROLE=order ORDERMQ_DATA_DIR="$dir/order-$((i + 1))" \
         ORDERMQ_HTTP_ADDR="127.0.0.1:${http_ports[$i]}" ORDERMQ_NAMESRV_ADDR="$ns" \
         ORDERMQ_DATABASE_URL="${db%/*}/ordermq_cluster" ORDERMQ_EVENT_KEYS="$(cat "$dir/event.key")" \
         ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY=true -- serve
       # One at a time: the first creates the tables.
       wait_log "order-$((i + 1))" "ordermq serving on"
     done
+    # Each system: its own process and database (the order instances
+    # learn their progress from their receipts).
+    for i in "${!systems[@]}"; do
+      sys=${systems[$i]}
+      start "$sys" ORDERMQ_ROLE="$sys" ORDERMQ_DATA_DIR="$dir/$sys" \
+        ORDERMQ_HTTP_ADDR="127.0.0.1:${system_ports[$i]}" ORDERMQ_NAMESRV_ADDR="$ns" \
+        "ORDERMQ_${sys^^}_DATABASE_URL=${db%/*}/ordermq_$sys" ORDERMQ_EVENT_KEYS="$(cat "$dir/event.key")" \
+        ORDERMQ_DATABASE_URL="${db%/*}/ordermq_cluster" \
+        ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY=true -- serve
+    done
+    for sys in "${systems[@]}"; do wait_log "$sys" "ordermq serving on"; done
   fi
   status
 }
 
-# create_database URL: creates ordermq_cluster on the server of URL, once.
+# create_database URL NAME: creates database NAME on the server of URL, once.
 create_database() {
   local psql
   psql=$(ls /usr/lib/postgresql/*/bin/psql | head -n 1)
@@ -122,8 +141,8 @@ create_database() {
   local as=()
   [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
   if ! "${as[@]}" "$psql" -h 127.0.0.1 -p "$port" -U postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = 'ordermq_cluster'" | grep -q 1; then
-    "${as[@]}" "$psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE ordermq_cluster" >/dev/null
+    "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1; then
+    "${as[@]}" "$psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE $2" >/dev/null
   fi
 }
 
@@ -138,6 +157,9 @@ status() {
   for i in "${!http_ports[@]}"; do
     [[ -f $dir/order-$((i + 1)).pid ]] && row "order-$((i + 1))" "http://127.0.0.1:${http_ports[$i]}"
   done
+  for i in "${!systems[@]}"; do
+    [[ -f $dir/${systems[$i]}.pid ]] && row "${systems[$i]}" "http://127.0.0.1:${system_ports[$i]}"
+  done
   echo
   echo "ORDERMQ_NAMESRV_ADDR='$ns'  (cluster $cluster_name)"
 }
@@ -145,7 +167,7 @@ status() {
 down() {
   local name pid names=()
   # Instances first (they finish what they hold), then brokers, then NameServers.
-  for name in order-3 order-2 order-1 broker-b broker-a namesrv-2 namesrv-1; do
+  for name in order-3 order-2 order-1 credit marketing push warehouse broker-b broker-a namesrv-2 namesrv-1; do
     alive "$name" || continue
     kill -TERM "$(cat "$dir/$name.pid")"
     names+=("$name")

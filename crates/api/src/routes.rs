@@ -71,15 +71,31 @@ pub enum Listener {
     Public,
     /// The operator listener.
     Operator,
+    /// A downstream system's own process (`role credit`, …): the health
+    /// check and a user's records, answered from that system's database
+    /// only; nothing that touches orders.
+    System,
 }
+
+/// The routes a system's own process serves (see [`Listener::System`]).
+const SYSTEM_PATHS: [&str; 3] = ["/healthz", "/api/users/{id}", "/api/users/{id}/{kind}"];
 
 impl Listener {
     /// Whether this listener serves routes of `side`.
     pub fn serves(self, side: Side) -> bool {
         match (self, side) {
+            (Self::System, _) => false,
             (Self::Combined, _) | (_, Side::Both) => true,
             (Self::Public, Side::Public) | (Self::Operator, Side::Operator) => true,
             (Self::Public, Side::Operator) | (Self::Operator, Side::Public) => false,
+        }
+    }
+
+    /// Whether this listener serves `route`.
+    pub fn serves_route(self, route: &Route) -> bool {
+        match self {
+            Self::System => SYSTEM_PATHS.contains(&route.path),
+            _ => self.serves(route.side),
         }
     }
 }
@@ -146,7 +162,7 @@ pub static ROUTES: &[Route] = &[
 /// The routes `listener` serves, each behind its access check.
 pub(crate) fn build(state: &ApiState, listener: Listener) -> axum::Router<ApiState> {
     let mut paths: Vec<(&'static str, MethodRouter<ApiState>)> = Vec::new();
-    for route in ROUTES.iter().filter(|r| listener.serves(r.side)) {
+    for route in ROUTES.iter().filter(|r| listener.serves_route(r)) {
         let filter =
             MethodFilter::try_from(route.method.clone()).expect("the table uses standard methods");
         let mut method_router = (route.handler)(filter);

@@ -231,6 +231,10 @@ pub struct UserActivity {
     pub sms: Vec<SmsMessage>,
     /// Shipments booked, newest first.
     pub shipments: Vec<Shipment>,
+    /// The systems whose records this answer holds: all four when one
+    /// process runs them all; when each runs as its own process (`role`),
+    /// only the one whose database answered (the order service holds none).
+    pub systems: Vec<System>,
 }
 
 /// Per-system progress counters for the dashboard.

@@ -27,10 +27,10 @@ use crate::MqError;
 use crate::delay::DelayedDelivery;
 use crate::deliveries::Deliveries;
 use crate::listener::{ListenerBridge, Verifier};
-use crate::producer::ProducerPublisher;
 pub use crate::producer::{
     DELIVER_AT_PROPERTY, EVENT_ID_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY,
 };
+use crate::producer::{Isolated, ProducerPublisher};
 
 /// How long one send may take before it counts as failed (the outbox retries it).
 const SEND_TIMEOUT_MS: u32 = 3_000;
@@ -124,6 +124,9 @@ pub struct MqClient {
     parking: Option<Arc<dyn ParkingLot>>,
     /// Signs every request with the ACL credentials, if any.
     pub(crate) rpc_hook: Option<Arc<dyn RPCHook>>,
+    /// The brokers every publisher of this client leaves out for a while
+    /// (one failed send tells them all; see `producer::ISOLATION`).
+    isolated: Isolated,
 }
 
 impl std::fmt::Debug for MqClient {
@@ -196,6 +199,7 @@ impl MqClient {
             .await
             .map_err(|e| MqError::client("producer start", e))?;
         Ok(Self {
+            isolated: Isolated::default(),
             runtime,
             producer,
             consumers: Mutex::new(Vec::new()),
@@ -250,6 +254,7 @@ impl MqClient {
             self.producer.clone(),
             Arc::clone(&self.delayed),
             self.event_keys.clone(),
+            Arc::clone(&self.isolated),
         ))
     }
 

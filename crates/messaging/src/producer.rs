@@ -36,6 +36,9 @@ pub const KEY_ID_PROPERTY: &str = "ordermq_key_id";
 /// `event id "." body` under the key [`KEY_ID_PROPERTY`] names.
 pub const SIGNATURE_PROPERTY: &str = "ordermq_signature";
 
+/// Brokers left out of the queue choice, by name, each until when.
+pub(crate) type Isolated = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Sends outbox messages, hashing each order id to one queue so that one
 /// order's events keep their order.
 pub(crate) struct ProducerPublisher {
@@ -46,6 +49,9 @@ pub(crate) struct ProducerPublisher {
     /// concurrent sends wait for one lookup instead of each asking the
     /// NameServer (5,000 sends at once made 3,900 lookups the client refused).
     lookup: tokio::sync::Mutex<()>,
+    /// Brokers a send failed on lately, by name, and until when the queue
+    /// choice leaves them out (see [`ISOLATION`]).
+    isolated: Isolated,
     delayed: Arc<DelayedDelivery>,
     /// Signs each event (the first key); `None` sends them unsigned.
     keys: Option<Keyring>,
@@ -58,11 +64,13 @@ impl ProducerPublisher {
         producer: DefaultMQProducer,
         delayed: Arc<DelayedDelivery>,
         keys: Option<Keyring>,
+        isolated: Isolated,
     ) -> Self {
         Self {
             producer,
             queues: Mutex::new(HashMap::new()),
             lookup: tokio::sync::Mutex::new(()),
+            isolated,
             delayed,
             keys,
         }
@@ -144,10 +152,54 @@ const MAX_BATCH: usize = 64;
 /// share of the sends again within this time instead of never.
 const ROUTE_TTL: Duration = Duration::from_secs(5);
 
+/// How long a broker that failed a send is left out of the queue choice.
+///
+/// The NameServers keep listing a broker that died until its connection
+/// drops, and list it again as soon as it registers after a restart; but a
+/// client that failed to connect to it five times in a row refuses every
+/// new connection to it for the next 30 s (rocketmq-rust 1.0.0's transport
+/// circuit breaker, not configurable). Sends hashed to its queues would fail
+/// over and over for that long, each failure holding its rows back. Left
+/// out, its share of the orders hashes over the other brokers' queues;
+/// after this time it is tried again (one failed batch, failed over at once,
+/// if it still cannot be reached).
+const ISOLATION: Duration = Duration::from_secs(10);
+
 impl ProducerPublisher {
+    /// Leaves `broker` out of the queue choice for [`ISOLATION`].
+    fn isolate(&self, broker: &str) {
+        let mut isolated = self.isolated.lock().expect("isolated brokers");
+        if !isolated.contains_key(broker) {
+            tracing::warn!(
+                broker,
+                seconds = ISOLATION.as_secs(),
+                "a send to this broker failed; its share of the orders goes to the other brokers' queues for a while"
+            );
+        }
+        isolated.insert(broker.to_owned(), Instant::now() + ISOLATION);
+    }
+
+    /// `queues` without those of isolated brokers; all of them if every
+    /// broker is isolated (the sends then fail or succeed as they will, and
+    /// the relay's outage handling takes over).
+    fn available(&self, queues: Vec<MessageQueue>) -> Vec<MessageQueue> {
+        let mut isolated = self.isolated.lock().expect("isolated brokers");
+        let now = Instant::now();
+        isolated.retain(|_, until| *until > now);
+        if isolated.is_empty() {
+            return queues;
+        }
+        let open: Vec<MessageQueue> = queues
+            .iter()
+            .filter(|q| !isolated.contains_key(q.broker_name().as_str()))
+            .cloned()
+            .collect();
+        if open.is_empty() { queues } else { open }
+    }
+
     /// The topic's writable queues, cached; refreshed after a failure and
     /// every [`ROUTE_TTL`]. A refresh the NameServers do not answer keeps
-    /// the list it was to replace (if no failure forgot it).
+    /// the list it was to replace.
     async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, PublishError> {
         if let Some(queues) = self.cached_queues(topic, ROUTE_TTL) {
             return Ok(queues);
@@ -188,8 +240,14 @@ impl ProducerPublisher {
             .map(|(_, queues)| queues.clone())
     }
 
+    /// Makes the next [`Self::queues`] look the topic's route up again,
+    /// keeping the list it has in case the NameServers do not answer.
     fn forget_queues(&self, topic: &str) {
-        self.queues.lock().expect("queue cache").remove(topic);
+        if let Some((at, _)) = self.queues.lock().expect("queue cache").get_mut(topic) {
+            *at = Instant::now()
+                .checked_sub(ROUTE_TTL)
+                .unwrap_or_else(Instant::now);
+        }
     }
 }
 
@@ -202,105 +260,156 @@ pub(crate) fn send_outcome(sent: ClientResult<Option<SendResult>>) -> Result<(),
     }
 }
 
+/// The results of one publish, by the index of the message in the batch.
+type Results = Vec<Result<(), PublishError>>;
+
+impl ProducerPublisher {
+    /// Sends the messages of `batch` at `indexes`, writing each one's result
+    /// into `results`. Returns the ones a queue-bound send failed for, each
+    /// with the broker it failed on (that broker is isolated by then).
+    async fn send_pass(
+        &self,
+        batch: &[OutboxMessage],
+        indexes: &[usize],
+        results: &mut Results,
+    ) -> Vec<(usize, String)> {
+        // (topic, queue) → indexes of the messages bound there.
+        let mut groups: HashMap<(String, Option<MessageQueue>), Vec<usize>> = HashMap::new();
+        for &index in indexes {
+            let outbox = &batch[index];
+            let queue = if outbox.deliver_at.is_some() {
+                None
+            } else {
+                match self.queues(&outbox.topic).await {
+                    Ok(queues) => queue_for(&self.available(queues), &outbox.key),
+                    Err(e) => {
+                        results[index] = Err(e);
+                        continue;
+                    }
+                }
+            };
+            groups
+                .entry((outbox.topic.clone(), queue))
+                .or_default()
+                .push(index);
+        }
+        let mut sends = JoinSet::new();
+        for ((topic, queue), indexes) in groups {
+            for chunk in indexes.chunks(MAX_BATCH) {
+                let mut messages = Vec::with_capacity(chunk.len());
+                let now = now_millis();
+                for &index in chunk {
+                    let signed = match &self.keys {
+                        Some(keys) => sign(keys, &batch[index]).map(Some),
+                        None => Ok(None),
+                    };
+                    match signed.and_then(|signature| {
+                        to_message(&batch[index], &self.delayed, now, signature.as_ref())
+                    }) {
+                        Ok(m) => messages.push((index, m)),
+                        Err(e) => results[index] = Err(e),
+                    }
+                }
+                let producer = self.producer.clone();
+                let (queue, topic) = (queue.clone(), topic.clone());
+                sends.spawn(async move {
+                    let broker = queue.as_ref().map(|q| q.broker_name().to_string());
+                    let outcomes: Vec<(usize, Result<(), PublishError>)> = match queue {
+                        Some(queue) => {
+                            let (indexes, messages): (Vec<_>, Vec<_>) =
+                                messages.into_iter().unzip();
+                            let outcome = send_outcome(
+                                producer
+                                    .send_batch_to_queue(messages, queue)
+                                    .await
+                                    .map(Some),
+                            );
+                            indexes.into_iter().map(|i| (i, outcome.clone())).collect()
+                        }
+                        // Each delayed message is a send of its own:
+                        // all of the chunk at once, not one after the
+                        // other. Under SYNC_FLUSH a send is answered only
+                        // after the broker's group commit, so sent in
+                        // turn each would wait for a flush of its own (a
+                        // relay round of 512 rows, half of them orders'
+                        // close timers, took up to 8 s behind a busy
+                        // broker); sent together they share the flushes.
+                        // The client picks their queues and fails them
+                        // over to another broker itself.
+                        None => {
+                            join_all(messages.into_iter().map(|(index, message)| {
+                                let producer = producer.clone();
+                                async move { (index, send_outcome(producer.send(message).await)) }
+                            }))
+                            .await
+                        }
+                    };
+                    (topic, broker, outcomes)
+                });
+            }
+        }
+        let mut failed_on = Vec::new();
+        while let Some(joined) = sends.join_next().await {
+            match joined {
+                Ok((topic, broker, outcomes)) => {
+                    if outcomes.iter().any(|(_, r)| r.is_err()) {
+                        self.forget_queues(&topic);
+                        if let Some(broker) = &broker {
+                            self.isolate(broker);
+                        }
+                    }
+                    for (index, outcome) in outcomes {
+                        if let (Err(_), Some(broker)) = (&outcome, &broker) {
+                            failed_on.push((index, broker.clone()));
+                        }
+                        results[index] = outcome;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "send task failed"),
+            }
+        }
+        failed_on
+    }
+}
+
 impl Publisher for ProducerPublisher {
     /// Immediate messages go out as batch sends, one per (topic, queue), with
     /// each order's messages on the queue its id hashes to — so one order's
     /// events stay in order and a whole relay round costs a few round trips.
     /// Delayed messages (batches cannot carry a delivery time) go one per
     /// send, all of a chunk concurrently.
+    ///
+    /// A batch send that fails isolates its broker (see [`ISOLATION`]) and
+    /// its messages are sent again at once, hashed over the other brokers'
+    /// queues: a broker that died or cannot be reached yet costs the relay
+    /// one failed send, not a backoff per row. While it is isolated, one
+    /// order's later events may take another queue than its earlier ones;
+    /// the consumers accept events out of order (a reversal waits for the
+    /// effect it reverses).
     fn publish<'a>(
         &'a self,
         batch: &'a [OutboxMessage],
     ) -> BoxFuture<'a, Vec<Result<(), PublishError>>> {
         Box::pin(async move {
-            let mut results: Vec<Result<(), PublishError>> =
-                vec![Err(PublishError("not attempted".into())); batch.len()];
-            // (topic, queue) → indexes of the messages bound there.
-            let mut groups: HashMap<(String, Option<MessageQueue>), Vec<usize>> = HashMap::new();
-            for (index, outbox) in batch.iter().enumerate() {
-                let queue = if outbox.deliver_at.is_some() {
-                    None
-                } else {
-                    match self.queues(&outbox.topic).await {
-                        Ok(queues) => queue_for(&queues, &outbox.key),
-                        Err(e) => {
-                            results[index] = Err(e);
-                            continue;
-                        }
-                    }
+            let mut results: Results = vec![Err(PublishError("not attempted".into())); batch.len()];
+            let all: Vec<usize> = (0..batch.len()).collect();
+            let failed = self.send_pass(batch, &all, &mut results).await;
+            // Once more, for those whose queue now lies on another broker
+            // than the one they failed on (none if every broker is isolated).
+            let mut again = Vec::new();
+            for (index, broker) in failed {
+                let moved = match self.queues(&batch[index].topic).await {
+                    Ok(queues) => queue_for(&self.available(queues), &batch[index].key)
+                        .is_some_and(|q| q.broker_name().as_str() != broker),
+                    Err(_) => false,
                 };
-                groups
-                    .entry((outbox.topic.clone(), queue))
-                    .or_default()
-                    .push(index);
-            }
-            let mut sends = JoinSet::new();
-            for ((topic, queue), indexes) in groups {
-                for chunk in indexes.chunks(MAX_BATCH) {
-                    let mut messages = Vec::with_capacity(chunk.len());
-                    let now = now_millis();
-                    for &index in chunk {
-                        let signed = match &self.keys {
-                            Some(keys) => sign(keys, &batch[index]).map(Some),
-                            None => Ok(None),
-                        };
-                        match signed.and_then(|signature| {
-                            to_message(&batch[index], &self.delayed, now, signature.as_ref())
-                        }) {
-                            Ok(m) => messages.push((index, m)),
-                            Err(e) => results[index] = Err(e),
-                        }
-                    }
-                    let producer = self.producer.clone();
-                    let (queue, topic) = (queue.clone(), topic.clone());
-                    sends.spawn(async move {
-                        let outcomes: Vec<(usize, Result<(), PublishError>)> =
-                            match queue {
-                                Some(queue) => {
-                                    let (indexes, messages): (Vec<_>, Vec<_>) =
-                                        messages.into_iter().unzip();
-                                    let outcome = send_outcome(
-                                        producer
-                                            .send_batch_to_queue(messages, queue)
-                                            .await
-                                            .map(Some),
-                                    );
-                                    indexes.into_iter().map(|i| (i, outcome.clone())).collect()
-                                }
-                                // Each delayed message is a send of its own:
-                                // all of the chunk at once, not one after the
-                                // other. Under SYNC_FLUSH a send is answered only
-                                // after the broker's group commit, so sent in
-                                // turn each would wait for a flush of its own (a
-                                // relay round of 512 rows, half of them orders'
-                                // close timers, took up to 8 s behind a busy
-                                // broker); sent together they share the flushes.
-                                None => {
-                                    join_all(messages.into_iter().map(|(index, message)| {
-                                        let producer = producer.clone();
-                                        async move {
-                                            (index, send_outcome(producer.send(message).await))
-                                        }
-                                    }))
-                                    .await
-                                }
-                            };
-                        (topic, outcomes)
-                    });
+                if moved {
+                    again.push(index);
                 }
             }
-            while let Some(joined) = sends.join_next().await {
-                match joined {
-                    Ok((topic, outcomes)) => {
-                        if outcomes.iter().any(|(_, r)| r.is_err()) {
-                            self.forget_queues(&topic);
-                        }
-                        for (index, outcome) in outcomes {
-                            results[index] = outcome;
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "send task failed"),
-                }
+            if !again.is_empty() {
+                tracing::debug!(messages = again.len(), "sending again on another broker");
+                self.send_pass(batch, &again, &mut results).await;
             }
             results
         })

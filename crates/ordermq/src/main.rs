@@ -44,6 +44,7 @@ struct Cli {
 enum Command {
     /// Run the HTTP API, the outbox relay, the four consumer groups and (unless a
     /// NameServer is configured) an embedded RocketMQ NameServer + broker. The default.
+    /// With role (ORDERMQ_ROLE) order or one system's name, only that part.
     Serve,
     /// Print every configuration key, its environment variable, current value and meaning.
     Config {

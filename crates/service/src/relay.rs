@@ -345,6 +345,7 @@ impl Relay {
         &mut self,
         messages: &'m [OutboxMessage],
     ) -> Vec<(&'m OutboxMessage, String)> {
+        let started = Instant::now();
         let results = self.publisher.publish(messages).await;
         let mut failed = Vec::new();
         for (message, result) in messages.iter().zip(results) {
@@ -353,6 +354,14 @@ impl Relay {
                 Err(e) => failed.push((message, e.to_string())),
             }
         }
+        tracing::debug!(
+            outbox = self.outbox().name(),
+            rows = messages.len(),
+            failed = failed.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            first_error = failed.first().map(|(_, e)| e.as_str()).unwrap_or("-"),
+            "relay send"
+        );
         failed
     }
 

@@ -63,6 +63,9 @@ impl Store {
         now: i64,
     ) -> Result<CarrierReceipt, CarrierUpdateError> {
         let order_id = update.order_id.as_str();
+        if !self.holds(System::Warehouse) {
+            return Err(CarrierUpdateError::ShipmentsElsewhere);
+        }
         match self.tracking_no_of(&update.order_id).await? {
             Some(tracking) if tracking == update.tracking_no.as_str() => {}
             Some(_) => {

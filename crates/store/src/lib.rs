@@ -111,4 +111,4 @@ pub use refunds::RefundTask;
 pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
 pub use server::{Durability, SessionSettings};
 pub use sql::Backend;
-pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};
+pub use store::{Checkpoint, Databases, OpenError, Store, StoreOptions, redact};

@@ -453,6 +453,21 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
     ]
 }
 
+/// A system's own database (`Databases::System`: the system runs as its
+/// own process) parks the messages its group refuses there: the order
+/// database's version 4 alone, as component `parked`.
+pub(crate) fn parked(backend: Backend) -> Vec<Migration> {
+    let ddl: &[&str] = if backend == Backend::Mysql {
+        mysql::orders()[3]
+    } else {
+        ORDERS_V4
+    };
+    vec![Migration {
+        version: 1,
+        statements: rendered(backend, ddl),
+    }]
+}
+
 /// One system's migrations, oldest first.
 pub(crate) fn system(backend: Backend, system: System) -> Vec<Migration> {
     if backend == Backend::Mysql {

@@ -123,6 +123,28 @@ pub struct StoreOptions {
     /// path of `pg` (the default). Off, the general sqlx path: the
     /// differential tests compare the two.
     pub pg_fast_path: bool,
+    /// Which databases the URL names and this store opens (see [`Databases`]).
+    pub databases: Databases,
+}
+
+/// Which databases a store opens. One process running everything opens
+/// them all from the order database's URL; when the systems run as their
+/// own processes (`role`), the order service opens its own database (and,
+/// on SQLite, `receipts.db`) and each system only its own, whose URL is
+/// then the one given. A database a store does not hold is never migrated
+/// and never read: its pool stands in with the held one (a query meant for
+/// it fails on the missing table), and the reads that show other systems'
+/// progress answer from the receipts instead (see [`Store::holds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Databases {
+    /// The order database and every system's (one process runs it all).
+    #[default]
+    All,
+    /// The order database and the receipts only.
+    Orders,
+    /// One downstream system's database only (the messages its group
+    /// parks are kept there too).
+    System(System),
 }
 
 impl Default for StoreOptions {
@@ -134,6 +156,7 @@ impl Default for StoreOptions {
             lanes: true,
             session: SessionSettings::default(),
             pg_fast_path: true,
+            databases: Databases::All,
         }
     }
 }
@@ -158,14 +181,16 @@ pub struct Store {
     lanes: Option<Arc<Lanes>>,
     /// PostgreSQL only: the native pool of the set-based write path (`pg`).
     pub(crate) pg: Option<sqlx::PgPool>,
+    /// The databases opened (see [`Databases`]).
+    databases: Databases,
 }
 
-/// One lane per SQLite file: the order database, then the systems in
+/// One lane per SQLite file held: the order database, then the systems in
 /// [`System::ALL`] order.
 #[derive(Debug)]
 pub(crate) struct Lanes {
-    orders: Lane,
-    systems: [Lane; 4],
+    orders: Option<Lane>,
+    systems: [Option<Lane>; 4],
 }
 
 /// Which database a write goes to (for its gate).
@@ -196,30 +221,41 @@ impl Store {
         let backend = backend_of(database_url)?;
         let store = match backend {
             Backend::Sqlite => {
-                let orders_path = sqlite_path(database_url);
-                if let Some(dir) = orders_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let own_path = sqlite_path(database_url);
+                if let Some(dir) = own_path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
                         path: dir.to_path_buf(),
                         source,
                     })?;
                 }
-                let dir = orders_path.parent().unwrap_or(Path::new("."));
-                let orders = connect(backend, &orders_path.to_string_lossy(), 4, options).await?;
+                let dir = own_path.parent().unwrap_or(Path::new("."));
+                let own = connect(backend, &own_path.to_string_lossy(), 4, options).await?;
                 let mut systems = Vec::with_capacity(4);
                 for system in System::ALL {
-                    let path = dir.join(format!("{}.db", system.name()));
-                    systems.push(connect(backend, &path.to_string_lossy(), 3, options).await?);
+                    systems.push(match options.databases {
+                        Databases::All => {
+                            let path = dir.join(format!("{}.db", system.name()));
+                            connect(backend, &path.to_string_lossy(), 3, options).await?
+                        }
+                        _ => own.clone(),
+                    });
                 }
-                let receipts = dir.join("receipts.db");
-                let receipts = connect(backend, &receipts.to_string_lossy(), 2, options).await?;
+                let receipts = match options.databases {
+                    Databases::System(_) => own.clone(),
+                    _ => {
+                        let receipts = dir.join("receipts.db");
+                        connect(backend, &receipts.to_string_lossy(), 2, options).await?
+                    }
+                };
                 Store {
                     backend,
-                    orders,
+                    orders: own,
                     systems: systems.try_into().expect("four systems"),
                     receipts,
                     gates: Arc::default(),
                     lanes: None,
                     pg: None,
+                    databases: options.databases,
                 }
             }
             Backend::Postgres | Backend::Mysql => {
@@ -246,6 +282,7 @@ impl Store {
                     gates: Arc::default(),
                     lanes: None,
                     pg: fast,
+                    databases: options.databases,
                 }
             }
         };
@@ -253,8 +290,8 @@ impl Store {
         let mut store = store;
         if backend == Backend::Sqlite && options.lanes {
             // After the migrations: the lanes' statements need the tables.
-            let orders_path = sqlite_path(database_url);
-            let dir = orders_path.parent().unwrap_or(Path::new("."));
+            let own_path = sqlite_path(database_url);
+            let dir = own_path.parent().unwrap_or(Path::new("."));
             let lane = |path: &Path, name: &str, on_start: Option<ThreadStart>| {
                 Lane::open(path, name, on_start).map_err(|e| OpenError::Lane {
                     path: path.to_path_buf(),
@@ -263,14 +300,26 @@ impl Store {
             };
             let mut systems = Vec::with_capacity(4);
             for system in System::ALL {
-                systems.push(lane(
-                    &dir.join(format!("{}.db", system.name())),
+                let path = match store.databases {
+                    Databases::All => dir.join(format!("{}.db", system.name())),
+                    Databases::System(own) if own == system => own_path.clone(),
+                    _ => {
+                        systems.push(None);
+                        continue;
+                    }
+                };
+                systems.push(Some(lane(
+                    &path,
                     system.name(),
                     options.on_system_lane_start.clone(),
-                )?);
+                )?));
             }
+            let orders = match store.databases {
+                Databases::System(_) => None,
+                _ => Some(lane(&own_path, "orders", None)?),
+            };
             store.lanes = Some(Arc::new(Lanes {
-                orders: lane(&orders_path, "orders", None)?,
+                orders,
                 systems: systems.try_into().expect("four systems"),
             }));
         }
@@ -279,6 +328,26 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The databases this store opened.
+    pub fn databases(&self) -> Databases {
+        self.databases
+    }
+
+    /// Whether this store holds `system`'s database: otherwise that
+    /// system's progress is known here only by its receipts.
+    pub fn holds(&self, system: System) -> bool {
+        match self.databases {
+            Databases::All => true,
+            Databases::Orders => false,
+            Databases::System(own) => own == system,
+        }
+    }
+
+    /// Whether this store holds the order database (and the receipts).
+    pub fn holds_orders(&self) -> bool {
+        !matches!(self.databases, Databases::System(_))
     }
 
     pub(crate) fn system_pool(&self, system: System) -> &AnyPool {
@@ -309,8 +378,8 @@ impl Store {
     ) -> Option<Result<(T, LaneWait), StorageError>> {
         let lanes = self.lanes.as_ref()?;
         let lane = match db {
-            Db::Orders => &lanes.orders,
-            Db::System(system) => &lanes.systems[system_index(system)],
+            Db::Orders => lanes.orders.as_ref()?,
+            Db::System(system) => lanes.systems[system_index(system)].as_ref()?,
             // Receipts are written through sqlx only.
             Db::Receipts => return None,
         };
@@ -386,10 +455,12 @@ impl Store {
             url: redact(url),
             source,
         };
-        self.apply_migrations(&self.orders, "orders", schema::orders(self.backend))
-            .await
-            .map_err(fail)?;
-        for system in System::ALL {
+        if self.holds_orders() {
+            self.apply_migrations(&self.orders, "orders", schema::orders(self.backend))
+                .await
+                .map_err(fail)?;
+        }
+        for system in System::ALL.into_iter().filter(|s| self.holds(*s)) {
             self.apply_migrations(
                 self.system_pool(system),
                 system.name(),
@@ -398,8 +469,14 @@ impl Store {
             .await
             .map_err(fail)?;
         }
+        // A system's own database parks what its group refuses.
+        if let Databases::System(_) = self.databases {
+            self.apply_migrations(&self.orders, "parked", schema::parked(self.backend))
+                .await
+                .map_err(fail)?;
+        }
         // A server keeps the receipts in the order database (its migration 8).
-        if self.backend == Backend::Sqlite {
+        if self.backend == Backend::Sqlite && self.holds_orders() {
             self.apply_migrations(&self.receipts, "receipts", schema::receipts())
                 .await
                 .map_err(fail)?;
@@ -504,8 +581,11 @@ impl Store {
         let pools = std::iter::once(&self.orders)
             .chain(&self.systems)
             .chain(std::iter::once(&self.receipts));
+        let held = std::iter::once(self.holds_orders())
+            .chain(System::ALL.map(|s| self.holds(s)))
+            .chain(std::iter::once(self.holds_orders()));
         let mut done = Vec::with_capacity(6);
-        for (database, pool) in names.zip(pools) {
+        for ((database, pool), _) in names.zip(pools).zip(held).filter(|(_, held)| *held) {
             let begun = std::time::Instant::now();
             let row = dialect::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(pool)

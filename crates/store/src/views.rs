@@ -116,6 +116,16 @@ impl Store {
                 .find(|c| c.event_id == receipt.event_id && c.group == receipt.consumer_group)
             {
                 progress.receipt_at = Some(receipt.applied_at);
+                // A system whose database is elsewhere (`role`): its receipt
+                // is what this database knows of its progress.
+                let elsewhere = System::ALL
+                    .into_iter()
+                    .any(|s| s.consumer_group() == progress.group && !self.holds(s));
+                if elsewhere {
+                    progress.state = FanoutState::Done;
+                    progress.applied_at = Some(receipt.applied_at);
+                    progress.updated_at = Some(receipt.applied_at);
+                }
             }
         }
         let fanout = System::ALL

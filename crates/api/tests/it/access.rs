@@ -274,6 +274,24 @@ async fn beside_an_operator_listener_each_route_is_served_on_its_side_only() {
     }
 }
 
+#[tokio::test]
+async fn a_systems_own_listener_serves_only_health_and_a_users_records() {
+    let system = router_for(state(Arc::new(FakeService::default())), Listener::System);
+    let served = ["/healthz", "/api/users/{id}", "/api/users/{id}/{kind}"];
+    for route in ROUTES {
+        let path = concrete(route.path);
+        let (status, body, _) = send(&system, request(&route.method, &path, Some(OPERATOR))).await;
+        let not_found = status == StatusCode::NOT_FOUND && body["code"] == "NOT_FOUND";
+        assert_eq!(
+            !not_found,
+            served.contains(&route.path),
+            "{} {} on a system's listener: {status} {body}",
+            route.method,
+            route.path
+        );
+    }
+}
+
 /// The `name=value` of a `Set-Cookie`.
 fn cookie_pair(headers: &header::HeaderMap) -> String {
     headers

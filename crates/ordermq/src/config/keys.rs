@@ -18,7 +18,8 @@ use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
     Addr, BrokerName, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, Ip, LogFilter,
-    Millis, NameServers, Optional, Probability, RetryLevels, Role, Span,
+    Millis, NameServers, Optional, Probability, ProcessRole, RetryLevels, Role, RoleOfProcess,
+    Span,
 };
 use ordermq_messaging::embedded_options::{BrokerFlush, BrokerRole};
 
@@ -52,6 +53,46 @@ config_table! {
         key: "database_url",
         default: None,
         unset: "sqlite://<data_dir>/orders.db",
+    }
+    /// What this process runs. all: the order service and the four
+    /// downstream systems in one process. order: the HTTP API, group
+    /// commit, the relay, the reconciler and the close, refund, receipt and
+    /// flash-sale groups. credit, marketing, push or warehouse: that
+    /// system's consumer group on its own database (<system>.database_url),
+    /// the relay of its receipts, and on http_addr its part of
+    /// GET /api/users/{id}. A system role needs namesrv_addr (the order
+    /// role may run the embedded broker for them).
+    role: ProcessRole = RoleOfProcess {
+        key: "role",
+        default: ProcessRole::All,
+    }
+    /// role credit: the credit system's database. Unset: SQLite
+    /// <data_dir>/credit.db while database_url is unset; with a database
+    /// server, required.
+    credit_database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
+        key: "credit.database_url",
+        default: None,
+        unset: "sqlite://<data_dir>/credit.db (SQLite only)",
+    }
+    /// role marketing: the marketing system's database (as
+    /// credit.database_url).
+    marketing_database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
+        key: "marketing.database_url",
+        default: None,
+        unset: "sqlite://<data_dir>/marketing.db (SQLite only)",
+    }
+    /// role push: the push system's database (as credit.database_url).
+    push_database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
+        key: "push.database_url",
+        default: None,
+        unset: "sqlite://<data_dir>/push.db (SQLite only)",
+    }
+    /// role warehouse: the warehouse system's database (as
+    /// credit.database_url).
+    warehouse_database_url: Option<DatabaseUrl> = Optional<DatabaseUrl> {
+        key: "warehouse.database_url",
+        default: None,
+        unset: "sqlite://<data_dir>/warehouse.db (SQLite only)",
     }
     /// Address of a separate listener for operator routes (refunds,
     /// retries, stats, the dashboard). Set: they are served only there (404

@@ -45,7 +45,7 @@ pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
 pub use secret::{ApiTokens, DatabaseUrl, REDACTED, Secret, SigningKeys};
 pub use security::{PublicCredential, Security, SecurityError};
 pub use table::Key;
-pub use types::{DeliveryMode, GatewayMode, HttpUrl, RetryLevels, parse_duration};
+pub use types::{DeliveryMode, GatewayMode, HttpUrl, ProcessRole, RetryLevels, parse_duration};
 
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
@@ -189,6 +189,7 @@ impl Config {
     /// [`ConfigError::Inconsistent`] or [`ConfigError::Missing`], naming the
     /// keys.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_role()?;
         match (self.broker_role.is_master(), self.broker_id) {
             (true, 0) | (false, 1..) => {}
             (true, id) => {
@@ -337,6 +338,79 @@ impl Config {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("orders.db").display()),
         }
+    }
+
+    /// What a role needs: a system's own process finds the broker through
+    /// NameServers, and on a database server has a database of its own.
+    fn check_role(&self) -> Result<(), ConfigError> {
+        let ProcessRole::System(system) = self.role else {
+            return Ok(());
+        };
+        if self.namesrv_addr.is_none() {
+            return Err(ConfigError::Missing {
+                key: "namesrv_addr",
+                var: "ORDERMQ_NAMESRV_ADDR".to_owned(),
+                because: format!(
+                    "role {system} consumes from the cluster the order service publishes to",
+                    system = system.name()
+                ),
+            });
+        }
+        self.system_database_url(system).map(|_| ())
+    }
+
+    /// A downstream system's own database (`<system>.database_url`);
+    /// unset, its SQLite file under data_dir, but only while the order
+    /// database is SQLite too: with a server, the system's database must be
+    /// named (it is never the order database).
+    fn system_database_url(&self, system: ordermq_domain::System) -> Result<String, ConfigError> {
+        let configured = match system {
+            ordermq_domain::System::Credit => &self.credit_database_url,
+            ordermq_domain::System::Marketing => &self.marketing_database_url,
+            ordermq_domain::System::Push => &self.push_database_url,
+            ordermq_domain::System::Warehouse => &self.warehouse_database_url,
+        };
+        match (configured, &self.database_url) {
+            (Some(url), _) => Ok(url.expose().to_owned()),
+            (None, None) => Ok(format!(
+                "sqlite://{}",
+                self.data_dir
+                    .join(format!("{}.db", system.name()))
+                    .display()
+            )),
+            (None, Some(_)) => {
+                let key = KEYS
+                    .iter()
+                    .find(|k| k.name == format!("{}.database_url", system.name()))
+                    .expect("every system has a database_url key");
+                Err(ConfigError::Missing {
+                    key: key.name,
+                    var: key.env_var(),
+                    because: format!(
+                        "role {} runs on a database server: the system has its own database, \
+                         never the order database",
+                        system.name()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The database this process opens and which of its databases it
+    /// holds: the order database's URL (roles all and order; all also
+    /// opens the systems' from it), or a system's own.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] as [`Config::check`] says.
+    pub fn role_database(&self) -> Result<(String, ordermq_store::Databases), ConfigError> {
+        use ordermq_store::Databases;
+        Ok(match self.role {
+            ProcessRole::All => (self.database_url(), Databases::All),
+            ProcessRole::Order => (self.database_url(), Databases::Orders),
+            ProcessRole::System(system) => {
+                (self.system_database_url(system)?, Databases::System(system))
+            }
+        })
     }
 
     /// The store's options from the `database_*` keys and

@@ -144,6 +144,71 @@ impl Form for Role {
     }
 }
 
+/// What one ordermq process runs (`role`): everything, the order service,
+/// or one downstream system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessRole {
+    /// The order service and all four systems in one process.
+    #[default]
+    All,
+    /// The HTTP API, group commit, the relay, the reconciler and the order
+    /// service's groups (close, refund, receipts, flash-sale orders).
+    Order,
+    /// One downstream system's group, its database and its receipts' relay.
+    System(ordermq_domain::System),
+}
+
+impl ProcessRole {
+    /// The name as configured (`all`, `order`, `credit`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Order => "order",
+            Self::System(system) => system.name(),
+        }
+    }
+}
+
+impl fmt::Display for ProcessRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ProcessRole {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let name = text.trim();
+        match name {
+            "all" => Ok(Self::All),
+            "order" => Ok(Self::Order),
+            _ => ordermq_domain::System::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .map(Self::System)
+                .ok_or_else(|| {
+                    format!(
+                        "{text:?} is not a role: all, order, credit, marketing, push or warehouse"
+                    )
+                }),
+        }
+    }
+}
+
+/// The `role` key's form.
+pub(super) struct RoleOfProcess;
+
+impl Form for RoleOfProcess {
+    type Value = ProcessRole;
+    const ACCEPTS: &'static str = "all, order, credit, marketing, push or warehouse";
+    fn parse(raw: Raw<'_>) -> Result<ProcessRole, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &ProcessRole) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
 /// A whole number of type `T` (its range written per key in the table).
 pub(super) struct Int<T>(PhantomData<T>);
 

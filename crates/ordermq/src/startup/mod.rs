@@ -15,6 +15,13 @@
 //! and the databases last.
 //!
 //! This file is that order; each step's function is in `steps`.
+//!
+//! Roles (`role`): the same steps build every process; the role decides
+//! which databases the store opens, which consumer groups subscribe
+//! (`steps::runs`), whether the order service's relay, reconciler and
+//! sweep run (where the order database is), whose receipts are relayed,
+//! and which routes the HTTP listener serves. A second composition per
+//! role would let the parts drift apart.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,7 +51,7 @@ use ordermq_service::reconcile::{self, ReconcileCounters, ReconcileOptions, Reco
 use ordermq_service::relay::{self, RelayOptions};
 use ordermq_service::{FlashSales, FlashSettings, OrderWriter, Orders, sweep};
 
-use crate::config::{Config, SecurityError};
+use crate::config::{Config, ConfigError, ProcessRole, SecurityError};
 use crate::event_keys::{EventKeysError, event_keys};
 use crate::gateways::{Gateways, GatewaysError};
 use crate::http::HttpLimits;
@@ -103,6 +110,8 @@ pub enum StartError {
     EventKeys(#[from] EventKeysError),
     #[error(transparent)]
     Security(#[from] SecurityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot get randomness from the operating system for the session key: {0}")]
     Random(String),
     #[error(transparent)]
@@ -164,6 +173,8 @@ struct Consumers {
 
 /// A built, not yet serving, ordermq.
 pub struct Application {
+    /// What this process runs (`role`).
+    role: ProcessRole,
     listener: TcpListener,
     http_addr: SocketAddr,
     /// The operator routes' own listener, when `operator_http_addr` is set.
@@ -255,7 +266,11 @@ impl Application {
         writer_tasks.extend(effect_tasks);
         let listener = bind_http(config.http_addr).await?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
-        let operator_listener = match config.operator_http_addr {
+        // A system's own process serves no operator routes.
+        let operator_addr = config
+            .operator_http_addr
+            .filter(|_| !matches!(config.role, ProcessRole::System(_)));
+        let operator_listener = match operator_addr {
             Some(addr) => {
                 let listener = bind_http(addr).await?;
                 let addr = listener.local_addr().map_err(StartError::Serve)?;
@@ -284,6 +299,7 @@ impl Application {
             reconcile_counters.clone(),
         );
         Ok(Self {
+            role: config.role,
             listener,
             http_addr,
             operator_listener,
@@ -344,6 +360,11 @@ impl Application {
         &self.namesrv_addr
     }
 
+    /// What this process runs.
+    pub fn role(&self) -> ProcessRole {
+        self.role
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -397,17 +418,23 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let stop = CancellationToken::new();
-        let relay = self.background.handle().spawn(relay::run(
-            self.store.clone(),
-            self.writer.clone(),
-            self.mq.publisher(),
-            self.relay_wake.clone(),
-            self.relay_options.clone(),
-            stop.clone(),
-        ));
-        // Each downstream system's receipts, by the same relay.
+        // The order service's work runs where the order database is.
+        let orders_here = self.store.holds_orders();
+        let relay = orders_here.then(|| {
+            self.background.handle().spawn(relay::run(
+                self.store.clone(),
+                self.writer.clone(),
+                self.mq.publisher(),
+                self.relay_wake.clone(),
+                self.relay_options.clone(),
+                stop.clone(),
+            ))
+        });
+        // Each downstream system's receipts, by the same relay, where its
+        // database is.
         let receipt_relays: Vec<_> = System::ALL
             .into_iter()
+            .filter(|system| self.store.holds(*system))
             .map(|system| {
                 let options = RelayOptions {
                     owner: format!("{}-{}", system.name(), self.relay_options.owner),
@@ -422,15 +449,17 @@ impl Application {
                 ))
             })
             .collect();
-        let reconciler = (!self.reconcile_interval.is_zero())
+        let reconciler = (orders_here && !self.reconcile_interval.is_zero())
             .then(|| tokio::spawn(reconcile::run(self.reconciler.clone(), stop.clone())));
         let checkpointer = tokio::spawn(checkpoint_periodically(self.store.clone(), stop.clone()));
-        let sweeper = tokio::spawn(sweep::sweep_overdue(
-            self.store.clone(),
-            self.writer.clone(),
-            self.close_sweep_interval,
-            stop.clone(),
-        ));
+        let sweeper = orders_here.then(|| {
+            tokio::spawn(sweep::sweep_overdue(
+                self.store.clone(),
+                self.writer.clone(),
+                self.close_sweep_interval,
+                stop.clone(),
+            ))
+        });
         let state = ApiState {
             service: Arc::new(self.orders.clone()),
             flash: Arc::new(self.flash.clone()),
@@ -458,18 +487,19 @@ impl Application {
                 http_stop.clone().cancelled_owned(),
             ))
         });
-        let listener_kind = if operator.is_some() {
-            Listener::Public
-        } else {
-            Listener::Combined
+        let listener_kind = match (self.role, operator.is_some()) {
+            (ProcessRole::System(_), _) => Listener::System,
+            (_, true) => Listener::Public,
+            (_, false) => Listener::Combined,
         };
         tracing::info!(
-            "ordermq serving on http://{} (API under /api{})",
+            role = %self.role,
+            "ordermq serving on http://{} ({})",
             self.http_addr,
-            if operator.is_some() {
-                ""
-            } else {
-                ", dashboard at /"
+            match listener_kind {
+                Listener::System => "a user's records at /api/users/{id}",
+                Listener::Combined => "API under /api, dashboard at /",
+                _ => "API under /api",
             }
         );
         let mut served = crate::http::serve(
@@ -490,13 +520,17 @@ impl Application {
         stopper.abort();
         tracing::info!("shutting down: HTTP stopped; stopping relay, consumers and broker");
         stop.cancel();
-        let _ = relay.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         let _ = join_all(receipt_relays).await;
         if let Some(reconciler) = reconciler {
             let _ = reconciler.await;
         }
         let _ = checkpointer.await;
-        let _ = sweeper.await;
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
         // Consumers are stopped, so only our handles keep the writers alive:
         // dropping them lets each writer finish what is queued, then stop.
         drop(self.orders);

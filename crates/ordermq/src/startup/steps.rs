@@ -15,9 +15,7 @@ use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
 use ordermq_domain::System;
 use ordermq_domain::ports::Handler;
 use ordermq_domain::signing::Keyring;
-use ordermq_domain::topology::{
-    self, CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS,
-};
+use ordermq_domain::topology::{CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS};
 use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
@@ -30,7 +28,7 @@ use ordermq_service::consumers::{
 };
 use ordermq_service::{EffectWriter, OrderWriter};
 
-use crate::config::{Config, PublicCredential};
+use crate::config::{Config, ProcessRole, PublicCredential};
 use crate::gateways::Gateways;
 
 use super::{Consumers, DEMO_CATALOG, EmbeddedBroker, StartError};
@@ -47,23 +45,30 @@ pub(super) fn start_fanout_runtime(config: &Config) -> Result<Background, StartE
     .map_err(StartError::Runtime)
 }
 
-/// Opens the order database and the systems' databases, seeding the demo catalog if asked.
+/// Opens the databases of the process's role (the order database and the
+/// systems', the order database alone, or one system's), seeding the demo
+/// catalog if asked and the order database is among them.
 pub(super) async fn open_store(config: &Config) -> Result<Store, StartError> {
     let nice = config.fanout_nice;
-    let database_url = config.database_url();
+    let (database_url, databases) = config.role_database()?;
     let store = Store::open(
         &database_url,
         &StoreOptions {
             on_system_lane_start: Some(ThreadStart(Arc::new(move || {
                 lower_current_thread_priority(nice)
             }))),
+            databases,
             ..config.store_options()
         },
     )
     .await?;
-    tracing::info!(database = %ordermq_store::redact(&database_url), "database ready");
+    tracing::info!(
+        database = %ordermq_store::redact(&database_url),
+        role = %config.role,
+        "database ready"
+    );
     check_durability(&store, config.database_allow_unsafe_durability).await?;
-    if config.seed_catalog {
+    if config.seed_catalog && store.holds_orders() {
         let added = store
             .seed_catalog(DEMO_CATALOG)
             .await
@@ -225,9 +230,10 @@ pub(super) async fn subscribe_consumers(
         config.consumer_concurrency,
         config.refund_attempts,
     );
+    let role = config.role;
     let subscribed = background.run(async move {
         let mut effect_tasks = Vec::with_capacity(System::ALL.len());
-        for group in &CONSUMER_GROUPS {
+        for group in CONSUMER_GROUPS.iter().filter(|g| runs(role, g.consumer)) {
             let handler: Arc<dyn Handler> = match group.consumer {
                 Consumer::System(system) => {
                     let (effects, task) =
@@ -274,8 +280,26 @@ pub(super) async fn subscribe_consumers(
         Ok::<_, MqError>(Consumers { mq, effect_tasks })
     });
     let consumers = subscribed.await.map_err(StartError::Background)??;
-    tracing::info!("consumer groups {} subscribed", topology::group_names());
+    let names: Vec<&str> = CONSUMER_GROUPS
+        .iter()
+        .filter(|g| runs(role, g.consumer))
+        .map(|g| g.name)
+        .collect();
+    tracing::info!(role = %role, "consumer groups {} subscribed", names.join(", "));
     Ok(consumers)
+}
+
+/// Whether a process of `role` runs `consumer`'s group: a system's own
+/// process runs that system's group only; the order service every group
+/// that writes the order database.
+pub(super) fn runs(role: ProcessRole, consumer: Consumer) -> bool {
+    match (role, consumer) {
+        (ProcessRole::All, _) => true,
+        (ProcessRole::Order, Consumer::System(_)) => false,
+        (ProcessRole::Order, _) => true,
+        (ProcessRole::System(own), Consumer::System(system)) => own == system,
+        (ProcessRole::System(_), _) => false,
+    }
 }
 
 /// The first wait of a refund's gateway retries within one delivery (doubling).

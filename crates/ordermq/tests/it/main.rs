@@ -28,6 +28,9 @@
 //! - [`reconcile`]: a message lost to one group restored once by the
 //!   reconciler, receipts on the order page, a duplicate receipt changing
 //!   nothing (the real broker); `ordermq outbox missing`.
+//! - [`roles`]: the order service and the four systems as five processes
+//!   (`role`), each on its own database, one broker: paid, all four done on
+//!   the order page, each system's effects only in its own database.
 //! - [`http`]: the server's timeouts and connection cap through its real
 //!   listener.
 //! - [`security`]: callback keys, the refusal to start with public
@@ -55,4 +58,5 @@ mod mariadb;
 mod modules;
 mod peak;
 mod reconcile;
+mod roles;
 mod security;

@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
+use ordermq_domain::System;
 use ordermq_messaging::{DelayLevels, DelayedDelivery};
 
 use super::*;
 
 mod broker;
+mod roles;
 mod secrets;
 mod sections;
 
@@ -36,6 +38,7 @@ fn from_file(text: &str) -> Result<Config, ConfigError> {
 /// TOML key and as `ORDERMQ_<NAME>`.
 const FLAT_NAMES: &[(&str, &str)] = &[
     ("http_addr", "127.0.0.1:9000"),
+    ("role", "order"),
     ("data_dir", "/tmp/ordermq"),
     ("database_url", "postgres://u:p@h/db"),
     ("payment_secret", "s1"),
@@ -195,6 +198,9 @@ fn every_earlier_name_works_as_variable_as_flat_key_and_as_new_key() {
                 !k.name.starts_with("gateways.")
                     && !k.name.starts_with("limits.")
                     && !k.name.starts_with("broker.")
+                    && !System::ALL
+                        .iter()
+                        .any(|s| k.name.starts_with(&format!("{}.", s.name())))
             })
             .count(),
         "a key is missing from FLAT_NAMES"

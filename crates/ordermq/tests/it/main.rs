@@ -30,6 +30,9 @@
 //! - [`security`]: callback keys, the refusal to start with public
 //!   credentials, the operator listener and a log without secrets, through
 //!   the whole server.
+//! - [`waiting`]: an event that arrives before the one it depends on is
+//!   applied seconds after it lands, not on the broker's growing retry
+//!   schedule (the real broker).
 //! - [`gateways`]: the same, with its third parties over HTTP against an
 //!   in-process `ordermq-fake-provider`.
 //!
@@ -52,3 +55,4 @@ mod modules;
 mod peak;
 mod reconcile;
 mod security;
+mod waiting;

@@ -93,6 +93,51 @@ pub enum Outcome {
     Consumed,
     /// Not applied: redeliver later, and dead-letter after the retry budget.
     RetryLater(String),
+    /// Every delivery applied (or needing nothing) except those named, which
+    /// wait for an earlier event: a refund's reversal or a carrier update
+    /// that arrived before the order's `OrderPaid` effect, a close before
+    /// its order's due time. Nothing failed: the event it waits for is
+    /// usually a moment behind, so the consumer tries these again soon (a
+    /// short fixed delay, a bounded number of times) instead of on the
+    /// broker's growing retry schedule (10 s, 30 s, 1 min, … hours).
+    Waiting(Waiting),
+}
+
+/// The deliveries of a batch that wait for an earlier event ([`Outcome::Waiting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The waiting deliveries' [`Delivery::msg_id`]s.
+    pub msg_ids: Vec<String>,
+    /// What the first of them waits for.
+    pub reason: String,
+}
+
+impl Outcome {
+    /// `Consumed` if nothing failed or waits; else `Waiting` for `waiting`
+    /// (their message ids and the first reason) unless something failed
+    /// (`failure`): a failure sends the whole batch back on the broker's
+    /// schedule, the waiting deliveries with it.
+    pub fn of_batch(failure: Option<String>, waiting: Vec<(String, String)>) -> Self {
+        if let Some(reason) = failure {
+            return Self::RetryLater(reason);
+        }
+        let Some(reason) = waiting.first().map(|(_, reason)| reason.clone()) else {
+            return Self::Consumed;
+        };
+        Self::Waiting(Waiting {
+            msg_ids: waiting.into_iter().map(|(id, _)| id).collect(),
+            reason,
+        })
+    }
+
+    /// Why the batch was not acknowledged whole, if it was not.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Consumed => None,
+            Self::RetryLater(reason) => Some(reason),
+            Self::Waiting(waiting) => Some(&waiting.reason),
+        }
+    }
 }
 
 /// Handles deliveries for one consumer group, a batch at a time (so a system
@@ -109,11 +154,13 @@ pub trait Handler: Send + Sync + 'static {
     ///   before, or needs nothing (e.g. the close of an order already paid):
     ///   the broker forgets the batch.
     /// - [`Outcome::RetryLater`] with the first reason if any delivery was not
-    ///   applied (the storage or a third party failed, the message does not
-    ///   decode, it waits for an earlier event or for its due time, or the
-    ///   service is shutting down): the broker redelivers the whole batch
-    ///   later, and moves a delivery to the group's dead-letter queue when
-    ///   this was its last attempt ([`Delivery::is_last_attempt`]).
+    ///   applied (the storage or a third party failed, or the service is
+    ///   shutting down): the broker redelivers the whole batch later, and
+    ///   moves a delivery to the group's dead-letter queue when this was its
+    ///   last attempt ([`Delivery::is_last_attempt`]).
+    /// - [`Outcome::Waiting`] if nothing failed but some deliveries wait for
+    ///   an earlier event or their due time: the others are acknowledged,
+    ///   these are tried again soon.
     fn handle(&self, batch: Vec<Delivery>) -> BoxFuture<'_, Outcome>;
 }
 

@@ -12,6 +12,8 @@
 //!
 //! Messages that arrive before their due time and are sent on (delay-level
 //! hops, see [`crate::delay`]) are not counted: the handler never sees them.
+//! Messages the handler said wait for an earlier event are sent on to come
+//! back soon (by the listener bridge): retried, and owed until they return.
 //! Messages that fail verification are counted apart, as *parked* (recorded
 //! for the first time; see [`ordermq_domain::parked`]): the handler never
 //! sees them either, but they come back with their batch like any other.
@@ -77,6 +79,17 @@ impl GroupCounters {
             self.retried.fetch_add(messages, Ordering::SeqCst);
             self.retries_owed.fetch_add(will_return, Ordering::SeqCst);
         }
+        self.in_flight.fetch_sub(messages, Ordering::SeqCst);
+    }
+
+    /// The handler call for `messages` applied all but `waiting` of them,
+    /// which wait for an earlier event and were sent on to come back soon
+    /// (counted as retried, and owed until they return).
+    pub(crate) fn leave_waiting(&self, messages: u64, waiting: u64) {
+        let waiting = waiting.min(messages);
+        self.handled.fetch_add(messages - waiting, Ordering::SeqCst);
+        self.retried.fetch_add(waiting, Ordering::SeqCst);
+        self.retries_owed.fetch_add(waiting, Ordering::SeqCst);
         self.in_flight.fetch_sub(messages, Ordering::SeqCst);
     }
 

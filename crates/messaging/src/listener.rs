@@ -14,6 +14,23 @@
 //! counted, logged, acknowledged, never handed to the handler or sent on.
 //! Its own module because this is a concern of its own: what happens to a
 //! delivered message, apart from how the client connects and subscribes.
+//!
+//! **Waiting events come back soon.** An event that arrives before the one
+//! it depends on (a refund before its order's `OrderPaid` effect,
+//! [`Outcome::Waiting`]) has not failed: what it waits for is usually a
+//! moment behind. "Reconsume later" would put it on the broker's growing
+//! schedule (level 3 + n: 10 s, 30 s, 1 min, 2 min … hours), so under load a
+//! follow-up effect would lag by minutes. rocketmq-client-rust 1.0.0 gives
+//! the listener its `ConsumeConcurrentlyContext` by shared reference (its
+//! `delay_level_when_next_consume` cannot be set), and a message sent to
+//! `%RETRY%<group>` by a producer goes straight to the DLQ on the 1.0.0
+//! broker (its send path inverts Java's `isLockAllExpire` check). So the
+//! bridge acknowledges a waiting message and sends it on itself, like a
+//! delay-level hop: the same message (signature included) on its topic,
+//! due [`WAIT_RETRY_MS`] later (the shortest delay level), marked for this
+//! group alone (other groups acknowledge it unseen) and with its count of
+//! waits. After [`MAX_WAITS`] of them it is answered "reconsume later" and
+//! takes the broker's schedule to the DLQ like any failure.
 
 use std::sync::Arc;
 
@@ -34,6 +51,20 @@ use crate::producer::{
     DELIVER_AT_PROPERTY, EVENT_ID_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY, send_outcome,
     to_message,
 };
+
+/// Names the one consumer group a message sent on for waiting is for; every
+/// other group acknowledges it without handling it.
+pub(crate) const FOR_GROUP_PROPERTY: &str = "ordermq_for_group";
+/// How many times a message was sent on because it waited for an earlier event.
+pub(crate) const WAITS_PROPERTY: &str = "ordermq_waits";
+/// How soon a waiting message is tried again: with delay levels the
+/// shortest level that is at least this (RocketMQ's default: 1 s), with
+/// timer messages exactly this.
+pub(crate) const WAIT_RETRY_MS: i64 = 1_000;
+/// How many times a message is sent on for waiting before it takes the
+/// broker's growing retry schedule (and, at its end, the DLQ): about a
+/// minute of tries at the default shortest level.
+pub(crate) const MAX_WAITS: u32 = 60;
 
 /// The event keys and where to park what they refuse.
 pub(crate) struct Verifier {
@@ -118,6 +149,18 @@ fn first_key(m: &MessageExt) -> String {
         .unwrap_or_default()
 }
 
+/// How many times `m` was sent on for waiting.
+fn waits_of(m: &MessageExt) -> u32 {
+    property(m, WAITS_PROPERTY)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `m` came back: a broker retry, or a message this bridge sent on for waiting.
+fn is_returning(m: &MessageExt) -> bool {
+    m.reconsume_times() > 0 || waits_of(m) > 0
+}
+
 /// When `m` is due, if it carries a due time.
 fn deliver_at(m: &MessageExt) -> Option<i64> {
     m.get_user_property(DELIVER_AT_PROPERTY)?.parse().ok()
@@ -128,7 +171,10 @@ impl ListenerBridge {
     /// (topic, tag, key, body, event id, due time, and its original key id
     /// and signature: verified, never re-signed) built the way the relay
     /// builds it, so it gets the delay level that fits the rest.
-    async fn hop(&self, early: &[(&MessageExt, i64)]) -> Result<(), PublishError> {
+    ///
+    /// `wait`: these wait for an earlier event; each is marked for this group
+    /// alone, with its count of waits raised by one.
+    async fn hop(&self, early: &[(&MessageExt, i64)], wait: bool) -> Result<(), PublishError> {
         let now = now_millis();
         let sends = early.iter().map(|&(m, at)| {
             let producer = self.producer.clone();
@@ -156,7 +202,21 @@ impl ListenerBridge {
                     (Some(key_id), Some(hex)) => Some(Signature { key_id, hex }),
                     _ => None,
                 };
-                let message = to_message(&outbox, &self.delayed, now, signature.as_ref())?;
+                let marks = if wait {
+                    vec![
+                        (FOR_GROUP_PROPERTY, self.group.clone()),
+                        (WAITS_PROPERTY, (waits_of(m) + 1).to_string()),
+                    ]
+                } else if let Some(group) = property(m, FOR_GROUP_PROPERTY) {
+                    // A waiting message that also hops keeps its marks.
+                    vec![
+                        (FOR_GROUP_PROPERTY, group),
+                        (WAITS_PROPERTY, waits_of(m).to_string()),
+                    ]
+                } else {
+                    Vec::new()
+                };
+                let message = to_message(&outbox, &self.delayed, now, signature.as_ref(), &marks)?;
                 send_outcome(producer.send(message).await)
             }
         });
@@ -198,6 +258,17 @@ impl ListenerBridge {
     /// messages as part of the batch: if the batch comes back, so do they.
     async fn consume(&self, msgs: &[&MessageExt]) -> Outcome {
         let now = now_millis();
+        // Sent on by another group for waiting: not this group's (it had
+        // the original already).
+        let mine: Vec<&MessageExt> = msgs
+            .iter()
+            .copied()
+            .filter(|m| property(m, FOR_GROUP_PROPERTY).is_none_or(|g| g == self.group))
+            .collect();
+        if mine.is_empty() {
+            return Outcome::Consumed;
+        }
+        let msgs = mine.as_slice();
         let Some(verifier) = &self.verifier else {
             return self.consume_verified(msgs, now).await;
         };
@@ -213,10 +284,7 @@ impl ListenerBridge {
         if refused.is_empty() {
             return self.consume_verified(&verified, now).await;
         }
-        let redelivered = refused
-            .iter()
-            .filter(|(m, _)| m.reconsume_times() > 0)
-            .count() as u64;
+        let redelivered = refused.iter().filter(|(m, _)| is_returning(m)).count() as u64;
         let returning = refused
             .iter()
             .filter(|(m, _)| m.reconsume_times() < self.max_reconsume_times)
@@ -224,6 +292,7 @@ impl ListenerBridge {
         match self.park(verifier.parking.as_ref(), &refused, now).await {
             Ok(new) => {
                 let outcome = self.consume_verified(&verified, now).await;
+                // A waiting answer acknowledges the batch: parked ones stay.
                 let comes_back = matches!(outcome, Outcome::RetryLater(_));
                 self.counters
                     .park(new, redelivered, if comes_back { returning } else { 0 });
@@ -233,7 +302,7 @@ impl ListenerBridge {
                 // Nothing was handed to the handler: the whole batch comes back.
                 tracing::warn!(group = %self.group, error = %e, "RocketMQ will redeliver the batch");
                 self.counters.park(0, redelivered, returning);
-                let due = verified.iter().filter(|m| m.reconsume_times() > 0).count() as u64;
+                let due = verified.iter().filter(|m| is_returning(m)).count() as u64;
                 let back = verified
                     .iter()
                     .filter(|m| m.reconsume_times() < self.max_reconsume_times)
@@ -259,7 +328,7 @@ impl ListenerBridge {
                 .into_iter()
                 .filter_map(|(m, at)| Some((m, at?)))
                 .collect();
-            if let Err(e) = self.hop(&early).await {
+            if let Err(e) = self.hop(&early, false).await {
                 // Nothing was handed to the handler: the whole batch comes back.
                 tracing::warn!(error = %e, "could not send an early delayed message on; RocketMQ will redeliver it");
                 return Outcome::RetryLater(e.0);
@@ -269,17 +338,20 @@ impl ListenerBridge {
         if due.is_empty() {
             return Outcome::Consumed;
         }
+        let due: Vec<&MessageExt> = due.into_iter().map(|(m, _)| m).collect();
         let batch: Vec<Delivery> = due
-            .into_iter()
-            .map(|(m, _)| to_delivery(m, self.max_reconsume_times))
+            .iter()
+            .map(|m| to_delivery(m, self.max_reconsume_times))
             .collect();
-        let count = |pick: fn(&Delivery) -> bool| batch.iter().filter(|d| pick(d)).count() as u64;
         let messages = batch.len() as u64;
         // Below the last try a "retry later" comes back; on it, the broker
         // moves the message to the group's DLQ instead.
-        let will_return = count(|d| d.reconsume_times < d.max_reconsume_times);
-        self.counters
-            .enter(messages, count(|d| d.reconsume_times > 0));
+        let will_return = batch
+            .iter()
+            .filter(|d| d.reconsume_times < d.max_reconsume_times)
+            .count() as u64;
+        let returning = due.iter().filter(|m| is_returning(m)).count() as u64;
+        self.counters.enter(messages, returning);
         let mut stopping = self.stopping.clone();
         let outcome = tokio::select! {
             outcome = self.handler.handle(batch) => outcome,
@@ -289,9 +361,54 @@ impl ListenerBridge {
                 Outcome::RetryLater("ordermq is shutting down".into())
             }
         };
-        let consumed = matches!(outcome, Outcome::Consumed);
-        self.counters.leave(messages, consumed, will_return);
+        let outcome = match outcome {
+            Outcome::Waiting(waiting) => self.send_waiting_on(&due, waiting).await,
+            other => other,
+        };
+        match &outcome {
+            Outcome::Waiting(waiting) => self
+                .counters
+                .leave_waiting(messages, waiting.msg_ids.len() as u64),
+            other => {
+                let consumed = matches!(other, Outcome::Consumed);
+                self.counters.leave(messages, consumed, will_return);
+            }
+        }
         outcome
+    }
+
+    /// Sends the waiting messages of `due` on to come back in
+    /// [`WAIT_RETRY_MS`]. `Waiting` if they were (the batch is acknowledged);
+    /// "retry later" for the whole batch if one has waited [`MAX_WAITS`]
+    /// times already (the broker's schedule from here), or a send failed.
+    async fn send_waiting_on(
+        &self,
+        due: &[&MessageExt],
+        waiting: ordermq_domain::ports::Waiting,
+    ) -> Outcome {
+        let waits: Vec<&MessageExt> = due
+            .iter()
+            .copied()
+            .filter(|m| waiting.msg_ids.contains(&msg_id_of(m)))
+            .collect();
+        if let Some(m) = waits.iter().find(|m| waits_of(m) >= MAX_WAITS) {
+            tracing::warn!(group = %self.group, msg_id = %msg_id_of(m), reason = %waiting.reason,
+                "an event waited {MAX_WAITS} times; RocketMQ's retry schedule takes it from here");
+            return Outcome::RetryLater(waiting.reason);
+        }
+        let at = now_millis() + WAIT_RETRY_MS;
+        let hops: Vec<(&MessageExt, i64)> = waits.iter().map(|&m| (m, at)).collect();
+        match self.hop(&hops, true).await {
+            Ok(()) => {
+                tracing::debug!(group = %self.group, messages = hops.len(), reason = %waiting.reason,
+                    "events waiting for an earlier one; tried again soon");
+                Outcome::Waiting(waiting)
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "could not send a waiting event on; RocketMQ will redeliver its batch");
+                Outcome::RetryLater(waiting.reason)
+            }
+        }
     }
 }
 
@@ -304,7 +421,8 @@ impl MessageListenerConcurrently for ListenerBridge {
         // This runs on a client blocking-lane thread, never an async worker,
         // so blocking it on the handler is allowed and starves nothing.
         Ok(match self.runtime.block_on(self.consume(msgs)) {
-            Outcome::Consumed => ConsumeConcurrentlyStatus::ConsumeSuccess,
+            // The waiting ones were sent on already (`send_waiting_on`).
+            Outcome::Consumed | Outcome::Waiting(_) => ConsumeConcurrentlyStatus::ConsumeSuccess,
             Outcome::RetryLater(_) => ConsumeConcurrentlyStatus::ReconsumeLater,
         })
     }

@@ -104,12 +104,14 @@ fn sign(keys: &Keyring, m: &OutboxMessage) -> Result<Signature, PublishError> {
     Ok(keys.sign(&m.event_id, m.body.as_bytes()))
 }
 
-/// The broker message of `m`, carrying `signature` (if any) as properties.
+/// The broker message of `m`, carrying `signature` (if any) and `extra`
+/// (name, value) as properties.
 pub(crate) fn to_message(
     m: &OutboxMessage,
     delayed: &DelayedDelivery,
     now_ms: i64,
     signature: Option<&Signature>,
+    extra: &[(&str, String)],
 ) -> Result<Message, PublishError> {
     let invalid = |e: &dyn std::fmt::Display| PublishError(format!("message {}: {e}", m.event_id));
     let mut builder = Message::builder()
@@ -124,6 +126,11 @@ pub(crate) fn to_message(
             .raw_property(KEY_ID_PROPERTY, signature.key_id.as_str())
             .map_err(|e| invalid(&e))?
             .raw_property(SIGNATURE_PROPERTY, signature.hex.as_str())
+            .map_err(|e| invalid(&e))?;
+    }
+    for (name, value) in extra {
+        builder = builder
+            .raw_property(*name, value.as_str())
             .map_err(|e| invalid(&e))?;
     }
     if let Some(at) = m.deliver_at {
@@ -304,7 +311,7 @@ impl ProducerPublisher {
                         None => Ok(None),
                     };
                     match signed.and_then(|signature| {
-                        to_message(&batch[index], &self.delayed, now, signature.as_ref())
+                        to_message(&batch[index], &self.delayed, now, signature.as_ref(), &[])
                     }) {
                         Ok(m) => messages.push((index, m)),
                         Err(e) => results[index] = Err(e),

@@ -271,6 +271,9 @@ pub async fn replay(config: &Config, systems: &[System]) -> Result<Vec<ReplayOut
                 Ok(false) => match handler.handle(vec![letter.to_delivery()]).await {
                     Outcome::Consumed => outcomes.push(outcome("applied", String::new())),
                     Outcome::RetryLater(reason) => outcomes.push(outcome("failed", reason)),
+                    // Left in the DLQ with its reason: replay it again once
+                    // the event it waits for is applied.
+                    Outcome::Waiting(waiting) => outcomes.push(outcome("failed", waiting.reason)),
                 },
                 Err(e) => {
                     result = Err(e.into());

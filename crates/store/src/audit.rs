@@ -65,6 +65,19 @@ pub struct AuditReversals {
     pub cancelled_shipments: std::collections::HashSet<String>,
 }
 
+/// What carriers reported and what the warehouse did with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditCarrier {
+    /// order id → the carrier statuses recorded (`carrier_events`:
+    /// `PICKED_UP`, `IN_TRANSIT`, `DELIVERED`).
+    pub events: HashMap<String, Vec<String>>,
+    /// order id → its shipment's status in the warehouse (`CREATED`,
+    /// `PICKED_UP`, `IN_TRANSIT`, `DELIVERED`, `CANCELLED`).
+    pub shipments: HashMap<String, String>,
+    /// `ShipmentUpdated` event id → warehouse inbox rows for it.
+    pub applied: HashMap<String, i64>,
+}
+
 /// A product's stock counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditStock {
@@ -243,6 +256,50 @@ impl Store {
             sms,
             revoked_coupons,
             cancelled_shipments,
+        })
+    }
+
+    /// Carrier events, the warehouse's shipments and its `ShipmentUpdated`
+    /// inbox rows.
+    pub async fn audit_carrier(&self) -> Result<AuditCarrier, StorageError> {
+        let mut events: HashMap<String, Vec<String>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT order_id, status FROM carrier_events ORDER BY order_id, received_at, status",
+        )
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        {
+            events
+                .entry(row.try_get("order_id").map_err(storage)?)
+                .or_default()
+                .push(row.try_get("status").map_err(storage)?);
+        }
+        let warehouse = self.system_pool(System::Warehouse);
+        let shipments = sqlx::query("SELECT order_id, status FROM warehouse_shipments")
+            .fetch_all(warehouse)
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|r| Ok((r.try_get("order_id")?, r.try_get("status")?)))
+            .collect::<Result<HashMap<String, String>, sqlx::Error>>()
+            .map_err(storage)?;
+        let applied = dialect::query(
+            "SELECT event_id, COUNT(*) AS n FROM inbox \
+             WHERE consumer_group = $1 AND event_id LIKE 'ShipmentUpdated:%' GROUP BY event_id",
+        )
+        .bind(System::Warehouse.consumer_group())
+        .fetch_all(warehouse)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| Ok((r.try_get("event_id")?, r.try_get("n")?)))
+        .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+        .map_err(storage)?;
+        Ok(AuditCarrier {
+            events,
+            shipments,
+            applied,
         })
     }
 

@@ -98,7 +98,8 @@ mod store;
 mod views;
 
 pub use audit::{
-    AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, FailureRecord, SystemAudit,
+    AuditCarrier, AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, FailureRecord,
+    SystemAudit,
 };
 pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;

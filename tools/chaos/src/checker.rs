@@ -16,15 +16,29 @@
 //!   points reversal, one refund SMS, its coupon revoked and its shipment
 //!   cancelled (**lost** / **doubled**; a reversal of nothing: **phantom**);
 //! - every order's history is one chain from its creation to its status, no
-//!   transition twice (**doubled**); when closes were due, no order is still
-//!   UNPAID (**lost**);
+//!   transition twice (**doubled**), every step one the state machine allows
+//!   (a close of a paid order: **phantom**); when closes were due, no order
+//!   is still UNPAID (**lost**);
+//! - every carrier status the carrier was answered 200 for is recorded once
+//!   (`carrier_events`), applied once by the warehouse (its inbox), and the
+//!   order and its shipment stand at the last status sent or beyond (else
+//!   **lost**; a status applied twice: **doubled**; the shipment moved
+//!   backwards or past what was sent: a violation);
+//! - with the providers as their own process (their call log given): each
+//!   paid order had exactly one SMS and one booking done at the providers,
+//!   each refund exactly one refund, and nothing was done for an order never
+//!   paid (**lost** / **doubled** / **phantom**); one key done twice is a
+//!   provider that forgot it (**doubled**). What the providers deduplicated
+//!   (a key sent again and answered from their memory) is counted, not judged;
 //! - the outbox is empty and no delivery is left failing (**undrained**).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ordermq_domain::System;
+use ordermq_domain::{OrderStatus, System};
+use ordermq_fake_provider::{CallOutcome, CallRecord};
 use ordermq_store::{
-    AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, Store, SystemAudit,
+    AuditCarrier, AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, Store,
+    SystemAudit,
 };
 use serde::Serialize;
 
@@ -106,6 +120,9 @@ pub struct Expectations {
     /// Every unpaid order's close was due before the check: none may still
     /// be UNPAID (a close lost).
     pub closes_due: bool,
+    /// The providers' call log, when they ran as their own process
+    /// (`Trial::start_providers`): checked against the orders and refunds.
+    pub provider_calls: Option<Vec<CallRecord>>,
 }
 
 /// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
@@ -136,6 +153,10 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     }
     check_history(&mut v, &db.orders, &db.history, expect);
     check_refunds(&mut v, ledger, &db.refunds, &db.reversals);
+    check_carrier(&mut v, ledger, &by_id, &db.carrier);
+    if let Some(calls) = &expect.provider_calls {
+        check_providers(&mut v, calls, &db.orders, &db.refunds);
+    }
     check_orphan_effects(&mut v, &db.systems, &by_id);
     check_stock(&mut v, &db.orders, &db.stock, expect);
     check_backlogs(&mut v, db.outbox, &db.systems, expect);
@@ -154,6 +175,7 @@ struct Databases {
     history: HashMap<String, Vec<(Option<String>, String)>>,
     refunds: Vec<AuditRefund>,
     reversals: AuditReversals,
+    carrier: AuditCarrier,
 }
 
 /// Outbox rows the broker never confirmed: waiting, or parked after
@@ -184,18 +206,20 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
             return None;
         }
     };
-    let (history, refunds, reversals) = match (
+    let (history, refunds, reversals, carrier) = match (
         store.audit_history().await,
         store.audit_refunds().await,
         store.audit_reversals().await,
+        store.audit_carrier().await,
     ) {
-        (Ok(h), Ok(r), Ok(x)) => (h, r, x),
-        (h, r, x) => {
+        (Ok(h), Ok(r), Ok(x), Ok(c)) => (h, r, x, c),
+        (h, r, x, c) => {
             v.violation(format!(
-                "cannot read the history, refunds or reversals: {:?} {:?} {:?}",
+                "cannot read the history, refunds, reversals or carrier events: {:?} {:?} {:?} {:?}",
                 h.err(),
                 r.err(),
-                x.err()
+                x.err(),
+                c.err()
             ));
             return None;
         }
@@ -221,6 +245,7 @@ async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
         history,
         refunds,
         reversals,
+        carrier,
     })
 }
 
@@ -240,7 +265,14 @@ fn check_ledger_orders(v: &mut Verdict, ledger: &Ledger, by_id: &HashMap<&str, &
                 "order {id}: full refund accepted but the order is {status:?}"
             ));
         }
-        if record.acknowledged && status != Some("PAID") && !paid_then_refunding {
+        // Moved on by its carrier: still paid (the carrier rule checks how far).
+        let paid_then_carried =
+            !record.carrier_sent.is_empty() && matches!(status, Some("SHIPPED" | "DELIVERED"));
+        if record.acknowledged
+            && status != Some("PAID")
+            && !paid_then_refunding
+            && !paid_then_carried
+        {
             v.lost += 1;
             v.violation(format!(
                 "order {id}: payment acknowledged but the order is {status:?}"
@@ -275,6 +307,21 @@ fn check_history(
         let mut previous: Option<&(Option<String>, String)> = None;
         for step in chain {
             let at = previous.map(|(_, to)| to.as_str());
+            if let Some(from) = &step.0 {
+                let allowed = OrderStatus::parse(from)
+                    .zip(OrderStatus::parse(&step.1))
+                    .is_some_and(|(from, to)| from.can_become(to));
+                if !allowed {
+                    if step.1 == "CANCELLED" {
+                        // The close of an order that was no longer unpaid.
+                        v.phantom += 1;
+                    }
+                    v.violation(format!(
+                        "order {id}: {from} → {} is not a move the order may make",
+                        step.1
+                    ));
+                }
+            }
             if step.0.as_deref() != at {
                 if previous == Some(step) {
                     v.doubled += 1;
@@ -403,6 +450,209 @@ fn check_refunds(
     }
 }
 
+/// An order that was paid: PAID, moved on by its carrier, or refunded since
+/// (its payment and effects stay; reversals are beside them).
+fn is_paid(status: &str) -> bool {
+    matches!(
+        status,
+        "PAID" | "SHIPPED" | "DELIVERED" | "REFUNDING" | "REFUNDED"
+    )
+}
+
+/// How far a carrier status or a shipment status has come (a shipment that
+/// was `CANCELLED` never moves: ranked apart).
+fn progress(status: &str) -> Option<u8> {
+    match status {
+        "CREATED" => Some(0),
+        "PICKED_UP" => Some(1),
+        "IN_TRANSIT" => Some(2),
+        "DELIVERED" => Some(3),
+        _ => None,
+    }
+}
+
+/// Carrier updates: each status answered 200 is recorded once in
+/// `carrier_events` (missing: **lost**) and applied once by the warehouse
+/// (`ShipmentUpdated` inbox row; none: **lost**, more: **doubled**); the
+/// order stands at `SHIPPED` or `DELIVERED` as the last status sent says
+/// (**lost** if behind), and the shipment at that status or beyond, never
+/// beyond what the carrier sent (the updates applied out of order).
+fn check_carrier(
+    v: &mut Verdict,
+    ledger: &Ledger,
+    orders: &HashMap<&str, &AuditOrder>,
+    carrier: &AuditCarrier,
+) {
+    for (id, record) in ledger.orders.iter() {
+        let Some(last) = record.carrier_acked.last() else {
+            continue;
+        };
+        let recorded = carrier
+            .events
+            .get(id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for status in &record.carrier_acked {
+            match recorded.iter().filter(|s| *s == status).count() {
+                1 => {}
+                0 => {
+                    v.lost += 1;
+                    v.violation(format!(
+                        "order {id}: carrier {status} answered 200 but not recorded"
+                    ));
+                }
+                n => {
+                    v.doubled += n - 1;
+                    v.violation(format!("order {id}: carrier {status} recorded {n} times"));
+                }
+            }
+            let event_id = format!("ShipmentUpdated:{id}:{status}");
+            match carrier.applied.get(&event_id).copied().unwrap_or(0) {
+                1 => {}
+                0 => {
+                    v.lost += 1;
+                    v.violation(format!(
+                        "order {id}: the warehouse never applied carrier {status}"
+                    ));
+                }
+                n => {
+                    v.doubled += n as usize - 1;
+                    v.violation(format!(
+                        "order {id}: the warehouse applied carrier {status} {n} times"
+                    ));
+                }
+            }
+        }
+        let wanted = if last == "DELIVERED" {
+            "DELIVERED"
+        } else {
+            "SHIPPED"
+        };
+        let status = orders.get(id.as_str()).map(|o| o.status.as_str());
+        let far_enough =
+            status == Some(wanted) || (wanted == "SHIPPED" && status == Some("DELIVERED"));
+        if !far_enough {
+            v.lost += 1;
+            v.violation(format!(
+                "order {id}: carrier sent {last} but the order is {status:?}"
+            ));
+        }
+        // At least the last status answered, at most the last one sent
+        // (its answer may have been lost after it was applied).
+        let furthest = |statuses: &[String]| statuses.iter().filter_map(|s| progress(s)).max();
+        let (acked, sent) = (
+            furthest(&record.carrier_acked).unwrap_or(0),
+            furthest(&record.carrier_sent).unwrap_or(3),
+        );
+        let shipment = carrier.shipments.get(id).map(String::as_str);
+        match shipment.and_then(progress) {
+            Some(at) if (acked..=sent).contains(&at) => {}
+            Some(at) if at < acked => {
+                v.lost += 1;
+                v.violation(format!(
+                    "order {id}: carrier sent {last} but the shipment is {shipment:?} (applied out of order)"
+                ));
+            }
+            at => v.violation(format!(
+                "order {id}: shipment {shipment:?} (progress {at:?}) but the carrier was answered up to {acked} and sent up to {sent}"
+            )),
+        }
+    }
+}
+
+/// The providers' endpoints the checker counts, with what one call there does.
+const SMS: &str = "/sms/send";
+const BOOK: &str = "/logistics/shipments";
+const REFUND: &str = "/payments/refunds";
+
+/// What the providers did, from their call log: per order, one SMS and one
+/// booking for a paid order (key `OrderPaid:<order>`), none for any other;
+/// per refund that succeeded, one refund (key: the refund id); and no key
+/// done twice at one endpoint. Counts (calls, effects, calls the providers
+/// answered from memory, duplicates) go to the figures.
+fn check_providers(
+    v: &mut Verdict,
+    calls: &[CallRecord],
+    orders: &[AuditOrder],
+    refunds: &[AuditRefund],
+) {
+    // (endpoint, key) → effects done.
+    let mut done: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut replayed = 0;
+    for call in calls {
+        match (call.outcome, call.idempotency_key.as_deref()) {
+            (CallOutcome::Effect, Some(key)) => {
+                *done.entry((call.endpoint.as_str(), key)).or_default() += 1;
+            }
+            (CallOutcome::Replay, _) => replayed += 1,
+            _ => {}
+        }
+    }
+    let mut duplicates: BTreeMap<&str, usize> = BTreeMap::new();
+    for ((endpoint, key), n) in &done {
+        if *n > 1 {
+            *duplicates.entry(endpoint).or_default() += n - 1;
+            v.doubled += n - 1;
+            v.violation(format!(
+                "provider {endpoint}: key {key} done {n} times (the provider forgot it)"
+            ));
+        }
+    }
+    let exactly_one = |v: &mut Verdict, endpoint: &str, key: &str, what: String| match done
+        .get(&(endpoint, key))
+        .copied()
+        .unwrap_or(0)
+    {
+        1 => {}
+        0 => {
+            v.lost += 1;
+            v.violation(format!("{what}: not done at the provider"));
+        }
+        // Counted above.
+        _ => {}
+    };
+    for order in orders {
+        let key = format!("OrderPaid:{}", order.order_id);
+        if is_paid(&order.status) {
+            for endpoint in [SMS, BOOK] {
+                exactly_one(
+                    v,
+                    endpoint,
+                    &key,
+                    format!("order {}: {endpoint} for its payment", order.order_id),
+                );
+            }
+        } else {
+            for endpoint in [SMS, BOOK] {
+                if done.contains_key(&(endpoint, key.as_str())) {
+                    v.phantom += 1;
+                    v.violation(format!(
+                        "order {} is {} but {endpoint} was done for its payment",
+                        order.order_id, order.status
+                    ));
+                }
+            }
+        }
+    }
+    for refund in refunds.iter().filter(|r| r.status == "SUCCEEDED") {
+        exactly_one(
+            v,
+            REFUND,
+            &refund.refund_id,
+            format!("refund {} of order {}", refund.refund_id, refund.order_id),
+        );
+    }
+    let effects: usize = done.values().sum();
+    v.figures.push(format!(
+        "providers: {} calls, {effects} done, {replayed} deduplicated (a key again), \
+         duplicates: {} SMS, {} bookings, {} refunds",
+        calls.len(),
+        duplicates.get(SMS).copied().unwrap_or(0),
+        duplicates.get(BOOK).copied().unwrap_or(0),
+        duplicates.get(REFUND).copied().unwrap_or(0),
+    ));
+}
+
 /// Payments: tallies the APPLIED ones by order (returned, for
 /// [`check_order`]) and the second payments owed back; each payment's
 /// recorded outcome must match what its caller was told.
@@ -455,7 +705,7 @@ fn check_order(
 ) {
     let id = order.order_id.as_str();
     // Paid, and maybe refunded since: the payment and its effects stay.
-    let paid = matches!(order.status.as_str(), "PAID" | "REFUNDING" | "REFUNDED");
+    let paid = is_paid(&order.status);
     let applied = applied_by_order.get(id).map(Vec::len).unwrap_or(0);
     if paid {
         v.paid += 1;
@@ -497,7 +747,7 @@ fn check_effects(
     let allowed_missing = expect
         .dead_letter_allowed
         .contains(&(system, id.to_owned()));
-    if matches!(order.status.as_str(), "PAID" | "REFUNDING" | "REFUNDED") {
+    if is_paid(&order.status) {
         if effects == 0 && !allowed_missing {
             v.lost += 1;
             v.violation(format!(
@@ -556,7 +806,7 @@ fn check_stock(
     for order in orders {
         let target = match order.status.as_str() {
             // A refund gives the money back, not the goods: no restock.
-            "PAID" | "REFUNDING" | "REFUNDED" => &mut paid_qty,
+            status if is_paid(status) => &mut paid_qty,
             "UNPAID" => &mut reserved_qty,
             _ => continue,
         };

@@ -36,6 +36,12 @@ pub struct OrderRecord {
     /// A full refund was accepted (202): the order must end REFUNDED, its
     /// effects taken back once.
     pub refund_accepted: bool,
+    /// Carrier statuses (`PICKED_UP`, `IN_TRANSIT`, `DELIVERED`) the carrier
+    /// callback answered 200 for, in the order sent: each must be recorded
+    /// once, the order and its shipment moved forward to the last.
+    pub carrier_acked: Vec<String>,
+    /// Carrier statuses sent at least once (answered or not), in order.
+    pub carrier_sent: Vec<String>,
 }
 
 /// Everything the load saw, shared by its workers.
@@ -77,6 +83,8 @@ pub struct Driver {
     pub client: reqwest::Client,
     pub base: String,
     pub signer: CallbackSigner,
+    /// Signs the carrier's callbacks ([`crate::CARRIER_SECRET`]).
+    pub carrier_signer: CallbackSigner,
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -90,6 +98,7 @@ impl Driver {
                 .expect("HTTP client"),
             base: format!("http://127.0.0.1:{http_port}"),
             signer: CallbackSigner::from_secret(secret.as_bytes()),
+            carrier_signer: CallbackSigner::from_secret(crate::CARRIER_SECRET.as_bytes()),
             ledger: Arc::new(Mutex::new(Ledger::default())),
         }
     }
@@ -256,6 +265,66 @@ impl Driver {
         answer
     }
 
+    /// The carrier's signed callback for `order_id`'s parcel; a 200 is
+    /// written into the ledger.
+    pub async fn carrier(&self, order_id: &str, tracking_no: &str, status: &str) -> Answer {
+        let body =
+            json!({"order_id": order_id, "tracking_no": tracking_no, "status": status}).to_string();
+        let signature = self.carrier_signer.sign(body.as_bytes());
+        let mut request = self
+            .client
+            .post(self.url("/api/logistics/notify"))
+            .header("content-type", "application/json");
+        for (name, value) in signature.pairs() {
+            request = request.header(name, value);
+        }
+        {
+            let mut ledger = self.ledger.lock().expect("ledger");
+            let sent = &mut ledger
+                .orders
+                .entry(order_id.to_owned())
+                .or_default()
+                .carrier_sent;
+            if !sent.iter().any(|s| s == status) {
+                sent.push(status.to_owned());
+            }
+        }
+        let answer = Self::answer(request.body(body).send().await).await;
+        match &answer {
+            Answer::Got(200, _) => {
+                let mut ledger = self.ledger.lock().expect("ledger");
+                let acked = &mut ledger
+                    .orders
+                    .entry(order_id.to_owned())
+                    .or_default()
+                    .carrier_acked;
+                if !acked.iter().any(|s| s == status) {
+                    acked.push(status.to_owned());
+                }
+            }
+            // Not booked yet: the carrier tries again (not a rejection).
+            Answer::Got(409, body) if body["code"] == "SHIPMENT_NOT_FOUND" => {}
+            Answer::Got(status, body) => self.note_rejection(*status, body, "carrier"),
+            Answer::Lost(_) | Answer::Refused(_) => {}
+        }
+        answer
+    }
+
+    /// The tracking number the warehouse booked for `order_id` of `user`, if any yet.
+    pub async fn tracking_no(&self, user: &str, order_id: &str) -> Option<String> {
+        let Answer::Got(200, shipments) = self.get(&format!("/api/users/{user}/shipments")).await
+        else {
+            return None;
+        };
+        let list = shipments
+            .as_array()
+            .or_else(|| shipments["shipments"].as_array())?;
+        list.iter()
+            .find(|s| s["order_id"] == order_id)
+            .and_then(|s| s["tracking_no"].as_str())
+            .map(str::to_owned)
+    }
+
     /// `GET path` as JSON, with the (demo) operator token.
     pub async fn get(&self, path: &str) -> Answer {
         let request = self
@@ -278,6 +347,9 @@ pub struct LoadOptions {
     pub duplicate_probability: f64,
     /// Probability that an acknowledged order is then refunded in full.
     pub refund_probability: f64,
+    /// Probability that an acknowledged order not refunded is then moved
+    /// by its carrier: picked up, in transit, delivered.
+    pub carrier_probability: f64,
     /// Pause between a worker's orders.
     pub think: Duration,
 }
@@ -295,6 +367,7 @@ impl Default for LoadOptions {
             pay_probability: 0.8,
             duplicate_probability: 0.1,
             refund_probability: 0.0,
+            carrier_probability: 0.0,
             think: Duration::from_millis(5),
         }
     }
@@ -317,11 +390,55 @@ async fn refund(driver: &Driver, order_id: &str, stop: &AtomicBool) {
     }
 }
 
+/// How long the carrier keeps trying one order's callbacks (ordermq down,
+/// its shipment not booked yet).
+const CARRIER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The carrier of one paid order: waits for its booking, then reports each
+/// status in order, sending again (the same status) while no answer comes
+/// or the shipment is not booked yet, and now and then twice as carriers do.
+async fn carry(driver: Driver, user: String, order_id: String) {
+    let deadline = tokio::time::Instant::now() + CARRIER_PATIENCE;
+    let pause = || tokio::time::sleep(Duration::from_millis(fastrand::u64(100..=400)));
+    let tracking_no = loop {
+        if let Some(tracking_no) = driver.tracking_no(&user, &order_id).await {
+            break tracking_no;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        pause().await;
+    };
+    for status in ["PICKED_UP", "IN_TRANSIT", "DELIVERED"] {
+        loop {
+            match driver.carrier(&order_id, &tracking_no, status).await {
+                Answer::Got(200, _) => {
+                    if fastrand::f64() < 0.2 {
+                        driver.carrier(&order_id, &tracking_no, status).await;
+                    }
+                    break;
+                }
+                Answer::Got(409, body) if body["code"] == "SHIPMENT_NOT_FOUND" => {}
+                // Refused for a reason of its own (recorded): give up on this order.
+                Answer::Got(_, _) => return,
+                Answer::Lost(_) | Answer::Refused(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            pause().await;
+        }
+        pause().await;
+    }
+}
+
 /// Background load: workers creating and paying orders until stopped.
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The carriers of orders moved by their carrier (see [`carry`]).
+    carriers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Payments acknowledged so far (for "payments keep succeeding" checks).
     pub acknowledged: Arc<AtomicU64>,
 }
@@ -330,10 +447,12 @@ impl Load {
     pub fn start(driver: &Driver, options: LoadOptions) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU64::new(0));
+        let carriers = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..options.workers)
             .map(|w| {
                 let (driver, options) = (driver.clone(), options.clone());
                 let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+                let carriers = carriers.clone();
                 tokio::spawn(async move {
                     let user = format!("chaos-u{w}");
                     while !stop.load(Ordering::Relaxed) {
@@ -359,6 +478,13 @@ impl Load {
                                         }
                                         if fastrand::f64() < options.refund_probability {
                                             refund(&driver, &order_id, &stop).await;
+                                        } else if fastrand::f64() < options.carrier_probability {
+                                            let carrier = tokio::spawn(carry(
+                                                driver.clone(),
+                                                user.clone(),
+                                                order_id.clone(),
+                                            ));
+                                            carriers.lock().expect("carriers").push(carrier);
                                         }
                                         break;
                                     }
@@ -383,15 +509,21 @@ impl Load {
         Self {
             stop,
             tasks,
+            carriers,
             acknowledged,
         }
     }
 
-    /// Stops the workers and waits for their last requests.
+    /// Stops the workers and waits for their last requests, and for the
+    /// carriers to report their orders' last status.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             let _ = task.await;
+        }
+        let carriers = std::mem::take(&mut *self.carriers.lock().expect("carriers"));
+        for carrier in carriers {
+            let _ = carrier.await;
         }
     }
 }

@@ -155,6 +155,18 @@ impl Options {
 /// The payment secret every trial's ordermq uses.
 pub const SECRET: &str = "chaos-secret";
 
+/// The carrier's callback secret every trial's ordermq uses.
+pub const CARRIER_SECRET: &str = "chaos-carrier-secret";
+
+/// The key ordermq signs its calls to the providers with, and the
+/// providers check (`gateways.*.keys`, `--keys`).
+pub const PROVIDER_KEYS: &str = "chaos:chaos-provider-secret";
+
+/// The providers' data directory inside a trial's: their call log and
+/// idempotency keys (`calls.jsonl`), kept across their restarts and
+/// ordermq's kills.
+pub const PROVIDERS_DIR: &str = "providers";
+
 /// Retries every second or two instead of RocketMQ's 10 s, 30 s, 1 m…: a trial
 /// waits for retries to drain, and the schedule does not change what is tested.
 pub const FAST_RETRY_DELAYS: &str = "1s 1s 1s 1s 1s 1s 1s 2s 2s 2s 2s 2s 2s 2s 2s 2s 2s 2s";
@@ -171,6 +183,12 @@ pub struct Trial {
     pub overrides: HashMap<String, String>,
     pub ordermq: Option<Proc>,
     pub broker: Option<Proc>,
+    /// The SMS gateway, logistics system and payment gateway as one
+    /// `ordermq-fake-provider` process, once [`Trial::start_providers`]
+    /// started it: ordermq then calls them over HTTP.
+    pub providers: Option<Proc>,
+    /// The providers' port, once started (ordermq's gateways point there).
+    providers_port: Option<u16>,
     pub driver: Driver,
     /// How many times ordermq was started.
     pub starts: usize,
@@ -210,6 +228,8 @@ impl Trial {
             overrides: HashMap::new(),
             ordermq: None,
             broker: None,
+            providers: None,
+            providers_port: None,
             starts: 0,
             postgres,
             allow_unsafe_durability: matches!(
@@ -260,6 +280,7 @@ impl Trial {
             ("EMBEDDED_NAMESRV_PORT", self.ports.namesrv.to_string()),
             ("EMBEDDED_BROKER_PORT", self.ports.broker.to_string()),
             ("PAYMENT_SECRET", SECRET.to_owned()),
+            ("LOGISTICS_SECRET", CARRIER_SECRET.to_owned()),
             ("RETRY_DELAY_LEVELS", FAST_RETRY_DELAYS.to_owned()),
             // Fast third parties: the suite is about ordermq, not their latency.
             ("SMS_LATENCY_MS", "2".into()),
@@ -301,6 +322,17 @@ impl Trial {
                 "ORDERMQ_NAMESRV_ADDR".into(),
                 format!("127.0.0.1:{}", self.ports.namesrv),
             );
+        }
+        if let Some(port) = self.providers_port {
+            for gateway in ["SMS", "LOGISTICS", "PAYMENTS"] {
+                for (key, value) in [
+                    ("MODE", "http".to_owned()),
+                    ("URL", format!("http://127.0.0.1:{port}")),
+                    ("KEYS", PROVIDER_KEYS.to_owned()),
+                ] {
+                    env.insert(format!("ORDERMQ_GATEWAYS_{gateway}_{key}"), value);
+                }
+            }
         }
         env.extend(self.overrides.clone());
         let mut env: Vec<_> = env.into_iter().collect();
@@ -354,6 +386,54 @@ impl Trial {
         if let Some(mut broker) = self.broker.take() {
             broker.kill9();
         }
+    }
+
+    /// The providers' directory: their call log and idempotency keys.
+    pub fn providers_dir(&self) -> PathBuf {
+        self.data_dir().join(PROVIDERS_DIR)
+    }
+
+    /// Starts `ordermq-fake-provider` (next to the `ordermq` binary) as
+    /// the SMS gateway, logistics system and payment gateway, and has
+    /// every later start of ordermq call it over HTTP. It is a process of
+    /// its own: ordermq's `kill -9` leaves it, its keys and its call log
+    /// alone.
+    pub async fn start_providers(&mut self) -> Result<(), ChaosError> {
+        let bin = self.bin.with_file_name(format!(
+            "ordermq-fake-provider{}",
+            std::env::consts::EXE_SUFFIX
+        ));
+        let port = match self.providers_port {
+            Some(port) => port,
+            None => process::free_port()?,
+        };
+        let dir = self.providers_dir().display().to_string();
+        let listen = format!("127.0.0.1:{port}");
+        let mut proc = Proc::spawn(
+            "ordermq-fake-provider",
+            &bin,
+            &["--listen", &listen, "--data-dir", &dir],
+            &[("FAKE_PROVIDER_KEYS".to_owned(), PROVIDER_KEYS.to_owned())],
+            &self.dir.path().join("providers.log"),
+        )?;
+        process::wait_for_port(&mut proc, port, Duration::from_secs(30)).await?;
+        self.providers = Some(proc);
+        self.providers_port = Some(port);
+        Ok(())
+    }
+
+    /// Every call the providers received, from their call log on disk.
+    pub fn provider_calls(&self) -> Result<Vec<ordermq_fake_provider::CallRecord>, ChaosError> {
+        let path = self
+            .providers_dir()
+            .join(ordermq_fake_provider::ledger::CALL_LOG);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ChaosError::Setup(format!("cannot read {}: {e}", path.display())))?;
+        // A line cut short (a crash mid-write) never happened, as for the provider.
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
     }
 
     /// Starts ordermq without waiting for it (to kill it while it starts).
@@ -444,13 +524,19 @@ impl Trial {
         }
     }
 
-    /// Stops every process gracefully and checks the databases.
+    /// Stops every process gracefully and checks the databases (and the
+    /// providers' call log, when they ran as their own process).
     pub async fn finish(&mut self, expect: &Expectations) -> Result<Verdict, ChaosError> {
         let clean = self.stop_ordermq().await;
         self.stop_broker().await;
+        let mut expect = expect.clone();
+        if let Some(mut providers) = self.providers.take() {
+            providers.terminate(Duration::from_secs(10)).await;
+            expect.provider_calls = Some(self.provider_calls()?);
+        }
         let store = self.open_store().await?;
         let ledger = self.driver.ledger.lock().expect("ledger").clone();
-        let mut verdict = checker::check(&store, &ledger, expect).await;
+        let mut verdict = checker::check(&store, &ledger, &expect).await;
         store.close().await;
         if !clean {
             verdict
@@ -493,7 +579,7 @@ pub fn drained(stats: &Value) -> bool {
     };
     let paid = count(
         &stats["orders_by_status"],
-        &["PAID", "REFUNDING", "REFUNDED"],
+        &["PAID", "SHIPPED", "DELIVERED", "REFUNDING", "REFUNDED"],
     );
     let refunds: i64 = stats["refunds_by_status"]
         .as_object()
@@ -567,7 +653,17 @@ pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
         let args: &[&str] = if from_test {
             &["build", "--workspace", "--all-targets"]
         } else {
-            &["build", "--bin", "ordermq", "-p", "ordermq"]
+            &[
+                "build",
+                "--bin",
+                "ordermq",
+                "-p",
+                "ordermq",
+                "--bin",
+                "ordermq-fake-provider",
+                "-p",
+                "ordermq-fake-provider",
+            ]
         };
         command
             .args(args)

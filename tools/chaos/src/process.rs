@@ -25,7 +25,8 @@ pub struct Ports {
     pub broker: u16,
 }
 
-fn free_port() -> Result<u16, ChaosError> {
+/// A port free now (the OS's pick for port 0).
+pub fn free_port() -> Result<u16, ChaosError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -36,6 +36,9 @@
 //! - [`security`]: callback keys, the refusal to start with public
 //!   credentials, the operator listener and a log without secrets, through
 //!   the whole server.
+//! - [`waiting`]: an event that arrives before the one it depends on is
+//!   applied seconds after it lands, not on the broker's growing retry
+//!   schedule (the real broker).
 //! - [`gateways`]: the same, with its third parties over HTTP against an
 //!   in-process `ordermq-fake-provider`.
 //!
@@ -60,3 +63,4 @@ mod peak;
 mod reconcile;
 mod roles;
 mod security;
+mod waiting;

@@ -16,6 +16,16 @@ use ordermq_store::CloseOutcome;
 
 use crate::group_commit::OrderWriter;
 
+/// What became of one close message.
+enum Close {
+    /// Closed, or nothing to close.
+    Done,
+    /// Not due yet.
+    Waits(String),
+    /// The storage failed (or the message does not decode).
+    Failed(String),
+}
+
 /// Applies due closes.
 #[derive(Debug, Clone)]
 pub struct CloseHandler {
@@ -33,31 +43,42 @@ impl CloseHandler {
                 Ok(OrderEvent::OrderCloseDue(due)) => due,
                 Ok(other) => {
                     tracing::warn!(kind = ?other.kind(), "unexpected event in the close group; ignored");
-                    return None;
+                    return Close::Done;
                 }
-                Err(e) => return Some(format!("undecodable close message: {e}")),
+                Err(e) => return Close::Failed(format!("undecodable close message: {e}")),
             };
             match self.writer.close(due.order_id.clone()).await {
                 Ok(CloseOutcome::Closed) => {
                     tracing::debug!(order_id = %due.order_id, late_ms = now_millis() - due.due_at, "unpaid order closed");
-                    None
+                    Close::Done
                 }
-                Ok(CloseOutcome::NotUnpaid(_) | CloseOutcome::NotFound) => None,
-                Ok(CloseOutcome::NotDue { close_at }) => Some(format!(
+                Ok(CloseOutcome::NotUnpaid(_) | CloseOutcome::NotFound) => Close::Done,
+                // Its due time has not come (the clock of whoever sent it
+                // on ran ahead): it waits, and is tried again soon.
+                Ok(CloseOutcome::NotDue { close_at }) => Close::Waits(format!(
                     "close of {} arrived {} ms early",
                     due.order_id,
                     close_at - now_millis()
                 )),
-                Err(e) => Some(e.to_string()),
+                Err(e) => Close::Failed(e.to_string()),
             }
         });
-        match join_all(closes).await.into_iter().flatten().next() {
-            None => Outcome::Consumed,
-            Some(reason) => {
-                tracing::warn!(reason, "close failed; RocketMQ will redeliver it");
-                Outcome::RetryLater(reason)
+        let mut failure = None;
+        let mut waiting = Vec::new();
+        for (delivery, answer) in batch.iter().zip(join_all(closes).await) {
+            match answer {
+                Close::Done => {}
+                Close::Failed(reason) => {
+                    failure.get_or_insert(reason);
+                }
+                Close::Waits(reason) => waiting.push((delivery.msg_id.clone(), reason)),
             }
         }
+        let outcome = Outcome::of_batch(failure, waiting);
+        if let Outcome::RetryLater(reason) = &outcome {
+            tracing::warn!(reason, "close failed; RocketMQ will redeliver it");
+        }
+        outcome
     }
 }
 
@@ -124,7 +145,7 @@ mod tests {
         let handler = CloseHandler::new(fixture.writer.clone());
         assert!(matches!(
             handler.handle(vec![delivery_of(&close)]).await,
-            Outcome::RetryLater(_)
+            Outcome::Waiting(_)
         ));
         assert_eq!(
             status(&fixture, &unpaid.order_id).await,

@@ -92,6 +92,21 @@ async fn bounded<T>(
     }
 }
 
+/// Why an event's effect was not produced this time.
+#[derive(Debug)]
+enum NotApplied {
+    /// It waits for an earlier event (the order's `OrderPaid` effect here).
+    Waits(String),
+    /// A third party or the storage failed.
+    Failed(String),
+}
+
+impl From<String> for NotApplied {
+    fn from(reason: String) -> Self {
+        Self::Failed(reason)
+    }
+}
+
 impl SystemHandler {
     /// `gateways`: the third parties and their timeouts. `event_keys`: the
     /// keys events are signed with; marketing's coupon codes are keyed with
@@ -189,16 +204,16 @@ impl SystemHandler {
         event_id: &str,
         event: &OrderEvent,
         paid_here: bool,
-    ) -> Result<Effect, String> {
+    ) -> Result<Effect, NotApplied> {
         let waiting = || {
-            Err(format!(
+            Err(NotApplied::Waits(format!(
                 "waiting for order {}'s OrderPaid effect in {} first",
                 event.order_id(),
                 self.system.consumer_group()
-            ))
+            )))
         };
         match event {
-            OrderEvent::OrderPaid(paid) => self.effect(event_id, paid).await,
+            OrderEvent::OrderPaid(paid) => Ok(self.effect(event_id, paid).await?),
             OrderEvent::OrderRefundRequested(refund) => {
                 if refund.reverse_effects && !paid_here {
                     return waiting();
@@ -207,7 +222,7 @@ impl SystemHandler {
                     return Ok(reversal_for(self.system, refund, String::new()));
                 }
                 match self.system {
-                    System::Warehouse => self.cancel_booking(event_id, refund).await,
+                    System::Warehouse => Ok(self.cancel_booking(event_id, refund).await?),
                     _ => {
                         let external_ref = self
                             .send_sms(
@@ -309,6 +324,7 @@ impl SystemHandler {
         }))
         .await;
         let mut records = seen_before;
+        let mut waiting = Vec::new();
         for ((delivery, event_id, event), attempt) in events.iter().zip(attempts) {
             match attempt {
                 Ok(effect) => records.push(EffectRecord {
@@ -316,7 +332,12 @@ impl SystemHandler {
                     msg_id: delivery.msg_id.clone(),
                     effect,
                 }),
-                Err(reason) => {
+                // Not a failure: tried again soon, never dead-lettered for it.
+                Err(NotApplied::Waits(reason)) => {
+                    tracing::debug!(group, event_id = %event_id, reason = %reason, "event waits for an earlier one");
+                    waiting.push((delivery.msg_id.clone(), reason));
+                }
+                Err(NotApplied::Failed(reason)) => {
                     self.note_failure(delivery, event_id, event.order_id().as_str(), &reason)
                         .await;
                     first_failure.get_or_insert(reason);
@@ -352,10 +373,7 @@ impl SystemHandler {
         }
         let applied = outcomes.iter().filter(|o| **o == Applied::Now).count();
         tracing::debug!(group, applied, "batch consumed");
-        match first_failure {
-            Some(reason) => Outcome::RetryLater(reason),
-            None => Outcome::Consumed,
-        }
+        Outcome::of_batch(first_failure, waiting)
     }
 
     /// Parks a message whose body is not an event (`parked_messages`, reason

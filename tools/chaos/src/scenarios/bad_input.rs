@@ -55,6 +55,7 @@ pub(super) async fn bad_input(options: &Options) -> TrialOutcome {
             start_stock: catalog_stock(&[]),
             dead_letter_allowed: BTreeSet::new(),
             closes_due: false,
+            provider_calls: None,
         })
         .await?;
     verdict.violations.extend(notes);

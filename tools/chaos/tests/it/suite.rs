@@ -481,3 +481,245 @@ async fn the_checker_reports_a_refund_not_done_or_not_taken_back() {
         );
     }
 }
+
+/// Carrier updates and closes, as the crash scenario runs them: a status
+/// answered 200 but never applied by the warehouse, a shipment left behind
+/// what the carrier reported, a status answered but never recorded, and a
+/// close of a paid order are each reported.
+#[tokio::test]
+async fn the_checker_reports_carrier_updates_lost_or_out_of_order_and_a_paid_order_closed() {
+    use ordermq_domain::{CarrierStatus, CarrierUpdate, TrackingNo};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    let ids: Vec<OrderId> = (0..3)
+        .map(|i| OrderId::parse(&format!("O{i}")).unwrap())
+        .collect();
+    let mut ledger = Ledger::default();
+    for id in &ids {
+        let order = NewOrder::new(user.clone(), vec![line("P-1", 1)]).unwrap();
+        store.create_order(&order, id, 1, None).await.unwrap();
+        let notice = PaymentNotice {
+            order_id: id.clone(),
+            payment_id: PaymentId::parse(&format!("pay-{id}")).unwrap(),
+            amount: Amount::parse(100).unwrap(),
+        };
+        store.pay_order(&notice, 2).await.unwrap();
+        let tracking_no = format!("TRK-{id}");
+        for effect in [
+            Effect::Points {
+                user_id: user.clone(),
+                order_id: id.clone(),
+                points: 1,
+            },
+            Effect::Coupon {
+                user_id: user.clone(),
+                order_id: id.clone(),
+                coupon_code: format!("C-{id}"),
+                value: Amount::parse(100).unwrap(),
+            },
+            Effect::Sms {
+                user_id: user.clone(),
+                order_id: id.clone(),
+                text: "t".into(),
+                external_ref: format!("SMS-{id}"),
+            },
+            Effect::Shipment {
+                user_id: user.clone(),
+                order_id: id.clone(),
+                tracking_no: tracking_no.clone(),
+            },
+        ] {
+            store
+                .apply_effect(&format!("OrderPaid:{id}"), "m", &effect, 3)
+                .await
+                .unwrap();
+        }
+        ledger.orders.insert(
+            id.to_string(),
+            OrderRecord {
+                amount: 100,
+                lines: vec![("P-1".into(), 1)],
+                pay_attempted: true,
+                acknowledged: true,
+                ..OrderRecord::default()
+            },
+        );
+    }
+    let carry = |id: &OrderId, status: CarrierStatus| CarrierUpdate {
+        order_id: id.clone(),
+        tracking_no: TrackingNo::parse(&format!("TRK-{id}")).unwrap(),
+        status,
+    };
+    // O0: picked up and delivered, both answered 200 and recorded; the
+    // warehouse applies the pick-up only.
+    for status in [CarrierStatus::PickedUp, CarrierStatus::Delivered] {
+        store
+            .carrier_update(&carry(&ids[0], status), 4)
+            .await
+            .unwrap();
+    }
+    store
+        .apply_effect(
+            "ShipmentUpdated:O0:PICKED_UP",
+            "m",
+            &Effect::ShipmentProgress {
+                order_id: ids[0].clone(),
+                status: CarrierStatus::PickedUp,
+            },
+            5,
+        )
+        .await
+        .unwrap();
+    let acked = |statuses: &[&str]| statuses.iter().map(|s| (*s).to_owned()).collect();
+    let o0 = ledger.orders.get_mut("O0").unwrap();
+    o0.carrier_acked = acked(&["PICKED_UP", "DELIVERED"]);
+    o0.carrier_sent = acked(&["PICKED_UP", "DELIVERED"]);
+    // O1: the carrier was answered 200 for PICKED_UP, and nothing of it is anywhere.
+    let o1 = ledger.orders.get_mut("O1").unwrap();
+    o1.carrier_acked = acked(&["PICKED_UP"]);
+    o1.carrier_sent = acked(&["PICKED_UP"]);
+    let honest_o2 = check(&store, &ledger, &Expectations::default()).await;
+    // O2: closed after it was paid.
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO order_history (order_id, from_status, to_status, at) \
+         VALUES ('O2', 'PAID', 'CANCELLED', 6)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let verdict = check(&store, &ledger, &Expectations::default()).await;
+    store.close().await;
+    // O0: DELIVERED never applied (1), the shipment behind it (1); O1: not
+    // recorded (1), not applied (1), the order still PAID (1), the shipment
+    // still CREATED (1).
+    assert_eq!(
+        (honest_o2.lost, honest_o2.doubled, honest_o2.phantom),
+        (6, 0, 0),
+        "{:#?}",
+        honest_o2.violations
+    );
+    assert_eq!(
+        (verdict.lost, verdict.doubled, verdict.phantom),
+        (6, 0, 1),
+        "{:#?}",
+        verdict.violations
+    );
+    for expected in [
+        "order O0: the warehouse never applied carrier DELIVERED",
+        "order O0: carrier sent DELIVERED but the shipment is Some(\"PICKED_UP\") (applied out of order)",
+        "order O1: carrier PICKED_UP answered 200 but not recorded",
+        "order O1: the warehouse never applied carrier PICKED_UP",
+        "order O1: carrier sent PICKED_UP but the order is Some(\"PAID\")",
+        "order O2: PAID → CANCELLED is not a move the order may make",
+    ] {
+        assert!(
+            verdict.violations.iter().any(|v| v == expected),
+            "{expected}: {:#?}",
+            verdict.violations
+        );
+    }
+}
+
+/// The providers' call log: a key done twice (a provider that forgot it),
+/// a paid order never booked, and an SMS for an order never paid are each
+/// reported; a key answered from the provider's memory is counted.
+#[tokio::test]
+async fn the_checker_reports_duplicate_missing_and_phantom_provider_calls() {
+    use ordermq_fake_provider::{CallOutcome, CallRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/orders.db", dir.path().display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    for id in ["O0", "O1"] {
+        let order = NewOrder::new(user.clone(), vec![line("P-1", 1)]).unwrap();
+        let id = OrderId::parse(id).unwrap();
+        store.create_order(&order, &id, 1, None).await.unwrap();
+    }
+    // O0 is paid; O1 is not.
+    let notice = PaymentNotice {
+        order_id: OrderId::parse("O0").unwrap(),
+        payment_id: PaymentId::parse("pay-O0").unwrap(),
+        amount: Amount::parse(100).unwrap(),
+    };
+    store.pay_order(&notice, 2).await.unwrap();
+    let call = |seq: u64, key: &str, outcome: CallOutcome| CallRecord {
+        seq,
+        at_ms: 10 + seq as i64,
+        endpoint: "/sms/send".into(),
+        idempotency_key: Some(key.into()),
+        key_id: Some("chaos".into()),
+        status: 200,
+        outcome,
+        request: serde_json::json!({"idempotency_key": key}),
+        response: serde_json::json!({"message_id": format!("M{seq}")}),
+    };
+    // O0's SMS done twice under one key, then answered from memory once;
+    // an SMS for O1; no booking for O0.
+    let calls = vec![
+        call(1, "OrderPaid:O0", CallOutcome::Effect),
+        call(2, "OrderPaid:O0", CallOutcome::Effect),
+        call(3, "OrderPaid:O0", CallOutcome::Replay),
+        call(4, "OrderPaid:O1", CallOutcome::Effect),
+    ];
+    let without = check(&store, &Ledger::default(), &Expectations::default()).await;
+    let with = check(
+        &store,
+        &Ledger::default(),
+        &Expectations {
+            provider_calls: Some(calls),
+            ..Expectations::default()
+        },
+    )
+    .await;
+    store.close().await;
+    assert_eq!(
+        (
+            with.lost - without.lost,
+            with.doubled - without.doubled,
+            with.phantom - without.phantom
+        ),
+        (1, 1, 1),
+        "{:#?}",
+        with.violations
+    );
+    for expected in [
+        "provider /sms/send: key OrderPaid:O0 done 2 times (the provider forgot it)",
+        "order O0: /logistics/shipments for its payment: not done at the provider",
+        "order O1 is UNPAID but /sms/send was done for its payment",
+    ] {
+        assert!(
+            with.violations.iter().any(|v| v == expected),
+            "{expected}: {:#?}",
+            with.violations
+        );
+    }
+    assert_eq!(
+        with.figures,
+        [
+            "providers: 4 calls, 3 done, 1 deduplicated (a key again), duplicates: 1 SMS, 0 bookings, 0 refunds"
+        ]
+    );
+}

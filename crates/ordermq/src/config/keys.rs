@@ -58,8 +58,8 @@ config_table! {
     /// downstream systems in one process. order: the HTTP API, group
     /// commit, the relay, the reconciler and the close, refund, receipt and
     /// flash-sale groups. credit, marketing, push or warehouse: that
-    /// system's consumer group on its own database (<system>.database_url),
-    /// the relay of its receipts, and on http_addr its part of
+    /// system's consumer group on its own database (credit.database_url,
+    /// marketing.database_url …), the relay of its receipts, and on http_addr its part of
     /// GET /api/users/{id}. A system role needs namesrv_addr (the order
     /// role may run the embedded broker for them).
     role: ProcessRole = RoleOfProcess {

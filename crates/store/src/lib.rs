@@ -34,7 +34,8 @@
 //!    (what is asked of and read from a database server, in one form for
 //!    both: [`SessionSettings`], [`Durability`]).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
-//!    `history` (`record_history`), `outbox` (the outbox's statements
+//!    `history` (`record_history`), `feed` (the change feed's rows on
+//!    the general path), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
 //!    new rows and changes), `lane` (the SQLite lane's thread), `locks`
 //!    (the products a batch locks first, in SKU order), `pg`
@@ -75,6 +76,7 @@ mod close;
 mod dialect;
 mod effects;
 mod fail;
+mod feed;
 mod flash;
 mod history;
 mod lane;
@@ -110,5 +112,5 @@ pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;
 pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
 pub use server::{Durability, SessionSettings};
-pub use sql::Backend;
+pub use sql::{Backend, Feed};
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

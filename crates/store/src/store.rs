@@ -26,6 +26,7 @@ use crate::mysql_session;
 use crate::pg;
 use crate::schema;
 use crate::server::{Durability, SessionSettings};
+use crate::sql::Feed;
 use crate::sql::{self, Backend};
 
 /// A write transaction holding its database's write gate: commit it or drop
@@ -123,6 +124,8 @@ pub struct StoreOptions {
     /// path of `pg` (the default). Off, the general sqlx path: the
     /// differential tests compare the two.
     pub pg_fast_path: bool,
+    /// Whether every order change also writes a change-feed row (`feed`).
+    pub feed: Feed,
 }
 
 impl Default for StoreOptions {
@@ -134,6 +137,7 @@ impl Default for StoreOptions {
             lanes: true,
             session: SessionSettings::default(),
             pg_fast_path: true,
+            feed: Feed::On,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Store {
     lanes: Option<Arc<Lanes>>,
     /// PostgreSQL only: the native pool of the set-based write path (`pg`).
     pub(crate) pg: Option<sqlx::PgPool>,
+    /// Whether order changes write change-feed rows.
+    pub(crate) feed: Feed,
 }
 
 /// One lane per SQLite file: the order database, then the systems in
@@ -220,6 +226,7 @@ impl Store {
                     gates: Arc::default(),
                     lanes: None,
                     pg: None,
+                    feed: options.feed,
                 }
             }
             Backend::Postgres | Backend::Mysql => {
@@ -246,6 +253,7 @@ impl Store {
                     gates: Arc::default(),
                     lanes: None,
                     pg: fast,
+                    feed: options.feed,
                 }
             }
         };

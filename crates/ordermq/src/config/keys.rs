@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, LogFilter, Millis,
+    Addr, DeliveryMode, Dir, FeedMode, Flag, Flush, GatewayMode, HttpUrl, Int, LogFilter, Millis,
     NameServers, Optional, Probability, RetryLevels, Span,
 };
 use ordermq_messaging::embedded_options::BrokerFlush;
@@ -244,6 +244,13 @@ config_table! {
     postgres_set_based: bool = Flag {
         key: "postgres_set_based",
         default: true,
+    }
+    /// The data team's change feed (TopicOrderChangeFeed): on, every order
+    /// change also writes one outbox row, relayed as an ordered message;
+    /// off, none is written (order_seq is still counted).
+    feed: FeedMode = FeedMode {
+        key: "feed",
+        default: FeedMode::On,
     }
     /// How long a request waits for a database connection before it is
     /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered

@@ -1,0 +1,256 @@
+//! The change feed's rows: one per order change, on every write path
+//! (the SQLite lane and the general path, PostgreSQL's set-based path,
+//! MariaDB), each numbered by the order's `order_seq` and carrying the order
+//! as committed; claimed per order only after its predecessor was sent,
+//! whichever relay claims; none at all with the feed off.
+
+use ordermq_domain::feed::{FeedChange, FeedEvent, TOPIC_ORDER_CHANGE_FEED};
+use ordermq_domain::{OrderId, OrderLine, OutboxMessage, Quantity, Sku};
+use ordermq_store::{Feed, Store, StoreOptions, WriteOp, WriteResult};
+
+use crate::helpers::*;
+
+macro_rules! with_feed_on_every_backend {
+    ($name:ident, $test:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite_lane() {
+                $test(sqlite_with(&StoreOptions::default()).await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite_general() {
+                let options = StoreOptions {
+                    lanes: false,
+                    ..StoreOptions::default()
+                };
+                $test(sqlite_with(&options).await.store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(db) = postgres_with(&StoreOptions::default()).await {
+                    $test(db.store).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn mysql() {
+                if let Some(db) = mysql_with(&StoreOptions::default()).await {
+                    $test(db.store).await;
+                }
+            }
+        }
+    };
+}
+
+fn refund(
+    order: &OrderId,
+    key: &str,
+    lines: Option<&[(&str, i64)]>,
+) -> ordermq_domain::RefundRequest {
+    ordermq_domain::RefundRequest::new(
+        order.clone(),
+        ordermq_domain::IdempotencyKey::parse(key).unwrap(),
+        lines.map(|items| {
+            items
+                .iter()
+                .map(|(sku, q)| OrderLine {
+                    sku: Sku::parse(sku).unwrap(),
+                    quantity: Quantity::parse(*q).unwrap(),
+                })
+                .collect()
+        }),
+        None,
+    )
+    .unwrap()
+}
+
+/// Claims and marks sent everything due, as one relay would; returns the
+/// feed's messages in claim order.
+async fn drain_feed(store: &Store, owner: &str, now: i64) -> Vec<OutboxMessage> {
+    let mut feed = Vec::new();
+    let mut acked = Vec::new();
+    loop {
+        let claimed = store
+            .ack_and_claim_outbox(owner, &acked, 100, 60_000, now)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            return feed;
+        }
+        acked = claimed.iter().map(|m| m.id).collect();
+        feed.extend(
+            claimed
+                .into_iter()
+                .filter(|m| m.topic == TOPIC_ORDER_CHANGE_FEED),
+        );
+    }
+}
+
+fn event(m: &OutboxMessage) -> FeedEvent {
+    FeedEvent::from_json(m.body.as_bytes()).unwrap()
+}
+
+/// Creates, pays (the batch path: lane or set-based; and the one-by-one
+/// path), refunds in part, then whole, completes the refunds, and closes
+/// an unpaid order; every change is one feed row, numbered 1, 2, 3 … per
+/// order, and the last one of each order says what the order database holds.
+async fn every_change_is_one_feed_row_in_order(store: Store) {
+    seed(&store, "A", 100, 10).await;
+    seed(&store, "B", 50, 10).await;
+    let (o1, o2, o3, o4) = (order_id(1), order_id(2), order_id(3), order_id(4));
+    for id in [&o1, &o2, &o4] {
+        store
+            .create_order(&new_order("u1", &[("A", 2), ("B", 1)]), id, 1, None)
+            .await
+            .unwrap();
+    }
+    store
+        .create_order(&new_order("u2", &[("A", 1)]), &o3, 1, None)
+        .await
+        .unwrap();
+    // Two payments in one batch (the lane / PostgreSQL's statement /
+    // the set-based run), one alone (the one-by-one path).
+    let paid = store
+        .write_batch(
+            &[
+                WriteOp::Pay(notice(&o1, "p1", 250)),
+                WriteOp::Pay(notice(&o4, "p4", 250)),
+            ],
+            2,
+        )
+        .await;
+    assert!(
+        paid.iter().all(|r| matches!(r, WriteResult::Paid(Ok(_)))),
+        "{paid:?}"
+    );
+    store.pay_order(&notice(&o2, "p2", 250), 2).await.unwrap();
+    store
+        .request_refund(&refund(&o1, "k1", Some(&[("A", 1)])), &refund_no(1), 3)
+        .await
+        .unwrap();
+    store
+        .request_refund(&refund(&o1, "k2", None), &refund_no(2), 4)
+        .await
+        .unwrap();
+    for r in store.refunds_of(&o1).await.unwrap() {
+        store.complete_refund(&r.refund_id, "ref", 5).await.unwrap();
+    }
+    let closed = store.write_batch(&[WriteOp::Close(o3.clone())], 6).await;
+    assert!(
+        matches!(closed[0], WriteResult::Closed(Ok(_))),
+        "{closed:?}"
+    );
+
+    let feed = drain_feed(&store, "relay-a", 10).await;
+    let changes = |id: &OrderId| -> Vec<(i64, FeedChange)> {
+        feed.iter()
+            .map(event)
+            .filter(|e| e.subject == id.as_str())
+            .map(|e| (e.data.order_seq, e.data.change))
+            .collect()
+    };
+    use FeedChange::*;
+    assert_eq!(
+        changes(&o1),
+        vec![
+            (1, Created),
+            (2, Paid),
+            (3, RefundRequested),
+            (4, Refunding),
+            (5, Refunded)
+        ]
+    );
+    assert_eq!(changes(&o2), vec![(1, Created), (2, Paid)]);
+    assert_eq!(changes(&o4), vec![(1, Created), (2, Paid)]);
+    assert_eq!(changes(&o3), vec![(1, Created), (2, Cancelled)]);
+    for m in &feed {
+        let e = event(m);
+        assert_eq!(m.key, e.subject, "the message key is the order id");
+        assert_eq!(m.event_id, e.id);
+        assert_eq!(m.tag, e.data.change.tag());
+    }
+    // The last event of each order is the order as the database has it.
+    let states = store.feed_states("", 100).await.unwrap();
+    assert_eq!(states.len(), 4);
+    for (state, seq) in states {
+        let last = feed
+            .iter()
+            .map(event)
+            .filter(|e| e.subject == state.order_id)
+            .last()
+            .unwrap();
+        assert_eq!(last.data.order_seq, seq);
+        assert_eq!(last.data.order, state);
+    }
+}
+with_feed_on_every_backend!(every_change, every_change_is_one_feed_row_in_order);
+
+fn refund_no(n: u32) -> ordermq_domain::RefundId {
+    ordermq_domain::RefundId::generate(1_700_000_000_000, n)
+}
+
+/// Two relays: while an order's first feed row is claimed and not yet
+/// sent, no relay may claim its second, though other orders' rows flow.
+async fn a_feed_row_waits_for_its_predecessor_whoever_claims(store: Store) {
+    seed(&store, "A", 100, 10).await;
+    let (o1, o2) = (order_id(1), order_id(2));
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &o1, 1, None)
+        .await
+        .unwrap();
+    store.pay_order(&notice(&o1, "p1", 100), 2).await.unwrap();
+    // Relay A claims o1's first feed row only (its second waits), and the
+    // fan-out's OrderPaid.
+    let first = store.claim_outbox("relay-a", 100, 60_000, 3).await.unwrap();
+    let feed_of = |claimed: &[OutboxMessage]| -> Vec<String> {
+        claimed
+            .iter()
+            .filter(|m| m.topic == TOPIC_ORDER_CHANGE_FEED)
+            .map(|m| m.event_id.clone())
+            .collect()
+    };
+    assert_eq!(feed_of(&first), vec![FeedEvent::id_of(o1.as_str(), 1)]);
+    store
+        .create_order(&new_order("u2", &[("A", 1)]), &o2, 4, None)
+        .await
+        .unwrap();
+    // Relay B: o1's second row is held back by the first, in flight at A;
+    // o2 flows.
+    let second = store.claim_outbox("relay-b", 100, 60_000, 5).await.unwrap();
+    assert_eq!(feed_of(&second), vec![FeedEvent::id_of(o2.as_str(), 1)]);
+    // Once A's send is confirmed, B may take o1's second.
+    let ids: Vec<i64> = first.iter().map(|m| m.id).collect();
+    store.mark_sent(&ids, 6).await.unwrap();
+    let third = store.claim_outbox("relay-b", 100, 60_000, 7).await.unwrap();
+    assert_eq!(feed_of(&third), vec![FeedEvent::id_of(o1.as_str(), 2)]);
+}
+with_feed_on_every_backend!(
+    claim_rule,
+    a_feed_row_waits_for_its_predecessor_whoever_claims
+);
+
+/// With the feed off nothing of it is written; the order's sequence is
+/// still counted.
+async fn feed_off_writes_no_feed_rows(store: Store) {
+    seed(&store, "A", 100, 10).await;
+    let o1 = order_id(1);
+    store
+        .create_order(&new_order("u1", &[("A", 1)]), &o1, 1, None)
+        .await
+        .unwrap();
+    store
+        .write_batch(&[WriteOp::Pay(notice(&o1, "p1", 100))], 2)
+        .await;
+    assert!(drain_feed(&store, "relay", 3).await.is_empty());
+    let states = store.feed_states("", 10).await.unwrap();
+    assert_eq!(states[0].1, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feed_off_writes_no_feed_rows_on_sqlite() {
+    let options = StoreOptions {
+        feed: Feed::Off,
+        ..StoreOptions::default()
+    };
+    feed_off_writes_no_feed_rows(sqlite_with(&options).await.store).await;
+}

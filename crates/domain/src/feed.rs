@@ -144,6 +144,18 @@ pub struct OrderState {
     pub lines: Vec<FeedLine>,
 }
 
+impl FeedLine {
+    /// `lines` as a JSON array (the sink keeps them so, denormalized).
+    pub fn list_to_json(lines: &[FeedLine]) -> String {
+        serde_json::to_string(lines).expect("lines serialize")
+    }
+
+    /// Decodes [`list_to_json`](Self::list_to_json)'s text.
+    pub fn list_from_json(text: &str) -> Result<Vec<FeedLine>, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
 impl OrderState {
     /// The order as a payment that applies leaves it, from what the
     /// payment path already holds: its user, its lines (nothing refunded

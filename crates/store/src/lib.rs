@@ -47,7 +47,9 @@
 //!    time limits; the server's durability read and judged), `sale_units` (a flash sale's units going back to the
 //!    sale: shared by `close` and `flash`).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
-//!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
+//!    migrations, the write gate as the `GatedTx` type), `sink` (the data
+//!    team's analytics database fed by the change feed: its own handle,
+//!    `FeedSink`), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
@@ -95,6 +97,7 @@ mod relay;
 mod sale_units;
 mod schema;
 mod server;
+mod sink;
 mod sql;
 mod store;
 mod views;
@@ -112,5 +115,6 @@ pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;
 pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
 pub use server::{Durability, SessionSettings};
+pub use sink::{FeedSink, ParkedEvent, SeqGap, SinkReport};
 pub use sql::{Backend, Feed};
 pub use store::{Checkpoint, OpenError, Store, StoreOptions, redact};

@@ -541,7 +541,7 @@ impl Store {
     }
 }
 
-fn backend_of(url: &str) -> Result<Backend, OpenError> {
+pub(crate) fn backend_of(url: &str) -> Result<Backend, OpenError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -554,7 +554,7 @@ fn backend_of(url: &str) -> Result<Backend, OpenError> {
 }
 
 /// The file path of a `sqlite:` URL, without its query string.
-fn sqlite_path(url: &str) -> PathBuf {
+pub(crate) fn sqlite_path(url: &str) -> PathBuf {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let path = rest.split('?').next().unwrap_or(rest);
     PathBuf::from(path)
@@ -587,7 +587,7 @@ pub fn redact(url: &str) -> String {
 /// anyway. A read that misses costs a `pread` from that cache instead.
 const POOL_CACHE: &str = "PRAGMA cache_size = -512;";
 
-async fn connect(
+pub(crate) async fn connect(
     backend: Backend,
     target: &str,
     max_connections: u32,

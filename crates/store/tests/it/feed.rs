@@ -254,3 +254,117 @@ async fn feed_off_writes_no_feed_rows_on_sqlite() {
     };
     feed_off_writes_no_feed_rows(sqlite_with(&options).await.store).await;
 }
+
+fn feed_event(order: &str, seq: i64, status: &str) -> FeedEvent {
+    let state = ordermq_domain::feed::OrderState {
+        order_id: order.into(),
+        user_id: "u1".into(),
+        status: status.into(),
+        amount: 100,
+        payment_id: None,
+        created_at: 1,
+        updated_at: seq,
+        lines: vec![ordermq_domain::feed::FeedLine {
+            sku: "A".into(),
+            quantity: 1,
+            unit_price: 100,
+            refunded: 0,
+        }],
+    };
+    let change = [FeedChange::Created, FeedChange::Paid, FeedChange::Shipped][seq as usize - 1];
+    FeedEvent::new(change, seq, state, seq)
+}
+
+/// An event that overtook its predecessor is parked for its order alone;
+/// the other orders are applied; the predecessor applies both; a
+/// redelivery is skipped.
+async fn the_sink_parks_per_order_and_applies_when_the_gap_fills(sink: ordermq_store::FeedSink) {
+    let a3 = feed_event("A", 3, "SHIPPED");
+    let report = sink
+        .apply(
+            &[
+                feed_event("A", 1, "UNPAID"),
+                a3.clone(),
+                feed_event("B", 1, "UNPAID"),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.applied, report.parked), (2, 1));
+    let parked = sink.parked(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!((parked[0].order_seq, parked[0].waiting_for), (3, 2));
+    // B goes on while A waits.
+    let report = sink.apply(&[feed_event("B", 2, "PAID")], 11).await.unwrap();
+    assert_eq!(report.applied, 1);
+    // A's second arrives: it and the parked third apply.
+    let report = sink
+        .apply(
+            &[feed_event("A", 2, "PAID"), feed_event("A", 2, "PAID")],
+            12,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.applied, report.unparked, report.duplicates),
+        (1, 1, 1)
+    );
+    assert!(sink.parked(10).await.unwrap().is_empty());
+    assert_eq!(sink.apply(&[a3], 13).await.unwrap().duplicates, 1);
+    let states = sink.states("", 10).await.unwrap();
+    let seqs: Vec<(String, String, i64)> = states
+        .into_iter()
+        .map(|(s, seq)| (s.order_id, s.status, seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![
+            ("A".into(), "SHIPPED".into(), 3),
+            ("B".into(), "PAID".into(), 2)
+        ]
+    );
+    assert!(sink.gaps().await.unwrap().is_empty());
+    // A hole in the history is reported.
+    sink.execute("DELETE FROM order_events WHERE event_id = 'OrderChanged:A:2'")
+        .await
+        .unwrap();
+    let gaps = sink.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0].order_id, "A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_parks_per_order_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/analytics.db", dir.path().display());
+    let sink = ordermq_store::FeedSink::open(&url).await.unwrap();
+    the_sink_parks_per_order_and_applies_when_the_gap_fills(sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_parks_per_order_on_postgres() {
+    // A fresh, empty database of the test server: the analytics database
+    // is never the order database.
+    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this on PostgreSQL"
+        );
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("ordermq_sink_{:016x}", fastrand::u64(..));
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let sink = ordermq_store::FeedSink::open(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    the_sink_parks_per_order_and_applies_when_the_gap_fills(sink).await;
+}

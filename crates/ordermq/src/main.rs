@@ -68,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// The data team's change feed (TopicOrderChangeFeed): run the sink that
+    /// keeps the analytics database, see its parked events, or verify it
+    /// against the order database.
+    Feed {
+        #[command(subcommand)]
+        action: FeedAction,
+    },
     /// Make a random API token and print it with its configuration entry
     /// (name:role:sha256hex, for api_tokens / ORDERMQ_API_TOKENS): the
     /// configuration holds only the hash, so nobody hashes by hand.
@@ -111,6 +118,33 @@ enum DlqAction {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedAction {
+    /// Consume the feed as order_feed_sink_group into the analytics
+    /// database, until Ctrl-C/SIGTERM.
+    Sink {
+        /// The analytics database: sqlite://PATH or postgres://… (default:
+        /// sqlite://<data_dir>/analytics.db).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Events waiting for their predecessor (each parked for its order only).
+    Parked {
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Try them again; those whose predecessor is applied are applied.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// Compare every order's latest state in the order database with the
+    /// sink's, and check each order's order_seq history for holes. Prints
+    /// each difference; exits 1 on any (or on a parked event).
+    Verify {
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -177,8 +211,94 @@ fn main() -> ExitCode {
         Command::Broker => broker(config),
         Command::Dlq { action } => dlq(config, action),
         Command::Outbox { action } => outbox(&config, action),
+        Command::Feed { action } => feed(&config, action),
         Command::Token { name, role } => token(&name, &role),
     }
+}
+
+/// `ordermq feed sink|parked|verify`.
+fn feed(config: &Config, action: FeedAction) -> ExitCode {
+    let filter = match &action {
+        FeedAction::Sink { .. } => log_filter(config),
+        // Reports print their own results; only errors are logged.
+        _ => EnvFilter::new("error,rocketmq_transport=off,rocketmq_client_rust=off"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let code = runtime.block_on(async {
+        match action {
+            FeedAction::Sink { database_url } => {
+                let url = ordermq::feed::sink_url(config, database_url.as_deref());
+                match ordermq::feed::RunningSink::start(config, &url).await {
+                    Ok(sink) => {
+                        tracing::info!(
+                            database = %ordermq_store::redact(&url),
+                            "order_feed_sink_group consuming TopicOrderChangeFeed; Ctrl-C stops"
+                        );
+                        ordermq::startup::shutdown_signal().await;
+                        sink.stop().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ordermq feed sink: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            FeedAction::Parked {
+                database_url,
+                replay,
+            } => {
+                let url = ordermq::feed::sink_url(config, database_url.as_deref());
+                if replay {
+                    match ordermq::feed::replay(&url).await {
+                        Ok(report) => {
+                            println!("{} applied, {} still parked", report.applied, report.parked);
+                            return ExitCode::SUCCESS;
+                        }
+                        Err(e) => {
+                            eprintln!("ordermq feed parked --replay: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                match ordermq::feed::parked(&url, 1_000).await {
+                    Ok(rows) => {
+                        print!("{}", ordermq::feed::render_parked(&rows));
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ordermq feed parked: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            FeedAction::Verify { database_url } => {
+                let url = ordermq::feed::sink_url(config, database_url.as_deref());
+                match ordermq::feed::verify(config, &url).await {
+                    Ok(report) => {
+                        print!("{}", report.render());
+                        if report.is_clean() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("ordermq feed verify: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 fn token(name: &str, role: &str) -> ExitCode {

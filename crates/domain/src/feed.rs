@@ -30,6 +30,8 @@ pub const FEED_SINK_GROUP: &str = "order_feed_sink_group";
 pub const FEED_SOURCE: &str = "/ordermq/orders";
 /// The prefix of every feed event id (`OrderChanged:<order id>:<order_seq>`).
 pub const FEED_EVENT_PREFIX: &str = "OrderChanged:";
+/// The prefix of every snapshot event id (`OrderSnapshot:<order id>:<order_seq>`).
+pub const FEED_SNAPSHOT_PREFIX: &str = "OrderSnapshot:";
 
 /// What changed. Each has its own CloudEvents `type` and JSON Schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,11 +53,16 @@ pub enum FeedChange {
     Shipped,
     /// → DELIVERED.
     Delivered,
+    /// Not a change: the order as it stood at `order_seq`, sent by `ordermq
+    /// feed snapshot`. A sink applies it only over an older state, so it may
+    /// skip the changes before it (see [`FeedEvent::admit`]).
+    Snapshot,
 }
 
 impl FeedChange {
-    /// Every change, in the order of an order's life.
-    pub const ALL: [FeedChange; 8] = [
+    /// Every event type: the changes in the order of an order's life, then
+    /// the snapshot.
+    pub const ALL: [FeedChange; 9] = [
         Self::Created,
         Self::Paid,
         Self::Cancelled,
@@ -64,6 +71,7 @@ impl FeedChange {
         Self::Refunded,
         Self::Shipped,
         Self::Delivered,
+        Self::Snapshot,
     ];
 
     /// The name in the event's type, tag and schema file.
@@ -77,6 +85,7 @@ impl FeedChange {
             Self::Refunded => "refunded",
             Self::Shipped => "shipped",
             Self::Delivered => "delivered",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -96,6 +105,7 @@ impl FeedChange {
             Self::Refunded => "OrderRefunded",
             Self::Shipped => "OrderShipped",
             Self::Delivered => "OrderDelivered",
+            Self::Snapshot => "OrderSnapshot",
         }
     }
 
@@ -208,7 +218,8 @@ pub struct FeedData {
 pub struct FeedEvent {
     /// Always `1.0`.
     pub specversion: String,
-    /// `OrderChanged:<order id>:<order_seq>`; also the RocketMQ message's key companion.
+    /// `OrderChanged:<order id>:<order_seq>` (a snapshot:
+    /// `OrderSnapshot:<order id>:<order_seq>`).
     pub id: String,
     /// [`FEED_SOURCE`].
     pub source: String,
@@ -247,7 +258,11 @@ impl FeedEvent {
     pub fn new(change: FeedChange, order_seq: i64, order: OrderState, at: i64) -> Self {
         Self {
             specversion: "1.0".to_owned(),
-            id: Self::id_of(&order.order_id, order_seq),
+            id: if change == FeedChange::Snapshot {
+                format!("{FEED_SNAPSHOT_PREFIX}{}:{order_seq}", order.order_id)
+            } else {
+                Self::id_of(&order.order_id, order_seq)
+            },
             source: FEED_SOURCE.to_owned(),
             event_type: change.event_type(),
             subject: order.order_id.clone(),
@@ -279,9 +294,33 @@ impl FeedEvent {
         serde_json::from_slice(body)
     }
 
+    /// The order as it stands at its `order_seq`-th change, as `ordermq feed
+    /// snapshot` sends it, at `at` (epoch ms).
+    pub fn snapshot(order: OrderState, order_seq: i64, at: i64) -> Self {
+        Self::new(FeedChange::Snapshot, order_seq, order, at)
+    }
+
+    /// Whether this is a snapshot, not a change.
+    pub fn is_snapshot(&self) -> bool {
+        self.data.change == FeedChange::Snapshot
+    }
+
     /// What a sink that applied up to `applied_seq` of this order does with it.
+    ///
+    /// A change is applied only right after its predecessor. A snapshot
+    /// carries the whole state, so it is applied over any older one (the
+    /// changes between are then duplicates: they are already in it) and
+    /// skipped over a newer or equal one: a live event always wins over an
+    /// older snapshot, and a snapshot never waits, so it never parks.
     pub fn admit(&self, applied_seq: i64) -> Admission {
         let seq = self.data.order_seq;
+        if self.is_snapshot() {
+            return if seq > applied_seq {
+                Admission::Apply
+            } else {
+                Admission::Duplicate
+            };
+        }
         if seq <= applied_seq {
             Admission::Duplicate
         } else if seq == applied_seq + 1 {
@@ -290,6 +329,56 @@ impl FeedEvent {
             Admission::Park
         }
     }
+}
+
+/// Parses a point in time given on a command line: epoch milliseconds, or
+/// RFC 3339 in UTC (`2026-12-05T14:21:58Z`, fraction optional, `Z` or
+/// `+00:00`), as [`rfc3339_millis`] writes it. `None` for anything else.
+pub fn parse_time_millis(raw: &str) -> Option<i64> {
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return raw.parse().ok();
+    }
+    let rest = raw
+        .strip_suffix('Z')
+        .or_else(|| raw.strip_suffix("+00:00"))?;
+    let (date, time) = rest.split_once(['T', ' '])?;
+    let num = |s: &str, len: usize| -> Option<i64> {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, fraction) = match time.split_once('.') {
+        Some((c, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            (c, f)
+        }
+        Some(_) => return None,
+        None => (time, ""),
+    };
+    let mut t = clock.split(':');
+    let (h, m, s) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
+    if t.next().is_some() || h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let millis = format!("{fraction:0<3}")[..3].parse::<i64>().ok()?;
+    // Days since 1970-01-01 (the inverse of rfc3339_millis's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // A day that does not exist in its month (31 April) comes back as another date.
+    if !rfc3339_millis(days * 86_400_000).starts_with(date) {
+        return None;
+    }
+    Some(((days * 86_400 + h * 3600 + m * 60 + s) * 1000) + millis)
 }
 
 /// `at` (epoch ms) as RFC 3339 in UTC, e.g. `2026-12-05T14:21:58.123Z`.
@@ -369,6 +458,47 @@ mod tests {
         assert_eq!(event.admit(2), Admission::Duplicate);
         assert_eq!(event.admit(5), Admission::Duplicate);
         assert_eq!(event.admit(0), Admission::Park);
+    }
+
+    #[test]
+    fn a_snapshot_applies_over_any_older_state_and_never_parks() {
+        let snapshot = FeedEvent::snapshot(state(), 4, 0);
+        assert_eq!(snapshot.id, "OrderSnapshot:O1:4");
+        assert_eq!(snapshot.event_type, "ordermq.order.snapshot.v1");
+        assert_eq!(snapshot.admit(0), Admission::Apply);
+        assert_eq!(snapshot.admit(2), Admission::Apply);
+        assert_eq!(snapshot.admit(4), Admission::Duplicate);
+        assert_eq!(snapshot.admit(5), Admission::Duplicate);
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_epoch_millis() {
+        for at in [0, 951_782_400_001, 1_795_000_000_500, 4_102_444_799_999] {
+            assert_eq!(parse_time_millis(&rfc3339_millis(at)), Some(at));
+        }
+        assert_eq!(parse_time_millis("1795000000500"), Some(1_795_000_000_500));
+        assert_eq!(
+            parse_time_millis("2026-11-18T11:06:40+00:00"),
+            Some(1_795_000_000_000)
+        );
+        assert_eq!(
+            parse_time_millis("2026-11-18T11:06:40.5Z"),
+            Some(1_795_000_000_500)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-18",
+            "2026-11-18T11:06:40",
+            "2026-11-18T11:06:40+08:00",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-18T24:00:00Z",
+            "2026-11-18T11:06:40.Z",
+            "-5",
+        ] {
+            assert_eq!(parse_time_millis(bad), None, "{bad}");
+        }
     }
 
     #[test]

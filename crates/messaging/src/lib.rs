@@ -29,6 +29,7 @@
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
 //! - [`durability`]: what `SEND_OK` promises on the cluster in use (each
 //!   broker's `flushDiskType` and `brokerRole`), logged at start.
+//! - [`offsets`]: moving a group back to a point in time (`feed replay`).
 
 pub mod client;
 pub mod delay;
@@ -39,6 +40,7 @@ pub mod durability;
 pub mod embedded;
 pub mod embedded_options;
 mod listener;
+pub mod offsets;
 mod producer;
 
 use thiserror::Error;
@@ -51,6 +53,7 @@ pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
 pub use embedded::EmbeddedBroker;
 pub use embedded_options::{BrokerFlush, EmbeddedOptions};
+pub use offsets::QueueReset;
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

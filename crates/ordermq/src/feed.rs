@@ -11,14 +11,30 @@
 //!   `--replay` tries them again (the sink does this by itself when the
 //!   predecessor arrives; replay is for a sink that was repaired).
 //! - `verify` compares every order's latest state in the order database
-//!   with the sink's, checks that no order's history has a hole, and
-//!   prints each difference; any difference is a failure (exit 1).
+//!   with the sink's, checks that no order's history has a hole or an
+//!   event applied before its predecessor, and prints each difference; any
+//!   difference is a failure (exit 1).
+//! - `snapshot [--since]` publishes every order's current state (or of
+//!   those changed since a time) as `ordermq.order.snapshot.v1` events on
+//!   the feed topic, keyed by order id like the live ones, a page of orders
+//!   at a time. It needs no pause of the live feed: the sink applies a
+//!   snapshot only over an older state of its order (`FeedEvent::admit`).
+//! - `replay --from` moves the sink's group back to a time with RocketMQ's
+//!   reset-offset-by-timestamp (see `ordermq_messaging::offsets`): the next
+//!   `feed sink` reads the broker's messages again from there, and applies
+//!   none of them twice.
 
 use std::sync::Arc;
 
-use ordermq_domain::feed::{FEED_SINK_GROUP, OrderState, TOPIC_ORDER_CHANGE_FEED};
+use std::time::{Duration, Instant};
+
+use ordermq_domain::OutboxMessage;
+use ordermq_domain::feed::{
+    FEED_SINK_GROUP, FeedChange, FeedEvent, OrderState, TOPIC_ORDER_CHANGE_FEED,
+};
 use ordermq_domain::now_millis;
-use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
+use ordermq_domain::ports::Publisher;
+use ordermq_messaging::{ClientSecurity, MqClient, MqError, QueueReset, SubscribeOptions};
 use ordermq_service::consumers::FeedSinkHandler;
 use ordermq_store::{FeedSink, OpenError, ParkedEvent, SeqGap, SinkReport, Store};
 use thiserror::Error;
@@ -36,6 +52,14 @@ pub enum FeedError {
     Keys(#[from] crate::event_keys::EventKeysError),
     #[error("RocketMQ ({namesrv}): {source}")]
     Mq { namesrv: String, source: MqError },
+    #[error(
+        "snapshot of order {order_id}: the broker did not store it after {attempts} attempts: {reason}"
+    )]
+    Publish {
+        order_id: String,
+        attempts: u32,
+        reason: String,
+    },
 }
 
 /// The analytics database: `url`, or the SQLite file beside the order database.
@@ -102,10 +126,216 @@ impl RunningSink {
         Ok(Self { mq, sink })
     }
 
+    /// How many messages the group's handler consumed so far.
+    pub fn handled(&self) -> u64 {
+        self.mq.deliveries().of(FEED_SINK_GROUP).handled
+    }
+
     /// Stops consuming (unacknowledged messages are redelivered next time).
     pub async fn stop(self) {
         self.mq.shutdown().await;
     }
+}
+
+/// Connects a producer that signs with the server's event keys.
+async fn producer(config: &Config, producer_group: &str) -> Result<MqClient, FeedError> {
+    let keys = crate::event_keys::event_keys(config)?;
+    let namesrv = crate::dlq::namesrv_of(config);
+    let security = ClientSecurity {
+        event_keys: Some(keys),
+        parking: None,
+        acl: config.rocketmq_acl(),
+    };
+    MqClient::connect_with(
+        &namesrv,
+        producer_group,
+        config.delayed_delivery(),
+        security,
+    )
+    .await
+    .map_err(|source| FeedError::Mq { namesrv, source })
+}
+
+/// What a snapshot sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Orders sent, each as one snapshot event.
+    pub orders: u64,
+    /// Pages read from the order database.
+    pub pages: u64,
+}
+
+/// Orders read, and sent, at a time by a snapshot.
+pub const SNAPSHOT_PAGE: i64 = 1_000;
+/// Sends of one message before a snapshot gives up.
+const SNAPSHOT_ATTEMPTS: u32 = 5;
+
+/// `ordermq feed snapshot`: every order with a feed changed at or after
+/// `since` (epoch ms; `i64::MIN` for all), published through the
+/// configured cluster. `progress` is called after each page with the
+/// running total.
+///
+/// # Errors
+///
+/// The order database or the cluster cannot be reached, or the broker
+/// refused a message on every attempt (what was sent before stays sent:
+/// running the snapshot again is harmless).
+pub async fn snapshot(
+    config: &Config,
+    since: i64,
+    progress: &mut dyn FnMut(&SnapshotReport),
+) -> Result<SnapshotReport, FeedError> {
+    let store = Store::open(&config.database_url(), &config.store_options()).await?;
+    let mq = match producer(config, "order_feed_snapshot_producer").await {
+        Ok(mq) => mq,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let result = send_snapshot(
+        &store,
+        mq.publisher().as_ref(),
+        since,
+        SNAPSHOT_PAGE,
+        progress,
+    )
+    .await;
+    mq.shutdown().await;
+    store.close().await;
+    result
+}
+
+/// [`snapshot`] on an open store and publisher, `page` orders at a time:
+/// each page is read in one transaction (an order's lines agree with its
+/// `order_seq`) and sent as one batch; a message the broker did not confirm
+/// is sent again, alone, up to 5 times.
+///
+/// # Errors
+///
+/// As [`snapshot`].
+pub async fn send_snapshot(
+    store: &Store,
+    publisher: &dyn Publisher,
+    since: i64,
+    page: i64,
+    progress: &mut dyn FnMut(&SnapshotReport),
+) -> Result<SnapshotReport, FeedError> {
+    let mut report = SnapshotReport::default();
+    let mut after = String::new();
+    loop {
+        let states = store.feed_states_since(&after, since, page).await?;
+        let Some((last, _)) = states.last() else {
+            break;
+        };
+        after = last.order_id.clone();
+        let at = now_millis();
+        let count = states.len();
+        let mut batch: Vec<OutboxMessage> = states
+            .into_iter()
+            .map(|(state, seq)| {
+                let event = FeedEvent::snapshot(state, seq, at);
+                OutboxMessage {
+                    id: 0,
+                    topic: TOPIC_ORDER_CHANGE_FEED.to_owned(),
+                    tag: FeedChange::Snapshot.tag().to_owned(),
+                    key: event.subject.clone(),
+                    event_id: event.id.clone(),
+                    body: event.to_json(),
+                    deliver_at: None,
+                    attempts: 0,
+                }
+            })
+            .collect();
+        let mut attempts = 0;
+        while !batch.is_empty() {
+            attempts += 1;
+            let results = publisher.publish(&batch).await;
+            let mut failed = Vec::new();
+            let mut reason = String::new();
+            for (message, result) in batch.into_iter().zip(results) {
+                if let Err(e) = result {
+                    reason = e.0;
+                    failed.push(message);
+                }
+            }
+            if let Some(first) = failed.first().filter(|_| attempts >= SNAPSHOT_ATTEMPTS) {
+                return Err(FeedError::Publish {
+                    order_id: first.key.clone(),
+                    attempts,
+                    reason,
+                });
+            }
+            if !failed.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
+            }
+            batch = failed;
+        }
+        report.orders += count as u64;
+        report.pages += 1;
+        progress(&report);
+        if (count as i64) < page {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// A progress line on stderr at most every `every`, and the last one.
+#[derive(Debug)]
+pub struct ProgressLine {
+    started: Instant,
+    last: Option<Instant>,
+    every: Duration,
+}
+
+impl ProgressLine {
+    /// A line at most every `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            last: None,
+            every,
+        }
+    }
+
+    /// The line for `report`, if one is due (or `last`).
+    pub fn line(&mut self, report: &SnapshotReport, last: bool) -> Option<String> {
+        let now = Instant::now();
+        if !last && self.last.is_some_and(|t| now - t < self.every) {
+            return None;
+        }
+        self.last = Some(now);
+        let secs = self.started.elapsed().as_secs_f64();
+        Some(format!(
+            "snapshot: {} orders sent in {:.1} s ({:.0} orders/s){}",
+            report.orders,
+            secs,
+            report.orders as f64 / secs.max(1e-3),
+            if last { ", done" } else { "" }
+        ))
+    }
+}
+
+/// `ordermq feed replay --from`: moves `order_feed_sink_group` back to the
+/// first feed message each queue stored at or after `from` (epoch ms).
+///
+/// # Errors
+///
+/// The cluster cannot be reached or refused the reset.
+pub async fn replay_from(config: &Config, from: i64) -> Result<Vec<QueueReset>, FeedError> {
+    let mq = producer(config, "order_feed_replay_producer").await?;
+    let namesrv = crate::dlq::namesrv_of(config);
+    let result = mq
+        .reset_offsets_to_time(
+            FEED_SINK_GROUP,
+            TOPIC_ORDER_CHANGE_FEED,
+            u64::try_from(from).unwrap_or(0),
+        )
+        .await
+        .map_err(|source| FeedError::Mq { namesrv, source });
+    mq.shutdown().await;
+    result
 }
 
 /// Parked events (at most `limit`), oldest first.
@@ -154,6 +384,8 @@ pub struct Verification {
     pub differences: Vec<String>,
     /// Orders whose history in the sink has a hole.
     pub gaps: Vec<SeqGap>,
+    /// Events applied before their predecessor: `(order, order_seq)`.
+    pub reorderings: Vec<(String, i64)>,
     /// Events still waiting for their predecessor.
     pub parked: usize,
 }
@@ -161,7 +393,10 @@ pub struct Verification {
 impl Verification {
     /// Nothing differs, no hole, nothing parked.
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty() && self.gaps.is_empty() && self.parked == 0
+        self.differences.is_empty()
+            && self.gaps.is_empty()
+            && self.reorderings.is_empty()
+            && self.parked == 0
     }
 
     /// What `ordermq feed verify` prints.
@@ -177,11 +412,19 @@ impl Verification {
                 g.order_id, g.events, g.first, g.last
             ));
         }
+        for (order_id, seq) in &self.reorderings {
+            out.push_str(&format!(
+                "reordering: order {order_id}'s event {seq} was applied before event {}\n",
+                seq - 1
+            ));
+        }
         out.push_str(&format!(
-            "{} orders compared: {} difference(s), {} order_seq gap(s), {} parked event(s)\n",
+            "{} orders compared: {} difference(s), {} order_seq gap(s), {} reordering(s), \
+             {} parked event(s)\n",
             self.orders,
             self.differences.len(),
             self.gaps.len(),
+            self.reorderings.len(),
             self.parked
         ));
         out
@@ -263,6 +506,7 @@ pub async fn compare(store: &Store, sink: &FeedSink) -> Result<Verification, Fee
         }
     }
     report.gaps = sink.gaps().await?;
+    report.reorderings = sink.reorderings().await?;
     report.parked = sink.parked(i64::MAX).await?.len();
     Ok(report)
 }

@@ -140,11 +140,30 @@ enum FeedAction {
         replay: bool,
     },
     /// Compare every order's latest state in the order database with the
-    /// sink's, and check each order's order_seq history for holes. Prints
-    /// each difference; exits 1 on any (or on a parked event).
+    /// sink's, and check each order's order_seq history for holes and for
+    /// events applied before their predecessor. Prints each difference;
+    /// exits 1 on any (or on a parked event).
     Verify {
         #[arg(long)]
         database_url: Option<String>,
+    },
+    /// Publish every order's current state (or only of those changed at or
+    /// after --since) to the feed as ordermq.order.snapshot.v1 events, a
+    /// page at a time, while the live feed goes on: the sink applies a
+    /// snapshot only over an older state. Progress on stderr.
+    Snapshot {
+        /// Epoch milliseconds or RFC 3339 UTC (2026-12-05T14:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Move order_feed_sink_group back to the first feed message stored at
+    /// or after --from (RocketMQ's reset offset by timestamp): the sink
+    /// reads from there again and applies nothing twice. Stop the sink
+    /// first; start it again after.
+    Replay {
+        /// Epoch milliseconds or RFC 3339 UTC (2026-12-05T14:00:00Z).
+        #[arg(long)]
+        from: String,
     },
 }
 
@@ -227,11 +246,71 @@ fn feed(config: &Config, action: FeedAction) -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let time_arg = |flag: &str, raw: Option<&str>| -> Result<i64, ExitCode> {
+        match raw {
+            None => Ok(i64::MIN),
+            Some(raw) => ordermq_domain::feed::parse_time_millis(raw).ok_or_else(|| {
+                eprintln!(
+                    "ordermq feed: {flag} {raw:?} is not a time: give epoch milliseconds \
+                     or RFC 3339 in UTC, e.g. 2026-12-05T14:00:00Z"
+                );
+                ExitCode::from(2)
+            }),
+        }
+    };
+    // Bad input changes nothing: the times are read before anything connects.
+    let bound = match &action {
+        FeedAction::Snapshot { since } => time_arg("--since", since.as_deref()),
+        FeedAction::Replay { from } => time_arg("--from", Some(from)),
+        _ => Ok(i64::MIN),
+    };
+    let bound = match bound {
+        Ok(bound) => bound,
+        Err(code) => return code,
+    };
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
     let code = runtime.block_on(async {
         match action {
+            FeedAction::Snapshot { .. } => {
+                let mut line = ordermq::feed::ProgressLine::new(std::time::Duration::from_secs(2));
+                let mut progress = |r: &ordermq::feed::SnapshotReport| {
+                    if let Some(text) = line.line(r, false) {
+                        eprintln!("{text}");
+                    }
+                };
+                match ordermq::feed::snapshot(config, bound, &mut progress).await {
+                    Ok(report) => {
+                        if let Some(text) = line.line(&report, true) {
+                            eprintln!("{text}");
+                        }
+                        println!("{} orders sent as snapshot events", report.orders);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("ordermq feed snapshot: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            FeedAction::Replay { .. } => match ordermq::feed::replay_from(config, bound).await {
+                Ok(queues) => {
+                    for q in &queues {
+                        println!("{} queue {}: offset {}", q.broker, q.queue_id, q.offset);
+                    }
+                    println!(
+                        "order_feed_sink_group moved to {} on {} queue(s); the next `ordermq feed sink` reads from there",
+                        ordermq_domain::feed::rfc3339_millis(bound),
+                        queues.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ordermq feed replay: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             FeedAction::Sink { database_url } => {
                 let url = ordermq::feed::sink_url(config, database_url.as_deref());
                 match ordermq::feed::RunningSink::start(config, &url).await {

@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use crate::dialect;
 use crate::fail::{get, storage};
-use crate::sql::placeholders;
+use crate::sql::{Backend, placeholders};
 use crate::store::Store;
 
 /// An order as the checker sees it: status, the payment applied, its lines.
@@ -109,13 +109,37 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(OrderState, i64)>, StorageError> {
+        self.feed_states_since(after, i64::MIN, limit).await
+    }
+
+    /// As [`Self::feed_states`], only the orders changed at or after
+    /// `since` (epoch ms, by `updated_at`, which every change moves), each
+    /// page read in one transaction so an order's lines and its `order_seq`
+    /// agree (PostgreSQL: `REPEATABLE READ`; SQLite and InnoDB read one
+    /// snapshot per transaction anyway). `ordermq feed snapshot` pages
+    /// through it: never more than `limit` orders in memory.
+    pub async fn feed_states_since(
+        &self,
+        after: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(OrderState, i64)>, StorageError> {
+        let mut tx = self.orders.begin().await.map_err(storage)?;
+        if self.backend == Backend::Postgres {
+            dialect::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+        }
         let rows = dialect::query(
             "SELECT order_id, user_id, status, amount, payment_id, created_at, updated_at, order_seq \
-             FROM orders WHERE order_id > $1 AND order_seq > 0 ORDER BY order_id LIMIT $2",
+             FROM orders WHERE order_id > $1 AND order_seq > 0 AND updated_at >= $2 \
+             ORDER BY order_id LIMIT $3",
         )
         .bind(after)
+        .bind(since)
         .bind(limit)
-        .fetch_all(&self.orders)
+        .fetch_all(&mut *tx)
         .await
         .map_err(storage)?;
         if rows.is_empty() {
@@ -134,7 +158,9 @@ impl Store {
             ids.push(id);
         }
         let mut lines: HashMap<String, Vec<FeedLine>> = HashMap::new();
-        for row in query.fetch_all(&self.orders).await.map_err(storage)? {
+        let line_rows = query.fetch_all(&mut *tx).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        for row in line_rows {
             lines
                 .entry(get(&row, "order_id")?)
                 .or_default()

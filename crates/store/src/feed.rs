@@ -33,9 +33,14 @@ pub(crate) fn row_of(event: &FeedEvent, change: FeedChange) -> [String; 5] {
 
 /// Counts a change that moved no status (a partial refund requested) in
 /// the order's sequence, inside the caller's transaction.
-pub(crate) async fn bump(conn: &mut AnyConnection, order_id: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn bump(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     dialect::query(sql::BUMP_ORDER_SEQ)
         .bind(order_id)
+        .bind(now)
         .execute(conn)
         .await?;
     Ok(())

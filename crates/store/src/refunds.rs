@@ -123,7 +123,7 @@ impl Store {
         let change = if full {
             FeedChange::Refunding
         } else {
-            feed::bump(&mut tx, request.order_id.as_str())
+            feed::bump(&mut tx, request.order_id.as_str(), now)
                 .await
                 .map_err(storage)?;
             FeedChange::RefundRequested

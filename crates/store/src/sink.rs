@@ -16,11 +16,19 @@
 //! an event and its successor handled concurrently can never both miss each
 //! other.
 //!
+//! A snapshot event (`ordermq feed snapshot`) carries an order's whole
+//! state at its `order_seq`: it is applied over any older state and
+//! skipped over a newer one, so the changes it jumps over are never applied
+//! (they are duplicates of it) and parked ones it covers are dropped. The
+//! history then has a hole right before the snapshot, which is not a gap:
+//! [`FeedSink::gaps`] counts a hole only where the event after it is a
+//! change.
+//!
 //! Handle module: it imports only the base and `store`'s connection helpers.
 
 use std::collections::BTreeMap;
 
-use ordermq_domain::feed::{Admission, FeedEvent, FeedLine, OrderState};
+use ordermq_domain::feed::{Admission, FeedChange, FeedEvent, FeedLine, OrderState};
 use ordermq_domain::parked::ParkedMessage;
 use ordermq_domain::ports::{BoxFuture, ParkingLot, StorageError};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -292,8 +300,9 @@ impl FeedSink {
         .collect()
     }
 
-    /// Orders whose history has a hole, or does not start at 1, or whose
-    /// `orders` row is not at its history's last event.
+    /// Orders whose history has a hole before a change (a change `n > 1`
+    /// without `n - 1`; a hole before a snapshot is what the snapshot
+    /// covers), or whose `orders` row is not at its history's last event.
     ///
     /// # Errors
     ///
@@ -301,12 +310,16 @@ impl FeedSink {
     pub async fn gaps(&self) -> Result<Vec<SeqGap>, StorageError> {
         dialect::query(
             "SELECT e.order_id, COUNT(*) AS n, MIN(e.order_seq) AS lo, MAX(e.order_seq) AS hi \
-             FROM order_events e LEFT JOIN orders o ON o.order_id = e.order_id \
+             FROM order_events e \
+             LEFT JOIN order_events p ON p.order_id = e.order_id AND p.order_seq = e.order_seq - 1 \
+             LEFT JOIN orders o ON o.order_id = e.order_id \
              GROUP BY e.order_id, o.order_seq \
-             HAVING COUNT(*) <> MAX(e.order_seq) OR MIN(e.order_seq) <> 1 \
+             HAVING SUM(CASE WHEN p.event_id IS NULL AND e.order_seq > 1 AND e.type <> $1 \
+                        THEN 1 ELSE 0 END) > 0 \
                 OR o.order_seq IS NULL OR o.order_seq <> MAX(e.order_seq) \
              ORDER BY e.order_id",
         )
+        .bind(FeedChange::Snapshot.event_type())
         .fetch_all(&self.pool)
         .await
         .map_err(storage)?
@@ -320,6 +333,51 @@ impl FeedSink {
             })
         })
         .collect()
+    }
+
+    /// Events applied before their predecessor (by `applied_at`): each as
+    /// `(order id, order_seq)`. The sink never does this; the check is how
+    /// `feed verify` would see a sink that did.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn reorderings(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        dialect::query(
+            "SELECT e.order_id, e.order_seq FROM order_events e \
+             JOIN order_events p ON p.order_id = e.order_id AND p.order_seq = e.order_seq - 1 \
+             WHERE p.applied_at > e.applied_at ORDER BY e.order_id, e.order_seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            Ok((
+                get(r, "order_id")?,
+                r.try_get("order_seq").map_err(storage)?,
+            ))
+        })
+        .collect()
+    }
+
+    /// The history's size and when its last event was applied (epoch ms;
+    /// 0 if empty): what a replay that changes nothing leaves as it was.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn history(&self) -> Result<(i64, i64), StorageError> {
+        let row = dialect::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(applied_at), 0) AS last FROM order_events",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok((
+            row.try_get("n").map_err(storage)?,
+            row.try_get("last").map_err(storage)?,
+        ))
     }
 
     /// Runs `sql` on the analytics database (tests, and an operator's

@@ -337,21 +337,18 @@ async fn the_sink_parks_per_order_and_applies_when_the_gap_fills(sink: ordermq_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sink_parks_per_order_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/analytics.db", dir.path().display());
-    let sink = ordermq_store::FeedSink::open(&url).await.unwrap();
-    the_sink_parks_per_order_and_applies_when_the_gap_fills(sink).await;
+    the_sink_parks_per_order_and_applies_when_the_gap_fills(sqlite_sink(&dir).await).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_sink_parks_per_order_on_postgres() {
-    // A fresh, empty database of the test server: the analytics database
-    // is never the order database.
+/// A fresh, empty database of the test server (the analytics database is
+/// never the order database); `None` outside CI without PostgreSQL.
+async fn postgres_sink() -> Option<ordermq_store::FeedSink> {
     let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run this on PostgreSQL"
         );
-        return;
+        return None;
     };
     sqlx::any::install_default_drivers();
     let name = format!("ordermq_sink_{:016x}", fastrand::u64(..));
@@ -363,8 +360,115 @@ async fn the_sink_parks_per_order_on_postgres() {
         .await
         .unwrap();
     let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let sink = ordermq_store::FeedSink::open(&format!("{base}/{name}"))
+    Some(
+        ordermq_store::FeedSink::open(&format!("{base}/{name}"))
+            .await
+            .unwrap(),
+    )
+}
+
+async fn sqlite_sink(dir: &tempfile::TempDir) -> ordermq_store::FeedSink {
+    let url = format!("sqlite://{}/analytics.db", dir.path().display());
+    ordermq_store::FeedSink::open(&url).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_parks_per_order_on_postgres() {
+    if let Some(sink) = postgres_sink().await {
+        the_sink_parks_per_order_and_applies_when_the_gap_fills(sink).await;
+    }
+}
+
+fn snapshot(order: &str, seq: i64, status: &str) -> FeedEvent {
+    let live = feed_event(order, seq.min(3), status);
+    let mut state = live.data.order;
+    state.updated_at = seq;
+    FeedEvent::snapshot(state, seq, 100 + seq)
+}
+
+/// A snapshot applies over an older state (and releases what was parked
+/// behind the changes it covers), is skipped over a newer or equal one,
+/// and leaves no false gap; a real hole after it is still one, and so is
+/// an event applied before its predecessor.
+async fn snapshots_apply_over_older_states_only(sink: ordermq_store::FeedSink) {
+    // A has its first change, and its fourth waits for the second.
+    sink.apply(&[feed_event("A", 1, "UNPAID")], 10)
         .await
         .unwrap();
-    the_sink_parks_per_order_and_applies_when_the_gap_fills(sink).await;
+    let mut a4 = feed_event("A", 3, "SHIPPED");
+    a4.data.order_seq = 4;
+    a4.orderseq = 4;
+    a4.id = FeedEvent::id_of("A", 4);
+    assert_eq!(sink.apply(&[a4.clone()], 11).await.unwrap().parked, 1);
+    // The snapshot at 3 jumps over 2 and lets 4 through.
+    let report = sink
+        .apply(&[snapshot("A", 3, "PAID"), snapshot("B", 2, "PAID")], 12)
+        .await
+        .unwrap();
+    assert_eq!((report.applied, report.unparked), (2, 1));
+    assert!(sink.parked(10).await.unwrap().is_empty());
+    // Late live events it covers, and a stale snapshot, change nothing.
+    let report = sink
+        .apply(
+            &[
+                feed_event("A", 2, "PAID"),
+                feed_event("A", 3, "PAID"),
+                snapshot("A", 2, "PAID"),
+                snapshot("A", 4, "UNPAID"),
+                feed_event("B", 1, "UNPAID"),
+            ],
+            13,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.applied, report.duplicates), (0, 5));
+    // B goes on live after its snapshot.
+    assert_eq!(
+        sink.apply(&[feed_event("B", 3, "SHIPPED")], 14)
+            .await
+            .unwrap()
+            .applied,
+        1
+    );
+    let states: Vec<(String, String, i64)> = sink
+        .states("", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, seq)| (s.order_id, s.status, seq))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("A".into(), "SHIPPED".into(), 4),
+            ("B".into(), "SHIPPED".into(), 3)
+        ]
+    );
+    assert_eq!(sink.gaps().await.unwrap(), vec![], "no false gap");
+    assert!(sink.reorderings().await.unwrap().is_empty());
+    // An event applied before its predecessor is a reordering.
+    sink.execute("UPDATE order_events SET applied_at = 99 WHERE event_id = 'OrderSnapshot:A:3'")
+        .await
+        .unwrap();
+    assert_eq!(sink.reorderings().await.unwrap(), vec![("A".to_owned(), 4)]);
+    // A hole after the snapshot is a gap.
+    sink.execute("DELETE FROM order_events WHERE event_id = 'OrderSnapshot:B:2'")
+        .await
+        .unwrap();
+    let gaps = sink.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].order_id, "B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_apply_over_older_states_only_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshots_apply_over_older_states_only(sqlite_sink(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_apply_over_older_states_only_on_postgres() {
+    if let Some(sink) = postgres_sink().await {
+        snapshots_apply_over_older_states_only(sink).await;
+    }
 }

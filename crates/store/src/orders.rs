@@ -95,6 +95,8 @@ impl Store {
 /// Reserves the lines' stock, checks the user's `limits` and records the
 /// order, inside the caller's transaction (a refusal leaves the caller to
 /// roll back what was reserved).
+// The transaction, its dialect and feed setting, then the order's own facts.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn create_order_in(
     tx: &mut AnyConnection,
     backend: Backend,

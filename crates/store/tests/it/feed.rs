@@ -176,8 +176,7 @@ async fn every_change_is_one_feed_row_in_order(store: Store) {
         let last = feed
             .iter()
             .map(event)
-            .filter(|e| e.subject == state.order_id)
-            .last()
+            .rfind(|e| e.subject == state.order_id)
             .unwrap();
         assert_eq!(last.data.order_seq, seq);
         assert_eq!(last.data.order, state);

@@ -86,8 +86,9 @@ fn attempt_not_found(raw: &str) -> ApiError {
 }
 
 /// Sales not ended longer than an hour ago, the latest first, each with
-/// its units left, queued, created and rejected attempts (by reason) and
-/// its creation rate: what the dashboard's "Flash sales" card shows.
+/// its units left, queued, created and rejected attempts (by reason), its
+/// creation rate and the refusals this instance counted: what the
+/// dashboard's "Flash sales" card shows.
 pub(crate) async fn list_sales(State(state): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(state.flash.sales().await?).into_response())
 }

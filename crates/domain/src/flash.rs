@@ -123,6 +123,14 @@ pub struct SaleProgress {
     /// Orders created per second over the last ten seconds: the paced
     /// creation rate the order database sees.
     pub created_per_s: f64,
+    /// Attempts refused at admission by the instance answering, since it
+    /// started, per code ([`AttemptRefusal::code`]: `SOLD_OUT`,
+    /// `ALREADY_ATTEMPTED`, `SALE_NOT_ACTIVE`, `SALE_LIMIT_EXCEEDED`). A
+    /// refusal writes nothing, so it is counted in memory, each instance
+    /// its own (`RATE_LIMITED`, answered by the API's limits before
+    /// admission, is not among them).
+    #[serde(default)]
+    pub refused_here: std::collections::BTreeMap<String, i64>,
 }
 
 impl SaleStatus {

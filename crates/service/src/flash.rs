@@ -18,11 +18,24 @@
 //! admission is in flight, so a restarted instance starts from what its
 //! lease holds, and a lease that expired (its units returned to the sale by
 //! another instance) is leased again.
+//!
+//! A crowd should not queue behind the database for units: once the budget
+//! is down to half a chunk, the next chunk is leased in the background, and
+//! while leases follow each other within a second each asks for twice the
+//! last (up to eight chunks), so a crowd that empties chunks fast makes few
+//! trips. A lease that finds the sale short stops this: the end of a sale
+//! is leased on demand, as before.
+//!
+//! The refusals are counted here, per sale and code, for the operator's
+//! view of a sale ([`SaleProgress::refused_here`]): they never reach the
+//! database, so nothing else could count them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ordermq_domain::ErrorCode;
 use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::{BoxFuture, FlashSaleService, StorageError};
 use ordermq_domain::{
@@ -61,6 +74,37 @@ struct Budget {
     /// One lease at a time per sale: a crowd waiting for units makes one
     /// trip to the database, not one each.
     leasing: tokio::sync::Mutex<()>,
+    /// Attempts refused here since this process started, per code of
+    /// [`REFUSALS_COUNTED`] (no lock on the refusals' hot path).
+    refused: [AtomicI64; REFUSALS_COUNTED.len()],
+}
+
+/// The refusals of a sale's attempts counted per sale (not `SALE_NOT_FOUND`:
+/// there is no such sale to count it for; nor storage failures).
+const REFUSALS_COUNTED: [ErrorCode; 4] = [
+    ErrorCode::SaleNotActive,
+    ErrorCode::SaleLimitExceeded,
+    ErrorCode::AlreadyAttempted,
+    ErrorCode::SoldOut,
+];
+
+impl Budget {
+    fn count_refusal(&self, refusal: &AttemptRefusal) {
+        let code = refusal.code();
+        if let Some(at) = REFUSALS_COUNTED.iter().position(|c| *c == code) {
+            self.refused[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The refusals counted, the codes that have some.
+    fn refused(&self) -> BTreeMap<String, i64> {
+        REFUSALS_COUNTED
+            .iter()
+            .zip(&self.refused)
+            .map(|(code, n)| (code.as_str().to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +120,26 @@ struct BudgetState {
     users: HashSet<UserId>,
     /// Until when an empty budget means sold out without asking.
     sold_out_until: Option<Instant>,
+    /// Units the next lease asks for: the configured chunk, doubled (up to
+    /// [`MAX_CHUNK_GROWTH`] times) while leases follow each other within
+    /// [`FAST_LEASES`], back to the chunk when they do not.
+    chunk: u32,
+    /// When the last lease was granted.
+    leased_at: Option<Instant>,
+    /// The last lease got all it asked for: the sale may have more.
+    more_left: bool,
+    /// A lease ahead of need is on its way.
+    leasing_ahead: bool,
 }
+
+/// Leases closer together than this mean a fast crowd: the next asks for
+/// twice as many units, so the crowd waits on fewer database trips.
+const FAST_LEASES: Duration = Duration::from_secs(1);
+
+/// The most a lease's size grows over the configured chunk: what one
+/// instance may strand in its lease if it dies (until `lease_ttl`) or hold
+/// while another instance already answers `SOLD_OUT`.
+const MAX_CHUNK_GROWTH: u32 = 8;
 
 /// The flash-sale service behind the HTTP API.
 #[derive(Debug, Clone)]
@@ -125,8 +188,12 @@ impl FlashSales {
         let budget = budgets.entry(sale_id.clone()).or_insert_with(|| {
             Arc::new(Budget {
                 sale,
-                state: Mutex::default(),
+                state: Mutex::new(BudgetState {
+                    chunk: self.settings.chunk,
+                    ..BudgetState::default()
+                }),
                 leasing: tokio::sync::Mutex::new(()),
+                refused: Default::default(),
             })
         });
         Ok(budget.clone())
@@ -154,7 +221,7 @@ impl FlashSales {
     /// budget from the database's answer.
     async fn lease(&self, budget: &Budget, quantity: u32) -> Result<(), StorageError> {
         let _turn = budget.leasing.lock().await;
-        {
+        let chunk = {
             let state = lock(&budget.state);
             if state.loaded && state.units >= quantity {
                 return Ok(()); // another attempt leased while this one waited
@@ -165,19 +232,82 @@ impl FlashSales {
             {
                 return Ok(());
             }
+            state.chunk
+        };
+        let leased = self.lease_units(budget, chunk, quantity).await?;
+        self.settle(&mut lock(&budget.state), leased, chunk, quantity);
+        Ok(())
+    }
+
+    /// Starts leasing the next chunk in the background once the budget is
+    /// down to half a chunk, so that a crowd finds units already leased
+    /// instead of queueing behind a database trip. Not when the last lease
+    /// found the sale short (it is ending: the on-demand lease and the
+    /// sold-out recheck take over), nor twice at once.
+    fn lease_ahead_if_low(&self, budget: &Arc<Budget>) {
+        {
+            let mut state = lock(&budget.state);
+            if !state.loaded
+                || !state.more_left
+                || state.leasing_ahead
+                || state.units > state.chunk / 2
+            {
+                return;
+            }
+            state.leasing_ahead = true;
         }
-        let leased = self
-            .store
+        let (this, budget) = (self.clone(), Arc::clone(budget));
+        tokio::spawn(async move {
+            let leased = {
+                let _turn = budget.leasing.lock().await;
+                let chunk = {
+                    let state = lock(&budget.state);
+                    // An on-demand lease came first and refilled it.
+                    (state.units <= state.chunk / 2 && state.more_left).then_some(state.chunk)
+                };
+                match chunk {
+                    None => Ok(()),
+                    Some(chunk) => this.lease_units(&budget, chunk, 1).await.map(|leased| {
+                        this.settle(&mut lock(&budget.state), leased, chunk, 1);
+                    }),
+                }
+            };
+            lock(&budget.state).leasing_ahead = false;
+            if let Err(e) = leased {
+                // The next attempt that finds the budget empty leases on demand.
+                tracing::warn!(sale_id = %budget.sale.sale_id, error = %e,
+                    "leasing flash-sale units ahead failed");
+            }
+        });
+    }
+
+    async fn lease_units(
+        &self,
+        budget: &Budget,
+        chunk: u32,
+        quantity: u32,
+    ) -> Result<ordermq_store::Leased, StorageError> {
+        self.store
             .lease_units(
                 &budget.sale.sale_id,
                 &self.settings.owner,
-                self.settings.chunk,
+                chunk,
                 quantity,
                 self.settings.lease_ttl.as_millis() as i64,
                 now_millis(),
             )
-            .await?;
-        let mut state = lock(&budget.state);
+            .await
+    }
+
+    /// Sets the budget from a lease's answer (asked: `chunk`, at least
+    /// `quantity`), and the size of the next one.
+    fn settle(
+        &self,
+        state: &mut BudgetState,
+        leased: ordermq_store::Leased,
+        chunk: u32,
+        quantity: u32,
+    ) {
         // The lease's figure counts admissions committed or not; one that
         // committed may still be in flight here (its answer on the way). So
         // the budget adds what this lease granted, and takes the figure
@@ -191,9 +321,22 @@ impl FlashSales {
             state.units = leased.holds.saturating_sub(state.in_flight);
         }
         state.loaded = true;
+        let now = Instant::now();
         state.sold_out_until =
-            (state.units < quantity).then(|| Instant::now() + self.settings.sold_out_recheck);
-        Ok(())
+            (state.units < quantity).then(|| now + self.settings.sold_out_recheck);
+        let fast = state
+            .leased_at
+            .is_some_and(|at| now.duration_since(at) < FAST_LEASES);
+        state.more_left = leased.granted >= chunk;
+        state.leased_at = Some(now);
+        let base = self.settings.chunk;
+        state.chunk = if fast {
+            chunk
+                .saturating_mul(2)
+                .min(base.saturating_mul(MAX_CHUNK_GROWTH))
+        } else {
+            base
+        };
     }
 
     /// Writes an admitted attempt; the budget is settled by the answer.
@@ -263,15 +406,28 @@ impl FlashSales {
         quantity: u32,
     ) -> Result<Attempt, AttemptRefusal> {
         let budget = self.budget(&sale_id).await?;
+        let admitted = self.admit_from(&budget, user, quantity).await;
+        if let Err(refusal) = &admitted {
+            budget.count_refusal(refusal);
+        }
+        admitted
+    }
+
+    async fn admit_from(
+        &self,
+        budget: &Arc<Budget>,
+        user: UserId,
+        quantity: u32,
+    ) -> Result<Attempt, AttemptRefusal> {
         budget.sale.check(quantity, now_millis())?;
         // A lease lost under an admission is read again once; twice in a
         // row means another process is taking this instance's lease.
         for _ in 0..2 {
-            match Self::take(&budget, &user, quantity, Instant::now()) {
+            match Self::take(budget, &user, quantity, Instant::now()) {
                 Take::Refused(refusal) => return Err(refusal),
                 Take::Lease => {
-                    self.lease(&budget, quantity).await?;
-                    match Self::take(&budget, &user, quantity, Instant::now()) {
+                    self.lease(budget, quantity).await?;
+                    match Self::take(budget, &user, quantity, Instant::now()) {
                         Take::Taken => {}
                         Take::Refused(refusal) => return Err(refusal),
                         Take::Lease => return Err(AttemptRefusal::SoldOut),
@@ -279,13 +435,23 @@ impl FlashSales {
                 }
                 Take::Taken => {}
             }
-            if let Some(attempt) = self.write(&budget, &user, quantity).await? {
+            self.lease_ahead_if_low(budget);
+            if let Some(attempt) = self.write(budget, &user, quantity).await? {
                 return Ok(attempt);
             }
         }
         Err(AttemptRefusal::Storage(StorageError::unavailable(
             "this instance's lease of the sale's units was taken twice in a row",
         )))
+    }
+}
+
+impl FlashSales {
+    /// The refusals this instance counted for the sale of `progress`.
+    fn add_refusals(&self, progress: &mut SaleProgress) {
+        if let Some(budget) = lock(&self.budgets).get(&progress.sale.sale_id) {
+            progress.refused_here = budget.refused();
+        }
     }
 }
 
@@ -321,11 +487,19 @@ impl FlashSaleService for FlashSales {
     }
 
     fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleProgress>, StorageError>> {
-        Box::pin(async move { self.store.sales_progress(now_millis()).await })
+        Box::pin(async move {
+            let mut listed = self.store.sales_progress(now_millis()).await?;
+            listed.iter_mut().for_each(|p| self.add_refusals(p));
+            Ok(listed)
+        })
     }
 
     fn sale(&self, sale: SaleId) -> BoxFuture<'_, Result<Option<SaleProgress>, StorageError>> {
-        Box::pin(async move { self.store.sale_progress(&sale, now_millis()).await })
+        Box::pin(async move {
+            let mut found = self.store.sale_progress(&sale, now_millis()).await?;
+            found.iter_mut().for_each(|p| self.add_refusals(p));
+            Ok(found)
+        })
     }
 }
 
@@ -336,7 +510,9 @@ mod tests {
 
     use futures_util::future::join_all;
     use ordermq_domain::ports::FlashSaleService;
-    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, Sku, UserId, now_millis};
+    use std::collections::BTreeMap;
+
+    use ordermq_domain::{AttemptRefusal, NewSale, SaleId, SaleProgress, Sku, UserId, now_millis};
     use ordermq_store::{DemoProduct, Store, StoreOptions};
     use tokio::sync::Notify;
 
@@ -522,6 +698,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(messages.len(), 3, "one message per admitted attempt");
+        // The operator's view counts each refusal by its code, per sale.
+        let refused = |progress: Option<SaleProgress>| progress.unwrap().refused_here;
+        let counted = |pairs: &[(&str, i64)]| {
+            pairs
+                .iter()
+                .map(|(code, n)| ((*code).to_owned(), *n))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            refused(a.flash.sale(sale_id.clone()).await.unwrap()),
+            counted(&[
+                ("SOLD_OUT", 101),
+                ("ALREADY_ATTEMPTED", 1),
+                ("SALE_LIMIT_EXCEEDED", 1)
+            ])
+        );
+        let listed = a.flash.sales().await.unwrap();
+        let early = listed.into_iter().find(|p| p.sale.sale_id == later);
+        assert_eq!(refused(early), counted(&[("SALE_NOT_ACTIVE", 1)]));
+        // Another instance refused nothing of it.
+        let b = instance(&db, "B", LONG, LONG).await;
+        assert!(refused(b.flash.sale(sale_id).await.unwrap()).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -537,7 +735,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // A holds 2 more units in its lease when it dies (nothing cleans up).
+        // A holds more units in its lease when it dies (2, and the 5 it
+        // leased ahead; nothing cleans up).
         drop(crashed);
         let b = instance(&db, "B", ttl, Duration::ZERO).await;
         let mut admitted = 3;
@@ -563,5 +762,52 @@ mod tests {
         );
         let over = b.flash.attempt(sale_id.clone(), user(n), 1).await;
         assert!(matches!(over, Err(AttemptRefusal::SoldOut)), "{over:?}");
+    }
+
+    /// Waits until the sale has `unallocated` units left outside leases.
+    async fn until_unallocated(db: &Db, sale_id: &SaleId, unallocated: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let counts = db.first.sale_counts(sale_id).await.unwrap();
+            if counts.unallocated == unallocated {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {unallocated} unallocated: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_next_chunk_is_leased_ahead_and_grows_while_the_crowd_is_fast() {
+        let db = db().await;
+        let sale_id = sale(&db, 100, -1_000).await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        let mut n = 0;
+        let mut admit = |count: usize| {
+            let range = n..n + count;
+            n += count;
+            let flash = a.flash.clone();
+            let sale_id = sale_id.clone();
+            async move {
+                for n in range {
+                    flash.attempt(sale_id.clone(), user(n), 1).await.unwrap();
+                }
+            }
+        };
+        // Chunk 5: the first lease, on demand.
+        admit(1).await;
+        until_unallocated(&db, &sale_id, 95).await;
+        // Down to 2 left (half a chunk): the next 5 are leased in the
+        // background, before any attempt finds the budget empty.
+        admit(2).await;
+        until_unallocated(&db, &sale_id, 90).await;
+        // Two leases within a second: the next asks for 10.
+        admit(5).await;
+        until_unallocated(&db, &sale_id, 80).await;
+        let counts = db.first.sale_counts(&sale_id).await.unwrap();
+        assert_eq!((counts.held, counts.leased), (8, 12), "{counts:?}");
     }
 }

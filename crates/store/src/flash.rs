@@ -33,8 +33,7 @@ use crate::sale_units::{expired_leases_in, give_back_in, take_attempt_units_in};
 use crate::sql::Backend;
 use crate::store::{Db, Store};
 
-/// Where a sale's units are, from the database (tests, operators, the
-/// dashboard): `units` = `unallocated` + `leased` + held by attempts.
+/// Where a sale's units are, from the database (tests, operators): `units` = `unallocated` + `leased` + held by attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SaleCounts {
     /// Units the sale offers.
@@ -345,29 +344,22 @@ const SALES_LISTED: i64 = 20;
 
 impl Store {
     /// Sales not ended longer than [`ENDED_SALES_LISTED_MS`] before `now`,
-    /// the latest start first (at most 20), each with its progress.
+    /// the latest start first (at most 20), each with its progress: one
+    /// statement (see `Store::progress`).
     ///
     /// # Errors
     /// A storage failure, or a stored row that does not decode.
     pub async fn sales_progress(&self, now: i64) -> Result<Vec<SaleProgress>, StorageError> {
-        let sql = format!(
+        let chosen = format!(
             "SELECT {SALE_COLUMNS} FROM sales WHERE end_at >= $1 \
              ORDER BY start_at DESC, sale_id LIMIT {SALES_LISTED}"
         );
-        let rows = dialect::query(&sql)
-            .bind(now - ENDED_SALES_LISTED_MS)
-            .fetch_all(&self.orders)
+        self.progress(&chosen, now - ENDED_SALES_LISTED_MS, now)
             .await
-            .map_err(storage)?;
-        let mut listed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let sale = sale_of(row)?;
-            listed.push(self.progress_of(sale, now).await?);
-        }
-        Ok(listed)
     }
 
-    /// The progress of `sale_id` at `now`, if there is such a sale.
+    /// The progress of `sale_id` at `now`, if there is such a sale: one
+    /// statement (see `Store::progress`).
     ///
     /// # Errors
     /// A storage failure, or a stored row that does not decode.
@@ -376,55 +368,98 @@ impl Store {
         sale_id: &SaleId,
         now: i64,
     ) -> Result<Option<SaleProgress>, StorageError> {
-        match self.sale(sale_id).await? {
-            Some(sale) => Ok(Some(self.progress_of(sale, now).await?)),
-            None => Ok(None),
-        }
+        let chosen = format!("SELECT {SALE_COLUMNS} FROM sales WHERE sale_id = $1");
+        let mut found = self
+            .progress(&chosen, sale_id.as_str().to_owned(), now)
+            .await?;
+        Ok(found.pop())
     }
 
-    async fn progress_of(&self, sale: Sale, now: i64) -> Result<SaleProgress, StorageError> {
-        let counts = self.sale_counts(&sale.sale_id).await?;
-        // One pass over the sale's ended attempts: rejections by reason,
-        // and orders created within the rate window (an attempt's
-        // `updated_at` is when it became CREATED: nothing moves it after).
+    /// The sales `chosen` selects (a statement over `sales` with one
+    /// parameter, `$1` = `first`) and where their units and attempts are,
+    /// in one statement grouped by sale, state and reason: one snapshot, so
+    /// units left, queued, created and rejected always add up, and one
+    /// round trip however many sales are listed (the dashboard asks every
+    /// second). An attempt's `updated_at` is when it became CREATED
+    /// (nothing moves it after), which gives the rate.
+    async fn progress<T>(
+        &self,
+        chosen: &str,
+        first: T,
+        now: i64,
+    ) -> Result<Vec<SaleProgress>, StorageError>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + 'static,
+    {
+        // SUM is a DECIMAL on MySQL: cast to its 64-bit integer.
         let int = match self.backend() {
             Backend::Mysql => "SIGNED",
             _ => "BIGINT",
         };
-        let rows = dialect::query(&format!(
-            "SELECT state, reason, COUNT(*) AS n, \
-               CAST(COALESCE(SUM(CASE WHEN updated_at >= $2 THEN 1 ELSE 0 END), 0) AS {int}) AS recent \
-             FROM sale_attempts WHERE sale_id = $1 AND state <> 'QUEUED' GROUP BY state, reason"
-        ))
-        .bind(sale.sale_id.as_str())
-        .bind(now - RATE_WINDOW_MS)
-        .fetch_all(&self.orders)
-        .await
-        .map_err(storage)?;
-        let mut rejected_by_reason = std::collections::BTreeMap::new();
-        let mut created_recently = 0;
+        let sql = format!(
+            "SELECT s.sale_id, s.sku, s.units, s.start_at, s.end_at, s.per_user_limit, \
+               a.state, a.reason, COUNT(a.attempt_id) AS n, \
+               CAST(COALESCE(SUM(CASE WHEN a.returned_at IS NULL THEN a.quantity ELSE 0 END), 0) AS {int}) AS held, \
+               CAST(COALESCE(SUM(CASE WHEN a.updated_at >= $2 THEN 1 ELSE 0 END), 0) AS {int}) AS recent \
+             FROM ({chosen}) s LEFT JOIN sale_attempts a ON a.sale_id = s.sale_id \
+             GROUP BY s.sale_id, s.sku, s.units, s.start_at, s.end_at, s.per_user_limit, a.state, a.reason"
+        );
+        let rows = dialect::query(&sql)
+            .bind(first)
+            .bind(now - RATE_WINDOW_MS)
+            .fetch_all(&self.orders)
+            .await
+            .map_err(storage)?;
+        let mut listed: Vec<SaleProgress> = Vec::new();
         for row in &rows {
-            let state: String = get(row, "state")?;
+            let sale = sale_of(row)?;
+            let at = match listed.iter().position(|p| p.sale.sale_id == sale.sale_id) {
+                Some(at) => at,
+                None => {
+                    listed.push(SaleProgress {
+                        status: SaleStatus::of(&sale, now),
+                        units_left: i64::from(sale.units),
+                        queued: 0,
+                        created: 0,
+                        rejected: 0,
+                        rejected_by_reason: std::collections::BTreeMap::new(),
+                        created_per_s: 0.0,
+                        // The service's, from memory.
+                        refused_here: std::collections::BTreeMap::new(),
+                        sale,
+                    });
+                    listed.len() - 1
+                }
+            };
+            let progress = &mut listed[at];
+            // A sale without attempts: one row, its state NULL.
+            let Some(state) = get::<Option<String>>(row, "state")? else {
+                continue;
+            };
             let n: i64 = get(row, "n")?;
-            if state == "REJECTED" {
-                let reason: Option<String> = get(row, "reason")?;
-                *rejected_by_reason
-                    .entry(reason.unwrap_or_else(|| "UNKNOWN".to_owned()))
-                    .or_insert(0) += n;
-            } else if state == "CREATED" {
-                created_recently += get::<i64>(row, "recent")?;
+            progress.units_left -= get::<i64>(row, "held")?;
+            match state.as_str() {
+                "QUEUED" => progress.queued += n,
+                "CREATED" => {
+                    progress.created += n;
+                    progress.created_per_s +=
+                        get::<i64>(row, "recent")? as f64 * 1000.0 / RATE_WINDOW_MS as f64;
+                }
+                "REJECTED" => {
+                    progress.rejected += n;
+                    let reason: Option<String> = get(row, "reason")?;
+                    *progress
+                        .rejected_by_reason
+                        .entry(reason.unwrap_or_else(|| "UNKNOWN".to_owned()))
+                        .or_insert(0) += n;
+                }
+                _ => return Err(corrupt("attempt state", &state)),
             }
         }
-        Ok(SaleProgress {
-            status: SaleStatus::of(&sale, now),
-            units_left: counts.units - counts.held,
-            queued: counts.queued,
-            created: counts.created,
-            rejected: counts.rejected,
-            rejected_by_reason,
-            created_per_s: created_recently as f64 * 1000.0 / RATE_WINDOW_MS as f64,
-            sale,
-        })
+        listed.sort_by(|a, b| {
+            (b.sale.start, a.sale.sale_id.as_str()).cmp(&(a.sale.start, b.sale.sale_id.as_str()))
+        });
+        Ok(listed)
     }
 }
 

@@ -19,6 +19,7 @@ use ordermq_store::DemoProduct;
 use ordermq_testkit::LocalApp;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::load;
 use super::report;
@@ -32,10 +33,17 @@ pub struct FlashArgs {
     /// Units the sale offers.
     #[arg(long, default_value_t = 1_000)]
     pub units: usize,
-    /// Attempts started per second (open loop): far above what two cores
-    /// answer, so the load generator sends as fast as it can.
-    #[arg(long, default_value_t = 50_000.0)]
+    /// Attempts started per second (open loop; a latency counts from the
+    /// attempt's scheduled start, so waiting for a connection is counted).
+    #[arg(long, default_value_t = 20_000.0)]
     pub rate: f64,
+    /// Connections the crowd shares (keep-alive), as a load balancer in
+    /// front of ordermq would hold them. Must stay under the server's
+    /// `http_max_connections` (1,024 by default): over it, a new connection
+    /// waits up to a second for a slot and is then closed, which measures
+    /// the cap, not the sale.
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
     /// `flash_sale_order_rate`: orders created per second.
     #[arg(long, default_value_t = 200)]
     pub order_rate: u32,
@@ -54,8 +62,27 @@ const PLAIN_SKU: &str = "FLASHCMP-1";
 struct Answers {
     /// Attempt ids answered 202 (or orders answered 201).
     won: Vec<String>,
+    /// Which requests (their index) were answered 201/202: a winner's
+    /// answer waits for a durable write, a refusal's for nothing, so
+    /// their latencies are reported apart too.
+    won_at: Vec<usize>,
     /// Answered 409 (sold out, or out of stock).
     refused: usize,
+}
+
+/// The latencies of the winners' answers and of the others', apart.
+fn split(samples: &[load::Sample], won_at: &[usize], wall: Duration) -> Value {
+    let won: std::collections::HashSet<usize> = won_at.iter().copied().collect();
+    let (winners, others): (Vec<load::Sample>, Vec<load::Sample>) = samples
+        .iter()
+        .cloned()
+        .partition(|s| won.contains(&s.index));
+    let part = |samples: &[load::Sample]| {
+        let summary = load::summarize(samples, wall);
+        json!({"count": summary.count, "p50_ms": summary.p50_ms,
+               "p99_ms": summary.p99_ms, "max_ms": summary.max_ms})
+    };
+    json!({"won": part(&winners), "refused": part(&others)})
 }
 
 fn summary_json(summary: &load::Summary, wall: Duration) -> Value {
@@ -79,10 +106,17 @@ async fn crowd(
     body: fn(usize) -> Value,
 ) -> (load::OpenLoopRun, Answers) {
     let answers = Arc::new(Mutex::new(Answers::default()));
+    let connections = Arc::new(Semaphore::new(args.connections.max(1)));
     let run =
         load::run_open_loop_bounded(label, args.rate, args.attempts, args.max_in_flight, |i| {
             let (app, answers, path) = (app.clone(), answers.clone(), path.clone());
+            let connections = connections.clone();
             async move {
+                // One request per connection at a time: the client's pool
+                // then never holds more than `connections` of them.
+                let Ok(_connection) = connections.acquire_owned().await else {
+                    return false;
+                };
                 let Ok(response) = app.as_shop(Method::POST, &path).json(&body(i)).send().await
                 else {
                     return false;
@@ -100,6 +134,7 @@ async fn crowd(
                             .as_str()
                             .or(answer["order_id"].as_str());
                         answers.won.push(id.unwrap_or_default().to_owned());
+                        answers.won_at.push(i);
                         true
                     }
                     409 => {
@@ -181,8 +216,8 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
     let sale = SaleId::parse(sale_id).map_err(|e| e.to_string())?;
 
     eprintln!(
-        "flash-sale: {} attempts for {} units",
-        args.attempts, args.units
+        "flash-sale: {} attempts for {} units, {}/s over {} connections",
+        args.attempts, args.units, args.rate, args.connections
     );
     let begun = Instant::now();
     let (flash, admitted) = crowd(
@@ -226,8 +261,11 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         "attempts": args.attempts,
         "units": args.units,
         "order_rate": args.order_rate,
+        "rate": args.rate,
+        "connections": args.connections,
         "flash": {
             "admission": summary_json(&flash_summary, flash.wall),
+            "latency_by_answer": split(&flash.samples, &admitted.won_at, flash.wall),
             "stopped_at_in_flight": flash.stopped_at_in_flight,
             "queued": admitted.won.len(),
             "sold_out": admitted.refused,
@@ -241,6 +279,7 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         },
         "plain": {
             "orders": summary_json(&plain_summary, plain.wall),
+            "latency_by_answer": split(&plain.samples, &ordered.won_at, plain.wall),
             "stopped_at_in_flight": plain.stopped_at_in_flight,
             "created": ordered.won.len(),
             "out_of_stock": ordered.refused,
@@ -266,6 +305,24 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
             "p99 ms".into(),
             ms(flash_summary.p99_ms),
             ms(plain_summary.p99_ms),
+        ],
+        vec![
+            "p99 ms, refused".into(),
+            ms(report["flash"]["latency_by_answer"]["refused"]["p99_ms"]
+                .as_f64()
+                .unwrap_or(0.0)),
+            ms(report["plain"]["latency_by_answer"]["refused"]["p99_ms"]
+                .as_f64()
+                .unwrap_or(0.0)),
+        ],
+        vec![
+            "p99 ms, won".into(),
+            ms(report["flash"]["latency_by_answer"]["won"]["p99_ms"]
+                .as_f64()
+                .unwrap_or(0.0)),
+            ms(report["plain"]["latency_by_answer"]["won"]["p99_ms"]
+                .as_f64()
+                .unwrap_or(0.0)),
         ],
         vec![
             "won".into(),

@@ -251,6 +251,7 @@ async fn a_sales_progress_is_listed_and_read_by_id_and_an_unknown_sale_is_404() 
         rejected: 1,
         rejected_by_reason: [("QUEUE_TIMEOUT".to_owned(), 1)].into_iter().collect(),
         created_per_s: 0.4,
+        refused_here: [("SOLD_OUT".to_owned(), 90)].into_iter().collect(),
     };
     service.sales.lock().unwrap().push(progress);
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
@@ -263,7 +264,7 @@ async fn a_sales_progress_is_listed_and_read_by_id_and_an_unknown_sale_is_404() 
             "sale_id": "S1", "sku": "FLASH-1", "units": 10, "start": 1000, "end": 2000,
             "per_user_limit": 1, "status": "RUNNING", "units_left": 4, "queued": 2,
             "created": 4, "rejected": 1, "rejected_by_reason": {"QUEUE_TIMEOUT": 1},
-            "created_per_s": 0.4
+            "created_per_s": 0.4, "refused_here": {"SOLD_OUT": 90}
         }])
     );
     let (status, one) = send(&router, get("/api/sales/S1")).await;

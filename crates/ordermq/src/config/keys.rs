@@ -416,8 +416,10 @@ config_table! {
         default: Duration::from_secs(5 * 60),
     }
     /// Units of a flash sale an instance leases from the database at once
-    /// for its in-memory admission budget. Larger: fewer database trips;
-    /// smaller: less stranded in one instance's lease at the end of a sale.
+    /// for its in-memory admission budget (the next chunk is leased ahead
+    /// when half is left; leases less than a second apart double it, up to
+    /// 8 times). Larger: fewer database trips; smaller: less stranded in one
+    /// instance's lease at the end of a sale.
     flash_sale_lease_chunk: u32 = Int<u32> {
         key: "flash_sale_lease_chunk",
         default: 50,

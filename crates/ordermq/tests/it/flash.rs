@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use ordermq_domain::{AttemptId, RejectReason, SaleId, now_millis};
 use ordermq_store::{SaleCounts, WriteOp};
-use ordermq_testkit::{RouterHarness, SHOP_TOKEN, bearer};
+use ordermq_testkit::{OPERATOR_TOKEN, RouterHarness, SHOP_TOKEN, bearer};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -112,6 +112,59 @@ async fn a_sale_admits_as_many_as_it_has_and_refuses_the_rest_with_their_codes()
     );
     let c = counts(&harness, &sale).await;
     assert_eq!((c.queued, c.held), (2, 2), "{c:?}");
+
+    // The operator's view: both sales, the latest start first, each with
+    // its units, attempts and the refusals counted here.
+    let read = |path: String, token: &'static str| {
+        harness.send(
+            Request::get(path)
+                .header("authorization", bearer(token))
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    let (status, listed) = read("/api/sales".into(), OPERATOR_TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let progress = |p: &Value| {
+        json!([
+            p["sale_id"],
+            p["status"],
+            p["units_left"],
+            p["queued"],
+            p["created"],
+            p["rejected"],
+            p["rejected_by_reason"],
+            p["created_per_s"],
+            p["refused_here"]
+        ])
+    };
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(progress)
+            .collect::<Vec<_>>(),
+        [
+            json!([later, "SCHEDULED", 1, 0, 0, 0, {}, 0.0, {"SALE_NOT_ACTIVE": 1}]),
+            json!([sale, "RUNNING", 0, 2, 0, 0, {}, 0.0,
+                   {"SOLD_OUT": 1, "ALREADY_ATTEMPTED": 1}]),
+        ],
+        "{listed}"
+    );
+    let (status, one) = read(format!("/api/sales/{sale}"), OPERATOR_TOKEN).await;
+    assert_eq!((status, &one), (StatusCode::OK, &listed[1]));
+    let (status, error) = read(format!("/api/sales/{sale}"), SHOP_TOKEN).await;
+    assert_eq!(
+        (status, &error["code"]),
+        (StatusCode::FORBIDDEN, &json!("FORBIDDEN"))
+    );
+    let unknown = SaleId::generate(now_millis(), 7u64);
+    let (status, error) = read(format!("/api/sales/{unknown}"), OPERATOR_TOKEN).await;
+    assert_eq!(
+        (status, &error["code"]),
+        (StatusCode::NOT_FOUND, &json!("SALE_NOT_FOUND"))
+    );
 }
 
 #[tokio::test]

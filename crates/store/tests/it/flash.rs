@@ -317,12 +317,13 @@ async fn a_sales_progress_counts_units_left_outcomes_by_reason_and_the_rate(stor
         .lease_units(&sale_id, "a", 4, 1, 30_000, NOW)
         .await
         .unwrap();
-    let (made, turned_away, waiting) = (
+    let (made, turned_away, too_late, waiting) = (
         queued(&sale_id, "u1", 1),
         queued(&sale_id, "u2", 2),
         queued(&sale_id, "u3", 3),
+        queued(&sale_id, "u4", 4),
     );
-    for attempt in [&made, &turned_away, &waiting] {
+    for attempt in [&made, &turned_away, &too_late, &waiting] {
         assert_eq!(admit(&store, attempt, "a").await, Admitted::Queued);
     }
     let create = WriteOp::CreateSaleOrder {
@@ -330,20 +331,46 @@ async fn a_sales_progress_counts_units_left_outcomes_by_reason_and_the_rate(stor
         close_after_ms: 60_000,
     };
     end(&store, create, NOW + 1_000).await;
-    let reject = WriteOp::RejectAttempt {
-        sale_id: sale_id.clone(),
-        attempt_id: turned_away.attempt_id.clone(),
-        reason: RejectReason::QueueTimeout,
-    };
-    end(&store, reject, NOW + 1_000).await;
+    for (attempt, reason) in [
+        (&turned_away, RejectReason::QueueTimeout),
+        (&too_late, RejectReason::SaleEnded),
+    ] {
+        let reject = WriteOp::RejectAttempt {
+            sale_id: sale_id.clone(),
+            attempt_id: attempt.attempt_id.clone(),
+            reason,
+        };
+        end(&store, reject, NOW + 1_000).await;
+    }
+    // A second sale, not started, without attempts: listed first (the
+    // latest start), all its units left, nothing of the first one's.
+    let later_id = SaleId::generate(NOW, 2u64);
+    let later = NewSale::new(Sku::parse(SKU).unwrap(), 3, NOW + 5_000, NOW + 60_000, 1).unwrap();
+    store.create_sale(&later, &later_id, NOW).await.unwrap();
 
     let listed = store.sales_progress(NOW + 2_000).await.unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    let progress = &listed[0];
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let scheduled = &listed[0];
+    assert_eq!(scheduled.sale.sale_id, later_id, "{listed:?}");
+    assert_eq!(
+        (
+            scheduled.status,
+            scheduled.units_left,
+            scheduled.queued,
+            scheduled.created,
+            scheduled.rejected,
+            scheduled.rejected_by_reason.len(),
+            scheduled.created_per_s
+        ),
+        (SaleStatus::Scheduled, 3, 0, 0, 0, 0, 0.0),
+        "{scheduled:?}"
+    );
+    let progress = &listed[1];
     assert_eq!(progress.sale.sale_id, sale_id);
+    assert_eq!((progress.sale.units, progress.sale.per_user_limit), (4, 2));
     assert_eq!(progress.status, SaleStatus::Running);
     // Four units: one sold, one held by the queued attempt, the rejected
-    // one's back.
+    // ones' back.
     assert_eq!(
         (
             progress.units_left,
@@ -351,12 +378,17 @@ async fn a_sales_progress_counts_units_left_outcomes_by_reason_and_the_rate(stor
             progress.created,
             progress.rejected
         ),
-        (2, 1, 1, 1),
+        (2, 1, 1, 2),
         "{progress:?}"
     );
     assert_eq!(
         progress.rejected_by_reason,
-        [("QUEUE_TIMEOUT".to_owned(), 1)].into_iter().collect()
+        [
+            ("QUEUE_TIMEOUT".to_owned(), 1),
+            ("SALE_ENDED".to_owned(), 1)
+        ]
+        .into_iter()
+        .collect()
     );
     // One order created in the last ten seconds.
     assert_eq!(progress.created_per_s, 0.1);

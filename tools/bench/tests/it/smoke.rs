@@ -378,6 +378,7 @@ async fn flash_sale_report_is_complete_and_consistent() {
         units: 40,
         rate: 2_000.0,
         order_rate: 400,
+        connections: 16,
         max_in_flight: 1_024,
         output: output(dir.path(), "flash-sale"),
     }))
@@ -402,4 +403,11 @@ async fn flash_sale_report_is_complete_and_consistent() {
         num(&report, &["flash", "admission", "p99_ms"]),
     );
     assert!(0.0 < p50 && p50 <= p99, "{p50} {p99}");
+    // The latencies by answer cover every attempt: 40 winners, 260 refused.
+    let by_answer = |answer: &str| num(&report, &["flash", "latency_by_answer", answer, "count"]);
+    assert_eq!((by_answer("won"), by_answer("refused")), (40.0, 260.0));
+    assert_eq!(
+        num(&report, &["plain", "latency_by_answer", "won", "count"]),
+        40.0
+    );
 }

@@ -380,6 +380,50 @@ impl FeedSink {
         ))
     }
 
+    /// Events of `event_type` applied at or after `since` (epoch ms): each
+    /// one's `time` (the change's, as the event says it) and `applied_at`.
+    /// What the benchmark's feed lag is computed from.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn applied_times(
+        &self,
+        event_type: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        dialect::query(
+            "SELECT time, applied_at FROM order_events WHERE type = $1 AND applied_at >= $2",
+        )
+        .bind(event_type)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| Ok((get(r, "time")?, get(r, "applied_at")?)))
+        .collect()
+    }
+
+    /// How many events were applied at or after `since` (epoch ms), and
+    /// the first and last `applied_at` among them (0 when none): the
+    /// span over which the sink applied them.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn applied_span(&self, since: i64) -> Result<(i64, i64, i64), StorageError> {
+        let row = dialect::query(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(applied_at), 0) AS first, \
+             COALESCE(MAX(applied_at), 0) AS last FROM order_events WHERE applied_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok((get(&row, "n")?, get(&row, "first")?, get(&row, "last")?))
+    }
+
     /// Runs `sql` on the analytics database (tests, and an operator's
     /// repair). Returns the rows it changed.
     ///

@@ -254,6 +254,83 @@ async fn feed_off_writes_no_feed_rows_on_sqlite() {
     feed_off_writes_no_feed_rows(sqlite_with(&options).await.store).await;
 }
 
+/// What the feed costs a payment, counted in outbox rows: with the feed on,
+/// exactly one row more than without it per paid order (its feed row), in
+/// every payment path — a batch (the SQLite lane, the general path's
+/// set-based run, PostgreSQL's one statement, MySQL) and a payment alone;
+/// with the feed off, only the payment's own `OrderPaid` row, as before
+/// the feed existed.
+async fn outbox_rows_per_payment(store: Store, feed: Feed) {
+    seed(&store, "A", 100, 10).await;
+    let orders: Vec<OrderId> = (1..=4).map(order_id).collect();
+    for (i, id) in orders.iter().enumerate() {
+        store
+            .create_order(&new_order(&format!("u{i}"), &[("A", 1)]), id, 1, None)
+            .await
+            .unwrap();
+    }
+    let per_payment = if feed == Feed::On { 2 } else { 1 };
+    let before = store.outbox_backlog().await.unwrap();
+    let batch: Vec<WriteOp> = orders[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| WriteOp::Pay(notice(id, &format!("p{i}"), 100)))
+        .collect();
+    for result in store.write_batch(&batch, 2).await {
+        assert!(matches!(result, WriteResult::Paid(Ok(_))), "{result:?}");
+    }
+    let after_batch = store.outbox_backlog().await.unwrap();
+    assert_eq!(
+        after_batch - before,
+        3 * per_payment,
+        "a batch of 3 ({feed:?})"
+    );
+    store
+        .pay_order(&notice(&orders[3], "p3", 100), 3)
+        .await
+        .unwrap();
+    let after_one = store.outbox_backlog().await.unwrap();
+    assert_eq!(
+        after_one - after_batch,
+        per_payment,
+        "a payment alone ({feed:?})"
+    );
+}
+
+/// [`outbox_rows_per_payment`] with the feed on and off, on every backend.
+macro_rules! outbox_rows_on_every_backend {
+    ($($name:ident: $feed:expr, $lanes:expr, $open:ident;)*) => {
+        mod outbox_rows_per_payment {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let options = StoreOptions {
+                        feed: $feed,
+                        lanes: $lanes,
+                        ..StoreOptions::default()
+                    };
+                    if let Some(db) = outbox_rows_on_every_backend!(@open $open, &options) {
+                        outbox_rows_per_payment(db.store, $feed).await;
+                    }
+                }
+            )*
+        }
+    };
+    (@open sqlite_with, $options:expr) => { Some(sqlite_with($options).await) };
+    (@open $open:ident, $options:expr) => { $open($options).await };
+}
+outbox_rows_on_every_backend! {
+    sqlite_lane_on: Feed::On, true, sqlite_with;
+    sqlite_lane_off: Feed::Off, true, sqlite_with;
+    sqlite_general_on: Feed::On, false, sqlite_with;
+    sqlite_general_off: Feed::Off, false, sqlite_with;
+    postgres_on: Feed::On, true, postgres_with;
+    postgres_off: Feed::Off, true, postgres_with;
+    mysql_on: Feed::On, true, mysql_with;
+    mysql_off: Feed::Off, true, mysql_with;
+}
+
 fn feed_event(order: &str, seq: i64, status: &str) -> FeedEvent {
     let state = ordermq_domain::feed::OrderState {
         order_id: order.into(),

@@ -39,8 +39,8 @@ pub(crate) async fn bump(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     dialect::query(sql::BUMP_ORDER_SEQ)
-        .bind(order_id)
         .bind(now)
+        .bind(order_id)
         .execute(conn)
         .await?;
     Ok(())

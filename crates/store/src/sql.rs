@@ -191,7 +191,7 @@ pub(crate) const FEED_ORDER_LINES: &str =
 /// order's sequence, and in `updated_at` (`feed snapshot --since` selects
 /// by it). `$1` order id, `$2` now.
 pub(crate) const BUMP_ORDER_SEQ: &str =
-    "UPDATE orders SET order_seq = order_seq + 1, updated_at = $2 WHERE order_id = $1";
+    "UPDATE orders SET order_seq = order_seq + 1, updated_at = $1 WHERE order_id = $2";
 
 /// One receipt row marked sent. `$1` now, `$2` id.
 pub(crate) const MARK_ONE_RECEIPT_SENT: &str =

@@ -206,6 +206,9 @@ async fn lag(args: &FeedArgs) -> BenchResult<Value> {
     let paid = samples.iter().filter(|s| s.ok).count();
     let caught_up = wait_handled(&sink, before, paid, "lag: sink (paid)", limit_for(paid)).await?;
     let fanout = super::wait_for_fanout(&target, (WARM_UP + paid) as i64, limit_for(paid)).await?;
+    // The four groups' figure for the same payments, for comparison: from
+    // each payment request's scheduled start to its last effect.
+    let fanout_e2e = super::end_to_end(&target, &orders, &samples, since).await?;
 
     let paid_type = FeedChange::Paid.event_type();
     let mut lags: Vec<f64> = sink
@@ -234,6 +237,8 @@ async fn lag(args: &FeedArgs) -> BenchResult<Value> {
         "lag_max_ms": lags.last().copied().unwrap_or(0.0),
         "sink_caught_up_after_load_s": caught_up.as_secs_f64(),
         "fanout_caught_up_after_load_s": fanout.map(|d| d.as_secs_f64()),
+        "fanout_e2e_p50_ms": load::percentile(&fanout_e2e.all, 50.0),
+        "fanout_e2e_p99_ms": load::percentile(&fanout_e2e.all, 99.0),
         "target_lag_p99_ms": TARGET_LAG_P99_MS,
         "target_at_rate": TARGET_LAG_RATE,
     }))
@@ -397,6 +402,12 @@ fn table(report: &Value) -> Vec<Vec<String>> {
             } else {
                 "(other rate)".into()
             },
+        ],
+        vec![
+            "(fan-out e2e p99 ms, same payments)".into(),
+            shown(f(&["lag", "fanout_e2e_p99_ms"])),
+            "".into(),
+            "".into(),
         ],
         vec![
             "sink events/s (drain)".into(),

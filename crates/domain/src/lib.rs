@@ -24,6 +24,9 @@
 //!   attempt is refused, how many units an instance leases at once.
 //! - [`lifecycle`]: refunds and carrier updates, after the payment.
 //! - [`event`]: the events published through the outbox and their wire form.
+//! - [`feed`]: the data team's change feed: one CloudEvents 1.0 event per
+//!   order state change, with the order's full state and a gap-free
+//!   per-order sequence, and the sink's apply/skip/park rule.
 //! - [`topology`]: every topic, tag, producer and consumer group (the four
 //!   downstream [`System`]s among them), subscription and listener
 //!   concurrency, in one table.
@@ -41,6 +44,7 @@
 pub mod error;
 pub mod event;
 pub mod fanout;
+pub mod feed;
 pub mod flash;
 pub mod lifecycle;
 pub mod limits;

@@ -31,6 +31,7 @@
 //!   master, a topic's queues per broker, a group's progress per broker.
 //! - [`durability`]: what `SEND_OK` promises on the cluster in use (each
 //!   broker's `flushDiskType` and `brokerRole`), logged at start.
+//! - [`offsets`]: moving a group back to a point in time (`feed replay`).
 
 pub mod client;
 pub mod cluster;
@@ -42,6 +43,7 @@ pub mod durability;
 pub mod embedded;
 pub mod embedded_options;
 mod listener;
+pub mod offsets;
 mod producer;
 
 use thiserror::Error;
@@ -55,6 +57,7 @@ pub use durability::BrokerDurability;
 #[cfg(feature = "embedded-broker")]
 pub use embedded::{EmbeddedBroker, EmbeddedNameServer};
 pub use embedded_options::{BrokerFlush, BrokerRole, ClusterMember, EmbeddedOptions};
+pub use offsets::QueueReset;
 
 /// RocketMQ could not be started or reached.
 #[derive(Debug, Error)]

@@ -22,6 +22,9 @@
 //! - [`outbox`]: `ordermq outbox parked|requeue`, the outbox rows the relay
 //!   parked after the broker refused them on every attempt; `ordermq outbox
 //!   missing`, the sent events the reconciler gave up on.
+//! - [`feed`]: `ordermq feed sink|parked|verify`, the data team's side of
+//!   the change feed: the sink's consumer group, its parked events, and the
+//!   comparison of the order database with the sink.
 //! - [`event_keys`]: the keys that sign and verify events (configured, or
 //!   generated once per data directory).
 //! - [`http`]: the HTTP server's accept loop: header, request and idle
@@ -34,6 +37,7 @@
 pub mod config;
 pub mod dlq;
 pub mod event_keys;
+pub mod feed;
 pub mod gateways;
 pub mod http;
 pub mod logging;

@@ -515,6 +515,51 @@ mod tests {
         );
     }
 
+    /// An order's feed events go out one round after another, each only
+    /// once its predecessor was confirmed; the fan-out's are not held back.
+    #[tokio::test]
+    async fn an_orders_feed_events_go_out_in_order_one_round_after_another() {
+        use ordermq_domain::feed::{FeedEvent, TOPIC_ORDER_CHANGE_FEED};
+        let fixture = Fixture::with_feed().await;
+        let order = fixture.paid_order("u1", 2).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        let mut relay = relay(&fixture, &publisher, 64);
+        let feed_sent = |publisher: &RecordingPublisher| -> Vec<i64> {
+            publisher
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.topic == TOPIC_ORDER_CHANGE_FEED)
+                .map(|m| {
+                    assert_eq!(m.key, order.order_id.as_str());
+                    FeedEvent::from_json(m.body.as_bytes())
+                        .unwrap()
+                        .data
+                        .order_seq
+                })
+                .collect()
+        };
+        // Created's feed row, the close and OrderPaid; paid's feed row waits.
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Published {
+                sent: 3,
+                backlog: false
+            }
+        );
+        assert_eq!(feed_sent(&publisher), [1]);
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::Published {
+                sent: 1,
+                backlog: false
+            }
+        );
+        assert_eq!(feed_sent(&publisher), [1, 2]);
+        assert_eq!(relay.round().await, RoundOutcome::Idle);
+    }
+
     #[tokio::test]
     async fn a_full_claim_reports_a_backlog() {
         let fixture = Fixture::new().await;

@@ -12,7 +12,7 @@ use ordermq_domain::{
     Amount, NewOrder, OrderLine, OutboxMessage, PaymentId, PaymentNotice, Quantity, Sku, UserId,
     UserLimits,
 };
-use ordermq_store::{DemoProduct, Store, StoreOptions};
+use ordermq_store::{DemoProduct, Feed, Store, StoreOptions};
 use tokio::sync::Notify;
 
 use crate::{OrderWriter, Orders};
@@ -42,12 +42,24 @@ impl Fixture {
         Self::with(30 * 60 * 1_000, limits).await
     }
 
+    /// As [`Fixture::new`], with the change feed on: the other fixtures
+    /// leave it off, as their tests count the fan-out's messages.
+    pub(crate) async fn with_feed() -> Self {
+        Self::open(30 * 60 * 1_000, UserLimits::OFF, Feed::On).await
+    }
+
     async fn with(close_after_ms: i64, limits: UserLimits) -> Self {
+        Self::open(close_after_ms, limits, Feed::Off).await
+    }
+
+    async fn open(close_after_ms: i64, limits: UserLimits, feed: Feed) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = Store::open(&url, &StoreOptions::default())
-            .await
-            .expect("store opens");
+        let options = StoreOptions {
+            feed,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&url, &options).await.expect("store opens");
         store
             .seed_catalog(&[DemoProduct {
                 sku: SKU,

@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 
 use ordermq_domain::System;
+use ordermq_domain::feed::{FeedLine, OrderState};
 use ordermq_domain::ports::StorageError;
 use sqlx::Row;
 
 use crate::dialect;
 use crate::fail::{get, storage};
+use crate::sql::{Backend, placeholders};
 use crate::store::Store;
 
 /// An order as the checker sees it: status, the payment applied, its lines.
@@ -110,6 +112,96 @@ pub struct SystemAudit {
 }
 
 impl Store {
+    /// A page of orders as the change feed describes them, with their
+    /// `order_seq`: those after `after` (by order id) that have a feed
+    /// (`order_seq > 0`; orders older than the feed have none until they
+    /// change), at most `limit`, by order id. `ordermq feed verify` reads
+    /// the order database through it.
+    pub async fn feed_states(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(OrderState, i64)>, StorageError> {
+        self.feed_states_since(after, i64::MIN, limit).await
+    }
+
+    /// As [`Self::feed_states`], only the orders changed at or after
+    /// `since` (epoch ms, by `updated_at`, which every change moves), each
+    /// page read in one transaction so an order's lines and its `order_seq`
+    /// agree (PostgreSQL: `REPEATABLE READ`; SQLite and InnoDB read one
+    /// snapshot per transaction anyway). `ordermq feed snapshot` pages
+    /// through it: never more than `limit` orders in memory.
+    pub async fn feed_states_since(
+        &self,
+        after: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(OrderState, i64)>, StorageError> {
+        let mut tx = self.orders.begin().await.map_err(storage)?;
+        if self.backend == Backend::Postgres {
+            dialect::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+        }
+        let rows = dialect::query(
+            "SELECT order_id, user_id, status, amount, payment_id, created_at, updated_at, order_seq \
+             FROM orders WHERE order_id > $1 AND order_seq > 0 AND updated_at >= $2 \
+             ORDER BY order_id LIMIT $3",
+        )
+        .bind(after)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(storage)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT order_id, sku, quantity, unit_price, refunded FROM order_lines \
+             WHERE order_id IN ({}) ORDER BY order_id, sku",
+            placeholders(0, rows.len())
+        );
+        let mut query = dialect::query(&sql);
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = get(row, "order_id")?;
+            query = query.bind(id.clone());
+            ids.push(id);
+        }
+        let mut lines: HashMap<String, Vec<FeedLine>> = HashMap::new();
+        let line_rows = query.fetch_all(&mut *tx).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        for row in line_rows {
+            lines
+                .entry(get(&row, "order_id")?)
+                .or_default()
+                .push(FeedLine {
+                    sku: get(&row, "sku")?,
+                    quantity: row.try_get("quantity").map_err(storage)?,
+                    unit_price: row.try_get("unit_price").map_err(storage)?,
+                    refunded: row.try_get("refunded").map_err(storage)?,
+                });
+        }
+        rows.iter()
+            .zip(ids)
+            .map(|(row, order_id)| {
+                let state = OrderState {
+                    lines: lines.remove(&order_id).unwrap_or_default(),
+                    order_id,
+                    user_id: get(row, "user_id")?,
+                    status: get(row, "status")?,
+                    amount: row.try_get("amount").map_err(storage)?,
+                    payment_id: get(row, "payment_id")?,
+                    created_at: row.try_get("created_at").map_err(storage)?,
+                    updated_at: row.try_get("updated_at").map_err(storage)?,
+                };
+                Ok((state, row.try_get("order_seq").map_err(storage)?))
+            })
+            .collect()
+    }
+
     /// Every order with its lines.
     pub async fn audit_orders(&self) -> Result<Vec<AuditOrder>, StorageError> {
         let mut lines: HashMap<String, Vec<(String, i64)>> = HashMap::new();

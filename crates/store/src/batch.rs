@@ -33,6 +33,7 @@ use crate::locks;
 use crate::orders::create_order_in;
 use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
+use crate::sql::Feed;
 use crate::sql::{Backend, RelayRound};
 use crate::store::{Db, LaneWait, Store};
 
@@ -253,9 +254,10 @@ impl Store {
     ) -> Option<PayBatch> {
         let (payments, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
+        let feed = self.feed;
         let outcome = self
             .run_on_lane(Db::Orders, move |conn| {
-                pay_batch(conn, &payments, &rounds, now)
+                pay_batch(conn, feed, &payments, &rounds, now)
             })
             .await?;
         match outcome {
@@ -289,7 +291,7 @@ impl Store {
         };
         let (payments, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
-        let batch = crate::pg::pay_batch(pool, &payments, &rounds, now).await?;
+        let batch = crate::pg::pay_batch(pool, self.feed, &payments, &rounds, now).await?;
         if asked.elapsed() > SLOW_COMMIT {
             let t = batch.timing;
             tracing::warn!(
@@ -357,7 +359,7 @@ impl Store {
         }
         // A batch of one needs no savepoint: the transaction is its savepoint.
         if let [op] = ops {
-            let result = apply_op(&mut tx, self.backend, op, now).await;
+            let result = apply_op(&mut tx, self.backend, self.feed, op, now).await;
             if !result.is_ok() {
                 // Rejected: nothing of it may stay.
                 let _ = tx.rollback().await;
@@ -368,7 +370,7 @@ impl Store {
                 Err(e) => failed(e),
             };
         }
-        let mut results = match pay_runs(&mut tx, ops, now).await {
+        let mut results = match pay_runs(&mut tx, self.feed, ops, now).await {
             Ok(results) => results,
             Err(e) => {
                 let _ = tx.rollback().await;
@@ -381,7 +383,7 @@ impl Store {
             .chain((0..ops.len()).filter(|&i| matches!(ops[i], WriteOp::RelayOutbox { .. })));
         for index in relay_last {
             if results[index].is_none() {
-                match apply_in_savepoint(&mut tx, self.backend, &ops[index], now).await {
+                match apply_in_savepoint(&mut tx, self.backend, self.feed, &ops[index], now).await {
                     Ok(Ok(result)) => results[index] = Some(result),
                     Ok(Err(lost)) => {
                         let _ = tx.rollback().await;
@@ -583,6 +585,7 @@ fn log_if_slow(batch: &PayBatch, wait: LaneWait, took: Duration) {
 /// leaves undecided goes through the one-by-one path.
 async fn pay_runs(
     tx: &mut AnyConnection,
+    feed: Feed,
     ops: &[WriteOp],
     now: i64,
 ) -> Result<Vec<Option<WriteResult>>, StorageError> {
@@ -605,7 +608,7 @@ async fn pay_runs(
                 _ => None,
             })
             .collect();
-        match pay_run_set_based(&mut *tx, &notices, now).await {
+        match pay_run_set_based(&mut *tx, feed, &notices, now).await {
             Ok(decided) => {
                 for (offset, outcome) in decided.into_iter().enumerate() {
                     results[start + offset] = outcome.map(WriteResult::Paid);
@@ -626,11 +629,15 @@ async fn pay_runs(
 async fn apply_in_savepoint(
     tx: &mut AnyConnection,
     backend: Backend,
+    feed: Feed,
     op: &WriteOp,
     now: i64,
 ) -> Result<Result<WriteResult, StorageError>, sqlx::Error> {
     dialect::query("SAVEPOINT op").execute(&mut *tx).await?;
-    let result = match apply_op(&mut *tx, backend, op, now).await.or_lost_race() {
+    let result = match apply_op(&mut *tx, backend, feed, op, now)
+        .await
+        .or_lost_race()
+    {
         Ok(result) => result,
         // The transaction is lost (MySQL: rolled back, savepoint and all).
         lost @ Err(_) => return Ok(lost),
@@ -658,7 +665,13 @@ fn log_lost_race(attempt: u32, operations: usize, error: &StorageError) {
 }
 
 /// Runs one operation inside the caller's transaction.
-async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i64) -> WriteResult {
+async fn apply_op(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    feed: Feed,
+    op: &WriteOp,
+    now: i64,
+) -> WriteResult {
     match op {
         WriteOp::Create {
             order,
@@ -669,6 +682,7 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
             create_order_in(
                 &mut *tx,
                 backend,
+                feed,
                 order,
                 order_id,
                 now,
@@ -677,9 +691,9 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
             )
             .await,
         ),
-        WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut *tx, notice, now).await),
+        WriteOp::Pay(notice) => WriteResult::Paid(pay_order_in(&mut *tx, feed, notice, now).await),
         WriteOp::Close(order_id) => WriteResult::Closed(
-            close_order_in(&mut *tx, order_id, now)
+            close_order_in(&mut *tx, feed, order_id, now)
                 .await
                 .map_err(storage),
         ),
@@ -700,7 +714,7 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
             event,
             close_after_ms,
         } => WriteResult::SaleOrder(
-            create_sale_order_in(&mut *tx, backend, event, *close_after_ms, now).await,
+            create_sale_order_in(&mut *tx, backend, feed, event, *close_after_ms, now).await,
         ),
         WriteOp::RejectAttempt {
             attempt_id, reason, ..
@@ -720,6 +734,7 @@ async fn apply_op(tx: &mut AnyConnection, backend: Backend, op: &WriteOp, now: i
 async fn create_sale_order_in(
     tx: &mut AnyConnection,
     backend: Backend,
+    feed: Feed,
     event: &FlashAttemptQueued,
     close_after_ms: i64,
     now: i64,
@@ -740,6 +755,7 @@ async fn create_sale_order_in(
     create_order_in(
         &mut *tx,
         backend,
+        feed,
         &order,
         &event.order_id,
         now,

@@ -12,9 +12,11 @@ use sqlx::Row;
 
 use crate::dialect;
 use crate::fail::{status_of, storage};
+use crate::feed;
 use crate::history::record_history;
 use crate::outbox;
 use crate::store::{Db, Store};
+use ordermq_domain::feed::FeedChange;
 
 impl Store {
     /// The tracking number of the order's shipment, if the warehouse booked one.
@@ -123,7 +125,8 @@ impl Store {
         let mut status = current;
         if current != target && current.can_become(target) {
             let moved = dialect::query(
-                "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
+                "UPDATE orders SET status = $1, updated_at = $2, order_seq = order_seq + 1 \
+                 WHERE order_id = $3 AND status = $4",
             )
             .bind(target.as_str())
             .bind(now)
@@ -136,6 +139,13 @@ impl Store {
                 == 1;
             if moved {
                 record_history(&mut tx, order_id, Some(current), target, now)
+                    .await
+                    .map_err(storage)?;
+                let change = match target {
+                    ordermq_domain::OrderStatus::Shipped => FeedChange::Shipped,
+                    _ => FeedChange::Delivered,
+                };
+                feed::record(&mut tx, self.feed, order_id, change, now)
                     .await
                     .map_err(storage)?;
                 status = target;

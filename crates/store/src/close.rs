@@ -13,9 +13,12 @@ use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
 use crate::fail::{corrupt, storage};
+use crate::feed;
 use crate::history::record_history;
 use crate::sale_units::return_units_of_order_in;
+use crate::sql::Feed;
 use crate::store::Store;
+use ordermq_domain::feed::FeedChange;
 
 /// What a due close did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +42,12 @@ const CLOSE_EARLY_TOLERANCE_MS: i64 = 1_000;
 /// reservation released, a history row — in the caller's transaction.
 pub(crate) async fn close_order_in(
     tx: &mut AnyConnection,
+    feed: Feed,
     order_id: &OrderId,
     now: i64,
 ) -> Result<CloseOutcome, sqlx::Error> {
     let closed = dialect::query(
-        "UPDATE orders SET status = $1, updated_at = $2 \
+        "UPDATE orders SET status = $1, updated_at = $2, order_seq = order_seq + 1 \
          WHERE order_id = $3 AND status = $4 AND (close_at IS NULL OR close_at <= $5)",
     )
     .bind(OrderStatus::Cancelled.as_str())
@@ -97,13 +101,14 @@ pub(crate) async fn close_order_in(
     // A flash-sale order's units go back to its sale, not to the product.
     return_units_of_order_in(tx, order_id.as_str(), now).await?;
     record_history(
-        tx,
+        &mut *tx,
         order_id.as_str(),
         Some(OrderStatus::Unpaid),
         OrderStatus::Cancelled,
         now,
     )
     .await?;
+    feed::record(tx, feed, order_id.as_str(), FeedChange::Cancelled, now).await?;
     Ok(CloseOutcome::Closed)
 }
 

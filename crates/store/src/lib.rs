@@ -34,7 +34,8 @@
 //!    (what is asked of and read from a database server, in one form for
 //!    both: [`SessionSettings`], [`Durability`]).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
-//!    `history` (`record_history`), `outbox` (the outbox's statements
+//!    `history` (`record_history`), `feed` (the change feed's rows on
+//!    the general path), `outbox` (the outbox's statements
 //!    on a connection), `effects` (the effect types and their split into
 //!    new rows and changes), `lane` (the SQLite lane's thread), `locks`
 //!    (the products a batch locks first, in SKU order), `pg`
@@ -46,7 +47,9 @@
 //!    time limits; the server's durability read and judged), `sale_units` (a flash sale's units going back to the
 //!    sale: shared by `close` and `flash`).
 //! 3. **Handle and shared steps**: `store` (`Store`, options, opening,
-//!    migrations, the write gate as the `GatedTx` type), `refund_rows` (a
+//!    migrations, the write gate as the `GatedTx` type), `sink` (the data
+//!    team's analytics database fed by the change feed: its own handle,
+//!    `FeedSink`), `refund_rows` (a
 //!    refund's row and event, a payment owed back: shared by `pay` and
 //!    `refunds`).
 //! 4. **Operations** (each an `impl Store` block and `*_in` steps on a
@@ -75,6 +78,7 @@ mod close;
 mod dialect;
 mod effects;
 mod fail;
+mod feed;
 mod flash;
 mod history;
 mod lane;
@@ -93,6 +97,7 @@ mod relay;
 mod sale_units;
 mod schema;
 mod server;
+mod sink;
 mod sql;
 mod store;
 mod views;
@@ -111,5 +116,6 @@ pub use reconcile::{Receipt, SentRow, Unsettled};
 pub use refunds::RefundTask;
 pub use relay::{Outbox, OutboxRetry, ParkedOutboxRow};
 pub use server::{Durability, SessionSettings};
-pub use sql::Backend;
+pub use sink::{FeedSink, ParkedEvent, SeqGap, SinkReport};
+pub use sql::{Backend, Feed};
 pub use store::{Checkpoint, Databases, OpenError, Store, StoreOptions, redact};

@@ -93,7 +93,8 @@ pub(crate) async fn transition_run(
     let paid = ordermq_domain::OrderStatus::Paid.as_str();
     let sql = format!(
         "UPDATE orders JOIN {} AS v ON orders.order_id = v.oid \
-         SET orders.status = $1, orders.payment_id = v.pid, orders.paid_at = $2, orders.updated_at = $2 \
+         SET orders.status = $1, orders.payment_id = v.pid, orders.paid_at = $2, orders.updated_at = $2, \
+             orders.order_seq = orders.order_seq + 1 \
          WHERE orders.status = $3 AND orders.amount = v.amt \
            AND NOT EXISTS (SELECT 1 FROM payments WHERE payments.payment_id = v.pid)",
         parameter_table(3, payments.len(), &["oid", "pid", "amt"])

@@ -16,11 +16,14 @@ use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
 use crate::fail::{corrupt, get, storage};
+use crate::feed;
 use crate::history::record_history;
 use crate::mysql;
 use crate::outbox;
 use crate::sql::Backend;
+use crate::sql::Feed;
 use crate::store::{Db, Store};
+use ordermq_domain::feed::FeedChange;
 
 /// The class of the per-user advisory locks on PostgreSQL (the first of the
 /// two keys; the second is the user id's hash). The two-key form never
@@ -58,6 +61,7 @@ impl Store {
         let view = create_order_in(
             &mut tx,
             self.backend,
+            self.feed,
             order,
             order_id,
             now,
@@ -91,9 +95,12 @@ impl Store {
 /// Reserves the lines' stock, checks the user's `limits` and records the
 /// order, inside the caller's transaction (a refusal leaves the caller to
 /// roll back what was reserved).
+// The transaction, its dialect and feed setting, then the order's own facts.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn create_order_in(
     tx: &mut AnyConnection,
     backend: Backend,
+    feed: Feed,
     order: &NewOrder,
     order_id: &OrderId,
     now: i64,
@@ -154,8 +161,8 @@ pub(crate) async fn create_order_in(
     check_user_limits(&mut *tx, backend, order, limits).await?;
     let close_at = close_after_ms.map(|after| now.saturating_add(after.max(0)));
     dialect::query(
-            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at, close_at) \
-             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5, $6)",
+            "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, paid_at, updated_at, close_at, order_seq) \
+             VALUES ($1, $2, $3, $4, NULL, $5, NULL, $5, $6, 1)",
         )
         .bind(order_id.as_str())
         .bind(order.user_id().as_str())
@@ -179,6 +186,9 @@ pub(crate) async fn create_order_in(
         .map_err(storage)?;
     }
     record_history(&mut *tx, order_id.as_str(), None, OrderStatus::Unpaid, now)
+        .await
+        .map_err(storage)?;
+    feed::record(&mut *tx, feed, order_id.as_str(), FeedChange::Created, now)
         .await
         .map_err(storage)?;
     // The close travels with the order: the broker delivers it at `close_at`.

@@ -145,10 +145,15 @@ pub(crate) async fn claim_outbox_mysql(
     lease_until: i64,
     now: i64,
 ) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+    let rule = if table == "outbox" {
+        sql::FEED_CLAIM_RULE
+    } else {
+        ""
+    };
     let select = format!(
-        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM {table} \
-         WHERE sent_at IS NULL AND parked_at IS NULL AND next_attempt_at <= $1 \
-         ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+        "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM {table} c \
+         WHERE c.sent_at IS NULL AND c.parked_at IS NULL AND c.next_attempt_at <= $1{rule} \
+         ORDER BY c.next_attempt_at, c.id LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     let rows = dialect::query(&select)
         .bind(now)

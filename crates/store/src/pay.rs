@@ -23,12 +23,15 @@ use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
 use crate::fail::{status_of, storage};
+use crate::feed;
 use crate::history::record_history;
 use crate::mysql;
 use crate::outbox;
 use crate::refund_rows::refund_stray_payment_in;
+use crate::sql::Feed;
 use crate::sql::{self, parameter_table, placeholders};
 use crate::store::{Db, Store};
+use ordermq_domain::feed::FeedChange;
 
 impl Store {
     /// Applies a payment notice in one transaction: UNPAID → PAID, reservation →
@@ -43,7 +46,7 @@ impl Store {
         now: i64,
     ) -> Result<PaymentReceipt, PayOrderError> {
         let mut tx = self.begin_write(Db::Orders).await.map_err(storage)?;
-        let receipt = pay_order_in(&mut tx, notice, now).await?;
+        let receipt = pay_order_in(&mut tx, self.feed, notice, now).await?;
         tx.commit().await.map_err(storage)?;
         Ok(receipt)
     }
@@ -62,6 +65,7 @@ fn receipt(notice: &PaymentNotice, status: OrderStatus) -> PaymentReceipt {
 /// back what it wrote (its savepoint, or the transaction).
 pub(crate) async fn pay_order_in(
     tx: &mut AnyConnection,
+    feed: Feed,
     notice: &PaymentNotice,
     now: i64,
 ) -> Result<PaymentReceipt, PayOrderError> {
@@ -82,7 +86,7 @@ pub(crate) async fn pay_order_in(
         transitioned.and_then(|row| row.map(|row| row.try_get("user_id")).transpose())
     };
     let Some(user_id): Option<String> = user_id.map_err(storage)? else {
-        return explain_unapplied_payment(tx, notice, now).await;
+        return explain_unapplied_payment(tx, feed, notice, now).await;
     };
 
     let recorded = dialect::query(sql::RECORD_APPLIED_PAYMENT)
@@ -119,6 +123,9 @@ pub(crate) async fn pay_order_in(
         lines,
     });
     outbox::enqueue(&mut *tx, &event, None, now)
+        .await
+        .map_err(storage)?;
+    feed::record(&mut *tx, feed, order_id, FeedChange::Paid, now)
         .await
         .map_err(storage)?;
     Ok(receipt(notice, OrderStatus::Paid))
@@ -162,6 +169,7 @@ async fn deduct_lines(
 /// The guarded update matched nothing: find out why, inside the same transaction.
 async fn explain_unapplied_payment(
     tx: &mut AnyConnection,
+    feed: Feed,
     notice: &PaymentNotice,
     now: i64,
 ) -> Result<PaymentReceipt, PayOrderError> {
@@ -206,7 +214,7 @@ async fn explain_unapplied_payment(
         // gateway's refund is retried until it succeeds and stays visible.
         let user_id: String = row.try_get("user_id").map_err(storage)?;
         let user_id = UserId::parse(&user_id).map_err(StorageError::corrupt)?;
-        let status = refund_stray_payment_in(tx, notice, &user_id, status, now)
+        let status = refund_stray_payment_in(tx, feed, notice, &user_id, status, now)
             .await
             .map_err(storage)?;
         return Ok(PaymentReceipt {
@@ -246,11 +254,12 @@ pub(crate) type RunOutcome = Vec<Option<Result<PaymentReceipt, PayOrderError>>>;
 /// (an error rolls the whole run back and the caller applies it one by one).
 pub(crate) async fn pay_run_set_based(
     tx: &mut AnyConnection,
+    feed: Feed,
     notices: &[&PaymentNotice],
     now: i64,
 ) -> Result<RunOutcome, sqlx::Error> {
     dialect::query("SAVEPOINT run").execute(&mut *tx).await?;
-    match pay_run_statements(tx, notices, now).await {
+    match pay_run_statements(tx, feed, notices, now).await {
         Ok(decided) => {
             dialect::query("RELEASE SAVEPOINT run")
                 .execute(&mut *tx)
@@ -291,6 +300,7 @@ fn candidates(notices: &[&PaymentNotice]) -> Vec<usize> {
 
 async fn pay_run_statements(
     tx: &mut AnyConnection,
+    feed: Feed,
     notices: &[&PaymentNotice],
     now: i64,
 ) -> Result<RunOutcome, sqlx::Error> {
@@ -307,6 +317,13 @@ async fn pay_run_statements(
     record_run_payments(tx, notices, &applied, now).await?;
     let mut lines = deduct_run(tx, notices, &applied).await?;
     history_and_events(tx, notices, &applied, &paid, &mut lines, now).await?;
+    // 7. The feed rows, read back one order at a time (this path serves
+    // MySQL and SQLite without lanes; the lane and PostgreSQL's own path
+    // build them from what they already hold).
+    for &i in &applied {
+        let order_id = notices[i].order_id.as_str();
+        feed::record(&mut *tx, feed, order_id, FeedChange::Paid, now).await?;
+    }
     for i in applied {
         decided[i] = Some(Ok(receipt(notices[i], OrderStatus::Paid)));
     }
@@ -340,8 +357,8 @@ async fn transition_run(
         return mysql::transition_run(tx, &run, now).await;
     }
     let sql = format!(
-        "UPDATE orders SET status = $1, payment_id = v.pid, paid_at = $2, updated_at = $2 \
-         FROM {} AS v \
+        "UPDATE orders SET status = $1, payment_id = v.pid, paid_at = $2, updated_at = $2, \
+         order_seq = order_seq + 1 FROM {} AS v \
          WHERE orders.order_id = v.oid AND orders.status = $3 AND orders.amount = v.amt \
            AND NOT EXISTS (SELECT 1 FROM payments WHERE payments.payment_id = v.pid) \
          RETURNING orders.order_id, orders.user_id",

@@ -10,8 +10,11 @@ use ordermq_domain::{OrderEvent, OrderStatus, PaymentNotice, RefundId, RefundSta
 use sqlx::AnyConnection;
 
 use crate::dialect;
+use crate::feed;
 use crate::history::record_history;
 use crate::outbox;
+use crate::sql::Feed;
+use ordermq_domain::feed::FeedChange;
 
 /// A stable refund id derived from what it refunds (64-bit FNV-1a of
 /// `seed`): the refund of a payment owed back is the same whichever write
@@ -65,6 +68,7 @@ pub(crate) async fn insert_refund(
 /// REFUNDING; a paid one keeps its status. Returns the order's status after.
 pub(crate) async fn refund_stray_payment_in(
     tx: &mut AnyConnection,
+    feed: Feed,
     notice: &PaymentNotice,
     user_id: &UserId,
     status: OrderStatus,
@@ -91,7 +95,8 @@ pub(crate) async fn refund_stray_payment_in(
     insert_refund(tx, &event, &key, "ALL", Some(reason), now).await?;
     if status == OrderStatus::Cancelled {
         let moved = dialect::query(
-            "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
+            "UPDATE orders SET status = $1, updated_at = $2, order_seq = order_seq + 1 \
+             WHERE order_id = $3 AND status = $4",
         )
         .bind(OrderStatus::Refunding.as_str())
         .bind(now)
@@ -103,13 +108,15 @@ pub(crate) async fn refund_stray_payment_in(
             == 1;
         if moved {
             record_history(
-                tx,
+                &mut *tx,
                 notice.order_id.as_str(),
                 Some(OrderStatus::Cancelled),
                 OrderStatus::Refunding,
                 now,
             )
             .await?;
+            let order_id = notice.order_id.as_str();
+            feed::record(tx, feed, order_id, FeedChange::Refunding, now).await?;
             return Ok(OrderStatus::Refunding);
         }
     }

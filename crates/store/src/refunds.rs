@@ -18,10 +18,12 @@ use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
 use crate::fail::{corrupt, get, status_of, storage};
+use crate::feed;
 use crate::history::{Action, record_action, record_history};
 use crate::outbox;
 use crate::refund_rows::insert_refund;
 use crate::store::{Db, Store};
+use ordermq_domain::feed::FeedChange;
 
 const REFUND_COLUMNS: &str = "refund_id, order_id, payment_id, amount, status, full_refund, reason, \
      attempts, last_error, requested_at, completed_at";
@@ -97,7 +99,8 @@ impl Store {
         let full = left == 0;
         if full {
             let moved = dialect::query(
-                "UPDATE orders SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = $4",
+                "UPDATE orders SET status = $1, updated_at = $2, order_seq = order_seq + 1 \
+                 WHERE order_id = $3 AND status = $4",
             )
             .bind(OrderStatus::Refunding.as_str())
             .bind(now)
@@ -115,6 +118,19 @@ impl Store {
                 .await
                 .map_err(storage)?;
         }
+        // The feed: a refund that leaves nothing is the move to REFUNDING; a
+        // partial one changes the lines' refunded units only, and counts too.
+        let change = if full {
+            FeedChange::Refunding
+        } else {
+            feed::bump(&mut tx, request.order_id.as_str(), now)
+                .await
+                .map_err(storage)?;
+            FeedChange::RefundRequested
+        };
+        feed::record(&mut tx, self.feed, request.order_id.as_str(), change, now)
+            .await
+            .map_err(storage)?;
         let event = OrderRefundRequested {
             refund_id: refund_id.clone(),
             order_id: request.order_id.clone(),
@@ -265,7 +281,7 @@ impl Store {
                     .and_then(|r| r.try_get("order_id"))
                     .map_err(storage)?;
             let finished = dialect::query(
-                "UPDATE orders SET status = $1, updated_at = $2 \
+                "UPDATE orders SET status = $1, updated_at = $2, order_seq = order_seq + 1 \
                  WHERE order_id = $3 AND status = $4 \
                    AND NOT EXISTS (SELECT 1 FROM refunds WHERE order_id = $3 AND status <> 'SUCCEEDED')",
             )
@@ -288,6 +304,9 @@ impl Store {
                 )
                 .await
                 .map_err(storage)?;
+                feed::record(&mut tx, self.feed, &order_id, FeedChange::Refunded, now)
+                    .await
+                    .map_err(storage)?;
             }
         }
         tx.commit().await.map_err(storage)?;

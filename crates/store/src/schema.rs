@@ -255,6 +255,16 @@ const ORDERS_V8: &[&str] = &[
      WHERE settled_at IS NULL AND sent_at IS NOT NULL",
 ];
 
+/// Version 9 of the order database: the change feed. `order_seq` counts
+/// the order's changes (1 at creation), bumped by the statement that makes
+/// each change; orders older than this version start from 0 and their next
+/// change is their first feed event. `outbox_feed_order` serves the feed's
+/// claim rule (`sql::feed_claim_rule!`): the unsent rows of one key.
+const ORDERS_V9: &[&str] = &[
+    "ALTER TABLE orders ADD COLUMN order_seq BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX IF NOT EXISTS outbox_feed_order ON outbox (msg_key, id) WHERE sent_at IS NULL",
+];
+
 /// `event_receipts`: one row per (event, group) that said it applied the
 /// event (`order_receipt_group`; a receipt sent twice inserts nothing).
 pub(crate) const EVENT_RECEIPTS: &str = "CREATE TABLE IF NOT EXISTS event_receipts (
@@ -449,6 +459,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
             } else {
                 rendered(backend, ORDERS_V8.iter().chain(&[EVENT_RECEIPTS]))
             },
+        },
+        Migration {
+            version: 9,
+            statements: rendered(backend, ORDERS_V9),
         },
     ]
 }

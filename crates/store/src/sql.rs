@@ -19,6 +19,15 @@ pub enum Backend {
     Mysql,
 }
 
+/// Whether the store writes the change feed (`feed` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// One feed row per order change (the default).
+    On,
+    /// No feed rows: a shop that does not need the feed pays nothing for it.
+    Off,
+}
+
 /// SQLite's settings on every connection, the pools' and the lanes' alike.
 /// WAL lets readers run beside the one writer; FULL makes every commit
 /// durable (fsync) before a payment is acknowledged. wal_autocheckpoint = 0:
@@ -50,14 +59,16 @@ pub(crate) const MYSQL_SETTINGS: &[&str] = &[
 
 macro_rules! pay_order {
     () => {
-        "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3 \
-         WHERE order_id = $4 AND status = $5 AND amount = $6"
+        "UPDATE orders SET status = $1, payment_id = $2, paid_at = $3, updated_at = $3, \
+         order_seq = order_seq + 1 WHERE order_id = $4 AND status = $5 AND amount = $6"
     };
 }
 
 /// The payment: UNPAID → PAID only if the amount is the order's.
 /// `$1` PAID, `$2` payment id, `$3` now, `$4` order id, `$5` UNPAID, `$6` amount.
-pub(crate) const PAY_ORDER: &str = concat!(pay_order!(), " RETURNING user_id");
+/// Returns what the payment's feed event needs besides the lines.
+pub(crate) const PAY_ORDER: &str =
+    concat!(pay_order!(), " RETURNING user_id, order_seq, created_at");
 
 /// [`PAY_ORDER`] without `RETURNING`, for MySQL (`mysql::pay_order`).
 pub(crate) const PAY_ORDER_UPDATE: &str = pay_order!();
@@ -106,16 +117,45 @@ pub(crate) const MARK_SENT: &str =
 pub(crate) const MARK_ONE_SENT: &str =
     "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
 
+/// The change feed's claim rule, the one thing that keeps each order's feed
+/// events in commit order across relays and instances: a row of
+/// `TopicOrderChangeFeed` may be claimed only when no earlier row of the
+/// same order (key) on that topic is unsent — sent meaning the broker
+/// stored it. A claimed row still unsent (leased, in flight, refused,
+/// parked) holds back the order's later ones, and only that order's.
+///
+/// Why row id order is commit order for one order: every feed row is
+/// inserted after the guarded `UPDATE orders … WHERE order_id = …` of its
+/// change, in the same transaction, and that update holds the order's row
+/// lock to the commit (PostgreSQL, InnoDB; SQLite has one writer). So a
+/// later change of the order draws its row id (sequence, auto-increment)
+/// only after the earlier one committed, and a claim that sees the later
+/// row sees the earlier one too. Written once, used by the claims of all
+/// three databases (`CLAIM_OUTBOX*`, MySQL's `outbox::claim_outbox_mysql`);
+/// `c` is the claimed row's alias. Served by the `outbox_feed_order` index.
+macro_rules! feed_claim_rule {
+    () => {
+        " AND (c.topic <> 'TopicOrderChangeFeed' OR NOT EXISTS (SELECT 1 FROM outbox e \
+         WHERE e.msg_key = c.msg_key AND e.sent_at IS NULL AND e.id < c.id \
+         AND e.topic = 'TopicOrderChangeFeed'))"
+    };
+}
+
+/// [`feed_claim_rule!`] as text, for statements built at run time.
+pub(crate) const FEED_CLAIM_RULE: &str = feed_claim_rule!();
+
 macro_rules! claim_outbox {
-    ($table:literal, $lock:literal) => {
+    ($table:literal, $rule:expr, $lock:literal) => {
         concat!(
             "UPDATE ",
             $table,
             " SET lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM ",
+             WHERE id IN (SELECT c.id FROM ",
             $table,
-            " WHERE sent_at IS NULL AND parked_at IS NULL \
-             AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4",
+            " c WHERE c.sent_at IS NULL AND c.parked_at IS NULL \
+             AND c.next_attempt_at <= $3",
+            $rule,
+            " ORDER BY c.next_attempt_at, c.id LIMIT $4",
             $lock,
             ") RETURNING id, topic, tag, msg_key, event_id, body, deliver_at, attempts"
         )
@@ -123,19 +163,35 @@ macro_rules! claim_outbox {
 }
 
 /// The relay's claim: up to `$4` due unsent rows, not parked, leased to `$1`
-/// until `$2` (`$3` now), oldest first.
-pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("outbox", "");
+/// until `$2` (`$3` now), oldest first; feed rows only in order
+/// ([`feed_claim_rule!`]).
+pub(crate) const CLAIM_OUTBOX: &str = claim_outbox!("outbox", feed_claim_rule!(), "");
 
 /// [`CLAIM_OUTBOX`] on PostgreSQL: rows another instance is claiming are skipped.
 pub(crate) const CLAIM_OUTBOX_SKIP_LOCKED: &str =
-    claim_outbox!("outbox", " FOR UPDATE SKIP LOCKED");
+    claim_outbox!("outbox", feed_claim_rule!(), " FOR UPDATE OF c SKIP LOCKED");
 
 /// [`CLAIM_OUTBOX`] for a system's receipts (`receipt_outbox`).
-pub(crate) const CLAIM_RECEIPTS: &str = claim_outbox!("receipt_outbox", "");
+pub(crate) const CLAIM_RECEIPTS: &str = claim_outbox!("receipt_outbox", "", "");
 
 /// [`CLAIM_OUTBOX_SKIP_LOCKED`] for a system's receipts.
 pub(crate) const CLAIM_RECEIPTS_SKIP_LOCKED: &str =
-    claim_outbox!("receipt_outbox", " FOR UPDATE SKIP LOCKED");
+    claim_outbox!("receipt_outbox", "", " FOR UPDATE SKIP LOCKED");
+
+/// An order's state for its feed event, after the change.
+/// `$1` order id.
+pub(crate) const FEED_ORDER_STATE: &str = "SELECT user_id, status, amount, payment_id, created_at, updated_at, order_seq \
+     FROM orders WHERE order_id = $1";
+
+/// An order's lines for its feed event. `$1` order id.
+pub(crate) const FEED_ORDER_LINES: &str =
+    "SELECT sku, quantity, unit_price, refunded FROM order_lines WHERE order_id = $1 ORDER BY sku";
+
+/// A change that moves no status (a partial refund) still counts in the
+/// order's sequence, and in `updated_at` (`feed snapshot --since` selects
+/// by it). `$1` order id, `$2` now.
+pub(crate) const BUMP_ORDER_SEQ: &str =
+    "UPDATE orders SET order_seq = order_seq + 1, updated_at = $1 WHERE order_id = $2";
 
 /// One receipt row marked sent. `$1` now, `$2` id.
 pub(crate) const MARK_ONE_RECEIPT_SENT: &str =
@@ -380,6 +436,9 @@ mod tests {
             INSERT_OUTBOX,
             MARK_ONE_SENT,
             CLAIM_OUTBOX,
+            FEED_ORDER_STATE,
+            FEED_ORDER_LINES,
+            BUMP_ORDER_SEQ,
             INSERT_INBOX,
             CLAIM_RECEIPTS,
             MARK_ONE_RECEIPT_SENT,

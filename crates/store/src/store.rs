@@ -26,6 +26,7 @@ use crate::mysql_session;
 use crate::pg;
 use crate::schema;
 use crate::server::{Durability, SessionSettings};
+use crate::sql::Feed;
 use crate::sql::{self, Backend};
 
 /// A write transaction holding its database's write gate: commit it or drop
@@ -125,6 +126,8 @@ pub struct StoreOptions {
     pub pg_fast_path: bool,
     /// Which databases the URL names and this store opens (see [`Databases`]).
     pub databases: Databases,
+    /// Whether every order change also writes a change-feed row (`feed`).
+    pub feed: Feed,
 }
 
 /// Which databases a store opens. One process running everything opens
@@ -157,6 +160,7 @@ impl Default for StoreOptions {
             session: SessionSettings::default(),
             pg_fast_path: true,
             databases: Databases::All,
+            feed: Feed::On,
         }
     }
 }
@@ -183,6 +187,8 @@ pub struct Store {
     pub(crate) pg: Option<sqlx::PgPool>,
     /// The databases opened (see [`Databases`]).
     databases: Databases,
+    /// Whether order changes write change-feed rows.
+    pub(crate) feed: Feed,
 }
 
 /// One lane per SQLite file held: the order database, then the systems in
@@ -256,6 +262,7 @@ impl Store {
                     lanes: None,
                     pg: None,
                     databases: options.databases,
+                    feed: options.feed,
                 }
             }
             Backend::Postgres | Backend::Mysql => {
@@ -283,6 +290,7 @@ impl Store {
                     lanes: None,
                     pg: fast,
                     databases: options.databases,
+                    feed: options.feed,
                 }
             }
         };
@@ -613,7 +621,7 @@ impl Store {
     }
 }
 
-fn backend_of(url: &str) -> Result<Backend, OpenError> {
+pub(crate) fn backend_of(url: &str) -> Result<Backend, OpenError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -626,7 +634,7 @@ fn backend_of(url: &str) -> Result<Backend, OpenError> {
 }
 
 /// The file path of a `sqlite:` URL, without its query string.
-fn sqlite_path(url: &str) -> PathBuf {
+pub(crate) fn sqlite_path(url: &str) -> PathBuf {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let path = rest.split('?').next().unwrap_or(rest);
     PathBuf::from(path)
@@ -659,7 +667,7 @@ pub fn redact(url: &str) -> String {
 /// anyway. A read that misses costs a `pread` from that cache instead.
 const POOL_CACHE: &str = "PRAGMA cache_size = -512;";
 
-async fn connect(
+pub(crate) async fn connect(
     backend: Backend,
     target: &str,
     max_connections: u32,

@@ -13,6 +13,8 @@
 //! - `flash-sale`: a crowd against a flash sale (admission decisions/s and
 //!   latency, orders/s at the database, time until every attempt ended),
 //!   and the same crowd against plain `POST /api/orders` for comparison.
+//! - `feed`: the change feed — lag from commit to the sink at a fixed paid
+//!   rate, events/s the sink applies, and `feed snapshot`'s orders/s.
 //!
 //! Each run starts its own ordermq in-process on a fresh temporary directory,
 //! so runs do not disturb each other or `./data` — or, with `--url`, drives an
@@ -25,6 +27,7 @@
 
 mod broker;
 mod capacity;
+mod feed;
 mod flash;
 pub mod load;
 pub mod mysql;
@@ -50,6 +53,7 @@ use self::target::Target;
 
 pub use broker::BrokerArgs;
 pub use capacity::CapacityArgs;
+pub use feed::{FeedArgs, FeedPhase};
 pub use flash::FlashArgs;
 pub use seed::SeedArgs;
 
@@ -70,6 +74,11 @@ pub enum Scenario {
     /// decisions/s and p50/p99, orders/s at the database, time until every attempt ended;
     /// and the same crowd against plain POST /api/orders on a product of as many units.
     FlashSale(FlashArgs),
+    /// The change feed (issue 22): lag p50/p99 from commit to the sink's database at
+    /// --rate paid orders/s (default 1,000) with the four groups running; events/s the
+    /// sink applies draining --events pre-loaded events (default 100,000); `feed
+    /// snapshot` of --orders orders (default 1,000,000) and the sink applying it.
+    Feed(FeedArgs),
 }
 
 /// Where reports go.
@@ -106,6 +115,7 @@ pub async fn run(scenario: Scenario) -> BenchResult<serde_json::Value> {
         Scenario::Capacity(args) => capacity::run(args).await,
         Scenario::Broker(args) => broker::run(args).await,
         Scenario::FlashSale(args) => flash::run(args).await,
+        Scenario::Feed(args) => feed::run(args).await,
     }
 }
 

@@ -6,6 +6,7 @@
 //! cargo run --release -p ordermq-bench -- capacity
 //! cargo run --release -p ordermq-bench -- seed
 //! cargo run --release -p ordermq-bench -- broker
+//! cargo run --release -p ordermq-bench -- feed
 //! ```
 
 use std::process::ExitCode;

@@ -22,9 +22,13 @@
 //! - [`sale_check`]: the flash-sale scenario's rules, on facts read from
 //!   the databases (so the self-test can plant faults in them).
 //! - [`report`]: the table and the JSON.
+//! - [`feed_check`]: `ordermq feed verify` after a trial that ran the
+//!   change feed's sink (crash, broker outage): 0 differences, 0 gaps, 0
+//!   reorderings.
 
 pub mod checker;
 pub mod driver;
+pub mod feed_check;
 pub mod process;
 pub mod report;
 pub mod sale_check;
@@ -189,6 +193,10 @@ pub struct Trial {
     pub providers: Option<Proc>,
     /// The providers' port, once started (ordermq's gateways point there).
     providers_port: Option<u16>,
+    /// `ordermq feed sink`, in trials that run it.
+    pub feed_sink: Option<Proc>,
+    /// The trial runs the feed sink: `finish` runs `feed verify`.
+    pub checks_feed: bool,
     pub driver: Driver,
     /// How many times ordermq was started.
     pub starts: usize,
@@ -230,6 +238,8 @@ impl Trial {
             broker: None,
             providers: None,
             providers_port: None,
+            feed_sink: None,
+            checks_feed: false,
             starts: 0,
             postgres,
             allow_unsafe_durability: matches!(
@@ -464,6 +474,32 @@ impl Trial {
         Ok(())
     }
 
+    /// Starts `ordermq feed sink` (the broker must be up); from now on
+    /// `finish` checks the feed with `ordermq feed verify`.
+    pub fn start_feed_sink(&mut self) -> Result<(), ChaosError> {
+        self.feed_sink = Some(Proc::spawn(
+            "ordermq feed sink",
+            &self.bin,
+            &["feed", "sink"],
+            &self.env(),
+            &self.dir.path().join("feed-sink.log"),
+        )?);
+        self.checks_feed = true;
+        Ok(())
+    }
+
+    /// `kill -9` the feed sink.
+    pub fn kill_feed_sink(&mut self) {
+        if let Some(mut proc) = self.feed_sink.take() {
+            proc.kill9();
+        }
+    }
+
+    /// The sink is still running (not exited on its own).
+    pub fn feed_sink_running(&mut self) -> bool {
+        self.feed_sink.as_mut().is_some_and(Proc::is_running)
+    }
+
     /// `kill -9` ordermq.
     pub fn kill_ordermq(&mut self) {
         if let Some(mut proc) = self.ordermq.take() {
@@ -527,6 +563,20 @@ impl Trial {
     /// Stops every process gracefully and checks the databases (and the
     /// providers' call log, when they ran as their own process).
     pub async fn finish(&mut self, expect: &Expectations) -> Result<Verdict, ChaosError> {
+        // The feed first, while ordermq and the broker still run: the sink
+        // may still be catching up.
+        let feed = if self.checks_feed {
+            let alive = self.feed_sink_running();
+            let check =
+                feed_check::verify_until_clean(&self.bin, &self.env(), Duration::from_secs(60))
+                    .await?;
+            if let Some(mut sink) = self.feed_sink.take() {
+                sink.terminate(Duration::from_secs(20)).await;
+            }
+            Some((alive, check))
+        } else {
+            None
+        };
         let clean = self.stop_ordermq().await;
         self.stop_broker().await;
         let mut expect = expect.clone();
@@ -542,6 +592,22 @@ impl Trial {
             verdict
                 .violations
                 .push("ordermq did not stop within 30 s of SIGTERM".into());
+        }
+        if let Some((alive, check)) = feed {
+            verdict.figures.push(check.summary());
+            if !alive {
+                verdict
+                    .violations
+                    .push("ordermq feed sink exited on its own during the trial".into());
+            }
+            if !check.clean() {
+                let detail: Vec<&str> = check.output.lines().take(10).collect();
+                verdict.violations.push(format!(
+                    "{} after 60 s:\n{}",
+                    check.summary(),
+                    detail.join("\n")
+                ));
+            }
         }
         Ok(verdict)
     }
@@ -559,6 +625,7 @@ impl Trial {
 
     /// Drops the trial's PostgreSQL database (a trial not kept); a no-op on SQLite.
     pub async fn discard(mut self) {
+        self.kill_feed_sink();
         if let Some((server, name)) = self.postgres.take() {
             self.kill_ordermq();
             self.kill_broker();

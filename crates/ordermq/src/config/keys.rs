@@ -17,9 +17,9 @@ use std::time::Duration;
 use super::secret::{ApiTokens, DatabaseUrl, Secret, SigningKeys};
 use super::table::{Form, Key, Raw, check_range, config_table, optional};
 use super::types::{
-    Addr, BrokerName, DeliveryMode, Dir, Flag, Flush, GatewayMode, HttpUrl, Int, Ip, LogFilter,
-    Millis, NameServers, Optional, Probability, ProcessRole, RetryLevels, Role, RoleOfProcess,
-    Span,
+    Addr, BrokerName, DeliveryMode, Dir, FeedMode, Flag, Flush, GatewayMode, HttpUrl, Int, Ip,
+    LogFilter, Millis, NameServers, Optional, Probability, ProcessRole, RetryLevels, Role,
+    RoleOfProcess, Span,
 };
 use ordermq_messaging::embedded_options::{BrokerFlush, BrokerRole};
 
@@ -337,6 +337,13 @@ config_table! {
     postgres_set_based: bool = Flag {
         key: "postgres_set_based",
         default: true,
+    }
+    /// The data team's change feed (TopicOrderChangeFeed): on, every order
+    /// change also writes one outbox row, relayed as an ordered message;
+    /// off, none is written (order_seq is still counted).
+    feed: FeedMode = FeedMode {
+        key: "feed",
+        default: FeedMode::On,
     }
     /// How long a request waits for a database connection before it is
     /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered

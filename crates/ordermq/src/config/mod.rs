@@ -45,7 +45,9 @@ pub use load::{CONFIG_FILE_VAR, ENV_PREFIX, TEST_ENV_PREFIX};
 pub use secret::{ApiTokens, DatabaseUrl, REDACTED, Secret, SigningKeys};
 pub use security::{PublicCredential, Security, SecurityError};
 pub use table::Key;
-pub use types::{DeliveryMode, GatewayMode, HttpUrl, ProcessRole, RetryLevels, parse_duration};
+pub use types::{
+    DeliveryMode, FeedMode, GatewayMode, HttpUrl, ProcessRole, RetryLevels, parse_duration,
+};
 
 /// The payment secret used when none is configured. Public, so never safe.
 pub const DEV_PAYMENT_SECRET: &str = "ordermq-dev-secret-change-me";
@@ -420,6 +422,10 @@ impl Config {
         ordermq_store::StoreOptions {
             acquire_timeout: self.database_acquire_timeout,
             pg_fast_path: self.postgres_set_based,
+            feed: match self.feed {
+                FeedMode::On => ordermq_store::Feed::On,
+                FeedMode::Off => ordermq_store::Feed::Off,
+            },
             session: ordermq_store::SessionSettings {
                 statement_timeout: self.database_statement_timeout,
                 lock_timeout: self.database_lock_timeout,

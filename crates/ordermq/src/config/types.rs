@@ -420,6 +420,47 @@ impl Form for DeliveryMode {
     }
 }
 
+/// Whether order changes also write the data team's change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedMode {
+    /// One `TopicOrderChangeFeed` row per order change.
+    #[default]
+    On,
+    /// None: a shop that does not need the feed pays nothing for it.
+    Off,
+}
+
+impl FromStr for FeedMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is neither on nor off")),
+        }
+    }
+}
+
+impl fmt::Display for FeedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
+impl Form for FeedMode {
+    type Value = Self;
+    const ACCEPTS: &'static str = "on or off";
+    fn parse(raw: Raw<'_>) -> Result<Self, String> {
+        raw.text()?.parse()
+    }
+    fn show(value: &Self) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
 /// Which adapter serves a third party.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GatewayMode {

@@ -15,6 +15,8 @@
 //!   listing and requeueing parked outbox rows.
 //! - [`e2e`] and [`lifecycle`]: a whole ordermq in-process with the real
 //!   embedded RocketMQ broker ([`ordermq_testkit::LocalApp`]).
+//! - [`feed`]: the change feed through the real broker into the data
+//!   team's sink; `feed verify` clean, then reporting a broken row and a gap.
 //! - [`events`]: forged events parked by every group, a rotated-in key
 //!   accepted, unpredictable ids (the real broker).
 //! - [`limits`]: a hoarding script held to the per-user limits and the rate
@@ -52,6 +54,7 @@ mod docs;
 mod durability;
 mod e2e;
 mod events;
+mod feed;
 mod flash;
 mod gateways;
 mod http;

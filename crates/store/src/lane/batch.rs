@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use ordermq_domain::{OutboxMessage, PaymentNotice};
 use rusqlite::Connection;
 
-use super::pay::{FastPay, pay_one};
+use super::pay::{FastPay, insert_feed_rows, pay_one};
 use super::relay::relay_round;
 use super::savepoint;
 use crate::fail::LaneResult;
-use crate::sql::RelayRound;
+use crate::sql::{Feed, RelayRound};
 
 /// What [`pay_batch`] committed: per payment, and per relay round (the rows it claimed).
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub(crate) struct PayBatch {
 /// failed as a whole and nothing was written.
 pub(crate) fn pay_batch(
     conn: &mut Connection,
+    feed: Feed,
     payments: &[PaymentNotice],
     relay: &[RelayRound],
     now: i64,
@@ -36,9 +37,11 @@ pub(crate) fn pay_batch(
     let begun = Instant::now();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(payments.len());
+    let mut feed_rows = Vec::new();
     for notice in payments {
         savepoint(&tx, "SAVEPOINT pay")?;
-        match pay_one(&tx, notice, now) {
+        let rows = (feed == Feed::On).then_some(&mut feed_rows);
+        match pay_one(&tx, rows, notice, now) {
             Ok(outcome) => {
                 if matches!(outcome, FastPay::Undecided | FastPay::Paid(Err(_))) {
                     savepoint(&tx, "ROLLBACK TO pay")?;
@@ -56,6 +59,7 @@ pub(crate) fn pay_batch(
             }
         }
     }
+    insert_feed_rows(&tx, &feed_rows, now)?;
     let mut rounds = Vec::with_capacity(relay.len());
     for round in relay {
         savepoint(&tx, "SAVEPOINT relay")?;

@@ -5,6 +5,7 @@
 //! Operation module: it imports only the base and leaves.
 
 use ordermq_domain::event::PaidLine;
+use ordermq_domain::feed::{FeedChange, FeedEvent, OrderState, TOPIC_ORDER_CHANGE_FEED};
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::PaymentReceipt;
 use ordermq_domain::{
@@ -28,11 +29,12 @@ pub(crate) enum FastPay {
 /// `Paid(Err)` the caller rolls it back).
 pub(crate) fn pay_one(
     tx: &rusqlite::Transaction<'_>,
+    feed_rows: Option<&mut Vec<FeedEvent>>,
     notice: &PaymentNotice,
     now: i64,
 ) -> LaneResult<FastPay> {
     let order_id = notice.order_id.as_str();
-    let user_id: Option<String> = tx
+    let paid: Option<(String, i64, i64)> = tx
         .prepare_cached(sql::PAY_ORDER)?
         .query_row(
             params![
@@ -43,10 +45,10 @@ pub(crate) fn pay_one(
                 OrderStatus::Unpaid.as_str(),
                 notice.amount.minor_units()
             ],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
-    let Some(user_id) = user_id else {
+    let Some((user_id, order_seq, created_at)) = paid else {
         return Ok(FastPay::Undecided);
     };
     let recorded = tx
@@ -76,7 +78,7 @@ pub(crate) fn pay_one(
         payment_id: notice.payment_id.clone(),
         amount: notice.amount,
         paid_at: now,
-        lines,
+        lines: lines.clone(),
     });
     let kind = event.kind();
     tx.prepare_cached(sql::INSERT_OUTBOX)?.execute(params![
@@ -88,12 +90,41 @@ pub(crate) fn pay_one(
         None::<i64>,
         now
     ])?;
+    if let Some(feed_rows) = feed_rows {
+        // Built from what this payment already read: no statement here;
+        // the batch inserts them after its payments (`insert_feed_rows`).
+        let state = OrderState::paid(notice, &user_id, &lines, created_at, now);
+        feed_rows.push(FeedEvent::new(FeedChange::Paid, order_seq, state, now));
+    }
     Ok(FastPay::Paid(Ok(PaymentReceipt {
         order_id: notice.order_id.clone(),
         status: OrderStatus::Paid,
         duplicate: false,
         refund_required: false,
     })))
+}
+
+/// The change-feed rows of the batch's applied payments, after all of
+/// them (as the general path's set-based run writes them: its `OrderPaid`
+/// rows, then its feed rows), with the shared prepared insert.
+pub(crate) fn insert_feed_rows(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[FeedEvent],
+    now: i64,
+) -> LaneResult<()> {
+    let mut insert = tx.prepare_cached(sql::INSERT_OUTBOX)?;
+    for event in events {
+        insert.execute(params![
+            TOPIC_ORDER_CHANGE_FEED,
+            event.data.change.tag(),
+            event.subject,
+            event.id,
+            event.to_json(),
+            None::<i64>,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 fn corrupt(message: String) -> LaneError {

@@ -69,6 +69,7 @@ pub(crate) struct Timing {
 /// the transaction failed as a whole and nothing was written.
 pub(crate) async fn pay_batch(
     pool: &PgPool,
+    feed: crate::sql::Feed,
     payments: &[PaymentNotice],
     rounds: &[crate::sql::RelayRound],
     now: i64,
@@ -82,7 +83,7 @@ pub(crate) async fn pay_batch(
     let mut conn = pool.acquire().await?;
     lap(&mut timing.acquire);
     // Orders' users and lines never change: read before the transaction.
-    let prepared = pay::prepare(&mut conn, payments, now).await?;
+    let prepared = pay::prepare(&mut conn, feed, payments, now).await?;
     lap(&mut timing.read);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let decided = pay::apply(&mut tx, payments, prepared, now).await?;

@@ -211,6 +211,14 @@ const ORDERS_V8: &[&str] = &[
     "UPDATE outbox SET settled_at = sent_at WHERE sent_at IS NOT NULL",
 ];
 
+/// Version 9: the change feed (see the shared `ORDERS_V9`). No partial
+/// index: `outbox_feed_order` leads with the key, then `sent_at`, so the
+/// feed's claim rule reads one order's unsent rows as an equality prefix.
+const ORDERS_V9: &[&str] = &[
+    "ALTER TABLE orders ADD COLUMN order_seq BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD INDEX outbox_feed_order (msg_key, sent_at, id)",
+];
+
 /// Each system's version 3: its outbox of receipts (see the shared
 /// `SYSTEM_V3`), indexed as `outbox` is since version 6.
 const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
@@ -326,9 +334,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 8] {
+pub(super) fn orders() -> [&'static [&'static str]; 9] {
     [
         ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
+        ORDERS_V9,
     ]
 }
 

@@ -5,12 +5,12 @@
 
 use futures_util::future::join_all;
 use ordermq_domain::{OrderId, PaymentNotice, UserLimits};
-use ordermq_store::{Store, StoreOptions, WriteOp, WriteResult};
+use ordermq_store::{Store, WriteOp, WriteResult};
 
 use super::differential::tables;
 use super::helpers::{
-    TestDb, mysql, new_order, notice, on_every_backend, order_id, postgres, postgres_with, seed,
-    sqlite,
+    TestDb, fanout_only, mysql, new_order, notice, on_every_backend, order_id, postgres,
+    postgres_with, seed, sqlite,
 };
 
 fn create(n: u32, user: &str, items: &[(&str, i64)]) -> WriteOp {
@@ -225,7 +225,7 @@ async fn a_mixed_batch_is_decided_as_one_by_one_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mixed_batch_is_decided_as_one_by_one_on_postgres() {
-    let options = StoreOptions::default();
+    let options = fanout_only();
     if let (Some(batched), Some(alone)) =
         (postgres_with(&options).await, postgres_with(&options).await)
     {

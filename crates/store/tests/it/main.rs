@@ -12,6 +12,8 @@
 //! - `differential`: one sequence of operations through the SQLite lane,
 //!   general SQLite, PostgreSQL's set-based path and its general path, and
 //!   MariaDB; every answer and every row compared.
+//! - `feed`: the change feed's rows on every write path, numbered per
+//!   order, claimed per order in order across relays; none when off.
 //! - `batches`: concurrent group-commit batches on a hot SKU, and a batch
 //!   of good and bad payments against paying them one by one.
 //! - `deadlocks`: a batch that loses a deadlock anyway runs again.
@@ -22,6 +24,7 @@
 mod batches;
 mod deadlocks;
 mod differential;
+mod feed;
 mod flash;
 mod helpers;
 mod limits;

@@ -118,7 +118,7 @@ on_every_backend!(receipts_with_effects, receipts_go_out_with_their_effects);
 async fn receipts_go_out_with_their_effects_on_sqlites_general_path() {
     let db = sqlite_with(&StoreOptions {
         lanes: false,
-        ..StoreOptions::default()
+        ..fanout_only()
     })
     .await;
     receipts_go_out_with_their_effects(db.store).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ordermq_store::{SessionSettings, StoreOptions};
 
-use super::helpers::{mysql_with, postgres_with, sqlite};
+use super::helpers::{fanout_only, mysql_with, postgres_with, sqlite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_has_no_server_settings() {
@@ -24,7 +24,7 @@ async fn every_postgres_session_gets_the_configured_timeouts() {
     };
     let options = StoreOptions {
         session,
-        ..StoreOptions::default()
+        ..fanout_only()
     };
     let Some(db) = postgres_with(&options).await else {
         return;
@@ -60,7 +60,7 @@ async fn every_mariadb_session_gets_the_configured_timeouts() {
     };
     let options = StoreOptions {
         session,
-        ..StoreOptions::default()
+        ..fanout_only()
     };
     let Some(db) = mysql_with(&options).await else {
         return;

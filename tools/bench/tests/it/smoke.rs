@@ -411,3 +411,38 @@ async fn flash_sale_report_is_complete_and_consistent() {
         40.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feed_report_counts_every_event_of_each_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench::run(Scenario::Feed(bench::FeedArgs {
+        rate: 50.0,
+        duration: Duration::from_secs(2),
+        events: 300,
+        orders: 300,
+        phases: vec![
+            bench::FeedPhase::Lag,
+            bench::FeedPhase::Drain,
+            bench::FeedPhase::Snapshot,
+        ],
+        settings: Vec::new(),
+        output: output(dir.path(), "feed"),
+    }))
+    .await
+    .unwrap();
+    assert_written(dir.path(), "feed", &report);
+    // Every payment's paid event reached the sink and has a lag.
+    assert_eq!(num(&report, &["lag", "payments"]), 100.0);
+    assert_eq!(num(&report, &["lag", "paid_events_applied"]), 100.0);
+    let (p50, p99) = (
+        num(&report, &["lag", "lag_p50_ms"]),
+        num(&report, &["lag", "lag_p99_ms"]),
+    );
+    assert!(p50 <= p99 && p99 <= num(&report, &["lag", "lag_max_ms"]));
+    // Every pre-loaded event and every snapshotted order was applied once.
+    assert_eq!(num(&report, &["drain", "applied"]), 300.0);
+    assert!(num(&report, &["drain", "events_per_s"]) > 0.0);
+    assert_eq!(num(&report, &["snapshot", "sent"]), 300.0);
+    assert_eq!(num(&report, &["snapshot", "applied"]), 300.0);
+    assert!(num(&report, &["snapshot", "send_orders_per_s"]) > 0.0);
+}

@@ -5,6 +5,10 @@
 //! It stands apart because it is the one fault outside ordermq: payments
 //! must go on while the broker is away (the outbox holds their events), and
 //! everything must be delivered once it is back.
+//!
+//! `ordermq feed sink` runs as a process of its own through both outages
+//! (and is killed with `kill -9` with the broker); after the trial `ordermq
+//! feed verify` must find 0 differences, 0 gaps and 0 reorderings.
 
 use std::sync::atomic::Ordering;
 
@@ -20,6 +24,7 @@ pub(super) async fn broker_outage(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, true).await?;
     trial.start_broker().await?;
     trial.start_ordermq().await?;
+    trial.start_feed_sink()?;
     let load = Load::start(&trial.driver, LoadOptions::default());
     let mut faults = 0;
     let mut notes = Vec::new();
@@ -55,9 +60,11 @@ pub(super) async fn broker_outage(options: &Options) -> TrialOutcome {
 
         // kill -9, short outage.
         trial.kill_broker();
+        trial.kill_feed_sink();
         faults += 1;
         tokio::time::sleep(options.outage / 3).await;
         trial.start_broker().await?;
+        trial.start_feed_sink()?;
         tokio::time::sleep(options.load_phase).await;
         Ok::<(), ChaosError>(())
     }

@@ -13,6 +13,11 @@
 //! until every close was due and every refund answered, and the checker
 //! wants each order's history to be one chain (a close applied twice breaks
 //! it), no order left UNPAID, and each refund done and taken back once.
+//!
+//! `ordermq feed sink` runs beside it as a process of its own, loses its
+//! broker at every kill, and is itself killed with `kill -9` at one kill in
+//! three; after the trial `ordermq feed verify` must find the sink equal to
+//! the order database (0 differences, 0 gaps, 0 reorderings).
 
 use std::time::Duration;
 
@@ -41,6 +46,7 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
     trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
     trial.start_ordermq().await?;
+    trial.start_feed_sink()?;
     let load = Load::start(
         &trial.driver,
         LoadOptions {
@@ -65,8 +71,16 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
         tokio::time::sleep(random_duration(200, 1_500)).await;
         trial.kill_ordermq();
         kills += 1;
+        let sink_too = fastrand::u8(..3) == 0;
+        if sink_too {
+            trial.kill_feed_sink();
+        }
         tokio::time::sleep(random_duration(0, 300)).await;
         if let Err(e) = trial.start_ordermq().await {
+            load.stop().await;
+            return Err(e);
+        }
+        if sink_too && let Err(e) = trial.start_feed_sink() {
             load.stop().await;
             return Err(e);
         }

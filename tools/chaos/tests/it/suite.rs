@@ -723,3 +723,78 @@ async fn the_checker_reports_duplicate_missing_and_phantom_provider_calls() {
         ]
     );
 }
+
+/// The feed invariant is not blind either: `ordermq feed verify`, run as a
+/// trial runs it, passes on a sink that followed the order database, and
+/// fails on one where a fault was planted (a row changed, an event applied
+/// before its predecessor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_check_reports_a_fault_planted_in_the_sink() {
+    use ordermq_chaos::feed_check::verify_once;
+    use ordermq_domain::feed::{FeedChange, FeedEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = ordermq::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..ordermq::Config::default()
+    };
+    let store = Store::open(&config.database_url(), &StoreOptions::default())
+        .await
+        .unwrap();
+    store
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let id = OrderId::parse("F1").unwrap();
+    let order = NewOrder::new(UserId::parse("u1").unwrap(), vec![line("P-1", 2)]).unwrap();
+    store.create_order(&order, &id, 1, None).await.unwrap();
+    let (created, _) = store.feed_states("", 10).await.unwrap().remove(0);
+    let notice = PaymentNotice {
+        order_id: id.clone(),
+        payment_id: PaymentId::parse("pay-F1").unwrap(),
+        amount: Amount::parse(200).unwrap(),
+    };
+    store.pay_order(&notice, 2).await.unwrap();
+    let (paid, seq) = store.feed_states("", 10).await.unwrap().remove(0);
+    assert_eq!(seq, 2);
+    store.close().await;
+    let sink = ordermq_store::FeedSink::open(&ordermq::feed::sink_url(&config, None))
+        .await
+        .unwrap();
+    sink.apply(
+        &[
+            FeedEvent::new(FeedChange::Created, 1, created, 1),
+            FeedEvent::new(FeedChange::Paid, 2, paid, 2),
+        ],
+        10,
+    )
+    .await
+    .unwrap();
+    let bin = find_ordermq().expect("the ordermq binary");
+    let env = vec![(
+        "ORDERMQ_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    )];
+    let check = verify_once(&bin, &env).await.unwrap();
+    assert!(check.clean(), "{check:?}");
+    assert_eq!(check.orders, 1);
+
+    // An event applied before its predecessor.
+    sink.execute("UPDATE order_events SET applied_at = 99 WHERE order_seq = 1")
+        .await
+        .unwrap();
+    let check = verify_once(&bin, &env).await.unwrap();
+    assert!(!check.clean());
+    assert_eq!((check.reorderings, check.exit), (1, Some(1)), "{check:?}");
+    // A row that differs from the order database.
+    sink.execute("UPDATE orders SET status = 'UNPAID'")
+        .await
+        .unwrap();
+    let check = verify_once(&bin, &env).await.unwrap();
+    assert_eq!((check.differences, check.reorderings), (1, 1), "{check:?}");
+}

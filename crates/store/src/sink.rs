@@ -1,0 +1,601 @@
+//! The data team's analytics database, fed by `ordermq feed sink`: a
+//! denormalized `orders` table (each order as its last applied event says),
+//! the `order_events` history, and `parked_events`.
+//!
+//! Why its own database and handle: it is the data team's, not the order
+//! service's — a SQLite file by default, PostgreSQL as an option — and the
+//! order database never serves their reports. It is written only through
+//! [`FeedSink::apply`], which follows the domain's rule
+//! (`FeedEvent::admit`): an event already applied is skipped (by its
+//! `order_seq`, and its id is the history's primary key), the next one is
+//! applied, and one whose predecessor has not arrived is *parked* for its
+//! order only — the batch, and every other order, go on. When the missing
+//! event arrives, the parked ones of its order that now follow are applied
+//! in the same transaction. Each order is applied under a lock of its own
+//! (PostgreSQL: an advisory lock by order id; SQLite: one connection), so
+//! an event and its successor handled concurrently can never both miss each
+//! other.
+//!
+//! A snapshot event (`ordermq feed snapshot`) carries an order's whole
+//! state at its `order_seq`: it is applied over any older state and
+//! skipped over a newer one, so the changes it jumps over are never applied
+//! (they are duplicates of it) and parked ones it covers are dropped. The
+//! history then has a hole right before the snapshot, which is not a gap:
+//! [`FeedSink::gaps`] counts a hole only where the event after it is a
+//! change.
+//!
+//! Handle module: it imports only the base and `store`'s connection helpers.
+
+use std::collections::BTreeMap;
+
+use ordermq_domain::feed::{Admission, FeedChange, FeedEvent, FeedLine, OrderState};
+use ordermq_domain::parked::ParkedMessage;
+use ordermq_domain::ports::{BoxFuture, ParkingLot, StorageError};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::dialect;
+use crate::fail::{get, storage};
+use crate::sql::Backend;
+use crate::store::{OpenError, StoreOptions, backend_of, connect, redact, sqlite_path};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS orders (
+        order_id VARCHAR(64) PRIMARY KEY,
+        user_id VARCHAR(64) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        amount BIGINT NOT NULL,
+        payment_id VARCHAR(64),
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        order_seq BIGINT NOT NULL,
+        line_count BIGINT NOT NULL,
+        units BIGINT NOT NULL,
+        refunded_units BIGINT NOT NULL,
+        lines TEXT NOT NULL,
+        last_event_id VARCHAR(160) NOT NULL,
+        last_change VARCHAR(32) NOT NULL,
+        applied_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status)",
+    "CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id)",
+    "CREATE TABLE IF NOT EXISTS order_events (
+        event_id VARCHAR(160) PRIMARY KEY,
+        order_id VARCHAR(64) NOT NULL,
+        order_seq BIGINT NOT NULL,
+        type VARCHAR(64) NOT NULL,
+        time VARCHAR(40) NOT NULL,
+        body TEXT NOT NULL,
+        applied_at BIGINT NOT NULL,
+        UNIQUE (order_id, order_seq)
+    )",
+    "CREATE TABLE IF NOT EXISTS parked_events (
+        event_id VARCHAR(160) PRIMARY KEY,
+        order_id VARCHAR(64) NOT NULL,
+        order_seq BIGINT NOT NULL,
+        waiting_for BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        parked_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS parked_by_order ON parked_events (order_id, order_seq)",
+    // Messages that failed the signature check: never applied.
+    "CREATE TABLE IF NOT EXISTS unverified_messages (
+        msg_id VARCHAR(200) PRIMARY KEY,
+        msg_key VARCHAR(200) NOT NULL,
+        event_id VARCHAR(200),
+        reason VARCHAR(64) NOT NULL,
+        detail TEXT NOT NULL,
+        body TEXT NOT NULL,
+        parked_at BIGINT NOT NULL
+    )",
+];
+
+/// The analytics database.
+#[derive(Debug, Clone)]
+pub struct FeedSink {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// What one [`FeedSink::apply`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Events applied as they came.
+    pub applied: u64,
+    /// Parked events applied because their predecessor came.
+    pub unparked: u64,
+    /// Redeliveries skipped.
+    pub duplicates: u64,
+    /// Events parked until their predecessor comes.
+    pub parked: u64,
+}
+
+/// An event waiting for its predecessor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub event_id: String,
+    pub order_id: String,
+    pub order_seq: i64,
+    /// The `order_seq` the sink holds for the order is one less than this.
+    pub waiting_for: i64,
+    pub parked_at: i64,
+}
+
+/// An order whose history is not 1, 2, 3 … without a hole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqGap {
+    pub order_id: String,
+    /// Events in the history.
+    pub events: i64,
+    pub first: i64,
+    pub last: i64,
+}
+
+impl FeedSink {
+    /// Opens (creating if needed) the analytics database: `sqlite://PATH`
+    /// or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let options = StoreOptions::default();
+        let pool = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(url);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                // One connection: SQLite has one writer, and it serializes
+                // the orders' applications (see the module's doc).
+                connect(backend, &path.to_string_lossy(), 1, &options).await?
+            }
+            Backend::Postgres => connect(backend, url, 8, &options).await?,
+            Backend::Mysql => return Err(OpenError::UnsupportedUrl(redact(url))),
+        };
+        for ddl in SCHEMA {
+            dialect::query(ddl)
+                .execute(&pool)
+                .await
+                .map_err(|source| OpenError::Migrate {
+                    url: redact(url),
+                    source,
+                })?;
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies `events` in one transaction (see the module's doc).
+    ///
+    /// # Errors
+    ///
+    /// The database failed: nothing of the batch was written (the broker
+    /// redelivers it).
+    pub async fn apply(&self, events: &[FeedEvent], now: i64) -> Result<SinkReport, StorageError> {
+        let mut by_order: BTreeMap<&str, Vec<&FeedEvent>> = BTreeMap::new();
+        for event in events {
+            by_order.entry(&event.subject).or_default().push(event);
+        }
+        let mut report = SinkReport::default();
+        let mut tx = self.pool.begin().await.map_err(storage)?;
+        for (order_id, mut events) in by_order {
+            events.sort_by_key(|e| e.data.order_seq);
+            self.lock_order(&mut tx, order_id).await?;
+            for event in events {
+                apply_one(&mut tx, event, now, &mut report).await?;
+            }
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(report)
+    }
+
+    /// PostgreSQL: the order's lock to the end of the transaction.
+    async fn lock_order(&self, tx: &mut AnyConnection, order_id: &str) -> Result<(), StorageError> {
+        if self.backend == Backend::Postgres {
+            dialect::query(
+                "SELECT 1 AS one FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l",
+            )
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Parked events, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn parked(&self, limit: i64) -> Result<Vec<ParkedEvent>, StorageError> {
+        dialect::query(
+            "SELECT event_id, order_id, order_seq, waiting_for, parked_at FROM parked_events \
+             ORDER BY parked_at, order_id, order_seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            Ok(ParkedEvent {
+                event_id: get(r, "event_id")?,
+                order_id: get(r, "order_id")?,
+                order_seq: r.try_get("order_seq").map_err(storage)?,
+                waiting_for: r.try_get("waiting_for").map_err(storage)?,
+                parked_at: r.try_get("parked_at").map_err(storage)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Tries every parked event again, by order: those whose predecessor is
+    /// now applied are applied (with whatever follows them); the others stay.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; what was applied before stays applied.
+    pub async fn replay_parked(&self, now: i64) -> Result<SinkReport, StorageError> {
+        let bodies: Vec<String> =
+            dialect::query("SELECT body FROM parked_events ORDER BY order_id, order_seq")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(storage)?
+                .iter()
+                .map(|r| get(r, "body"))
+                .collect::<Result<_, _>>()?;
+        let events = bodies
+            .iter()
+            .map(|b| FeedEvent::from_json(b.as_bytes()).map_err(StorageError::corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut total = SinkReport::default();
+        for chunk in events.chunks(500) {
+            let report = self.apply(chunk, now).await?;
+            // A parked event seen again is "parked" again (it stays): count
+            // only what moved.
+            total.applied += report.applied + report.unparked;
+            total.duplicates += report.duplicates;
+        }
+        total.parked = self.parked(i64::MAX).await?.len() as u64;
+        Ok(total)
+    }
+
+    /// A page of the sink's orders after `after`, by order id, with their
+    /// `order_seq` (as [`crate::Store::feed_states`] reads the order database).
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read, or a row does not decode.
+    pub async fn states(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(OrderState, i64)>, StorageError> {
+        dialect::query(
+            "SELECT order_id, user_id, status, amount, payment_id, created_at, updated_at, \
+             order_seq, lines FROM orders WHERE order_id > $1 ORDER BY order_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            let lines: String = get(r, "lines")?;
+            let lines = FeedLine::list_from_json(&lines).map_err(StorageError::corrupt)?;
+            let state = OrderState {
+                order_id: get(r, "order_id")?,
+                user_id: get(r, "user_id")?,
+                status: get(r, "status")?,
+                amount: r.try_get("amount").map_err(storage)?,
+                payment_id: get(r, "payment_id")?,
+                created_at: r.try_get("created_at").map_err(storage)?,
+                updated_at: r.try_get("updated_at").map_err(storage)?,
+                lines,
+            };
+            Ok((state, r.try_get("order_seq").map_err(storage)?))
+        })
+        .collect()
+    }
+
+    /// Orders whose history has a hole before a change (a change `n > 1`
+    /// without `n - 1`; a hole before a snapshot is what the snapshot
+    /// covers), or whose `orders` row is not at its history's last event.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn gaps(&self) -> Result<Vec<SeqGap>, StorageError> {
+        dialect::query(
+            "SELECT e.order_id, COUNT(*) AS n, MIN(e.order_seq) AS lo, MAX(e.order_seq) AS hi \
+             FROM order_events e \
+             LEFT JOIN order_events p ON p.order_id = e.order_id AND p.order_seq = e.order_seq - 1 \
+             LEFT JOIN orders o ON o.order_id = e.order_id \
+             GROUP BY e.order_id, o.order_seq \
+             HAVING SUM(CASE WHEN p.event_id IS NULL AND e.order_seq > 1 AND e.type <> $1 \
+                        THEN 1 ELSE 0 END) > 0 \
+                OR o.order_seq IS NULL OR o.order_seq <> MAX(e.order_seq) \
+             ORDER BY e.order_id",
+        )
+        .bind(FeedChange::Snapshot.event_type())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            Ok(SeqGap {
+                order_id: get(r, "order_id")?,
+                events: r.try_get("n").map_err(storage)?,
+                first: r.try_get("lo").map_err(storage)?,
+                last: r.try_get("hi").map_err(storage)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Events applied before their predecessor (by `applied_at`): each as
+    /// `(order id, order_seq)`. The sink never does this; the check is how
+    /// `feed verify` would see a sink that did.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn reorderings(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        dialect::query(
+            "SELECT e.order_id, e.order_seq FROM order_events e \
+             JOIN order_events p ON p.order_id = e.order_id AND p.order_seq = e.order_seq - 1 \
+             WHERE p.applied_at > e.applied_at ORDER BY e.order_id, e.order_seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| {
+            Ok((
+                get(r, "order_id")?,
+                r.try_get("order_seq").map_err(storage)?,
+            ))
+        })
+        .collect()
+    }
+
+    /// The history's size and when its last event was applied (epoch ms;
+    /// 0 if empty): what a replay that changes nothing leaves as it was.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn history(&self) -> Result<(i64, i64), StorageError> {
+        let row = dialect::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(applied_at), 0) AS last FROM order_events",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok((
+            row.try_get("n").map_err(storage)?,
+            row.try_get("last").map_err(storage)?,
+        ))
+    }
+
+    /// Events of `event_type` applied at or after `since` (epoch ms): each
+    /// one's `time` (the change's, as the event says it) and `applied_at`.
+    /// What the benchmark's feed lag is computed from.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn applied_times(
+        &self,
+        event_type: &str,
+        since: i64,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        dialect::query(
+            "SELECT time, applied_at FROM order_events WHERE type = $1 AND applied_at >= $2",
+        )
+        .bind(event_type)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| Ok((get(r, "time")?, get(r, "applied_at")?)))
+        .collect()
+    }
+
+    /// How many events were applied at or after `since` (epoch ms), and
+    /// the first and last `applied_at` among them (0 when none): the
+    /// span over which the sink applied them.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn applied_span(&self, since: i64) -> Result<(i64, i64, i64), StorageError> {
+        let row = dialect::query(
+            "SELECT COUNT(*) AS n, COALESCE(MIN(applied_at), 0) AS first, \
+             COALESCE(MAX(applied_at), 0) AS last FROM order_events WHERE applied_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok((get(&row, "n")?, get(&row, "first")?, get(&row, "last")?))
+    }
+
+    /// Runs `sql` on the analytics database (tests, and an operator's
+    /// repair). Returns the rows it changed.
+    ///
+    /// # Errors
+    ///
+    /// The statement failed.
+    pub async fn execute(&self, sql: &str) -> Result<u64, StorageError> {
+        Ok(dialect::query(sql)
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?
+            .rows_affected())
+    }
+}
+
+async fn applied_seq(tx: &mut AnyConnection, order_id: &str) -> Result<i64, StorageError> {
+    Ok(
+        dialect::query("SELECT order_seq FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(storage)?
+            .map(|r| r.try_get::<i64, _>("order_seq"))
+            .transpose()
+            .map_err(storage)?
+            .unwrap_or(0),
+    )
+}
+
+async fn apply_one(
+    tx: &mut AnyConnection,
+    event: &FeedEvent,
+    now: i64,
+    report: &mut SinkReport,
+) -> Result<(), StorageError> {
+    let order_id = event.subject.as_str();
+    let seq = applied_seq(tx, order_id).await?;
+    match event.admit(seq) {
+        Admission::Duplicate => {
+            report.duplicates += 1;
+            Ok(())
+        }
+        Admission::Park => {
+            dialect::query(
+                "INSERT INTO parked_events (event_id, order_id, order_seq, waiting_for, body, parked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(event.id.as_str())
+            .bind(order_id)
+            .bind(event.data.order_seq)
+            .bind(seq + 1)
+            .bind(event.to_json())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+            report.parked += 1;
+            Ok(())
+        }
+        Admission::Apply => {
+            write(tx, event, now).await?;
+            report.applied += 1;
+            // What was parked for this order and now follows.
+            let mut next = event.data.order_seq + 1;
+            loop {
+                let body: Option<String> = dialect::query(
+                    "SELECT body FROM parked_events WHERE order_id = $1 AND order_seq = $2",
+                )
+                .bind(order_id)
+                .bind(next)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(storage)?
+                .map(|r| get(&r, "body"))
+                .transpose()?;
+                let Some(body) = body else { break };
+                let parked =
+                    FeedEvent::from_json(body.as_bytes()).map_err(StorageError::corrupt)?;
+                write(tx, &parked, now).await?;
+                report.unparked += 1;
+                next += 1;
+            }
+            // Parked copies of what is now applied (seen twice) are done.
+            dialect::query("DELETE FROM parked_events WHERE order_id = $1 AND order_seq < $2")
+                .bind(order_id)
+                .bind(next)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+            dialect::query("UPDATE parked_events SET waiting_for = $1 WHERE order_id = $2")
+                .bind(next)
+                .bind(order_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+            Ok(())
+        }
+    }
+}
+
+/// The event in the history and its order's row as it says.
+async fn write(tx: &mut AnyConnection, event: &FeedEvent, now: i64) -> Result<(), StorageError> {
+    let order = &event.data.order;
+    dialect::query(
+        "INSERT INTO order_events (event_id, order_id, order_seq, type, time, body, applied_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.id.as_str())
+    .bind(order.order_id.as_str())
+    .bind(event.data.order_seq)
+    .bind(event.event_type.as_str())
+    .bind(event.time.as_str())
+    .bind(event.to_json())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(storage)?;
+    let lines = FeedLine::list_to_json(&order.lines);
+    let units: i64 = order.lines.iter().map(|l| l.quantity).sum();
+    let refunded: i64 = order.lines.iter().map(|l| l.refunded).sum();
+    dialect::query(
+        "INSERT INTO orders (order_id, user_id, status, amount, payment_id, created_at, updated_at, \
+           order_seq, line_count, units, refunded_units, lines, last_event_id, last_change, applied_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (order_id) DO UPDATE SET user_id = excluded.user_id, status = excluded.status, \
+           amount = excluded.amount, payment_id = excluded.payment_id, \
+           created_at = excluded.created_at, updated_at = excluded.updated_at, \
+           order_seq = excluded.order_seq, line_count = excluded.line_count, \
+           units = excluded.units, refunded_units = excluded.refunded_units, \
+           lines = excluded.lines, last_event_id = excluded.last_event_id, \
+           last_change = excluded.last_change, applied_at = excluded.applied_at",
+    )
+    .bind(order.order_id.as_str())
+    .bind(order.user_id.as_str())
+    .bind(order.status.as_str())
+    .bind(order.amount)
+    .bind(order.payment_id.as_deref())
+    .bind(order.created_at)
+    .bind(order.updated_at)
+    .bind(event.data.order_seq)
+    .bind(order.lines.len() as i64)
+    .bind(units)
+    .bind(refunded)
+    .bind(lines)
+    .bind(event.id.as_str())
+    .bind(event.data.change.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
+
+impl ParkingLot for FeedSink {
+    fn park(&self, message: ParkedMessage) -> BoxFuture<'_, Result<bool, StorageError>> {
+        Box::pin(async move {
+            let inserted = dialect::query(
+                "INSERT INTO unverified_messages (msg_id, msg_key, event_id, reason, detail, body, parked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (msg_id) DO NOTHING",
+            )
+            .bind(message.msg_id.as_str())
+            .bind(message.key.as_str())
+            .bind(message.event_id.as_deref())
+            .bind(message.reason.as_str())
+            .bind(message.detail.as_str())
+            .bind(message.body.as_str())
+            .bind(message.parked_at)
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?
+            .rows_affected();
+            Ok(inserted == 1)
+        })
+    }
+}

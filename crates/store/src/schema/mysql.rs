@@ -211,6 +211,13 @@ const ORDERS_V8: &[&str] = &[
     "UPDATE outbox SET settled_at = sent_at WHERE sent_at IS NOT NULL",
 ];
 
+/// Version 9: the receipts' shipments (see the shared `SHIPMENT_RECEIPTS`).
+const ORDERS_V9: &[&str] = &["CREATE TABLE IF NOT EXISTS shipment_receipts (
+        order_id VARCHAR(64) PRIMARY KEY,
+        tracking_no VARCHAR(128) NOT NULL,
+        received_at BIGINT NOT NULL
+    ) {TABLE}"];
+
 /// Each system's version 3: its outbox of receipts (see the shared
 /// `SYSTEM_V3`), indexed as `outbox` is since version 6.
 const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
@@ -326,9 +333,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 8] {
+pub(super) fn orders() -> [&'static [&'static str]; 9] {
     [
         ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
+        ORDERS_V9,
     ]
 }
 

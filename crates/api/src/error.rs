@@ -218,7 +218,6 @@ impl From<CarrierUpdateError> for ApiError {
             CarrierUpdateError::OrderNotFound(_) => StatusCode::NOT_FOUND,
             CarrierUpdateError::ShipmentNotFound(_)
             | CarrierUpdateError::TrackingMismatch { .. } => StatusCode::CONFLICT,
-            CarrierUpdateError::ShipmentsElsewhere => StatusCode::NOT_IMPLEMENTED,
             CarrierUpdateError::Storage(e) => return Self::storage(e),
         };
         Self::new(status, e.code(), e.to_string())

@@ -122,17 +122,11 @@ pub enum ErrorCode {
     SaleLimitExceeded,
     /// 404: no flash-sale attempt has this id.
     AttemptNotFound,
-    /// 501: a carrier callback reached an order service whose warehouse
-    /// runs as its own process with its own database (`role order`): the
-    /// shipment's tracking number, which the callback is checked against,
-    /// is not in the order database
-    /// (`CarrierUpdateError::ShipmentsElsewhere`).
-    ShipmentsElsewhere,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 37] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -170,7 +164,6 @@ impl ErrorCode {
         Self::AlreadyAttempted,
         Self::SaleLimitExceeded,
         Self::AttemptNotFound,
-        Self::ShipmentsElsewhere,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -213,7 +206,6 @@ impl ErrorCode {
             Self::AlreadyAttempted => "ALREADY_ATTEMPTED",
             Self::SaleLimitExceeded => "SALE_LIMIT_EXCEEDED",
             Self::AttemptNotFound => "ATTEMPT_NOT_FOUND",
-            Self::ShipmentsElsewhere => "SHIPMENTS_ELSEWHERE",
         }
     }
 }

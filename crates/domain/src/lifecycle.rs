@@ -347,14 +347,6 @@ pub enum CarrierUpdateError {
         /// The tracking number the carrier sent.
         given: String,
     },
-    /// The warehouse runs as its own process with its own database (`role
-    /// order`): the order's tracking number, which the callback must
-    /// match, is not in this database.
-    #[error(
-        "the warehouse's shipments are not in this order service's database \
-         (the warehouse runs as its own process): carrier callbacks need role all"
-    )]
-    ShipmentsElsewhere,
     /// The database failed (see [`StorageError::kind`]).
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -367,7 +359,6 @@ impl CarrierUpdateError {
             Self::OrderNotFound(_) => ErrorCode::OrderNotFound,
             Self::ShipmentNotFound(_) => ErrorCode::ShipmentNotFound,
             Self::TrackingMismatch { .. } => ErrorCode::TrackingMismatch,
-            Self::ShipmentsElsewhere => ErrorCode::ShipmentsElsewhere,
             Self::Storage(_) => ErrorCode::StorageUnavailable,
         }
     }

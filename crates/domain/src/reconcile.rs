@@ -12,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventKind, OrderEvent};
@@ -37,6 +39,12 @@ pub struct Receipt {
     pub event_ids: Vec<String>,
     /// Epoch milliseconds when the group committed them.
     pub applied_at: i64,
+    /// The shipments the warehouse booked in the batch: order id →
+    /// tracking number (empty for the other groups). The order service
+    /// keeps them to check a carrier's callback against when the warehouse
+    /// runs as its own process, with its own database (`role`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shipments: BTreeMap<String, String>,
 }
 
 impl Receipt {

@@ -297,6 +297,7 @@ mod tests {
             consumer_group: group.to_owned(),
             event_ids: vec![OrderEvent::paid_event_id(order)],
             applied_at: 7,
+            shipments: Default::default(),
         };
         Delivery {
             msg_id: format!("receipt-{n}"),

@@ -447,7 +447,28 @@ async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &Can
             }
         }
     }
+    drain(&mut relay).await;
     relay.finish().await;
+}
+
+/// At shutdown, the longest the relay goes on sending what is committed.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Sends what is due until nothing is (or the broker refuses, or [`DRAIN`]
+/// has passed). Shutdown cancels the relay once the HTTP listeners have
+/// stopped and answered their last requests, so nothing new is committed:
+/// without this, the events of the payments answered during the relay's
+/// last pause waited in the outbox for the next start (a stopped instance
+/// that never starts again would hold them until another instance's relay
+/// took them after their lease).
+async fn drain(relay: &mut Relay) {
+    let until = Instant::now() + DRAIN;
+    while Instant::now() < until {
+        match relay.round().await {
+            RoundOutcome::Published { .. } | RoundOutcome::Refused { sent: 1.., .. } => {}
+            _ => break,
+        }
+    }
 }
 
 /// Sleeps for `duration`, or until shutdown, or (if `wakeable`) until woken.

@@ -119,6 +119,46 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Records the tracking numbers the warehouse's receipts carried
+    /// (`order id → tracking number`; see `Receipt::shipments`): the first
+    /// one of each order stays (a receipt delivered twice changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// The receipts' database could not be written.
+    pub async fn record_shipments(
+        &self,
+        shipments: &[(String, String)],
+        now: i64,
+    ) -> Result<u64, StorageError> {
+        if shipments.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write(Db::Receipts).await.map_err(storage)?;
+        let mut inserted = 0;
+        for chunk in shipments.chunks(RECEIPTS_PER_STATEMENT) {
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, $1)", 2 * i + 2, 2 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO shipment_receipts (order_id, tracking_no, received_at) \
+                 VALUES {values} ON CONFLICT (order_id) DO NOTHING"
+            );
+            let mut query = dialect::query(&sql).bind(now);
+            for (order_id, tracking_no) in chunk {
+                query = query.bind(order_id.as_str()).bind(tracking_no.as_str());
+            }
+            inserted += query
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(inserted)
+    }
+
     /// The receipts of `event_ids`, in no particular order.
     ///
     /// # Errors

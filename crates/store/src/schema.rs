@@ -275,12 +275,29 @@ pub(crate) const EVENT_RECEIPTS: &str = "CREATE TABLE IF NOT EXISTS event_receip
         PRIMARY KEY (event_id, consumer_group)
     )";
 
-/// The receipts' own SQLite file (`receipts.db`): [`EVENT_RECEIPTS`].
+/// `shipment_receipts`: the warehouse's tracking number of each order, as
+/// its receipts carry them (`Receipt::shipments`). A carrier's callback is
+/// checked against it where the warehouse's own table is not at hand (the
+/// warehouse runs as its own process, `role`).
+pub(crate) const SHIPMENT_RECEIPTS: &str = "CREATE TABLE IF NOT EXISTS shipment_receipts (
+        order_id VARCHAR(64) PRIMARY KEY,
+        tracking_no VARCHAR(128) NOT NULL,
+        received_at BIGINT NOT NULL
+    )";
+
+/// The receipts' own SQLite file (`receipts.db`): [`EVENT_RECEIPTS`], then
+/// [`SHIPMENT_RECEIPTS`].
 pub(crate) fn receipts() -> Vec<Migration> {
-    vec![Migration {
-        version: 1,
-        statements: vec![EVENT_RECEIPTS.to_owned()],
-    }]
+    vec![
+        Migration {
+            version: 1,
+            statements: vec![EVENT_RECEIPTS.to_owned()],
+        },
+        Migration {
+            version: 2,
+            statements: vec![SHIPMENT_RECEIPTS.to_owned()],
+        },
+    ]
 }
 
 /// Version 3 of each system's database: the group's own outbox of receipts
@@ -463,6 +480,16 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 9,
             statements: rendered(backend, ORDERS_V9),
+        },
+        // Version 10: the receipts' shipments ([`SHIPMENT_RECEIPTS`]), with
+        // the other receipts (SQLite: in their own file, [`receipts`]).
+        Migration {
+            version: 10,
+            statements: if backend == Backend::Sqlite {
+                Vec::new()
+            } else {
+                rendered(backend, &[SHIPMENT_RECEIPTS])
+            },
         },
     ]
 }

@@ -114,6 +114,31 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then waits for the exit (`within` at most, else `kill -9`
+    /// and a panic).
+    pub(crate) fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill9();
+                panic!(
+                    "{} still running {within:?} after SIGTERM",
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -6,6 +6,9 @@
 //!   process of the built binary; one broker `kill -9`ed under load and
 //!   brought back: nothing lost, its backlog consumed.
 //! - [`docs`]: the README's error table against the stable codes.
+//! - [`drain`]: the order role as a process under load, stopped with
+//!   SIGTERM: every answered payment PAID and its event sent, nothing sent
+//!   twice after the restart.
 //! - [`flash`]: flash sales through the router: a sale, attempts and their
 //!   refusal codes, the attempt's state polled and streamed (SSE), bad
 //!   input that changes nothing; two instances with their own PostgreSQL
@@ -51,6 +54,7 @@ mod api;
 mod bad_input;
 mod cluster;
 mod docs;
+mod drain;
 mod durability;
 mod e2e;
 mod events;

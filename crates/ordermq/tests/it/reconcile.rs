@@ -151,6 +151,7 @@ async fn a_message_lost_to_one_group_is_restored_once_by_the_reconciler() {
         consumer_group: "push_group".to_owned(),
         event_ids: vec![paid.clone()],
         applied_at: 1,
+        shipments: Default::default(),
     };
     let message = OutboxMessage {
         id: 0,

@@ -9,7 +9,9 @@
 //! their progress from their receipts); each system's effects are in its
 //! own database and nowhere else, and each system process answers its part
 //! of a user's records (`GET /api/users/{id}`) while the order process
-//! answers none.
+//! answers none; and a carrier's callback to the order process is checked
+//! against the tracking number the warehouse's receipt carried (a wrong one
+//! refused), moves the order to SHIPPED, and reaches the warehouse.
 //!
 //! Why processes: "no process reads another system's database" is a claim
 //! about processes and files; in one process the store could still reach
@@ -27,6 +29,7 @@ use serde_json::{Value, json};
 use crate::cluster::{Proc, free_broker_port, free_port};
 
 const PAYMENT_SECRET: &str = "roles-test-secret";
+const CARRIER_SECRET: &str = "roles-carrier-secret";
 const EVENT_KEYS: &str = "roles:5f0c2a9e8b7d4c1f6a3e9d2b8c7f4a1e0d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4";
 
 /// The settings every ordermq process of the test shares.
@@ -36,6 +39,7 @@ fn common(namesrv_addr: &str, dir: &Path, http: u16) -> Vec<(&'static str, Strin
         ("ORDERMQ_DATA_DIR", dir.display().to_string()),
         ("ORDERMQ_HTTP_ADDR", format!("127.0.0.1:{http}")),
         ("ORDERMQ_PAYMENT_SECRET", PAYMENT_SECRET.to_owned()),
+        ("ORDERMQ_LOGISTICS_SECRET", CARRIER_SECRET.to_owned()),
         // One event key for all five: each verifies what the others sign.
         ("ORDERMQ_EVENT_KEYS", EVENT_KEYS.to_owned()),
         ("ORDERMQ_SMS_LATENCY_MS", "2".to_owned()),
@@ -43,6 +47,28 @@ fn common(namesrv_addr: &str, dir: &Path, http: u16) -> Vec<(&'static str, Strin
         ("ORDERMQ_LOGISTICS_LATENCY_MS", "5".to_owned()),
         ("ORDERMQ_LOGISTICS_SPIKE_PROBABILITY", "0".to_owned()),
     ]
+}
+
+/// The carrier's signed callback to `base`: status and JSON body.
+async fn carrier_notify(
+    client: &reqwest::Client,
+    base: &str,
+    order_id: &str,
+    tracking_no: &str,
+    status: &str,
+) -> (u16, Value) {
+    let body =
+        json!({"order_id": order_id, "tracking_no": tracking_no, "status": status}).to_string();
+    let signer = CallbackSigner::from_secret(CARRIER_SECRET.as_bytes());
+    let mut request = client
+        .post(format!("{base}/api/logistics/notify"))
+        .header("content-type", "application/json");
+    for (name, value) in signer.sign(body.as_bytes()).pairs() {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await.expect("carrier callback");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// `GET url` with the shop's token: status and JSON body.
@@ -196,6 +222,44 @@ async fn the_order_service_and_four_systems_as_processes_pay_and_fan_out_each_in
         .await;
         assert_eq!(status, 404, "{system:?} serves the order page");
     }
+
+    // The carrier calls the order process: its callback is checked against
+    // the tracking number the warehouse's receipt carried (the order page
+    // showed the warehouse done, so its receipt is in), moves the order,
+    // and the warehouse process records the shipment's progress.
+    let warehouse_port = systems
+        .iter()
+        .find(|(s, _, _)| *s == System::Warehouse)
+        .map(|(_, port, _)| *port)
+        .expect("warehouse process");
+    let warehouse_url = format!("http://127.0.0.1:{warehouse_port}/api/users/{user}");
+    let (_, activity) = get(&client, &warehouse_url).await;
+    let tracking_no = activity["shipments"][0]["tracking_no"]
+        .as_str()
+        .expect("the warehouse's tracking number")
+        .to_owned();
+    let (status, refused) =
+        carrier_notify(&client, &base, &order_id, "NOT-THE-PARCEL", "PICKED_UP").await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "TRACKING_MISMATCH", "{refused}");
+    let (status, receipt) =
+        carrier_notify(&client, &base, &order_id, &tracking_no, "PICKED_UP").await;
+    assert_eq!(status, 200, "{receipt}");
+    let (_, page) = get(&client, &format!("{base}/api/orders/{order_id}")).await;
+    assert_eq!(page["status"], "SHIPPED", "{page}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, activity) = get(&client, &warehouse_url).await;
+        if activity["shipments"][0]["status"] == "PICKED_UP" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the warehouse did not record the pick-up within 30 s: {activity}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("carrier callback on the order process: SHIPPED, and PICKED_UP at the warehouse");
 
     // Stopped, the databases tell the same: each system's effects only in
     // its own file, and no process created another's.

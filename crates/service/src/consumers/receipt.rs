@@ -5,7 +5,10 @@
 //! applied) with its effects and inbox rows and relays it from its own
 //! database; here the order service records it in `event_receipts`, once
 //! per (event, group), so a receipt delivered twice changes nothing. A
-//! whole batch of receipt messages is one multi-row insert. The reconciler ([`crate::reconcile`]) reads them:
+//! whole batch of receipt messages is one multi-row insert. The warehouse's
+//! receipts also carry the tracking number of each shipment it booked,
+//! kept in `shipment_receipts`: what a carrier's callback is checked
+//! against when the warehouse runs as its own process. The reconciler ([`crate::reconcile`]) reads them:
 //! a sent event without every subscribed group's receipt is published again.
 
 use ordermq_domain::now_millis;
@@ -26,9 +29,11 @@ impl ReceiptHandler {
 
     async fn consume(&self, batch: Vec<Delivery>) -> Outcome {
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut shipments = Vec::new();
         for delivery in &batch {
             match ReceiptMessage::from_json(&delivery.body) {
                 Ok(message) => {
+                    shipments.extend(message.shipments);
                     receipts.extend(message.event_ids.into_iter().map(|event_id| Receipt {
                         event_id,
                         consumer_group: message.consumer_group.clone(),
@@ -42,7 +47,13 @@ impl ReceiptHandler {
                 }
             }
         }
-        match self.store.record_receipts(&receipts, now_millis()).await {
+        // The tracking numbers first: once a receipt is recorded, nothing
+        // asks for it again; both writes change nothing when repeated.
+        let now = now_millis();
+        if let Err(e) = self.store.record_shipments(&shipments, now).await {
+            return Outcome::RetryLater(e.to_string());
+        }
+        match self.store.record_receipts(&receipts, now).await {
             Ok(_) => Outcome::Consumed,
             Err(e) => Outcome::RetryLater(e.to_string()),
         }

@@ -130,10 +130,22 @@ pub(crate) fn receipt_row(group: &str, records: &[EffectRecord], now: i64) -> Op
     if event_ids.is_empty() {
         return None;
     }
+    let shipments = records
+        .iter()
+        .filter_map(|r| match &r.effect {
+            Effect::Shipment {
+                order_id,
+                tracking_no,
+                ..
+            } => Some((order_id.as_str().to_owned(), tracking_no.clone())),
+            _ => None,
+        })
+        .collect();
     let receipt = Receipt {
         consumer_group: group.to_owned(),
         event_ids,
         applied_at: now,
+        shipments,
     };
     let kind = Receipt::KIND;
     Some(ReceiptRow {

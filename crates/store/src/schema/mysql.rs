@@ -219,6 +219,13 @@ const ORDERS_V9: &[&str] = &[
     "ALTER TABLE outbox ADD INDEX outbox_feed_order (msg_key, sent_at, id)",
 ];
 
+/// Version 10: the receipts' shipments (see the shared `SHIPMENT_RECEIPTS`).
+const ORDERS_V10: &[&str] = &["CREATE TABLE IF NOT EXISTS shipment_receipts (
+        order_id VARCHAR(64) PRIMARY KEY,
+        tracking_no VARCHAR(128) NOT NULL,
+        received_at BIGINT NOT NULL
+    ) {TABLE}"];
+
 /// Each system's version 3: its outbox of receipts (see the shared
 /// `SYSTEM_V3`), indexed as `outbox` is since version 6.
 const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
@@ -334,10 +341,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 9] {
+pub(super) fn orders() -> [&'static [&'static str]; 10] {
     [
         ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
-        ORDERS_V9,
+        ORDERS_V9, ORDERS_V10,
     ]
 }
 

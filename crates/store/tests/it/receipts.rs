@@ -74,6 +74,8 @@ async fn receipts_go_out_with_their_effects(store: Store) {
             consumer_group: "credit_group".to_owned(),
             event_ids: vec![record.event_id.clone(), format!("OrderPaid:{other}")],
             applied_at: 10,
+            // Credit books no shipment.
+            shipments: Default::default(),
         }
     );
     // Another system's outbox has nothing of it.

@@ -171,6 +171,32 @@ impl MqClient {
         .await
     }
 
+    /// How many messages each broker holds for `topic` (`mqadmin
+    /// topicStatus`: its queues' max offset less their min), per broker
+    /// name. Read from the brokers themselves, so unlike
+    /// [`group_progress`](Self::group_progress) it needs no group that
+    /// subscribes the topic. Brokers that do not answer are missing.
+    pub async fn messages_stored(&self, topic: &str) -> Result<BTreeMap<String, i64>, MqError> {
+        let topic = CheetahString::from(topic);
+        with_admin(self, |admin| async move {
+            let result = TopicAdmin::examine_topic_stats(&admin, topic, None)
+                .await
+                .map_err(|e| MqError::client("topic stats", e))
+                .map(|stats| {
+                    let mut per_broker: BTreeMap<String, i64> = BTreeMap::new();
+                    for (queue, offsets) in stats.get_offset_table() {
+                        *per_broker
+                            .entry(queue.broker_name().as_str().to_owned())
+                            .or_default() +=
+                            (offsets.get_max_offset() - offsets.get_min_offset()).max(0);
+                    }
+                    per_broker
+                });
+            (admin, result)
+        })
+        .await
+    }
+
     /// `group`'s progress on `topic`, per broker name (`mqadmin
     /// consumerProgress`): what each broker holds and what the group has
     /// committed there. Brokers that do not answer are missing.

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, PublishError, Publisher};
 use ordermq_domain::signing::{Keyring, Signature};
 use ordermq_domain::{OutboxMessage, now_millis};
-use rocketmq_client_rust::{ClientResult, DefaultMQProducer, SendResult, SendStatus};
+use rocketmq_client_rust::{ClientError, ClientResult, DefaultMQProducer, SendResult, SendStatus};
 use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use tokio::task::JoinSet;
@@ -263,7 +263,36 @@ pub(crate) fn send_outcome(sent: ClientResult<Option<SendResult>>) -> Result<(),
         Ok(Some(r)) if r.send_status == SendStatus::SendOk => Ok(()),
         Ok(Some(r)) => Err(PublishError(format!("broker answered {:?}", r.send_status))),
         Ok(None) => Err(PublishError("no send result".into())),
-        Err(e) => Err(PublishError(e.to_string())),
+        Err(e) => Err(PublishError(describe(&e))),
+    }
+}
+
+/// A client error as ordermq reports it: the client's code and message,
+/// and, when the broker answered, its response code (named where it is
+/// one a send meets) and address. The client's own text says only "Broker
+/// operation failed" for any answer, which leaves an operator guessing
+/// whether the broker was busy, out of disk, missing the topic or refusing
+/// a flush.
+pub(crate) fn describe(error: &ClientError) -> String {
+    let Some(code) = error.broker_response_code() else {
+        return error.to_string();
+    };
+    // RocketMQ's remoting response codes (`ResponseCode` in its Java client).
+    let name = match code {
+        1 => " SYSTEM_ERROR",
+        2 => " SYSTEM_BUSY",
+        10 => " FLUSH_DISK_TIMEOUT",
+        11 => " SLAVE_NOT_AVAILABLE",
+        12 => " FLUSH_SLAVE_TIMEOUT",
+        13 => " MESSAGE_ILLEGAL",
+        14 => " SERVICE_NOT_AVAILABLE",
+        16 => " NO_PERMISSION",
+        17 => " TOPIC_NOT_EXIST",
+        _ => "",
+    };
+    match error.broker_addr() {
+        Some(addr) => format!("{error} (broker {addr} answered {code}{name})"),
+        None => format!("{error} (broker answered {code}{name})"),
     }
 }
 

@@ -45,6 +45,7 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
 pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
     trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+    trial.set("feed", "on");
     trial.start_ordermq().await?;
     trial.start_feed_sink()?;
     let load = Load::start(

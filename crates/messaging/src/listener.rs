@@ -52,6 +52,19 @@ use crate::producer::{
     to_message,
 };
 
+/// How many times a message sent on (a hop) is tried before its batch is
+/// answered "reconsume later". A refused hop is usually a moment's refusal
+/// (the client's send queue full, the broker answering SYSTEM_BUSY), and
+/// "reconsume later" is costly exactly then: the client's send-back is
+/// refused too, and its fallback, a send to `%RETRY%<group>`, puts the
+/// message straight into the DLQ on the 1.0.0 broker (see the module
+/// header). So the bridge tries a hop up to this many times, doubling
+/// [`HOP_BACKOFF`] between tries (0.1 + 0.2 + 0.4 + 0.8 s), holding this
+/// lane meanwhile: the backpressure a busy broker asks for.
+const HOP_TRIES: u32 = 5;
+/// The pause after a hop's first refusal; doubled after each.
+const HOP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Names the one consumer group a message sent on for waiting is for; every
 /// other group acknowledges it without handling it.
 pub(crate) const FOR_GROUP_PROPERTY: &str = "ordermq_for_group";
@@ -217,7 +230,20 @@ impl ListenerBridge {
                     Vec::new()
                 };
                 let message = to_message(&outbox, &self.delayed, now, signature.as_ref(), &marks)?;
-                send_outcome(producer.send(message).await)
+                let mut backoff = HOP_BACKOFF;
+                let mut tries = 1;
+                loop {
+                    match send_outcome(producer.send(message.clone()).await) {
+                        Err(e) if tries < HOP_TRIES => {
+                            tracing::debug!(group = %self.group, error = %e, tries,
+                                "a message sent on was refused; tried again");
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                            tries += 1;
+                        }
+                        sent => return sent,
+                    }
+                }
             }
         });
         join_all(sends).await.into_iter().collect()

@@ -333,6 +333,13 @@ fn feed(config: &Config, action: FeedAction) -> ExitCode {
                             database = %ordermq_store::redact(&url),
                             "order_feed_sink_group consuming TopicOrderChangeFeed; Ctrl-C stops"
                         );
+                        if config.feed == ordermq::config::FeedMode::Off {
+                            tracing::warn!(
+                                "feed is off in this configuration (the default): an order \
+                                 service started with it writes no feed events; start it \
+                                 with feed = on (ORDERMQ_FEED=on) for this sink to receive any"
+                            );
+                        }
                         ordermq::startup::shutdown_signal().await;
                         sink.stop().await;
                         ExitCode::SUCCESS

@@ -22,9 +22,10 @@ pub enum Backend {
 /// Whether the store writes the change feed (`feed` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {
-    /// One feed row per order change (the default).
+    /// One feed row per order change.
     On,
-    /// No feed rows: a shop that does not need the feed pays nothing for it.
+    /// No feed rows (the default): a shop that does not need the feed pays
+    /// nothing for it.
     Off,
 }
 

@@ -126,7 +126,8 @@ pub struct StoreOptions {
     pub pg_fast_path: bool,
     /// Which databases the URL names and this store opens (see [`Databases`]).
     pub databases: Databases,
-    /// Whether every order change also writes a change-feed row (`feed`).
+    /// Whether every order change also writes a change-feed row (`feed`;
+    /// off by default, as ordermq's `feed` key).
     pub feed: Feed,
 }
 
@@ -160,7 +161,7 @@ impl Default for StoreOptions {
             session: SessionSettings::default(),
             pg_fast_path: true,
             databases: Databases::All,
-            feed: Feed::On,
+            feed: Feed::Off,
         }
     }
 }

@@ -475,8 +475,16 @@ impl Trial {
     }
 
     /// Starts `ordermq feed sink` (the broker must be up); from now on
-    /// `finish` checks the feed with `ordermq feed verify`.
+    /// `finish` checks the feed with `ordermq feed verify`. ordermq must
+    /// have been started with `feed` on (it is off by default): a sink fed
+    /// nothing would verify nothing.
     pub fn start_feed_sink(&mut self) -> Result<(), ChaosError> {
+        if self.overrides.get("ORDERMQ_FEED").map(String::as_str) != Some("on") {
+            return Err(ChaosError::Setup(
+                "the feed sink needs ordermq started with feed on (trial.set(\"feed\", \"on\"))"
+                    .into(),
+            ));
+        }
         self.feed_sink = Some(Proc::spawn(
             "ordermq feed sink",
             &self.bin,

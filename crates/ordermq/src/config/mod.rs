@@ -1,7 +1,7 @@
 //! Layered configuration: built-in defaults, then a TOML file, then
 //! `ORDERMQ_<KEY>` environment variables, each overriding the one before.
 //!
-//! Why one table: every key is one entry in `keys.rs`, from which the
+//! Why one table: every key is one entry in one table (`keys/`), from which the
 //! [`Config`] struct, its defaults, loading, `ordermq config` and the
 //! README's table are generated, so they cannot drift apart (a test holds the
 //! README to the table). Values are parsed once, at load, into the types the
@@ -11,7 +11,8 @@
 //! [`Secret`]s, which never print.
 //!
 //! # Layout
-//! - `keys.rs`: the table itself, one entry per key.
+//! - `keys/`: the table itself, one entry per key, in three sections
+//!   (deployment, tuning, edges) of one file each.
 //! - `table.rs`: the macro that turns the table into code, and [`Key`].
 //! - `types.rs`: how each kind of value is parsed and shown.
 //! - `secret.rs`: [`Secret`], [`SigningKeys`], [`ApiTokens`] and [`DatabaseUrl`], redacted when printed.

@@ -185,9 +185,11 @@ macro_rules! optional {
 /// Generates [`Config`](super::Config), its `Default` and `KEYS` from one list.
 ///
 /// Each entry: doc comment, `field: Type = Form { key: "name", [alias:
-/// "flat_name",] default: expr, [range: expr,] [unset: "meaning",] }`.
+/// "flat_name",] default: expr, [range: expr,] [unset: "meaning",] }`. The
+/// entries follow a `=>`: the sections in `config/keys/` hand them on in
+/// that form (`section_keys! { next, …, config_table => entries }`).
 macro_rules! config_table {
-    ($(
+    (=> $(
         $(#[doc = $doc:literal])+
         $field:ident : $ty:ty = $form:ty {
             key: $key:literal,
@@ -198,7 +200,7 @@ macro_rules! config_table {
         }
     )*) => {
         /// ordermq's settings, parsed and checked at load. Generated with
-        /// [`KEYS`] from the table in `config/keys.rs`.
+        /// [`KEYS`] from the table in `config/keys/`.
         #[derive(Debug, Clone)]
         pub struct Config {
             $($(#[doc = $doc])+ pub $field: $ty,)*

@@ -424,9 +424,10 @@ impl Form for DeliveryMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FeedMode {
     /// One `TopicOrderChangeFeed` row per order change.
-    #[default]
     On,
-    /// None: a shop that does not need the feed pays nothing for it.
+    /// None (the default): a shop that does not need the feed pays nothing
+    /// for it.
+    #[default]
     Off,
 }
 

@@ -49,6 +49,7 @@ async fn wait_verified(app: &LocalApp, sink: &RunningSink) -> Verification {
 async fn the_sink_follows_every_order_and_verify_finds_a_broken_row() {
     let app = LocalApp::start(|c| {
         fast_third_parties(c);
+        c.feed = ordermq::config::FeedMode::On;
         c.payment_gateway_latency = Duration::from_millis(2);
     })
     .await
@@ -180,6 +181,7 @@ impl ordermq_domain::ports::Publisher for Recorder {
 async fn snapshots_interleave_with_live_events_and_a_replay_changes_nothing() {
     let app = LocalApp::start(|c| {
         fast_third_parties(c);
+        c.feed = ordermq::config::FeedMode::On;
         c.payment_gateway_latency = Duration::from_millis(2);
     })
     .await

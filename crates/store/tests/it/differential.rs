@@ -30,7 +30,7 @@ use ordermq_domain::{
     Actor, Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId,
     OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId, UserLimits,
 };
-use ordermq_store::{EffectRecord, OutboxRetry, Store, StoreOptions, WriteOp, WriteResult};
+use ordermq_store::{EffectRecord, Feed, OutboxRetry, Store, StoreOptions, WriteOp, WriteResult};
 use sqlx::{Column, Connection, Row};
 
 use crate::helpers::*;
@@ -551,25 +551,29 @@ fn assert_same<T: PartialEq + std::fmt::Debug>(what: &str, a: &[T], b: &[T], nam
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_write_path_gives_the_same_answers_and_rows() {
-    // The feed on (the default), so its rows are compared too.
-    let lanes = sqlite_with(&StoreOptions::default()).await;
+    // The feed on, so its rows are compared too.
+    let on = StoreOptions {
+        feed: Feed::On,
+        ..StoreOptions::default()
+    };
+    let lanes = sqlite_with(&on).await;
     let general = sqlite_with(&StoreOptions {
         lanes: false,
-        ..StoreOptions::default()
+        ..on.clone()
     })
     .await;
     let mut runs = vec![("SQLite lane", lanes), ("SQLite general", general)];
-    if let Some(pg) = postgres_with(&StoreOptions::default()).await {
+    if let Some(pg) = postgres_with(&on).await {
         runs.push(("PostgreSQL", pg));
     }
     let general = StoreOptions {
         pg_fast_path: false,
-        ..StoreOptions::default()
+        ..on.clone()
     };
     if let Some(pg) = postgres_with(&general).await {
         runs.push(("PostgreSQL general", pg));
     }
-    if let Some(my) = mysql_with(&StoreOptions::default()).await {
+    if let Some(my) = mysql_with(&on).await {
         runs.push(("MariaDB", my));
     }
     let mut seen = Vec::new();

@@ -23,6 +23,7 @@ use crate::{ChaosError, Options, Trial, catalog_stock};
 pub(super) async fn broker_outage(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, true).await?;
     trial.start_broker().await?;
+    trial.set("feed", "on");
     trial.start_ordermq().await?;
     trial.start_feed_sink()?;
     let load = Load::start(&trial.driver, LoadOptions::default());

@@ -14,13 +14,6 @@
 //! wants each order's history to be one chain (a close applied twice breaks
 //! it), no order left UNPAID, and each refund done and taken back once.
 //!
-//! The SMS gateway, the logistics system and the payment
-//! gateway run as a process of their own ([`Trial::start_providers`]) that
-//! the kills leave alone, with their idempotency keys and call log on disk:
-//! a second SMS or booking after a crash is a call the checker sees. One
-//! paid order in ten also gets the carrier's callbacks (picked up, then
-//! delivered), answered or cut by the kills like every other request.
-//!
 //! `ordermq feed sink` runs beside it as a process of its own, loses its
 //! broker at every kill, and is itself killed with `kill -9` at one kill in
 //! three; after the trial `ordermq feed verify` must find the sink equal to
@@ -43,9 +36,6 @@ const CLOSE_AFTER: Duration = Duration::from_secs(4);
 /// through the kills too).
 const REFUND_PROBABILITY: f64 = 0.1;
 
-/// The share of paid orders the carrier picks up and delivers.
-const CARRIER_PROBABILITY: f64 = 0.1;
-
 /// A random pause of `min_ms` to `max_ms` milliseconds.
 fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(fastrand::u64(min_ms..=max_ms))
@@ -55,14 +45,13 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
 pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
     trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
-    trial.start_providers().await?;
+    trial.set("feed", "on");
     trial.start_ordermq().await?;
     trial.start_feed_sink()?;
     let load = Load::start(
         &trial.driver,
         LoadOptions {
             refund_probability: REFUND_PROBABILITY,
-            carrier_probability: CARRIER_PROBABILITY,
             ..LoadOptions::default()
         },
     );

@@ -738,9 +738,15 @@ async fn the_feed_check_reports_a_fault_planted_in_the_sink() {
         data_dir: dir.path().to_path_buf(),
         ..ordermq::Config::default()
     };
-    let store = Store::open(&config.database_url(), &StoreOptions::default())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &config.database_url(),
+        &StoreOptions {
+            feed: ordermq_store::Feed::On,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     store
         .upsert_product(&DemoProduct {
             sku: "P-1",

@@ -55,7 +55,7 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("write_batch_max", "32"),
     ("postgres_writers", "8"),
     ("postgres_set_based", "false"),
-    ("feed", "off"),
+    ("feed", "on"),
     ("database_acquire_timeout_ms", "500"),
     ("database_statement_timeout_ms", "5000"),
     ("database_lock_timeout_ms", "1000"),

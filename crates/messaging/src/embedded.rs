@@ -324,6 +324,15 @@ fn store_config(
         // per-pull costs shrink as the backlog grows.
         max_transfer_count_on_message_in_memory: 256,
         max_transfer_bytes_on_message_in_memory: 1024 * 1024,
+        // RocketMQ's default deletes commit-log files before their
+        // retention (72 h) is up, read or not, once the disk is more than
+        // 85 % full (counted as 1 − available / total, so a file system
+        // with a large root reserve reaches it early): messages no group
+        // has consumed would vanish without an error anywhere. Off, old
+        // files still go when their retention is up, and a full disk makes
+        // the broker refuse sends (at 90 %), which the outbox survives: the
+        // relay sends them again once there is room.
+        clean_file_forcibly_enable: false,
         ..MessageStoreConfig::default()
     };
     match options.delay_levels {

@@ -10,31 +10,39 @@ use ordermq_store::{Feed, Store, StoreOptions, WriteOp, WriteResult};
 
 use crate::helpers::*;
 
+/// The store's options with the change feed on (it is off by default).
+fn feed_on() -> StoreOptions {
+    StoreOptions {
+        feed: Feed::On,
+        ..StoreOptions::default()
+    }
+}
+
 macro_rules! with_feed_on_every_backend {
     ($name:ident, $test:ident) => {
         mod $name {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite_lane() {
-                $test(sqlite_with(&StoreOptions::default()).await.store).await;
+                $test(sqlite_with(&feed_on()).await.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite_general() {
                 let options = StoreOptions {
                     lanes: false,
-                    ..StoreOptions::default()
+                    ..feed_on()
                 };
                 $test(sqlite_with(&options).await.store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                if let Some(db) = postgres_with(&StoreOptions::default()).await {
+                if let Some(db) = postgres_with(&feed_on()).await {
                     $test(db.store).await;
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn mysql() {
-                if let Some(db) = mysql_with(&StoreOptions::default()).await {
+                if let Some(db) = mysql_with(&feed_on()).await {
                     $test(db.store).await;
                 }
             }

@@ -122,11 +122,17 @@ pub enum ErrorCode {
     SaleLimitExceeded,
     /// 404: no flash-sale attempt has this id.
     AttemptNotFound,
+    /// 501: reserved, never returned: a carrier callback used to be
+    /// refused by an order service whose warehouse runs as its own process;
+    /// the warehouse's receipts now carry the shipments into the order
+    /// database, so the callback is checked there.
+    /// Kept so that the code is never reused for another meaning.
+    ShipmentsElsewhere,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 37] = [
+    pub const ALL: [ErrorCode; 38] = [
         Self::InvalidRequest,
         Self::MalformedJson,
         Self::PayloadTooLarge,
@@ -164,6 +170,7 @@ impl ErrorCode {
         Self::AlreadyAttempted,
         Self::SaleLimitExceeded,
         Self::AttemptNotFound,
+        Self::ShipmentsElsewhere,
     ];
 
     /// The code as clients see it, in SCREAMING_SNAKE_CASE (`"ORDER_NOT_FOUND"`).
@@ -206,6 +213,7 @@ impl ErrorCode {
             Self::AlreadyAttempted => "ALREADY_ATTEMPTED",
             Self::SaleLimitExceeded => "SALE_LIMIT_EXCEEDED",
             Self::AttemptNotFound => "ATTEMPT_NOT_FOUND",
+            Self::ShipmentsElsewhere => "SHIPMENTS_ELSEWHERE",
         }
     }
 }

@@ -127,6 +127,9 @@ pub struct MqClient {
     /// The brokers every publisher of this client leaves out for a while
     /// (one failed send tells them all; see `producer::ISOLATION`).
     isolated: Isolated,
+    /// The hops in flight of all this client's groups (see the listener's
+    /// `HOP_PERMITS`).
+    hop_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for MqClient {
@@ -200,6 +203,7 @@ impl MqClient {
             .map_err(|e| MqError::client("producer start", e))?;
         Ok(Self {
             isolated: Isolated::default(),
+            hop_permits: Arc::new(tokio::sync::Semaphore::new(crate::listener::HOP_PERMITS)),
             runtime,
             producer,
             consumers: Mutex::new(Vec::new()),
@@ -324,6 +328,7 @@ impl MqClient {
             delayed: Arc::clone(&self.delayed),
             stopping: self.stopping.subscribe(),
             counters: self.deliveries.group(&options.group),
+            hop_permits: Arc::clone(&self.hop_permits),
         });
         consumer
             .start()

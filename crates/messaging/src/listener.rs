@@ -31,6 +31,18 @@
 //! group alone (other groups acknowledge it unseen) and with its count of
 //! waits. After [`MAX_WAITS`] of them it is answered "reconsume later" and
 //! takes the broker's schedule to the DLQ like any failure.
+//!
+//! **A hop is sent or the process stops.** A refused hop is a moment's
+//! refusal (the client's request table or send queue full —
+//! `transport.admission.queue_saturated` — or the broker answering
+//! SYSTEM_BUSY), and answering "reconsume later" then is what loses a
+//! message: the client's send-back is refused too, and its fallback, a send
+//! to `%RETRY%<group>`, is dead-lettered at once by the 1.0.0 broker. So the
+//! bridge keeps trying a hop, the pause doubling from [`HOP_BACKOFF`] up to
+//! [`HOP_BACKOFF_MAX`], holding its lane meanwhile (the backpressure a busy
+//! broker asks for), until it is sent or the client stops; and all the
+//! groups of one client share [`HOP_PERMITS`] sends in flight, so a few
+//! thousand early messages never swamp the client's request table at once.
 
 use std::sync::Arc;
 
@@ -52,18 +64,18 @@ use crate::producer::{
     to_message,
 };
 
-/// How many times a message sent on (a hop) is tried before its batch is
-/// answered "reconsume later". A refused hop is usually a moment's refusal
-/// (the client's send queue full, the broker answering SYSTEM_BUSY), and
-/// "reconsume later" is costly exactly then: the client's send-back is
-/// refused too, and its fallback, a send to `%RETRY%<group>`, puts the
-/// message straight into the DLQ on the 1.0.0 broker (see the module
-/// header). So the bridge tries a hop up to this many times, doubling
-/// [`HOP_BACKOFF`] between tries (0.1 + 0.2 + 0.4 + 0.8 s), holding this
-/// lane meanwhile: the backpressure a busy broker asks for.
-const HOP_TRIES: u32 = 5;
-/// The pause after a hop's first refusal; doubled after each.
+/// How many hops the groups of one client may have in flight at once:
+/// below the client's table of pending requests (1,024 per connection), with
+/// room for the relay's own sends.
+pub(crate) const HOP_PERMITS: usize = 256;
+/// The pause after a hop's first refusal; doubled after each, up to
+/// [`HOP_BACKOFF_MAX`].
 const HOP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between two tries of a refused hop.
+const HOP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// After this many refusals of one hop, each further one is logged as a
+/// warning (before: at debug level).
+const HOP_WARN_AFTER: u32 = 5;
 
 /// Names the one consumer group a message sent on for waiting is for; every
 /// other group acknowledges it without handling it.
@@ -102,6 +114,8 @@ pub(crate) struct ListenerBridge {
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// This group's delivery counts.
     pub(crate) counters: Arc<GroupCounters>,
+    /// The hops in flight of all this client's groups ([`HOP_PERMITS`]).
+    pub(crate) hop_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The message id the group sees: the producer's unique key, stable across
@@ -187,10 +201,12 @@ impl ListenerBridge {
     ///
     /// `wait`: these wait for an earlier event; each is marked for this group
     /// alone, with its count of waits raised by one.
+    ///
+    /// Each is tried until it is sent ([`Self::send_until_sent`]): an error
+    /// means a message could not be built, or the client is stopping.
     async fn hop(&self, early: &[(&MessageExt, i64)], wait: bool) -> Result<(), PublishError> {
         let now = now_millis();
         let sends = early.iter().map(|&(m, at)| {
-            let producer = self.producer.clone();
             async move {
                 let outbox = OutboxMessage {
                     id: 0,
@@ -230,23 +246,49 @@ impl ListenerBridge {
                     Vec::new()
                 };
                 let message = to_message(&outbox, &self.delayed, now, signature.as_ref(), &marks)?;
-                let mut backoff = HOP_BACKOFF;
-                let mut tries = 1;
-                loop {
-                    match send_outcome(producer.send(message.clone()).await) {
-                        Err(e) if tries < HOP_TRIES => {
-                            tracing::debug!(group = %self.group, error = %e, tries,
-                                "a message sent on was refused; tried again");
-                            tokio::time::sleep(backoff).await;
-                            backoff *= 2;
-                            tries += 1;
-                        }
-                        sent => return sent,
-                    }
-                }
+                self.send_until_sent(message).await
             }
         });
         join_all(sends).await.into_iter().collect()
+    }
+
+    /// Sends one hop, trying again after each refusal (the pause doubling
+    /// from [`HOP_BACKOFF`] to [`HOP_BACKOFF_MAX`]) until it is sent; gives
+    /// up only when the client stops (the message then comes back from the
+    /// group's consume offset or its broker retry, as any unacknowledged one).
+    async fn send_until_sent(
+        &self,
+        message: rocketmq_model::common::message::message_single::Message,
+    ) -> Result<(), PublishError> {
+        let mut stopping = self.stopping.clone();
+        let mut backoff = HOP_BACKOFF;
+        let mut refusals = 0u32;
+        loop {
+            let sent = {
+                let _permit = self
+                    .hop_permits
+                    .acquire()
+                    .await
+                    .map_err(|_| PublishError("the client is stopping".into()))?;
+                send_outcome(self.producer.clone().send(message.clone()).await)
+            };
+            let Err(e) = sent else { return Ok(()) };
+            refusals += 1;
+            if refusals >= HOP_WARN_AFTER {
+                tracing::warn!(group = %self.group, error = %e, refusals,
+                    "a message sent on is still refused; trying again until it is sent");
+            } else {
+                tracing::debug!(group = %self.group, error = %e, refusals,
+                    "a message sent on was refused; trying again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                Ok(_) = stopping.wait_for(|stopping| *stopping) => {
+                    return Err(PublishError(format!("ordermq is shutting down; the last refusal: {}", e.0)));
+                }
+            }
+            backoff = (backoff * 2).min(HOP_BACKOFF_MAX);
+        }
     }
 
     /// Records, logs and counts the messages that failed verification.

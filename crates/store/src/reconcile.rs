@@ -50,7 +50,7 @@ pub struct Unsettled {
     pub oldest_sent_at: Option<i64>,
 }
 
-/// Receipts per multi-row insert (3 parameters each).
+/// Rows per multi-row insert of receipts (at most 3 parameters each).
 const RECEIPTS_PER_STATEMENT: usize = 200;
 
 /// Event ids (or order ids) per `IN (…)` list.
@@ -85,38 +85,20 @@ impl Store {
         receipts: &[Receipt],
         now: i64,
     ) -> Result<u64, StorageError> {
-        if receipts.is_empty() {
-            return Ok(0);
-        }
-        // One statement per chunk: each statement is a round trip. On
-        // SQLite the receipts have a file (and a write lock) of their own:
-        // this write never holds up the order writer's payments.
-        let mut tx = self.begin_write(Db::Receipts).await.map_err(storage)?;
-        let mut inserted = 0;
-        for chunk in receipts.chunks(RECEIPTS_PER_STATEMENT) {
-            let values = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO event_receipts (event_id, consumer_group, applied_at, received_at) \
-                 VALUES {values} ON CONFLICT (event_id, consumer_group) DO NOTHING"
-            );
-            let mut query = dialect::query(&sql).bind(now);
-            for receipt in chunk {
-                query = query
-                    .bind(receipt.event_id.as_str())
-                    .bind(receipt.consumer_group.as_str())
-                    .bind(receipt.applied_at);
-            }
-            inserted += query
-                .execute(&mut *tx)
-                .await
-                .map_err(storage)?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(storage)?;
-        Ok(inserted)
+        self.insert_new(
+            "event_receipts",
+            &["event_id", "consumer_group", "applied_at"],
+            "event_id, consumer_group",
+            receipts,
+            now,
+            |query, r| {
+                query
+                    .bind(r.event_id.as_str())
+                    .bind(r.consumer_group.as_str())
+                    .bind(r.applied_at)
+            },
+        )
+        .await
     }
 
     /// Records the tracking numbers the warehouse's receipts carried
@@ -131,23 +113,58 @@ impl Store {
         shipments: &[(String, String)],
         now: i64,
     ) -> Result<u64, StorageError> {
-        if shipments.is_empty() {
+        self.insert_new(
+            "shipment_receipts",
+            &["order_id", "tracking_no"],
+            "order_id",
+            shipments,
+            now,
+            |query, (order_id, tracking_no)| {
+                query.bind(order_id.as_str()).bind(tracking_no.as_str())
+            },
+        )
+        .await
+    }
+
+    /// Inserts `rows` into `table` (`columns`, bound by `bind`, and
+    /// `received_at` = `now`), a row whose `conflict` key is there already
+    /// inserting nothing. One statement per [`RECEIPTS_PER_STATEMENT`] rows
+    /// (each statement is a round trip), all in one write of the receipts'
+    /// database: on SQLite a file (and a write lock) of its own, so this
+    /// never holds up the order writer's payments. Returns how many were new.
+    async fn insert_new<R>(
+        &self,
+        table: &str,
+        columns: &[&str],
+        conflict: &str,
+        rows: &[R],
+        now: i64,
+        bind: impl for<'q> Fn(dialect::Query<'q>, &'q R) -> dialect::Query<'q>,
+    ) -> Result<u64, StorageError> {
+        if rows.is_empty() {
             return Ok(0);
         }
+        let width = columns.len();
         let mut tx = self.begin_write(Db::Receipts).await.map_err(storage)?;
         let mut inserted = 0;
-        for chunk in shipments.chunks(RECEIPTS_PER_STATEMENT) {
+        for chunk in rows.chunks(RECEIPTS_PER_STATEMENT) {
             let values = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, $1)", 2 * i + 2, 2 * i + 3))
+                .map(|i| {
+                    let marks: Vec<String> = (0..width)
+                        .map(|c| format!("${}", width * i + c + 2))
+                        .collect();
+                    format!("({}, $1)", marks.join(", "))
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "INSERT INTO shipment_receipts (order_id, tracking_no, received_at) \
-                 VALUES {values} ON CONFLICT (order_id) DO NOTHING"
+                "INSERT INTO {table} ({}, received_at) VALUES {values} \
+                 ON CONFLICT ({conflict}) DO NOTHING",
+                columns.join(", ")
             );
             let mut query = dialect::query(&sql).bind(now);
-            for (order_id, tracking_no) in chunk {
-                query = query.bind(order_id.as_str()).bind(tracking_no.as_str());
+            for row in chunk {
+                query = bind(query, row);
             }
             inserted += query
                 .execute(&mut *tx)

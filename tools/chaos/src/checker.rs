@@ -87,7 +87,7 @@ impl Verdict {
             && self.violations.is_empty()
     }
 
-    fn violation(&mut self, text: String) {
+    pub(crate) fn violation(&mut self, text: String) {
         if self.violations.len() < 50 {
             self.violations.push(text);
         }

@@ -152,6 +152,30 @@ impl Drop for Proc {
     }
 }
 
+/// `ordermq broker` with its NameServer in the same process, its store in
+/// `root/broker` and its output in `root/broker.log`, once it runs; and the
+/// NameServer's address, for the processes that use it.
+pub(crate) async fn one_broker(root: &Path) -> (Proc, String) {
+    let ns_port = free_port();
+    let mut broker = Proc::spawn(
+        &["broker"],
+        &[
+            (
+                "ORDERMQ_DATA_DIR",
+                root.join("broker").display().to_string(),
+            ),
+            ("ORDERMQ_EMBEDDED_NAMESRV_PORT", ns_port.to_string()),
+            (
+                "ORDERMQ_EMBEDDED_BROKER_PORT",
+                free_broker_port().to_string(),
+            ),
+        ],
+        &root.join("broker.log"),
+    );
+    broker.wait_for_log("RocketMQ broker running").await;
+    (broker, format!("127.0.0.1:{ns_port}"))
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -22,7 +22,7 @@ use ordermq_messaging::{DelayedDelivery, MqClient};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::cluster::{Proc, free_broker_port, free_port};
+use crate::cluster::{Proc, free_port, one_broker};
 
 const PAYMENT_SECRET: &str = "drain-test-secret";
 const TOPIC: &str = "TopicOrderPaySuccess";
@@ -112,24 +112,7 @@ async fn sigterm_under_load_drains_every_answered_payment_and_a_restart_sends_no
         .tempdir()
         .expect("temp dir");
     let root = dir.path();
-    let ns_port = free_port();
-    let namesrv_addr = format!("127.0.0.1:{ns_port}");
-    let mut broker = Proc::spawn(
-        &["broker"],
-        &[
-            (
-                "ORDERMQ_DATA_DIR",
-                root.join("broker").display().to_string(),
-            ),
-            ("ORDERMQ_EMBEDDED_NAMESRV_PORT", ns_port.to_string()),
-            (
-                "ORDERMQ_EMBEDDED_BROKER_PORT",
-                free_broker_port().to_string(),
-            ),
-        ],
-        &root.join("broker.log"),
-    );
-    broker.wait_for_log("RocketMQ broker running").await;
+    let (mut broker, namesrv_addr) = one_broker(root).await;
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -12,6 +12,17 @@ use ordermq_testkit::{LocalApp, create_order, fast_third_parties, get_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// ordermq with the feed on (it is off by default) and fast third parties.
+async fn feed_app() -> LocalApp {
+    LocalApp::start(|c| {
+        fast_third_parties(c);
+        c.feed = ordermq::config::FeedMode::On;
+        c.payment_gateway_latency = Duration::from_millis(2);
+    })
+    .await
+    .expect("ordermq starts with the feed on")
+}
+
 async fn order(app: &LocalApp, user: &str, sku: &str, quantity: i64) -> (String, i64) {
     let response = create_order(app, user, &[(sku, quantity)]).await;
     assert_eq!(response.status(), 201);
@@ -47,13 +58,7 @@ async fn wait_verified(app: &LocalApp, sink: &RunningSink) -> Verification {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sink_follows_every_order_and_verify_finds_a_broken_row() {
-    let app = LocalApp::start(|c| {
-        fast_third_parties(c);
-        c.feed = ordermq::config::FeedMode::On;
-        c.payment_gateway_latency = Duration::from_millis(2);
-    })
-    .await
-    .unwrap();
+    let app = feed_app().await;
     let (refunded, amount1) = order(&app, "feed-u1", "SKU-1", 2).await;
     let (delivered, amount2) = order(&app, "feed-u2", "SKU-2", 1).await;
     let (_unpaid, _) = order(&app, "feed-u3", "SKU-1", 1).await;
@@ -179,13 +184,7 @@ impl ordermq_domain::ports::Publisher for Recorder {
 /// the restarted sink reads every message again and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshots_interleave_with_live_events_and_a_replay_changes_nothing() {
-    let app = LocalApp::start(|c| {
-        fast_third_parties(c);
-        c.feed = ordermq::config::FeedMode::On;
-        c.payment_gateway_latency = Duration::from_millis(2);
-    })
-    .await
-    .unwrap();
+    let app = feed_app().await;
     let config = app.tool_config();
     let (paid, amount) = order(&app, "snap-u1", "SKU-1", 1).await;
     let (late, late_amount) = order(&app, "snap-u2", "SKU-2", 1).await;

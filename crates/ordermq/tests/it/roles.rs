@@ -26,7 +26,7 @@ use ordermq_domain::System;
 use ordermq_store::{Databases, Store, StoreOptions};
 use serde_json::{Value, json};
 
-use crate::cluster::{Proc, free_broker_port, free_port};
+use crate::cluster::{Proc, free_port, one_broker};
 
 const PAYMENT_SECRET: &str = "roles-test-secret";
 const CARRIER_SECRET: &str = "roles-carrier-secret";
@@ -94,24 +94,7 @@ async fn the_order_service_and_four_systems_as_processes_pay_and_fan_out_each_in
     let root = dir.path();
 
     // One broker, its NameServer in the same process.
-    let ns_port = free_port();
-    let namesrv_addr = format!("127.0.0.1:{ns_port}");
-    let mut broker = Proc::spawn(
-        &["broker"],
-        &[
-            (
-                "ORDERMQ_DATA_DIR",
-                root.join("broker").display().to_string(),
-            ),
-            ("ORDERMQ_EMBEDDED_NAMESRV_PORT", ns_port.to_string()),
-            (
-                "ORDERMQ_EMBEDDED_BROKER_PORT",
-                free_broker_port().to_string(),
-            ),
-        ],
-        &root.join("broker.log"),
-    );
-    broker.wait_for_log("RocketMQ broker running").await;
+    let (mut broker, namesrv_addr) = one_broker(root).await;
 
     let order_port = free_port();
     let mut env = common(&namesrv_addr, &root.join("order"), order_port);

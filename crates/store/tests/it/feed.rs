@@ -424,6 +424,76 @@ async fn the_sink_parks_per_order_on_sqlite() {
     the_sink_parks_per_order_and_applies_when_the_gap_fills(sqlite_sink(&dir).await).await;
 }
 
+/// Whatever the order of arrival, the duplicates and the batches, the
+/// sink ends with every order at its last event, its whole history, nothing
+/// parked, and each event applied exactly once (as it came or unparked).
+async fn any_arrival_order_and_batching_ends_in_the_same_sink(sink: ordermq_store::FeedSink) {
+    let mut rng = fastrand::Rng::with_seed(7400);
+    for round in 0..5 {
+        let orders: Vec<String> = (0..40).map(|i| format!("R{round}-{i:02}")).collect();
+        let mut events = Vec::new();
+        for order in &orders {
+            for (seq, status) in [(1, "UNPAID"), (2, "PAID"), (3, "SHIPPED")] {
+                events.push(feed_event(order, seq, status));
+                if rng.u8(..10) < 3 {
+                    events.push(feed_event(order, seq, status));
+                }
+            }
+        }
+        rng.shuffle(&mut events);
+        let (mut applied, mut batches) = (0, 0);
+        let mut rest = events.as_slice();
+        while !rest.is_empty() {
+            let n = rng.usize(1..=20).min(rest.len());
+            let report = sink.apply(&rest[..n], 100 + batches).await.unwrap();
+            applied += report.applied + report.unparked;
+            rest = &rest[n..];
+            batches += 1;
+        }
+        assert_eq!(
+            applied,
+            3 * orders.len() as u64,
+            "round {round}: each event applied once"
+        );
+        assert!(
+            sink.parked(10).await.unwrap().is_empty(),
+            "round {round}: nothing parked"
+        );
+        assert!(
+            sink.gaps().await.unwrap().is_empty(),
+            "round {round}: no gaps"
+        );
+        let after = format!("R{round}-");
+        let states = sink.states(&after, 100).await.unwrap();
+        let mine: Vec<_> = states
+            .iter()
+            .filter(|(s, _)| s.order_id.starts_with(&after))
+            .collect();
+        assert_eq!(mine.len(), orders.len());
+        for (state, seq) in mine {
+            assert_eq!(
+                (state.status.as_str(), *seq),
+                ("SHIPPED", 3),
+                "{}",
+                state.order_id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_arrival_order_and_batching_ends_in_the_same_sink_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    any_arrival_order_and_batching_ends_in_the_same_sink(sqlite_sink(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_arrival_order_and_batching_ends_in_the_same_sink_on_postgres() {
+    if let Some(sink) = postgres_sink().await {
+        any_arrival_order_and_batching_ends_in_the_same_sink(sink).await;
+    }
+}
+
 /// A fresh, empty database of the test server (the analytics database is
 /// never the order database); `None` outside CI without PostgreSQL.
 async fn postgres_sink() -> Option<ordermq_store::FeedSink> {

@@ -1,0 +1,395 @@
+//! One trial: its directory, ports, settings, processes and driver, and
+//! the check at its end.
+//!
+//! A scenario is a sequence of steps on a [`Trial`]: start what it needs,
+//! drive load, inject its fault, heal, then [`Trial::finish`], which stops
+//! everything gracefully and hands the databases to the [`checker`]. The
+//! processes themselves (start, stop, `kill -9` of ordermq, the broker, the
+//! providers and the feed sink) are in [`processes`]; what the trial's
+//! dead-letter queues hold is read by [`dead_letters`].
+//!
+//! [`checker`]: crate::checker
+//! [`dead_letters`]: crate::dead_letters
+
+mod processes;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ordermq_store::{DemoProduct, Store, StoreOptions};
+use serde_json::Value;
+
+use crate::checker::{self, Expectations, Verdict};
+use crate::driver::{Answer, Driver};
+use crate::process::{Ports, Proc};
+use crate::{
+    CARRIER_SECRET, ChaosError, Database, FAST_RETRY_DELAYS, Options, PROVIDER_KEYS, SECRET,
+    dead_letters, feed_check,
+};
+
+/// One trial: a fresh data directory, fixed ports, the processes and a driver.
+#[derive(Debug)]
+pub struct Trial {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub bin: PathBuf,
+    /// Whether ordermq uses a separate `ordermq broker` process.
+    pub external_broker: bool,
+    /// `ORDERMQ_*` settings added to (or overriding) the defaults of a trial.
+    pub overrides: HashMap<String, String>,
+    pub ordermq: Option<Proc>,
+    pub broker: Option<Proc>,
+    /// The SMS gateway, logistics system and payment gateway as one
+    /// `ordermq-fake-provider` process, once [`Trial::start_providers`]
+    /// started it: ordermq then calls them over HTTP.
+    pub providers: Option<Proc>,
+    /// The providers' port, once started (ordermq's gateways point there).
+    providers_port: Option<u16>,
+    /// `ordermq feed sink`, in trials that run it.
+    pub feed_sink: Option<Proc>,
+    /// The trial runs the feed sink: `finish` runs `feed verify`.
+    pub checks_feed: bool,
+    pub driver: Driver,
+    /// How many times ordermq was started.
+    pub starts: usize,
+    /// The trial's PostgreSQL database (server URL, name), when it has one.
+    postgres: Option<(String, String)>,
+    /// See [`Database::Postgres`].
+    allow_unsafe_durability: bool,
+}
+
+impl Trial {
+    /// A trial of `options` (its binary and database), ordermq on the
+    /// embedded broker or, with `external_broker`, on `ordermq broker`.
+    pub async fn new(options: &Options, external_broker: bool) -> Result<Self, ChaosError> {
+        let dir = tempfile::Builder::new()
+            .prefix("ordermq-chaos-")
+            .tempdir()
+            .map_err(|e| ChaosError::Setup(format!("cannot create a temp dir: {e}")))?;
+        let ports = Ports::pick()?;
+        let postgres = match &options.database {
+            Database::Sqlite => None,
+            Database::Postgres { server_url, .. } => {
+                let name = format!("ordermq_chaos_{}_{}", ports.http, fastrand::u32(..));
+                ordermq_testkit::postgres::create_database(server_url, &name)
+                    .await
+                    .map_err(|e| {
+                        ChaosError::Setup(format!("cannot create the trial's database: {e}"))
+                    })?;
+                Some((server_url.clone(), name))
+            }
+        };
+        Ok(Self {
+            driver: Driver::new(ports.http, SECRET),
+            dir,
+            ports,
+            bin: options.bin.clone(),
+            external_broker,
+            overrides: HashMap::new(),
+            ordermq: None,
+            broker: None,
+            providers: None,
+            providers_port: None,
+            feed_sink: None,
+            checks_feed: false,
+            starts: 0,
+            postgres,
+            allow_unsafe_durability: matches!(
+                options.database,
+                Database::Postgres {
+                    allow_unsafe_durability: true,
+                    ..
+                }
+            ),
+        })
+    }
+
+    /// The order database's URL: the trial's PostgreSQL database, or the
+    /// SQLite file in its directory.
+    pub fn database_url(&self) -> String {
+        match &self.postgres {
+            Some((server, name)) => ordermq_testkit::postgres::with_database(server, name)
+                .unwrap_or_else(|_| server.clone()),
+            None => format!("sqlite://{}", self.data_dir().join("orders.db").display()),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("ordermq.log")
+    }
+
+    pub fn broker_log(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    /// Sets `ORDERMQ_<key>` for the next start.
+    pub fn set(&mut self, key: &str, value: impl ToString) {
+        self.overrides.insert(
+            format!("ORDERMQ_{}", key.to_ascii_uppercase()),
+            value.to_string(),
+        );
+    }
+
+    /// The environment of every process of this trial.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: HashMap<String, String> = [
+            ("HTTP_ADDR", format!("127.0.0.1:{}", self.ports.http)),
+            ("DATA_DIR", self.data_dir().display().to_string()),
+            ("EMBEDDED_NAMESRV_PORT", self.ports.namesrv.to_string()),
+            ("EMBEDDED_BROKER_PORT", self.ports.broker.to_string()),
+            ("PAYMENT_SECRET", SECRET.to_owned()),
+            ("LOGISTICS_SECRET", CARRIER_SECRET.to_owned()),
+            ("RETRY_DELAY_LEVELS", FAST_RETRY_DELAYS.to_owned()),
+            // Fast third parties: the suite is about ordermq, not their latency.
+            ("SMS_LATENCY_MS", "2".into()),
+            ("SMS_JITTER_MS", "3".into()),
+            ("SMS_SPIKE_PROBABILITY", "0".into()),
+            ("LOGISTICS_LATENCY_MS", "3".into()),
+            ("LOGISTICS_JITTER_MS", "5".into()),
+            ("LOGISTICS_SPIKE_PROBABILITY", "0".into()),
+            ("CONSUMER_CONCURRENCY", "8".into()),
+            // The load's workers each create orders for one user as fast as
+            // they can and pay only some: the per-user and rate limits would
+            // refuse most of them. The suite is about faults, not limits.
+            ("LIMITS_UNPAID_ORDERS_PER_USER", "0".into()),
+            ("LIMITS_UNITS_PER_SKU_PER_USER", "0".into()),
+            ("LIMITS_ORDERS_PER_MINUTE_PER_USER", "0".into()),
+            ("LIMITS_ORDERS_PER_SECOND_PER_TOKEN", "0".into()),
+            (
+                "LOG",
+                format!(
+                    "{},ordermq_service::consumers::system=debug",
+                    ordermq::Config::default().log
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("ORDERMQ_{k}"), v))
+        .collect();
+        if self.postgres.is_some() {
+            env.insert("ORDERMQ_DATABASE_URL".into(), self.database_url());
+            if self.allow_unsafe_durability {
+                env.insert(
+                    "ORDERMQ_DATABASE_ALLOW_UNSAFE_DURABILITY".into(),
+                    "true".into(),
+                );
+            }
+        }
+        if self.external_broker {
+            env.insert(
+                "ORDERMQ_NAMESRV_ADDR".into(),
+                format!("127.0.0.1:{}", self.ports.namesrv),
+            );
+        }
+        if let Some(port) = self.providers_port {
+            for gateway in ["SMS", "LOGISTICS", "PAYMENTS"] {
+                for (key, value) in [
+                    ("MODE", "http".to_owned()),
+                    ("URL", format!("http://127.0.0.1:{port}")),
+                    ("KEYS", PROVIDER_KEYS.to_owned()),
+                ] {
+                    env.insert(format!("ORDERMQ_GATEWAYS_{gateway}_{key}"), value);
+                }
+            }
+        }
+        env.extend(self.overrides.clone());
+        let mut env: Vec<_> = env.into_iter().collect();
+        env.sort();
+        env
+    }
+
+    /// Sets products' stock before ordermq first starts (creating the tables).
+    pub async fn seed(&self, products: &[DemoProduct]) -> Result<(), ChaosError> {
+        let store = self.open_store().await?;
+        for p in products {
+            store
+                .upsert_product(p)
+                .await
+                .map_err(|e| ChaosError::Setup(format!("cannot seed {}: {e}", p.sku)))?;
+        }
+        store.close().await;
+        Ok(())
+    }
+
+    /// Opens the trial's databases (for a check once ordermq stopped).
+    pub async fn open_store(&self) -> Result<Store, ChaosError> {
+        Store::open(&self.database_url(), &StoreOptions::default())
+            .await
+            .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))
+    }
+
+    /// `/api/stats`, if ordermq answers.
+    pub async fn stats(&self) -> Option<Value> {
+        match self.driver.get("/api/stats").await {
+            Answer::Got(200, stats) => Some(stats),
+            _ => None,
+        }
+    }
+
+    /// Waits until the outbox is empty and every group has applied (or
+    /// dead-lettered) every paid order's event. Returns whether it drained.
+    pub async fn wait_drained(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(stats) = self.stats().await
+                && drained(&stats)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until no order is UNPAID (every close fired) or REFUNDING
+    /// (every refund answered by the gateway). Returns whether that happened
+    /// within `timeout`.
+    pub async fn wait_settled(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(stats) = self.stats().await
+                && ["UNPAID", "REFUNDING"]
+                    .iter()
+                    .all(|s| stats["orders_by_status"][s].as_i64().unwrap_or(0) == 0)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every process gracefully and checks the databases (and the
+    /// providers' call log, when they ran as their own process).
+    pub async fn finish(&mut self, expect: &Expectations) -> Result<Verdict, ChaosError> {
+        // The feed first, while ordermq and the broker still run: the sink
+        // may still be catching up.
+        let feed = if self.checks_feed {
+            let alive = self.feed_sink_running();
+            let check =
+                feed_check::verify_until_clean(&self.bin, &self.env(), Duration::from_secs(60))
+                    .await?;
+            if let Some(mut sink) = self.feed_sink.take() {
+                sink.terminate(Duration::from_secs(20)).await;
+            }
+            Some((alive, check))
+        } else {
+            None
+        };
+        // The dead-letter queues, read through the broker while it runs.
+        let letters = if self.ordermq.is_some() || self.broker.is_some() {
+            Some(dead_letters::list(&self.bin, &self.env()).await)
+        } else {
+            None
+        };
+        let clean = self.stop_ordermq().await;
+        self.stop_broker().await;
+        let mut expect = expect.clone();
+        if let Some(mut providers) = self.providers.take() {
+            providers.terminate(Duration::from_secs(10)).await;
+            expect.provider_calls = Some(self.provider_calls()?);
+        }
+        let store = self.open_store().await?;
+        let ledger = self.driver.ledger.lock().expect("ledger").clone();
+        let mut verdict = checker::check(&store, &ledger, &expect).await;
+        store.close().await;
+        if !clean {
+            verdict
+                .violations
+                .push("ordermq did not stop within 30 s of SIGTERM".into());
+        }
+        match letters {
+            Some(Ok(letters)) => {
+                verdict
+                    .figures
+                    .push(format!("dead letters: {}", letters.len()));
+                for violation in dead_letters::unexpected(&letters, &expect) {
+                    verdict.violation(violation);
+                }
+            }
+            Some(Err(e)) => verdict
+                .violations
+                .push(format!("cannot read the dead-letter queues: {e}")),
+            None => verdict
+                .figures
+                .push("dead letters: not read (no broker running at the end)".into()),
+        }
+        if let Some((alive, check)) = feed {
+            verdict.figures.push(check.summary());
+            if !alive {
+                verdict
+                    .violations
+                    .push("ordermq feed sink exited on its own during the trial".into());
+            }
+            if !check.clean() {
+                let detail: Vec<&str> = check.output.lines().take(10).collect();
+                verdict.violations.push(format!(
+                    "{} after 60 s:\n{}",
+                    check.summary(),
+                    detail.join("\n")
+                ));
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// Keeps the trial's directory (logs, databases) and returns its path
+    /// (and the PostgreSQL database's URL, when it has one).
+    pub fn keep(self) -> String {
+        let database = self.postgres.as_ref().map(|_| self.database_url());
+        let dir = self.dir.keep();
+        match database {
+            Some(url) => format!("{} (database {url})", dir.display()),
+            None => dir.display().to_string(),
+        }
+    }
+
+    /// Drops the trial's PostgreSQL database (a trial not kept); a no-op on SQLite.
+    pub async fn discard(mut self) {
+        self.kill_feed_sink();
+        if let Some((server, name)) = self.postgres.take() {
+            self.kill_ordermq();
+            self.kill_broker();
+            if let Err(e) = ordermq_testkit::postgres::drop_database(&server, &name).await {
+                eprintln!("chaos: cannot drop the trial's database {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Whether `/api/stats` shows nothing left to deliver: the outbox empty,
+/// and every group's inbox (or dead letters) holding at least one row per
+/// paid order (refunded since or not) and one per refund, which every
+/// group receives.
+pub fn drained(stats: &Value) -> bool {
+    let count = |map: &Value, keys: &[&str]| -> i64 {
+        keys.iter().map(|k| map[k].as_i64().unwrap_or(0)).sum()
+    };
+    let paid = count(
+        &stats["orders_by_status"],
+        &["PAID", "SHIPPED", "DELIVERED", "REFUNDING", "REFUNDED"],
+    );
+    let refunds: i64 = stats["refunds_by_status"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_i64).sum())
+        .unwrap_or(0);
+    let backlog = stats["outbox_backlog"].as_i64().unwrap_or(i64::MAX);
+    let systems = stats["systems"].as_object();
+    backlog == 0
+        && systems.is_some_and(|systems| {
+            systems.len() == 4
+                && systems.values().all(|s| {
+                    s["applied"].as_i64().unwrap_or(0) + s["failed"].as_i64().unwrap_or(0)
+                        >= paid + refunds
+                })
+        })
+}

@@ -5,7 +5,7 @@
 //! drive load, inject its fault, heal, then [`Trial::finish`], which stops
 //! everything gracefully and hands the databases to the [`checker`]. The
 //! processes themselves (start, stop, `kill -9` of ordermq, the broker, the
-//! providers and the feed sink) are in [`processes`]; what the trial's
+//! providers and the feed sink) are in `trial/processes.rs`; what the trial's
 //! dead-letter queues hold is read by [`dead_letters`].
 //!
 //! [`checker`]: crate::checker

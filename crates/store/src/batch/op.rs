@@ -20,7 +20,7 @@ use crate::close::CloseOutcome;
 use crate::fail::{storage, storage_lost_lock_race};
 use crate::flash::{Admitted, AttemptWrite};
 
-/// One write of the order database, for [`Store::write_batch`].
+/// One write of the order database, for [`Store::write_batch`](crate::Store::write_batch).
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Creates an order that closes itself `close_after_ms` after creation if

@@ -18,6 +18,14 @@
 //! broker at every kill, and is itself killed with `kill -9` at one kill in
 //! three; after the trial `ordermq feed verify` must find the sink equal to
 //! the order database (0 differences, 0 gaps, 0 reorderings).
+//!
+//! The third parties are a process of their own too
+//! (`ordermq-fake-provider`, called over HTTP, its idempotency keys and call
+//! log on disk), so a second SMS, booking or refund sent after a kill is
+//! seen in its call log, not hidden by a row the database refuses twice;
+//! and one paid order in ten is moved by its carrier (picked up, in
+//! transit, delivered: signed callbacks sent again while unanswered), so
+//! carrier updates ride through the kills as well.
 
 use std::time::Duration;
 
@@ -36,6 +44,10 @@ const CLOSE_AFTER: Duration = Duration::from_secs(4);
 /// through the kills too).
 const REFUND_PROBABILITY: f64 = 0.1;
 
+/// The share of paid orders (not refunded) whose carrier then reports
+/// them picked up, in transit and delivered during the trial.
+const CARRIER_PROBABILITY: f64 = 0.1;
+
 /// A random pause of `min_ms` to `max_ms` milliseconds.
 fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(fastrand::u64(min_ms..=max_ms))
@@ -46,12 +58,14 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
     trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
     trial.set("feed", "on");
+    trial.start_providers().await?;
     trial.start_ordermq().await?;
     trial.start_feed_sink()?;
     let load = Load::start(
         &trial.driver,
         LoadOptions {
             refund_probability: REFUND_PROBABILITY,
+            carrier_probability: CARRIER_PROBABILITY,
             ..LoadOptions::default()
         },
     );

@@ -103,6 +103,11 @@ pub struct Options {
     pub crashes_per_trial: usize,
     /// How long the broker stays stopped in the broker-outage scenario.
     pub outage: Duration,
+    /// SIGSTOPs of ordermq per pause trial.
+    pub pauses_per_trial: usize,
+    /// How long ordermq stays stopped at each pause (past the relay's
+    /// 30 s lease by default).
+    pub pause: Duration,
     /// How long load runs between faults.
     pub load_phase: Duration,
     /// How long to wait for every backlog to drain after healing.
@@ -129,6 +134,8 @@ impl Options {
             trials: 1,
             crashes_per_trial: 20,
             outage: Duration::from_secs(30),
+            pauses_per_trial: 3,
+            pause: Duration::from_secs(35),
             load_phase: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(90),
             bad_requests: 500,
@@ -139,11 +146,14 @@ impl Options {
         }
     }
 
-    /// The short form run by CI: 20 crashes, an 8 s broker outage, fewer bad
+    /// The short form run by CI: 20 crashes, an 8 s broker outage, one
+    /// 32 s pause, fewer bad
     /// requests, shorter shopping beside the slow connections.
     pub fn short(bin: PathBuf) -> Self {
         Self {
             outage: Duration::from_secs(8),
+            pauses_per_trial: 1,
+            pause: Duration::from_secs(32),
             load_phase: Duration::from_secs(2),
             bad_requests: 300,
             slow_phase: Duration::from_secs(6),

@@ -34,6 +34,12 @@ struct Cli {
     /// Seconds the broker stays stopped in broker-outage.
     #[arg(long, default_value_t = 30)]
     outage_secs: u64,
+    /// SIGSTOPs of ordermq per pause trial.
+    #[arg(long, default_value_t = 3)]
+    pauses: usize,
+    /// Seconds ordermq stays stopped at each pause (the relay's lease is 30 s).
+    #[arg(long, default_value_t = 35)]
+    pause_secs: u64,
     /// Bad requests per bad-input trial.
     #[arg(long, default_value_t = 500)]
     bad_requests: usize,
@@ -83,6 +89,7 @@ enum ScenarioArg {
     BadInput,
     Security,
     FlashSale,
+    Pause,
 }
 
 impl ScenarioArg {
@@ -97,6 +104,7 @@ impl ScenarioArg {
             Self::BadInput => vec![Scenario::BadInput],
             Self::Security => vec![Scenario::Security],
             Self::FlashSale => vec![Scenario::FlashSale],
+            Self::Pause => vec![Scenario::Pause],
         }
     }
 }
@@ -150,6 +158,8 @@ fn main() -> ExitCode {
         trials: cli.trials.max(1),
         crashes_per_trial: cli.crashes.max(1),
         outage: Duration::from_secs(cli.outage_secs),
+        pauses_per_trial: cli.pauses.max(1),
+        pause: Duration::from_secs(cli.pause_secs),
         bad_requests: cli.bad_requests,
         slow_connections: cli.slow_connections,
         keep: cli.keep,

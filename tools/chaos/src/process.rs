@@ -147,6 +147,24 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process, as `kill -SIGNAL`.
+    pub fn signal(&self, signal: &str) -> Result<(), ChaosError> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| ChaosError::Process(format!("cannot run kill: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ChaosError::Process(format!(
+                "kill -{signal} {} failed ({status})",
+                self.name
+            )))
+        }
+    }
+
     /// SIGTERM, then `kill -9` if it has not exited within `grace`.
     pub async fn terminate(&mut self, grace: Duration) -> bool {
         let _ = Command::new("kill")

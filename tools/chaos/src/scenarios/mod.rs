@@ -1,4 +1,4 @@
-//! The eight fault scenarios. Each trial starts from an empty data directory,
+//! The nine fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -17,13 +17,16 @@
 //! - `security`: strangers on every guarded route, forged callbacks and
 //!   events, slow clients beside real shoppers;
 //! - `flash_sale`: a crowd at a flash sale under `kill -9`, then a sweep
-//!   of what is left.
+//!   of what is left;
+//! - `pause`: ordermq frozen (SIGSTOP) under load past its relay lease and
+//!   its clients' timeouts, then thawed.
 
 mod bad_input;
 mod broker;
 mod crash;
 mod flaky;
 mod flash_sale;
+mod pause;
 mod redelivery;
 mod security;
 mod stampede;
@@ -55,11 +58,14 @@ pub enum Scenario {
     /// A crowd at a flash sale while ordermq is killed and restarted; then
     /// a sweep that buys what is left.
     FlashSale,
+    /// SIGSTOP ordermq under load past its relay lease and its clients'
+    /// timeouts, then SIGCONT.
+    Pause,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -68,6 +74,7 @@ impl Scenario {
         Self::BadInput,
         Self::Security,
         Self::FlashSale,
+        Self::Pause,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -81,6 +88,7 @@ impl Scenario {
             Self::BadInput => "bad-input",
             Self::Security => "security",
             Self::FlashSale => "flash-sale",
+            Self::Pause => "pause",
         }
     }
 
@@ -95,6 +103,7 @@ impl Scenario {
             Self::BadInput => "bad requests",
             Self::Security => "forged or hostile calls",
             Self::FlashSale => "kill -9 during a flash sale",
+            Self::Pause => "SIGSTOP past the relay lease",
         }
     }
 
@@ -118,6 +127,7 @@ impl Scenario {
                 Self::BadInput => bad_input::bad_input(options).await,
                 Self::Security => security::security(options).await,
                 Self::FlashSale => flash_sale::flash_sale(options).await,
+                Self::Pause => pause::pause(options).await,
             };
             match outcome {
                 Ok((verdict, faults, trial)) => {

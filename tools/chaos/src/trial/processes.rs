@@ -151,6 +151,23 @@ impl Trial {
         self.feed_sink.as_mut().is_some_and(Proc::is_running)
     }
 
+    /// SIGSTOP ordermq: every thread of it frozen, its sockets open, until
+    /// [`Trial::resume_ordermq`].
+    pub fn pause_ordermq(&self) -> Result<(), ChaosError> {
+        match &self.ordermq {
+            Some(proc) => proc.signal("STOP"),
+            None => Err(ChaosError::Process("no ordermq to pause".into())),
+        }
+    }
+
+    /// SIGCONT ordermq after [`Trial::pause_ordermq`].
+    pub fn resume_ordermq(&self) -> Result<(), ChaosError> {
+        match &self.ordermq {
+            Some(proc) => proc.signal("CONT"),
+            None => Err(ChaosError::Process("no ordermq to resume".into())),
+        }
+    }
+
     /// `kill -9` ordermq.
     pub fn kill_ordermq(&mut self) {
         if let Some(mut proc) = self.ordermq.take() {

@@ -144,6 +144,12 @@ fn flash_sale_on_postgres_under_kills_sells_each_unit_once() {
 }
 
 #[test]
+fn pause_past_the_relay_lease_loses_and_doubles_nothing() {
+    let result = run(Scenario::Pause);
+    assert!(result.faults >= 1, "{} pauses", result.faults);
+}
+
+#[test]
 fn bad_input_against_the_binary_is_refused_cleanly() {
     let result = run(Scenario::BadInput);
     assert_eq!(result.faults, 300);

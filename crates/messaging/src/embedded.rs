@@ -52,6 +52,13 @@ impl std::fmt::Debug for EmbeddedBroker {
     }
 }
 
+/// How long the embedded broker lets a write hold the commit log before it
+/// answers sends SYSTEM_BUSY (see where it is set).
+const PAGE_CACHE_BUSY_MS: u64 = 3_000;
+/// How long a send may wait in the embedded broker's queue before it is
+/// answered SYSTEM_BUSY (see where it is set).
+const SEND_QUEUE_WAIT_MS: u64 = 1_000;
+
 fn port_free(port: u16) -> bool {
     port_free_on(IpAddr::from([127, 0, 0, 1]), port)
 }
@@ -252,6 +259,11 @@ fn broker_config(
         auto_create_subscription_group: true,
         auth_config_path: dirs.root.join("auth").to_string_lossy().into_owned().into(),
         broker_role: rocketmq_role(member.role),
+        // A request waits this long in the send queue before the broker
+        // answers SYSTEM_BUSY (RocketMQ's default: 200 ms): below the
+        // clients' 3 s send timeout, long enough for a loaded machine's
+        // fsync; see `PAGE_CACHE_BUSY_MS`.
+        wait_time_mills_in_send_queue: SEND_QUEUE_WAIT_MS,
         ..BrokerConfig::default()
     };
     broker.broker_server_config.bind_address = ip;
@@ -333,6 +345,13 @@ fn store_config(
         // the broker refuse sends (at 90 %), which the outbox survives: the
         // relay sends them again once there is room.
         clean_file_forcibly_enable: false,
+        // A write holding the commit log's lock longer than this (a slow
+        // fsync on a loaded machine, with `sync` flush) makes the broker
+        // answer every send SYSTEM_BUSY at once (RocketMQ's default: 1 s).
+        // A refused *send-back* is what loses a message (the client's
+        // fallback is dead-lettered by the 1.0.0 broker: docs/reliability.md,
+        // defect 4), so the embedded broker waits longer before refusing.
+        os_page_cache_busy_timeout_mills: PAGE_CACHE_BUSY_MS,
         ..MessageStoreConfig::default()
     };
     match options.delay_levels {

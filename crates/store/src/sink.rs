@@ -28,6 +28,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use ordermq_domain::feed::{Admission, FeedChange, FeedEvent, FeedLine, OrderState};
 use ordermq_domain::parked::ParkedMessage;
@@ -95,6 +97,9 @@ const SCHEMA: &[&str] = &[
 pub struct FeedSink {
     pool: AnyPool,
     backend: Backend,
+    /// The latest `applied_at` this handle stamped: a batch is stamped no
+    /// earlier (see [`FeedSink::apply`]).
+    last_stamp: Arc<AtomicI64>,
 }
 
 /// What one [`FeedSink::apply`] did.
@@ -163,10 +168,16 @@ impl FeedSink {
                     source,
                 })?;
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            last_stamp: Arc::new(AtomicI64::new(0)),
+        })
     }
 
-    /// Applies `events` in one transaction (see the module's doc).
+    /// Applies `events` in one transaction (see the module's doc), stamped
+    /// `applied_at` = `now`, or the last stamp of this handle if that is
+    /// later (so the stamps follow the order of application).
     ///
     /// Set-based: whatever the batch's size, the transaction reads the
     /// orders' applied `order_seq`s and their parked events in one
@@ -191,6 +202,13 @@ impl FeedSink {
         let orders: Vec<&str> = by_order.keys().copied().collect();
         let mut tx = self.pool.begin().await.map_err(storage)?;
         self.lock_orders(&mut tx, &orders).await?;
+        // `now` was read before this batch waited for its connection and
+        // its orders' locks, so a batch that waited longer than the one
+        // after it would carry the earlier time: an order's event 2 could
+        // look applied before its event 1 (`reorderings`). Stamped under
+        // the locks, never before the last stamp, `applied_at` follows the
+        // order of application.
+        let now = self.last_stamp.fetch_max(now, Ordering::SeqCst).max(now);
         let applied = applied_seqs(&mut tx, &orders).await?;
         let mut parked = parked_of(&mut tx, &orders).await?;
         let mut report = SinkReport::default();

@@ -481,6 +481,27 @@ async fn any_arrival_order_and_batching_ends_in_the_same_sink(sink: ordermq_stor
     }
 }
 
+/// A batch that read its time before an earlier-applied one (it waited
+/// longer for the connection) is stamped no earlier than that one: an
+/// order's events never look applied out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applied_at_follows_the_order_of_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sqlite_sink(&dir).await;
+    sink.apply(&[feed_event("S", 1, "UNPAID")], 200)
+        .await
+        .unwrap();
+    // Its time was read before the first batch's, as a lane that waited would.
+    sink.apply(&[feed_event("S", 2, "PAID")], 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.reorderings().await.unwrap(),
+        Vec::<(String, i64)>::new()
+    );
+    assert_eq!(sink.history().await.unwrap(), (2, 200));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn any_arrival_order_and_batching_ends_in_the_same_sink_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

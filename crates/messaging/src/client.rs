@@ -24,7 +24,7 @@ use rocketmq_runtime::{BlockingPoolPolicy, RuntimeContext};
 use rocketmq_transport::api::RPCHook;
 
 use crate::MqError;
-use crate::delay::DelayedDelivery;
+use crate::delay::{DelayLevels, DelayedDelivery};
 use crate::deliveries::Deliveries;
 use crate::listener::{ListenerBridge, Verifier};
 pub use crate::producer::{
@@ -104,7 +104,17 @@ pub struct SubscribeOptions {
     /// Listener calls in flight at once. A group whose handler waits on a slow
     /// third party needs rate × latency of them (Little's law): 50/s at 600 ms is 30.
     pub concurrency: u32,
+    /// Most messages in one handler call ([`DEFAULT_BATCH`] unless a group
+    /// gains from more: one database commit covers each call).
+    pub batch: u32,
+    /// The broker's delay levels (its `messageDelayLevel`): the `n`-th retry
+    /// of a failed message waits level 3 + `n`, as RocketMQ's own would.
+    pub retry_levels: DelayLevels,
 }
+
+/// Most messages in one handler call, unless a group says otherwise: one
+/// database commit for up to this many.
+pub const DEFAULT_BATCH: u32 = 64;
 
 /// A connected producer plus the consumer groups started through it.
 pub struct MqClient {
@@ -297,10 +307,10 @@ impl MqClient {
             // published before the group first connected are not skipped.
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
             .max_reconsume_times(options.max_reconsume_times)
-            // Up to 64 messages per listener call: one database commit for
-            // all. Pulls of up to 256 (brokers cap them: the embedded one
-            // at 256, RocketMQ's default is 32).
-            .consume_message_batch_max_size(64)
+            // Up to `batch` messages per listener call: one database commit
+            // for all. Pulls of up to 256 (brokers cap them: the embedded
+            // one at 256, RocketMQ's default is 32).
+            .consume_message_batch_max_size(options.batch.clamp(1, 1_024))
             .pull_batch_size(256)
             .consume_thread_min(options.concurrency.max(1))
             .consume_thread_max(options.concurrency.max(1))
@@ -326,6 +336,7 @@ impl MqClient {
             max_reconsume_times: options.max_reconsume_times,
             producer: self.producer.clone(),
             delayed: Arc::clone(&self.delayed),
+            retry_levels: options.retry_levels.clone(),
             stopping: self.stopping.subscribe(),
             counters: self.deliveries.group(&options.group),
             hop_permits: Arc::clone(&self.hop_permits),

@@ -118,6 +118,16 @@ impl DelayLevels {
         let index = usize::try_from(level.checked_sub(1)?).ok()?;
         self.delays_ms.get(index).copied()
     }
+
+    /// How long RocketMQ waits before it redelivers a message that failed
+    /// `tries` times already: level 3 + `tries` (10 s, 30 s, 1 min … with
+    /// the default levels), the last level for any try beyond it.
+    pub fn retry_delay_ms(&self, tries: i32) -> u64 {
+        let last = i32::try_from(self.delays_ms.len()).unwrap_or(i32::MAX);
+        let level = tries.max(0).saturating_add(3).min(last);
+        self.delay_ms(level)
+            .unwrap_or(self.delays_ms[self.delays_ms.len() - 1])
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +163,21 @@ mod tests {
         assert_eq!(levels.level_for(400), 1);
         assert_eq!(levels.level_for(0), 1);
         assert_eq!(levels.level_for(-5), 1);
+    }
+
+    #[test]
+    fn a_retry_waits_level_three_plus_its_tries_and_the_last_level_beyond() {
+        let levels = DelayLevels::default();
+        assert_eq!(levels.retry_delay_ms(0), 10_000);
+        assert_eq!(levels.retry_delay_ms(1), 30_000);
+        assert_eq!(levels.retry_delay_ms(2), 60_000);
+        assert_eq!(levels.retry_delay_ms(15), 7_200_000);
+        assert_eq!(levels.retry_delay_ms(40), 7_200_000);
+        assert_eq!(levels.retry_delay_ms(-1), 10_000);
+        // Fewer than three levels: the last one.
+        let short = DelayLevels::parse("1s 2s").unwrap();
+        assert_eq!(short.retry_delay_ms(0), 2_000);
+        assert_eq!(short.retry_delay_ms(9), 2_000);
     }
 
     #[test]

@@ -70,26 +70,14 @@ impl GroupCounters {
             });
     }
 
-    /// The handler call for `messages` answered; `will_return` of them were
-    /// answered "retry later" below their last try.
-    pub(crate) fn leave(&self, messages: u64, consumed: bool, will_return: u64) {
-        if consumed {
-            self.handled.fetch_add(messages, Ordering::SeqCst);
-        } else {
-            self.retried.fetch_add(messages, Ordering::SeqCst);
-            self.retries_owed.fetch_add(will_return, Ordering::SeqCst);
-        }
-        self.in_flight.fetch_sub(messages, Ordering::SeqCst);
-    }
-
-    /// The handler call for `messages` applied all but `waiting` of them,
-    /// which wait for an earlier event and were sent on to come back soon
-    /// (counted as retried, and owed until they return).
-    pub(crate) fn leave_waiting(&self, messages: u64, waiting: u64) {
-        let waiting = waiting.min(messages);
-        self.handled.fetch_add(messages - waiting, Ordering::SeqCst);
-        self.retried.fetch_add(waiting, Ordering::SeqCst);
-        self.retries_owed.fetch_add(waiting, Ordering::SeqCst);
+    /// The handler call for `messages` answered: `handled` of them applied,
+    /// the others not (failed, or waiting for an earlier event), of which
+    /// `owed` come back (the rest were on their last try).
+    pub(crate) fn leave(&self, messages: u64, handled: u64, owed: u64) {
+        let handled = handled.min(messages);
+        self.handled.fetch_add(handled, Ordering::SeqCst);
+        self.retried.fetch_add(messages - handled, Ordering::SeqCst);
+        self.retries_owed.fetch_add(owed, Ordering::SeqCst);
         self.in_flight.fetch_sub(messages, Ordering::SeqCst);
     }
 
@@ -154,12 +142,12 @@ mod tests {
         let group = deliveries.group("g");
         group.enter(3, 0);
         assert!(!deliveries.of("g").is_settled(), "three in flight");
-        group.leave(3, false, 2); // one of three was on its last try
+        group.leave(3, 0, 2); // one of three was on its last try
         let now = deliveries.of("g");
         assert_eq!((now.retried, now.in_flight, now.retries_owed), (3, 0, 2));
         assert!(!now.is_settled(), "two retries owed");
         group.enter(2, 2);
-        group.leave(2, true, 0);
+        group.leave(2, 2, 0);
         let now = deliveries.of("g");
         assert_eq!((now.handled, now.retries_owed), (2, 0));
         assert!(now.is_settled());
@@ -184,7 +172,7 @@ mod tests {
         let deliveries = Deliveries::default();
         let group = deliveries.group("g");
         group.enter(1, 1);
-        group.leave(1, true, 0);
+        group.leave(1, 1, 0);
         assert_eq!(deliveries.of("g").retries_owed, 0);
         assert_eq!(deliveries.of("never"), GroupDeliveries::default());
     }

@@ -23,7 +23,10 @@
 //!   signed broker message, and the `Publisher` that sends a relay round.
 //! - `listener`: the listener bridge, RocketMQ's synchronous listener made
 //!   ordermq's async `Handler`: every message verified first (the ones that
-//!   fail parked), early delayed ones sent on, outcomes counted.
+//!   fail parked), early delayed ones sent on, outcomes counted; what a
+//!   handler did not apply is sent on by the bridge itself (waiting events
+//!   soon, failures on RocketMQ's retry schedule, past the last try to the
+//!   group's DLQ), never through the client's send-back.
 //! - [`client`]: one connection to the cluster (ACL credentials for one
 //!   that needs them) with the producer and the push consumers on it.
 //! - [`dlq`]: reading a group's dead-letter queue (`ordermq dlq`).
@@ -48,7 +51,7 @@ mod producer;
 
 use thiserror::Error;
 
-pub use client::{AclCredentials, ClientSecurity, MqClient, SubscribeOptions};
+pub use client::{AclCredentials, ClientSecurity, DEFAULT_BATCH, MqClient, SubscribeOptions};
 pub use cluster::{BrokerQueues, GroupProgress};
 pub use delay::{DelayLevels, DelayedDelivery, InvalidLevels, ROCKETMQ_DEFAULT_LEVELS};
 pub use deliveries::{Deliveries, GroupDeliveries};

@@ -151,6 +151,8 @@ async fn set_up(dir: &Path, flush: BrokerFlush) -> BenchResult<Rig> {
             subscriptions: vec![("BenchTopic".into(), "*".into())],
             max_reconsume_times: 1,
             concurrency: 16,
+            batch: ordermq_messaging::DEFAULT_BATCH,
+            retry_levels: Default::default(),
         },
         counter.clone(),
     )

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use ordermq_api::rate_limit::{Rate, RateSettings};
 use ordermq_domain::UserLimits;
 use ordermq_messaging::{
-    AclCredentials, BrokerRole, ClusterMember, DelayedDelivery, EmbeddedOptions,
+    AclCredentials, BrokerRole, ClusterMember, DelayLevels, DelayedDelivery, EmbeddedOptions,
 };
 use thiserror::Error;
 
@@ -440,13 +440,17 @@ impl Config {
     pub fn delayed_delivery(&self) -> DelayedDelivery {
         match self.delayed_delivery {
             DeliveryMode::Timer => DelayedDelivery::Timer,
-            DeliveryMode::Levels => DelayedDelivery::Levels(
-                self.retry_delay_levels
-                    .as_ref()
-                    .map(|levels| levels.levels().clone())
-                    .unwrap_or_default(),
-            ),
+            DeliveryMode::Levels => DelayedDelivery::Levels(self.retry_levels()),
         }
+    }
+
+    /// The broker's delay levels (`retry_delay_levels`, else RocketMQ's
+    /// default): the schedule of retries, and of closes' hops.
+    pub fn retry_levels(&self) -> DelayLevels {
+        self.retry_delay_levels
+            .as_ref()
+            .map(|levels| levels.levels().clone())
+            .unwrap_or_default()
     }
 
     /// The embedded NameServer + broker this configuration asks for.

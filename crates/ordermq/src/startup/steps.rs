@@ -16,7 +16,7 @@ use ordermq_domain::System;
 use ordermq_domain::ports::Handler;
 use ordermq_domain::signing::Keyring;
 use ordermq_domain::topology::{CONSUMER_GROUPS, Concurrency, Consumer, PRODUCER_GROUP, TOPICS};
-use ordermq_messaging::{ClientSecurity, MqClient, MqError, SubscribeOptions};
+use ordermq_messaging::{ClientSecurity, DEFAULT_BATCH, MqClient, MqError, SubscribeOptions};
 use ordermq_store::{Store, StoreOptions, ThreadStart};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -231,6 +231,7 @@ pub(super) async fn subscribe_consumers(
         config.refund_attempts,
     );
     let role = config.role;
+    let retry_levels = config.retry_levels();
     let subscribed = background.run(async move {
         let mut effect_tasks = Vec::with_capacity(System::ALL.len());
         for group in CONSUMER_GROUPS.iter().filter(|g| runs(role, g.consumer)) {
@@ -272,6 +273,8 @@ pub(super) async fn subscribe_consumers(
                     subscriptions: group.subscription_pairs(),
                     max_reconsume_times,
                     concurrency,
+                    batch: DEFAULT_BATCH,
+                    retry_levels: retry_levels.clone(),
                 },
                 handler,
             )

@@ -33,6 +33,9 @@
 //! - [`reconcile`]: a message lost to one group restored once by the
 //!   reconciler, receipts on the order page, a duplicate receipt changing
 //!   nothing (the real broker); `ordermq outbox missing`.
+//! - [`retries`]: a failing effect retried by ordermq on RocketMQ's
+//!   schedule and dead-lettered after its last try, one that heals applied
+//!   once, never through the client's send-back (the real broker).
 //! - [`roles`]: the order service and the four systems as five processes
 //!   (`role`), each on its own database, one broker: paid, all four done on
 //!   the order page, each system's effects only in its own database.
@@ -68,6 +71,7 @@ mod mariadb;
 mod modules;
 mod peak;
 mod reconcile;
+mod retries;
 mod roles;
 mod security;
 mod waiting;

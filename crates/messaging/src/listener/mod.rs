@@ -18,76 +18,60 @@
 //! **Waiting events come back soon.** An event that arrives before the one
 //! it depends on (a refund before its order's `OrderPaid` effect,
 //! [`Outcome::Waiting`]) has not failed: what it waits for is usually a
-//! moment behind. "Reconsume later" would put it on the broker's growing
-//! schedule (level 3 + n: 10 s, 30 s, 1 min, 2 min … hours), so under load a
-//! follow-up effect would lag by minutes. rocketmq-client-rust 1.0.0 gives
-//! the listener its `ConsumeConcurrentlyContext` by shared reference (its
-//! `delay_level_when_next_consume` cannot be set), and a message sent to
-//! `%RETRY%<group>` by a producer goes straight to the DLQ on the 1.0.0
-//! broker (its send path inverts Java's `isLockAllExpire` check). So the
-//! bridge acknowledges a waiting message and sends it on itself, like a
-//! delay-level hop: the same message (signature included) on its topic,
-//! due [`WAIT_RETRY_MS`] later (the shortest delay level), marked for this
-//! group alone (other groups acknowledge it unseen) and with its count of
-//! waits. After [`MAX_WAITS`] of them it is answered "reconsume later" and
-//! takes the broker's schedule to the DLQ like any failure.
+//! moment behind. A retry would put it on RocketMQ's growing schedule
+//! (level 3 + n: 10 s, 30 s, 1 min, 2 min … hours), so under load a
+//! follow-up effect would lag by minutes. So the bridge acknowledges a
+//! waiting message and sends it on itself, due [`WAIT_RETRY_MS`] later (the
+//! shortest delay level), marked for this group alone (other groups
+//! acknowledge it unseen) and with its count of waits. After [`MAX_WAITS`]
+//! of them it is retried like any failure.
 //!
-//! **A hop is sent or the process stops.** A refused hop is a moment's
-//! refusal (the client's request table or send queue full —
-//! `transport.admission.queue_saturated` — or the broker answering
-//! SYSTEM_BUSY), and answering "reconsume later" then is what loses a
-//! message: the client's send-back is refused too, and its fallback, a send
-//! to `%RETRY%<group>`, is dead-lettered at once by the 1.0.0 broker. So the
-//! bridge keeps trying a hop, the pause doubling from [`HOP_BACKOFF`] up to
-//! [`HOP_BACKOFF_MAX`], holding its lane meanwhile (the backpressure a busy
-//! broker asks for), until it is sent or the client stops; and all the
-//! groups of one client share [`HOP_PERMITS`] sends in flight, so a few
-//! thousand early messages never swamp the client's request table at once.
+//! **Failures are retried by the bridge, not the client.** A handler's
+//! "retry later" is answered by sending the failed messages on, due after
+//! RocketMQ's delay for their try, and a message past its last try to the
+//! group's dead-letter queue: the client's own send-back dead-letters a
+//! message at once whenever the client or broker is busy (`send_on` says
+//! why). The client is asked to redeliver a batch only when the bridge
+//! cannot send (the process stopping).
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use ordermq_domain::now_millis;
 use ordermq_domain::parked::{MAX_PARKED_BODY, ParkedMessage, Unverified, clip, verify_event};
-use ordermq_domain::ports::{Delivery, Handler, Outcome, ParkingLot, PublishError};
-use ordermq_domain::signing::{Keyring, Signature};
-use ordermq_domain::{OutboxMessage, now_millis};
+use ordermq_domain::ports::{Delivery, Handler, Outcome, ParkingLot};
+use ordermq_domain::signing::Keyring;
 use rocketmq_client_rust::{
     ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
     MessageListenerConcurrently,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 
-use crate::delay::DelayedDelivery;
+use crate::delay::{DelayLevels, DelayedDelivery};
 use crate::deliveries::GroupCounters;
 use crate::producer::{
-    DELIVER_AT_PROPERTY, EVENT_ID_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY, send_outcome,
-    to_message,
+    DELIVER_AT_PROPERTY, EVENT_ID_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY,
 };
 
-/// How many hops the groups of one client may have in flight at once:
-/// below the client's table of pending requests (1,024 per connection), with
-/// room for the relay's own sends.
-pub(crate) const HOP_PERMITS: usize = 256;
-/// The pause after a hop's first refusal; doubled after each, up to
-/// [`HOP_BACKOFF_MAX`].
-const HOP_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-/// The longest pause between two tries of a refused hop.
-const HOP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
-/// After this many refusals of one hop, each further one is logged as a
-/// warning (before: at debug level).
-const HOP_WARN_AFTER: u32 = 5;
+mod send_on;
+
+pub(crate) use send_on::HOP_PERMITS;
+use send_on::Hop;
 
 /// Names the one consumer group a message sent on for waiting is for; every
 /// other group acknowledges it without handling it.
 pub(crate) const FOR_GROUP_PROPERTY: &str = "ordermq_for_group";
 /// How many times a message was sent on because it waited for an earlier event.
 pub(crate) const WAITS_PROPERTY: &str = "ordermq_waits";
+/// How many times a message was sent on because its handler answered
+/// "retry later" (the bridge's retries; the broker counts its own in
+/// `reconsume_times`).
+pub(crate) const RETRIES_PROPERTY: &str = "ordermq_retries";
 /// How soon a waiting message is tried again: with delay levels the
 /// shortest level that is at least this (RocketMQ's default: 1 s), with
 /// timer messages exactly this.
 pub(crate) const WAIT_RETRY_MS: i64 = 1_000;
-/// How many times a message is sent on for waiting before it takes the
-/// broker's growing retry schedule (and, at its end, the DLQ): about a
+/// How many times a message is sent on for waiting before it is retried on
+/// RocketMQ's growing schedule (and, at its end, dead-lettered): about a
 /// minute of tries at the default shortest level.
 pub(crate) const MAX_WAITS: u32 = 60;
 
@@ -111,6 +95,8 @@ pub(crate) struct ListenerBridge {
     /// Sends on messages that a delay level delivered before their due time.
     pub(crate) producer: DefaultMQProducer,
     pub(crate) delayed: Arc<DelayedDelivery>,
+    /// The broker's delay levels: a retry waits level 3 + tries.
+    pub(crate) retry_levels: DelayLevels,
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// This group's delivery counts.
     pub(crate) counters: Arc<GroupCounters>,
@@ -165,7 +151,8 @@ fn to_delivery(m: &MessageExt, max_reconsume_times: i32) -> Delivery {
         tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
         key: first_key(m),
         body: m.body_slice().to_vec(),
-        reconsume_times: m.reconsume_times(),
+        // Tries so far: the broker's redeliveries and the bridge's retries.
+        reconsume_times: tries_of(m),
         max_reconsume_times,
     }
 }
@@ -183,9 +170,33 @@ fn waits_of(m: &MessageExt) -> u32 {
         .unwrap_or(0)
 }
 
-/// `m` came back: a broker retry, or a message this bridge sent on for waiting.
+/// How many times this bridge retried `m` (see [`RETRIES_PROPERTY`]).
+fn retries_of(m: &MessageExt) -> i32 {
+    property(m, RETRIES_PROPERTY)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many times `m` was tried and failed: retried by the broker or by
+/// this bridge.
+fn tries_of(m: &MessageExt) -> i32 {
+    m.reconsume_times().saturating_add(retries_of(m))
+}
+
+/// `m` came back: retried by the broker or this bridge, or sent on for waiting.
 fn is_returning(m: &MessageExt) -> bool {
-    m.reconsume_times() > 0 || waits_of(m) > 0
+    tries_of(m) > 0 || waits_of(m) > 0
+}
+
+/// What the client is told about a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Acknowledged: every message handled, parked, or sent on by the bridge.
+    Done,
+    /// Not acknowledged: something had to come back and the bridge could
+    /// not send it on (the client is stopping); the client's redelivery
+    /// takes the batch.
+    Redeliver,
 }
 
 /// When `m` is due, if it carries a due time.
@@ -194,103 +205,6 @@ fn deliver_at(m: &MessageExt) -> Option<i64> {
 }
 
 impl ListenerBridge {
-    /// Sends `early` on for what remains of each one's wait: the same message
-    /// (topic, tag, key, body, event id, due time, and its original key id
-    /// and signature: verified, never re-signed) built the way the relay
-    /// builds it, so it gets the delay level that fits the rest.
-    ///
-    /// `wait`: these wait for an earlier event; each is marked for this group
-    /// alone, with its count of waits raised by one.
-    ///
-    /// Each is tried until it is sent ([`Self::send_until_sent`]): an error
-    /// means a message could not be built, or the client is stopping.
-    async fn hop(&self, early: &[(&MessageExt, i64)], wait: bool) -> Result<(), PublishError> {
-        let now = now_millis();
-        let sends = early.iter().map(|&(m, at)| {
-            async move {
-                let outbox = OutboxMessage {
-                    id: 0,
-                    topic: m.topic().to_string(),
-                    tag: m.get_tags().map(|t| t.to_string()).unwrap_or_default(),
-                    key: first_key(m),
-                    event_id: m
-                        .get_user_property(EVENT_ID_PROPERTY)
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                    body: String::from_utf8(m.body_slice().to_vec())
-                        .map_err(|e| PublishError(format!("delayed message body: {e}")))?,
-                    deliver_at: Some(at),
-                    attempts: 0,
-                };
-                // Verified already (unless this client has no keys): its own
-                // signature goes with it.
-                let signature = match (
-                    property(m, KEY_ID_PROPERTY),
-                    property(m, SIGNATURE_PROPERTY),
-                ) {
-                    (Some(key_id), Some(hex)) => Some(Signature { key_id, hex }),
-                    _ => None,
-                };
-                let marks = if wait {
-                    vec![
-                        (FOR_GROUP_PROPERTY, self.group.clone()),
-                        (WAITS_PROPERTY, (waits_of(m) + 1).to_string()),
-                    ]
-                } else if let Some(group) = property(m, FOR_GROUP_PROPERTY) {
-                    // A waiting message that also hops keeps its marks.
-                    vec![
-                        (FOR_GROUP_PROPERTY, group),
-                        (WAITS_PROPERTY, waits_of(m).to_string()),
-                    ]
-                } else {
-                    Vec::new()
-                };
-                let message = to_message(&outbox, &self.delayed, now, signature.as_ref(), &marks)?;
-                self.send_until_sent(message).await
-            }
-        });
-        join_all(sends).await.into_iter().collect()
-    }
-
-    /// Sends one hop, trying again after each refusal (the pause doubling
-    /// from [`HOP_BACKOFF`] to [`HOP_BACKOFF_MAX`]) until it is sent; gives
-    /// up only when the client stops (the message then comes back from the
-    /// group's consume offset or its broker retry, as any unacknowledged one).
-    async fn send_until_sent(
-        &self,
-        message: rocketmq_model::common::message::message_single::Message,
-    ) -> Result<(), PublishError> {
-        let mut stopping = self.stopping.clone();
-        let mut backoff = HOP_BACKOFF;
-        let mut refusals = 0u32;
-        loop {
-            let sent = {
-                let _permit = self
-                    .hop_permits
-                    .acquire()
-                    .await
-                    .map_err(|_| PublishError("the client is stopping".into()))?;
-                send_outcome(self.producer.clone().send(message.clone()).await)
-            };
-            let Err(e) = sent else { return Ok(()) };
-            refusals += 1;
-            if refusals >= HOP_WARN_AFTER {
-                tracing::warn!(group = %self.group, error = %e, refusals,
-                    "a message sent on is still refused; trying again until it is sent");
-            } else {
-                tracing::debug!(group = %self.group, error = %e, refusals,
-                    "a message sent on was refused; trying again");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                Ok(_) = stopping.wait_for(|stopping| *stopping) => {
-                    return Err(PublishError(format!("ordermq is shutting down; the last refusal: {}", e.0)));
-                }
-            }
-            backoff = (backoff * 2).min(HOP_BACKOFF_MAX);
-        }
-    }
-
     /// Records, logs and counts the messages that failed verification.
     /// `Ok(new)`: how many were recorded for the first time.
     async fn park(
@@ -324,17 +238,17 @@ impl ListenerBridge {
     /// Verifies every message, parks the ones that fail, and hands the
     /// others on ([`Self::consume_verified`]). The counters see parked
     /// messages as part of the batch: if the batch comes back, so do they.
-    async fn consume(&self, msgs: &[&MessageExt]) -> Outcome {
+    async fn consume(&self, msgs: &[&MessageExt]) -> Answer {
         let now = now_millis();
-        // Sent on by another group for waiting: not this group's (it had
-        // the original already).
+        // Sent on by another group for waiting or a retry: not this group's
+        // (it had the original already).
         let mine: Vec<&MessageExt> = msgs
             .iter()
             .copied()
             .filter(|m| property(m, FOR_GROUP_PROPERTY).is_none_or(|g| g == self.group))
             .collect();
         if mine.is_empty() {
-            return Outcome::Consumed;
+            return Answer::Done;
         }
         let msgs = mine.as_slice();
         let Some(verifier) = &self.verifier else {
@@ -359,32 +273,41 @@ impl ListenerBridge {
             .count() as u64;
         match self.park(verifier.parking.as_ref(), &refused, now).await {
             Ok(new) => {
-                let outcome = self.consume_verified(&verified, now).await;
-                // A waiting answer acknowledges the batch: parked ones stay.
-                let comes_back = matches!(outcome, Outcome::RetryLater(_));
+                let answer = self.consume_verified(&verified, now).await;
+                // Acknowledged, the parked ones stay parked.
+                let comes_back = answer == Answer::Redeliver;
                 self.counters
                     .park(new, redelivered, if comes_back { returning } else { 0 });
-                outcome
+                answer
             }
             Err(e) => {
-                // Nothing was handed to the handler: the whole batch comes back.
-                tracing::warn!(group = %self.group, error = %e, "RocketMQ will redeliver the batch");
-                self.counters.park(0, redelivered, returning);
-                let due = verified.iter().filter(|m| is_returning(m)).count() as u64;
-                let back = verified
-                    .iter()
-                    .filter(|m| m.reconsume_times() < self.max_reconsume_times)
-                    .count() as u64;
-                self.counters.enter(0, due);
-                self.counters.leave(0, false, back);
-                Outcome::RetryLater(e)
+                // Nothing was handed to the handler: the whole batch is
+                // retried, to be verified and parked again.
+                tracing::warn!(group = %self.group, error = %e, "the batch will be retried");
+                let redelivered = msgs.iter().filter(|m| is_returning(m)).count() as u64;
+                match self.retry(msgs, now_millis()).await {
+                    Ok(owed) => {
+                        self.counters.park(0, redelivered, owed);
+                        Answer::Done
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %self.group, error = %e, "RocketMQ will redeliver the batch");
+                        let back = msgs
+                            .iter()
+                            .filter(|m| m.reconsume_times() < self.max_reconsume_times)
+                            .count() as u64;
+                        self.counters.park(0, redelivered, back);
+                        Answer::Redeliver
+                    }
+                }
             }
         }
     }
 
     /// Hands verified messages on: early ones hop (delay levels), due ones
-    /// go to the handler.
-    async fn consume_verified(&self, msgs: &[&MessageExt], now: i64) -> Outcome {
+    /// go to the handler, and what it did not apply is sent on to come back
+    /// ([`Self::send_waiting_on`], [`Self::retry`]).
+    async fn consume_verified(&self, msgs: &[&MessageExt], now: i64) -> Answer {
         // Only delay levels deliver early; a timer message is never held back.
         let hops = matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_));
         let (early, due): (Vec<_>, Vec<_>) = msgs
@@ -396,15 +319,15 @@ impl ListenerBridge {
                 .into_iter()
                 .filter_map(|(m, at)| Some((m, at?)))
                 .collect();
-            if let Err(e) = self.hop(&early, false).await {
+            if let Err(e) = self.hop(&early, Hop::Early, now).await {
                 // Nothing was handed to the handler: the whole batch comes back.
                 tracing::warn!(error = %e, "could not send an early delayed message on; RocketMQ will redeliver it");
-                return Outcome::RetryLater(e.0);
+                return Answer::Redeliver;
             }
             tracing::trace!(messages = early.len(), "sent early delayed messages on");
         }
         if due.is_empty() {
-            return Outcome::Consumed;
+            return Answer::Done;
         }
         let due: Vec<&MessageExt> = due.into_iter().map(|(m, _)| m).collect();
         let batch: Vec<Delivery> = due
@@ -412,12 +335,6 @@ impl ListenerBridge {
             .map(|m| to_delivery(m, self.max_reconsume_times))
             .collect();
         let messages = batch.len() as u64;
-        // Below the last try a "retry later" comes back; on it, the broker
-        // moves the message to the group's DLQ instead.
-        let will_return = batch
-            .iter()
-            .filter(|d| d.reconsume_times < d.max_reconsume_times)
-            .count() as u64;
         let returning = due.iter().filter(|m| is_returning(m)).count() as u64;
         self.counters.enter(messages, returning);
         let mut stopping = self.stopping.clone();
@@ -426,56 +343,77 @@ impl ListenerBridge {
             // A handler waiting out a backoff must not outlive the runtime
             // its timers belong to (tokio panics then).
             Ok(_) = stopping.wait_for(|stopping| *stopping) => {
-                Outcome::RetryLater("ordermq is shutting down".into())
+                return self.redeliver(&due, "ordermq is shutting down");
             }
         };
-        let outcome = match outcome {
+        match outcome {
+            Outcome::Consumed => {
+                self.counters.leave(messages, messages, 0);
+                Answer::Done
+            }
             Outcome::Waiting(waiting) => self.send_waiting_on(&due, waiting).await,
-            other => other,
-        };
-        match &outcome {
-            Outcome::Waiting(waiting) => self
-                .counters
-                .leave_waiting(messages, waiting.msg_ids.len() as u64),
-            other => {
-                let consumed = matches!(other, Outcome::Consumed);
-                self.counters.leave(messages, consumed, will_return);
-            }
+            Outcome::RetryLater(reason) => match self.retry(&due, now_millis()).await {
+                Ok(owed) => {
+                    tracing::debug!(group = %self.group, messages, owed, %reason,
+                        "a batch failed; retried on RocketMQ's schedule");
+                    self.counters.leave(messages, 0, owed);
+                    Answer::Done
+                }
+                Err(e) => self.redeliver(&due, &e.0),
+            },
         }
-        outcome
+    }
+
+    /// Leaves `due` to the client's redelivery: the bridge could not send
+    /// on what has to come back.
+    fn redeliver(&self, due: &[&MessageExt], reason: &str) -> Answer {
+        tracing::warn!(group = %self.group, reason, "RocketMQ will redeliver the batch");
+        // Below the broker's last try a redelivery comes back; on it, the
+        // broker moves the message to the group's DLQ instead.
+        let back = due
+            .iter()
+            .filter(|m| m.reconsume_times() < self.max_reconsume_times)
+            .count() as u64;
+        self.counters.leave(due.len() as u64, 0, back);
+        Answer::Redeliver
     }
 
     /// Sends the waiting messages of `due` on to come back in
-    /// [`WAIT_RETRY_MS`]. `Waiting` if they were (the batch is acknowledged);
-    /// "retry later" for the whole batch if one has waited [`MAX_WAITS`]
-    /// times already (the broker's schedule from here), or a send failed.
+    /// [`WAIT_RETRY_MS`], and retries those that have waited [`MAX_WAITS`]
+    /// times already (RocketMQ's schedule from here); the others of the
+    /// batch were applied.
     async fn send_waiting_on(
         &self,
         due: &[&MessageExt],
         waiting: ordermq_domain::ports::Waiting,
-    ) -> Outcome {
-        let waits: Vec<&MessageExt> = due
+    ) -> Answer {
+        let messages = due.len() as u64;
+        let (tired, waits): (Vec<&MessageExt>, Vec<&MessageExt>) = due
             .iter()
             .copied()
             .filter(|m| waiting.msg_ids.contains(&msg_id_of(m)))
-            .collect();
-        if let Some(m) = waits.iter().find(|m| waits_of(m) >= MAX_WAITS) {
+            .partition(|m| waits_of(m) >= MAX_WAITS);
+        for m in &tired {
             tracing::warn!(group = %self.group, msg_id = %msg_id_of(m), reason = %waiting.reason,
-                "an event waited {MAX_WAITS} times; RocketMQ's retry schedule takes it from here");
-            return Outcome::RetryLater(waiting.reason);
+                "an event waited {MAX_WAITS} times; retried on RocketMQ's schedule from here");
         }
-        let at = now_millis() + WAIT_RETRY_MS;
-        let hops: Vec<(&MessageExt, i64)> = waits.iter().map(|&m| (m, at)).collect();
-        match self.hop(&hops, true).await {
-            Ok(()) => {
+        let now = now_millis();
+        let hops: Vec<(&MessageExt, i64)> =
+            waits.iter().map(|&m| (m, now + WAIT_RETRY_MS)).collect();
+        let sent = async {
+            self.hop(&hops, Hop::Wait, now).await?;
+            self.retry(&tired, now).await
+        };
+        match sent.await {
+            Ok(owed) => {
                 tracing::debug!(group = %self.group, messages = hops.len(), reason = %waiting.reason,
                     "events waiting for an earlier one; tried again soon");
-                Outcome::Waiting(waiting)
+                let not_applied = (waits.len() + tired.len()) as u64;
+                self.counters
+                    .leave(messages, messages - not_applied, hops.len() as u64 + owed);
+                Answer::Done
             }
-            Err(e) => {
-                tracing::warn!(group = %self.group, error = %e, "could not send a waiting event on; RocketMQ will redeliver its batch");
-                Outcome::RetryLater(waiting.reason)
-            }
+            Err(e) => self.redeliver(due, &e.0),
         }
     }
 }
@@ -489,9 +427,8 @@ impl MessageListenerConcurrently for ListenerBridge {
         // This runs on a client blocking-lane thread, never an async worker,
         // so blocking it on the handler is allowed and starves nothing.
         Ok(match self.runtime.block_on(self.consume(msgs)) {
-            // The waiting ones were sent on already (`send_waiting_on`).
-            Outcome::Consumed | Outcome::Waiting(_) => ConsumeConcurrentlyStatus::ConsumeSuccess,
-            Outcome::RetryLater(_) => ConsumeConcurrentlyStatus::ReconsumeLater,
+            Answer::Done => ConsumeConcurrentlyStatus::ConsumeSuccess,
+            Answer::Redeliver => ConsumeConcurrentlyStatus::ReconsumeLater,
         })
     }
 }

@@ -189,6 +189,15 @@ impl PgServer {
         )
     }
 
+    /// Stops the server (`fast`) and keeps its directory (data and
+    /// `server.log`) for a look afterwards; returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        let _ = self.stop();
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_owned()
+        // Dropped: `kill` of a stopped server does nothing.
+    }
+
     /// The server's URL for `database`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

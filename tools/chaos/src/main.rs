@@ -90,6 +90,7 @@ enum ScenarioArg {
     Security,
     FlashSale,
     Pause,
+    DbRestart,
 }
 
 impl ScenarioArg {
@@ -105,6 +106,7 @@ impl ScenarioArg {
             Self::Security => vec![Scenario::Security],
             Self::FlashSale => vec![Scenario::FlashSale],
             Self::Pause => vec![Scenario::Pause],
+            Self::DbRestart => vec![Scenario::DbRestart],
         }
     }
 }

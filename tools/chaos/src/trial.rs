@@ -15,9 +15,11 @@ mod processes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ordermq_store::{DemoProduct, Store, StoreOptions};
+use ordermq_testkit::postgres::{PgServer, PgServerError};
 use serde_json::Value;
 
 use crate::checker::{self, Expectations, Verdict};
@@ -55,6 +57,9 @@ pub struct Trial {
     pub starts: usize,
     /// The trial's PostgreSQL database (server URL, name), when it has one.
     postgres: Option<(String, String)>,
+    /// The PostgreSQL server of the trial's own, which it may stop, crash
+    /// and start again ([`Trial::with_own_postgres`]).
+    own_postgres: Option<Arc<PgServer>>,
     /// See [`Database::Postgres`].
     allow_unsafe_durability: bool,
 }
@@ -95,6 +100,7 @@ impl Trial {
             checks_feed: false,
             starts: 0,
             postgres,
+            own_postgres: None,
             allow_unsafe_durability: matches!(
                 options.database,
                 Database::Postgres {
@@ -103,6 +109,49 @@ impl Trial {
                 }
             ),
         })
+    }
+
+    /// A trial of `options` on a PostgreSQL server of its own (`fsync` on,
+    /// whatever `options.database` says), which the scenario may stop,
+    /// crash and start again ([`Self::postgres_server`]). The server lives
+    /// as long as the trial, and is kept with it on request.
+    pub async fn with_own_postgres(
+        options: &Options,
+        external_broker: bool,
+    ) -> Result<Self, ChaosError> {
+        let server = tokio::task::spawn_blocking(|| PgServer::start(None))
+            .await
+            .map_err(|e| ChaosError::Setup(format!("starting PostgreSQL: {e}")))?
+            .map_err(|e| {
+                ChaosError::Setup(format!("cannot start the trial's PostgreSQL server: {e}"))
+            })?;
+        let options = Options {
+            database: Database::Postgres {
+                server_url: server.url("postgres"),
+                allow_unsafe_durability: false,
+            },
+            ..options.clone()
+        };
+        let mut trial = Self::new(&options, external_broker).await?;
+        trial.own_postgres = Some(Arc::new(server));
+        Ok(trial)
+    }
+
+    /// Does `action` (`PgServer::stop`, `kill` or `resume`) to the trial's
+    /// own PostgreSQL server, off the async workers; `what` names it in an
+    /// error.
+    pub async fn postgres_server(
+        &self,
+        what: &'static str,
+        action: fn(&PgServer) -> Result<(), PgServerError>,
+    ) -> Result<(), ChaosError> {
+        let server = self.own_postgres.clone().ok_or_else(|| {
+            ChaosError::Setup("the trial has no PostgreSQL server of its own".into())
+        })?;
+        tokio::task::spawn_blocking(move || action(&server))
+            .await
+            .map_err(|e| ChaosError::Process(format!("PostgreSQL {what}: {e}")))?
+            .map_err(|e| ChaosError::Process(format!("PostgreSQL {what}: {e}")))
     }
 
     /// The order database's URL: the trial's PostgreSQL database, or the
@@ -344,13 +393,23 @@ impl Trial {
 
     /// Keeps the trial's directory (logs, databases) and returns its path
     /// (and the PostgreSQL database's URL, when it has one).
-    pub fn keep(self) -> String {
+    pub fn keep(mut self) -> String {
         let database = self.postgres.as_ref().map(|_| self.database_url());
+        // A server of the trial's own is stopped, its data kept.
+        let server = self
+            .own_postgres
+            .take()
+            .and_then(|server| Arc::try_unwrap(server).ok())
+            .map(PgServer::keep);
         let dir = self.dir.keep();
-        match database {
+        let mut kept = match database {
             Some(url) => format!("{} (database {url})", dir.display()),
             None => dir.display().to_string(),
+        };
+        if let Some(server) = server {
+            kept.push_str(&format!(" (PostgreSQL data {})", server.display()));
         }
+        kept
     }
 
     /// Drops the trial's PostgreSQL database (a trial not kept); a no-op on SQLite.
@@ -362,6 +421,10 @@ impl Trial {
             if let Err(e) = ordermq_testkit::postgres::drop_database(&server, &name).await {
                 eprintln!("chaos: cannot drop the trial's database {name}: {e}");
             }
+        }
+        // A server of the trial's own goes with it (stopped, deleted).
+        if let Some(server) = self.own_postgres.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The nine fault scenarios. Each trial starts from an empty data directory,
+//! The ten fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -19,11 +19,14 @@
 //! - `flash_sale`: a crowd at a flash sale under `kill -9`, then a sweep
 //!   of what is left;
 //! - `pause`: ordermq frozen (SIGSTOP) under load past its relay lease and
-//!   its clients' timeouts, then thawed.
+//!   its clients' timeouts, then thawed;
+//! - `db_restart`: the order database's PostgreSQL server stopped, then
+//!   crashed, under load, and started again.
 
 mod bad_input;
 mod broker;
 mod crash;
+mod db_restart;
 mod flaky;
 mod flash_sale;
 mod pause;
@@ -61,11 +64,14 @@ pub enum Scenario {
     /// SIGSTOP ordermq under load past its relay lease and its clients'
     /// timeouts, then SIGCONT.
     Pause,
+    /// The order database's PostgreSQL server (the trial's own) stopped,
+    /// then crashed, under load, and started again.
+    DbRestart,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -75,6 +81,7 @@ impl Scenario {
         Self::Security,
         Self::FlashSale,
         Self::Pause,
+        Self::DbRestart,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -89,6 +96,7 @@ impl Scenario {
             Self::Security => "security",
             Self::FlashSale => "flash-sale",
             Self::Pause => "pause",
+            Self::DbRestart => "db-restart",
         }
     }
 
@@ -104,6 +112,7 @@ impl Scenario {
             Self::Security => "forged or hostile calls",
             Self::FlashSale => "kill -9 during a flash sale",
             Self::Pause => "SIGSTOP past the relay lease",
+            Self::DbRestart => "PostgreSQL stopped + crashed",
         }
     }
 
@@ -128,6 +137,7 @@ impl Scenario {
                 Self::Security => security::security(options).await,
                 Self::FlashSale => flash_sale::flash_sale(options).await,
                 Self::Pause => pause::pause(options).await,
+                Self::DbRestart => db_restart::db_restart(options).await,
             };
             match outcome {
                 Ok((verdict, faults, trial)) => {

@@ -6,8 +6,9 @@
 //! flash sale; the broker outage is 8 s instead of the long form's 30 s;
 //! 300 bad requests; 6 s of shopping beside the 500 slow connections
 //! instead of 20 s; the crash and flash-sale scenarios once more on
-//! PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required in CI). Together about
-//! eight minutes on two cores. Scenarios run one at a time (they start
+//! PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required in CI); db-restart on
+//! a PostgreSQL server of its own, stopped and crashed for 3 s each.
+//! Together about nine minutes on two cores. Scenarios run one at a time (they start
 //! processes and brokers of their own, and share two cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
@@ -147,6 +148,21 @@ fn flash_sale_on_postgres_under_kills_sells_each_unit_once() {
 fn pause_past_the_relay_lease_loses_and_doubles_nothing() {
     let result = run(Scenario::Pause);
     assert!(result.faults >= 1, "{} pauses", result.faults);
+}
+
+#[test]
+fn db_restart_under_load_loses_and_doubles_nothing() {
+    // A PostgreSQL server of the trial's own: the Debian package's binaries.
+    if !std::path::Path::new("/usr/lib/postgresql").is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run db-restart: install Debian's postgresql package"
+        );
+        eprintln!("skipping db-restart: no PostgreSQL server binaries");
+        return;
+    }
+    let result = run(Scenario::DbRestart);
+    assert_eq!(result.faults, 2, "one stop and one crash of the server");
 }
 
 #[test]

@@ -118,9 +118,7 @@ impl RunningSink {
                 subscriptions: vec![(TOPIC_ORDER_CHANGE_FEED.to_owned(), "*".to_owned())],
                 max_reconsume_times: config.max_reconsume_times,
                 concurrency: 4,
-                // The sink's statements are set-based: a bigger batch is
-                // fewer, larger ones (docs/benchmarks.md).
-                batch: SINK_BATCH,
+                batch: config.feed_sink_batch,
                 retry_levels: config.retry_levels(),
             },
             Arc::new(FeedSinkHandler::new(sink.clone())),
@@ -168,11 +166,6 @@ pub struct SnapshotReport {
     /// Pages read from the order database.
     pub pages: u64,
 }
-
-/// Most change events the sink applies in one handler call: its statements
-/// are set-based, so a bigger batch is fewer, larger statements (the
-/// broker's pulls bring up to 256).
-const SINK_BATCH: u32 = 256;
 
 /// Orders read, and sent, at a time by a snapshot.
 pub const SNAPSHOT_PAGE: i64 = 1_000;

@@ -126,6 +126,10 @@ pub struct Expectations {
     /// The providers' call log, when they ran as their own process
     /// (`Trial::start_providers`): checked against the orders and refunds.
     pub provider_calls: Option<Vec<CallRecord>>,
+    /// The scenario took the order database away: 503
+    /// `STORAGE_UNAVAILABLE` answers are expected (a figure, not a
+    /// violation).
+    pub database_away: bool,
 }
 
 /// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
@@ -142,6 +146,17 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     };
     for error in &ledger.server_errors {
         v.violation(format!("a request got a server error: {error}"));
+    }
+    if expect.database_away {
+        v.figures.push(format!(
+            "answered 503 STORAGE_UNAVAILABLE: {}",
+            ledger.unavailable
+        ));
+    } else if ledger.unavailable > 0 {
+        v.violation(format!(
+            "{} request(s) answered 503 STORAGE_UNAVAILABLE, the database never taken away",
+            ledger.unavailable
+        ));
     }
     let Some(db) = read_databases(store, &mut v).await else {
         return v;

@@ -52,8 +52,12 @@ pub struct Ledger {
     pub creates_lost: u64,
     /// Requests refused with a 4xx, by code.
     pub rejected: BTreeMap<String, u64>,
-    /// 5xx answers (never expected from a healthy or restarting ordermq).
+    /// 5xx answers (never expected from a healthy or restarting ordermq),
+    /// but for 503 `STORAGE_UNAVAILABLE`, counted in `unavailable`.
     pub server_errors: Vec<String>,
+    /// 503 `STORAGE_UNAVAILABLE` answers: the order database away (only
+    /// expected where a scenario takes it away).
+    pub unavailable: u64,
 }
 
 impl Ledger {
@@ -127,7 +131,9 @@ impl Driver {
 
     fn note_rejection(&self, status: u16, body: &Value, what: &str) {
         let mut ledger = self.ledger.lock().expect("ledger");
-        if status >= 500 {
+        if status == 503 && body["code"] == "STORAGE_UNAVAILABLE" {
+            ledger.unavailable += 1;
+        } else if status >= 500 {
             ledger
                 .server_errors
                 .push(format!("{what}: {status} {body}"));

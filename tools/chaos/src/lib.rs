@@ -101,7 +101,8 @@ pub struct Options {
     pub trials: usize,
     /// `kill -9`s per crash trial.
     pub crashes_per_trial: usize,
-    /// How long the broker stays stopped in the broker-outage scenario.
+    /// How long the broker stays stopped in the broker-outage scenario
+    /// (db-restart: a third of it, at least 3 s, for each outage).
     pub outage: Duration,
     /// SIGSTOPs of ordermq per pause trial.
     pub pauses_per_trial: usize,

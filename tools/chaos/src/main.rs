@@ -31,7 +31,8 @@ struct Cli {
     /// `kill -9`s per crash trial.
     #[arg(long, default_value_t = 20)]
     crashes: usize,
-    /// Seconds the broker stays stopped in broker-outage.
+    /// Seconds the broker stays stopped in broker-outage (db-restart: a
+    /// third of it, at least 3 s, for each of its two outages).
     #[arg(long, default_value_t = 30)]
     outage_secs: u64,
     /// SIGSTOPs of ordermq per pause trial.

@@ -8,7 +8,6 @@
 //! ([`known_orders`]), the state before ([`snapshot`]), the requests
 //! ([`send_bad_requests`]), and the state after, which must be unchanged.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ordermq_testkit::bad_request::{FuzzContext, KnownOrder, bad_request};
@@ -53,9 +52,7 @@ pub(super) async fn bad_input(options: &Options) -> TrialOutcome {
     let mut verdict = trial
         .finish(&Expectations {
             start_stock: catalog_stock(&[]),
-            dead_letter_allowed: BTreeSet::new(),
-            closes_due: false,
-            provider_calls: None,
+            ..Expectations::default()
         })
         .await?;
     verdict.violations.extend(notes);

@@ -313,6 +313,27 @@ async fn the_checker_reports_planted_faults() {
     let url = format!("sqlite://{}/orders.db", dir.path().display());
     let clean = Store::open(&url, &StoreOptions::default()).await.unwrap();
     let verdict = check(&clean, &Ledger::default(), &Expectations::default()).await;
+    assert!(verdict.holds(), "{:#?}", verdict.violations);
+    // A 503 STORAGE_UNAVAILABLE is a violation unless the scenario took the
+    // database away.
+    let unavailable = Ledger {
+        unavailable: 2,
+        ..Ledger::default()
+    };
+    let verdict = check(&clean, &unavailable, &Expectations::default()).await;
+    assert!(
+        verdict
+            .violations
+            .iter()
+            .any(|v| v.contains("2 request(s) answered 503 STORAGE_UNAVAILABLE")),
+        "{:#?}",
+        verdict.violations
+    );
+    let away = Expectations {
+        database_away: true,
+        ..Expectations::default()
+    };
+    let verdict = check(&clean, &unavailable, &away).await;
     clean.close().await;
     assert!(verdict.holds(), "{:#?}", verdict.violations);
 }

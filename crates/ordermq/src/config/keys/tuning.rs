@@ -103,6 +103,14 @@ macro_rules! tuning_keys {
             key: "feed",
             default: FeedMode::Off,
         }
+        /// `ordermq feed sink`: most change events applied in one handler call
+        /// (its statements are set-based: a bigger batch is fewer, larger
+        /// statements and commits). Brokers pull up to 256 a queue at a time.
+        feed_sink_batch: u32 = Int<u32> {
+            key: "feed_sink_batch",
+            default: 256,
+            range: 1..=1024,
+        }
         /// How long a request waits for a database connection before it is
         /// answered 503 STORAGE_UNAVAILABLE (a database outage is answered
         /// quickly instead of every request queueing).

@@ -56,6 +56,7 @@ const FLAT_NAMES: &[(&str, &str)] = &[
     ("postgres_writers", "8"),
     ("postgres_set_based", "false"),
     ("feed", "on"),
+    ("feed_sink_batch", "128"),
     ("database_acquire_timeout_ms", "500"),
     ("database_statement_timeout_ms", "5000"),
     ("database_lock_timeout_ms", "1000"),

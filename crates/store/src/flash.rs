@@ -288,49 +288,47 @@ impl Store {
     /// # Errors
     /// A storage failure.
     pub async fn sale_counts(&self, sale_id: &SaleId) -> Result<SaleCounts, StorageError> {
-        let id = sale_id.as_str();
-        let sale = dialect::query("SELECT units, allocated FROM sales WHERE sale_id = $1")
-            .bind(id)
-            .fetch_optional(&self.orders)
-            .await
-            .map_err(storage)?;
-        let Some(sale) = sale else {
-            return Ok(SaleCounts::default());
-        };
         // SUM is a DECIMAL on MySQL: cast to its 64-bit integer.
         let int = match self.backend() {
             Backend::Mysql => "SIGNED",
             _ => "BIGINT",
         };
-        let leased = dialect::query(&format!(
-            "SELECT CAST(COALESCE(SUM(units_left), 0) AS {int}) AS n FROM sale_leases WHERE sale_id = $1"
+        let of_attempts = |expression: &str| {
+            format!(
+                "(SELECT CAST(COALESCE(SUM({expression}), 0) AS {int}) \
+                 FROM sale_attempts a WHERE a.sale_id = s.sale_id)"
+            )
+        };
+        // One statement, so one snapshot: read apart, a unit given back
+        // between two reads was counted in neither place (or in both).
+        let row = dialect::query(&format!(
+            "SELECT s.units, s.allocated, \
+               (SELECT CAST(COALESCE(SUM(units_left), 0) AS {int}) \
+                FROM sale_leases l WHERE l.sale_id = s.sale_id) AS leased, \
+               {} AS queued, {} AS created, {} AS rejected, {} AS held \
+             FROM sales s WHERE s.sale_id = $1",
+            of_attempts("CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END"),
+            of_attempts("CASE WHEN state = 'CREATED' THEN 1 ELSE 0 END"),
+            of_attempts("CASE WHEN state = 'REJECTED' THEN 1 ELSE 0 END"),
+            of_attempts("CASE WHEN returned_at IS NULL THEN quantity ELSE 0 END"),
         ))
-        .bind(id)
-        .fetch_one(&self.orders)
+        .bind(sale_id.as_str())
+        .fetch_optional(&self.orders)
         .await
         .map_err(storage)?;
-        let attempts = dialect::query(&format!(
-            "SELECT \
-               CAST(COALESCE(SUM(CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END), 0) AS {int}) AS queued, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'CREATED' THEN 1 ELSE 0 END), 0) AS {int}) AS created, \
-               CAST(COALESCE(SUM(CASE WHEN state = 'REJECTED' THEN 1 ELSE 0 END), 0) AS {int}) AS rejected, \
-               CAST(COALESCE(SUM(CASE WHEN returned_at IS NULL THEN quantity ELSE 0 END), 0) AS {int}) AS held \
-             FROM sale_attempts WHERE sale_id = $1"
-        ))
-        .bind(id)
-        .fetch_one(&self.orders)
-        .await
-        .map_err(storage)?;
-        let units: i64 = get(&sale, "units")?;
-        let allocated: i64 = get(&sale, "allocated")?;
+        let Some(row) = row else {
+            return Ok(SaleCounts::default());
+        };
+        let units: i64 = get(&row, "units")?;
+        let allocated: i64 = get(&row, "allocated")?;
         Ok(SaleCounts {
             units,
             unallocated: units - allocated,
-            leased: get(&leased, "n")?,
-            queued: get(&attempts, "queued")?,
-            created: get(&attempts, "created")?,
-            rejected: get(&attempts, "rejected")?,
-            held: get(&attempts, "held")?,
+            leased: get(&row, "leased")?,
+            queued: get(&row, "queued")?,
+            created: get(&row, "created")?,
+            rejected: get(&row, "rejected")?,
+            held: get(&row, "held")?,
         })
     }
 }

@@ -248,7 +248,7 @@ pub(super) async fn subscribe_consumers(
                         keys.clone(),
                     ))
                 }
-                Consumer::Close => Arc::new(CloseHandler::new(writer.clone())),
+                Consumer::Close => Arc::new(CloseHandler::new(writer.clone(), store.clone())),
                 Consumer::Receipt => Arc::new(ReceiptHandler::new(store.clone())),
                 Consumer::FlashSale => Arc::new(FlashOrderHandler::new(
                     writer.clone(),

@@ -11,9 +11,11 @@
 
 use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
+use ordermq_domain::topology::{Consumer, group_of};
 use ordermq_domain::{OrderEvent, now_millis};
-use ordermq_store::CloseOutcome;
+use ordermq_store::{CloseOutcome, Store};
 
+use super::park_undecodable;
 use crate::group_commit::OrderWriter;
 
 /// What became of one close message.
@@ -30,11 +32,13 @@ enum Close {
 #[derive(Debug, Clone)]
 pub struct CloseHandler {
     writer: OrderWriter,
+    /// Where a message that is not an event is parked.
+    store: Store,
 }
 
 impl CloseHandler {
-    pub fn new(writer: OrderWriter) -> Self {
-        Self { writer }
+    pub fn new(writer: OrderWriter, store: Store) -> Self {
+        Self { writer, store }
     }
 
     async fn consume(&self, batch: Vec<Delivery>) -> Outcome {
@@ -45,7 +49,16 @@ impl CloseHandler {
                     tracing::warn!(kind = ?other.kind(), "unexpected event in the close group; ignored");
                     return Close::Done;
                 }
-                Err(e) => return Close::Failed(format!("undecodable close message: {e}")),
+                // Parked on its own: it would fail every retry, and its batch with it.
+                Err(e) => {
+                    let group = group_of(Consumer::Close).name;
+                    return match park_undecodable(&self.store, group, delivery, &e.to_string())
+                        .await
+                    {
+                        Ok(()) => Close::Done,
+                        Err(reason) => Close::Failed(reason),
+                    };
+                }
             };
             match self.writer.close(due.order_id.clone()).await {
                 Ok(CloseOutcome::Closed) => {
@@ -117,7 +130,7 @@ mod tests {
             .filter(|m| m.tag == EventKind::OrderCloseDue.tag())
             .collect();
         assert_eq!(closes.len(), 2);
-        let handler = CloseHandler::new(fixture.writer.clone());
+        let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
         let batch: Vec<_> = closes.iter().map(delivery_of).collect();
         assert_eq!(handler.handle(batch.clone()).await, Outcome::Consumed);
         assert_eq!(
@@ -134,6 +147,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_undecodable_close_is_parked_alone_and_its_batch_applied() {
+        let fixture = Fixture::closing_after(0).await;
+        let unpaid = fixture.unpaid_order("u1", 1).await;
+        let close = relay_all(&fixture)
+            .await
+            .into_iter()
+            .find(|m| m.tag == EventKind::OrderCloseDue.tag())
+            .expect("a close was published");
+        let good = delivery_of(&close);
+        let broken = Delivery {
+            msg_id: "broken-close".into(),
+            body: b"{not json".to_vec(),
+            ..good.clone()
+        };
+        let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
+        assert_eq!(
+            handler.handle(vec![broken.clone(), good]).await,
+            Outcome::Consumed
+        );
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Cancelled
+        );
+        let parked = fixture
+            .store
+            .parked(Some("order_close_group"))
+            .await
+            .unwrap();
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert_eq!(parked[0].msg_id, "broken-close");
+        assert_eq!(parked[0].reason, ordermq_domain::parked::UNDECODABLE);
+        // Delivered again: parked once, nothing else changes.
+        assert_eq!(handler.handle(vec![broken]).await, Outcome::Consumed);
+        assert_eq!(
+            fixture
+                .store
+                .parked(Some("order_close_group"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
     async fn a_close_that_arrives_early_is_retried_and_closes_nothing() {
         let fixture = Fixture::new().await;
         let unpaid = fixture.unpaid_order("u1", 1).await;
@@ -142,7 +200,7 @@ mod tests {
             .into_iter()
             .find(|m| m.tag == EventKind::OrderCloseDue.tag())
             .expect("a close was published");
-        let handler = CloseHandler::new(fixture.writer.clone());
+        let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
         assert!(matches!(
             handler.handle(vec![delivery_of(&close)]).await,
             Outcome::Waiting(_)

@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome, PaymentGateway};
+use ordermq_domain::topology::{Consumer, group_of};
 use ordermq_domain::{OrderEvent, RefundId, RefundStatus, now_millis};
 use ordermq_store::Store;
+
+use super::park_undecodable;
 
 /// Refunds through the payment gateway.
 #[derive(Clone)]
@@ -65,7 +68,13 @@ impl RefundHandler {
                 tracing::warn!(kind = ?other.kind(), "unexpected event in the refund group; ignored");
                 return None;
             }
-            Err(e) => return Some(format!("undecodable refund message: {e}")),
+            // Parked on its own: it would fail every retry, and its batch with it.
+            Err(e) => {
+                let group = group_of(Consumer::Refund).name;
+                return park_undecodable(&self.store, group, delivery, &e.to_string())
+                    .await
+                    .err();
+            }
         };
         let task = match self.store.refund_task(refund_id.as_str()).await {
             Ok(Some(task)) => task,
@@ -363,7 +372,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_undecodable_message_is_retried_and_another_event_is_ignored() {
+    async fn an_undecodable_message_is_parked_and_another_event_is_ignored() {
         let fixture = Fixture::new().await;
         let (refund, messages) = refund_with_messages(&fixture).await;
         let gateway = ScriptedPayments::failing(0);
@@ -378,10 +387,18 @@ mod tests {
             body: b"{not json".to_vec(),
             ..delivery_of_kind(&messages, EventKind::OrderRefundRequested)
         };
-        assert!(matches!(
-            handler.handle(vec![garbage]).await,
-            Outcome::RetryLater(_)
-        ));
+        assert_eq!(
+            handler.handle(vec![garbage.clone()]).await,
+            Outcome::Consumed
+        );
+        let parked = fixture
+            .store
+            .parked(Some("payment_refund_group"))
+            .await
+            .unwrap();
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert_eq!(parked[0].msg_id, garbage.msg_id);
+        assert_eq!(parked[0].reason, ordermq_domain::parked::UNDECODABLE);
         let paid = delivery_of_kind(&messages, EventKind::OrderPaid);
         assert_eq!(handler.handle(vec![paid]).await, Outcome::Consumed);
         assert!(gateway.calls().is_empty(), "nothing was refunded");

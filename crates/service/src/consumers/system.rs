@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use ordermq_domain::event::OrderRefundRequested;
 use ordermq_domain::fanout::coupon_code;
 use ordermq_domain::fanout::{effect_for, reversal_for, reversal_needs_gateway, sms_text_for};
-use ordermq_domain::parked::{ParkedMessage, UNDECODABLE, clip};
+
 use ordermq_domain::ports::{
     BoxFuture, Cancellation, Delivery, GatewayError, Handler, LogisticsGateway, Outcome, SmsGateway,
 };
@@ -32,6 +32,7 @@ use ordermq_domain::signing::Keyring;
 use ordermq_domain::{Effect, OrderEvent, OrderPaid, System, now_millis};
 use ordermq_store::{Applied, EffectRecord, Store};
 
+use super::park_undecodable;
 use crate::group_commit::EffectWriter;
 
 /// The consumer logic of one downstream system.
@@ -268,7 +269,9 @@ impl SystemHandler {
                     // Unreadable now means unreadable on every retry: parked
                     // on its own (acknowledged, kept for operators), so it
                     // neither comes back nor holds its batch back.
-                    if let Err(reason) = self.park_undecodable(&delivery, &e.to_string()).await {
+                    if let Err(reason) =
+                        park_undecodable(&self.store, group, &delivery, &e.to_string()).await
+                    {
                         first_failure.get_or_insert(reason);
                     }
                 }
@@ -376,35 +379,6 @@ impl SystemHandler {
         Outcome::of_batch(first_failure, waiting)
     }
 
-    /// Parks a message whose body is not an event (`parked_messages`, reason
-    /// `UNDECODABLE`): it would fail every redelivery. An `Err` (the
-    /// database could not record it) leaves it to be redelivered.
-    async fn park_undecodable(&self, delivery: &Delivery, error: &str) -> Result<(), String> {
-        let group = self.system.consumer_group();
-        tracing::error!(group, msg_id = %delivery.msg_id, error, "undecodable message parked");
-        let parked = ParkedMessage {
-            group: group.to_owned(),
-            msg_id: delivery.msg_id.clone(),
-            topic: delivery.topic.clone(),
-            tag: delivery.tag.clone(),
-            key: delivery.key.clone(),
-            event_id: None,
-            key_id: None,
-            reason: UNDECODABLE.to_owned(),
-            detail: error.to_owned(),
-            body: clip(
-                &String::from_utf8_lossy(&delivery.body),
-                ordermq_domain::parked::MAX_PARKED_BODY,
-            ),
-            parked_at: now_millis(),
-        };
-        self.store
-            .park(&parked)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("undecodable message, not parked: {e}"))
-    }
-
     /// Logs a failed delivery and records it, so the order's page shows the
     /// group as failed once the broker gives up (the DLQ).
     async fn note_failure(
@@ -451,6 +425,7 @@ impl Handler for SystemHandler {
 mod tests {
     use std::sync::atomic::Ordering;
 
+    use ordermq_domain::parked::UNDECODABLE;
     use ordermq_domain::ports::OrderService;
     use ordermq_domain::{EventKind, UserId};
 

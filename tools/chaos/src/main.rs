@@ -92,6 +92,7 @@ enum ScenarioArg {
     FlashSale,
     Pause,
     DbRestart,
+    Poison,
 }
 
 impl ScenarioArg {
@@ -108,6 +109,7 @@ impl ScenarioArg {
             Self::FlashSale => vec![Scenario::FlashSale],
             Self::Pause => vec![Scenario::Pause],
             Self::DbRestart => vec![Scenario::DbRestart],
+            Self::Poison => vec![Scenario::Poison],
         }
     }
 }

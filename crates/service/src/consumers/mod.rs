@@ -7,7 +7,7 @@
 //! idempotent), `RetryLater` otherwise, and the broker redelivers the batch.
 //!
 //! A message whose body is not an event is the same on every retry: every
-//! group that decodes events parks it on its own ([`park_undecodable`]),
+//! group that decodes events parks it on its own (`park_undecodable`),
 //! so it neither comes back nor fails the batch it came with.
 //!
 //! [`Outcome`]: ordermq_domain::ports::Outcome

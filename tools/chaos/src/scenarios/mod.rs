@@ -1,4 +1,4 @@
-//! The ten fault scenarios. Each trial starts from an empty data directory,
+//! The eleven fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -21,7 +21,9 @@
 //! - `pause`: ordermq frozen (SIGSTOP) under load past its relay lease and
 //!   its clients' timeouts, then thawed;
 //! - `db_restart`: the order database's PostgreSQL server stopped, then
-//!   crashed, under load, and started again.
+//!   crashed, under load, and started again;
+//! - `poison`: signed messages that are no event among real ones, on the
+//!   payment, refund and close topics.
 
 mod bad_input;
 mod broker;
@@ -30,6 +32,7 @@ mod db_restart;
 mod flaky;
 mod flash_sale;
 mod pause;
+mod poison;
 mod redelivery;
 mod security;
 mod stampede;
@@ -67,11 +70,13 @@ pub enum Scenario {
     /// The order database's PostgreSQL server (the trial's own) stopped,
     /// then crashed, under load, and started again.
     DbRestart,
+    /// Signed messages that are no event among real ones, under load.
+    Poison,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -82,6 +87,7 @@ impl Scenario {
         Self::FlashSale,
         Self::Pause,
         Self::DbRestart,
+        Self::Poison,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -97,6 +103,7 @@ impl Scenario {
             Self::FlashSale => "flash-sale",
             Self::Pause => "pause",
             Self::DbRestart => "db-restart",
+            Self::Poison => "poison",
         }
     }
 
@@ -113,6 +120,7 @@ impl Scenario {
             Self::FlashSale => "kill -9 during a flash sale",
             Self::Pause => "SIGSTOP past the relay lease",
             Self::DbRestart => "PostgreSQL stopped + crashed",
+            Self::Poison => "undecodable messages",
         }
     }
 
@@ -127,18 +135,23 @@ impl Scenario {
                 trial + 1,
                 options.trials
             ));
-            let outcome = match self {
-                Self::Crash => crash::crash(options).await,
-                Self::BrokerOutage => broker::broker_outage(options).await,
-                Self::Flaky => flaky::flaky(options).await,
-                Self::Redelivery => redelivery::redelivery(options).await,
-                Self::LastUnit => stampede::last_unit(options).await,
-                Self::BadInput => bad_input::bad_input(options).await,
-                Self::Security => security::security(options).await,
-                Self::FlashSale => flash_sale::flash_sale(options).await,
-                Self::Pause => pause::pause(options).await,
-                Self::DbRestart => db_restart::db_restart(options).await,
-            };
+            // Boxed: eleven trial futures in one match outgrow the compiler's
+            // layout depth (and the stack).
+            let trial: std::pin::Pin<Box<dyn std::future::Future<Output = TrialOutcome> + '_>> =
+                match self {
+                    Self::Crash => Box::pin(crash::crash(options)),
+                    Self::BrokerOutage => Box::pin(broker::broker_outage(options)),
+                    Self::Flaky => Box::pin(flaky::flaky(options)),
+                    Self::Redelivery => Box::pin(redelivery::redelivery(options)),
+                    Self::LastUnit => Box::pin(stampede::last_unit(options)),
+                    Self::BadInput => Box::pin(bad_input::bad_input(options)),
+                    Self::Security => Box::pin(security::security(options)),
+                    Self::FlashSale => Box::pin(flash_sale::flash_sale(options)),
+                    Self::Pause => Box::pin(pause::pause(options)),
+                    Self::DbRestart => Box::pin(db_restart::db_restart(options)),
+                    Self::Poison => Box::pin(poison::poison(options)),
+                };
+            let outcome = trial.await;
             match outcome {
                 Ok((verdict, faults, trial)) => {
                     let holds = verdict.holds();

@@ -166,6 +166,12 @@ fn db_restart_under_load_loses_and_doubles_nothing() {
 }
 
 #[test]
+fn poison_is_parked_by_every_group_that_receives_it_and_holds_nothing_back() {
+    let result = run(Scenario::Poison);
+    assert_eq!(result.faults, 27, "3 rounds of 3 bodies on 3 topics");
+}
+
+#[test]
 fn bad_input_against_the_binary_is_refused_cleanly() {
     let result = run(Scenario::BadInput);
     assert_eq!(result.faults, 300);

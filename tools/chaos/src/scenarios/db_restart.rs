@@ -128,7 +128,7 @@ pub(super) async fn db_restart(options: &Options) -> TrialOutcome {
         .finish(&Expectations {
             start_stock: catalog_stock(&[]),
             closes_due: true,
-            database_away: true,
+            storage_may_refuse: true,
             ..Expectations::default()
         })
         .await?;

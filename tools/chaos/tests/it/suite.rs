@@ -336,7 +336,7 @@ async fn the_checker_reports_planted_faults() {
         verdict.violations
     );
     let away = Expectations {
-        database_away: true,
+        storage_may_refuse: true,
         ..Expectations::default()
     };
     let verdict = check(&clean, &unavailable, &away).await;

@@ -104,11 +104,11 @@ macro_rules! tuning_keys {
             default: FeedMode::Off,
         }
         /// `ordermq feed sink`: most change events applied in one handler call
-        /// (its statements are set-based: a bigger batch is fewer, larger
-        /// statements and commits). Brokers pull up to 256 a queue at a time.
+        /// (one commit each). 64, as every group: 256 drained slower on a
+        /// 2-core machine (docs/benchmarks.md).
         feed_sink_batch: u32 = Int<u32> {
             key: "feed_sink_batch",
-            default: 256,
+            default: 64,
             range: 1..=1024,
         }
         /// How long a request waits for a database connection before it is

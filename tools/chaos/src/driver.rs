@@ -446,10 +446,31 @@ pub struct Load {
     /// The carriers of orders moved by their carrier (see [`carry`]).
     carriers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Payments acknowledged so far (for "payments keep succeeding" checks).
-    pub acknowledged: Arc<AtomicU64>,
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl Load {
+    /// Payments acknowledged so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Waits until more than `before` payments are acknowledged, for at
+    /// most `within`: how long that took, or `None` if it did not happen
+    /// (a fault's "payments are answered again after it healed" check).
+    pub async fn acknowledged_past(&self, before: u64, within: Duration) -> Option<Duration> {
+        let since = std::time::Instant::now();
+        loop {
+            if self.acknowledged() > before {
+                return Some(since.elapsed());
+            }
+            if since.elapsed() >= within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn start(driver: &Driver, options: LoadOptions) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU64::new(0));

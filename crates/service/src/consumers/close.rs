@@ -109,6 +109,17 @@ mod tests {
     use super::*;
     use crate::testing::{Fixture, delivery_of, relay_all};
 
+    /// Every close the relay publishes (creating an order writes one).
+    async fn relayed_closes(fixture: &Fixture) -> Vec<ordermq_domain::OutboxMessage> {
+        let closes: Vec<_> = relay_all(fixture)
+            .await
+            .into_iter()
+            .filter(|m| m.tag == EventKind::OrderCloseDue.tag())
+            .collect();
+        assert!(!closes.is_empty(), "no close was published");
+        closes
+    }
+
     async fn status(fixture: &Fixture, order: &ordermq_domain::OrderId) -> OrderStatus {
         fixture
             .orders
@@ -124,11 +135,7 @@ mod tests {
         let fixture = Fixture::closing_after(0).await;
         let unpaid = fixture.unpaid_order("u1", 1).await;
         let paid = fixture.paid_order("u2", 1).await;
-        let closes: Vec<_> = relay_all(&fixture)
-            .await
-            .into_iter()
-            .filter(|m| m.tag == EventKind::OrderCloseDue.tag())
-            .collect();
+        let closes = relayed_closes(&fixture).await;
         assert_eq!(closes.len(), 2);
         let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
         let batch: Vec<_> = closes.iter().map(delivery_of).collect();
@@ -150,11 +157,7 @@ mod tests {
     async fn an_undecodable_close_is_parked_alone_and_its_batch_applied() {
         let fixture = Fixture::closing_after(0).await;
         let unpaid = fixture.unpaid_order("u1", 1).await;
-        let close = relay_all(&fixture)
-            .await
-            .into_iter()
-            .find(|m| m.tag == EventKind::OrderCloseDue.tag())
-            .expect("a close was published");
+        let close = relayed_closes(&fixture).await.remove(0);
         let good = delivery_of(&close);
         let broken = Delivery {
             msg_id: "broken-close".into(),
@@ -195,11 +198,7 @@ mod tests {
     async fn a_close_that_arrives_early_is_retried_and_closes_nothing() {
         let fixture = Fixture::new().await;
         let unpaid = fixture.unpaid_order("u1", 1).await;
-        let close = relay_all(&fixture)
-            .await
-            .into_iter()
-            .find(|m| m.tag == EventKind::OrderCloseDue.tag())
-            .expect("a close was published");
+        let close = relayed_closes(&fixture).await.remove(0);
         let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
         assert!(matches!(
             handler.handle(vec![delivery_of(&close)]).await,

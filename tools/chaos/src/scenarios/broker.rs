@@ -10,8 +10,6 @@
 //! (and is killed with `kill -9` with the broker); after the trial `ordermq
 //! feed verify` must find 0 differences, 0 gaps and 0 reorderings.
 
-use std::sync::atomic::Ordering;
-
 use super::TrialOutcome;
 use crate::checker::Expectations;
 use crate::driver::{Load, LoadOptions};
@@ -34,9 +32,9 @@ pub(super) async fn broker_outage(options: &Options) -> TrialOutcome {
     // Graceful stop, long outage.
     trial.stop_broker().await;
     faults += 1;
-    let before = load.acknowledged.load(Ordering::Relaxed);
+    let before = load.acknowledged();
     tokio::time::sleep(options.outage).await;
-    let during = load.acknowledged.load(Ordering::Relaxed) - before;
+    let during = load.acknowledged() - before;
     options.say(format!(
         "  broker stopped for {:?}: {during} payments acknowledged meanwhile",
         options.outage

@@ -7,7 +7,7 @@
 //! yet relayed, a broker store mid-append), the restart must finish it
 //! without losing or repeating anything.
 //!
-//! Unpaid orders close after [`CLOSE_AFTER`] here (30 min by default), so
+//! Unpaid orders close after [`CLOSE_AFTER`](super::CLOSE_AFTER) here (30 min by default), so
 //! closes fire between and during the kills, and one paid order in ten is
 //! refunded in full right after its payment: after the drain the trial waits
 //! until every close was due and every refund answered, and the checker
@@ -29,15 +29,10 @@
 
 use std::time::Duration;
 
-use super::TrialOutcome;
+use super::{TrialOutcome, closes_soon, settle};
 use crate::checker::Expectations;
 use crate::driver::{Load, LoadOptions};
 use crate::{Options, Trial, catalog_stock};
-
-/// How long an unpaid order lives in this scenario: short enough that
-/// closes fire during the trial, long enough that a payment retried after a
-/// restart usually still finds its order open.
-const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
 /// The share of paid orders refunded in full during the trial (the
 /// refund's event, the gateway's call and every system's reversal then ride
@@ -56,7 +51,7 @@ fn random_duration(min_ms: u64, max_ms: u64) -> Duration {
 /// Scenario 1: `kill -9` at random moments under load, restart, repeat.
 pub(super) async fn crash(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
-    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+    closes_soon(&mut trial);
     trial.set("feed", "on");
     trial.start_providers().await?;
     trial.start_ordermq().await?;
@@ -102,12 +97,7 @@ pub(super) async fn crash(options: &Options) -> TrialOutcome {
     }
     tokio::time::sleep(options.load_phase).await;
     load.stop().await;
-    let drained = trial.wait_drained(options.drain_timeout).await;
-    // The last orders' closes: due CLOSE_AFTER after the load stopped, then
-    // at most a hop late.
-    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
-        // A refund answered late still has its reversals to deliver.
-        && trial.wait_drained(options.drain_timeout).await;
+    let (drained, settled) = settle(&trial, options).await;
     options.say(format!(
         "  {kills} kills, drained: {drained}, closes and refunds settled: {settled}"
     ));

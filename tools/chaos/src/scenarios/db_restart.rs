@@ -18,19 +18,14 @@
 //! bridge on the broker's schedule (the chaos levels: 1–2 s), so a failed
 //! effect comes back after the outage instead of reaching the DLQ.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ordermq_testkit::postgres::PgServer;
 
-use super::TrialOutcome;
+use super::{TrialOutcome, closes_soon, settle};
 use crate::checker::Expectations;
 use crate::driver::{Answer, Load, LoadOptions};
 use crate::{ChaosError, Options, Trial, catalog_stock};
-
-/// Unpaid orders close this long after creation: some fall due while the
-/// server is away.
-const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
 /// How soon after the server is back a payment must be acknowledged again.
 const SERVES_AGAIN: Duration = Duration::from_secs(30);
@@ -50,7 +45,7 @@ enum Outage {
 /// Scenario 10: the order database's server stopped, then crashed, under load.
 pub(super) async fn db_restart(options: &Options) -> TrialOutcome {
     let mut trial = Trial::with_own_postgres(options, false).await?;
-    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+    closes_soon(&mut trial);
     trial.start_ordermq().await?;
     let load = Load::start(
         &trial.driver,
@@ -85,24 +80,17 @@ pub(super) async fn db_restart(options: &Options) -> TrialOutcome {
                 )),
             }
             tokio::time::sleep(away.saturating_sub(went.elapsed())).await;
-            let before = load.acknowledged.load(Ordering::Relaxed);
+            let before = load.acknowledged();
             trial.postgres_server("start", PgServer::resume).await?;
-            let back = Instant::now();
-            while load.acknowledged.load(Ordering::Relaxed) == before
-                && back.elapsed() < SERVES_AGAIN
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let served = load.acknowledged.load(Ordering::Relaxed) > before;
+            let served = load.acknowledged_past(before, SERVES_AGAIN).await;
             options.say(format!(
                 "  {outage:?} for {away:?}: refused in {took:?}; a payment acknowledged {} after the server was back",
-                if served {
-                    format!("{:?}", back.elapsed())
-                } else {
-                    format!("not within {SERVES_AGAIN:?}")
+                match served {
+                    Some(took) => format!("{took:?}"),
+                    None => format!("not within {SERVES_AGAIN:?}"),
                 }
             ));
-            if !served {
+            if served.is_none() {
                 notes.push(format!(
                     "{outage:?}: no payment acknowledged within {SERVES_AGAIN:?} of the server's return"
                 ));
@@ -118,9 +106,7 @@ pub(super) async fn db_restart(options: &Options) -> TrialOutcome {
     }
     load.stop().await;
     result?;
-    let drained = trial.wait_drained(options.drain_timeout).await;
-    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
-        && trial.wait_drained(options.drain_timeout).await;
+    let (drained, settled) = settle(&trial, options).await;
     options.say(format!(
         "  {outages} outages, drained: {drained}, closes and refunds settled: {settled}"
     ));

@@ -37,11 +37,34 @@ mod redelivery;
 mod security;
 mod stampede;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::checker::Verdict;
 use super::report::ScenarioResult;
 use super::{ChaosError, Options, Trial};
+
+/// How long an unpaid order lives in the scenarios that let closes fire
+/// (30 min by default): short enough that closes fire during the trial,
+/// long enough that a payment retried after a fault usually still finds its
+/// order open.
+const CLOSE_AFTER: Duration = Duration::from_secs(4);
+
+/// Lets unpaid orders close during the trial, after [`CLOSE_AFTER`].
+fn closes_soon(trial: &mut Trial) {
+    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+}
+
+/// Waits, once the load stopped, for the backlogs to drain and then for
+/// every close and refund to settle (the last orders' closes are due
+/// [`CLOSE_AFTER`] after the load stopped, then at most a hop late; a
+/// refund answered late still has its reversals to deliver). Returns
+/// (drained, settled).
+async fn settle(trial: &Trial, options: &Options) -> (bool, bool) {
+    let drained = trial.wait_drained(options.drain_timeout).await;
+    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
+        && trial.wait_drained(options.drain_timeout).await;
+    (drained, settled)
+}
 
 /// A scenario of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,17 +18,12 @@
 //! One instance only: a second one taking the paused one's lease is the
 //! topology's fault (several order instances), not this scenario's.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::TrialOutcome;
+use super::{TrialOutcome, closes_soon, settle};
 use crate::checker::Expectations;
 use crate::driver::{Load, LoadOptions};
 use crate::{ChaosError, Options, Trial, catalog_stock};
-
-/// Unpaid orders close this long after creation: they fall due while
-/// ordermq is frozen.
-const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
 /// How soon after a thaw a payment must be acknowledged again.
 const SERVES_AGAIN: Duration = Duration::from_secs(30);
@@ -37,7 +32,7 @@ const SERVES_AGAIN: Duration = Duration::from_secs(30);
 pub(super) async fn pause(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, true).await?;
     trial.start_broker().await?;
-    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+    closes_soon(&mut trial);
     trial.set("feed", "on");
     trial.start_ordermq().await?;
     trial.start_feed_sink()?;
@@ -56,25 +51,18 @@ pub(super) async fn pause(options: &Options) -> TrialOutcome {
             trial.pause_ordermq()?;
             pauses += 1;
             tokio::time::sleep(options.pause).await;
-            let before = load.acknowledged.load(Ordering::Relaxed);
+            let before = load.acknowledged();
             trial.resume_ordermq()?;
-            let thawed = Instant::now();
-            while load.acknowledged.load(Ordering::Relaxed) == before
-                && thawed.elapsed() < SERVES_AGAIN
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let served = load.acknowledged.load(Ordering::Relaxed) > before;
+            let served = load.acknowledged_past(before, SERVES_AGAIN).await;
             options.say(format!(
                 "  paused {:?}; a payment acknowledged {} after the thaw",
                 options.pause,
-                if served {
-                    format!("{:?}", thawed.elapsed())
-                } else {
-                    format!("not within {SERVES_AGAIN:?}")
+                match served {
+                    Some(took) => format!("{took:?}"),
+                    None => format!("not within {SERVES_AGAIN:?}"),
                 }
             ));
-            if !served {
+            if served.is_none() {
                 notes.push(format!(
                     "no payment acknowledged within {SERVES_AGAIN:?} of a thaw"
                 ));
@@ -90,9 +78,7 @@ pub(super) async fn pause(options: &Options) -> TrialOutcome {
     }
     load.stop().await;
     result?;
-    let drained = trial.wait_drained(options.drain_timeout).await;
-    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
-        && trial.wait_drained(options.drain_timeout).await;
+    let (drained, settled) = settle(&trial, options).await;
     options.say(format!(
         "  {pauses} pauses, drained: {drained}, closes and refunds settled: {settled}"
     ));

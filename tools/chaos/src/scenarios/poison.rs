@@ -15,19 +15,15 @@
 //! pending dead letter, every close fired and every refund done.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use ordermq_domain::topology::CONSUMER_GROUPS;
 use ordermq_domain::{EventKind, OutboxMessage};
 use ordermq_testkit::events;
 
-use super::TrialOutcome;
+use super::{TrialOutcome, closes_soon, settle};
 use crate::checker::Expectations;
 use crate::driver::{Load, LoadOptions};
 use crate::{ChaosError, Options, Trial, catalog_stock};
-
-/// Unpaid orders close this long after creation: closes flow beside the poison.
-const CLOSE_AFTER: Duration = Duration::from_secs(4);
 
 /// Rounds of poison, one per load phase.
 const ROUNDS: usize = 3;
@@ -58,7 +54,7 @@ fn receivers(kind: EventKind) -> BTreeSet<&'static str> {
 /// Scenario 11: undecodable messages among real ones, under load.
 pub(super) async fn poison(options: &Options) -> TrialOutcome {
     let mut trial = Trial::new(options, false).await?;
-    trial.set("order_close_after", format!("{}s", CLOSE_AFTER.as_secs()));
+    closes_soon(&mut trial);
     trial.start_ordermq().await?;
     let config = ordermq::Config::load_from(None, trial.env())
         .map_err(|e| ChaosError::Setup(format!("the trial's configuration: {e}")))?;
@@ -103,9 +99,7 @@ pub(super) async fn poison(options: &Options) -> TrialOutcome {
     .await;
     load.stop().await;
     result?;
-    let drained = trial.wait_drained(options.drain_timeout).await;
-    let settled = trial.wait_settled(CLOSE_AFTER * 8).await
-        && trial.wait_drained(options.drain_timeout).await;
+    let (drained, settled) = settle(&trial, options).await;
     // Parked by whom, per poison key (read while ordermq still runs: a
     // parked row is written before its batch is acknowledged).
     let store = trial.open_store().await?;

@@ -32,7 +32,8 @@
 //!    statement goes through; MySQL's rewrite of the shared form), `fail`
 //!    (driver errors classified into `StorageError`; `LaneError`), `server`
 //!    (what is asked of and read from a database server, in one form for
-//!    both: [`SessionSettings`], [`Durability`]).
+//!    both: [`SessionSettings`], [`Durability`]), `commit` (a commit whose
+//!    answer was lost: asking PostgreSQL what became of it).
 //! 2. **Leaves** (import only the base): `schema` (the tables),
 //!    `history` (`record_history`), `feed` (the change feed's rows on
 //!    the general path), `outbox` (the outbox's statements
@@ -75,6 +76,7 @@ mod batch;
 mod carrier;
 mod catalog;
 mod close;
+mod commit;
 mod dialect;
 mod effects;
 mod fail;

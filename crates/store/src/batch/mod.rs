@@ -19,6 +19,7 @@ use ordermq_domain::{
 use sqlx::AnyConnection;
 
 use crate::close::close_order_in;
+use crate::commit;
 use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
@@ -32,7 +33,7 @@ use crate::outbox::ack_and_claim_in;
 use crate::pay::{PAYMENTS_PER_RUN, pay_order_in, pay_run_set_based};
 use crate::sql::Feed;
 use crate::sql::{Backend, RelayRound};
-use crate::store::{Db, LaneWait, Store};
+use crate::store::{Db, GatedTx, LaneWait, Store};
 
 mod op;
 
@@ -155,7 +156,11 @@ impl Store {
         };
         let (payments, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
-        let batch = crate::pg::pay_batch(pool, self.feed, &payments, &rounds, now).await?;
+        let mut batch = crate::pg::pay_batch(pool, self.feed, &payments, &rounds, now).await?;
+        if let Some((txid, lost)) = batch.commit_lost.take() {
+            self.resolve_lost_commit(txid, payments.len() + rounds.len(), lost)
+                .await?;
+        }
         if asked.elapsed() > SLOW_COMMIT {
             let t = batch.timing;
             tracing::warn!(
@@ -216,6 +221,18 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
+        // Its id, to ask what became of it should its commit's answer be lost.
+        let txid = if self.backend == Backend::Postgres {
+            match sqlx::query_scalar::<_, i64>(commit::TXID)
+                .fetch_one(&mut *tx)
+                .await
+            {
+                Ok(txid) => Some(txid),
+                Err(e) => return failed(e),
+            }
+        } else {
+            None
+        };
         if self.backend != Backend::Sqlite
             && let Err(e) = lock_products_in(&mut tx, ops).await
         {
@@ -229,7 +246,7 @@ impl Store {
                 let _ = tx.rollback().await;
                 return Ok(vec![result.or_lost_race()?]);
             }
-            return match tx.commit().await {
+            return match self.commit_resolved(tx, txid, ops.len()).await {
                 Ok(()) => Ok(vec![result]),
                 Err(e) => failed(e),
             };
@@ -258,7 +275,7 @@ impl Store {
             }
         }
         let committing = Instant::now();
-        let committed = tx.commit().await;
+        let committed = self.commit_resolved(tx, txid, ops.len()).await;
         let took = committing.elapsed();
         if took > Duration::from_millis(100) {
             // The disk's flush, almost always: worth knowing when payments slow down.
@@ -274,6 +291,68 @@ impl Store {
                 .map(|r| r.expect("every operation was decided"))
                 .collect()),
             Err(e) => failed(e),
+        }
+    }
+
+    /// Commits `tx`; if the commit's answer was lost (the connection broke
+    /// after `COMMIT` went out) and `txid` is its PostgreSQL transaction id,
+    /// asks the server what became of it: `Ok` if it committed after all,
+    /// so the batch's answers stand (`commit`).
+    async fn commit_resolved(
+        &self,
+        tx: GatedTx<'_>,
+        txid: Option<i64>,
+        operations: usize,
+    ) -> Result<(), sqlx::Error> {
+        let Err(e) = tx.commit().await else {
+            return Ok(());
+        };
+        match txid {
+            Some(txid) if commit::answer_lost(&e) => {
+                self.resolve_lost_commit(txid, operations, e).await
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// [`Store::commit_resolved`]'s question, also asked by PostgreSQL's
+    /// set-based path: `Ok` if transaction `txid` committed, else `lost`.
+    async fn resolve_lost_commit(
+        &self,
+        txid: i64,
+        operations: usize,
+        lost: sqlx::Error,
+    ) -> Result<(), sqlx::Error> {
+        let outcome = commit::resolve(commit::RESOLVE_WITHIN, || {
+            sqlx::query_scalar::<_, Option<String>>(commit::TXID_STATUS)
+                .bind(txid)
+                .fetch_one(&self.orders)
+        })
+        .await;
+        match outcome {
+            commit::Outcome::Committed => {
+                tracing::warn!(
+                    error = %lost, txid, operations,
+                    "a commit's answer was lost; the server says it committed: the batch's answers stand"
+                );
+                Ok(())
+            }
+            commit::Outcome::RolledBack => {
+                tracing::warn!(
+                    error = %lost, txid, operations,
+                    "a commit's answer was lost; the server says it rolled back"
+                );
+                Err(lost)
+            }
+            commit::Outcome::Unknown => {
+                tracing::error!(
+                    error = %lost, txid, operations,
+                    "a commit's answer was lost and the server could not say what became of it \
+                     within {:?}: its operations are answered unavailable, some may have committed",
+                    commit::RESOLVE_WITHIN
+                );
+                Err(lost)
+            }
         }
     }
 

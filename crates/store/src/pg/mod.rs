@@ -28,7 +28,7 @@
 //! hot SKU's row is locked last, by the batch's one deduction, so a batch
 //! holds it only for its last statement and its commit.
 //!
-//! Leaf module: it imports only the base (`fail`, `sql`, `server`).
+//! Leaf module: it imports only the base (`fail`, `sql`, `server`, `commit`).
 
 mod pay;
 mod relay;
@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 use ordermq_domain::view::PaymentReceipt;
 use ordermq_domain::{OutboxMessage, PayOrderError, PaymentNotice};
 use sqlx::postgres::PgPool;
+
+use crate::commit;
 
 pub(crate) use settings::{connect, durability, session, statements};
 
@@ -52,6 +54,10 @@ pub(crate) struct PgBatch {
     /// Where the batch's time went: reading the orders, the payment
     /// statement, the relay's statements, `COMMIT`.
     pub timing: Timing,
+    /// `COMMIT` went out but its answer never came (`commit`): the
+    /// transaction's id and the error. The caller asks the server whether
+    /// it committed before trusting anything above.
+    pub commit_lost: Option<(i64, sqlx::Error)>,
 }
 
 /// Wall time of each part of one batch.
@@ -66,7 +72,8 @@ pub(crate) struct Timing {
 
 /// Applies what it can of `payments` and runs the relay's `rounds` (after
 /// them, so they claim these payments' events) in one transaction. `Err`:
-/// the transaction failed as a whole and nothing was written.
+/// the transaction failed as a whole and nothing was written; `Ok` with
+/// [`PgBatch::commit_lost`]: it may have committed.
 pub(crate) async fn pay_batch(
     pool: &PgPool,
     feed: crate::sql::Feed,
@@ -103,11 +110,18 @@ pub(crate) async fn pay_batch(
         relay.push(relay::round(&mut tx, round, now).await?);
     }
     lap(&mut timing.relay);
-    tx.commit().await?;
+    // Its id, to ask what became of it should the commit's answer be lost.
+    let txid: i64 = sqlx::query_scalar(commit::TXID).fetch_one(&mut *tx).await?;
+    let commit_lost = match tx.commit().await {
+        Ok(()) => None,
+        Err(e) if commit::answer_lost(&e) => Some((txid, e)),
+        Err(e) => return Err(e),
+    };
     lap(&mut timing.commit);
     Ok(PgBatch {
         payments: decided,
         relay,
         timing,
+        commit_lost,
     })
 }

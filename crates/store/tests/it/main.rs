@@ -28,6 +28,7 @@ mod feed;
 mod flash;
 mod helpers;
 mod limits;
+mod lost_commit;
 mod parked;
 mod receipts;
 mod rules;

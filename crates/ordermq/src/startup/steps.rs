@@ -252,6 +252,7 @@ pub(super) async fn subscribe_consumers(
                 Consumer::Receipt => Arc::new(ReceiptHandler::new(store.clone())),
                 Consumer::FlashSale => Arc::new(FlashOrderHandler::new(
                     writer.clone(),
+                    store.clone(),
                     flash_orders.clone(),
                     relay_wake.clone(),
                 )),

@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
+use ordermq_domain::topology::{Consumer, group_of};
 use ordermq_domain::{OrderEvent, RejectReason, now_millis};
-use ordermq_store::WriteOp;
+use ordermq_store::{Store, WriteOp};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::park_undecodable;
 use crate::group_commit::OrderWriter;
 
 /// Hands out evenly spaced turns: one every `interval`, never two at once,
@@ -76,15 +78,22 @@ pub struct FlashOrderSettings {
 #[derive(Debug, Clone)]
 pub struct FlashOrderHandler {
     writer: OrderWriter,
+    store: Store,
     pacer: Arc<Pacer>,
     settings: FlashOrderSettings,
     relay_wake: Arc<Notify>,
 }
 
 impl FlashOrderHandler {
-    pub fn new(writer: OrderWriter, settings: FlashOrderSettings, relay_wake: Arc<Notify>) -> Self {
+    pub fn new(
+        writer: OrderWriter,
+        store: Store,
+        settings: FlashOrderSettings,
+        relay_wake: Arc<Notify>,
+    ) -> Self {
         Self {
             writer,
+            store,
             pacer: Arc::new(Pacer::new(settings.rate)),
             settings,
             relay_wake,
@@ -99,7 +108,13 @@ impl FlashOrderHandler {
                 tracing::warn!(kind = ?other.kind(), "unexpected event in the flash-sale group; ignored");
                 return None;
             }
-            Err(e) => return Some(format!("undecodable flash-sale message: {e}")),
+            // Parked on its own: it would fail every retry, and its batch with it.
+            Err(e) => {
+                let group = group_of(Consumer::FlashSale).name;
+                return park_undecodable(&self.store, group, delivery, &e.to_string())
+                    .await
+                    .err();
+            }
         };
         let now = Instant::now();
         // The deadline counts from the admission, the broker's wait included.
@@ -178,5 +193,42 @@ mod tests {
         let later = start + Duration::from_secs(5);
         assert_eq!(pacer.turn(later, None), Some(later));
         assert_eq!(Pacer::new(0).turn(later, None), Some(later));
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_attempt_message_is_parked_not_retried() {
+        let fixture = crate::testing::Fixture::new().await;
+        let handler = FlashOrderHandler::new(
+            fixture.writer.clone(),
+            fixture.store.clone(),
+            FlashOrderSettings {
+                rate: 0,
+                max_wait: Duration::ZERO,
+                close_after: Duration::from_secs(60),
+            },
+            Arc::new(Notify::new()),
+        );
+        let broken = Delivery {
+            msg_id: "broken-attempt".into(),
+            topic: "TopicFlashSaleAttempt".into(),
+            tag: "FlashAttemptQueued".into(),
+            key: "attempt-1".into(),
+            body: b"{not json".to_vec(),
+            reconsume_times: 0,
+            max_reconsume_times: 16,
+        };
+        assert_eq!(
+            handler.handle(vec![broken.clone()]).await,
+            Outcome::Consumed
+        );
+        assert_eq!(handler.handle(vec![broken]).await, Outcome::Consumed);
+        let parked = fixture
+            .store
+            .parked(Some("flash_sale_order_group"))
+            .await
+            .unwrap();
+        assert_eq!(parked.len(), 1, "parked once: {parked:?}");
+        assert_eq!(parked[0].msg_id, "broken-attempt");
+        assert_eq!(parked[0].reason, ordermq_domain::parked::UNDECODABLE);
     }
 }

@@ -106,6 +106,11 @@ pub struct Options {
     pub outage: Duration,
     /// SIGSTOPs of ordermq per pause trial.
     pub pauses_per_trial: usize,
+    /// Power cuts per power-loss trial.
+    pub power_cuts_per_trial: usize,
+    /// Power-loss trials run the broker with `async` flush and the
+    /// reconciler off: what the defaults protect against (losses expected).
+    pub power_loss_unsafe: bool,
     /// How long ordermq stays stopped at each pause (past the relay's
     /// 30 s lease by default).
     pub pause: Duration,
@@ -136,6 +141,8 @@ impl Options {
             crashes_per_trial: 20,
             outage: Duration::from_secs(30),
             pauses_per_trial: 3,
+            power_cuts_per_trial: 5,
+            power_loss_unsafe: false,
             pause: Duration::from_secs(35),
             load_phase: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(90),
@@ -148,12 +155,13 @@ impl Options {
     }
 
     /// The short form run by CI: 20 crashes, an 8 s broker outage, one
-    /// 32 s pause, fewer bad
+    /// 32 s pause, two power cuts, fewer bad
     /// requests, shorter shopping beside the slow connections.
     pub fn short(bin: PathBuf) -> Self {
         Self {
             outage: Duration::from_secs(8),
             pauses_per_trial: 1,
+            power_cuts_per_trial: 2,
             pause: Duration::from_secs(32),
             load_phase: Duration::from_secs(2),
             bad_requests: 300,
@@ -255,6 +263,10 @@ pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
                 "ordermq-fake-provider",
                 "-p",
                 "ordermq-fake-provider",
+                "--bin",
+                "ordermq-powercut",
+                "-p",
+                "ordermq-powercut",
             ]
         };
         command

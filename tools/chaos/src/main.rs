@@ -41,6 +41,13 @@ struct Cli {
     /// Seconds ordermq stays stopped at each pause (the relay's lease is 30 s).
     #[arg(long, default_value_t = 35)]
     pause_secs: u64,
+    /// Power cuts per power-loss trial.
+    #[arg(long, default_value_t = 5)]
+    power_cuts: usize,
+    /// Power-loss trials with the broker's flush `async` and the reconciler
+    /// off: what the defaults protect against (losses expected, reported).
+    #[arg(long)]
+    power_loss_unsafe: bool,
     /// Bad requests per bad-input trial.
     #[arg(long, default_value_t = 500)]
     bad_requests: usize,
@@ -93,6 +100,7 @@ enum ScenarioArg {
     Pause,
     DbRestart,
     Poison,
+    PowerLoss,
 }
 
 impl ScenarioArg {
@@ -110,6 +118,7 @@ impl ScenarioArg {
             Self::Pause => vec![Scenario::Pause],
             Self::DbRestart => vec![Scenario::DbRestart],
             Self::Poison => vec![Scenario::Poison],
+            Self::PowerLoss => vec![Scenario::PowerLoss],
         }
     }
 }
@@ -164,6 +173,8 @@ fn main() -> ExitCode {
         crashes_per_trial: cli.crashes.max(1),
         outage: Duration::from_secs(cli.outage_secs),
         pauses_per_trial: cli.pauses.max(1),
+        power_cuts_per_trial: cli.power_cuts.max(1),
+        power_loss_unsafe: cli.power_loss_unsafe,
         pause: Duration::from_secs(cli.pause_secs),
         bad_requests: cli.bad_requests,
         slow_connections: cli.slow_connections,

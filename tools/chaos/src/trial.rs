@@ -11,6 +11,7 @@
 //! [`checker`]: crate::checker
 //! [`dead_letters`]: crate::dead_letters
 
+mod power;
 mod processes;
 
 use std::collections::HashMap;
@@ -33,6 +34,10 @@ use crate::{
 /// One trial: a fresh data directory, fixed ports, the processes and a driver.
 #[derive(Debug)]
 pub struct Trial {
+    /// The power-cut disk ordermq's data directory is on, in trials that
+    /// cut the power ([`Trial::on_power_cut_disk`]). First: fields drop in
+    /// order, and it unmounts before the directory under it goes.
+    power: Option<power::PowerDisk>,
     pub dir: tempfile::TempDir,
     pub ports: Ports,
     pub bin: PathBuf,
@@ -101,6 +106,7 @@ impl Trial {
             starts: 0,
             postgres,
             own_postgres: None,
+            power: None,
             allow_unsafe_durability: matches!(
                 options.database,
                 Database::Postgres {
@@ -164,8 +170,13 @@ impl Trial {
         }
     }
 
+    /// ordermq's data directory: the trial's directory, or the mount of its
+    /// power-cut disk.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        match &self.power {
+            Some(disk) => &disk.mountpoint,
+            None => self.dir.path(),
+        }
     }
 
     pub fn log(&self) -> PathBuf {
@@ -401,6 +412,10 @@ impl Trial {
             .take()
             .and_then(|server| Arc::try_unwrap(server).ok())
             .map(PgServer::keep);
+        self.kill_ordermq();
+        self.kill_broker();
+        self.kill_feed_sink();
+        self.unmount_power_disk();
         let dir = self.dir.keep();
         let mut kept = match database {
             Some(url) => format!("{} (database {url})", dir.display()),
@@ -422,6 +437,9 @@ impl Trial {
                 eprintln!("chaos: cannot drop the trial's database {name}: {e}");
             }
         }
+        self.kill_ordermq();
+        self.kill_broker();
+        self.unmount_power_disk();
         // A server of the trial's own goes with it (stopped, deleted).
         if let Some(server) = self.own_postgres.take() {
             let _ = tokio::task::spawn_blocking(move || drop(server)).await;

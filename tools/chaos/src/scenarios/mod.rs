@@ -1,4 +1,4 @@
-//! The eleven fault scenarios. Each trial starts from an empty data directory,
+//! The twelve fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -23,7 +23,10 @@
 //! - `db_restart`: the order database's PostgreSQL server stopped, then
 //!   crashed, under load, and started again;
 //! - `poison`: signed messages that are no event among real ones, on the
-//!   payment, refund and close topics.
+//!   payment, refund and close topics;
+//! - `power_loss`: the power cut under load (ordermq's data directory on a
+//!   filesystem that forgets every write not fsynced), restarted on what
+//!   the disk kept.
 
 mod bad_input;
 mod broker;
@@ -33,6 +36,7 @@ mod flaky;
 mod flash_sale;
 mod pause;
 mod poison;
+mod power_loss;
 mod redelivery;
 mod security;
 mod stampede;
@@ -95,11 +99,13 @@ pub enum Scenario {
     DbRestart,
     /// Signed messages that are no event among real ones, under load.
     Poison,
+    /// The power cut under load: every write not fsynced lost, restarted.
+    PowerLoss,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -111,6 +117,7 @@ impl Scenario {
         Self::Pause,
         Self::DbRestart,
         Self::Poison,
+        Self::PowerLoss,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -127,6 +134,7 @@ impl Scenario {
             Self::Pause => "pause",
             Self::DbRestart => "db-restart",
             Self::Poison => "poison",
+            Self::PowerLoss => "power-loss",
         }
     }
 
@@ -144,6 +152,7 @@ impl Scenario {
             Self::Pause => "SIGSTOP past the relay lease",
             Self::DbRestart => "PostgreSQL stopped + crashed",
             Self::Poison => "undecodable messages",
+            Self::PowerLoss => "power cuts (unsynced writes lost)",
         }
     }
 
@@ -158,7 +167,7 @@ impl Scenario {
                 trial + 1,
                 options.trials
             ));
-            // Boxed: eleven trial futures in one match outgrow the compiler's
+            // Boxed: twelve trial futures in one match outgrow the compiler's
             // layout depth (and the stack).
             let trial: std::pin::Pin<Box<dyn std::future::Future<Output = TrialOutcome> + '_>> =
                 match self {
@@ -173,6 +182,7 @@ impl Scenario {
                     Self::Pause => Box::pin(pause::pause(options)),
                     Self::DbRestart => Box::pin(db_restart::db_restart(options)),
                     Self::Poison => Box::pin(poison::poison(options)),
+                    Self::PowerLoss => Box::pin(power_loss::power_loss(options)),
                 };
             let outcome = trial.await;
             match outcome {

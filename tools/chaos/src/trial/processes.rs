@@ -41,9 +41,11 @@ impl Trial {
         }
     }
 
-    /// The providers' directory: their call log and idempotency keys.
+    /// The providers' directory: their call log and idempotency keys (in
+    /// the trial's directory, never on a power-cut disk: the providers are
+    /// other machines).
     pub fn providers_dir(&self) -> PathBuf {
-        self.data_dir().join(PROVIDERS_DIR)
+        self.dir.path().join(PROVIDERS_DIR)
     }
 
     /// Starts `ordermq-fake-provider` (next to the `ordermq` binary) as

@@ -7,7 +7,8 @@
 //! 300 bad requests; 6 s of shopping beside the 500 slow connections
 //! instead of 20 s; the crash and flash-sale scenarios once more on
 //! PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required in CI); db-restart on
-//! a PostgreSQL server of its own, stopped and crashed for 3 s each.
+//! a PostgreSQL server of its own, stopped and crashed for 3 s each; two
+//! power cuts (ordermq's data directory on the power-cut filesystem).
 //! Together about nine minutes on two cores. Scenarios run one at a time (they start
 //! processes and brokers of their own, and share two cores).
 //!
@@ -169,6 +170,21 @@ fn db_restart_under_load_loses_and_doubles_nothing() {
 fn poison_is_parked_by_every_group_that_receives_it_and_holds_nothing_back() {
     let result = run(Scenario::Poison);
     assert_eq!(result.faults, 27, "3 rounds of 3 bodies on 3 topics");
+}
+
+#[test]
+fn power_loss_under_load_loses_nothing_acknowledged() {
+    // The power-cut filesystem mounts through /dev/fuse, as root.
+    if !std::path::Path::new("/dev/fuse").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run power-loss: it needs /dev/fuse"
+        );
+        eprintln!("skipping power-loss: no /dev/fuse");
+        return;
+    }
+    let result = run(Scenario::PowerLoss);
+    assert_eq!(result.faults, 2, "two power cuts");
 }
 
 #[test]

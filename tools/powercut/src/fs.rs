@@ -7,9 +7,9 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
@@ -18,6 +18,9 @@ use fuser::{
 };
 
 use crate::CutReport;
+
+mod backing;
+use backing::{attr_of, backing_options, errno, stat};
 
 /// The undo log's unit: the first write to a page since the file's last
 /// `fsync` saves the page's old content.
@@ -118,6 +121,15 @@ impl State {
     }
 
     /// Records `name` in `parent` as inode `ino`.
+    /// The attributes of the new or newly seen entry `name` (at `path`) in
+    /// `parent`, remembered under its backing inode number (every entry but
+    /// the root is known by it: stable across renames).
+    fn enter(&mut self, parent: u64, name: &OsStr, path: &Path) -> Result<FileAttr, Errno> {
+        let meta = std::fs::symlink_metadata(path).map_err(errno)?;
+        self.remember(meta.ino(), parent, name);
+        Ok(attr_of(meta.ino(), &meta))
+    }
+
     fn remember(&mut self, ino: u64, parent: u64, name: &OsStr) {
         if ino != INodeNo::ROOT.0 {
             self.names.insert(ino, (parent, name.to_owned()));
@@ -205,78 +217,12 @@ impl PowerCutFs {
     }
 }
 
-fn attr_of(ino: u64, meta: &std::fs::Metadata) -> FileAttr {
-    let time = |secs: i64, nanos: i64| {
-        UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
-    };
-    let kind = match meta.mode() & libc_mode::S_IFMT {
-        libc_mode::S_IFDIR => FileType::Directory,
-        libc_mode::S_IFLNK => FileType::Symlink,
-        _ => FileType::RegularFile,
-    };
-    FileAttr {
-        ino: INodeNo(ino),
-        size: meta.size(),
-        blocks: meta.blocks(),
-        atime: time(meta.atime(), meta.atime_nsec()),
-        mtime: time(meta.mtime(), meta.mtime_nsec()),
-        ctime: time(meta.ctime(), meta.ctime_nsec()),
-        crtime: SystemTime::UNIX_EPOCH,
-        kind,
-        perm: (meta.mode() & 0o7777) as u16,
-        nlink: meta.nlink() as u32,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        rdev: meta.rdev() as u32,
-        blksize: meta.blksize() as u32,
-        flags: 0,
-    }
-}
-
-/// The file-type bits of `st_mode` (as `libc` names them).
-mod libc_mode {
-    pub(crate) const S_IFMT: u32 = 0o170000;
-    pub(crate) const S_IFDIR: u32 = 0o040000;
-    pub(crate) const S_IFLNK: u32 = 0o120000;
-}
-
-/// The inode a backing entry is known by: the root is 1, every other entry
-/// its backing inode number (stable across renames).
-fn ino_of(meta: &std::fs::Metadata) -> u64 {
-    meta.ino()
-}
-
-fn errno(e: io::Error) -> Errno {
-    Errno::from(e)
-}
-
-/// Open flags the backing file takes: the access mode (read and write for
-/// any writer) and those that change how writes land; creation flags are
-/// the kernel's business.
-fn backing_options(flags: i32) -> OpenOptions {
-    const O_ACCMODE: i32 = 0o3;
-    const O_WRONLY: i32 = 0o1;
-    const O_RDWR: i32 = 0o2;
-    const O_APPEND: i32 = 0o2000;
-    let mut options = OpenOptions::new();
-    options.custom_flags(flags & O_APPEND);
-    match flags & O_ACCMODE {
-        // Read too: a write first saves the page's old content.
-        O_WRONLY | O_RDWR => options.read(true).write(true),
-        _ => options.read(true),
-    };
-    options
-}
-
 impl Filesystem for PowerCutFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let result = (|| {
             let mut state = self.powered()?;
             let path = state.child(parent.0, name)?;
-            let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
-            let ino = ino_of(&meta);
-            state.remember(ino, parent.0, name);
-            Ok::<_, Errno>(attr_of(ino, &meta))
+            state.enter(parent.0, name, &path)
         })();
         match result {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
@@ -288,8 +234,7 @@ impl Filesystem for PowerCutFs {
         let result = (|| {
             let state = self.powered()?;
             let path = state.path(ino.0).ok_or(Errno::ENOENT)?;
-            let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
-            Ok::<_, Errno>(attr_of(ino.0, &meta))
+            stat(ino.0, &path)
         })();
         match result {
             Ok(attr) => reply.attr(&TTL, &attr),
@@ -335,8 +280,7 @@ impl Filesystem for PowerCutFs {
                     .map_err(errno)?;
                 file.set_len(size).map_err(errno)?;
             }
-            let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
-            Ok::<_, Errno>(attr_of(ino.0, &meta))
+            stat(ino.0, &path)
         })();
         match result {
             Ok(attr) => reply.attr(&TTL, &attr),
@@ -362,10 +306,7 @@ impl Filesystem for PowerCutFs {
                 std::fs::Permissions::from_mode(mode & !umask & 0o7777),
             )
             .map_err(errno)?;
-            let meta = std::fs::symlink_metadata(&path).map_err(errno)?;
-            let ino = ino_of(&meta);
-            state.remember(ino, parent.0, name);
-            Ok::<_, Errno>(attr_of(ino, &meta))
+            state.enter(parent.0, name, &path)
         })();
         match result {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
@@ -464,7 +405,7 @@ impl Filesystem for PowerCutFs {
             options.create(true).mode(mode & !umask & 0o7777);
             let file = options.open(&path).map_err(errno)?;
             let meta = file.metadata().map_err(errno)?;
-            let ino = ino_of(&meta);
+            let ino = meta.ino();
             state.remember(ino, parent.0, name);
             // Its name is durable at once; its content only once synced.
             let created = state.file(ino, 0);
@@ -615,7 +556,7 @@ impl Filesystem for PowerCutFs {
                 let Ok(meta) = entry.metadata() else {
                     continue;
                 };
-                let child = ino_of(&meta);
+                let child = meta.ino();
                 state.remember(child, ino.0, &entry.file_name());
                 entries.push((child, attr_of(child, &meta).kind, entry.file_name()));
             }

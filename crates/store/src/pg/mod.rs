@@ -25,8 +25,10 @@
 //! Several of these run at once on separate connections (the order writer
 //! runs several batches concurrently on PostgreSQL): PostgreSQL has its own
 //! group commit, and row locks, not a database lock, keep them apart. The
-//! hot SKU's row is locked last, by the batch's one deduction, so a batch
-//! holds it only for its last statement and its commit.
+//! statement locks the batch's products first, in SKU order, as every batch
+//! does (`sql::lock_products`); the relay's rounds and `COMMIT` follow, so a
+//! batch holds the hot SKU's row for that statement, the relay's and the
+//! commit, and the writers take turns on it.
 //!
 //! Leaf module: it imports only the base (`fail`, `sql`, `server`, `commit`).
 
@@ -70,8 +72,9 @@ pub(crate) struct Timing {
     pub commit: Duration,
 }
 
-/// Applies what it can of `payments` and runs the relay's `rounds` (after
-/// them, so they claim these payments' events) in one transaction. `Err`:
+/// Applies what it can of `payments` and runs the relay's `rounds` in one
+/// transaction: their acknowledgements before the payments, their claims
+/// after them (so they claim these payments' events). `Err`:
 /// the transaction failed as a whole and nothing was written; `Ok` with
 /// [`PgBatch::commit_lost`]: it may have committed.
 pub(crate) async fn pay_batch(
@@ -84,7 +87,7 @@ pub(crate) async fn pay_batch(
     let mut timing = Timing::default();
     let mut clock = Instant::now();
     let mut lap = |slot: &mut Duration| {
-        *slot = clock.elapsed();
+        *slot += clock.elapsed();
         clock = Instant::now();
     };
     let mut conn = pool.acquire().await?;
@@ -93,25 +96,32 @@ pub(crate) async fn pay_batch(
     let prepared = pay::prepare(&mut conn, feed, payments, now).await?;
     lap(&mut timing.read);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let decided = pay::apply(&mut tx, payments, prepared, now).await?;
-    let decided = match decided {
-        Some(decided) => decided,
-        None => {
+    acknowledge(&mut tx, rounds, now).await?;
+    lap(&mut timing.relay);
+    // Its id, to ask what became of it should the commit's answer be lost:
+    // read by the payment statement, else by a statement of its own.
+    let (decided, txid) = match pay::apply(&mut tx, payments, prepared, now).await? {
+        pay::Applied::Ran { decided, txid } => (decided, Some(txid)),
+        pay::Applied::Nothing(decided) => (decided, None),
+        pay::Applied::Undecided => {
             // The counts did not add up: undo, and let the general path
             // decide every payment.
             tx.rollback().await?;
             tx = sqlx::Connection::begin(&mut *conn).await?;
-            (0..payments.len()).map(|_| None).collect()
+            acknowledge(&mut tx, rounds, now).await?;
+            ((0..payments.len()).map(|_| None).collect(), None)
         }
     };
     lap(&mut timing.pay);
     let mut relay = Vec::with_capacity(rounds.len());
     for round in rounds {
-        relay.push(relay::round(&mut tx, round, now).await?);
+        relay.push(relay::claim(&mut tx, round, now).await?);
     }
     lap(&mut timing.relay);
-    // Its id, to ask what became of it should the commit's answer be lost.
-    let txid: i64 = sqlx::query_scalar(commit::TXID).fetch_one(&mut *tx).await?;
+    let txid: i64 = match txid {
+        Some(txid) => txid,
+        None => sqlx::query_scalar(commit::TXID).fetch_one(&mut *tx).await?,
+    };
     let commit_lost = match tx.commit().await {
         Ok(()) => None,
         Err(e) if commit::answer_lost(&e) => Some((txid, e)),
@@ -124,4 +134,16 @@ pub(crate) async fn pay_batch(
         timing,
         commit_lost,
     })
+}
+
+/// The relay's acknowledgements, every round's.
+async fn acknowledge(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rounds: &[crate::sql::RelayRound],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for round in rounds {
+        relay::ack(tx, round, now).await?;
+    }
+    Ok(())
 }

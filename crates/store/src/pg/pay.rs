@@ -117,19 +117,32 @@ pub(super) async fn prepare(
     Ok(candidates)
 }
 
-/// Runs the batch's statement. `Some`: per payment, its receipt if it was
-/// applied, `None` for the general path. `None`: the counts did not add up
-/// (the caller rolls back and leaves every payment to the general path).
+/// Per payment, its receipt if this path applied it, `None` for the
+/// general path.
+pub(super) type Decided = Vec<Option<Result<PaymentReceipt, PayOrderError>>>;
+
+/// What the batch's statement did.
+#[derive(Debug)]
+pub(super) enum Applied {
+    /// Nothing to try: no statement ran.
+    Nothing(Decided),
+    /// The statement ran; with the transaction's id (`commit::TXID`).
+    Ran { decided: Decided, txid: i64 },
+    /// The counts did not add up: the caller rolls back and leaves every
+    /// payment to the general path.
+    Undecided,
+}
+
+/// Runs the batch's statement.
 pub(super) async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     payments: &[PaymentNotice],
     candidates: Vec<Candidate>,
     now: i64,
-) -> Result<Option<Vec<Option<Result<PaymentReceipt, PayOrderError>>>>, sqlx::Error> {
-    let mut decided: Vec<Option<Result<PaymentReceipt, PayOrderError>>> =
-        (0..payments.len()).map(|_| None).collect();
+) -> Result<Applied, sqlx::Error> {
+    let mut decided: Decided = (0..payments.len()).map(|_| None).collect();
     if candidates.is_empty() {
-        return Ok(Some(decided));
+        return Ok(Applied::Nothing(decided));
     }
     let notice = |c: &Candidate| &payments[c.index];
     let order_ids: Vec<&str> = candidates
@@ -144,8 +157,8 @@ pub(super) async fn apply(
         .iter()
         .map(|c| notice(c).amount.minor_units())
         .collect();
-    // The batch's products, locked in SKU order before the statement
-    // updates them in an order of its plan's choosing (`sql::lock_products`).
+    // The batch's products, locked in SKU order by the statement before it
+    // touches any order (`sql::lock_products`).
     let mut skus: Vec<&str> = candidates
         .iter()
         .flat_map(|c| match &c.event {
@@ -155,10 +168,6 @@ pub(super) async fn apply(
         .collect();
     skus.sort_unstable();
     skus.dedup();
-    sqlx::query(LOCK_PRODUCTS)
-        .bind(&skus)
-        .fetch_all(&mut **tx)
-        .await?;
     let event_ids: Vec<String> = candidates.iter().map(|c| c.event.event_id()).collect();
     let bodies: Vec<String> = candidates.iter().map(|c| c.event.to_json()).collect();
     let kind = EventKind::OrderPaid;
@@ -188,8 +197,10 @@ pub(super) async fn apply(
         .bind(&feed_bodies)
         .bind(TOPIC_ORDER_CHANGE_FEED)
         .bind(FeedChange::Paid.tag())
+        .bind(&skus)
         .fetch_one(&mut **tx)
         .await?;
+    let txid: i64 = row.try_get("txid")?;
     let paid: Vec<String> = row
         .try_get::<Option<Vec<String>>, _>("paid")?
         .unwrap_or_default();
@@ -209,7 +220,7 @@ pub(super) async fn apply(
             deducted,
             "set-based payment batch did not add up; deciding it on the general path"
         );
-        return Ok(None);
+        return Ok(Applied::Undecided);
     }
     let paid: HashSet<String> = paid.into_iter().collect();
     for c in &candidates {
@@ -223,12 +234,8 @@ pub(super) async fn apply(
             }));
         }
     }
-    Ok(Some(decided))
+    Ok(Applied::Ran { decided, txid })
 }
-
-/// `sql::lock_products` for the set-based path: the products `$1`, in SKU order.
-const LOCK_PRODUCTS: &str =
-    "SELECT sku FROM products WHERE sku = ANY($1::text[]) ORDER BY sku FOR UPDATE";
 
 /// The candidates' users and lines. `$1` order ids.
 ///
@@ -247,15 +254,28 @@ const READ_ORDERS: &str = "SELECT o.order_id, o.user_id, o.order_seq, o.created_
 /// `$5` PAID, `$6` UNPAID, `$7` topic, `$8` tag, `$9` event ids, `$10`
 /// bodies, `$11` each order's `order_seq` once paid, `$12` feed event ids
 /// and `$13` feed bodies (NULL: the feed is off), `$14` the feed's topic,
-/// `$15` its tag (arrays aligned). The guarded update skips a payment id already
+/// `$15` its tag (arrays aligned), `$16` the batch's SKUs.
+///
+/// The products `$16` are locked first, in SKU order (`sql::lock_products`):
+/// `locked` is materialized in full by the one-time filter on `v` before
+/// `v` yields its first row, and every write of the statement is driven by
+/// `v`. So the statement locks the products before any order, as every
+/// other batch does, and the batch holds the hot SKU's row for this one
+/// statement and its commit (a separate locking statement kept it a round
+/// trip longer, and the writers take turns on that row).
+///
+/// The guarded update skips a payment id already
 /// recorded (a duplicate or a reuse: the general path explains it); one
 /// recorded meanwhile by another transaction makes `recorded` fall short.
 /// The deduction is `sql::DEDUCT_STOCK` for each SKU's sum; a SKU whose
 /// reservation is missing makes `deducted` fall short of `skus`.
-const PAY_BATCH: &str = "WITH v AS ( \
+const PAY_BATCH: &str = "WITH locked AS MATERIALIZED ( \
+       SELECT sku FROM products WHERE sku = ANY($16::text[]) ORDER BY sku FOR UPDATE \
+     ), v AS ( \
        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $9::text[], $10::text[], \
          $11::int8[], $12::text[], $13::text[]) \
          WITH ORDINALITY AS v(oid, pid, amt, eid, body, seq, fid, fbody, n) \
+       WHERE (SELECT count(*) FROM locked) >= 0 \
      ), paid AS ( \
        UPDATE orders SET status = $5, payment_id = v.pid, paid_at = $4, updated_at = $4, \
          order_seq = v.seq \
@@ -292,7 +312,8 @@ const PAY_BATCH: &str = "WITH v AS ( \
             (SELECT count(*) FROM events) AS events, \
             (SELECT count(*) FROM feed_events) AS feed_events, \
             (SELECT count(*) FROM need) AS skus, \
-            (SELECT count(*) FROM deducted) AS deducted";
+            (SELECT count(*) FROM deducted) AS deducted, \
+            txid_current() AS txid";
 
 /// The batch's read keeps reading `order_lines` through its key on a large
 /// table whose statistics were never gathered, with the generic plan a

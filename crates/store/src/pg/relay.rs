@@ -1,5 +1,5 @@
 //! The relay's round on PostgreSQL's own path: the acknowledged rows marked
-//! sent with one statement (`id = ANY($2)`), then the claim of
+//! sent with one statement (`id = ANY($2)`), and the claim of
 //! `sql::CLAIM_OUTBOX_SKIP_LOCKED`, so instances relaying from one database
 //! skip each other's rows instead of waiting for them.
 
@@ -12,12 +12,13 @@ use crate::sql;
 const MARK_MANY_SENT: &str = "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL \
      WHERE id = ANY($2::int8[])";
 
-/// Marks the round's acknowledged rows sent and claims the next due rows.
-pub(super) async fn round(
+/// Marks the round's acknowledged rows sent: before the batch's payments,
+/// so the batch holds its products no longer for it.
+pub(super) async fn ack(
     tx: &mut Transaction<'_, Postgres>,
     round: &sql::RelayRound,
     now: i64,
-) -> Result<Vec<OutboxMessage>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     if !round.acked.is_empty() {
         sqlx::query(MARK_MANY_SENT)
             .bind(now)
@@ -25,6 +26,16 @@ pub(super) async fn round(
             .execute(&mut **tx)
             .await?;
     }
+    Ok(())
+}
+
+/// Claims the next due rows: after the batch's payments, so it claims their
+/// events too.
+pub(super) async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    round: &sql::RelayRound,
+    now: i64,
+) -> Result<Vec<OutboxMessage>, sqlx::Error> {
     let rows = sqlx::query(sql::CLAIM_OUTBOX_SKIP_LOCKED)
         .bind(round.owner.as_str())
         .bind(now + round.lease_ms)

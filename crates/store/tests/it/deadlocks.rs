@@ -109,3 +109,51 @@ async fn a_batch_that_loses_a_deadlock_runs_again_on_postgres() {
         a_batch_that_loses_a_deadlock_runs_again(db).await;
     }
 }
+
+/// A payment batch locks its products before any order, as every batch
+/// does: while it waits for a product another session holds, its order is
+/// still free. (Had it updated the order first, a close of that order
+/// holding the product would deadlock with it.) On PostgreSQL, whose batch
+/// is one statement: the lock order inside it is its plan's, pinned down here.
+async fn a_payment_waiting_for_its_products_holds_no_order(db: TestDb) {
+    let store = db.store.clone();
+    seed(&store, "SKU-A", 100, 1_000).await;
+    let order = order_id(1);
+    store
+        .create_order(&new_order("u1", &[("SKU-A", 1)]), &order, 1, None)
+        .await
+        .unwrap();
+    let mut other = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let mut watcher = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    other
+        .execute("SELECT sku FROM products WHERE sku = 'SKU-A' FOR UPDATE")
+        .await
+        .unwrap();
+    let paying = tokio::spawn({
+        let store = store.clone();
+        let pay = WriteOp::Pay(notice(&order, "pay-1", 100));
+        async move { store.write_batch(&[pay], 2).await }
+    });
+    until_a_session_waits_for_a_lock(&mut watcher, store.backend()).await;
+    let free = sqlx::query("SELECT order_id FROM orders WHERE order_id = $1 FOR UPDATE NOWAIT")
+        .bind(order.as_str())
+        .fetch_one(&mut watcher)
+        .await
+        .map(|_| ());
+    other.execute("COMMIT").await.unwrap();
+    assert!(
+        free.is_ok(),
+        "the batch locked the order before its product: {free:?}"
+    );
+    let paid = paying.await.unwrap();
+    assert!(matches!(paid[..], [WriteResult::Paid(Ok(_))]), "{paid:?}");
+    assert_eq!(store.stock("SKU-A").await.unwrap(), Some((999, 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_waiting_for_its_products_holds_no_order_on_postgres() {
+    if let Some(db) = postgres().await {
+        a_payment_waiting_for_its_products_holds_no_order(db).await;
+    }
+}

@@ -159,8 +159,12 @@ impl Store {
         let asked = Instant::now();
         let mut batch = crate::pg::pay_batch(pool, self.feed, &payments, &rounds, now).await?;
         if let Some((txid, lost)) = batch.commit_lost.take() {
-            self.resolve_lost_commit(txid, payments.len() + rounds.len(), lost)
-                .await?;
+            self.resolve_lost_commit(
+                commit::Ticket::Txid(txid),
+                payments.len() + rounds.len(),
+                lost,
+            )
+            .await?;
         }
         if asked.elapsed() > SLOW_COMMIT {
             let t = batch.timing;
@@ -222,17 +226,10 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return failed(e),
         };
-        // Its id, to ask what became of it should its commit's answer be lost.
-        let txid = if self.backend == Backend::Postgres {
-            match sqlx::query_scalar::<_, i64>(commit::TXID)
-                .fetch_one(&mut *tx)
-                .await
-            {
-                Ok(txid) => Some(txid),
-                Err(e) => return failed(e),
-            }
-        } else {
-            None
+        // What to ask by should its commit's answer be lost (`commit`).
+        let ticket = match self.commit_ticket(&mut tx, now).await {
+            Ok(ticket) => ticket,
+            Err(e) => return failed(e),
         };
         if self.backend != Backend::Sqlite
             && let Err(e) = lock_products_in(&mut tx, ops).await
@@ -247,7 +244,7 @@ impl Store {
                 let _ = tx.rollback().await;
                 return Ok(vec![result.or_lost_race()?]);
             }
-            return match self.commit_resolved(tx, txid, ops.len()).await {
+            return match self.commit_resolved(tx, ticket, ops.len()).await {
                 Ok(()) => Ok(vec![result]),
                 Err(e) => failed(e),
             };
@@ -276,7 +273,7 @@ impl Store {
             }
         }
         let committing = Instant::now();
-        let committed = self.commit_resolved(tx, txid, ops.len()).await;
+        let committed = self.commit_resolved(tx, ticket, ops.len()).await;
         let took = committing.elapsed();
         if took > Duration::from_millis(100) {
             // The disk's flush, almost always: worth knowing when payments slow down.

@@ -226,6 +226,13 @@ const ORDERS_V10: &[&str] = &["CREATE TABLE IF NOT EXISTS shipment_receipts (
         received_at BIGINT NOT NULL
     ) {TABLE}"];
 
+/// Version 11: the commit markers (`commit`): a batch's first write, read
+/// back after a commit whose answer was lost.
+const ORDERS_V11: &[&str] = &["CREATE TABLE IF NOT EXISTS commit_markers (
+        token VARCHAR(64) PRIMARY KEY,
+        at BIGINT NOT NULL
+    ) {TABLE}"];
+
 /// Each system's version 3: its outbox of receipts (see the shared
 /// `SYSTEM_V3`), indexed as `outbox` is since version 6.
 const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
@@ -341,10 +348,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 10] {
+pub(super) fn orders() -> [&'static [&'static str]; 11] {
     [
         ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
-        ORDERS_V9, ORDERS_V10,
+        ORDERS_V9, ORDERS_V10, ORDERS_V11,
     ]
 }
 

@@ -472,9 +472,10 @@ pub(crate) async fn tables(db: &TestDb) -> std::collections::BTreeMap<String, Ve
         let list = if url.starts_with("sqlite:") {
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         } else if url.starts_with("mysql:") {
-            // `user_locks` is MySQL's lock of a user's creates, not data.
+            // `user_locks` is MySQL's lock of a user's creates and
+            // `commit_markers` each transaction's ticket, not data.
             "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name <> 'user_locks'"
+             WHERE table_schema = DATABASE() AND table_name NOT IN ('user_locks', 'commit_markers')"
         } else {
             "SELECT CAST(table_name AS TEXT) AS name FROM information_schema.tables WHERE table_schema = 'public'"
         };

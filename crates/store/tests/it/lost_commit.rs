@@ -1,6 +1,6 @@
-//! A commit whose answer never came back (PostgreSQL): the connection is
-//! cut right after `COMMIT` reached the server, before its answer reached
-//! ordermq. The batch's answers must say what the server did: a payment or
+//! A commit whose answer never came back (PostgreSQL, MariaDB): the
+//! connection is cut right after `COMMIT` reached the server, before its
+//! answer reached ordermq. The batch's answers must say what the server did: a payment or
 //! an order that committed is answered as committed, not "unavailable";
 //! one that did not commit is answered unavailable and leaves nothing.
 //!
@@ -18,7 +18,7 @@ use ordermq_store::{Store, WriteOp, WriteResult};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::helpers::{TestDb, fanout_only, new_order, notice, order_id, postgres, seed};
+use super::helpers::{TestDb, fanout_only, mysql, new_order, notice, order_id, postgres, seed};
 
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -28,7 +28,7 @@ enum Cut {
     BeforeCommit,
 }
 
-/// A TCP proxy to the PostgreSQL server that cuts one commit when armed.
+/// A TCP proxy to the database server that cuts one commit when armed.
 struct Cutter {
     addr: SocketAddr,
     armed: Arc<Mutex<Option<Cut>>>,
@@ -122,9 +122,9 @@ async fn pipe(client: TcpStream, upstream: TcpStream, armed: Arc<Mutex<Option<Cu
     down.abort();
 }
 
-/// A fresh PostgreSQL database, and a second store on it through a cutter.
-async fn through_cutter() -> Option<(TestDb, Store, Cutter)> {
-    let db = postgres().await?;
+/// A fresh database (`db`), and a second store on it through a cutter.
+async fn through_cutter(db: Option<TestDb>) -> Option<(TestDb, Store, Cutter)> {
+    let db = db?;
     let (head, rest) = db.url.split_once('@').expect("a URL with credentials");
     let (host_port, path) = rest.split_once('/').expect("a URL with a database");
     let server: SocketAddr = tokio::net::lookup_host(host_port)
@@ -155,9 +155,8 @@ async fn status(store: &Store, n: u32) -> Option<OrderStatus> {
         .map(|view| view.status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_payment_whose_commit_answer_was_lost_is_answered_by_what_committed() {
-    let Some((db, store, cutter)) = through_cutter().await else {
+async fn a_payment_whose_commit_answer_was_lost_is_answered_by_what_committed(db: Option<TestDb>) {
+    let Some((db, store, cutter)) = through_cutter(db).await else {
         return;
     };
     seed(&db.store, "SKU-1", 100, 10).await;
@@ -201,9 +200,8 @@ async fn a_payment_whose_commit_answer_was_lost_is_answered_by_what_committed() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_order_whose_commit_answer_was_lost_is_answered_created() {
-    let Some((db, store, cutter)) = through_cutter().await else {
+async fn an_order_whose_commit_answer_was_lost_is_answered_created(db: Option<TestDb>) {
+    let Some((db, store, cutter)) = through_cutter(db).await else {
         return;
     };
     seed(&db.store, "SKU-1", 100, 10).await;
@@ -230,4 +228,24 @@ async fn an_order_whose_commit_answer_was_lost_is_answered_created() {
     );
     assert_eq!(status(&db.store, 3).await, None);
     assert_eq!(db.store.stock("SKU-1").await.unwrap(), Some((10, 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_whose_commit_answer_was_lost_on_postgres() {
+    a_payment_whose_commit_answer_was_lost_is_answered_by_what_committed(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_whose_commit_answer_was_lost_on_mysql() {
+    a_payment_whose_commit_answer_was_lost_is_answered_by_what_committed(mysql().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_whose_commit_answer_was_lost_on_postgres() {
+    an_order_whose_commit_answer_was_lost_is_answered_created(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_whose_commit_answer_was_lost_on_mysql() {
+    an_order_whose_commit_answer_was_lost_is_answered_created(mysql().await).await;
 }

@@ -552,6 +552,32 @@ pub fn redact(url: &str) -> String {
 /// anyway. A read that misses costs a `pread` from that cache instead.
 const POOL_CACHE: &str = "PRAGMA cache_size = -512;";
 
+/// Whether an SQLite connection coming back to its pool may be used again.
+///
+/// SQLite rolls a transaction back by itself on some errors (`SQLITE_FULL`,
+/// `SQLITE_IOERR`, `SQLITE_NOMEM`, `SQLITE_BUSY`); sqlx's `ROLLBACK` then
+/// fails ("no transaction is active") and its count of open transactions
+/// stays one too high. The connection's next transaction is then a
+/// `SAVEPOINT`, and rolling that back (`ROLLBACK TO`) leaves it open: the
+/// connection goes back to the pool holding the database's write lock, and
+/// every other writer is answered "database is locked" until the process
+/// restarts. Found by the chaos suite's `disk-full` scenario. Such a
+/// connection still counts a transaction once its queued rollback has run
+/// (the ping waits for it): it is closed (which rolls back what is open)
+/// and the pool opens a fresh one.
+async fn keeps_sqlite_connection(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "an SQLite connection came back still counting a transaction (SQLite rolled it \
+             back after an error: disk full, I/O error); closed, a fresh one replaces it"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 pub(crate) async fn connect(
     backend: Backend,
     target: &str,
@@ -590,6 +616,14 @@ pub(crate) async fn connect(
                     Backend::Mysql => mysql_session::configure(conn, &limits).await?,
                 }
                 Ok(())
+            })
+        })
+        .after_release(move |conn, _meta| {
+            Box::pin(async move {
+                if backend != Backend::Sqlite {
+                    return Ok(true);
+                }
+                keeps_sqlite_connection(conn).await
             })
         })
         .connect_with(connect_options)

@@ -111,6 +111,11 @@ pub struct Options {
     /// Power-loss trials run the broker with `async` flush and the
     /// reconciler off: what the defaults protect against (losses expected).
     pub power_loss_unsafe: bool,
+    /// Times the disk fills up per disk-full trial.
+    pub disk_fills_per_trial: usize,
+    /// Disk-full trials put the embedded broker's store on the full disk
+    /// too (ordermq dies of it today: see the scenario).
+    pub disk_full_embedded: bool,
     /// How long ordermq stays stopped at each pause (past the relay's
     /// 30 s lease by default).
     pub pause: Duration,
@@ -143,6 +148,8 @@ impl Options {
             pauses_per_trial: 3,
             power_cuts_per_trial: 5,
             power_loss_unsafe: false,
+            disk_fills_per_trial: 3,
+            disk_full_embedded: false,
             pause: Duration::from_secs(35),
             load_phase: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(90),
@@ -155,13 +162,14 @@ impl Options {
     }
 
     /// The short form run by CI: 20 crashes, an 8 s broker outage, one
-    /// 32 s pause, two power cuts, fewer bad
+    /// 32 s pause, two power cuts, two disk fills, fewer bad
     /// requests, shorter shopping beside the slow connections.
     pub fn short(bin: PathBuf) -> Self {
         Self {
             outage: Duration::from_secs(8),
             pauses_per_trial: 1,
             power_cuts_per_trial: 2,
+            disk_fills_per_trial: 2,
             pause: Duration::from_secs(32),
             load_phase: Duration::from_secs(2),
             bad_requests: 300,

@@ -13,6 +13,7 @@
 
 mod power;
 mod processes;
+mod small_disk;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,11 +39,17 @@ pub struct Trial {
     /// cut the power ([`Trial::on_power_cut_disk`]). First: fields drop in
     /// order, and it unmounts before the directory under it goes.
     power: Option<power::PowerDisk>,
+    /// The small disk ordermq's data directory is on, in trials that fill
+    /// it ([`Trial::on_small_disk`]); first for the same reason.
+    small: Option<small_disk::SmallDisk>,
     pub dir: tempfile::TempDir,
     pub ports: Ports,
     pub bin: PathBuf,
     /// Whether ordermq uses a separate `ordermq broker` process.
     pub external_broker: bool,
+    /// Where that broker keeps its store, when not in ordermq's data
+    /// directory (a disk of its own: another machine's).
+    pub broker_data_dir: Option<PathBuf>,
     /// `ORDERMQ_*` settings added to (or overriding) the defaults of a trial.
     pub overrides: HashMap<String, String>,
     pub ordermq: Option<Proc>,
@@ -107,6 +114,8 @@ impl Trial {
             postgres,
             own_postgres: None,
             power: None,
+            small: None,
+            broker_data_dir: None,
             allow_unsafe_durability: matches!(
                 options.database,
                 Database::Postgres {
@@ -171,11 +180,12 @@ impl Trial {
     }
 
     /// ordermq's data directory: the trial's directory, or the mount of its
-    /// power-cut disk.
+    /// power-cut or small disk.
     pub fn data_dir(&self) -> &Path {
-        match &self.power {
-            Some(disk) => &disk.mountpoint,
-            None => self.dir.path(),
+        match (&self.power, &self.small) {
+            (Some(disk), _) => &disk.mountpoint,
+            (None, Some(disk)) => &disk.mountpoint,
+            (None, None) => self.dir.path(),
         }
     }
 
@@ -416,6 +426,15 @@ impl Trial {
         self.kill_broker();
         self.kill_feed_sink();
         self.unmount_power_disk();
+        if let Some(disk) = &self.small {
+            // Its files go with the tmpfs: copied beside it first.
+            let _ = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&disk.mountpoint)
+                .arg(self.dir.path().join("data.kept"))
+                .status();
+        }
+        self.unmount_small_disk();
         let dir = self.dir.keep();
         let mut kept = match database {
             Some(url) => format!("{} (database {url})", dir.display()),
@@ -440,6 +459,7 @@ impl Trial {
         self.kill_ordermq();
         self.kill_broker();
         self.unmount_power_disk();
+        self.unmount_small_disk();
         // A server of the trial's own goes with it (stopped, deleted).
         if let Some(server) = self.own_postgres.take() {
             let _ = tokio::task::spawn_blocking(move || drop(server)).await;

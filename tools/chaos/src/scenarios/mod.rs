@@ -26,12 +26,15 @@
 //!   payment, refund and close topics;
 //! - `power_loss`: the power cut under load (ordermq's data directory on a
 //!   filesystem that forgets every write not fsynced), restarted on what
-//!   the disk kept.
+//!   the disk kept;
+//! - `disk_full`: the data directory's disk filled to its last byte under
+//!   load, then freed; ordermq comes through without a restart.
 
 mod bad_input;
 mod broker;
 mod crash;
 mod db_restart;
+mod disk_full;
 mod flaky;
 mod flash_sale;
 mod pause;
@@ -101,11 +104,13 @@ pub enum Scenario {
     Poison,
     /// The power cut under load: every write not fsynced lost, restarted.
     PowerLoss,
+    /// The data directory's disk full under load, then freed.
+    DiskFull,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -118,6 +123,7 @@ impl Scenario {
         Self::DbRestart,
         Self::Poison,
         Self::PowerLoss,
+        Self::DiskFull,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -135,6 +141,7 @@ impl Scenario {
             Self::DbRestart => "db-restart",
             Self::Poison => "poison",
             Self::PowerLoss => "power-loss",
+            Self::DiskFull => "disk-full",
         }
     }
 
@@ -153,6 +160,7 @@ impl Scenario {
             Self::DbRestart => "PostgreSQL stopped + crashed",
             Self::Poison => "undecodable messages",
             Self::PowerLoss => "power cuts (unsynced writes lost)",
+            Self::DiskFull => "disk full (no space left)",
         }
     }
 
@@ -167,7 +175,7 @@ impl Scenario {
                 trial + 1,
                 options.trials
             ));
-            // Boxed: twelve trial futures in one match outgrow the compiler's
+            // Boxed: thirteen trial futures in one match outgrow the compiler's
             // layout depth (and the stack).
             let trial: std::pin::Pin<Box<dyn std::future::Future<Output = TrialOutcome> + '_>> =
                 match self {
@@ -183,6 +191,7 @@ impl Scenario {
                     Self::DbRestart => Box::pin(db_restart::db_restart(options)),
                     Self::Poison => Box::pin(poison::poison(options)),
                     Self::PowerLoss => Box::pin(power_loss::power_loss(options)),
+                    Self::DiskFull => Box::pin(disk_full::disk_full(options)),
                 };
             let outcome = trial.await;
             match outcome {

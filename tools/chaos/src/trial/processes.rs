@@ -15,11 +15,18 @@ use crate::{ChaosError, PROVIDER_KEYS, PROVIDERS_DIR};
 impl Trial {
     /// Starts `ordermq broker` and waits until its NameServer and broker listen.
     pub async fn start_broker(&mut self) -> Result<(), ChaosError> {
+        let mut env = self.env();
+        if let Some(dir) = &self.broker_data_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ChaosError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+            env.retain(|(key, _)| key != "ORDERMQ_DATA_DIR");
+            env.push(("ORDERMQ_DATA_DIR".into(), dir.display().to_string()));
+        }
         let mut proc = Proc::spawn(
             "ordermq broker",
             &self.bin,
             &["broker"],
-            &self.env(),
+            &env,
             &self.broker_log(),
         )?;
         process::wait_for_port(&mut proc, self.ports.namesrv, Duration::from_secs(60)).await?;

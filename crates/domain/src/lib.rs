@@ -11,6 +11,8 @@
 //! links) only modules listed before it, so the crate reads top to bottom
 //! without a circle (a workspace test checks it).
 //!
+//! - [`clock`]: the wall clock every stored time is read from, and the
+//!   clock deadlines are decided on (never ahead of the time counted).
 //! - [`error`]: the stable codes, validation failures, the storage failure
 //!   every operation can end in, and the one error type per operation of
 //!   orders and payments.
@@ -41,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod error;
 pub mod event;
 pub mod fanout;
@@ -56,6 +59,7 @@ pub mod signing;
 pub mod topology;
 pub mod view;
 
+pub use clock::{deadline_millis, now_millis};
 pub use error::{CreateOrderError, ErrorCode, PayOrderError, ValidationError};
 pub use event::{EventKind, OrderEvent, OrderPaid, OutboxMessage};
 pub use fanout::{Effect, FanoutState};
@@ -77,11 +81,3 @@ pub use topology::{
     TOPIC_ORDER_LOGISTICS, TOPIC_ORDER_PAY_SUCCESS, TOPIC_ORDER_RECEIPT, TOPIC_ORDER_REFUND,
     TOPIC_ORDER_TIMEOUT, TOPICS,
 };
-
-/// Wall-clock milliseconds since the Unix epoch; the one time unit stored anywhere.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

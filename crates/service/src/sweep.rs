@@ -1,11 +1,13 @@
 //! The close sweep: the backstop for close messages that never came (a lost
 //! delayed message, an outbox row restored from a backup). It reads only
 //! overdue unpaid orders, through an index, once per interval — never a
-//! table scan (see ARCHITECTURE.md).
+//! table scan (see ARCHITECTURE.md). "Overdue" is read on the deadline
+//! clock ([`deadline_millis`]): a wall clock stepped ahead closes nothing
+//! early.
 
 use std::time::Duration;
 
-use ordermq_domain::now_millis;
+use ordermq_domain::clock::{deadline_millis, now_millis};
 use ordermq_store::{CloseOutcome, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +30,16 @@ pub async fn sweep_overdue(
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
         }
-        let overdue = match store.overdue_unpaid(now_millis(), grace, 500).await {
+        let now = deadline_millis();
+        let ahead = now_millis() - now;
+        if ahead > grace {
+            tracing::warn!(
+                ahead_ms = ahead,
+                "the wall clock is ahead of the time this process has counted (stepped \
+                 forward?): closes wait for the time counted until the step has held 10 minutes"
+            );
+        }
+        let overdue = match store.overdue_unpaid(now, grace, 500).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "close sweep cannot read overdue orders; will retry");

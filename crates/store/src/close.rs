@@ -36,7 +36,7 @@ pub enum CloseOutcome {
 
 /// How early a close may arrive and still apply (the broker's timer has
 /// sub-second precision; clocks of two hosts may differ a little).
-const CLOSE_EARLY_TOLERANCE_MS: i64 = 1_000;
+pub const CLOSE_EARLY_TOLERANCE_MS: i64 = 1_000;
 
 /// Closes `order_id` if it is still UNPAID and due: one guarded update, the
 /// reservation released, a history row — in the caller's transaction.

@@ -110,7 +110,7 @@ pub use audit::{
 };
 pub use batch::{WriteOp, WriteResult};
 pub use catalog::DemoProduct;
-pub use close::CloseOutcome;
+pub use close::{CLOSE_EARLY_TOLERANCE_MS, CloseOutcome};
 pub use effects::{Applied, EffectRecord};
 pub use flash::{Admitted, AttemptWrite, ENDED_SALES_LISTED_MS, Leased, SaleCounts};
 pub use lane::ThreadStart;

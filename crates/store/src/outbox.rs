@@ -150,9 +150,10 @@ pub(crate) async fn claim_outbox_mysql(
     } else {
         ""
     };
+    let due = sql::DUE_RULE_1;
     let select = format!(
         "SELECT id, topic, tag, msg_key, event_id, body, deliver_at, attempts FROM {table} c \
-         WHERE c.sent_at IS NULL AND c.parked_at IS NULL AND c.next_attempt_at <= $1{rule} \
+         WHERE c.sent_at IS NULL AND c.parked_at IS NULL AND {due}{rule} \
          ORDER BY c.next_attempt_at, c.id LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     let rows = dialect::query(&select)

@@ -145,6 +145,28 @@ macro_rules! feed_claim_rule {
 /// [`feed_claim_rule!`] as text, for statements built at run time.
 pub(crate) const FEED_CLAIM_RULE: &str = feed_claim_rule!();
 
+/// The claim's "due" test on a row `c`, `$now` its parameter: its next
+/// attempt has come, or it is further ahead than anything this code sets
+/// (the relay's lease is 30 s, its longest backoff 20 s; 60 s): such a lease was
+/// stamped by a clock that was ahead — an instance killed while its clock
+/// was stepped forward — and would otherwise keep the row unsent for as
+/// long as the step (docs/reliability.md, "Clock steps"). Written once,
+/// used by the claims of all three databases.
+macro_rules! due_rule {
+    ($now:literal) => {
+        concat!(
+            "(c.next_attempt_at <= ",
+            $now,
+            " OR c.next_attempt_at > ",
+            $now,
+            " + 60000)"
+        )
+    };
+}
+
+/// [`due_rule!`] for a claim whose `$1` is now (MySQL's).
+pub(crate) const DUE_RULE_1: &str = due_rule!("$1");
+
 macro_rules! claim_outbox {
     ($table:literal, $rule:expr, $lock:literal) => {
         concat!(
@@ -154,7 +176,8 @@ macro_rules! claim_outbox {
              WHERE id IN (SELECT c.id FROM ",
             $table,
             " c WHERE c.sent_at IS NULL AND c.parked_at IS NULL \
-             AND c.next_attempt_at <= $3",
+             AND ",
+            due_rule!("$3"),
             $rule,
             " ORDER BY c.next_attempt_at, c.id LIMIT $4",
             $lock,

@@ -33,6 +33,7 @@
 //! - the outbox is empty and no delivery is left failing (**undrained**).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use ordermq_domain::{OrderStatus, System};
 use ordermq_fake_provider::CallRecord;
@@ -136,7 +137,18 @@ pub struct Expectations {
     /// request changed is checked like any unanswered one). Elsewhere it is
     /// a violation.
     pub storage_may_refuse: bool,
+    /// The trial's `order_close_after`, in trials that pay some orders
+    /// late: a payment that found its order closed sooner than this
+    /// after the order's creation (on the client's clock, less
+    /// [`CLOSE_TOLERANCE`]) shows an early close.
+    pub close_after: Option<Duration>,
 }
+
+/// How early a close may come and not be called early: ordermq's own
+/// tolerance for a close message (1 s, the broker timer's precision and
+/// two hosts' clocks) plus the client's side of the race (the request in
+/// flight).
+pub const CLOSE_TOLERANCE: Duration = Duration::from_millis(1_500);
 
 /// Checks every invariant. `store` must be quiet (ordermq stopped or drained).
 ///
@@ -171,18 +183,22 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     let by_id: HashMap<&str, &AuditOrder> =
         db.orders.iter().map(|o| (o.order_id.as_str(), o)).collect();
     check_ledger_orders(&mut v, ledger, &by_id);
+    if let Some(close_after) = expect.close_after {
+        check_early_closes(&mut v, ledger, close_after);
+    }
     let applied_by_order = check_payments(&mut v, ledger, &db.payments);
-    for order in &db.orders {
+    let sold = as_sold(&db.orders, &db.history);
+    for order in &sold {
         check_order(&mut v, order, &applied_by_order, &db.systems, expect);
     }
     check_history(&mut v, &db.orders, &db.history, expect);
     check_refunds(&mut v, ledger, &db.refunds, &db.reversals);
     check_carrier(&mut v, ledger, &by_id, &db.carrier);
     if let Some(calls) = &expect.provider_calls {
-        check_providers(&mut v, calls, &db.orders, &db.refunds);
+        check_providers(&mut v, calls, &sold, &db.refunds);
     }
     check_orphan_effects(&mut v, &db.systems, &by_id);
-    check_stock(&mut v, &db.orders, &db.stock, expect);
+    check_stock(&mut v, &sold, &db.stock, expect);
     check_backlogs(&mut v, db.outbox, &db.systems, expect);
     v
 }
@@ -309,6 +325,49 @@ fn check_ledger_orders(v: &mut Verdict, ledger: &Ledger, by_id: &HashMap<&str, &
         if status.is_none() {
             v.lost += 1;
             v.violation(format!("order {id}: created (201) but not in the database"));
+        }
+    }
+}
+
+/// The orders as sold: one closed before its payment came, whose payment
+/// was then refunded (history `CANCELLED → REFUNDING`), is REFUNDING or
+/// REFUNDED but was never paid — no effects, no sale — so the effect,
+/// provider and stock checks see it CANCELLED. Its refund is checked with
+/// the others.
+fn as_sold(
+    orders: &[AuditOrder],
+    history: &HashMap<String, Vec<(Option<String>, String)>>,
+) -> Vec<AuditOrder> {
+    orders
+        .iter()
+        .map(|order| {
+            let refunded_after_close = history.get(&order.order_id).is_some_and(|chain| {
+                chain
+                    .iter()
+                    .any(|(from, to)| from.as_deref() == Some("CANCELLED") && to == "REFUNDING")
+            });
+            let mut order = order.clone();
+            if refunded_after_close {
+                order.status = "CANCELLED".to_owned();
+            }
+            order
+        })
+        .collect()
+}
+
+/// No order closed before its time: a payment that found its order closed
+/// came when the order, on the client's clock, had lived its close delay
+/// (less [`CLOSE_TOLERANCE`]).
+fn check_early_closes(v: &mut Verdict, ledger: &Ledger, close_after: Duration) {
+    let soonest = close_after.saturating_sub(CLOSE_TOLERANCE);
+    for (id, record) in &ledger.orders {
+        if let Some(age) = record.found_cancelled_at.filter(|age| *age < soonest) {
+            v.violation(format!(
+                "order {id}: closed early: a payment {} ms after its creation found it \
+                 closed (it closes {} ms after)",
+                age.as_millis(),
+                close_after.as_millis()
+            ));
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ordermq_api::auth::{DEMO_OPERATOR_TOKEN, DEMO_SHOP_TOKEN};
 use ordermq_api::signature::CallbackSigner;
@@ -42,6 +42,13 @@ pub struct OrderRecord {
     pub carrier_acked: Vec<String>,
     /// Carrier statuses sent at least once (answered or not), in order.
     pub carrier_sent: Vec<String>,
+    /// When the create was answered 201, on this (the client's) clock.
+    pub created: Option<Instant>,
+    /// How old the order was, on the client's clock, when a payment of it
+    /// was answered `refund_required` while none of its payments had been
+    /// applied: it was closed before that payment came. Younger than its
+    /// close delay is an early close.
+    pub found_cancelled_at: Option<Duration>,
 }
 
 /// Everything the load saw, shared by its workers.
@@ -176,6 +183,7 @@ impl Driver {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    created: Some(Instant::now()),
                     ..OrderRecord::default()
                 };
                 let id = body["order_id"].as_str().unwrap_or("?").to_owned();
@@ -219,6 +227,11 @@ impl Driver {
                 record.payments.insert(payment_id.to_owned(), Some(!refund));
                 if !refund {
                     record.acknowledged = true;
+                } else if !record.acknowledged && record.found_cancelled_at.is_none() {
+                    // Owed back, and no payment of this order was applied:
+                    // it was closed (the receipt says REFUNDING: the refund
+                    // of this payment starts in the same transaction).
+                    record.found_cancelled_at = record.created.map(|at| at.elapsed());
                 }
             }
             Answer::Got(status, body) => self.note_rejection(*status, body, "pay"),
@@ -356,6 +369,13 @@ pub struct LoadOptions {
     /// Probability that an acknowledged order not refunded is then moved
     /// by its carrier: picked up, in transit, delivered.
     pub carrier_probability: f64,
+    /// Probability that a paid order is paid late: [`LoadOptions::late_by`]
+    /// after its creation instead of at once (by a task of its own, so that
+    /// the worker goes on shopping).
+    pub late_payments: f64,
+    /// How late a late payment comes: within the order's close delay, so
+    /// that it must find the order still open.
+    pub late_by: Duration,
     /// Pause between a worker's orders.
     pub think: Duration,
 }
@@ -374,6 +394,8 @@ impl Default for LoadOptions {
             duplicate_probability: 0.1,
             refund_probability: 0.0,
             carrier_probability: 0.0,
+            late_payments: 0.0,
+            late_by: Duration::ZERO,
             think: Duration::from_millis(5),
         }
     }
@@ -438,12 +460,67 @@ async fn carry(driver: Driver, user: String, order_id: String) {
     }
 }
 
+/// One order's payment as its gateway sends it, and what follows it: a
+/// duplicate notice, a refund or the carrier.
+struct Payment {
+    driver: Driver,
+    options: LoadOptions,
+    user: String,
+    order_id: String,
+    amount: i64,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicU64>,
+    carriers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Payment {
+    async fn run(self) {
+        let Self {
+            driver,
+            options,
+            user,
+            order_id,
+            amount,
+            stop,
+            acknowledged,
+            carriers,
+        } = self;
+        let payment_id = format!("pay-{order_id}");
+        // A gateway retries a notice whose answer it did not get.
+        for attempt in 0..3 {
+            match driver.pay(&order_id, &payment_id, amount).await {
+                Answer::Got(200, _) => {
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                    if fastrand::f64() < options.duplicate_probability {
+                        driver.pay(&order_id, &payment_id, amount).await;
+                    }
+                    if fastrand::f64() < options.refund_probability {
+                        refund(&driver, &order_id, &stop).await;
+                    } else if fastrand::f64() < options.carrier_probability {
+                        let carrier = tokio::spawn(carry(driver.clone(), user, order_id));
+                        carriers.lock().expect("carriers").push(carrier);
+                    }
+                    return;
+                }
+                Answer::Got(_, _) => return,
+                Answer::Lost(_) | Answer::Refused(_) => {
+                    if stop.load(Ordering::Relaxed) && attempt > 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
+        }
+    }
+}
+
 /// Background load: workers creating and paying orders until stopped.
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// The carriers of orders moved by their carrier (see [`carry`]).
+    /// The carriers of orders moved by their carrier (see [`carry`]) and
+    /// the late payments.
     carriers: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Payments acknowledged so far (for "payments keep succeeding" checks).
     acknowledged: Arc<AtomicU64>,
@@ -494,38 +571,24 @@ impl Load {
                         if fastrand::f64() < options.pay_probability {
                             let order_id = body["order_id"].as_str().unwrap_or("?").to_owned();
                             let amount = body["amount"].as_i64().unwrap_or(0);
-                            let payment_id = format!("pay-{order_id}");
-                            // A gateway retries a notice whose answer it did not get.
-                            for attempt in 0..3 {
-                                match driver.pay(&order_id, &payment_id, amount).await {
-                                    Answer::Got(200, _) => {
-                                        acknowledged.fetch_add(1, Ordering::Relaxed);
-                                        if fastrand::f64() < options.duplicate_probability {
-                                            driver.pay(&order_id, &payment_id, amount).await;
-                                        }
-                                        if fastrand::f64() < options.refund_probability {
-                                            refund(&driver, &order_id, &stop).await;
-                                        } else if fastrand::f64() < options.carrier_probability {
-                                            let carrier = tokio::spawn(carry(
-                                                driver.clone(),
-                                                user.clone(),
-                                                order_id.clone(),
-                                            ));
-                                            carriers.lock().expect("carriers").push(carrier);
-                                        }
-                                        break;
-                                    }
-                                    Answer::Got(_, _) => break,
-                                    Answer::Lost(_) | Answer::Refused(_) => {
-                                        if stop.load(Ordering::Relaxed) && attempt > 0 {
-                                            break;
-                                        }
-                                        tokio::time::sleep(Duration::from_millis(
-                                            200 * (attempt + 1),
-                                        ))
-                                        .await;
-                                    }
-                                }
+                            let payment = Payment {
+                                driver: driver.clone(),
+                                options: options.clone(),
+                                user: user.clone(),
+                                order_id,
+                                amount,
+                                stop: stop.clone(),
+                                acknowledged: acknowledged.clone(),
+                                carriers: carriers.clone(),
+                            };
+                            if fastrand::f64() < options.late_payments {
+                                let late = tokio::spawn(async move {
+                                    tokio::time::sleep(payment.options.late_by).await;
+                                    payment.run().await;
+                                });
+                                carriers.lock().expect("carriers").push(late);
+                            } else {
+                                payment.run().await;
                             }
                         }
                         tokio::time::sleep(options.think).await;
@@ -541,16 +604,22 @@ impl Load {
         }
     }
 
-    /// Stops the workers and waits for their last requests, and for the
-    /// carriers to report their orders' last status.
+    /// Stops the workers and waits for their last requests, the late
+    /// payments, and the carriers to report their orders' last status.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             let _ = task.await;
         }
-        let carriers = std::mem::take(&mut *self.carriers.lock().expect("carriers"));
-        for carrier in carriers {
-            let _ = carrier.await;
+        // A late payment may start a carrier while the others are awaited.
+        loop {
+            let carriers = std::mem::take(&mut *self.carriers.lock().expect("carriers"));
+            if carriers.is_empty() {
+                break;
+            }
+            for carrier in carriers {
+                let _ = carrier.await;
+            }
         }
     }
 }

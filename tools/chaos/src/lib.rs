@@ -275,6 +275,9 @@ pub fn find_ordermq() -> Result<PathBuf, ChaosError> {
                 "ordermq-powercut",
                 "-p",
                 "ordermq-powercut",
+                "--lib",
+                "-p",
+                "ordermq-clockshift",
             ]
         };
         command

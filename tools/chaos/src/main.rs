@@ -109,6 +109,7 @@ enum ScenarioArg {
     Poison,
     PowerLoss,
     DiskFull,
+    Clock,
 }
 
 impl ScenarioArg {
@@ -128,6 +129,7 @@ impl ScenarioArg {
             Self::Poison => vec![Scenario::Poison],
             Self::PowerLoss => vec![Scenario::PowerLoss],
             Self::DiskFull => vec![Scenario::DiskFull],
+            Self::Clock => vec![Scenario::Clock],
         }
     }
 }

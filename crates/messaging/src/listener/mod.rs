@@ -309,10 +309,18 @@ impl ListenerBridge {
     /// ([`Self::send_waiting_on`], [`Self::retry`]).
     async fn consume_verified(&self, msgs: &[&MessageExt], now: i64) -> Answer {
         // Only delay levels deliver early; a timer message is never held back.
+        // Nor is one coming back from a wait or a retry: its due time only
+        // spaced the tries, and it was stamped by its sender's wall clock,
+        // which may have been ahead (a step since put right, another host):
+        // held to it, it would wait as long as the step. The handler sees
+        // it, and a close still checks its own due time.
         let hops = matches!(self.delayed.as_ref(), DelayedDelivery::Levels(_));
         let (early, due): (Vec<_>, Vec<_>) = msgs
             .iter()
-            .map(|&m| (m, deliver_at(m).filter(|&at| hops && at > now)))
+            .map(|&m| {
+                let held = hops && !is_returning(m);
+                (m, deliver_at(m).filter(|&at| held && at > now))
+            })
             .partition(|(_, early)| early.is_some());
         if !early.is_empty() {
             let early: Vec<_> = early

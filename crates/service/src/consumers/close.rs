@@ -12,8 +12,8 @@
 use futures_util::future::join_all;
 use ordermq_domain::ports::{BoxFuture, Delivery, Handler, Outcome};
 use ordermq_domain::topology::{Consumer, group_of};
-use ordermq_domain::{OrderEvent, now_millis};
-use ordermq_store::{CloseOutcome, Store};
+use ordermq_domain::{OrderEvent, deadline_millis, now_millis};
+use ordermq_store::{CLOSE_EARLY_TOLERANCE_MS, CloseOutcome, Store};
 
 use super::park_undecodable;
 use crate::group_commit::OrderWriter;
@@ -60,6 +60,16 @@ impl CloseHandler {
                     };
                 }
             };
+            // Not due on the deadline clock (the wall clock stepped
+            // ahead, or the relay's was when it sent this): it waits.
+            let counted = deadline_millis();
+            if due.due_at > counted + CLOSE_EARLY_TOLERANCE_MS {
+                return Close::Waits(format!(
+                    "close of {} due in {} ms of the time counted",
+                    due.order_id,
+                    due.due_at - counted
+                ));
+            }
             match self.writer.close(due.order_id.clone()).await {
                 Ok(CloseOutcome::Closed) => {
                     tracing::debug!(order_id = %due.order_id, late_ms = now_millis() - due.due_at, "unpaid order closed");
@@ -191,6 +201,43 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    /// The order is due in the database (it closes at once), but the
+    /// message says an hour from now: what a relay whose clock was ahead
+    /// would not send, and a wall clock stepped ahead would call due. The
+    /// deadline clock says wait.
+    #[tokio::test]
+    async fn a_close_not_due_on_the_deadline_clock_waits_whatever_the_database_says() {
+        let fixture = Fixture::closing_after(0).await;
+        let unpaid = fixture.unpaid_order("u1", 1).await;
+        let close = relayed_closes(&fixture).await.remove(0);
+        let later = OrderEvent::OrderCloseDue(ordermq_domain::event::OrderCloseDue {
+            order_id: unpaid.order_id.clone(),
+            due_at: now_millis() + 3_600_000,
+        });
+        let early = Delivery {
+            body: later.to_json().into_bytes(),
+            ..delivery_of(&close)
+        };
+        let handler = CloseHandler::new(fixture.writer.clone(), fixture.store.clone());
+        assert!(matches!(
+            handler.handle(vec![early]).await,
+            Outcome::Waiting(_)
+        ));
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Unpaid
+        );
+        // The close as sent, due now: applied.
+        assert_eq!(
+            handler.handle(vec![delivery_of(&close)]).await,
+            Outcome::Consumed
+        );
+        assert_eq!(
+            status(&fixture, &unpaid.order_id).await,
+            OrderStatus::Cancelled
         );
     }
 

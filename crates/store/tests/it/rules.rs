@@ -434,6 +434,56 @@ on_every_backend!(
     outbox_rows_are_leased_acknowledged_and_retried
 );
 
+/// A relay killed while its wall clock was stepped ahead left its rows
+/// leased until then: they are claimed again at once, not after the step.
+async fn a_lease_stamped_by_a_clock_far_ahead_is_claimed_at_once(store: Store) {
+    seed(&store, "A", 100, 5).await;
+    for i in 0..2 {
+        let id = order_id(i);
+        store
+            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
+            .await
+            .unwrap();
+        store
+            .pay_order(&notice(&id, &format!("p{i}"), 100), 2)
+            .await
+            .unwrap();
+    }
+    // relay-a's clock is two minutes ahead; relay-b's is right.
+    let ahead = store
+        .claim_outbox("relay-a", 1, 30_000, 120_000)
+        .await
+        .unwrap();
+    let right = store.claim_outbox("relay-b", 1, 30_000, 10).await.unwrap();
+    assert_eq!((ahead.len(), right.len()), (1, 1));
+    // Both die. A lease within what the relay grants waits for its end…
+    let at_once = store.claim_outbox("relay-c", 10, 30_000, 20).await.unwrap();
+    assert_eq!(
+        at_once.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ahead[0].id],
+        "the lease from the clock ahead is void; the other one holds"
+    );
+    assert!(
+        store
+            .claim_outbox("relay-c", 10, 30_000, 30_009)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = store
+        .claim_outbox("relay-c", 10, 30_000, 30_010)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![right[0].id]
+    );
+}
+on_every_backend!(
+    void_leases,
+    a_lease_stamped_by_a_clock_far_ahead_is_claimed_at_once
+);
+
 fn retry(id: i64, error: &str, retry_at: i64) -> OutboxRetry {
     OutboxRetry {
         id,

@@ -1,4 +1,4 @@
-//! The twelve fault scenarios. Each trial starts from an empty data directory,
+//! The fault scenarios. Each trial starts from an empty data directory,
 //! injects its fault under load, heals, waits for the backlogs to drain and
 //! hands the databases to the checker.
 //!
@@ -28,10 +28,13 @@
 //!   filesystem that forgets every write not fsynced), restarted on what
 //!   the disk kept;
 //! - `disk_full`: the data directory's disk filled to its last byte under
-//!   load, then freed; ordermq comes through without a restart.
+//!   load, then freed; ordermq comes through without a restart;
+//! - `clock`: ordermq's wall clock stepped ahead (and ordermq killed
+//!   there), then back, under load.
 
 mod bad_input;
 mod broker;
+mod clock;
 mod crash;
 mod db_restart;
 mod disk_full;
@@ -106,11 +109,13 @@ pub enum Scenario {
     PowerLoss,
     /// The data directory's disk full under load, then freed.
     DiskFull,
+    /// ordermq's wall clock stepped ahead and back under load.
+    Clock,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -124,6 +129,7 @@ impl Scenario {
         Self::Poison,
         Self::PowerLoss,
         Self::DiskFull,
+        Self::Clock,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -142,6 +148,7 @@ impl Scenario {
             Self::Poison => "poison",
             Self::PowerLoss => "power-loss",
             Self::DiskFull => "disk-full",
+            Self::Clock => "clock",
         }
     }
 
@@ -161,6 +168,7 @@ impl Scenario {
             Self::Poison => "undecodable messages",
             Self::PowerLoss => "power cuts (unsynced writes lost)",
             Self::DiskFull => "disk full (no space left)",
+            Self::Clock => "wall clock steps of 75 s",
         }
     }
 
@@ -175,7 +183,7 @@ impl Scenario {
                 trial + 1,
                 options.trials
             ));
-            // Boxed: thirteen trial futures in one match outgrow the compiler's
+            // Boxed: fourteen trial futures in one match outgrow the compiler's
             // layout depth (and the stack).
             let trial: std::pin::Pin<Box<dyn std::future::Future<Output = TrialOutcome> + '_>> =
                 match self {
@@ -192,6 +200,7 @@ impl Scenario {
                     Self::Poison => Box::pin(poison::poison(options)),
                     Self::PowerLoss => Box::pin(power_loss::power_loss(options)),
                     Self::DiskFull => Box::pin(disk_full::disk_full(options)),
+                    Self::Clock => Box::pin(clock::clock(options)),
                 };
             let outcome = trial.await;
             match outcome {

@@ -104,7 +104,7 @@ impl Trial {
             "ordermq",
             &self.bin,
             &["serve"],
-            &self.env(),
+            &self.ordermq_env(),
             &self.log(),
         )?);
         self.starts += 1;
@@ -113,7 +113,13 @@ impl Trial {
 
     /// Starts ordermq and waits until it answers `/healthz`.
     pub async fn start_ordermq(&mut self) -> Result<(), ChaosError> {
-        let mut proc = Proc::spawn("ordermq", &self.bin, &["serve"], &self.env(), &self.log())?;
+        let mut proc = Proc::spawn(
+            "ordermq",
+            &self.bin,
+            &["serve"],
+            &self.ordermq_env(),
+            &self.log(),
+        )?;
         process::wait_for_health(
             &mut proc,
             &self.driver.client,

@@ -9,8 +9,9 @@
 //! PostgreSQL (`ORDERMQ_TEST_POSTGRES_URL`, required in CI); db-restart on
 //! a PostgreSQL server of its own, stopped and crashed for 3 s each; two
 //! power cuts (ordermq's data directory on the power-cut filesystem); two
-//! disk fills of 6 s (ordermq's data directory on a small tmpfs).
-//! Together about eleven minutes on two cores. Scenarios run one at a time (they start
+//! disk fills of 6 s (ordermq's data directory on a small tmpfs); one
+//! clock trial (ordermq's wall clock stepped 75 s ahead and back).
+//! Together about fifteen minutes on two cores. Scenarios run one at a time (they start
 //! processes and brokers of their own, and share two cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
@@ -202,6 +203,14 @@ fn a_full_disk_is_answered_503_loses_nothing_and_heals_by_itself() {
     let result = run(Scenario::DiskFull);
     eprintln!("disk-full figures: {:#?}", result.figures);
     assert_eq!(result.faults, 2, "two fills");
+}
+
+#[test]
+fn clock_steps_close_nothing_early_and_strand_no_lease() {
+    let result = run(Scenario::Clock);
+    eprintln!("clock figures: {:#?}", result.figures);
+    // Ahead, back to the real time (a restart), back, forward.
+    assert_eq!(result.faults, 4, "four clock steps");
 }
 
 /// Whether the tests run as root (read from `/proc`).
@@ -447,7 +456,41 @@ async fn the_checker_reports_a_broken_history_and_a_lost_close() {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
     }
     let verdict = check(&store, &Ledger::default(), &expect).await;
+    // And an early close: O0's late payment found it closed 300 ms
+    // after its creation, O1's 5 s after (on time, closes after 4 s).
+    let mut ledger = Ledger::default();
+    for (id, age) in [("O0", 300), ("O1", 5_000)] {
+        ledger.orders.insert(
+            id.to_owned(),
+            OrderRecord {
+                found_cancelled_at: Some(std::time::Duration::from_millis(age)),
+                ..OrderRecord::default()
+            },
+        );
+    }
+    let early = check(
+        &store,
+        &ledger,
+        &Expectations {
+            close_after: Some(std::time::Duration::from_secs(4)),
+            ..expect.clone()
+        },
+    )
+    .await;
     store.close().await;
+    let early: Vec<&String> = early
+        .violations
+        .iter()
+        .filter(|v| v.contains("closed early"))
+        .collect();
+    assert_eq!(
+        early,
+        [
+            "order O0: closed early: a payment 300 ms after its creation found it closed \
+             (it closes 4000 ms after)"
+        ],
+        "only O0's close was early"
+    );
     assert_eq!(
         (verdict.lost, verdict.doubled),
         (1, 1),

@@ -42,12 +42,14 @@ pub struct OrderRecord {
     pub carrier_acked: Vec<String>,
     /// Carrier statuses sent at least once (answered or not), in order.
     pub carrier_sent: Vec<String>,
-    /// When the create was answered 201, on this (the client's) clock.
+    /// When the create was sent, on this (the client's) clock: the order
+    /// was created after it.
     pub created: Option<Instant>,
-    /// How old the order was, on the client's clock, when a payment of it
-    /// was answered `refund_required` while none of its payments had been
-    /// applied: it was closed before that payment came. Younger than its
-    /// close delay is an early close.
+    /// From [`OrderRecord::created`] to the answer of a payment that was
+    /// `refund_required` while none of the order's payments had been
+    /// applied: the order was closed in between, so its age at its close
+    /// was less than this. Less than its close delay (and ordermq's
+    /// tolerance) is an early close.
     pub found_cancelled_at: Option<Duration>,
 }
 
@@ -152,6 +154,7 @@ impl Driver {
 
     /// Creates an order; on 201 it is written into the ledger.
     pub async fn create(&self, user: &str, items: &[(&str, i64)]) -> Answer {
+        let sent = Instant::now();
         let items: Vec<Value> = items
             .iter()
             .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
@@ -183,7 +186,7 @@ impl Driver {
                                 .collect()
                         })
                         .unwrap_or_default(),
-                    created: Some(Instant::now()),
+                    created: Some(sent),
                     ..OrderRecord::default()
                 };
                 let id = body["order_id"].as_str().unwrap_or("?").to_owned();

@@ -486,8 +486,8 @@ async fn the_checker_reports_a_broken_history_and_a_lost_close() {
     assert_eq!(
         early,
         [
-            "order O0: closed early: a payment 300 ms after its creation found it closed \
-             (it closes 4000 ms after)"
+            "order O0: closed early: a payment answered 300 ms after its create was sent \
+             found it closed (it closes 4000 ms after creation)"
         ],
         "only O0's close was early"
     );

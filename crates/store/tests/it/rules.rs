@@ -318,19 +318,25 @@ on_every_backend!(
     a_batch_hands_its_payments_events_to_its_relay_round
 );
 
-async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
-    seed(&store, "A", 100, 5).await;
-    for i in 0..3 {
+/// Orders `range` of `u1`, one unit of `A` each, created at `created` and
+/// paid (payment `p<i>`, 100) at `paid`: each leaves its events in the outbox.
+async fn paid_orders(store: &Store, range: std::ops::Range<u32>, created: i64, paid: i64) {
+    for i in range {
         let id = order_id(i);
         store
-            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
+            .create_order(&new_order("u1", &[("A", 1)]), &id, created, None)
             .await
             .unwrap();
         store
-            .pay_order(&notice(&id, &format!("p{i}"), 100), 2)
+            .pay_order(&notice(&id, &format!("p{i}"), 100), paid)
             .await
             .unwrap();
     }
+}
+
+async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
+    seed(&store, "A", 100, 5).await;
+    paid_orders(&store, 0..3, 1, 2).await;
     let claimed = store.claim_outbox("relay-a", 2, 10_000, 100).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert_eq!(claimed[0].tag, "OrderPaid");
@@ -389,17 +395,7 @@ async fn outbox_rows_are_leased_acknowledged_and_retried(store: Store) {
     assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 
     // A round the broker refused goes back whole, in one transaction.
-    for i in 3..5 {
-        let id = order_id(i);
-        store
-            .create_order(&new_order("u1", &[("A", 1)]), &id, 20_000, None)
-            .await
-            .unwrap();
-        store
-            .pay_order(&notice(&id, &format!("p{i}"), 100), 20_000)
-            .await
-            .unwrap();
-    }
+    paid_orders(&store, 3..5, 20_000, 20_000).await;
     let refused = store
         .claim_outbox("relay-a", 10, 10_000, 20_000)
         .await
@@ -438,17 +434,7 @@ on_every_backend!(
 /// leased until then: they are claimed again at once, not after the step.
 async fn a_lease_stamped_by_a_clock_far_ahead_is_claimed_at_once(store: Store) {
     seed(&store, "A", 100, 5).await;
-    for i in 0..2 {
-        let id = order_id(i);
-        store
-            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
-            .await
-            .unwrap();
-        store
-            .pay_order(&notice(&id, &format!("p{i}"), 100), 2)
-            .await
-            .unwrap();
-    }
+    paid_orders(&store, 0..2, 1, 2).await;
     // relay-a's clock is two minutes ahead; relay-b's is right.
     let ahead = store
         .claim_outbox("relay-a", 1, 30_000, 120_000)
@@ -497,17 +483,7 @@ fn retry(id: i64, error: &str, retry_at: i64) -> OutboxRetry {
 /// back in the relay's hands when an operator requeues it (one, or all).
 async fn outbox_rows_failing_every_attempt_are_parked_and_requeued(store: Store) {
     seed(&store, "A", 100, 5).await;
-    for i in 0..3 {
-        let id = order_id(i);
-        store
-            .create_order(&new_order("u1", &[("A", 1)]), &id, 1, None)
-            .await
-            .unwrap();
-        store
-            .pay_order(&notice(&id, &format!("p{i}"), 100), 1)
-            .await
-            .unwrap();
-    }
+    paid_orders(&store, 0..3, 1, 1).await;
     let first = store.claim_outbox("r", 10, 1_000, 10).await.unwrap();
     assert_eq!(first.len(), 3);
     assert!(first.iter().all(|m| m.attempts == 1));

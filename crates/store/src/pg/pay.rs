@@ -327,6 +327,24 @@ mod plans {
     /// each, not analyzed; `None` without `ORDERMQ_TEST_POSTGRES_URL`
     /// outside CI.
     async fn big_unanalyzed_database() -> Option<PgConnection> {
+        let (_store, url) = fresh_store().await?;
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        conn.execute(format!("{FILL}; SET plan_cache_mode = force_generic_plan").as_str())
+            .await
+            .unwrap();
+        Some(conn)
+    }
+
+    /// 200,000 unpaid orders of one line each.
+    const FILL: &str = "INSERT INTO orders (order_id, user_id, status, amount, created_at, updated_at) \
+           SELECT 'o' || g, 'u' || (g % 1000), 'UNPAID', 100, 1, 1 \
+           FROM generate_series(1, 200000) g; \
+         INSERT INTO order_lines (order_id, sku, quantity, unit_price) \
+           SELECT 'o' || g, 'HOT', 1, 100 FROM generate_series(1, 200000) g";
+
+    /// A store on a fresh, empty database, and the database's URL; `None`
+    /// without `ORDERMQ_TEST_POSTGRES_URL` outside CI.
+    async fn fresh_store() -> Option<(crate::Store, String)> {
         let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -346,19 +364,7 @@ mod plans {
         let store = crate::Store::open(&url, &crate::StoreOptions::default())
             .await
             .unwrap();
-        drop(store);
-        let mut conn = PgConnection::connect(&url).await.unwrap();
-        conn.execute(
-            "INSERT INTO orders (order_id, user_id, status, amount, created_at, updated_at) \
-               SELECT 'o' || g, 'u' || (g % 1000), 'UNPAID', 100, 1, 1 \
-               FROM generate_series(1, 200000) g; \
-             INSERT INTO order_lines (order_id, sku, quantity, unit_price) \
-               SELECT 'o' || g, 'HOT', 1, 100 FROM generate_series(1, 200000) g; \
-             SET plan_cache_mode = force_generic_plan",
-        )
-        .await
-        .unwrap();
-        Some(conn)
+        Some((store, url))
     }
 
     /// The plan's node types over `table`, from `EXPLAIN (FORMAT JSON)`.
@@ -398,5 +404,47 @@ mod plans {
             !scans.iter().any(|s| s == "Seq Scan"),
             "the batch's read scans all of order_lines: {scans:?}"
         );
+    }
+
+    /// A statement the store's sessions prepared while the tables were
+    /// empty is planned again for the tables as they are: a session keeping
+    /// the generic plan of its sixth execution (PostgreSQL's default) reads
+    /// 200,000 orders by scanning them (`settings::PLAN_EVERY_EXECUTION`).
+    #[tokio::test]
+    async fn the_stores_sessions_plan_for_the_tables_as_they_are_now() {
+        let Some((store, url)) = fresh_store().await else {
+            return;
+        };
+        let mut fast = store
+            .pg
+            .as_ref()
+            .expect("PostgreSQL's pool")
+            .acquire()
+            .await
+            .unwrap();
+        let mut general = store.orders.acquire().await.unwrap();
+        fast.execute(format!("PREPARE read_orders(text[]) AS {}", super::READ_ORDERS).as_str())
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            fast.execute("EXECUTE read_orders('{o1,o5}')")
+                .await
+                .unwrap();
+        }
+        let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&mut *general)
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_custom_plan", "the general pool's sessions");
+        let mut filler = PgConnection::connect(&url).await.unwrap();
+        filler.execute(FILL).await.unwrap();
+        let explain = "EXPLAIN (FORMAT JSON) EXECUTE read_orders('{o1,o5,o77,o999}')";
+        for table in ["orders", "order_lines"] {
+            let scans = scans_of(&mut *fast, explain, table).await;
+            assert!(
+                !scans.iter().any(|s| s == "Seq Scan"),
+                "the fast path's session scans {table}: {scans:?}"
+            );
+        }
     }
 }

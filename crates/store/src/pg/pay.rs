@@ -440,7 +440,7 @@ mod plans {
         filler.execute(FILL).await.unwrap();
         let explain = "EXPLAIN (FORMAT JSON) EXECUTE read_orders('{o1,o5,o77,o999}')";
         for table in ["orders", "order_lines"] {
-            let scans = scans_of(&mut *fast, explain, table).await;
+            let scans = scans_of(&mut fast, explain, table).await;
             assert!(
                 !scans.iter().any(|s| s == "Seq Scan"),
                 "the fast path's session scans {table}: {scans:?}"

@@ -30,7 +30,7 @@ use crate::dialect::{self, is_mysql};
 use crate::fail::{corrupt, get, storage};
 use crate::outbox;
 use crate::sale_units::{expired_leases_in, give_back_in, take_attempt_units_in};
-use crate::sql::Backend;
+use crate::sql::{self, Backend};
 use crate::store::{Db, Store};
 
 /// Where a sale's units are, from the database (tests, operators): `units` = `unallocated` + `leased` + held by attempts.
@@ -469,42 +469,35 @@ pub(crate) async fn admit_in(
     now: i64,
 ) -> Result<Admitted, sqlx::Error> {
     let e = &write.event;
-    let earlier =
-        dialect::query("SELECT 1 AS one FROM sale_attempts WHERE sale_id = $1 AND user_id = $2")
-            .bind(e.sale_id.as_str())
-            .bind(e.user_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+    let earlier = dialect::query(sql::ATTEMPT_OF_USER)
+        .bind(e.sale_id.as_str())
+        .bind(e.user_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
     if earlier.is_some() {
         return Ok(Admitted::AlreadyAttempted);
     }
-    let taken = dialect::query(
-        "UPDATE sale_leases SET units_left = units_left - $1, expires_at = $2 \
-         WHERE sale_id = $3 AND owner = $4 AND units_left >= $1",
-    )
-    .bind(i64::from(e.quantity))
-    .bind(now + write.lease_ttl_ms)
-    .bind(e.sale_id.as_str())
-    .bind(write.owner.as_str())
-    .execute(&mut *tx)
-    .await?;
+    let taken = dialect::query(sql::TAKE_LEASED_UNITS)
+        .bind(i64::from(e.quantity))
+        .bind(now + write.lease_ttl_ms)
+        .bind(e.sale_id.as_str())
+        .bind(write.owner.as_str())
+        .execute(&mut *tx)
+        .await?;
     if taken.rows_affected() != 1 {
         return Ok(Admitted::LeaseLost);
     }
     // Another instance may have written the user's attempt since the check
     // (PostgreSQL: this waits for its commit): then it is theirs.
-    let inserted = dialect::query(
-        "INSERT INTO sale_attempts (attempt_id, sale_id, user_id, quantity, order_id, state, queued_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6) ON CONFLICT (sale_id, user_id) DO NOTHING",
-    )
-    .bind(e.attempt_id.as_str())
-    .bind(e.sale_id.as_str())
-    .bind(e.user_id.as_str())
-    .bind(i64::from(e.quantity))
-    .bind(e.order_id.as_str())
-    .bind(e.queued_at)
-    .execute(&mut *tx)
-    .await?;
+    let inserted = dialect::query(sql::INSERT_ATTEMPT)
+        .bind(e.attempt_id.as_str())
+        .bind(e.sale_id.as_str())
+        .bind(e.user_id.as_str())
+        .bind(i64::from(e.quantity))
+        .bind(e.order_id.as_str())
+        .bind(e.queued_at)
+        .execute(&mut *tx)
+        .await?;
     if inserted.rows_affected() != 1 {
         return Ok(Admitted::AlreadyAttempted);
     }

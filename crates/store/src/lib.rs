@@ -63,12 +63,13 @@
 //!    `reconcile` (the groups' receipts, unsettled sent rows, settling and
 //!    putting them back),
 //!    `effects::write`, `effects::read`, `audit`, and on the lane's
-//!    rusqlite connection `lane::pay`, `lane::relay`, `lane::effects`.
+//!    rusqlite connection `lane::pay`, `lane::flash`, `lane::relay`,
+//!    `lane::effects`.
 //! 5. **Dispatchers** (nothing imports them): `batch` (group commit:
 //!    `WriteOp`, `write_batch`, the relay's round, `apply_effects`, each
 //!    choosing the lane or the general path; a flash-sale order made of
 //!    `orders` and `flash` steps), `lane::batch` (the lane's
-//!    payment batch), `views` (the order page and the counters, which read
+//!    batch: payments, admissions, the relay's rounds), `views` (the order page and the counters, which read
 //!    across operations).
 
 mod audit;

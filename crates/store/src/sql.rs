@@ -217,6 +217,24 @@ pub(crate) const FEED_ORDER_LINES: &str =
 pub(crate) const BUMP_ORDER_SEQ: &str =
     "UPDATE orders SET order_seq = order_seq + 1, updated_at = $1 WHERE order_id = $2";
 
+/// Whether the user already attempted the sale. `$1` sale, `$2` user.
+pub(crate) const ATTEMPT_OF_USER: &str =
+    "SELECT 1 AS one FROM sale_attempts WHERE sale_id = $1 AND user_id = $2";
+
+/// Takes an attempt's units from this instance's lease of the sale, and
+/// renews the lease. `$1` units, `$2` the lease's new expiry, `$3` sale, `$4`
+/// owner; no row changed: the lease no longer holds them.
+pub(crate) const TAKE_LEASED_UNITS: &str = "UPDATE sale_leases \
+     SET units_left = units_left - $1, expires_at = $2 \
+     WHERE sale_id = $3 AND owner = $4 AND units_left >= $1";
+
+/// A queued attempt, unless the user has one already. `$1` attempt id, `$2`
+/// sale, `$3` user, `$4` quantity, `$5` the order id drawn for it, `$6`
+/// queued at.
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO sale_attempts \
+     (attempt_id, sale_id, user_id, quantity, order_id, state, queued_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6) ON CONFLICT (sale_id, user_id) DO NOTHING";
+
 /// One receipt row marked sent. `$1` now, `$2` id.
 pub(crate) const MARK_ONE_RECEIPT_SENT: &str =
     "UPDATE receipt_outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
@@ -467,6 +485,9 @@ mod tests {
             CLAIM_RECEIPTS,
             MARK_ONE_RECEIPT_SENT,
             INSERT_RECEIPT,
+            ATTEMPT_OF_USER,
+            TAKE_LEASED_UNITS,
+            INSERT_ATTEMPT,
         ];
         statements.extend(
             [

@@ -24,7 +24,9 @@ use crate::dialect;
 use crate::effects::write::apply_effects_in;
 use crate::effects::{Applied, EffectRecord, lane_handles};
 use crate::fail::{lost_lock_race, storage};
-use crate::flash::{admit_in, mark_created_in, reject_in, restock_for_order_in, state_in};
+use crate::flash::{
+    AttemptWrite, admit_in, mark_created_in, reject_in, restock_for_order_in, state_in,
+};
 use crate::lane::batch::{PayBatch, pay_batch};
 use crate::lane::pay::FastPay;
 use crate::locks;
@@ -58,13 +60,20 @@ impl Store {
     /// mismatch, …) is rolled back alone and the others still commit. Results
     /// come back in order; if the commit itself fails, every operation fails.
     ///
-    /// On SQLite, the payments that apply and the relay's rounds run first, on
-    /// the order database's lane (see `lane`) in one transaction; the
-    /// rest (creates, closes, payments that need explaining) follow through
-    /// the general path in a second one.
+    /// On SQLite, the payments that apply, the flash-sale admissions and the
+    /// relay's rounds run first, on the order database's lane (see `lane`)
+    /// in one transaction; the rest (creates, closes, payments and
+    /// admissions that need explaining) follow through the general path in
+    /// a second one.
     pub async fn write_batch(&self, ops: &[WriteOp], now: i64) -> Vec<WriteResult> {
+        // The lane also admits flash-sale attempts; PostgreSQL's path does not.
+        let lane = self.has_lanes();
         let fast: Vec<usize> = (0..ops.len())
-            .filter(|&i| matches!(ops[i], WriteOp::Pay(_) | WriteOp::RelayOutbox { .. }))
+            .filter(|&i| match ops[i] {
+                WriteOp::Pay(_) | WriteOp::RelayOutbox { .. } => true,
+                WriteOp::Attempt(_) => lane,
+                _ => false,
+            })
             .collect();
         if fast.is_empty() || !(self.has_lanes() || self.pg.is_some()) {
             return self.write_batch_general(ops, now).await;
@@ -81,6 +90,7 @@ impl Store {
             }
         } else if let Some(batch) = self.write_batch_on_lane(ops, &fast, now).await {
             let mut paid = batch.payments.into_iter();
+            let mut admitted = batch.attempts.into_iter();
             let mut claimed = batch.relay.into_iter();
             for &i in &fast {
                 results[i] = match &ops[i] {
@@ -88,6 +98,10 @@ impl Store {
                         Some(FastPay::Paid(r)) => Some(WriteResult::Paid(r)),
                         _ => None,
                     },
+                    WriteOp::Attempt(_) => admitted
+                        .next()
+                        .flatten()
+                        .map(|a| WriteResult::Attempted(Ok(a))),
                     _ => claimed
                         .next()
                         .map(|r| WriteResult::Relayed(r.map_err(|e| e.0))),
@@ -118,12 +132,12 @@ impl Store {
         fast: &[usize],
         now: i64,
     ) -> Option<PayBatch> {
-        let (payments, rounds) = fast_part(ops, fast);
+        let (payments, attempts, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
         let feed = self.feed;
         let outcome = self
             .run_on_lane(Db::Orders, move |conn| {
-                pay_batch(conn, feed, &payments, &rounds, now)
+                pay_batch(conn, feed, &payments, &attempts, &rounds, now)
             })
             .await?;
         match outcome {
@@ -155,7 +169,7 @@ impl Store {
         let Some(pool) = &self.pg else {
             return Ok(());
         };
-        let (payments, rounds) = fast_part(ops, fast);
+        let (payments, _, rounds) = fast_part(ops, fast);
         let asked = Instant::now();
         let mut batch = crate::pg::pay_batch(pool, self.feed, &payments, &rounds, now).await?;
         if let Some((txid, lost)) = batch.commit_lost.take() {
@@ -416,13 +430,19 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
 }
 
 /// The fast part of a batch (`fast`: indexes into `ops`) as the lane and
-/// PostgreSQL's path take it: its payments and its relay rounds.
-fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayRound>) {
+/// PostgreSQL's path take it: its payments, its admissions (the lane's
+/// only) and its relay rounds.
+fn fast_part(
+    ops: &[WriteOp],
+    fast: &[usize],
+) -> (Vec<PaymentNotice>, Vec<AttemptWrite>, Vec<RelayRound>) {
     let mut payments = Vec::new();
+    let mut attempts = Vec::new();
     let mut rounds = Vec::new();
     for &i in fast {
         match &ops[i] {
             WriteOp::Pay(notice) => payments.push(notice.clone()),
+            WriteOp::Attempt(write) => attempts.push(write.clone()),
             WriteOp::RelayOutbox {
                 owner,
                 acked,
@@ -436,12 +456,11 @@ fn fast_part(ops: &[WriteOp], fast: &[usize]) -> (Vec<PaymentNotice>, Vec<RelayR
             }),
             WriteOp::Create { .. }
             | WriteOp::Close(_)
-            | WriteOp::Attempt(_)
             | WriteOp::CreateSaleOrder { .. }
             | WriteOp::RejectAttempt { .. } => {}
         }
     }
-    (payments, rounds)
+    (payments, attempts, rounds)
 }
 
 fn log_if_slow(batch: &PayBatch, wait: LaneWait, took: Duration) {

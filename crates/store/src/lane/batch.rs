@@ -1,36 +1,44 @@
-//! The order database's batch on the SQLite lane: its payments, then the
-//! relay's rounds, in one transaction (one fsync).
+//! The order database's batch on the SQLite lane: its payments, its
+//! flash-sale admissions, then the relay's rounds, in one transaction (one
+//! fsync).
 //!
-//! Dispatcher: it imports the lane's operation modules (`pay`, `relay`).
+//! Dispatcher: it imports the lane's operation modules (`pay`, `flash`,
+//! `relay`).
 
 use std::time::{Duration, Instant};
 
 use ordermq_domain::{OutboxMessage, PaymentNotice};
 use rusqlite::Connection;
 
+use super::flash::{FastAdmit, admit_one};
 use super::pay::{FastPay, insert_feed_rows, pay_one};
 use super::relay::relay_round;
 use super::savepoint;
 use crate::fail::LaneResult;
+use crate::flash::{Admitted, AttemptWrite};
 use crate::sql::{Feed, RelayRound};
 
 /// What [`pay_batch`] committed: per payment, and per relay round (the rows it claimed).
 #[derive(Debug)]
 pub(crate) struct PayBatch {
     pub payments: Vec<FastPay>,
+    /// Per admission: what it came to, `None` if a statement failed (rolled
+    /// back: the general path decides it).
+    pub attempts: Vec<Option<Admitted>>,
     pub relay: Vec<LaneResult<Vec<OutboxMessage>>>,
     /// Statements, then `COMMIT` (the WAL write and its fsync): where a slow batch spent its time.
     pub statements: Duration,
     pub commit: Duration,
 }
 
-/// Applies `payments` and runs the relay's rounds (after them, so they see
-/// these payments' events) in one transaction. `Err` means the transaction
-/// failed as a whole and nothing was written.
+/// Applies `payments`, admits `attempts` and runs the relay's rounds (after
+/// them, so they see these events) in one transaction. `Err` means the
+/// transaction failed as a whole and nothing was written.
 pub(crate) fn pay_batch(
     conn: &mut Connection,
     feed: Feed,
     payments: &[PaymentNotice],
+    attempts: &[AttemptWrite],
     relay: &[RelayRound],
     now: i64,
 ) -> LaneResult<PayBatch> {
@@ -60,6 +68,25 @@ pub(crate) fn pay_batch(
         }
     }
     insert_feed_rows(&tx, &feed_rows, now)?;
+    let mut admitted = Vec::with_capacity(attempts.len());
+    for write in attempts {
+        savepoint(&tx, "SAVEPOINT admit")?;
+        let outcome = admit_one(&tx, &write.event, &write.owner, write.lease_ttl_ms, now);
+        match &outcome {
+            Ok(FastAdmit::Queued) => {}
+            Ok(_) => savepoint(&tx, "ROLLBACK TO admit")?,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt_id = %write.event.attempt_id, "fast admission failed; retrying on the general path");
+                savepoint(&tx, "ROLLBACK TO admit")?;
+            }
+        }
+        savepoint(&tx, "RELEASE admit")?;
+        admitted.push(outcome.ok().map(|a| match a {
+            FastAdmit::Queued => Admitted::Queued,
+            FastAdmit::LeaseLost => Admitted::LeaseLost,
+            FastAdmit::AlreadyAttempted => Admitted::AlreadyAttempted,
+        }));
+    }
     let mut rounds = Vec::with_capacity(relay.len());
     for round in relay {
         savepoint(&tx, "SAVEPOINT relay")?;
@@ -74,6 +101,7 @@ pub(crate) fn pay_batch(
     tx.commit()?;
     Ok(PayBatch {
         payments: outcomes,
+        attempts: admitted,
         relay: rounds,
         statements,
         commit: begun.elapsed() - statements,

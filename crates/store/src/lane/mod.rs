@@ -10,8 +10,9 @@
 //! Here a *lane* — one thread owning one rusqlite connection with cached
 //! prepared statements — runs a whole batch as one job: one hand-off per
 //! batch, a few microseconds per statement. Only the paths every payment
-//! takes run here (payments that apply, the relay's round, the downstream
-//! systems' new effects: `pay`, `relay`, `effects`, each from the statements
+//! takes run here (payments that apply, flash-sale admissions, the relay's
+//! round, the downstream systems' new effects: `pay`, `flash`, `relay`,
+//! `effects`, each from the statements
 //! in `sql` that the general path runs too); anything unusual (a duplicate
 //! callback, a closed order, a reversal) is handed back and takes the
 //! general sqlx path, which explains it. Both connections write the same
@@ -19,11 +20,13 @@
 //! keeps them from meeting in SQLite's busy handler.
 //!
 //! This file (the thread) is a leaf: it imports only the base (`sql`,
-//! `fail`). Its children `pay`, `relay` and `effects` are operation modules
-//! on a rusqlite connection; `batch` dispatches a batch to `pay` and `relay`.
+//! `fail`). Its children `pay`, `flash`, `relay` and `effects` are operation
+//! modules on a rusqlite connection; `batch` dispatches a batch to `pay`,
+//! `flash` and `relay`.
 
 pub(crate) mod batch;
 pub(crate) mod effects;
+pub(crate) mod flash;
 pub(crate) mod pay;
 pub(crate) mod relay;
 

@@ -7,8 +7,10 @@
 //! payment after the close, effects for each system (new rows on the lane's
 //! path, a redelivery, reversals and carrier progress on the general path),
 //! a failure record, a carrier update, refunds (partial, repeated, key
-//! reused, full, failed, retried, completed) and relay rounds (claim, ack
-//! riding on a payment batch, retry) — runs through
+//! reused, full, failed, retried, completed), relay rounds (claim, ack
+//! riding on a payment batch, retry) and a flash sale's admissions (queued,
+//! the same user twice in one batch, no lease, the lease spent, beside a
+//! payment) — runs through
 //!
 //! - (a) SQLite with its lanes (the rusqlite hot paths),
 //! - (b) SQLite without lanes (`StoreOptions::lanes = false`: sqlx only,
@@ -26,11 +28,15 @@
 //! sorted before comparing. Table rows are compared as sorted multisets.
 
 use ordermq_domain::OutboxMessage;
+use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::{
     Actor, Amount, CarrierStatus, CarrierUpdate, Effect, IdempotencyKey, OrderEvent, OrderId,
     OrderLine, Quantity, RefundId, RefundRequest, Sku, System, TrackingNo, UserId, UserLimits,
 };
-use ordermq_store::{EffectRecord, Feed, OutboxRetry, Store, StoreOptions, WriteOp, WriteResult};
+use ordermq_domain::{AttemptId, NewSale, SaleId};
+use ordermq_store::{
+    AttemptWrite, EffectRecord, Feed, OutboxRetry, Store, StoreOptions, WriteOp, WriteResult,
+};
 use sqlx::{Column, Connection, Row};
 
 use crate::helpers::*;
@@ -436,10 +442,67 @@ async fn reads(store: &Store, t: &mut Transcript) {
     t.say("backlog", store.outbox_backlog().await);
 }
 
+/// A flash sale: its units out of stock, a lease, admissions in one batch
+/// beside a payment (queued, the same user twice, another owner without a
+/// lease, the lease spent), and one alone.
+async fn flash_script(store: &Store, t: &mut Transcript) {
+    seed(store, "F", 50, 10).await;
+    t.say(
+        "create",
+        results(
+            store
+                .write_batch(&[create(8, "f9", &[("F", 2)], None)], 109_000)
+                .await,
+        ),
+    );
+    let sale_id = SaleId::generate(110_000, 1u64);
+    let sale = NewSale::new(Sku::parse("F").unwrap(), 4, 110_000, 170_000, 1).unwrap();
+    t.say("sale", store.create_sale(&sale, &sale_id, 110_000).await);
+    t.say(
+        "lease",
+        store
+            .lease_units(&sale_id, "a", 3, 1, 30_000, 110_500)
+            .await,
+    );
+    let attempt = |n: u32, user: &str, owner: &str| {
+        WriteOp::Attempt(AttemptWrite {
+            event: FlashAttemptQueued {
+                attempt_id: AttemptId::generate(111_000, u64::from(n)),
+                sale_id: sale_id.clone(),
+                user_id: uid(user),
+                sku: Sku::parse("F").unwrap(),
+                quantity: 1,
+                order_id: OrderId::generate(111_000, u64::from(n)),
+                queued_at: 111_000,
+            },
+            owner: owner.to_owned(),
+            lease_ttl_ms: 30_000,
+        })
+    };
+    let batch = [
+        attempt(1, "f1", "a"),
+        attempt(2, "f1", "a"),
+        attempt(3, "f2", "a"),
+        attempt(4, "f3", "b"),
+        pay(8, "p8", 100),
+        attempt(5, "f4", "a"),
+        attempt(6, "f5", "a"),
+    ];
+    for answer in store.write_batch(&batch, 111_000).await {
+        t.say("admission batch", answer);
+    }
+    t.say(
+        "admitted again",
+        store.write_batch(&[attempt(7, "f2", "a")], 111_500).await,
+    );
+    t.say("sale counts", store.sale_counts(&sale_id).await);
+}
+
 async fn run(store: &Store) -> Transcript {
     let mut t = Transcript::default();
     orders_script(store, &mut t).await;
     lifecycle_script(store, &mut t).await;
+    flash_script(store, &mut t).await;
     reads(store, &mut t).await;
     t
 }

@@ -38,7 +38,8 @@ pub struct FlashArgs {
     #[arg(long, default_value_t = 20_000.0)]
     pub rate: f64,
     /// Connections the crowd shares (keep-alive), as a load balancer in
-    /// front of ordermq would hold them. Must stay under the server's
+    /// front of ordermq would hold them: opened before each crowd starts.
+    /// Must stay under the server's
     /// `http_max_connections` (1,024 by default): over it, a new connection
     /// waits up to a second for a slot and is then closed, which measures
     /// the cap, not the sale.
@@ -97,6 +98,15 @@ fn summary_json(summary: &load::Summary, wall: Duration) -> Value {
     })
 }
 
+/// Opens the crowd's `connections` before it starts, as a load balancer
+/// in front of ordermq holds them: `connections` health checks at once, so
+/// the client's pool keeps that many open. Without it the first moments of
+/// a run measured 256 TCP connections being opened under the burst.
+async fn warm_connections(app: &LocalApp, connections: usize) {
+    let checks = (0..connections.max(1)).map(|_| app.as_shop(Method::GET, "/healthz").send());
+    let _ = futures_util::future::join_all(checks).await;
+}
+
 /// Sends `count` POSTs built by `body(i)` to `path`; a 2xx is a win, a 409 a refusal.
 async fn crowd(
     app: &Arc<LocalApp>,
@@ -105,6 +115,7 @@ async fn crowd(
     path: String,
     body: fn(usize) -> Value,
 ) -> (load::OpenLoopRun, Answers) {
+    warm_connections(app, args.connections).await;
     let answers = Arc::new(Mutex::new(Answers::default()));
     let connections = Arc::new(Semaphore::new(args.connections.max(1)));
     let run =

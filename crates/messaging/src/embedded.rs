@@ -123,6 +123,25 @@ fn warn_if_disk_nearly_full(store_dir: &Path) {
     }
 }
 
+/// A broker that would not start, with the likeliest cause when the disk
+/// under its store is nearly full (`used`, percent, as the broker counts
+/// it): RocketMQ's own error says only `core.service.failed`.
+fn start_failure(error: MqError, store_dir: &Path, used: Option<f64>) -> MqError {
+    let Some(used) = used.filter(|&u| u >= BROKER_DISK_FULL_PERCENT - 5.0) else {
+        return error;
+    };
+    let what = match error {
+        MqError::Broker(what) => what,
+        other => other.to_string(),
+    };
+    MqError::Broker(format!(
+        "{what}; the disk holding its store ({}) is {used:.1} % used as the broker counts it \
+         (space reserved for root counts as used), and above {BROKER_DISK_FULL_PERCENT} % it \
+         refuses to work: free space or move data_dir",
+        store_dir.display()
+    ))
+}
+
 /// The directories the embedded broker writes: one root, absolute, with the
 /// NameServer's and the broker store's directories under it.
 #[derive(Debug)]
@@ -469,7 +488,8 @@ impl EmbeddedBroker {
                     let _ = namesrv.stop.send(());
                     let _ = namesrv.task.await;
                 }
-                return Err(e);
+                let used = disk_used_percent(&dirs.store);
+                return Err(start_failure(e, &dirs.store, used));
             }
         };
         let (namesrv_stop, namesrv_task) = match namesrv {
@@ -544,6 +564,23 @@ mod tests {
             message_index: false,
             flush,
             member: ClusterMember::default(),
+        }
+    }
+
+    #[test]
+    fn a_start_failure_names_a_nearly_full_disk_and_only_then() {
+        let failed = || MqError::Broker("start: core.service.failed".into());
+        let dir = Path::new("/data/mq/store");
+        let full = start_failure(failed(), dir, Some(89.2)).to_string();
+        assert!(
+            full.starts_with("embedded broker: start: core.service.failed; the disk holding its store (/data/mq/store) is 89.2 % used"),
+            "{full}"
+        );
+        for used in [Some(40.0), Some(84.9), None] {
+            assert_eq!(
+                start_failure(failed(), dir, used).to_string(),
+                "embedded broker: start: core.service.failed"
+            );
         }
     }
 

@@ -5,7 +5,9 @@
 //! in chunks ([`Store::lease_units`]), the users admitted here, and the
 //! admissions being written. An attempt is refused at once if the sale is
 //! not open, if the user already tried here, or if the budget is empty and
-//! the database said so moments ago. An admitted attempt takes its units
+//! the database said so moments ago (when that answer is due to be checked,
+//! one attempt asks the database again while the rest are still refused).
+//! An admitted attempt takes its units
 //! from the budget, then the attempt, its message and the units' move out
 //! of this instance's lease are committed together (the group commit's
 //! [`WriteOp::Attempt`](ordermq_store::WriteOp::Attempt)) before the shopper hears `QUEUED`: there is no
@@ -130,6 +132,11 @@ struct BudgetState {
     more_left: bool,
     /// A lease ahead of need is on its way.
     leasing_ahead: bool,
+    /// An attempt is asking the database whether a sold-out sale has units
+    /// again: the others are refused from memory meanwhile, instead of
+    /// queueing behind its lease (a crowd at a sold-out sale would stall
+    /// every `sold_out_recheck`).
+    rechecking: bool,
 }
 
 /// Leases closer together than this mean a fast crowd: the next asks for
@@ -141,6 +148,11 @@ const FAST_LEASES: Duration = Duration::from_secs(1);
 /// while another instance already answers `SOLD_OUT`.
 const MAX_CHUNK_GROWTH: u32 = 8;
 
+/// How long before a sale created here opens its first units are leased:
+/// well inside the lease's time to live, so that an instance that then
+/// dies strands them only briefly.
+const LEASE_BEFORE_OPENING: Duration = Duration::from_secs(2);
+
 /// The flash-sale service behind the HTTP API.
 #[derive(Debug, Clone)]
 pub struct FlashSales {
@@ -148,14 +160,28 @@ pub struct FlashSales {
     writer: OrderWriter,
     relay_wake: Arc<Notify>,
     settings: Arc<FlashSettings>,
-    budgets: Arc<Mutex<HashMap<SaleId, Arc<Budget>>>>,
+    budgets: Arc<Mutex<HashMap<SaleId, Arc<tokio::sync::OnceCell<Arc<Budget>>>>>>,
 }
 
 /// What taking units from the budget decided.
 enum Take {
     Taken,
     Refused(AttemptRefusal),
+    /// The budget is out of units: lease (the attempt waits for it).
     Lease,
+    /// The sold-out answer is due to be checked again: this attempt asks
+    /// the database while the others are still refused from memory.
+    Recheck,
+}
+
+/// Marks the end of a sold-out recheck however the rechecking attempt
+/// ends (an attempt's future is dropped when its client goes away).
+struct Rechecking<'a>(&'a Budget);
+
+impl Drop for Rechecking<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).rechecking = false;
+    }
 }
 
 impl FlashSales {
@@ -175,32 +201,89 @@ impl FlashSales {
         }
     }
 
+    /// The sale's budget here, read from the database at the sale's first
+    /// attempt on this instance: once, however many attempts arrive while
+    /// it is read. A sale not found leaves nothing behind (it may be
+    /// created on another instance later, and ids made up by clients must
+    /// not fill the map).
     async fn budget(&self, sale_id: &SaleId) -> Result<Arc<Budget>, AttemptRefusal> {
-        if let Some(budget) = lock(&self.budgets).get(sale_id) {
-            return Ok(budget.clone());
-        }
-        let sale = self
-            .store
-            .sale(sale_id)
-            .await?
-            .ok_or_else(|| AttemptRefusal::SaleNotFound(sale_id.to_string()))?;
-        let mut budgets = lock(&self.budgets);
-        let budget = budgets.entry(sale_id.clone()).or_insert_with(|| {
-            Arc::new(Budget {
-                sale,
-                state: Mutex::new(BudgetState {
-                    chunk: self.settings.chunk,
-                    ..BudgetState::default()
-                }),
-                leasing: tokio::sync::Mutex::new(()),
-                refused: Default::default(),
+        let cell = {
+            let mut budgets = lock(&self.budgets);
+            match budgets.get(sale_id).and_then(|cell| cell.get()) {
+                Some(budget) => return Ok(budget.clone()),
+                None => budgets.entry(sale_id.clone()).or_default().clone(),
+            }
+        };
+        let read = cell
+            .get_or_try_init(|| async {
+                match self.store.sale(sale_id).await {
+                    Ok(Some(sale)) => Ok(Arc::new(self.new_budget(sale))),
+                    Ok(None) => Err(AttemptRefusal::SaleNotFound(sale_id.to_string())),
+                    Err(e) => Err(AttemptRefusal::Storage(e)),
+                }
             })
+            .await;
+        match read {
+            Ok(budget) => Ok(budget.clone()),
+            Err(refusal) => {
+                let mut budgets = lock(&self.budgets);
+                if budgets
+                    .get(sale_id)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell) && c.get().is_none())
+                {
+                    budgets.remove(sale_id);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    fn new_budget(&self, sale: Sale) -> Budget {
+        Budget {
+            sale,
+            state: Mutex::new(BudgetState {
+                chunk: self.settings.chunk,
+                ..BudgetState::default()
+            }),
+            leasing: tokio::sync::Mutex::new(()),
+            refused: Default::default(),
+        }
+    }
+
+    /// Gets a sale just created here ready for its crowd: its budget is
+    /// set up from the sale as created (no read at its first attempt) and
+    /// its first units are leased shortly before it opens
+    /// ([`LEASE_BEFORE_OPENING`]), so the first attempts find units in
+    /// memory instead of queueing behind the sale's read and first lease.
+    /// Other instances lease at their first attempt (or ahead, once they
+    /// run low). A lease that fails here is retried on demand by the first
+    /// attempt.
+    fn prepare(&self, sale: Sale) {
+        if sale.end <= now_millis() {
+            return;
+        }
+        let budget = Arc::new(self.new_budget(sale.clone()));
+        let cell = Arc::new(tokio::sync::OnceCell::new_with(Some(budget.clone())));
+        lock(&self.budgets).insert(sale.sale_id.clone(), cell);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let lead = LEASE_BEFORE_OPENING.min(this.settings.lease_ttl / 2);
+            let lead = lead.as_millis() as i64;
+            let wait = sale.start - lead - now_millis();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+            if let Err(e) = this.lease(&budget, 1).await {
+                tracing::warn!(sale_id = %sale.sale_id, error = %e,
+                    "leasing a new flash sale's first units failed (its first attempt will)");
+            }
         });
-        Ok(budget.clone())
     }
 
     /// Takes `quantity` units for `user` from the budget, if it has them.
-    fn take(budget: &Budget, user: &UserId, quantity: u32, now: Instant) -> Take {
+    /// `first`: the attempt has not asked the database yet, so it may be
+    /// the one to recheck a sold-out answer that is due.
+    fn take(budget: &Budget, user: &UserId, quantity: u32, now: Instant, first: bool) -> Take {
         let mut state = lock(&budget.state);
         if state.users.contains(user) {
             return Take::Refused(AttemptRefusal::AlreadyAttempted);
@@ -211,10 +294,16 @@ impl FlashSales {
             state.users.insert(user.clone());
             return Take::Taken;
         }
-        if state.sold_out_until.is_some_and(|until| now < until) {
-            return Take::Refused(AttemptRefusal::SoldOut);
+        match state.sold_out_until {
+            None => Take::Lease,
+            Some(until) if now < until || state.rechecking || !first => {
+                Take::Refused(AttemptRefusal::SoldOut)
+            }
+            Some(_) => {
+                state.rechecking = true;
+                Take::Recheck
+            }
         }
-        Take::Lease
     }
 
     /// Leases more units (or reads the lease after a restart) and sets the
@@ -423,14 +512,15 @@ impl FlashSales {
         // A lease lost under an admission is read again once; twice in a
         // row means another process is taking this instance's lease.
         for _ in 0..2 {
-            match Self::take(budget, &user, quantity, Instant::now()) {
+            match Self::take(budget, &user, quantity, Instant::now(), true) {
                 Take::Refused(refusal) => return Err(refusal),
-                Take::Lease => {
+                took @ (Take::Lease | Take::Recheck) => {
+                    let _rechecking = matches!(took, Take::Recheck).then(|| Rechecking(budget));
                     self.lease(budget, quantity).await?;
-                    match Self::take(budget, &user, quantity, Instant::now()) {
+                    match Self::take(budget, &user, quantity, Instant::now(), false) {
                         Take::Taken => {}
                         Take::Refused(refusal) => return Err(refusal),
-                        Take::Lease => return Err(AttemptRefusal::SoldOut),
+                        Take::Lease | Take::Recheck => return Err(AttemptRefusal::SoldOut),
                     }
                 }
                 Take::Taken => {}
@@ -449,7 +539,10 @@ impl FlashSales {
 impl FlashSales {
     /// The refusals this instance counted for the sale of `progress`.
     fn add_refusals(&self, progress: &mut SaleProgress) {
-        if let Some(budget) = lock(&self.budgets).get(&progress.sale.sale_id) {
+        if let Some(budget) = lock(&self.budgets)
+            .get(&progress.sale.sale_id)
+            .and_then(|cell| cell.get())
+        {
             progress.refused_here = budget.refused();
         }
     }
@@ -466,7 +559,9 @@ impl FlashSaleService for FlashSales {
         Box::pin(async move {
             let now = now_millis();
             let sale_id = SaleId::generate(now, random_suffix()?);
-            self.store.create_sale(&sale, &sale_id, now).await
+            let created = self.store.create_sale(&sale, &sale_id, now).await?;
+            self.prepare(created.clone());
+            Ok(created)
         })
     }
 
@@ -809,5 +904,91 @@ mod tests {
         until_unallocated(&db, &sale_id, 80).await;
         let counts = db.first.sale_counts(&sale_id).await.unwrap();
         assert_eq!((counts.held, counts.leased), (8, 12), "{counts:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_sale_created_here_leases_its_first_units_before_it_opens() {
+        let db = db().await;
+        let a = instance(&db, "A", LONG, LONG).await;
+        let new_sale = |opens_in_ms: i64| {
+            let now = now_millis();
+            let (start, end) = (now + opens_in_ms, now + opens_in_ms + 600_000);
+            NewSale::new(Sku::parse(SKU).unwrap(), 20, start, end, 1).unwrap()
+        };
+        let soon = a.flash.create_sale(new_sale(500)).await.unwrap();
+        let later = a.flash.create_sale(new_sale(600_000)).await.unwrap();
+        // Chunk 5, leased while the sale is not open yet.
+        until_unallocated(&db, &soon.sale_id, 15).await;
+        let counts = db.first.sale_counts(&soon.sale_id).await.unwrap();
+        assert_eq!((counts.leased, counts.held), (5, 0), "{counts:?}");
+        let counts = db.first.sale_counts(&later.sale_id).await.unwrap();
+        assert_eq!(counts.leased, 0, "ten minutes ahead: {counts:?}");
+        // Once open, its first attempts take from that lease.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        a.flash
+            .attempt(soon.sale_id.clone(), user(0), 1)
+            .await
+            .unwrap();
+        let counts = db.first.sale_counts(&soon.sale_id).await.unwrap();
+        assert_eq!((counts.leased, counts.held), (4, 1), "{counts:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_sold_out_recheck_holds_up_only_the_attempt_that_asks() {
+        let db = db().await;
+        let sale_id = sale(&db, 1, -1_000).await;
+        let recheck = Duration::from_millis(50);
+        let a = instance(&db, "A", LONG, recheck).await;
+        a.flash.attempt(sale_id.clone(), user(0), 1).await.unwrap();
+        let sold_out = a.flash.attempt(sale_id.clone(), user(1), 1).await;
+        assert!(
+            matches!(sold_out, Err(AttemptRefusal::SoldOut)),
+            "{sold_out:?}"
+        );
+        let budget = a.flash.budget(&sale_id).await.unwrap();
+        let refused_at_once = |n: usize| {
+            let flash = a.flash.clone();
+            let sale_id = sale_id.clone();
+            async move {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    flash.attempt(sale_id, user(n), 1),
+                )
+                .await;
+                assert!(
+                    matches!(answer, Ok(Err(AttemptRefusal::SoldOut))),
+                    "attempt {n}: {answer:?}"
+                );
+            }
+        };
+
+        // The answer is due again; the database is slow to answer (its
+        // lease held here): one attempt waits for it, the next is refused.
+        tokio::time::sleep(recheck * 2).await;
+        let slow_database = budget.leasing.lock().await;
+        let asking = tokio::spawn({
+            let (flash, sale_id) = (a.flash.clone(), sale_id.clone());
+            async move { flash.attempt(sale_id, user(2), 1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!asking.is_finished(), "the recheck waits for the database");
+        refused_at_once(3).await;
+        drop(slow_database);
+        let asked = asking.await.unwrap();
+        assert!(matches!(asked, Err(AttemptRefusal::SoldOut)), "{asked:?}");
+
+        // An attempt dropped while it asks (its client went away) does not
+        // leave the others refused without a recheck for good.
+        tokio::time::sleep(recheck * 2).await;
+        let slow_database = budget.leasing.lock().await;
+        let asking = tokio::spawn({
+            let (flash, sale_id) = (a.flash.clone(), sale_id.clone());
+            async move { flash.attempt(sale_id, user(4), 1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        asking.abort();
+        let _ = asking.await;
+        drop(slow_database);
+        assert!(!super::lock(&budget.state).rechecking);
     }
 }

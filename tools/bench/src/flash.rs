@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use super::load;
 use super::report;
+use super::target;
 use super::{BenchResult, Output, ms};
 
 #[derive(Debug, Clone, Args)]
@@ -51,6 +52,14 @@ pub struct FlashArgs {
     /// Stop sending once this many requests are unanswered.
     #[arg(long, default_value_t = 4_096)]
     pub max_in_flight: usize,
+    /// Runs the in-process ordermq with this setting, e.g. `--set
+    /// flash_sale_lease_chunk=200`: any key of `ordermq config` except where
+    /// it runs. Repeatable. The bench sets the third parties' latencies to 0,
+    /// `flash_sale_order_rate` from `--order-rate`, no per-user or per-token
+    /// order limits and a `flash_sale_max_wait` of an hour (it measures the
+    /// shaping, not the cap) over them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
     #[command(flatten)]
     pub output: Output,
 }
@@ -205,7 +214,9 @@ fn creation_rate(series: &[(f64, i64)]) -> f64 {
 
 pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
     let order_rate = args.order_rate;
+    let tuned = target::parse_settings(&args.settings)?.without_limits();
     let app = LocalApp::start(|c| {
+        target::place(c, tuned, None);
         ordermq_testkit::fast_third_parties(c);
         c.flash_sale_order_rate = order_rate;
         // Measure the shaping, not the cap: nothing is turned away for waiting.
@@ -274,10 +285,13 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         "order_rate": args.order_rate,
         "rate": args.rate,
         "connections": args.connections,
+        "settings": args.settings,
         "flash": {
             "admission": summary_json(&flash_summary, flash.wall),
             "latency_by_answer": split(&flash.samples, &admitted.won_at, flash.wall),
             "stopped_at_in_flight": flash.stopped_at_in_flight,
+            "over_10ms_by_50ms_window": load::slow_by_window(
+                &flash.samples, Duration::from_millis(50), Duration::from_millis(10)),
             "queued": admitted.won.len(),
             "sold_out": admitted.refused,
             "drained": drained,

@@ -81,6 +81,38 @@ pub fn throughput_series(samples: &[Sample]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The answers slower than `over` counted per `window` of their scheduled
+/// start, the windows that have some, with each window's slowest:
+/// `[{"from_s", "slow", "of", "max_ms"}]`. A p99 says how many were slow; this
+/// says when, which separates a stall at the start from a tail throughout.
+pub fn slow_by_window(samples: &[Sample], window: Duration, over: Duration) -> serde_json::Value {
+    let mut windows: std::collections::BTreeMap<u128, (usize, usize, Duration)> =
+        std::collections::BTreeMap::new();
+    let width = window.as_nanos().max(1);
+    for s in samples.iter().filter(|s| s.ok) {
+        let entry = windows
+            .entry(s.start.as_nanos() / width)
+            .or_insert((0, 0, Duration::ZERO));
+        entry.1 += 1;
+        if s.latency > over {
+            entry.0 += 1;
+            entry.2 = entry.2.max(s.latency);
+        }
+    }
+    windows
+        .into_iter()
+        .filter(|(_, (slow, _, _))| *slow > 0)
+        .map(|(at, (slow, of, max))| {
+            serde_json::json!({
+                "from_s": (at * width) as f64 / 1e9,
+                "slow": slow,
+                "of": of,
+                "max_ms": max.as_secs_f64() * 1e3,
+            })
+        })
+        .collect()
+}
+
 /// The `n` slowest samples and when they started (seconds into the run):
 /// tails have causes, and their timing is the first clue.
 pub fn slowest(samples: &[Sample], n: usize) -> serde_json::Value {
@@ -231,6 +263,35 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn slow_answers_are_counted_in_the_window_they_started_in() {
+        let sample = |start_ms: u64, latency_ms: u64| Sample {
+            index: 0,
+            start: Duration::from_millis(start_ms),
+            latency: Duration::from_millis(latency_ms),
+            ok: true,
+        };
+        let samples = [
+            sample(0, 30),
+            sample(10, 2),
+            sample(49, 12),
+            sample(60, 1),
+            sample(120, 40),
+        ];
+        let windows = slow_by_window(
+            &samples,
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+        );
+        assert_eq!(
+            windows,
+            serde_json::json!([
+                {"from_s": 0.0, "slow": 2, "of": 3, "max_ms": 30.0},
+                {"from_s": 0.1, "slow": 1, "of": 1, "max_ms": 40.0},
+            ])
+        );
     }
 
     #[tokio::test(start_paused = true)]

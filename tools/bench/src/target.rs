@@ -175,6 +175,22 @@ pub fn parse_settings(settings: &[String]) -> BenchResult<ordermq::Config> {
     ordermq::Config::load_from(None, pairs).map_err(|e| format!("--set: {e}"))
 }
 
+/// `tuned` (the defaults and `--set`s of [`parse_settings`]) as the
+/// in-process ordermq's configuration: `local` says where it runs (its
+/// directory, ports, secrets and tokens), `database_url` on which database.
+pub fn place(local: &mut ordermq::Config, tuned: ordermq::Config, database_url: Option<&str>) {
+    *local = ordermq::Config {
+        http_addr: local.http_addr,
+        data_dir: local.data_dir.clone(),
+        embedded_namesrv_port: local.embedded_namesrv_port,
+        embedded_broker_port: local.embedded_broker_port,
+        payment_secret: local.payment_secret.clone(),
+        api_tokens: local.api_tokens.clone(),
+        database_url: database_url.map(ordermq::config::DatabaseUrl::from),
+        ..tuned
+    };
+}
+
 /// Most payments the load generator has in flight at once, so most HTTP
 /// connections it opens: a payment gateway sends through a bounded pool.
 /// Unbounded, an overloaded step opened ~1,500 connections, and their buffers
@@ -223,19 +239,7 @@ impl Target {
             let tuned = args.local_config()?;
             return Ok(Self::Local(
                 LocalApp::start(|config| {
-                    *config = ordermq::Config {
-                        http_addr: config.http_addr,
-                        data_dir: config.data_dir.clone(),
-                        embedded_namesrv_port: config.embedded_namesrv_port,
-                        embedded_broker_port: config.embedded_broker_port,
-                        payment_secret: config.payment_secret.clone(),
-                        api_tokens: config.api_tokens.clone(),
-                        database_url: args
-                            .database_url
-                            .as_deref()
-                            .map(ordermq::config::DatabaseUrl::from),
-                        ..tuned
-                    };
+                    place(config, tuned, args.database_url.as_deref());
                     adjust(config);
                 })
                 .await

@@ -84,9 +84,7 @@ pub(crate) fn connect(
         .after_connect(move |conn, _meta| {
             let set = set.clone();
             Box::pin(async move {
-                if !set.is_empty() {
-                    sqlx::Executor::execute(&mut *conn, set.as_str()).await?;
-                }
+                sqlx::Executor::execute(&mut *conn, set.as_str()).await?;
                 Ok(())
             })
         })

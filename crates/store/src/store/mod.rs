@@ -609,9 +609,7 @@ pub(crate) async fn connect(
                         conn.execute(POOL_CACHE).await?;
                     }
                     Backend::Postgres => {
-                        if !set_postgres.is_empty() {
-                            conn.execute(set_postgres.as_str()).await?;
-                        }
+                        conn.execute(set_postgres.as_str()).await?;
                     }
                     Backend::Mysql => mysql_session::configure(conn, &limits).await?,
                 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ordermq_bench::{self as bench, BrokerArgs, CapacityArgs, Output, Scenario, SeedArgs};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn output(dir: &std::path::Path, name: &str) -> Output {
     Output {
@@ -380,6 +380,8 @@ async fn flash_sale_report_is_complete_and_consistent() {
         order_rate: 400,
         connections: 16,
         max_in_flight: 1_024,
+        // Leases of 7 units: six leases and a short one sell the 40.
+        settings: vec!["flash_sale_lease_chunk=7".into()],
         output: output(dir.path(), "flash-sale"),
     }))
     .await
@@ -390,6 +392,7 @@ async fn flash_sale_report_is_complete_and_consistent() {
     assert_eq!(num(&report, &["flash", "queued"]), 40.0);
     assert_eq!(num(&report, &["flash", "sold_out"]), 260.0);
     assert_eq!(report["flash"]["drained"], true);
+    assert_eq!(report["settings"], json!(["flash_sale_lease_chunk=7"]));
     assert_eq!(
         num(&report, &["flash", "created"]) + num(&report, &["flash", "rejected"]),
         40.0

@@ -160,8 +160,12 @@ pub struct FlashSales {
     writer: OrderWriter,
     relay_wake: Arc<Notify>,
     settings: Arc<FlashSettings>,
-    budgets: Arc<Mutex<HashMap<SaleId, Arc<tokio::sync::OnceCell<Arc<Budget>>>>>>,
+    budgets: Arc<Mutex<HashMap<SaleId, BudgetCell>>>,
 }
+
+/// A sale's budget here, once read (or set up when the sale was created
+/// here): attempts that arrive while it is read wait for that one read.
+type BudgetCell = Arc<tokio::sync::OnceCell<Arc<Budget>>>;
 
 /// What taking units from the budget decided.
 enum Take {
@@ -962,14 +966,16 @@ mod tests {
             }
         };
 
+        let ask = |n: usize| {
+            let (flash, sale_id) = (a.flash.clone(), sale_id.clone());
+            tokio::spawn(async move { flash.attempt(sale_id, user(n), 1).await })
+        };
+
         // The answer is due again; the database is slow to answer (its
         // lease held here): one attempt waits for it, the next is refused.
         tokio::time::sleep(recheck * 2).await;
         let slow_database = budget.leasing.lock().await;
-        let asking = tokio::spawn({
-            let (flash, sale_id) = (a.flash.clone(), sale_id.clone());
-            async move { flash.attempt(sale_id, user(2), 1).await }
-        });
+        let asking = ask(2);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!asking.is_finished(), "the recheck waits for the database");
         refused_at_once(3).await;
@@ -981,10 +987,7 @@ mod tests {
         // leave the others refused without a recheck for good.
         tokio::time::sleep(recheck * 2).await;
         let slow_database = budget.leasing.lock().await;
-        let asking = tokio::spawn({
-            let (flash, sale_id) = (a.flash.clone(), sale_id.clone());
-            async move { flash.attempt(sale_id, user(4), 1).await }
-        });
+        let asking = ask(4);
         tokio::time::sleep(Duration::from_millis(20)).await;
         asking.abort();
         let _ = asking.await;

@@ -28,7 +28,17 @@ async fn create_sale(harness: &RouterHarness, units: i64, later: bool) -> String
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["sale_id"].as_str().unwrap().to_owned()
+    let sale = body["sale_id"].as_str().unwrap().to_owned();
+    if !later {
+        // The instance that created an open sale leases its first units in
+        // the background: wait for it, so that a test's "before" is settled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while counts(harness, &sale).await.leased == 0 {
+            assert!(std::time::Instant::now() < deadline, "no first lease");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    sale
 }
 
 async fn attempt(harness: &RouterHarness, sale: &str, body: Value) -> (StatusCode, Value) {

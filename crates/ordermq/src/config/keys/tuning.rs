@@ -110,11 +110,11 @@ macro_rules! tuning_keys {
             default: FeedMode::Off,
         }
         /// `ordermq feed sink`: most change events applied in one handler call
-        /// (one commit each). 64, as every group: 256 drained slower on a
-        /// 2-core machine (docs/benchmarks.md).
+        /// (one commit each). 256: a whole pull in one commit, a third faster
+        /// than 64 on a 2-core machine (docs/benchmarks.md).
         feed_sink_batch: u32 = Int<u32> {
             key: "feed_sink_batch",
-            default: 64,
+            default: 256,
             range: 1..=1024,
         }
         /// How long a request waits for a database connection before it is

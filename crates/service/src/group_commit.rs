@@ -167,17 +167,20 @@ impl OrderWriter {
     }
 
     /// The relay's round (see [`WriteOp::RelayOutbox`]): marks `acked` rows
-    /// sent and claims the next due rows, in the next batch's transaction.
+    /// sent at `acked_at` and claims the next due rows, in the next batch's
+    /// transaction.
     pub async fn relay_outbox(
         &self,
         owner: &str,
         acked: Vec<i64>,
+        acked_at: i64,
         limit: usize,
         lease_ms: i64,
     ) -> Result<Vec<ordermq_domain::OutboxMessage>, StorageError> {
         let op = WriteOp::RelayOutbox {
             owner: owner.to_owned(),
             acked,
+            acked_at,
             limit,
             lease_ms,
         };
@@ -512,6 +515,7 @@ mod tests {
         let relay = WriteOp::RelayOutbox {
             owner: "r".into(),
             acked: Vec::new(),
+            acked_at: 0,
             limit: 1,
             lease_ms: 1,
         };

@@ -123,6 +123,10 @@ pub struct Relay {
     /// later). Until then their lease keeps other relays off them; after a
     /// crash they are sent again, and consumers' inboxes drop the duplicates.
     confirmed: Vec<i64>,
+    /// When the broker confirmed the last of `confirmed` (epoch ms): their
+    /// `sent_at`, so the outbox says when each event reached the broker, not
+    /// when the relay got round to writing it down.
+    confirmed_at: i64,
     /// When the broker last took a message from this relay.
     last_taken: Option<Instant>,
 }
@@ -171,6 +175,7 @@ impl Relay {
             options,
             failures: 0,
             confirmed: Vec::new(),
+            confirmed_at: 0,
             last_taken: None,
         }
     }
@@ -198,6 +203,7 @@ impl Relay {
                     .relay_outbox(
                         &self.options.owner,
                         self.confirmed.clone(),
+                        self.confirmed_at,
                         self.options.batch_size,
                         LEASE_MS,
                     )
@@ -354,6 +360,9 @@ impl Relay {
                 Err(e) => failed.push((message, e.to_string())),
             }
         }
+        if failed.len() < messages.len() {
+            self.confirmed_at = now_millis();
+        }
         tracing::debug!(
             outbox = self.outbox().name(),
             rows = messages.len(),
@@ -370,7 +379,7 @@ impl Relay {
         if !self.confirmed.is_empty()
             && let Err(e) = self
                 .store
-                .mark_sent_of(self.outbox(), &self.confirmed, now_millis())
+                .mark_sent_of(self.outbox(), &self.confirmed, self.confirmed_at)
                 .await
         {
             // The broker has them; they will be sent again after the lease.

@@ -96,14 +96,15 @@ pub(crate) async fn mark_sent_in(
     Ok(())
 }
 
-/// Marks `acked` rows sent and claims up to `limit` due rows for `lease_ms`,
+/// Marks `acked` rows sent (at the time given with them: when the broker
+/// confirmed them) and claims up to `limit` due rows for `lease_ms`,
 /// inside the caller's transaction: the relay's round rides on a payment
 /// batch's commit (see `WriteOp::RelayOutbox`) or on its own.
 pub(crate) async fn ack_and_claim_in(
     tx: &mut AnyConnection,
     backend: Backend,
     owner: &str,
-    acked: &[i64],
+    (acked, acked_at): (&[i64], i64),
     limit: usize,
     lease_ms: i64,
     now: i64,
@@ -113,7 +114,7 @@ pub(crate) async fn ack_and_claim_in(
         Backend::Sqlite => sql::CLAIM_OUTBOX,
         Backend::Mysql => "",
     };
-    mark_sent_in(&mut *tx, acked, now).await?;
+    mark_sent_in(&mut *tx, acked, acked_at).await?;
     if backend == Backend::Mysql {
         return claim_outbox_mysql(&mut *tx, "outbox", owner, limit, now + lease_ms, now).await;
     }

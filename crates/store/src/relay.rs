@@ -10,6 +10,8 @@
 //!
 //! Operation module: it imports only the base, leaves and the handle.
 
+use std::collections::HashMap;
+
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::{OutboxMessage, System};
 use sqlx::Row;
@@ -322,5 +324,34 @@ impl Store {
         .map_err(storage)?
         .try_get("n")
         .map_err(storage)
+    }
+
+    /// When the broker took each of `topic`'s events created at or after
+    /// `since` (epoch ms): event id → `sent_at`, the relay's clock once the
+    /// broker answered SEND_OK. Events not sent yet are left out. With the
+    /// change's own time and the consumer's, it splits a delivery's delay
+    /// into the relay's part and the rest (`ordermq-bench feed`). Reads
+    /// the whole outbox: a tool's query, not the relay's.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn sent_times(
+        &self,
+        topic: &str,
+        since: i64,
+    ) -> Result<HashMap<String, i64>, StorageError> {
+        dialect::query(
+            "SELECT event_id, sent_at FROM outbox \
+             WHERE topic = $1 AND created_at >= $2 AND sent_at IS NOT NULL",
+        )
+        .bind(topic)
+        .bind(since)
+        .fetch_all(&self.orders)
+        .await
+        .map_err(storage)?
+        .iter()
+        .map(|r| Ok((get(r, "event_id")?, get(r, "sent_at")?)))
+        .collect()
     }
 }

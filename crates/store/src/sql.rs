@@ -246,13 +246,15 @@ pub(crate) const INSERT_RECEIPT: &str = "INSERT INTO receipt_outbox \
      (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
      VALUES ($1, $2, $3, $4, $5, NULL, $6, 0, $6)";
 
-/// The relay's round inside a batch: mark `acked` sent, then claim up to
-/// `limit` due rows for `owner`, leased for `lease_ms`. The SQLite lane
-/// (`lane::relay`) and PostgreSQL's path (`pg::relay`) each run it.
+/// The relay's round inside a batch: mark `acked` sent at `acked_at`, then
+/// claim up to `limit` due rows for `owner`, leased for `lease_ms`. The
+/// SQLite lane (`lane::relay`) and PostgreSQL's path (`pg::relay`) each run
+/// it.
 #[derive(Debug, Clone)]
 pub(crate) struct RelayRound {
     pub owner: String,
     pub acked: Vec<i64>,
+    pub acked_at: i64,
     pub limit: usize,
     pub lease_ms: i64,
 }

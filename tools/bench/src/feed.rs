@@ -9,7 +9,9 @@
 //!   sink's `applied_at` minus the event's `time`. Both are stamped inside
 //!   their transactions (the order's, just before its commit; the sink's,
 //!   before its own commit), so the figure is commit → applied within the
-//!   time of one commit on each side.
+//!   time of one commit on each side. Split at the outbox's `sent_at` (the
+//!   relay's clock when the broker confirmed the message): the relay's
+//!   part before it, the delivery's after.
 //! - **drain**: feed events pre-loaded while the sink is stopped (one
 //!   `created` event per order, relayed to the broker), then the sink
 //!   started and timed until it applied them all: events/s.
@@ -21,13 +23,14 @@
 //! connection, and a poll would take it from the sink. While the sink
 //! works, progress comes from its group's in-memory counter.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use ordermq::config::FeedMode;
 use ordermq::feed::{ProgressLine, RunningSink, SnapshotReport};
-use ordermq_domain::feed::{FeedChange, parse_time_millis};
+use ordermq_domain::feed::{FeedChange, TOPIC_ORDER_CHANGE_FEED, parse_time_millis};
 use ordermq_domain::now_millis;
 use ordermq_testkit::LocalApp;
 use serde_json::{Value, json};
@@ -211,17 +214,17 @@ async fn lag(args: &FeedArgs) -> BenchResult<Value> {
     let fanout_e2e = super::end_to_end(&target, &orders, &samples, since).await?;
 
     let paid_type = FeedChange::Paid.event_type();
-    let mut lags: Vec<f64> = sink
+    let applied = sink
         .sink
         .applied_times(&paid_type, since)
         .await
-        .map_err(text)?
-        .iter()
-        .filter_map(|(time, applied_at)| {
-            parse_time_millis(time).map(|t| (applied_at - t).max(0) as f64)
-        })
-        .collect();
-    lags.sort_by(f64::total_cmp);
+        .map_err(text)?;
+    let sent = app
+        .store
+        .sent_times(TOPIC_ORDER_CHANGE_FEED, since)
+        .await
+        .map_err(text)?;
+    let split = LagSplit::of(&applied, &sent);
     let payments = load::summarize(&samples, wall);
     sink.stop().await;
     stop(target).await?;
@@ -231,10 +234,14 @@ async fn lag(args: &FeedArgs) -> BenchResult<Value> {
         "payments": paid,
         "payment_errors": payments.errors,
         "payment_p99_ms": payments.p99_ms,
-        "paid_events_applied": lags.len(),
-        "lag_p50_ms": load::percentile(&lags, 50.0),
-        "lag_p99_ms": load::percentile(&lags, 99.0),
-        "lag_max_ms": lags.last().copied().unwrap_or(0.0),
+        "paid_events_applied": split.total.len(),
+        "lag_p50_ms": load::percentile(&split.total, 50.0),
+        "lag_p99_ms": load::percentile(&split.total, 99.0),
+        "lag_max_ms": split.total.last().copied().unwrap_or(0.0),
+        "relay_p50_ms": load::percentile(&split.relay, 50.0),
+        "relay_p99_ms": load::percentile(&split.relay, 99.0),
+        "delivery_p50_ms": load::percentile(&split.delivery, 50.0),
+        "delivery_p99_ms": load::percentile(&split.delivery, 99.0),
         "sink_caught_up_after_load_s": caught_up.as_secs_f64(),
         "fanout_caught_up_after_load_s": fanout.map(|d| d.as_secs_f64()),
         "fanout_e2e_p50_ms": load::percentile(&fanout_e2e.all, 50.0),
@@ -242,6 +249,42 @@ async fn lag(args: &FeedArgs) -> BenchResult<Value> {
         "target_lag_p99_ms": TARGET_LAG_P99_MS,
         "target_at_rate": TARGET_LAG_RATE,
     }))
+}
+
+/// A `paid` event's lag and its two parts, each sorted: `relay`, from the
+/// change's time to the relay's `sent_at` (the order's commit, the relay's
+/// linger and claim, the broker's SEND_OK after its flush), and
+/// `delivery`, from `sent_at` to the sink's `applied_at` (the broker's
+/// hand-over to the consumer, the listener, the sink's wait for its
+/// connection).
+#[derive(Debug, Default)]
+struct LagSplit {
+    total: Vec<f64>,
+    relay: Vec<f64>,
+    delivery: Vec<f64>,
+}
+
+impl LagSplit {
+    /// From the sink's `(event id, time, applied_at)` and the outbox's
+    /// event id → `sent_at`. An event whose `time` cannot be read is left
+    /// out; one without `sent_at` counts in the total only.
+    fn of(applied: &[(String, String, i64)], sent: &HashMap<String, i64>) -> Self {
+        let mut split = Self::default();
+        for (event_id, time, applied_at) in applied {
+            let Some(t) = parse_time_millis(time) else {
+                continue;
+            };
+            split.total.push((applied_at - t).max(0) as f64);
+            if let Some(&sent_at) = sent.get(event_id) {
+                split.relay.push((sent_at - t).max(0) as f64);
+                split.delivery.push((applied_at - sent_at).max(0) as f64);
+            }
+        }
+        for v in [&mut split.total, &mut split.relay, &mut split.delivery] {
+            v.sort_by(f64::total_cmp);
+        }
+        split
+    }
 }
 
 /// (b) Events/s: `args.events` feed events pre-loaded while the sink is
@@ -372,6 +415,10 @@ fn table(report: &Value) -> Vec<Vec<String>> {
             .and_then(Value::as_f64)
     };
     let shown = |v: Option<f64>| v.map_or_else(|| "-".into(), ms);
+    let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{} / {}", ms(a), ms(b)),
+        _ => "-".into(),
+    };
     let lag_p99 = f(&["lag", "lag_p99_ms"]);
     let at_target_rate = f(&["lag", "rate"]).is_some_and(|r| r >= TARGET_LAG_RATE);
     let events = f(&["drain", "events_per_s"]);
@@ -402,6 +449,21 @@ fn table(report: &Value) -> Vec<Vec<String>> {
             } else {
                 "(other rate)".into()
             },
+        ],
+        vec![
+            "  relay part p50 / p99 ms".into(),
+            pair(f(&["lag", "relay_p50_ms"]), f(&["lag", "relay_p99_ms"])),
+            "".into(),
+            "".into(),
+        ],
+        vec![
+            "  delivery part p50 / p99 ms".into(),
+            pair(
+                f(&["lag", "delivery_p50_ms"]),
+                f(&["lag", "delivery_p99_ms"]),
+            ),
+            "".into(),
+            "".into(),
         ],
         vec![
             "(fan-out e2e p99 ms, same payments)".into(),
@@ -535,5 +597,22 @@ mod tests {
         assert_eq!(row("snapshot sent")[3], "-");
         let slower = json!({"lag": {"rate": 100.0, "lag_p99_ms": 5.0}});
         assert_eq!(table(&slower)[2][3], "(other rate)");
+    }
+
+    #[test]
+    fn a_lag_splits_at_the_relays_stamp() {
+        let t = 1_700_000_000_000_i64;
+        let time = |ms: i64| (t + ms).to_string();
+        let applied = vec![
+            ("e1".to_owned(), time(0), t + 50),
+            ("e2".to_owned(), time(10), t + 90),
+            ("e3".to_owned(), time(0), t + 30),
+            ("bad".to_owned(), "not a time".to_owned(), t),
+        ];
+        let sent = HashMap::from([("e1".to_owned(), t + 20), ("e2".to_owned(), t + 70)]);
+        let split = LagSplit::of(&applied, &sent);
+        assert_eq!(split.total, vec![30.0, 50.0, 80.0]);
+        assert_eq!(split.relay, vec![20.0, 60.0]);
+        assert_eq!(split.delivery, vec![20.0, 30.0]);
     }
 }

@@ -333,6 +333,7 @@ impl Store {
         let round = WriteOp::RelayOutbox {
             owner: owner.to_owned(),
             acked: acked.to_vec(),
+            acked_at: now,
             limit,
             lease_ms,
         };
@@ -446,11 +447,13 @@ fn fast_part(
             WriteOp::RelayOutbox {
                 owner,
                 acked,
+                acked_at,
                 limit,
                 lease_ms,
             } => rounds.push(RelayRound {
                 owner: owner.clone(),
                 acked: acked.clone(),
+                acked_at: *acked_at,
                 limit: *limit,
                 lease_ms: *lease_ms,
             }),
@@ -598,12 +601,21 @@ async fn apply_op(
         WriteOp::RelayOutbox {
             owner,
             acked,
+            acked_at,
             limit,
             lease_ms,
         } => WriteResult::Relayed(
-            ack_and_claim_in(&mut *tx, backend, owner, acked, *limit, *lease_ms, now)
-                .await
-                .map_err(storage),
+            ack_and_claim_in(
+                &mut *tx,
+                backend,
+                owner,
+                (acked, *acked_at),
+                *limit,
+                *lease_ms,
+                now,
+            )
+            .await
+            .map_err(storage),
         ),
         WriteOp::Attempt(write) => {
             WriteResult::Attempted(admit_in(&mut *tx, write, now).await.map_err(storage))

@@ -43,6 +43,10 @@ pub enum WriteOp {
     RelayOutbox {
         owner: String,
         acked: Vec<i64>,
+        /// When the broker confirmed `acked` (the relay's clock after its
+        /// last SEND_OK among them): their `sent_at`, rather than the time
+        /// this round commits, one linger later.
+        acked_at: i64,
         limit: usize,
         lease_ms: i64,
     },

@@ -18,7 +18,7 @@ pub(crate) fn relay_round(
     {
         let mut mark = tx.prepare_cached(sql::MARK_ONE_SENT)?;
         for id in &round.acked {
-            mark.execute(params![now, id])?;
+            mark.execute(params![round.acked_at, id])?;
         }
     }
     let mut claim = tx.prepare_cached(sql::CLAIM_OUTBOX)?;

@@ -96,7 +96,7 @@ pub(crate) async fn pay_batch(
     let prepared = pay::prepare(&mut conn, feed, payments, now).await?;
     lap(&mut timing.read);
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    acknowledge(&mut tx, rounds, now).await?;
+    acknowledge(&mut tx, rounds).await?;
     lap(&mut timing.relay);
     // Its id, to ask what became of it should the commit's answer be lost:
     // read by the payment statement, else by a statement of its own.
@@ -108,7 +108,7 @@ pub(crate) async fn pay_batch(
             // decide every payment.
             tx.rollback().await?;
             tx = sqlx::Connection::begin(&mut *conn).await?;
-            acknowledge(&mut tx, rounds, now).await?;
+            acknowledge(&mut tx, rounds).await?;
             ((0..payments.len()).map(|_| None).collect(), None)
         }
     };
@@ -140,10 +140,9 @@ pub(crate) async fn pay_batch(
 async fn acknowledge(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     rounds: &[crate::sql::RelayRound],
-    now: i64,
 ) -> Result<(), sqlx::Error> {
     for round in rounds {
-        relay::ack(tx, round, now).await?;
+        relay::ack(tx, round).await?;
     }
     Ok(())
 }

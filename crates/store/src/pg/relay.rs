@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 
 use crate::sql;
 
-/// `sql::MARK_SENT` for many rows. `$1` now, `$2` ids.
+/// `sql::MARK_SENT` for many rows. `$1` when the broker confirmed them, `$2` ids.
 const MARK_MANY_SENT: &str = "UPDATE outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL \
      WHERE id = ANY($2::int8[])";
 
@@ -17,11 +17,10 @@ const MARK_MANY_SENT: &str = "UPDATE outbox SET sent_at = $1, lease_owner = NULL
 pub(super) async fn ack(
     tx: &mut Transaction<'_, Postgres>,
     round: &sql::RelayRound,
-    now: i64,
 ) -> Result<(), sqlx::Error> {
     if !round.acked.is_empty() {
         sqlx::query(MARK_MANY_SENT)
-            .bind(now)
+            .bind(round.acked_at)
             .bind(&round.acked)
             .execute(&mut **tx)
             .await?;

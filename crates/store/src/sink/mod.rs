@@ -435,8 +435,8 @@ impl FeedSink {
     }
 
     /// Events of `event_type` applied at or after `since` (epoch ms): each
-    /// one's `time` (the change's, as the event says it) and `applied_at`.
-    /// What the benchmark's feed lag is computed from.
+    /// one's id, `time` (the change's, as the event says it) and
+    /// `applied_at`. What the benchmark's feed lag is computed from.
     ///
     /// # Errors
     ///
@@ -445,9 +445,10 @@ impl FeedSink {
         &self,
         event_type: &str,
         since: i64,
-    ) -> Result<Vec<(String, i64)>, StorageError> {
+    ) -> Result<Vec<(String, String, i64)>, StorageError> {
         dialect::query(
-            "SELECT time, applied_at FROM order_events WHERE type = $1 AND applied_at >= $2",
+            "SELECT event_id, time, applied_at FROM order_events \
+             WHERE type = $1 AND applied_at >= $2",
         )
         .bind(event_type)
         .bind(since)
@@ -455,7 +456,7 @@ impl FeedSink {
         .await
         .map_err(storage)?
         .iter()
-        .map(|r| Ok((get(r, "time")?, get(r, "applied_at")?)))
+        .map(|r| Ok((get(r, "event_id")?, get(r, "time")?, get(r, "applied_at")?)))
         .collect()
     }
 

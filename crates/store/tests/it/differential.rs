@@ -121,10 +121,15 @@ fn create(order: u32, user: &str, items: &[(&str, i64)], close_after_ms: Option<
     }
 }
 
+/// When the script's relay round says the broker confirmed its rows: not
+/// the batch's time, which every path must not use for `sent_at`.
+const ACKED_AT: i64 = 3_500;
+
 fn relay(acked: Vec<i64>, limit: usize) -> WriteOp {
     WriteOp::RelayOutbox {
         owner: "relay-1".into(),
         acked,
+        acked_at: ACKED_AT,
         limit,
         lease_ms: 30_000,
     }
@@ -653,6 +658,16 @@ async fn every_write_path_gives_the_same_answers_and_rows() {
         "{:#?}",
         reference.0
     );
+    // The round's three acknowledged rows are stamped with the time the
+    // broker confirmed them, not the batch's.
+    let acked = |rows: &[String]| {
+        rows.iter()
+            .filter(|r| r.split(' ').any(|c| c == format!("sent_at={ACKED_AT}")))
+            .count()
+    };
+    for (name, _, rows) in &seen {
+        assert_eq!(acked(&rows["outbox"]), 3, "{name}: {:#?}", rows["outbox"]);
+    }
     for (name, transcript, rows) in &seen[1..] {
         assert_same("answer", &reference.0, &transcript.0, (first, name));
         let tables: Vec<_> = reference_rows.keys().collect();

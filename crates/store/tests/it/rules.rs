@@ -260,6 +260,7 @@ async fn a_batch_hands_its_payments_events_to_its_relay_round(store: Store) {
                 WriteOp::RelayOutbox {
                     owner: "relay-a".into(),
                     acked: Vec::new(),
+                    acked_at: 3,
                     limit: 10,
                     lease_ms: 10_000,
                 },

@@ -48,8 +48,9 @@ pub struct RelayOptions {
     pub owner: String,
     pub batch_size: usize,
     /// After a round that published, how long events gather before the next
-    /// round (unless a full batch is waiting): larger sends, and larger pulls
-    /// for every consumer group, for at most this much more fan-out delay.
+    /// round (unless a full batch is waiting), counted from the round's
+    /// start: larger sends, and larger pulls for every consumer group, for
+    /// at most this much more fan-out delay.
     pub linger: Duration,
     /// Claims a row may fail, while the broker takes other rows, before it
     /// is parked.
@@ -429,6 +430,7 @@ pub async fn run_receipts(
 
 async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &CancellationToken) {
     while !shutdown.is_cancelled() {
+        let started = Instant::now();
         match relay.round().await {
             RoundOutcome::OutboxUnavailable => {
                 pause(backoff(relay.failures()), wake, shutdown, false).await;
@@ -440,7 +442,12 @@ async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &Can
                 pause(IDLE_POLL, wake, shutdown, true).await;
             }
             // Unless draining a backlog, the next round lets events gather
-            // for the linger, then waits for the next payment commit:
+            // for the linger, counted from this round's start (its claim):
+            // the events committed while this round sent are gathering
+            // already, and waiting the whole linger after the send made each
+            // event wait for the send's time on top (at 1,000 payments/s the
+            // send of a round took about as long as the linger). Then it
+            // waits for the next payment commit:
             // submitted then, it joins the writer's next batch together with
             // the payments queued meanwhile, and shares their commit. Going
             // again at once would make it a batch (and an fsync) of its own,
@@ -449,8 +456,9 @@ async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &Can
             // consumer group.
             RoundOutcome::Published { backlog: true, .. } => {}
             RoundOutcome::Published { backlog: false, .. } | RoundOutcome::Refused { .. } => {
-                if !linger.is_zero() {
-                    pause(linger, wake, shutdown, false).await;
+                let rest = linger.saturating_sub(started.elapsed());
+                if !rest.is_zero() {
+                    pause(rest, wake, shutdown, false).await;
                 }
                 pause(ACK_DELAY, wake, shutdown, true).await;
             }

@@ -180,8 +180,9 @@ macro_rules! tuning_keys {
             range: 1..,
         }
         /// After a round that published, the relay lets events gather this long
-        /// before the next (unless a full batch waits): fewer, larger sends and
-        /// pulls for up to this much fan-out delay. 0 = go on the next commit.
+        /// before the next (unless a full batch waits), counted from the start
+        /// of the round, its send included: fewer, larger sends and pulls for
+        /// up to this much fan-out delay. 0 = go on the next commit.
         // Side by side at 1,000 payments/s (docs/benchmarks.md): 10 ms and 4
         // queues took 1,060-1,100 µs of CPU per payment against 1,870-1,890 with
         // no linger and 8 queues; later, 25 ms took 1,090-1,120 against 10 ms's

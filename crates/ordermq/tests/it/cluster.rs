@@ -15,7 +15,10 @@
 //! (`CIRCUIT_OPEN`, `REROUTE`): after a broker's death rocketmq-rust's
 //! clients refuse to connect to it for 30 s, so the backlog it held is
 //! consumed late, not lost, and sends reach it again only then. The test
-//! prints how late.
+//! prints how late. Once broker-b is back the load trickles (one payment
+//! per shopper per `TRICKLE`) while it waits for the sends to reach
+//! broker-b: at full speed that wait (up to 45 s) piled up more than the
+//! slow warehouse consumes in the time the test gives it.
 //!
 //! Why processes: a `kill -9` of a broker inside the test's own process is
 //! not possible, and a broker that dies without its destructors running is
@@ -27,7 +30,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use ordermq_domain::System;
@@ -271,10 +274,26 @@ struct Seen {
     latencies: Vec<Duration>,
 }
 
-/// One shopper: creates an order and pays it, again and again, until `stop`.
-async fn shop(app: Arc<LocalApp>, shopper: usize, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
+/// How fast the shoppers go: as fast as they can, one payment each per
+/// `TRICKLE`, or not at all.
+const FULL: u8 = 0;
+const TRICKLING: u8 = 1;
+const STOPPED: u8 = 2;
+/// Each shopper's pause between payments once broker-b is back: enough
+/// sends to see them reach broker-b again, without piling up a backlog the
+/// slow warehouse needs minutes for while the load waits (up to
+/// `CIRCUIT_OPEN + REROUTE`) for them to.
+const TRICKLE: Duration = Duration::from_millis(500);
+
+/// One shopper: creates an order and pays it, again and again, at `pace`.
+async fn shop(app: Arc<LocalApp>, shopper: usize, pace: Arc<AtomicU8>, seen: Arc<Mutex<Seen>>) {
     let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        match pace.load(Ordering::Relaxed) {
+            FULL => {}
+            TRICKLING => tokio::time::sleep(TRICKLE).await,
+            _ => break,
+        }
         n += 1;
         let sku = ["SKU-1", "SKU-2", "SKU-4"][n % 3];
         let response =
@@ -354,14 +373,14 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
     assert!(route.iter().all(|q| q.write_queues == 4), "{route:?}");
 
     // Orders and payments under way throughout.
-    let stop = Arc::new(AtomicBool::new(false));
+    let pace = Arc::new(AtomicU8::new(FULL));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let shoppers: Vec<_> = (0..SHOPPERS)
         .map(|i| {
             tokio::spawn(shop(
                 Arc::clone(&app),
                 i,
-                Arc::clone(&stop),
+                Arc::clone(&pace),
                 Arc::clone(&seen),
             ))
         })
@@ -396,14 +415,15 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
 
     cluster.start_broker("broker-b").await;
     let returned_at = Instant::now();
+    pace.store(TRICKLING, Ordering::Relaxed);
     let b_returned = progress(&mq).await["credit_group"]
         .get("broker-b")
         .copied()
         .unwrap_or_default();
     eprintln!("broker-b back, holding {b_returned:?} for credit_group");
-    // The load goes on until sends reach broker-b again: once the relay's
-    // client may connect to it (CIRCUIT_OPEN) and the relay tries it again
-    // (after REROUTE).
+    // The load goes on, trickling, until sends reach broker-b again: once
+    // the relay's client may connect to it (CIRCUIT_OPEN) and the relay
+    // tries it again (after REROUTE).
     let sends_back_by = returned_at + CIRCUIT_OPEN + REROUTE;
     let sends_back = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -421,7 +441,7 @@ async fn a_broker_killed_under_load_loses_nothing_and_its_backlog_is_consumed_wh
         );
     };
     eprintln!("sends reached broker-b again {sends_back:?} after its return");
-    stop.store(true, Ordering::Relaxed);
+    pace.store(STOPPED, Ordering::Relaxed);
     for shopper in shoppers {
         shopper.await.expect("shopper");
     }

@@ -181,6 +181,14 @@ pub trait ParkingLot: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<bool, StorageError>>;
 }
 
+/// What this instance's consumer groups were handed and hold now, as the
+/// messaging adapter counts it (`GET /api/stats` shows it). In memory:
+/// reading it cannot fail.
+pub trait DeliveryCounts: fmt::Debug + Send + Sync + 'static {
+    /// Each subscribed group's counts now, by group name.
+    fn by_group(&self) -> std::collections::BTreeMap<String, crate::view::GroupDeliveries>;
+}
+
 /// A third party failed or timed out.
 #[derive(Debug, Clone, Error)]
 #[error("{system} failed: {reason}")]

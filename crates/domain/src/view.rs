@@ -272,6 +272,39 @@ pub struct Stats {
     /// The reconciler: events published again, and events some subscribed
     /// group still owes.
     pub reconcile: ReconcileStats,
+    /// What each of this instance's consumer groups was handed since it
+    /// started, and what it holds now (by group name; empty where the
+    /// instance consumes nothing). A group with nothing in flight and no
+    /// retry owed is settled: nothing it received comes back by itself.
+    pub deliveries: BTreeMap<String, GroupDeliveries>,
+}
+
+/// One consumer group's deliveries in this instance, counted by the
+/// messaging adapter as its listener hands them to the group's handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupDeliveries {
+    /// Messages whose handler call answered "consumed".
+    pub handled: u64,
+    /// Messages whose handler call answered "retry later" (each try counts).
+    pub retried: u64,
+    /// Messages inside a handler call right now.
+    pub in_flight: u64,
+    /// Retries the broker still owes: answered "retry later" (a failure, or
+    /// a wait for an earlier event) before the last try, not delivered
+    /// again yet. Counted by this instance since it started: a retry owed
+    /// to an instance that stopped is not here.
+    pub retries_owed: u64,
+    /// Messages that failed verification and were parked (first time each),
+    /// never handed to the handler.
+    pub parked: u64,
+}
+
+impl GroupDeliveries {
+    /// Nothing in flight and no retry owed: no message this group already
+    /// received will come back by itself.
+    pub fn is_settled(&self) -> bool {
+        self.in_flight == 0 && self.retries_owed == 0
+    }
 }
 
 /// What the reconciler found on its latest pass, and what it re-published

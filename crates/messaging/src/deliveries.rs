@@ -22,30 +22,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One group's counts at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GroupDeliveries {
-    /// Messages whose handler call answered "consumed".
-    pub handled: u64,
-    /// Messages whose handler call answered "retry later" (each try counts).
-    pub retried: u64,
-    /// Messages inside a handler call right now.
-    pub in_flight: u64,
-    /// Retries the broker still owes: answered "retry later" before the last
-    /// try, not delivered again yet.
-    pub retries_owed: u64,
-    /// Messages that failed verification and were parked (first time each),
-    /// never handed to the handler.
-    pub parked: u64,
-}
-
-impl GroupDeliveries {
-    /// Nothing in flight and no retry owed: no message this group already
-    /// received will come back by itself.
-    pub fn is_settled(&self) -> bool {
-        self.in_flight == 0 && self.retries_owed == 0
-    }
-}
+/// One group's counts at one moment (a domain type: `/api/stats` shows it).
+pub use ordermq_domain::view::GroupDeliveries;
 
 /// The live counters of one group (shared with its listener bridge).
 #[derive(Debug, Default)]
@@ -129,6 +107,12 @@ impl Deliveries {
     /// `group`'s counts now (all zero for a group never subscribed).
     pub fn of(&self, group: &str) -> GroupDeliveries {
         self.snapshot().remove(group).unwrap_or_default()
+    }
+}
+
+impl ordermq_domain::ports::DeliveryCounts for Deliveries {
+    fn by_group(&self) -> BTreeMap<String, GroupDeliveries> {
+        self.snapshot()
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ordermq_domain::ports::{BoxFuture, OrderService, StorageError};
+use ordermq_domain::ports::{BoxFuture, DeliveryCounts, OrderService, StorageError};
 use ordermq_domain::view::{
     CarrierReceipt, OrderView, PaymentReceipt, RefundView, Stats, UserActivity,
 };
@@ -42,6 +42,7 @@ pub struct Orders {
     close_after_ms: i64,
     limits: UserLimits,
     reconcile: Option<Arc<ReconcileCounters>>,
+    deliveries: Option<Arc<dyn DeliveryCounts>>,
 }
 
 impl Orders {
@@ -61,12 +62,20 @@ impl Orders {
             close_after_ms,
             limits,
             reconcile: None,
+            deliveries: None,
         }
     }
 
     /// `/api/stats` shows the reconciler's counts from `counters`.
     pub fn with_reconcile(mut self, counters: Arc<ReconcileCounters>) -> Self {
         self.reconcile = Some(counters);
+        self
+    }
+
+    /// `/api/stats` shows this instance's consumer groups' deliveries from
+    /// `counts`.
+    pub fn with_deliveries(mut self, counts: Arc<dyn DeliveryCounts>) -> Self {
+        self.deliveries = Some(counts);
         self
     }
 }
@@ -120,6 +129,9 @@ impl OrderService for Orders {
             stats.group_commit = self.writer.group_commit();
             if let Some(reconcile) = &self.reconcile {
                 stats.reconcile = reconcile.snapshot();
+            }
+            if let Some(deliveries) = &self.deliveries {
+                stats.deliveries = deliveries.by_group();
             }
             Ok(stats)
         })

@@ -205,6 +205,8 @@ impl Store {
             group_commit: Default::default(),
             // The reconciler fills this in.
             reconcile: Default::default(),
+            // The messaging adapter's counts fill this in.
+            deliveries: Default::default(),
         })
     }
 }

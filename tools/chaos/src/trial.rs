@@ -479,6 +479,10 @@ impl Trial {
 /// group receives — less two per payment owed back: an order closed before
 /// its payment came is REFUNDED without ever being paid (no event for the
 /// groups, no reversal), and a second payment's refund reverses nothing.
+/// And every consumer group of the instance settled: nothing in a handler,
+/// no retry or wait for an earlier event owed back (a refund that arrived
+/// before its order's re-sent payment hops back within seconds, and the
+/// counts alone may already be met).
 /// A wait's bound, not a check: the checker counts exactly.
 pub fn drained(stats: &Value) -> bool {
     let count = |map: &Value, keys: &[&str]| -> i64 {
@@ -495,7 +499,13 @@ pub fn drained(stats: &Value) -> bool {
     let owed_back = stats["payments_refund_required"].as_i64().unwrap_or(0);
     let backlog = stats["outbox_backlog"].as_i64().unwrap_or(i64::MAX);
     let systems = stats["systems"].as_object();
+    let settled = stats["deliveries"].as_object().is_some_and(|groups| {
+        groups
+            .values()
+            .all(|g| g["in_flight"].as_u64() == Some(0) && g["retries_owed"].as_u64() == Some(0))
+    });
     backlog == 0
+        && settled
         && systems.is_some_and(|systems| {
             systems.len() == 4
                 && systems.values().all(|s| {
@@ -503,4 +513,42 @@ pub fn drained(stats: &Value) -> bool {
                         >= paid + refunds - 2 * owed_back
                 })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::drained;
+
+    /// `/api/stats` of one paid order, every group done, `credit` as given.
+    fn stats(credit: Value) -> Value {
+        let done = json!({"applied": 1, "failed": 0});
+        let settled = json!({"handled": 1, "retried": 0, "in_flight": 0, "retries_owed": 0});
+        json!({
+            "orders_by_status": {"PAID": 1},
+            "refunds_by_status": {},
+            "payments_refund_required": 0,
+            "outbox_backlog": 0,
+            "systems": {"credit": done, "marketing": done, "push": done, "warehouse": done},
+            "deliveries": {
+                "credit_group": credit,
+                "marketing_group": settled,
+            },
+        })
+    }
+
+    #[test]
+    fn a_group_owing_a_retry_or_holding_one_is_not_drained() {
+        let settled = json!({"handled": 1, "retried": 0, "in_flight": 0, "retries_owed": 0});
+        assert!(drained(&stats(settled)));
+        let owes = json!({"handled": 1, "retried": 1, "in_flight": 0, "retries_owed": 1});
+        assert!(!drained(&stats(owes)));
+        let holds = json!({"handled": 1, "retried": 0, "in_flight": 1, "retries_owed": 0});
+        assert!(!drained(&stats(holds)));
+        // An ordermq that does not report its groups is never taken as drained.
+        let mut silent = stats(json!({}));
+        silent.as_object_mut().unwrap().remove("deliveries");
+        assert!(!drained(&silent));
+    }
 }

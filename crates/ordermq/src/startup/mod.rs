@@ -311,7 +311,8 @@ impl Application {
                 config.order_close_after.as_millis() as i64,
                 config.user_limits(),
             )
-            .with_reconcile(reconcile_counters),
+            .with_reconcile(reconcile_counters)
+            .with_deliveries(Arc::new(mq.deliveries())),
             flash: FlashSales::new(
                 store.clone(),
                 writer.clone(),

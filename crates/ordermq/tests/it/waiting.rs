@@ -119,6 +119,14 @@ async fn a_refund_before_its_payment_is_reversed_seconds_after_the_payment_lands
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(len(&user(&app).await, "points"), 0, "nothing applied yet");
+    // An operator (and the fault suite, before it checks) sees the group
+    // is not settled: the waiting refund is in a handler or owed back.
+    let (_, stats) = get_json(&app, "/api/stats").await;
+    let waiting = &stats["deliveries"][credit];
+    assert!(
+        waiting["in_flight"].as_u64().unwrap() + waiting["retries_owed"].as_u64().unwrap() >= 1,
+        "the waiting refund is neither in flight nor owed: {waiting}"
+    );
 
     let landed = Instant::now();
     let paid = events::order_paid(ORDER, USER, "SKU-2", AMOUNT);
@@ -153,6 +161,16 @@ async fn a_refund_before_its_payment_is_reversed_seconds_after_the_payment_lands
     assert_eq!(len(&walt, "coupons"), 1, "{walt:#}");
     assert_eq!(walt["coupons"][0]["status"], "REVOKED", "{walt:#}");
     assert_eq!(len(&walt, "sms"), 2, "paid and refund SMS: {walt:#}");
+    let (_, stats) = get_json(&app, "/api/stats").await;
+    for system in System::ALL {
+        let group = &stats["deliveries"][system.consumer_group()];
+        assert_eq!(group["handled"], 3, "{system:?}: {group}");
+        assert_eq!(
+            (group["in_flight"].as_u64(), group["retries_owed"].as_u64()),
+            (Some(0), Some(0)),
+            "{system:?}: {group}"
+        );
+    }
     eprintln!("reversal applied {after:?} after the payment was published");
     app.stop().await.unwrap();
 }

@@ -87,10 +87,12 @@ async fn snapshot(driver: &Driver, ids: &[String]) -> Vec<String> {
     for path in ["/api/stats", "/api/products"] {
         parts.push(match driver.get(path).await {
             Answer::Got(s, mut v) => {
-                // The writer's counters are this process's activity (the
-                // relay's idle polls count), not state.
+                // The writer's and the consumer groups' counters are this
+                // process's activity (the relay's idle polls count, receipts
+                // of earlier effects keep arriving), not state.
                 if let Some(stats) = v.as_object_mut() {
                     stats.remove("group_commit");
+                    stats.remove("deliveries");
                 }
                 format!("{s} {v}")
             }

@@ -48,9 +48,28 @@ impl GroupCounters {
             });
     }
 
+    /// A message is about to be sent on to come back (a wait or a retry):
+    /// owed from before its send, as it may be back in a handler before
+    /// the call that sent it has left (a retry due at once, or the others
+    /// of its batch slow to send).
+    pub(crate) fn owe(&self) {
+        self.retries_owed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A message [`Self::owe`]d was not sent after all (the client is
+    /// stopping): it comes back with its batch instead, counted there.
+    pub(crate) fn forgive(&self) {
+        let _ = self
+            .retries_owed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |owed| {
+                Some(owed.saturating_sub(1))
+            });
+    }
+
     /// The handler call for `messages` answered: `handled` of them applied,
     /// the others not (failed, or waiting for an earlier event), of which
-    /// `owed` come back (the rest were on their last try).
+    /// `owed` come back through the client (the bridge's own hops are owed
+    /// as they are sent, [`Self::owe`]).
     pub(crate) fn leave(&self, messages: u64, handled: u64, owed: u64) {
         let handled = handled.min(messages);
         self.handled.fetch_add(handled, Ordering::SeqCst);
@@ -149,6 +168,33 @@ mod tests {
         let now = deliveries.of("g");
         assert_eq!((now.parked, now.retries_owed), (2, 0));
         assert!(now.is_settled());
+    }
+
+    #[test]
+    fn a_hop_back_before_its_batch_left_is_not_owed_for_ever() {
+        let deliveries = Deliveries::default();
+        let group = deliveries.group("g");
+        // A batch of two: one waits, hopped at once, and is back in a
+        // handler (applied) while the batch's other hop is still sending.
+        group.enter(2, 0);
+        group.owe();
+        group.enter(1, 1);
+        group.leave(1, 1, 0);
+        group.owe();
+        group.leave(2, 0, 0);
+        let now = deliveries.of("g");
+        assert_eq!(
+            (now.in_flight, now.retries_owed),
+            (0, 1),
+            "the second is owed"
+        );
+        group.enter(1, 1);
+        group.leave(1, 1, 0);
+        assert!(deliveries.of("g").is_settled());
+        // A hop not sent after all is not owed.
+        group.owe();
+        group.forgive();
+        assert!(deliveries.of("g").is_settled());
     }
 
     #[test]

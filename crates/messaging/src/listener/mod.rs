@@ -286,8 +286,9 @@ impl ListenerBridge {
                 tracing::warn!(group = %self.group, error = %e, "the batch will be retried");
                 let redelivered = msgs.iter().filter(|m| is_returning(m)).count() as u64;
                 match self.retry(msgs, now_millis()).await {
-                    Ok(owed) => {
-                        self.counters.park(0, redelivered, owed);
+                    Ok(_) => {
+                        // The retries were owed as they were sent.
+                        self.counters.park(0, redelivered, 0);
                         Answer::Done
                     }
                     Err(e) => {
@@ -364,7 +365,8 @@ impl ListenerBridge {
                 Ok(owed) => {
                     tracing::debug!(group = %self.group, messages, owed, %reason,
                         "a batch failed; retried on RocketMQ's schedule");
-                    self.counters.leave(messages, 0, owed);
+                    // The retries were owed as they were sent.
+                    self.counters.leave(messages, 0, 0);
                     Answer::Done
                 }
                 Err(e) => self.redeliver(&due, &e.0),
@@ -413,12 +415,12 @@ impl ListenerBridge {
             self.retry(&tired, now).await
         };
         match sent.await {
-            Ok(owed) => {
+            Ok(_) => {
                 tracing::debug!(group = %self.group, messages = hops.len(), reason = %waiting.reason,
                     "events waiting for an earlier one; tried again soon");
                 let not_applied = (waits.len() + tired.len()) as u64;
-                self.counters
-                    .leave(messages, messages - not_applied, hops.len() as u64 + owed);
+                // What comes back was owed as it was sent.
+                self.counters.leave(messages, messages - not_applied, 0);
                 Answer::Done
             }
             Err(e) => self.redeliver(due, &e.0),

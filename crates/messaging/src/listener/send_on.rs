@@ -146,15 +146,25 @@ impl ListenerBridge {
                 ),
                 CheetahString::from(msg_id_of(m)),
             );
-            self.send_until_sent(message).await
+            // Owed from before its send: it may be back before the batch
+            // that sends it has left its handler call.
+            let returns = matches!(hop, Hop::Wait | Hop::Retry);
+            if returns {
+                self.counters.owe();
+            }
+            let sent = self.send_until_sent(message).await;
+            if returns && sent.is_err() {
+                self.counters.forgive();
+            }
+            sent
         });
         join_all(sends).await.into_iter().collect()
     }
 
     /// Answers a handler's "retry later" for `failed`: each one below its
-    /// last try is sent on to come back after RocketMQ's delay for its try;
-    /// each on its last try goes to the dead-letter queue
-    /// ([`Self::dead_letter`]). `Ok(n)`: `n` of them come back.
+    /// last try is sent on to come back after RocketMQ's delay for its try
+    /// (owed as it is sent); each on its last try goes to the dead-letter
+    /// queue ([`Self::dead_letter`]). `Ok(n)`: `n` of them come back.
     ///
     /// # Errors
     ///

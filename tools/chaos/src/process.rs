@@ -25,12 +25,34 @@ pub struct Ports {
     pub broker: u16,
 }
 
-/// A port free now (the OS's pick for port 0).
+/// The OS's range for the local ports of outgoing connections (Linux's
+/// `ip_local_port_range`; its default where it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| {
+            let mut ends = range.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((ends.next()??, ends.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// A port free now, outside the OS's ephemeral range. A trial's processes
+/// come back on their ports after a kill or an outage, and a port in that
+/// range can be taken meanwhile by any outgoing connection on the machine
+/// (a broker-outage trial once could not restart its broker: its HA port
+/// had become a client's local port).
 pub fn free_port() -> Result<u16, ChaosError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ChaosError::Setup(format!("cannot find a free port: {e}")))
+    let (low, high) = ephemeral_range();
+    let (from, to) = if low > 11_000 {
+        (10_000, low)
+    } else {
+        (high.saturating_add(1).max(1_027), u16::MAX)
+    };
+    (0..1_000)
+        .map(|_| fastrand::u16(from..to))
+        .find(|&port| port_free(port))
+        .ok_or_else(|| ChaosError::Setup(format!("no free port in {from}..{to}")))
 }
 
 fn port_free(port: u16) -> bool {
@@ -38,7 +60,7 @@ fn port_free(port: u16) -> bool {
 }
 
 impl Ports {
-    /// Free ports chosen by the OS (binding port 0), distinct from each other.
+    /// Free ports ([`free_port`]), distinct from each other.
     pub fn pick() -> Result<Self, ChaosError> {
         let http = free_port()?;
         let mut namesrv = free_port()?;
@@ -285,4 +307,28 @@ pub async fn run_to_end(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ports, ephemeral_range, free_port};
+
+    #[test]
+    fn a_trials_ports_are_outside_the_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        let outside = |port: u16| !(low..=high).contains(&port);
+        for _ in 0..50 {
+            let port = free_port().unwrap();
+            assert!(outside(port), "{port} is in {low}..={high}");
+        }
+        let ports = Ports::pick().unwrap();
+        for port in [
+            ports.http,
+            ports.namesrv,
+            ports.broker - 2,
+            ports.broker + 1,
+        ] {
+            assert!(outside(port), "{port} ({ports:?}) is in {low}..={high}");
+        }
+    }
 }

@@ -491,8 +491,9 @@ impl Trial {
 /// settle: the counts can be met while a refund still hops back, waiting
 /// for its order's re-sent payment, and the check would come a second too
 /// early. A bound, not a requirement: a group's `retries_owed` is the
-/// process's own count, and after crash trials it was seen to stay above
-/// zero with nothing missing (docs/reliability.md).
+/// process's own count (a hop sent by a process killed since is not in
+/// it), and before `c5a63b5` it could stay above zero for good
+/// (docs/reliability.md, "Defects found").
 pub const SETTLE_GRACE: Duration = Duration::from_secs(20);
 
 /// Whether `/api/stats` shows nothing left to deliver: the outbox empty,

@@ -67,6 +67,16 @@ pub struct AuditReversals {
     pub cancelled_shipments: std::collections::HashSet<String>,
 }
 
+impl AuditReversals {
+    /// Adds `other`'s reversals (another system's part) to these.
+    pub fn extend(&mut self, other: AuditReversals) {
+        self.points.extend(other.points);
+        self.sms.extend(other.sms);
+        self.revoked_coupons.extend(other.revoked_coupons);
+        self.cancelled_shipments.extend(other.cancelled_shipments);
+    }
+}
+
 /// What carriers reported and what the warehouse did with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditCarrier {
@@ -303,57 +313,68 @@ impl Store {
         .collect()
     }
 
-    /// What each downstream system took back for refunds.
+    /// What each downstream system took back for refunds (every system's
+    /// part of [`Store::audit_reversals_of`]).
     pub async fn audit_reversals(&self) -> Result<AuditReversals, StorageError> {
-        let counts = |sql: &'static str, system: System| async move {
-            sqlx::query(sql)
-                .fetch_all(self.system_pool(system))
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("k")?, r.try_get("n")?)))
-                .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+        let mut all = AuditReversals::default();
+        for system in System::ALL {
+            all.extend(self.audit_reversals_of(system).await?);
+        }
+        Ok(all)
+    }
+
+    /// What `system` took back for refunds, from its database alone: its
+    /// part of [`AuditReversals`], the others' parts empty. A store of that
+    /// system only ([`Databases::System`](crate::Databases::System)) can
+    /// answer it.
+    pub async fn audit_reversals_of(&self, system: System) -> Result<AuditReversals, StorageError> {
+        let sql = match system {
+            System::Credit => {
+                "SELECT refund_id AS k, COUNT(*) AS n FROM credit_point_reversals GROUP BY refund_id"
+            }
+            System::Push => {
+                "SELECT refund_id AS k, COUNT(*) AS n FROM push_refund_sms GROUP BY refund_id"
+            }
+            System::Marketing => {
+                "SELECT order_id AS k, COUNT(*) AS n FROM marketing_coupons \
+                 WHERE status = 'REVOKED' GROUP BY order_id"
+            }
+            System::Warehouse => {
+                "SELECT order_id AS k, COUNT(*) AS n FROM warehouse_shipments \
+                 WHERE status = 'CANCELLED' GROUP BY order_id"
+            }
         };
-        let points = counts(
-            "SELECT refund_id AS k, COUNT(*) AS n FROM credit_point_reversals GROUP BY refund_id",
-            System::Credit,
-        )
-        .await
-        .map_err(storage)?;
-        let sms = counts(
-            "SELECT refund_id AS k, COUNT(*) AS n FROM push_refund_sms GROUP BY refund_id",
-            System::Push,
-        )
-        .await
-        .map_err(storage)?;
-        let revoked_coupons = counts(
-            "SELECT order_id AS k, COUNT(*) AS n FROM marketing_coupons \
-             WHERE status = 'REVOKED' GROUP BY order_id",
-            System::Marketing,
-        )
-        .await
-        .map_err(storage)?
-        .into_keys()
-        .collect();
-        let cancelled_shipments = counts(
-            "SELECT order_id AS k, COUNT(*) AS n FROM warehouse_shipments \
-             WHERE status = 'CANCELLED' GROUP BY order_id",
-            System::Warehouse,
-        )
-        .await
-        .map_err(storage)?
-        .into_keys()
-        .collect();
-        Ok(AuditReversals {
-            points,
-            sms,
-            revoked_coupons,
-            cancelled_shipments,
-        })
+        let counts = sqlx::query(sql)
+            .fetch_all(self.system_pool(system))
+            .await
+            .map_err(storage)?
+            .iter()
+            .map(|r| Ok((r.try_get("k")?, r.try_get("n")?)))
+            .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
+            .map_err(storage)?;
+        let mut part = AuditReversals::default();
+        match system {
+            System::Credit => part.points = counts,
+            System::Push => part.sms = counts,
+            System::Marketing => part.revoked_coupons = counts.into_keys().collect(),
+            System::Warehouse => part.cancelled_shipments = counts.into_keys().collect(),
+        }
+        Ok(part)
     }
 
     /// Carrier events, the warehouse's shipments and its `ShipmentUpdated`
-    /// inbox rows.
+    /// inbox rows: [`Store::audit_carrier_events`] beside
+    /// [`Store::audit_warehouse_carrier`].
     pub async fn audit_carrier(&self) -> Result<AuditCarrier, StorageError> {
+        Ok(AuditCarrier {
+            events: self.audit_carrier_events().await?,
+            ..self.audit_warehouse_carrier().await?
+        })
+    }
+
+    /// order id → the carrier statuses the order service recorded, from the
+    /// order database.
+    pub async fn audit_carrier_events(&self) -> Result<HashMap<String, Vec<String>>, StorageError> {
         let mut events: HashMap<String, Vec<String>> = HashMap::new();
         for row in sqlx::query(
             "SELECT order_id, status FROM carrier_events ORDER BY order_id, received_at, status",
@@ -367,6 +388,12 @@ impl Store {
                 .or_default()
                 .push(row.try_get("status").map_err(storage)?);
         }
+        Ok(events)
+    }
+
+    /// The warehouse's shipments and its `ShipmentUpdated` inbox rows, from
+    /// the warehouse's database alone (`events` left empty).
+    pub async fn audit_warehouse_carrier(&self) -> Result<AuditCarrier, StorageError> {
         let warehouse = self.system_pool(System::Warehouse);
         let shipments = sqlx::query("SELECT order_id, status FROM warehouse_shipments")
             .fetch_all(warehouse)
@@ -389,7 +416,7 @@ impl Store {
         .collect::<Result<HashMap<String, i64>, sqlx::Error>>()
         .map_err(storage)?;
         Ok(AuditCarrier {
-            events,
+            events: HashMap::new(),
             shipments,
             applied,
         })

@@ -37,16 +37,15 @@ use std::time::Duration;
 
 use ordermq_domain::{OrderStatus, System};
 use ordermq_fake_provider::CallRecord;
-use ordermq_store::{
-    AuditCarrier, AuditOrder, AuditPayment, AuditRefund, AuditReversals, AuditStock, Store,
-    SystemAudit,
-};
+use ordermq_store::{AuditOrder, AuditPayment, AuditStock, Store, SystemAudit};
 use serde::Serialize;
 
 use super::driver::Ledger;
 
+mod databases;
 mod outside;
 mod refunds;
+use databases::read_databases;
 use outside::{check_carrier, check_providers};
 use refunds::check_refunds;
 
@@ -159,6 +158,20 @@ pub const CLOSE_TOLERANCE: Duration = Duration::from_millis(1_000);
 /// payments, each order's effects, effects without an order, the stock, the
 /// backlogs.
 pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Verdict {
+    let systems = System::ALL.into_iter().map(|s| (s, store)).collect();
+    check_apart(store, &systems, ledger, expect).await
+}
+
+/// [`check`] with each downstream system's effects read from its own
+/// database (`systems`: the systems as processes of their own), the
+/// orders, payments and outbox from `orders`.
+pub async fn check_apart(
+    orders: &Store,
+    systems: &BTreeMap<System, &Store>,
+    ledger: &Ledger,
+    expect: &Expectations,
+) -> Verdict {
+    let store = orders;
     let mut v = Verdict {
         acknowledged: ledger.acknowledged(),
         answers_lost: ledger.answers_lost(),
@@ -178,7 +191,7 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
             ledger.unavailable
         ));
     }
-    let Some(db) = read_databases(store, &mut v).await else {
+    let Some(db) = read_databases(store, systems, &mut v).await else {
         return v;
     };
     v.orders = db.orders.len();
@@ -203,92 +216,6 @@ pub async fn check(store: &Store, ledger: &Ledger, expect: &Expectations) -> Ver
     check_stock(&mut v, &sold, &db.stock, expect);
     check_backlogs(&mut v, db.outbox, &db.systems, expect);
     v
-}
-
-/// Everything the checker reads, in one consistent pass after the trial.
-struct Databases {
-    orders: Vec<AuditOrder>,
-    payments: Vec<AuditPayment>,
-    stock: Vec<AuditStock>,
-    /// Outbox rows never confirmed by the broker, parked ones included.
-    outbox: i64,
-    systems: BTreeMap<System, SystemAudit>,
-    /// order id → its status transitions `(from, to)`, oldest first.
-    history: HashMap<String, Vec<(Option<String>, String)>>,
-    refunds: Vec<AuditRefund>,
-    reversals: AuditReversals,
-    carrier: AuditCarrier,
-}
-
-/// Outbox rows the broker never confirmed: waiting, or parked after
-/// failing every attempt.
-async fn unconfirmed_outbox(store: &Store) -> Result<i64, ordermq_domain::ports::StorageError> {
-    Ok(store.outbox_backlog().await? + store.outbox_parked().await?)
-}
-
-/// Reads the order database and every system's; `None` (with the violation
-/// recorded) if one cannot be read.
-async fn read_databases(store: &Store, v: &mut Verdict) -> Option<Databases> {
-    let (orders, payments, stock, outbox) = match (
-        store.audit_orders().await,
-        store.audit_payments().await,
-        store.audit_stock().await,
-        // A parked row is as unconfirmed as one still waiting.
-        unconfirmed_outbox(store).await,
-    ) {
-        (Ok(o), Ok(p), Ok(s), Ok(b)) => (o, p, s, b),
-        (o, p, s, b) => {
-            v.violation(format!(
-                "cannot read the order database: {:?} {:?} {:?} {:?}",
-                o.err(),
-                p.err(),
-                s.err(),
-                b.err()
-            ));
-            return None;
-        }
-    };
-    let (history, refunds, reversals, carrier) = match (
-        store.audit_history().await,
-        store.audit_refunds().await,
-        store.audit_reversals().await,
-        store.audit_carrier().await,
-    ) {
-        (Ok(h), Ok(r), Ok(x), Ok(c)) => (h, r, x, c),
-        (h, r, x, c) => {
-            v.violation(format!(
-                "cannot read the history, refunds, reversals or carrier events: {:?} {:?} {:?} {:?}",
-                h.err(),
-                r.err(),
-                x.err(),
-                c.err()
-            ));
-            return None;
-        }
-    };
-    let mut systems = BTreeMap::new();
-    for system in System::ALL {
-        match store.audit_system(system).await {
-            Ok(audit) => {
-                systems.insert(system, audit);
-            }
-            Err(e) => {
-                v.violation(format!("cannot read the {} database: {e}", system.name()));
-                return None;
-            }
-        }
-    }
-    Some(Databases {
-        orders,
-        payments,
-        stock,
-        outbox,
-        systems,
-        history,
-        refunds,
-        reversals,
-        carrier,
-    })
 }
 
 /// Acknowledged payments are PAID; orders never paid are not; every order

@@ -67,6 +67,8 @@ pub struct Ledger {
     /// 503 `STORAGE_UNAVAILABLE` answers: the order database away (only
     /// expected where a scenario takes it away).
     pub unavailable: u64,
+    /// How long each payment answered 200 took, in the order they came.
+    pub payment_times: Vec<Duration>,
 }
 
 impl Ledger {
@@ -76,6 +78,16 @@ impl Ledger {
 
     pub fn answers_lost(&self) -> usize {
         self.orders.values().filter(|o| o.answer_lost).count() + self.creates_lost as usize
+    }
+
+    /// The `q`-quantile (0..=1) of the payments answered 200, nearest
+    /// rank; `None` before the first.
+    pub fn payment_quantile(&self, q: f64) -> Option<Duration> {
+        let mut times = self.payment_times.clone();
+        times.sort_unstable();
+        let last = times.len().checked_sub(1)?;
+        let rank = ((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1;
+        times.get(rank.min(last)).copied()
     }
 }
 
@@ -90,11 +102,16 @@ pub enum Answer {
     Refused(String),
 }
 
-/// A client of one ordermq (its port never changes across restarts).
+/// A client of one ordermq, or of several order instances (each request
+/// to one of them at random, so one order's create, payment and refund
+/// land on different instances). Ports never change across restarts.
 #[derive(Debug, Clone)]
 pub struct Driver {
     pub client: reqwest::Client,
-    pub base: String,
+    bases: Arc<Vec<String>>,
+    /// Where a user's shipments are read, when the warehouse is a process
+    /// of its own (its instances); else the order instances.
+    warehouse: Option<Arc<Vec<String>>>,
     pub signer: CallbackSigner,
     /// Signs the carrier's callbacks ([`crate::CARRIER_SECRET`]).
     pub carrier_signer: CallbackSigner,
@@ -103,21 +120,39 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(http_port: u16, secret: &str) -> Self {
+        Self::spread(&[http_port], secret)
+    }
+
+    /// A driver of the order instances on `http_ports`.
+    ///
+    /// # Panics
+    /// If `http_ports` is empty.
+    pub fn spread(http_ports: &[u16], secret: &str) -> Self {
+        assert!(!http_ports.is_empty(), "a driver needs an instance");
         Self {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("HTTP client"),
-            base: format!("http://127.0.0.1:{http_port}"),
+            bases: Arc::new(http_ports.iter().map(|p| local(*p)).collect()),
+            warehouse: None,
             signer: CallbackSigner::from_secret(secret.as_bytes()),
             carrier_signer: CallbackSigner::from_secret(crate::CARRIER_SECRET.as_bytes()),
             ledger: Arc::new(Mutex::new(Ledger::default())),
         }
     }
 
+    /// Reads users' shipments from the warehouse's own processes on
+    /// `http_ports` (the order role answers none of a user's records).
+    pub fn with_warehouse(mut self, http_ports: &[u16]) -> Self {
+        self.warehouse = Some(Arc::new(http_ports.iter().map(|p| local(*p)).collect()));
+        self
+    }
+
+    /// `path` on one of the order instances, at random.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", one_of(&self.bases))
     }
 
     /// The answer of a sent request, its body as JSON.
@@ -221,11 +256,13 @@ impl Driver {
             record.pay_attempted = true;
             record.payments.entry(payment_id.to_owned()).or_insert(None);
         }
+        let sent = Instant::now();
         let answer = Self::answer(request.body(body).send().await).await;
         match &answer {
             Answer::Got(200, receipt) => {
                 let refund = receipt["refund_required"].as_bool().unwrap_or(false);
                 let mut ledger = self.ledger.lock().expect("ledger");
+                ledger.payment_times.push(sent.elapsed());
                 let record = ledger.orders.entry(order_id.to_owned()).or_default();
                 record.payments.insert(payment_id.to_owned(), Some(!refund));
                 if !refund {
@@ -334,8 +371,18 @@ impl Driver {
 
     /// The tracking number the warehouse booked for `order_id` of `user`, if any yet.
     pub async fn tracking_no(&self, user: &str, order_id: &str) -> Option<String> {
-        let Answer::Got(200, shipments) = self.get(&format!("/api/users/{user}/shipments")).await
-        else {
+        let path = format!("/api/users/{user}/shipments");
+        let answer = match &self.warehouse {
+            Some(bases) => {
+                let request = self
+                    .client
+                    .get(format!("{}{path}", one_of(bases)))
+                    .bearer_auth(DEMO_OPERATOR_TOKEN);
+                Self::answer(request.send().await).await
+            }
+            None => self.get(&path).await,
+        };
+        let Answer::Got(200, shipments) = answer else {
             return None;
         };
         let list = shipments
@@ -355,6 +402,16 @@ impl Driver {
             .bearer_auth(DEMO_OPERATOR_TOKEN);
         Self::answer(request.send().await).await
     }
+}
+
+/// `http://127.0.0.1:port`.
+fn local(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// One of `bases`, at random.
+fn one_of(bases: &[String]) -> &str {
+    &bases[fastrand::usize(..bases.len())]
 }
 
 /// Settings of the background load.
@@ -624,5 +681,32 @@ impl Load {
                 let _ = carrier.await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Ledger;
+
+    #[test]
+    fn payment_quantiles_are_nearest_rank() {
+        let mut ledger = Ledger::default();
+        assert_eq!(ledger.payment_quantile(0.99), None);
+        ledger.payment_times = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(
+            ledger.payment_quantile(0.5),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(
+            ledger.payment_quantile(0.99),
+            Some(Duration::from_millis(99))
+        );
+        assert_eq!(
+            ledger.payment_quantile(1.0),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(ledger.payment_quantile(0.0), Some(Duration::from_millis(1)));
     }
 }

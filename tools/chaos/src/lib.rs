@@ -18,12 +18,14 @@
 //!   used by the router's property test).
 //! - [`scenarios`]: the [`Scenario`] list and its runner; each scenario's
 //!   trial in a file of its own (`crash`, `broker`, `flaky`, `redelivery`,
-//!   `stampede` for last-unit, `bad_input`, `flash_sale`).
+//!   `stampede` for last-unit, `bad_input`, `flash_sale`, …; `topology`
+//!   for the three faults of several processes per role).
 //! - [`sale_check`]: the flash-sale scenario's rules, on facts read from
 //!   the databases (so the self-test can plant faults in them).
 //! - [`report`]: the table and the JSON.
 //! - [`trial`]: one [`Trial`] — its directory, settings and processes, and
-//!   the check at its end ([`Trial::finish`]).
+//!   the check at its end ([`Trial::finish`]); a trial of several order
+//!   instances and the systems apart ([`Trial::with_topology`]).
 //! - [`feed_check`]: `ordermq feed verify` after a trial that ran the
 //!   change feed's sink (crash, broker outage): 0 differences, 0 gaps, 0
 //!   reorderings.

@@ -28,7 +28,8 @@ struct Cli {
     /// Trials per scenario (each crash trial kills ordermq --crashes times).
     #[arg(long, default_value_t = 1)]
     trials: usize,
-    /// `kill -9`s per crash trial.
+    /// `kill -9`s per crash trial (instance-crash and system-crash: a
+    /// quarter of it, at least 2, per trial).
     #[arg(long, default_value_t = 20)]
     crashes: usize,
     /// Seconds the broker stays stopped in broker-outage (db-restart: a
@@ -110,6 +111,10 @@ enum ScenarioArg {
     PowerLoss,
     DiskFull,
     Clock,
+    InstanceCrash,
+    SystemCrash,
+    RollingRestart,
+    BrokerFailover,
 }
 
 impl ScenarioArg {
@@ -130,6 +135,10 @@ impl ScenarioArg {
             Self::PowerLoss => vec![Scenario::PowerLoss],
             Self::DiskFull => vec![Scenario::DiskFull],
             Self::Clock => vec![Scenario::Clock],
+            Self::InstanceCrash => vec![Scenario::InstanceCrash],
+            Self::SystemCrash => vec![Scenario::SystemCrash],
+            Self::RollingRestart => vec![Scenario::RollingRestart],
+            Self::BrokerFailover => vec![Scenario::BrokerFailover],
         }
     }
 }

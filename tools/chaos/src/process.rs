@@ -67,24 +67,29 @@ impl Ports {
         while namesrv == http {
             namesrv = free_port()?;
         }
-        for _ in 0..500 {
-            let p = free_port()?;
-            let taken = [http, namesrv];
-            if p > 1026
-                && p < u16::MAX
-                && ![p, p - 2, p + 1].iter().any(|q| taken.contains(q))
-                && port_free(p - 2)
-                && port_free(p + 1)
-            {
-                return Ok(Self {
-                    http,
-                    namesrv,
-                    broker: p,
-                });
-            }
-        }
-        Err(ChaosError::Setup("no free broker port triple".into()))
+        Ok(Self {
+            http,
+            namesrv,
+            broker: free_broker_port(&[http, namesrv])?,
+        })
     }
+}
+
+/// A port for a broker: free, as are `port - 2` and `port + 1`, which a
+/// broker binds too; none of the three in `taken`.
+pub fn free_broker_port(taken: &[u16]) -> Result<u16, ChaosError> {
+    for _ in 0..500 {
+        let p = free_port()?;
+        if p > 1026
+            && p < u16::MAX
+            && ![p, p - 2, p + 1].iter().any(|q| taken.contains(q))
+            && port_free(p - 2)
+            && port_free(p + 1)
+        {
+            return Ok(p);
+        }
+    }
+    Err(ChaosError::Setup("no free broker port triple".into()))
 }
 
 /// A spawned child process with its output going to a log file.

@@ -15,8 +15,10 @@ mod clock;
 mod power;
 mod processes;
 mod small_disk;
+mod topology;
 
 pub use clock::TAKES_EFFECT_WITHIN as CLOCK_TAKES_EFFECT_WITHIN;
+pub use topology::{BROKERS, MqCluster, Node, NodeId, Topology};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,9 @@ pub struct Trial {
     allow_unsafe_durability: bool,
     /// ordermq's wall clock, in trials that move it ([`Trial::fake_clock`]).
     clock: Option<clock::FakeClock>,
+    /// Several order instances and the systems apart, in the topology
+    /// trials ([`Trial::with_topology`]); `ordermq` above is then unused.
+    topology: Option<Topology>,
 }
 
 impl Trial {
@@ -122,6 +127,7 @@ impl Trial {
             small: None,
             broker_data_dir: None,
             clock: None,
+            topology: None,
             allow_unsafe_durability: matches!(
                 options.database,
                 Database::Postgres {
@@ -256,7 +262,9 @@ impl Trial {
                 );
             }
         }
-        if self.external_broker {
+        if let Some(addr) = self.cluster_namesrv_addr() {
+            env.insert("ORDERMQ_NAMESRV_ADDR".into(), addr);
+        } else if self.external_broker {
             env.insert(
                 "ORDERMQ_NAMESRV_ADDR".into(),
                 format!("127.0.0.1:{}", self.ports.namesrv),
@@ -293,8 +301,16 @@ impl Trial {
     }
 
     /// Opens the trial's databases (for a check once ordermq stopped).
+    /// In a topology, the order database only (the systems have their own).
     pub async fn open_store(&self) -> Result<Store, ChaosError> {
-        Store::open(&self.database_url(), &StoreOptions::default())
+        let options = StoreOptions {
+            databases: match self.topology {
+                Some(_) => ordermq_store::Databases::Orders,
+                None => ordermq_store::Databases::All,
+            },
+            ..StoreOptions::default()
+        };
+        Store::open(&self.database_url(), &options)
             .await
             .map_err(|e| ChaosError::Setup(format!("cannot open the trial's databases: {e}")))
     }
@@ -382,6 +398,10 @@ impl Trial {
             None
         };
         let clean = self.stop_ordermq().await;
+        if self.topology.is_some() {
+            self.stop_topology().await;
+            self.stop_mq_cluster().await;
+        }
         self.stop_broker().await;
         let mut expect = expect.clone();
         if let Some(mut providers) = self.providers.take() {
@@ -390,7 +410,24 @@ impl Trial {
         }
         let store = self.open_store().await?;
         let ledger = self.driver.ledger.lock().expect("ledger").clone();
-        let mut verdict = checker::check(&store, &ledger, &expect).await;
+        let mut verdict = match &self.topology {
+            None => checker::check(&store, &ledger, &expect).await,
+            Some(topology) => {
+                let own = self.open_system_stores().await?;
+                let systems = own.iter().map(|(s, store)| (*s, store)).collect();
+                let verdict = checker::check_apart(&store, &systems, &ledger, &expect).await;
+                for store in own.into_values() {
+                    store.close().await;
+                }
+                let mut verdict = verdict;
+                for name in &topology.unclean_stops {
+                    verdict
+                        .violations
+                        .push(format!("{name} did not stop within 30 s of SIGTERM"));
+                }
+                verdict
+            }
+        };
         store.close().await;
         if !clean {
             verdict
@@ -443,6 +480,7 @@ impl Trial {
             .and_then(|server| Arc::try_unwrap(server).ok())
             .map(PgServer::keep);
         self.kill_ordermq();
+        self.kill_topology();
         self.kill_broker();
         self.kill_feed_sink();
         self.unmount_power_disk();
@@ -469,6 +507,8 @@ impl Trial {
     /// Drops the trial's PostgreSQL database (a trial not kept); a no-op on SQLite.
     pub async fn discard(mut self) {
         self.kill_feed_sink();
+        self.kill_topology();
+        self.drop_system_databases().await;
         if let Some((server, name)) = self.postgres.take() {
             self.kill_ordermq();
             self.kill_broker();

@@ -30,7 +30,10 @@
 //! - `disk_full`: the data directory's disk filled to its last byte under
 //!   load, then freed; ordermq comes through without a restart;
 //! - `clock`: ordermq's wall clock stepped ahead (and ordermq killed
-//!   there), then back, under load.
+//!   there), then back, under load;
+//! - `topology`: the seed's topology (three order instances, the systems
+//!   as processes of their own): `instance-crash`, `system-crash`,
+//!   `broker-failover` (on two brokers) and `rolling-restart`.
 
 mod bad_input;
 mod broker;
@@ -46,6 +49,7 @@ mod power_loss;
 mod redelivery;
 mod security;
 mod stampede;
+mod topology;
 
 use std::time::{Duration, Instant};
 
@@ -111,11 +115,19 @@ pub enum Scenario {
     DiskFull,
     /// ordermq's wall clock stepped ahead and back under load.
     Clock,
+    /// `kill -9` of one of three order instances at a time under load.
+    InstanceCrash,
+    /// `kill -9` of one downstream system's instance at a time under load.
+    SystemCrash,
+    /// Every process of the topology stopped and started again in turn.
+    RollingRestart,
+    /// One of two brokers killed under load and brought back, then the other.
+    BrokerFailover,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 18] = [
         Self::Crash,
         Self::BrokerOutage,
         Self::Flaky,
@@ -130,6 +142,10 @@ impl Scenario {
         Self::PowerLoss,
         Self::DiskFull,
         Self::Clock,
+        Self::InstanceCrash,
+        Self::SystemCrash,
+        Self::RollingRestart,
+        Self::BrokerFailover,
     ];
 
     /// The scenario's name in reports and on the command line.
@@ -149,6 +165,10 @@ impl Scenario {
             Self::PowerLoss => "power-loss",
             Self::DiskFull => "disk-full",
             Self::Clock => "clock",
+            Self::InstanceCrash => "instance-crash",
+            Self::SystemCrash => "system-crash",
+            Self::RollingRestart => "rolling-restart",
+            Self::BrokerFailover => "broker-failover",
         }
     }
 
@@ -169,6 +189,10 @@ impl Scenario {
             Self::PowerLoss => "power cuts (unsynced writes lost)",
             Self::DiskFull => "disk full (no space left)",
             Self::Clock => "wall clock steps of 75 s",
+            Self::InstanceCrash => "kill -9 of an order instance",
+            Self::SystemCrash => "kill -9 of a system's instance",
+            Self::RollingRestart => "SIGTERM + restart of each process",
+            Self::BrokerFailover => "kill -9 of one of two brokers",
         }
     }
 
@@ -183,7 +207,7 @@ impl Scenario {
                 trial + 1,
                 options.trials
             ));
-            // Boxed: fourteen trial futures in one match outgrow the compiler's
+            // Boxed: eighteen trial futures in one match outgrow the compiler's
             // layout depth (and the stack).
             let trial: std::pin::Pin<Box<dyn std::future::Future<Output = TrialOutcome> + '_>> =
                 match self {
@@ -201,6 +225,10 @@ impl Scenario {
                     Self::PowerLoss => Box::pin(power_loss::power_loss(options)),
                     Self::DiskFull => Box::pin(disk_full::disk_full(options)),
                     Self::Clock => Box::pin(clock::clock(options)),
+                    Self::InstanceCrash => Box::pin(topology::instance_crash(options)),
+                    Self::SystemCrash => Box::pin(topology::system_crash(options)),
+                    Self::RollingRestart => Box::pin(topology::rolling_restart(options)),
+                    Self::BrokerFailover => Box::pin(topology::broker_failover(options)),
                 };
             let outcome = trial.await;
             match outcome {

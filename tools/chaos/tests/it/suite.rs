@@ -10,24 +10,30 @@
 //! a PostgreSQL server of its own, stopped and crashed for 3 s each; two
 //! power cuts (ordermq's data directory on the power-cut filesystem); two
 //! disk fills of 6 s (ordermq's data directory on a small tmpfs); one
-//! clock trial (ordermq's wall clock stepped 75 s ahead and back).
-//! Together about fifteen minutes on two cores. Scenarios run one at a time (they start
+//! clock trial (ordermq's wall clock stepped 75 s ahead and back); the
+//! topology faults on the tests' PostgreSQL server (three order instances,
+//! the systems apart): 5 kills of an order instance, 5 of a system's
+//! instance, each of two brokers killed for 3 s, and one rolling restart
+//! of all eleven processes.
+//! Together about twenty minutes on two cores. Scenarios run one at a time (they start
 //! processes and brokers of their own, and share two cores).
 //!
 //! The last test shows the checker is not blind: it is given databases with
 //! planted faults and must report each of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use ordermq_chaos::checker::{Expectations, check};
+use ordermq_chaos::checker::{Expectations, check, check_apart};
 use ordermq_chaos::driver::{Ledger, OrderRecord};
 use ordermq_chaos::{Database, Options, Scenario, ScenarioResult, find_ordermq};
 use ordermq_domain::{
     Amount, Effect, IdempotencyKey, NewOrder, OrderId, OrderLine, PaymentId, PaymentNotice,
-    Quantity, RefundId, RefundRequest, Sku, UserId,
+    Quantity, RefundId, RefundRequest, Sku, System, UserId,
 };
-use ordermq_store::{CloseOutcome, DemoProduct, Store, StoreOptions, WriteOp, WriteResult};
+use ordermq_store::{
+    CloseOutcome, Databases, DemoProduct, Store, StoreOptions, WriteOp, WriteResult,
+};
 use sqlx::Connection as _;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -166,6 +172,37 @@ fn db_restart_under_load_loses_and_doubles_nothing() {
     }
     let result = run(Scenario::DbRestart);
     assert_eq!(result.faults, 2, "one stop and one crash of the server");
+}
+
+#[test]
+fn instance_crash_kills_one_of_three_order_instances_and_loses_nothing() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::InstanceCrash, database);
+    assert_eq!(result.faults, 5, "kills of an order instance");
+}
+
+#[test]
+fn system_crash_kills_one_systems_instance_and_applies_nothing_twice() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::SystemCrash, database);
+    assert_eq!(result.faults, 5, "kills of a system's instance");
+}
+
+#[test]
+fn broker_failover_of_each_of_two_brokers_loses_nothing() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::BrokerFailover, database);
+    assert_eq!(result.faults, 2, "broker-b, then broker-a, killed and back");
+}
+
+#[test]
+fn rolling_restart_of_every_process_doubles_nothing() {
+    let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::RollingRestart, database);
+    assert_eq!(
+        result.faults, 11,
+        "3 order instances and 2 of each of the 4 systems, restarted in turn"
+    );
 }
 
 #[test]
@@ -395,6 +432,133 @@ async fn the_checker_reports_planted_faults() {
     let verdict = check(&clean, &unavailable, &away).await;
     clean.close().await;
     assert!(verdict.holds(), "{:#?}", verdict.violations);
+}
+
+/// With the systems as processes of their own, each system's effects are
+/// read from its own database: an order whose four effects are there
+/// passes, and one whose shipment is missing from the warehouse's is lost,
+/// although the order database knows nothing of either.
+#[tokio::test]
+async fn the_checker_reads_each_systems_effects_from_its_own_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |file: &str, databases: Databases| {
+        let url = format!("sqlite://{}/{file}", dir.path().display());
+        async move {
+            let options = StoreOptions {
+                databases,
+                ..StoreOptions::default()
+            };
+            Store::open(&url, &options).await.unwrap()
+        }
+    };
+    let orders = open("orders.db", Databases::Orders).await;
+    let mut own = BTreeMap::new();
+    for system in System::ALL {
+        let file = format!("{}.db", system.name());
+        own.insert(system, open(&file, Databases::System(system)).await);
+    }
+    orders
+        .upsert_product(&DemoProduct {
+            sku: "P-1",
+            name: "p",
+            price: 100,
+            stock: 10,
+        })
+        .await
+        .unwrap();
+    let user = UserId::parse("u1").unwrap();
+    let mut ledger = Ledger::default();
+    for i in 0..2 {
+        let id = OrderId::parse(&format!("O{i}")).unwrap();
+        let order = NewOrder::new(user.clone(), vec![line("P-1", 1)]).unwrap();
+        orders.create_order(&order, &id, 1, None).await.unwrap();
+        let notice = PaymentNotice {
+            order_id: id.clone(),
+            payment_id: PaymentId::parse(&format!("pay-{id}")).unwrap(),
+            amount: Amount::parse(100).unwrap(),
+        };
+        orders.pay_order(&notice, 2).await.unwrap();
+        ledger.orders.insert(
+            id.to_string(),
+            OrderRecord {
+                amount: 100,
+                lines: vec![("P-1".into(), 1)],
+                pay_attempted: true,
+                acknowledged: true,
+                ..OrderRecord::default()
+            },
+        );
+        let effects = [
+            (
+                System::Credit,
+                Effect::Points {
+                    user_id: user.clone(),
+                    order_id: id.clone(),
+                    points: 1,
+                },
+            ),
+            (
+                System::Marketing,
+                Effect::Coupon {
+                    user_id: user.clone(),
+                    order_id: id.clone(),
+                    coupon_code: format!("C-{id}"),
+                    value: Amount::parse(100).unwrap(),
+                },
+            ),
+            (
+                System::Push,
+                Effect::Sms {
+                    user_id: user.clone(),
+                    order_id: id.clone(),
+                    text: "t".into(),
+                    external_ref: format!("SMS-{id}"),
+                },
+            ),
+            (
+                System::Warehouse,
+                Effect::Shipment {
+                    user_id: user.clone(),
+                    order_id: id.clone(),
+                    tracking_no: format!("TRK-{id}"),
+                },
+            ),
+        ];
+        for (system, effect) in effects {
+            // O1's shipment never reached the warehouse's database.
+            if i == 1 && system == System::Warehouse {
+                continue;
+            }
+            own[&system]
+                .apply_effect(&format!("OrderPaid:{id}"), "m", &effect, 3)
+                .await
+                .unwrap();
+        }
+    }
+    let expect = Expectations {
+        start_stock: HashMap::from([("P-1".to_owned(), 10)]),
+        ..Expectations::default()
+    };
+    let systems = own.iter().map(|(s, store)| (*s, store)).collect();
+    let verdict = check_apart(&orders, &systems, &ledger, &expect).await;
+    assert_eq!(verdict.lost, 1, "{:#?}", verdict.violations);
+    assert!(
+        verdict
+            .violations
+            .iter()
+            .any(|v| v.contains("O1") && v.contains("warehouse")),
+        "{:#?}",
+        verdict.violations
+    );
+    assert_eq!((verdict.paid, verdict.doubled), (2, 0));
+    // The order database alone holds none of the systems' tables: the
+    // check of one process's databases fails on it.
+    let blind = check(&orders, &ledger, &expect).await;
+    assert!(!blind.holds() && blind.lost == 0, "{:#?}", blind.violations);
+    orders.close().await;
+    for store in own.into_values() {
+        store.close().await;
+    }
 }
 
 #[tokio::test]

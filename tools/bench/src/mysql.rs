@@ -24,7 +24,7 @@ use super::yardstick::{Loop, Server, loop_rate};
 /// does not start one of its own.
 pub fn check(target: &TargetArgs) -> BenchResult<()> {
     let named = target.database_url.as_deref().is_some_and(is_mysql_url);
-    if target.database == Database::Mysql && !named && target.url.is_none() {
+    if target.database == Database::Mysql && !named && target.url.is_empty() {
         return Err(
             "--database mysql needs --database-url mysql://USER@HOST:PORT/DB \
                     (eval \"$(scripts/start-mariadb.sh)\" starts a durable MariaDB and \

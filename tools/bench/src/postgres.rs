@@ -28,7 +28,7 @@ use super::yardstick::{Loop, Server, loop_rate};
 pub async fn prepare(target: &mut TargetArgs) -> BenchResult<Option<PgServer>> {
     if target.database != Database::Postgres
         || target.database_url.is_some()
-        || target.url.is_some()
+        || !target.url.is_empty()
     {
         return Ok(None);
     }

@@ -38,9 +38,11 @@ use ordermq_testkit::LocalApp;
 pub struct TargetArgs {
     /// Benchmark an ordermq already running at this base URL (e.g.
     /// http://10.0.0.5:8080) instead of starting one. Nothing else should
-    /// use it during the run.
+    /// use it during the run. Repeat it for several order instances of
+    /// one deployment (one database, one broker): payments and creates go
+    /// to each in turn; stats are read from the first.
     #[arg(long)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// The payment secret of the ordermq at --url (default: $ORDERMQ_PAYMENT_SECRET,
     /// else the development secret).
     #[arg(long)]
@@ -106,7 +108,7 @@ impl TargetArgs {
     pub fn local_config(&self) -> BenchResult<ordermq::Config> {
         let mut config = parse_settings(&self.settings)?;
         if let Some(flush) = self.broker_flush {
-            if self.url.is_some() {
+            if !self.url.is_empty() {
                 return Err("--broker-flush sets the in-process ordermq's broker; with --url, configure that ordermq".into());
             }
             if self.settings.iter().any(|s| {
@@ -128,7 +130,7 @@ impl TargetArgs {
     /// # Errors
     /// As [`TargetArgs::local_config`].
     pub fn broker_flush_label(&self) -> BenchResult<String> {
-        if self.url.is_some() {
+        if !self.url.is_empty() {
             return Ok("set by the ordermq at --url (not visible to the bench)".into());
         }
         Ok(self
@@ -209,10 +211,17 @@ pub enum Target {
     Remote(Remote),
 }
 
-/// An ordermq reached over HTTP only.
+/// An ordermq reached over HTTP only: one instance, or several of one
+/// deployment taking requests in turn.
 #[derive(Debug)]
 pub struct Remote {
+    /// The first instance: its products, stats and orders are the
+    /// deployment's.
     base: String,
+    /// Every instance, the first included.
+    bases: Vec<String>,
+    /// Which instance takes the next request.
+    turn: std::sync::atomic::AtomicUsize,
     client: reqwest::Client,
     signer: CallbackSigner,
     /// Creates and reads orders.
@@ -235,7 +244,7 @@ impl Target {
         args: &TargetArgs,
         adjust: impl FnOnce(&mut ordermq::Config),
     ) -> BenchResult<Self> {
-        let Some(url) = &args.url else {
+        let Some(url) = args.url.first() else {
             let tuned = args.local_config()?;
             return Ok(Self::Local(
                 LocalApp::start(|config| {
@@ -253,6 +262,11 @@ impl Target {
             );
         }
         let base = url.trim_end_matches('/').to_owned();
+        let bases = args
+            .url
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(MAX_CONNECTIONS)
             .timeout(Duration::from_secs(30))
@@ -295,6 +309,8 @@ impl Target {
             .unwrap_or_else(|| ordermq::config::DEV_PAYMENT_SECRET.to_owned());
         let mut remote = Remote {
             base,
+            bases,
+            turn: std::sync::atomic::AtomicUsize::new(0),
             client,
             signer: CallbackSigner::from_secret(secret.as_bytes()),
             shop_token,
@@ -325,6 +341,12 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Self::Local(_) => "in-process ordermq on a fresh temporary directory".into(),
+            Self::Remote(r) if r.bases.len() > 1 => format!(
+                "{} ordermq instances at {} (SKU {})",
+                r.bases.len(),
+                r.bases.join(", "),
+                r.sku
+            ),
             Self::Remote(r) => format!("ordermq at {} (SKU {})", r.base, r.sku),
         }
     }
@@ -353,7 +375,7 @@ impl Target {
             Self::Local(app) => (&app.client, app.url("/api/payments/notify"), &app.signer),
             Self::Remote(r) => (
                 &r.client,
-                format!("{}/api/payments/notify", r.base),
+                format!("{}/api/payments/notify", r.next_base()),
                 &r.signer,
             ),
         };
@@ -476,6 +498,12 @@ pub fn into_inner(target: Arc<Target>) -> BenchResult<Target> {
 }
 
 impl Remote {
+    /// The instance whose turn it is (round robin).
+    fn next_base(&self) -> &str {
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.bases[turn % self.bases.len()]
+    }
+
     async fn stats(&self) -> BenchResult<Value> {
         self.client
             .get(format!("{}/api/stats", self.base))
@@ -508,7 +536,7 @@ impl Remote {
             .map(|i| async move {
                 let response = self
                     .client
-                    .post(format!("{}/api/orders", self.base))
+                    .post(format!("{}/api/orders", self.next_base()))
                     .bearer_auth(&self.shop_token)
                     .json(&json!({"user_id": format!("bench-user-{}", i % 1_000),
                                   "items": [{"sku": self.sku, "quantity": 1}]}))
@@ -616,7 +644,7 @@ mod tests {
         let args = |settings: &[&str], flush, url: Option<&str>| TargetArgs {
             settings: settings.iter().map(|s| s.to_string()).collect(),
             broker_flush: flush,
-            url: url.map(str::to_owned),
+            url: url.map(str::to_owned).into_iter().collect(),
             ..TargetArgs::default()
         };
         assert_eq!(

@@ -297,7 +297,9 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
         yardstick_duration: Duration::from_millis(200),
         retry_host_pauses: true,
         target: bench::target::TargetArgs {
-            url: Some(running.url("")),
+            // The same instance twice: `--url` repeated spreads the
+            // payments over the instances named, in turn.
+            url: vec![running.url(""), running.url("")],
             payment_secret: Some("local-secret".into()),
             shop_token: Some(ordermq_testkit::SHOP_TOKEN.into()),
             operator_token: Some(ordermq_testkit::OPERATOR_TOKEN.into()),
@@ -312,12 +314,9 @@ async fn capacity_runs_against_a_running_ordermq_by_url() {
     .await
     .unwrap();
     assert_written(dir.path(), "capacity", &report);
-    assert!(
-        report["target"]
-            .as_str()
-            .unwrap()
-            .contains(&running.url(""))
-    );
+    let target = report["target"].as_str().unwrap();
+    assert!(target.contains(&running.url("")), "{target}");
+    assert!(target.starts_with("2 ordermq instances at "), "{target}");
     assert_eq!(report["fanned_out_all"], true, "{report}");
     assert!(
         report["durability"]["broker_flush"]

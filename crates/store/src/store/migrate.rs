@@ -61,8 +61,6 @@ impl Store {
         component: &str,
         migrations: Vec<schema::Migration>,
     ) -> Result<(), sqlx::Error> {
-        pool.execute(schema::version_table(self.backend).as_str())
-            .await?;
         if self.backend == Backend::Mysql {
             let mut conn = pool.acquire().await?;
             let locked: Option<i64> =
@@ -108,6 +106,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Under the lock: two instances creating the version table of a
+        // fresh PostgreSQL database at once collide in its catalog
+        // (`pg_type_typname_nsp_index`), `IF NOT EXISTS` or not.
+        tx.execute(schema::version_table(self.backend).as_str())
+            .await?;
         let current: i64 =
             dialect::query("SELECT version FROM schema_version WHERE component = $1")
                 .bind(component)

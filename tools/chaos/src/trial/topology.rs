@@ -162,12 +162,26 @@ impl Trial {
                 })?;
             system_databases.insert(system, (url, own));
         }
+        // Every port of the trial distinct: two picked free at the same
+        // moment can be the same one, and a node whose port another node
+        // already holds would be taken for healthy by that one's answer.
+        let mut taken = trial.taken_ports();
+        let mut port = || -> Result<u16, ChaosError> {
+            loop {
+                let port = process::free_port()?;
+                if !taken.contains(&port) {
+                    taken.push(port);
+                    return Ok(port);
+                }
+            }
+        };
+        trial.providers_port = Some(port()?);
         let mut nodes = Vec::new();
         for i in 1..=orders {
             nodes.push(Node {
                 name: format!("order-{i}"),
                 system: None,
-                port: process::free_port()?,
+                port: port()?,
                 proc: None,
             });
         }
@@ -176,7 +190,7 @@ impl Trial {
                 nodes.push(Node {
                     name: format!("{}-{i}", system.name()),
                     system: Some(system),
-                    port: process::free_port()?,
+                    port: port()?,
                     proc: None,
                 });
             }
@@ -205,8 +219,15 @@ impl Trial {
     /// process of its own, [`Trial::start_mq_cluster`]) instead of the
     /// single `ordermq broker`.
     pub fn with_mq_cluster(mut self) -> Result<Self, ChaosError> {
-        let namesrvs = vec![(process::free_port()?, None), (process::free_port()?, None)];
-        let mut taken: Vec<u16> = namesrvs.iter().map(|(p, _)| *p).collect();
+        let mut taken = self.taken_ports();
+        let mut namesrvs = Vec::new();
+        while namesrvs.len() < 2 {
+            let port = process::free_port()?;
+            if !taken.contains(&port) {
+                taken.push(port);
+                namesrvs.push((port, None));
+            }
+        }
         let mut brokers = Vec::new();
         for _ in BROKERS {
             let port = process::free_broker_port(&taken)?;
@@ -329,6 +350,31 @@ impl Trial {
             .as_ref()
             .and_then(|t| t.cluster.as_ref())
             .map(MqCluster::namesrv_addr)
+    }
+
+    /// Every port the trial holds or has picked: its own, the providers',
+    /// the nodes' and the RocketMQ cluster's (brokers with their two
+    /// neighbours).
+    fn taken_ports(&self) -> Vec<u16> {
+        let broker = self.ports.broker;
+        let mut taken = vec![
+            self.ports.http,
+            self.ports.namesrv,
+            broker - 2,
+            broker,
+            broker + 1,
+        ];
+        taken.extend(self.providers_port);
+        if let Some(topology) = &self.topology {
+            taken.extend(topology.nodes.iter().map(|n| n.port));
+            if let Some(cluster) = &topology.cluster {
+                taken.extend(cluster.namesrvs.iter().map(|(p, _)| *p));
+                for (p, _) in &cluster.brokers {
+                    taken.extend([p - 2, *p, p + 1]);
+                }
+            }
+        }
+        taken
     }
 
     /// The trial's topology.

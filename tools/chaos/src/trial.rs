@@ -392,7 +392,10 @@ impl Trial {
             None
         };
         // The dead-letter queues, read through the broker while it runs.
-        let letters = if self.ordermq.is_some() || self.broker.is_some() {
+        let letters = if self.ordermq.is_some()
+            || self.broker.is_some()
+            || self.cluster_namesrv_addr().is_some()
+        {
             Some(dead_letters::list(&self.bin, &self.env()).await)
         } else {
             None

@@ -27,6 +27,9 @@
 #   CLUSTER_HTTP_PORTS    default "18081 18082 18083" (the order instances)
 #   CLUSTER_SYSTEM_PORTS  default "18091 18092 18093 18094" (credit, marketing, push,
 #                         warehouse: GET /api/users/{id} answers that system's records)
+#   CLUSTER_CONFIG        an ordermq.toml every instance and system reads (ORDERMQ_CONFIG),
+#                         e.g. limits and fake latencies for a benchmark; the addresses,
+#                         databases and roles above still come from this script
 # Everything binds 127.0.0.1. For real hosts see README "In production".
 set -euo pipefail
 
@@ -69,6 +72,8 @@ start() {
   shift
   if alive "$name"; then echo "$name already running (pid $(cat "$dir/$name.pid"))"; return; fi
   # ordermq refuses unknown ORDERMQ_* variables: start from a clean slate.
+  # CLUSTER_CONFIG, if given, is the one file they all read.
+  if [[ -n ${CLUSTER_CONFIG:-} ]]; then env+=("ORDERMQ_CONFIG=$(realpath "$CLUSTER_CONFIG")"); fi
   env -u ORDERMQ_CONFIG $(env | grep -o '^ORDERMQ_[A-Z_]*' | sed 's/^/-u /') \
     NO_COLOR=1 "${env[@]}" "$bin" "$@" >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"

@@ -518,28 +518,8 @@ async fn any_arrival_order_and_batching_ends_in_the_same_sink_on_postgres() {
 /// A fresh, empty database of the test server (the analytics database is
 /// never the order database); `None` outside CI without PostgreSQL.
 async fn postgres_sink() -> Option<ordermq_store::FeedSink> {
-    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this on PostgreSQL"
-        );
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("ordermq_sink_{:016x}", fastrand::u64(..));
-    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    Some(
-        ordermq_store::FeedSink::open(&format!("{base}/{name}"))
-            .await
-            .unwrap(),
-    )
+    let url = super::helpers::fresh_postgres_database().await?;
+    Some(ordermq_store::FeedSink::open(&url).await.unwrap())
 }
 
 async fn sqlite_sink(dir: &tempfile::TempDir) -> ordermq_store::FeedSink {

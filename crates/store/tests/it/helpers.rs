@@ -77,6 +77,25 @@ async fn server(
     create_options: &str,
     options: &StoreOptions,
 ) -> Option<TestDb> {
+    let url = fresh_database(backend, variable, create_options).await?;
+    let store = Store::open(&url, options).await.unwrap();
+    Some(TestDb {
+        store,
+        url,
+        _dir: None,
+    })
+}
+
+/// The URL of a fresh, empty PostgreSQL database of the test server, or
+/// `None` when `ORDERMQ_TEST_POSTGRES_URL` is unset outside CI.
+pub(crate) async fn fresh_postgres_database() -> Option<String> {
+    fresh_database("PostgreSQL", "ORDERMQ_TEST_POSTGRES_URL", "").await
+}
+
+/// The URL of a fresh, empty database on the server `variable` names
+/// (created with `create_options`), or `None` when the variable is unset
+/// outside CI (in CI that fails the test).
+async fn fresh_database(backend: &str, variable: &str, create_options: &str) -> Option<String> {
     let Ok(admin_url) = std::env::var(variable) else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -95,13 +114,7 @@ async fn server(
     let (base, _) = admin_url
         .rsplit_once('/')
         .expect("URL with a database name");
-    let url = format!("{base}/{name}");
-    let store = Store::open(&url, options).await.unwrap();
-    Some(TestDb {
-        store,
-        url,
-        _dir: None,
-    })
+    Some(format!("{base}/{name}"))
 }
 
 /// Runs `test` on SQLite, then on PostgreSQL and on MariaDB when available.

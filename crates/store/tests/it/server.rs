@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ordermq_store::{SessionSettings, StoreOptions};
 
-use super::helpers::{fanout_only, mysql_with, postgres_with, sqlite};
+use super::helpers::{fanout_only, fresh_postgres_database, mysql_with, postgres_with, sqlite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_has_no_server_settings() {
@@ -86,25 +86,10 @@ async fn every_mariadb_session_gets_the_configured_timeouts() {
 /// did once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_opening_a_fresh_postgres_database_at_once_all_open() {
-    let Ok(admin_url) = std::env::var("ORDERMQ_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the store tests on PostgreSQL: set ORDERMQ_TEST_POSTGRES_URL"
-        );
-        return;
-    };
-    sqlx::any::install_default_drivers();
-    let (base, _) = admin_url.rsplit_once('/').expect("a database name");
     for _ in 0..5 {
-        let name = format!("ordermq_test_{:016x}", fastrand::u64(..));
-        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let url = format!("{base}/{name}");
+        let Some(url) = fresh_postgres_database().await else {
+            return;
+        };
         let opens = (0..6).map(|_| {
             let url = url.clone();
             tokio::spawn(async move { ordermq_store::Store::open(&url, &fanout_only()).await })

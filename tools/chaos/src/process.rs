@@ -55,6 +55,22 @@ pub fn free_port() -> Result<u16, ChaosError> {
         .ok_or_else(|| ChaosError::Setup(format!("no free port in {from}..{to}")))
 }
 
+/// A free port ([`free_port`]) not in `taken`, which it joins: the ports of
+/// one trial stay distinct even when two are picked free at the same moment.
+pub fn free_port_besides(taken: &mut Vec<u16>) -> Result<u16, ChaosError> {
+    for _ in 0..1_000 {
+        let port = free_port()?;
+        if !taken.contains(&port) {
+            taken.push(port);
+            return Ok(port);
+        }
+    }
+    Err(ChaosError::Setup(format!(
+        "no free port besides the {} this trial holds",
+        taken.len()
+    )))
+}
+
 fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -62,15 +78,13 @@ fn port_free(port: u16) -> bool {
 impl Ports {
     /// Free ports ([`free_port`]), distinct from each other.
     pub fn pick() -> Result<Self, ChaosError> {
-        let http = free_port()?;
-        let mut namesrv = free_port()?;
-        while namesrv == http {
-            namesrv = free_port()?;
-        }
+        let mut taken = Vec::new();
+        let http = free_port_besides(&mut taken)?;
+        let namesrv = free_port_besides(&mut taken)?;
         Ok(Self {
             http,
             namesrv,
-            broker: free_broker_port(&[http, namesrv])?,
+            broker: free_broker_port(&taken)?,
         })
     }
 }

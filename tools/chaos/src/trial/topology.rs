@@ -166,15 +166,7 @@ impl Trial {
         // moment can be the same one, and a node whose port another node
         // already holds would be taken for healthy by that one's answer.
         let mut taken = trial.taken_ports();
-        let mut port = || -> Result<u16, ChaosError> {
-            loop {
-                let port = process::free_port()?;
-                if !taken.contains(&port) {
-                    taken.push(port);
-                    return Ok(port);
-                }
-            }
-        };
+        let mut port = || process::free_port_besides(&mut taken);
         trial.providers_port = Some(port()?);
         let mut nodes = Vec::new();
         for i in 1..=orders {
@@ -220,14 +212,10 @@ impl Trial {
     /// single `ordermq broker`.
     pub fn with_mq_cluster(mut self) -> Result<Self, ChaosError> {
         let mut taken = self.taken_ports();
-        let mut namesrvs = Vec::new();
-        while namesrvs.len() < 2 {
-            let port = process::free_port()?;
-            if !taken.contains(&port) {
-                taken.push(port);
-                namesrvs.push((port, None));
-            }
-        }
+        let namesrvs = vec![
+            (process::free_port_besides(&mut taken)?, None),
+            (process::free_port_besides(&mut taken)?, None),
+        ];
         let mut brokers = Vec::new();
         for _ in BROKERS {
             let port = process::free_broker_port(&taken)?;

@@ -246,14 +246,7 @@ impl Yardsticks {
 pub(crate) async fn run(mut args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let broker_flush = args.target.broker_flush_label()?;
     mysql::check(&args.target)?;
-    let database = match args.target.database_url.as_deref() {
-        Some(url) if mysql::is_mysql_url(url) => "MySQL/MariaDB (durability read and reported)",
-        Some(_) => "PostgreSQL fsync=on synchronous_commit=on",
-        None if args.target.database == super::target::Database::Postgres => {
-            "PostgreSQL fsync=on synchronous_commit=on"
-        }
-        None => "SQLite synchronous=FULL",
-    };
+    let database = args.target.database_label();
     println!(
         "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps ({database}, broker {broker_flush})",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine

@@ -139,25 +139,6 @@ impl TargetArgs {
             .rocketmq_name()
             .to_owned())
     }
-
-    /// The database as the run's first line states it: the in-process
-    /// ordermq's, with its durability; with `--url`, that ordermq's own,
-    /// which the bench does not see.
-    pub fn database_label(&self) -> &'static str {
-        if !self.url.is_empty() {
-            return "the database of the ordermq at --url (not visible to the bench)";
-        }
-        match self.database_url.as_deref() {
-            Some(url) if crate::mysql::is_mysql_url(url) => {
-                "MySQL/MariaDB (durability read and reported)"
-            }
-            Some(_) => "PostgreSQL fsync=on synchronous_commit=on",
-            None if self.database == Database::Postgres => {
-                "PostgreSQL fsync=on synchronous_commit=on"
-            }
-            None => "SQLite synchronous=FULL",
-        }
-    }
 }
 
 /// Keys that place the in-process ordermq; the bench owns them.
@@ -664,37 +645,6 @@ mod tests {
                 "{bad}: {error} should mention {why}"
             );
         }
-    }
-
-    #[test]
-    fn the_database_is_named_only_for_the_in_process_ordermq() {
-        let args = |database, database_url: Option<&str>, url: Option<&str>| TargetArgs {
-            database,
-            database_url: database_url.map(str::to_owned),
-            url: url.map(str::to_owned).into_iter().collect(),
-            ..TargetArgs::default()
-        };
-        assert!(
-            args(Database::Sqlite, None, None)
-                .database_label()
-                .starts_with("SQLite")
-        );
-        assert!(
-            args(Database::Postgres, None, None)
-                .database_label()
-                .starts_with("PostgreSQL")
-        );
-        assert!(
-            args(Database::Mysql, Some("mysql://root@127.0.0.1/x"), None)
-                .database_label()
-                .starts_with("MySQL")
-        );
-        // The default database (SQLite) is not what an ordermq at --url runs on.
-        assert!(
-            args(Database::Sqlite, None, Some("http://127.0.0.1:8080"))
-                .database_label()
-                .contains("--url")
-        );
     }
 
     #[test]

@@ -243,10 +243,27 @@ impl Yardsticks {
     }
 }
 
+/// The database as the run's first line states it: the in-process
+/// ordermq's, with its durability; with `--url`, that ordermq's own, which
+/// the bench does not see.
+fn database_label(args: &TargetArgs) -> &'static str {
+    if !args.url.is_empty() {
+        return "the database of the ordermq at --url (not visible to the bench)";
+    }
+    match args.database_url.as_deref() {
+        Some(url) if mysql::is_mysql_url(url) => "MySQL/MariaDB (durability read and reported)",
+        Some(_) => "PostgreSQL fsync=on synchronous_commit=on",
+        None if args.database == target::Database::Postgres => {
+            "PostgreSQL fsync=on synchronous_commit=on"
+        }
+        None => "SQLite synchronous=FULL",
+    }
+}
+
 pub(crate) async fn run(mut args: CapacityArgs) -> BenchResult<serde_json::Value> {
     let broker_flush = args.target.broker_flush_label()?;
     mysql::check(&args.target)?;
-    let database = args.target.database_label();
+    let database = database_label(&args.target);
     println!(
         "ordermq-bench capacity: rising from {}/s ×{} per {:?} step until p99 > {} ms, then {} refining steps ({database}, broker {broker_flush})",
         args.start_rate, args.growth, args.step_duration, args.p99_limit_ms, args.refine
@@ -387,6 +404,32 @@ async fn wait_for_acknowledgements(target: &Target) -> BenchResult<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_is_named_only_for_the_in_process_ordermq() {
+        use target::Database;
+        let args = |database, database_url: Option<&str>, url: Option<&str>| TargetArgs {
+            database,
+            database_url: database_url.map(str::to_owned),
+            url: url.map(str::to_owned).into_iter().collect(),
+            ..TargetArgs::default()
+        };
+        assert!(database_label(&args(Database::Sqlite, None, None)).starts_with("SQLite"));
+        assert!(database_label(&args(Database::Postgres, None, None)).starts_with("PostgreSQL"));
+        assert!(
+            database_label(&args(
+                Database::Mysql,
+                Some("mysql://root@127.0.0.1/x"),
+                None
+            ))
+            .starts_with("MySQL")
+        );
+        // The default database (SQLite) is not what an ordermq at --url runs on.
+        assert!(
+            database_label(&args(Database::Sqlite, None, Some("http://127.0.0.1:8080")))
+                .contains("--url")
+        );
+    }
 
     fn search(refine: u32) -> RateSearch {
         RateSearch {

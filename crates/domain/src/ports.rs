@@ -326,8 +326,8 @@ pub trait OrderService: Send + Sync + 'static {
         order: crate::NewOrder,
     ) -> BoxFuture<'_, Result<crate::view::OrderView, crate::CreateOrderError>>;
 
-    /// Applies a payment notice: `UNPAID` → `PAID`, the reservations become
-    /// deductions and an `OrderPaid` event goes to the outbox. A notice
+    /// Applies a payment notice: `UNPAID` → `PAID` (the units the order
+    /// reserved are sold) and an `OrderPaid` event goes to the outbox. A notice
     /// already applied is answered again as a duplicate; money for an order
     /// that can no longer take it (closed, or paid by another payment) is
     /// recorded and owed back (`refund_required` in the receipt).

@@ -2,7 +2,7 @@
 //! that can wait goes through RocketMQ.
 //!
 //! A payment callback runs one database transaction (order UNPAID → PAID,
-//! stock reservation → deduction, an `OrderPaid` event into the outbox) and
+//! which sells the units it reserved, an `OrderPaid` event into the outbox) and
 //! answers. The relay publishes the event to `TopicOrderPaySuccess`; the
 //! credit, marketing, push and warehouse systems consume it, each in its own
 //! consumer group, each applying its effect exactly once.

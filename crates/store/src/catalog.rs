@@ -1,9 +1,19 @@
 //! The catalog: products, their prices and their stock counters.
 //!
-//! Stock has two counters per product: `on_hand` (physically there) and
-//! `reserved` (held by unpaid orders). Creating an order reserves; paying
-//! turns the reservation into a deduction. A CHECK keeps
-//! `0 <= reserved <= on_hand`, so no interleaving can oversell.
+//! Stock has two counters per product: `on_hand`, the units the shop has
+//! had to sell, sold ones included (an operator sets it; a flash sale takes
+//! units out of it and gives back the ones it did not sell), and `reserved`,
+//! the units orders hold: every order not cancelled, paid or not. Creating an
+//! order reserves; closing an unpaid one releases; paying changes neither
+//! (the order's status tells a unit held from a unit sold), so a payment
+//! never waits on its products' rows. What can still be ordered is
+//! `on_hand − reserved`; the units sold are `reserved` minus what unpaid
+//! orders hold. A CHECK keeps `0 <= reserved <= on_hand`, so no interleaving
+//! can oversell.
+//!
+//! Until migration 12 a payment deducted its units from both counters; the
+//! migration adds every paid order's units back to both, which leaves what
+//! can be ordered unchanged.
 //!
 //! Operation module: it imports only the base, leaves and the handle.
 
@@ -83,7 +93,8 @@ impl Store {
             .collect()
     }
 
-    /// Stock of one SKU as `(on_hand, reserved)`.
+    /// Stock of one SKU as `(on_hand, reserved)`: the units it has had to
+    /// sell, and those its orders hold, unpaid or paid (see the module).
     pub async fn stock(&self, sku: &str) -> Result<Option<(i64, i64)>, StorageError> {
         let row = dialect::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
             .bind(sku)

@@ -1,12 +1,15 @@
 //! The rows a batch locks first, in one global order, so that concurrent
 //! writers (several order writers, several instances) never deadlock: the
-//! products it may touch, by SKU, before any statement changes one.
+//! products it may touch, by SKU, then the existing orders it may change,
+//! by order id, before any statement changes one.
 //!
 //! Without it two batches touching SKU-A and SKU-B in opposite orders could
 //! each hold one and wait for the other: PostgreSQL breaks that after
-//! `deadlock_timeout` (1 s) and InnoDB at once, by failing one batch. The
-//! orders themselves need no such care: an order's payments and closes, and
-//! a user's creates, always go to the same writer.
+//! `deadlock_timeout` (1 s) and InnoDB at once, by failing one batch. Within
+//! one instance an order's payments and closes go to one writer, but the
+//! same order's payment and close (or two notices of its payment) may reach
+//! two instances at once; payments lock no product, so nothing else would
+//! keep two such batches from taking the same orders in opposite orders.
 //!
 //! Leaf module: it imports only the base (`dialect`, `fail`, `sql`).
 
@@ -59,6 +62,28 @@ pub(crate) async fn lock_products_in(
     }
     for sku in skus {
         query = query.bind(sku);
+    }
+    query.fetch_all(tx).await?;
+    Ok(())
+}
+
+/// Locks the existing orders `orders` in order id order (`sql::lock_orders`),
+/// after their products.
+///
+/// # Errors
+///
+/// The database's, a lost lock race included (see `fail::lost_lock_race`).
+pub(crate) async fn lock_orders_in(
+    tx: &mut AnyConnection,
+    orders: &[&str],
+) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let statement = sql::lock_orders(orders.len());
+    let mut query = dialect::query(&statement);
+    for order in orders {
+        query = query.bind(*order);
     }
     query.fetch_all(tx).await?;
     Ok(())

@@ -85,6 +85,14 @@ pub(crate) type RunPayment<'a> = (&'a str, &'a str, i64);
 /// the other backends' `UPDATE … FROM` (status, amount, payment id not
 /// recorded), then the orders it paid (this payment's id, at `now`) with
 /// their users, their number checked against the update's.
+///
+/// The join reads the run's rows first and `orders` through its key
+/// (`STRAIGHT_JOIN`, `FORCE INDEX`): only the run's own orders, already
+/// locked (`locks`). Left to itself InnoDB scanned `orders` (a small table)
+/// or its key, and a multi-table `UPDATE` waits for every row it reads —
+/// orders another batch holds while waiting for one of these: a deadlock
+/// (seen in the store test `batches::hot_sku` on MariaDB once payments no
+/// longer locked their products first).
 pub(crate) async fn transition_run(
     tx: &mut AnyConnection,
     payments: &[RunPayment<'_>],
@@ -92,7 +100,7 @@ pub(crate) async fn transition_run(
 ) -> Result<BTreeMap<String, String>, sqlx::Error> {
     let paid = ordermq_domain::OrderStatus::Paid.as_str();
     let sql = format!(
-        "UPDATE orders JOIN {} AS v ON orders.order_id = v.oid \
+        "UPDATE {} AS v STRAIGHT_JOIN orders FORCE INDEX (PRIMARY) ON orders.order_id = v.oid \
          SET orders.status = $1, orders.payment_id = v.pid, orders.paid_at = $2, orders.updated_at = $2, \
              orders.order_seq = orders.order_seq + 1 \
          WHERE orders.status = $3 AND orders.amount = v.amt \
@@ -127,25 +135,6 @@ pub(crate) async fn transition_run(
         return Err(mismatch("orders paid by the run", users.len(), changed));
     }
     Ok(users)
-}
-
-/// The set-based run's deduction, one row per SKU, as a join with the same
-/// guard as [`sql::DEDUCT_STOCK`]. Returns how many SKUs it deducted.
-pub(crate) async fn deduct_per_sku(
-    tx: &mut AnyConnection,
-    per_sku: &BTreeMap<String, i64>,
-) -> Result<u64, sqlx::Error> {
-    let sql = format!(
-        "UPDATE products JOIN {} AS v ON products.sku = v.s \
-         SET products.on_hand = products.on_hand - v.q, products.reserved = products.reserved - v.q \
-         WHERE products.reserved >= v.q AND products.on_hand >= v.q",
-        parameter_table(0, per_sku.len(), &["s", "q"])
-    );
-    let mut query = dialect::query(&sql);
-    for (sku, quantity) in per_sku {
-        query = query.bind(sku.as_str()).bind(*quantity);
-    }
-    Ok(query.execute(&mut *tx).await?.rows_affected())
 }
 
 /// The inbox rows of a batch, for the effect writer: which of `events`

@@ -1,5 +1,13 @@
-//! Payment: UNPAID → PAID, the reservation turned into a deduction, the
-//! payment recorded and an `OrderPaid` event in the outbox, one transaction.
+//! Payment: UNPAID → PAID, the payment recorded and an `OrderPaid` event in
+//! the outbox, one transaction.
+//!
+//! A payment does not touch its products' stock: the units its order
+//! reserved at creation stay counted in `reserved`, which holds the units
+//! of every order that is not cancelled, paid or not (`catalog` explains
+//! the counters). The guarded UNPAID → PAID transition alone decides
+//! between a payment and a close, which releases an unpaid order's units.
+//! So payments of orders of one hot SKU do not queue on its product's row:
+//! they lock only their own orders.
 //!
 //! Two forms of one rule, from the same statements (`sql`): one payment at a
 //! time ([`pay_order_in`], which also explains a payment that does not
@@ -34,8 +42,8 @@ use crate::store::{Db, Store};
 use ordermq_domain::feed::FeedChange;
 
 impl Store {
-    /// Applies a payment notice in one transaction: UNPAID → PAID, reservation →
-    /// deduction, the payment recorded and an `OrderPaid` event in the outbox.
+    /// Applies a payment notice in one transaction: UNPAID → PAID, the
+    /// payment recorded and an `OrderPaid` event in the outbox.
     ///
     /// The same payment notified again changes nothing. A different payment for
     /// an order that can no longer take one is recorded as owed back
@@ -104,7 +112,7 @@ pub(crate) async fn pay_order_in(
             payment_id: notice.payment_id.to_string(),
         });
     }
-    let lines = deduct_lines(tx, order_id).await?;
+    let lines = paid_lines(tx, order_id).await?;
     record_history(
         &mut *tx,
         order_id,
@@ -131,11 +139,8 @@ pub(crate) async fn pay_order_in(
     Ok(receipt(notice, OrderStatus::Paid))
 }
 
-/// Turns the order's reservations into deductions; returns its lines.
-async fn deduct_lines(
-    tx: &mut AnyConnection,
-    order_id: &str,
-) -> Result<Vec<PaidLine>, StorageError> {
+/// The order's lines, for its `OrderPaid` event.
+async fn paid_lines(tx: &mut AnyConnection, order_id: &str) -> Result<Vec<PaidLine>, StorageError> {
     let line_rows = dialect::query(sql::PAID_LINES)
         .bind(order_id)
         .fetch_all(&mut *tx)
@@ -145,17 +150,6 @@ async fn deduct_lines(
     for row in &line_rows {
         let sku: String = row.try_get("sku").map_err(storage)?;
         let quantity: i64 = row.try_get("quantity").map_err(storage)?;
-        let deducted = dialect::query(sql::DEDUCT_STOCK)
-            .bind(quantity)
-            .bind(sku.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?;
-        if deducted.rows_affected() != 1 {
-            return Err(StorageError::corrupt(format!(
-                "reservation of {quantity} x {sku} for order {order_id} is missing"
-            )));
-        }
         lines.push(PaidLine {
             sku: Sku::parse(&sku).map_err(StorageError::corrupt)?,
             quantity: u32::try_from(quantity).map_err(StorageError::corrupt)?,
@@ -315,9 +309,9 @@ async fn pay_run_statements(
         return Ok(decided);
     }
     record_run_payments(tx, notices, &applied, now).await?;
-    let mut lines = deduct_run(tx, notices, &applied).await?;
+    let mut lines = run_lines(tx, notices, &applied).await?;
     history_and_events(tx, notices, &applied, &paid, &mut lines, now).await?;
-    // 7. The feed rows, read back one order at a time (this path serves
+    // 6. The feed rows, read back one order at a time (this path serves
     // MySQL and SQLite without lanes; the lane and PostgreSQL's own path
     // build them from what they already hold).
     for &i in &applied {
@@ -423,9 +417,8 @@ async fn record_run_payments(
     Ok(())
 }
 
-/// 3. The paid orders' lines, and 4. every reservation turned into a
-///    deduction, one row per SKU ([`sql::DEDUCT_STOCK`]'s guard, summed).
-async fn deduct_run(
+/// 3. The paid orders' lines, for their events.
+async fn run_lines(
     tx: &mut AnyConnection,
     notices: &[&PaymentNotice],
     applied: &[usize],
@@ -440,44 +433,22 @@ async fn deduct_run(
         query = query.bind(notices[i].order_id.as_str());
     }
     let mut lines: BTreeMap<String, Vec<PaidLine>> = BTreeMap::new();
-    let mut per_sku: BTreeMap<String, i64> = BTreeMap::new();
     let bad = |e: String| sqlx::Error::Decode(e.into());
     for row in query.fetch_all(&mut *tx).await? {
         let order: String = row.try_get("order_id")?;
         let sku: String = row.try_get("sku")?;
         let quantity: i64 = row.try_get("quantity")?;
         let unit_price: i64 = row.try_get("unit_price")?;
-        *per_sku.entry(sku.clone()).or_default() += quantity;
         lines.entry(order).or_default().push(PaidLine {
             sku: Sku::parse(&sku).map_err(|e| bad(e.to_string()))?,
             quantity: u32::try_from(quantity).map_err(|e| bad(e.to_string()))?,
             unit_price: Amount::parse(unit_price).map_err(|e| bad(e.to_string()))?,
         });
     }
-    let deducted = if dialect::is_mysql(tx) {
-        mysql::deduct_per_sku(tx, &per_sku).await?
-    } else {
-        let sql = format!(
-            "UPDATE products SET on_hand = on_hand - v.q, reserved = reserved - v.q FROM {} AS v \
-             WHERE products.sku = v.s AND products.reserved >= v.q AND products.on_hand >= v.q",
-            parameter_table(0, per_sku.len(), &["s", "q"])
-        );
-        let mut query = dialect::query(&sql);
-        for (sku, quantity) in &per_sku {
-            query = query.bind(sku.as_str()).bind(*quantity);
-        }
-        query.execute(&mut *tx).await?.rows_affected()
-    };
-    if deducted != per_sku.len() as u64 {
-        return Err(sqlx::Error::Protocol(format!(
-            "reservations missing: {deducted} of {} SKUs deducted",
-            per_sku.len()
-        )));
-    }
     Ok(lines)
 }
 
-/// 5. History rows and 6. the `OrderPaid` events, one statement each.
+/// 4. History rows and 5. the `OrderPaid` events, one statement each.
 async fn history_and_events(
     tx: &mut AnyConnection,
     notices: &[&PaymentNotice],

@@ -265,6 +265,19 @@ const ORDERS_V9: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS outbox_feed_order ON outbox (msg_key, id) WHERE sent_at IS NULL",
 ];
 
+/// Version 12 of the order database: a payment no longer deducts its units
+/// (`catalog`): `reserved` counts the units of every order not cancelled,
+/// paid or not, and `on_hand` the units sold too. A database written before
+/// it had both lowered at each payment: every paid order's units (any
+/// status but unpaid or cancelled) go back to both, which leaves what can
+/// be ordered as it was. One statement, one pass over the lines.
+const ORDERS_V12: &[&str] = &["UPDATE products \
+     SET on_hand = products.on_hand + sold.q, reserved = products.reserved + sold.q \
+     FROM (SELECT l.sku AS sku, SUM(l.quantity) AS q FROM order_lines l \
+           JOIN orders o ON o.order_id = l.order_id \
+           WHERE o.status NOT IN ('UNPAID', 'CANCELLED') GROUP BY l.sku) AS sold \
+     WHERE products.sku = sold.sku"];
+
 /// `event_receipts`: one row per (event, group) that said it applied the
 /// event (`order_receipt_group`; a receipt sent twice inserts nothing).
 pub(crate) const EVENT_RECEIPTS: &str = "CREATE TABLE IF NOT EXISTS event_receipts (
@@ -496,6 +509,10 @@ pub(crate) fn orders(backend: Backend) -> Vec<Migration> {
         Migration {
             version: 11,
             statements: Vec::new(),
+        },
+        Migration {
+            version: 12,
+            statements: rendered(backend, ORDERS_V12),
         },
     ]
 }

@@ -88,12 +88,6 @@ pub(crate) const RECORD_OWED_PAYMENT: &str = "INSERT INTO payments (payment_id, 
 pub(crate) const PAID_LINES: &str =
     "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku";
 
-/// A reservation turned into a deduction; matches nothing (and the CHECK
-/// constraints refuse anything) that would go negative.
-/// `$1` quantity, `$2` SKU.
-pub(crate) const DEDUCT_STOCK: &str = "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1 \
-     WHERE sku = $2 AND reserved >= $1 AND on_hand >= $1";
-
 /// One status change. `$1` order id, `$2` from (NULL at creation), `$3` to, `$4` at.
 pub(crate) const INSERT_HISTORY: &str =
     "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)";
@@ -365,13 +359,13 @@ pub(crate) fn placeholders(offset: usize, n: usize) -> String {
 
 /// Locks the products a PostgreSQL or MySQL batch will touch, in one order (by SKU)
 /// at the start of its transaction: the products of the orders `$1..$k`
-/// (payments, closes) and the SKUs after them (creates), `orders` and
-/// `skus` placeholders long. Every writer — and every instance — takes the
-/// shared rows in the same order, so two batches never hold one product
-/// each while waiting for the other's (a deadlock PostgreSQL would break
-/// after `deadlock_timeout` by failing one of them, InnoDB at once). MySQL
-/// locks as it reads, before sorting: there the SKUs are read first and
-/// locked with `orders` 0 (`locks`).
+/// (closes) and the SKUs after them (creates), `orders` and `skus`
+/// placeholders long. Every writer — and every instance — takes the shared
+/// rows in the same order, so two batches never hold one product each while
+/// waiting for the other's (a deadlock PostgreSQL would break after
+/// `deadlock_timeout` by failing one of them, InnoDB at once). MySQL locks as
+/// it reads, before sorting: there the SKUs are read first and locked with
+/// `orders` 0 (`locks`). Payments lock no product (`pay`).
 pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
     let mut wanted = Vec::new();
     if orders > 0 {
@@ -386,6 +380,19 @@ pub(crate) fn lock_products(orders: usize, skus: usize) -> String {
     format!(
         "SELECT sku FROM products WHERE {} ORDER BY sku FOR UPDATE",
         wanted.join(" OR ")
+    )
+}
+
+/// Locks existing orders `$1..$n` in order id order, after the products
+/// ([`lock_products`]): payments and closes of one order may reach batches
+/// of different instances, and two batches taking the same orders in
+/// different orders could each hold one the other waits for. PostgreSQL
+/// locks the sorted rows; InnoDB locks as it reads, and reads an `IN` list
+/// on the primary key in key order.
+pub(crate) fn lock_orders(orders: usize) -> String {
+    format!(
+        "SELECT order_id FROM orders WHERE order_id IN ({}) ORDER BY order_id FOR UPDATE",
+        placeholders(0, orders)
     )
 }
 
@@ -435,6 +442,10 @@ mod tests {
             lock_products(0, 2),
             "SELECT sku FROM products WHERE sku IN ($1, $2) ORDER BY sku FOR UPDATE"
         );
+        assert_eq!(
+            lock_orders(2),
+            "SELECT order_id FROM orders WHERE order_id IN ($1, $2) ORDER BY order_id FOR UPDATE"
+        );
     }
 
     #[test]
@@ -475,7 +486,6 @@ mod tests {
             RECORD_APPLIED_PAYMENT,
             RECORD_OWED_PAYMENT,
             PAID_LINES,
-            DEDUCT_STOCK,
             INSERT_HISTORY,
             INSERT_OUTBOX,
             MARK_ONE_SENT,

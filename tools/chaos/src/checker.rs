@@ -10,8 +10,10 @@
 //!   (none: **lost**; more than one: **doubled**) and one applied payment;
 //! - an order never paid, or UNPAID, has no effect at all (**phantom**), and
 //!   a payment whose answer was lost is all-or-nothing (the two rules above);
-//! - stock: `on_hand = start − Σ paid quantities`, `reserved = Σ unpaid
-//!   quantities`, never negative, never more sold than there was (**oversold**);
+//! - stock: `on_hand = start` (an order takes nothing off the shelf count),
+//!   `reserved = Σ quantities of the orders paid or unpaid` (more: taken
+//!   twice, **doubled**; fewer: units held but counted free, **oversold**),
+//!   never negative, never more sold than there was (**oversold**);
 //! - a full refund accepted ends SUCCEEDED and the order REFUNDED, with one
 //!   points reversal, one refund SMS, its coupon revoked and its shipment
 //!   cancelled (**lost** / **doubled**; a reversal of nothing: **phantom**);
@@ -521,8 +523,9 @@ fn check_orphan_effects(
 }
 
 /// Stock: never negative; for products with a known start, never more sold
-/// than there was, `on_hand = start − Σ paid quantities` and
-/// `reserved = Σ unpaid quantities`.
+/// than there was, `on_hand = start` and `reserved = Σ quantities of the
+/// orders paid or unpaid` (a payment keeps its order's units reserved:
+/// sold, never free again).
 fn check_stock(
     v: &mut Verdict,
     orders: &[AuditOrder],
@@ -530,12 +533,12 @@ fn check_stock(
     expect: &Expectations,
 ) {
     let mut paid_qty: HashMap<&str, i64> = HashMap::new();
-    let mut reserved_qty: HashMap<&str, i64> = HashMap::new();
+    let mut unpaid_qty: HashMap<&str, i64> = HashMap::new();
     for order in orders {
         let target = match order.status.as_str() {
             // A refund gives the money back, not the goods: no restock.
             status if is_paid(status) => &mut paid_qty,
-            "UNPAID" => &mut reserved_qty,
+            "UNPAID" => &mut unpaid_qty,
             _ => continue,
         };
         for (sku, q) in &order.lines {
@@ -554,25 +557,25 @@ fn check_stock(
             continue;
         };
         let sold = paid_qty.get(s.sku.as_str()).copied().unwrap_or(0);
-        let reserved = reserved_qty.get(s.sku.as_str()).copied().unwrap_or(0);
+        let held = sold + unpaid_qty.get(s.sku.as_str()).copied().unwrap_or(0);
         if sold > start {
             v.oversold += (sold - start) as usize;
             v.violation(format!("{}: sold {sold} of {start}", s.sku));
         }
-        if s.on_hand != start - sold {
-            if s.on_hand < start - sold {
-                v.doubled += (start - sold - s.on_hand) as usize;
-            }
+        if s.on_hand != start {
             v.violation(format!(
-                "{}: on hand {} but start {start} − paid {sold} = {}",
-                s.sku,
-                s.on_hand,
-                start - sold
+                "{}: on hand {} but it started at {start} and orders take nothing off it",
+                s.sku, s.on_hand
             ));
         }
-        if s.reserved != reserved {
+        if s.reserved != held {
+            if s.reserved > held {
+                v.doubled += (s.reserved - held) as usize;
+            } else {
+                v.oversold += (held - s.reserved) as usize;
+            }
             v.violation(format!(
-                "{}: reserved {} but unpaid orders hold {reserved}",
+                "{}: reserved {} but its orders paid or unpaid hold {held} (paid {sold})",
                 s.sku, s.reserved
             ));
         }

@@ -174,19 +174,20 @@ pub fn judge(facts: &SaleFacts, v: &mut Verdict) {
             c.leased
         ));
     }
-    let unpaid: i64 = facts
+    let held: i64 = facts
         .orders
         .iter()
-        .filter(|(_, status, _)| status == "UNPAID")
+        .filter(|(_, status, _)| status != "CANCELLED")
         .map(|(_, _, units)| units)
         .sum();
-    // Created orders put their units back into the product's stock; a
-    // close takes them out again, a payment sells them: what is left on
-    // hand beyond the sale's share is what unpaid orders reserve.
-    let expected_on_hand = facts.start_stock - facts.units + unpaid;
-    if facts.stock != (expected_on_hand, unpaid) {
+    // Created orders put their units back into the product's stock and
+    // reserve them; a close releases them and takes them out again, a
+    // payment keeps them reserved (sold): what is on hand beyond the sale's
+    // share is what its orders not cancelled hold.
+    let expected_on_hand = facts.start_stock - facts.units + held;
+    if facts.stock != (expected_on_hand, held) {
         v.violations.push(format!(
-            "{}: on hand {}, reserved {}; expected {expected_on_hand} and {unpaid}",
+            "{}: on hand {}, reserved {}; expected {expected_on_hand} and {held}",
             facts.sku, facts.stock.0, facts.stock.1
         ));
     }

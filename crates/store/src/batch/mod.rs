@@ -246,7 +246,7 @@ impl Store {
             Err(e) => return failed(e),
         };
         if self.backend != Backend::Sqlite
-            && let Err(e) = lock_products_in(&mut tx, ops).await
+            && let Err(e) = lock_rows_in(&mut tx, ops).await
         {
             return failed(e);
         }
@@ -405,16 +405,22 @@ impl Store {
 /// Which part of a slow lane batch was slow tells disk (commit) from CPU
 /// (statements, or a lane thread waiting to be scheduled) from other writers
 /// (the gate).
-/// Locks, in SKU order, every product `ops` may touch (`locks`): the lines
-/// of the orders paid or closed, the SKUs of the orders created. PostgreSQL
-/// and MySQL: SQLite has one writer.
-async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
-    let mut orders = Vec::new();
+/// Locks, in SKU order, every product `ops` may touch, then, in order id
+/// order, every existing order they may change (`locks`): the lines of the
+/// orders closed and the SKUs of the orders created (a payment touches no
+/// product), then the orders paid or closed. PostgreSQL and MySQL: SQLite
+/// has one writer.
+async fn lock_rows_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(), sqlx::Error> {
+    let mut closed = Vec::new();
+    let mut changed = Vec::new();
     let mut skus = std::collections::BTreeSet::new();
     for op in ops {
         match op {
-            WriteOp::Pay(notice) => orders.push(notice.order_id.as_str()),
-            WriteOp::Close(order_id) => orders.push(order_id.as_str()),
+            WriteOp::Pay(notice) => changed.push(notice.order_id.as_str()),
+            WriteOp::Close(order_id) => {
+                closed.push(order_id.as_str());
+                changed.push(order_id.as_str());
+            }
             WriteOp::Create { order, .. } => {
                 skus.extend(order.lines().iter().map(|l| l.sku.to_string()));
             }
@@ -427,7 +433,10 @@ async fn lock_products_in(tx: &mut AnyConnection, ops: &[WriteOp]) -> Result<(),
             WriteOp::RelayOutbox { .. } | WriteOp::Attempt(_) | WriteOp::RejectAttempt { .. } => {}
         }
     }
-    locks::lock_products_in(tx, &orders, skus).await
+    locks::lock_products_in(tx, &closed, skus).await?;
+    changed.sort_unstable();
+    changed.dedup();
+    locks::lock_orders_in(tx, &changed).await
 }
 
 /// The fast part of a batch (`fast`: indexes into `ops`) as the lane and

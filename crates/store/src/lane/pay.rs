@@ -65,7 +65,7 @@ pub(crate) fn pay_one(
             payment_id: notice.payment_id.to_string(),
         })));
     }
-    let lines = deduct_lines(tx, order_id)?;
+    let lines = paid_lines(tx, order_id)?;
     tx.prepare_cached(sql::INSERT_HISTORY)?.execute(params![
         order_id,
         OrderStatus::Unpaid.as_str(),
@@ -131,8 +131,9 @@ fn corrupt(message: String) -> LaneError {
     LaneError(StorageError::corrupt(message))
 }
 
-/// Turns the order's reservations into deductions; returns its lines.
-fn deduct_lines(tx: &rusqlite::Transaction<'_>, order_id: &str) -> LaneResult<Vec<PaidLine>> {
+/// The order's lines, for its `OrderPaid` event (a payment leaves the stock
+/// as the order's creation reserved it: `pay`).
+fn paid_lines(tx: &rusqlite::Transaction<'_>, order_id: &str) -> LaneResult<Vec<PaidLine>> {
     let mut lines = Vec::new();
     {
         let mut select = tx.prepare_cached(sql::PAID_LINES)?;
@@ -146,14 +147,6 @@ fn deduct_lines(tx: &rusqlite::Transaction<'_>, order_id: &str) -> LaneResult<Ve
     }
     let mut paid_lines = Vec::with_capacity(lines.len());
     for (sku, quantity, unit_price) in lines {
-        let deducted = tx
-            .prepare_cached(sql::DEDUCT_STOCK)?
-            .execute(params![quantity, sku])?;
-        if deducted != 1 {
-            return Err(corrupt(format!(
-                "reservation of {quantity} x {sku} for order {order_id} is missing"
-            )));
-        }
         let invalid =
             |e: ordermq_domain::ValidationError| corrupt(format!("stored line of {order_id}: {e}"));
         paid_lines.push(PaidLine {

@@ -8,9 +8,9 @@
 //! **one** statement with fixed text (prepared once per connection) whose
 //! parameters are arrays: a guarded `UPDATE orders … FROM unnest(…) …
 //! RETURNING` decides each payment's fate, and data-modifying CTEs record
-//! the payments, the history rows, the `OrderPaid` outbox rows and one
-//! deduction per SKU for the batch, guarded like `sql::DEDUCT_STOCK`
-//! (`reserved >= n AND on_hand >= n` for the SKU's sum). The relay's rounds
+//! the payments, the history rows and the `OrderPaid` outbox rows (a
+//! payment leaves the stock as the order's creation reserved it:
+//! the `pay` module). The relay's rounds
 //! follow in the same transaction (`FOR UPDATE SKIP LOCKED` claims,
 //! `id = ANY($n)` acknowledgements), then one `COMMIT`.
 //!
@@ -25,10 +25,10 @@
 //! Several of these run at once on separate connections (the order writer
 //! runs several batches concurrently on PostgreSQL): PostgreSQL has its own
 //! group commit, and row locks, not a database lock, keep them apart. The
-//! statement locks the batch's products first, in SKU order, as every batch
-//! does (`sql::lock_products`); the relay's rounds and `COMMIT` follow, so a
-//! batch holds the hot SKU's row for that statement, the relay's and the
-//! commit, and the writers take turns on it.
+//! statement locks the batch's orders first, in order id order, as every
+//! batch does after its products (`sql::lock_orders`); it locks no product,
+//! so batches paying orders of one hot SKU commit side by side, and
+//! PostgreSQL's group commit flushes them together.
 //!
 //! Leaf module: it imports only the base (`fail`, `sql`, `server`, `commit`).
 

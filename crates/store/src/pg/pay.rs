@@ -1,6 +1,8 @@
 //! A batch of payments as one statement: every guarded `UNPAID → PAID`, the
-//! payments, the history rows, the `OrderPaid` events and one deduction per
-//! SKU, with arrays for parameters.
+//! payments, the history rows and the `OrderPaid` events, with arrays for
+//! parameters. It touches no product: the units stay as the orders'
+//! creation reserved them (the `pay` module), so batches of several writers and
+//! instances paying orders of one hot SKU do not take turns on its row.
 //!
 //! Each event is built before the statement, for every payment that may
 //! apply (the order's user and lines never change), and inserted only for
@@ -157,17 +159,6 @@ pub(super) async fn apply(
         .iter()
         .map(|c| notice(c).amount.minor_units())
         .collect();
-    // The batch's products, locked in SKU order by the statement before it
-    // touches any order (`sql::lock_products`).
-    let mut skus: Vec<&str> = candidates
-        .iter()
-        .flat_map(|c| match &c.event {
-            OrderEvent::OrderPaid(paid) => paid.lines.iter().map(|l| l.sku.as_str()).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-    skus.sort_unstable();
-    skus.dedup();
     let event_ids: Vec<String> = candidates.iter().map(|c| c.event.event_id()).collect();
     let bodies: Vec<String> = candidates.iter().map(|c| c.event.to_json()).collect();
     let kind = EventKind::OrderPaid;
@@ -197,7 +188,6 @@ pub(super) async fn apply(
         .bind(&feed_bodies)
         .bind(TOPIC_ORDER_CHANGE_FEED)
         .bind(FeedChange::Paid.tag())
-        .bind(&skus)
         .fetch_one(&mut **tx)
         .await?;
     let txid: i64 = row.try_get("txid")?;
@@ -206,18 +196,15 @@ pub(super) async fn apply(
         .unwrap_or_default();
     let recorded: i64 = row.try_get("recorded")?;
     let events: i64 = row.try_get("events")?;
-    let skus: i64 = row.try_get("skus")?;
-    let deducted: i64 = row.try_get("deducted")?;
     let feed_events: i64 = row.try_get("feed_events")?;
     let n = paid.len() as i64;
     let feed_expected = if feeding { n } else { 0 };
-    if recorded != n || events != n || deducted != skus || feed_events != feed_expected {
+    if recorded != n || events != n || feed_events != feed_expected {
         tracing::warn!(
             paid = n,
             recorded,
             events,
-            skus,
-            deducted,
+            feed_events,
             "set-based payment batch did not add up; deciding it on the general path"
         );
         return Ok(Applied::Undecided);
@@ -254,23 +241,19 @@ const READ_ORDERS: &str = "SELECT o.order_id, o.user_id, o.order_seq, o.created_
 /// `$5` PAID, `$6` UNPAID, `$7` topic, `$8` tag, `$9` event ids, `$10`
 /// bodies, `$11` each order's `order_seq` once paid, `$12` feed event ids
 /// and `$13` feed bodies (NULL: the feed is off), `$14` the feed's topic,
-/// `$15` its tag (arrays aligned), `$16` the batch's SKUs.
+/// `$15` its tag (arrays aligned).
 ///
-/// The products `$16` are locked first, in SKU order (`sql::lock_products`):
+/// The orders are locked first, in order id order (`sql::lock_orders`):
 /// `locked` is materialized in full by the one-time filter on `v` before
 /// `v` yields its first row, and every write of the statement is driven by
-/// `v`. So the statement locks the products before any order, as every
-/// other batch does, and the batch holds the hot SKU's row for this one
-/// statement and its commit (a separate locking statement kept it a round
-/// trip longer, and the writers take turns on that row).
+/// `v`. Another instance's batch may hold some of the same orders (two
+/// notices of one payment, a close), and would take them in the same order.
 ///
 /// The guarded update skips a payment id already
 /// recorded (a duplicate or a reuse: the general path explains it); one
 /// recorded meanwhile by another transaction makes `recorded` fall short.
-/// The deduction is `sql::DEDUCT_STOCK` for each SKU's sum; a SKU whose
-/// reservation is missing makes `deducted` fall short of `skus`.
 const PAY_BATCH: &str = "WITH locked AS MATERIALIZED ( \
-       SELECT sku FROM products WHERE sku = ANY($16::text[]) ORDER BY sku FOR UPDATE \
+       SELECT order_id FROM orders WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE \
      ), v AS ( \
        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $9::text[], $10::text[], \
          $11::int8[], $12::text[], $13::text[]) \
@@ -298,21 +281,12 @@ const PAY_BATCH: &str = "WITH locked AS MATERIALIZED ( \
        INSERT INTO outbox (topic, tag, msg_key, event_id, body, deliver_at, created_at, attempts, next_attempt_at) \
        SELECT $14, $15, order_id, fid, fbody, NULL, $4, 0, $4 FROM paid \
        WHERE fid IS NOT NULL ORDER BY n RETURNING 1 \
-     ), need AS ( \
-       SELECT l.sku, sum(l.quantity)::int8 AS q FROM order_lines l \
-       JOIN paid ON l.order_id = paid.order_id GROUP BY l.sku \
-     ), deducted AS ( \
-       UPDATE products SET on_hand = products.on_hand - need.q, reserved = products.reserved - need.q \
-       FROM need WHERE products.sku = need.sku AND products.reserved >= need.q AND products.on_hand >= need.q \
-       RETURNING 1 \
      ) \
      SELECT (SELECT array_agg(order_id ORDER BY n) FROM paid) AS paid, \
             (SELECT count(*) FROM recorded) AS recorded, \
             (SELECT count(*) FROM history) AS history, \
             (SELECT count(*) FROM events) AS events, \
             (SELECT count(*) FROM feed_events) AS feed_events, \
-            (SELECT count(*) FROM need) AS skus, \
-            (SELECT count(*) FROM deducted) AS deducted, \
             txid_current() AS txid";
 
 /// The batch's read keeps reading `order_lines` through its key on a large

@@ -13,7 +13,7 @@ const MARK_MANY_SENT: &str = "UPDATE outbox SET sent_at = $1, lease_owner = NULL
      WHERE id = ANY($2::int8[])";
 
 /// Marks the round's acknowledged rows sent: before the batch's payments,
-/// so the batch holds its products no longer for it.
+/// so the batch holds its orders no longer for it.
 pub(super) async fn ack(
     tx: &mut Transaction<'_, Postgres>,
     round: &sql::RelayRound,

@@ -233,6 +233,16 @@ const ORDERS_V11: &[&str] = &["CREATE TABLE IF NOT EXISTS commit_markers (
         at BIGINT NOT NULL
     ) {TABLE}"];
 
+/// Version 12: a payment no longer deducts its units (see the shared
+/// `ORDERS_V12`), in MySQL's multi-table `UPDATE`.
+const ORDERS_V12: &[&str] = &["UPDATE products \
+     JOIN (SELECT l.sku AS sku, SUM(l.quantity) AS q FROM order_lines l \
+           JOIN orders o ON o.order_id = l.order_id \
+           WHERE o.status NOT IN ('UNPAID', 'CANCELLED') GROUP BY l.sku) AS sold \
+       ON products.sku = sold.sku \
+     SET products.on_hand = products.on_hand + sold.q, \
+         products.reserved = products.reserved + sold.q"];
+
 /// Each system's version 3: its outbox of receipts (see the shared
 /// `SYSTEM_V3`), indexed as `outbox` is since version 6.
 const SYSTEM_V3: &[&str] = &["CREATE TABLE IF NOT EXISTS receipt_outbox (
@@ -348,10 +358,10 @@ pub(super) fn render(ddl: &str) -> String {
 }
 
 /// The order database's statements per version, oldest first.
-pub(super) fn orders() -> [&'static [&'static str]; 11] {
+pub(super) fn orders() -> [&'static [&'static str]; 12] {
     [
         ORDERS, ORDERS_V2, ORDERS_V3, ORDERS_V4, ORDERS_V5, ORDERS_V6, ORDERS_V7, ORDERS_V8,
-        ORDERS_V9, ORDERS_V10, ORDERS_V11,
+        ORDERS_V9, ORDERS_V10, ORDERS_V11, ORDERS_V12,
     ]
 }
 

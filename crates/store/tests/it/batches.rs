@@ -73,7 +73,8 @@ async fn concurrent_batches_never_oversell_a_hot_sku(store: Store) {
         }
     }
     assert_eq!(fresh, 30, "each order paid exactly once");
-    assert_eq!(store.stock("HOT").await.unwrap(), Some((0, 0)));
+    // Sold: still counted as taken (`catalog`), never released.
+    assert_eq!(store.stock("HOT").await.unwrap(), Some((30, 30)));
     assert_eq!(store.outbox_backlog().await.unwrap(), 30);
 }
 on_every_backend!(hot_sku, concurrent_batches_never_oversell_a_hot_sku);
@@ -131,9 +132,9 @@ async fn batches_touching_skus_in_opposite_orders_never_deadlock(store: Store) {
             assert!(matches!(result, WriteResult::Closed(Ok(_))), "{result:?}");
         }
     }
-    // 60 paid of each; the closed orders' units are back.
-    assert_eq!(store.stock("SKU-A").await.unwrap(), Some((100_000 - 60, 0)));
-    assert_eq!(store.stock("SKU-B").await.unwrap(), Some((100_000 - 60, 0)));
+    // 60 paid of each, still taken; the closed orders' units are back.
+    assert_eq!(store.stock("SKU-A").await.unwrap(), Some((100_000, 60)));
+    assert_eq!(store.stock("SKU-B").await.unwrap(), Some((100_000, 60)));
 }
 on_every_backend!(
     opposite_orders,

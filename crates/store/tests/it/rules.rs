@@ -12,7 +12,18 @@ use sqlx::Connection;
 
 use crate::helpers::*;
 
-async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
+/// What can still be ordered of each product, by SKU.
+async fn available(store: &Store) -> Vec<i64> {
+    store
+        .products()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect()
+}
+
+async fn reserve_then_pay_keeps_the_units_and_writes_one_event(store: Store) {
     seed(&store, "A", 250, 10).await;
     seed(&store, "B", 1000, 5).await;
     let id = order_id(1);
@@ -23,14 +34,7 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     assert_eq!(order.amount.minor_units(), 3 * 250 + 1000);
     assert_eq!(order.status, OrderStatus::Unpaid);
     assert_eq!(store.stock("A").await.unwrap(), Some((10, 3)));
-    let available: Vec<_> = store
-        .products()
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.stock)
-        .collect();
-    assert_eq!(available, vec![7, 4]);
+    assert_eq!(available(&store).await, vec![7, 4]);
     assert_eq!(
         store.outbox_backlog().await.unwrap(),
         0,
@@ -40,8 +44,10 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
     let receipt = store.pay_order(&notice(&id, "p1", 1750), 2).await.unwrap();
     assert_eq!(receipt.status, OrderStatus::Paid);
     assert!(!receipt.duplicate && !receipt.refund_required);
-    assert_eq!(store.stock("A").await.unwrap(), Some((7, 0)));
-    assert_eq!(store.stock("B").await.unwrap(), Some((4, 0)));
+    // The paid order's units stay reserved: sold, not available again.
+    assert_eq!(store.stock("A").await.unwrap(), Some((10, 3)));
+    assert_eq!(store.stock("B").await.unwrap(), Some((5, 1)));
+    assert_eq!(available(&store).await, vec![7, 4]);
     assert_eq!(store.outbox_backlog().await.unwrap(), 1);
 
     let again = store.pay_order(&notice(&id, "p1", 1750), 3).await.unwrap();
@@ -51,7 +57,7 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
         1,
         "a duplicate notice publishes nothing"
     );
-    assert_eq!(store.stock("A").await.unwrap(), Some((7, 0)));
+    assert_eq!(store.stock("A").await.unwrap(), Some((10, 3)));
 
     let view = store.order(&id).await.unwrap().unwrap();
     assert_eq!(view.status, OrderStatus::Paid);
@@ -61,7 +67,7 @@ async fn reserve_then_pay_moves_stock_and_writes_one_event(store: Store) {
 }
 on_every_backend!(
     reserve_then_pay,
-    reserve_then_pay_moves_stock_and_writes_one_event
+    reserve_then_pay_keeps_the_units_and_writes_one_event
 );
 
 async fn rejected_orders_reserve_nothing(store: Store) {
@@ -138,7 +144,7 @@ async fn bad_payments_change_nothing_and_second_payment_is_owed_back(store: Stor
     assert_eq!(stats.refunds_by_status.get("REQUESTED"), Some(&1));
     // OrderPaid, and the refund of the second payment.
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
-    assert_eq!(store.stock("A").await.unwrap(), Some((3, 0)));
+    assert_eq!(store.stock("A").await.unwrap(), Some((5, 2)));
 
     // A payment id that paid one order cannot pay another.
     let other = order_id(2);
@@ -192,7 +198,7 @@ async fn concurrent_payments_of_one_order_transition_once(store: Store) {
         }
     }
     assert_eq!(fresh, 1, "exactly one notice transitions the order");
-    assert_eq!(store.stock("A").await.unwrap(), Some((2, 0)));
+    assert_eq!(store.stock("A").await.unwrap(), Some((3, 1)));
     // One OrderPaid, and one refund per distinct other payment (p1, p3, …, p15).
     assert_eq!(store.outbox_backlog().await.unwrap(), 9);
     let order = store.order(&id).await.unwrap().unwrap();
@@ -730,7 +736,7 @@ async fn group_commit_rolls_back_only_the_rejected_operations(store: Store) {
         .collect();
     assert!(!receipts[0].duplicate && !receipts[1].duplicate);
     assert!(receipts[2].duplicate);
-    assert_eq!(store.stock("A").await.unwrap(), Some((0, 0)));
+    assert_eq!(store.stock("A").await.unwrap(), Some((3, 3)));
     assert_eq!(store.outbox_backlog().await.unwrap(), 2);
 }
 on_every_backend!(
@@ -905,13 +911,14 @@ async fn pay_and_close_race_has_exactly_one_winner(store: Store) {
     assert_eq!(paid_won + close_won, ORDERS);
     let (on_hand, reserved) = store.stock("A").await.unwrap().unwrap();
     assert_eq!(
-        reserved, 0,
-        "every reservation was either deducted or released"
+        reserved,
+        i64::from(paid_won),
+        "every reservation was either kept by its payment or released"
     );
     assert_eq!(
         on_hand,
-        i64::from(ORDERS - paid_won),
-        "stock = start - paid"
+        i64::from(ORDERS),
+        "a payment takes nothing off the shelf count"
     );
     let paid_events = store
         .claim_outbox("t", 1_000, 1_000, i64::MAX / 2)
@@ -1508,6 +1515,70 @@ async fn an_unversioned_database_is_migrated_in_place() {
     }
 }
 
+/// Migration 12 on a database whose payments deducted their units (both
+/// counters lowered, as before it): every paid order's units go back into
+/// both, so `reserved` holds the orders paid or unpaid, `on_hand` the units
+/// sold too, and what can be ordered is what it was. Opening again changes
+/// nothing.
+async fn migration_12_moves_sold_units_back_into_both_counters(db: TestDb) {
+    let store = db.store;
+    seed(&store, "A", 100, 10).await;
+    for (n, quantity) in [(1, 2), (2, 3), (3, 1), (4, 1)] {
+        let order = new_order(&format!("u{n}"), &[("A", quantity)]);
+        store
+            .create_order(&order, &order_id(n), 1, None)
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    // As the old write path left it: O2 paid (3 units) and O4 refunded (1)
+    // deducted, O3 closed (released), O1 unpaid (2 reserved).
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    for (n, status) in [(2, "PAID"), (3, "CANCELLED"), (4, "REFUNDED")] {
+        let update = format!(
+            "UPDATE orders SET status = '{status}' WHERE order_id = '{}'",
+            order_id(n)
+        );
+        sqlx::query(&update).execute(&mut conn).await.unwrap();
+    }
+    for statement in [
+        "UPDATE products SET on_hand = 6, reserved = 2 WHERE sku = 'A'",
+        "UPDATE schema_version SET version = 11 WHERE component = 'orders'",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    for _ in 0..2 {
+        let store = Store::open(&db.url, &fanout_only()).await.unwrap();
+        assert_eq!(store.stock("A").await.unwrap(), Some((10, 6)));
+        assert_eq!(
+            available(&store).await,
+            vec![4],
+            "what can be ordered is unchanged"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_12_on_sqlite() {
+    migration_12_moves_sold_units_back_into_both_counters(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_12_on_postgres() {
+    if let Some(db) = postgres().await {
+        migration_12_moves_sold_units_back_into_both_counters(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migration_12_on_mysql() {
+    if let Some(db) = mysql().await {
+        migration_12_moves_sold_units_back_into_both_counters(db).await;
+    }
+}
+
 /// A batch of payments takes the set-based path; every tricky case in it must
 /// come out exactly as it would one by one.
 async fn a_batch_of_payments_is_decided_like_one_by_one(store: Store) {
@@ -1584,9 +1655,9 @@ async fn a_batch_of_payments_is_decided_like_one_by_one(store: Store) {
         assert_eq!(order.status, expected, "order {n}");
         assert_eq!(order.history.len(), if paid.contains(&n) { 2 } else { 1 });
     }
-    // Stock: 4 paid orders deducted, 4 unpaid still reserved.
-    assert_eq!(store.stock("A").await.unwrap(), Some((46, 4)));
-    assert_eq!(store.stock("B").await.unwrap(), Some((42, 8)));
+    // Stock: the 8 orders' units reserved, 4 of them paid (sold).
+    assert_eq!(store.stock("A").await.unwrap(), Some((50, 8)));
+    assert_eq!(store.stock("B").await.unwrap(), Some((50, 16)));
     let events = store
         .claim_outbox("t", 100, 1_000, i64::MAX / 2)
         .await

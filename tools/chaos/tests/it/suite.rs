@@ -382,8 +382,8 @@ async fn the_checker_reports_planted_faults() {
             },
         );
     }
-    // Claim a start stock of 3: 4 units were sold (oversold), and on hand (6)
-    // differs from 3 − 4.
+    // Claim a start stock of 3: 4 units were sold (oversold), and on hand
+    // (10: orders take nothing off it) differs from 3.
     let expect = Expectations {
         start_stock: HashMap::from([("P-1".to_owned(), 3)]),
         ..Expectations::default()
@@ -400,7 +400,7 @@ async fn the_checker_reports_planted_faults() {
         (4, 2, 2)
     );
     assert!(
-        verdict.violations.iter().any(|v| v.contains("on hand 6")),
+        verdict.violations.iter().any(|v| v.contains("on hand 10")),
         "{:#?}",
         verdict.violations
     );

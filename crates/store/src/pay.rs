@@ -24,9 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 use ordermq_domain::event::PaidLine;
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::PaymentReceipt;
-use ordermq_domain::{
-    Amount, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, Sku, UserId,
-};
+use ordermq_domain::{OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, UserId};
 use sqlx::{AnyConnection, Row};
 
 use crate::dialect;
@@ -149,13 +147,14 @@ async fn paid_lines(tx: &mut AnyConnection, order_id: &str) -> Result<Vec<PaidLi
     let mut lines = Vec::with_capacity(line_rows.len());
     for row in &line_rows {
         let sku: String = row.try_get("sku").map_err(storage)?;
-        let quantity: i64 = row.try_get("quantity").map_err(storage)?;
-        lines.push(PaidLine {
-            sku: Sku::parse(&sku).map_err(StorageError::corrupt)?,
-            quantity: u32::try_from(quantity).map_err(StorageError::corrupt)?,
-            unit_price: Amount::parse(row.try_get("unit_price").map_err(storage)?)
-                .map_err(StorageError::corrupt)?,
-        });
+        lines.push(
+            sql::paid_line(
+                &sku,
+                row.try_get("quantity").map_err(storage)?,
+                row.try_get("unit_price").map_err(storage)?,
+            )
+            .map_err(|e| StorageError::corrupt(format!("stored line of {order_id}: {e}")))?,
+        );
     }
     Ok(lines)
 }
@@ -437,13 +436,9 @@ async fn run_lines(
     for row in query.fetch_all(&mut *tx).await? {
         let order: String = row.try_get("order_id")?;
         let sku: String = row.try_get("sku")?;
-        let quantity: i64 = row.try_get("quantity")?;
-        let unit_price: i64 = row.try_get("unit_price")?;
-        lines.entry(order).or_default().push(PaidLine {
-            sku: Sku::parse(&sku).map_err(|e| bad(e.to_string()))?,
-            quantity: u32::try_from(quantity).map_err(|e| bad(e.to_string()))?,
-            unit_price: Amount::parse(unit_price).map_err(|e| bad(e.to_string()))?,
-        });
+        let line = sql::paid_line(&sku, row.try_get("quantity")?, row.try_get("unit_price")?)
+            .map_err(|e| bad(format!("stored line of {order}: {e}")))?;
+        lines.entry(order).or_default().push(line);
     }
     Ok(lines)
 }

@@ -11,7 +11,7 @@ use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::RefundView;
 use ordermq_domain::{
     Actor, Amount, OrderEvent, OrderId, OrderStatus, PaymentId, RefundError, RefundId,
-    RefundRequest, RefundStatus, RetryRefundError, Sku, UserId,
+    RefundRequest, RefundStatus, RetryRefundError, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -22,6 +22,7 @@ use crate::feed;
 use crate::history::{Action, record_action, record_history};
 use crate::outbox;
 use crate::refund_rows::insert_refund;
+use crate::sql;
 use crate::store::{Db, Store};
 use ordermq_domain::feed::FeedChange;
 
@@ -528,11 +529,7 @@ async fn take_lines(
             .checked_mul(*quantity)
             .and_then(|line| amount.checked_add(line))
             .ok_or_else(|| StorageError::corrupt("refund amount overflows"))?;
-        lines.push(PaidLine {
-            sku: Sku::parse(sku).map_err(StorageError::corrupt)?,
-            quantity: *quantity as u32,
-            unit_price: Amount::parse(price).map_err(StorageError::corrupt)?,
-        });
+        lines.push(sql::paid_line(sku, *quantity, price).map_err(StorageError::corrupt)?);
     }
     Ok((amount, lines))
 }

@@ -88,6 +88,23 @@ pub(crate) const RECORD_OWED_PAYMENT: &str = "INSERT INTO payments (payment_id, 
 pub(crate) const PAID_LINES: &str =
     "SELECT sku, quantity, unit_price FROM order_lines WHERE order_id = $1 ORDER BY sku";
 
+/// A stored line (`sku`, `quantity`, `unit_price` of `order_lines`) as an
+/// event's line. Every write path reads lines back through this, so a row the
+/// domain would refuse is reported the same way everywhere: the `Err` says
+/// which value is wrong, for the caller's "corrupt" error.
+pub(crate) fn paid_line(
+    sku: &str,
+    quantity: i64,
+    unit_price: i64,
+) -> Result<ordermq_domain::event::PaidLine, String> {
+    Ok(ordermq_domain::event::PaidLine {
+        sku: ordermq_domain::Sku::parse(sku).map_err(|e| format!("sku {sku:?}: {e}"))?,
+        quantity: u32::try_from(quantity).map_err(|e| format!("quantity {quantity}: {e}"))?,
+        unit_price: ordermq_domain::Amount::parse(unit_price)
+            .map_err(|e| format!("unit price {unit_price}: {e}"))?,
+    })
+}
+
 /// One status change. `$1` order id, `$2` from (NULL at creation), `$3` to, `$4` at.
 pub(crate) const INSERT_HISTORY: &str =
     "INSERT INTO order_history (order_id, from_status, to_status, at) VALUES ($1, $2, $3, $4)";

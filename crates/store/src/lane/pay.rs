@@ -8,9 +8,7 @@ use ordermq_domain::event::PaidLine;
 use ordermq_domain::feed::{FeedChange, FeedEvent, OrderState, TOPIC_ORDER_CHANGE_FEED};
 use ordermq_domain::ports::StorageError;
 use ordermq_domain::view::PaymentReceipt;
-use ordermq_domain::{
-    Amount, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, Sku, UserId,
-};
+use ordermq_domain::{OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, UserId};
 use rusqlite::{OptionalExtension, params};
 
 use crate::fail::{LaneError, LaneResult};
@@ -134,26 +132,15 @@ fn corrupt(message: String) -> LaneError {
 /// The order's lines, for its `OrderPaid` event (a payment leaves the stock
 /// as the order's creation reserved it: `pay`).
 fn paid_lines(tx: &rusqlite::Transaction<'_>, order_id: &str) -> LaneResult<Vec<PaidLine>> {
+    let mut select = tx.prepare_cached(sql::PAID_LINES)?;
+    let mut rows = select.query([order_id])?;
     let mut lines = Vec::new();
-    {
-        let mut select = tx.prepare_cached(sql::PAID_LINES)?;
-        let mut rows = select.query([order_id])?;
-        while let Some(row) = rows.next()? {
-            let sku: String = row.get(0)?;
-            let quantity: i64 = row.get(1)?;
-            let unit_price: i64 = row.get(2)?;
-            lines.push((sku, quantity, unit_price));
-        }
+    while let Some(row) = rows.next()? {
+        let sku: String = row.get(0)?;
+        lines.push(
+            sql::paid_line(&sku, row.get(1)?, row.get(2)?)
+                .map_err(|e| corrupt(format!("stored line of {order_id}: {e}")))?,
+        );
     }
-    let mut paid_lines = Vec::with_capacity(lines.len());
-    for (sku, quantity, unit_price) in lines {
-        let invalid =
-            |e: ordermq_domain::ValidationError| corrupt(format!("stored line of {order_id}: {e}"));
-        paid_lines.push(PaidLine {
-            sku: Sku::parse(&sku).map_err(invalid)?,
-            quantity: u32::try_from(quantity).map_err(|e| corrupt(e.to_string()))?,
-            unit_price: Amount::parse(unit_price).map_err(invalid)?,
-        });
-    }
-    Ok(paid_lines)
+    Ok(lines)
 }

@@ -14,12 +14,11 @@ use ordermq_domain::event::PaidLine;
 use ordermq_domain::feed::{FeedChange, FeedEvent, OrderState, TOPIC_ORDER_CHANGE_FEED};
 use ordermq_domain::view::PaymentReceipt;
 use ordermq_domain::{
-    Amount, EventKind, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, Sku,
-    UserId,
+    EventKind, OrderEvent, OrderPaid, OrderStatus, PayOrderError, PaymentNotice, UserId,
 };
 use sqlx::postgres::PgConnection;
 
-use crate::sql::Feed;
+use crate::sql::{self, Feed};
 use sqlx::{Postgres, Row, Transaction};
 
 /// One payment the statement tries: its notice's index, and its event.
@@ -73,17 +72,13 @@ pub(super) async fn prepare(
             (row.try_get("order_seq")?, row.try_get("created_at")?),
         );
         let sku: String = row.try_get("sku")?;
-        let quantity: i64 = row.try_get("quantity")?;
-        let unit_price: i64 = row.try_get("unit_price")?;
+        let line = sql::paid_line(&sku, row.try_get("quantity")?, row.try_get("unit_price")?)
+            .map_err(|e| bad(format!("stored line of {order}: {e}")))?;
         found
             .entry(order)
             .or_insert_with(|| (user, Vec::new()))
             .1
-            .push(PaidLine {
-                sku: Sku::parse(&sku).map_err(|e| bad(e.to_string()))?,
-                quantity: u32::try_from(quantity).map_err(|e| bad(e.to_string()))?,
-                unit_price: Amount::parse(unit_price).map_err(|e| bad(e.to_string()))?,
-            });
+            .push(line);
     }
     let mut candidates = Vec::with_capacity(tried.len());
     for index in tried {

@@ -250,6 +250,22 @@ struct EndToEnd {
     /// that of its first fifth (ms): near zero while the fan-out keeps up,
     /// growing with the run when it falls behind. `None` under 50 orders.
     drift_ms: Option<f64>,
+    /// When each order applied everywhere got its last effect (epoch ms),
+    /// by the systems' own commit times.
+    done_at: Vec<i64>,
+}
+
+impl EndToEnd {
+    /// How many of `paid` payments had not reached all four systems at
+    /// `at` (epoch ms), by the systems' own commit times: orders applied
+    /// later, or not yet everywhere, count. Unlike the progress an order
+    /// instance shows (which learns of a separate system's effects from its
+    /// receipts, up to a second later), this is how far behind the fan-out
+    /// itself was.
+    fn behind_at(&self, paid: usize, at: i64) -> i64 {
+        let done = self.done_at.iter().filter(|&&t| t <= at).count();
+        paid.saturating_sub(done) as i64
+    }
 }
 
 /// See [`EndToEnd::drift_ms`]: `(sent_at, e2e_ms)` of every complete order.
@@ -319,12 +335,18 @@ async fn end_to_end(
             (sent, (at - sent).max(0) as f64)
         })
         .collect();
+    let done_at: Vec<i64> = latest
+        .values()
+        .filter(|(_, systems)| *systems == System::ALL.len())
+        .map(|&(at, _)| at)
+        .collect();
     let mut all: Vec<f64> = complete.iter().map(|&(_, e2e)| e2e).collect();
     all.sort_by(f64::total_cmp);
     Ok(EndToEnd {
         all,
         by_system,
         drift_ms: drift(complete),
+        done_at,
     })
 }
 
@@ -595,6 +617,20 @@ fn ms(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn behind_at_counts_orders_applied_later_or_not_everywhere() {
+        let e2e = EndToEnd {
+            all: Vec::new(),
+            by_system: serde_json::Map::new(),
+            drift_ms: None,
+            done_at: vec![100, 200, 300],
+        };
+        // Five paid: two applied by 200, one at 300, two never everywhere.
+        assert_eq!(e2e.behind_at(5, 200), 3);
+        assert_eq!(e2e.behind_at(5, 300), 2);
+        assert_eq!(e2e.behind_at(3, 1_000), 0);
+    }
 
     #[test]
     fn drift_tells_a_fanout_that_keeps_up_from_one_that_falls_behind() {

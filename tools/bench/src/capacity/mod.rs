@@ -3,7 +3,10 @@
 //! No simulated latency. Open-loop load rises step by step; a step passes when
 //! the payment call's p99 stays within the limit, nothing fails, the offered
 //! rate is achieved, and the fan-out keeps up: the slowest consumer group is
-//! less than one second of payments behind at the step's end, and the
+//! less than one second of payments behind at the step's end (by the
+//! systems' own commit times, read once the step's events are applied: a
+//! separate system's receipts reach the order instance's progress up to a
+//! second later, which alone would fail a topology at any rate), and the
 //! end-to-end time did not grow over the step (a fan-out that is slower than
 //! the payments shows as a growing delay long before a big backlog). After the
 //! first failure the search narrows: a few more steps between the best pass

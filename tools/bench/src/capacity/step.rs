@@ -200,10 +200,14 @@ impl Run<'_> {
             .probe
             .as_ref()
             .and_then(|p| p.between(load_begun, Instant::now()));
+        let ended_epoch = ordermq_domain::now_millis();
         let summary = load::summarize(&samples, wall);
-        self.paid_total += (summary.count - summary.errors) as i64;
-        let fanout_lag = super::super::fanout_lag(&target, self.paid_total).await?;
-        self.backlog_at_end = fanout_lag + target.outbox_backlog().await?;
+        let paid = summary.count - summary.errors;
+        self.paid_total += paid as i64;
+        // What the target shows now; the step is judged by what had been
+        // applied at its end (below), which a separate system reports later.
+        let visible_lag = super::super::fanout_lag(&target, self.paid_total).await?;
+        self.backlog_at_end = visible_lag + target.outbox_backlog().await?;
         let writer_after = target.group_commit().await?;
         let [commits, operations, busy_ms, slow_commits, slow_commit_ms] =
             [0, 1, 2, 3, 4].map(|i| writer_after[i].saturating_sub(writer_before[i]));
@@ -220,6 +224,7 @@ impl Run<'_> {
                         / (summary.count - summary.errors).max(1) as f64
                 });
         let e2e = super::super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
+        let fanout_lag = e2e.behind_at(paid, ended_epoch);
         self.series.extend(
             load::throughput_series(&samples)
                 .into_iter()

@@ -21,10 +21,13 @@
 //! - [`postgres`]: a PostgreSQL server of a run's own (durable settings,
 //!   stopped and killed on demand) and databases created and dropped on
 //!   any server: for the benchmark and the fault suite.
+//! - [`databases`]: a database of a test's or a trial's own on a
+//!   PostgreSQL or MySQL/MariaDB server, by the server URL's scheme.
 //! - [`events`]: another producer on ordermq's broker, and the `OrderPaid` a
 //!   forger copies: for the forged-event test and the `security` scenario.
 
 pub mod bad_request;
+pub mod databases;
 pub mod events;
 pub mod helpers;
 pub mod local_app;

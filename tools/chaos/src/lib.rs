@@ -80,6 +80,15 @@ pub enum Database {
         /// runs): the suite kills ordermq, never that server.
         allow_unsafe_durability: bool,
     },
+    /// A database of the trial's own on this MySQL or MariaDB server
+    /// (`mysql://…`, the right to create and drop databases), dropped after
+    /// the trial unless it is kept. The server must be durable
+    /// (`innodb_flush_log_at_trx_commit = 1`): ordermq refuses one that is
+    /// not, and the suite has no setting to allow it.
+    Mysql {
+        /// Where the trial's databases are created.
+        server_url: String,
+    },
 }
 
 impl Database {
@@ -88,6 +97,7 @@ impl Database {
         match self {
             Self::Sqlite => "sqlite",
             Self::Postgres { .. } => "postgres",
+            Self::Mysql { .. } => "mysql",
         }
     }
 }

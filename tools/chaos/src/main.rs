@@ -72,12 +72,16 @@ struct Cli {
     #[arg(long)]
     keep: bool,
     /// The order database of every trial: `sqlite` (files in the trial's
-    /// directory) or `postgres` (a database of each trial's own on
+    /// directory), `postgres` (a database of each trial's own on
     /// `--database-url`, else on a PostgreSQL server the run starts from the
-    /// Debian package and stops at its end).
+    /// Debian package and stops at its end) or `mysql` (a database of each
+    /// trial's own on the MySQL/MariaDB server of `--database-url mysql://…`,
+    /// e.g. `scripts/start-mariadb.sh`'s). Scenarios that stop or crash the
+    /// database server itself run on a PostgreSQL server of their own
+    /// whatever this says.
     #[arg(long, value_enum, default_value_t = DatabaseArg::Sqlite)]
     database: DatabaseArg,
-    /// The PostgreSQL server for `--database postgres` (any database URL of
+    /// The server for `--database postgres` or `mysql` (any database URL of
     /// it; the suite creates and drops a database per trial there).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -92,6 +96,7 @@ struct Cli {
 enum DatabaseArg {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,14 +162,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.database_url.is_some() && cli.database != DatabaseArg::Postgres {
-        eprintln!("chaos: --database-url is for --database postgres");
+    if cli.database_url.is_some() && cli.database == DatabaseArg::Sqlite {
+        eprintln!("chaos: --database-url is for --database postgres or mysql");
         return ExitCode::from(2);
     }
     // The run's own server, when it needs one: lives until the run ends.
     let mut server = None;
     let database = match (cli.database, &cli.database_url) {
         (DatabaseArg::Sqlite, _) => Database::Sqlite,
+        (DatabaseArg::Mysql, Some(url)) if url.starts_with("mysql://") => Database::Mysql {
+            server_url: url.clone(),
+        },
+        (DatabaseArg::Mysql, _) => {
+            eprintln!(
+                "chaos: --database mysql needs --database-url mysql://user@host:port/db \
+                 (e.g. the server of scripts/start-mariadb.sh)"
+            );
+            return ExitCode::from(2);
+        }
         (DatabaseArg::Postgres, Some(url)) => Database::Postgres {
             server_url: url.clone(),
             allow_unsafe_durability: cli.allow_unsafe_durability,

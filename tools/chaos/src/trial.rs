@@ -72,8 +72,9 @@ pub struct Trial {
     pub driver: Driver,
     /// How many times ordermq was started.
     pub starts: usize,
-    /// The trial's PostgreSQL database (server URL, name), when it has one.
-    postgres: Option<(String, String)>,
+    /// The trial's database on a PostgreSQL or MySQL server (server URL,
+    /// name), when it has one.
+    server_database: Option<(String, String)>,
     /// The PostgreSQL server of the trial's own, which it may stop, crash
     /// and start again ([`Trial::with_own_postgres`]).
     own_postgres: Option<Arc<PgServer>>,
@@ -95,11 +96,11 @@ impl Trial {
             .tempdir()
             .map_err(|e| ChaosError::Setup(format!("cannot create a temp dir: {e}")))?;
         let ports = Ports::pick()?;
-        let postgres = match &options.database {
+        let server_database = match &options.database {
             Database::Sqlite => None,
-            Database::Postgres { server_url, .. } => {
+            Database::Postgres { server_url, .. } | Database::Mysql { server_url } => {
                 let name = format!("ordermq_chaos_{}_{}", ports.http, fastrand::u32(..));
-                ordermq_testkit::postgres::create_database(server_url, &name)
+                ordermq_testkit::databases::create(server_url, &name)
                     .await
                     .map_err(|e| {
                         ChaosError::Setup(format!("cannot create the trial's database: {e}"))
@@ -121,7 +122,7 @@ impl Trial {
             feed_sink: None,
             checks_feed: false,
             starts: 0,
-            postgres,
+            server_database,
             own_postgres: None,
             power: None,
             small: None,
@@ -181,10 +182,10 @@ impl Trial {
             .map_err(|e| ChaosError::Process(format!("PostgreSQL {what}: {e}")))
     }
 
-    /// The order database's URL: the trial's PostgreSQL database, or the
-    /// SQLite file in its directory.
+    /// The order database's URL: the trial's PostgreSQL or MySQL
+    /// database, or the SQLite file in its directory.
     pub fn database_url(&self) -> String {
-        match &self.postgres {
+        match &self.server_database {
             Some((server, name)) => ordermq_testkit::postgres::with_database(server, name)
                 .unwrap_or_else(|_| server.clone()),
             None => format!("sqlite://{}", self.data_dir().join("orders.db").display()),
@@ -253,7 +254,7 @@ impl Trial {
         .into_iter()
         .map(|(k, v)| (format!("ORDERMQ_{k}"), v))
         .collect();
-        if self.postgres.is_some() {
+        if self.server_database.is_some() {
             env.insert("ORDERMQ_DATABASE_URL".into(), self.database_url());
             if self.allow_unsafe_durability {
                 env.insert(
@@ -475,7 +476,7 @@ impl Trial {
     /// Keeps the trial's directory (logs, databases) and returns its path
     /// (and the PostgreSQL database's URL, when it has one).
     pub fn keep(mut self) -> String {
-        let database = self.postgres.as_ref().map(|_| self.database_url());
+        let database = self.server_database.as_ref().map(|_| self.database_url());
         // A server of the trial's own is stopped, its data kept.
         let server = self
             .own_postgres
@@ -512,10 +513,10 @@ impl Trial {
         self.kill_feed_sink();
         self.kill_topology();
         self.drop_system_databases().await;
-        if let Some((server, name)) = self.postgres.take() {
+        if let Some((server, name)) = self.server_database.take() {
             self.kill_ordermq();
             self.kill_broker();
-            if let Err(e) = ordermq_testkit::postgres::drop_database(&server, &name).await {
+            if let Err(e) = ordermq_testkit::databases::drop(&server, &name).await {
                 eprintln!("chaos: cannot drop the trial's database {name}: {e}");
             }
         }

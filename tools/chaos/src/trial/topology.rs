@@ -146,16 +146,16 @@ impl Trial {
     ) -> Result<Self, ChaosError> {
         let mut trial = match options.database {
             Database::Sqlite => Self::with_own_postgres(options, true).await?,
-            Database::Postgres { .. } => Self::new(options, true).await?,
+            Database::Postgres { .. } | Database::Mysql { .. } => Self::new(options, true).await?,
         };
         let (server, name) = trial
-            .postgres
+            .server_database
             .clone()
-            .ok_or_else(|| ChaosError::Setup("a topology needs PostgreSQL".into()))?;
+            .ok_or_else(|| ChaosError::Setup("a topology needs PostgreSQL or MySQL".into()))?;
         let mut system_databases = BTreeMap::new();
         for system in System::ALL {
             let own = format!("{name}_{}", system.name());
-            let url = ordermq_testkit::postgres::create_database(&server, &own)
+            let url = ordermq_testkit::databases::create(&server, &own)
                 .await
                 .map_err(|e| {
                     ChaosError::Setup(format!("cannot create {}'s database: {e}", system.name()))
@@ -521,11 +521,11 @@ impl Trial {
         let Some(topology) = &self.topology else {
             return;
         };
-        let Some((server, _)) = &self.postgres else {
+        let Some((server, _)) = &self.server_database else {
             return;
         };
         for (system, (_, name)) in &topology.system_databases {
-            if let Err(e) = ordermq_testkit::postgres::drop_database(server, name).await {
+            if let Err(e) = ordermq_testkit::databases::drop(server, name).await {
                 eprintln!(
                     "chaos: cannot drop {}'s database {name}: {e}",
                     system.name()

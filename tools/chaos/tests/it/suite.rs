@@ -60,6 +60,21 @@ fn postgres() -> Option<Database> {
     })
 }
 
+/// The MariaDB server of the tests (`ORDERMQ_TEST_MYSQL_URL`, durable:
+/// `scripts/start-mariadb.sh`); CI must have one, elsewhere its tests are
+/// skipped with a message.
+fn mariadb() -> Option<Database> {
+    let Ok(server_url) = std::env::var("ORDERMQ_TEST_MYSQL_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the topology faults on MariaDB too: set ORDERMQ_TEST_MYSQL_URL"
+        );
+        eprintln!("skipping MariaDB: ORDERMQ_TEST_MYSQL_URL is not set");
+        return None;
+    };
+    Some(Database::Mysql { server_url })
+}
+
 fn run_on(scenario: Scenario, database: Database) -> ScenarioResult {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let options = Options {
@@ -177,6 +192,15 @@ fn db_restart_under_load_loses_and_doubles_nothing() {
 #[test]
 fn instance_crash_kills_one_of_three_order_instances_and_loses_nothing() {
     let Some(database) = postgres() else { return };
+    let result = run_on(Scenario::InstanceCrash, database);
+    assert_eq!(result.faults, 5, "kills of an order instance");
+}
+
+/// Three order instances and the four systems on one MariaDB server (a
+/// database each), one order instance killed at a time under load.
+#[test]
+fn instance_crash_on_mariadb_kills_one_of_three_order_instances_and_loses_nothing() {
+    let Some(database) = mariadb() else { return };
     let result = run_on(Scenario::InstanceCrash, database);
     assert_eq!(result.faults, 5, "kills of an order instance");
 }

@@ -327,19 +327,14 @@ async fn end_to_end(
             );
         })
         .await?;
-    let complete: Vec<(i64, f64)> = latest
+    let (complete, done_at): (Vec<(i64, f64)>, Vec<i64>) = latest
         .iter()
         .filter(|(_, (_, systems))| *systems == System::ALL.len())
-        .map(|(order, (at, _))| {
+        .map(|(order, &(at, _))| {
             let sent = sent_at[order.as_str()];
-            (sent, (at - sent).max(0) as f64)
+            ((sent, (at - sent).max(0) as f64), at)
         })
-        .collect();
-    let done_at: Vec<i64> = latest
-        .values()
-        .filter(|(_, systems)| *systems == System::ALL.len())
-        .map(|&(at, _)| at)
-        .collect();
+        .unzip();
     let mut all: Vec<f64> = complete.iter().map(|&(_, e2e)| e2e).collect();
     all.sort_by(f64::total_cmp);
     Ok(EndToEnd {

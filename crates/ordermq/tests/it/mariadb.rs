@@ -9,7 +9,6 @@ use std::time::Duration;
 use ordermq::config::DatabaseUrl;
 use ordermq_testkit::LocalApp;
 use serde_json::Value;
-use sqlx::Connection;
 
 use crate::lifecycle::wait_for_order;
 
@@ -24,17 +23,11 @@ async fn fresh_database() -> Option<String> {
         eprintln!("skipping MariaDB: ORDERMQ_TEST_MYSQL_URL is not set");
         return None;
     };
-    sqlx::any::install_default_drivers();
     let name = format!("ordermq_app_{:016x}", fastrand::u64(..));
-    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!(
-        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
-    Some(format!("{base}/{name}"))
+    let url = ordermq_testkit::databases::create(&admin_url, &name)
+        .await
+        .expect("a database of the test's own on the MariaDB server");
+    Some(url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -216,13 +216,9 @@ impl Run<'_> {
         self.drained =
             super::super::wait_for_fanout(&target, self.paid_total, Duration::from_secs(180))
                 .await?;
-        let cpu_us_per_payment =
-            cpu_before
-                .zip(super::super::process_cpu())
-                .map(|(before, after)| {
-                    (after - before).as_secs_f64() * 1e6
-                        / (summary.count - summary.errors).max(1) as f64
-                });
+        let cpu_us_per_payment = cpu_before
+            .zip(super::super::process_cpu())
+            .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / paid.max(1) as f64);
         let e2e = super::super::end_to_end(&target, &orders, &samples, begun_epoch).await?;
         let fanout_lag = e2e.behind_at(paid, ended_epoch);
         self.series.extend(

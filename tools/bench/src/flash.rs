@@ -10,17 +10,18 @@
 //! database saw, the time until every admitted attempt ended, and the plain
 //! path's figures for the same crowd beside them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use ordermq_domain::{SaleId, now_millis};
-use ordermq_store::DemoProduct;
-use ordermq_testkit::LocalApp;
+use ordermq_store::{DemoProduct, Store};
+use ordermq_testkit::{LocalApp, SHOP_TOKEN};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
+use super::crowd;
 use super::load;
 use super::report;
 use super::target;
@@ -107,90 +108,95 @@ fn summary_json(summary: &load::Summary, wall: Duration) -> Value {
     })
 }
 
-/// Opens the crowd's `connections` before it starts, as a load balancer
-/// in front of ordermq holds them: `connections` health checks at once, so
-/// the client's pool keeps that many open. Without it the first moments of
-/// a run measured 256 TCP connections being opened under the burst.
-async fn warm_connections(app: &LocalApp, connections: usize) {
-    let checks = (0..connections.max(1)).map(|_| app.as_shop(Method::GET, "/healthz").send());
-    let _ = futures_util::future::join_all(checks).await;
-}
-
-/// Sends `count` POSTs built by `body(i)` to `path`; a 2xx is a win, a 409 a refusal.
-async fn crowd(
-    app: &Arc<LocalApp>,
+/// Sends `count` POSTs of `body(i)` to `path` through the crowd's client
+/// ([`crowd`]); a 2xx is a win, a 409 a refusal, anything else an error.
+async fn send_crowd(
+    app: &LocalApp,
     args: &FlashArgs,
     label: &str,
     path: String,
-    body: fn(usize) -> Value,
-) -> (load::OpenLoopRun, Answers) {
-    warm_connections(app, args.connections).await;
-    let answers = Arc::new(Mutex::new(Answers::default()));
-    let connections = Arc::new(Semaphore::new(args.connections.max(1)));
-    let run =
-        load::run_open_loop_bounded(label, args.rate, args.attempts, args.max_in_flight, |i| {
-            let (app, answers, path) = (app.clone(), answers.clone(), path.clone());
-            let connections = connections.clone();
-            async move {
-                // One request per connection at a time: the client's pool
-                // then never holds more than `connections` of them.
-                let Ok(_connection) = connections.acquire_owned().await else {
-                    return false;
-                };
-                let Ok(response) = app.as_shop(Method::POST, &path).json(&body(i)).send().await
-                else {
-                    return false;
-                };
-                let status = response.status().as_u16();
-                let Ok(answer) = response.json::<Value>().await else {
-                    return false;
-                };
-                let mut answers = answers
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match status {
-                    201 | 202 => {
-                        let id = answer["attempt_id"]
-                            .as_str()
-                            .or(answer["order_id"].as_str());
-                        answers.won.push(id.unwrap_or_default().to_owned());
-                        answers.won_at.push(i);
-                        true
-                    }
-                    409 => {
-                        answers.refused += 1;
-                        true
-                    }
-                    _ => false,
-                }
-            }
-        })
-        .await;
-    let answers = std::mem::take(
-        &mut *answers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    body: fn(usize) -> String,
+) -> BenchResult<(crowd::CrowdRun, Answers)> {
+    let host = app.addr.to_string();
+    let build: Arc<crowd::Build> = Arc::new(move |i, out: &mut Vec<u8>| {
+        crowd::post_json(out, &host, &path, SHOP_TOKEN, &body(i));
+    });
+    let plan = crowd::Plan {
+        label: label.to_owned(),
+        addr: app.addr,
+        rate: args.rate,
+        count: args.attempts,
+        connections: args.connections,
+        max_in_flight: args.max_in_flight,
+        answers: &[201, 202, 409],
+    };
+    let run = crowd::run(plan, build).await?;
+    let summary = load::summarize(&run.run.samples, run.run.wall);
+    eprintln!(
+        "  {label}: {} answered in {:.2} s, p50 {:.2} ms, p99 {:.2} ms{}",
+        summary.count - summary.errors,
+        run.run.wall.as_secs_f64(),
+        summary.p50_ms,
+        summary.p99_ms,
+        run.run
+            .stopped_at_in_flight
+            .map(|n| format!(
+                "; stopped sending with {n} due and unanswered (the rate was more than it could answer)"
+            ))
+            .unwrap_or_default(),
     );
-    (run, answers)
+    let mut answers = Answers::default();
+    for won in &run.won {
+        let answer: Value = serde_json::from_slice(&won.body)
+            .map_err(|e| format!("a {} answer that is not JSON: {e}", won.status))?;
+        let id = answer["attempt_id"]
+            .as_str()
+            .or(answer["order_id"].as_str())
+            .ok_or_else(|| format!("a {} answer without an id: {answer}", won.status))?;
+        answers.won.push(id.to_owned());
+        answers.won_at.push(won.index);
+    }
+    answers.refused = run
+        .statuses
+        .iter()
+        .filter(|(status, _)| *status == 409)
+        .map(|(_, n)| n)
+        .sum();
+    Ok((run, answers))
 }
 
-/// Polls the sale until no attempt is queued; `(seconds since `begun`,
-/// orders created)` every 100 ms, and whether it drained within `limit`.
-async fn drain(
-    app: &LocalApp,
-    sale: &SaleId,
+/// The table's word for a crowd that stopped sending (or did not).
+fn stopped(at: Option<usize>) -> String {
+    at.map_or_else(|| "no (all sent)".into(), |n| n.to_string())
+}
+
+/// `{"202": 1000, "409": 99000}`: how each crowd was answered.
+fn statuses_json(statuses: &[(u16, usize)]) -> Value {
+    statuses
+        .iter()
+        .map(|(status, n)| (status.to_string(), json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Polls the sale every 100 ms from the crowd's start until the crowd is
+/// over and no attempt is queued: `(seconds since `begun`, orders created)`,
+/// and whether it drained within `limit`. It follows the crowd too, since
+/// the paced orders start while the crowd is still arriving (a small sale
+/// is created before the crowd is over).
+async fn follow(
+    store: Store,
+    sale: SaleId,
     begun: Instant,
+    crowd_over: Arc<AtomicBool>,
     limit: Duration,
 ) -> BenchResult<(Vec<(f64, i64)>, bool)> {
     let mut series = Vec::new();
     loop {
-        let counts = app
-            .store
-            .sale_counts(sale)
-            .await
-            .map_err(|e| e.to_string())?;
+        let over = crowd_over.load(Ordering::Acquire);
+        let counts = store.sale_counts(&sale).await.map_err(|e| e.to_string())?;
         series.push((begun.elapsed().as_secs_f64(), counts.created));
-        if counts.queued == 0 {
+        if over && counts.queued == 0 {
             return Ok((series, true));
         }
         if begun.elapsed() > limit {
@@ -224,7 +230,6 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
     })
     .await
     .map_err(|e| e.to_string())?;
-    let app = Arc::new(app);
     let start = now_millis() - 1_000;
     let response = app
         .as_operator(Method::POST, "/api/sales")
@@ -242,15 +247,33 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         args.attempts, args.units, args.rate, args.connections
     );
     let begun = Instant::now();
-    let (flash, admitted) = crowd(
+    let crowd_over = Arc::new(AtomicBool::new(false));
+    let following = tokio::spawn(follow(
+        app.store.clone(),
+        sale.clone(),
+        begun,
+        Arc::clone(&crowd_over),
+        Duration::from_secs(1_800),
+    ));
+    let flash_crowd = send_crowd(
         &app,
         &args,
         "flash-sale attempts",
         format!("/api/sales/{sale_id}/attempts"),
-        |i| json!({"user_id": format!("fs{i}")}),
+        |i| format!(r#"{{"user_id":"fs{i}"}}"#),
     )
     .await;
-    let (series, drained) = drain(&app, &sale, begun, Duration::from_secs(1_800)).await?;
+    crowd_over.store(true, Ordering::Release);
+    let (flash_crowd, admitted) = match flash_crowd {
+        Ok(crowd) => crowd,
+        Err(e) => {
+            following.abort();
+            return Err(e);
+        }
+    };
+    let (series, drained) = following
+        .await
+        .map_err(|e| format!("following the sale failed: {e}"))??;
     let drain_s = series.last().map_or(0.0, |(t, _)| *t);
     let counts = app
         .store
@@ -267,15 +290,16 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         })
         .await
         .map_err(|e| e.to_string())?;
-    let (plain, ordered) = crowd(
+    let (plain_crowd, ordered) = send_crowd(
         &app,
         &args,
         "plain POST /api/orders",
         "/api/orders".into(),
-        |i| json!({"user_id": format!("po{i}"), "items": [{"sku": PLAIN_SKU, "quantity": 1}]}),
+        |i| format!(r#"{{"user_id":"po{i}","items":[{{"sku":"{PLAIN_SKU}","quantity":1}}]}}"#),
     )
-    .await;
+    .await?;
 
+    let (flash, plain) = (&flash_crowd.run, &plain_crowd.run);
     let flash_summary = load::summarize(&flash.samples, flash.wall);
     let plain_summary = load::summarize(&plain.samples, plain.wall);
     let report = json!({
@@ -290,6 +314,8 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
             "admission": summary_json(&flash_summary, flash.wall),
             "latency_by_answer": split(&flash.samples, &admitted.won_at, flash.wall),
             "stopped_at_in_flight": flash.stopped_at_in_flight,
+            "statuses": statuses_json(&flash_crowd.statuses),
+            "client_cpu_s": flash_crowd.client_cpu_s,
             "over_10ms_by_50ms_window": load::slow_by_window(
                 &flash.samples, Duration::from_millis(50), Duration::from_millis(10)),
             "queued": admitted.won.len(),
@@ -306,6 +332,8 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
             "orders": summary_json(&plain_summary, plain.wall),
             "latency_by_answer": split(&plain.samples, &ordered.won_at, plain.wall),
             "stopped_at_in_flight": plain.stopped_at_in_flight,
+            "statuses": statuses_json(&plain_crowd.statuses),
+            "client_cpu_s": plain_crowd.client_cpu_s,
             "created": ordered.won.len(),
             "out_of_stock": ordered.refused,
         },
@@ -353,6 +381,11 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
             "won".into(),
             admitted.won.len().to_string(),
             ordered.won.len().to_string(),
+        ],
+        vec![
+            "stopped at unanswered".into(),
+            stopped(flash.stopped_at_in_flight),
+            stopped(plain.stopped_at_in_flight),
         ],
         vec![
             "orders/s at the DB".into(),
@@ -408,9 +441,7 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         &charts,
     )
     .map_err(|e| e.to_string())?;
-    if let Ok(app) = Arc::try_unwrap(app) {
-        app.stop().await.map_err(|e| e.to_string())?;
-    }
+    app.stop().await.map_err(|e| e.to_string())?;
     Ok(report)
 }
 

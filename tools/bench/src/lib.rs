@@ -27,6 +27,7 @@
 
 mod broker;
 mod capacity;
+pub mod crowd;
 mod feed;
 mod flash;
 pub mod load;

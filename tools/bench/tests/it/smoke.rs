@@ -400,6 +400,10 @@ async fn flash_sale_report_is_complete_and_consistent() {
     assert!(num(&report, &["flash", "orders_per_s_at_db"]) >= 0.0);
     assert_eq!(num(&report, &["plain", "created"]), 40.0);
     assert_eq!(num(&report, &["plain", "out_of_stock"]), 260.0);
+    // The crowd's client counts what each answer was.
+    assert_eq!(report["flash"]["statuses"], json!({"202": 40, "409": 260}));
+    assert_eq!(report["plain"]["statuses"], json!({"201": 40, "409": 260}));
+    assert!(num(&report, &["flash", "client_cpu_s"]) >= 0.0, "{report}");
     let (p50, p99) = (
         num(&report, &["flash", "admission", "p50_ms"]),
         num(&report, &["flash", "admission", "p99_ms"]),

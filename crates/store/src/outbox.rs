@@ -75,18 +75,16 @@ pub(crate) async fn enqueue_many(
     Ok(())
 }
 
-/// Marks rows sent (the broker stored them).
+/// Marks rows sent (the broker stored them), 500 to a statement: `mark` is
+/// the table's [`sql::MARK_SENT`] or [`sql::MARK_RECEIPTS_SENT`].
 pub(crate) async fn mark_sent_in(
     conn: &mut AnyConnection,
+    mark: &str,
     ids: &[i64],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     for chunk in ids.chunks(500) {
-        let sql = format!(
-            "{}WHERE id IN ({})",
-            sql::MARK_SENT,
-            sql::placeholders(1, chunk.len())
-        );
+        let sql = format!("{mark}WHERE id IN ({})", sql::placeholders(1, chunk.len()));
         let mut query = dialect::query(&sql).bind(now);
         for id in chunk {
             query = query.bind(*id);
@@ -114,7 +112,7 @@ pub(crate) async fn ack_and_claim_in(
         Backend::Sqlite => sql::CLAIM_OUTBOX,
         Backend::Mysql => "",
     };
-    mark_sent_in(&mut *tx, acked, acked_at).await?;
+    mark_sent_in(&mut *tx, sql::MARK_SENT, acked, acked_at).await?;
     if backend == Backend::Mysql {
         return claim_outbox_mysql(&mut *tx, "outbox", owner, limit, now + lease_ms, now).await;
     }

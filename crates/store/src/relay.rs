@@ -40,6 +40,14 @@ impl Outbox {
         }
     }
 
+    /// Its marking statement, without the `WHERE`.
+    fn mark_sent(self) -> &'static str {
+        match self {
+            Self::Events => sql::MARK_SENT,
+            Self::Receipts(_) => sql::MARK_RECEIPTS_SENT,
+        }
+    }
+
     fn table(self) -> &'static str {
         match self {
             Self::Events => "outbox",
@@ -94,19 +102,9 @@ impl Store {
         now: i64,
     ) -> Result<(), StorageError> {
         let mut tx = self.begin_write(outbox.db()).await.map_err(storage)?;
-        match outbox {
-            Outbox::Events => mark_sent_in(&mut tx, ids, now).await.map_err(storage)?,
-            Outbox::Receipts(_) => {
-                for id in ids {
-                    dialect::query(sql::MARK_ONE_RECEIPT_SENT)
-                        .bind(now)
-                        .bind(*id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(storage)?;
-                }
-            }
-        }
+        mark_sent_in(&mut tx, outbox.mark_sent(), ids, now)
+            .await
+            .map_err(storage)?;
         tx.commit().await.map_err(storage)
     }
 
@@ -130,14 +128,9 @@ impl Store {
             .begin_write(Db::System(system))
             .await
             .map_err(storage)?;
-        for id in acked {
-            dialect::query(sql::MARK_ONE_RECEIPT_SENT)
-                .bind(now)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await
-                .map_err(storage)?;
-        }
+        mark_sent_in(&mut tx, sql::MARK_RECEIPTS_SENT, acked, now)
+            .await
+            .map_err(storage)?;
         let claim = match self.backend {
             Backend::Postgres => sql::CLAIM_RECEIPTS_SKIP_LOCKED,
             Backend::Sqlite => sql::CLAIM_RECEIPTS,

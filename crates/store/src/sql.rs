@@ -246,9 +246,10 @@ pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO sale_attempts \
      (attempt_id, sale_id, user_id, quantity, order_id, state, queued_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $6) ON CONFLICT (sale_id, user_id) DO NOTHING";
 
-/// One receipt row marked sent. `$1` now, `$2` id.
-pub(crate) const MARK_ONE_RECEIPT_SENT: &str =
-    "UPDATE receipt_outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL WHERE id = $2";
+/// What marking a receipt row sent sets (`$1` now); the caller adds
+/// `WHERE` ([`MARK_SENT`] for `receipt_outbox`).
+pub(crate) const MARK_RECEIPTS_SENT: &str =
+    "UPDATE receipt_outbox SET sent_at = $1, lease_owner = NULL, last_error = NULL ";
 
 /// One receipt row: a group's receipt of one batch, always a new row (its
 /// event id is drawn at random). `$1` topic, `$2` tag, `$3` key (the
@@ -512,7 +513,6 @@ mod tests {
             BUMP_ORDER_SEQ,
             INSERT_INBOX,
             CLAIM_RECEIPTS,
-            MARK_ONE_RECEIPT_SENT,
             INSERT_RECEIPT,
             ATTEMPT_OF_USER,
             TAKE_LEASED_UNITS,
@@ -527,6 +527,9 @@ mod tests {
             ]
             .map(|r| r.insert_one),
         );
+        // The marks that take their `WHERE` from the caller, as it adds one.
+        let marks = [MARK_SENT, MARK_RECEIPTS_SENT].map(|mark| format!("{mark}WHERE id IN ($2)"));
+        statements.extend(marks.iter().map(String::as_str));
         for sql in statements {
             let statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
             for i in 1..=statement.parameter_count() {

@@ -115,6 +115,46 @@ async fn receipts_go_out_with_their_effects(store: Store) {
 }
 on_every_backend!(receipts_with_effects, receipts_go_out_with_their_effects);
 
+/// Several receipts acknowledged at once are all marked sent, by the
+/// relay's round and by `mark_sent_of`, and only those.
+async fn several_acknowledged_receipts_are_all_marked_sent(store: Store) {
+    seed(&store, "A", 100, 5).await;
+    for n in 1..=3 {
+        let id = paid_order(&store, n).await;
+        // A batch each: a receipt each.
+        store.apply_effects(&[points(&id)], 10).await.unwrap();
+    }
+    let claimed = store
+        .relay_receipts(System::Credit, "r", &[], 10, 1_000, 11)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 3, "{claimed:?}");
+    assert_eq!(store.receipt_backlog(System::Credit).await.unwrap(), 3);
+    store
+        .relay_receipts(System::Credit, "r", &ids[..2], 10, 1_000, 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.receipt_backlog(System::Credit).await.unwrap(),
+        1,
+        "the two acknowledged are sent, the third is not"
+    );
+    store
+        .mark_sent_of(
+            ordermq_store::Outbox::Receipts(System::Credit),
+            &ids[2..],
+            13,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.receipt_backlog(System::Credit).await.unwrap(), 0);
+}
+on_every_backend!(
+    receipts_marked_together,
+    several_acknowledged_receipts_are_all_marked_sent
+);
+
 /// The general path on SQLite (the lane off) writes the same receipt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_go_out_with_their_effects_on_sqlites_general_path() {

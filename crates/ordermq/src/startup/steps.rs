@@ -311,12 +311,10 @@ pub(super) const REFUND_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Binds an HTTP listener (port 0: the OS picks one).
 pub(super) async fn bind_http(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+    crate::http::bind(addr).map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Says loudly which public credentials are in use (only ever on loopback,

@@ -150,10 +150,11 @@ struct Seen {
 }
 
 impl Seen {
-    fn count(&mut self, status: u16) {
+    /// Adds `n` answers of `status`.
+    fn count(&mut self, status: u16, n: usize) {
         match self.statuses.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => self.statuses.push((status, 1)),
+            Some((_, total)) => *total += n,
+            None => self.statuses.push((status, n)),
         }
     }
 }
@@ -209,10 +210,7 @@ async fn crowd(plan: Plan, build: Arc<Build>) -> Result<CrowdRun, String> {
         seen.samples.extend(one.samples);
         seen.won.extend(one.won);
         for (status, n) in one.statuses {
-            match seen.statuses.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, total)) => *total += n,
-                None => seen.statuses.push((status, n)),
-            }
+            seen.count(status, n);
         }
     }
     progress.abort();
@@ -290,7 +288,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) -> Seen {
         shared.answered.fetch_add(1, Ordering::Relaxed);
         let ok = match outcome {
             Ok(answer) => {
-                seen.count(answer.status);
+                seen.count(answer.status, 1);
                 if (200..300).contains(&answer.status) {
                     seen.won.push(Won {
                         index: i,

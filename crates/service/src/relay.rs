@@ -130,6 +130,10 @@ pub struct Relay {
     confirmed_at: i64,
     /// When the broker last took a message from this relay.
     last_taken: Option<Instant>,
+    /// The earliest retry (epoch ms) of the rows the last refusing round
+    /// rescheduled: the shutdown drain waits for it rather than stopping
+    /// while those rows are not yet due.
+    retry_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -178,6 +182,7 @@ impl Relay {
             confirmed: Vec::new(),
             confirmed_at: 0,
             last_taken: None,
+            retry_at: None,
         }
     }
 
@@ -297,6 +302,7 @@ impl Relay {
                 }
             })
             .collect();
+        self.retry_at = retries.iter().map(|r| r.retry_at).min().or(self.retry_at);
         // During an outage nothing counts against a row: it is never parked.
         let park_after = if broker_up && !outage {
             i64::from(self.options.park_after)
@@ -471,22 +477,38 @@ async fn drive(mut relay: Relay, wake: &Notify, linger: Duration, shutdown: &Can
 /// At shutdown, the longest the relay goes on sending what is committed.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Sends what is due until nothing is (or the broker refuses, or [`DRAIN`]
-/// has passed). Shutdown cancels the relay once the HTTP listeners have
-/// stopped and answered their last requests, so nothing new is committed:
-/// without this, the events of the payments answered during the relay's
-/// last pause waited in the outbox for the next start (a stopped instance
-/// that never starts again would hold them until another instance's relay
-/// took them after their lease).
+/// Sends what is due until nothing is, or [`DRAIN`] has passed. Shutdown
+/// cancels the relay once the HTTP listeners have stopped and answered their
+/// last requests, so nothing new is committed: without this, the events of
+/// the payments answered during the relay's last pause waited in the outbox
+/// for the next start (a stopped instance that never starts again would hold
+/// them until another instance's relay took them after their lease). A round
+/// the broker refused (down, or this process not yet knowing its route)
+/// does not end the drain: the refused rows are rescheduled, and the drain
+/// waits for them to come due and tries again while its time lasts.
 async fn drain(relay: &mut Relay) {
     let until = Instant::now() + DRAIN;
     while Instant::now() < until {
-        match relay.round().await {
-            RoundOutcome::Published { .. } | RoundOutcome::Refused { sent: 1.., .. } => {}
-            _ => break,
+        let wait = match relay.round().await {
+            RoundOutcome::Published { .. } | RoundOutcome::Refused { sent: 1.., .. } => continue,
+            RoundOutcome::OutboxUnavailable => backoff(relay.failures()),
+            RoundOutcome::BrokerDown { .. } | RoundOutcome::Refused { .. } | RoundOutcome::Idle => {
+                // Nothing due and nothing rescheduled: everything committed is sent.
+                let Some(at) = relay.retry_at.take() else {
+                    break;
+                };
+                Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0))
+            }
+        };
+        if wait > until.saturating_duration_since(Instant::now()) {
+            break;
         }
+        tokio::time::sleep(wait.max(DRAIN_STEP)).await;
     }
 }
+
+/// The shortest wait between two of the drain's rounds that found nothing due.
+const DRAIN_STEP: Duration = Duration::from_millis(10);
 
 /// Sleeps for `duration`, or until shutdown, or (if `wakeable`) until woken.
 async fn pause(duration: Duration, wake: &Notify, shutdown: &CancellationToken, wakeable: bool) {
@@ -651,6 +673,37 @@ mod tests {
         assert_eq!(relay.failures(), 0);
         relay.finish().await;
         assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
+    }
+
+    /// At shutdown the broker refuses (down for a moment, or its route not
+    /// yet known to this process): the drain waits for the rescheduled rows
+    /// to come due and sends them once the broker takes them, within its
+    /// time, instead of leaving them for the next start.
+    #[tokio::test]
+    async fn the_drain_outlasts_a_refusal_and_sends_every_event() {
+        let fixture = Fixture::new().await;
+        fixture.paid_order("u1", 1).await;
+        let publisher = Arc::new(RecordingPublisher::default());
+        publisher.down.store(true, Ordering::SeqCst);
+        let mut relay = relay(&fixture, &publisher, 64);
+        assert_eq!(
+            relay.round().await,
+            RoundOutcome::BrokerDown { sent: 0, failed: 2 }
+        );
+        let back = {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                publisher.down.store(false, Ordering::SeqCst);
+            })
+        };
+        let started = Instant::now();
+        drain(&mut relay).await;
+        relay.finish().await;
+        back.await.unwrap();
+        assert_eq!(fixture.store.outbox_backlog().await.unwrap(), 0);
+        assert_eq!(publisher.sent.lock().unwrap().len(), 2);
+        assert!(started.elapsed() < DRAIN, "{:?}", started.elapsed());
     }
 
     /// A row the broker refuses (and every row sent in one batch with it) is

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ordermq_domain::{OutboxMessage, PaymentNotice};
 use rusqlite::Connection;
 
-use super::flash::{FastAdmit, admit_one};
+use super::flash::{FastAdmit, admit_all, admit_one};
 use super::pay::{FastPay, insert_feed_rows, pay_one};
 use super::relay::relay_round;
 use super::savepoint;
@@ -68,25 +68,7 @@ pub(crate) fn pay_batch(
         }
     }
     insert_feed_rows(&tx, &feed_rows, now)?;
-    let mut admitted = Vec::with_capacity(attempts.len());
-    for write in attempts {
-        savepoint(&tx, "SAVEPOINT admit")?;
-        let outcome = admit_one(&tx, &write.event, &write.owner, write.lease_ttl_ms, now);
-        match &outcome {
-            Ok(FastAdmit::Queued) => {}
-            Ok(_) => savepoint(&tx, "ROLLBACK TO admit")?,
-            Err(e) => {
-                tracing::warn!(error = %e, attempt_id = %write.event.attempt_id, "fast admission failed; retrying on the general path");
-                savepoint(&tx, "ROLLBACK TO admit")?;
-            }
-        }
-        savepoint(&tx, "RELEASE admit")?;
-        admitted.push(outcome.ok().map(|a| match a {
-            FastAdmit::Queued => Admitted::Queued,
-            FastAdmit::LeaseLost => Admitted::LeaseLost,
-            FastAdmit::AlreadyAttempted => Admitted::AlreadyAttempted,
-        }));
-    }
+    let admitted = admit(&tx, attempts, now)?;
     let mut rounds = Vec::with_capacity(relay.len());
     for round in relay {
         savepoint(&tx, "SAVEPOINT relay")?;
@@ -106,4 +88,56 @@ pub(crate) fn pay_batch(
         statements,
         commit: begun.elapsed() - statements,
     })
+}
+
+/// Per admission: what it came to, `None` if it is left to the general
+/// path. All of them together ([`admit_all`]), or, when that cannot decide
+/// them all (a lease short of their units, a failed statement), each in a
+/// savepoint of its own.
+fn admit(
+    tx: &rusqlite::Transaction<'_>,
+    attempts: &[AttemptWrite],
+    now: i64,
+) -> LaneResult<Vec<Option<Admitted>>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let admitted = |a: FastAdmit| match a {
+        FastAdmit::Queued => Admitted::Queued,
+        FastAdmit::LeaseLost => Admitted::LeaseLost,
+        FastAdmit::AlreadyAttempted => Admitted::AlreadyAttempted,
+    };
+    let together: Vec<_> = attempts
+        .iter()
+        .map(|w| (&w.event, w.owner.as_str(), w.lease_ttl_ms))
+        .collect();
+    savepoint(tx, "SAVEPOINT admit")?;
+    match admit_all(tx, &together, now) {
+        Ok(Some(outcomes)) => {
+            savepoint(tx, "RELEASE admit")?;
+            return Ok(outcomes.into_iter().map(|a| Some(admitted(a))).collect());
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, attempts = attempts.len(), "admitting a batch together failed; admitting each alone");
+        }
+    }
+    savepoint(tx, "ROLLBACK TO admit")?;
+    savepoint(tx, "RELEASE admit")?;
+    let mut outcomes = Vec::with_capacity(attempts.len());
+    for write in attempts {
+        savepoint(tx, "SAVEPOINT admit")?;
+        let outcome = admit_one(tx, &write.event, &write.owner, write.lease_ttl_ms, now);
+        match &outcome {
+            Ok(FastAdmit::Queued) => {}
+            Ok(_) => savepoint(tx, "ROLLBACK TO admit")?,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt_id = %write.event.attempt_id, "fast admission failed; retrying on the general path");
+                savepoint(tx, "ROLLBACK TO admit")?;
+            }
+        }
+        savepoint(tx, "RELEASE admit")?;
+        outcomes.push(outcome.ok().map(admitted));
+    }
+    Ok(outcomes)
 }

@@ -197,6 +197,109 @@ on_every_backend!(
     an_admitted_attempt_is_written_with_its_message_from_its_lease
 );
 
+/// Admissions that share a batch (a crowd's winners) are decided as they
+/// would be alone: a user's second attempt in the same batch or after an
+/// earlier one is refused, and when the lease holds fewer units than the
+/// batch's winners the first ones take them and the rest find it spent.
+async fn admissions_sharing_a_batch_are_decided_as_alone(store: Store) {
+    seed(&store, SKU, 100, 10).await;
+    let sale_id = sale(&store, 5).await;
+    store
+        .lease_units(&sale_id, "a", 4, 1, 30_000, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        admit(&store, &queued(&sale_id, "u0", 1), "a").await,
+        Admitted::Queued
+    );
+    let batch = |events: &[FlashAttemptQueued]| {
+        let ops: Vec<WriteOp> = events
+            .iter()
+            .map(|event| {
+                WriteOp::Attempt(AttemptWrite {
+                    event: event.clone(),
+                    owner: "a".to_owned(),
+                    lease_ttl_ms: 30_000,
+                })
+            })
+            .collect();
+        let store = store.clone();
+        async move {
+            store
+                .write_batch(&ops, NOW)
+                .await
+                .into_iter()
+                .map(|r| match r {
+                    WriteResult::Attempted(result) => result.unwrap(),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = [
+        queued(&sale_id, "u1", 2),
+        queued(&sale_id, "u1", 3),
+        queued(&sale_id, "u0", 4),
+        queued(&sale_id, "u2", 5),
+    ];
+    assert_eq!(
+        batch(&first).await,
+        [
+            Admitted::Queued,
+            Admitted::AlreadyAttempted,
+            Admitted::AlreadyAttempted,
+            Admitted::Queued
+        ]
+    );
+    for (event, written) in first.iter().zip([true, false, false, true]) {
+        let stored = store.attempt(&event.attempt_id).await.unwrap();
+        assert_eq!(stored.is_some(), written, "{}", event.attempt_id);
+    }
+    // One unit left in the lease for two winners.
+    let second = [queued(&sale_id, "u3", 6), queued(&sale_id, "u4", 7)];
+    assert_eq!(
+        batch(&second).await,
+        [Admitted::Queued, Admitted::LeaseLost]
+    );
+    assert!(
+        store
+            .attempt(&second[1].attempt_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let counts = store.sale_counts(&sale_id).await.unwrap();
+    assert_eq!(
+        (
+            counts.queued,
+            counts.held,
+            counts.leased,
+            counts.unallocated
+        ),
+        (4, 4, 0, 1),
+        "{counts:?}"
+    );
+    assert_accounted(counts);
+    // A message for each admitted attempt, none for the others.
+    let messages = store.claim_outbox("t", 100, 60_000, NOW).await.unwrap();
+    let mut keys: Vec<_> = messages
+        .iter()
+        .filter(|m| m.topic == TOPIC_FLASH_SALE_ATTEMPT)
+        .map(|m| m.key.clone())
+        .collect();
+    keys.sort();
+    let mut expected: Vec<_> = [1u32, 2, 5, 6]
+        .iter()
+        .map(|&n| AttemptId::generate(NOW, u64::from(n)).as_str().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+on_every_backend!(
+    admissions_sharing_a_batch,
+    admissions_sharing_a_batch_are_decided_as_alone
+);
+
 async fn units_of_attempts_without_a_paid_order_go_back_to_the_sale(store: Store) {
     seed(&store, SKU, 100, 10).await;
     let sale_id = sale(&store, 2).await;

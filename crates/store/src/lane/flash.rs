@@ -12,7 +12,7 @@
 use ordermq_domain::OrderEvent;
 use ordermq_domain::event::FlashAttemptQueued;
 use ordermq_domain::ports::StorageError;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Statement, params};
 
 use crate::fail::{LaneError, LaneResult};
 use crate::sql;
@@ -57,15 +57,7 @@ pub(crate) fn admit_all(
     let mut takes: Vec<(&str, &str, i64, i64)> = Vec::new();
     let mut insert = tx.prepare_cached(sql::INSERT_ATTEMPT)?;
     for &(e, owner, lease_ttl_ms) in writes {
-        let inserted = insert.execute(params![
-            e.attempt_id.as_str(),
-            e.sale_id.as_str(),
-            e.user_id.as_str(),
-            i64::from(e.quantity),
-            e.order_id.as_str(),
-            e.queued_at
-        ])?;
-        if inserted != 1 {
+        if insert_attempt(&mut insert, e)? != 1 {
             outcomes.push(FastAdmit::AlreadyAttempted);
             continue;
         }
@@ -91,17 +83,7 @@ pub(crate) fn admit_all(
         if *outcome != FastAdmit::Queued {
             continue;
         }
-        let event = OrderEvent::FlashAttemptQueued(e.clone());
-        let kind = event.kind();
-        enqueue.execute(params![
-            kind.topic(),
-            kind.tag(),
-            event.key(),
-            event.event_id(),
-            event.to_json(),
-            None::<i64>,
-            now
-        ])?;
+        enqueue_attempt(&mut enqueue, e, now)?;
     }
     Ok(Some(outcomes))
 }
@@ -137,23 +119,38 @@ pub(crate) fn admit_one(
     if taken != 1 {
         return Ok(FastAdmit::LeaseLost);
     }
-    let inserted = tx.prepare_cached(sql::INSERT_ATTEMPT)?.execute(params![
+    if insert_attempt(&mut *tx.prepare_cached(sql::INSERT_ATTEMPT)?, e)? != 1 {
+        return Err(LaneError(StorageError::corrupt(format!(
+            "the attempt of {} at sale {} appeared after its check",
+            e.user_id, e.sale_id
+        ))));
+    }
+    enqueue_attempt(&mut *tx.prepare_cached(sql::INSERT_OUTBOX)?, e, now)?;
+    Ok(FastAdmit::Queued)
+}
+
+/// Writes the attempt's row with `insert` ([`sql::INSERT_ATTEMPT`]): 1
+/// written, 0 if the user already has an attempt at the sale.
+fn insert_attempt(insert: &mut Statement<'_>, e: &FlashAttemptQueued) -> rusqlite::Result<usize> {
+    insert.execute(params![
         e.attempt_id.as_str(),
         e.sale_id.as_str(),
         e.user_id.as_str(),
         i64::from(e.quantity),
         e.order_id.as_str(),
         e.queued_at
-    ])?;
-    if inserted != 1 {
-        return Err(LaneError(StorageError::corrupt(format!(
-            "the attempt of {} at sale {} appeared after its check",
-            e.user_id, e.sale_id
-        ))));
-    }
+    ])
+}
+
+/// Writes the attempt's message with `enqueue` ([`sql::INSERT_OUTBOX`]).
+fn enqueue_attempt(
+    enqueue: &mut Statement<'_>,
+    e: &FlashAttemptQueued,
+    now: i64,
+) -> rusqlite::Result<()> {
     let event = OrderEvent::FlashAttemptQueued(e.clone());
     let kind = event.kind();
-    tx.prepare_cached(sql::INSERT_OUTBOX)?.execute(params![
+    enqueue.execute(params![
         kind.topic(),
         kind.tag(),
         event.key(),
@@ -162,5 +159,5 @@ pub(crate) fn admit_one(
         None::<i64>,
         now
     ])?;
-    Ok(FastAdmit::Queued)
+    Ok(())
 }

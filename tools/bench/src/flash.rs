@@ -166,6 +166,21 @@ async fn send_crowd(
 }
 
 /// The table's word for a crowd that stopped sending (or did not).
+/// What the order writer did between two readings of its counters
+/// ([`target::local_group_commit`]): the crowd's admissions, and whatever
+/// else committed meanwhile (the relay's rounds, the sale's first orders).
+fn writer_during(before: &[u64; 5], after: &[u64; 5]) -> Value {
+    let [commits, operations, busy_ms, slow_commits, _] =
+        std::array::from_fn(|i| after[i].saturating_sub(before[i]));
+    json!({
+        "commits": commits,
+        "operations": operations,
+        "operations_per_commit": if commits == 0 { 0.0 } else { operations as f64 / commits as f64 },
+        "busy_ms": busy_ms,
+        "slow_commits": slow_commits,
+    })
+}
+
 fn stopped(at: Option<usize>) -> String {
     at.map_or_else(|| "no (all sent)".into(), |n| n.to_string())
 }
@@ -246,6 +261,7 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
         "flash-sale: {} attempts for {} units, {}/s over {} connections",
         args.attempts, args.units, args.rate, args.connections
     );
+    let writer_before = target::local_group_commit(&app).await?;
     let begun = Instant::now();
     let crowd_over = Arc::new(AtomicBool::new(false));
     let following = tokio::spawn(follow(
@@ -264,6 +280,14 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
     )
     .await;
     crowd_over.store(true, Ordering::Release);
+    let writer = writer_during(&writer_before, &target::local_group_commit(&app).await?);
+    eprintln!(
+        "  order writer during the crowd: {} commits, {} operations ({:.1} a commit), {} ms busy",
+        writer["commits"],
+        writer["operations"],
+        writer["operations_per_commit"].as_f64().unwrap_or(0.0),
+        writer["busy_ms"]
+    );
     let (flash_crowd, admitted) = match flash_crowd {
         Ok(crowd) => crowd,
         Err(e) => {
@@ -316,6 +340,7 @@ pub(crate) async fn run(args: FlashArgs) -> BenchResult<Value> {
             "stopped_at_in_flight": flash.stopped_at_in_flight,
             "statuses": statuses_json(&flash_crowd.statuses),
             "client_cpu_s": flash_crowd.client_cpu_s,
+            "writer_during_crowd": writer,
             "over_10ms_by_50ms_window": load::slow_by_window(
                 &flash.samples, Duration::from_millis(50), Duration::from_millis(10)),
             "queued": admitted.won.len(),

@@ -412,25 +412,10 @@ impl Target {
     /// The order writer's counters (`group_commit` of `/api/stats`): commits,
     /// operations, busy ms, slow commits and their ms since that ordermq started.
     pub async fn group_commit(&self) -> BenchResult<[u64; 5]> {
-        let stats: Value = match self {
-            Self::Local(app) => app
-                .as_operator(reqwest::Method::GET, "/api/stats")
-                .send()
-                .await
-                .map_err(http)?
-                .json()
-                .await
-                .map_err(http)?,
-            Self::Remote(r) => r.stats().await?,
-        };
-        let counter = |name: &str| stats["group_commit"][name].as_u64().unwrap_or(0);
-        Ok([
-            counter("commits"),
-            counter("operations"),
-            counter("busy_ms"),
-            counter("slow_commits"),
-            counter("slow_commit_ms"),
-        ])
+        match self {
+            Self::Local(app) => local_group_commit(app).await,
+            Self::Remote(r) => Ok(group_commit_of(&r.stats().await?)),
+        }
     }
 
     /// Events committed but not yet handed to the broker.
@@ -608,6 +593,32 @@ impl Remote {
         }
         Ok(all)
     }
+}
+
+/// [`Target::group_commit`] of an in-process ordermq.
+pub(crate) async fn local_group_commit(app: &LocalApp) -> BenchResult<[u64; 5]> {
+    let stats: Value = app
+        .as_operator(reqwest::Method::GET, "/api/stats")
+        .send()
+        .await
+        .map_err(http)?
+        .json()
+        .await
+        .map_err(http)?;
+    Ok(group_commit_of(&stats))
+}
+
+/// The `group_commit` counters of an `/api/stats` answer, in
+/// [`Target::group_commit`]'s order (0 where one is missing).
+fn group_commit_of(stats: &Value) -> [u64; 5] {
+    let counter = |name: &str| stats["group_commit"][name].as_u64().unwrap_or(0);
+    [
+        counter("commits"),
+        counter("operations"),
+        counter("busy_ms"),
+        counter("slow_commits"),
+        counter("slow_commit_ms"),
+    ]
 }
 
 #[cfg(test)]

@@ -404,6 +404,14 @@ async fn flash_sale_report_is_complete_and_consistent() {
     assert_eq!(report["flash"]["statuses"], json!({"202": 40, "409": 260}));
     assert_eq!(report["plain"]["statuses"], json!({"201": 40, "409": 260}));
     assert!(num(&report, &["flash", "client_cpu_s"]) >= 0.0, "{report}");
+    // The order writer committed every winner during the crowd, in fewer
+    // commits than operations or as many.
+    let writer = |name: &str| num(&report, &["flash", "writer_during_crowd", name]);
+    assert!(writer("operations") >= 40.0, "{report}");
+    assert!(
+        (1.0..=writer("operations")).contains(&writer("commits")),
+        "{report}"
+    );
     let (p50, p99) = (
         num(&report, &["flash", "admission", "p50_ms"]),
         num(&report, &["flash", "admission", "p99_ms"]),

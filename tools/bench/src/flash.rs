@@ -165,7 +165,6 @@ async fn send_crowd(
     Ok((run, answers))
 }
 
-/// The table's word for a crowd that stopped sending (or did not).
 /// What the order writer did between two readings of its counters
 /// ([`target::local_group_commit`]): the crowd's admissions, and whatever
 /// else committed meanwhile (the relay's rounds, the sale's first orders).
@@ -181,6 +180,7 @@ fn writer_during(before: &[u64; 5], after: &[u64; 5]) -> Value {
     })
 }
 
+/// The table's word for a crowd that stopped sending (or did not).
 fn stopped(at: Option<usize>) -> String {
     at.map_or_else(|| "no (all sent)".into(), |n| n.to_string())
 }
